@@ -1,0 +1,45 @@
+# videojob: render videos with FFmpeg and report their progress truthfully.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.setup-done
+
+.DEFAULT_GOAL := help
+.PHONY: help setup run test proto check-proto lint bench chaos clean
+
+help: ## Show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+setup: $(STAMP) ## Create .venv and install everything (quick when already done)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+run: setup ## Start render service, export service and gateway on the defaults (Ctrl-C stops all)
+	$(BIN)/python -m videojob.stack
+
+test: setup check-proto ## Run the test suite
+	$(BIN)/python -m pytest
+
+proto: setup ## Regenerate the protobuf / gRPC code and type stubs from protos/
+	scripts/generate_protos.sh
+
+check-proto: setup ## Fail when the committed generated code is stale
+	scripts/check_protos.sh
+
+lint: setup ## ruff and mypy (strict)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: setup ## Run the benchmarks, print a table, write bench/results.json
+	$(BIN)/python -m bench
+
+chaos: setup ## The long fault-injection run (300+ jobs)
+	$(BIN)/python -m tests.chaos.harness --jobs 300
+
+clean: ## Remove the virtualenv and runtime data
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

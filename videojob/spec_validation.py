@@ -1,0 +1,202 @@
+"""Validation of RenderSpec, shared by the render service and the export service.
+
+``normalize_spec`` checks everything that needs no file system and fills in defaults;
+``resolve_media_path`` confines an input path to the media root. Every rejection is an
+``InvalidArgument`` naming the offending field by its proto path (``spec.output.fps``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from videojob.errors import InvalidArgument
+from videojob.render.v1 import spec_pb2
+
+MAX_DURATION_SECONDS = 4 * 3600.0
+MAX_WIDTH = 7680
+MAX_HEIGHT = 4320
+MAX_FPS = 240.0
+MAX_SLIDES = 500
+MAX_PATH_LENGTH = 1024
+MAX_CRF = 63
+
+DEFAULT_TEST_PATTERN_WIDTH = 1280
+DEFAULT_TEST_PATTERN_HEIGHT = 720
+DEFAULT_TEST_PATTERN_FPS = 30.0
+
+CONTAINERS = ("mp4", "webm")
+VIDEO_CODECS_BY_CONTAINER: dict[str, tuple[str, ...]] = {
+    "mp4": ("h264", "hevc", "av1"),
+    "webm": ("vp9", "av1"),
+}
+AUDIO_CODECS_BY_CONTAINER: dict[str, tuple[str, ...]] = {
+    "mp4": ("aac", "opus"),
+    "webm": ("opus",),
+}
+DEFAULT_VIDEO_CODEC = {"mp4": "h264", "webm": "vp9"}
+DEFAULT_AUDIO_CODEC = {"mp4": "aac", "webm": "opus"}
+PRESETS = (
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+)
+
+
+def _check_duration(value: float, field: str) -> None:
+    if not math.isfinite(value) or value <= 0:
+        raise InvalidArgument(field, "must be a positive number of seconds")
+    if value > MAX_DURATION_SECONDS:
+        raise InvalidArgument(field, f"must be at most {MAX_DURATION_SECONDS:.0f} seconds")
+
+
+def _check_size(width: int, height: int, prefix: str, *, required: bool) -> None:
+    for name, value, bound in (("width", width, MAX_WIDTH), ("height", height, MAX_HEIGHT)):
+        field = f"{prefix}.{name}"
+        if value == 0 and not required:
+            continue
+        if value <= 0:
+            raise InvalidArgument(field, "must be positive")
+        if value > bound:
+            raise InvalidArgument(field, f"must be at most {bound}")
+        if value % 2:
+            raise InvalidArgument(field, "must be even (required by yuv420p encoders)")
+    if not required and (width == 0) != (height == 0):
+        raise InvalidArgument(f"{prefix}.width", "width and height must be set together")
+
+
+def _check_fps(value: float, field: str, *, required: bool) -> None:
+    if value == 0 and not required:
+        return
+    if not math.isfinite(value) or value <= 0:
+        raise InvalidArgument(field, "must be a positive frame rate")
+    if value > MAX_FPS:
+        raise InvalidArgument(field, f"must be at most {MAX_FPS:.0f}")
+
+
+def check_relative_path(value: str, field: str) -> None:
+    """Rejects paths that could name anything outside the media root, before touching disk."""
+    if not value:
+        raise InvalidArgument(field, "is required")
+    if "\x00" in value:
+        raise InvalidArgument(field, "must not contain NUL bytes")
+    if len(value) > MAX_PATH_LENGTH:
+        raise InvalidArgument(field, f"must be at most {MAX_PATH_LENGTH} characters")
+    if any(ord(ch) < 0x20 for ch in value):
+        raise InvalidArgument(field, "must not contain control characters")
+    if os.path.isabs(value) or value.startswith(("/", "\\")):
+        raise InvalidArgument(field, "must be relative to the media root")
+    parts = Path(value).parts
+    if ".." in parts:
+        raise InvalidArgument(field, "must not contain '..'")
+    if any(len(part.encode()) > 255 for part in parts):
+        raise InvalidArgument(field, "has a path component longer than 255 bytes")
+
+
+def resolve_media_path(media_root: Path, value: str, field: str) -> Path:
+    """The real path of an existing regular file under ``media_root`` (symlinks resolved)."""
+    check_relative_path(value, field)
+    root = media_root.resolve()
+    try:
+        resolved = (root / value).resolve(strict=True)
+    except FileNotFoundError:
+        raise InvalidArgument(field, f"file not found: {value!r}") from None
+    except (OSError, RuntimeError) as exc:
+        raise InvalidArgument(field, f"cannot be resolved: {exc.strerror or exc}") from None
+    if not resolved.is_relative_to(root):
+        raise InvalidArgument(field, "resolves outside the media root")
+    if not resolved.is_file():
+        raise InvalidArgument(field, "is not a regular file")
+    return resolved
+
+
+def normalize_spec(spec: spec_pb2.RenderSpec, field: str = "spec") -> spec_pb2.RenderSpec:
+    """Checks ``spec`` and returns a copy with every default filled in."""
+    normalized = spec_pb2.RenderSpec()
+    normalized.CopyFrom(spec)
+    source = normalized.source
+    kind = source.WhichOneof("kind")
+    if kind is None:
+        raise InvalidArgument(
+            f"{field}.source", "one of test_pattern, transcode or slideshow is required"
+        )
+    if kind == "test_pattern":
+        pattern = source.test_pattern
+        prefix = f"{field}.source.test_pattern"
+        _check_duration(pattern.duration_seconds, f"{prefix}.duration_seconds")
+        if pattern.width == 0 and pattern.height == 0:
+            pattern.width, pattern.height = DEFAULT_TEST_PATTERN_WIDTH, DEFAULT_TEST_PATTERN_HEIGHT
+        _check_size(pattern.width, pattern.height, prefix, required=True)
+        if pattern.fps == 0:
+            pattern.fps = DEFAULT_TEST_PATTERN_FPS
+        _check_fps(pattern.fps, f"{prefix}.fps", required=True)
+    elif kind == "transcode":
+        check_relative_path(source.transcode.input_path, f"{field}.source.transcode.input_path")
+    else:
+        show = source.slideshow
+        prefix = f"{field}.source.slideshow"
+        if not show.slides:
+            raise InvalidArgument(f"{prefix}.slides", "at least one slide is required")
+        if len(show.slides) > MAX_SLIDES:
+            raise InvalidArgument(f"{prefix}.slides", f"at most {MAX_SLIDES} slides are allowed")
+        total = 0.0
+        for index, slide in enumerate(show.slides):
+            check_relative_path(slide.image_path, f"{prefix}.slides[{index}].image_path")
+            _check_duration(slide.duration_seconds, f"{prefix}.slides[{index}].duration_seconds")
+            total += slide.duration_seconds
+        _check_duration(total, f"{prefix}.slides")
+        if show.audio_path:
+            check_relative_path(show.audio_path, f"{prefix}.audio_path")
+        if show.subtitles_path:
+            check_relative_path(show.subtitles_path, f"{prefix}.subtitles_path")
+
+    output = normalized.output
+    prefix = f"{field}.output"
+    if not output.container:
+        output.container = "mp4"
+    if output.container not in CONTAINERS:
+        raise InvalidArgument(f"{prefix}.container", f"must be one of {', '.join(CONTAINERS)}")
+    if not output.video_codec:
+        output.video_codec = DEFAULT_VIDEO_CODEC[output.container]
+    allowed_video = VIDEO_CODECS_BY_CONTAINER[output.container]
+    if output.video_codec not in allowed_video:
+        raise InvalidArgument(
+            f"{prefix}.video_codec",
+            f"{output.video_codec!r} is not allowed in {output.container}; "
+            f"use one of {', '.join(allowed_video)}",
+        )
+    if not output.audio_codec:
+        output.audio_codec = DEFAULT_AUDIO_CODEC[output.container]
+    allowed_audio = AUDIO_CODECS_BY_CONTAINER[output.container]
+    if output.audio_codec not in allowed_audio:
+        raise InvalidArgument(
+            f"{prefix}.audio_codec",
+            f"{output.audio_codec!r} is not allowed in {output.container}; "
+            f"use one of {', '.join(allowed_audio)}",
+        )
+    _check_size(output.width, output.height, prefix, required=False)
+    _check_fps(output.fps, f"{prefix}.fps", required=False)
+    if output.HasField("crf") and not 0 <= output.crf <= MAX_CRF:
+        raise InvalidArgument(f"{prefix}.crf", f"must be between 0 and {MAX_CRF}")
+    if output.preset and output.preset not in PRESETS:
+        raise InvalidArgument(f"{prefix}.preset", f"must be one of {', '.join(PRESETS)}")
+    if output.faststart and output.container != "mp4":
+        raise InvalidArgument(f"{prefix}.faststart", "applies only to the mp4 container")
+    return normalized
+
+
+def expected_duration_seconds(spec: spec_pb2.RenderSpec) -> float | None:
+    """The output duration implied by the spec alone (None for a transcode: it needs the input)."""
+    kind = spec.source.WhichOneof("kind")
+    if kind == "test_pattern":
+        return spec.source.test_pattern.duration_seconds
+    if kind == "slideshow":
+        return sum(slide.duration_seconds for slide in spec.source.slideshow.slides)
+    return None
