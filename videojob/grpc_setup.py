@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer as AsyncHealthServicer
 from grpc_reflection.v1alpha import reflection
 
 logger = logging.getLogger(__name__)
@@ -94,15 +95,16 @@ def bind(server: grpc.aio.Server, listen: str, tls: TlsFiles | None = None) -> i
 
 async def add_health_and_reflection(
     server: grpc.aio.Server, service_full_names: Iterable[str]
-) -> health.aio.HealthServicer:
+) -> AsyncHealthServicer:
     """Registers grpc.health.v1 (every named service SERVING) and server reflection.
 
     On shutdown call ``await servicer.enter_graceful_shutdown()``: every service turns
     NOT_SERVING and stays so."""
     names = list(service_full_names)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = AsyncHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ["", *names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    reflected = [*names, health.SERVICE_NAME, reflection.SERVICE_NAME]
+    reflection.enable_server_reflection(reflected, server)
     return health_servicer

@@ -108,8 +108,10 @@ def resolve_media_path(media_root: Path, value: str, field: str) -> Path:
         resolved = (root / value).resolve(strict=True)
     except FileNotFoundError:
         raise InvalidArgument(field, f"file not found: {value!r}") from None
-    except (OSError, RuntimeError) as exc:
+    except OSError as exc:
         raise InvalidArgument(field, f"cannot be resolved: {exc.strerror or exc}") from None
+    except RuntimeError:  # a symlink loop
+        raise InvalidArgument(field, "cannot be resolved: symlink loop") from None
     if not resolved.is_relative_to(root):
         raise InvalidArgument(field, "resolves outside the media root")
     if not resolved.is_file():

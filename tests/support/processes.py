@@ -58,7 +58,8 @@ class ServiceProcess:
         except subprocess.TimeoutExpired:
             self.popen.kill()
             self.popen.wait(timeout=10)
-            raise AssertionError(f"{self.name} ignored SIGTERM for {timeout}s:\n{self.log()}")
+            message = f"{self.name} ignored SIGTERM for {timeout}s:\n{self.log()}"
+            raise AssertionError(message) from None
 
 
 def start_service(
