@@ -104,7 +104,8 @@ def test_test_pattern_bounds(pattern: dict[str, float], field: str) -> None:
 )
 def test_codec_container_pairs(container: str, video: str, audio: str, field: str) -> None:
     spec = pattern_spec()
-    spec.output.container, spec.output.video_codec, spec.output.audio_codec = container, video, audio
+    output = spec.output
+    output.container, output.video_codec, output.audio_codec = container, video, audio
     assert rejected_field(spec) == field
 
 
