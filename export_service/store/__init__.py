@@ -1,0 +1,27 @@
+"""The job store: the single record of every VideoJob (see base.JobStore)."""
+
+from export_service.store.base import (
+    ACTIVE_STATUSES,
+    TERMINAL_STATUSES,
+    Job,
+    JobNotFound,
+    JobStatus,
+    JobStore,
+    ListCursor,
+    OutputMissing,
+    TransitionRejected,
+)
+from export_service.store.factory import open_store
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "TERMINAL_STATUSES",
+    "Job",
+    "JobNotFound",
+    "JobStatus",
+    "JobStore",
+    "ListCursor",
+    "OutputMissing",
+    "TransitionRejected",
+    "open_store",
+]

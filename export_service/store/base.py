@@ -1,0 +1,189 @@
+"""The JobStore interface and the Job record.
+
+Every state change of a job is one named method here, implemented as one conditional update in
+one transaction. The invariants live in those conditions, not in callers:
+
+- a terminal status (COMPLETED, FAILED, CANCELLED) never changes;
+- progress never decreases, and 100 appears only with COMPLETED;
+- COMPLETED requires an output path naming an existing, non-empty file;
+- ``version`` rises by exactly one per change.
+
+A refused change raises ``TransitionRejected`` carrying the job as it is now.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from videojob.errors import FailedPrecondition, NotFound
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+ACTIVE_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING)
+TERMINAL_STATUSES = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+STAGE_QUEUED = "Queued"
+STAGE_COMPLETE = "Complete"
+STAGE_FAILED = "Failed"
+STAGE_CANCELLED = "Cancelled"
+
+# Progress below 100 is all a running job may show; 100 belongs to COMPLETED alone.
+MAX_RUNNING_PROGRESS = 99.9
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    request_id: str
+    status: JobStatus
+    progress: float
+    stage: str
+    output_path: str
+    error_code: str
+    error_message: str
+    attempt: int
+    version: int
+    spec: bytes
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    last_render_seq: int
+    eta_seconds: float
+    output_size_bytes: int
+    output_duration_seconds: float
+    # Set by cancel(); cleared by render_released() once the render is known to be stopped
+    # and its output removed, so a restart can finish the clean-up.
+    cancel_requested: bool
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+class JobNotFound(NotFound):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id!r} not found")
+        self.job_id = job_id
+
+
+class TransitionRejected(FailedPrecondition):
+    """The store refused a change; ``current`` is the job as it is now."""
+
+    def __init__(self, current: Job, reason: str) -> None:
+        super().__init__(f"job {current.id} is {current.status.value}: {reason}")
+        self.current = current
+        self.reason = reason
+
+
+class OutputMissing(TransitionRejected):
+    """COMPLETED was refused because the output file does not exist or is empty."""
+
+
+@dataclass(frozen=True)
+class ListCursor:
+    """Position after the last job of a page (newest first: created_at desc, id desc)."""
+
+    created_at_us: int
+    job_id: str
+
+
+ChangeListener = Callable[[Job], None]
+
+
+class JobStore(ABC):
+    """The single record of every job. Implementations: sqlite.SqliteJobStore (PostgreSQL next)."""
+
+    def __init__(self) -> None:
+        self._listeners: list[ChangeListener] = []
+
+    def add_listener(self, listener: ChangeListener) -> None:
+        """``listener(job)`` is called in the event loop after every committed change."""
+        self._listeners.append(listener)
+
+    def _committed(self, job: Job) -> Job:
+        for listener in self._listeners:
+            listener(job)
+        return job
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    # Reads.
+
+    @abstractmethod
+    async def get(self, job_id: str) -> Job:
+        """The job, or JobNotFound."""
+
+    @abstractmethod
+    async def list_jobs(
+        self, *, limit: int, status: JobStatus | None = None, after: ListCursor | None = None
+    ) -> list[Job]:
+        """Newest first, at most ``limit`` jobs, starting after ``after``."""
+
+    @abstractmethod
+    async def list_active(self) -> list[Job]:
+        """Every QUEUED or RUNNING job, oldest first."""
+
+    @abstractmethod
+    async def list_pending_cancellations(self) -> list[Job]:
+        """CANCELLED jobs whose render is not yet known to be stopped and cleaned up."""
+
+    # Changes: one conditional update each.
+
+    @abstractmethod
+    async def create(
+        self, *, job_id: str, request_id: str, spec: bytes, max_active: int | None = None
+    ) -> tuple[Job, bool]:
+        """Inserts a QUEUED job (attempt 1, version 1) and returns (job, True); when
+        ``request_id`` is already known returns (that job, False) instead. Raises
+        ResourceExhausted when ``max_active`` jobs are already QUEUED or RUNNING."""
+
+    @abstractmethod
+    async def record_progress(
+        self, job_id: str, *, progress: float, stage: str, eta_seconds: float, render_seq: int
+    ) -> Job:
+        """An active job's progress. Moves QUEUED to RUNNING unless ``stage`` is Queued.
+        Rejected when terminal, when ``progress`` is below the stored one, or is 100 or more."""
+
+    @abstractmethod
+    async def complete(
+        self,
+        job_id: str,
+        *,
+        output_path: str,
+        size_bytes: int,
+        duration_seconds: float,
+        render_seq: int,
+    ) -> Job:
+        """COMPLETED with progress 100. Raises OutputMissing unless ``output_path`` names an
+        existing non-empty file; TransitionRejected when the job is already terminal."""
+
+    @abstractmethod
+    async def fail(self, job_id: str, *, code: str, message: str) -> Job:
+        """FAILED with an error code and message; rejected when already terminal."""
+
+    @abstractmethod
+    async def cancel(self, job_id: str) -> Job:
+        """CANCELLED (with cancel_requested set); rejected when already terminal."""
+
+    @abstractmethod
+    async def begin_attempt(self, job_id: str, *, expected_attempt: int) -> Job:
+        """attempt + 1 for a resubmitted render (render seq back to 0); rejected when terminal
+        or when the attempt is no longer ``expected_attempt`` (someone else already retried)."""
+
+    @abstractmethod
+    async def render_released(self, job_id: str) -> None:
+        """Clears cancel_requested: the cancelled job's render is stopped and its output gone.
+        Bookkeeping only, not a change of the job (version unchanged)."""

@@ -1,0 +1,33 @@
+"""open_store(url): the JobStore for a database URL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from export_service.store.base import JobStore
+from export_service.store.sqlite import SqliteJobStore
+
+DEFAULT_DATABASE = "sqlite:///var/export.db"
+
+
+def sqlite_path(url: str) -> Path:
+    """``sqlite:///relative/path``, ``sqlite:////absolute/path`` or a bare path."""
+    if url.startswith("sqlite://"):
+        rest = url.removeprefix("sqlite://")
+        if not rest.startswith("/") or rest == "/":
+            raise ValueError(f"database URL {url!r}: expected sqlite:///path/to/file.db")
+        return Path(rest[1:])
+    if "://" in url:
+        raise ValueError(f"database URL {url!r}: unsupported scheme")
+    if not url:
+        raise ValueError("database URL is empty")
+    return Path(url)
+
+
+async def open_store(url: str) -> JobStore:
+    if url.startswith(("postgresql://", "postgres://")):
+        raise ValueError(
+            "PostgreSQL is not implemented yet: implement export_service.store.base.JobStore "
+            "(every change one conditional UPDATE) and register it here; use sqlite:///path for now"
+        )
+    return await SqliteJobStore.open(sqlite_path(url))

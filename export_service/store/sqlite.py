@@ -1,0 +1,427 @@
+"""SQLite implementation of JobStore: one sqlite3 connection owned by one worker thread.
+
+Every operation is one function run on that thread, inside one ``BEGIN IMMEDIATE`` transaction,
+so the event loop never blocks and a change is never interleaved with another on this store.
+Several stores (or processes) may share the file: SQLite's write lock and busy timeout serialize
+them, and the conditional updates keep the invariants whoever writes. Triggers repeat the
+invariants at the database level, so even a raw UPDATE cannot break them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import concurrent.futures
+import contextlib
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from export_service.store.base import (
+    MAX_RUNNING_PROGRESS,
+    STAGE_CANCELLED,
+    STAGE_COMPLETE,
+    STAGE_FAILED,
+    STAGE_QUEUED,
+    Job,
+    JobNotFound,
+    JobStatus,
+    JobStore,
+    ListCursor,
+    OutputMissing,
+    TransitionRejected,
+)
+from videojob.errors import ResourceExhausted
+
+T = TypeVar("T")
+
+BUSY_TIMEOUT_MS = 15_000
+
+_ACTIVE_SQL = "('QUEUED', 'RUNNING')"
+_TERMINAL_SQL = "('COMPLETED', 'FAILED', 'CANCELLED')"
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    request_id TEXT NOT NULL UNIQUE,
+    status TEXT NOT NULL
+        CHECK (status IN ('QUEUED', 'RUNNING', 'COMPLETED', 'FAILED', 'CANCELLED')),
+    progress REAL NOT NULL DEFAULT 0 CHECK (progress >= 0 AND progress <= 100),
+    stage TEXT NOT NULL DEFAULT '{STAGE_QUEUED}',
+    output_path TEXT NOT NULL DEFAULT '',
+    error_code TEXT NOT NULL DEFAULT '',
+    error_message TEXT NOT NULL DEFAULT '',
+    attempt INTEGER NOT NULL DEFAULT 1,
+    version INTEGER NOT NULL DEFAULT 1,
+    spec BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    started_at INTEGER,
+    finished_at INTEGER,
+    last_render_seq INTEGER NOT NULL DEFAULT 0,
+    eta_seconds REAL NOT NULL DEFAULT 0,
+    output_size_bytes INTEGER NOT NULL DEFAULT 0,
+    output_duration_seconds REAL NOT NULL DEFAULT 0,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    CHECK ((progress = 100) = (status = 'COMPLETED')),
+    CHECK (status != 'COMPLETED' OR output_path != '')
+);
+CREATE INDEX IF NOT EXISTS jobs_newest ON jobs (created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS jobs_status_newest ON jobs (status, created_at DESC, id DESC);
+CREATE TRIGGER IF NOT EXISTS jobs_invariants BEFORE UPDATE ON jobs
+BEGIN
+    SELECT RAISE(ABORT, 'terminal state is final')
+        WHERE OLD.status IN {_TERMINAL_SQL}
+          AND (NEW.status != OLD.status OR NEW.version != OLD.version);
+    SELECT RAISE(ABORT, 'progress never decreases') WHERE NEW.progress < OLD.progress;
+    SELECT RAISE(ABORT, 'version rises by exactly one per change')
+        WHERE NEW.version != OLD.version AND NEW.version != OLD.version + 1;
+    SELECT RAISE(ABORT, 'a change must raise the version')
+        WHERE NEW.version = OLD.version AND (
+            NEW.status != OLD.status OR NEW.progress != OLD.progress OR NEW.stage != OLD.stage
+            OR NEW.output_path != OLD.output_path OR NEW.attempt != OLD.attempt);
+END;
+"""
+
+_COLUMNS = (
+    "id, request_id, status, progress, stage, output_path, error_code, error_message, attempt, "
+    "version, spec, created_at, updated_at, started_at, finished_at, last_render_seq, "
+    "eta_seconds, output_size_bytes, output_duration_seconds, cancel_requested"
+)
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def _datetime(us: int | None) -> datetime | None:
+    if us is None:
+        return None
+    return datetime.fromtimestamp(us / 1_000_000, tz=UTC)
+
+
+def _job(row: sqlite3.Row) -> Job:
+    created = _datetime(row["created_at"])
+    updated = _datetime(row["updated_at"])
+    assert created is not None and updated is not None
+    return Job(
+        id=row["id"],
+        request_id=row["request_id"],
+        status=JobStatus(row["status"]),
+        progress=row["progress"],
+        stage=row["stage"],
+        output_path=row["output_path"],
+        error_code=row["error_code"],
+        error_message=row["error_message"],
+        attempt=row["attempt"],
+        version=row["version"],
+        spec=bytes(row["spec"]),
+        created_at=created,
+        updated_at=updated,
+        started_at=_datetime(row["started_at"]),
+        finished_at=_datetime(row["finished_at"]),
+        last_render_seq=row["last_render_seq"],
+        eta_seconds=row["eta_seconds"],
+        output_size_bytes=row["output_size_bytes"],
+        output_duration_seconds=row["output_duration_seconds"],
+        cancel_requested=bool(row["cancel_requested"]),
+    )
+
+
+def created_at_us(job: Job) -> int:
+    delta = job.created_at - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def encode_cursor(cursor: ListCursor) -> str:
+    raw = f"{cursor.created_at_us}:{cursor.job_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(token: str) -> ListCursor:
+    """Raises ValueError for anything encode_cursor did not produce."""
+    padded = token + "=" * (-len(token) % 4)
+    raw = base64.urlsafe_b64decode(padded.encode("ascii")).decode()
+    created, _, job_id = raw.partition(":")
+    if not job_id or not created.isdigit():
+        raise ValueError("malformed cursor")
+    return ListCursor(created_at_us=int(created), job_id=job_id)
+
+
+def output_file_ok(path: str) -> bool:
+    try:
+        return bool(path) and os.path.isfile(path) and os.path.getsize(path) > 0
+    except OSError:
+        return False
+
+
+class SqliteJobStore(JobStore):
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="sqlite-store"
+        )
+        self._conn: sqlite3.Connection | None = None
+
+    @classmethod
+    async def open(cls, path: Path) -> SqliteJobStore:
+        store = cls(path)
+        await store._run(store._connect)
+        return store
+
+    def _connect(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False
+        )
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        with _transaction(conn):
+            _run_script(conn, SCHEMA)
+        self._conn = conn
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await self._run(conn.close)
+        self._executor.shutdown(wait=True)
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("store is closed")
+        return self._conn
+
+    def _select(self, job_id: str) -> Job:
+        row = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFound(job_id)
+        return _job(row)
+
+    def _update(
+        self, job_id: str, assignments: str, condition: str, params: dict[str, Any], reason: str
+    ) -> Job:
+        """One conditional UPDATE in one transaction; raises TransitionRejected (with the
+        current job) or JobNotFound when the condition does not hold."""
+        sql = (
+            f"UPDATE jobs SET {assignments}, version = version + 1, updated_at = :now "
+            f"WHERE id = :id AND ({condition}) RETURNING {_COLUMNS}"
+        )
+        with _transaction(self._db):
+            row = self._db.execute(sql, {**params, "id": job_id, "now": now_us()}).fetchone()
+            if row is not None:
+                return _job(row)
+            current = self._select(job_id)
+        raise TransitionRejected(current, reason)
+
+    async def _change(self, fn: Callable[[], Job]) -> Job:
+        return self._committed(await self._run(fn))
+
+    # Reads.
+
+    async def get(self, job_id: str) -> Job:
+        return await self._run(lambda: self._select(job_id))
+
+    async def list_jobs(
+        self, *, limit: int, status: JobStatus | None = None, after: ListCursor | None = None
+    ) -> list[Job]:
+        where: list[str] = []
+        params: dict[str, Any] = {"limit": limit}
+        if status is not None:
+            where.append("status = :status")
+            params["status"] = status.value
+        if after is not None:
+            where.append(
+                "(created_at < :after_created OR (created_at = :after_created AND id < :after_id))"
+            )
+            params.update(after_created=after.created_at_us, after_id=after.job_id)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        sql = f"SELECT {_COLUMNS} FROM jobs {clause} ORDER BY created_at DESC, id DESC LIMIT :limit"
+        rows = await self._run(lambda: self._db.execute(sql, params).fetchall())
+        return [_job(row) for row in rows]
+
+    async def list_active(self) -> list[Job]:
+        sql = f"SELECT {_COLUMNS} FROM jobs WHERE status IN {_ACTIVE_SQL} ORDER BY created_at, id"
+        rows = await self._run(lambda: self._db.execute(sql).fetchall())
+        return [_job(row) for row in rows]
+
+    async def list_pending_cancellations(self) -> list[Job]:
+        sql = f"SELECT {_COLUMNS} FROM jobs WHERE status = 'CANCELLED' AND cancel_requested = 1"
+        rows = await self._run(lambda: self._db.execute(sql).fetchall())
+        return [_job(row) for row in rows]
+
+    # Changes.
+
+    async def create(
+        self, *, job_id: str, request_id: str, spec: bytes, max_active: int | None = None
+    ) -> tuple[Job, bool]:
+        def insert() -> tuple[Job, bool]:
+            with _transaction(self._db):
+                row = self._db.execute(
+                    f"SELECT {_COLUMNS} FROM jobs WHERE request_id = ?", (request_id,)
+                ).fetchone()
+                if row is not None:
+                    return _job(row), False
+                if max_active is not None:
+                    (active,) = self._db.execute(
+                        f"SELECT count(*) FROM jobs WHERE status IN {_ACTIVE_SQL}"
+                    ).fetchone()
+                    if active >= max_active:
+                        raise ResourceExhausted(
+                            f"{active} jobs are queued or running (the limit is {max_active}); "
+                            "retry later"
+                        )
+                now = now_us()
+                row = self._db.execute(
+                    "INSERT INTO jobs (id, request_id, status, progress, stage, spec, created_at, "
+                    f"updated_at) VALUES (?, ?, 'QUEUED', 0, ?, ?, ?, ?) RETURNING {_COLUMNS}",
+                    (job_id, request_id, STAGE_QUEUED, spec, now, now),
+                ).fetchone()
+                return _job(row), True
+
+        job, created = await self._run(insert)
+        if created:
+            self._committed(job)
+        return job, created
+
+    async def record_progress(
+        self, job_id: str, *, progress: float, stage: str, eta_seconds: float, render_seq: int
+    ) -> Job:
+        if not 0 <= progress <= MAX_RUNNING_PROGRESS:
+            current = await self.get(job_id)
+            reason = f"progress {progress} is not allowed before COMPLETED"
+            raise TransitionRejected(current, reason)
+        running = stage != STAGE_QUEUED
+        return await self._change(
+            lambda: self._update(
+                job_id,
+                "progress = :progress, stage = :stage, eta_seconds = :eta, "
+                "last_render_seq = max(last_render_seq, :seq), "
+                "status = CASE WHEN :running THEN 'RUNNING' ELSE status END, "
+                "started_at = CASE WHEN :running THEN coalesce(started_at, :now) "
+                "ELSE started_at END",
+                f"status IN {_ACTIVE_SQL} AND progress <= :progress",
+                {
+                    "progress": progress,
+                    "stage": stage,
+                    "eta": eta_seconds,
+                    "seq": render_seq,
+                    "running": running,
+                },
+                f"progress {progress} refused (terminal, or below the stored progress)",
+            )
+        )
+
+    async def complete(
+        self,
+        job_id: str,
+        *,
+        output_path: str,
+        size_bytes: int,
+        duration_seconds: float,
+        render_seq: int,
+    ) -> Job:
+        def complete() -> Job:
+            with _transaction(self._db):
+                current = self._select(job_id)
+                if current.terminal:
+                    raise TransitionRejected(current, "cannot complete a finished job")
+                if not output_file_ok(output_path):
+                    raise OutputMissing(
+                        current, f"output {output_path!r} does not exist or is empty"
+                    )
+                return self._update(
+                    job_id,
+                    "status = 'COMPLETED', progress = 100, stage = :stage, "
+                    "output_path = :path, output_size_bytes = :size, "
+                    "output_duration_seconds = :duration, eta_seconds = 0, "
+                    "last_render_seq = max(last_render_seq, :seq), "
+                    "started_at = coalesce(started_at, :now), finished_at = :now",
+                    f"status IN {_ACTIVE_SQL}",
+                    {
+                        "stage": STAGE_COMPLETE,
+                        "path": output_path,
+                        "size": size_bytes,
+                        "duration": duration_seconds,
+                        "seq": render_seq,
+                    },
+                    "cannot complete a finished job",
+                )
+
+        return await self._change(complete)
+
+    async def fail(self, job_id: str, *, code: str, message: str) -> Job:
+        return await self._change(
+            lambda: self._update(
+                job_id,
+                "status = 'FAILED', stage = :stage, error_code = :code, error_message = :message, "
+                "eta_seconds = 0, finished_at = :now",
+                f"status IN {_ACTIVE_SQL}",
+                {"stage": STAGE_FAILED, "code": code, "message": message},
+                "cannot fail a finished job",
+            )
+        )
+
+    async def cancel(self, job_id: str) -> Job:
+        return await self._change(
+            lambda: self._update(
+                job_id,
+                "status = 'CANCELLED', stage = :stage, cancel_requested = 1, eta_seconds = 0, "
+                "finished_at = :now",
+                f"status IN {_ACTIVE_SQL}",
+                {"stage": STAGE_CANCELLED},
+                "only queued or running jobs can be cancelled",
+            )
+        )
+
+    async def begin_attempt(self, job_id: str, *, expected_attempt: int) -> Job:
+        return await self._change(
+            lambda: self._update(
+                job_id,
+                "attempt = attempt + 1, last_render_seq = 0",
+                f"status IN {_ACTIVE_SQL} AND attempt = :expected",
+                {"expected": expected_attempt},
+                f"attempt {expected_attempt} is no longer current",
+            )
+        )
+
+    async def render_released(self, job_id: str) -> None:
+        def release() -> None:
+            with _transaction(self._db):
+                self._db.execute("UPDATE jobs SET cancel_requested = 0 WHERE id = ?", (job_id,))
+
+        await self._run(release)
+
+
+def _run_script(conn: sqlite3.Connection, script: str) -> None:
+    """executescript() would COMMIT our transaction first; run the statements one by one."""
+    statement = ""
+    for line in script.splitlines(keepends=True):
+        statement += line
+        if sqlite3.complete_statement(statement):
+            conn.execute(statement)
+            statement = ""
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    if conn.in_transaction:  # nested: the outer transaction commits
+        yield
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
