@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: setup ## Start render service, export service and gateway on the defaults (Ctrl-C stops all)
-	$(BIN)/python -m videojob.stack
+	$(BIN)/python scripts/run_stack.py
 
 test: setup check-proto ## Run the test suite
 	$(BIN)/python -m pytest

@@ -1,0 +1,319 @@
+"""The gateway's ASGI app: thin routes over the export service's gRPC API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from gateway import sse
+from gateway.errors import (
+    error_response,
+    grpc_error_response,
+    http_exception_handler,
+    invalid_argument_response,
+    unexpected_error_handler,
+)
+from gateway.job_json import STATUS_BY_NAME, is_terminal, job_to_json, spec_from_json
+from gateway.middleware import BearerTokenMiddleware, BodySizeLimitMiddleware
+from gateway.openapi import (
+    DEFAULT_LIST_LIMIT,
+    MAX_IDEMPOTENCY_KEY_LENGTH,
+    MAX_JOB_ID_LENGTH,
+    MAX_LIST_LIMIT,
+    OPENAPI_DOCUMENT,
+)
+from gateway.settings import Settings
+from videojob.errors import InvalidArgument
+from videojob.export.v1 import export_pb2, export_pb2_grpc
+from videojob.grpc_setup import create_channel
+
+logger = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+EXPORT_SERVICE_NAME = "videojob.export.v1.ExportService"
+HEALTH_CHECK_TIMEOUT_SECONDS = 2.0
+CONTENT_TYPES = {"mp4": "video/mp4", "webm": "video/webm"}
+
+
+class Export:
+    """The export service client and the per-call settings, kept in app.state."""
+
+    def __init__(self, channel: grpc.aio.Channel, settings: Settings) -> None:
+        self.channel = channel
+        self.stub: export_pb2_grpc.ExportServiceAsyncStub = export_pb2_grpc.ExportServiceStub(
+            channel
+        )
+        self.health = health_pb2_grpc.HealthStub(channel)
+        self.timeout = settings.rpc_timeout_seconds
+
+
+def _export(request: Request) -> Export:
+    export: Export = request.app.state.export
+    return export
+
+
+def _job_id(request: Request) -> str:
+    job_id: str = request.path_params["id"]
+    if len(job_id) > MAX_JOB_ID_LENGTH:
+        raise HTTPException(404, "no job has this id")
+    return job_id
+
+
+def _job_response(job: export_pb2.VideoJob, status_code: int = 200) -> JSONResponse:
+    return JSONResponse(job_to_json(job), status_code=status_code)
+
+
+def _idempotency_key(request: Request) -> str:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return uuid.uuid4().hex
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY_LENGTH or not all("!" <= c <= "~" for c in key):
+        raise InvalidArgument(
+            "Idempotency-Key",
+            f"must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} visible ASCII characters",
+        )
+    return key
+
+
+async def create_job(request: Request) -> Response:
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        return error_response(415, "the body must be application/json (a RenderSpec)")
+    try:
+        request_id = _idempotency_key(request)
+    except InvalidArgument as error:
+        return invalid_argument_response(error, status=400)
+    try:
+        body: Any = json.loads(await request.body())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        return error_response(400, f"the body is not valid JSON: {error}")
+    try:
+        spec = spec_from_json(body)
+    except InvalidArgument as error:
+        return invalid_argument_response(error)
+    export = _export(request)
+    try:
+        job = await export.stub.CreateExport(
+            export_pb2.CreateExportRequest(request_id=request_id, spec=spec),
+            timeout=export.timeout,
+        )
+    except grpc.aio.AioRpcError as error:
+        return grpc_error_response(error)
+    return _job_response(job, status_code=201)
+
+
+def _list_request(request: Request) -> export_pb2.ListExportsRequest:
+    params = request.query_params
+    status_name = params.get("status", "")
+    if status_name and status_name not in STATUS_BY_NAME:
+        raise InvalidArgument("status", f"must be one of {', '.join(STATUS_BY_NAME)}")
+    limit_text = params.get("limit", str(DEFAULT_LIST_LIMIT))
+    if not limit_text.isascii() or not limit_text.isdigit() or len(limit_text) > 6:
+        raise InvalidArgument("limit", f"must be an integer from 1 to {MAX_LIST_LIMIT}")
+    limit = int(limit_text)
+    if not 1 <= limit <= MAX_LIST_LIMIT:
+        raise InvalidArgument("limit", f"must be an integer from 1 to {MAX_LIST_LIMIT}")
+    return export_pb2.ListExportsRequest(
+        page_size=limit,
+        page_token=params.get("cursor", ""),
+        status=STATUS_BY_NAME[status_name] if status_name else export_pb2.JOB_STATUS_UNSPECIFIED,
+    )
+
+
+async def list_jobs(request: Request) -> Response:
+    try:
+        list_request = _list_request(request)
+    except InvalidArgument as error:
+        return invalid_argument_response(error, status=400)
+    export = _export(request)
+    try:
+        page = await export.stub.ListExports(list_request, timeout=export.timeout)
+    except grpc.aio.AioRpcError as error:
+        if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
+            return error_response(
+                400, "cursor: is not a cursor this service issued", field="cursor"
+            )
+        return grpc_error_response(error)
+    return JSONResponse(
+        {
+            "jobs": [job_to_json(job) for job in page.jobs],
+            "nextCursor": page.next_page_token or None,
+        }
+    )
+
+
+async def _get(request: Request, job_id: str) -> export_pb2.VideoJob:
+    export = _export(request)
+    job: export_pb2.VideoJob = await export.stub.GetExport(
+        export_pb2.GetExportRequest(id=job_id), timeout=export.timeout
+    )
+    return job
+
+
+async def get_job(request: Request) -> Response:
+    try:
+        return _job_response(await _get(request, _job_id(request)))
+    except grpc.aio.AioRpcError as error:
+        return grpc_error_response(error)
+
+
+async def cancel_job(request: Request) -> Response:
+    export = _export(request)
+    try:
+        job = await export.stub.CancelExport(
+            export_pb2.CancelExportRequest(id=_job_id(request)), timeout=export.timeout
+        )
+    except grpc.aio.AioRpcError as error:
+        return grpc_error_response(error)
+    return _job_response(job)
+
+
+async def job_events(request: Request) -> Response:
+    job_id = _job_id(request)
+    try:
+        after_version = sse.parse_last_event_id(
+            request.headers.get("last-event-id"), request.query_params.get("lastEventId")
+        )
+    except InvalidArgument as error:
+        return invalid_argument_response(error, status=400)
+    try:
+        job = await _get(request, job_id)
+    except grpc.aio.AioRpcError as error:
+        return grpc_error_response(error)
+    if is_terminal(job) and after_version >= job.version:
+        # Nothing more will ever come; 204 also tells EventSource to stop reconnecting.
+        return Response(status_code=204, headers=sse.SSE_HEADERS)
+    events = sse.job_events(
+        _export(request).stub, job_id, after_version, request.app.state.settings.heartbeat_seconds
+    )
+    return StreamingResponse(events, media_type="text/event-stream", headers=sse.SSE_HEADERS)
+
+
+def _existing_file(path: Path) -> Path | None:
+    try:
+        resolved = path.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return None
+    return resolved if resolved.is_file() else None
+
+
+async def download(request: Request) -> Response:
+    job_id = _job_id(request)
+    try:
+        job = await _get(request, job_id)
+    except grpc.aio.AioRpcError as error:
+        return grpc_error_response(error)
+    if job.status != export_pb2.COMPLETED or not job.output_path:
+        status = job_to_json(job)["status"]
+        return error_response(409, f"the job is {status}; its file exists once it has completed")
+    container = job.spec.output.container or "mp4"
+    path = Path(job.output_path)
+    if container not in CONTENT_TYPES or path.suffix != f".{container}":
+        logger.error("job %s has an unexpected output path %r", job_id, job.output_path)
+        return error_response(500, "the job's output path is not a video this gateway serves")
+    resolved = await asyncio.to_thread(_existing_file, path)
+    if resolved is None:
+        return error_response(410, "the job's file no longer exists")
+    return FileResponse(
+        resolved,
+        media_type=CONTENT_TYPES[container],
+        filename=f"{job.id}.{container}",
+        content_disposition_type="attachment",
+    )
+
+
+async def healthz(request: Request) -> Response:
+    export = _export(request)
+    try:
+        answer = await export.health.Check(
+            health_pb2.HealthCheckRequest(service=EXPORT_SERVICE_NAME),
+            timeout=HEALTH_CHECK_TIMEOUT_SECONDS,
+        )
+    except grpc.aio.AioRpcError as error:
+        message = f"the export service is not reachable ({error.code().name.lower()})"
+        return JSONResponse(
+            {"status": "unavailable", "export": "UNREACHABLE", "message": message}, status_code=503
+        )
+    state = health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
+    if answer.status != health_pb2.HealthCheckResponse.SERVING:
+        message = f"the export service is {state}"
+        return JSONResponse(
+            {"status": "unavailable", "export": state, "message": message}, status_code=503
+        )
+    return JSONResponse({"status": "ok", "export": state})
+
+
+async def openapi(request: Request) -> Response:
+    return JSONResponse(OPENAPI_DOCUMENT)
+
+
+async def index(request: Request) -> Response:
+    return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+def create_app(settings: Settings) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        channel = create_channel(settings.export_addr, settings.export_tls)
+        app.state.export = Export(channel, settings)
+        try:
+            yield
+        finally:
+            await channel.close(grace=None)
+
+    middleware: list[Middleware] = []
+    if settings.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_origins),
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
+                expose_headers=["Content-Disposition", "Content-Length", "Content-Range"],
+                max_age=600,
+            )
+        )
+    if settings.api_token:
+        middleware.append(Middleware(BearerTokenMiddleware, token=settings.api_token))
+    middleware.append(Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes))
+
+    routes = [
+        Route("/", index, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/api/jobs", create_job, methods=["POST"]),
+        Route("/api/jobs", list_jobs, methods=["GET"]),
+        Route("/api/jobs/{id}", get_job, methods=["GET"]),
+        Route("/api/jobs/{id}/cancel", cancel_job, methods=["POST"]),
+        Route("/api/jobs/{id}/events", job_events, methods=["GET"]),
+        Route("/api/jobs/{id}/download", download, methods=["GET"]),
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={
+            HTTPException: http_exception_handler,
+            Exception: unexpected_error_handler,
+        },
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    return app

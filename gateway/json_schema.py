@@ -1,0 +1,133 @@
+"""A small JSON Schema checker for the subset the gateway's OpenAPI document uses.
+
+Request bodies are checked against the very schemas the OpenAPI document publishes, so the
+document and what the routes accept cannot drift apart. Every rejection names the offending
+field by its JSON path (``source.testPattern.durationSeconds``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from videojob.errors import InvalidArgument
+
+Schema = Mapping[str, Any]
+
+_TYPE_NAMES = {
+    "object": "an object",
+    "array": "an array",
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+}
+
+
+def _join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+def _is_type(value: Any, type_name: str) -> bool:
+    if type_name == "object":
+        return isinstance(value, dict)
+    if type_name == "array":
+        return isinstance(value, list)
+    if type_name == "string":
+        return isinstance(value, str)
+    if type_name == "boolean":
+        return isinstance(value, bool)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    if type_name == "integer":
+        return isinstance(value, int) or value.is_integer()
+    return type_name == "number"
+
+
+def _format_number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+class SchemaChecker:
+    """Checks JSON values against schemas that may ``$ref`` ``#/components/schemas/<Name>``."""
+
+    def __init__(self, components: Mapping[str, Schema]) -> None:
+        self._components = components
+
+    def _resolve(self, schema: Schema) -> Schema:
+        while "$ref" in schema:
+            name = str(schema["$ref"]).rsplit("/", 1)[-1]
+            schema = self._components[name]
+        return schema
+
+    def check(self, value: Any, schema: Schema, path: str = "") -> None:
+        """Raises InvalidArgument(field=<JSON path>, problem) for the first violation found."""
+        schema = self._resolve(schema)
+        where = path or "body"
+        type_name = schema.get("type")
+        if type_name is not None and not _is_type(value, type_name):
+            raise InvalidArgument(where, f"must be {_TYPE_NAMES[type_name]}")
+        if "enum" in schema and value not in schema["enum"]:
+            choices = ", ".join(str(choice) for choice in schema["enum"])
+            raise InvalidArgument(where, f"must be one of {choices}")
+        if isinstance(value, str):
+            self._check_string(value, schema, where)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            self._check_number(value, schema, where)
+        elif isinstance(value, list):
+            self._check_array(value, schema, path)
+        elif isinstance(value, dict):
+            self._check_object(value, schema, path)
+
+    @staticmethod
+    def _check_string(value: str, schema: Schema, where: str) -> None:
+        if len(value) < schema.get("minLength", 0):
+            raise InvalidArgument(where, "must not be empty")
+        if "maxLength" in schema and len(value) > schema["maxLength"]:
+            raise InvalidArgument(where, f"must be at most {schema['maxLength']} characters")
+
+    @staticmethod
+    def _check_number(value: float, schema: Schema, where: str) -> None:
+        if "minimum" in schema and value < schema["minimum"]:
+            raise InvalidArgument(where, f"must be at least {_format_number(schema['minimum'])}")
+        if "exclusiveMinimum" in schema and value <= schema["exclusiveMinimum"]:
+            bound = _format_number(schema["exclusiveMinimum"])
+            raise InvalidArgument(where, f"must be greater than {bound}")
+        if "maximum" in schema and value > schema["maximum"]:
+            raise InvalidArgument(where, f"must be at most {_format_number(schema['maximum'])}")
+        if "multipleOf" in schema and value % schema["multipleOf"]:
+            bound = _format_number(schema["multipleOf"])
+            raise InvalidArgument(where, f"must be a multiple of {bound}")
+
+    def _check_array(self, value: list[Any], schema: Schema, path: str) -> None:
+        where = path or "body"
+        if len(value) < schema.get("minItems", 0):
+            raise InvalidArgument(where, f"needs at least {schema['minItems']} item(s)")
+        if "maxItems" in schema and len(value) > schema["maxItems"]:
+            raise InvalidArgument(where, f"allows at most {schema['maxItems']} items")
+        if "items" in schema:
+            for index, item in enumerate(value):
+                self.check(item, schema["items"], _join(path, index))
+
+    def _check_object(self, value: dict[str, Any], schema: Schema, path: str) -> None:
+        properties: Mapping[str, Schema] = schema.get("properties", {})
+        if schema.get("additionalProperties", True) is False:
+            for key in value:
+                if key not in properties:
+                    raise InvalidArgument(_join(path, key), "is not a known field")
+        for key in schema.get("required", ()):
+            if key not in value:
+                raise InvalidArgument(_join(path, key), "is required")
+        count = len(value)
+        if count < schema.get("minProperties", 0) or count > schema.get("maxProperties", count):
+            names = ", ".join(properties)
+            if schema.get("minProperties") == schema.get("maxProperties") == 1:
+                raise InvalidArgument(path or "body", f"set exactly one of {names}")
+            raise InvalidArgument(path or "body", f"has the wrong number of fields ({names})")
+        for key, item in value.items():
+            self.check(item, properties.get(key, {}), _join(path, key))

@@ -1,0 +1,451 @@
+"""The gateway's OpenAPI 3.1 document, built once.
+
+``COMPONENT_SCHEMAS`` are also what ``POST /api/jobs`` checks its body against
+(gateway.json_schema), so the document describes exactly what the route accepts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from videojob import spec_validation as limits
+
+JOB_STATUSES = ["queued", "running", "completed", "failed", "cancelled"]
+MAX_LIST_LIMIT = 100
+DEFAULT_LIST_LIMIT = 20
+MAX_IDEMPOTENCY_KEY_LENGTH = 200
+MAX_JOB_ID_LENGTH = 200
+
+
+def _media_path(description: str) -> dict[str, Any]:
+    return {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": limits.MAX_PATH_LENGTH,
+        "description": description,
+    }
+
+
+def _duration(description: str) -> dict[str, Any]:
+    return {
+        "type": "number",
+        "exclusiveMinimum": 0,
+        "maximum": limits.MAX_DURATION_SECONDS,
+        "description": description,
+    }
+
+
+def _dimension(bound: int, description: str) -> dict[str, Any]:
+    return {
+        "type": "integer",
+        "minimum": 0,
+        "maximum": bound,
+        "multipleOf": 2,
+        "description": description,
+    }
+
+
+def _fps(description: str) -> dict[str, Any]:
+    return {"type": "number", "minimum": 0, "maximum": limits.MAX_FPS, "description": description}
+
+
+COMPONENT_SCHEMAS: dict[str, dict[str, Any]] = {
+    "RenderSpec": {
+        "type": "object",
+        "description": "What to render. Input paths are relative to the media root.",
+        "additionalProperties": False,
+        "required": ["source"],
+        "properties": {
+            "source": {"$ref": "#/components/schemas/Source"},
+            "output": {"$ref": "#/components/schemas/OutputSpec"},
+        },
+    },
+    "Source": {
+        "type": "object",
+        "description": "Exactly one kind of source.",
+        "additionalProperties": False,
+        "minProperties": 1,
+        "maxProperties": 1,
+        "properties": {
+            "testPattern": {"$ref": "#/components/schemas/TestPattern"},
+            "transcode": {"$ref": "#/components/schemas/Transcode"},
+            "slideshow": {"$ref": "#/components/schemas/Slideshow"},
+        },
+    },
+    "TestPattern": {
+        "type": "object",
+        "description": "A synthetic source (testsrc2 plus a sine tone) that needs no files.",
+        "additionalProperties": False,
+        "required": ["durationSeconds"],
+        "properties": {
+            "durationSeconds": _duration("Length of the video."),
+            "width": _dimension(limits.MAX_WIDTH, "0 (with height 0) means 1280."),
+            "height": _dimension(limits.MAX_HEIGHT, "0 (with width 0) means 720."),
+            "fps": _fps("0 means 30."),
+        },
+    },
+    "Transcode": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["inputPath"],
+        "properties": {"inputPath": _media_path("The input file, relative to the media root.")},
+    },
+    "Slide": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["imagePath", "durationSeconds"],
+        "properties": {
+            "imagePath": _media_path("An image, relative to the media root."),
+            "durationSeconds": _duration("How long the slide is shown."),
+        },
+    },
+    "Slideshow": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["slides"],
+        "properties": {
+            "slides": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": limits.MAX_SLIDES,
+                "items": {"$ref": "#/components/schemas/Slide"},
+            },
+            "audioPath": _media_path("Optional soundtrack, relative to the media root."),
+            "subtitlesPath": _media_path("Optional subtitles, relative to the media root."),
+        },
+    },
+    "OutputSpec": {
+        "type": "object",
+        "description": "Omitted fields take the container's defaults (mp4: h264 + aac).",
+        "additionalProperties": False,
+        "properties": {
+            "container": {"type": "string", "enum": list(limits.CONTAINERS)},
+            "videoCodec": {"type": "string", "enum": ["h264", "hevc", "vp9", "av1"]},
+            "audioCodec": {"type": "string", "enum": ["aac", "opus"]},
+            "width": _dimension(limits.MAX_WIDTH, "0 keeps the source's width."),
+            "height": _dimension(limits.MAX_HEIGHT, "0 keeps the source's height."),
+            "fps": _fps("0 keeps the source's frame rate."),
+            "crf": {"type": "integer", "minimum": 0, "maximum": limits.MAX_CRF},
+            "preset": {"type": "string", "enum": list(limits.PRESETS)},
+            "faststart": {"type": "boolean", "description": "mp4 only."},
+        },
+    },
+    "JobError": {
+        "type": "object",
+        "required": ["code", "message"],
+        "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+    },
+    "Job": {
+        "type": "object",
+        "required": [
+            "id",
+            "status",
+            "progress",
+            "stage",
+            "outputPath",
+            "error",
+            "attempt",
+            "version",
+            "createdAt",
+            "updatedAt",
+            "startedAt",
+            "finishedAt",
+        ],
+        "properties": {
+            "id": {"type": "string"},
+            "status": {"type": "string", "enum": JOB_STATUSES},
+            "progress": {"type": "number", "minimum": 0, "maximum": 100},
+            "stage": {"type": "string"},
+            "outputPath": {"type": ["string", "null"]},
+            "error": {"oneOf": [{"$ref": "#/components/schemas/JobError"}, {"type": "null"}]},
+            "attempt": {"type": "integer"},
+            "version": {"type": "integer"},
+            "createdAt": {"type": ["string", "null"], "format": "date-time"},
+            "updatedAt": {"type": ["string", "null"], "format": "date-time"},
+            "startedAt": {"type": ["string", "null"], "format": "date-time"},
+            "finishedAt": {"type": ["string", "null"], "format": "date-time"},
+            "etaSeconds": {"type": ["number", "null"], "description": "While running."},
+            "requestId": {"type": "string"},
+            "outputSizeBytes": {"type": ["integer", "null"]},
+            "outputDurationSeconds": {"type": ["number", "null"]},
+            "spec": {"type": "object", "description": "The RenderSpec as the service stored it."},
+        },
+    },
+    "JobList": {
+        "type": "object",
+        "required": ["jobs", "nextCursor"],
+        "properties": {
+            "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}},
+            "nextCursor": {
+                "type": ["string", "null"],
+                "description": "Pass as `cursor` for the next page; null on the last page.",
+            },
+        },
+    },
+    "Error": {
+        "type": "object",
+        "required": ["code", "message"],
+        "properties": {
+            "code": {"type": "string", "description": "e.g. not_found, invalid_argument"},
+            "message": {"type": "string"},
+            "field": {"type": "string", "description": "The offending field, when one is known."},
+        },
+    },
+    "Health": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {
+            "status": {"type": "string", "enum": ["ok", "unavailable"]},
+            "export": {"type": "string"},
+            "message": {"type": "string"},
+        },
+    },
+}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def _job(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}},
+    }
+
+
+JOB_ID_PARAMETER: dict[str, Any] = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_JOB_ID_LENGTH},
+}
+ACCESS_TOKEN_PARAMETER: dict[str, Any] = {
+    "name": "access_token",
+    "in": "query",
+    "required": False,
+    "description": "The API token, for clients that cannot send an Authorization header.",
+    "schema": {"type": "string"},
+}
+
+_API_ERRORS: dict[str, Any] = {
+    "401": _error("The API token is missing or wrong (only when the gateway has one)."),
+    "429": _error("The export service is at capacity."),
+    "503": _error("The export service is unreachable."),
+    "504": _error("The export service did not answer in time."),
+}
+
+
+def _build() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "videojob gateway",
+            "version": "1.0.0",
+            "description": "Render videos with FFmpeg and follow each job's progress truthfully.",
+        },
+        "components": {
+            "schemas": COMPONENT_SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "paths": {
+            "/api/jobs": {
+                "post": {
+                    "operationId": "createJob",
+                    "summary": "Start a render. The same Idempotency-Key returns the same job.",
+                    "security": [{"bearer": []}, {}],
+                    "parameters": [
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "required": False,
+                            "schema": {
+                                "type": "string",
+                                "minLength": 1,
+                                "maxLength": MAX_IDEMPOTENCY_KEY_LENGTH,
+                                "pattern": "^[\\x21-\\x7e]+$",
+                            },
+                        }
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/RenderSpec"}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "201": _job("The job (a new one, or the one this Idempotency-Key made)."),
+                        "400": _error("The body is not JSON, or the Idempotency-Key is malformed."),
+                        "413": _error("The body is too large."),
+                        "415": _error("The body is not application/json."),
+                        "422": _error("A field is invalid; the message names it."),
+                        **_API_ERRORS,
+                    },
+                },
+                "get": {
+                    "operationId": "listJobs",
+                    "summary": "Jobs, newest first.",
+                    "security": [{"bearer": []}, {}],
+                    "parameters": [
+                        {
+                            "name": "status",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string", "enum": JOB_STATUSES},
+                        },
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "required": False,
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": MAX_LIST_LIMIT,
+                                "default": DEFAULT_LIST_LIMIT,
+                            },
+                        },
+                        {
+                            "name": "cursor",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string"},
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "One page of jobs.",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/JobList"}
+                                }
+                            },
+                        },
+                        "400": _error("A query parameter is invalid; the message names it."),
+                        **_API_ERRORS,
+                    },
+                },
+            },
+            "/api/jobs/{id}": {
+                "get": {
+                    "operationId": "getJob",
+                    "security": [{"bearer": []}, {}],
+                    "parameters": [JOB_ID_PARAMETER],
+                    "responses": {
+                        "200": _job("The job."),
+                        "404": _error("No job has this id."),
+                        **_API_ERRORS,
+                    },
+                }
+            },
+            "/api/jobs/{id}/cancel": {
+                "post": {
+                    "operationId": "cancelJob",
+                    "security": [{"bearer": []}, {}],
+                    "parameters": [JOB_ID_PARAMETER],
+                    "responses": {
+                        "200": _job("The job, cancelled."),
+                        "404": _error("No job has this id."),
+                        "409": _error("The job has already finished."),
+                        **_API_ERRORS,
+                    },
+                }
+            },
+            "/api/jobs/{id}/events": {
+                "get": {
+                    "operationId": "watchJob",
+                    "summary": "Server-Sent Events: the current state, then each change.",
+                    "description": (
+                        "Event `progress` for queued/running states and `completed`, `failed` "
+                        "or `cancelled` for the terminal one, after which the stream ends. "
+                        "`id:` is the job's version and `data:` the Job JSON. `Last-Event-ID` "
+                        "(header, or `lastEventId` query) resumes after that version. A "
+                        "`: keep-alive` comment is sent at least every 15 s."
+                    ),
+                    "security": [{"bearer": []}, {}],
+                    "parameters": [
+                        JOB_ID_PARAMETER,
+                        {
+                            "name": "Last-Event-ID",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                        },
+                        {
+                            "name": "lastEventId",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                        },
+                        ACCESS_TOKEN_PARAMETER,
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "The event stream.",
+                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        },
+                        "204": {
+                            "description": "The job finished at or before Last-Event-ID: "
+                            "nothing more will come (EventSource stops reconnecting)."
+                        },
+                        "400": _error("Last-Event-ID is not a version number."),
+                        "404": _error("No job has this id."),
+                        **_API_ERRORS,
+                    },
+                }
+            },
+            "/api/jobs/{id}/download": {
+                "get": {
+                    "operationId": "downloadJob",
+                    "summary": "The finished video (supports Range).",
+                    "security": [{"bearer": []}, {}],
+                    "parameters": [JOB_ID_PARAMETER, ACCESS_TOKEN_PARAMETER],
+                    "responses": {
+                        "200": {
+                            "description": "The whole file.",
+                            "content": {
+                                "video/mp4": {"schema": {"type": "string", "format": "binary"}},
+                                "video/webm": {"schema": {"type": "string", "format": "binary"}},
+                            },
+                        },
+                        "206": {"description": "The requested byte range."},
+                        "404": _error("No job has this id."),
+                        "409": _error("The job has not completed."),
+                        "410": _error("The job completed but its file is gone."),
+                        "416": {"description": "The range is outside the file."},
+                        **_API_ERRORS,
+                    },
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "operationId": "health",
+                    "responses": {
+                        "200": {
+                            "description": "Up, and the export service is serving.",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Health"}
+                                }
+                            },
+                        },
+                        "503": {
+                            "description": "The export service is not reachable or not serving.",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Health"}
+                                }
+                            },
+                        },
+                    },
+                }
+            },
+        },
+    }
+
+
+OPENAPI_DOCUMENT: dict[str, Any] = _build()
