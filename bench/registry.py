@@ -1,0 +1,21 @@
+"""Every benchmark by its name, in the order they run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import ModuleType
+from typing import Protocol
+
+from bench import bench_store
+from bench.report import BenchResult
+
+
+class Benchmark(Protocol):
+    NAME: str
+    TITLE: str
+
+    def run(self, workdir: Path, quick: bool) -> BenchResult: ...
+
+
+BENCHMARK_MODULES: tuple[ModuleType, ...] = (bench_store,)
+BENCHMARKS: dict[str, ModuleType] = {module.NAME: module for module in BENCHMARK_MODULES}
