@@ -2,6 +2,7 @@
 
 from export_service.store.base import (
     ACTIVE_STATUSES,
+    MAX_RUNNING_PROGRESS,
     TERMINAL_STATUSES,
     Job,
     JobNotFound,
@@ -15,6 +16,7 @@ from export_service.store.factory import open_store
 
 __all__ = [
     "ACTIVE_STATUSES",
+    "MAX_RUNNING_PROGRESS",
     "TERMINAL_STATUSES",
     "Job",
     "JobNotFound",

@@ -1,0 +1,285 @@
+"""The ExportService servicer: translates proto ↔ store records and domain errors → status codes.
+
+Every answer is read from the store, the one record of each job."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1._async import HealthServicer
+
+from export_service.changes import ChangeHub
+from export_service.config import ExportConfig
+from export_service.store import Job, JobStatus, JobStore, ListCursor, TransitionRejected
+from export_service.store.sqlite import created_at_us, decode_cursor, encode_cursor
+from export_service.tracker import RenderSupervisor
+from videojob.errors import AlreadyExists, FailedPrecondition, InvalidArgument, VideoJobError
+from videojob.export.v1 import export_pb2, export_pb2_grpc
+from videojob.grpc_setup import (
+    SERVER_OPTIONS,
+    add_health_and_reflection,
+    bind,
+    create_channel,
+)
+from videojob.render.v1 import render_pb2_grpc, spec_pb2
+from videojob.spec_validation import normalize_spec
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = export_pb2.DESCRIPTOR.services_by_name["ExportService"].full_name
+MAX_REQUEST_ID_LENGTH = 128
+MAX_JOB_ID_LENGTH = 128
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+
+T = TypeVar("T")
+
+_STATUS_TO_PROTO = {
+    JobStatus.QUEUED: export_pb2.QUEUED,
+    JobStatus.RUNNING: export_pb2.RUNNING,
+    JobStatus.COMPLETED: export_pb2.COMPLETED,
+    JobStatus.FAILED: export_pb2.FAILED,
+    JobStatus.CANCELLED: export_pb2.CANCELLED,
+}
+_STATUS_FROM_PROTO = {value: key for key, value in _STATUS_TO_PROTO.items()}
+
+
+def _timestamp(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def job_to_proto(job: Job) -> export_pb2.VideoJob:
+    message = export_pb2.VideoJob(
+        id=job.id,
+        status=_STATUS_TO_PROTO[job.status],
+        progress=job.progress,
+        stage=job.stage,
+        output_path=job.output_path,
+        attempt=job.attempt,
+        version=job.version,
+        spec=spec_pb2.RenderSpec.FromString(job.spec),
+        created_at=_timestamp(job.created_at),
+        updated_at=_timestamp(job.updated_at),
+        started_at=_timestamp(job.started_at),
+        finished_at=_timestamp(job.finished_at),
+        request_id=job.request_id,
+        eta_seconds=job.eta_seconds,
+        output_size_bytes=job.output_size_bytes,
+        output_duration_seconds=job.output_duration_seconds,
+    )
+    if job.error_code or job.error_message:
+        message.error.code = job.error_code
+        message.error.message = job.error_message
+    return message
+
+
+def _check_job_id(job_id: str) -> None:
+    if not job_id:
+        raise InvalidArgument("id", "is required")
+    if len(job_id) > MAX_JOB_ID_LENGTH:
+        raise InvalidArgument("id", f"must be at most {MAX_JOB_ID_LENGTH} characters")
+
+
+async def _answer(context: grpc.aio.ServicerContext[Any, Any], work: Awaitable[T]) -> T:
+    """The one place a domain error becomes a status code."""
+    try:
+        return await work
+    except VideoJobError as error:
+        await context.abort(error.grpc_code, error.message)
+        raise AssertionError("abort returned") from error
+
+
+class ExportServicer(export_pb2_grpc.ExportServiceServicer):
+    def __init__(
+        self,
+        store: JobStore,
+        hub: ChangeHub,
+        supervisor: RenderSupervisor,
+        config: ExportConfig,
+    ) -> None:
+        self._store = store
+        self._hub = hub
+        self._supervisor = supervisor
+        self._config = config
+
+    async def CreateExport(
+        self,
+        request: export_pb2.CreateExportRequest,
+        context: grpc.aio.ServicerContext[export_pb2.CreateExportRequest, export_pb2.VideoJob],
+    ) -> export_pb2.VideoJob:
+        return await _answer(context, self._create(request))
+
+    async def _create(self, request: export_pb2.CreateExportRequest) -> export_pb2.VideoJob:
+        if len(request.request_id) > MAX_REQUEST_ID_LENGTH:
+            raise InvalidArgument(
+                "request_id", f"must be at most {MAX_REQUEST_ID_LENGTH} characters"
+            )
+        if not request.HasField("spec"):
+            raise InvalidArgument("spec", "is required")
+        spec = normalize_spec(request.spec).SerializeToString(deterministic=True)
+        job_id = uuid.uuid4().hex
+        request_id = request.request_id or f"generated-{job_id}"
+        job, created = await self._store.create(
+            job_id=job_id,
+            request_id=request_id,
+            spec=spec,
+            max_active=self._config.max_active_jobs,
+        )
+        if created:
+            logger.info("job %s created (request %s)", job.id, request_id)
+            self._supervisor.track(job.id)
+        elif job.spec != spec:
+            raise AlreadyExists(
+                f"request_id: {request_id!r} was already used for job {job.id} "
+                "with a different spec"
+            )
+        return job_to_proto(job)
+
+    async def GetExport(
+        self,
+        request: export_pb2.GetExportRequest,
+        context: grpc.aio.ServicerContext[export_pb2.GetExportRequest, export_pb2.VideoJob],
+    ) -> export_pb2.VideoJob:
+        return await _answer(context, self._get(request.id))
+
+    async def _get(self, job_id: str) -> export_pb2.VideoJob:
+        _check_job_id(job_id)
+        return job_to_proto(await self._store.get(job_id))
+
+    async def ListExports(
+        self,
+        request: export_pb2.ListExportsRequest,
+        context: grpc.aio.ServicerContext[
+            export_pb2.ListExportsRequest, export_pb2.ListExportsResponse
+        ],
+    ) -> export_pb2.ListExportsResponse:
+        return await _answer(context, self._list(request))
+
+    async def _list(self, request: export_pb2.ListExportsRequest) -> export_pb2.ListExportsResponse:
+        if request.page_size < 0:
+            raise InvalidArgument("page_size", "must not be negative")
+        page_size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        status: JobStatus | None = None
+        if request.status != export_pb2.JOB_STATUS_UNSPECIFIED:
+            if request.status not in _STATUS_FROM_PROTO:
+                raise InvalidArgument("status", f"unknown status {request.status}")
+            status = _STATUS_FROM_PROTO[request.status]
+        after: ListCursor | None = None
+        if request.page_token:
+            try:
+                after = decode_cursor(request.page_token)
+            except ValueError:
+                raise InvalidArgument("page_token", "is not a token this service issued") from None
+        jobs = await self._store.list_jobs(limit=page_size + 1, status=status, after=after)
+        response = export_pb2.ListExportsResponse(jobs=[job_to_proto(j) for j in jobs[:page_size]])
+        if len(jobs) > page_size:
+            last = jobs[page_size - 1]
+            response.next_page_token = encode_cursor(ListCursor(created_at_us(last), last.id))
+        return response
+
+    async def CancelExport(
+        self,
+        request: export_pb2.CancelExportRequest,
+        context: grpc.aio.ServicerContext[export_pb2.CancelExportRequest, export_pb2.VideoJob],
+    ) -> export_pb2.VideoJob:
+        return await _answer(context, self._cancel(request.id))
+
+    async def _cancel(self, job_id: str) -> export_pb2.VideoJob:
+        _check_job_id(job_id)
+        try:
+            job = await self._store.cancel(job_id)
+        except TransitionRejected as rejected:
+            status = rejected.current.status.value
+            raise FailedPrecondition(
+                f"job {job_id} is {status}; only QUEUED or RUNNING jobs can be cancelled"
+            ) from None
+        logger.info("job %s cancelled", job_id)
+        await self._supervisor.job_cancelled(job_id)
+        return job_to_proto(job)
+
+    async def WatchExport(
+        self,
+        request: export_pb2.WatchExportRequest,
+        context: grpc.aio.ServicerContext[export_pb2.WatchExportRequest, export_pb2.VideoJob],
+    ) -> AsyncIterator[export_pb2.VideoJob]:
+        try:
+            _check_job_id(request.id)
+            if request.after_version < 0:
+                raise InvalidArgument("after_version", "must not be negative")
+            with self._hub.subscribe(request.id) as changed:
+                async for job in self._watch(request.id, request.after_version, changed):
+                    yield job
+        except VideoJobError as error:
+            await context.abort(error.grpc_code, error.message)
+
+    async def _watch(
+        self, job_id: str, after_version: int, changed: asyncio.Event
+    ) -> AsyncIterator[export_pb2.VideoJob]:
+        """The current state if newer than ``after_version``, then each change it can see,
+        until a terminal state. Re-reads the store every time: skipped versions are fine,
+        the terminal one is never missed (it is the last)."""
+        sent = after_version
+        while True:
+            changed.clear()
+            job = await self._store.get(job_id)
+            if job.version > sent:
+                yield job_to_proto(job)
+                sent = job.version
+            if job.terminal:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), self._config.watch_poll_interval)
+
+
+@dataclass
+class ExportServer:
+    server: grpc.aio.Server
+    port: int
+    store: JobStore
+    supervisor: RenderSupervisor
+    health: HealthServicer
+    render_channel: grpc.aio.Channel
+
+    async def stop(self, grace: float | None) -> None:
+        """NOT_SERVING, trackers stopped (renders untouched, jobs left for the next start),
+        then the server with ``grace``."""
+        await self.health.enter_graceful_shutdown()
+        await self.supervisor.stop()
+        await self.server.stop(grace)
+        await self.render_channel.close(None)
+        await self.store.close()
+
+
+async def create_server(
+    config: ExportConfig,
+    store: JobStore,
+) -> ExportServer:
+    """Binds ``config.listen`` (port 0 picks one), starts serving and reconciles every
+    non-terminal job in ``store``."""
+    hub = ChangeHub()
+    store.add_listener(hub.publish)
+    render_channel = create_channel(config.render_addr, config.render_tls)
+    stub = render_pb2_grpc.RenderServiceStub(render_channel)
+    supervisor = RenderSupervisor(store, stub, config.tracker)
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    export_pb2_grpc.add_ExportServiceServicer_to_server(
+        ExportServicer(store, hub, supervisor, config), server
+    )
+    health = await add_health_and_reflection(server, [SERVICE_NAME])
+    port = bind(server, config.listen, config.tls)
+    await server.start()
+    await supervisor.start()
+    return ExportServer(server, port, store, supervisor, health, render_channel)

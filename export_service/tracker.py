@@ -1,0 +1,449 @@
+"""Drives each job's render and writes what it reports into the store.
+
+One ``JobTracker`` task per QUEUED or RUNNING job: it calls Render (the job id is the render id),
+writes progress (coalesced) and the terminal event (at once), and never leaves a job alone:
+
+- a broken or ended stream, or silence for ``stall_timeout`` → GetRender, then re-attach with
+  WatchRender from the last seq seen, or apply the terminal event the render service holds;
+- a lost render (NOT_FOUND, Failed SHUTDOWN) or an unreachable / busy render service → retry
+  with exponential backoff and jitter, attempt + 1 on the job, up to ``max_attempts``;
+- a render verdict (Failed with any other code) or an invalid spec → the job FAILED.
+
+The ``RenderSupervisor`` starts a tracker per job on create and, on start, for every non-terminal
+job in the store; after a cancel it stops the tracker, cancels the render and removes its output.
+Trackers are stopped on shutdown without touching renders: the next start re-attaches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from export_service.config import TrackerSettings
+from export_service.store import (
+    MAX_RUNNING_PROGRESS,
+    JobStatus,
+    JobStore,
+    OutputMissing,
+    TransitionRejected,
+)
+from videojob.render.v1 import render_pb2, spec_pb2
+
+if TYPE_CHECKING:
+    from videojob.render.v1.render_pb2_grpc import RenderServiceAsyncStub
+
+logger = logging.getLogger(__name__)
+
+STREAM_END: object = grpc.aio.EOF  # type: ignore[attr-defined]
+RenderStream = grpc.aio.UnaryStreamCall[Any, render_pb2.RenderEvent]
+
+RENDER_LOST = "RENDER_LOST"
+RENDER_UNAVAILABLE = "RENDER_UNAVAILABLE"
+RENDER_STALLED = "RENDER_STALLED"
+INVALID_INPUT = "INVALID_INPUT"
+VERIFICATION_FAILED = "VERIFICATION_FAILED"
+INTERNAL = "INTERNAL"
+# A render service going down reports its renders as Failed SHUTDOWN: lost, not judged.
+RETRYABLE_RENDER_FAILURES = frozenset({"SHUTDOWN"})
+
+
+class JobFinished(Exception):
+    """The job is terminal in the store; the tracker's work is over."""
+
+
+class Next(enum.Enum):
+    SUBMIT = "submit"  # Render: starts the render, or attaches and replays it from seq 1
+    ATTACH = "attach"  # WatchRender after the last seq seen
+
+
+@dataclass
+class Retry:
+    code: str
+    message: str
+
+
+@dataclass
+class PendingProgress:
+    percent: float
+    stage: str
+    eta_seconds: float
+    seq: int
+
+
+def backoff_delay(settings: TrackerSettings, attempt: int) -> float:
+    delay = min(settings.backoff_max, settings.backoff_initial * 2 ** max(attempt - 1, 0))
+    return random.uniform(delay / 2, delay)
+
+
+def remove_output(path: str) -> None:
+    if path:
+        with contextlib.suppress(OSError):
+            Path(path).unlink(missing_ok=True)
+            logger.info("removed output %s of a cancelled job", path)
+
+
+class JobTracker:
+    def __init__(
+        self,
+        job_id: str,
+        store: JobStore,
+        stub: RenderServiceAsyncStub,
+        settings: TrackerSettings,
+    ) -> None:
+        self.job_id = job_id
+        self._store = store
+        self._stub = stub
+        self._settings = settings
+        self._spec = spec_pb2.RenderSpec()
+        self._attempt = 1
+        self._last_seq = 0
+        self._stored_progress = 0.0
+        self._pending: PendingProgress | None = None
+        self._last_write = 0.0
+        self._silent_rounds = 0
+
+    async def run(self) -> None:
+        job = await self._store.get(self.job_id)
+        if job.terminal:
+            return
+        self._spec.ParseFromString(job.spec)
+        self._attempt = job.attempt
+        self._last_seq = job.last_render_seq
+        self._stored_progress = job.progress
+        step: Next | Retry = Next.ATTACH if job.last_render_seq > 0 else Next.SUBMIT
+        try:
+            while True:
+                if isinstance(step, Retry):
+                    step = await self._retry(step)
+                else:
+                    step = await self._follow(step)
+        except JobFinished:
+            return
+
+    # One render call, followed to its end.
+
+    async def _follow(self, step: Next) -> Next | Retry:
+        call: RenderStream
+        if step is Next.SUBMIT:
+            self._last_seq = 0
+            logger.info("job %s: Render (attempt %d)", self.job_id, self._attempt)
+            call = self._stub.Render(
+                render_pb2.RenderRequest(render_id=self.job_id, spec=self._spec)
+            )
+        else:
+            logger.info("job %s: WatchRender after seq %d", self.job_id, self._last_seq)
+            call = self._stub.WatchRender(
+                render_pb2.WatchRenderRequest(render_id=self.job_id, after_seq=self._last_seq)
+            )
+        try:
+            outcome = await self._read_until_terminal(call)
+        except grpc.aio.AioRpcError as error:
+            return await self._after_rpc_error(error, step)
+        finally:
+            call.cancel()
+        if outcome is not None:
+            return outcome
+        return await self._investigate("the render stream ended without a terminal event")
+
+    async def _read_until_terminal(self, call: RenderStream) -> Next | Retry | None:
+        """Applies events until a terminal one (returns what to do next, raises JobFinished when
+        the job is finished) or until the stream ends or goes silent (returns None)."""
+        while True:
+            try:
+                event = await asyncio.wait_for(call.read(), self._settings.stall_timeout)
+            except TimeoutError:
+                self._silent_rounds += 1
+                logger.warning(
+                    "job %s: no render event for %.1f s", self.job_id, self._settings.stall_timeout
+                )
+                if self._silent_rounds >= self._settings.max_silent_rounds:
+                    await self._give_up_stalled()
+                return None
+            if event is STREAM_END:
+                return None
+            assert isinstance(event, render_pb2.RenderEvent)
+            self._silent_rounds = 0
+            if event.seq <= self._last_seq:
+                continue
+            self._last_seq = event.seq
+            next_step = await self._apply(event)
+            if next_step is not None:
+                return next_step
+
+    async def _apply(self, event: render_pb2.RenderEvent) -> Retry | None:
+        kind = event.WhichOneof("event")
+        if kind == "progress":
+            await self._on_progress(event)
+            return None
+        await self._flush_progress()
+        if kind == "completed":
+            await self._on_completed(event)
+        elif kind == "failed":
+            failed = event.failed
+            if failed.code in RETRYABLE_RENDER_FAILURES:
+                return Retry(RENDER_LOST, f"the render was lost ({failed.code}: {failed.message})")
+            if failed.log_tail:
+                logger.info("job %s: ffmpeg log tail:\n%s", self.job_id, failed.log_tail)
+            await self._write_fail(failed.code or INTERNAL, failed.message or "the render failed")
+        elif kind == "cancelled":
+            await self._on_render_cancelled(event)
+        raise JobFinished
+
+    # Investigating: silence, a broken stream, an unreachable render service.
+
+    async def _investigate(self, why: str) -> Next | Retry:
+        logger.info("job %s: %s; asking the render service", self.job_id, why)
+        try:
+            info = await self._stub.GetRender(
+                render_pb2.GetRenderRequest(render_id=self.job_id),
+                timeout=self._settings.rpc_timeout,
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                return Retry(RENDER_LOST, "the render service no longer knows the render")
+            return Retry(RENDER_UNAVAILABLE, self._unreachable(error))
+        last = info.last_event
+        if last.WhichOneof("event") in ("completed", "failed", "cancelled"):
+            self._last_seq = max(self._last_seq, last.seq)
+            retry = await self._apply(last)
+            if retry is not None:
+                return retry
+        return Next.ATTACH
+
+    async def _after_rpc_error(self, error: grpc.aio.AioRpcError, step: Next) -> Next | Retry:
+        code = error.code()
+        if code == grpc.StatusCode.INVALID_ARGUMENT and step is Next.SUBMIT:
+            await self._write_fail(INVALID_INPUT, error.details() or "invalid render spec")
+            raise JobFinished
+        if code == grpc.StatusCode.NOT_FOUND:
+            return Retry(RENDER_LOST, "the render service no longer knows the render")
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            return Retry(RENDER_UNAVAILABLE, f"the render service is busy: {error.details()}")
+        return await self._investigate(f"the render stream broke ({code.name})")
+
+    def _unreachable(self, error: grpc.aio.AioRpcError) -> str:
+        return f"the render service is unreachable ({error.code().name}: {error.details()})"
+
+    async def _retry(self, retry: Retry) -> Next:
+        if self._attempt >= self._settings.max_attempts:
+            await self._write_fail(
+                retry.code, f"{retry.message}; gave up after {self._attempt} attempts"
+            )
+            raise JobFinished
+        delay = backoff_delay(self._settings, self._attempt)
+        logger.warning(
+            "job %s: %s; retrying in %.1f s (attempt %d)",
+            self.job_id,
+            retry.message,
+            delay,
+            self._attempt + 1,
+        )
+        await asyncio.sleep(delay)
+        try:
+            job = await self._store.begin_attempt(self.job_id, expected_attempt=self._attempt)
+        except TransitionRejected as rejected:
+            self._finish_if_terminal(rejected)
+            job = rejected.current
+        self._attempt = job.attempt
+        self._pending = None
+        return Next.SUBMIT
+
+    async def _give_up_stalled(self) -> None:
+        message = (
+            f"the render sent nothing for {self._settings.stall_timeout:.0f} s, "
+            f"{self._silent_rounds} times in a row"
+        )
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await self._stub.CancelRender(
+                render_pb2.CancelRenderRequest(render_id=self.job_id),
+                timeout=self._settings.rpc_timeout,
+            )
+        await self._write_fail(RENDER_STALLED, message)
+        raise JobFinished
+
+    # Writes. The store decides; a refusal because the job is terminal ends the tracker.
+
+    async def _on_progress(self, event: render_pb2.RenderEvent) -> None:
+        progress = event.progress
+        if not progress.heartbeat:
+            self._pending = PendingProgress(
+                percent=min(max(progress.percent, 0.0), MAX_RUNNING_PROGRESS),
+                stage=progress.stage,
+                eta_seconds=progress.eta_seconds,
+                seq=event.seq,
+            )
+        if time.monotonic() - self._last_write >= self._settings.progress_interval:
+            await self._flush_progress()
+
+    async def _flush_progress(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is None or pending.percent < self._stored_progress:
+            return
+        self._last_write = time.monotonic()
+        try:
+            job = await self._store.record_progress(
+                self.job_id,
+                progress=pending.percent,
+                stage=pending.stage,
+                eta_seconds=pending.eta_seconds,
+                render_seq=pending.seq,
+            )
+        except TransitionRejected as rejected:
+            self._finish_if_terminal(rejected)
+            logger.debug("job %s: progress refused: %s", self.job_id, rejected.message)
+            return
+        self._stored_progress = job.progress
+
+    async def _on_completed(self, event: render_pb2.RenderEvent) -> None:
+        done = event.completed
+        try:
+            await self._store.complete(
+                self.job_id,
+                output_path=done.output_path,
+                size_bytes=done.size_bytes,
+                duration_seconds=done.duration_seconds,
+                render_seq=event.seq,
+            )
+            logger.info("job %s: completed: %s", self.job_id, done.output_path)
+        except OutputMissing as missing:
+            await self._write_fail(
+                VERIFICATION_FAILED, f"the render reported completion but {missing.reason}"
+            )
+        except TransitionRejected as rejected:
+            if rejected.current.status is JobStatus.CANCELLED:
+                remove_output(done.output_path)
+            logger.debug("job %s: completion refused: %s", self.job_id, rejected.message)
+
+    async def _on_render_cancelled(self, event: render_pb2.RenderEvent) -> None:
+        try:
+            await self._store.cancel(self.job_id)
+            logger.info("job %s: the render was cancelled at the render service", self.job_id)
+        except TransitionRejected:
+            return
+        await self._store.render_released(self.job_id)
+
+    async def _write_fail(self, code: str, message: str) -> None:
+        try:
+            await self._store.fail(self.job_id, code=code, message=message)
+            logger.info("job %s: failed: %s: %s", self.job_id, code, message)
+        except TransitionRejected as rejected:
+            logger.debug("job %s: failure refused: %s", self.job_id, rejected.message)
+
+    def _finish_if_terminal(self, rejected: TransitionRejected) -> None:
+        if rejected.current.terminal:
+            raise JobFinished from None
+
+
+class RenderSupervisor:
+    """Owns the tracker tasks and the clean-up of cancelled jobs."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        stub: RenderServiceAsyncStub,
+        settings: TrackerSettings,
+    ) -> None:
+        self._store = store
+        self._stub = stub
+        self._settings = settings
+        self._trackers: dict[str, asyncio.Task[None]] = {}
+        self._cleanups: dict[str, asyncio.Task[None]] = {}
+
+    @property
+    def tracked(self) -> set[str]:
+        return set(self._trackers)
+
+    async def start(self) -> None:
+        """Re-attaches or resubmits every non-terminal job and finishes pending cancellations."""
+        active = await self._store.list_active()
+        for job in active:
+            self.track(job.id)
+        for job in await self._store.list_pending_cancellations():
+            self._schedule_cleanup(job.id)
+        if active:
+            logger.info("reconciling %d non-terminal jobs", len(active))
+
+    def track(self, job_id: str) -> None:
+        if job_id in self._trackers:
+            return
+        tracker = JobTracker(job_id, self._store, self._stub, self._settings)
+        task = asyncio.create_task(self._run_tracker(tracker), name=f"track-{job_id}")
+        self._trackers[job_id] = task
+        task.add_done_callback(lambda _: self._forget(self._trackers, job_id, task))
+
+    async def job_cancelled(self, job_id: str) -> None:
+        """Called after the store recorded CANCELLED: stops the tracker, then the render."""
+        task = self._trackers.pop(job_id, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])
+        self._schedule_cleanup(job_id)
+
+    async def stop(self) -> None:
+        """Stops every task; renders keep running and jobs stay as stored, to be reconciled."""
+        tasks = [*self._trackers.values(), *self._cleanups.values()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+
+    async def _run_tracker(self, tracker: JobTracker) -> None:
+        try:
+            await tracker.run()
+        except Exception as error:  # a bug must not leave the job running forever
+            logger.exception("job %s: tracker crashed", tracker.job_id)
+            with contextlib.suppress(TransitionRejected):
+                await self._store.fail(
+                    tracker.job_id, code=INTERNAL, message=f"tracking the render failed: {error}"
+                )
+        job = await self._store.get(tracker.job_id)
+        if job.status is JobStatus.CANCELLED and job.cancel_requested:
+            self._schedule_cleanup(job.id)
+
+    def _schedule_cleanup(self, job_id: str) -> None:
+        if job_id in self._cleanups:
+            return
+        task = asyncio.create_task(self._cleanup(job_id), name=f"cleanup-{job_id}")
+        self._cleanups[job_id] = task
+        task.add_done_callback(lambda _: self._forget(self._cleanups, job_id, task))
+
+    async def _cleanup(self, job_id: str) -> None:
+        """CancelRender (retried briefly) and removal of any output the render left."""
+        request = render_pb2.CancelRenderRequest(render_id=job_id)
+        not_found = 0
+        for attempt in range(1, self._settings.max_attempts + 1):
+            try:
+                info = await self._stub.CancelRender(request, timeout=self._settings.rpc_timeout)
+            except grpc.aio.AioRpcError as error:
+                if error.code() == grpc.StatusCode.NOT_FOUND:
+                    # A Render call still in flight may create it a moment later: ask twice.
+                    not_found += 1
+                    if not_found >= 2:
+                        break
+                    await asyncio.sleep(0.5)
+                    continue
+                logger.warning("job %s: CancelRender failed: %s", job_id, error.code().name)
+                await asyncio.sleep(backoff_delay(self._settings, attempt))
+                continue
+            remove_output(info.last_event.completed.output_path)
+            break
+        else:
+            logger.warning("job %s: render not confirmed cancelled; retried at next start", job_id)
+            return
+        await self._store.render_released(job_id)
+
+    @staticmethod
+    def _forget(
+        tasks: dict[str, asyncio.Task[None]], job_id: str, task: asyncio.Task[None]
+    ) -> None:
+        if tasks.get(job_id) is task:
+            del tasks[job_id]
