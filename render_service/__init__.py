@@ -1,0 +1,1 @@
+"""The render service: runs FFmpeg renders and streams their progress over gRPC."""

@@ -1,0 +1,26 @@
+"""The render service's settings."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from videojob.grpc_setup import TlsFiles
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    output_dir: Path
+    media_root: Path
+    listen: str = "127.0.0.1:50051"
+    max_concurrent: int = field(default_factory=lambda: os.cpu_count() or 1)
+    max_queue: int = 256
+    stall_timeout: float = 60.0
+    retention: float = 3600.0
+    tls: TlsFiles = field(default_factory=TlsFiles)
+    # A heartbeat goes out after this much silence; the contract is one at least every 2 s.
+    heartbeat_after: float = 1.0
+    max_retained_events: int = 2000
+    max_pending_per_watcher: int = 64
+    shutdown_grace: float = 5.0

@@ -1,0 +1,54 @@
+"""Starting FFmpeg as an asyncio subprocess in its own process group, and stopping it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+KILL_WAIT_SECONDS = 5.0
+
+
+async def start_ffmpeg(argv: Sequence[str]) -> asyncio.subprocess.Process:
+    """Runs ``argv`` (no shell) in a new session, so its whole group can be killed at once."""
+    return await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+
+
+async def kill_process_group(process: asyncio.subprocess.Process) -> None:
+    """SIGKILLs the process's group (a SIGSTOPped FFmpeg ignores SIGTERM) and reaps it."""
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(process.wait(), KILL_WAIT_SECONDS)
+
+
+@dataclass(frozen=True)
+class CapturedRun:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+async def run_ffmpeg_captured(argv: Sequence[str], time_limit: float) -> CapturedRun:
+    """Runs a short FFmpeg command to completion; kills its group on timeout or cancellation."""
+    process = await start_ffmpeg(argv)
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), time_limit)
+    except BaseException:
+        await asyncio.shield(kill_process_group(process))
+        raise
+    return CapturedRun(
+        returncode=process.returncode if process.returncode is not None else -1,
+        stdout=stdout.decode(errors="replace"),
+        stderr=stderr.decode(errors="replace"),
+    )

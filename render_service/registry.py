@@ -1,0 +1,160 @@
+"""The table of renders this process knows: submission (validation, idempotency, queue limit),
+watching, cancellation, heartbeats, retention of finished renders, and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+
+from render_service.config import RenderConfig
+from render_service.events import RenderRecord
+from render_service.failures import FailureCode
+from render_service.render_job import RenderJob, resolve_spec_paths
+from videojob.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from videojob.ffmpeg_binary import ffmpeg_binary
+from videojob.render.v1 import render_pb2, spec_pb2
+from videojob.spec_validation import normalize_spec
+
+logger = logging.getLogger(__name__)
+
+RENDER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+HEARTBEAT_TICK_SECONDS = 0.2
+
+_TerminalWriter = Callable[[], None]
+
+
+def check_render_id(render_id: str) -> None:
+    if not render_id:
+        raise InvalidArgument("render_id", "is required")
+    if RENDER_ID.fullmatch(render_id) is None:
+        raise InvalidArgument(
+            "render_id",
+            "must be 1-128 letters, digits, '_' or '-', starting with a letter or digit",
+        )
+
+
+class RenderRegistry:
+    def __init__(self, config: RenderConfig) -> None:
+        self._config = config
+        self._records: dict[str, RenderRecord] = {}
+        self._slots = asyncio.Semaphore(max(config.max_concurrent, 1))
+        self._forget_handles: dict[str, asyncio.TimerHandle] = {}
+        self._heartbeat_task: asyncio.Task[None] | None = None
+        self._accepting = True
+
+    def start(self) -> None:
+        self._heartbeat_task = asyncio.create_task(self._send_heartbeats())
+
+    def get(self, render_id: str) -> RenderRecord:
+        check_render_id(render_id)
+        record = self._records.get(render_id)
+        if record is None:
+            raise NotFound(f"render {render_id!r} not found")
+        return record
+
+    def active_records(self) -> list[RenderRecord]:
+        return [record for record in self._records.values() if not record.finished]
+
+    async def submit(
+        self, render_id: str, spec: spec_pb2.RenderSpec
+    ) -> AsyncIterator[render_pb2.RenderEvent]:
+        """Validates and starts a render, or attaches to the known one with that id. Every
+        rejection is raised here, before the caller streams any event."""
+        check_render_id(render_id)
+        normalized = normalize_spec(spec)
+        known = self._records.get(render_id)
+        if known is None:
+            if not self._accepting:
+                raise Unavailable("the render service is shutting down")
+            paths = await asyncio.to_thread(resolve_spec_paths, self._config.media_root, normalized)
+            known = self._records.get(render_id)  # another call may have started it meanwhile
+            if known is None and not self._accepting:
+                raise Unavailable("the render service is shutting down")
+        if known is not None:
+            if known.spec != normalized:
+                raise AlreadyExists(f"render_id: {render_id!r} is already used by another spec")
+            return known.watch(0)
+        active = len(self.active_records())
+        if active >= self._config.max_concurrent + self._config.max_queue:
+            raise ResourceExhausted(
+                f"the render queue is full ({self._config.max_queue} waiting); retry later"
+            )
+        record = RenderRecord(
+            render_id,
+            normalized,
+            max_events=self._config.max_retained_events,
+            max_pending_per_watcher=self._config.max_pending_per_watcher,
+            on_finished=self._on_finished,
+        )
+        self._records[render_id] = record
+        record.progress("Queued", 0.0)
+        stream = record.watch(0)
+        job = RenderJob(record, paths, self._config, self._slots, ffmpeg_binary())
+        record.task = asyncio.create_task(job.run(), name=f"render-{render_id}")
+        return stream
+
+    def watch(self, render_id: str, after_seq: int) -> AsyncIterator[render_pb2.RenderEvent]:
+        return self.get(render_id).watch(after_seq)
+
+    async def cancel(self, render_id: str) -> render_pb2.RenderInfo:
+        record = self.get(render_id)
+        await self._stop(record, lambda: record.cancel("cancelled by request"))
+        return record.info()
+
+    async def _stop(self, record: RenderRecord, write_terminal: _TerminalWriter) -> None:
+        """Cancels the render's task (which kills FFmpeg and removes the partial file), then
+        writes the terminal event, unless the render finished first."""
+        if record.finished:
+            return
+        if record.stop_task is None:
+
+            async def stop() -> None:
+                if record.task is not None and not record.task.done():
+                    record.task.cancel()
+                    await asyncio.wait({record.task})
+                write_terminal()
+
+            record.stop_task = asyncio.create_task(stop())
+        await asyncio.shield(record.stop_task)
+
+    def _on_finished(self, record: RenderRecord) -> None:
+        loop = asyncio.get_running_loop()
+        self._forget_handles[record.render_id] = loop.call_later(
+            self._config.retention, self._forget, record
+        )
+
+    def _forget(self, record: RenderRecord) -> None:
+        self._forget_handles.pop(record.render_id, None)
+        if self._records.get(record.render_id) is record:
+            del self._records[record.render_id]
+
+    async def _send_heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_TICK_SECONDS)
+            now = time.monotonic()
+            for record in self.active_records():
+                if now - record.last_event_at >= self._config.heartbeat_after:
+                    record.heartbeat()
+
+    async def shutdown(self) -> None:
+        """Stops every active render with ``failed{SHUTDOWN}``; no FFmpeg survives this."""
+        self._accepting = False
+        active = self.active_records()
+        if active:
+            logger.info("shutting down: stopping %d active render(s)", len(active))
+
+        def shutdown_writer(record: RenderRecord) -> _TerminalWriter:
+            return lambda: record.fail(
+                FailureCode.SHUTDOWN, "the render service shut down before the render finished"
+            )
+
+        await asyncio.gather(*(self._stop(record, shutdown_writer(record)) for record in active))
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
+            await asyncio.wait({self._heartbeat_task})
+        for handle in self._forget_handles.values():
+            handle.cancel()
+        self._forget_handles.clear()

@@ -1,0 +1,340 @@
+"""One render's lifecycle: wait for a slot (Queued), probe inputs and build the command
+(Preparing), run FFmpeg (Rendering), wait for it to finish writing (Finalizing), check the file
+(Verifying), move it into place and report ``completed``; otherwise ``failed`` with a reason.
+
+Cancellation (CancelRender, shutdown) arrives as task cancellation: FFmpeg's process group is
+killed and the partial file removed on the way out; the canceller writes the terminal event."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+from render_service.config import RenderConfig
+from render_service.events import RenderRecord
+from render_service.failures import FailureCode, RenderFailure
+from render_service.ffmpeg_command import RenderInputs, build_render_argv
+from render_service.ffmpeg_process import kill_process_group, start_ffmpeg
+from render_service.ffmpeg_progress import ProgressBlock, ProgressParser
+from render_service.media_probe import probe_media
+from render_service.verification import verify_output
+from videojob.render.v1 import spec_pb2
+from videojob.spec_validation import MAX_DURATION_SECONDS, resolve_media_path
+
+logger = logging.getLogger(__name__)
+
+PREPARING_END = 2.0
+RENDERING_END = 95.0
+FINALIZING = 95.0
+VERIFYING = 99.0
+LOG_TAIL_LINES = 30
+READER_DRAIN_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class ResolvedPaths:
+    """The spec's input files, resolved inside the media root."""
+
+    transcode: Path | None = None
+    slides: tuple[Path, ...] = ()
+    audio: Path | None = None
+    subtitles: Path | None = None
+
+
+def resolve_spec_paths(media_root: Path, spec: spec_pb2.RenderSpec) -> ResolvedPaths:
+    """Raises InvalidArgument naming the field of a missing or escaping file."""
+    source = spec.source
+    kind = source.WhichOneof("kind")
+    prefix = "spec.source"
+    if kind == "transcode":
+        return ResolvedPaths(
+            transcode=resolve_media_path(
+                media_root, source.transcode.input_path, f"{prefix}.transcode.input_path"
+            )
+        )
+    if kind != "slideshow":
+        return ResolvedPaths()
+    show = source.slideshow
+    slides = tuple(
+        resolve_media_path(
+            media_root, slide.image_path, f"{prefix}.slideshow.slides[{index}].image_path"
+        )
+        for index, slide in enumerate(show.slides)
+    )
+    audio = (
+        resolve_media_path(media_root, show.audio_path, f"{prefix}.slideshow.audio_path")
+        if show.audio_path
+        else None
+    )
+    subtitles = (
+        resolve_media_path(media_root, show.subtitles_path, f"{prefix}.slideshow.subtitles_path")
+        if show.subtitles_path
+        else None
+    )
+    return ResolvedPaths(slides=slides, audio=audio, subtitles=subtitles)
+
+
+def _even(value: int) -> int:
+    return max(value - value % 2, 2)
+
+
+def partial_path(output_dir: Path, render_id: str, container: str) -> Path:
+    return output_dir / f".{render_id}.partial.{container}"
+
+
+def final_path(output_dir: Path, render_id: str, container: str) -> Path:
+    return output_dir / f"{render_id}.{container}"
+
+
+def _create_empty(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+
+
+def _activity_signature(pid: int, path: Path) -> tuple[int, int]:
+    """The output's size and the bytes FFmpeg has read: either moving means it is working."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = -1
+    read_bytes = -1
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+            if line.startswith("rchar:"):
+                read_bytes = int(line.split()[1])
+    return size, read_bytes
+
+
+class RenderJob:
+    def __init__(
+        self,
+        record: RenderRecord,
+        paths: ResolvedPaths,
+        config: RenderConfig,
+        slots: asyncio.Semaphore,
+        binary: str,
+    ) -> None:
+        self._record = record
+        self._spec = record.spec
+        self._paths = paths
+        self._config = config
+        self._slots = slots
+        self._binary = binary
+        self._output_dir = config.output_dir.resolve()
+        container = self._spec.output.container
+        self._partial = partial_path(self._output_dir, record.render_id, container)
+        self._final = final_path(self._output_dir, record.render_id, container)
+        self._log_tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+        self._last_alive = time.monotonic()
+        self._finalizing = False
+        self._last_block_key: tuple[float | None, int | None, int | None] | None = None
+
+    async def run(self) -> None:
+        record = self._record
+        try:
+            async with self._slots:
+                record.mark_running()
+                await self._render()
+        except RenderFailure as failure:
+            logger.info("render %s failed: %s", record.render_id, failure)
+            record.fail(failure.code, failure.message, failure.log_tail)
+        except Exception:
+            logger.exception("render %s failed unexpectedly", record.render_id)
+            record.fail(FailureCode.INTERNAL, "internal error in the render service", self._tail())
+
+    def _tail(self) -> str:
+        return "\n".join(self._log_tail)
+
+    async def _render(self) -> None:
+        record = self._record
+        record.progress("Preparing", 0.0)
+        inputs, expected = await self._prepare()
+        argv = build_render_argv(self._binary, self._spec, inputs, self._partial, expected)
+        completed = False
+        try:
+            try:
+                await asyncio.to_thread(_create_empty, self._partial)
+            except OSError as exc:
+                raise RenderFailure(
+                    FailureCode.OUTPUT_UNWRITABLE,
+                    f"cannot write to the output directory: {exc.strerror or exc}",
+                ) from None
+            record.progress("Preparing", PREPARING_END)
+            await self._run_ffmpeg(argv, expected)
+            if not self._finalizing:
+                record.progress("Finalizing", FINALIZING)
+            record.progress("Verifying", VERIFYING)
+            size, duration = await verify_output(self._binary, self._partial, expected)
+            try:
+                await asyncio.to_thread(os.replace, self._partial, self._final)
+            except OSError as exc:
+                raise RenderFailure(
+                    FailureCode.OUTPUT_UNWRITABLE,
+                    f"cannot move the output into place: {exc.strerror or exc}",
+                ) from None
+            completed = True
+            record.complete(str(self._final), size, duration)
+        finally:
+            if not completed:
+                with contextlib.suppress(FileNotFoundError):
+                    self._partial.unlink()
+
+    async def _prepare(self) -> tuple[RenderInputs, float]:
+        source = self._spec.source
+        kind = source.WhichOneof("kind")
+        if kind == "test_pattern":
+            return RenderInputs(), source.test_pattern.duration_seconds
+        if kind == "transcode":
+            assert self._paths.transcode is not None
+            field = "spec.source.transcode.input_path"
+            info = await probe_media(self._binary, self._paths.transcode, field)
+            if not info.has_video:
+                raise RenderFailure(FailureCode.INVALID_INPUT, f"{field}: has no video stream")
+            duration = info.duration_seconds
+            if duration is None or duration <= 0:
+                raise RenderFailure(
+                    FailureCode.INVALID_INPUT, f"{field}: the input's duration cannot be read"
+                )
+            if duration > MAX_DURATION_SECONDS:
+                raise RenderFailure(
+                    FailureCode.INVALID_INPUT, f"{field}: the input is longer than 4 hours"
+                )
+            return RenderInputs(
+                transcode_path=self._paths.transcode, transcode_has_audio=info.has_audio
+            ), duration
+        show = source.slideshow
+        slide_size: tuple[int, int] | None = None
+        for index, path in enumerate(self._paths.slides):
+            field = f"spec.source.slideshow.slides[{index}].image_path"
+            info = await probe_media(self._binary, path, field)
+            if not info.has_video or info.width is None or info.height is None:
+                raise RenderFailure(FailureCode.INVALID_INPUT, f"{field}: is not an image")
+            if slide_size is None:
+                slide_size = (_even(info.width), _even(info.height))
+            done = (index + 1) / (len(self._paths.slides) + 1)
+            self._record.progress("Preparing", PREPARING_END * done)
+        if self._paths.audio is not None:
+            field = "spec.source.slideshow.audio_path"
+            info = await probe_media(self._binary, self._paths.audio, field)
+            if not info.has_audio:
+                raise RenderFailure(FailureCode.INVALID_INPUT, f"{field}: has no audio stream")
+        inputs = RenderInputs(
+            slide_paths=self._paths.slides,
+            slide_size=slide_size,
+            audio_path=self._paths.audio,
+            subtitles_path=self._paths.subtitles,
+        )
+        return inputs, sum(slide.duration_seconds for slide in show.slides)
+
+    async def _run_ffmpeg(self, argv: list[str], expected: float) -> None:
+        logger.info("render %s: %s", self._record.render_id, " ".join(argv))
+        try:
+            process = await start_ffmpeg(argv)
+        except OSError as exc:
+            raise RenderFailure(FailureCode.FFMPEG_ERROR, f"cannot start ffmpeg: {exc}") from None
+        self._record.progress("Rendering", PREPARING_END)
+        assert process.stdout is not None and process.stderr is not None
+        readers = [
+            asyncio.create_task(self._read_progress(process.stdout, expected)),
+            asyncio.create_task(self._read_log(process.stderr)),
+        ]
+        waiter = asyncio.create_task(process.wait())
+        watchdog = asyncio.create_task(self._watch_for_stall(process.pid))
+        try:
+            await asyncio.wait({waiter, watchdog}, return_when=asyncio.FIRST_COMPLETED)
+            if not waiter.done():
+                await kill_process_group(process)
+                raise RenderFailure(
+                    FailureCode.STALLED,
+                    f"ffmpeg made no progress for {self._config.stall_timeout:g} s and was killed",
+                    self._tail(),
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*readers), READER_DRAIN_SECONDS)
+        finally:
+            for task in (*readers, waiter, watchdog):
+                task.cancel()
+            await asyncio.shield(kill_process_group(process))
+        if process.returncode != 0:
+            raise RenderFailure(
+                FailureCode.FFMPEG_ERROR,
+                f"ffmpeg exited with code {process.returncode}",
+                self._tail(),
+            )
+
+    async def _read_log(self, stream: asyncio.StreamReader) -> None:
+        async for raw in stream:
+            line = raw.decode(errors="replace").rstrip()
+            if line:
+                self._log_tail.append(line)
+
+    async def _read_progress(self, stream: asyncio.StreamReader, expected: float) -> None:
+        parser = ProgressParser()
+        async for raw in stream:
+            block = parser.feed(raw.decode(errors="replace"))
+            if block is not None:
+                self._on_progress(block, expected)
+
+    def _on_progress(self, block: ProgressBlock, expected: float) -> None:
+        key = (block.out_time_seconds, block.frame, block.total_size)
+        moved = key != self._last_block_key
+        self._last_block_key = key
+        if moved:
+            self._last_alive = time.monotonic()
+        if self._finalizing:
+            return
+        out_time = min(block.out_time_seconds or 0.0, expected)
+        frame, fps, speed = block.frame or 0, block.fps or 0.0, block.speed or 0.0
+        if block.ended or out_time >= expected:
+            self._finalizing = True
+            self._record.progress(
+                "Finalizing",
+                FINALIZING,
+                frame=frame,
+                fps=fps,
+                speed=speed,
+                out_time_seconds=out_time,
+            )
+            return
+        if not moved:
+            return
+        self._record.progress(
+            "Rendering",
+            PREPARING_END + (RENDERING_END - PREPARING_END) * out_time / expected,
+            frame=frame,
+            fps=fps,
+            speed=speed,
+            out_time_seconds=out_time,
+            eta_seconds=(expected - out_time) / speed if speed > 0 else 0.0,
+        )
+
+    async def _watch_for_stall(self, pid: int) -> None:
+        """Returns once FFmpeg has reported nothing new, grown its output by nothing and read
+        nothing for the stall timeout."""
+        timeout = self._config.stall_timeout
+        interval = min(0.25, timeout / 4)
+        signature: tuple[int, int] | None = None
+        while True:
+            await asyncio.sleep(interval)
+            current = await asyncio.to_thread(_activity_signature, pid, self._partial)
+            if current != signature:
+                signature = current
+                self._last_alive = time.monotonic()
+            if time.monotonic() - self._last_alive >= timeout:
+                return
+
+
+def remove_stale_partials(output_dir: Path) -> int:
+    """Deletes partial files a previous process left behind; returns how many."""
+    removed = 0
+    for path in output_dir.glob(".*.partial.*"):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed += 1
+    return removed

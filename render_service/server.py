@@ -1,0 +1,114 @@
+"""The gRPC RenderService and the factory that builds a server around it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import grpc
+
+from render_service.config import RenderConfig
+from render_service.registry import RenderRegistry
+from render_service.render_job import remove_stale_partials
+from videojob.errors import VideoJobError
+from videojob.grpc_setup import SERVER_OPTIONS, add_health_and_reflection, bind
+from videojob.render.v1 import render_pb2, render_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = render_pb2.DESCRIPTOR.services_by_name["RenderService"].full_name
+
+
+async def _abort(context: grpc.aio.ServicerContext[object, object], error: VideoJobError) -> None:
+    """The one place domain errors become gRPC statuses."""
+    await context.abort(error.grpc_code, error.message)
+
+
+class RenderServicer(render_pb2_grpc.RenderServiceServicer):
+    def __init__(self, registry: RenderRegistry) -> None:
+        self._registry = registry
+
+    async def Render(
+        self,
+        request: render_pb2.RenderRequest,
+        context: grpc.aio.ServicerContext[render_pb2.RenderRequest, render_pb2.RenderEvent],
+    ) -> AsyncIterator[render_pb2.RenderEvent]:
+        try:
+            events = await self._registry.submit(request.render_id, request.spec)
+        except VideoJobError as error:
+            await _abort(context, error)  # type: ignore[arg-type]
+            return
+        async for event in events:
+            yield event
+
+    async def WatchRender(
+        self,
+        request: render_pb2.WatchRenderRequest,
+        context: grpc.aio.ServicerContext[render_pb2.WatchRenderRequest, render_pb2.RenderEvent],
+    ) -> AsyncIterator[render_pb2.RenderEvent]:
+        try:
+            events = self._registry.watch(request.render_id, request.after_seq)
+        except VideoJobError as error:
+            await _abort(context, error)  # type: ignore[arg-type]
+            return
+        async for event in events:
+            yield event
+
+    async def GetRender(
+        self,
+        request: render_pb2.GetRenderRequest,
+        context: grpc.aio.ServicerContext[render_pb2.GetRenderRequest, render_pb2.RenderInfo],
+    ) -> render_pb2.RenderInfo:
+        try:
+            return self._registry.get(request.render_id).info()
+        except VideoJobError as error:
+            await _abort(context, error)  # type: ignore[arg-type]
+            raise
+
+    async def CancelRender(
+        self,
+        request: render_pb2.CancelRenderRequest,
+        context: grpc.aio.ServicerContext[render_pb2.CancelRenderRequest, render_pb2.RenderInfo],
+    ) -> render_pb2.RenderInfo:
+        try:
+            return await self._registry.cancel(request.render_id)
+        except VideoJobError as error:
+            await _abort(context, error)  # type: ignore[arg-type]
+            raise
+
+
+class GracefulHealth(Protocol):
+    async def enter_graceful_shutdown(self) -> None: ...
+
+
+@dataclass
+class RenderServer:
+    server: grpc.aio.Server
+    port: int
+    registry: RenderRegistry
+    health: GracefulHealth
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Health NOT_SERVING, every active render ended with SHUTDOWN, then the server stops."""
+        await self.health.enter_graceful_shutdown()
+        await self.registry.shutdown()
+        await self.server.stop(grace)
+
+
+async def create_server(config: RenderConfig) -> RenderServer:
+    """Builds, binds and starts the server (``config.listen`` port 0 picks a free port)."""
+    config.output_dir.mkdir(parents=True, exist_ok=True)
+    config.media_root.mkdir(parents=True, exist_ok=True)
+    removed = remove_stale_partials(config.output_dir)
+    if removed:
+        logger.info("removed %d stale partial file(s) from %s", removed, config.output_dir)
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    registry = RenderRegistry(config)
+    render_pb2_grpc.add_RenderServiceServicer_to_server(RenderServicer(registry), server)
+    health_servicer = await add_health_and_reflection(server, [SERVICE_NAME])
+    port = bind(server, config.listen, config.tls)
+    registry.start()
+    await server.start()
+    return RenderServer(server=server, port=port, registry=registry, health=health_servicer)

@@ -1,0 +1,254 @@
+"""Fixtures for the render service tests: in-process servers on port 0, real processes where
+signals are involved, tiny specs, and independent checks of rendered files and processes."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import grpc
+import pytest
+
+from render_service.config import RenderConfig
+from render_service.server import RenderServer, create_server
+from tests.support.processes import ServiceProcess, start_service
+from videojob.ffmpeg_binary import ffmpeg_binary
+from videojob.grpc_setup import create_channel
+from videojob.render.v1 import render_pb2, render_pb2_grpc, spec_pb2
+
+TERMINAL = ("completed", "failed", "cancelled")
+_DURATION = re.compile(r"Duration:\s*(\d+):(\d{2}):(\d{2}(?:\.\d+)?)")
+
+
+def pattern_spec(
+    duration: float = 2.0,
+    *,
+    width: int = 160,
+    height: int = 120,
+    fps: float = 10.0,
+    container: str = "mp4",
+    video_codec: str = "",
+    audio_codec: str = "",
+    faststart: bool = False,
+) -> spec_pb2.RenderSpec:
+    spec = spec_pb2.RenderSpec()
+    spec.source.test_pattern.duration_seconds = duration
+    spec.source.test_pattern.width = width
+    spec.source.test_pattern.height = height
+    spec.source.test_pattern.fps = fps
+    spec.output.container = container
+    spec.output.video_codec = video_codec
+    spec.output.audio_codec = audio_codec
+    spec.output.preset = "ultrafast"
+    spec.output.faststart = faststart
+    return spec
+
+
+def long_spec() -> spec_pb2.RenderSpec:
+    """A render that would run for a long time; tests stop or freeze it early."""
+    return pattern_spec(3600.0, width=640, height=480, fps=25.0)
+
+
+def kind(event: render_pb2.RenderEvent) -> str:
+    return event.WhichOneof("event") or ""
+
+
+async def collect(stream: AsyncIterator[render_pb2.RenderEvent]) -> list[render_pb2.RenderEvent]:
+    return [event async for event in stream]
+
+
+def media_duration(path: Path) -> float:
+    """The container duration as FFmpeg reads it, independent of the service's own check."""
+    result = subprocess.run(
+        [ffmpeg_binary(), "-hide_banner", "-nostdin", "-i", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    match = _DURATION.search(result.stderr)
+    assert match, result.stderr
+    hours, minutes, seconds = match.groups()
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+def media_header(path: Path) -> str:
+    return subprocess.run(
+        [ffmpeg_binary(), "-hide_banner", "-nostdin", "-i", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    ).stderr
+
+
+def run_ffmpeg(*args: str) -> None:
+    subprocess.run(
+        [ffmpeg_binary(), "-hide_banner", "-nostdin", "-y", "-loglevel", "error", *args],
+        check=True,
+        timeout=60,
+    )
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def ffmpeg_pids(render_id: str) -> list[int]:
+    """FFmpeg processes writing this render's partial file (a /proc scan, no psutil)."""
+    marker = f".{render_id}.partial."
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            cmdline = _cmdline(int(entry.name))
+            if marker in cmdline and "ffmpeg" in cmdline and pid_alive(int(entry.name)):
+                pids.append(int(entry.name))
+    return pids
+
+
+def pid_alive(pid: int) -> bool:
+    """True unless the process is gone or a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def wait_for(predicate: Callable[[], bool], limit: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + limit
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def events_until(
+    call: AsyncIterator[render_pb2.RenderEvent],
+    predicate: Callable[[render_pb2.RenderEvent], bool],
+) -> list[render_pb2.RenderEvent]:
+    """Reads events up to and including the first that satisfies ``predicate``."""
+    seen = []
+    async for event in call:
+        seen.append(event)
+        if predicate(event):
+            return seen
+    raise AssertionError(f"stream ended before the expected event: {seen}")
+
+
+def is_rendering(event: render_pb2.RenderEvent) -> bool:
+    return kind(event) == "progress" and event.progress.stage == "Rendering"
+
+
+@dataclass
+class Dirs:
+    output: Path
+    media: Path
+
+
+@pytest.fixture
+def dirs(tmp_path: Path) -> Dirs:
+    found = Dirs(output=tmp_path / "renders", media=tmp_path / "media")
+    found.output.mkdir()
+    found.media.mkdir()
+    return found
+
+
+@pytest.fixture
+def config(dirs: Dirs) -> RenderConfig:
+    return RenderConfig(
+        listen="127.0.0.1:0", output_dir=dirs.output, media_root=dirs.media, max_concurrent=2
+    )
+
+
+@dataclass
+class Running:
+    server: RenderServer
+    stub: render_pb2_grpc.RenderServiceStub
+    channel: grpc.aio.Channel
+    config: RenderConfig
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server.port}"
+
+
+@pytest.fixture
+async def render_servers() -> AsyncIterator[list[Running]]:
+    servers: list[Running] = []
+    yield servers
+    for running in servers:
+        await running.channel.close()
+        await running.server.stop(0)
+
+
+StartServer = Callable[..., Awaitable[Running]]
+
+
+@pytest.fixture
+async def start(render_servers: list[Running]) -> StartServer:
+    """``await start(config, **overrides)`` starts an in-process server on port 0."""
+
+    async def starter(config: RenderConfig, **overrides: object) -> Running:
+        effective = replace(config, **overrides)  # type: ignore[arg-type]
+        server = await create_server(effective)
+        channel = create_channel(f"127.0.0.1:{server.port}")
+        running = Running(server, render_pb2_grpc.RenderServiceStub(channel), channel, effective)
+        render_servers.append(running)
+        return running
+
+    return starter
+
+
+@pytest.fixture
+async def service(start: StartServer, config: RenderConfig) -> Running:
+    return await start(config)
+
+
+@pytest.fixture
+def process_factory(dirs: Dirs) -> Iterator[Callable[..., ServiceProcess]]:
+    """Starts ``python -m render_service`` as a real process; killed at teardown if alive."""
+    started: list[ServiceProcess] = []
+
+    def factory(*extra: str, env: dict[str, str] | None = None) -> ServiceProcess:
+        args = [
+            "--listen",
+            "127.0.0.1:0",
+            "--output-dir",
+            str(dirs.output),
+            "--media-root",
+            str(dirs.media),
+            *extra,
+        ]
+        process = start_service("render_service", args, env=env)
+        started.append(process)
+        return process
+
+    yield factory
+    for process in started:
+        process.kill()
+
+
+def render_request(render_id: str, spec: spec_pb2.RenderSpec) -> render_pb2.RenderRequest:
+    return render_pb2.RenderRequest(render_id=render_id, spec=spec)
+
+
+def child_ffmpeg_pids(parent: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == parent and "ffmpeg" in _cmdline(int(entry.name)):
+            pids.append(int(entry.name))
+    return pids

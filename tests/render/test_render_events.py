@@ -1,0 +1,128 @@
+"""A test-pattern render end to end: event order, seq, percent bands, terminal content, the file."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.render.conftest import (
+    Running,
+    collect,
+    kind,
+    media_duration,
+    pattern_spec,
+    render_request,
+)
+from videojob.render.v1 import render_pb2
+
+STAGE_ORDER = ["Queued", "Preparing", "Rendering", "Finalizing", "Verifying"]
+BANDS = {
+    "Queued": (0.0, 0.0),
+    "Preparing": (0.0, 2.0),
+    "Rendering": (2.0, 95.0),
+    "Finalizing": (95.0, 99.0),
+    "Verifying": (99.0, 99.0),
+}
+
+
+def assert_well_formed(events: list[render_pb2.RenderEvent], render_id: str) -> None:
+    assert [event.seq for event in events] == list(range(1, len(events) + 1))
+    assert all(event.render_id == render_id for event in events)
+    assert kind(events[-1]) in ("completed", "failed", "cancelled")
+    assert all(kind(event) == "progress" for event in events[:-1])
+    percents = [event.progress.percent for event in events[:-1]]
+    assert percents == sorted(percents), "percent decreased"
+    assert all(p < 100 for p in percents)
+    stages = [event.progress.stage for event in events[:-1]]
+    assert [STAGE_ORDER.index(s) for s in stages] == sorted(STAGE_ORDER.index(s) for s in stages)
+    for event in events[:-1]:
+        low, high = BANDS[event.progress.stage]
+        assert low <= event.progress.percent <= high, event
+
+
+async def test_render_streams_ordered_events_and_writes_a_verified_file(service: Running) -> None:
+    events = await collect(service.stub.Render(render_request("basic-1", pattern_spec(2.0))))
+
+    assert_well_formed(events, "basic-1")
+    stages = [event.progress.stage for event in events[:-1]]
+    assert stages[0] == "Queued" and events[0].progress.percent == 0
+    assert {"Preparing", "Rendering", "Finalizing", "Verifying"} <= set(stages)
+    assert stages[-1] == "Verifying" and events[-2].progress.percent == 99
+    completed = events[-1].completed
+    output = Path(completed.output_path)
+    assert output.is_absolute()
+    assert output == (service.config.output_dir / "basic-1.mp4").resolve()
+    assert output.stat().st_size == completed.size_bytes > 0
+    assert abs(media_duration(output) - 2.0) <= 0.5
+    assert abs(completed.duration_seconds - 2.0) <= 0.5
+    assert list(service.config.output_dir.glob(".*partial*")) == []
+
+    info = await service.stub.GetRender(render_pb2.GetRenderRequest(render_id="basic-1"))
+    assert info.state == render_pb2.RENDER_STATE_COMPLETED
+    assert info.last_event == events[-1]
+
+
+async def test_second_render_call_attaches_instead_of_rendering_again(service: Running) -> None:
+    spec = pattern_spec(2.0)
+    first = service.stub.Render(render_request("twice-1", spec))
+    second = service.stub.Render(render_request("twice-1", spec))
+    first_events, second_events = await asyncio.gather(collect(first), collect(second))
+
+    assert kind(first_events[-1]) == "completed"
+    assert second_events == first_events  # same seqs, same timestamps: one render
+    later = await collect(service.stub.Render(render_request("twice-1", spec)))
+    assert later == first_events
+    assert sorted(p.name for p in service.config.output_dir.iterdir()) == ["twice-1.mp4"]
+
+
+async def test_same_render_id_with_another_spec_is_rejected(service: Running) -> None:
+    await collect(service.stub.Render(render_request("dup-1", pattern_spec(1.0))))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await collect(service.stub.Render(render_request("dup-1", pattern_spec(2.0))))
+    assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert "render_id" in (caught.value.details() or "")
+
+
+async def test_watch_of_a_finished_render_replays_and_ends_with_the_terminal(
+    service: Running,
+) -> None:
+    events = await collect(service.stub.Render(render_request("done-1", pattern_spec(1.0))))
+    last = events[-1].seq
+
+    everything = await collect(
+        service.stub.WatchRender(render_pb2.WatchRenderRequest(render_id="done-1"))
+    )
+    assert everything == events
+    tail = await collect(
+        service.stub.WatchRender(render_pb2.WatchRenderRequest(render_id="done-1", after_seq=2))
+    )
+    assert tail == events[2:]
+    only_terminal = await collect(
+        service.stub.WatchRender(render_pb2.WatchRenderRequest(render_id="done-1", after_seq=last))
+    )
+    assert only_terminal == [events[-1]]
+
+
+async def test_cancel_of_a_finished_render_returns_it_unchanged(service: Running) -> None:
+    events = await collect(service.stub.Render(render_request("fin-1", pattern_spec(1.0))))
+    info = await service.stub.CancelRender(render_pb2.CancelRenderRequest(render_id="fin-1"))
+    assert info.state == render_pb2.RENDER_STATE_COMPLETED
+    assert info.last_event == events[-1]
+    assert Path(events[-1].completed.output_path).exists()
+
+
+@pytest.mark.parametrize("method", ["GetRender", "CancelRender", "WatchRender"])
+async def test_unknown_render_is_not_found(service: Running, method: str) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        if method == "GetRender":
+            await service.stub.GetRender(render_pb2.GetRenderRequest(render_id="nobody"))
+        elif method == "CancelRender":
+            await service.stub.CancelRender(render_pb2.CancelRenderRequest(render_id="nobody"))
+        else:
+            await collect(
+                service.stub.WatchRender(render_pb2.WatchRenderRequest(render_id="nobody"))
+            )
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
