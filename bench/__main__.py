@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     names = args.only or list(BENCHMARKS)
     description = machine.describe()
     started_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
