@@ -6,7 +6,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Protocol
 
-from bench import bench_latency, bench_overhead, bench_store
+from bench import bench_fanout, bench_latency, bench_overhead, bench_store
 from bench.report import BenchResult
 
 
@@ -17,5 +17,10 @@ class Benchmark(Protocol):
     def run(self, workdir: Path, quick: bool) -> BenchResult: ...
 
 
-BENCHMARK_MODULES: tuple[ModuleType, ...] = (bench_overhead, bench_latency, bench_store)
+BENCHMARK_MODULES: tuple[ModuleType, ...] = (
+    bench_overhead,
+    bench_latency,
+    bench_fanout,
+    bench_store,
+)
 BENCHMARKS: dict[str, ModuleType] = {module.NAME: module for module in BENCHMARK_MODULES}
