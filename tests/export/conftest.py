@@ -1,0 +1,213 @@
+"""Fixtures for the export service tests: a real render service process, the export service
+in-process on port 0 (or as a process where kills are involved), tiny specs, file checks."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import pytest
+
+from export_service.config import ExportConfig, TrackerSettings
+from export_service.server import ExportServer, create_server
+from export_service.store import open_store
+from tests.support.processes import ServiceProcess, start_service
+from videojob.export.v1 import export_pb2, export_pb2_grpc
+from videojob.ffmpeg_binary import ffmpeg_binary
+from videojob.grpc_setup import create_channel
+from videojob.render.v1 import spec_pb2
+
+TERMINAL = (export_pb2.COMPLETED, export_pb2.FAILED, export_pb2.CANCELLED)
+_DURATION = re.compile(r"Duration:\s*(\d+):(\d{2}):(\d{2}(?:\.\d+)?)")
+
+FAST_TRACKER = TrackerSettings(
+    stall_timeout=3.0,
+    max_attempts=5,
+    progress_interval=0.1,
+    backoff_initial=0.3,
+    backoff_max=1.5,
+    rpc_timeout=3.0,
+)
+
+
+def pattern_spec(
+    duration: float = 2.0, *, width: int = 160, height: int = 120, fps: float = 10.0
+) -> spec_pb2.RenderSpec:
+    spec = spec_pb2.RenderSpec()
+    spec.source.test_pattern.duration_seconds = duration
+    spec.source.test_pattern.width = width
+    spec.source.test_pattern.height = height
+    spec.source.test_pattern.fps = fps
+    spec.output.preset = "ultrafast"
+    return spec
+
+
+def slow_spec() -> spec_pb2.RenderSpec:
+    """A render that takes a few seconds, long enough to break things in the middle of it."""
+    return pattern_spec(40.0, width=640, height=480, fps=25.0)
+
+
+def media_duration(path: Path) -> float:
+    """The container duration ffmpeg reads from the file (no ffprobe needed)."""
+    result = subprocess.run(
+        [ffmpeg_binary(), "-hide_banner", "-i", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    match = _DURATION.search(result.stderr)
+    assert match, result.stderr
+    hours, minutes, seconds = match.groups()
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+def assert_completed_with_valid_file(job: export_pb2.VideoJob, duration: float) -> None:
+    assert job.status == export_pb2.COMPLETED, job
+    assert job.progress == 100 and job.stage == "Complete"
+    path = Path(job.output_path)
+    assert path.is_file() and path.stat().st_size > 0
+    assert abs(media_duration(path) - duration) <= 0.5
+
+
+def assert_monotonic(updates: list[export_pb2.VideoJob]) -> None:
+    versions = [u.version for u in updates]
+    assert versions == sorted(set(versions)), versions
+    progress = [u.progress for u in updates]
+    assert progress == sorted(progress), progress
+    assert all(u.progress < 100 for u in updates if u.status != export_pb2.COMPLETED)
+    assert sum(u.status in TERMINAL for u in updates) == 1
+    assert updates[-1].status in TERMINAL
+
+
+@dataclass
+class RenderDirs:
+    output: Path
+    media: Path
+
+
+@pytest.fixture
+def render_dirs(tmp_path: Path) -> RenderDirs:
+    dirs = RenderDirs(output=tmp_path / "out", media=tmp_path / "media")
+    dirs.output.mkdir()
+    dirs.media.mkdir()
+    return dirs
+
+
+@dataclass
+class RenderProcesses:
+    """Starts real render service processes; all are killed at teardown."""
+
+    dirs: RenderDirs
+    started: list[ServiceProcess] = field(default_factory=list)
+
+    def start(self, port: int = 0) -> ServiceProcess:
+        process = start_service(
+            "render_service",
+            [
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--output-dir",
+                str(self.dirs.output),
+                "--media-root",
+                str(self.dirs.media),
+                "--stall-timeout",
+                "5",
+            ],
+        )
+        self.started.append(process)
+        return process
+
+
+def stop_processes(processes: list[ServiceProcess]) -> None:
+    """SIGKILL, then close each output pipe once its drain thread has read to the end."""
+    for process in processes:
+        process.kill()
+    for thread in threading.enumerate():
+        if thread.name.startswith("drain-"):
+            thread.join(timeout=5)
+    for process in processes:
+        if process.popen.stdout is not None and not any(
+            t.name == f"drain-{process.name}" and t.is_alive() for t in threading.enumerate()
+        ):
+            process.popen.stdout.close()
+
+
+@pytest.fixture
+def render_processes(render_dirs: RenderDirs) -> Iterator[RenderProcesses]:
+    processes = RenderProcesses(render_dirs)
+    yield processes
+    stop_processes(processes.started)
+
+
+@pytest.fixture
+def render_service(render_processes: RenderProcesses) -> ServiceProcess:
+    return render_processes.start()
+
+
+StartExport = Callable[..., Awaitable[ExportServer]]
+
+
+@pytest.fixture
+async def start_export(tmp_path: Path) -> AsyncIterator[StartExport]:
+    """Starts the export service in-process on port 0 against ``render_addr``."""
+    servers: list[ExportServer] = []
+
+    async def start(render_addr: str, **overrides: object) -> ExportServer:
+        config = ExportConfig(
+            listen="127.0.0.1:0",
+            render_addr=render_addr,
+            database=f"sqlite:///{tmp_path / 'export.db'}",
+            tracker=overrides.pop("tracker", FAST_TRACKER),  # type: ignore[arg-type]
+            watch_poll_interval=1.0,
+            **overrides,  # type: ignore[arg-type]
+        )
+        store = await open_store(config.database)
+        server = await create_server(config, store)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        await server.stop(0)
+
+
+@pytest.fixture
+async def export_server(start_export: StartExport, render_service: ServiceProcess) -> ExportServer:
+    return await start_export(render_service.address)
+
+
+@pytest.fixture
+async def stub(
+    export_server: ExportServer,
+) -> AsyncIterator[export_pb2_grpc.ExportServiceAsyncStub]:
+    async with create_channel(f"127.0.0.1:{export_server.port}") as channel:
+        yield export_pb2_grpc.ExportServiceStub(channel)
+
+
+async def watch(
+    stub: export_pb2_grpc.ExportServiceAsyncStub, job_id: str, after_version: int = 0
+) -> list[export_pb2.VideoJob]:
+    """Every update WatchExport sends until it ends (after a terminal state)."""
+    request = export_pb2.WatchExportRequest(id=job_id, after_version=after_version)
+    return [job async for job in stub.WatchExport(request, timeout=90)]
+
+
+async def wait_for(
+    predicate: Callable[[], Awaitable[bool]], within: float = 30.0, interval: float = 0.05
+) -> None:
+    async with asyncio.timeout(within):
+        while True:
+            if await predicate():
+                return
+            await asyncio.sleep(interval)
+
+
+def grpc_code(error: pytest.ExceptionInfo[grpc.aio.AioRpcError]) -> grpc.StatusCode:
+    return error.value.code()
