@@ -1,0 +1,220 @@
+"""Every JSON route and its errors, against the real stack on sockets."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+
+from tests.gateway.conftest import (
+    LONG_SPEC,
+    Stack,
+    create_job,
+    start_gateway,
+    stop,
+    tiny_spec,
+    wait_for,
+    wait_terminal,
+)
+
+PINNED_KEYS = {
+    "id",
+    "status",
+    "progress",
+    "stage",
+    "outputPath",
+    "error",
+    "attempt",
+    "version",
+    "createdAt",
+    "updatedAt",
+    "startedAt",
+    "finishedAt",
+}
+
+
+def assert_error(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body: dict[str, Any] = response.json()
+    assert body["message"], body
+    return body
+
+
+def test_create_returns_201_with_the_pinned_job_json(client: httpx.Client) -> None:
+    response = client.post("/api/jobs", json=tiny_spec())
+    assert response.status_code == 201, response.text
+    job = response.json()
+    assert job.keys() >= PINNED_KEYS
+    assert job["status"] in {"queued", "running", "completed"}
+    assert job["createdAt"].endswith("Z")
+    assert job["spec"]["source"]["testPattern"]["width"] == 160
+    fetched = client.get(f"/api/jobs/{job['id']}").json()
+    assert fetched["id"] == job["id"]
+    assert fetched["version"] >= job["version"]
+
+
+def test_completed_job_json(completed_job: dict[str, Any]) -> None:
+    assert completed_job["progress"] == 100
+    assert completed_job["stage"] == "Complete"
+    assert completed_job["outputPath"].endswith(f"{completed_job['id']}.mp4")
+    assert completed_job["error"] is None
+    assert completed_job["finishedAt"] is not None
+    assert completed_job["etaSeconds"] is None
+
+
+def test_same_idempotency_key_returns_the_same_job(client: httpx.Client) -> None:
+    key = f"test-{uuid.uuid4()}"
+    first = create_job(client, tiny_spec(), **{"Idempotency-Key": key})
+    again = create_job(client, tiny_spec(), **{"Idempotency-Key": key})
+    other = create_job(client, tiny_spec(), **{"Idempotency-Key": f"{key}-other"})
+    assert again["id"] == first["id"]
+    assert other["id"] != first["id"]
+    wait_terminal(client, first["id"])
+    wait_terminal(client, other["id"])
+
+
+def test_bad_field_is_422_naming_the_field_in_camel_case(client: httpx.Client) -> None:
+    cases = {
+        "source.testPattern.durationSeconds": {"source": {"testPattern": {"durationSeconds": -1}}},
+        "source.testPattern.width": {
+            "source": {"testPattern": {"durationSeconds": 1, "width": "wide"}}
+        },
+        "output.bitrate": tiny_spec(bitrate=5),
+        "output.container": tiny_spec(container="avi"),
+        "source": {"source": {}},
+    }
+    for field, body in cases.items():
+        error = assert_error(client.post("/api/jobs", json=body), 422)
+        assert error["field"] == field, error
+        assert error["message"].startswith(f"{field}: "), error
+
+
+def test_export_service_rejections_are_translated_to_camel_case(client: httpx.Client) -> None:
+    webm_with_h264 = tiny_spec(container="webm", videoCodec="h264", audioCodec="opus")
+    error = assert_error(client.post("/api/jobs", json=webm_with_h264), 422)
+    assert error["message"].startswith("output.videoCodec: "), error
+    only_width = {"source": {"testPattern": {"durationSeconds": 1, "width": 160}}}
+    error = assert_error(client.post("/api/jobs", json=only_width), 422)
+    assert error["message"].startswith("source.testPattern.height: "), error
+
+
+def test_malformed_requests_are_400_or_415(client: httpx.Client) -> None:
+    not_json = client.post(
+        "/api/jobs", content=b"{nope", headers={"Content-Type": "application/json"}
+    )
+    assert "JSON" in assert_error(not_json, 400)["message"]
+    plain = client.post("/api/jobs", content=b"{}", headers={"Content-Type": "text/plain"})
+    assert_error(plain, 415)
+    bad_key = client.post("/api/jobs", json=tiny_spec(), headers={"Idempotency-Key": "a b"})
+    assert assert_error(bad_key, 400)["field"] == "Idempotency-Key"
+    not_an_object = client.post("/api/jobs", json=[1, 2])
+    assert assert_error(not_an_object, 422)["field"] == "body"
+
+
+def test_unknown_job_is_404_everywhere(client: httpx.Client) -> None:
+    missing = f"no-such-job-{uuid.uuid4()}"
+    assert_error(client.get(f"/api/jobs/{missing}"), 404)
+    assert_error(client.post(f"/api/jobs/{missing}/cancel"), 404)
+    assert_error(client.get(f"/api/jobs/{missing}/events"), 404)
+    assert_error(client.get(f"/api/jobs/{missing}/download"), 404)
+
+
+def test_unknown_route_and_wrong_method_are_json(client: httpx.Client) -> None:
+    assert_error(client.get("/api/nothing-here"), 404)
+    assert_error(client.delete("/api/jobs"), 405)
+
+
+def test_list_is_newest_first_with_cursor_pagination(client: httpx.Client) -> None:
+    created = [create_job(client)["id"] for _ in range(3)]
+    first = client.get("/api/jobs", params={"limit": 2})
+    assert first.status_code == 200, first.text
+    page = first.json()
+    assert [job["id"] for job in page["jobs"]] == created[::-1][:2]
+    assert page["nextCursor"]
+    second = client.get("/api/jobs", params={"limit": 2, "cursor": page["nextCursor"]}).json()
+    assert second["jobs"][0]["id"] == created[0]
+    everything = client.get("/api/jobs", params={"limit": 100}).json()["jobs"]
+    stamps = [job["createdAt"] for job in everything]
+    assert stamps == sorted(stamps, reverse=True)
+    for job_id in created:
+        wait_terminal(client, job_id)
+
+
+def test_list_filters_by_status(client: httpx.Client, completed_job: dict[str, Any]) -> None:
+    response = client.get("/api/jobs", params={"status": "completed", "limit": 100})
+    jobs = response.json()["jobs"]
+    assert completed_job["id"] in {job["id"] for job in jobs}
+    assert {job["status"] for job in jobs} == {"completed"}
+
+
+def test_list_rejects_bad_parameters(client: httpx.Client) -> None:
+    assert assert_error(client.get("/api/jobs?status=done"), 400)["field"] == "status"
+    assert assert_error(client.get("/api/jobs?limit=0"), 400)["field"] == "limit"
+    assert assert_error(client.get("/api/jobs?limit=abc"), 400)["field"] == "limit"
+    assert assert_error(client.get("/api/jobs?limit=1000"), 400)["field"] == "limit"
+
+
+def test_cancel_a_running_job_then_409_when_terminal(client: httpx.Client) -> None:
+    job = create_job(client, LONG_SPEC)
+    wait_for(client, job["id"], {"running"})
+    response = client.post(f"/api/jobs/{job['id']}/cancel")
+    assert response.status_code == 200, response.text
+    assert response.json()["id"] == job["id"]
+    finished = wait_terminal(client, job["id"])
+    assert finished["status"] == "cancelled"
+    assert finished["progress"] < 100
+    assert_error(client.post(f"/api/jobs/{job['id']}/cancel"), 409)
+
+
+def test_cancel_completed_job_is_409(client: httpx.Client, completed_job: dict[str, Any]) -> None:
+    assert_error(client.post(f"/api/jobs/{completed_job['id']}/cancel"), 409)
+    after = client.get(f"/api/jobs/{completed_job['id']}").json()
+    assert after["status"] == "completed"
+
+
+def test_healthz_reports_the_export_service(client: httpx.Client) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200, response.text
+    assert response.json() == {"status": "ok", "export": "SERVING"}
+
+
+def test_healthz_is_503_json_when_export_is_unreachable() -> None:
+    gateway = start_gateway("127.0.0.1:1")
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{gateway.port}", timeout=30) as http:
+            assert_error(http.get("/healthz"), 503)
+            error = assert_error(http.get("/api/jobs"), 503)
+            assert error["code"] == "unavailable"
+    finally:
+        stop(gateway)
+
+
+def test_page_and_its_assets_are_served(client: httpx.Client) -> None:
+    page = client.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "/static/app.js" in page.text
+    for asset, kind in (("/static/app.js", "javascript"), ("/static/app.css", "text/css")):
+        response = client.get(asset)
+        assert response.status_code == 200
+        assert kind in response.headers["content-type"]
+
+
+def test_openapi_document_lists_every_route(client: httpx.Client, stack: Stack) -> None:
+    document = client.get("/openapi.json").json()
+    assert document["openapi"].startswith("3.1")
+    paths = document["paths"]
+    assert set(paths) == {
+        "/api/jobs",
+        "/api/jobs/{id}",
+        "/api/jobs/{id}/cancel",
+        "/api/jobs/{id}/events",
+        "/api/jobs/{id}/download",
+        "/healthz",
+    }
+    assert set(paths["/api/jobs"]) == {"get", "post"}
+    schemas = document["components"]["schemas"]
+    assert {"RenderSpec", "Job", "Error"} <= schemas.keys()
+    assert set(schemas["Job"]["required"]) == PINNED_KEYS
