@@ -182,8 +182,15 @@ class RenderJob:
             record.complete(str(self._final), size, duration)
         finally:
             if not completed:
-                with contextlib.suppress(FileNotFoundError):
-                    self._partial.unlink()
+                self._remove_partial()
+
+    def _remove_partial(self) -> None:
+        try:
+            self._partial.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            logger.warning("cannot remove %s: %s", self._partial, exc)
 
     async def _prepare(self) -> tuple[RenderInputs, float]:
         source = self._spec.source

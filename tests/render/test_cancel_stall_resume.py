@@ -1,0 +1,171 @@
+"""Cancel, stall detection, a cut stream resumed with WatchRender, the queue limit."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import grpc
+import pytest
+
+from render_service.config import RenderConfig
+from tests.render.conftest import (
+    Running,
+    StartServer,
+    collect,
+    events_until,
+    ffmpeg_pids,
+    is_rendering,
+    kind,
+    long_spec,
+    pattern_spec,
+    pid_alive,
+    render_request,
+    wait_for,
+)
+from videojob.render.v1 import render_pb2
+
+
+async def _frozen_render(service: Running, render_id: str) -> tuple[object, int]:
+    """Starts a long render, waits until FFmpeg runs, SIGSTOPs it; returns (call, pid)."""
+    call = service.stub.Render(render_request(render_id, long_spec()))
+    await events_until(call, is_rendering)
+    await wait_for(lambda: len(ffmpeg_pids(render_id)) == 1)
+    (pid,) = ffmpeg_pids(render_id)
+    os.kill(pid, signal.SIGSTOP)
+    return call, pid
+
+
+async def test_cancel_kills_a_stopped_ffmpeg_and_removes_the_partial_file(
+    service: Running,
+) -> None:
+    call, pid = await _frozen_render(service, "cancel-1")
+    partial = service.config.output_dir / ".cancel-1.partial.mp4"
+    assert partial.exists()
+
+    info = await service.stub.CancelRender(render_pb2.CancelRenderRequest(render_id="cancel-1"))
+
+    assert not pid_alive(pid), "ffmpeg survived CancelRender"
+    assert not partial.exists()
+    assert info.state == render_pb2.RENDER_STATE_CANCELLED
+    assert kind(info.last_event) == "cancelled"
+    rest = await collect(call)  # type: ignore[arg-type]
+    assert kind(rest[-1]) == "cancelled"
+    assert list(service.config.output_dir.iterdir()) == []
+    again = await service.stub.CancelRender(render_pb2.CancelRenderRequest(render_id="cancel-1"))
+    assert again == info
+
+
+async def test_cancel_of_a_queued_render(start: StartServer, config: RenderConfig) -> None:
+    service = await start(config, max_concurrent=1)
+    _, pid = await _frozen_render(service, "busy-1")
+    queued = service.stub.Render(render_request("queued-1", pattern_spec(1.0)))
+    first = await events_until(queued, lambda e: True)
+    assert first[0].progress.stage == "Queued"
+
+    info = await service.stub.CancelRender(render_pb2.CancelRenderRequest(render_id="queued-1"))
+    assert info.state == render_pb2.RENDER_STATE_CANCELLED
+    rest = await collect(queued)
+    assert [kind(e) for e in rest][-1] == "cancelled"
+    assert all(e.progress.stage == "Queued" for e in rest[:-1])
+    await service.stub.CancelRender(render_pb2.CancelRenderRequest(render_id="busy-1"))
+    assert not pid_alive(pid)
+
+
+async def test_stalled_ffmpeg_is_killed_and_the_render_fails(
+    start: StartServer, config: RenderConfig
+) -> None:
+    service = await start(config, stall_timeout=1.5)
+    call, pid = await _frozen_render(service, "stall-1")
+
+    rest = await collect(call)  # type: ignore[arg-type]
+
+    failed = rest[-1]
+    assert kind(failed) == "failed", rest
+    assert failed.failed.code == "STALLED"
+    assert "no progress" in failed.failed.message
+    assert not pid_alive(pid)
+    assert ffmpeg_pids("stall-1") == []
+    assert list(service.config.output_dir.iterdir()) == []
+    heartbeats = [e for e in rest[:-1] if e.progress.heartbeat]
+    assert heartbeats, "no heartbeat while ffmpeg was frozen"
+    assert all(e.progress.stage == "Rendering" for e in heartbeats)
+
+
+async def test_watch_resumes_a_cut_stream_without_gaps_or_duplicates(service: Running) -> None:
+    call = service.stub.Render(render_request("resume-1", pattern_spec(3.0)))
+    before = await events_until(call, is_rendering)
+    call.cancel()  # type: ignore[attr-defined]
+    last = before[-1].seq
+
+    after = await collect(
+        service.stub.WatchRender(
+            render_pb2.WatchRenderRequest(render_id="resume-1", after_seq=last)
+        )
+    )
+
+    seqs = [e.seq for e in before + after]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert kind(after[-1]) == "completed"
+
+
+async def test_queue_limit_answers_resource_exhausted(
+    start: StartServer, config: RenderConfig
+) -> None:
+    service = await start(config, max_concurrent=1, max_queue=1)
+    _, pid = await _frozen_render(service, "slot-1")
+    waiting = service.stub.Render(render_request("wait-1", pattern_spec(1.0)))
+    await events_until(waiting, lambda e: True)
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await collect(service.stub.Render(render_request("over-1", pattern_spec(1.0))))
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    await service.stub.CancelRender(render_pb2.CancelRenderRequest(render_id="slot-1"))
+    rest = await collect(waiting)
+    assert kind(rest[-1]) == "completed"
+    assert not pid_alive(pid)
+
+
+async def test_stale_partial_files_are_removed_on_start(
+    start: StartServer, config: RenderConfig
+) -> None:
+    stale = config.output_dir / ".old-1.partial.mp4"
+    stale.write_bytes(b"half a video")
+    keep = config.output_dir / "done-1.mp4"
+    keep.write_bytes(b"a finished video")
+    await start(config)
+    assert not stale.exists()
+    assert keep.exists()
+
+
+async def test_unwritable_output_dir_fails_the_render(
+    start: StartServer, config: RenderConfig
+) -> None:
+    service = await start(config)
+    config.output_dir.rmdir()
+    config.output_dir.write_text("not a directory")
+    events = await collect(service.stub.Render(render_request("nowrite-1", pattern_spec(1.0))))
+    assert kind(events[-1]) == "failed"
+    assert events[-1].failed.code == "OUTPUT_UNWRITABLE"
+
+
+async def test_finished_renders_are_forgotten_after_retention(
+    start: StartServer, config: RenderConfig
+) -> None:
+    service = await start(config, retention=0.3)
+    await collect(service.stub.Render(render_request("short-1", pattern_spec(1.0))))
+
+    async def gone() -> bool:
+        try:
+            await service.stub.GetRender(render_pb2.GetRenderRequest(render_id="short-1"))
+        except grpc.aio.AioRpcError as error:
+            return error.code() == grpc.StatusCode.NOT_FOUND
+        return False
+
+    for _ in range(100):
+        if await gone():
+            break
+        await asyncio.sleep(0.05)
+    assert await gone()
