@@ -6,7 +6,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Protocol
 
-from bench import bench_fanout, bench_latency, bench_overhead, bench_store
+from bench import (
+    bench_fanout,
+    bench_latency,
+    bench_overhead,
+    bench_poll,
+    bench_store,
+    bench_tracking,
+)
 from bench.report import BenchResult
 
 
@@ -21,6 +28,8 @@ BENCHMARK_MODULES: tuple[ModuleType, ...] = (
     bench_overhead,
     bench_latency,
     bench_fanout,
+    bench_poll,
+    bench_tracking,
     bench_store,
 )
 BENCHMARKS: dict[str, ModuleType] = {module.NAME: module for module in BENCHMARK_MODULES}

@@ -48,7 +48,7 @@ class BenchResult:
 def _format_value(value: float | None) -> str:
     if value is None or math.isnan(value):
         return "n/a"
-    if abs(value) >= 1000:
+    if float(value).is_integer() or abs(value) >= 1000:
         return f"{value:,.0f}"
     if abs(value) >= 100:
         return f"{value:.1f}"

@@ -4,6 +4,7 @@ or the export service against bench's synthetic render server."""
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,5 +101,15 @@ def running_stack(
         yield Stack(workdir, render, export, gateway, started)
     finally:
         for process in reversed(started):
-            with contextlib.suppress(AssertionError):
-                process.terminate(timeout=10)
+            stop(process)
+
+
+def stop(process: ServiceProcess) -> None:
+    """SIGTERM (SIGKILL after 10 s), then closes its output pipe once it has been drained."""
+    with contextlib.suppress(AssertionError):
+        process.terminate(timeout=10)
+    for thread in threading.enumerate():
+        if thread.name == f"drain-{process.name}":
+            thread.join(timeout=2)
+    if process.popen.stdout is not None:
+        process.popen.stdout.close()
