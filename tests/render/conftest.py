@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import subprocess
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -92,6 +93,14 @@ def run_ffmpeg(*args: str) -> None:
         check=True,
         timeout=60,
     )
+
+
+def file_size(path: Path) -> int:
+    return path.stat().st_size
+
+
+def partial_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob(".*.partial.*"))
 
 
 def _cmdline(pid: int) -> str:
@@ -233,6 +242,12 @@ def process_factory(dirs: Dirs) -> Iterator[Callable[..., ServiceProcess]]:
     yield factory
     for process in started:
         process.kill()
+    for thread in threading.enumerate():
+        if thread.name == "drain-render_service":
+            thread.join(timeout=10)
+    for process in started:
+        if process.popen.stdout is not None:
+            process.popen.stdout.close()
 
 
 def render_request(render_id: str, spec: spec_pb2.RenderSpec) -> render_pb2.RenderRequest:

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from render_service.ffmpeg_command import escape_filter_value
-
 from tests.render.conftest import (
     Running,
     collect,
@@ -60,9 +59,7 @@ async def test_output_codecs(
     header_video: str,
     header_audio: str,
 ) -> None:
-    spec = pattern_spec(
-        1.0, container=container, video_codec=video_codec, audio_codec=audio_codec
-    )
+    spec = pattern_spec(1.0, container=container, video_codec=video_codec, audio_codec=audio_codec)
     output = await render_ok(service, f"codec-{video_codec}-{audio_codec}-{container}", spec)
     assert output.suffix == f".{container}"
     header = media_header(output)
@@ -121,7 +118,9 @@ async def test_transcode_of_a_file_that_is_not_media_fails_as_invalid_input(
 async def test_slideshow_with_audio_and_subtitles(service: Running, subtitles_name: str) -> None:
     media = service.config.media_root
     run_ffmpeg("-f", "lavfi", "-i", "color=c=red:s=64x48", "-frames:v", "1", str(media / "one.png"))
-    run_ffmpeg("-f", "lavfi", "-i", "color=c=blue:s=80x60", "-frames:v", "1", str(media / "two.png"))
+    run_ffmpeg(
+        "-f", "lavfi", "-i", "color=c=blue:s=80x60", "-frames:v", "1", str(media / "two.png")
+    )
     run_ffmpeg("-f", "lavfi", "-i", "sine=duration=1", str(media / "tone.wav"))
     (media / subtitles_name).write_text("1\n00:00:00,000 --> 00:00:01,000\nHello\n")
     spec = spec_pb2.RenderSpec()

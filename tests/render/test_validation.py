@@ -45,14 +45,18 @@ def _slides(*paths: str, audio: str = "", subtitles: str = "") -> Mutator:
 
 
 SPEC_CASES: list[tuple[str, Mutator, str]] = [
-    ("webm+h264", _set("output.video_codec", "h264") , "spec.output.video_codec"),
+    ("webm+h264", _set("output.video_codec", "h264"), "spec.output.video_codec"),
     ("webm+aac", _set("output.audio_codec", "aac"), "spec.output.audio_codec"),
     ("mp4+vp9", _set("output.video_codec", "vp9"), "spec.output.video_codec"),
     ("avi", _set("output.container", "avi"), "spec.output.container"),
     ("mp3 codec", _set("output.audio_codec", "mp3"), "spec.output.audio_codec"),
     ("zero duration", _set("source.test_pattern.duration_seconds", 0.0), "duration_seconds"),
     ("negative duration", _set("source.test_pattern.duration_seconds", -3.0), "duration_seconds"),
-    ("nan duration", _set("source.test_pattern.duration_seconds", float("nan")), "duration_seconds"),
+    (
+        "nan duration",
+        _set("source.test_pattern.duration_seconds", float("nan")),
+        "duration_seconds",
+    ),
     ("over 4 h", _set("source.test_pattern.duration_seconds", 4 * 3600 + 1.0), "duration_seconds"),
     ("too wide", _set("source.test_pattern.width", 7682), "spec.source.test_pattern.width"),
     ("too tall", _set("source.test_pattern.height", 4322), "spec.source.test_pattern.height"),

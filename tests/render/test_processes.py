@@ -1,0 +1,146 @@
+"""Real render service processes: heartbeats while Queued and Finalizing, SIGTERM mid-render,
+health and reflection."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
+
+from tests.render.conftest import (
+    Running,
+    collect,
+    events_until,
+    ffmpeg_pids,
+    is_rendering,
+    kind,
+    long_spec,
+    partial_files,
+    pattern_spec,
+    pid_alive,
+    render_request,
+    wait_for,
+)
+from tests.support.processes import ServiceProcess
+from videojob.ffmpeg_binary import ffmpeg_binary
+from videojob.grpc_setup import create_channel
+from videojob.render.v1 import render_pb2, render_pb2_grpc
+
+SERVICE = "videojob.render.v1.RenderService"
+
+# Runs the real FFmpeg, then, for renders only (they ask for -stats_period), stays silent for a
+# while with its pipes open, the way a slow trailer or faststart pass looks from outside.
+SLOW_FINALIZE_WRAPPER = """#!/bin/sh
+"$VIDEOJOB_REAL_FFMPEG" "$@"
+status=$?
+case " $* " in *" -stats_period "*) sleep 2 ;; esac
+exit $status
+"""
+
+
+def _gaps(events: list[render_pb2.RenderEvent]) -> list[float]:
+    times = [e.time.seconds + e.time.nanos / 1e9 for e in events]
+    return [later - earlier for earlier, later in itertools.pairwise(times)]
+
+
+async def test_heartbeats_while_queued_and_finalizing(
+    process_factory: Callable[..., ServiceProcess], tmp_path: Path
+) -> None:
+    wrapper = tmp_path / "slow-ffmpeg"
+    wrapper.write_text(SLOW_FINALIZE_WRAPPER)
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
+    service = process_factory(
+        "--max-concurrent",
+        "1",
+        env={"FFMPEG_BINARY": str(wrapper), "VIDEOJOB_REAL_FFMPEG": ffmpeg_binary()},
+    )
+    channel = create_channel(service.address)
+    stub = render_pb2_grpc.RenderServiceStub(channel)
+    try:
+        first_call = stub.Render(render_request("hb-a", pattern_spec(1.0)))
+        first = await events_until(first_call, is_rendering)
+        second_call = stub.Render(render_request("hb-b", pattern_spec(1.0)))
+        first_rest, second = await asyncio.gather(collect(first_call), collect(second_call))
+    finally:
+        await channel.close()
+    first += first_rest
+
+    for events in (first, second):
+        assert kind(events[-1]) == "completed", events[-1]
+        assert [e.seq for e in events] == list(range(1, len(events) + 1))
+        assert max(_gaps(events)) <= 2.0, "more than 2 s without an event"
+    finalizing_beats = [
+        e for e in first if e.progress.heartbeat and e.progress.stage == "Finalizing"
+    ]
+    assert finalizing_beats, [e.progress for e in first]
+    assert all(e.progress.percent == 95 for e in finalizing_beats)
+    queued_beats = [e for e in second if e.progress.heartbeat and e.progress.stage == "Queued"]
+    assert queued_beats, [e.progress for e in second]
+    assert all(e.progress.percent == 0 for e in queued_beats)
+
+
+async def test_sigterm_mid_render_ends_it_with_shutdown_and_leaves_no_ffmpeg(
+    process_factory: Callable[..., ServiceProcess],
+) -> None:
+    service = process_factory()
+    channel = create_channel(service.address)
+    stub = render_pb2_grpc.RenderServiceStub(channel)
+    health = health_pb2_grpc.HealthStub(channel)
+    try:
+        watch = health.Watch(health_pb2.HealthCheckRequest(service=SERVICE))
+        first_status = await watch.read()
+        assert first_status.status == health_pb2.HealthCheckResponse.SERVING
+        call = stub.Render(render_request("term-1", long_spec()))
+        await events_until(call, is_rendering)
+        await wait_for(lambda: len(ffmpeg_pids("term-1")) == 1)
+        (pid,) = ffmpeg_pids("term-1")
+
+        os.kill(service.pid, signal.SIGTERM)
+        rest = await collect(call)
+        status = await watch.read()
+    finally:
+        await channel.close()
+
+    assert kind(rest[-1]) == "failed"
+    assert rest[-1].failed.code == "SHUTDOWN"
+    assert status.status == health_pb2.HealthCheckResponse.NOT_SERVING or not service.alive()
+    assert await asyncio.to_thread(service.popen.wait, 15) == 0
+    assert not pid_alive(pid)
+    assert ffmpeg_pids("term-1") == []
+    assert partial_files(Path(service_output(service))) == []
+
+
+def service_output(service: ServiceProcess) -> str:
+    args = service.popen.args
+    assert isinstance(args, list)
+    return str(args[args.index("--output-dir") + 1])
+
+
+async def test_health_and_reflection(service: Running) -> None:
+    health = health_pb2_grpc.HealthStub(service.channel)
+    for name in ("", SERVICE):
+        reply = await health.Check(health_pb2.HealthCheckRequest(service=name))
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+    def reflect() -> tuple[list[str], list[str]]:
+        import grpc
+
+        with grpc.insecure_channel(service.address) as channel:
+            database = ProtoReflectionDescriptorDatabase(channel)
+            services = list(database.get_services())
+            descriptor = database.FindFileContainingSymbol(SERVICE)
+            methods = [m.name for s in descriptor.service for m in s.method]
+        return services, methods
+
+    services, methods = await asyncio.to_thread(reflect)
+    assert SERVICE in services and "grpc.health.v1.Health" in services
+    assert {"Render", "WatchRender", "GetRender", "CancelRender"} <= set(methods)
