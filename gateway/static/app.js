@@ -10,6 +10,7 @@ const LIST_LIMIT = 20;
 
 const jobs = new Map();      // id -> latest job JSON
 const followers = new Map(); // id -> { source: EventSource|null, timer: number|null }
+const cards = new Map();     // id -> its <li>, attached or not yet
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -68,12 +69,13 @@ function describeSpec(spec) {
 }
 
 function cardFor(job) {
-  let card = document.getElementById("job-" + job.id);
+  let card = cards.get(job.id);
   if (!card) {
     card = $("#job-template").content.firstElementChild.cloneNode(true);
     card.id = "job-" + job.id;
     card.dataset.jobId = job.id;
     card.querySelector(".cancel").addEventListener("click", () => cancelJob(job.id, card));
+    cards.set(job.id, card);
   }
   return card;
 }
@@ -100,6 +102,7 @@ function render(job) {
   card.querySelector(".cancel").hidden = TERMINAL.has(job.status);
   const download = card.querySelector(".download");
   download.hidden = job.status !== "completed";
+  card.querySelector(".job-actions").hidden = TERMINAL.has(job.status) && download.hidden;
   if (job.status === "completed") {
     const container = (job.spec && job.spec.output && job.spec.output.container) || "mp4";
     download.href = withToken("/api/jobs/" + encodeURIComponent(job.id) + "/download");
@@ -120,9 +123,9 @@ function update(job) {
 function showList(list) {
   for (const job of list) update(job);
   const newestFirst = (a, b) => (b.createdAt || "").localeCompare(a.createdAt || "");
-  const cards = [...jobs.values()].sort(newestFirst).map((job) => cardFor(job));
-  $("#jobs").replaceChildren(...cards);
-  $("#jobs-empty").hidden = cards.length > 0;
+  const shown = [...jobs.values()].sort(newestFirst).map((job) => cardFor(job));
+  $("#jobs").replaceChildren(...shown);
+  $("#jobs-empty").hidden = shown.length > 0;
 }
 
 async function loadJobs() {

@@ -131,7 +131,8 @@ def test_oversized_body_is_413_json(client: httpx.Client) -> None:
 
 def test_grpc_status_codes_map_to_http_in_one_place() -> None:
     def answer(code: grpc.StatusCode, details: str) -> tuple[int, bytes]:
-        error = grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
+        metadata = grpc.aio.Metadata()
+        error = grpc.aio.AioRpcError(code, metadata, metadata, details, debug_error_string=None)
         response = grpc_error_response(error)
         return response.status_code, bytes(response.body)
 
