@@ -1,0 +1,227 @@
+"""Things break in the middle of a render; every job still ends, and ends truthfully."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import grpc
+import pytest
+
+from export_service.store import JobStatus, open_store
+from tests.export.conftest import (
+    FAST_TRACKER,
+    RenderProcesses,
+    StartExport,
+    assert_completed_with_valid_file,
+    assert_monotonic,
+    slow_spec,
+    stop_processes,
+    wait_for,
+    watch,
+)
+from tests.support.processes import ServiceProcess, start_service
+from tests.support.tcp_proxy import TcpProxy
+from videojob.export.v1 import export_pb2, export_pb2_grpc
+from videojob.grpc_setup import create_channel
+
+if TYPE_CHECKING:
+    from videojob.export.v1.export_pb2_grpc import ExportServiceAsyncStub as Stub
+
+SLOW_DURATION = slow_spec().source.test_pattern.duration_seconds
+
+
+async def attempt_reached(stub: Stub, job_id: str, attempt: int) -> bool:
+    job = await stub.GetExport(export_pb2.GetExportRequest(id=job_id))
+    return job.attempt >= attempt
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def watch_until(
+    stub: Stub, job_id: str, reached: float
+) -> tuple[list[export_pb2.VideoJob], grpc.aio.UnaryStreamCall[object, export_pb2.VideoJob]]:
+    """Reads updates until progress reaches ``reached``; returns them and the open stream."""
+    stream = stub.WatchExport(export_pb2.WatchExportRequest(id=job_id), timeout=90)
+    seen: list[export_pb2.VideoJob] = []
+    while not seen or seen[-1].progress < reached:
+        update = await stream.read()
+        assert isinstance(update, export_pb2.VideoJob), seen
+        assert update.status not in (export_pb2.COMPLETED, export_pb2.FAILED), update
+        seen.append(update)
+    return seen, stream  # type: ignore[return-value]
+
+
+async def read_rest(
+    stream: grpc.aio.UnaryStreamCall[object, export_pb2.VideoJob],
+) -> list[export_pb2.VideoJob]:
+    rest = []
+    while isinstance(update := await stream.read(), export_pb2.VideoJob):
+        rest.append(update)
+    return rest
+
+
+async def test_stream_cut_at_95_percent_is_resumed(
+    start_export: StartExport,
+    render_service: ServiceProcess,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="export_service.tracker")
+    proxy = await TcpProxy("127.0.0.1", render_service.port).start()
+    try:
+        server = await start_export(proxy.address)
+        async with create_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = export_pb2_grpc.ExportServiceStub(channel)
+            job = await stub.CreateExport(export_pb2.CreateExportRequest(spec=slow_spec()))
+            seen, stream = await watch_until(stub, job.id, 90)
+            assert proxy.cut() > 0
+            seen += await read_rest(stream)
+    finally:
+        await proxy.close()
+    assert_monotonic(seen)
+    final = seen[-1]
+    assert_completed_with_valid_file(final, SLOW_DURATION)
+    assert final.attempt == 1  # re-attached to the same render, not rendered again
+    assert any("WatchRender after seq" in record.message for record in caplog.records)
+
+
+async def test_render_service_killed_mid_render_is_resubmitted(
+    start_export: StartExport, render_processes: RenderProcesses
+) -> None:
+    render = render_processes.start()
+    server = await start_export(render.address)
+    async with create_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = export_pb2_grpc.ExportServiceStub(channel)
+        job = await stub.CreateExport(export_pb2.CreateExportRequest(spec=slow_spec()))
+        seen, stream = await watch_until(stub, job.id, 20)
+        render.kill()
+        render_processes.start(port=render.port)
+        seen += await read_rest(stream)
+    assert_monotonic(seen)
+    final = seen[-1]
+    assert_completed_with_valid_file(final, SLOW_DURATION)
+    assert final.attempt == 2
+
+
+async def test_render_service_down_at_submit_then_up(
+    start_export: StartExport, render_processes: RenderProcesses
+) -> None:
+    port = free_port()
+    server = await start_export(
+        f"127.0.0.1:{port}", tracker=replace(FAST_TRACKER, max_attempts=20, backoff_max=1.0)
+    )
+    async with create_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = export_pb2_grpc.ExportServiceStub(channel)
+        job = await stub.CreateExport(export_pb2.CreateExportRequest(spec=slow_spec()))
+        await wait_for(lambda: attempt_reached(stub, job.id, 2))
+        assert (await stub.GetExport(export_pb2.GetExportRequest(id=job.id))).status in (
+            export_pb2.QUEUED,
+            export_pb2.RUNNING,
+        )
+        render_processes.start(port=port)
+        updates = await watch(stub, job.id)
+    assert_monotonic(updates)
+    assert_completed_with_valid_file(updates[-1], SLOW_DURATION)
+    assert updates[-1].attempt >= 2
+
+
+async def test_render_service_that_never_comes_back_fails_the_job(
+    start_export: StartExport,
+) -> None:
+    server = await start_export(
+        f"127.0.0.1:{free_port()}", tracker=replace(FAST_TRACKER, max_attempts=3, backoff_max=0.5)
+    )
+    async with create_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = export_pb2_grpc.ExportServiceStub(channel)
+        job = await stub.CreateExport(export_pb2.CreateExportRequest(spec=slow_spec()))
+        updates = await watch(stub, job.id)
+    final = updates[-1]
+    assert final.status == export_pb2.FAILED
+    assert final.error.code == "RENDER_UNAVAILABLE"
+    assert "gave up after 3 attempts" in final.error.message
+    assert final.attempt == 3 and final.progress < 100 and final.output_path == ""
+
+
+async def test_frozen_render_service_is_investigated_by_silence(
+    start_export: StartExport, render_service: ServiceProcess
+) -> None:
+    tracker = replace(FAST_TRACKER, stall_timeout=1.5, rpc_timeout=1.0, max_attempts=10)
+    server = await start_export(render_service.address, tracker=tracker)
+    async with create_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = export_pb2_grpc.ExportServiceStub(channel)
+        job = await stub.CreateExport(export_pb2.CreateExportRequest(spec=slow_spec()))
+        seen, stream = await watch_until(stub, job.id, 10)
+        os.kill(render_service.pid, signal.SIGSTOP)
+        try:
+            await asyncio.sleep(tracker.stall_timeout + 1.5)
+        finally:
+            os.kill(render_service.pid, signal.SIGCONT)
+        seen += await read_rest(stream)
+    assert_monotonic(seen)
+    assert_completed_with_valid_file(seen[-1], SLOW_DURATION)
+
+
+def start_export_process(render_addr: str, database: str) -> ServiceProcess:
+    return start_service(
+        "export_service",
+        [
+            "--listen",
+            "127.0.0.1:0",
+            "--render-addr",
+            render_addr,
+            "--database",
+            database,
+            "--stall-timeout",
+            "3",
+            "--backoff-initial",
+            "0.3",
+            "--backoff-max",
+            "1.5",
+        ],
+    )
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+async def test_export_service_stopped_mid_render_finishes_the_job_after_restart(
+    how: str, render_service: ServiceProcess, tmp_path: Path
+) -> None:
+    database = f"sqlite:///{tmp_path / 'export.db'}"
+    processes = [start_export_process(render_service.address, database)]
+    try:
+        async with create_channel(processes[0].address) as channel:
+            stub = export_pb2_grpc.ExportServiceStub(channel)
+            job = await stub.CreateExport(export_pb2.CreateExportRequest(spec=slow_spec()))
+            before, stream = await watch_until(stub, job.id, 20)
+            stream.cancel()
+            if how == "SIGKILL":
+                processes[0].kill()
+            else:
+                assert processes[0].terminate() == 0
+        store = await open_store(database)
+        try:
+            stored = await store.get(job.id)
+        finally:
+            await store.close()
+        assert stored.status is JobStatus.RUNNING  # left for the next start, not cancelled
+        processes.append(start_export_process(render_service.address, database))
+        async with create_channel(processes[1].address) as channel:
+            stub = export_pb2_grpc.ExportServiceStub(channel)
+            after = await watch(stub, job.id, after_version=before[-1].version)
+            print(processes[1].log())
+    finally:
+        stop_processes(processes)
+    assert_monotonic([*before, *after])
+    final = after[-1]
+    assert_completed_with_valid_file(final, SLOW_DURATION)
+    assert final.attempt == 1  # the render survived; the new process re-attached to it
