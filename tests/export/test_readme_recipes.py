@@ -1,0 +1,103 @@
+"""The export service's grpcurl recipes in README.md, run with the real grpcurl against real
+render and export service processes."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.export.conftest import RenderProcesses, stop_processes
+from tests.support.processes import REPO_ROOT, ServiceProcess, start_service
+
+README = REPO_ROOT / "README.md"
+GRPCURL = Path(sys.executable).parent / "grpcurl"
+DEFAULT_ADDRESS = "127.0.0.1:50052"
+
+
+def export_recipes() -> list[list[str]]:
+    """The ``$ grpcurl ...`` lines of the README's export service section."""
+    lines = README.read_text().splitlines()
+    start = lines.index("### Export service")
+    commands = []
+    for line in lines[start + 1 :]:
+        if line.startswith("#") or line.startswith("<!--"):
+            break
+        if line.startswith("$ grpcurl "):
+            commands.append(shlex.split(line[2:]))
+    return commands
+
+
+def json_stream(text: str) -> list[dict[str, object]]:
+    decoder = json.JSONDecoder()
+    items, index, text = [], 0, text.strip()
+    while index < len(text):
+        item, index = decoder.raw_decode(text, index)
+        items.append(item)
+        while index < len(text) and text[index].isspace():
+            index += 1
+    return items
+
+
+@pytest.fixture
+def export_process(render_processes: RenderProcesses, tmp_path: Path) -> Iterator[ServiceProcess]:
+    render = render_processes.start()
+    database = f"sqlite:///{tmp_path / 'export.db'}"
+    args = ["--listen", "127.0.0.1:0", "--render-addr", render.address, "--database", database]
+    process = start_service("export_service", args)
+    yield process
+    stop_processes([process])
+
+
+def test_readme_has_every_export_recipe() -> None:
+    joined = [" ".join(command) for command in export_recipes()]
+    assert any(command.endswith(" list") for command in joined)
+    assert any("Health/Check" in command for command in joined)
+    for method in ("CreateExport", "GetExport", "ListExports", "WatchExport", "CancelExport"):
+        assert any(command.endswith(f"ExportService/{method}") for command in joined), method
+
+
+def test_readme_recipes_run_against_real_services(export_process: ServiceProcess) -> None:
+    ids: dict[str, str] = {}
+    results: list[tuple[list[str], str]] = []
+    for command in export_recipes():
+        argv = [str(GRPCURL)]
+        for arg in command[1:]:
+            if arg == DEFAULT_ADDRESS:
+                arg = export_process.address
+            for name, job_id in ids.items():
+                arg = arg.replace(name, job_id)
+            argv.append(arg)
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        assert result.returncode == 0, (command, result.stderr)
+        results.append((command, result.stdout))
+        if command[-1].endswith("/CreateExport"):
+            ids[f"ID_{len(ids) + 1}"] = json.loads(result.stdout)["id"]
+
+    outputs = [stdout for _, stdout in results]
+    methods = [command[-1].rsplit("/", 1)[-1] for command, _ in results]
+    assert "videojob.export.v1.ExportService" in outputs[methods.index("list")]
+    assert '"SERVING"' in outputs[methods.index("Check")]
+    first = methods.index("WatchExport")
+    watched = json_stream(outputs[first])
+    assert [int(str(u["version"])) for u in watched] == sorted(
+        {int(str(u["version"])) for u in watched}
+    )
+    final = watched[-1]
+    assert final["status"] == "COMPLETED" and final["progress"] == 100
+    assert Path(str(final["output_path"])).is_file()
+    resumed = json_stream(outputs[first + 1])
+    assert resumed[-1] == final and all(int(str(u["version"])) > 2 for u in resumed)
+    assert json.loads(outputs[methods.index("GetExport")]) == final
+    listed = [
+        json.loads(out) for out, m in zip(outputs, methods, strict=True) if m == "ListExports"
+    ]
+    assert [job["id"] for job in listed[0]["jobs"]] == [ids["ID_1"]]
+    assert [job["id"] for job in listed[1]["jobs"]] == [ids["ID_1"]]
+    cancelled = json.loads(outputs[methods.index("CancelExport")])
+    assert cancelled["id"] == ids["ID_2"] and cancelled["status"] == "CANCELLED"
