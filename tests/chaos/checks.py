@@ -1,0 +1,270 @@
+"""The invariants of design.md, checked over every job once the run has settled."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from tests.chaos.client import TERMINAL, Client, JobTrack, Observation
+from tests.chaos.procfs import ffmpeg_processes
+from tests.chaos.stack import decode_errors, media_duration
+from videojob.export.v1 import export_pb2, export_pb2_grpc
+
+DURATION_TOLERANCE = 0.5
+CANCEL_STOPS_FFMPEG_WITHIN = 2.0
+STATUS_NAMES = {
+    export_pb2.QUEUED: "queued",
+    export_pb2.RUNNING: "running",
+    export_pb2.COMPLETED: "completed",
+    export_pb2.FAILED: "failed",
+    export_pb2.CANCELLED: "cancelled",
+}
+
+
+@dataclass(frozen=True)
+class Violation:
+    invariant: str
+    job_id: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class FinalState:
+    status: str
+    progress: float
+    version: int
+    stage: str
+    output_path: str
+    error_code: str
+
+    @classmethod
+    def from_json(cls, job: dict[str, Any]) -> FinalState:
+        error = job.get("error") or {}
+        return cls(
+            status=str(job["status"]),
+            progress=float(job["progress"]),
+            version=int(job["version"]),
+            stage=str(job.get("stage") or ""),
+            output_path=str(job.get("outputPath") or ""),
+            error_code=str(error.get("code") or ""),
+        )
+
+    @classmethod
+    def from_proto(cls, job: export_pb2.VideoJob) -> FinalState:
+        return cls(
+            status=STATUS_NAMES.get(job.status, str(job.status)),
+            progress=job.progress,
+            version=job.version,
+            stage=job.stage,
+            output_path=job.output_path,
+            error_code=job.error.code if job.HasField("error") else "",
+        )
+
+    def view(self) -> tuple[str, float, int, str]:
+        return self.status, self.progress, self.version, self.output_path
+
+
+def check_history(track: JobTrack) -> list[str]:
+    """What a watcher saw must never go backwards, and a terminal state must never change."""
+    problems = []
+    previous: Observation | None = None
+    terminal: Observation | None = None
+    for seen in track.observations:
+        if seen.progress >= 100 and seen.status != "completed":
+            problems.append(f"progress 100 while {seen.status} (v{seen.version})")
+        if seen.status == "completed" and seen.progress != 100:
+            problems.append(f"completed with progress {seen.progress} (v{seen.version})")
+        changed = terminal is not None and seen.version != terminal.version
+        if terminal is not None and (changed or seen.status != terminal.status):
+            problems.append(
+                f"terminal {terminal.status} v{terminal.version} became {seen.status} "
+                f"v{seen.version}"
+            )
+        if previous is not None:
+            if seen.version <= previous.version:
+                problems.append(f"version went {previous.version} -> {seen.version}")
+            if seen.progress < previous.progress:
+                problems.append(
+                    f"progress went {previous.progress} -> {seen.progress} "
+                    f"(v{previous.version} -> v{seen.version})"
+                )
+        if seen.status in TERMINAL and terminal is None:
+            terminal = seen
+        previous = seen
+    return problems
+
+
+async def list_store(stub: export_pb2_grpc.ExportServiceStub) -> list[export_pb2.VideoJob]:
+    jobs: list[export_pb2.VideoJob] = []
+    token = ""
+    while True:
+        page = await stub.ListExports(
+            export_pb2.ListExportsRequest(page_size=100, page_token=token), timeout=10
+        )
+        jobs.extend(page.jobs)
+        if not page.next_page_token:
+            return jobs
+        token = page.next_page_token
+
+
+@dataclass
+class Checker:
+    client: Client
+    stub: export_pb2_grpc.ExportServiceStub
+    output_dir: Path
+    tracks: dict[str, JobTrack]
+    submissions: dict[str, list[str]]  # Idempotency-Key -> every job id a submit returned
+    finals: dict[str, FinalState]
+
+    async def run(self) -> list[Violation]:
+        found: list[Violation] = []
+        found += self._idempotency()
+        found += await self._store()
+        semaphore = asyncio.Semaphore(2)
+        per_job = await asyncio.gather(
+            *(self._job(track, semaphore) for track in self.tracks.values())
+        )
+        for violations in per_job:
+            found += violations
+        found += self._leftovers()
+        return found
+
+    def _idempotency(self) -> list[Violation]:
+        found = []
+        for key, ids in self.submissions.items():
+            if len(set(ids)) > 1:
+                found.append(Violation("one_job_per_key", ids[0], f"key {key} gave {ids}"))
+        return found
+
+    async def _store(self) -> list[Violation]:
+        found = []
+        stored = await list_store(self.stub)
+        stored_ids = {job.id for job in stored}
+        for job_id in self.tracks:
+            if job_id not in stored_ids:
+                found.append(Violation("accepted_job_in_store", job_id, "not in ListExports"))
+        known = {job_id for ids in self.submissions.values() for job_id in ids}
+        for job in stored:
+            if job.id not in known:
+                found.append(Violation("no_unknown_jobs", job.id, f"request_id {job.request_id!r}"))
+        per_key = Counter(job.request_id for job in stored if job.request_id)
+        for key, count in per_key.items():
+            if count > 1:
+                found.append(Violation("one_job_per_key", key, f"{count} jobs in the store"))
+        return found
+
+    async def _job(self, track: JobTrack, semaphore: asyncio.Semaphore) -> list[Violation]:
+        job_id = track.job_id
+
+        def bad(invariant: str, detail: str) -> Violation:
+            return Violation(invariant, job_id, detail)
+
+        found = []
+        final = self.finals.get(job_id)
+        if final is None:
+            return [bad("accepted_job_in_store", "GET /api/jobs/{id} did not answer 200")]
+        if final.status not in TERMINAL:
+            found.append(bad("terminal", f"still {final.status} {final.progress}% {final.stage}"))
+        try:
+            rpc_job = await self.stub.GetExport(export_pb2.GetExportRequest(id=job_id), timeout=10)
+            rpc_view = FinalState.from_proto(rpc_job).view()
+        except grpc.aio.AioRpcError as error:
+            rpc_view = ("gRPC " + error.code().name, 0.0, 0, "")
+        sse = await self.client.final_sse_state(job_id)
+        sse_view = (sse.status, sse.progress, sse.version, sse.output_path) if sse else None
+        if not final.view() == rpc_view == sse_view:
+            found.append(bad("views_agree", f"HTTP {final.view()} gRPC {rpc_view} SSE {sse_view}"))
+        for problem in check_history(track):
+            found.append(bad("watcher_monotonic", problem))
+        if not track.terminal_seen:
+            found.append(
+                bad("watcher_saw_terminal", f"last seen {track.latest}, {track.watcher_error}")
+            )
+        elif track.latest is not None and track.latest.version != final.version:
+            found.append(
+                bad(
+                    "terminal_final",
+                    f"watcher ended at {track.latest.status} v{track.latest.version}, "
+                    f"store now {final.status} v{final.version}",
+                )
+            )
+        if track.cancel_accepted_at() is not None and final.status != "cancelled":
+            found.append(bad("cancel_honoured", f"cancel answered cancelled, now {final.status}"))
+        if track.cancel_ffmpeg_gone_after is not None and (
+            track.cancel_ffmpeg_gone_after > CANCEL_STOPS_FFMPEG_WITHIN
+        ):
+            found.append(
+                bad("cancel_stops_ffmpeg", f"ffmpeg alive {track.cancel_ffmpeg_gone_after:.1f}s")
+            )
+        if final.status == "completed":
+            async with semaphore:
+                found += await asyncio.to_thread(self._completed_file, track, final)
+        else:
+            if final.progress >= 100:
+                found.append(bad("progress_100_only_completed", f"{final.status} at 100"))
+            if final.status == "failed" and final.error_code in ("", "INTERNAL"):
+                # INTERNAL means an exception nobody expected: a bug, not a clear error.
+                found.append(bad("failed_with_clear_error", f"error code {final.error_code!r}"))
+            stray = sorted(path.name for path in self.output_dir.glob(f"*{job_id}*"))
+            if stray:
+                found.append(bad("no_files_unless_completed", f"{final.status} but {stray}"))
+        return found
+
+    def _completed_file(self, track: JobTrack, final: FinalState) -> list[Violation]:
+        job_id, planned = track.job_id, track.planned
+
+        def bad(detail: str) -> list[Violation]:
+            return [Violation("completed_is_valid_video", job_id, detail)]
+
+        if planned.kind == "corrupt":
+            return bad("a transcode of a corrupt file completed")
+        if final.progress != 100 or final.stage != "Complete":
+            return bad(f"progress {final.progress} stage {final.stage!r}")
+        container = planned.body["output"]["container"]
+        expected_path = self.output_dir / f"{job_id}.{container}"
+        if Path(final.output_path) != expected_path:
+            return bad(f"outputPath {final.output_path!r}, expected {expected_path}")
+        if not expected_path.is_file() or expected_path.stat().st_size == 0:
+            return bad(f"{expected_path.name} missing or empty")
+        errors = decode_errors(expected_path)
+        if errors:
+            return bad(f"decoding {expected_path.name}: {errors[:300]}")
+        duration = media_duration(expected_path)
+        expected = planned.expected_duration
+        if duration is None or expected is None or abs(duration - expected) > DURATION_TOLERANCE:
+            return bad(f"duration {duration}, expected {expected}")
+        return []
+
+    def _leftovers(self) -> list[Violation]:
+        found = []
+        for process in ffmpeg_processes(self.output_dir):
+            found.append(
+                Violation(
+                    "no_ffmpeg_left", _job_of(process.cmdline), f"pid {process.pid} {process.state}"
+                )
+            )
+        completed_files = set()
+        for track in self.tracks.values():
+            final = self.finals.get(track.job_id)
+            if final is not None and final.status == "completed":
+                completed_files.add(Path(final.output_path).name)
+        for path in sorted(self.output_dir.iterdir()):
+            if ".partial." in path.name:
+                found.append(Violation("no_temp_files", path.name, "partial file left"))
+            elif path.name not in completed_files:
+                found.append(
+                    Violation("no_stray_outputs", path.name, "belongs to no completed job")
+                )
+        return found
+
+
+def _job_of(cmdline: tuple[str, ...]) -> str:
+    for arg in cmdline:
+        if ".partial." in arg:
+            return Path(arg).name
+    return " ".join(cmdline)[-80:]

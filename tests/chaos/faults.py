@@ -1,0 +1,298 @@
+"""The fault scheduler: injects one fault at a time at seeded random moments, and undoes it.
+
+About half the faults are aimed at a job near its end: the harness slows that job's ffmpeg
+(short SIGSTOP/SIGCONT cycles, like a loaded machine would) until its watcher has seen
+progress >= 90 or the Finalizing / Verifying stage, then strikes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.chaos.client import Client, JobTrack
+from tests.chaos.procfs import ffmpeg_processes, signal_pids
+from tests.chaos.stack import Stack
+
+FAULT_TYPES = (
+    "kill_render",
+    "kill_export",
+    "kill_gateway",
+    "stop_ffmpeg",
+    "render_down",
+    "proxy_cut",
+    "proxy_stall",
+    "output_unwritable",
+    "cancel",
+)
+# Injected by the workload itself rather than by the scheduler.
+WORKLOAD_FAULTS = ("duplicate_submit", "corrupt_input")
+TARGETABLE = frozenset(FAULT_TYPES) - {"render_down"}
+LONG_KINDS = ("pattern_long", "faststart", "webm", "transcode")
+
+
+@dataclass
+class FaultRecord:
+    kind: str
+    at: float
+    targeted: bool = False
+    target_job: str = ""
+    target_hit: bool = False
+    target_state: str = ""
+    detail: str = ""
+
+
+@dataclass
+class FaultScheduler:
+    rng: random.Random
+    stack: Stack
+    client: Client
+    tracks: dict[str, JobTrack]
+    burst: Callable[[int], Awaitable[None]]
+    started_at: float
+    pick_rng: random.Random = field(default_factory=random.Random)
+    records: list[FaultRecord] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    _stopped: set[int] = field(default_factory=set)
+    frng: random.Random = field(default_factory=random.Random)
+    supplied: int = 0
+    _supplies: set[asyncio.Future[None]] = field(default_factory=set)
+
+    @property
+    def output_dir(self) -> Path:
+        return self.stack.output_dir
+
+    def plan(self, count: int) -> list[str]:
+        """Every fault type at least once (in seeded order), then seeded random picks."""
+        kinds = list(FAULT_TYPES)
+        self.rng.shuffle(kinds)
+        kinds += [self.rng.choice(FAULT_TYPES) for _ in range(max(0, count - len(kinds)))]
+        return kinds
+
+    async def run(self, kinds: list[str], gap: tuple[float, float]) -> None:
+        queue = list(kinds)
+        retries: dict[str, int] = {}
+        while queue:
+            # Each fault draws its parameters from its own generator, seeded in plan order, so
+            # the schedule does not depend on how the system happened to behave.
+            fault_rng = random.Random(self.rng.getrandbits(64))
+            await asyncio.sleep(fault_rng.uniform(*gap))
+            kind = queue.pop(0)
+            targeted = kind in TARGETABLE and fault_rng.random() < 0.5
+            self.frng = fault_rng
+            record = FaultRecord(kind, round(time.monotonic() - self.started_at, 2))
+            injected = await self._inject(kind, targeted, record)
+            if injected:
+                self.records.append(record)
+                print(f"  fault {len(self.records):3d} t={record.at:7.2f}s {_describe(record)}")
+            elif retries.get(kind, 0) < 3:
+                retries[kind] = retries.get(kind, 0) + 1
+                queue.append(kind)
+            else:
+                self.skipped.append(kind)
+            await self.stack.ensure_up()
+
+    async def _inject(self, kind: str, targeted: bool, record: FaultRecord) -> bool:
+        track = None
+        if targeted:
+            track = await self._running_job(within=6.0, prefer_long=True)
+            if track is not None:
+                record.targeted, record.target_job = True, track.job_id
+                record.target_hit = await self._slow_until_near_end(track)
+                latest = track.latest
+                if latest is not None:
+                    record.target_state = f"{latest.status} {latest.progress:.1f}% {latest.stage}"
+        try:
+            return await getattr(self, f"_{kind}")(track, record)
+        finally:
+            self._continue_all()
+
+    async def _running_job(self, within: float, prefer_long: bool = False) -> JobTrack | None:
+        deadline = time.monotonic() + within
+        supply_at = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            if time.monotonic() > supply_at:
+                # Nothing to strike: submit one more job rather than skip the fault.
+                supply_at = deadline
+                self.supplied += 1
+                supply = asyncio.ensure_future(self.burst(1))
+                self._supplies.add(supply)
+                supply.add_done_callback(self._supplies.discard)
+            running = [
+                track
+                for track in self.tracks.values()
+                if track.latest is not None
+                and track.latest.status == "running"
+                and ffmpeg_processes(self.output_dir, track.job_id)
+            ]
+            long = [track for track in running if track.planned.kind in LONG_KINDS]
+            pool = long if prefer_long and long else running
+            if pool:
+                return self.pick_rng.choice(sorted(pool, key=lambda track: track.planned.index))
+            await asyncio.sleep(0.05)
+        return None
+
+    async def _slow_until_near_end(self, track: JobTrack, within: float = 12.0) -> bool:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if track.near_end():
+                return True
+            if track.terminal_seen:
+                return False
+            pids = [process.pid for process in ffmpeg_processes(self.output_dir, track.job_id)]
+            if not pids:
+                await asyncio.sleep(0.03)
+                continue
+            self._stop(pids)
+            await asyncio.sleep(0.2)
+            self._continue_all()
+            await asyncio.sleep(0.025)
+        return track.near_end()
+
+    def _stop(self, pids: list[int]) -> None:
+        self._stopped.update(pids)
+        signal_pids(pids, signal.SIGSTOP)
+
+    def _continue_all(self) -> None:
+        signal_pids(sorted(self._stopped), signal.SIGCONT)
+        self._stopped.clear()
+
+    async def _bounce(self, name: str, record: FaultRecord, down: float) -> bool:
+        await self.stack.kill(name)
+        await asyncio.sleep(down)
+        await self.stack.launch(name)
+        record.detail = f"down {down:.1f}s"
+        return True
+
+    async def _kill_render(self, track: JobTrack | None, record: FaultRecord) -> bool:
+        return await self._bounce("render", record, self.frng.uniform(0.0, 1.5))
+
+    async def _kill_export(self, track: JobTrack | None, record: FaultRecord) -> bool:
+        return await self._bounce("export", record, self.frng.uniform(0.0, 1.5))
+
+    async def _kill_gateway(self, track: JobTrack | None, record: FaultRecord) -> bool:
+        return await self._bounce("gateway", record, self.frng.uniform(0.0, 1.5))
+
+    async def _render_down(self, track: JobTrack | None, record: FaultRecord) -> bool:
+        down = self.frng.uniform(2.0, 6.0)
+        burst = self.frng.randint(2, 4)
+        await self.stack.kill("render")
+        submitted = asyncio.ensure_future(self.burst(burst))
+        await asyncio.sleep(down)
+        await self.stack.launch("render")
+        await submitted
+        record.detail = f"down {down:.1f}s, {burst} jobs submitted meanwhile"
+        return True
+
+    async def _stop_ffmpeg(self, track: JobTrack | None, record: FaultRecord) -> bool:
+        if track is None:
+            track = await self._running_job(within=6.0)
+            if track is None:
+                return False
+            record.target_job = track.job_id
+        pids = [process.pid for process in ffmpeg_processes(self.output_dir, track.job_id)]
+        if not pids:
+            return False
+        stall = self.stack.settings.stall_timeout
+        hold = self.frng.choice(
+            [self.frng.uniform(0.3, 1.5), self.frng.uniform(stall + 0.5, 2 * stall + 1)]
+        )
+        self._stop(pids)
+        await asyncio.sleep(hold)
+        self._continue_all()
+        record.detail = f"pids {pids} stopped {hold:.1f}s"
+        return True
+
+    async def _proxy_cut(self, track: JobTrack | None, record: FaultRecord) -> bool:
+        proxy = self.stack.proxy
+        assert proxy is not None
+        if track is None and await self._running_job(within=6.0) is None:
+            return False
+        cut = proxy.cut()
+        record.detail = f"{cut} connection(s) reset"
+        return cut > 0
+
+    async def _proxy_stall(self, track: JobTrack | None, record: FaultRecord) -> bool:
+        proxy = self.stack.proxy
+        assert proxy is not None
+        if track is None and await self._running_job(within=6.0) is None:
+            return False
+        stall = self.stack.settings.stall_timeout
+        hold = self.frng.uniform(1.0, 2.5 * stall)
+        then_cut = self.frng.random() < 0.3
+        proxy.stall()
+        try:
+            await asyncio.sleep(hold)
+            if then_cut:
+                proxy.cut()
+        finally:
+            proxy.resume()
+        record.detail = f"stalled {hold:.1f}s" + (", then reset" if then_cut else "")
+        return True
+
+    async def _output_unwritable(self, track: JobTrack | None, record: FaultRecord) -> bool:
+        """Moves the output directory away and puts a regular file at its path: creating a
+        file in it then fails with ENOTDIR, even for root (permission bits would not)."""
+        output = self.output_dir
+        away = output.with_name(output.name + ".away")
+        hold = self.frng.uniform(1.0, 4.0)
+        output.rename(away)
+        try:
+            output.write_bytes(b"")
+            try:
+                (output / "probe").write_bytes(b"")
+            except NotADirectoryError:
+                pass
+            else:
+                raise AssertionError("the output directory stayed writable")
+            await asyncio.sleep(hold)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                output.unlink()
+            away.rename(output)
+        record.detail = f"unwritable {hold:.1f}s"
+        return True
+
+    async def _cancel(self, track: JobTrack | None, record: FaultRecord) -> bool:
+        if track is None:
+            if not self.tracks:
+                return False
+            tracks = sorted(self.tracks.values(), key=lambda track: track.planned.index)
+            live = [track for track in tracks if not track.terminal_seen]
+            track = self.pick_rng.choice(live if live and self.frng.random() < 0.8 else tracks)
+            record.target_job = track.job_id
+        await self.client.cancel(track)
+        if not track.cancels:
+            return False
+        at, http_status, status = track.cancels[-1]
+        record.detail = f"HTTP {http_status} {status}"
+        if http_status == 200 and status == "cancelled":
+            gone_after = await self._ffmpeg_gone_after(track.job_id, since=at, limit=6.0)
+            if track.cancel_ffmpeg_gone_after is None:
+                track.cancel_ffmpeg_gone_after = gone_after
+            record.detail += f", ffmpeg gone after {gone_after:.2f}s"
+        return True
+
+    async def _ffmpeg_gone_after(self, job_id: str, since: float, limit: float) -> float:
+        while ffmpeg_processes(self.output_dir, job_id):
+            if time.monotonic() - since > limit:
+                break
+            await asyncio.sleep(0.05)
+        return time.monotonic() - since
+
+
+def _describe(record: FaultRecord) -> str:
+    text = f"{record.kind:<18}"
+    if record.target_job:
+        text += f" job={record.target_job}"
+    if record.targeted:
+        text += f" near-end={'yes' if record.target_hit else 'no'} ({record.target_state})"
+    if record.detail:
+        text += f" {record.detail}"
+    return text

@@ -1,0 +1,336 @@
+"""The fault-injection harness: runs the three real processes, injects faults while jobs run,
+then checks the invariants of design.md over every job.
+
+    python -m tests.chaos.harness --jobs 300 --seed 1234 [--workdir DIR]
+
+The seed is printed first (``chaos seed: S``); the same seed replays the same job mix and
+the same fault schedule (the services' own timing still varies from run to run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from collections import Counter, deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+
+from tests.chaos.checks import Checker, FinalState, Violation
+from tests.chaos.client import TERMINAL, Client, JobTrack, PlannedJob, plan_job
+from tests.chaos.faults import FAULT_TYPES, WORKLOAD_FAULTS, FaultScheduler
+from tests.chaos.stack import Stack, StackSettings, make_media
+from videojob.export.v1 import export_pb2_grpc
+from videojob.grpc_setup import create_channel
+
+SECONDS_PER_FAULT_ESTIMATE = 3.5
+
+
+@dataclass
+class ChaosSettings:
+    jobs: int
+    seed: int
+    workdir: Path
+    stall_timeout: float = 3.0
+    max_attempts: int = 8
+    max_concurrent: int = 2
+    faults: int | None = None  # default: about one fault per three jobs, every type once
+
+    @property
+    def settle_budget(self) -> float:
+        """Stall timeout plus the retry budget: every attempt may be lost to silence."""
+        return (self.stall_timeout + 2.0) * self.max_attempts + 20.0
+
+
+@dataclass
+class ChaosReport:
+    seed: int
+    jobs: int
+    duration_seconds: float
+    final_status: dict[str, int]
+    error_codes: dict[str, int]
+    by_kind: dict[str, dict[str, int]]
+    faults: dict[str, int]
+    targeted: int
+    targeted_near_end: int
+    skipped_faults: list[str]
+    supplied_jobs: int
+    settle_seconds: float
+    watcher_reconnects: int
+    violations: list[Violation] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    workdir: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations and not self.errors
+
+    def summary(self) -> str:
+        lines = [
+            f"chaos seed {self.seed}: {self.jobs} jobs in {self.duration_seconds:.0f}s, "
+            f"{sum(self.faults.values())} faults",
+            "  final states: " + _counts(self.final_status),
+            "  error codes: " + _counts(self.error_codes),
+            "  faults: " + _counts(self.faults),
+            f"  aimed near the end: {self.targeted_near_end}/{self.targeted} reached >=90% "
+            f"or finalizing before the strike",
+            f"  watcher reconnects: {self.watcher_reconnects}; settled in {self.settle_seconds}s; "
+            f"{self.supplied_jobs} job(s) added to give a fault a target",
+        ]
+        for kind, counts in sorted(self.by_kind.items()):
+            lines.append(f"  {kind:<13} " + _counts(counts))
+        if self.skipped_faults:
+            lines.append(f"  skipped (no target): {self.skipped_faults}")
+        for error in self.errors:
+            lines.append(f"  HARNESS ERROR {error}")
+        for violation in self.violations:
+            lines.append(
+                f"  VIOLATION {violation.invariant} job={violation.job_id}: {violation.detail}"
+            )
+        lines.append(
+            f"  {'OK' if self.ok else 'FAILED'}: {len(self.violations)} violation(s); "
+            f"workdir {self.workdir}"
+        )
+        return "\n".join(lines)
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{name} {count}" for name, count in sorted(counts.items())) or "none"
+
+
+class ChaosRun:
+    def __init__(self, settings: ChaosSettings) -> None:
+        self.settings = settings
+        root = random.Random(settings.seed)
+        self.job_rng = random.Random(root.getrandbits(64))
+        self.fault_rng = random.Random(root.getrandbits(64))
+        self.pick_rng = random.Random(root.getrandbits(64))
+        self.media_rng = random.Random(root.getrandbits(64))
+        self.stack = Stack(
+            StackSettings(
+                workdir=settings.workdir,
+                stall_timeout=settings.stall_timeout,
+                max_attempts=settings.max_attempts,
+                max_concurrent=settings.max_concurrent,
+            )
+        )
+        self.tracks: dict[str, JobTrack] = {}
+        self.submissions: dict[str, list[str]] = {}
+        self.errors: list[str] = []
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.watchers: set[asyncio.Task[None]] = set()
+        self.queue: deque[PlannedJob] = deque()
+        self.planned_count = 0
+        self.clip_duration = 0.0
+        self.started_at = time.monotonic()
+        self.settle_seconds = 0.0
+
+    def _plan(self) -> PlannedJob:
+        job = plan_job(self.job_rng, self.planned_count, self.settings.seed, self.clip_duration)
+        self.planned_count += 1
+        return job
+
+    def _spawn(self, coroutine: object, watchers: bool = False) -> None:
+        task = asyncio.ensure_future(coroutine)  # type: ignore[arg-type]
+        bucket = self.watchers if watchers else self.tasks
+        bucket.add(task)
+        task.add_done_callback(bucket.discard)
+
+    async def _submit_once(self, job: PlannedJob) -> str | None:
+        deadline = time.monotonic() + 90.0
+        try:
+            body = await self.client.submit(job, deadline)
+        except (RuntimeError, TimeoutError) as error:
+            self.errors.append(f"submit {job.key}: {error}")
+            return None
+        job_id = str(body["id"])
+        self.submissions.setdefault(job.key, []).append(job_id)
+        if job_id not in self.tracks:
+            track = JobTrack(planned=job, job_id=job_id)
+            self.tracks[job_id] = track
+            self._spawn(self.client.watch(track, deadline=time.monotonic() + 3600), watchers=True)
+        self.tracks[job_id].submit_ids.append(job_id)
+        return job_id
+
+    async def _submit(self, job: PlannedJob) -> None:
+        if job.copies > 1 and job.concurrent_copies:
+            await asyncio.gather(*(self._submit_once(job) for _ in range(job.copies)))
+            return
+        await self._submit_once(job)
+        for _ in range(job.copies - 1):
+            await asyncio.sleep(self.job_rng.uniform(0.0, 4.0))
+            await self._submit_once(job)
+
+    async def _submitter(self, mean_gap: float) -> None:
+        while self.queue:
+            await asyncio.sleep(self.job_rng.uniform(0.0, 2 * mean_gap))
+            if self.queue:
+                self._spawn(self._submit(self.queue.popleft()))
+
+    async def _burst(self, count: int) -> None:
+        jobs = [self.queue.popleft() if self.queue else self._plan() for _ in range(count)]
+        submits = [asyncio.ensure_future(self._submit(job)) for job in jobs]
+        for submit in submits:
+            self.tasks.add(submit)
+            submit.add_done_callback(self.tasks.discard)
+        await asyncio.gather(*submits)
+
+    async def _settle(self, stub: export_pb2_grpc.ExportServiceStub) -> dict[str, FinalState]:
+        deadline = time.monotonic() + self.settings.settle_budget
+        finals: dict[str, FinalState] = {}
+        while True:
+            pending = [job_id for job_id in self.tracks if job_id not in finals]
+            for job_id in pending:
+                try:
+                    _, body = await self.client.get(job_id)
+                except httpx.HTTPError:
+                    break
+                if body is not None and body["status"] in TERMINAL:
+                    finals[job_id] = FinalState.from_json(body)
+            watchers_done = not self.watchers
+            if (len(finals) == len(self.tracks) and watchers_done) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        for job_id in self.tracks:
+            if job_id not in finals:
+                _, body = await self.client.get(job_id)
+                if body is not None:
+                    finals[job_id] = FinalState.from_json(body)
+        return finals
+
+    async def run(self) -> ChaosReport:
+        settings = self.settings
+        print(f"chaos seed: {settings.seed}", flush=True)
+        self.clip_duration = await asyncio.to_thread(
+            make_media, self.stack.media_root, self.media_rng
+        )
+        self.queue.extend(self._plan() for _ in range(settings.jobs))
+        fault_count = settings.faults or max(len(FAULT_TYPES), round(settings.jobs / 3))
+        await self.stack.start()
+        print(f"stack up: gateway {self.stack.gateway_url}, workdir {settings.workdir}", flush=True)
+        self.client = Client(self.stack.gateway_url)
+        channel = create_channel(self.stack.export_address)
+        stub = export_pb2_grpc.ExportServiceStub(channel)
+        scheduler = FaultScheduler(
+            rng=self.fault_rng,
+            stack=self.stack,
+            client=self.client,
+            tracks=self.tracks,
+            burst=self._burst,
+            started_at=self.started_at,
+            pick_rng=self.pick_rng,
+        )
+        try:
+            mean_gap = fault_count * SECONDS_PER_FAULT_ESTIMATE / max(1, settings.jobs)
+            submitter = asyncio.ensure_future(self._submitter(mean_gap))
+            await scheduler.run(scheduler.plan(fault_count), gap=(0.2, 1.5))
+            await submitter
+            died = await self.stack.ensure_up()
+            if died:
+                self.errors.append(f"died on their own and were restarted: {died}")
+            while self.tasks:
+                await asyncio.gather(*list(self.tasks))
+            print(f"all {len(self.tracks)} jobs accepted; settling", flush=True)
+            settle_start = time.monotonic()
+            finals = await self._settle(stub)
+            self.settle_seconds = round(time.monotonic() - settle_start, 1)
+            for watcher in list(self.watchers):
+                watcher.cancel()
+            checker = Checker(
+                self.client, stub, self.stack.output_dir, self.tracks, self.submissions, finals
+            )
+            violations = await checker.run()
+        finally:
+            await self.client.close()
+            await channel.close()
+            await self.stack.stop()
+        return self._report(scheduler, finals, violations)
+
+    def _report(
+        self,
+        scheduler: FaultScheduler,
+        finals: dict[str, FinalState],
+        violations: list[Violation],
+    ) -> ChaosReport:
+        faults = Counter(record.kind for record in scheduler.records)
+        faults["duplicate_submit"] = sum(
+            1 for track in self.tracks.values() if track.planned.copies > 1
+        )
+        faults["corrupt_input"] = sum(
+            1 for track in self.tracks.values() if track.planned.kind == "corrupt"
+        )
+        assert set(faults) <= set(FAULT_TYPES) | set(WORKLOAD_FAULTS)
+        by_kind: dict[str, Counter[str]] = {}
+        for track in self.tracks.values():
+            final = finals.get(track.job_id)
+            status = final.status if final else "missing"
+            by_kind.setdefault(track.planned.kind, Counter())[status] += 1
+        targeted = [record for record in scheduler.records if record.targeted]
+        report = ChaosReport(
+            seed=self.settings.seed,
+            jobs=len(self.tracks),
+            duration_seconds=time.monotonic() - self.started_at,
+            final_status=dict(Counter(final.status for final in finals.values())),
+            error_codes=dict(
+                Counter(final.error_code for final in finals.values() if final.error_code)
+            ),
+            by_kind={kind: dict(counts) for kind, counts in by_kind.items()},
+            faults=dict(faults),
+            targeted=len(targeted),
+            targeted_near_end=sum(1 for record in targeted if record.target_hit),
+            supplied_jobs=scheduler.supplied,
+            settle_seconds=self.settle_seconds,
+            skipped_faults=scheduler.skipped,
+            watcher_reconnects=sum(track.reconnects for track in self.tracks.values()),
+            violations=violations,
+            errors=self.errors,
+            workdir=str(self.settings.workdir),
+        )
+        record = asdict(report)
+        record["fault_log"] = [asdict(fault) for fault in scheduler.records]
+        (self.settings.workdir / "report.json").write_text(json.dumps(record, indent=2))
+        return report
+
+
+async def run_chaos(settings: ChaosSettings) -> ChaosReport:
+    return await ChaosRun(settings).run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=int(os.environ.get("CHAOS_JOBS", "300")))
+    parser.add_argument("--seed", type=int, default=None, help="default: CHAOS_SEED or random")
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--faults", type=int, default=None)
+    parser.add_argument("--stall-timeout", type=float, default=3.0)
+    parser.add_argument("--max-attempts", type=int, default=8)
+    parser.add_argument("--max-concurrent", type=int, default=2)
+    args = parser.parse_args(argv)
+    seed = args.seed
+    if seed is None:
+        seed = int(os.environ.get("CHAOS_SEED") or random.SystemRandom().randrange(1, 10**9))
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix=f"videojob-chaos-{seed}-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    settings = ChaosSettings(
+        jobs=args.jobs,
+        seed=seed,
+        workdir=workdir.resolve(),
+        stall_timeout=args.stall_timeout,
+        max_attempts=args.max_attempts,
+        max_concurrent=args.max_concurrent,
+        faults=args.faults,
+    )
+    report = asyncio.run(run_chaos(settings))
+    print(report.summary(), flush=True)
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
