@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import socket
 import sys
 from collections.abc import Sequence
@@ -87,6 +88,20 @@ def split_host_port(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+class RedactAccessToken(logging.Filter):
+    """Keeps ``?access_token=`` values out of the access log."""
+
+    _TOKEN = re.compile(r"(access_token=)[^&\s]*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                self._TOKEN.sub(r"\1[redacted]", arg) if isinstance(arg, str) else arg
+                for arg in record.args
+            )
+        return True
+
+
 class AnnouncingServer(uvicorn.Server):
     """Prints ``gateway listening on HOST:PORT`` (the bound port) once the app is up."""
 
@@ -105,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("uvicorn.access").addFilter(RedactAccessToken())
     settings = Settings(
         export_addr=args.export_addr,
         export_tls=TlsFiles(

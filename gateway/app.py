@@ -102,7 +102,7 @@ async def create_job(request: Request) -> Response:
         return invalid_argument_response(error, status=400)
     try:
         body: Any = json.loads(await request.body())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         return error_response(400, f"the body is not valid JSON: {error}")
     try:
         spec = spec_from_json(body)

@@ -31,13 +31,25 @@ pytestmark = [
 ]
 
 
-def test_render_on_the_page_reaches_100_and_downloads(stack: Stack, tmp_path: Path) -> None:
-    from playwright.sync_api import expect, sync_playwright
+@pytest.mark.parametrize("events", ["stream", "blocked"])
+def test_render_on_the_page_reaches_100_and_downloads(
+    stack: Stack, tmp_path: Path, events: str
+) -> None:
+    """With ``blocked`` every event stream fails, so the page must fall back to polling."""
+    from playwright.sync_api import Route, expect, sync_playwright
+
+    streams_opened: list[str] = []
+
+    def refuse_stream(route: Route) -> None:
+        streams_opened.append(route.request.url)
+        route.abort()
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 375, "height": 800}, accept_downloads=True)
+            if events == "blocked":
+                page.route("**/api/jobs/*/events*", refuse_stream)
             page.goto(stack.url + "/")
             expect(page.locator("#health")).to_have_text("service up")
             page.fill("input[name=durationSeconds]", "2")
@@ -64,6 +76,8 @@ def test_render_on_the_page_reaches_100_and_downloads(stack: Stack, tmp_path: Pa
             content = saved.read_bytes()
             assert content[4:8] == b"ftyp"
             assert len(content) == (stack.output_dir / f"{job_id}.mp4").stat().st_size
+            if events == "blocked":
+                assert streams_opened, "the page never tried the event stream"
         finally:
             browser.close()
 
