@@ -1,0 +1,93 @@
+"""The harness's own parts: a check that cannot fail proves nothing, and a proxy that does not
+really cut or stall injects nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+
+from tests.chaos.checks import check_history
+from tests.chaos.client import JobTrack, Observation, plan_job
+from tests.chaos.stack import free_port
+from tests.chaos.tcp_proxy import ChaosTcpProxy
+
+
+def _track(*states: tuple[int, str, float]) -> JobTrack:
+    planned = plan_job(random.Random(0), 0, 0, 2.0)
+    track = JobTrack(planned=planned, job_id="job")
+    for version, status, progress in states:
+        track.observations.append(Observation(0.0, status, version, status, progress, "", ""))
+    return track
+
+
+def test_a_clean_history_passes() -> None:
+    history = _track(
+        (1, "queued", 0), (3, "running", 40), (5, "running", 97), (6, "completed", 100)
+    )
+    assert check_history(history) == []
+
+
+def test_history_checks_catch_every_kind_of_regression() -> None:
+    assert any(
+        "progress went" in p for p in check_history(_track((2, "running", 50), (3, "running", 40)))
+    )
+    assert any(
+        "version went" in p for p in check_history(_track((4, "running", 10), (4, "running", 20)))
+    )
+    flipped = check_history(_track((5, "completed", 100), (6, "running", 100)))
+    assert any("terminal completed v5 became running" in p for p in flipped)
+    assert any("100 while running" in p for p in check_history(_track((2, "running", 100))))
+    assert any(
+        "completed with progress 99" in p for p in check_history(_track((2, "completed", 99)))
+    )
+
+
+def test_plans_are_reproducible_from_the_seed() -> None:
+    first = [plan_job(random.Random(7), index, 7, 2.0) for index in range(30)]
+    again = [plan_job(random.Random(7), index, 7, 2.0) for index in range(30)]
+    assert first == again
+    assert first[3].kind == "corrupt"
+    assert first[1].copies > 1 and first[2].copies > 1
+
+
+async def _echo_server() -> tuple[asyncio.Server, int]:
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionResetError):
+            while data := await reader.read(1024):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def test_proxy_forwards_stalls_and_cuts() -> None:
+    server, port = await _echo_server()
+    proxy = ChaosTcpProxy(free_port(), "127.0.0.1", port)
+    await proxy.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.listen_port)
+        writer.write(b"ping")
+        assert await asyncio.wait_for(reader.readexactly(4), 5) == b"ping"
+
+        proxy.stall()
+        writer.write(b"held")
+        read = asyncio.ensure_future(reader.readexactly(4))
+        done, _ = await asyncio.wait({read}, timeout=0.3)
+        assert not done, "bytes went through a stalled proxy"
+        proxy.resume()
+        assert await asyncio.wait_for(read, 5) == b"held"
+
+        assert proxy.cut() == 1
+        try:
+            tail = await asyncio.wait_for(reader.read(), 5)
+        except ConnectionResetError:
+            tail = b""
+        assert tail == b"", "the connection survived a cut"
+        writer.close()
+    finally:
+        await proxy.close()
+        server.close()
+        await server.wait_closed()
