@@ -103,7 +103,9 @@ def run(workdir: Path, quick: bool) -> BenchResult:
     result.add("store writes, mean", versions / elapsed, "writes/s")
     result.add("store writes, p99 of 0.5 s windows", percentile(rates, 0.99), "writes/s")
     result.add("export service peak RSS", peak, "MiB")
+    result.add("store writes per job", versions / jobs, "writes")
     result.add("seconds from first create to all terminal", elapsed, "s")
+    result.add("tracking lag behind the renders", elapsed - duration, "s")
     result.add("jobs recorded terminal", terminal, "jobs")
     details: dict[str, Any] = {
         "jobs": jobs,
