@@ -159,7 +159,9 @@ class RenderJob:
         completed = False
         try:
             try:
-                await asyncio.to_thread(_create_empty, self._partial)
+                # Synchronous on purpose (one small call): a file created by a thread after a
+                # cancellation would escape the cleanup below.
+                _create_empty(self._partial)
             except OSError as exc:
                 raise RenderFailure(
                     FailureCode.OUTPUT_UNWRITABLE,
@@ -172,7 +174,7 @@ class RenderJob:
             record.progress("Verifying", VERIFYING)
             size, duration = await verify_output(self._binary, self._partial, expected)
             try:
-                await asyncio.to_thread(os.replace, self._partial, self._final)
+                os.replace(self._partial, self._final)  # atomic with the completed event
             except OSError as exc:
                 raise RenderFailure(
                     FailureCode.OUTPUT_UNWRITABLE,
