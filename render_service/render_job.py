@@ -19,7 +19,7 @@ from pathlib import Path
 from render_service.config import RenderConfig
 from render_service.events import RenderRecord
 from render_service.failures import FailureCode, RenderFailure
-from render_service.ffmpeg_command import RenderInputs, build_render_argv
+from render_service.ffmpeg_command import RenderInputs, available_encoders, build_render_argv
 from render_service.ffmpeg_process import kill_process_group, start_ffmpeg
 from render_service.ffmpeg_progress import ProgressBlock, ProgressParser
 from render_service.media_probe import probe_media
@@ -155,6 +155,8 @@ class RenderJob:
         record = self._record
         record.progress("Preparing", 0.0)
         inputs, expected = await self._prepare()
+        if self._spec.output.video_codec == "av1":  # fills the encoder cache off the event loop
+            await asyncio.to_thread(available_encoders, self._binary)
         argv = build_render_argv(self._binary, self._spec, inputs, self._partial, expected)
         completed = False
         try:
