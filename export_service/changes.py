@@ -15,6 +15,14 @@ from export_service.store import Job
 class ChangeHub:
     def __init__(self) -> None:
         self._waiters: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
+        self.closed = False
+
+    def close(self) -> None:
+        """On shutdown: wakes every watcher; they see ``closed`` and end their streams."""
+        self.closed = True
+        for waiters in self._waiters.values():
+            for event in waiters:
+                event.set()
 
     def publish(self, job: Job) -> None:
         for event in self._waiters.get(job.id, ()):

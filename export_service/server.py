@@ -238,7 +238,7 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
             if job.version > sent:
                 yield job_to_proto(job)
                 sent = job.version
-            if job.terminal:
+            if job.terminal or self._hub.closed:
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), self._config.watch_poll_interval)
@@ -252,12 +252,15 @@ class ExportServer:
     supervisor: RenderSupervisor
     health: HealthServicer
     render_channel: grpc.aio.Channel
+    hub: ChangeHub
 
     async def stop(self, grace: float | None) -> None:
         """NOT_SERVING, trackers stopped (renders untouched, jobs left for the next start),
-        then the server with ``grace``."""
+        watch streams ended (clients resume with after_version), then the server with
+        ``grace``."""
         await self.health.enter_graceful_shutdown()
         await self.supervisor.stop()
+        self.hub.close()
         await self.server.stop(grace)
         await self.render_channel.close(None)
         await self.store.close()
@@ -282,4 +285,4 @@ async def create_server(
     port = bind(server, config.listen, config.tls)
     await server.start()
     await supervisor.start()
-    return ExportServer(server, port, store, supervisor, health, render_channel)
+    return ExportServer(server, port, store, supervisor, health, render_channel, hub)

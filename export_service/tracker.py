@@ -357,6 +357,7 @@ class RenderSupervisor:
         self._settings = settings
         self._trackers: dict[str, asyncio.Task[None]] = {}
         self._cleanups: dict[str, asyncio.Task[None]] = {}
+        self._stopped = False
 
     @property
     def tracked(self) -> set[str]:
@@ -373,7 +374,7 @@ class RenderSupervisor:
             logger.info("reconciling %d non-terminal jobs", len(active))
 
     def track(self, job_id: str) -> None:
-        if job_id in self._trackers:
+        if self._stopped or job_id in self._trackers:
             return
         tracker = JobTracker(job_id, self._store, self._stub, self._settings)
         task = asyncio.create_task(self._run_tracker(tracker), name=f"track-{job_id}")
@@ -389,7 +390,9 @@ class RenderSupervisor:
         self._schedule_cleanup(job_id)
 
     async def stop(self) -> None:
-        """Stops every task; renders keep running and jobs stay as stored, to be reconciled."""
+        """Stops every task; renders keep running and jobs stay as stored, to be reconciled
+        at the next start. Jobs created from now on wait for that start too."""
+        self._stopped = True
         tasks = [*self._trackers.values(), *self._cleanups.values()]
         for task in tasks:
             task.cancel()
@@ -410,7 +413,7 @@ class RenderSupervisor:
             self._schedule_cleanup(job.id)
 
     def _schedule_cleanup(self, job_id: str) -> None:
-        if job_id in self._cleanups:
+        if self._stopped or job_id in self._cleanups:
             return
         task = asyncio.create_task(self._cleanup(job_id), name=f"cleanup-{job_id}")
         self._cleanups[job_id] = task

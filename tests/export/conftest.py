@@ -4,7 +4,10 @@ in-process on port 0 (or as a process where kills are involved), tiny specs, fil
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
+import signal
 import subprocess
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -125,17 +128,24 @@ class RenderProcesses:
         return process
 
 
+def kill_group(process: ServiceProcess) -> None:
+    """SIGKILL the service and every child it started (it runs in its own session)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.kill()
+
+
 def stop_processes(processes: list[ServiceProcess]) -> None:
-    """SIGKILL, then close each output pipe once its drain thread has read to the end."""
+    """SIGKILL (the whole process group: ffmpeg children too), then close each output pipe
+    once its drain thread has read to the end."""
     for process in processes:
-        process.kill()
+        kill_group(process)
+    names = {f"drain-{process.name}" for process in processes}
     for thread in threading.enumerate():
-        if thread.name.startswith("drain-"):
+        if thread.name in names:
             thread.join(timeout=5)
     for process in processes:
-        if process.popen.stdout is not None and not any(
-            t.name == f"drain-{process.name}" and t.is_alive() for t in threading.enumerate()
-        ):
+        if process.popen.stdout is not None:
             process.popen.stdout.close()
 
 

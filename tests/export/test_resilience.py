@@ -21,6 +21,7 @@ from tests.export.conftest import (
     StartExport,
     assert_completed_with_valid_file,
     assert_monotonic,
+    kill_group,
     slow_spec,
     stop_processes,
     wait_for,
@@ -105,7 +106,7 @@ async def test_render_service_killed_mid_render_is_resubmitted(
         stub = export_pb2_grpc.ExportServiceStub(channel)
         job = await stub.CreateExport(export_pb2.CreateExportRequest(spec=slow_spec()))
         seen, stream = await watch_until(stub, job.id, 20)
-        render.kill()
+        kill_group(render)  # the service and its ffmpeg, as a crashed machine would
         render_processes.start(port=render.port)
         seen += await read_rest(stream)
     assert_monotonic(seen)

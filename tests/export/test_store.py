@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -21,9 +22,9 @@ from videojob.errors import ResourceExhausted
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> SqliteJobStore:
+async def store(tmp_path: Path) -> AsyncIterator[SqliteJobStore]:
     opened = await SqliteJobStore.open(tmp_path / "jobs.db")
-    yield opened  # type: ignore[misc]
+    yield opened
     await opened.close()
 
 
