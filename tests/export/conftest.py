@@ -111,6 +111,9 @@ class RenderProcesses:
     started: list[ServiceProcess] = field(default_factory=list)
 
     def start(self, port: int = 0) -> ServiceProcess:
+        return self.start_with(port=port)
+
+    def start_with(self, *extra: str, port: int = 0) -> ServiceProcess:
         process = start_service(
             "render_service",
             [
@@ -122,6 +125,7 @@ class RenderProcesses:
                 str(self.dirs.media),
                 "--stall-timeout",
                 "5",
+                *extra,
             ],
         )
         self.started.append(process)
