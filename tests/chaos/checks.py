@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 
 from tests.chaos.client import TERMINAL, Client, JobTrack, Observation
+from tests.chaos.faults import FaultRecord
 from tests.chaos.procfs import ffmpeg_processes
 from tests.chaos.stack import decode_errors, media_duration
 from videojob.export.v1 import export_pb2, export_pb2_grpc
@@ -120,6 +121,7 @@ class Checker:
     tracks: dict[str, JobTrack]
     submissions: dict[str, list[str]]  # Idempotency-Key -> every job id a submit returned
     finals: dict[str, FinalState]
+    faults: list[FaultRecord]
 
     async def run(self) -> list[Violation]:
         found: list[Violation] = []
@@ -207,6 +209,10 @@ class Checker:
         else:
             if final.progress >= 100:
                 found.append(bad("progress_100_only_completed", f"{final.status} at 100"))
+            if final.status == "failed" and not self._explained(track):
+                found.append(
+                    bad("no_failure_without_a_fault", f"{final.error_code}: no fault overlapped it")
+                )
             if final.status == "failed" and final.error_code in ("", "INTERNAL"):
                 # INTERNAL means an exception nobody expected: a bug, not a clear error.
                 found.append(bad("failed_with_clear_error", f"error code {final.error_code!r}"))
@@ -214,6 +220,23 @@ class Checker:
             if stray:
                 found.append(bad("no_files_unless_completed", f"{final.status} but {stray}"))
         return found
+
+    def _explained(self, track: JobTrack) -> bool:
+        """A failure is expected for a corrupt input, or when a fault that can break this job
+        happened during its life. A gateway restart cannot (it holds no state); a cancel or a
+        frozen ffmpeg only touches its own target."""
+        if track.planned.kind == "corrupt":
+            return True
+        ended = track.latest.at if track.latest is not None else float("inf")
+        for fault in self.faults:
+            if fault.began > ended + 1.0 or fault.ended < track.submitted_at - 1.0:
+                continue
+            if fault.kind == "kill_gateway":
+                continue
+            if fault.kind in ("cancel", "stop_ffmpeg") and fault.target_job != track.job_id:
+                continue
+            return True
+        return False
 
     def _completed_file(self, track: JobTrack, final: FinalState) -> list[Violation]:
         job_id, planned = track.job_id, track.planned

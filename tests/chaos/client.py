@@ -114,6 +114,7 @@ class JobTrack:
     cancels: list[tuple[float, int, str]] = field(default_factory=list)  # (at, http, status)
     watcher_error: str = ""
     cancel_ffmpeg_gone_after: float | None = None  # seconds from an accepted cancel
+    submitted_at: float = field(default_factory=time.monotonic)
 
     @property
     def latest(self) -> Observation | None:

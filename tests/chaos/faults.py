@@ -46,6 +46,8 @@ class FaultRecord:
     target_hit: bool = False
     target_state: str = ""
     detail: str = ""
+    began: float = 0.0  # monotonic, including the time spent aiming
+    ended: float = 0.0
 
 
 @dataclass
@@ -87,7 +89,9 @@ class FaultScheduler:
             targeted = kind in TARGETABLE and fault_rng.random() < 0.5
             self.frng = fault_rng
             record = FaultRecord(kind, round(time.monotonic() - self.started_at, 2))
+            record.began = time.monotonic()
             injected = await self._inject(kind, targeted, record)
+            record.ended = time.monotonic()
             if injected:
                 self.records.append(record)
                 print(f"  fault {len(self.records):3d} t={record.at:7.2f}s {_describe(record)}")

@@ -244,7 +244,13 @@ class ChaosRun:
             for watcher in list(self.watchers):
                 watcher.cancel()
             checker = Checker(
-                self.client, stub, self.stack.output_dir, self.tracks, self.submissions, finals
+                self.client,
+                stub,
+                self.stack.output_dir,
+                self.tracks,
+                self.submissions,
+                finals,
+                scheduler.records,
             )
             violations = await checker.run()
         finally:
