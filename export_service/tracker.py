@@ -37,6 +37,7 @@ from export_service.store import (
     TransitionRejected,
 )
 from videojob.render.v1 import render_pb2, spec_pb2
+from videojob.spec_validation import expected_duration_seconds
 
 if TYPE_CHECKING:
     from videojob.render.v1.render_pb2_grpc import RenderServiceAsyncStub
@@ -52,6 +53,8 @@ RENDER_STALLED = "RENDER_STALLED"
 INVALID_INPUT = "INVALID_INPUT"
 VERIFICATION_FAILED = "VERIFICATION_FAILED"
 INTERNAL = "INTERNAL"
+# Completed must carry the duration the spec implies, within this (as the render service checks).
+DURATION_TOLERANCE = 0.5
 # A render service going down reports its renders as Failed SHUTDOWN: lost, not judged.
 RETRYABLE_RENDER_FAILURES = frozenset({"SHUTDOWN"})
 
@@ -305,6 +308,14 @@ class JobTracker:
 
     async def _on_completed(self, event: render_pb2.RenderEvent) -> None:
         done = event.completed
+        expected = expected_duration_seconds(self._spec)
+        if expected is not None and abs(done.duration_seconds - expected) > DURATION_TOLERANCE:
+            await self._write_fail(
+                VERIFICATION_FAILED,
+                f"the render reported {done.duration_seconds:.2f} s of video, "
+                f"expected {expected:.2f} s",
+            )
+            return
         try:
             await self._store.complete(
                 self.job_id,

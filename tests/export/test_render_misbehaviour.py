@@ -1,0 +1,213 @@
+"""A render service that lies or goes quiet, scripted in-process on a real gRPC server: the
+export service's own checks keep the record truthful and every job still ends.
+
+(The real render service never does these things, which is why a scripted one is used here.)"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import pytest
+
+from tests.export.conftest import FAST_TRACKER, StartExport, assert_monotonic, pattern_spec, watch
+from videojob.export.v1 import export_pb2, export_pb2_grpc
+from videojob.grpc_setup import create_channel
+from videojob.render.v1 import render_pb2, render_pb2_grpc
+
+if TYPE_CHECKING:
+    from videojob.export.v1.export_pb2_grpc import ExportServiceAsyncStub as Stub
+
+Script = Callable[[int], list[render_pb2.RenderEvent | None]]
+Scripted = Callable[[Script], Awaitable[tuple["ScriptedRenderService", str]]]
+Context = grpc.aio.ServicerContext[object, object]
+
+
+def progress(seq: int, percent: float, stage: str = "Rendering") -> render_pb2.RenderEvent:
+    return render_pb2.RenderEvent(
+        seq=seq, progress=render_pb2.Progress(percent=percent, stage=stage)
+    )
+
+
+def completed(seq: int, path: str, duration: float = 2.0) -> render_pb2.RenderEvent:
+    return render_pb2.RenderEvent(
+        seq=seq,
+        completed=render_pb2.Completed(output_path=path, size_bytes=5, duration_seconds=duration),
+    )
+
+
+def failed(seq: int, code: str) -> render_pb2.RenderEvent:
+    return render_pb2.RenderEvent(seq=seq, failed=render_pb2.Failed(code=code, message="oops"))
+
+
+@dataclass
+class ScriptedRenderService(render_pb2_grpc.RenderServiceServicer):
+    """Render call number n (from 1) streams ``script(n)``; None means: fall silent forever."""
+
+    script: Script
+    calls: list[str] = field(default_factory=list)
+
+    async def _play(self, call: int) -> AsyncIterator[render_pb2.RenderEvent]:
+        for event in self.script(call):
+            if event is None:
+                await asyncio.Event().wait()
+                return
+            yield event
+
+    async def Render(
+        self, request: render_pb2.RenderRequest, context: Context
+    ) -> AsyncIterator[render_pb2.RenderEvent]:
+        self.calls.append("Render")
+        async for event in self._play(self.calls.count("Render")):
+            yield event
+
+    async def WatchRender(
+        self,
+        request: render_pb2.WatchRenderRequest,
+        context: Context,
+    ) -> AsyncIterator[render_pb2.RenderEvent]:
+        self.calls.append("WatchRender")
+        await asyncio.Event().wait()
+        yield render_pb2.RenderEvent()
+
+    async def GetRender(
+        self,
+        request: render_pb2.GetRenderRequest,
+        context: Context,
+    ) -> render_pb2.RenderInfo:
+        self.calls.append("GetRender")
+        return render_pb2.RenderInfo(
+            render_id=request.render_id, state=render_pb2.RENDER_STATE_RUNNING
+        )
+
+    async def CancelRender(
+        self,
+        request: render_pb2.CancelRenderRequest,
+        context: Context,
+    ) -> render_pb2.RenderInfo:
+        self.calls.append("CancelRender")
+        return render_pb2.RenderInfo(render_id=request.render_id)
+
+
+@pytest.fixture
+async def scripted() -> AsyncIterator[Scripted]:
+    servers: list[grpc.aio.Server] = []
+
+    async def start(script: Script) -> tuple[ScriptedRenderService, str]:
+        service = ScriptedRenderService(script)
+        server = grpc.aio.server()
+        render_pb2_grpc.add_RenderServiceServicer_to_server(service, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        servers.append(server)
+        return service, f"127.0.0.1:{port}"
+
+    yield start
+    for server in servers:
+        await server.stop(0)
+
+
+async def run_job(
+    start_export: StartExport, address: str, **tracker: Any
+) -> list[export_pb2.VideoJob]:
+    server = await start_export(address, tracker=replace(FAST_TRACKER, **tracker))
+    async with create_channel(f"127.0.0.1:{server.port}") as channel:
+        stub: Stub = export_pb2_grpc.ExportServiceStub(channel)
+        job = await stub.CreateExport(export_pb2.CreateExportRequest(spec=pattern_spec(2.0)))
+        updates = await watch(stub, job.id)
+    assert_monotonic(updates)
+    return updates
+
+
+async def test_completion_naming_a_missing_file_fails_the_job(
+    scripted: Scripted,
+    start_export: StartExport,
+    tmp_path: Path,
+) -> None:
+    _, address = await scripted(
+        lambda _: [progress(1, 50), completed(2, str(tmp_path / "never-written.mp4"))]
+    )
+    final = (await run_job(start_export, address))[-1]
+    assert final.status == export_pb2.FAILED
+    assert final.error.code == "VERIFICATION_FAILED"
+    assert "never-written.mp4" in final.error.message
+    assert final.output_path == "" and final.progress == 50
+
+
+async def test_completion_of_the_wrong_duration_fails_the_job(
+    scripted: Scripted,
+    start_export: StartExport,
+    tmp_path: Path,
+) -> None:
+    output = tmp_path / "short.mp4"
+    output.write_bytes(b"not much")
+    _, address = await scripted(lambda _: [completed(1, str(output), duration=1.0)])
+    final = (await run_job(start_export, address))[-1]
+    assert (final.status, final.error.code) == (export_pb2.FAILED, "VERIFICATION_FAILED")
+
+
+async def test_late_events_replays_and_100_percent_progress_cannot_lie(
+    scripted: Scripted,
+    start_export: StartExport,
+    tmp_path: Path,
+) -> None:
+    output = tmp_path / "ok.mp4"
+    output.write_bytes(b"video")
+    _, address = await scripted(
+        lambda _: [
+            progress(1, 40),
+            progress(2, 30),  # backwards
+            progress(2, 80),  # a replayed seq
+            progress(3, 100),  # 100 before completion
+            completed(4, str(output)),
+            progress(5, 10),  # after the terminal event
+            failed(6, "FFMPEG_ERROR"),
+        ]
+    )
+    updates = await run_job(start_export, address, progress_interval=0.0)
+    final = updates[-1]
+    assert final.status == export_pb2.COMPLETED and final.output_path == str(output)
+    assert [u.progress for u in updates if u.status != export_pb2.COMPLETED][-1] < 100
+    assert 80 not in [u.progress for u in updates]
+
+
+async def test_shutdown_verdict_is_retried_as_a_lost_render(
+    scripted: Scripted,
+    start_export: StartExport,
+    tmp_path: Path,
+) -> None:
+    output = tmp_path / "ok.mp4"
+    output.write_bytes(b"video")
+    service, address = await scripted(
+        lambda call: (
+            [progress(1, 60), failed(2, "SHUTDOWN")]
+            if call == 1
+            else [progress(1, 20), progress(2, 70), completed(3, str(output))]
+        )
+    )
+    final = (await run_job(start_export, address))[-1]
+    assert (final.status, final.attempt) == (export_pb2.COMPLETED, 2)
+    assert service.calls.count("Render") == 2
+
+
+async def test_a_render_verdict_is_not_retried(
+    scripted: Scripted, start_export: StartExport
+) -> None:
+    service, address = await scripted(lambda _: [progress(1, 10), failed(2, "FFMPEG_ERROR")])
+    final = (await run_job(start_export, address))[-1]
+    assert (final.status, final.error.code, final.attempt) == (export_pb2.FAILED, "FFMPEG_ERROR", 1)
+    assert service.calls.count("Render") == 1
+
+
+async def test_a_render_that_falls_silent_for_good_fails_in_bounded_time(
+    scripted: Scripted, start_export: StartExport
+) -> None:
+    service, address = await scripted(lambda _: [progress(1, 30), None])
+    final = (await run_job(start_export, address, stall_timeout=0.5))[-1]
+    assert (final.status, final.error.code) == (export_pb2.FAILED, "RENDER_STALLED")
+    assert final.progress == 30
+    assert service.calls.count("WatchRender") >= 1 and "CancelRender" in service.calls
