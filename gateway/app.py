@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -33,6 +34,7 @@ from gateway.errors import (
 from gateway.job_json import STATUS_BY_NAME, is_terminal, job_to_json, spec_from_json
 from gateway.middleware import BearerTokenMiddleware, BodySizeLimitMiddleware
 from gateway.openapi import (
+    CURSOR_PATTERN,
     DEFAULT_LIST_LIMIT,
     MAX_IDEMPOTENCY_KEY_LENGTH,
     MAX_JOB_ID_LENGTH,
@@ -49,6 +51,7 @@ logger = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 EXPORT_SERVICE_NAME = "videojob.export.v1.ExportService"
 HEALTH_CHECK_TIMEOUT_SECONDS = 2.0
+CURSOR = re.compile(CURSOR_PATTERN)
 CONTENT_TYPES = {"mp4": "video/mp4", "webm": "video/webm"}
 
 
@@ -121,8 +124,8 @@ async def create_job(request: Request) -> Response:
 
 def _list_request(request: Request) -> export_pb2.ListExportsRequest:
     params = request.query_params
-    status_name = params.get("status", "")
-    if status_name and status_name not in STATUS_BY_NAME:
+    status_name = params.get("status")
+    if status_name is not None and status_name not in STATUS_BY_NAME:
         raise InvalidArgument("status", f"must be one of {', '.join(STATUS_BY_NAME)}")
     limit_text = params.get("limit", str(DEFAULT_LIST_LIMIT))
     if not limit_text.isascii() or not limit_text.isdigit() or len(limit_text) > 6:
@@ -130,9 +133,12 @@ def _list_request(request: Request) -> export_pb2.ListExportsRequest:
     limit = int(limit_text)
     if not 1 <= limit <= MAX_LIST_LIMIT:
         raise InvalidArgument("limit", f"must be an integer from 1 to {MAX_LIST_LIMIT}")
+    cursor = params.get("cursor")
+    if cursor is not None and not CURSOR.fullmatch(cursor):
+        raise InvalidArgument("cursor", "is not a cursor this service issued")
     return export_pb2.ListExportsRequest(
         page_size=limit,
-        page_token=params.get("cursor", ""),
+        page_token=cursor or "",
         status=STATUS_BY_NAME[status_name] if status_name else export_pb2.JOB_STATUS_UNSPECIFIED,
     )
 
@@ -157,6 +163,12 @@ async def list_jobs(request: Request) -> Response:
             "nextCursor": page.next_page_token or None,
         }
     )
+
+
+async def jobs_collection(request: Request) -> Response:
+    if request.method == "POST":
+        return await create_job(request)
+    return await list_jobs(request)
 
 
 async def _get(request: Request, job_id: str) -> export_pb2.VideoJob:
@@ -298,8 +310,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/", index, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
-        Route("/api/jobs", create_job, methods=["POST"]),
-        Route("/api/jobs", list_jobs, methods=["GET"]),
+        Route("/api/jobs", jobs_collection, methods=["GET", "POST"]),
         Route("/api/jobs/{id}", get_job, methods=["GET"]),
         Route("/api/jobs/{id}/cancel", cancel_job, methods=["POST"]),
         Route("/api/jobs/{id}/events", job_events, methods=["GET"]),

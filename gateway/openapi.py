@@ -14,7 +14,9 @@ JOB_STATUSES = ["queued", "running", "completed", "failed", "cancelled"]
 MAX_LIST_LIMIT = 100
 DEFAULT_LIST_LIMIT = 20
 MAX_IDEMPOTENCY_KEY_LENGTH = 200
-MAX_JOB_ID_LENGTH = 200
+CURSOR_PATTERN = "^[A-Za-z0-9_-]{1,400}$"
+# The export service's own limit on job ids; a longer id cannot name a job (404).
+MAX_JOB_ID_LENGTH = 128
 
 
 def _media_path(description: str) -> dict[str, Any]:
@@ -182,6 +184,20 @@ COMPONENT_SCHEMAS: dict[str, dict[str, Any]] = {
             },
         },
     },
+    "JobEvent": {
+        "type": "object",
+        "description": "One Server-Sent Event of a job's stream.",
+        "properties": {
+            "event": {"type": "string", "enum": ["progress", *JOB_STATUSES[2:]]},
+            "id": {"type": "string", "pattern": "^[0-9]+$", "description": "The job's version."},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": {"$ref": "#/components/schemas/Job"},
+            },
+            "retry": {"type": "integer"},
+        },
+    },
     "Error": {
         "type": "object",
         "required": ["code", "message"],
@@ -282,6 +298,7 @@ def _build() -> dict[str, Any]:
                         "201": _job("The job (a new one, or the one this Idempotency-Key made)."),
                         "400": _error("The body is not JSON, or the Idempotency-Key is malformed."),
                         "413": _error("The body is too large."),
+                        "409": _error("This Idempotency-Key was used for a different spec."),
                         "415": _error("The body is not application/json."),
                         "422": _error("A field is invalid; the message names it."),
                         **_API_ERRORS,
@@ -313,7 +330,8 @@ def _build() -> dict[str, Any]:
                             "name": "cursor",
                             "in": "query",
                             "required": False,
-                            "schema": {"type": "string"},
+                            "description": "The opaque nextCursor of the previous page.",
+                            "schema": {"type": "string", "pattern": CURSOR_PATTERN},
                         },
                     ],
                     "responses": {
@@ -325,7 +343,10 @@ def _build() -> dict[str, Any]:
                                 }
                             },
                         },
-                        "400": _error("A query parameter is invalid; the message names it."),
+                        "400": _error(
+                            "A query parameter is invalid (or the cursor was not issued by "
+                            "this service); the message names it."
+                        ),
                         **_API_ERRORS,
                     },
                 },
@@ -386,7 +407,11 @@ def _build() -> dict[str, Any]:
                     "responses": {
                         "200": {
                             "description": "The event stream.",
-                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                            "content": {
+                                "text/event-stream": {
+                                    "schema": {"$ref": "#/components/schemas/JobEvent"}
+                                }
+                            },
                         },
                         "204": {
                             "description": "The job finished at or before Last-Event-ID: "

@@ -32,13 +32,19 @@ _MAX_VERSION_DIGITS = 18
 
 
 def parse_last_event_id(header: str | None, query: str | None) -> int:
-    """The version to resume after: the ``Last-Event-ID`` header, else ``lastEventId``, else 0."""
-    value = header if header is not None and header.strip() else query
-    if value is None or not value.strip():
-        return 0
-    value = value.strip()
-    if not value.isdigit() or not value.isascii() or len(value) > _MAX_VERSION_DIGITS:
-        raise InvalidArgument("Last-Event-ID", "must be a job version (a non-negative integer)")
+    """The version to resume after: the ``Last-Event-ID`` header, else ``lastEventId``, else 0.
+    Each one that is present must be a version number."""
+    versions = [
+        _version(value, name)
+        for value, name in ((header, "Last-Event-ID"), (query, "lastEventId"))
+        if value is not None
+    ]
+    return versions[0] if versions else 0
+
+
+def _version(value: str, name: str) -> int:
+    if not value.isascii() or not value.isdigit() or len(value) > _MAX_VERSION_DIGITS:
+        raise InvalidArgument(name, "must be a job version (a non-negative integer)")
     return int(value)
 
 

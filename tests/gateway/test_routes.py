@@ -154,6 +154,9 @@ def test_list_rejects_bad_parameters(client: httpx.Client) -> None:
     assert assert_error(client.get("/api/jobs?limit=0"), 400)["field"] == "limit"
     assert assert_error(client.get("/api/jobs?limit=abc"), 400)["field"] == "limit"
     assert assert_error(client.get("/api/jobs?limit=1000"), 400)["field"] == "limit"
+    assert assert_error(client.get("/api/jobs?status="), 400)["field"] == "status"
+    assert assert_error(client.get("/api/jobs?cursor=%25%25"), 400)["field"] == "cursor"
+    assert assert_error(client.get("/api/jobs?cursor=bm9wZQ"), 400)["field"] == "cursor"
 
 
 def test_cancel_a_running_job_then_409_when_terminal(client: httpx.Client) -> None:

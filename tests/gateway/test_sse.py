@@ -106,6 +106,9 @@ def test_bad_last_event_id_is_400(client: httpx.Client, completed_job: dict[str,
     response = client.get(url, headers={"Last-Event-ID": "abc"})
     assert response.status_code == 400
     assert response.json()["field"] == "Last-Event-ID"
+    response = client.get(url, params={"lastEventId": "-1"})
+    assert response.status_code == 400
+    assert response.json()["field"] == "lastEventId"
 
 
 def test_unknown_job_stream_is_404_json(client: httpx.Client) -> None:
