@@ -19,8 +19,9 @@ class TrackerSettings:
     backoff_max: float = 8.0
     # Deadline of the unary render calls (GetRender, CancelRender).
     rpc_timeout: float = 5.0
-    # Re-attaches in a row that brought no event before the render is declared stalled.
-    max_silent_rounds: int = 3
+    # Render calls in a row that brought no new event (silence, empty or broken streams) while
+    # the render service still reports the render: after this many the job fails as stalled.
+    max_quiet_rounds: int = 3
 
 
 @dataclass(frozen=True)

@@ -112,7 +112,9 @@ class JobTracker:
         self._stored_progress = 0.0
         self._pending: PendingProgress | None = None
         self._last_write = 0.0
-        self._silent_rounds = 0
+        # Render calls in a row that brought no new event (silence, an empty or broken stream).
+        self._quiet_rounds = 0
+        self._events_seen = 0
 
     async def run(self) -> None:
         job = await self._store.get(self.job_id)
@@ -147,12 +149,15 @@ class JobTracker:
             call = self._stub.WatchRender(
                 render_pb2.WatchRenderRequest(render_id=self.job_id, after_seq=self._last_seq)
             )
+        events_before = self._events_seen
         try:
             outcome = await self._read_until_terminal(call)
         except grpc.aio.AioRpcError as error:
+            self._count_quiet_round(events_before)
             return await self._after_rpc_error(error, step)
         finally:
             call.cancel()
+        self._count_quiet_round(events_before)
         if outcome is not None:
             return outcome
         return await self._investigate("the render stream ended without a terminal event")
@@ -164,20 +169,17 @@ class JobTracker:
             try:
                 event = await asyncio.wait_for(call.read(), self._settings.stall_timeout)
             except TimeoutError:
-                self._silent_rounds += 1
                 logger.warning(
                     "job %s: no render event for %.1f s", self.job_id, self._settings.stall_timeout
                 )
-                if self._silent_rounds >= self._settings.max_silent_rounds:
-                    await self._give_up_stalled()
                 return None
             if event is STREAM_END:
                 return None
             assert isinstance(event, render_pb2.RenderEvent)
-            self._silent_rounds = 0
             if event.seq <= self._last_seq:
                 continue
             self._last_seq = event.seq
+            self._events_seen += 1
             next_step = await self._apply(event)
             if next_step is not None:
                 return next_step
@@ -220,7 +222,17 @@ class JobTracker:
             retry = await self._apply(last)
             if retry is not None:
                 return retry
+        if self._quiet_rounds >= self._settings.max_quiet_rounds:
+            await self._give_up_stalled()
+        if self._quiet_rounds:
+            await asyncio.sleep(backoff_delay(self._settings, self._quiet_rounds))
         return Next.ATTACH
+
+    def _count_quiet_round(self, events_before: int) -> None:
+        if self._events_seen == events_before:
+            self._quiet_rounds += 1
+        else:
+            self._quiet_rounds = 0
 
     async def _after_rpc_error(self, error: grpc.aio.AioRpcError, step: Next) -> Next | Retry:
         code = error.code()
@@ -262,8 +274,9 @@ class JobTracker:
 
     async def _give_up_stalled(self) -> None:
         message = (
-            f"the render sent nothing for {self._settings.stall_timeout:.0f} s, "
-            f"{self._silent_rounds} times in a row"
+            "the render service says the render is running, but its stream brought nothing "
+            f"{self._quiet_rounds} times in a row "
+            f"(stall timeout {self._settings.stall_timeout:g} s)"
         )
         with contextlib.suppress(grpc.aio.AioRpcError):
             await self._stub.CancelRender(
