@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from videojob.export.v1.export_pb2_grpc import ExportServiceAsyncStub as Stub
 
 Script = Callable[[int], list[render_pb2.RenderEvent | None]]
-Scripted = Callable[[Script], Awaitable[tuple["ScriptedRenderService", str]]]
+Scripted = Callable[..., Awaitable[tuple["ScriptedRenderService", str]]]
 Context = grpc.aio.ServicerContext[object, object]
 
 
@@ -50,6 +50,7 @@ class ScriptedRenderService(render_pb2_grpc.RenderServiceServicer):
 
     script: Script
     calls: list[str] = field(default_factory=list)
+    watch_ends_at_once: bool = False
 
     async def _play(self, call: int) -> AsyncIterator[render_pb2.RenderEvent]:
         for event in self.script(call):
@@ -71,8 +72,11 @@ class ScriptedRenderService(render_pb2_grpc.RenderServiceServicer):
         context: Context,
     ) -> AsyncIterator[render_pb2.RenderEvent]:
         self.calls.append("WatchRender")
-        await asyncio.Event().wait()
-        yield render_pb2.RenderEvent()
+        if not self.watch_ends_at_once:
+            await asyncio.Event().wait()
+        nothing: list[render_pb2.RenderEvent] = []
+        for event in nothing:
+            yield event
 
     async def GetRender(
         self,
@@ -97,8 +101,10 @@ class ScriptedRenderService(render_pb2_grpc.RenderServiceServicer):
 async def scripted() -> AsyncIterator[Scripted]:
     servers: list[grpc.aio.Server] = []
 
-    async def start(script: Script) -> tuple[ScriptedRenderService, str]:
-        service = ScriptedRenderService(script)
+    async def start(
+        script: Script, watch_ends_at_once: bool = False
+    ) -> tuple[ScriptedRenderService, str]:
+        service = ScriptedRenderService(script, watch_ends_at_once=watch_ends_at_once)
         server = grpc.aio.server()
         render_pb2_grpc.add_RenderServiceServicer_to_server(service, server)
         port = server.add_insecure_port("127.0.0.1:0")
@@ -211,3 +217,12 @@ async def test_a_render_that_falls_silent_for_good_fails_in_bounded_time(
     assert (final.status, final.error.code) == (export_pb2.FAILED, "RENDER_STALLED")
     assert final.progress == 30
     assert service.calls.count("WatchRender") >= 1 and "CancelRender" in service.calls
+
+
+async def test_streams_that_end_at_once_without_a_verdict_fail_in_bounded_time(
+    scripted: Scripted, start_export: StartExport
+) -> None:
+    service, address = await scripted(lambda _: [progress(1, 30)], watch_ends_at_once=True)
+    final = (await run_job(start_export, address))[-1]
+    assert (final.status, final.error.code) == (export_pb2.FAILED, "RENDER_STALLED")
+    assert service.calls.count("WatchRender") == FAST_TRACKER.max_quiet_rounds
