@@ -24,7 +24,6 @@ logger = logging.getLogger(__name__)
 SSE_HEADERS = {
     "Cache-Control": "no-cache, no-transform",
     "X-Accel-Buffering": "no",
-    "Connection": "keep-alive",
 }
 KEEP_ALIVE = b": keep-alive\n\n"
 RETRY_MILLISECONDS = 1000
