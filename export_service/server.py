@@ -123,6 +123,9 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
         return await _answer(context, self._create(request))
 
     async def _create(self, request: export_pb2.CreateExportRequest) -> export_pb2.VideoJob:
+        """Idempotent on request_id: a known one returns its job as it is now (never a second
+        render); reusing it with a different spec is ALREADY_EXISTS; an empty one is replaced
+        by a generated id, so every such call creates a job."""
         if len(request.request_id) > MAX_REQUEST_ID_LENGTH:
             raise InvalidArgument(
                 "request_id", f"must be at most {MAX_REQUEST_ID_LENGTH} characters"
