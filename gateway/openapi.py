@@ -31,7 +31,7 @@ def _media_path(description: str) -> dict[str, Any]:
 def _duration(description: str) -> dict[str, Any]:
     return {
         "type": "number",
-        "exclusiveMinimum": 0,
+        "minimum": limits.MIN_DURATION_SECONDS,
         "maximum": limits.MAX_DURATION_SECONDS,
         "description": description,
     }
@@ -48,7 +48,12 @@ def _dimension(bound: int, description: str) -> dict[str, Any]:
 
 
 def _fps(description: str) -> dict[str, Any]:
-    return {"type": "number", "minimum": 0, "maximum": limits.MAX_FPS, "description": description}
+    return {
+        "type": "number",
+        "minimum": limits.MIN_FPS,
+        "maximum": limits.MAX_FPS,
+        "description": description,
+    }
 
 
 COMPONENT_SCHEMAS: dict[str, dict[str, Any]] = {
@@ -83,7 +88,7 @@ COMPONENT_SCHEMAS: dict[str, dict[str, Any]] = {
             "durationSeconds": _duration("Length of the video."),
             "width": _dimension(limits.MAX_WIDTH, "0 (with height 0) means 1280."),
             "height": _dimension(limits.MAX_HEIGHT, "0 (with width 0) means 720."),
-            "fps": _fps("0 means 30."),
+            "fps": _fps("Frames per second; 30 when left out."),
         },
     },
     "Transcode": {
@@ -126,7 +131,7 @@ COMPONENT_SCHEMAS: dict[str, dict[str, Any]] = {
             "audioCodec": {"type": "string", "enum": ["aac", "opus"]},
             "width": _dimension(limits.MAX_WIDTH, "0 keeps the source's width."),
             "height": _dimension(limits.MAX_HEIGHT, "0 keeps the source's height."),
-            "fps": _fps("0 keeps the source's frame rate."),
+            "fps": _fps("Output frame rate; the source's when left out."),
             "crf": {"type": "integer", "minimum": 0, "maximum": limits.MAX_CRF},
             "preset": {"type": "string", "enum": list(limits.PRESETS)},
             "faststart": {"type": "boolean", "description": "mp4 only."},

@@ -14,7 +14,9 @@ from pathlib import Path
 from videojob.errors import InvalidArgument
 from videojob.render.v1 import spec_pb2
 
+MIN_DURATION_SECONDS = 0.1
 MAX_DURATION_SECONDS = 4 * 3600.0
+MIN_FPS = 1.0
 MAX_WIDTH = 7680
 MAX_HEIGHT = 4320
 MAX_FPS = 240.0
@@ -53,6 +55,8 @@ PRESETS = (
 def _check_duration(value: float, field: str) -> None:
     if not math.isfinite(value) or value <= 0:
         raise InvalidArgument(field, "must be a positive number of seconds")
+    if value < MIN_DURATION_SECONDS:
+        raise InvalidArgument(field, f"must be at least {MIN_DURATION_SECONDS} seconds")
     if value > MAX_DURATION_SECONDS:
         raise InvalidArgument(field, f"must be at most {MAX_DURATION_SECONDS:.0f} seconds")
 
@@ -77,6 +81,8 @@ def _check_fps(value: float, field: str, *, required: bool) -> None:
         return
     if not math.isfinite(value) or value <= 0:
         raise InvalidArgument(field, "must be a positive frame rate")
+    if value < MIN_FPS:
+        raise InvalidArgument(field, f"must be at least {MIN_FPS:.0f} (0 or unset for the default)")
     if value > MAX_FPS:
         raise InvalidArgument(field, f"must be at most {MAX_FPS:.0f}")
 

@@ -19,6 +19,8 @@ from videojob.spec_validation import (
     MAX_FPS,
     MAX_HEIGHT,
     MAX_WIDTH,
+    MIN_DURATION_SECONDS,
+    MIN_FPS,
     VIDEO_CODECS_BY_CONTAINER,
     expected_duration_seconds,
     normalize_spec,
@@ -85,6 +87,9 @@ def test_missing_source_names_the_source_field() -> None:
         ({"width": 161, "height": 120}, "spec.source.test_pattern.width"),
         ({"fps": MAX_FPS + 1}, "spec.source.test_pattern.fps"),
         ({"fps": -5}, "spec.source.test_pattern.fps"),
+        ({"duration_seconds": 6e-246}, "spec.source.test_pattern.duration_seconds"),
+        ({"fps": 2e-311}, "spec.source.test_pattern.fps"),
+        ({"fps": 0.5}, "spec.source.test_pattern.fps"),
     ],
 )
 def test_test_pattern_bounds(pattern: dict[str, float], field: str) -> None:
@@ -227,11 +232,11 @@ def test_generated_specs_are_either_rejected_by_field_or_fully_bounded(
     assert output.video_codec in VIDEO_CODECS_BY_CONTAINER[output.container]
     assert output.audio_codec in AUDIO_CODECS_BY_CONTAINER[output.container]
     assert 0 <= output.width <= MAX_WIDTH and 0 <= output.height <= MAX_HEIGHT
-    assert 0 <= output.fps <= MAX_FPS
+    assert output.fps == 0 or MIN_FPS <= output.fps <= MAX_FPS
     duration = expected_duration_seconds(normalized)
     if duration is not None:
-        assert 0 < duration <= MAX_DURATION_SECONDS
+        assert MIN_DURATION_SECONDS <= duration <= MAX_DURATION_SECONDS
     if normalized.source.HasField("test_pattern"):
         pattern = normalized.source.test_pattern
         assert 0 < pattern.width <= MAX_WIDTH and 0 < pattern.height <= MAX_HEIGHT
-        assert 0 < pattern.fps <= MAX_FPS
+        assert MIN_FPS <= pattern.fps <= MAX_FPS

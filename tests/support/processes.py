@@ -91,6 +91,7 @@ def start_service(
             if match and not ready.is_set():
                 service.port = int(match["port"])
                 ready.set()
+        popen.stdout.close()
         ready.set()
 
     threading.Thread(target=drain, name=f"drain-{module}", daemon=True).start()
