@@ -32,7 +32,7 @@ RENDER_BAND_END = 95.0
 MATCH_TOLERANCE_PERCENT = 0.02
 
 
-async def _poll_until_completed(stub: export_pb2_grpc.ExportServiceStub, job_id: str) -> float:
+async def _poll_until_completed(stub: export_pb2_grpc.ExportServiceAsyncStub, job_id: str) -> float:
     """Wall-clock time of the first GetExport answer that shows the job terminal."""
     while True:
         job = await stub.GetExport(export_pb2.GetExportRequest(id=job_id), timeout=10)
@@ -79,7 +79,7 @@ async def _measure(stack: Stack, log: Path, jobs: int, spec: dict[str, object]) 
         httpx.AsyncClient(base_url=stack.base_url, timeout=60) as client,
         grpc.aio.insecure_channel(stack.export.address) as channel,
     ):
-        stub = export_pb2_grpc.ExportServiceStub(channel)
+        stub: export_pb2_grpc.ExportServiceAsyncStub = export_pb2_grpc.ExportServiceStub(channel)
         for _ in range(jobs):
             job = await create_job(client, spec)
             events, polled = await asyncio.gather(

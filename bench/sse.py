@@ -96,7 +96,8 @@ class SseStream:
 
     async def events(self) -> AsyncIterator[SseEvent]:
         """Events until the server closes the stream (comments and retry lines skipped)."""
-        name, event_id, data = "message", "", []
+        name, event_id = "message", ""
+        data: list[str] = []
         async for line in self._lines():
             if not line:
                 if data:

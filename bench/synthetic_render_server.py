@@ -21,6 +21,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -191,14 +192,16 @@ class SyntheticRenderService(render_pb2_grpc.RenderServiceServicer):
         return render
 
     async def Render(
-        self, request: render_pb2.RenderRequest, context: grpc.aio.ServicerContext
+        self, request: render_pb2.RenderRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[render_pb2.RenderEvent]:
         if not request.render_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "render_id is required")
         async for event in self._start(request).follow(0):
             yield event
 
-    async def _known(self, render_id: str, context: grpc.aio.ServicerContext) -> SyntheticRender:
+    async def _known(
+        self, render_id: str, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> SyntheticRender:
         render = self._renders.get(render_id)
         if render is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"render {render_id!r} not found")
@@ -206,20 +209,20 @@ class SyntheticRenderService(render_pb2_grpc.RenderServiceServicer):
         return render
 
     async def WatchRender(
-        self, request: render_pb2.WatchRenderRequest, context: grpc.aio.ServicerContext
+        self, request: render_pb2.WatchRenderRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[render_pb2.RenderEvent]:
         render = await self._known(request.render_id, context)
         async for event in render.follow(request.after_seq):
             yield event
 
     async def GetRender(
-        self, request: render_pb2.GetRenderRequest, context: grpc.aio.ServicerContext
+        self, request: render_pb2.GetRenderRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> render_pb2.RenderInfo:
         render = await self._known(request.render_id, context)
         return self._info(render)
 
     async def CancelRender(
-        self, request: render_pb2.CancelRenderRequest, context: grpc.aio.ServicerContext
+        self, request: render_pb2.CancelRenderRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> render_pb2.RenderInfo:
         render = await self._known(request.render_id, context)
         if not render.terminal:
