@@ -123,6 +123,6 @@ async def _measure(stack: Stack, log: Path, jobs: int, spec: dict[str, object]) 
 def run(workdir: Path, quick: bool) -> BenchResult:
     env, log = ffmpeg_wrapper.install(workdir)
     jobs = 2 if quick else 50
-    spec = test_pattern_spec(1.0, 640, 360) if quick else test_pattern_spec(3.0, 1280, 720)
+    spec = test_pattern_spec(1.0, 640, 360) if quick else test_pattern_spec(2.0, 1280, 720)
     with running_stack(workdir, render_env=env, max_concurrent=1) as stack:
         return asyncio.run(_measure(stack, log, jobs, spec))

@@ -22,19 +22,29 @@ CONNECT_CONCURRENCY = 100
 UPDATED_AT = '"updatedAt":"'
 
 
+MAX_ERRORS_KEPT = 5
+
+
 def _updated_at(data: str) -> float:
     start = data.index(UPDATED_AT) + len(UPDATED_AT)
     return parse_timestamp(data[start : data.index('"', start)])
 
 
 async def _client(
-    port: int, job_id: str, gate: asyncio.Semaphore, lags: list[float], outcome: dict[str, int]
+    port: int,
+    job_id: str,
+    gate: asyncio.Semaphore,
+    lags: list[float],
+    outcome: dict[str, int],
+    errors: list[str],
 ) -> None:
     async with gate:
         try:
             stream = await SseStream.open("127.0.0.1", port, f"/api/jobs/{job_id}/events")
-        except (OSError, ConnectionError):
+        except (OSError, ConnectionError) as error:
             outcome["connect_failed"] += 1
+            if len(errors) < MAX_ERRORS_KEPT:
+                errors.append(f"{type(error).__name__}: {error}")
             return
     outcome["connected"] += 1
     first = True
@@ -57,14 +67,21 @@ async def _client(
 async def run_clients(port: int, jobs: list[str], clients: int) -> dict[str, Any]:
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
     lags: list[float] = []
+    errors: list[str] = []
     outcome = dict.fromkeys(
         ("connected", "connect_failed", "events", "terminal", "closed_early"), 0
     )
     started = time.monotonic()
     await asyncio.gather(
-        *(_client(port, jobs[i % len(jobs)], gate, lags, outcome) for i in range(clients))
+        *(_client(port, jobs[i % len(jobs)], gate, lags, outcome, errors) for i in range(clients))
     )
-    return {**outcome, "clients": clients, "seconds": time.monotonic() - started, "lags": lags}
+    return {
+        **outcome,
+        "clients": clients,
+        "seconds": time.monotonic() - started,
+        "lags": lags,
+        "errors": errors,
+    }
 
 
 def raise_fd_limit(wanted: int) -> None:
