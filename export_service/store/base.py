@@ -63,8 +63,8 @@ class Job:
     eta_seconds: float
     output_size_bytes: int
     output_duration_seconds: float
-    # Set by cancel(); cleared by render_released() once the render is known to be stopped
-    # and its output removed, so a restart can finish the clean-up.
+    # Set by cancel() and by fail(release_render=True); cleared by render_released() once the
+    # render is known to be stopped and its output removed, so a restart can finish the clean-up.
     cancel_requested: bool
 
     @property
@@ -138,7 +138,8 @@ class JobStore(ABC):
 
     @abstractmethod
     async def list_pending_cancellations(self) -> list[Job]:
-        """CANCELLED jobs whose render is not yet known to be stopped and cleaned up."""
+        """CANCELLED (or FAILED with release_render) jobs whose render is not yet known to be
+        stopped and cleaned up."""
 
     # Changes: one conditional update each.
 
@@ -171,8 +172,12 @@ class JobStore(ABC):
         existing non-empty file; TransitionRejected when the job is already terminal."""
 
     @abstractmethod
-    async def fail(self, job_id: str, *, code: str, message: str) -> Job:
-        """FAILED with an error code and message; rejected when already terminal."""
+    async def fail(
+        self, job_id: str, *, code: str, message: str, release_render: bool = False
+    ) -> Job:
+        """FAILED with an error code and message; rejected when already terminal.
+        ``release_render`` sets cancel_requested: the render is to be stopped and its output
+        removed, as for a cancelled job."""
 
     @abstractmethod
     async def cancel(self, job_id: str) -> Job:
@@ -185,5 +190,5 @@ class JobStore(ABC):
 
     @abstractmethod
     async def render_released(self, job_id: str) -> None:
-        """Clears cancel_requested: the cancelled job's render is stopped and its output gone.
+        """Clears cancel_requested: the job's render is stopped and its output gone.
         Bookkeeping only, not a change of the job (version unchanged)."""

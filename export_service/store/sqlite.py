@@ -256,7 +256,10 @@ class SqliteJobStore(JobStore):
         return [_job(row) for row in rows]
 
     async def list_pending_cancellations(self) -> list[Job]:
-        sql = f"SELECT {_COLUMNS} FROM jobs WHERE status = 'CANCELLED' AND cancel_requested = 1"
+        sql = (
+            f"SELECT {_COLUMNS} FROM jobs "
+            "WHERE status IN ('CANCELLED', 'FAILED') AND cancel_requested = 1"
+        )
         rows = await self._run(lambda: self._db.execute(sql).fetchall())
         return [_job(row) for row in rows]
 
@@ -360,14 +363,21 @@ class SqliteJobStore(JobStore):
 
         return await self._change(complete)
 
-    async def fail(self, job_id: str, *, code: str, message: str) -> Job:
+    async def fail(
+        self, job_id: str, *, code: str, message: str, release_render: bool = False
+    ) -> Job:
         return await self._change(
             lambda: self._update(
                 job_id,
                 "status = 'FAILED', stage = :stage, error_code = :code, error_message = :message, "
-                "eta_seconds = 0, finished_at = :now",
+                "eta_seconds = 0, finished_at = :now, cancel_requested = :release",
                 f"status IN {_ACTIVE_SQL}",
-                {"stage": STAGE_FAILED, "code": code, "message": message},
+                {
+                    "stage": STAGE_FAILED,
+                    "code": code,
+                    "message": message,
+                    "release": release_render,
+                },
                 "cannot fail a finished job",
             )
         )

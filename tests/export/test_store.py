@@ -176,6 +176,18 @@ async def test_cancel_and_fail_are_final(store: SqliteJobStore, tmp_path: Path) 
     assert (await store.get("c")).version == cancelled.version
 
 
+async def test_a_failure_can_ask_for_the_render_to_be_released(store: SqliteJobStore) -> None:
+    await new_job(store, "given-up")
+    await new_job(store, "verdict")
+    given_up = await store.fail("given-up", code="RENDER_LOST", message="lost", release_render=True)
+    verdict = await store.fail("verdict", code="FFMPEG_ERROR", message="boom")
+    assert (given_up.cancel_requested, verdict.cancel_requested) == (True, False)
+    assert [j.id for j in await store.list_pending_cancellations()] == ["given-up"]
+    await store.render_released("given-up")
+    assert await store.list_pending_cancellations() == []
+    assert (await store.get("given-up")).status is JobStatus.FAILED
+
+
 async def test_unknown_job_changes_are_not_found(store: SqliteJobStore) -> None:
     with pytest.raises(JobNotFound):
         await store.cancel("ghost")
