@@ -9,6 +9,8 @@ import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from render_service.failures import FailureCode, RenderFailure
+
 KILL_WAIT_SECONDS = 5.0
 
 
@@ -40,12 +42,20 @@ class CapturedRun:
 
 
 async def run_ffmpeg_captured(argv: Sequence[str], time_limit: float) -> CapturedRun:
-    """Runs a short FFmpeg command to completion; kills its group on timeout or cancellation."""
-    process = await start_ffmpeg(argv)
+    """Runs a short FFmpeg command to completion; kills its group on timeout or cancellation.
+    Raises FFMPEG_ERROR when FFmpeg cannot be started."""
+    try:
+        process = await start_ffmpeg(argv)
+    except OSError as exc:
+        raise RenderFailure(FailureCode.FFMPEG_ERROR, f"cannot start ffmpeg: {exc}") from None
     try:
         stdout, stderr = await asyncio.wait_for(process.communicate(), time_limit)
-    except BaseException:
+    except BaseException as exc:
         await asyncio.shield(kill_process_group(process))
+        if isinstance(exc, TimeoutError):
+            raise RenderFailure(
+                FailureCode.FFMPEG_ERROR, f"ffmpeg did not finish within {time_limit:g} s"
+            ) from None
         raise
     return CapturedRun(
         returncode=process.returncode if process.returncode is not None else -1,

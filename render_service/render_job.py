@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import subprocess
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -144,7 +145,7 @@ class RenderJob:
         except RenderFailure as failure:
             logger.info("render %s failed: %s", record.render_id, failure)
             record.fail(failure.code, failure.message, failure.log_tail)
-        except Exception:
+        except Exception:  # a bug: every expected failure is a RenderFailure
             logger.exception("render %s failed unexpectedly", record.render_id)
             record.fail(FailureCode.INTERNAL, "internal error in the render service", self._tail())
 
@@ -156,7 +157,12 @@ class RenderJob:
         record.progress("Preparing", 0.0)
         inputs, expected = await self._prepare()
         if self._spec.output.video_codec == "av1":  # fills the encoder cache off the event loop
-            await asyncio.to_thread(available_encoders, self._binary)
+            try:
+                await asyncio.to_thread(available_encoders, self._binary)
+            except (OSError, subprocess.SubprocessError) as exc:
+                raise RenderFailure(
+                    FailureCode.FFMPEG_ERROR, f"cannot list ffmpeg's encoders: {exc}"
+                ) from None
         argv = build_render_argv(self._binary, self._spec, inputs, self._partial, expected)
         completed = False
         try:

@@ -36,6 +36,10 @@ async def verify_output(binary: str, path: Path, expected_seconds: float) -> tup
         size = (await asyncio.to_thread(path.stat)).st_size
     except FileNotFoundError:
         raise RenderFailure(FailureCode.VERIFICATION_FAILED, "no output file was written") from None
+    except OSError as exc:
+        raise RenderFailure(
+            FailureCode.OUTPUT_UNWRITABLE, f"cannot read the output file: {exc.strerror or exc}"
+        ) from None
     if size == 0:
         raise RenderFailure(FailureCode.VERIFICATION_FAILED, "the output file is empty")
     run = await run_ffmpeg_captured(
