@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from render_service.config import RenderConfig
 from render_service.events import RenderRecord
 from render_service.failures import FailureCode
+from render_service.output_dir import partial_names, remove_partials
 from render_service.render_job import RenderJob, resolve_spec_paths
 from videojob.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from videojob.ffmpeg_binary import ffmpeg_binary
@@ -43,6 +44,7 @@ class RenderRegistry:
         self._slots = asyncio.Semaphore(max(config.max_concurrent, 1))
         self._forget_handles: dict[str, asyncio.TimerHandle] = {}
         self._heartbeat_task: asyncio.Task[None] | None = None
+        self._sweeps: set[asyncio.Task[None]] = set()
         self._accepting = True
 
     def start(self) -> None:
@@ -125,6 +127,23 @@ class RenderRegistry:
         self._forget_handles[record.render_id] = loop.call_later(
             self._config.retention, self._forget, record
         )
+        sweep = asyncio.create_task(self._sweep_partials())
+        self._sweeps.add(sweep)
+        sweep.add_done_callback(self._sweeps.discard)
+
+    def _is_active(self, render_id: str) -> bool:
+        record = self._records.get(render_id)
+        return record is not None and not record.finished
+
+    async def _sweep_partials(self) -> None:
+        """Removes partial files of renders that are not running: normally each render removes
+        its own, this covers any it could not."""
+        names = await asyncio.to_thread(partial_names, self._config.output_dir)
+        # Checked and removed on the event loop (a few unlinks at most), so no render can start
+        # and create its partial file between the check and the removal.
+        removed = remove_partials(self._config.output_dir, names, keep=self._is_active)
+        if removed:
+            logger.info("removed %d partial file(s) of ended renders", removed)
 
     def _forget(self, record: RenderRecord) -> None:
         self._forget_handles.pop(record.render_id, None)
@@ -155,6 +174,10 @@ class RenderRegistry:
         if self._heartbeat_task is not None:
             self._heartbeat_task.cancel()
             await asyncio.wait({self._heartbeat_task})
+        for sweep in list(self._sweeps):
+            sweep.cancel()
+        if self._sweeps:
+            await asyncio.wait(self._sweeps)
         for handle in self._forget_handles.values():
             handle.cancel()
         self._forget_handles.clear()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import subprocess
 import time
 from collections import deque
@@ -24,6 +23,7 @@ from render_service.ffmpeg_command import RenderInputs, available_encoders, buil
 from render_service.ffmpeg_process import kill_process_group, start_ffmpeg
 from render_service.ffmpeg_progress import ProgressBlock, ProgressParser
 from render_service.media_probe import probe_media
+from render_service.output_dir import OutputDirectory, final_name, partial_name
 from render_service.verification import verify_output
 from videojob.render.v1 import spec_pb2
 from videojob.spec_validation import MAX_DURATION_SECONDS, resolve_media_path
@@ -85,19 +85,6 @@ def _even(value: int) -> int:
     return max(value - value % 2, 2)
 
 
-def partial_path(output_dir: Path, render_id: str, container: str) -> Path:
-    return output_dir / f".{render_id}.partial.{container}"
-
-
-def final_path(output_dir: Path, render_id: str, container: str) -> Path:
-    return output_dir / f"{render_id}.{container}"
-
-
-def _create_empty(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
-
-
 def _activity_signature(pid: int, path: Path) -> tuple[int, int]:
     """The output's size and the bytes FFmpeg has read: either moving means it is working."""
     try:
@@ -129,8 +116,9 @@ class RenderJob:
         self._binary = binary
         self._output_dir = config.output_dir.resolve()
         container = self._spec.output.container
-        self._partial = partial_path(self._output_dir, record.render_id, container)
-        self._final = final_path(self._output_dir, record.render_id, container)
+        self._partial_name = partial_name(record.render_id, container)
+        self._final_name = final_name(record.render_id, container)
+        self._partial = self._output_dir / self._partial_name
         self._log_tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
         self._last_alive = time.monotonic()
         self._finalizing = False
@@ -164,43 +152,44 @@ class RenderJob:
                     FailureCode.FFMPEG_ERROR, f"cannot list ffmpeg's encoders: {exc}"
                 ) from None
         argv = build_render_argv(self._binary, self._spec, inputs, self._partial, expected)
+        # Synchronous on purpose (small calls): a file created by a thread after a cancellation
+        # would escape the cleanup below.
+        output = OutputDirectory.open(self._output_dir)
         completed = False
         try:
-            try:
-                # Synchronous on purpose (one small call): a file created by a thread after a
-                # cancellation would escape the cleanup below.
-                _create_empty(self._partial)
-            except OSError as exc:
-                raise RenderFailure(
-                    FailureCode.OUTPUT_UNWRITABLE,
-                    f"cannot write to the output directory: {exc.strerror or exc}",
-                ) from None
+            output.create_empty(self._partial_name)
             record.progress("Preparing", PREPARING_END)
-            await self._run_ffmpeg(argv, expected)
-            if not self._finalizing:
-                record.progress("Finalizing", FINALIZING)
-            record.progress("Verifying", VERIFYING)
-            size, duration = await verify_output(self._binary, self._partial, expected)
             try:
-                os.replace(self._partial, self._final)  # atomic with the completed event
-            except OSError as exc:
-                raise RenderFailure(
-                    FailureCode.OUTPUT_UNWRITABLE,
-                    f"cannot move the output into place: {exc.strerror or exc}",
-                ) from None
+                await self._run_ffmpeg(argv, expected)
+                if not self._finalizing:
+                    record.progress("Finalizing", FINALIZING)
+                record.progress("Verifying", VERIFYING)
+                size, duration = await verify_output(self._binary, self._partial, expected)
+            except RenderFailure as failure:
+                raise self._blame_unreachable_output(output, failure) from None
+            final = output.publish(self._partial_name, self._final_name)
             completed = True
-            record.complete(str(self._final), size, duration)
+            record.complete(str(final), size, duration)
         finally:
             if not completed:
-                self._remove_partial()
+                output.remove(self._partial_name)
+            output.close()
 
-    def _remove_partial(self) -> None:
-        try:
-            self._partial.unlink()
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            logger.warning("cannot remove %s: %s", self._partial, exc)
+    def _blame_unreachable_output(
+        self, output: OutputDirectory, failure: RenderFailure
+    ) -> RenderFailure:
+        """FFmpeg and the verification read and write the output by path: when that path no
+        longer leads to the output directory, that is the cause, whatever they reported."""
+        if failure.code not in (FailureCode.FFMPEG_ERROR, FailureCode.VERIFICATION_FAILED):
+            return failure
+        if output.reachable():
+            return failure
+        return RenderFailure(
+            FailureCode.OUTPUT_UNWRITABLE,
+            f"the output directory {self._output_dir} became unreachable during the render "
+            f"({failure.message})",
+            failure.log_tail,
+        )
 
     async def _prepare(self) -> tuple[RenderInputs, float]:
         source = self._spec.source
@@ -345,13 +334,3 @@ class RenderJob:
                 self._last_alive = time.monotonic()
             if time.monotonic() - self._last_alive >= timeout:
                 return
-
-
-def remove_stale_partials(output_dir: Path) -> int:
-    """Deletes partial files a previous process left behind; returns how many."""
-    removed = 0
-    for path in output_dir.glob(".*.partial.*"):
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-            removed += 1
-    return removed

@@ -10,8 +10,8 @@ from typing import Protocol
 import grpc
 
 from render_service.config import RenderConfig
+from render_service.output_dir import remove_stale_partials
 from render_service.registry import RenderRegistry
-from render_service.render_job import remove_stale_partials
 from videojob.errors import VideoJobError
 from videojob.grpc_setup import SERVER_OPTIONS, add_health_and_reflection, bind
 from videojob.render.v1 import render_pb2, render_pb2_grpc

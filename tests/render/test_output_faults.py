@@ -1,6 +1,6 @@
 """The output directory going away under a render (moved away, a regular file put at its path,
 so every path under it fails with ENOTDIR): the render fails with OUTPUT_UNWRITABLE, never
-INTERNAL."""
+INTERNAL, and leaves no partial file behind, even after the directory comes back."""
 
 from __future__ import annotations
 
@@ -10,6 +10,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
+from render_service.failures import FailureCode, RenderFailure
+from render_service.output_dir import OutputDirectory
 from tests.render.conftest import (
     Running,
     collect,
@@ -17,10 +21,13 @@ from tests.render.conftest import (
     ffmpeg_pids,
     is_rendering,
     kind,
+    long_spec,
+    partial_files,
     pattern_spec,
     render_request,
     wait_for,
 )
+from videojob.render.v1 import render_pb2
 
 
 def has_open(pid: int, name: str) -> bool:
@@ -66,8 +73,69 @@ async def test_output_dir_gone_when_ffmpeg_finishes_fails_unwritable(
     with directory_away(output, parking):
         os.kill(pid, signal.SIGCONT)
         rest = await collect(call)
+        left_while_away = partial_files(parking)
 
     failed = rest[-1]
     assert kind(failed) == "failed", failed
     assert failed.failed.code == "OUTPUT_UNWRITABLE", failed.failed
     assert str(output) in failed.failed.message or "output" in failed.failed.message
+    assert left_while_away == []
+    assert list(output.iterdir()) == []
+
+
+async def test_partials_of_ended_renders_are_swept_after_a_render(service: Running) -> None:
+    output = service.config.output_dir
+    running = service.stub.Render(render_request("busy-1", long_spec()))
+    await events_until(running, is_rendering)
+    busy_partial = output / ".busy-1.partial.mp4"
+    assert busy_partial.exists()
+    stray = output / ".gone-1.partial.mp4"
+    stray.write_bytes(b"half a video nobody will finish")
+
+    events = await collect(service.stub.Render(render_request("short-1", pattern_spec(1.0))))
+
+    assert kind(events[-1]) == "completed"
+    await wait_for(lambda: not stray.exists())
+    assert busy_partial.exists(), "the partial file of a running render was swept"
+    await service.stub.CancelRender(render_pb2.CancelRenderRequest(render_id="busy-1"))
+    assert partial_files(output) == []
+
+
+@pytest.fixture
+def opened(tmp_path: Path) -> Iterator[OutputDirectory]:
+    directory = OutputDirectory.open(tmp_path / "out")
+    yield directory
+    directory.close()
+
+
+def test_publish_into_a_directory_moved_away_leaves_no_file(
+    opened: OutputDirectory, tmp_path: Path
+) -> None:
+    opened.create_empty(".r-1.partial.mp4")
+    parking = tmp_path / "parked"
+    with directory_away(opened.path, parking):
+        assert not opened.reachable()
+        with pytest.raises(RenderFailure) as caught:
+            opened.publish(".r-1.partial.mp4", "r-1.mp4")
+        assert caught.value.code == FailureCode.OUTPUT_UNWRITABLE
+        assert list(parking.iterdir()) == []
+    assert list(opened.path.iterdir()) == []
+
+
+def test_partial_is_removed_while_its_directory_is_away(
+    opened: OutputDirectory, tmp_path: Path
+) -> None:
+    opened.create_empty(".r-2.partial.mp4")
+    with directory_away(opened.path, tmp_path / "parked"):
+        opened.remove(".r-2.partial.mp4")
+    assert list(opened.path.iterdir()) == []
+
+
+def test_publish_after_the_directory_came_back(opened: OutputDirectory, tmp_path: Path) -> None:
+    opened.create_empty(".r-3.partial.mp4")
+    with directory_away(opened.path, tmp_path / "parked"):
+        pass
+    assert opened.reachable()
+    final = opened.publish(".r-3.partial.mp4", "r-3.mp4")
+    assert final == opened.path / "r-3.mp4"
+    assert final.exists()
