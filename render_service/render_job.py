@@ -85,8 +85,21 @@ def _even(value: int) -> int:
     return max(value - value % 2, 2)
 
 
-def _activity_signature(pid: int, path: Path) -> tuple[int, int]:
-    """The output's size and the bytes FFmpeg has read: either moving means it is working."""
+def cpu_ticks(pid: int) -> int:
+    """The process's user + system CPU time in clock ticks (all its threads), -1 if unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        # The command name in parentheses may hold spaces and ')': fields follow the last ')'.
+        fields = stat.rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # fields 14 (utime) and 15 (stime)
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
+def _activity_signature(pid: int, path: Path) -> tuple[int, int, int]:
+    """The output's size, the bytes FFmpeg has read and the CPU time it has used: any of them
+    moving means it is working (an encoder buffering frames shows nothing but CPU time; a
+    stopped FFmpeg uses none)."""
     try:
         size = path.stat().st_size
     except OSError:
@@ -96,7 +109,7 @@ def _activity_signature(pid: int, path: Path) -> tuple[int, int]:
         for line in Path(f"/proc/{pid}/io").read_text().splitlines():
             if line.startswith("rchar:"):
                 read_bytes = int(line.split()[1])
-    return size, read_bytes
+    return size, read_bytes, cpu_ticks(pid)
 
 
 class RenderJob:
@@ -325,7 +338,7 @@ class RenderJob:
         nothing for the stall timeout."""
         timeout = self._config.stall_timeout
         interval = min(0.25, timeout / 4)
-        signature: tuple[int, int] | None = None
+        signature: tuple[int, int, int] | None = None
         while True:
             await asyncio.sleep(interval)
             current = await asyncio.to_thread(_activity_signature, pid, self._partial)

@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import stat
+import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 import pytest
@@ -24,7 +28,23 @@ from tests.render.conftest import (
     render_request,
     wait_for,
 )
-from videojob.render.v1 import render_pb2
+from tests.support.processes import ServiceProcess
+from videojob.ffmpeg_binary import ffmpeg_binary
+from videojob.grpc_setup import create_channel
+from videojob.render.v1 import render_pb2, render_pb2_grpc
+
+# For renders only (they ask for -stats_period): first computes for a while without printing,
+# reading or writing anything, as an encoder that buffers frames (libvpx) looks from outside,
+# then becomes the real FFmpeg in the same process.
+SILENTLY_BUSY_WRAPPER = """#!{python}
+import os, sys, time
+if "-stats_period" in sys.argv:
+    end = time.monotonic() + 2.5
+    while time.monotonic() < end:
+        pass
+real = os.environ["VIDEOJOB_REAL_FFMPEG"]
+os.execv(real, [real, *sys.argv[1:]])
+"""
 
 
 async def _frozen_render(service: Running, render_id: str) -> tuple[object, int]:
@@ -91,6 +111,34 @@ async def test_stalled_ffmpeg_is_killed_and_the_render_fails(
     heartbeats = [e for e in rest[:-1] if e.progress.heartbeat]
     assert heartbeats, "no heartbeat while ffmpeg was frozen"
     assert all(e.progress.stage == "Rendering" for e in heartbeats)
+
+
+async def test_ffmpeg_busy_without_output_is_not_stalled(
+    process_factory: Callable[..., ServiceProcess], tmp_path: Path
+) -> None:
+    wrapper = tmp_path / "busy-ffmpeg"
+    wrapper.write_text(SILENTLY_BUSY_WRAPPER.format(python=sys.executable))
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
+    service = process_factory(
+        "--stall-timeout",
+        "1",
+        env={"FFMPEG_BINARY": str(wrapper), "VIDEOJOB_REAL_FFMPEG": ffmpeg_binary()},
+    )
+    channel = create_channel(service.address)
+    try:
+        stub = render_pb2_grpc.RenderServiceStub(channel)
+        events = await collect(
+            stub.Render(
+                render_request(
+                    "busy-1",
+                    pattern_spec(1.0, container="webm", video_codec="vp9", audio_codec="opus"),
+                )
+            )
+        )
+    finally:
+        await channel.close()
+
+    assert kind(events[-1]) == "completed", events[-1]
 
 
 async def test_watch_resumes_a_cut_stream_without_gaps_or_duplicates(service: Running) -> None:
