@@ -56,8 +56,27 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--max-attempts",
         "MAX_ATTEMPTS",
         tracker.max_attempts,
-        "render submissions per job before it fails",
+        "render submissions per job (the first plus resubmissions of a lost render, e.g. after "
+        "a render service restart) before it fails RENDER_LOST; re-attaching to a render the "
+        "render service still knows is free",
         int,
+    )
+    add(
+        "--retry-budget",
+        "RETRY_BUDGET",
+        tracker.retry_budget,
+        "seconds the render service may stay unreachable without a break before a job fails "
+        "RENDER_UNAVAILABLE (asked again with backoff meanwhile; also how long the clean-up "
+        "of a failed or cancelled job's render is retried)",
+        float,
+    )
+    add(
+        "--output-wait",
+        "OUTPUT_WAIT",
+        None,
+        "seconds a completed render's file that cannot be seen is re-checked before the job "
+        "fails VERIFICATION_FAILED (default: max(10, stall timeout))",
+        float,
     )
     add(
         "--progress-interval",
@@ -77,7 +96,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--backoff-initial",
         "BACKOFF_INITIAL",
         tracker.backoff_initial,
-        "first retry delay in seconds (doubles per attempt, with jitter)",
+        "first retry delay in seconds (doubles per retry, with jitter)",
         float,
     )
     add("--backoff-max", "BACKOFF_MAX", tracker.backoff_max, "largest retry delay", float)
@@ -107,6 +126,8 @@ def config_from_args(args: argparse.Namespace) -> ExportConfig:
         tracker=TrackerSettings(
             stall_timeout=float(args.stall_timeout),
             max_attempts=int(args.max_attempts),
+            retry_budget=float(args.retry_budget),
+            output_wait=None if args.output_wait is None else float(args.output_wait),
             progress_interval=float(args.progress_interval),
             backoff_initial=float(args.backoff_initial),
             backoff_max=float(args.backoff_max),

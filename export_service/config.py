@@ -12,16 +12,28 @@ from videojob.grpc_setup import TlsFiles
 class TrackerSettings:
     # No render event (heartbeats included) for this long: the render is investigated.
     stall_timeout: float = 15.0
+    # Render submissions per job: the first, plus one per resubmission of a lost render (the
+    # render service restarted or shut down). Re-attaching to a known render is free.
     max_attempts: int = 5
+    # Seconds the render service may stay unreachable (or keep failing calls) without a break
+    # before the job fails RENDER_UNAVAILABLE. Any answer from it starts the budget afresh.
+    retry_budget: float = 60.0
     # Progress writes per job are coalesced to at most one per interval; terminal events never.
     progress_interval: float = 0.25
     backoff_initial: float = 0.5
-    backoff_max: float = 8.0
+    backoff_max: float = 10.0
     # Deadline of the unary render calls (GetRender, CancelRender).
     rpc_timeout: float = 5.0
     # Render calls in a row that brought no new event (silence, empty or broken streams) while
     # the render service still reports the render: after this many the job fails as stalled.
     max_quiet_rounds: int = 3
+    # A render reported Completed but its file cannot be seen (yet): re-checked with backoff for
+    # this long before the job fails. None: max(10 s, stall_timeout).
+    output_wait: float | None = None
+
+    @property
+    def output_wait_seconds(self) -> float:
+        return self.output_wait if self.output_wait is not None else max(10.0, self.stall_timeout)
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,21 @@ One ``JobTracker`` task per QUEUED or RUNNING job: it calls Render (the job id i
 writes progress (coalesced) and the terminal event (at once), and never leaves a job alone:
 
 - a broken or ended stream, or silence for ``stall_timeout`` → GetRender, then re-attach with
-  WatchRender from the last seq seen, or apply the terminal event the render service holds;
-- a lost render (NOT_FOUND, Failed SHUTDOWN) or an unreachable / busy render service → retry
-  with exponential backoff and jitter, attempt + 1 on the job, up to ``max_attempts``;
+  WatchRender from the last seq seen, or apply the terminal event the render service holds.
+  Re-attaching never costs an attempt; ``max_quiet_rounds`` re-attaches in a row that bring no
+  event fail the job RENDER_STALLED;
+- a lost render (NOT_FOUND, Failed SHUTDOWN) → resubmitted with Render after a backoff,
+  attempt + 1 on the job, up to ``max_attempts`` (RENDER_LOST);
+- an unreachable render service → asked again with exponential backoff and jitter until it
+  answers; unreachable for ``retry_budget`` seconds without a break → RENDER_UNAVAILABLE.
+  A busy one (RESOURCE_EXHAUSTED) answered, so it is asked again with backoff, unbounded;
+- Completed naming a file that cannot be seen → re-checked for ``output_wait_seconds`` before
+  VERIFICATION_FAILED (the output storage may be briefly unreachable);
 - a render verdict (Failed with any other code) or an invalid spec → the job FAILED.
+
+When the tracker gives up on a job, the job is failed with ``release_render``: the supervisor
+cancels the render and removes its output, so a failed job leaves no file (retried at the next
+start if the render service cannot be reached meanwhile).
 
 The ``RenderSupervisor`` starts a tracker per job on create and, on start, for every non-terminal
 job in the store; after a cancel it stops the tracker, cancels the render and removes its output.
@@ -17,10 +28,11 @@ Trackers are stopped on shutdown without touching renders: the next start re-att
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
+import os
 import random
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,8 +82,21 @@ class Next(enum.Enum):
 
 @dataclass
 class Retry:
+    """The render is lost: resubmit it (attempt + 1)."""
+
     code: str
     message: str
+
+
+@dataclass
+class Unreachable:
+    """The render service did not answer (or answered busy): ask it again after a backoff."""
+
+    message: str
+    busy: bool = False
+
+
+Step = Next | Retry | Unreachable
 
 
 @dataclass
@@ -87,11 +112,48 @@ def backoff_delay(settings: TrackerSettings, attempt: int) -> float:
     return random.uniform(delay / 2, delay)
 
 
-def remove_output(path: str) -> None:
-    if path:
-        with contextlib.suppress(OSError):
-            Path(path).unlink(missing_ok=True)
-            logger.info("removed output %s of a cancelled job", path)
+def remove_output(path: str) -> bool:
+    """Blocking. True once no file is left at ``path``."""
+    if not path:
+        return True
+    try:
+        Path(path).unlink()
+    except FileNotFoundError:
+        return True
+    except OSError as error:
+        logger.warning("could not remove output %s: %s", path, error)
+        return False
+    logger.info("removed output %s of a job that did not complete", path)
+    return True
+
+
+@dataclass(frozen=True)
+class OutputProblem:
+    reason: str
+    # False: the file may yet be seen (missing, or its directory unreachable): check again.
+    lasting: bool
+
+
+def output_problem(path: str, size_bytes: int) -> OutputProblem | None:
+    """Blocking. What is wrong with a completed render's output file, if anything."""
+    if not path:
+        return OutputProblem("it named no output file", lasting=True)
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return OutputProblem(f"output {path!r} does not exist", lasting=False)
+    except OSError as error:
+        return OutputProblem(f"output {path!r} cannot be reached ({error.strerror})", lasting=False)
+    if not stat.S_ISREG(info.st_mode):
+        return OutputProblem(f"output {path!r} is not a regular file", lasting=True)
+    if info.st_size == 0:
+        return OutputProblem(f"output {path!r} is empty", lasting=True)
+    if size_bytes and info.st_size != size_bytes:
+        return OutputProblem(
+            f"output {path!r} has {info.st_size} bytes, the render reported {size_bytes}",
+            lasting=True,
+        )
+    return None
 
 
 class JobTracker:
@@ -115,6 +177,9 @@ class JobTracker:
         # Render calls in a row that brought no new event (silence, an empty or broken stream).
         self._quiet_rounds = 0
         self._events_seen = 0
+        # Since when the render service has not answered (None: it answered last time).
+        self._unreachable_since: float | None = None
+        self._unreachable_rounds = 0
 
     async def run(self) -> None:
         job = await self._store.get(self.job_id)
@@ -124,11 +189,13 @@ class JobTracker:
         self._attempt = job.attempt
         self._last_seq = job.last_render_seq
         self._stored_progress = job.progress
-        step: Next | Retry = Next.ATTACH if job.last_render_seq > 0 else Next.SUBMIT
+        step: Step = Next.ATTACH if job.last_render_seq > 0 else Next.SUBMIT
         try:
             while True:
                 if isinstance(step, Retry):
-                    step = await self._retry(step)
+                    step = await self._resubmit(step)
+                elif isinstance(step, Unreachable):
+                    step = await self._wait_for_render_service(step)
                 else:
                     step = await self._follow(step)
         except JobFinished:
@@ -136,7 +203,7 @@ class JobTracker:
 
     # One render call, followed to its end.
 
-    async def _follow(self, step: Next) -> Next | Retry:
+    async def _follow(self, step: Next) -> Step:
         call: RenderStream
         if step is Next.SUBMIT:
             self._last_seq = 0
@@ -162,7 +229,7 @@ class JobTracker:
             return outcome
         return await self._investigate("the render stream ended without a terminal event")
 
-    async def _read_until_terminal(self, call: RenderStream) -> Next | Retry | None:
+    async def _read_until_terminal(self, call: RenderStream) -> Step | None:
         """Applies events until a terminal one (returns what to do next, raises JobFinished when
         the job is finished) or until the stream ends or goes silent (returns None)."""
         while True:
@@ -176,6 +243,7 @@ class JobTracker:
             if event is STREAM_END:
                 return None
             assert isinstance(event, render_pb2.RenderEvent)
+            self._answered()
             if event.seq <= self._last_seq:
                 continue
             self._last_seq = event.seq
@@ -205,7 +273,7 @@ class JobTracker:
 
     # Investigating: silence, a broken stream, an unreachable render service.
 
-    async def _investigate(self, why: str) -> Next | Retry:
+    async def _investigate(self, why: str) -> Step:
         logger.info("job %s: %s; asking the render service", self.job_id, why)
         try:
             info = await self._stub.GetRender(
@@ -214,8 +282,10 @@ class JobTracker:
             )
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.NOT_FOUND:
+                self._answered()
                 return Retry(RENDER_LOST, "the render service no longer knows the render")
-            return Retry(RENDER_UNAVAILABLE, self._unreachable(error))
+            return Unreachable(self._unreachable(error))
+        self._answered()
         last = info.last_event
         if last.WhichOneof("event") in ("completed", "failed", "cancelled"):
             self._last_seq = max(self._last_seq, last.seq)
@@ -223,7 +293,12 @@ class JobTracker:
             if retry is not None:
                 return retry
         if self._quiet_rounds >= self._settings.max_quiet_rounds:
-            await self._give_up_stalled()
+            await self._give_up(
+                RENDER_STALLED,
+                "the render service says the render is running, but its stream brought "
+                f"nothing {self._quiet_rounds} times in a row "
+                f"(stall timeout {self._settings.stall_timeout:g} s)",
+            )
         if self._quiet_rounds:
             await asyncio.sleep(backoff_delay(self._settings, self._quiet_rounds))
         return Next.ATTACH
@@ -234,29 +309,61 @@ class JobTracker:
         else:
             self._quiet_rounds = 0
 
-    async def _after_rpc_error(self, error: grpc.aio.AioRpcError, step: Next) -> Next | Retry:
+    async def _after_rpc_error(self, error: grpc.aio.AioRpcError, step: Next) -> Step:
         code = error.code()
         if code == grpc.StatusCode.INVALID_ARGUMENT and step is Next.SUBMIT:
             await self._write_fail(INVALID_INPUT, error.details() or "invalid render spec")
             raise JobFinished
         if code == grpc.StatusCode.NOT_FOUND:
+            self._answered()
             return Retry(RENDER_LOST, "the render service no longer knows the render")
         if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-            return Retry(RENDER_UNAVAILABLE, f"the render service is busy: {error.details()}")
+            self._answered()
+            return Unreachable(f"the render service is busy: {error.details()}", busy=True)
         return await self._investigate(f"the render stream broke ({code.name})")
 
     def _unreachable(self, error: grpc.aio.AioRpcError) -> str:
         return f"the render service is unreachable ({error.code().name}: {error.details()})"
 
-    async def _retry(self, retry: Retry) -> Next:
+    def _answered(self) -> None:
+        self._unreachable_since = None
+        self._unreachable_rounds = 0
+
+    async def _wait_for_render_service(self, unreachable: Unreachable) -> Step:
+        """Backoff, then the same question again. Costs no attempt; bounded by the retry
+        budget while the render service does not answer at all."""
+        now = time.monotonic()
+        self._unreachable_rounds += 1
+        delay = backoff_delay(self._settings, self._unreachable_rounds)
+        if not unreachable.busy:
+            if self._unreachable_since is None:
+                self._unreachable_since = now
+            waited = now - self._unreachable_since
+            budget = self._settings.retry_budget
+            if waited >= budget:
+                await self._give_up(
+                    RENDER_UNAVAILABLE,
+                    f"{unreachable.message}; gave up after {waited:.0f} s "
+                    f"(retry budget {budget:g} s)",
+                )
+            delay = min(delay, budget - waited)
+        logger.warning(
+            "job %s: %s; asking again in %.1f s", self.job_id, unreachable.message, delay
+        )
+        await asyncio.sleep(delay)
+        if self._last_seq == 0:
+            # Nothing seen of this attempt's render: Render starts it, or attaches to it.
+            return Next.SUBMIT
+        return await self._investigate("the render service was unreachable")
+
+    async def _resubmit(self, retry: Retry) -> Next:
         if self._attempt >= self._settings.max_attempts:
-            await self._write_fail(
+            await self._give_up(
                 retry.code, f"{retry.message}; gave up after {self._attempt} attempts"
             )
-            raise JobFinished
         delay = backoff_delay(self._settings, self._attempt)
         logger.warning(
-            "job %s: %s; retrying in %.1f s (attempt %d)",
+            "job %s: %s; resubmitting in %.1f s (attempt %d)",
             self.job_id,
             retry.message,
             delay,
@@ -270,20 +377,19 @@ class JobTracker:
             job = rejected.current
         self._attempt = job.attempt
         self._pending = None
+        self._quiet_rounds = 0
         return Next.SUBMIT
 
-    async def _give_up_stalled(self) -> None:
-        message = (
-            "the render service says the render is running, but its stream brought nothing "
-            f"{self._quiet_rounds} times in a row "
-            f"(stall timeout {self._settings.stall_timeout:g} s)"
-        )
-        with contextlib.suppress(grpc.aio.AioRpcError):
-            await self._stub.CancelRender(
-                render_pb2.CancelRenderRequest(render_id=self.job_id),
-                timeout=self._settings.rpc_timeout,
-            )
-        await self._write_fail(RENDER_STALLED, message)
+    async def _give_up(self, code: str, message: str, output_path: str = "") -> None:
+        """FAILED with the render to be released (cancelled, its output removed)."""
+        try:
+            await self._store.fail(self.job_id, code=code, message=message, release_render=True)
+            logger.info("job %s: failed: %s: %s", self.job_id, code, message)
+        except TransitionRejected as rejected:
+            logger.debug("job %s: failure refused: %s", self.job_id, rejected.message)
+            raise JobFinished from None
+        if output_path:
+            await asyncio.to_thread(remove_output, output_path)
         raise JobFinished
 
     # Writes. The store decides; a refusal because the job is terminal ends the tracker.
@@ -323,29 +429,44 @@ class JobTracker:
         done = event.completed
         expected = expected_duration_seconds(self._spec)
         if expected is not None and abs(done.duration_seconds - expected) > DURATION_TOLERANCE:
-            await self._write_fail(
+            await self._give_up(
                 VERIFICATION_FAILED,
                 f"the render reported {done.duration_seconds:.2f} s of video, "
                 f"expected {expected:.2f} s",
-            )
-            return
-        try:
-            await self._store.complete(
-                self.job_id,
                 output_path=done.output_path,
-                size_bytes=done.size_bytes,
-                duration_seconds=done.duration_seconds,
-                render_seq=event.seq,
             )
-            logger.info("job %s: completed: %s", self.job_id, done.output_path)
-        except OutputMissing as missing:
-            await self._write_fail(
-                VERIFICATION_FAILED, f"the render reported completion but {missing.reason}"
-            )
-        except TransitionRejected as rejected:
-            if rejected.current.status is JobStatus.CANCELLED:
-                remove_output(done.output_path)
-            logger.debug("job %s: completion refused: %s", self.job_id, rejected.message)
+        deadline = time.monotonic() + self._settings.output_wait_seconds
+        delay = 0.1
+        while True:
+            problem = await asyncio.to_thread(output_problem, done.output_path, done.size_bytes)
+            if problem is None:
+                try:
+                    await self._store.complete(
+                        self.job_id,
+                        output_path=done.output_path,
+                        size_bytes=done.size_bytes,
+                        duration_seconds=done.duration_seconds,
+                        render_seq=event.seq,
+                    )
+                    logger.info("job %s: completed: %s", self.job_id, done.output_path)
+                    return
+                except OutputMissing as missing:
+                    problem = OutputProblem(missing.reason, lasting=False)
+                except TransitionRejected as rejected:
+                    if rejected.current.status is JobStatus.CANCELLED:
+                        await asyncio.to_thread(remove_output, done.output_path)
+                    logger.debug("job %s: completion refused: %s", self.job_id, rejected.message)
+                    return
+            remaining = deadline - time.monotonic()
+            if problem.lasting or remaining <= 0:
+                await self._give_up(
+                    VERIFICATION_FAILED,
+                    f"the render reported completion but {problem.reason}",
+                    output_path=done.output_path,
+                )
+            logger.warning("job %s: %s; checking again", self.job_id, problem.reason)
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * 2, 2.0)
 
     async def _on_render_cancelled(self, event: render_pb2.RenderEvent) -> None:
         try:
@@ -428,13 +549,28 @@ class RenderSupervisor:
             await tracker.run()
         except Exception as error:  # a bug must not leave the job running forever
             logger.exception("job %s: tracker crashed", tracker.job_id)
-            with contextlib.suppress(TransitionRejected):
-                await self._store.fail(
-                    tracker.job_id, code=INTERNAL, message=f"tracking the render failed: {error}"
-                )
+            await self._fail_after_crash(tracker.job_id, error)
         job = await self._store.get(tracker.job_id)
-        if job.status is JobStatus.CANCELLED and job.cancel_requested:
+        if job.terminal and job.cancel_requested:
             self._schedule_cleanup(job.id)
+
+    async def _fail_after_crash(self, job_id: str, error: Exception) -> None:
+        """Writes the INTERNAL failure, retrying while the store itself fails (it may be the
+        cause); a job left active here would only be resumed at the next start."""
+        for attempt in range(1, self._settings.max_attempts + 1):
+            try:
+                await self._store.fail(
+                    job_id,
+                    code=INTERNAL,
+                    message=f"tracking the render failed: {error}",
+                    release_render=True,
+                )
+                return
+            except TransitionRejected:
+                return
+            except Exception:
+                logger.exception("job %s: recording the failure failed", job_id)
+                await asyncio.sleep(backoff_delay(self._settings, attempt))
 
     def _schedule_cleanup(self, job_id: str) -> None:
         if self._stopped or job_id in self._cleanups:
@@ -444,10 +580,14 @@ class RenderSupervisor:
         task.add_done_callback(lambda _: self._forget(self._cleanups, job_id, task))
 
     async def _cleanup(self, job_id: str) -> None:
-        """CancelRender (retried briefly) and removal of any output the render left."""
+        """CancelRender and removal of any output the render left, retried with backoff for
+        the retry budget (then at the next start)."""
         request = render_pb2.CancelRenderRequest(render_id=job_id)
+        deadline = time.monotonic() + self._settings.retry_budget
         not_found = 0
-        for attempt in range(1, self._settings.max_attempts + 1):
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 info = await self._stub.CancelRender(request, timeout=self._settings.rpc_timeout)
             except grpc.aio.AioRpcError as error:
@@ -459,13 +599,16 @@ class RenderSupervisor:
                     await asyncio.sleep(0.5)
                     continue
                 logger.warning("job %s: CancelRender failed: %s", job_id, error.code().name)
-                await asyncio.sleep(backoff_delay(self._settings, attempt))
-                continue
-            remove_output(info.last_event.completed.output_path)
-            break
-        else:
-            logger.warning("job %s: render not confirmed cancelled; retried at next start", job_id)
-            return
+            else:
+                path = info.last_event.completed.output_path
+                if await asyncio.to_thread(remove_output, path):
+                    break
+            if time.monotonic() >= deadline:
+                logger.warning(
+                    "job %s: render not confirmed released; retried at next start", job_id
+                )
+                return
+            await asyncio.sleep(backoff_delay(self._settings, attempt))
         await self._store.render_released(job_id)
 
     @staticmethod

@@ -36,6 +36,7 @@ FAST_TRACKER = TrackerSettings(
     backoff_initial=0.3,
     backoff_max=1.5,
     rpc_timeout=3.0,
+    retry_budget=20.0,
 )
 
 

@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import pytest
 
-from tests.export.conftest import FAST_TRACKER, StartExport, assert_monotonic, pattern_spec, watch
+from tests.export.conftest import (
+    FAST_TRACKER,
+    StartExport,
+    assert_monotonic,
+    pattern_spec,
+    wait_for,
+    watch,
+)
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 from videojob.grpc_setup import create_channel
 from videojob.render.v1 import render_pb2, render_pb2_grpc
@@ -22,7 +29,10 @@ from videojob.render.v1 import render_pb2, render_pb2_grpc
 if TYPE_CHECKING:
     from videojob.export.v1.export_pb2_grpc import ExportServiceAsyncStub as Stub
 
-Script = Callable[[int], list[render_pb2.RenderEvent | None]]
+# A stream's script: events, None (fall silent forever) or CUT (the stream breaks: UNAVAILABLE).
+CUT = "cut"
+Step = render_pb2.RenderEvent | None | str
+Script = Callable[[int], list[Step]]
 Scripted = Callable[..., Awaitable[tuple["ScriptedRenderService", str]]]
 Context = grpc.aio.ServicerContext[object, object]
 
@@ -51,19 +61,28 @@ class ScriptedRenderService(render_pb2_grpc.RenderServiceServicer):
     script: Script
     calls: list[str] = field(default_factory=list)
     watch_ends_at_once: bool = False
+    # WatchRender call number n (from 1) streams ``watch_script(n)`` when set.
+    watch_script: Script | None = None
+    # What CancelRender reports as the render's last event.
+    cancel_reports: render_pb2.RenderEvent | None = None
 
-    async def _play(self, call: int) -> AsyncIterator[render_pb2.RenderEvent]:
-        for event in self.script(call):
-            if event is None:
+    async def _play(
+        self, steps: list[Step], context: Context
+    ) -> AsyncIterator[render_pb2.RenderEvent]:
+        for step in steps:
+            if step is None:
                 await asyncio.Event().wait()
                 return
-            yield event
+            if isinstance(step, str):
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "the connection was cut")
+            assert isinstance(step, render_pb2.RenderEvent)
+            yield step
 
     async def Render(
         self, request: render_pb2.RenderRequest, context: Context
     ) -> AsyncIterator[render_pb2.RenderEvent]:
         self.calls.append("Render")
-        async for event in self._play(self.calls.count("Render")):
+        async for event in self._play(self.script(self.calls.count("Render")), context):
             yield event
 
     async def WatchRender(
@@ -72,6 +91,11 @@ class ScriptedRenderService(render_pb2_grpc.RenderServiceServicer):
         context: Context,
     ) -> AsyncIterator[render_pb2.RenderEvent]:
         self.calls.append("WatchRender")
+        if self.watch_script is not None:
+            steps = self.watch_script(self.calls.count("WatchRender"))
+            async for event in self._play(steps, context):
+                yield event
+            return
         if not self.watch_ends_at_once:
             await asyncio.Event().wait()
         nothing: list[render_pb2.RenderEvent] = []
@@ -94,17 +118,18 @@ class ScriptedRenderService(render_pb2_grpc.RenderServiceServicer):
         context: Context,
     ) -> render_pb2.RenderInfo:
         self.calls.append("CancelRender")
-        return render_pb2.RenderInfo(render_id=request.render_id)
+        info = render_pb2.RenderInfo(render_id=request.render_id)
+        if self.cancel_reports is not None:
+            info.last_event.CopyFrom(self.cancel_reports)
+        return info
 
 
 @pytest.fixture
 async def scripted() -> AsyncIterator[Scripted]:
     servers: list[grpc.aio.Server] = []
 
-    async def start(
-        script: Script, watch_ends_at_once: bool = False
-    ) -> tuple[ScriptedRenderService, str]:
-        service = ScriptedRenderService(script, watch_ends_at_once=watch_ends_at_once)
+    async def start(script: Script, **options: Any) -> tuple[ScriptedRenderService, str]:
+        service = ScriptedRenderService(script, **options)
         server = grpc.aio.server()
         render_pb2_grpc.add_RenderServiceServicer_to_server(service, server)
         port = server.add_insecure_port("127.0.0.1:0")
@@ -137,10 +162,10 @@ async def test_completion_naming_a_missing_file_fails_the_job(
     _, address = await scripted(
         lambda _: [progress(1, 50), completed(2, str(tmp_path / "never-written.mp4"))]
     )
-    final = (await run_job(start_export, address))[-1]
+    final = (await run_job(start_export, address, output_wait=0.5))[-1]
     assert final.status == export_pb2.FAILED
     assert final.error.code == "VERIFICATION_FAILED"
-    assert "never-written.mp4" in final.error.message
+    assert "never-written.mp4" in final.error.message and "does not exist" in final.error.message
     assert final.output_path == "" and final.progress == 50
 
 
@@ -154,6 +179,7 @@ async def test_completion_of_the_wrong_duration_fails_the_job(
     _, address = await scripted(lambda _: [completed(1, str(output), duration=1.0)])
     final = (await run_job(start_export, address))[-1]
     assert (final.status, final.error.code) == (export_pb2.FAILED, "VERIFICATION_FAILED")
+    assert not output.exists()  # a failed job leaves no file behind
 
 
 async def test_late_events_replays_and_100_percent_progress_cannot_lie(
@@ -216,7 +242,12 @@ async def test_a_render_that_falls_silent_for_good_fails_in_bounded_time(
     final = (await run_job(start_export, address, stall_timeout=0.5))[-1]
     assert (final.status, final.error.code) == (export_pb2.FAILED, "RENDER_STALLED")
     assert final.progress == 30
-    assert service.calls.count("WatchRender") >= 1 and "CancelRender" in service.calls
+    assert service.calls.count("WatchRender") >= 1
+
+    async def render_cancelled() -> bool:
+        return "CancelRender" in service.calls
+
+    await wait_for(render_cancelled, within=10)
 
 
 async def test_streams_that_end_at_once_without_a_verdict_fail_in_bounded_time(
@@ -226,3 +257,97 @@ async def test_streams_that_end_at_once_without_a_verdict_fail_in_bounded_time(
     final = (await run_job(start_export, address))[-1]
     assert (final.status, final.error.code) == (export_pb2.FAILED, "RENDER_STALLED")
     assert service.calls.count("WatchRender") == FAST_TRACKER.max_quiet_rounds
+
+
+async def test_completion_while_the_output_directory_is_away_is_rechecked(
+    scripted: Scripted, start_export: StartExport, tmp_path: Path
+) -> None:
+    """The chaos fault: the output directory renamed away and a regular file at its path
+    (ENOTDIR) just when the render reports completion; the file is there a moment later."""
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    output = out_dir / "job.mp4"
+    output.write_bytes(b"video")
+    away = tmp_path / "out.away"
+    out_dir.rename(away)
+    out_dir.write_bytes(b"in the way")
+
+    async def bring_back() -> None:
+        await asyncio.sleep(1.0)
+        out_dir.unlink()
+        away.rename(out_dir)
+
+    _, address = await scripted(lambda _: [progress(1, 90), completed(2, str(output))])
+    restore = asyncio.create_task(bring_back())
+    try:
+        final = (await run_job(start_export, address, output_wait=30.0))[-1]
+    finally:
+        await restore
+    assert (final.status, final.output_path, final.progress) == (
+        export_pb2.COMPLETED,
+        str(output),
+        100,
+    )
+
+
+async def test_completion_naming_a_file_of_the_wrong_size_fails_and_removes_it(
+    scripted: Scripted, start_export: StartExport, tmp_path: Path
+) -> None:
+    output = tmp_path / "truncated.mp4"
+    output.write_bytes(b"vid")  # the render reported 5 bytes
+    _, address = await scripted(lambda _: [completed(1, str(output))])
+    final = (await run_job(start_export, address, output_wait=60.0))[-1]
+    assert (final.status, final.error.code) == (export_pb2.FAILED, "VERIFICATION_FAILED")
+    assert "3 bytes" in final.error.message
+    assert not output.exists()
+
+
+async def test_re_attaching_after_stream_cuts_costs_no_attempt(
+    scripted: Scripted, start_export: StartExport, tmp_path: Path
+) -> None:
+    """More cut streams than max_attempts while the render service still knows the render:
+    every one is a re-attach, none a resubmission, and the job completes."""
+    output = tmp_path / "ok.mp4"
+    output.write_bytes(b"video")
+    cuts = 6
+    service, address = await scripted(
+        lambda _: [progress(1, 10), CUT],
+        watch_script=lambda call: (
+            [progress(call + 1, 10 + call), CUT]
+            if call < cuts
+            else [progress(call + 1, 90), completed(call + 2, str(output))]
+        ),
+    )
+    final = (await run_job(start_export, address, max_attempts=2, backoff_max=0.3))[-1]
+    assert (final.status, final.attempt) == (export_pb2.COMPLETED, 1)
+    assert service.calls.count("Render") == 1 and service.calls.count("WatchRender") == cuts
+
+
+async def test_giving_up_on_a_lost_render_cancels_it_and_removes_its_output(
+    scripted: Scripted, start_export: StartExport, tmp_path: Path
+) -> None:
+    """The render service keeps losing the render (SHUTDOWN) until the attempts are used up;
+    meanwhile a render it finished left a file: the failed job must not keep it."""
+    leftover = tmp_path / "leftover.mp4"
+    leftover.write_bytes(b"video")
+    service, address = await scripted(
+        lambda _: [progress(1, 20), failed(2, "SHUTDOWN")],
+        cancel_reports=completed(3, str(leftover)),
+    )
+    server = await start_export(address, tracker=replace(FAST_TRACKER, max_attempts=2))
+    async with create_channel(f"127.0.0.1:{server.port}") as channel:
+        stub: Stub = export_pb2_grpc.ExportServiceStub(channel)
+        job = await stub.CreateExport(export_pb2.CreateExportRequest(spec=pattern_spec(2.0)))
+        final = (await watch(stub, job.id))[-1]
+    assert (final.status, final.error.code, final.attempt) == (
+        export_pb2.FAILED,
+        "RENDER_LOST",
+        2,
+    )
+    assert "gave up after 2 attempts" in final.error.message
+    assert service.calls.count("Render") == 2
+
+    async def released() -> bool:
+        return not leftover.exists() and "CancelRender" in service.calls
+
+    await wait_for(released, within=10)

@@ -38,11 +38,6 @@ if TYPE_CHECKING:
 SLOW_DURATION = slow_spec().source.test_pattern.duration_seconds
 
 
-async def attempt_reached(stub: Stub, job_id: str, attempt: int) -> bool:
-    job = await stub.GetExport(export_pb2.GetExportRequest(id=job_id))
-    return job.attempt >= attempt
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -115,17 +110,29 @@ async def test_render_service_killed_mid_render_is_resubmitted(
     assert final.attempt == 2
 
 
+def unreachable_rounds(caplog: pytest.LogCaptureFixture) -> int:
+    return sum("asking again" in record.message for record in caplog.records)
+
+
 async def test_render_service_down_at_submit_then_up(
-    start_export: StartExport, render_processes: RenderProcesses
+    start_export: StartExport,
+    render_processes: RenderProcesses,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """Rounds of an unreachable render service cost no attempt: nothing was ever lost."""
+    caplog.set_level(logging.INFO, logger="export_service.tracker")
     port = free_port()
     server = await start_export(
-        f"127.0.0.1:{port}", tracker=replace(FAST_TRACKER, max_attempts=20, backoff_max=1.0)
+        f"127.0.0.1:{port}", tracker=replace(FAST_TRACKER, max_attempts=1, backoff_max=1.0)
     )
     async with create_channel(f"127.0.0.1:{server.port}") as channel:
         stub = export_pb2_grpc.ExportServiceStub(channel)
         job = await stub.CreateExport(export_pb2.CreateExportRequest(spec=slow_spec()))
-        await wait_for(lambda: attempt_reached(stub, job.id, 2))
+
+        async def asked_three_times() -> bool:
+            return unreachable_rounds(caplog) >= 3
+
+        await wait_for(asked_three_times)
         assert (await stub.GetExport(export_pb2.GetExportRequest(id=job.id))).status in (
             export_pb2.QUEUED,
             export_pb2.RUNNING,
@@ -134,14 +141,47 @@ async def test_render_service_down_at_submit_then_up(
         updates = await watch(stub, job.id)
     assert_monotonic(updates)
     assert_completed_with_valid_file(updates[-1], SLOW_DURATION)
-    assert updates[-1].attempt >= 2
+    assert updates[-1].attempt == 1
+
+
+async def test_render_service_unreachable_mid_render_costs_no_attempt(
+    start_export: StartExport,
+    render_service: ServiceProcess,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A proxy outage in the middle of a render (connections cut, nothing listening for a few
+    seconds) with max_attempts 1: the tracker waits it out and re-attaches."""
+    caplog.set_level(logging.INFO, logger="export_service.tracker")
+    proxy = await TcpProxy("127.0.0.1", render_service.port).start()
+    port = int(proxy.address.rsplit(":", 1)[1])
+    tracker = replace(FAST_TRACKER, max_attempts=1, backoff_initial=0.2, backoff_max=0.5)
+    server = await start_export(proxy.address, tracker=tracker)
+    try:
+        async with create_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = export_pb2_grpc.ExportServiceStub(channel)
+            job = await stub.CreateExport(export_pb2.CreateExportRequest(spec=slow_spec()))
+            seen, stream = await watch_until(stub, job.id, 20)
+            await proxy.close()
+
+            async def asked_three_times() -> bool:
+                return unreachable_rounds(caplog) >= 3
+
+            await wait_for(asked_three_times)
+            proxy = await TcpProxy("127.0.0.1", render_service.port).start(port=port)
+            seen += await read_rest(stream)
+    finally:
+        await proxy.close()
+    assert_monotonic(seen)
+    assert_completed_with_valid_file(seen[-1], SLOW_DURATION)
+    assert seen[-1].attempt == 1
 
 
 async def test_render_service_that_never_comes_back_fails_the_job(
     start_export: StartExport,
 ) -> None:
     server = await start_export(
-        f"127.0.0.1:{free_port()}", tracker=replace(FAST_TRACKER, max_attempts=3, backoff_max=0.5)
+        f"127.0.0.1:{free_port()}",
+        tracker=replace(FAST_TRACKER, retry_budget=2.0, backoff_max=0.5),
     )
     async with create_channel(f"127.0.0.1:{server.port}") as channel:
         stub = export_pb2_grpc.ExportServiceStub(channel)
@@ -150,8 +190,8 @@ async def test_render_service_that_never_comes_back_fails_the_job(
     final = updates[-1]
     assert final.status == export_pb2.FAILED
     assert final.error.code == "RENDER_UNAVAILABLE"
-    assert "gave up after 3 attempts" in final.error.message
-    assert final.attempt == 3 and final.progress < 100 and final.output_path == ""
+    assert "retry budget 2 s" in final.error.message
+    assert final.attempt == 1 and final.progress < 100 and final.output_path == ""
 
 
 async def test_frozen_render_service_is_investigated_by_silence(
