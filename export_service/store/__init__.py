@@ -10,6 +10,8 @@ from export_service.store.base import (
     JobStore,
     ListCursor,
     OutputMissing,
+    ProgressResult,
+    ProgressUpdate,
     TransitionRejected,
 )
 from export_service.store.factory import open_store
@@ -24,6 +26,8 @@ __all__ = [
     "JobStore",
     "ListCursor",
     "OutputMissing",
+    "ProgressResult",
+    "ProgressUpdate",
     "TransitionRejected",
     "open_store",
 ]

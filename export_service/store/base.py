@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -99,6 +99,20 @@ class ListCursor:
     job_id: str
 
 
+@dataclass(frozen=True)
+class ProgressUpdate:
+    """One job's progress, as record_progress takes it."""
+
+    job_id: str
+    progress: float
+    stage: str
+    eta_seconds: float
+    render_seq: int
+
+
+# Per update of a batch: the job as written, or why it was not.
+ProgressResult = Job | TransitionRejected | JobNotFound
+
 ChangeListener = Callable[[Job], None]
 
 
@@ -156,7 +170,18 @@ class JobStore(ABC):
         self, job_id: str, *, progress: float, stage: str, eta_seconds: float, render_seq: int
     ) -> Job:
         """An active job's progress. Moves QUEUED to RUNNING unless ``stage`` is Queued.
-        Rejected when terminal, when ``progress`` is below the stored one, or is 100 or more."""
+        Rejected when terminal, when ``progress`` is below the stored one, or is 100 or more.
+        Less durable than the terminal changes: a crash of the machine may lose the last
+        progress writes (never a terminal state), which the next render event re-derives."""
+
+    @abstractmethod
+    async def record_progress_batch(
+        self, updates: Sequence[ProgressUpdate], *, urgent: bool = False
+    ) -> list[ProgressResult]:
+        """Several jobs' progress in one transaction: each update is applied exactly as
+        record_progress would (its own conditional update, version + 1, the same refusals),
+        and its result is returned in the same position instead of raised. ``urgent``: ahead
+        of queued progress writes (a terminal event follows)."""
 
     @abstractmethod
     async def complete(

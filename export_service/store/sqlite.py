@@ -2,6 +2,10 @@
 
 Every operation is one function run on that thread, inside one ``BEGIN IMMEDIATE`` transaction,
 so the event loop never blocks and a change is never interleaved with another on this store.
+The thread takes terminal changes first, then reads and other changes, then progress writes.
+Durability is split: progress transactions commit with ``synchronous=NORMAL`` (no fsync), every
+other change with ``FULL``. In WAL mode a FULL commit syncs the log up to it, earlier progress
+frames included, so a power loss can only lose the last progress writes, never a terminal state.
 Several stores (or processes) may share the file: SQLite's write lock and busy timeout serialize
 them, and the conditional updates keep the invariants whoever writes. Triggers repeat the
 invariants at the database level, so even a raw UPDATE cannot break them.
@@ -9,14 +13,12 @@ invariants at the database level, so even a raw UPDATE cannot break them.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import concurrent.futures
 import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,8 +35,11 @@ from export_service.store.base import (
     JobStore,
     ListCursor,
     OutputMissing,
+    ProgressResult,
+    ProgressUpdate,
     TransitionRejected,
 )
+from export_service.store.worker import Priority, PriorityWorker
 from videojob.errors import ResourceExhausted
 
 T = TypeVar("T")
@@ -163,10 +168,9 @@ class SqliteJobStore(JobStore):
     def __init__(self, path: Path) -> None:
         super().__init__()
         self.path = path
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="sqlite-store"
-        )
+        self._worker = PriorityWorker("sqlite-store")
         self._conn: sqlite3.Connection | None = None
+        self._synchronous = ""
 
     @classmethod
     async def open(cls, path: Path) -> SqliteJobStore:
@@ -182,6 +186,7 @@ class SqliteJobStore(JobStore):
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
+        self._synchronous = "FULL"
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         with _transaction(conn):
             _run_script(conn, SCHEMA)
@@ -191,10 +196,23 @@ class SqliteJobStore(JobStore):
         if self._conn is not None:
             conn, self._conn = self._conn, None
             await self._run(conn.close)
-        self._executor.shutdown(wait=True)
+        await self._worker.close()
 
-    async def _run(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+    async def _run(self, fn: Callable[[], T], priority: Priority = Priority.NORMAL) -> T:
+        return await self._worker.run(fn, priority)
+
+    def _durable(self, fn: Callable[[], T], *, full: bool) -> Callable[[], T]:
+        """``fn`` committing with synchronous FULL (fsync) or NORMAL. Set between
+        transactions: SQLite refuses to change it inside one."""
+
+        def run() -> T:
+            mode = "FULL" if full else "NORMAL"
+            if self._synchronous != mode:
+                self._db.execute(f"PRAGMA synchronous={mode}")
+                self._synchronous = mode
+            return fn()
+
+        return run
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -224,8 +242,8 @@ class SqliteJobStore(JobStore):
             current = self._select(job_id)
         raise TransitionRejected(current, reason)
 
-    async def _change(self, fn: Callable[[], Job]) -> Job:
-        return self._committed(await self._run(fn))
+    async def _change(self, fn: Callable[[], Job], priority: Priority = Priority.NORMAL) -> Job:
+        return self._committed(await self._run(self._durable(fn, full=True), priority))
 
     # Reads.
 
@@ -292,7 +310,7 @@ class SqliteJobStore(JobStore):
                 ).fetchone()
                 return _job(row), True
 
-        job, created = await self._run(insert)
+        job, created = await self._run(self._durable(insert, full=True))
         if created:
             self._committed(job)
         return job, created
@@ -300,30 +318,56 @@ class SqliteJobStore(JobStore):
     async def record_progress(
         self, job_id: str, *, progress: float, stage: str, eta_seconds: float, render_seq: int
     ) -> Job:
-        if not 0 <= progress <= MAX_RUNNING_PROGRESS:
-            current = await self.get(job_id)
-            reason = f"progress {progress} is not allowed before COMPLETED"
-            raise TransitionRejected(current, reason)
-        running = stage != STAGE_QUEUED
-        return await self._change(
-            lambda: self._update(
-                job_id,
-                "progress = :progress, stage = :stage, eta_seconds = :eta, "
-                "last_render_seq = max(last_render_seq, :seq), "
-                "status = CASE WHEN :running THEN 'RUNNING' ELSE status END, "
-                "started_at = CASE WHEN :running THEN coalesce(started_at, :now) "
-                "ELSE started_at END",
-                f"status IN {_ACTIVE_SQL} AND progress <= :progress",
-                {
-                    "progress": progress,
-                    "stage": stage,
-                    "eta": eta_seconds,
-                    "seq": render_seq,
-                    "running": running,
-                },
-                f"progress {progress} refused (terminal, or below the stored progress)",
-            )
-        )
+        update = ProgressUpdate(job_id, progress, stage, eta_seconds, render_seq)
+        (result,) = await self.record_progress_batch([update])
+        if isinstance(result, Job):
+            return result
+        raise result
+
+    async def record_progress_batch(
+        self, updates: Sequence[ProgressUpdate], *, urgent: bool = False
+    ) -> list[ProgressResult]:
+        def apply_all() -> list[ProgressResult]:
+            with _transaction(self._db):
+                return [self._apply_progress(update) for update in updates]
+
+        priority = Priority.TERMINAL if urgent else Priority.PROGRESS
+        results = await self._run(self._durable(apply_all, full=False), priority)
+        for result in results:
+            if isinstance(result, Job):
+                self._committed(result)
+        return results
+
+    def _apply_progress(self, update: ProgressUpdate) -> ProgressResult:
+        """One update inside the batch's transaction; a refusal changes nothing and is
+        returned, so the other updates still commit."""
+        try:
+            if not 0 <= update.progress <= MAX_RUNNING_PROGRESS:
+                reason = f"progress {update.progress} is not allowed before COMPLETED"
+                return TransitionRejected(self._select(update.job_id), reason)
+            try:
+                return self._update(
+                    update.job_id,
+                    "progress = :progress, stage = :stage, eta_seconds = :eta, "
+                    "last_render_seq = max(last_render_seq, :seq), "
+                    "status = CASE WHEN :running THEN 'RUNNING' ELSE status END, "
+                    "started_at = CASE WHEN :running THEN coalesce(started_at, :now) "
+                    "ELSE started_at END",
+                    f"status IN {_ACTIVE_SQL} AND progress <= :progress",
+                    {
+                        "progress": update.progress,
+                        "stage": update.stage,
+                        "eta": update.eta_seconds,
+                        "seq": update.render_seq,
+                        "running": update.stage != STAGE_QUEUED,
+                    },
+                    f"progress {update.progress} refused (terminal, or below the stored progress)",
+                )
+            except sqlite3.IntegrityError as error:  # a trigger: only this statement is undone
+                reason = f"refused by the database: {error}"
+                return TransitionRejected(self._select(update.job_id), reason)
+        except (TransitionRejected, JobNotFound) as refused:
+            return refused
 
     async def complete(
         self,
@@ -361,7 +405,7 @@ class SqliteJobStore(JobStore):
                     "cannot complete a finished job",
                 )
 
-        return await self._change(complete)
+        return await self._change(complete, Priority.TERMINAL)
 
     async def fail(
         self, job_id: str, *, code: str, message: str, release_render: bool = False
@@ -379,7 +423,8 @@ class SqliteJobStore(JobStore):
                     "release": release_render,
                 },
                 "cannot fail a finished job",
-            )
+            ),
+            Priority.TERMINAL,
         )
 
     async def cancel(self, job_id: str) -> Job:
@@ -391,7 +436,8 @@ class SqliteJobStore(JobStore):
                 f"status IN {_ACTIVE_SQL}",
                 {"stage": STAGE_CANCELLED},
                 "only queued or running jobs can be cancelled",
-            )
+            ),
+            Priority.TERMINAL,
         )
 
     async def begin_attempt(self, job_id: str, *, expected_attempt: int) -> Job:
@@ -410,7 +456,7 @@ class SqliteJobStore(JobStore):
             with _transaction(self._db):
                 self._db.execute("UPDATE jobs SET cancel_requested = 0 WHERE id = ?", (job_id,))
 
-        await self._run(release)
+        await self._run(self._durable(release, full=True))
 
 
 def _run_script(conn: sqlite3.Connection, script: str) -> None:

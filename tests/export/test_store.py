@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 
 from export_service.store import (
+    Job,
     JobNotFound,
     JobStatus,
     OutputMissing,
+    ProgressUpdate,
     TransitionRejected,
     open_store,
 )
@@ -340,3 +342,163 @@ async def test_concurrent_writers_never_lose_or_double_apply(tmp_path: Path) -> 
     finally:
         for store in stores:
             await store.close()
+
+
+async def test_progress_batch_applies_each_update_on_its_own(
+    store: SqliteJobStore, tmp_path: Path
+) -> None:
+    for job_id in ("queued", "running", "done", "twice"):
+        await new_job(store, job_id)
+    await store.record_progress(
+        "running", progress=50, stage="Rendering", eta_seconds=1, render_seq=5
+    )
+    await store.complete(
+        "done", output_path=output_file(tmp_path), size_bytes=5, duration_seconds=1, render_seq=3
+    )
+    before = {job_id: await store.get(job_id) for job_id in ("running", "done")}
+    notified: list[tuple[str, int]] = []
+    store.add_listener(lambda job: notified.append((job.id, job.version)))
+
+    def update(job_id: str, progress: float, seq: int) -> ProgressUpdate:
+        return ProgressUpdate(job_id, progress, "Rendering", 1.0, seq)
+
+    results = await store.record_progress_batch(
+        [
+            update("queued", 10, 1),
+            update("running", 40, 6),  # below the stored 50
+            update("done", 60, 4),  # terminal
+            update("ghost", 10, 1),
+            update("queued", 100, 2),  # 100 belongs to COMPLETED
+            update("twice", 20, 1),
+            update("twice", 30, 2),
+        ]
+    )
+    queued, lower, terminal, ghost, hundred, twice_first, twice_second = results
+    assert isinstance(queued, Job) and (queued.status, queued.version) == (JobStatus.RUNNING, 2)
+    assert isinstance(lower, TransitionRejected) and lower.current.progress == 50
+    assert isinstance(terminal, TransitionRejected)
+    assert terminal.current.status is JobStatus.COMPLETED
+    assert isinstance(ghost, JobNotFound)
+    assert isinstance(hundred, TransitionRejected) and hundred.current.progress == 10
+    assert isinstance(twice_first, Job) and isinstance(twice_second, Job)
+    assert (twice_first.version, twice_second.version, twice_second.progress) == (2, 3, 30)
+    assert notified == [("queued", 2), ("twice", 2), ("twice", 3)]
+    for job_id, job in before.items():
+        assert await store.get(job_id) == job
+
+
+async def test_batched_progress_racing_terminal_changes(tmp_path: Path) -> None:
+    """Batches from two stores on one file against complete/cancel/fail: one terminal state
+    per job, and version = 1 + applied progress updates + 1."""
+    path = tmp_path / "shared.db"
+    stores = [await SqliteJobStore.open(path), await SqliteJobStore.open(path)]
+    out = output_file(tmp_path)
+    try:
+        job_ids = [f"race{index}" for index in range(10)]
+        for job_id in job_ids:
+            await new_job(stores[0], job_id)
+        applied: dict[str, int] = dict.fromkeys(job_ids, 0)
+        terminal_writes: dict[str, int] = dict.fromkeys(job_ids, 0)
+        rng = random.Random(11)
+
+        async def batch(value: float) -> None:
+            chosen = rng.sample(job_ids, 6)
+            updates = [
+                ProgressUpdate(job_id, value, "Rendering", 1, int(value)) for job_id in chosen
+            ]
+            results = await rng.choice(stores).record_progress_batch(
+                updates, urgent=rng.random() < 0.3
+            )
+            for job_id, result in zip(chosen, results, strict=True):
+                if isinstance(result, Job):
+                    applied[job_id] += 1
+                else:
+                    assert isinstance(result, TransitionRejected)
+
+        async def terminal(job_id: str, kind: str) -> None:
+            store = rng.choice(stores)
+            try:
+                if kind == "complete":
+                    await store.complete(
+                        job_id, output_path=out, size_bytes=5, duration_seconds=1, render_seq=99
+                    )
+                elif kind == "cancel":
+                    await store.cancel(job_id)
+                else:
+                    await store.fail(job_id, code="FFMPEG_ERROR", message="x")
+                terminal_writes[job_id] += 1
+            except TransitionRejected:
+                pass
+
+        tasks = [batch(float(value)) for value in range(1, 40)]
+        for job_id in job_ids:
+            tasks += [terminal(job_id, kind) for kind in ("complete", "cancel", "fail") * 2]
+        rng.shuffle(tasks)
+        await asyncio.gather(*tasks)
+        for job_id in job_ids:
+            job = await stores[1].get(job_id)
+            assert job.terminal and terminal_writes[job_id] == 1
+            assert job.version == 1 + applied[job_id] + 1
+            assert job.progress == 100 or job.status is not JobStatus.COMPLETED
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def synchronous_mode(store: SqliteJobStore) -> int:
+    """The connection's current setting: the one its last commit used (1 NORMAL, 2 FULL)."""
+    return int(await store._run(lambda: store._db.execute("PRAGMA synchronous").fetchone()[0]))
+
+
+async def test_only_progress_commits_without_fsync(store: SqliteJobStore, tmp_path: Path) -> None:
+    normal, full = 1, 2
+    for job_id in ("a", "b", "c"):
+        await new_job(store, job_id)
+        assert await synchronous_mode(store) == full
+    changes = [
+        (
+            store.record_progress("a", progress=5, stage="Rendering", eta_seconds=1, render_seq=1),
+            normal,
+        ),
+        (store.fail("b", code="X", message="boom"), full),
+        (store.record_progress_batch([ProgressUpdate("a", 6, "Rendering", 1, 2)]), normal),
+        (store.cancel("c"), full),
+        (
+            store.record_progress_batch([ProgressUpdate("a", 7, "Rendering", 1, 3)], urgent=True),
+            normal,
+        ),
+        (store.begin_attempt("a", expected_attempt=1), full),
+        (
+            store.record_progress("a", progress=8, stage="Rendering", eta_seconds=1, render_seq=1),
+            normal,
+        ),
+        (
+            store.complete(
+                "a",
+                output_path=output_file(tmp_path),
+                size_bytes=5,
+                duration_seconds=1,
+                render_seq=2,
+            ),
+            full,
+        ),
+    ]
+    for change, mode in changes:
+        await change
+        assert await synchronous_mode(store) == mode
+    assert (await store.get("a")).version == 7
+
+
+async def test_terminal_changes_overtake_queued_progress_writes(store: SqliteJobStore) -> None:
+    job_ids = [f"p{index}" for index in range(200)]
+    for job_id in [*job_ids, "finishing"]:
+        await new_job(store, job_id)
+    committed: list[str] = []
+    store.add_listener(lambda job: committed.append(job.id))
+    progress = [
+        store.record_progress(job_id, progress=5, stage="Rendering", eta_seconds=1, render_seq=1)
+        for job_id in job_ids
+    ]
+    await asyncio.gather(*progress, store.fail("finishing", code="X", message="done"))
+    assert len(committed) == 201
+    assert committed.index("finishing") < 100, committed.index("finishing")
