@@ -153,6 +153,10 @@ class RenderJob:
     def _tail(self) -> str:
         return "\n".join(self._log_tail)
 
+    def _timing(self, step: str) -> None:
+        """A wall-clock stamp (comparable with other processes' clocks) of a completion step."""
+        logger.debug("render %s: %s at %.6f", self._record.render_id, step, time.time())
+
     async def _render(self) -> None:
         record = self._record
         record.progress("Preparing", 0.0)
@@ -177,12 +181,16 @@ class RenderJob:
                 if not self._finalizing:
                     record.progress("Finalizing", FINALIZING)
                 record.progress("Verifying", VERIFYING)
+                self._timing("verification start")
                 size, duration = await verify_output(self._binary, self._partial, expected)
+                self._timing("verification end")
             except RenderFailure as failure:
                 raise self._blame_unreachable_output(output, failure) from None
             final = output.publish(self._partial_name, self._final_name)
+            self._timing("published")
             completed = True
             record.complete(str(final), size, duration)
+            self._timing("completed appended")
         finally:
             if not completed:
                 output.remove(self._partial_name)
@@ -267,6 +275,8 @@ class RenderJob:
         watchdog = asyncio.create_task(self._watch_for_stall(process.pid))
         try:
             await asyncio.wait({waiter, watchdog}, return_when=asyncio.FIRST_COMPLETED)
+            if waiter.done():
+                self._timing("ffmpeg exit seen")
             if not waiter.done():
                 await kill_process_group(process)
                 raise RenderFailure(
@@ -276,6 +286,7 @@ class RenderJob:
                 )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*readers), READER_DRAIN_SECONDS)
+            self._timing("readers drained")
         finally:
             for task in (*readers, waiter, watchdog):
                 task.cancel()

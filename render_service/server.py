@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -26,6 +27,11 @@ async def _abort(context: grpc.aio.ServicerContext[object, object], error: Video
     await context.abort(error.grpc_code, error.message)
 
 
+def _log_sent_terminal(event: render_pb2.RenderEvent) -> None:
+    if logger.isEnabledFor(logging.DEBUG) and event.WhichOneof("event") == "completed":
+        logger.debug("render %s: completed sent at %.6f", event.render_id, time.time())
+
+
 class RenderServicer(render_pb2_grpc.RenderServiceServicer):
     def __init__(self, registry: RenderRegistry) -> None:
         self._registry = registry
@@ -42,6 +48,7 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
             return
         async for event in events:
             yield event
+            _log_sent_terminal(event)
 
     async def WatchRender(
         self,
@@ -55,6 +62,7 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
             return
         async for event in events:
             yield event
+            _log_sent_terminal(event)
 
     async def GetRender(
         self,
