@@ -41,11 +41,13 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from export_service.config import TrackerSettings
+from export_service.progress_writer import ProgressWriter
 from export_service.store import (
     MAX_RUNNING_PROGRESS,
     JobStatus,
     JobStore,
     OutputMissing,
+    ProgressUpdate,
     TransitionRejected,
 )
 from videojob.render.v1 import render_pb2, spec_pb2
@@ -97,14 +99,6 @@ class Unreachable:
 
 
 Step = Next | Retry | Unreachable
-
-
-@dataclass
-class PendingProgress:
-    percent: float
-    stage: str
-    eta_seconds: float
-    seq: int
 
 
 def backoff_delay(settings: TrackerSettings, attempt: int) -> float:
@@ -163,17 +157,16 @@ class JobTracker:
         store: JobStore,
         stub: RenderServiceAsyncStub,
         settings: TrackerSettings,
+        progress: ProgressWriter,
     ) -> None:
         self.job_id = job_id
         self._store = store
         self._stub = stub
         self._settings = settings
+        self._progress = progress
         self._spec = spec_pb2.RenderSpec()
         self._attempt = 1
         self._last_seq = 0
-        self._stored_progress = 0.0
-        self._pending: PendingProgress | None = None
-        self._last_write = 0.0
         # Render calls in a row that brought no new event (silence, an empty or broken stream).
         self._quiet_rounds = 0
         self._events_seen = 0
@@ -188,7 +181,7 @@ class JobTracker:
         self._spec.ParseFromString(job.spec)
         self._attempt = job.attempt
         self._last_seq = job.last_render_seq
-        self._stored_progress = job.progress
+        self._progress.register(self.job_id, job.progress)
         step: Step = Next.ATTACH if job.last_render_seq > 0 else Next.SUBMIT
         try:
             while True:
@@ -200,6 +193,8 @@ class JobTracker:
                     step = await self._follow(step)
         except JobFinished:
             return
+        finally:
+            self._progress.forget(self.job_id)
 
     # One render call, followed to its end.
 
@@ -370,13 +365,14 @@ class JobTracker:
             self._attempt + 1,
         )
         await asyncio.sleep(delay)
+        # The old render's progress must not land after the new attempt's seq reset.
+        await self._progress.drop(self.job_id)
         try:
             job = await self._store.begin_attempt(self.job_id, expected_attempt=self._attempt)
         except TransitionRejected as rejected:
             self._finish_if_terminal(rejected)
             job = rejected.current
         self._attempt = job.attempt
-        self._pending = None
         self._quiet_rounds = 0
         return Next.SUBMIT
 
@@ -396,34 +392,23 @@ class JobTracker:
 
     async def _on_progress(self, event: render_pb2.RenderEvent) -> None:
         progress = event.progress
-        if not progress.heartbeat:
-            self._pending = PendingProgress(
-                percent=min(max(progress.percent, 0.0), MAX_RUNNING_PROGRESS),
+        if progress.heartbeat:
+            return
+        self._progress.offer(
+            ProgressUpdate(
+                job_id=self.job_id,
+                progress=min(max(progress.percent, 0.0), MAX_RUNNING_PROGRESS),
                 stage=progress.stage,
                 eta_seconds=progress.eta_seconds,
-                seq=event.seq,
+                render_seq=event.seq,
             )
-        if time.monotonic() - self._last_write >= self._settings.progress_interval:
-            await self._flush_progress()
+        )
+        if self._progress.finished(self.job_id):
+            raise JobFinished
 
     async def _flush_progress(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending is None or pending.percent < self._stored_progress:
-            return
-        self._last_write = time.monotonic()
-        try:
-            job = await self._store.record_progress(
-                self.job_id,
-                progress=pending.percent,
-                stage=pending.stage,
-                eta_seconds=pending.eta_seconds,
-                render_seq=pending.seq,
-            )
-        except TransitionRejected as rejected:
-            self._finish_if_terminal(rejected)
-            logger.debug("job %s: progress refused: %s", self.job_id, rejected.message)
-            return
-        self._stored_progress = job.progress
+        """Before a terminal write: the newest progress, at once."""
+        await self._progress.flush(self.job_id)
 
     async def _on_completed(self, event: render_pb2.RenderEvent) -> None:
         done = event.completed
@@ -500,6 +485,7 @@ class RenderSupervisor:
         self._store = store
         self._stub = stub
         self._settings = settings
+        self._progress = ProgressWriter(store, settings.progress_interval)
         self._trackers: dict[str, asyncio.Task[None]] = {}
         self._cleanups: dict[str, asyncio.Task[None]] = {}
         self._stopped = False
@@ -510,6 +496,7 @@ class RenderSupervisor:
 
     async def start(self) -> None:
         """Re-attaches or resubmits every non-terminal job and finishes pending cancellations."""
+        self._progress.start()
         active = await self._store.list_active()
         for job in active:
             self.track(job.id)
@@ -521,7 +508,8 @@ class RenderSupervisor:
     def track(self, job_id: str) -> None:
         if self._stopped or job_id in self._trackers:
             return
-        tracker = JobTracker(job_id, self._store, self._stub, self._settings)
+        self._progress.start()
+        tracker = JobTracker(job_id, self._store, self._stub, self._settings, self._progress)
         task = asyncio.create_task(self._run_tracker(tracker), name=f"track-{job_id}")
         self._trackers[job_id] = task
         task.add_done_callback(lambda _: self._forget(self._trackers, job_id, task))
@@ -543,6 +531,7 @@ class RenderSupervisor:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks)
+        await self._progress.stop()
 
     async def _run_tracker(self, tracker: JobTracker) -> None:
         try:

@@ -1,0 +1,195 @@
+"""Coalesced progress writes for every tracked job.
+
+Trackers hand each progress event to ``offer`` and go on reading their render stream; only the
+newest progress of a job waits to be written. A job is written at most once per ``interval``,
+measured from the end of its previous write, and every job due is written in one store
+transaction (``record_progress_batch``), so a slow store delays progress but never makes it stale
+or multiplies the writes. Before a terminal event the tracker calls ``flush``: the newest
+progress is written at once, ahead of queued progress, and the terminal write follows."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+from export_service.store import (
+    Job,
+    JobStore,
+    ProgressResult,
+    ProgressUpdate,
+    TransitionRejected,
+)
+
+logger = logging.getLogger(__name__)
+
+# Due jobs wait this long for others to become due, so that they share one transaction.
+BATCH_WINDOW = 0.015
+
+
+@dataclass
+class _JobProgress:
+    stored: float
+    pending: ProgressUpdate | None = None
+    last_done: float = -math.inf
+    in_flight: bool = False
+    terminal: bool = False
+
+
+class ProgressWriter:
+    def __init__(
+        self, store: JobStore, interval: float, batch_window: float = BATCH_WINDOW
+    ) -> None:
+        self._store = store
+        self._interval = interval
+        self._batch_window = batch_window
+        self._jobs: dict[str, _JobProgress] = {}
+        self._waiting: set[str] = set()
+        self._wake = asyncio.Event()
+        # While the loop sleeps: when it wakes anyway. An offer due earlier wakes it.
+        self._deadline = -math.inf
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="progress-writer")
+
+    async def stop(self) -> None:
+        """Pending progress is dropped: the renders report it again after a restart."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.wait([self._task])
+
+    def register(self, job_id: str, stored_progress: float) -> None:
+        self._jobs[job_id] = _JobProgress(stored=stored_progress)
+
+    def forget(self, job_id: str) -> None:
+        self._jobs.pop(job_id, None)
+        self._waiting.discard(job_id)
+
+    def finished(self, job_id: str) -> bool:
+        """A progress write was refused because the job is terminal (or gone)."""
+        entry = self._jobs.get(job_id)
+        return entry is not None and entry.terminal
+
+    def offer(self, update: ProgressUpdate) -> None:
+        entry = self._jobs.get(update.job_id)
+        if entry is None or entry.terminal or update.progress < entry.stored:
+            return
+        entry.pending = update
+        if update.job_id not in self._waiting:
+            self._waiting.add(update.job_id)
+            if entry.last_done + self._interval < self._deadline:
+                self._wake.set()
+
+    async def flush(self, job_id: str) -> None:
+        """Writes the job's newest progress now, after any write of it in flight."""
+        entry = await self._settle(job_id)
+        if entry is None:
+            return
+        pending, entry.pending = entry.pending, None
+        self._waiting.discard(job_id)
+        if pending is None or entry.terminal:
+            return
+        entry.in_flight = True
+        try:
+            (result,) = await self._store.record_progress_batch([pending], urgent=True)
+        finally:
+            entry.in_flight = False
+            entry.last_done = time.monotonic()
+        self._record(entry, result)
+
+    async def drop(self, job_id: str) -> None:
+        """Forgets the job's pending progress (its render is being replaced) once no write of
+        it is in flight."""
+        entry = await self._settle(job_id)
+        if entry is not None:
+            entry.pending = None
+            self._waiting.discard(job_id)
+
+    async def _settle(self, job_id: str) -> _JobProgress | None:
+        entry = self._jobs.get(job_id)
+        while entry is not None and entry.in_flight:
+            await self._idle.wait()
+        return entry
+
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            due, next_due = self._collect(time.monotonic())
+            if not due:
+                self._deadline = next_due
+                timeout = None if next_due == math.inf else max(next_due - time.monotonic(), 0)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                self._deadline = -math.inf
+                continue
+            await asyncio.sleep(self._batch_window)
+            due, _ = self._collect(time.monotonic())
+            await self._write(due)
+
+    def _collect(self, now: float) -> tuple[list[str], float]:
+        """The jobs whose progress may be written now, and when the next one may."""
+        due: list[str] = []
+        next_due = math.inf
+        for job_id in list(self._waiting):
+            entry = self._jobs.get(job_id)
+            if entry is None or entry.pending is None or entry.terminal:
+                self._waiting.discard(job_id)
+            elif not entry.in_flight:
+                ready_at = entry.last_done + self._interval
+                if ready_at <= now:
+                    due.append(job_id)
+                else:
+                    next_due = min(next_due, ready_at)
+        return due, next_due
+
+    async def _write(self, job_ids: list[str]) -> None:
+        batch: list[tuple[_JobProgress, ProgressUpdate]] = []
+        for job_id in job_ids:
+            entry = self._jobs[job_id]
+            if entry.pending is not None:
+                batch.append((entry, entry.pending))
+                entry.pending = None
+                entry.in_flight = True
+                self._waiting.discard(job_id)
+        if not batch:
+            return
+        self._idle.clear()
+        results: list[ProgressResult] | None = None
+        try:
+            results = await self._store.record_progress_batch([update for _, update in batch])
+        except Exception:  # the store may recover: keep the progress for the next round
+            logger.exception("writing the progress of %d jobs failed", len(batch))
+        finally:
+            done = time.monotonic()
+            for entry, _ in batch:
+                entry.in_flight = False
+                entry.last_done = done
+            self._idle.set()
+        if results is None:
+            for entry, update in batch:
+                if entry.pending is None:
+                    entry.pending = update
+                    self._waiting.add(update.job_id)
+            return
+        for (entry, _), result in zip(batch, results, strict=True):
+            self._record(entry, result)
+
+    @staticmethod
+    def _record(entry: _JobProgress, result: ProgressResult) -> None:
+        if isinstance(result, Job):
+            entry.stored = max(entry.stored, result.progress)
+            return
+        if isinstance(result, TransitionRejected):
+            entry.terminal = result.current.terminal
+            entry.stored = max(entry.stored, result.current.progress)
+        else:
+            entry.terminal = True  # JobNotFound: nothing left to write to
+        if entry.terminal:
+            entry.pending = None
