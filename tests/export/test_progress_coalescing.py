@@ -1,0 +1,151 @@
+"""Progress writes are coalesced per job (at most one per interval, measured from the end of the
+previous write), while terminal events are written at once, after the newest progress.
+
+A paced render service is scripted in-process on a real gRPC server: every committed version is
+observed through the store's change listener, with the time the store wrote it."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from export_service.store import Job, JobStatus
+from tests.export.conftest import FAST_TRACKER, StartExport, pattern_spec, watch
+from videojob.export.v1 import export_pb2, export_pb2_grpc
+from videojob.grpc_setup import create_channel
+from videojob.render.v1 import render_pb2, render_pb2_grpc
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+@dataclass
+class PacedRenderService(render_pb2_grpc.RenderServiceServicer):
+    """Render streams ``events`` progress events ``period`` apart, then ``verdict``."""
+
+    events: int
+    period: float
+    verdict: render_pb2.RenderEvent
+
+    def percent(self, seq: int) -> float:
+        return 2 + 90 * seq / self.events
+
+    async def Render(
+        self, request: render_pb2.RenderRequest, context: Context
+    ) -> AsyncIterator[render_pb2.RenderEvent]:
+        for seq in range(1, self.events + 1):
+            progress = render_pb2.Progress(percent=self.percent(seq), stage="Rendering")
+            yield render_pb2.RenderEvent(seq=seq, progress=progress)
+            await asyncio.sleep(self.period)
+        yield self.verdict
+
+    async def WatchRender(
+        self, request: render_pb2.WatchRenderRequest, context: Context
+    ) -> AsyncIterator[render_pb2.RenderEvent]:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not scripted")
+        yield render_pb2.RenderEvent()
+
+    async def GetRender(
+        self, request: render_pb2.GetRenderRequest, context: Context
+    ) -> render_pb2.RenderInfo:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not scripted")
+
+    async def CancelRender(
+        self, request: render_pb2.CancelRenderRequest, context: Context
+    ) -> render_pb2.RenderInfo:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not scripted")
+
+
+@pytest.fixture
+async def paced() -> AsyncIterator[Any]:
+    servers: list[grpc.aio.Server] = []
+
+    async def start(service: PacedRenderService) -> str:
+        server = grpc.aio.server()
+        render_pb2_grpc.add_RenderServiceServicer_to_server(service, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        servers.append(server)
+        return f"127.0.0.1:{port}"
+
+    yield start
+    for server in servers:
+        await server.stop(0)
+
+
+def verdict(kind: str, seq: int, tmp_path: Path) -> render_pb2.RenderEvent:
+    if kind == "failed":
+        return render_pb2.RenderEvent(
+            seq=seq, failed=render_pb2.Failed(code="FFMPEG_ERROR", message="boom")
+        )
+    output = tmp_path / "out.mp4"
+    output.write_bytes(b"video")
+    done = render_pb2.Completed(output_path=str(output), size_bytes=5, duration_seconds=2.0)
+    return render_pb2.RenderEvent(seq=seq, completed=done)
+
+
+async def run_recorded(
+    start_export: StartExport, address: str, interval: float
+) -> tuple[list[Job], list[export_pb2.VideoJob]]:
+    """Every version the store commits for one job, and what its watcher saw."""
+    server = await start_export(address, tracker=replace(FAST_TRACKER, progress_interval=interval))
+    committed: list[Job] = []
+    server.store.add_listener(committed.append)
+    async with create_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = export_pb2_grpc.ExportServiceStub(channel)
+        job = await stub.CreateExport(export_pb2.CreateExportRequest(spec=pattern_spec(2.0)))
+        seen = await watch(stub, job.id)
+    return [version for version in committed if version.id == job.id], seen
+
+
+async def test_progress_writes_per_job_are_bounded_by_the_interval(
+    start_export: StartExport, paced: Any, tmp_path: Path
+) -> None:
+    interval = 0.2
+    service = PacedRenderService(
+        events=150, period=0.01, verdict=verdict("completed", 151, tmp_path)
+    )
+    versions, seen = await run_recorded(start_export, await paced(service), interval)
+
+    assert [v.version for v in versions] == list(range(1, len(versions) + 1))
+    assert versions[-1].status is JobStatus.COMPLETED and seen[-1].status == export_pb2.COMPLETED
+    progress = [v for v in versions if v.status is JobStatus.RUNNING]
+    *coalesced, flushed = progress
+    # Far fewer writes than events, each at least an interval after the previous one ended
+    # (the store stamps updated_at inside the write); only the flush before the terminal
+    # event may come sooner.
+    assert 2 <= len(coalesced) < service.events / 3
+    for earlier, later in itertools.pairwise(coalesced):
+        assert (later.updated_at - earlier.updated_at).total_seconds() >= interval
+    elapsed = (flushed.updated_at - versions[0].updated_at).total_seconds()
+    assert len(coalesced) <= elapsed / interval + 1
+    # The newest progress is the one stored before the terminal state.
+    assert flushed.progress == pytest.approx(service.percent(service.events))
+    assert [v.progress for v in progress] == sorted(v.progress for v in progress)
+
+
+@pytest.mark.parametrize("kind", ["completed", "failed"])
+async def test_terminal_events_are_written_at_once_after_the_newest_progress(
+    kind: str, start_export: StartExport, paced: Any, tmp_path: Path
+) -> None:
+    """With an interval far longer than the render, only the first progress is written by
+    coalescing; the terminal event still lands at once, preceded by the newest progress."""
+    interval = 60.0
+    service = PacedRenderService(events=20, period=0.01, verdict=verdict(kind, 21, tmp_path))
+    versions, seen = await run_recorded(start_export, await paced(service), interval)
+
+    statuses = [v.status for v in versions]
+    terminal = JobStatus.COMPLETED if kind == "completed" else JobStatus.FAILED
+    assert statuses == [JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.RUNNING, terminal]
+    first, newest = versions[1], versions[2]
+    assert first.progress < newest.progress
+    assert newest.progress == pytest.approx(service.percent(service.events))
+    written_after = (versions[3].updated_at - first.updated_at).total_seconds()
+    assert written_after < interval  # not held back until the interval allowed another write
+    assert seen[-1].version == 4 and seen[-1].status in (export_pb2.COMPLETED, export_pb2.FAILED)
