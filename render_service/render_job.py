@@ -182,7 +182,7 @@ class RenderJob:
                     record.progress("Finalizing", FINALIZING)
                 record.progress("Verifying", VERIFYING)
                 self._timing("verification start")
-                size, duration = await verify_output(self._binary, self._partial, expected)
+                size, duration = await verify_output(self._partial, expected)
                 self._timing("verification end")
             except RenderFailure as failure:
                 raise self._blame_unreachable_output(output, failure) from None
