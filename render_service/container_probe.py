@@ -89,6 +89,7 @@ class _Mp4Reader:
     def __init__(self, file: BinaryIO, size: int) -> None:
         self._file = file
         self._size = size
+        self._media_ranges: list[tuple[int, int]] = []
 
     def _boxes(self, start: int, end: int, parent: str) -> list[_Box]:
         """The boxes tiling ``[start, end)`` exactly."""
@@ -160,6 +161,7 @@ class _Mp4Reader:
             raise InvalidContainer("the 'mdat' box is empty")
         if len(by_type["moov"]) > 1:
             raise InvalidContainer("more than one 'moov' box")
+        self._media_ranges = [(box.payload_offset, box.end) for box in by_type["mdat"]]
         return self._read_moov(by_type["moov"][0])
 
     def _read_moov(self, moov: _Box) -> ContainerInfo:
@@ -192,7 +194,31 @@ class _Mp4Reader:
                 seconds = duration / timescale
             elif box.type == "hdlr":
                 is_video = self._payload(box, 12)[8:12] == b"vide"
+            elif box.type == "minf":
+                self._check_chunk_offsets(box)
         return seconds, is_video
+
+    def _check_chunk_offsets(self, minf: _Box) -> None:
+        """Every chunk the track's sample table names starts inside an 'mdat' box."""
+        for stbl in self._boxes(minf.payload_offset, minf.end, "'minf'"):
+            if stbl.type != "stbl":
+                continue
+            for table in self._boxes(stbl.payload_offset, stbl.end, "'stbl'"):
+                if table.type not in ("stco", "co64"):
+                    continue
+                (count,) = struct.unpack(">I", self._payload(table, 8)[4:8])
+                width = 4 if table.type == "stco" else 8
+                if 8 + count * width > table.payload_size:
+                    raise InvalidContainer(f"'{table.type}' holds fewer entries than it counts")
+                raw = _read_exact(
+                    self._file, table.payload_offset + 8, count * width, f"'{table.type}'"
+                )
+                offsets = struct.unpack(f">{count}{'I' if width == 4 else 'Q'}", raw)
+                for offset in (min(offsets), max(offsets)) if offsets else ():
+                    if not any(start <= offset < end for start, end in self._media_ranges):
+                        raise InvalidContainer(
+                            f"a chunk offset ({offset}) points outside every 'mdat' box"
+                        )
 
 
 # --- WebM (Matroska / EBML) -------------------------------------------------------------------

@@ -195,6 +195,14 @@ def test_mp4_without_mdat(media: dict[str, Path], tmp_path: Path) -> None:
     assert _rejected(path, "mp4") == "no 'mdat' box"
 
 
+def test_mp4_chunk_offset_outside_mdat(media: dict[str, Path], tmp_path: Path) -> None:
+    data = bytearray(media["h264-faststart.mp4"].read_bytes())
+    stco = data.index(b"stco")
+    data[stco + 12 : stco + 16] = struct.pack(">I", len(data) + 1000)  # the first chunk's offset
+    path = _variant(tmp_path, "bad-offset.mp4", bytes(data))
+    assert "points outside every 'mdat'" in _rejected(path, "mp4")
+
+
 def test_webm_without_duration(media: dict[str, Path], tmp_path: Path) -> None:
     data = bytearray(media["vp9.webm"].read_bytes())
     duration = data.index(bytes.fromhex("448988"))  # Duration, 8-byte float
