@@ -23,6 +23,7 @@ from gateway.settings import (
     DEFAULT_HEARTBEAT_SECONDS,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_RPC_TIMEOUT_SECONDS,
+    DEFAULT_UPSTREAM_RETRY_SECONDS,
     Settings,
 )
 from videojob.grpc_setup import TlsFiles
@@ -34,6 +35,10 @@ GRACEFUL_SHUTDOWN_SECONDS = 3
 
 def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(f"GATEWAY_{name}", default)
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _optional_path(value: str | None) -> Path | None:
@@ -74,10 +79,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=float,
         default=float(_env("RPC_TIMEOUT_SECONDS") or DEFAULT_RPC_TIMEOUT_SECONDS),
     )
+    parser.add_argument(
+        "--upstream-retry-seconds",
+        type=float,
+        default=float(_env("UPSTREAM_RETRY_SECONDS") or DEFAULT_UPSTREAM_RETRY_SECONDS),
+        help="how long an event stream's broken WatchExport is re-opened before the stream ends",
+    )
+    parser.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=_flag(_env("ACCESS_LOG")),
+        help="log every request (off by default; env GATEWAY_ACCESS_LOG=1)",
+    )
     parser.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
     if args.max_body_bytes <= 0 or args.heartbeat_seconds <= 0 or args.rpc_timeout_seconds <= 0:
         parser.error("--max-body-bytes, --heartbeat-seconds and --rpc-timeout-seconds must be > 0")
+    if args.upstream_retry_seconds < 0:
+        parser.error("--upstream-retry-seconds must be >= 0")
     return args
 
 
@@ -133,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_body_bytes=args.max_body_bytes,
         heartbeat_seconds=args.heartbeat_seconds,
         rpc_timeout_seconds=args.rpc_timeout_seconds,
+        upstream_retry_seconds=args.upstream_retry_seconds,
     )
     host, port = split_host_port(args.listen)
     config = uvicorn.Config(
@@ -140,6 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         host=host,
         port=port,
         log_config=None,
+        access_log=args.access_log,
+        loop="uvloop",
+        http="httptools",
         lifespan="on",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         server_header=False,

@@ -42,6 +42,7 @@ from gateway.openapi import (
     OPENAPI_DOCUMENT,
 )
 from gateway.settings import Settings
+from gateway.watch_hub import JobWatchHub
 from videojob.errors import InvalidArgument
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 from videojob.grpc_setup import create_channel
@@ -53,6 +54,7 @@ EXPORT_SERVICE_NAME = "videojob.export.v1.ExportService"
 HEALTH_CHECK_TIMEOUT_SECONDS = 2.0
 CURSOR = re.compile(CURSOR_PATTERN)
 CONTENT_TYPES = {"mp4": "video/mp4", "webm": "video/webm"}
+LIVEZ_BODY = b'{"status":"ok"}'
 
 
 class Export:
@@ -205,15 +207,22 @@ async def job_events(request: Request) -> Response:
         )
     except InvalidArgument as error:
         return invalid_argument_response(error, status=400)
-    try:
-        job = await _get(request, job_id)
-    except grpc.aio.AioRpcError as error:
-        return grpc_error_response(error)
-    if is_terminal(job) and after_version >= job.version:
+    hub: JobWatchHub = request.app.state.watch_hub
+    # A job someone already watches exists; its newest state is at hand without a call.
+    latest = hub.cached(job_id)
+    if latest is not None:
+        terminal, version = latest.terminal, latest.version
+    else:
+        try:
+            job = await _get(request, job_id)
+        except grpc.aio.AioRpcError as error:
+            return grpc_error_response(error)
+        terminal, version = is_terminal(job), job.version
+    if terminal and after_version >= version:
         # Nothing more will ever come; 204 also tells EventSource to stop reconnecting.
         return Response(status_code=204, headers=sse.SSE_HEADERS)
     events = sse.job_events(
-        _export(request).stub, job_id, after_version, request.app.state.settings.heartbeat_seconds
+        hub, job_id, after_version, request.app.state.settings.heartbeat_seconds
     )
     return StreamingResponse(events, media_type="text/event-stream", headers=sse.SSE_HEADERS)
 
@@ -272,6 +281,10 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok", "export": state})
 
 
+async def livez(request: Request) -> Response:
+    return Response(LIVEZ_BODY, media_type="application/json")
+
+
 async def openapi(request: Request) -> Response:
     return JSONResponse(OPENAPI_DOCUMENT)
 
@@ -284,10 +297,15 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         channel = create_channel(settings.export_addr, settings.export_tls)
-        app.state.export = Export(channel, settings)
+        export = Export(channel, settings)
+        app.state.export = export
+        app.state.watch_hub = JobWatchHub(
+            export.stub, retry_seconds=settings.upstream_retry_seconds
+        )
         try:
             yield
         finally:
+            await app.state.watch_hub.close()
             await channel.close(grace=None)
 
     middleware: list[Middleware] = []
@@ -309,6 +327,7 @@ def create_app(settings: Settings) -> Starlette:
     routes = [
         Route("/", index, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/livez", livez, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/api/jobs", jobs_collection, methods=["GET", "POST"]),
         Route("/api/jobs/{id}", get_job, methods=["GET"]),

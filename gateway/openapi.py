@@ -474,6 +474,27 @@ def _build() -> dict[str, Any]:
                     },
                 }
             },
+            "/livez": {
+                "get": {
+                    "operationId": "liveness",
+                    "description": "The gateway process answers; no call to any other service.",
+                    "responses": {
+                        "200": {
+                            "description": "The gateway is alive.",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["status"],
+                                        "additionalProperties": False,
+                                        "properties": {"status": {"const": "ok"}},
+                                    }
+                                }
+                            },
+                        },
+                    },
+                }
+            },
         },
     }
 

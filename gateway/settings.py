@@ -9,6 +9,7 @@ from videojob.grpc_setup import TlsFiles
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 DEFAULT_HEARTBEAT_SECONDS = 15.0
 DEFAULT_RPC_TIMEOUT_SECONDS = 10.0
+DEFAULT_UPSTREAM_RETRY_SECONDS = 20.0
 
 
 @dataclass(frozen=True)
@@ -22,3 +23,6 @@ class Settings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS
     rpc_timeout_seconds: float = DEFAULT_RPC_TIMEOUT_SECONDS
+    # How long a job's shared watch keeps re-opening a broken WatchExport before it ends its
+    # clients' event streams (they then reconnect with Last-Event-ID).
+    upstream_retry_seconds: float = DEFAULT_UPSTREAM_RETRY_SECONDS

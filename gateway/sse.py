@@ -1,25 +1,18 @@
-"""The job event stream: WatchExport -> Server-Sent Events frames.
+"""The job event stream: the job's shared watch (gateway.watch_hub) -> Server-Sent Events.
 
 Frames: ``event: progress|completed|failed|cancelled``, ``id: <job version>``,
 ``data: <job JSON>``; a ``: keep-alive`` comment when nothing happened for a while; the stream
-ends after the terminal event. When the HTTP client leaves, Starlette cancels the generator and
-the ``finally`` cancels the gRPC call.
+ends after the terminal event, or with an ``: upstream unavailable`` comment when the watch
+gave up (the client resumes with ``Last-Event-ID``). When the HTTP client leaves, Starlette
+cancels the generator and its subscription is dropped (the last one stops the watch).
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import logging
 from collections.abc import AsyncIterator
 
-import grpc
-
-from gateway.job_json import is_terminal, job_to_json, sse_event_name
+from gateway.watch_hub import Ended, JobWatchHub
 from videojob.errors import InvalidArgument
-from videojob.export.v1 import export_pb2, export_pb2_grpc
-
-logger = logging.getLogger(__name__)
 
 SSE_HEADERS = {
     "Cache-Control": "no-cache, no-transform",
@@ -27,6 +20,8 @@ SSE_HEADERS = {
 }
 KEEP_ALIVE = b": keep-alive\n\n"
 RETRY_MILLISECONDS = 1000
+RETRY = f"retry: {RETRY_MILLISECONDS}\n\n".encode()
+UPSTREAM_ENDED = b": upstream unavailable\n\n"
 _MAX_VERSION_DIGITS = 18
 
 
@@ -47,45 +42,21 @@ def _version(value: str, name: str) -> int:
     return int(value)
 
 
-def job_frame(job: export_pb2.VideoJob) -> bytes:
-    data = json.dumps(job_to_json(job), separators=(",", ":"))
-    return f"event: {sse_event_name(job)}\nid: {job.version}\ndata: {data}\n\n".encode()
-
-
 async def job_events(
-    stub: export_pb2_grpc.ExportServiceAsyncStub,
-    job_id: str,
-    after_version: int,
-    heartbeat_seconds: float,
+    hub: JobWatchHub, job_id: str, after_version: int, heartbeat_seconds: float
 ) -> AsyncIterator[bytes]:
     """Frames for one job, from the state after ``after_version`` up to the terminal one."""
-    call = stub.WatchExport(export_pb2.WatchExportRequest(id=job_id, after_version=after_version))
-    read: asyncio.Future[export_pb2.VideoJob | object] | None = None
-    try:
-        yield f"retry: {RETRY_MILLISECONDS}\n\n".encode()
+    yield RETRY
+    with hub.subscribe(job_id, after_version) as subscription:
         while True:
-            if read is None:
-                read = asyncio.ensure_future(call.read())
-            done, _ = await asyncio.wait({read}, timeout=heartbeat_seconds)
-            if not done:
+            item = await subscription.next(heartbeat_seconds)
+            if item is None:
                 yield KEEP_ALIVE
-                continue
-            message = read.result()
-            read = None
-            if message is grpc.aio.EOF:  # type: ignore[attr-defined]
+            elif isinstance(item, Ended):
+                # The client reconnects with Last-Event-ID (EventSource does so by itself).
+                yield UPSTREAM_ENDED
                 return
-            assert isinstance(message, export_pb2.VideoJob)
-            if message.version <= after_version:
-                continue
-            after_version = message.version
-            yield job_frame(message)
-            if is_terminal(message):
-                return
-    except grpc.aio.AioRpcError as error:
-        # The client reconnects with Last-Event-ID (EventSource does so by itself).
-        logger.info("watch of %s ended: %s %s", job_id, error.code().name, error.details())
-        yield f": upstream {error.code().name.lower()}\n\n".encode()
-    finally:
-        if read is not None:
-            read.cancel()
-        call.cancel()
+            else:
+                yield item.data
+                if item.terminal:
+                    return

@@ -32,7 +32,9 @@ class Stack:
         return f"http://127.0.0.1:{self.gateway.port}"
 
 
-def start_gateway(export_addr: str, *extra: str) -> ServiceProcess:
+def start_gateway(
+    export_addr: str, *extra: str, env: dict[str, str] | None = None
+) -> ServiceProcess:
     return start_service(
         "gateway",
         [
@@ -44,6 +46,7 @@ def start_gateway(export_addr: str, *extra: str) -> ServiceProcess:
             TEST_HEARTBEAT_SECONDS,
             *extra,
         ],
+        env=env,
     )
 
 

@@ -183,10 +183,18 @@ def test_healthz_reports_the_export_service(client: httpx.Client) -> None:
     assert response.json() == {"status": "ok", "export": "SERVING"}
 
 
+def test_livez_answers_without_the_export_service(client: httpx.Client) -> None:
+    response = client.get("/livez")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"status": "ok"}
+
+
 def test_healthz_is_503_json_when_export_is_unreachable() -> None:
     gateway = start_gateway("127.0.0.1:1")
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{gateway.port}", timeout=30) as http:
+            assert http.get("/livez").json() == {"status": "ok"}
             assert_error(http.get("/healthz"), 503)
             error = assert_error(http.get("/api/jobs"), 503)
             assert error["code"] == "unavailable"
@@ -216,6 +224,7 @@ def test_openapi_document_lists_every_route(client: httpx.Client, stack: Stack) 
         "/api/jobs/{id}/events",
         "/api/jobs/{id}/download",
         "/healthz",
+        "/livez",
     }
     assert set(paths["/api/jobs"]) == {"get", "post"}
     schemas = document["components"]["schemas"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -144,3 +145,31 @@ def test_grpc_status_codes_map_to_http_in_one_place() -> None:
     assert status == 422
     assert b'"output.videoCodec: bad"' in body
     assert b'"field":"output.videoCodec"' in body
+
+
+def test_access_log_is_off_by_default(stack: Stack, client: httpx.Client) -> None:
+    marker = f"/api/jobs/{uuid.uuid4()}"
+    assert client.get(marker).status_code == 404
+    assert client.get("/livez").status_code == 200
+    assert marker not in stack.gateway.log()
+
+
+def test_access_log_when_on_redacts_the_query_token(
+    stack: Stack, completed_job: dict[str, Any]
+) -> None:
+    gateway = start_gateway(
+        stack.export.address, "--api-token", TOKEN, env={"GATEWAY_ACCESS_LOG": "1"}
+    )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{gateway.port}", timeout=30) as http:
+            path = f"/api/jobs/{completed_job['id']}/download"
+            assert http.get(path, params={"access_token": TOKEN}).status_code == 200
+            deadline = time.monotonic() + 10
+            while path not in gateway.log():
+                assert time.monotonic() < deadline, gateway.log()
+                time.sleep(0.02)
+    finally:
+        stop(gateway)
+    logged = gateway.log()
+    assert f"{path}?access_token=[redacted]" in logged
+    assert TOKEN not in logged

@@ -1,0 +1,259 @@
+"""One shared WatchExport stream per job id, fanned out to every SSE client of that job.
+
+The first subscriber of a job starts the upstream stream, the last one leaving stops it. Each
+VideoJob that arrives is encoded once, as the finished SSE frame, and offered to every
+subscription. A subscription buffers one frame: a newer frame replaces an older one the client
+has not taken yet (a slow client skips progress, never blocks the others), and the terminal
+frame is the last one a watch ever offers, so it is never replaced.
+
+When the upstream stream breaks or ends without a terminal state (an export service restart),
+the watch re-opens it with ``after_version`` = the last version it saw, retrying with backoff
+for at most ``retry_seconds``; after that, or on an error that retrying cannot fix, every
+subscription ends so the client reconnects with ``Last-Event-ID``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import grpc
+
+from gateway.job_json import is_terminal, job_to_json, sse_event_name
+from videojob.export.v1 import export_pb2, export_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+# Retrying these cannot help: the job does not exist, or this gateway may not watch it.
+_PERMANENT_CODES = frozenset(
+    {
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.UNIMPLEMENTED,
+    }
+)
+_FIRST_RETRY_DELAY_SECONDS = 0.1
+_MAX_RETRY_DELAY_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One job version as the bytes of its SSE event."""
+
+    version: int
+    data: bytes
+    terminal: bool
+
+
+def job_frame(job: export_pb2.VideoJob) -> Frame:
+    data = json.dumps(job_to_json(job), separators=(",", ":"))
+    text = f"event: {sse_event_name(job)}\nid: {job.version}\ndata: {data}\n\n"
+    return Frame(job.version, text.encode(), is_terminal(job))
+
+
+class Ended:
+    """What ``Subscription.next`` returns once the watch ended without a terminal frame."""
+
+
+ENDED = Ended()
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class Subscription:
+    """One client's place in a watch: the newest frame it has not taken yet."""
+
+    __slots__ = ("_ended", "_pending", "_seen", "_waiter")
+
+    def __init__(self, after_version: int) -> None:
+        self._seen = after_version
+        self._pending: Frame | None = None
+        self._ended = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def offer(self, frame: Frame) -> None:
+        if frame.version <= self._seen or self._ended:
+            return
+        self._seen = frame.version
+        self._pending = frame
+        self._wake()
+
+    def end(self) -> None:
+        self._ended = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def next(self, idle_seconds: float) -> Frame | Ended | None:
+        """The next frame; ``None`` if ``idle_seconds`` passed without one; ``ENDED`` once the
+        watch has ended and every frame offered before has been taken."""
+        if self._pending is None and not self._ended:
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiter = waiter
+            timer = loop.call_later(idle_seconds, _expire, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+        frame = self._pending
+        if frame is not None:
+            self._pending = None
+            return frame
+        return ENDED if self._ended else None
+
+
+class JobWatch:
+    """The upstream WatchExport of one job and its subscriptions."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        self.subscriptions: set[Subscription] = set()
+        self.latest: Frame | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def add(self, subscription: Subscription) -> None:
+        self.subscriptions.add(subscription)
+        if self.latest is not None:
+            subscription.offer(self.latest)
+            if self.latest.terminal:
+                subscription.end()
+
+    def publish(self, frame: Frame) -> None:
+        self.latest = frame
+        for subscription in self.subscriptions:
+            subscription.offer(frame)
+            if frame.terminal:
+                subscription.end()
+
+    def end_all(self) -> None:
+        for subscription in self.subscriptions:
+            subscription.end()
+
+
+class JobWatchHub:
+    """The gateway's shared watches, by job id (one event loop, no locks needed)."""
+
+    def __init__(
+        self,
+        stub: export_pb2_grpc.ExportServiceAsyncStub,
+        *,
+        retry_seconds: float,
+    ) -> None:
+        self._stub = stub
+        self._retry_seconds = retry_seconds
+        self._watches: dict[str, JobWatch] = {}
+        self._closed = False
+
+    def cached(self, job_id: str) -> Frame | None:
+        """The newest frame a running watch of this job has seen, if any."""
+        watch = self._watches.get(job_id)
+        return watch.latest if watch is not None else None
+
+    def watched_jobs(self) -> int:
+        return len(self._watches)
+
+    @contextlib.contextmanager
+    def subscribe(self, job_id: str, after_version: int) -> Iterator[Subscription]:
+        """A subscription to the job's frames newer than ``after_version``: first the newest
+        the watch has (or will get from upstream first), then each change."""
+        subscription = Subscription(after_version)
+        if self._closed:
+            subscription.end()
+            yield subscription
+            return
+        watch = self._watches.get(job_id)
+        if watch is None:
+            watch = JobWatch(job_id)
+            self._watches[job_id] = watch
+            watch.task = asyncio.create_task(self._pump(watch), name=f"watch-{job_id}")
+        watch.add(subscription)
+        try:
+            yield subscription
+        finally:
+            watch.subscriptions.discard(subscription)
+            if not watch.subscriptions:
+                self._forget(watch)
+                if watch.task is not None:
+                    watch.task.cancel()
+
+    async def close(self) -> None:
+        """Ends every subscription and stops every upstream stream."""
+        self._closed = True
+        watches = list(self._watches.values())
+        self._watches.clear()
+        tasks = [watch.task for watch in watches if watch.task is not None]
+        for watch in watches:
+            watch.end_all()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _forget(self, watch: JobWatch) -> None:
+        if self._watches.get(watch.job_id) is watch:
+            del self._watches[watch.job_id]
+
+    async def _pump(self, watch: JobWatch) -> None:
+        """Reads upstream until the terminal state, re-opening the stream when it breaks."""
+        after_version = 0
+        failing_since: float | None = None
+        delay = _FIRST_RETRY_DELAY_SECONDS
+        terminal = False
+        try:
+            while True:
+                call = self._stub.WatchExport(
+                    export_pb2.WatchExportRequest(id=watch.job_id, after_version=after_version)
+                )
+                try:
+                    async for job in call:
+                        failing_since, delay = None, _FIRST_RETRY_DELAY_SECONDS
+                        if job.version <= after_version:
+                            continue
+                        after_version = job.version
+                        frame = job_frame(job)
+                        watch.publish(frame)
+                        if frame.terminal:
+                            terminal = True
+                            return
+                    reason = "the export service ended the stream"
+                except grpc.aio.AioRpcError as error:
+                    if error.code() in _PERMANENT_CODES:
+                        logger.info(
+                            "watch of %s: %s %s", watch.job_id, error.code().name, error.details()
+                        )
+                        return
+                    reason = f"{error.code().name} {error.details()}"
+                finally:
+                    call.cancel()
+                now = time.monotonic()
+                if failing_since is None:
+                    failing_since = now
+                if now - failing_since >= self._retry_seconds:
+                    logger.warning(
+                        "watch of %s: giving up after %.1f s (%s); its clients will reconnect",
+                        watch.job_id,
+                        now - failing_since,
+                        reason,
+                    )
+                    return
+                logger.info("watch of %s broke (%s); re-opening", watch.job_id, reason)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _MAX_RETRY_DELAY_SECONDS)
+        finally:
+            if not terminal:
+                # Subscribers that join from now on start a fresh watch.
+                self._forget(watch)
+                watch.end_all()

@@ -1,0 +1,167 @@
+"""The export service dies under open event streams. Restarted in time, the shared watch
+re-opens WatchExport after the last version it saw and the same streams carry on to the
+terminal event; gone for longer than --upstream-retry-seconds, the streams end (so EventSource
+reconnects) instead of hanging."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.gateway.async_sse import StreamRecord, read_stream, wait_until
+from tests.gateway.conftest import LONG_SPEC, start_gateway, stop, stop_all
+from tests.support.processes import ServiceProcess, start_service
+
+
+def start_export(root: Path, render: ServiceProcess, listen: str) -> ServiceProcess:
+    return start_service(
+        "export_service",
+        [
+            "--listen",
+            listen,
+            "--render-addr",
+            render.address,
+            "--database",
+            f"sqlite:///{root / 'export.db'}",
+        ],
+    )
+
+
+@dataclass
+class OwnStack:
+    root: Path
+    render: ServiceProcess
+    export: ServiceProcess
+
+    def kill_export(self) -> None:
+        self.export.kill()
+        stop(self.export)
+
+    def restart_export(self) -> None:
+        """On the address it had, with the same database."""
+        self.export = start_export(self.root, self.render, self.export.address)
+
+
+@pytest.fixture
+def own_stack(tmp_path: Path) -> Iterator[OwnStack]:
+    (tmp_path / "renders").mkdir()
+    (tmp_path / "media").mkdir()
+    render = start_service(
+        "render_service",
+        [
+            "--listen",
+            "127.0.0.1:0",
+            "--output-dir",
+            str(tmp_path / "renders"),
+            "--media-root",
+            str(tmp_path / "media"),
+        ],
+    )
+    try:
+        stack = OwnStack(tmp_path, render, start_export(tmp_path, render, "127.0.0.1:0"))
+    except BaseException:
+        stop(render)
+        raise
+    try:
+        yield stack
+    finally:
+        stop_all([stack.export, render])
+
+
+async def _open_streams(
+    http: httpx.AsyncClient, job_id: str, count: int
+) -> tuple[list[StreamRecord], list[asyncio.Task[StreamRecord]]]:
+    records = [StreamRecord() for _ in range(count)]
+    tasks = [asyncio.create_task(read_stream(http, job_id, record)) for record in records]
+    await wait_until(
+        lambda: all(
+            record.events and record.events[-1].job["status"] == "running" for record in records
+        ),
+        what="running on every stream",
+    )
+    return records, tasks
+
+
+async def wait_healthy(http: httpx.AsyncClient) -> None:
+    deadline = asyncio.get_running_loop().time() + 30
+    while (await http.get("/healthz")).status_code != 200:
+        assert asyncio.get_running_loop().time() < deadline, "the export service never came back"
+        await asyncio.sleep(0.1)
+
+
+async def test_export_restarted_mid_stream_streams_carry_on_to_the_terminal_event(
+    own_stack: OwnStack,
+) -> None:
+    gateway = start_gateway(own_stack.export.address, "--upstream-retry-seconds", "60")
+    tasks: list[asyncio.Task[StreamRecord]] = []
+    try:
+        async with httpx.AsyncClient(base_url=f"http://{gateway.address}", timeout=60) as http:
+            created = await http.post("/api/jobs", json=LONG_SPEC)
+            assert created.status_code == 201, created.text
+            job_id = created.json()["id"]
+            records, tasks = await _open_streams(http, job_id, 3)
+            before = [record.versions[-1] for record in records]
+
+            await asyncio.to_thread(own_stack.kill_export)
+            await asyncio.to_thread(own_stack.restart_export)
+
+            deadline = asyncio.get_running_loop().time() + 30
+            while (await http.post(f"/api/jobs/{job_id}/cancel")).status_code != 200:
+                assert asyncio.get_running_loop().time() < deadline, "cancel never answered"
+                await asyncio.sleep(0.2)
+            await asyncio.wait_for(asyncio.gather(*tasks), 30)
+    finally:
+        for task in tasks:
+            task.cancel()
+        stop(gateway)
+    for record, last_before in zip(records, before, strict=True):
+        assert record.status == 200
+        assert record.versions == sorted(set(record.versions)), record.versions
+        assert record.terminal is not None, record.events[-3:]
+        assert record.terminal.name == "cancelled"
+        assert record.terminal.id > last_before
+        assert "upstream unavailable" not in record.comments
+
+
+async def test_export_gone_for_good_ends_the_streams_so_clients_reconnect(
+    own_stack: OwnStack,
+) -> None:
+    gateway = start_gateway(own_stack.export.address, "--upstream-retry-seconds", "1")
+    tasks: list[asyncio.Task[StreamRecord]] = []
+    try:
+        async with httpx.AsyncClient(base_url=f"http://{gateway.address}", timeout=60) as http:
+            created = await http.post("/api/jobs", json=LONG_SPEC)
+            assert created.status_code == 201, created.text
+            job_id = created.json()["id"]
+            records, tasks = await _open_streams(http, job_id, 3)
+            await asyncio.to_thread(own_stack.kill_export)
+            await asyncio.wait_for(asyncio.gather(*tasks), 30)
+
+            # Back again: a client resuming with its Last-Event-ID follows the job to its end.
+            await asyncio.to_thread(own_stack.restart_export)
+            await wait_healthy(http)
+            last_seen = records[0].versions[-1]
+            resumed = StreamRecord()
+            resume_task = asyncio.create_task(
+                read_stream(http, job_id, resumed, **{"Last-Event-ID": str(last_seen)})
+            )
+            tasks.append(resume_task)
+            await wait_until(lambda: resumed.status == 200, what="the resumed stream")
+            cancelled = await http.post(f"/api/jobs/{job_id}/cancel")
+            assert cancelled.status_code == 200, cancelled.text
+            await asyncio.wait_for(resume_task, 30)
+    finally:
+        for task in tasks:
+            task.cancel()
+        stop(gateway)
+    for record in records:
+        assert record.ended
+        assert record.terminal is None
+        assert "upstream unavailable" in record.comments
+    assert all(version > last_seen for version in resumed.versions)
+    assert resumed.terminal is not None and resumed.terminal.name == "cancelled"
