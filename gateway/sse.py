@@ -47,9 +47,9 @@ async def job_events(
 ) -> AsyncIterator[bytes]:
     """Frames for one job, from the state after ``after_version`` up to the terminal one."""
     yield RETRY
-    with hub.subscribe(job_id, after_version) as subscription:
+    with hub.subscribe(job_id, after_version, heartbeat_seconds) as subscription:
         while True:
-            item = await subscription.next(heartbeat_seconds)
+            item = await subscription.next()
             if item is None:
                 yield KEEP_ALIVE
             elif isinstance(item, Ended):

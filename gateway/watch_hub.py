@@ -65,20 +65,29 @@ class Ended:
 ENDED = Ended()
 
 
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
 class Subscription:
-    """One client's place in a watch: the newest frame it has not taken yet."""
+    """One client's place in a watch: the newest frame it has not taken yet, and when it
+    is due a keep-alive (one timer per idle period, not one per frame)."""
 
-    __slots__ = ("_ended", "_pending", "_seen", "_waiter")
+    __slots__ = (
+        "_ended",
+        "_idle_seconds",
+        "_keep_alive_due",
+        "_last_sent",
+        "_pending",
+        "_seen",
+        "_timer",
+        "_waiter",
+    )
 
-    def __init__(self, after_version: int) -> None:
+    def __init__(self, after_version: int, idle_seconds: float) -> None:
         self._seen = after_version
+        self._idle_seconds = idle_seconds
         self._pending: Frame | None = None
         self._ended = False
+        self._keep_alive_due = False
+        self._last_sent = 0.0
+        self._timer: asyncio.TimerHandle | None = None
         self._waiter: asyncio.Future[None] | None = None
 
     def offer(self, frame: Frame) -> None:
@@ -92,28 +101,51 @@ class Subscription:
         self._ended = True
         self._wake()
 
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    async def next(self, idle_seconds: float) -> Frame | Ended | None:
-        """The next frame; ``None`` if ``idle_seconds`` passed without one; ``ENDED`` once the
-        watch has ended and every frame offered before has been taken."""
-        if self._pending is None and not self._ended:
-            loop = asyncio.get_running_loop()
+    def _on_timer(self) -> None:
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        due = self._last_sent + self._idle_seconds
+        if loop.time() >= due:
+            self._keep_alive_due = True
+            self._wake()
+        else:
+            self._timer = loop.call_at(due, self._on_timer)
+
+    async def next(self) -> Frame | Ended | None:
+        """The next frame; ``None`` when ``idle_seconds`` passed since the last thing it
+        returned; ``ENDED`` once the watch has ended and every offered frame was taken."""
+        loop = asyncio.get_running_loop()
+        if not self._last_sent:
+            self._last_sent = loop.time()
+        while True:
+            frame = self._pending
+            if frame is not None:
+                self._pending = None
+                self._last_sent = loop.time()
+                return frame
+            if self._ended:
+                return ENDED
+            if self._keep_alive_due:
+                self._keep_alive_due = False
+                self._last_sent = loop.time()
+                return None
+            if self._timer is None:
+                self._timer = loop.call_at(self._last_sent + self._idle_seconds, self._on_timer)
             waiter: asyncio.Future[None] = loop.create_future()
             self._waiter = waiter
-            timer = loop.call_later(idle_seconds, _expire, waiter)
             try:
                 await waiter
             finally:
-                timer.cancel()
                 self._waiter = None
-        frame = self._pending
-        if frame is not None:
-            self._pending = None
-            return frame
-        return ENDED if self._ended else None
 
 
 class JobWatch:
@@ -167,10 +199,13 @@ class JobWatchHub:
         return len(self._watches)
 
     @contextlib.contextmanager
-    def subscribe(self, job_id: str, after_version: int) -> Iterator[Subscription]:
+    def subscribe(
+        self, job_id: str, after_version: int, idle_seconds: float
+    ) -> Iterator[Subscription]:
         """A subscription to the job's frames newer than ``after_version``: first the newest
-        the watch has (or will get from upstream first), then each change."""
-        subscription = Subscription(after_version)
+        the watch has (or will get from upstream first), then each change; ``None`` from
+        ``next`` after ``idle_seconds`` without one."""
+        subscription = Subscription(after_version, idle_seconds)
         if self._closed:
             subscription.end()
             yield subscription
@@ -184,6 +219,7 @@ class JobWatchHub:
         try:
             yield subscription
         finally:
+            subscription.close()
             watch.subscriptions.discard(subscription)
             if not watch.subscriptions:
                 self._forget(watch)
