@@ -4,8 +4,9 @@ Generated RenderSpecs (tests.contracts' strategy, plus hostile paths) are either
 INVALID_ARGUMENT naming a ``spec.`` field, or accepted; never another code, never a crash.
 Accepted work stays cheap: the render service's only slot is held by a tiny endless render, so
 accepted renders wait in its queue and are cancelled at once; the export service here points at
-a render address where nothing listens (its accepted jobs stay queued; they are not cancelled
-here because of the CancelExport hang that test_limits.py shows).
+a render address where nothing listens, so its accepted jobs stay queued. (They are not
+cancelled: CancelExport can hang while the render service is unreachable, a race reported
+to the export service's owner.)
 """
 
 from __future__ import annotations
