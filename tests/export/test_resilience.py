@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import socket
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,17 +48,25 @@ def free_port() -> int:
 
 
 async def watch_until(
-    stub: Stub, job_id: str, reached: float
+    stub: Stub,
+    job_id: str,
+    reached: float,
+    *,
+    stream: grpc.aio.UnaryStreamCall[object, export_pb2.VideoJob] | None = None,
 ) -> tuple[list[export_pb2.VideoJob], grpc.aio.UnaryStreamCall[object, export_pb2.VideoJob]]:
-    """Reads updates until progress reaches ``reached``; returns them and the open stream."""
-    stream = stub.WatchExport(export_pb2.WatchExportRequest(id=job_id), timeout=90)
+    """Reads updates (of ``stream``, or a new watch) until progress reaches ``reached``;
+    returns them and the open stream."""
+    if stream is None:
+        request = export_pb2.WatchExportRequest(id=job_id)
+        stream = stub.WatchExport(request, timeout=90)  # type: ignore[assignment]
+    assert stream is not None
     seen: list[export_pb2.VideoJob] = []
     while not seen or seen[-1].progress < reached:
         update = await stream.read()
         assert isinstance(update, export_pb2.VideoJob), seen
         assert update.status not in (export_pb2.COMPLETED, export_pb2.FAILED), update
         seen.append(update)
-    return seen, stream  # type: ignore[return-value]
+    return seen, stream
 
 
 async def read_rest(
@@ -68,11 +78,53 @@ async def read_rest(
     return rest
 
 
+def child_pids(pid: int) -> list[int]:
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            children += [int(child) for child in (task / "children").read_text().split()]
+    return children
+
+
+@contextlib.asynccontextmanager
+async def slowed_down(pid: int, stopped: float) -> AsyncIterator[None]:
+    """Slows every child of ``pid`` (its ffmpeg) with SIGSTOP/SIGCONT cycles, as a loaded machine
+    would: stopped for ``stopped`` s, then running for 25 ms, so it keeps running (and counts as
+    active) at 1 / (1 + 40 * stopped) of its speed."""
+
+    async def cycle() -> None:
+        while True:
+            children = child_pids(pid)
+            signal_all(children, signal.SIGSTOP)
+            try:
+                await asyncio.sleep(stopped)
+            finally:
+                signal_all(children, signal.SIGCONT)
+            await asyncio.sleep(0.025)
+
+    task = asyncio.create_task(cycle())
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.wait([task])
+
+
+def signal_all(pids: list[int], signum: signal.Signals) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
 async def test_stream_cut_at_95_percent_is_resumed(
     start_export: StartExport,
     render_service: ServiceProcess,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """ffmpeg reports every 0.5 s, up to a quarter of this render each time: slowed down 3x
+    from 10 % and 9x from 70 %, its reports come in steps of about 2 %, so the watcher sees
+    90 % while it is still Rendering; it stays slowed until the tracker has re-attached, so it
+    cannot end before the cut stream is resumed, whatever the machine's speed."""
     caplog.set_level(logging.INFO, logger="export_service.tracker")
     proxy = await TcpProxy("127.0.0.1", render_service.port).start()
     try:
@@ -80,11 +132,24 @@ async def test_stream_cut_at_95_percent_is_resumed(
         async with create_channel(f"127.0.0.1:{server.port}") as channel:
             stub = export_pb2_grpc.ExportServiceStub(channel)
             job = await stub.CreateExport(export_pb2.CreateExportRequest(spec=slow_spec()))
-            seen, stream = await watch_until(stub, job.id, 90)
-            assert proxy.cut() > 0
+            seen, stream = await watch_until(stub, job.id, 10)
+            async with slowed_down(render_service.pid, stopped=0.05):
+                more, stream = await watch_until(stub, job.id, 70, stream=stream)
+                seen += more
+            async with slowed_down(render_service.pid, stopped=0.2):
+                more, stream = await watch_until(stub, job.id, 90, stream=stream)
+                seen += more
+                assert seen[-1].stage == "Rendering", seen[-1]
+                assert proxy.cut() > 0
+
+                async def reattached() -> bool:
+                    return any("WatchRender after seq" in r.message for r in caplog.records)
+
+                await wait_for(reattached)
             seen += await read_rest(stream)
     finally:
         await proxy.close()
+    assert seen[-2].progress >= 90 and seen[-2].status == export_pb2.RUNNING
     assert_monotonic(seen)
     final = seen[-1]
     assert_completed_with_valid_file(final, SLOW_DURATION)
