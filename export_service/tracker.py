@@ -229,7 +229,9 @@ class JobTracker:
         the job is finished) or until the stream ends or goes silent (returns None)."""
         while True:
             try:
-                event = await asyncio.wait_for(call.read(), self._settings.stall_timeout)
+                # asyncio.timeout, not wait_for: no task per event (10 events/s per job).
+                async with asyncio.timeout(self._settings.stall_timeout):
+                    event = await call.read()
             except TimeoutError:
                 logger.warning(
                     "job %s: no render event for %.1f s", self.job_id, self._settings.stall_timeout
