@@ -185,6 +185,8 @@ class JobTracker:
         step: Step = Next.ATTACH if job.last_render_seq > 0 else Next.SUBMIT
         try:
             while True:
+                if isinstance(step, Unreachable | Retry):
+                    await self._stop_if_finished()
                 if isinstance(step, Retry):
                     step = await self._resubmit(step)
                 elif isinstance(step, Unreachable):
@@ -195,6 +197,12 @@ class JobTracker:
             return
         finally:
             self._progress.forget(self.job_id)
+
+    async def _stop_if_finished(self) -> None:
+        """Before asking the render service again: a job that became terminal meanwhile (a
+        cancel, a second tracker) needs nothing more, whether or not this task was told."""
+        if (await self._store.get(self.job_id)).terminal:
+            raise JobFinished
 
     # One render call, followed to its end.
 
@@ -521,7 +529,11 @@ class RenderSupervisor:
         task = self._trackers.pop(job_id, None)
         if task is not None:
             task.cancel()
-            await asyncio.wait([task])
+            # The tracker also stops by itself once it sees the job terminal; never let a
+            # cancel request wait on it without bound.
+            _, pending = await asyncio.wait([task], timeout=self._settings.rpc_timeout)
+            if pending:
+                logger.warning("job %s: tracker still stopping after the cancel", job_id)
         self._schedule_cleanup(job_id)
 
     async def stop(self) -> None:
