@@ -116,6 +116,7 @@ async def _measure(stack: Stack, log: Path, jobs: int, spec: dict[str, object]) 
         "poll_interval_ms": POLL_INTERVAL_SECONDS * 1000,
         "sse_lags_ms": [lag * ms for lag in sse_lags],
         "poll_lags_ms": [lag * ms for lag in poll_lags],
+        "freshness_lags_ms": [lag * ms for lag in fresh_lags],
     }
     return result
 
