@@ -91,6 +91,22 @@ def plan_job(rng: random.Random, index: int, seed: int, clip_duration: float) ->
     )
 
 
+def plan_long_job(index: int, seed: int) -> PlannedJob:
+    """A job long enough to be slowed into its last tenth: the target of an aimed fault."""
+    return PlannedJob(
+        index=index,
+        kind="pattern_long",
+        key=f"chaos-{seed}-{index}",
+        body={
+            "source": _pattern(12.0, 320, 240, 25),
+            "output": {"container": "mp4", "preset": "ultrafast"},
+        },
+        expected_duration=12.0,
+        copies=1,
+        concurrent_copies=False,
+    )
+
+
 @dataclass(frozen=True)
 class Observation:
     at: float

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import signal
 import time
@@ -57,6 +58,7 @@ class FaultScheduler:
     client: Client
     tracks: dict[str, JobTrack]
     burst: Callable[[int], Awaitable[None]]
+    supply_long: Callable[[], Awaitable[None]]
     started_at: float
     pick_rng: random.Random = field(default_factory=random.Random)
     records: list[FaultRecord] = field(default_factory=list)
@@ -105,10 +107,13 @@ class FaultScheduler:
     async def _inject(self, kind: str, targeted: bool, record: FaultRecord) -> bool:
         track = None
         if targeted:
-            track = await self._running_job(within=6.0, prefer_long=True)
+            track = await self._running_job(within=8.0, long_only=True)
             if track is not None:
                 record.targeted, record.target_job = True, track.job_id
                 record.target_hit = await self._slow_until_near_end(track)
+                if not record.target_hit and os.environ.get("CHAOS_DEBUG_AIM"):
+                    seen = [(o.status, round(o.progress, 1), o.stage) for o in track.observations]
+                    print(f"  aim missed {track.job_id} {track.planned.kind}: {seen}")
                 latest = track.latest
                 if latest is not None:
                     record.target_state = f"{latest.status} {latest.progress:.1f}% {latest.stage}"
@@ -117,17 +122,10 @@ class FaultScheduler:
         finally:
             self._continue_all()
 
-    async def _running_job(self, within: float, prefer_long: bool = False) -> JobTrack | None:
+    async def _running_job(self, within: float, long_only: bool = False) -> JobTrack | None:
         deadline = time.monotonic() + within
-        supply_at = time.monotonic() + 1.5
+        supply_at = time.monotonic() + (0.1 if long_only else 1.5)
         while time.monotonic() < deadline:
-            if time.monotonic() > supply_at:
-                # Nothing to strike: submit one more job rather than skip the fault.
-                supply_at = deadline
-                self.supplied += 1
-                supply = asyncio.ensure_future(self.burst(1))
-                self._supplies.add(supply)
-                supply.add_done_callback(self._supplies.discard)
             running = [
                 track
                 for track in self.tracks.values()
@@ -135,14 +133,26 @@ class FaultScheduler:
                 and track.latest.status == "running"
                 and ffmpeg_processes(self.output_dir, track.job_id)
             ]
-            long = [track for track in running if track.planned.kind in LONG_KINDS]
-            pool = long if prefer_long and long else running
-            if pool:
-                return self.pick_rng.choice(sorted(pool, key=lambda track: track.planned.index))
-            await asyncio.sleep(0.05)
+            if long_only:
+                running = [
+                    track
+                    for track in running
+                    if track.planned.kind in LONG_KINDS and not track.near_end()
+                ]
+            if running:
+                return self.pick_rng.choice(sorted(running, key=lambda track: track.planned.index))
+            if time.monotonic() > supply_at:
+                # Nothing to strike: submit one more job rather than skip the fault. An aimed
+                # fault gets a fresh long job, so that it can be slowed into its last tenth.
+                supply_at = deadline
+                self.supplied += 1
+                supply = asyncio.ensure_future(self.supply_long() if long_only else self.burst(1))
+                self._supplies.add(supply)
+                supply.add_done_callback(self._supplies.discard)
+            await asyncio.sleep(0.02)
         return None
 
-    async def _slow_until_near_end(self, track: JobTrack, within: float = 12.0) -> bool:
+    async def _slow_until_near_end(self, track: JobTrack, within: float = 15.0) -> bool:
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             if track.near_end():
@@ -156,7 +166,9 @@ class FaultScheduler:
             self._stop(pids)
             await asyncio.sleep(0.2)
             self._continue_all()
-            await asyncio.sleep(0.025)
+            # Shorter slices as the end nears: ffmpeg reports progress every 0.5 s of wall
+            # time, so the last tenth must last several reports for a watcher to see it.
+            await asyncio.sleep(_run_slice(track))
         return track.near_end()
 
     def _stop(self, pids: list[int]) -> None:
@@ -300,3 +312,14 @@ def _describe(record: FaultRecord) -> str:
     if record.detail:
         text += f" {record.detail}"
     return text
+
+
+def _run_slice(track: JobTrack) -> float:
+    """How long a slowed ffmpeg may run between two stops, by the progress its watcher saw."""
+    latest = track.latest
+    progress = latest.progress if latest is not None else 0.0
+    if progress >= 80:
+        return 0.003
+    if progress >= 50:
+        return 0.008
+    return 0.03

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 
 from tests.chaos.checks import Checker, FinalState, Violation
-from tests.chaos.client import TERMINAL, Client, JobTrack, PlannedJob, plan_job
+from tests.chaos.client import TERMINAL, Client, JobTrack, PlannedJob, plan_job, plan_long_job
 from tests.chaos.faults import FAULT_TYPES, WORKLOAD_FAULTS, FaultScheduler
 from tests.chaos.stack import Stack, StackSettings, make_media
 from videojob.export.v1 import export_pb2_grpc
@@ -174,6 +174,11 @@ class ChaosRun:
             if self.queue:
                 self._spawn(self._submit(self.queue.popleft()))
 
+    async def _supply_long(self) -> None:
+        job = plan_long_job(self.planned_count, self.settings.seed)
+        self.planned_count += 1
+        await self._submit(job)
+
     async def _burst(self, count: int) -> None:
         jobs = [self.queue.popleft() if self.queue else self._plan() for _ in range(count)]
         submits = [asyncio.ensure_future(self._submit(job)) for job in jobs]
@@ -224,6 +229,7 @@ class ChaosRun:
             client=self.client,
             tracks=self.tracks,
             burst=self._burst,
+            supply_long=self._supply_long,
             started_at=self.started_at,
             pick_rng=self.pick_rng,
         )
