@@ -17,8 +17,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.chaos.tcp_proxy import ChaosTcpProxy
 from tests.support.processes import ServiceProcess, start_service
+from tests.support.tcp_proxy import TcpProxy
 from videojob.ffmpeg_binary import ffmpeg_binary
 
 CLIP_NAME = "clip.mp4"
@@ -102,7 +102,7 @@ class Stack:
     gateway_port: int = field(default_factory=free_port)
     running: dict[str, ServiceProcess] = field(default_factory=dict)
     generations: list[ServiceProcess] = field(default_factory=list)
-    proxy: ChaosTcpProxy | None = None
+    proxy: TcpProxy | None = None
 
     @property
     def media_root(self) -> Path:
@@ -149,8 +149,7 @@ class Stack:
 
     async def start(self) -> None:
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        self.proxy = ChaosTcpProxy(self.proxy_port, "127.0.0.1", self.render_port)
-        await self.proxy.start()
+        self.proxy = await TcpProxy("127.0.0.1", self.render_port).start(port=self.proxy_port)
         for name in SERVICES:
             await self.launch(name)
 

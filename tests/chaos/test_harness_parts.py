@@ -10,7 +10,7 @@ import random
 from tests.chaos.checks import check_history
 from tests.chaos.client import JobTrack, Observation, plan_job
 from tests.chaos.stack import free_port
-from tests.chaos.tcp_proxy import ChaosTcpProxy
+from tests.support.tcp_proxy import TcpProxy
 
 
 def _track(*states: tuple[int, str, float]) -> JobTrack:
@@ -65,10 +65,9 @@ async def _echo_server() -> tuple[asyncio.Server, int]:
 
 async def test_proxy_forwards_stalls_and_cuts() -> None:
     server, port = await _echo_server()
-    proxy = ChaosTcpProxy(free_port(), "127.0.0.1", port)
-    await proxy.start()
+    proxy = await TcpProxy("127.0.0.1", port).start(port=free_port())
     try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.listen_port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
         writer.write(b"ping")
         assert await asyncio.wait_for(reader.readexactly(4), 5) == b"ping"
 

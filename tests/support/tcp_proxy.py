@@ -1,11 +1,16 @@
-"""A small asyncio TCP proxy for fault injection: put it between a client and a server, then
-``cut()`` every open connection mid-stream (new connections keep working), or ``refuse`` new
-ones for a while. Runs in the test's event loop."""
+"""A small asyncio TCP proxy for fault injection, run in the test's event loop.
+
+Put it between a client and a server, then ``cut()`` every open connection mid-stream (a TCP
+reset on both ends; new connections keep working), ``stall()`` all forwarding until
+``resume()``, or set ``refuse`` to turn new connections away.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import struct
 
 
 class TcpProxy:
@@ -17,63 +22,90 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def open_connections(self) -> int:
+        return len(self._writers) // 2
+
     async def start(self, port: int = 0) -> TcpProxy:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", port)
+        """Listens on ``port`` (0 picks one; a fixed port lets a restarted proxy take it back)."""
+        self._server = await asyncio.start_server(
+            self._accept, "127.0.0.1", port, reuse_address=True
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
     def cut(self) -> int:
-        """Aborts every open connection (both sides); returns how many were cut."""
-        writers = list(self._writers)
-        for writer in writers:
-            writer.transport.abort()
+        """Resets every open connection (RST, not FIN); returns how many were open."""
+        count = self.open_connections
+        for writer in list(self._writers):
+            _abort(writer)
         self._writers.clear()
         self.cuts += 1
-        return len(writers)
+        return count
+
+    def stall(self) -> None:
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
 
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
+        self.resume()
         self.cut()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._server is not None:
-            await self._server.wait_closed()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self._flowing.wait()
         if self.refuse:
-            writer.transport.abort()
+            _abort(writer)
             return
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
-            writer.transport.abort()
+            _abort(writer)
             return
         self._writers.update((writer, up_writer))
-        pipes = [
-            asyncio.create_task(self._pipe(reader, up_writer)),
-            asyncio.create_task(self._pipe(up_reader, writer)),
+        pumps = [
+            asyncio.ensure_future(self._pump(reader, up_writer)),
+            asyncio.ensure_future(self._pump(up_reader, writer)),
         ]
-        self._tasks.update(pipes)
-        try:
-            await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in pipes:
-                task.cancel()
-            for end in (writer, up_writer):
-                end.transport.abort()
-                self._writers.discard(end)
-            self._tasks.difference_update(pipes)
+        for pump in pumps:
+            self._tasks.add(pump)
+            pump.add_done_callback(self._tasks.discard)
+        await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        for end in (writer, up_writer):
+            self._writers.discard(end)
+            _abort(end)
+        for pump in pumps:
+            pump.cancel()
 
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             while data := await reader.read(65536):
+                await self._flowing.wait()
+                if writer.is_closing():
+                    return
                 writer.write(data)
                 await writer.drain()
+
+
+def _abort(writer: asyncio.StreamWriter) -> None:
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
