@@ -4,44 +4,17 @@ render and export service processes."""
 from __future__ import annotations
 
 import json
-import shlex
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.export.conftest import RenderProcesses, stop_processes
-from tests.support.processes import REPO_ROOT, ServiceProcess, start_service
+from tests.support.processes import ServiceProcess, start_service
+from tests.support.readme_recipes import GRPCURL, grpcurl_recipes, json_stream
 
-README = REPO_ROOT / "README.md"
-GRPCURL = Path(sys.executable).parent / "grpcurl"
 DEFAULT_ADDRESS = "127.0.0.1:50052"
-
-
-def export_recipes() -> list[list[str]]:
-    """The ``$ grpcurl ...`` lines of the README's export service section."""
-    lines = README.read_text().splitlines()
-    start = lines.index("### Export service")
-    commands = []
-    for line in lines[start + 1 :]:
-        if line.startswith("#") or line.startswith("<!--"):
-            break
-        if line.startswith("$ grpcurl "):
-            commands.append(shlex.split(line[2:]))
-    return commands
-
-
-def json_stream(text: str) -> list[dict[str, object]]:
-    decoder = json.JSONDecoder()
-    items, index, text = [], 0, text.strip()
-    while index < len(text):
-        item, index = decoder.raw_decode(text, index)
-        items.append(item)
-        while index < len(text) and text[index].isspace():
-            index += 1
-    return items
 
 
 @pytest.fixture
@@ -55,7 +28,7 @@ def export_process(render_processes: RenderProcesses, tmp_path: Path) -> Iterato
 
 
 def test_readme_has_every_export_recipe() -> None:
-    joined = [" ".join(command) for command in export_recipes()]
+    joined = [" ".join(command) for command in grpcurl_recipes("### Export service")]
     assert any(command.endswith(" list") for command in joined)
     assert any("Health/Check" in command for command in joined)
     for method in ("CreateExport", "GetExport", "ListExports", "WatchExport", "CancelExport"):
@@ -65,7 +38,7 @@ def test_readme_has_every_export_recipe() -> None:
 def test_readme_recipes_run_against_real_services(export_process: ServiceProcess) -> None:
     ids: dict[str, str] = {}
     results: list[tuple[list[str], str]] = []
-    for command in export_recipes():
+    for command in grpcurl_recipes("### Export service"):
         argv = [str(GRPCURL)]
         for arg in command[1:]:
             if arg == DEFAULT_ADDRESS:

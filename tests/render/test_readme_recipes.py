@@ -4,34 +4,18 @@ render service process."""
 from __future__ import annotations
 
 import json
-import shlex
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.support.processes import REPO_ROOT, ServiceProcess
+from tests.support.processes import ServiceProcess
+from tests.support.readme_recipes import GRPCURL, grpcurl_recipes, json_stream
 
-README = REPO_ROOT / "README.md"
-GRPCURL = Path(sys.executable).parent / "grpcurl"
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 
 
-def render_recipes() -> list[list[str]]:
-    """The ``$ grpcurl ...`` lines of the README's render service section."""
-    lines = README.read_text().splitlines()
-    start = lines.index("### Render service")
-    commands = []
-    for line in lines[start + 1 :]:
-        if line.startswith("#") or line.startswith("<!--"):
-            break
-        if line.startswith("$ grpcurl "):
-            commands.append(shlex.split(line[2:]))
-    return commands
-
-
 def test_readme_has_every_render_recipe() -> None:
-    joined = [" ".join(command) for command in render_recipes()]
+    joined = [" ".join(command) for command in grpcurl_recipes("### Render service")]
     for needle in (" list", "describe videojob.render.v1.RenderService", "Health/Check"):
         assert any(needle in command for command in joined), needle
     for method in ("Render", "GetRender", "WatchRender", "CancelRender"):
@@ -43,7 +27,7 @@ def test_readme_recipes_run_against_a_real_service(
 ) -> None:
     service = process_factory()
     outputs = []
-    for command in render_recipes():
+    for command in grpcurl_recipes("### Render service"):
         argv = [
             str(GRPCURL),
             *(service.address if a == DEFAULT_ADDRESS else a for a in command[1:]),
@@ -51,30 +35,20 @@ def test_readme_recipes_run_against_a_real_service(
         result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
         assert result.returncode == 0, (command, result.stderr)
         outputs.append(result.stdout)
-    by_method = dict(zip((c[-1] for c in render_recipes()), outputs, strict=True))
+    by_method = dict(
+        zip((c[-1] for c in grpcurl_recipes("### Render service")), outputs, strict=True)
+    )
 
     assert "videojob.render.v1.RenderService" in by_method["list"]
     assert "rpc WatchRender" in by_method["videojob.render.v1.RenderService"]
     assert '"SERVING"' in by_method["grpc.health.v1.Health/Check"]
-    rendered = _json_stream(by_method["videojob.render.v1.RenderService/Render"])
+    rendered = json_stream(by_method["videojob.render.v1.RenderService/Render"])
     assert [event["seq"] for event in rendered] == [str(i) for i in range(1, len(rendered) + 1)]
     completed = rendered[-1]["completed"]
     assert Path(completed["output_path"]).is_file()
     info = json.loads(by_method["videojob.render.v1.RenderService/GetRender"])
     assert info["state"] == "RENDER_STATE_COMPLETED"
-    watched = _json_stream(by_method["videojob.render.v1.RenderService/WatchRender"])
+    watched = json_stream(by_method["videojob.render.v1.RenderService/WatchRender"])
     assert watched == rendered[3:]
     cancelled = json.loads(by_method["videojob.render.v1.RenderService/CancelRender"])
     assert cancelled == info
-
-
-def _json_stream(text: str) -> list[dict[str, object]]:
-    decoder = json.JSONDecoder()
-    items, index = [], 0
-    text = text.strip()
-    while index < len(text):
-        item, index = decoder.raw_decode(text, index)
-        items.append(item)
-        while index < len(text) and text[index].isspace():
-            index += 1
-    return items
