@@ -21,6 +21,7 @@ from export_service.config import ExportConfig, TrackerSettings
 from export_service.server import ExportServer, create_server
 from export_service.store import open_store
 from tests.support.processes import ServiceProcess, start_service
+from tests.support.render_dirs import RenderDirs
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 from videojob.ffmpeg_binary import ffmpeg_binary
 from videojob.grpc_setup import create_channel
@@ -90,18 +91,9 @@ def assert_monotonic(updates: list[export_pb2.VideoJob]) -> None:
     assert updates[-1].status in TERMINAL
 
 
-@dataclass
-class RenderDirs:
-    output: Path
-    media: Path
-
-
 @pytest.fixture
 def render_dirs(tmp_path: Path) -> RenderDirs:
-    dirs = RenderDirs(output=tmp_path / "out", media=tmp_path / "media")
-    dirs.output.mkdir()
-    dirs.media.mkdir()
-    return dirs
+    return RenderDirs.create(tmp_path, output_name="out")
 
 
 @dataclass

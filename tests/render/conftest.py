@@ -17,6 +17,7 @@ import pytest
 from render_service.config import RenderConfig
 from render_service.server import RenderServer, create_server
 from tests.support.processes import ServiceProcess, start_service
+from tests.support.render_dirs import RenderDirs
 from videojob.ffmpeg_binary import ffmpeg_binary
 from videojob.grpc_setup import create_channel
 from videojob.render.v1 import render_pb2, render_pb2_grpc, spec_pb2
@@ -155,22 +156,13 @@ def is_rendering(event: render_pb2.RenderEvent) -> bool:
     return kind(event) == "progress" and event.progress.stage == "Rendering"
 
 
-@dataclass
-class Dirs:
-    output: Path
-    media: Path
+@pytest.fixture
+def dirs(tmp_path: Path) -> RenderDirs:
+    return RenderDirs.create(tmp_path)
 
 
 @pytest.fixture
-def dirs(tmp_path: Path) -> Dirs:
-    found = Dirs(output=tmp_path / "renders", media=tmp_path / "media")
-    found.output.mkdir()
-    found.media.mkdir()
-    return found
-
-
-@pytest.fixture
-def config(dirs: Dirs) -> RenderConfig:
+def config(dirs: RenderDirs) -> RenderConfig:
     return RenderConfig(
         listen="127.0.0.1:0", output_dir=dirs.output, media_root=dirs.media, max_concurrent=2
     )
@@ -221,7 +213,7 @@ async def service(start: StartServer, config: RenderConfig) -> Running:
 
 
 @pytest.fixture
-def process_factory(dirs: Dirs) -> Iterator[Callable[..., ServiceProcess]]:
+def process_factory(dirs: RenderDirs) -> Iterator[Callable[..., ServiceProcess]]:
     """Starts ``python -m render_service`` as a real process; killed at teardown if alive."""
     started: list[ServiceProcess] = []
 
