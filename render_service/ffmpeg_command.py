@@ -164,6 +164,19 @@ def _fit(stream: Any, width: int, height: int) -> Any:
     )
 
 
+def output_frame_rate(spec: spec_pb2.RenderSpec) -> float | None:
+    """The constant frame rate the command gives the output (``spec`` normalized), or None where
+    the output keeps the source's timing: a transcode without ``output.fps``."""
+    kind = spec.source.WhichOneof("kind")
+    if kind == "slideshow":
+        return spec.output.fps or DEFAULT_SLIDESHOW_FPS
+    if spec.output.fps:
+        return spec.output.fps
+    if kind == "test_pattern":
+        return spec.source.test_pattern.fps
+    return None
+
+
 def build_render_argv(
     binary: str,
     spec: spec_pb2.RenderSpec,

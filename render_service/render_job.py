@@ -19,7 +19,12 @@ from pathlib import Path
 from render_service.config import RenderConfig
 from render_service.events import RenderRecord
 from render_service.failures import FailureCode, RenderFailure
-from render_service.ffmpeg_command import RenderInputs, available_encoders, build_render_argv
+from render_service.ffmpeg_command import (
+    RenderInputs,
+    available_encoders,
+    build_render_argv,
+    output_frame_rate,
+)
 from render_service.ffmpeg_process import kill_process_group, start_ffmpeg
 from render_service.ffmpeg_progress import ProgressBlock, ProgressParser
 from render_service.media_probe import probe_media
@@ -136,6 +141,8 @@ class RenderJob:
         self._last_alive = time.monotonic()
         self._finalizing = False
         self._last_block_key: tuple[float | None, int | None, int | None] | None = None
+        self._frame_rate = output_frame_rate(self._spec)
+        self._media_written = 0.0
 
     async def run(self) -> None:
         record = self._record
@@ -319,7 +326,7 @@ class RenderJob:
             self._last_alive = time.monotonic()
         if self._finalizing:
             return
-        out_time = min(block.out_time_seconds or 0.0, expected)
+        out_time = min(self._media_written_by(block), expected)
         frame, fps, speed = block.frame or 0, block.fps or 0.0, block.speed or 0.0
         if block.ended or out_time >= expected:
             self._finalizing = True
@@ -343,6 +350,19 @@ class RenderJob:
             out_time_seconds=out_time,
             eta_seconds=(expected - out_time) / speed if speed > 0 else 0.0,
         )
+
+    def _media_written_by(self, block: ProgressBlock) -> float:
+        """Seconds of the output written so far. Frames count where the frame rate is constant:
+        FFmpeg's out_time is the furthest of all streams (an audio source that ends runs seconds
+        ahead of the video still encoding) and N/A while its muxer holds packets to interleave."""
+        if self._frame_rate and block.frame is not None:
+            written = block.frame / self._frame_rate
+        elif block.out_time_seconds is not None:
+            written = block.out_time_seconds
+        else:
+            written = self._media_written
+        self._media_written = max(self._media_written, written)
+        return self._media_written
 
     async def _watch_for_stall(self, pid: int) -> None:
         """Returns once FFmpeg has reported nothing new, grown its output by nothing and read

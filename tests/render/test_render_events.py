@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -18,7 +19,10 @@ from tests.render.conftest import (
     pattern_spec,
     render_request,
 )
-from videojob.render.v1 import render_pb2
+from tests.support.processes import ServiceProcess
+from tests.support.throttle import Throttle
+from videojob.grpc_setup import create_channel
+from videojob.render.v1 import render_pb2, render_pb2_grpc
 
 STAGE_ORDER = ["Queued", "Preparing", "Rendering", "Finalizing", "Verifying"]
 BANDS = {
@@ -128,3 +132,27 @@ async def test_unknown_render_is_not_found(service: Running, method: str) -> Non
                 service.stub.WatchRender(render_pb2.WatchRenderRequest(render_id="nobody"))
             )
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_progress_counts_video_frames_and_finalizing_waits_for_the_last(
+    process_factory: Callable[..., ServiceProcess],
+) -> None:
+    """FFmpeg's out_time runs ahead of the video once the audio source ends, then turns N/A:
+    Rendering progress follows the frames written, and Finalizing starts only with the last."""
+    service = process_factory()
+    spec = pattern_spec(20.0, width=320, height=240, fps=25.0)
+    frames = 20 * 25
+    async with create_channel(service.address) as channel:
+        stub = render_pb2_grpc.RenderServiceStub(channel)
+        with Throttle(service.pid, pause=0.2):  # several progress reports, whatever the speed
+            events = await collect(stub.Render(render_request("frames-1", spec)))
+    assert_well_formed(events, "frames-1")
+    assert kind(events[-1]) == "completed", events[-1]
+    rendering = [e.progress for e in events if e.progress.stage == "Rendering" and e.progress.frame]
+    assert len(rendering) >= 3, rendering
+    for progress in rendering:
+        assert progress.frame < frames, progress
+        assert progress.out_time_seconds == pytest.approx(progress.frame / 25.0), progress
+        assert progress.percent == pytest.approx(2.0 + 93.0 * progress.frame / frames, abs=0.01)
+    finalizing = next(e.progress for e in events if e.progress.stage == "Finalizing")
+    assert finalizing.frame == frames, finalizing
