@@ -8,8 +8,8 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator
-from dataclasses import replace
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,11 +31,14 @@ from tests.export.conftest import (
 )
 from tests.support.processes import ServiceProcess, start_service
 from tests.support.tcp_proxy import TcpProxy
+from tests.support.throttle import Throttle
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 from videojob.grpc_setup import create_channel
+from videojob.render.v1 import render_pb2, render_pb2_grpc
 
 if TYPE_CHECKING:
     from videojob.export.v1.export_pb2_grpc import ExportServiceAsyncStub as Stub
+    from videojob.render.v1.render_pb2_grpc import RenderServiceAsyncStub as RenderStub
 
 SLOW_DURATION = slow_spec().source.test_pattern.duration_seconds
 
@@ -78,83 +81,126 @@ async def read_rest(
     return rest
 
 
-def child_pids(pid: int) -> list[int]:
-    children: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            children += [int(child) for child in (task / "children").read_text().split()]
-    return children
+async def freeze_near_the_end(
+    render_stub: RenderStub, render_id: str, throttle: Throttle
+) -> render_pb2.Progress:
+    """Follows the render on the render service itself while ``throttle`` slows its ffmpeg
+    (3x, then 9x from 50 %, so that its reports, every 0.5 s, come in steps of a few percent
+    even where it runs 50x faster than real time) and freezes it at the first report of 80 %
+    or more, which it returns."""
+    call = render_stub.WatchRender(render_pb2.WatchRenderRequest(render_id=render_id), timeout=90)
+    reports: list[str] = []
+    try:
+        async for event in call:
+            assert event.WhichOneof("event") == "progress", event
+            reports.append(f"{event.progress.percent:.1f} {event.progress.stage}")
+            if event.progress.percent >= 80:
+                throttle.freeze()
+                assert event.progress.stage == "Rendering", "\n".join(reports)
+                return event.progress
+            throttle.pause = 0.2 if event.progress.percent >= 50 else 0.05
+    finally:
+        call.cancel()
+    raise AssertionError("the render's stream ended before 80 %")
+
+
+@dataclass
+class HeldRender:
+    """An export whose ffmpeg is frozen at 80-odd percent, which the job already shows; the
+    tracker reaches the render service through ``proxy``, the test directly."""
+
+    stub: Stub
+    render_stub: RenderStub
+    proxy: TcpProxy
+    throttle: Throttle
+    job_id: str
+    seen: list[export_pb2.VideoJob]
+    stream: grpc.aio.UnaryStreamCall[object, export_pb2.VideoJob]
 
 
 @contextlib.asynccontextmanager
-async def slowed_down(pid: int, stopped: float) -> AsyncIterator[None]:
-    """Slows every child of ``pid`` (its ffmpeg) with SIGSTOP/SIGCONT cycles, as a loaded machine
-    would: stopped for ``stopped`` s, then running for 25 ms, so it keeps running (and counts as
-    active) at 1 / (1 + 40 * stopped) of its speed."""
-
-    async def cycle() -> None:
-        while True:
-            children = child_pids(pid)
-            signal_all(children, signal.SIGSTOP)
-            try:
-                await asyncio.sleep(stopped)
-            finally:
-                signal_all(children, signal.SIGCONT)
-            await asyncio.sleep(0.025)
-
-    task = asyncio.create_task(cycle())
+async def render_held_near_the_end(
+    start_export: StartExport, render_processes: RenderProcesses
+) -> AsyncIterator[HeldRender]:
+    render_service = render_processes.start_with("--stall-timeout", "60")  # frozen on purpose
+    proxy = await TcpProxy("127.0.0.1", render_service.port).start()
     try:
-        yield
+        server = await start_export(proxy.address)
+        async with (
+            create_channel(f"127.0.0.1:{server.port}") as channel,
+            create_channel(render_service.address) as render_channel,
+        ):
+            stub: Stub = export_pb2_grpc.ExportServiceStub(channel)
+            render_stub: RenderStub = render_pb2_grpc.RenderServiceStub(render_channel)
+            with Throttle(render_service.pid, pause=0.05) as throttle:
+                job = await stub.CreateExport(export_pb2.CreateExportRequest(spec=slow_spec()))
+                seen, stream = await watch_until(stub, job.id, 2)  # the render service has it
+                frozen_at = await freeze_near_the_end(render_stub, job.id, throttle)
+                more, stream = await watch_until(
+                    stub, job.id, int(frozen_at.percent), stream=stream
+                )
+                assert more[-1].stage == "Rendering", more[-1]
+                yield HeldRender(stub, render_stub, proxy, throttle, job.id, seen + more, stream)
     finally:
-        task.cancel()
-        await asyncio.wait([task])
-
-
-def signal_all(pids: list[int], signum: signal.Signals) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signum)
+        await proxy.close()
 
 
 async def test_stream_cut_at_95_percent_is_resumed(
     start_export: StartExport,
-    render_service: ServiceProcess,
+    render_processes: RenderProcesses,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """ffmpeg reports every 0.5 s, up to a quarter of this render each time: slowed down 3x
-    from 10 % and 9x from 70 %, its reports come in steps of about 2 %, so the watcher sees
-    90 % while it is still Rendering; it stays slowed until the tracker has re-attached, so it
-    cannot end before the cut stream is resumed, whatever the machine's speed."""
+    """The original failure: the render finishes while the tracker hears nothing, so the job
+    would stay at its last percent forever. The stream goes silent near the end, the render
+    completes behind it, then the connection is reset: the tracker asks the render service,
+    takes the completion it missed and needs no new attempt."""
     caplog.set_level(logging.INFO, logger="export_service.tracker")
-    proxy = await TcpProxy("127.0.0.1", render_service.port).start()
-    try:
-        server = await start_export(proxy.address)
-        async with create_channel(f"127.0.0.1:{server.port}") as channel:
-            stub = export_pb2_grpc.ExportServiceStub(channel)
-            job = await stub.CreateExport(export_pb2.CreateExportRequest(spec=slow_spec()))
-            seen, stream = await watch_until(stub, job.id, 10)
-            async with slowed_down(render_service.pid, stopped=0.05):
-                more, stream = await watch_until(stub, job.id, 70, stream=stream)
-                seen += more
-            async with slowed_down(render_service.pid, stopped=0.2):
-                more, stream = await watch_until(stub, job.id, 90, stream=stream)
-                seen += more
-                assert seen[-1].stage == "Rendering", seen[-1]
-                assert proxy.cut() > 0
+    async with render_held_near_the_end(start_export, render_processes) as held:
+        held.proxy.stall()
+        held.throttle.close()
+        await wait_for(render_finished(held.render_stub, held.job_id))
+        behind = await held.stub.GetExport(export_pb2.GetExportRequest(id=held.job_id))
+        assert behind.status == export_pb2.RUNNING and behind.progress < 100, behind
+        assert held.proxy.cut() > 0
+        held.proxy.resume()
+        seen = held.seen + await read_rest(held.stream)
+    assert_monotonic(seen)
+    assert seen[-2].progress >= 80 and seen[-2].status == export_pb2.RUNNING
+    final = seen[-1]
+    assert_completed_with_valid_file(final, SLOW_DURATION)
+    assert final.attempt == 1  # the finished render was found, not rendered again
+    assert any("stream broke" in record.message for record in caplog.records)
 
-                async def reattached() -> bool:
-                    return any("WatchRender after seq" in r.message for r in caplog.records)
 
-                await wait_for(reattached)
-            seen += await read_rest(stream)
-    finally:
-        await proxy.close()
-    assert seen[-2].progress >= 90 and seen[-2].status == export_pb2.RUNNING
+async def test_stream_cut_while_the_render_runs_is_resumed_from_the_last_seq(
+    start_export: StartExport,
+    render_processes: RenderProcesses,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The connection is reset while ffmpeg is held still near the end: the tracker re-attaches
+    with WatchRender after the last seq it stored, and the same render goes on to completion."""
+    caplog.set_level(logging.INFO, logger="export_service.tracker")
+    async with render_held_near_the_end(start_export, render_processes) as held:
+        assert held.proxy.cut() > 0
+
+        async def reattached() -> bool:
+            return any("WatchRender after seq" in r.message for r in caplog.records)
+
+        await wait_for(reattached)
+        held.throttle.close()
+        seen = held.seen + await read_rest(held.stream)
     assert_monotonic(seen)
     final = seen[-1]
     assert_completed_with_valid_file(final, SLOW_DURATION)
-    assert final.attempt == 1  # re-attached to the same render, not rendered again
-    assert any("WatchRender after seq" in record.message for record in caplog.records)
+    assert final.attempt == 1
+
+
+def render_finished(render_stub: RenderStub, render_id: str) -> Callable[[], Awaitable[bool]]:
+    async def completed() -> bool:
+        info = await render_stub.GetRender(render_pb2.GetRenderRequest(render_id=render_id))
+        return bool(info.state == render_pb2.RENDER_STATE_COMPLETED)
+
+    return completed
 
 
 async def test_render_service_killed_mid_render_is_resubmitted(
