@@ -42,7 +42,7 @@ async def _poll_until_completed(stub: export_pb2_grpc.ExportServiceAsyncStub, jo
 
 
 def _freshness(
-    events: list[SseEvent], trace: ffmpeg_wrapper.RenderTrace, duration: float
+    events: list[SseEvent], trace: ffmpeg_wrapper.RenderTrace, frames: int
 ) -> tuple[list[float], int]:
     """Lags (s) of the Rendering-stage SSE events behind the block each shows; and how many
     such events found no block."""
@@ -56,9 +56,9 @@ def _freshness(
         percent = float(job["progress"])
         candidates = [
             stamped
-            for stamped, out_time in trace.blocks
+            for stamped, written in trace.blocks
             if stamped <= event.received
-            and abs(RENDER_BAND_START + band * min(out_time / duration, 1.0) - percent)
+            and abs(RENDER_BAND_START + band * min(written / frames, 1.0) - percent)
             <= MATCH_TOLERANCE_PERCENT
         ]
         if candidates:
@@ -69,7 +69,8 @@ def _freshness(
 
 
 async def _measure(stack: Stack, log: Path, jobs: int, spec: dict[str, object]) -> BenchResult:
-    duration = float(spec["source"]["testPattern"]["durationSeconds"])  # type: ignore[index]
+    pattern = spec["source"]["testPattern"]  # type: ignore[index]
+    frames = round(float(pattern["durationSeconds"]) * float(pattern["fps"]))
     sse_lags: list[float] = []
     poll_lags: list[float] = []
     fresh_lags: list[float] = []
@@ -92,7 +93,7 @@ async def _measure(stack: Stack, log: Path, jobs: int, spec: dict[str, object]) 
                 continue
             sse_lags.append(events[-1].received - trace.exited)
             poll_lags.append(polled - trace.exited)
-            lags, missed = _freshness(events, trace, duration)
+            lags, missed = _freshness(events, trace, frames)
             fresh_lags.extend(lags)
             unmatched += missed
     result = BenchResult(NAME, TITLE)
@@ -124,6 +125,6 @@ async def _measure(stack: Stack, log: Path, jobs: int, spec: dict[str, object]) 
 def run(workdir: Path, quick: bool) -> BenchResult:
     env, log = ffmpeg_wrapper.install(workdir)
     jobs = 2 if quick else 50
-    spec = test_pattern_spec(1.0, 640, 360) if quick else test_pattern_spec(2.0, 1280, 720)
+    spec = test_pattern_spec(1.0, 640, 360) if quick else test_pattern_spec(4.0, 1280, 720)
     with running_stack(workdir, render_env=env, max_concurrent=1) as stack:
         return asyncio.run(_measure(stack, log, jobs, spec))

@@ -26,12 +26,12 @@ done
 (( render )) || exec "$real" "$@"
 printf 'start %s 0 %s\n' "$EPOCHREALTIME" "$tag" >> "$log"
 "$real" "$@" | {
-    out_time=N/A
+    frame=N/A
     while IFS= read -r line; do
         printf '%s\n' "$line"
         case $line in
-            out_time_us=*) out_time=${line#*=} ;;
-            progress=*) printf 'block %s %s %s\n' "$EPOCHREALTIME" "$out_time" "$tag" >> "$log" ;;
+            frame=*) frame=${line#*=} ;;
+            progress=*) printf 'block %s %s %s\n' "$EPOCHREALTIME" "$frame" "$tag" >> "$log" ;;
         esac
     done
 }
@@ -43,10 +43,11 @@ exit "$status"
 
 @dataclass
 class RenderTrace:
-    """What the wrapper saw of one render: block times with out_time (s), and the exit time."""
+    """What the wrapper saw of one render: block times with the frames written, and the exit
+    time."""
 
     started: float = math.nan
-    blocks: list[tuple[float, float]] = field(default_factory=list)
+    blocks: list[tuple[float, int]] = field(default_factory=list)
     exited: float = math.nan
     status: int = -1
 
@@ -78,7 +79,7 @@ def read_traces(log: Path) -> dict[str, RenderTrace]:
         if kind == "start":
             trace.started = float(when)
         elif kind == "block" and value.lstrip("-").isdigit():
-            trace.blocks.append((float(when), max(int(value), 0) / 1_000_000))
+            trace.blocks.append((float(when), max(int(value), 0)))
         elif kind == "exit":
             trace.exited = float(when)
             trace.status = int(value)
