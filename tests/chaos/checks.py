@@ -6,7 +6,7 @@ import asyncio
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -14,7 +14,10 @@ from tests.chaos.client import TERMINAL, Client, JobTrack, Observation
 from tests.chaos.faults import FaultRecord
 from tests.chaos.procfs import ffmpeg_processes
 from tests.chaos.stack import decode_errors, media_duration
-from videojob.export.v1 import export_pb2, export_pb2_grpc
+from videojob.export.v1 import export_pb2
+
+if TYPE_CHECKING:
+    from videojob.export.v1.export_pb2_grpc import ExportServiceAsyncStub as Stub
 
 DURATION_TOLERANCE = 0.5
 CANCEL_STOPS_FFMPEG_WITHIN = 2.0
@@ -100,7 +103,7 @@ def check_history(track: JobTrack) -> list[str]:
     return problems
 
 
-async def list_store(stub: export_pb2_grpc.ExportServiceStub) -> list[export_pb2.VideoJob]:
+async def list_store(stub: Stub) -> list[export_pb2.VideoJob]:
     jobs: list[export_pb2.VideoJob] = []
     token = ""
     while True:
@@ -116,7 +119,7 @@ async def list_store(stub: export_pb2_grpc.ExportServiceStub) -> list[export_pb2
 @dataclass
 class Checker:
     client: Client
-    stub: export_pb2_grpc.ExportServiceStub
+    stub: Stub
     output_dir: Path
     tracks: dict[str, JobTrack]
     submissions: dict[str, list[str]]  # Idempotency-Key -> every job id a submit returned

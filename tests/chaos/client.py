@@ -9,6 +9,7 @@ import asyncio
 import json
 import random
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -255,9 +256,10 @@ def observation(event: str, job: dict[str, Any]) -> Observation:
     )
 
 
-async def read_sse(response: httpx.Response) -> Any:
+async def read_sse(response: httpx.Response) -> AsyncIterator[tuple[str, str]]:
     """Yields (event, data) per SSE frame; comments and retry lines are skipped."""
-    event, data = "message", []
+    event = "message"
+    data: list[str] = []
     async for line in response.aiter_lines():
         if line == "":
             if data:

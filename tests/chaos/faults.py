@@ -118,7 +118,9 @@ class FaultScheduler:
                 if latest is not None:
                     record.target_state = f"{latest.status} {latest.progress:.1f}% {latest.stage}"
         try:
-            return await getattr(self, f"_{kind}")(track, record)
+            inject: Callable[[JobTrack | None, FaultRecord], Awaitable[bool]]
+            inject = getattr(self, f"_{kind}")
+            return await inject(track, record)
         finally:
             self._continue_all()
 

@@ -18,8 +18,10 @@ import sys
 import tempfile
 import time
 from collections import Counter, deque
+from collections.abc import Awaitable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -29,6 +31,9 @@ from tests.chaos.faults import FAULT_TYPES, WORKLOAD_FAULTS, FaultScheduler
 from tests.chaos.stack import Stack, StackSettings, make_media
 from videojob.export.v1 import export_pb2_grpc
 from videojob.grpc_setup import create_channel
+
+if TYPE_CHECKING:
+    from videojob.export.v1.export_pb2_grpc import ExportServiceAsyncStub as Stub
 
 SECONDS_PER_FAULT_ESTIMATE = 3.5
 
@@ -137,8 +142,8 @@ class ChaosRun:
         self.planned_count += 1
         return job
 
-    def _spawn(self, coroutine: object, watchers: bool = False) -> None:
-        task = asyncio.ensure_future(coroutine)  # type: ignore[arg-type]
+    def _spawn(self, coroutine: Awaitable[None], watchers: bool = False) -> None:
+        task = asyncio.ensure_future(coroutine)
         bucket = self.watchers if watchers else self.tasks
         bucket.add(task)
         task.add_done_callback(bucket.discard)
@@ -187,7 +192,7 @@ class ChaosRun:
             submit.add_done_callback(self.tasks.discard)
         await asyncio.gather(*submits)
 
-    async def _settle(self, stub: export_pb2_grpc.ExportServiceStub) -> dict[str, FinalState]:
+    async def _settle(self, stub: Stub) -> dict[str, FinalState]:
         deadline = time.monotonic() + self.settings.settle_budget
         finals: dict[str, FinalState] = {}
         while True:
@@ -261,7 +266,7 @@ class ChaosRun:
             violations = await checker.run()
         finally:
             await self.client.close()
-            await channel.close()
+            await channel.close(None)
             await self.stack.stop()
         return self._report(scheduler, finals, violations)
 

@@ -115,18 +115,17 @@ def test_codec_container_pairs(container: str, video: str, audio: str, field: st
 
 
 def test_output_bounds() -> None:
-    for mutate, field in [
-        (lambda o: setattr(o, "fps", 241.0), "spec.output.fps"),
-        (lambda o: (setattr(o, "width", 640), setattr(o, "height", 0)), "spec.output.width"),
-        (lambda o: setattr(o, "crf", 64), "spec.output.crf"),
-        (lambda o: setattr(o, "preset", "; rm -rf /"), "spec.output.preset"),
-        (
-            lambda o: (setattr(o, "container", "webm"), setattr(o, "faststart", True)),
-            "spec.output.faststart",
-        ),
-    ]:
+    changes: list[tuple[dict[str, object], str]] = [
+        ({"fps": 241.0}, "spec.output.fps"),
+        ({"width": 640, "height": 0}, "spec.output.width"),
+        ({"crf": 64}, "spec.output.crf"),
+        ({"preset": "; rm -rf /"}, "spec.output.preset"),
+        ({"container": "webm", "faststart": True}, "spec.output.faststart"),
+    ]
+    for values, field in changes:
         spec = pattern_spec()
-        mutate(spec.output)
+        for name, value in values.items():
+            setattr(spec.output, name, value)
         assert rejected_field(spec) == field
 
 

@@ -7,9 +7,10 @@ import asyncio
 import re
 import subprocess
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
@@ -21,6 +22,9 @@ from tests.support.render_dirs import RenderDirs
 from videojob.ffmpeg_binary import ffmpeg_binary
 from videojob.grpc_setup import create_channel
 from videojob.render.v1 import render_pb2, render_pb2_grpc, spec_pb2
+
+if TYPE_CHECKING:
+    from videojob.render.v1.render_pb2_grpc import RenderServiceAsyncStub
 
 TERMINAL = ("completed", "failed", "cancelled")
 _DURATION = re.compile(r"Duration:\s*(\d+):(\d{2}):(\d{2}(?:\.\d+)?)")
@@ -59,7 +63,7 @@ def kind(event: render_pb2.RenderEvent) -> str:
     return event.WhichOneof("event") or ""
 
 
-async def collect(stream: AsyncIterator[render_pb2.RenderEvent]) -> list[render_pb2.RenderEvent]:
+async def collect(stream: AsyncIterable[render_pb2.RenderEvent]) -> list[render_pb2.RenderEvent]:
     return [event async for event in stream]
 
 
@@ -140,7 +144,7 @@ async def wait_for(predicate: Callable[[], bool], limit: float = 20.0) -> None:
 
 
 async def events_until(
-    call: AsyncIterator[render_pb2.RenderEvent],
+    call: AsyncIterable[render_pb2.RenderEvent],
     predicate: Callable[[render_pb2.RenderEvent], bool],
 ) -> list[render_pb2.RenderEvent]:
     """Reads events up to and including the first that satisfies ``predicate``."""
@@ -171,7 +175,7 @@ def config(dirs: RenderDirs) -> RenderConfig:
 @dataclass
 class Running:
     server: RenderServer
-    stub: render_pb2_grpc.RenderServiceStub
+    stub: RenderServiceAsyncStub
     channel: grpc.aio.Channel
     config: RenderConfig
 
@@ -185,7 +189,7 @@ async def render_servers() -> AsyncIterator[list[Running]]:
     servers: list[Running] = []
     yield servers
     for running in servers:
-        await running.channel.close()
+        await running.channel.close(None)
         await running.server.stop(0)
 
 

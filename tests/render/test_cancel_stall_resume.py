@@ -47,7 +47,9 @@ os.execv(real, [real, *sys.argv[1:]])
 """
 
 
-async def _frozen_render(service: Running, render_id: str) -> tuple[object, int]:
+async def _frozen_render(
+    service: Running, render_id: str
+) -> tuple[grpc.aio.UnaryStreamCall[render_pb2.RenderRequest, render_pb2.RenderEvent], int]:
     """Starts a long render, waits until FFmpeg runs, SIGSTOPs it; returns (call, pid)."""
     call = service.stub.Render(render_request(render_id, long_spec()))
     await events_until(call, is_rendering)
@@ -70,7 +72,7 @@ async def test_cancel_kills_a_stopped_ffmpeg_and_removes_the_partial_file(
     assert not partial.exists()
     assert info.state == render_pb2.RENDER_STATE_CANCELLED
     assert kind(info.last_event) == "cancelled"
-    rest = await collect(call)  # type: ignore[arg-type]
+    rest = await collect(call)
     assert kind(rest[-1]) == "cancelled"
     assert list(service.config.output_dir.iterdir()) == []
     again = await service.stub.CancelRender(render_pb2.CancelRenderRequest(render_id="cancel-1"))
@@ -99,7 +101,7 @@ async def test_stalled_ffmpeg_is_killed_and_the_render_fails(
     service = await start(config, stall_timeout=1.5)
     call, pid = await _frozen_render(service, "stall-1")
 
-    rest = await collect(call)  # type: ignore[arg-type]
+    rest = await collect(call)
 
     failed = rest[-1]
     assert kind(failed) == "failed", rest
@@ -136,7 +138,7 @@ async def test_ffmpeg_busy_without_output_is_not_stalled(
             )
         )
     finally:
-        await channel.close()
+        await channel.close(None)
 
     assert kind(events[-1]) == "completed", events[-1]
 
@@ -144,7 +146,7 @@ async def test_ffmpeg_busy_without_output_is_not_stalled(
 async def test_watch_resumes_a_cut_stream_without_gaps_or_duplicates(service: Running) -> None:
     call = service.stub.Render(render_request("resume-1", pattern_spec(3.0)))
     before = await events_until(call, is_rendering)
-    call.cancel()  # type: ignore[attr-defined]
+    call.cancel()
     last = before[-1].seq
 
     after = await collect(

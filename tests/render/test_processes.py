@@ -71,7 +71,7 @@ async def test_heartbeats_while_queued_and_finalizing(
         second_call = stub.Render(render_request("hb-b", pattern_spec(1.0)))
         first_rest, second = await asyncio.gather(collect(first_call), collect(second_call))
     finally:
-        await channel.close()
+        await channel.close(None)
     first += first_rest
 
     for events in (first, second):
@@ -108,7 +108,7 @@ async def test_sigterm_mid_render_ends_it_with_shutdown_and_leaves_no_ffmpeg(
         rest = await collect(call)
         status = await watch.read()
     finally:
-        await channel.close()
+        await channel.close(None)
 
     assert kind(rest[-1]) == "failed"
     assert rest[-1].failed.code == "SHUTDOWN"

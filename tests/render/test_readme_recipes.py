@@ -7,6 +7,7 @@ import json
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 from tests.support.processes import ServiceProcess
 from tests.support.readme_recipes import GRPCURL, grpcurl_recipes, json_stream
@@ -44,8 +45,8 @@ def test_readme_recipes_run_against_a_real_service(
     assert '"SERVING"' in by_method["grpc.health.v1.Health/Check"]
     rendered = json_stream(by_method["videojob.render.v1.RenderService/Render"])
     assert [event["seq"] for event in rendered] == [str(i) for i in range(1, len(rendered) + 1)]
-    completed = rendered[-1]["completed"]
-    assert Path(completed["output_path"]).is_file()
+    completed = cast(dict[str, object], rendered[-1]["completed"])
+    assert Path(str(completed["output_path"])).is_file()
     info = json.loads(by_method["videojob.render.v1.RenderService/GetRender"])
     assert info["state"] == "RENDER_STATE_COMPLETED"
     watched = json_stream(by_method["videojob.render.v1.RenderService/WatchRender"])

@@ -125,8 +125,8 @@ def render(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]
         stream = stub.Render(
             render_pb2.RenderRequest(render_id=BLOCKER_ID, spec=tiny_endless_spec()), timeout=30
         )
-        next(stream)
-        stream.cancel()
+        next(iter(stream))
+        stream.cancel()  # type: ignore[no-untyped-call]
     yield process
     stop_all([process])
 
@@ -174,13 +174,13 @@ def test_render_refuses_by_field_or_accepts(
         render_pb2.RenderRequest(render_id=render_id, spec=spec), timeout=10
     )
     try:
-        first = next(stream)
+        first = next(iter(stream))
     except grpc.RpcError as error:
         assert_names_a_spec_field(error)
         event("refused")
         return
     finally:
-        stream.cancel()
+        stream.cancel()  # type: ignore[no-untyped-call]
     event("accepted")
     assert first.render_id == render_id and first.HasField("progress")
     cancelled = render_stub.CancelRender(
@@ -235,7 +235,7 @@ def test_oversized_render_requests_are_resource_exhausted(
         render_pb2.RenderRequest(render_id="huge-slideshow", spec=oversized_slideshow()),
     ):
         with pytest.raises(grpc.RpcError) as caught:
-            next(render_stub.Render(request, timeout=30))
+            next(iter(render_stub.Render(request, timeout=30)))
         assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, caught.value
     with pytest.raises(grpc.RpcError) as caught:
         render_stub.GetRender(render_pb2.GetRenderRequest(render_id=OVERSIZED), timeout=30)

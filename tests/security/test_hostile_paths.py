@@ -193,7 +193,7 @@ def test_render_service_refuses_nul_long_and_directory_symlink_paths(
             spec.source.transcode.input_path = path
             request = render_pb2.RenderRequest(render_id=f"hostile-{index}", spec=spec)
             with pytest.raises(grpc.RpcError) as caught:
-                next(stub.Render(request, timeout=30))
+                next(iter(stub.Render(request, timeout=30)))
             assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             details = caught.value.details() or ""
             assert details.startswith("spec.source.transcode.input_path: "), details

@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from schemathesis import Case, CheckContext, GenerationMode, Response
+from schemathesis import CheckContext, GenerationMode, Response
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.specs.openapi.checks import (
@@ -31,6 +32,9 @@ from gateway.openapi import OPENAPI_DOCUMENT
 from tests.gateway.conftest import start_gateway, stop_all
 from tests.security.conftest import export_args, unused_address
 from tests.support.processes import start_service
+
+if TYPE_CHECKING:
+    from schemathesis.specs.openapi.schemas import OpenApiCase
 
 REQUEST_TIMEOUT_SECONDS = 15
 
@@ -58,7 +62,7 @@ def test_the_fuzzed_document_is_the_served_one(gateway_url: str) -> None:
     assert served.json() == json.loads(json.dumps(OPENAPI_DOCUMENT))
 
 
-def error_is_json_with_a_message(ctx: CheckContext, response: Response, case: Case) -> bool:
+def error_is_json_with_a_message(ctx: CheckContext, response: Response, case: OpenApiCase) -> bool:
     """Every 4xx/5xx the gateway answers is ``{"code", "message"}`` JSON. Exceptions the
     document declares without a body: 416 (Range outside the file, Starlette's FileResponse)."""
     if response.status_code < 400 or response.status_code == 416:
@@ -72,7 +76,7 @@ def error_is_json_with_a_message(ctx: CheckContext, response: Response, case: Ca
     return True
 
 
-def positive_data_accepted(ctx: CheckContext, response: Response, case: Case) -> bool | None:
+def positive_data_accepted(ctx: CheckContext, response: Response, case: OpenApiCase) -> bool | None:
     """Schemathesis's positive_data_acceptance, minus two false alarms:
 
     - its coverage phase sends cases labelled positive whose *body* component it generated
@@ -119,5 +123,5 @@ CHECKS = [
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
-def test_every_operation_answers_as_documented(case: Case, gateway_url: str) -> None:
+def test_every_operation_answers_as_documented(case: OpenApiCase, gateway_url: str) -> None:
     case.call_and_validate(base_url=gateway_url, checks=CHECKS, timeout=REQUEST_TIMEOUT_SECONDS)
