@@ -1,8 +1,8 @@
 """The fault scheduler: injects one fault at a time at seeded random moments, and undoes it.
 
 About half the faults are aimed at a job near its end: the harness slows that job's ffmpeg
-(short SIGSTOP/SIGCONT cycles, like a loaded machine would) until its watcher has seen
-progress >= 90 or the Finalizing / Verifying stage, then strikes.
+(short SIGSTOP/SIGCONT cycles from a thread, like a loaded machine would) until its watcher has
+seen progress >= 90 or the Finalizing / Verifying stage, then strikes.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 from tests.chaos.client import Client, JobTrack
 from tests.chaos.procfs import ffmpeg_processes, signal_pids
 from tests.chaos.stack import Stack
+from tests.support.throttle import Throttle
 
 FAULT_TYPES = (
     "kill_render",
@@ -156,21 +157,15 @@ class FaultScheduler:
 
     async def _slow_until_near_end(self, track: JobTrack, within: float = 15.0) -> bool:
         deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            if track.near_end():
-                return True
-            if track.terminal_seen:
-                return False
-            pids = [process.pid for process in ffmpeg_processes(self.output_dir, track.job_id)]
-            if not pids:
-                await asyncio.sleep(0.03)
-                continue
-            self._stop(pids)
-            await asyncio.sleep(0.2)
-            self._continue_all()
-            # Shorter slices as the end nears: ffmpeg reports progress every 0.5 s of wall
-            # time, so the last tenth must last several reports for a watcher to see it.
-            await asyncio.sleep(_run_slice(track))
+        targets = _job_ffmpeg(self.output_dir, track.job_id)
+        with Throttle(targets, pause=0.2, run=_run_slice(track)) as throttle:
+            while time.monotonic() < deadline:
+                if track.near_end():
+                    return True
+                if track.terminal_seen:
+                    return False
+                throttle.run = _run_slice(track)
+                await asyncio.sleep(0.02)
         return track.near_end()
 
     def _stop(self, pids: list[int]) -> None:
@@ -316,8 +311,23 @@ def _describe(record: FaultRecord) -> str:
     return text
 
 
+def _job_ffmpeg(output_dir: Path, job_id: str) -> Callable[[], list[int]]:
+    """The job's ffmpeg pids, looked up again in /proc only once they are gone."""
+    known: list[int] = []
+
+    def pids() -> list[int]:
+        nonlocal known
+        if not known or not all(Path(f"/proc/{pid}").exists() for pid in known):
+            known = [process.pid for process in ffmpeg_processes(output_dir, job_id)]
+        return known
+
+    return pids
+
+
 def _run_slice(track: JobTrack) -> float:
-    """How long a slowed ffmpeg may run between two stops, by the progress its watcher saw."""
+    """How long a slowed ffmpeg may run between two stops of 0.2 s, by the progress its watcher
+    saw: ffmpeg reports every 0.5 s of wall time, so the last tenth must last several reports
+    for a watcher to see it."""
     latest = track.latest
     progress = latest.progress if latest is not None else 0.0
     if progress >= 80:

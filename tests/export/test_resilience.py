@@ -132,7 +132,7 @@ async def render_held_near_the_end(
         ):
             stub: Stub = export_pb2_grpc.ExportServiceStub(channel)
             render_stub: RenderStub = render_pb2_grpc.RenderServiceStub(render_channel)
-            with Throttle(render_service.pid, pause=0.05) as throttle:
+            with Throttle.children_of(render_service.pid, pause=0.05) as throttle:
                 job = await stub.CreateExport(export_pb2.CreateExportRequest(spec=slow_spec()))
                 seen, stream = await watch_until(stub, job.id, 2)  # the render service has it
                 frozen_at = await freeze_near_the_end(render_stub, job.id, throttle)

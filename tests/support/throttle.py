@@ -1,4 +1,4 @@
-"""Slows a process's children (a service's ffmpeg) the way a loaded machine would, or freezes them.
+"""Slows processes (a service's ffmpeg) the way a loaded machine would, or freezes them.
 
 The SIGSTOP/SIGCONT cycles run in a thread of their own: a test's busy event loop would otherwise
 stretch the running slices and let ffmpeg race ahead exactly when the test is slowest to look.
@@ -12,10 +12,10 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-RUN_SLICE = 0.025
-_TICK = 0.002
+_TICK = 0.001
 
 
 def child_pids(pid: int) -> list[int]:
@@ -29,22 +29,30 @@ def child_pids(pid: int) -> list[int]:
 
 def signal_all(pids: list[int], signum: signal.Signals) -> None:
     for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signum)
 
 
 class Throttle:
-    """Every child of ``pid`` runs for 25 ms, then stays stopped for ``pause`` seconds: at
-    ``pause`` 0 it runs freely, at 0.2 it runs at 1/9 of its speed, and ``freeze()`` holds it
-    stopped until ``pause`` is set again or the throttle is closed (which always resumes it)."""
+    """The processes ``targets()`` names run for ``run`` seconds, then stay stopped for ``pause``
+    seconds: at ``pause`` 0 they run freely, at 0.2 (and ``run`` 25 ms) at 1/9 of their speed;
+    ``freeze()`` holds them stopped until ``pause`` is set again or the throttle is closed (which
+    always resumes them). ``Throttle.children_of(pid)`` targets a service's children."""
 
-    def __init__(self, pid: int, pause: float = 0.0) -> None:
-        self._pid = pid
+    def __init__(
+        self, targets: Callable[[], list[int]], pause: float = 0.0, run: float = 0.025
+    ) -> None:
+        self._targets = targets
         self.pause = pause
+        self.run = run
         self._closing = threading.Event()
         self._lock = threading.Lock()
         self._stopped: list[int] = []
         self._thread = threading.Thread(target=self._cycle, name="throttle", daemon=True)
+
+    @classmethod
+    def children_of(cls, pid: int, pause: float = 0.0, run: float = 0.025) -> Throttle:
+        return cls(lambda: child_pids(pid), pause, run)
 
     def __enter__(self) -> Throttle:
         self._thread.start()
@@ -54,21 +62,21 @@ class Throttle:
         self.close()
 
     def close(self) -> None:
-        """Ends the cycles and lets every child run freely again; safe to call twice."""
+        """Ends the cycles and lets every target run freely again; safe to call twice."""
         self._closing.set()
         if self._thread.is_alive():
             self._thread.join()
         with self._lock:
-            signal_all(self._stopped + child_pids(self._pid), signal.SIGCONT)
+            signal_all(self._stopped + self._targets(), signal.SIGCONT)
             self._stopped = []
 
     def freeze(self) -> None:
-        """Stops the children now (not at the end of the running slice) and keeps them stopped."""
+        """Stops the targets now (not at the end of the running slice) and keeps them stopped."""
         with self._lock:
             self.pause = math.inf
-            children = child_pids(self._pid)
-            signal_all(children, signal.SIGSTOP)
-            self._stopped = sorted(set(self._stopped) | set(children))
+            targets = self._targets()
+            signal_all(targets, signal.SIGSTOP)
+            self._stopped = sorted(set(self._stopped) | set(targets))
 
     def _cycle(self) -> None:
         running_since = time.monotonic()
@@ -81,7 +89,7 @@ class Throttle:
                         signal_all(self._stopped, signal.SIGCONT)
                         self._stopped = []
                         running_since = now
-                elif self.pause > 0 and now - running_since >= RUN_SLICE:
-                    self._stopped = child_pids(self._pid)
+                elif self.pause > 0 and now - running_since >= self.run:
+                    self._stopped = self._targets()
                     signal_all(self._stopped, signal.SIGSTOP)
-                    stopped_since = now
+                    stopped_since = running_since = now
