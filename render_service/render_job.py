@@ -353,8 +353,9 @@ class RenderJob:
 
     def _media_written_by(self, block: ProgressBlock) -> float:
         """Seconds of the output written so far. Frames count where the frame rate is constant:
-        FFmpeg's out_time is the furthest of all streams (an audio source that ends runs seconds
-        ahead of the video still encoding) and N/A while its muxer holds packets to interleave."""
+        FFmpeg's out_time is the furthest of all streams (once the audio ends it runs ahead of a
+        video encoder that holds frames back, SVT-AV1 by about a second) and N/A on the last
+        blocks."""
         if self._frame_rate and block.frame is not None:
             written = block.frame / self._frame_rate
         elif block.out_time_seconds is not None:
