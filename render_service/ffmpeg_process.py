@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from render_service.failures import FailureCode, RenderFailure
@@ -14,14 +16,38 @@ from render_service.failures import FailureCode, RenderFailure
 KILL_WAIT_SECONDS = 5.0
 
 
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+
+
+def _dies_with(parent: int) -> Callable[[], None] | None:
+    """A child set-up (between fork and exec) that SIGKILLs the child when ``parent`` dies, even
+    by SIGKILL: FFmpeg ignores the broken progress pipe and would render on for hours."""
+    libc = _libc
+    if libc is None:
+        return None
+    prctl = libc.prctl
+
+    def set_up() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os._exit(1)
+
+    return set_up
+
+
 async def start_ffmpeg(argv: Sequence[str]) -> asyncio.subprocess.Process:
-    """Runs ``argv`` (no shell) in a new session, so its whole group can be killed at once."""
+    """Runs ``argv`` (no shell) in a new session, so its whole group can be killed at once, and
+    ties its life to this process's."""
+    # Forked from the event loop's thread, which lives as long as the process: the death signal
+    # follows the thread that forked. The set-up only calls prctl and getppid, safe after fork.
     return await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,
+        preexec_fn=_dies_with(os.getpid()),
     )
 
 

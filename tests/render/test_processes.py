@@ -119,6 +119,26 @@ async def test_sigterm_mid_render_ends_it_with_shutdown_and_leaves_no_ffmpeg(
     assert partial_files(Path(service_output(service))) == []
 
 
+async def test_sigkilled_service_takes_its_ffmpeg_with_it(
+    process_factory: Callable[..., ServiceProcess],
+) -> None:
+    """A crash gives no chance to clean up; FFmpeg (in its own session, ignoring the broken
+    progress pipe) must still not render on for nobody, nor write into a later attempt's file."""
+    service = process_factory()
+    async with create_channel(service.address) as channel:
+        stub = render_pb2_grpc.RenderServiceStub(channel)
+        call = stub.Render(render_request("crash-1", long_spec()))
+        await events_until(call, is_rendering)
+        await wait_for(lambda: len(ffmpeg_pids("crash-1")) == 1)
+        (pid,) = ffmpeg_pids("crash-1")
+
+        os.kill(service.pid, signal.SIGKILL)
+        await asyncio.to_thread(service.popen.wait, 10)
+        await wait_for(lambda: not pid_alive(pid), limit=10.0)
+        call.cancel()
+    assert ffmpeg_pids("crash-1") == []
+
+
 def service_output(service: ServiceProcess) -> str:
     args = service.popen.args
     assert isinstance(args, list)
