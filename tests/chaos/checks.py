@@ -13,7 +13,8 @@ import grpc
 from tests.chaos.client import TERMINAL, Client, JobTrack, Observation
 from tests.chaos.faults import FaultRecord
 from tests.chaos.procfs import ffmpeg_processes
-from tests.chaos.stack import decode_errors, media_duration
+from tests.chaos.stack import decode_errors
+from tests.support.media import header_duration
 from videojob.export.v1 import export_pb2
 
 if TYPE_CHECKING:
@@ -260,7 +261,7 @@ class Checker:
         errors = decode_errors(expected_path)
         if errors:
             return bad(f"decoding {expected_path.name}: {errors[:300]}")
-        duration = media_duration(expected_path)
+        duration = header_duration(expected_path)
         expected = planned.expected_duration
         if duration is None or expected is None or abs(duration - expected) > DURATION_TOLERANCE:
             return bad(f"duration {duration}, expected {expected}")

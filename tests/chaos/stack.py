@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import re
 import shutil
 import socket
 import subprocess
@@ -17,6 +16,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.media import header_duration
 from tests.support.processes import ServiceProcess, start_service
 from tests.support.tcp_proxy import TcpProxy
 from videojob.ffmpeg_binary import ffmpeg_binary
@@ -24,7 +24,6 @@ from videojob.ffmpeg_binary import ffmpeg_binary
 CLIP_NAME = "clip.mp4"
 CORRUPT_NAME = "corrupt.mp4"
 SERVICES = ("render", "export", "gateway")
-_DURATION = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
 
 
 def free_port() -> int:
@@ -39,22 +38,6 @@ class StackSettings:
     stall_timeout: float = 3.0
     max_attempts: int = 8
     max_concurrent: int = 2
-
-
-def media_duration(path: Path) -> float | None:
-    """The container duration ffmpeg reports, or None when it reports none."""
-    probe = subprocess.run(
-        [ffmpeg_binary(), "-hide_banner", "-i", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=30,
-    )
-    match = _DURATION.search(probe.stderr)
-    if match is None:
-        return None
-    hours, minutes, seconds = match.groups()
-    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
 
 
 def decode_errors(path: Path) -> str:
@@ -88,7 +71,7 @@ def make_media(media_root: Path, rng: random.Random) -> float:
     )  # fmt: skip
     head = clip.read_bytes()[:32]
     (media_root / CORRUPT_NAME).write_bytes(head + rng.randbytes(48 * 1024))
-    duration = media_duration(clip)
+    duration = header_duration(clip)
     assert duration is not None, "the harness's own clip has no duration"
     return duration
 

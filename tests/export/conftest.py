@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import signal
-import subprocess
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,15 +18,14 @@ import pytest
 from export_service.config import ExportConfig, TrackerSettings
 from export_service.server import ExportServer, create_server
 from export_service.store import open_store
+from tests.support.media import media_duration
 from tests.support.processes import ServiceProcess, start_service
 from tests.support.render_dirs import RenderDirs
 from videojob.export.v1 import export_pb2, export_pb2_grpc
-from videojob.ffmpeg_binary import ffmpeg_binary
 from videojob.grpc_setup import create_channel
 from videojob.render.v1 import spec_pb2
 
 TERMINAL = (export_pb2.COMPLETED, export_pb2.FAILED, export_pb2.CANCELLED)
-_DURATION = re.compile(r"Duration:\s*(\d+):(\d{2}):(\d{2}(?:\.\d+)?)")
 
 FAST_TRACKER = TrackerSettings(
     stall_timeout=3.0,
@@ -56,21 +53,6 @@ def pattern_spec(
 def slow_spec() -> spec_pb2.RenderSpec:
     """A render that takes a few seconds, long enough to break things in the middle of it."""
     return pattern_spec(40.0, width=640, height=480, fps=25.0)
-
-
-def media_duration(path: Path) -> float:
-    """The container duration ffmpeg reads from the file (no ffprobe needed)."""
-    result = subprocess.run(
-        [ffmpeg_binary(), "-hide_banner", "-i", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    match = _DURATION.search(result.stderr)
-    assert match, result.stderr
-    hours, minutes, seconds = match.groups()
-    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
 
 
 def assert_completed_with_valid_file(job: export_pb2.VideoJob, duration: float) -> None:

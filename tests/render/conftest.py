@@ -4,7 +4,6 @@ signals are involved, tiny specs, and independent checks of rendered files and p
 from __future__ import annotations
 
 import asyncio
-import re
 import subprocess
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
@@ -27,7 +26,6 @@ if TYPE_CHECKING:
     from videojob.render.v1.render_pb2_grpc import RenderServiceAsyncStub
 
 TERMINAL = ("completed", "failed", "cancelled")
-_DURATION = re.compile(r"Duration:\s*(\d+):(\d{2}):(\d{2}(?:\.\d+)?)")
 
 
 def pattern_spec(
@@ -65,31 +63,6 @@ def kind(event: render_pb2.RenderEvent) -> str:
 
 async def collect(stream: AsyncIterable[render_pb2.RenderEvent]) -> list[render_pb2.RenderEvent]:
     return [event async for event in stream]
-
-
-def media_duration(path: Path) -> float:
-    """The container duration as FFmpeg reads it, independent of the service's own check."""
-    result = subprocess.run(
-        [ffmpeg_binary(), "-hide_banner", "-nostdin", "-i", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    match = _DURATION.search(result.stderr)
-    assert match, result.stderr
-    hours, minutes, seconds = match.groups()
-    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
-
-
-def media_header(path: Path) -> str:
-    return subprocess.run(
-        [ffmpeg_binary(), "-hide_banner", "-nostdin", "-i", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    ).stderr
 
 
 def run_ffmpeg(*args: str) -> None:

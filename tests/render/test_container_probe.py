@@ -11,7 +11,7 @@ import pytest
 from render_service.container_probe import InvalidContainer, probe_container
 from render_service.failures import FailureCode, RenderFailure
 from render_service.verification import verify_output
-from tests.render.conftest import media_duration
+from tests.support.media import media_duration
 from videojob.ffmpeg_binary import ffmpeg_binary
 
 SECONDS = 1.5

@@ -14,11 +14,11 @@ from tests.render.conftest import (
     collect,
     file_size,
     kind,
-    media_duration,
     partial_files,
     pattern_spec,
     render_request,
 )
+from tests.support.media import media_duration
 from tests.support.processes import ServiceProcess
 from tests.support.throttle import Throttle
 from videojob.grpc_setup import create_channel

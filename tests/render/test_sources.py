@@ -12,12 +12,11 @@ from tests.render.conftest import (
     Running,
     collect,
     kind,
-    media_duration,
-    media_header,
     pattern_spec,
     render_request,
     run_ffmpeg,
 )
+from tests.support.media import media_duration, media_header
 from videojob.render.v1 import spec_pb2
 
 
