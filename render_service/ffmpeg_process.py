@@ -4,50 +4,46 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
+import functools
+import logging
 import os
+import shutil
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from render_service.failures import FailureCode, RenderFailure
 
+logger = logging.getLogger(__name__)
+
 KILL_WAIT_SECONDS = 5.0
 
 
-_PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
-
-
-def _dies_with(parent: int) -> Callable[[], None] | None:
-    """A child set-up (between fork and exec) that SIGKILLs the child when ``parent`` dies, even
-    by SIGKILL: FFmpeg ignores the broken progress pipe and would render on for hours."""
-    libc = _libc
-    if libc is None:
-        return None
-    prctl = libc.prctl
-
-    def set_up() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent:  # the parent died before the request took effect
-            os._exit(1)
-
-    return set_up
+@functools.cache
+def _dying_with_us() -> tuple[str, ...]:
+    """The prefix that makes FFmpeg die with this process, even by SIGKILL: util-linux's setpriv
+    sets the parent-death signal and execs. (Not a preexec_fn: gRPC's fork handlers crash a
+    child that runs Python after fork.) Without it a killed service's FFmpeg, which ignores its
+    broken progress pipe, would render on for nobody."""
+    setpriv = shutil.which("setpriv") if sys.platform == "linux" else None
+    if setpriv is None:
+        logger.warning("setpriv not found: FFmpeg will outlive a killed render service")
+        return ()
+    return (setpriv, "--pdeathsig", "KILL", "--")
 
 
 async def start_ffmpeg(argv: Sequence[str]) -> asyncio.subprocess.Process:
     """Runs ``argv`` (no shell) in a new session, so its whole group can be killed at once, and
-    ties its life to this process's."""
-    # Forked from the event loop's thread, which lives as long as the process: the death signal
-    # follows the thread that forked. The set-up only calls prctl and getppid, safe after fork.
+    ties its life to this process's. The process forks from the event loop's thread, which lives
+    as long as the process (the parent-death signal follows the thread that forked)."""
     return await asyncio.create_subprocess_exec(
+        *_dying_with_us(),
         *argv,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,
-        preexec_fn=_dies_with(os.getpid()),
     )
 
 
