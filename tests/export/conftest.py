@@ -21,6 +21,7 @@ from export_service.store import open_store
 from tests.support.media import media_duration
 from tests.support.processes import ServiceProcess, start_service
 from tests.support.render_dirs import RenderDirs
+from tests.support.specs import pattern_spec as pattern_spec
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 from videojob.grpc_setup import create_channel
 from videojob.render.v1 import spec_pb2
@@ -36,18 +37,6 @@ FAST_TRACKER = TrackerSettings(
     rpc_timeout=3.0,
     retry_budget=20.0,
 )
-
-
-def pattern_spec(
-    duration: float = 2.0, *, width: int = 160, height: int = 120, fps: float = 10.0
-) -> spec_pb2.RenderSpec:
-    spec = spec_pb2.RenderSpec()
-    spec.source.test_pattern.duration_seconds = duration
-    spec.source.test_pattern.width = width
-    spec.source.test_pattern.height = height
-    spec.source.test_pattern.fps = fps
-    spec.output.preset = "ultrafast"
-    return spec
 
 
 def slow_spec() -> spec_pb2.RenderSpec:

@@ -18,6 +18,7 @@ from render_service.config import RenderConfig
 from render_service.server import RenderServer, create_server
 from tests.support.processes import ServiceProcess, start_service
 from tests.support.render_dirs import RenderDirs
+from tests.support.specs import pattern_spec as pattern_spec
 from videojob.ffmpeg_binary import ffmpeg_binary
 from videojob.grpc_setup import create_channel
 from videojob.render.v1 import render_pb2, render_pb2_grpc, spec_pb2
@@ -26,30 +27,6 @@ if TYPE_CHECKING:
     from videojob.render.v1.render_pb2_grpc import RenderServiceAsyncStub
 
 TERMINAL = ("completed", "failed", "cancelled")
-
-
-def pattern_spec(
-    duration: float = 2.0,
-    *,
-    width: int = 160,
-    height: int = 120,
-    fps: float = 10.0,
-    container: str = "mp4",
-    video_codec: str = "",
-    audio_codec: str = "",
-    faststart: bool = False,
-) -> spec_pb2.RenderSpec:
-    spec = spec_pb2.RenderSpec()
-    spec.source.test_pattern.duration_seconds = duration
-    spec.source.test_pattern.width = width
-    spec.source.test_pattern.height = height
-    spec.source.test_pattern.fps = fps
-    spec.output.container = container
-    spec.output.video_codec = video_codec
-    spec.output.audio_codec = audio_codec
-    spec.output.preset = "ultrafast"
-    spec.output.faststart = faststart
-    return spec
 
 
 def long_spec() -> spec_pb2.RenderSpec:
