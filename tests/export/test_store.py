@@ -14,6 +14,7 @@ from export_service.store import (
     Job,
     JobNotFound,
     JobStatus,
+    JobStore,
     OutputMissing,
     ProgressUpdate,
     TransitionRejected,
@@ -312,19 +313,8 @@ async def test_concurrent_writers_never_lose_or_double_apply(tmp_path: Path) -> 
                 pass
 
         async def terminal(job_id: str, kind: str) -> None:
-            store = rng.choice(stores)
-            try:
-                if kind == "complete":
-                    await store.complete(
-                        job_id, output_path=out, size_bytes=5, duration_seconds=1, render_seq=99
-                    )
-                elif kind == "cancel":
-                    await store.cancel(job_id)
-                else:
-                    await store.fail(job_id, code="FFMPEG_ERROR", message="x")
+            if await write_terminal(rng.choice(stores), job_id, kind, out):
                 applied[job_id].append(kind)
-            except TransitionRejected:
-                pass
 
         tasks = []
         for job_id in job_ids:
@@ -416,19 +406,8 @@ async def test_batched_progress_racing_terminal_changes(tmp_path: Path) -> None:
                     assert isinstance(result, TransitionRejected)
 
         async def terminal(job_id: str, kind: str) -> None:
-            store = rng.choice(stores)
-            try:
-                if kind == "complete":
-                    await store.complete(
-                        job_id, output_path=out, size_bytes=5, duration_seconds=1, render_seq=99
-                    )
-                elif kind == "cancel":
-                    await store.cancel(job_id)
-                else:
-                    await store.fail(job_id, code="FFMPEG_ERROR", message="x")
+            if await write_terminal(rng.choice(stores), job_id, kind, out):
                 terminal_writes[job_id] += 1
-            except TransitionRejected:
-                pass
 
         tasks = [batch(float(value)) for value in range(1, 40)]
         for job_id in job_ids:
@@ -502,3 +481,19 @@ async def test_terminal_changes_overtake_queued_progress_writes(store: SqliteJob
     await asyncio.gather(*progress, store.fail("finishing", code="X", message="done"))
     assert len(committed) == 201
     assert committed.index("finishing") < 100, committed.index("finishing")
+
+
+async def write_terminal(store: JobStore, job_id: str, kind: str, output: str) -> bool:
+    """Completes, cancels or fails the job; False when the store rejects the transition."""
+    try:
+        if kind == "complete":
+            await store.complete(
+                job_id, output_path=output, size_bytes=5, duration_seconds=1, render_seq=99
+            )
+        elif kind == "cancel":
+            await store.cancel(job_id)
+        else:
+            await store.fail(job_id, code="FFMPEG_ERROR", message="x")
+    except TransitionRejected:
+        return False
+    return True
