@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.chaos.client import Client, JobTrack
-from tests.chaos.procfs import ffmpeg_processes, signal_pids
+from tests.chaos.procfs import ffmpeg_processes
 from tests.chaos.stack import Stack
-from tests.support.throttle import Throttle
+from tests.support.throttle import Throttle, signal_all
 
 FAULT_TYPES = (
     "kill_render",
@@ -170,10 +170,10 @@ class FaultScheduler:
 
     def _stop(self, pids: list[int]) -> None:
         self._stopped.update(pids)
-        signal_pids(pids, signal.SIGSTOP)
+        signal_all(pids, signal.SIGSTOP)
 
     def _continue_all(self) -> None:
-        signal_pids(sorted(self._stopped), signal.SIGCONT)
+        signal_all(sorted(self._stopped), signal.SIGCONT)
         self._stopped.clear()
 
     async def _bounce(self, name: str, record: FaultRecord, down: float) -> bool:

@@ -1,4 +1,4 @@
-"""Finds the harness's own ffmpeg processes in /proc and signals them.
+"""Finds the harness's own ffmpeg processes in /proc.
 
 Only processes whose command line mentions the harness's output directory count, so ffmpegs
 started by anything else on the machine are never touched or reported.
@@ -6,9 +6,7 @@ started by anything else on the machine are never touched or reported.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,9 +48,3 @@ def ffmpeg_processes(output_dir: Path, job_id: str | None = None) -> list[Ffmpeg
             continue
         found.append(FfmpegProcess(int(entry), args, state))
     return found
-
-
-def signal_pids(pids: list[int], signum: signal.Signals) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signum)

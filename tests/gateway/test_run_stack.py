@@ -13,24 +13,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.processes import REPO_ROOT
+from tests.support.processes import REPO_ROOT, child_pids
 
 UP = re.compile(r"videojob is up: open (?P<url>http://\S+)")
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # The parent pid is the second field after the parenthesised command name.
-        if int(stat.rpartition(")")[2].split()[1]) == pid:
-            found.append(int(entry.name))
-    return found
 
 
 def gone(pid: int) -> bool:
@@ -78,7 +63,7 @@ def test_run_stack_starts_everything_and_ctrl_c_stops_all_three(tmp_path: Path) 
         assert page.status_code == 200
         assert "videojob" in page.text
         assert httpx.get(url + "healthz", timeout=30).status_code == 200
-        children = children_of(process.pid)
+        children = child_pids(process.pid)
         assert len(children) == 3, children
 
         process.send_signal(signal.SIGINT)

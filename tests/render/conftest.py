@@ -198,18 +198,3 @@ def process_factory(dirs: RenderDirs) -> Iterator[Callable[..., ServiceProcess]]
 
 def render_request(render_id: str, spec: spec_pb2.RenderSpec) -> render_pb2.RenderRequest:
     return render_pb2.RenderRequest(render_id=render_id, spec=spec)
-
-
-def child_ffmpeg_pids(parent: int) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == parent and "ffmpeg" in _cmdline(int(entry.name)):
-            pids.append(int(entry.name))
-    return pids

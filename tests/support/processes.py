@@ -62,6 +62,22 @@ class ServiceProcess:
             raise AssertionError(message) from None
 
 
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (a /proc scan, no psutil)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The parent pid is the second field after the parenthesised command name.
+        if int(stat.rpartition(")")[2].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
 def start_service(
     module: str,
     args: Sequence[str],

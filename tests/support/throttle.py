@@ -13,18 +13,10 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
+
+from tests.support.processes import child_pids
 
 _TICK = 0.001
-
-
-def child_pids(pid: int) -> list[int]:
-    children: list[int] = []
-    with contextlib.suppress(OSError):
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            with contextlib.suppress(OSError):
-                children += [int(child) for child in (task / "children").read_text().split()]
-    return children
 
 
 def signal_all(pids: list[int], signum: signal.Signals) -> None:
