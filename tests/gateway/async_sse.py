@@ -1,4 +1,5 @@
-"""An asyncio SSE reader for the fan-out tests: many streams at once in one event loop."""
+"""Event streams read in an event loop for the fan-out tests: many at once, each recorded
+(videojob.sse_client parses)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from typing import Any
 
 import httpx
 
-TERMINAL_EVENTS = frozenset({"completed", "failed", "cancelled"})
+from tests.support.polling import wait_until
+from videojob.sse_client import TERMINAL_EVENTS, aframes
+
+__all__ = ["Event", "StreamRecord", "read_stream", "wait_until"]
 
 
 @dataclass
@@ -49,33 +53,10 @@ async def read_stream(
     """Reads the job's event stream into ``record`` until the server ends it."""
     async with http.stream("GET", f"/api/jobs/{job_id}/events", headers=headers) as response:
         record.status = response.status_code
-        name, event_id = "message", ""
-        data: list[str] = []
-        async for line in response.aiter_lines():
-            if line == "":
-                if data:
-                    record.events.append(Event(name, int(event_id), "\n".join(data)))
-                    record.first_event.set()
-                name, event_id, data = "message", "", []
-                continue
-            key, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            if key == "":
-                record.comments.append(value)
-            elif key == "event":
-                name = value
-            elif key == "id":
-                event_id = value
-            elif key == "data":
-                data.append(value)
+        async for frame in aframes(response.aiter_lines()):
+            record.comments.extend(frame.comments)
+            if frame.is_event:
+                record.events.append(Event(frame.name, int(frame.id or 0), frame.text))
+                record.first_event.set()
     record.ended = True
     return record
-
-
-async def wait_until(condition: Any, what: str, seconds: float = 60) -> None:
-    """Polls ``condition()`` every 20 ms."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while not condition():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)

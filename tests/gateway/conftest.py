@@ -1,125 +1,47 @@
 """A real stack for the gateway tests: render service, export service and gateway as real
-processes on port 0, with the data in a temporary directory."""
+processes on port 0 (videojob.launcher), with the data in a temporary directory."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.support.processes import ServiceProcess, start_service
+from tests.support.polling import poll_until
+from videojob.launcher import Role, ServiceProcess, Stack, StackConfig, gateway_args, launch
+
+__all__ = ["Stack"]
 
 TERMINAL = {"completed", "failed", "cancelled"}
 # Short, so that tests see keep-alive comments without waiting 15 s.
 TEST_HEARTBEAT_SECONDS = "0.2"
-
-
-@dataclass
-class Stack:
-    render: ServiceProcess
-    export: ServiceProcess
-    gateway: ServiceProcess
-    output_dir: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.gateway.port}"
+GATEWAY_TEST_ARGS = ("--heartbeat-seconds", TEST_HEARTBEAT_SECONDS)
 
 
 def start_gateway(
     export_addr: str, *extra: str, env: dict[str, str] | None = None
 ) -> ServiceProcess:
-    return start_service(
-        "gateway",
-        [
-            "--listen",
-            "127.0.0.1:0",
-            "--export-addr",
-            export_addr,
-            "--heartbeat-seconds",
-            TEST_HEARTBEAT_SECONDS,
-            *extra,
-        ],
-        env=env,
-    )
-
-
-# Stopped processes are kept until the session ends: their stdout pipe is still being drained
-# by a thread of tests.support.processes, and closing (or collecting) it earlier would race
-# that thread or raise a ResourceWarning (an error here) in whichever test happens to run.
-_STOPPED: list[ServiceProcess] = []
+    """One more gateway on port 0, ready once it listens (``export_addr`` may lead nowhere)."""
+    args = gateway_args("127.0.0.1:0", export_addr, *GATEWAY_TEST_ARGS, *extra)
+    return launch("gateway", "gateway", args, env=env)
 
 
 def stop(process: ServiceProcess) -> None:
-    try:
-        process.terminate()
-    finally:
-        _STOPPED.append(process)
+    process.stop()
 
 
 def stop_all(processes: Sequence[ServiceProcess]) -> None:
     for process in processes:
-        stop(process)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def close_stopped_pipes() -> Iterator[None]:
-    yield
-    deadline = time.monotonic() + 10
-    for thread in threading.enumerate():
-        if thread.name.startswith("drain-"):
-            thread.join(timeout=max(0.0, deadline - time.monotonic()))
-    for process in _STOPPED:
-        if process.popen.stdout is not None and not any(
-            t.name.startswith("drain-") for t in threading.enumerate()
-        ):
-            process.popen.stdout.close()
+        process.stop()
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    root = tmp_path_factory.mktemp("stack")
-    output_dir = root / "renders"
-    media_root = root / "media"
-    output_dir.mkdir()
-    media_root.mkdir()
-    started: list[ServiceProcess] = []
-    try:
-        render = start_service(
-            "render_service",
-            [
-                "--listen",
-                "127.0.0.1:0",
-                "--output-dir",
-                str(output_dir),
-                "--media-root",
-                str(media_root),
-            ],
-        )
-        started.append(render)
-        export = start_service(
-            "export_service",
-            [
-                "--listen",
-                "127.0.0.1:0",
-                "--render-addr",
-                render.address,
-                "--database",
-                f"sqlite:///{root / 'export.db'}",
-            ],
-        )
-        started.append(export)
-        gateway = start_gateway(export.address)
-        started.append(gateway)
-        yield Stack(render=render, export=export, gateway=gateway, output_dir=output_dir)
-    finally:
-        stop_all(list(reversed(started)))
+    config = StackConfig(tmp_path_factory.mktemp("stack"), gateway=Role(args=GATEWAY_TEST_ARGS))
+    with Stack(config) as running:
+        yield running
 
 
 @pytest.fixture
@@ -149,15 +71,14 @@ def create_job(http: httpx.Client, spec: dict[str, Any] | None = None, **headers
 
 def wait_for(http: httpx.Client, job_id: str, statuses: set[str], timeout: float = 60) -> Any:
     """Polls GET /api/jobs/{id} until the job is in one of ``statuses``."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def reached() -> Any:
         response = http.get(f"/api/jobs/{job_id}")
         assert response.status_code == 200, response.text
         job = response.json()
-        if job["status"] in statuses:
-            return job
-        assert time.monotonic() < deadline, f"job never reached {statuses}: {job}"
-        time.sleep(0.1)
+        return job if job["status"] in statuses else None
+
+    return poll_until(reached, f"job {job_id} to be {sorted(statuses)}", timeout, 0.1)
 
 
 def wait_terminal(http: httpx.Client, job_id: str, timeout: float = 60) -> Any:

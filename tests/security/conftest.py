@@ -3,87 +3,48 @@ media root the tests fill with the files they need; helpers shared by the securi
 
 from __future__ import annotations
 
-import socket
 import subprocess
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.gateway.conftest import close_stopped_pipes, start_gateway, stop_all
-from tests.support.processes import ServiceProcess, start_service
+from tests.gateway.conftest import GATEWAY_TEST_ARGS
+from tests.support.ports import unused_address
+from videojob import launcher
 from videojob.ffmpeg_binary import ffmpeg_binary
+from videojob.launcher import EXPORT_SERVICE, RENDER_SERVICE, Role, Stack, StackConfig
 
-__all__ = ["close_stopped_pipes"]  # imported for its autouse teardown of drained pipes
+__all__ = ["EXPORT_SERVICE", "RENDER_SERVICE", "unused_address"]
 
-RENDER_SERVICE = "videojob.render.v1.RenderService"
-EXPORT_SERVICE = "videojob.export.v1.ExportService"
-
-
-@dataclass
-class SecurityStack:
-    render: ServiceProcess
-    export: ServiceProcess
-    gateway: ServiceProcess
-    root: Path
-    media_root: Path
-    output_dir: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.gateway.port}"
+SecurityStack = Stack
 
 
 def render_args(output_dir: Path, media_root: Path, *extra: str) -> list[str]:
-    return [
-        "--listen", "127.0.0.1:0", "--output-dir", str(output_dir),
-        "--media-root", str(media_root), *extra,
-    ]  # fmt: skip
+    return launcher.render_args("127.0.0.1:0", output_dir, media_root, *extra)
 
 
 def export_args(render_addr: str, database: Path, *extra: str) -> list[str]:
-    return [
-        "--listen", "127.0.0.1:0", "--render-addr", render_addr,
-        "--database", f"sqlite:///{database}", *extra,
-    ]  # fmt: skip
+    return launcher.export_args("127.0.0.1:0", render_addr, f"sqlite:///{database}", *extra)
 
 
-def start_stack(root: Path, *, export_extra: Sequence[str] = ()) -> SecurityStack:
-    output_dir, media_root = root / "renders", root / "media"
-    output_dir.mkdir(parents=True)
-    media_root.mkdir(parents=True)
-    started: list[ServiceProcess] = []
-    try:
-        render = start_service("render_service", render_args(output_dir, media_root))
-        started.append(render)
-        export = start_service(
-            "export_service", export_args(render.address, root / "export.db", *export_extra)
-        )
-        started.append(export)
-        gateway = start_gateway(export.address)
-        started.append(gateway)
-    except BaseException:
-        stop_all(list(reversed(started)))
-        raise
-    return SecurityStack(render, export, gateway, root, media_root, output_dir)
+def stack_config(root: Path, *, export_extra: Sequence[str] = ()) -> StackConfig:
+    return StackConfig(
+        root, export=Role(args=tuple(export_extra)), gateway=Role(args=GATEWAY_TEST_ARGS)
+    )
+
+
+def start_stack(root: Path, *, export_extra: Sequence[str] = ()) -> Stack:
+    """A running stack; the caller stops it (``stack.stop()``)."""
+    return Stack(stack_config(root, export_extra=export_extra)).start()
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecurityStack]:
-    running = start_stack(tmp_path_factory.mktemp("security-stack"))
-    yield running
-    stop_all([running.gateway, running.export, running.render])
-
-
-def unused_address() -> str:
-    """An address where nothing listens (the port was free a moment ago)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"127.0.0.1:{port}"
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with Stack(stack_config(tmp_path_factory.mktemp("security-stack"))) as running:
+        yield running
 
 
 def make_clip(path: Path, seconds: float = 1.0) -> None:

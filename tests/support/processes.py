@@ -1,65 +1,17 @@
-"""Start the project's real service processes for tests, on port 0, and stop them.
-
-Every service prints ``<name> listening on HOST:PORT`` on stdout once it serves; this module
-waits for that line. Output is drained by a thread into memory so a chatty process never
-blocks on a full pipe, and is available for failure messages.
-"""
+"""The project's real service processes for tests, one at a time (videojob.launcher does the
+work; tests that want the whole system use its Stack), and a /proc look at their children."""
 
 from __future__ import annotations
 
-import os
-import re
-import signal
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
-LISTENING = re.compile(r"listening on (?P<host>\S+):(?P<port>\d+)")
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from videojob.launcher import ServiceProcess, launch
+from videojob.launcher.process import PROJECT_ROOT
 
+__all__ = ["REPO_ROOT", "ServiceProcess", "child_pids", "start_service"]
 
-@dataclass
-class ServiceProcess:
-    name: str
-    popen: subprocess.Popen[str]
-    port: int = 0
-    output: list[str] = field(default_factory=list)
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def log(self) -> str:
-        return "".join(self.output[-200:])
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL, no chance to clean up."""
-        if self.alive():
-            self.popen.kill()
-        self.popen.wait(timeout=10)
-
-    def terminate(self, timeout: float = 15.0) -> int:
-        """SIGTERM and wait for a graceful exit; returns the exit code."""
-        if self.alive():
-            self.popen.send_signal(signal.SIGTERM)
-        try:
-            return self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait(timeout=10)
-            message = f"{self.name} ignored SIGTERM for {timeout}s:\n{self.log()}"
-            raise AssertionError(message) from None
+REPO_ROOT = PROJECT_ROOT
 
 
 def child_pids(pid: int) -> list[int]:
@@ -85,38 +37,6 @@ def start_service(
     env: dict[str, str] | None = None,
     ready_timeout: float = 30.0,
 ) -> ServiceProcess:
-    """Runs ``python -m module args`` and returns once it prints its listening address."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    popen = subprocess.Popen(
-        [sys.executable, "-m", module, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=REPO_ROOT,
-        env=full_env,
-        start_new_session=True,
-    )
-    service = ServiceProcess(name=module, popen=popen)
-    ready = threading.Event()
-
-    def drain() -> None:
-        assert popen.stdout is not None
-        for line in popen.stdout:
-            service.output.append(line)
-            match = LISTENING.search(line)
-            if match and not ready.is_set():
-                service.port = int(match["port"])
-                ready.set()
-        popen.stdout.close()
-        ready.set()
-
-    threading.Thread(target=drain, name=f"drain-{module}", daemon=True).start()
-    deadline = time.monotonic() + ready_timeout
-    while not ready.wait(timeout=0.05):
-        if time.monotonic() > deadline:
-            service.kill()
-            raise AssertionError(f"{module} did not start in {ready_timeout}s:\n{service.log()}")
-    if not service.port:
-        service.kill()
-        raise AssertionError(f"{module} exited before listening:\n{service.log()}")
-    return service
+    """Runs ``python -m module args`` and returns once it prints its listening address (no
+    health check: tests start processes pointed at nothing on purpose)."""
+    return launch(module, module, args, env=env, ready_timeout=ready_timeout)

@@ -1,0 +1,310 @@
+"""The whole system as real processes: N render services, M export services and G gateways on
+one database, started in order (each healthy before the next needs it) and stopped together.
+
+Used by ``make run``, the tests, the chaos harness and the benchmarks::
+
+    with Stack(StackConfig(workdir)) as stack:      # or: async with Stack(...) as stack
+        httpx.get(stack.url + "/healthz")
+        stack.export.kill(); stack.export.start()    # back on the same port
+
+Render services share the output directory and the media root (storage every process sees).
+Export services get every render address (a comma-separated ``--render-addr``) and gateways
+every export address; a list of more than one is the scale-out contract the services are
+growing into. The database is a URL handed to every export service: ``sqlite:///PATH`` (the
+default, in the work directory) or ``postgresql://...``. SQLite serves one export service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from videojob.grpc_setup import TlsFiles
+from videojob.launcher.health import grpc_serving, http_ok
+from videojob.launcher.process import (
+    READY_TIMEOUT_SECONDS,
+    STOP_GRACE_SECONDS,
+    Echo,
+    LaunchError,
+    Probe,
+    ProcessSpec,
+    ServiceProcess,
+)
+
+RENDER_SERVICE = "videojob.render.v1.RenderService"
+EXPORT_SERVICE = "videojob.export.v1.ExportService"
+SQLITE_PREFIX = "sqlite:///"
+SHARED_DATABASE_SCHEMES = ("postgresql://", "postgres://")
+
+
+@dataclass(frozen=True)
+class Role:
+    """How to run the processes of one kind. ``listen`` is the first one's address; any more
+    take a free port on the same host. ``module`` runs a stand-in that takes the same flags."""
+
+    count: int = 1
+    listen: str = "127.0.0.1:0"
+    args: Sequence[str] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    module: str = ""
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    workdir: Path
+    database: str = ""  # a URL; default sqlite:///<workdir>/export.db
+    output_dir: Path | None = None  # default <workdir>/renders
+    media_root: Path | None = None  # default <workdir>/media
+    render: Role = Role()
+    export: Role = Role()
+    gateway: Role = Role()
+    # Client files for the gRPC health checks, when the services are given TLS flags.
+    grpc_tls: TlsFiles | None = None
+    grpc_server_name: str = ""
+    ready_timeout: float = READY_TIMEOUT_SECONDS
+    stop_grace: float = STOP_GRACE_SECONDS
+    echo: Echo | None = None  # every output line of every process, with its name
+
+    @property
+    def database_url(self) -> str:
+        return self.database or f"{SQLITE_PREFIX}{self.workdir / 'export.db'}"
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        url = self.database_url
+        return Path(url.removeprefix(SQLITE_PREFIX)) if url.startswith(SQLITE_PREFIX) else None
+
+    @property
+    def renders_dir(self) -> Path:
+        return self.output_dir or self.workdir / "renders"
+
+    @property
+    def media_dir(self) -> Path:
+        return self.media_root or self.workdir / "media"
+
+    def check(self) -> None:
+        """Refuses what cannot work, before anything is started."""
+        url = self.database_url
+        if self.sqlite_path is None and not url.startswith(SHARED_DATABASE_SCHEMES):
+            raise ValueError(f"database must be sqlite:///PATH or postgresql://..., not {url!r}")
+        if self.export.count > 1 and self.sqlite_path is not None:
+            raise ValueError(
+                f"{self.export.count} export services cannot share a SQLite file: several "
+                "export replicas need a shared PostgreSQL database (postgresql://...)"
+            )
+        for name, role in (("render", self.render), ("export", self.export)):
+            if role.count < 0 or (name == "export" and role.count > 0 and self.render.count < 1):
+                raise ValueError(f"cannot start {role.count} {name} services with these counts")
+        if self.gateway.count < 0:
+            raise ValueError("the gateway count cannot be negative")
+
+
+def render_args(listen: str, output_dir: Path, media_root: Path, *extra: str) -> list[str]:
+    return [
+        "--listen", listen, "--output-dir", str(output_dir), "--media-root", str(media_root),
+        *extra,
+    ]  # fmt: skip
+
+
+def export_args(listen: str, render_addr: str, database: str, *extra: str) -> list[str]:
+    return ["--listen", listen, "--render-addr", render_addr, "--database", database, *extra]
+
+
+def gateway_args(listen: str, export_addr: str, *extra: str) -> list[str]:
+    return ["--listen", listen, "--export-addr", export_addr, *extra]
+
+
+def _listen_of(role: Role, index: int) -> str:
+    if index == 0:
+        return role.listen
+    host = role.listen.rpartition(":")[0]
+    return f"{host}:0"
+
+
+def _name(kind: str, role: Role, index: int) -> str:
+    return kind if role.count == 1 else f"{kind}-{index + 1}"
+
+
+class Stack:
+    """The processes of one system. Start with ``start()`` (or ``with``/``async with``); the
+    ``start_*`` steps let a caller put something between them (a proxy, a fault)."""
+
+    def __init__(self, config: StackConfig) -> None:
+        config.check()
+        self.config = config
+        self.renders: list[ServiceProcess] = []
+        self.exports: list[ServiceProcess] = []
+        self.gateways: list[ServiceProcess] = []
+
+    # -- where things are ---------------------------------------------------------------------
+
+    @property
+    def workdir(self) -> Path:
+        return self.config.workdir
+
+    @property
+    def output_dir(self) -> Path:
+        return self.config.renders_dir
+
+    @property
+    def media_root(self) -> Path:
+        return self.config.media_dir
+
+    @property
+    def database(self) -> str:
+        return self.config.database_url
+
+    @property
+    def processes(self) -> list[ServiceProcess]:
+        """Every process, in start order."""
+        return [*self.renders, *self.exports, *self.gateways]
+
+    @property
+    def render(self) -> ServiceProcess:
+        return _first(self.renders, "render")
+
+    @property
+    def export(self) -> ServiceProcess:
+        return _first(self.exports, "export")
+
+    @property
+    def gateway(self) -> ServiceProcess:
+        return _first(self.gateways, "gateway")
+
+    @property
+    def url(self) -> str:
+        """The first gateway's base URL."""
+        return f"http://{self.gateway.address}"
+
+    @property
+    def render_addr(self) -> str:
+        return ",".join(process.address for process in self.renders)
+
+    @property
+    def export_addr(self) -> str:
+        return ",".join(process.address for process in self.exports)
+
+    def find(self, name: str) -> ServiceProcess:
+        for process in self.processes:
+            if process.name == name:
+                return process
+        raise KeyError(f"no process named {name!r}; there are {[p.name for p in self.processes]}")
+
+    # -- starting -----------------------------------------------------------------------------
+
+    def start(self) -> Stack:
+        """Renders, exports, gateways, each healthy before the next starts; on any failure
+        (or interruption) everything started so far is stopped and the error raised."""
+        try:
+            self.start_renders()
+            self.start_exports()
+            self.start_gateways()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def start_renders(self) -> list[ServiceProcess]:
+        config, role = self.config, self.config.render
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.media_root.mkdir(parents=True, exist_ok=True)
+        probe = grpc_serving(RENDER_SERVICE, config.grpc_tls, config.grpc_server_name)
+        for index in range(role.count):
+            args = render_args(
+                _listen_of(role, index), self.output_dir, self.media_root, *role.args
+            )
+            module = role.module or "render_service"
+            self._start(self.renders, _name("render", role, index), module, args, role, probe)
+        return self.renders
+
+    def start_exports(self, render_addr: str = "") -> list[ServiceProcess]:
+        """``render_addr`` replaces the renders' addresses (e.g. a proxy in front of them)."""
+        config, role = self.config, self.config.export
+        target = render_addr or self.render_addr
+        if role.count and not target:
+            raise LaunchError("the export services need a render address: start renders first")
+        if config.sqlite_path is not None:
+            config.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+        probe = grpc_serving(EXPORT_SERVICE, config.grpc_tls, config.grpc_server_name)
+        for index in range(role.count):
+            args = export_args(_listen_of(role, index), target, self.database, *role.args)
+            module = role.module or "export_service"
+            self._start(self.exports, _name("export", role, index), module, args, role, probe)
+        return self.exports
+
+    def start_gateways(self, export_addr: str = "") -> list[ServiceProcess]:
+        role = self.config.gateway
+        target = export_addr or self.export_addr
+        if role.count and not target:
+            raise LaunchError("the gateway needs an export address: start exports first")
+        for index in range(role.count):
+            args = gateway_args(_listen_of(role, index), target, *role.args)
+            module = role.module or "gateway"
+            self._start(self.gateways, _name("gateway", role, index), module, args, role, http_ok())
+        return self.gateways
+
+    def _start(
+        self,
+        started: list[ServiceProcess],
+        name: str,
+        module: str,
+        args: list[str],
+        role: Role,
+        probe: Probe,
+    ) -> None:
+        spec = ProcessSpec(name, module, args, dict(role.env), probe)
+        process = ServiceProcess(spec, echo=self.config.echo)
+        started.append(process)  # before it starts, so that stop() finds it whatever happens
+        process.start(self.config.ready_timeout)
+
+    # -- stopping -----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """SIGTERM to every process (gateways first, so no new work comes in), one shared grace
+        period to exit, then SIGKILL for any still there."""
+        processes = list(reversed(self.processes))
+        for process in processes:
+            process.request_stop()
+        deadline = time.monotonic() + self.config.stop_grace
+        for process in processes:
+            process.wait_stopped(deadline)
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- the same from an event loop -----------------------------------------------------------
+
+    async def astart(self) -> Stack:
+        return await asyncio.to_thread(self.start)
+
+    async def astop(self) -> None:
+        await asyncio.to_thread(self.stop)
+
+    async def __aenter__(self) -> Stack:
+        return await self.astart()
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.astop()
+
+
+def _first(processes: list[ServiceProcess], kind: str) -> ServiceProcess:
+    if not processes:
+        raise LaunchError(f"this stack has no {kind} process (not started, or a count of 0)")
+    return processes[0]
