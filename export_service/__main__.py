@@ -5,148 +5,172 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import signal
 import sys
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 
 from export_service.config import ExportConfig, TrackerSettings
 from export_service.server import create_server
 from export_service.store import open_store
 from export_service.store.factory import DEFAULT_DATABASE
+from videojob.flags import (
+    EXIT_USAGE,
+    Flag,
+    FlagTable,
+    integer,
+    listen_address,
+    log_level_flag,
+    number,
+    path,
+    target_addresses,
+    text,
+)
 from videojob.grpc_setup import TlsFiles
+from videojob.logging_setup import configure_logging
 
 logger = logging.getLogger("export_service")
 
+_DEFAULTS = ExportConfig()
+_TRACKER = TrackerSettings()
 
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(f"EXPORT_{name}", default)
+FLAGS = FlagTable(
+    prog="python -m export_service",
+    env_prefix="EXPORT_",
+    description="Owns every VideoJob: stores it, drives its render, reports it truthfully.",
+    flags=(
+        Flag(
+            "--listen",
+            listen_address(),
+            _DEFAULTS.listen,
+            "address to serve on (port 0 picks one)",
+        ),
+        Flag(
+            "--render-addr",
+            target_addresses(),
+            _DEFAULTS.render_addr,
+            "the render service's address",
+        ),
+        Flag("--database", text("URL"), DEFAULT_DATABASE, "sqlite:///path (or a bare path)"),
+        Flag(
+            "--stall-timeout",
+            number(above=0),
+            _TRACKER.stall_timeout,
+            "seconds without a render event before the render is investigated",
+        ),
+        Flag(
+            "--max-attempts",
+            integer(minimum=1),
+            _TRACKER.max_attempts,
+            "render submissions per job (the first plus resubmissions of a lost render, e.g. "
+            "after a render service restart) before it fails RENDER_LOST; re-attaching to a "
+            "render the render service still knows is free",
+        ),
+        Flag(
+            "--retry-budget",
+            number(minimum=0),
+            _TRACKER.retry_budget,
+            "seconds the render service may stay unreachable without a break before a job fails "
+            "RENDER_UNAVAILABLE (asked again with backoff meanwhile; also how long the clean-up "
+            "of a failed or cancelled job's render is retried)",
+        ),
+        Flag(
+            "--output-wait",
+            number(minimum=0),
+            _TRACKER.output_wait,
+            "seconds a completed render's file that cannot be seen is re-checked before the job "
+            "fails VERIFICATION_FAILED",
+            default_text="max(10, the stall timeout)",
+        ),
+        Flag(
+            "--progress-interval",
+            number(minimum=0),
+            _TRACKER.progress_interval,
+            "minimum seconds between progress writes of one job",
+        ),
+        Flag(
+            "--max-active-jobs",
+            integer(minimum=1),
+            _DEFAULTS.max_active_jobs,
+            "queued + running jobs accepted before CreateExport answers RESOURCE_EXHAUSTED",
+        ),
+        Flag(
+            "--backoff-initial",
+            number(above=0),
+            _TRACKER.backoff_initial,
+            "first retry delay in seconds (doubles per retry, with jitter)",
+        ),
+        Flag("--backoff-max", number(above=0), _TRACKER.backoff_max, "largest retry delay"),
+        Flag(
+            "--shutdown-grace",
+            number(minimum=0),
+            _DEFAULTS.shutdown_grace,
+            "seconds open calls get on SIGTERM",
+        ),
+        Flag("--tls-cert", path("PEM"), None, "server certificate", requires=("--tls-key",)),
+        Flag("--tls-key", path("PEM"), None, "server private key", requires=("--tls-cert",)),
+        Flag(
+            "--tls-client-ca",
+            path("PEM"),
+            None,
+            "CA that client certificates must chain to",
+            requires=("--tls-cert", "--tls-key"),
+        ),
+        Flag("--render-tls-ca", path("PEM"), None, "CA that verifies the render service"),
+        Flag(
+            "--render-tls-cert",
+            path("PEM"),
+            None,
+            "client certificate for the render service",
+            requires=("--render-tls-key",),
+        ),
+        Flag(
+            "--render-tls-key",
+            path("PEM"),
+            None,
+            "client key for the render service",
+            requires=("--render-tls-cert",),
+        ),
+        log_level_flag(),
+    ),
+)
 
 
-def _path(value: str | None) -> Path | None:
-    return Path(value) if value else None
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    defaults = ExportConfig()
-    tracker = TrackerSettings()
-    parser = argparse.ArgumentParser(
-        prog="python -m export_service",
-        description="Owns every VideoJob: stores it, drives its render, reports it truthfully. "
-        "Every flag can also be set by the environment variable named in its help.",
-    )
-
-    def add(flag: str, env: str, default: object, help_text: str, kind: type = str) -> None:
-        parser.add_argument(
-            flag, type=kind, default=_env(env, None) or default, help=f"{help_text} [EXPORT_{env}]"
-        )
-
-    add("--listen", "LISTEN", defaults.listen, "address to serve on (port 0 picks one)")
-    add("--render-addr", "RENDER_ADDR", defaults.render_addr, "the render service's address")
-    add("--database", "DATABASE", DEFAULT_DATABASE, "sqlite:///path (or a bare path)")
-    add(
-        "--stall-timeout",
-        "STALL_TIMEOUT",
-        tracker.stall_timeout,
-        "seconds without a render event before the render is investigated",
-        float,
-    )
-    add(
-        "--max-attempts",
-        "MAX_ATTEMPTS",
-        tracker.max_attempts,
-        "render submissions per job (the first plus resubmissions of a lost render, e.g. after "
-        "a render service restart) before it fails RENDER_LOST; re-attaching to a render the "
-        "render service still knows is free",
-        int,
-    )
-    add(
-        "--retry-budget",
-        "RETRY_BUDGET",
-        tracker.retry_budget,
-        "seconds the render service may stay unreachable without a break before a job fails "
-        "RENDER_UNAVAILABLE (asked again with backoff meanwhile; also how long the clean-up "
-        "of a failed or cancelled job's render is retried)",
-        float,
-    )
-    add(
-        "--output-wait",
-        "OUTPUT_WAIT",
-        None,
-        "seconds a completed render's file that cannot be seen is re-checked before the job "
-        "fails VERIFICATION_FAILED (default: max(10, stall timeout))",
-        float,
-    )
-    add(
-        "--progress-interval",
-        "PROGRESS_INTERVAL",
-        tracker.progress_interval,
-        "minimum seconds between progress writes of one job",
-        float,
-    )
-    add(
-        "--max-active-jobs",
-        "MAX_ACTIVE_JOBS",
-        defaults.max_active_jobs,
-        "queued + running jobs accepted before CreateExport answers RESOURCE_EXHAUSTED",
-        int,
-    )
-    add(
-        "--backoff-initial",
-        "BACKOFF_INITIAL",
-        tracker.backoff_initial,
-        "first retry delay in seconds (doubles per retry, with jitter)",
-        float,
-    )
-    add("--backoff-max", "BACKOFF_MAX", tracker.backoff_max, "largest retry delay", float)
-    add(
-        "--shutdown-grace",
-        "SHUTDOWN_GRACE",
-        defaults.shutdown_grace,
-        "seconds open calls get on SIGTERM",
-        float,
-    )
-    add("--tls-cert", "TLS_CERT", None, "server certificate (PEM)")
-    add("--tls-key", "TLS_KEY", None, "server private key (PEM)")
-    add("--tls-client-ca", "TLS_CLIENT_CA", None, "CA that client certificates must chain to")
-    add("--render-tls-ca", "RENDER_TLS_CA", None, "CA that verifies the render service")
-    add("--render-tls-cert", "RENDER_TLS_CERT", None, "client certificate for the render service")
-    add("--render-tls-key", "RENDER_TLS_KEY", None, "client key for the render service")
-    add("--log-level", "LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR")
-    return parser.parse_args(argv)
-
-
-def config_from_args(args: argparse.Namespace) -> ExportConfig:
+def config_from_flags(flags: argparse.Namespace) -> ExportConfig:
     return ExportConfig(
-        listen=args.listen,
-        render_addr=args.render_addr,
-        database=args.database,
-        max_active_jobs=int(args.max_active_jobs),
+        listen=flags.listen,
+        render_addr=flags.render_addr,
+        database=flags.database,
+        max_active_jobs=flags.max_active_jobs,
         tracker=TrackerSettings(
-            stall_timeout=float(args.stall_timeout),
-            max_attempts=int(args.max_attempts),
-            retry_budget=float(args.retry_budget),
-            output_wait=None if args.output_wait is None else float(args.output_wait),
-            progress_interval=float(args.progress_interval),
-            backoff_initial=float(args.backoff_initial),
-            backoff_max=float(args.backoff_max),
+            stall_timeout=flags.stall_timeout,
+            max_attempts=flags.max_attempts,
+            retry_budget=flags.retry_budget,
+            output_wait=flags.output_wait,
+            progress_interval=flags.progress_interval,
+            backoff_initial=flags.backoff_initial,
+            backoff_max=flags.backoff_max,
         ),
-        tls=TlsFiles(
-            cert=_path(args.tls_cert), key=_path(args.tls_key), ca=_path(args.tls_client_ca)
-        ),
+        tls=TlsFiles(cert=flags.tls_cert, key=flags.tls_key, ca=flags.tls_client_ca),
         render_tls=TlsFiles(
-            cert=_path(args.render_tls_cert),
-            key=_path(args.render_tls_key),
-            ca=_path(args.render_tls_ca),
+            cert=flags.render_tls_cert, key=flags.render_tls_key, ca=flags.render_tls_ca
         ),
-        shutdown_grace=float(args.shutdown_grace),
+        shutdown_grace=flags.shutdown_grace,
     )
 
 
-async def serve(config: ExportConfig) -> None:
-    store = await open_store(config.database)
-    export = await create_server(config, store)
+async def serve(config: ExportConfig) -> int:
+    """Serves until SIGTERM or SIGINT; the exit status."""
+    try:
+        store = await open_store(config.database)
+    except (ValueError, OSError) as error:
+        print(f"export_service: cannot start: {error}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
+    try:
+        export = await create_server(config, store)
+    except (ValueError, OSError) as error:
+        await store.close()
+        print(f"export_service: cannot start: {error}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
     host = config.listen.rsplit(":", 1)[0]
     print(f"export_service listening on {host}:{export.port}", flush=True)
     stop = asyncio.Event()
@@ -156,22 +180,13 @@ async def serve(config: ExportConfig) -> None:
     await stop.wait()
     logger.info("shutting down")
     await export.stop(config.shutdown_grace)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(
-        level=str(args.log_level).upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    try:
-        config = config_from_args(args)
-        asyncio.run(serve(config))
-    except (ValueError, OSError) as error:
-        print(f"export_service: {error}", file=sys.stderr)
-        return 2
     return 0
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    flags = FLAGS.parse_or_exit(argv, environ)
+    configure_logging(flags.log_level)
+    return asyncio.run(serve(config_from_flags(flags)))
 
 
 if __name__ == "__main__":

@@ -1,22 +1,23 @@
 """``python -m gateway --listen HOST:PORT --export-addr HOST:PORT``: serve the HTTP gateway.
 
-Every flag is also read from an environment variable (GATEWAY_LISTEN, GATEWAY_EXPORT_ADDR, ...).
-uvicorn's server is the only owner of SIGINT/SIGTERM: it stops accepting, gives open
-responses (event streams included) a short grace, then runs the lifespan shutdown.
+uvicorn's server is the only owner of SIGINT/SIGTERM. On either it stops accepting, ends every
+event stream at once (clients resume elsewhere with ``Last-Event-ID``), gives the other open
+responses a short grace, runs the lifespan shutdown and exits 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import re
+import signal
 import socket
 import sys
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
+from types import FrameType
 
 import uvicorn
+from starlette.applications import Starlette
 
 from gateway.app import create_app
 from gateway.settings import (
@@ -26,84 +27,113 @@ from gateway.settings import (
     DEFAULT_UPSTREAM_RETRY_SECONDS,
     Settings,
 )
+from gateway.watch_hub import JobWatchHub
+from videojob.flags import (
+    BOOLEAN,
+    Flag,
+    FlagTable,
+    integer,
+    listen_address,
+    log_level_flag,
+    number,
+    path,
+    target_addresses,
+    text,
+)
 from videojob.grpc_setup import TlsFiles
+from videojob.logging_setup import configure_logging
 
 logger = logging.getLogger("gateway")
 
 GRACEFUL_SHUTDOWN_SECONDS = 3
 
+FLAGS = FlagTable(
+    prog="python -m gateway",
+    env_prefix="GATEWAY_",
+    description="Serves the HTTP API, its event streams and the page over the export service.",
+    flags=(
+        Flag("--listen", listen_address(), "127.0.0.1:8080", "address to serve on"),
+        Flag(
+            "--export-addr",
+            target_addresses(),
+            Settings().export_addr,
+            "the export service's address",
+        ),
+        Flag("--export-tls-ca", path("PEM"), None, "CA that verifies the export service"),
+        Flag(
+            "--export-tls-cert",
+            path("PEM"),
+            None,
+            "client certificate for the export service",
+            requires=("--export-tls-key",),
+        ),
+        Flag(
+            "--export-tls-key",
+            path("PEM"),
+            None,
+            "client key for the export service",
+            requires=("--export-tls-cert",),
+        ),
+        Flag(
+            "--api-token",
+            text("TOKEN"),
+            None,
+            "require 'Authorization: Bearer TOKEN' on /api routes",
+        ),
+        Flag(
+            "--cors-origin",
+            text("ORIGIN"),
+            (),
+            "allow this browser origin; CORS is off otherwise",
+            repeatable=True,
+        ),
+        Flag(
+            "--max-body-bytes",
+            integer(minimum=1),
+            DEFAULT_MAX_BODY_BYTES,
+            "largest request body accepted",
+        ),
+        Flag(
+            "--heartbeat-seconds",
+            number(above=0),
+            DEFAULT_HEARTBEAT_SECONDS,
+            "keep-alive comment interval on event streams",
+        ),
+        Flag(
+            "--rpc-timeout-seconds",
+            number(above=0),
+            DEFAULT_RPC_TIMEOUT_SECONDS,
+            "deadline of each call to the export service",
+        ),
+        Flag(
+            "--upstream-retry-seconds",
+            number(minimum=0),
+            DEFAULT_UPSTREAM_RETRY_SECONDS,
+            "how long an event stream's broken WatchExport is re-opened before the stream ends",
+        ),
+        Flag("--access-log", BOOLEAN, False, "log every request"),
+        log_level_flag(),
+    ),
+)
 
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(f"GATEWAY_{name}", default)
 
-
-def _flag(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _optional_path(value: str | None) -> Path | None:
-    return Path(value) if value else None
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__.split("\n")[0])
-    parser.add_argument("--listen", default=_env("LISTEN", "127.0.0.1:8080"), help="HOST:PORT")
-    parser.add_argument(
-        "--export-addr", default=_env("EXPORT_ADDR", "127.0.0.1:50052"), help="HOST:PORT"
+def settings_from_flags(flags: argparse.Namespace) -> Settings:
+    return Settings(
+        export_addr=flags.export_addr,
+        export_tls=TlsFiles(
+            cert=flags.export_tls_cert, key=flags.export_tls_key, ca=flags.export_tls_ca
+        ),
+        api_token=flags.api_token,
+        cors_origins=flags.cors_origin,
+        max_body_bytes=flags.max_body_bytes,
+        heartbeat_seconds=flags.heartbeat_seconds,
+        rpc_timeout_seconds=flags.rpc_timeout_seconds,
+        upstream_retry_seconds=flags.upstream_retry_seconds,
     )
-    parser.add_argument("--export-tls-ca", default=_env("EXPORT_TLS_CA"), help="CA bundle (PEM)")
-    parser.add_argument("--export-tls-cert", default=_env("EXPORT_TLS_CERT"), help="client cert")
-    parser.add_argument("--export-tls-key", default=_env("EXPORT_TLS_KEY"), help="client key")
-    parser.add_argument(
-        "--api-token",
-        default=_env("API_TOKEN"),
-        help="require 'Authorization: Bearer TOKEN' on /api routes (env GATEWAY_API_TOKEN)",
-    )
-    parser.add_argument(
-        "--cors-origin",
-        action="append",
-        default=[o for o in (_env("CORS_ORIGIN") or "").split(",") if o],
-        help="allow this browser origin (repeatable; env: comma-separated); CORS is off otherwise",
-    )
-    parser.add_argument(
-        "--max-body-bytes", type=int, default=int(_env("MAX_BODY_BYTES") or DEFAULT_MAX_BODY_BYTES)
-    )
-    parser.add_argument(
-        "--heartbeat-seconds",
-        type=float,
-        default=float(_env("HEARTBEAT_SECONDS") or DEFAULT_HEARTBEAT_SECONDS),
-        help="keep-alive comment interval on event streams",
-    )
-    parser.add_argument(
-        "--rpc-timeout-seconds",
-        type=float,
-        default=float(_env("RPC_TIMEOUT_SECONDS") or DEFAULT_RPC_TIMEOUT_SECONDS),
-    )
-    parser.add_argument(
-        "--upstream-retry-seconds",
-        type=float,
-        default=float(_env("UPSTREAM_RETRY_SECONDS") or DEFAULT_UPSTREAM_RETRY_SECONDS),
-        help="how long an event stream's broken WatchExport is re-opened before the stream ends",
-    )
-    parser.add_argument(
-        "--access-log",
-        action=argparse.BooleanOptionalAction,
-        default=_flag(_env("ACCESS_LOG")),
-        help="log every request (off by default; env GATEWAY_ACCESS_LOG=1)",
-    )
-    parser.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
-    args = parser.parse_args(argv)
-    if args.max_body_bytes <= 0 or args.heartbeat_seconds <= 0 or args.rpc_timeout_seconds <= 0:
-        parser.error("--max-body-bytes, --heartbeat-seconds and --rpc-timeout-seconds must be > 0")
-    if args.upstream_retry_seconds < 0:
-        parser.error("--upstream-retry-seconds must be >= 0")
-    return args
 
 
 def split_host_port(listen: str) -> tuple[str, int]:
     host, _, port = listen.rpartition(":")
-    if not host or not port.isdigit():
-        raise SystemExit(f"--listen must be HOST:PORT, not {listen!r}")
     return host.strip("[]"), int(port)
 
 
@@ -121,8 +151,14 @@ class RedactAccessToken(logging.Filter):
         return True
 
 
-class AnnouncingServer(uvicorn.Server):
-    """Prints ``gateway listening on HOST:PORT`` (the bound port) once the app is up."""
+class GatewayServer(uvicorn.Server):
+    """Prints ``gateway listening on HOST:PORT`` (the bound port) once the app is up, and
+    ends the app's event streams as soon as shutdown begins: they never end by themselves,
+    so waiting for them would only run out the grace period and cut them."""
+
+    def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
+        super().__init__(config)
+        self._app = app
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -131,43 +167,44 @@ class AnnouncingServer(uvicorn.Server):
         host, port = self.servers[0].sockets[0].getsockname()[:2]
         print(f"gateway listening on {host}:{port}", flush=True)
 
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # uvicorn's own handler also records the signal to raise it again once shut down, so
+        # the process would die by it; here a stop signal is handled in full and the process
+        # exits 0, as the other services do. A second SIGINT still forces the exit.
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        else:
+            self.should_exit = True
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Stop accepting first, so that no client resumes its stream on this process.
+        for server in self.servers:
+            server.close()
+        hub: JobWatchHub | None = getattr(self._app.state, "watch_hub", None)
+        if hub is not None:
+            await hub.close()
+        await super().shutdown(sockets)
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    flags = FLAGS.parse_or_exit(argv, environ)
+    configure_logging(flags.log_level)
     logging.getLogger("uvicorn.access").addFilter(RedactAccessToken())
-    settings = Settings(
-        export_addr=args.export_addr,
-        export_tls=TlsFiles(
-            cert=_optional_path(args.export_tls_cert),
-            key=_optional_path(args.export_tls_key),
-            ca=_optional_path(args.export_tls_ca),
-        ),
-        api_token=args.api_token or None,
-        cors_origins=tuple(args.cors_origin),
-        max_body_bytes=args.max_body_bytes,
-        heartbeat_seconds=args.heartbeat_seconds,
-        rpc_timeout_seconds=args.rpc_timeout_seconds,
-        upstream_retry_seconds=args.upstream_retry_seconds,
-    )
-    host, port = split_host_port(args.listen)
+    app = create_app(settings_from_flags(flags))
+    host, port = split_host_port(flags.listen)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=host,
         port=port,
         log_config=None,
-        access_log=args.access_log,
+        access_log=flags.access_log,
         loop="uvloop",
         http="httptools",
         lifespan="on",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         server_header=False,
     )
-    server = AnnouncingServer(config)
+    server = GatewayServer(config, app)
     server.run()
     return 0 if server.started else 1
 

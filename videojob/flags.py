@@ -1,0 +1,326 @@
+"""One declarative flag table per process: every flag's type, range, default, help and
+environment variable in one place, parsed the same way by the three ``__main__`` modules.
+
+A value comes from the command line, else from the environment variable (the service's
+prefix plus the flag's name upper-cased, dashes as underscores: ``--stall-timeout`` of the
+export service is ``EXPORT_STALL_TIMEOUT``; an empty variable counts as unset), else from the
+default. Every value given, from either place, is checked against its kind; a bad one ends the
+process with exit status 2 and one line on stderr naming the flag (and the variable when the
+value came from it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+EXIT_USAGE = 2
+MAX_PORT = 65535
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What a flag's value is. ``convert`` turns the text into the value (``ValueError``
+    when it cannot), ``accepts`` checks the value's range; ``describe`` ends the sentence
+    "must be ..." in error messages, and ``--help`` shows it when ``ranged``."""
+
+    describe: str
+    convert: Callable[[str], Any]
+    accepts: Callable[[Any], bool] = lambda value: True
+    metavar: str | None = None
+    ranged: bool = True
+
+
+def text(metavar: str = "TEXT") -> Kind:
+    return Kind("a non-empty text", str, lambda value: bool(value), metavar, ranged=False)
+
+
+def path(metavar: str = "PATH") -> Kind:
+    return Kind("a path", Path, lambda value: bool(str(value)), metavar, ranged=False)
+
+
+def integer(minimum: int | None = None, maximum: int | None = None) -> Kind:
+    return Kind(
+        _describe_range("an integer", minimum, maximum),
+        int,
+        lambda value: (
+            (minimum is None or value >= minimum) and (maximum is None or value <= maximum)
+        ),
+        "N",
+    )
+
+
+def number(
+    *, minimum: float | None = None, above: float | None = None, metavar: str = "SECONDS"
+) -> Kind:
+    """A finite number ``>= minimum`` or ``> above``."""
+    if above is not None:
+        describe = f"a number > {above:g}"
+    else:
+        describe = _describe_range("a number", minimum, None)
+
+    def accepts(value: float) -> bool:
+        return (
+            math.isfinite(value)
+            and (minimum is None or value >= minimum)
+            and (above is None or value > above)
+        )
+
+    return Kind(describe, float, accepts, metavar)
+
+
+def choice(*options: str) -> Kind:
+    """One of ``options``, in any letter case (the value is the option as spelled here)."""
+    by_folded = {option.casefold(): option for option in options}
+    return Kind(
+        f"one of {', '.join(options)}",
+        lambda raw: by_folded.get(raw.casefold(), raw),
+        lambda value: value in options,
+        "{" + ",".join(options) + "}",
+        ranged=False,
+    )
+
+
+def listen_address() -> Kind:
+    """``HOST:PORT`` to bind; port 0 picks a free port."""
+    return Kind(
+        f"HOST:PORT with a port from 0 to {MAX_PORT}",
+        str,
+        lambda value: _port_in(value, 0),
+        "HOST:PORT",
+    )
+
+
+def target_addresses() -> Kind:
+    """``HOST:PORT`` (or comma-separated ones, or a gRPC URI such as ``unix:///path``)."""
+    return Kind(
+        f"HOST:PORT with a port from 1 to {MAX_PORT} (or a comma-separated list of them)",
+        str,
+        lambda value: (
+            bool(value) and all(("/" in item) or _port_in(item, 1) for item in value.split(","))
+        ),
+        "HOST:PORT",
+    )
+
+
+# On the command line ``--name`` / ``--no-name``; in the environment 1/0, true/false, yes/no
+# or on/off.
+BOOLEAN = Kind(
+    "one of 1, true, yes, on, 0, false, no, off",
+    lambda raw: _parse_boolean(raw),
+    ranged=False,
+)
+
+LOG_LEVEL_NAMES = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+@dataclass(frozen=True)
+class Flag:
+    name: str
+    kind: Kind
+    default: Any
+    help: str
+    # How --help shows a default computed at run time (None: the default itself).
+    default_text: str | None = None
+    # Given several times on the command line, or as a comma-separated variable: a tuple.
+    repeatable: bool = False
+    # Flags that must be set too when this one is set.
+    requires: tuple[str, ...] = ()
+
+    @property
+    def dest(self) -> str:
+        return self.name.removeprefix("--").replace("-", "_")
+
+    def env_suffix(self) -> str:
+        return self.dest.upper()
+
+
+def log_level_flag() -> Flag:
+    return Flag("--log-level", choice(*LOG_LEVEL_NAMES), "INFO", "least severe log records kept")
+
+
+class FlagError(Exception):
+    """A flag's value (or the command line itself) is not acceptable."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error raises instead of printing the usage and exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise FlagError(message)
+
+
+@dataclass(frozen=True)
+class FlagTable:
+    prog: str
+    env_prefix: str
+    description: str
+    flags: tuple[Flag, ...]
+
+    def __post_init__(self) -> None:
+        names = [flag.name for flag in self.flags]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{self.prog}: a flag is declared twice")
+        for flag in self.flags:
+            unknown = set(flag.requires) - set(names)
+            if unknown:
+                raise ValueError(f"{flag.name} requires undeclared {sorted(unknown)}")
+
+    def env_name(self, flag: Flag) -> str:
+        return f"{self.env_prefix}{flag.env_suffix()}"
+
+    def flag(self, name: str) -> Flag:
+        for flag in self.flags:
+            if flag.name == name:
+                return flag
+        raise KeyError(name)
+
+    def parser(self) -> argparse.ArgumentParser:
+        parser = _OneLineParser(
+            prog=self.prog,
+            description=f"{self.description} Every flag can also be set by the environment "
+            "variable shown; the command line wins over the environment.",
+            allow_abbrev=False,
+        )
+        for flag in self.flags:
+            help_text = self._help(flag).replace("%", "%%")
+            if flag.kind is BOOLEAN:
+                parser.add_argument(
+                    flag.name,
+                    dest=flag.dest,
+                    action=argparse.BooleanOptionalAction,
+                    default=None,
+                    help=help_text,
+                )
+            else:
+                parser.add_argument(
+                    flag.name,
+                    dest=flag.dest,
+                    action="append" if flag.repeatable else "store",
+                    default=None,
+                    metavar=flag.kind.metavar,
+                    help=help_text,
+                )
+        return parser
+
+    def parse(
+        self, argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+    ) -> argparse.Namespace:
+        """The value of every flag, by its ``dest``; ``FlagError`` when one is bad."""
+        environ = os.environ if environ is None else environ
+        given = self.parser().parse_args(argv)
+        values = argparse.Namespace()
+        origins: dict[str, str] = {}
+        for flag in self.flags:
+            from_command_line = getattr(given, flag.dest)
+            if from_command_line is not None:
+                origin = flag.name
+                value = self._command_line_value(flag, from_command_line)
+            elif environ.get(self.env_name(flag)):
+                origin = f"{flag.name} (from {self.env_name(flag)})"
+                value = self._env_value(flag, origin, environ[self.env_name(flag)])
+            else:
+                value = flag.default
+                origin = ""
+            if origin:
+                origins[flag.name] = origin
+            setattr(values, flag.dest, value)
+        for flag in self.flags:
+            if flag.name not in origins:
+                continue
+            for needed in flag.requires:
+                if needed not in origins:
+                    raise FlagError(f"{origins[flag.name]} needs {needed} too")
+        return values
+
+    def parse_or_exit(
+        self, argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+    ) -> argparse.Namespace:
+        """``parse``, but a bad value ends the process: status 2, one line on stderr."""
+        try:
+            return self.parse(argv, environ)
+        except FlagError as error:
+            self.exit_with(error.message)
+
+    def exit_with(self, message: str) -> NoReturn:
+        """Ends the process as a bad flag does (for checks only ``main`` can make)."""
+        print(f"{self.prog}: {message}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_USAGE)
+
+    def _help(self, flag: Flag) -> str:
+        default = flag.default_text
+        if default is None:
+            if flag.default is None or flag.default == ():
+                default = "unset"
+            elif flag.kind is BOOLEAN:
+                default = "on" if flag.default else "off"
+            else:
+                default = str(flag.default)
+        shape = f"; {flag.kind.describe}" if flag.kind.ranged else ""
+        repeat = "; repeatable, comma-separated in the environment" if flag.repeatable else ""
+        return f"{flag.help}{shape}{repeat} [env {self.env_name(flag)}; default {default}]"
+
+    def _command_line_value(self, flag: Flag, given: Any) -> Any:
+        if flag.kind is BOOLEAN:
+            return bool(given)
+        if flag.repeatable:
+            return tuple(self._checked(flag, flag.name, item) for item in given)
+        return self._checked(flag, flag.name, given)
+
+    def _env_value(self, flag: Flag, origin: str, raw: str) -> Any:
+        if flag.repeatable:
+            items = [item.strip() for item in raw.split(",")]
+            return tuple(self._checked(flag, origin, item) for item in items if item)
+        return self._checked(flag, origin, raw)
+
+    @staticmethod
+    def _checked(flag: Flag, origin: str, raw: str) -> Any:
+        problem = f"{origin} must be {flag.kind.describe}, not {raw!r}"
+        try:
+            value = flag.kind.convert(raw)
+        except (ValueError, KeyError):
+            raise FlagError(problem) from None
+        if not flag.kind.accepts(value):
+            raise FlagError(problem)
+        return value
+
+
+def _describe_range(what: str, minimum: float | None, maximum: float | None) -> str:
+    if minimum is not None and maximum is not None:
+        return f"{what} from {minimum:g} to {maximum:g}"
+    if minimum is not None:
+        return f"{what} >= {minimum:g}"
+    if maximum is not None:
+        return f"{what} <= {maximum:g}"
+    return what
+
+
+def _port_in(address: str, lowest: int) -> bool:
+    host, _, port = address.strip().rpartition(":")
+    return (
+        bool(host.strip("[]"))
+        and port.isascii()
+        and port.isdigit()
+        and lowest <= int(port) <= MAX_PORT
+    )
+
+
+def _parse_boolean(raw: str) -> bool:
+    folded = raw.strip().casefold()
+    if folded in _TRUE:
+        return True
+    if folded in _FALSE:
+        return False
+    raise ValueError(raw)
