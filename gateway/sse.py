@@ -3,7 +3,8 @@
 Frames: ``event: progress|completed|failed|cancelled``, ``id: <job version>``,
 ``data: <job JSON>``; a ``: keep-alive`` comment when nothing happened for a while; the stream
 ends after the terminal event, or with an ``: upstream unavailable`` comment when the watch
-gave up (the client resumes with ``Last-Event-ID``). When the HTTP client leaves, Starlette
+gave up, or with ``: gateway shutting down`` at once when the gateway stops (either way the
+client resumes with ``Last-Event-ID``). When the HTTP client leaves, Starlette
 cancels the generator and its subscription is dropped (the last one stops the watch).
 """
 
@@ -12,7 +13,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from gateway.watch_hub import Ended, JobWatchHub
-from videojob.errors import InvalidArgument
+from videojob.errors import MalformedArgument
+from videojob.limits import MAX_VERSION_DIGITS
 
 SSE_HEADERS = {
     "Cache-Control": "no-cache, no-transform",
@@ -22,7 +24,7 @@ KEEP_ALIVE = b": keep-alive\n\n"
 RETRY_MILLISECONDS = 1000
 RETRY = f"retry: {RETRY_MILLISECONDS}\n\n".encode()
 UPSTREAM_ENDED = b": upstream unavailable\n\n"
-_MAX_VERSION_DIGITS = 18
+SHUTTING_DOWN = b": gateway shutting down\n\n"
 
 
 def parse_last_event_id(header: str | None, query: str | None) -> int:
@@ -37,8 +39,8 @@ def parse_last_event_id(header: str | None, query: str | None) -> int:
 
 
 def _version(value: str, name: str) -> int:
-    if not value.isascii() or not value.isdigit() or len(value) > _MAX_VERSION_DIGITS:
-        raise InvalidArgument(name, "must be a job version (a non-negative integer)")
+    if not value.isascii() or not value.isdigit() or len(value) > MAX_VERSION_DIGITS:
+        raise MalformedArgument(name, "must be a job version (a non-negative integer)")
     return int(value)
 
 
@@ -54,7 +56,7 @@ async def job_events(
                 yield KEEP_ALIVE
             elif isinstance(item, Ended):
                 # The client reconnects with Last-Event-ID (EventSource does so by itself).
-                yield UPSTREAM_ENDED
+                yield SHUTTING_DOWN if item.shutting_down else UPSTREAM_ENDED
                 return
             else:
                 yield item.data

@@ -58,11 +58,16 @@ def job_frame(job: export_pb2.VideoJob) -> Frame:
     return Frame(job.version, text.encode(), is_terminal(job))
 
 
+@dataclass(frozen=True, slots=True)
 class Ended:
-    """What ``Subscription.next`` returns once the watch ended without a terminal frame."""
+    """What ``Subscription.next`` returns once the watch ended without a terminal frame:
+    the upstream stream could not be kept, or the gateway is shutting down."""
+
+    shutting_down: bool = False
 
 
 ENDED = Ended()
+SHUT_DOWN = Ended(shutting_down=True)
 
 
 class Subscription:
@@ -84,21 +89,22 @@ class Subscription:
         self._seen = after_version
         self._idle_seconds = idle_seconds
         self._pending: Frame | None = None
-        self._ended = False
+        self._ended: Ended | None = None
         self._keep_alive_due = False
         self._last_sent = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._waiter: asyncio.Future[None] | None = None
 
     def offer(self, frame: Frame) -> None:
-        if frame.version <= self._seen or self._ended:
+        if frame.version <= self._seen or self._ended is not None:
             return
         self._seen = frame.version
         self._pending = frame
         self._wake()
 
-    def end(self) -> None:
-        self._ended = True
+    def end(self, how: Ended = ENDED) -> None:
+        if self._ended is None:
+            self._ended = how
         self._wake()
 
     def close(self) -> None:
@@ -122,7 +128,7 @@ class Subscription:
 
     async def next(self) -> Frame | Ended | None:
         """The next frame; ``None`` when ``idle_seconds`` passed since the last thing it
-        returned; ``ENDED`` once the watch has ended and every offered frame was taken."""
+        returned; an ``Ended`` once the watch has ended and every offered frame was taken."""
         loop = asyncio.get_running_loop()
         if not self._last_sent:
             self._last_sent = loop.time()
@@ -132,8 +138,8 @@ class Subscription:
                 self._pending = None
                 self._last_sent = loop.time()
                 return frame
-            if self._ended:
-                return ENDED
+            if self._ended is not None:
+                return self._ended
             if self._keep_alive_due:
                 self._keep_alive_due = False
                 self._last_sent = loop.time()
@@ -171,9 +177,9 @@ class JobWatch:
             if frame.terminal:
                 subscription.end()
 
-    def end_all(self) -> None:
+    def end_all(self, how: Ended = ENDED) -> None:
         for subscription in self.subscriptions:
-            subscription.end()
+            subscription.end(how)
 
 
 class JobWatchHub:
@@ -207,7 +213,7 @@ class JobWatchHub:
         ``next`` after ``idle_seconds`` without one."""
         subscription = Subscription(after_version, idle_seconds)
         if self._closed:
-            subscription.end()
+            subscription.end(SHUT_DOWN)
             yield subscription
             return
         watch = self._watches.get(job_id)
@@ -227,13 +233,14 @@ class JobWatchHub:
                     watch.task.cancel()
 
     async def close(self) -> None:
-        """Ends every subscription and stops every upstream stream."""
+        """Ends every subscription at once (as shutting down) and stops every upstream
+        stream; later subscriptions end as soon as they start. Safe to call again."""
         self._closed = True
         watches = list(self._watches.values())
         self._watches.clear()
         tasks = [watch.task for watch in watches if watch.task is not None]
         for watch in watches:
-            watch.end_all()
+            watch.end_all(SHUT_DOWN)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
