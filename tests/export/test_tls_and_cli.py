@@ -88,6 +88,6 @@ async def test_settings_from_the_environment_and_sigterm(
             job = await stub.CreateExport(export_pb2.CreateExportRequest(spec=pattern_spec()))
             assert (await watch(stub, job.id))[-1].status == export_pb2.COMPLETED
         assert database.is_file()
-        assert process.terminate() == 0
+        assert await process.astop() == 0
     finally:
         stop_processes([process])
