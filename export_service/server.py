@@ -1,4 +1,5 @@
-"""The ExportService servicer: translates proto ↔ store records and domain errors → status codes.
+"""The ExportService servicer: translates proto ↔ store records (domain errors become status
+codes in videojob.grpc_errors).
 
 Every answer is read from the store, the one record of each job."""
 
@@ -8,28 +9,33 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-from grpc_health.v1._async import HealthServicer
 
 from export_service.changes import ChangeHub
 from export_service.config import ExportConfig
 from export_service.store import Job, JobStatus, JobStore, ListCursor, TransitionRejected
 from export_service.store.sqlite import created_at_us, decode_cursor, encode_cursor
 from export_service.tracker import RenderSupervisor
-from videojob.errors import AlreadyExists, FailedPrecondition, InvalidArgument, VideoJobError
+from videojob.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    MalformedArgument,
+    Reason,
+)
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 from videojob.grpc_setup import (
-    SERVER_OPTIONS,
+    GracefulHealth,
     add_health_and_reflection,
     bind,
     create_channel,
 )
+from videojob.grpc_setup import create_server as create_grpc_server
 from videojob.render.v1 import render_pb2_grpc, spec_pb2
 from videojob.spec_validation import normalize_spec
 
@@ -40,8 +46,6 @@ MAX_REQUEST_ID_LENGTH = 128
 MAX_JOB_ID_LENGTH = 128
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
-
-T = TypeVar("T")
 
 _STATUS_TO_PROTO = {
     JobStatus.QUEUED: export_pb2.QUEUED,
@@ -93,15 +97,6 @@ def _check_job_id(job_id: str) -> None:
         raise InvalidArgument("id", f"must be at most {MAX_JOB_ID_LENGTH} characters")
 
 
-async def _answer(context: grpc.aio.ServicerContext[Any, Any], work: Awaitable[T]) -> T:
-    """The one place a domain error becomes a status code."""
-    try:
-        return await work
-    except VideoJobError as error:
-        await context.abort(error.grpc_code, error.message)
-        raise AssertionError("abort returned") from error
-
-
 class ExportServicer(export_pb2_grpc.ExportServiceServicer):
     def __init__(
         self,
@@ -120,7 +115,7 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
         request: export_pb2.CreateExportRequest,
         context: grpc.aio.ServicerContext[export_pb2.CreateExportRequest, export_pb2.VideoJob],
     ) -> export_pb2.VideoJob:
-        return await _answer(context, self._create(request))
+        return await self._create(request)
 
     async def _create(self, request: export_pb2.CreateExportRequest) -> export_pb2.VideoJob:
         """Idempotent on request_id: a known one returns its job as it is now (never a second
@@ -147,7 +142,9 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
         elif job.spec != spec:
             raise AlreadyExists(
                 f"request_id: {request_id!r} was already used for job {job.id} "
-                "with a different spec"
+                "with a different spec",
+                reason=Reason.REQUEST_ID_REUSED,
+                metadata={"request_id": request_id, "job_id": job.id},
             )
         return job_to_proto(job)
 
@@ -156,7 +153,7 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
         request: export_pb2.GetExportRequest,
         context: grpc.aio.ServicerContext[export_pb2.GetExportRequest, export_pb2.VideoJob],
     ) -> export_pb2.VideoJob:
-        return await _answer(context, self._get(request.id))
+        return await self._get(request.id)
 
     async def _get(self, job_id: str) -> export_pb2.VideoJob:
         _check_job_id(job_id)
@@ -169,7 +166,7 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
             export_pb2.ListExportsRequest, export_pb2.ListExportsResponse
         ],
     ) -> export_pb2.ListExportsResponse:
-        return await _answer(context, self._list(request))
+        return await self._list(request)
 
     async def _list(self, request: export_pb2.ListExportsRequest) -> export_pb2.ListExportsResponse:
         if request.page_size < 0:
@@ -185,7 +182,9 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
             try:
                 after = decode_cursor(request.page_token)
             except ValueError:
-                raise InvalidArgument("page_token", "is not a token this service issued") from None
+                raise MalformedArgument(
+                    "page_token", "is not a token this service issued"
+                ) from None
         jobs = await self._store.list_jobs(limit=page_size + 1, status=status, after=after)
         response = export_pb2.ListExportsResponse(jobs=[job_to_proto(j) for j in jobs[:page_size]])
         if len(jobs) > page_size:
@@ -198,7 +197,7 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
         request: export_pb2.CancelExportRequest,
         context: grpc.aio.ServicerContext[export_pb2.CancelExportRequest, export_pb2.VideoJob],
     ) -> export_pb2.VideoJob:
-        return await _answer(context, self._cancel(request.id))
+        return await self._cancel(request.id)
 
     async def _cancel(self, job_id: str) -> export_pb2.VideoJob:
         _check_job_id(job_id)
@@ -207,7 +206,9 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
         except TransitionRejected as rejected:
             status = rejected.current.status.value
             raise FailedPrecondition(
-                f"job {job_id} is {status}; only QUEUED or RUNNING jobs can be cancelled"
+                f"job {job_id} is {status}; only QUEUED or RUNNING jobs can be cancelled",
+                reason=Reason.JOB_FINISHED,
+                metadata={"job_id": job_id, "status": status},
             ) from None
         logger.info("job %s cancelled", job_id)
         await self._supervisor.job_cancelled(job_id)
@@ -218,15 +219,12 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
         request: export_pb2.WatchExportRequest,
         context: grpc.aio.ServicerContext[export_pb2.WatchExportRequest, export_pb2.VideoJob],
     ) -> AsyncIterator[export_pb2.VideoJob]:
-        try:
-            _check_job_id(request.id)
-            if request.after_version < 0:
-                raise InvalidArgument("after_version", "must not be negative")
-            with self._hub.subscribe(request.id) as changed:
-                async for job in self._watch(request.id, request.after_version, changed):
-                    yield job
-        except VideoJobError as error:
-            await context.abort(error.grpc_code, error.message)
+        _check_job_id(request.id)
+        if request.after_version < 0:
+            raise InvalidArgument("after_version", "must not be negative")
+        with self._hub.subscribe(request.id) as changed:
+            async for job in self._watch(request.id, request.after_version, changed):
+                yield job
 
     async def _watch(
         self, job_id: str, after_version: int, changed: asyncio.Event
@@ -253,7 +251,7 @@ class ExportServer:
     port: int
     store: JobStore
     supervisor: RenderSupervisor
-    health: HealthServicer
+    health: GracefulHealth
     render_channel: grpc.aio.Channel
     hub: ChangeHub
 
@@ -280,7 +278,7 @@ async def create_server(
     render_channel = create_channel(config.render_addr, config.render_tls)
     stub = render_pb2_grpc.RenderServiceStub(render_channel)
     supervisor = RenderSupervisor(store, stub, config.tracker)
-    server = grpc.aio.server(options=SERVER_OPTIONS)
+    server = create_grpc_server()
     export_pb2_grpc.add_ExportServiceServicer_to_server(
         ExportServicer(store, hub, supervisor, config), server
     )

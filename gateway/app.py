@@ -24,13 +24,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from gateway import sse
-from gateway.errors import (
-    error_response,
-    grpc_error_response,
-    http_exception_handler,
-    invalid_argument_response,
-    unexpected_error_handler,
-)
+from gateway.errors import EXCEPTION_HANDLERS, error_response
 from gateway.job_json import STATUS_BY_NAME, is_terminal, job_to_json, spec_from_json
 from gateway.middleware import BearerTokenMiddleware, BodySizeLimitMiddleware
 from gateway.openapi import (
@@ -43,7 +37,7 @@ from gateway.openapi import (
 )
 from gateway.settings import Settings
 from gateway.watch_hub import JobWatchHub
-from videojob.errors import InvalidArgument
+from videojob.errors import FailedPrecondition, InvalidArgument, MalformedArgument, NotFound
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 from videojob.grpc_setup import create_channel
 
@@ -77,7 +71,7 @@ def _export(request: Request) -> Export:
 def _job_id(request: Request) -> str:
     job_id: str = request.path_params["id"]
     if len(job_id) > MAX_JOB_ID_LENGTH:
-        raise HTTPException(404, "no job has this id")
+        raise NotFound("no job has this id")
     return job_id
 
 
@@ -90,7 +84,7 @@ def _idempotency_key(request: Request) -> str:
     if key is None:
         return uuid.uuid4().hex
     if not key or len(key) > MAX_IDEMPOTENCY_KEY_LENGTH or not all("!" <= c <= "~" for c in key):
-        raise InvalidArgument(
+        raise MalformedArgument(
             "Idempotency-Key",
             f"must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} visible ASCII characters",
         )
@@ -100,27 +94,18 @@ def _idempotency_key(request: Request) -> str:
 async def create_job(request: Request) -> Response:
     content_type = request.headers.get("content-type", "")
     if content_type.split(";")[0].strip().lower() != "application/json":
-        return error_response(415, "the body must be application/json (a RenderSpec)")
-    try:
-        request_id = _idempotency_key(request)
-    except InvalidArgument as error:
-        return invalid_argument_response(error, status=400)
+        raise HTTPException(415, "the body must be application/json (a RenderSpec)")
+    request_id = _idempotency_key(request)
     try:
         body: Any = json.loads(await request.body())
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-        return error_response(400, f"the body is not valid JSON: {error}")
-    try:
-        spec = spec_from_json(body)
-    except InvalidArgument as error:
-        return invalid_argument_response(error)
+        raise MalformedArgument("body", f"is not valid JSON: {error}") from None
+    spec = spec_from_json(body)
     export = _export(request)
-    try:
-        job = await export.stub.CreateExport(
-            export_pb2.CreateExportRequest(request_id=request_id, spec=spec),
-            timeout=export.timeout,
-        )
-    except grpc.aio.AioRpcError as error:
-        return grpc_error_response(error)
+    job = await export.stub.CreateExport(
+        export_pb2.CreateExportRequest(request_id=request_id, spec=spec),
+        timeout=export.timeout,
+    )
     return _job_response(job, status_code=201)
 
 
@@ -130,14 +115,15 @@ def _list_request(request: Request) -> export_pb2.ListExportsRequest:
     if status_name is not None and status_name not in STATUS_BY_NAME:
         raise InvalidArgument("status", f"must be one of {', '.join(STATUS_BY_NAME)}")
     limit_text = params.get("limit", str(DEFAULT_LIST_LIMIT))
-    if not limit_text.isascii() or not limit_text.isdigit() or len(limit_text) > 6:
-        raise InvalidArgument("limit", f"must be an integer from 1 to {MAX_LIST_LIMIT}")
-    limit = int(limit_text)
+    if not limit_text.isascii() or not limit_text.isdigit():
+        raise MalformedArgument("limit", f"must be an integer from 1 to {MAX_LIST_LIMIT}")
+    digits = limit_text.lstrip("0")
+    limit = int(digits) if 0 < len(digits) <= len(str(MAX_LIST_LIMIT)) else 0
     if not 1 <= limit <= MAX_LIST_LIMIT:
         raise InvalidArgument("limit", f"must be an integer from 1 to {MAX_LIST_LIMIT}")
     cursor = params.get("cursor")
     if cursor is not None and not CURSOR.fullmatch(cursor):
-        raise InvalidArgument("cursor", "is not a cursor this service issued")
+        raise MalformedArgument("cursor", "is not a cursor this service issued")
     return export_pb2.ListExportsRequest(
         page_size=limit,
         page_token=cursor or "",
@@ -146,19 +132,9 @@ def _list_request(request: Request) -> export_pb2.ListExportsRequest:
 
 
 async def list_jobs(request: Request) -> Response:
-    try:
-        list_request = _list_request(request)
-    except InvalidArgument as error:
-        return invalid_argument_response(error, status=400)
+    list_request = _list_request(request)
     export = _export(request)
-    try:
-        page = await export.stub.ListExports(list_request, timeout=export.timeout)
-    except grpc.aio.AioRpcError as error:
-        if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
-            return error_response(
-                400, "cursor: is not a cursor this service issued", field="cursor"
-            )
-        return grpc_error_response(error)
+    page = await export.stub.ListExports(list_request, timeout=export.timeout)
     return JSONResponse(
         {
             "jobs": [job_to_json(job) for job in page.jobs],
@@ -182,41 +158,29 @@ async def _get(request: Request, job_id: str) -> export_pb2.VideoJob:
 
 
 async def get_job(request: Request) -> Response:
-    try:
-        return _job_response(await _get(request, _job_id(request)))
-    except grpc.aio.AioRpcError as error:
-        return grpc_error_response(error)
+    return _job_response(await _get(request, _job_id(request)))
 
 
 async def cancel_job(request: Request) -> Response:
     export = _export(request)
-    try:
-        job = await export.stub.CancelExport(
-            export_pb2.CancelExportRequest(id=_job_id(request)), timeout=export.timeout
-        )
-    except grpc.aio.AioRpcError as error:
-        return grpc_error_response(error)
+    job = await export.stub.CancelExport(
+        export_pb2.CancelExportRequest(id=_job_id(request)), timeout=export.timeout
+    )
     return _job_response(job)
 
 
 async def job_events(request: Request) -> Response:
     job_id = _job_id(request)
-    try:
-        after_version = sse.parse_last_event_id(
-            request.headers.get("last-event-id"), request.query_params.get("lastEventId")
-        )
-    except InvalidArgument as error:
-        return invalid_argument_response(error, status=400)
+    after_version = sse.parse_last_event_id(
+        request.headers.get("last-event-id"), request.query_params.get("lastEventId")
+    )
     hub: JobWatchHub = request.app.state.watch_hub
     # A job someone already watches exists; its newest state is at hand without a call.
     latest = hub.cached(job_id)
     if latest is not None:
         terminal, version = latest.terminal, latest.version
     else:
-        try:
-            job = await _get(request, job_id)
-        except grpc.aio.AioRpcError as error:
-            return grpc_error_response(error)
+        job = await _get(request, job_id)
         terminal, version = is_terminal(job), job.version
     if terminal and after_version >= version:
         # Nothing more will ever come; 204 also tells EventSource to stop reconnecting.
@@ -237,13 +201,10 @@ def _existing_file(path: Path) -> Path | None:
 
 async def download(request: Request) -> Response:
     job_id = _job_id(request)
-    try:
-        job = await _get(request, job_id)
-    except grpc.aio.AioRpcError as error:
-        return grpc_error_response(error)
+    job = await _get(request, job_id)
     if job.status != export_pb2.COMPLETED or not job.output_path:
         status = job_to_json(job)["status"]
-        return error_response(409, f"the job is {status}; its file exists once it has completed")
+        raise FailedPrecondition(f"the job is {status}; its file exists once it has completed")
     container = job.spec.output.container or "mp4"
     path = Path(job.output_path)
     if container not in CONTENT_TYPES or path.suffix != f".{container}":
@@ -251,7 +212,7 @@ async def download(request: Request) -> Response:
         return error_response(500, "the job's output path is not a video this gateway serves")
     resolved = await asyncio.to_thread(_existing_file, path)
     if resolved is None:
-        return error_response(410, "the job's file no longer exists")
+        raise HTTPException(410, "the job's file no longer exists")
     return FileResponse(
         resolved,
         media_type=CONTENT_TYPES[container],
@@ -339,10 +300,7 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(
         routes=routes,
         middleware=middleware,
-        exception_handlers={
-            HTTPException: http_exception_handler,
-            Exception: unexpected_error_handler,
-        },
+        exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
     app.state.settings = settings

@@ -31,6 +31,20 @@ _SPEC_CHECKER = SchemaChecker(COMPONENT_SCHEMAS)
 _SNAKE_SEGMENT = re.compile(r"_([a-z0-9])")
 
 
+_STATUS_BY_PROTO_NAME = {
+    export_pb2.JobStatus.Name(value): name for name, value in STATUS_BY_NAME.items()
+}
+# Request fields outside the spec, by the name the HTTP API gives them.
+_HTTP_NAME_OF_REQUEST_FIELD = {
+    "request_id": "Idempotency-Key",
+    "id": "id",
+    "page_token": "cursor",
+    "page_size": "limit",
+    "status": "status",
+    "after_version": "Last-Event-ID",
+}
+
+
 def camel_case_path(path: str) -> str:
     """``spec.output.video_codec`` -> ``output.videoCodec``: a proto field path as the HTTP
     client wrote it (camelCase, relative to the request body)."""
@@ -41,14 +55,26 @@ def camel_case_path(path: str) -> str:
     return _SNAKE_SEGMENT.sub(lambda match: match.group(1).upper(), path)
 
 
-def camel_case_message(message: str) -> tuple[str, str | None]:
-    """Translates an export-service validation message ``<proto path>: <problem>`` into
-    ``<json path>: <problem>``; returns the message and the field (None when none is named)."""
-    field, separator, problem = message.partition(": ")
-    if not separator or " " in field or not field.startswith("spec"):
-        return message, None
-    json_field = camel_case_path(field)
-    return f"{json_field}: {problem}", json_field
+def http_field(proto_path: str) -> str:
+    """The HTTP API's name for a field a gRPC error names by its proto path:
+    ``spec.source.transcode.input_path`` -> ``source.transcode.inputPath``, ``request_id`` ->
+    ``Idempotency-Key``, ``id`` -> the ``{id}`` path parameter."""
+    if proto_path in _HTTP_NAME_OF_REQUEST_FIELD:
+        return _HTTP_NAME_OF_REQUEST_FIELD[proto_path]
+    return camel_case_path(proto_path)
+
+
+def http_message(proto_path: str, message: str) -> str:
+    """``message`` with its leading ``<proto path>: `` (if it has one) in the API's words."""
+    prefix = f"{proto_path}: "
+    if proto_path and message.startswith(prefix):
+        return f"{http_field(proto_path)}: {message[len(prefix) :]}"
+    return message
+
+
+def api_status_name(proto_name: str) -> str:
+    """``COMPLETED`` -> ``completed``: a JobStatus name as the HTTP API spells statuses."""
+    return _STATUS_BY_PROTO_NAME.get(proto_name, proto_name.lower())
 
 
 def spec_from_json(body: Any) -> spec_pb2.RenderSpec:
@@ -75,11 +101,14 @@ def job_to_json(job: export_pb2.VideoJob) -> dict[str, Any]:
     outputDurationSeconds and spec."""
     running = job.status == export_pb2.RUNNING
     completed = job.status == export_pb2.COMPLETED
-    error = (
-        {"code": job.error.code, "message": job.error.message}
-        if job.HasField("error") and (job.error.code or job.error.message)
-        else None
-    )
+    error: dict[str, str] | None = None
+    if job.HasField("error") and (job.error.code or job.error.message):
+        error = {
+            "code": job.error.code,
+            "message": http_message(job.error.field, job.error.message),
+        }
+        if job.error.field:
+            error["field"] = http_field(job.error.field)
     return {
         "id": job.id,
         "status": STATUS_NAMES.get(job.status, "queued"),

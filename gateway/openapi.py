@@ -140,7 +140,14 @@ COMPONENT_SCHEMAS: dict[str, dict[str, Any]] = {
     "JobError": {
         "type": "object",
         "required": ["code", "message"],
-        "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+        "properties": {
+            "code": {"type": "string"},
+            "message": {"type": "string"},
+            "field": {
+                "type": "string",
+                "description": "The spec field the error is about (source.transcode.inputPath).",
+            },
+        },
     },
     "Job": {
         "type": "object",
@@ -349,8 +356,12 @@ def _build() -> dict[str, Any]:
                             },
                         },
                         "400": _error(
-                            "A query parameter is invalid (or the cursor was not issued by "
-                            "this service); the message names it."
+                            "`limit` is not a number, or the cursor was not issued by this "
+                            "service; `field` names the parameter."
+                        ),
+                        "422": _error(
+                            "`limit` is outside its range or `status` is not a job status; "
+                            "`field` names the parameter."
                         ),
                         **_API_ERRORS,
                     },

@@ -138,8 +138,8 @@ class RenderRecord:
         )
         self._append(render_pb2.RenderEvent(completed=completed))
 
-    def fail(self, code: str, message: str, log_tail: str = "") -> None:
-        failed = render_pb2.Failed(code=code, message=message, log_tail=log_tail)
+    def fail(self, code: str, message: str, log_tail: str = "", *, field: str = "") -> None:
+        failed = render_pb2.Failed(code=code, message=message, log_tail=log_tail, field=field)
         self._append(render_pb2.RenderEvent(failed=failed))
 
     def cancel(self, reason: str) -> None:

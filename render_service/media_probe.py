@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from render_service.failures import FailureCode, RenderFailure
+from render_service.failures import invalid_input
 from render_service.ffmpeg_process import run_ffmpeg_captured
 from render_service.ffmpeg_progress import parse_header_duration
 
@@ -47,9 +47,5 @@ async def probe_media(binary: str, path: Path, field: str) -> MediaInfo:
     )
     info = parse_media_info(run.stderr)
     if not info.has_video and not info.has_audio:
-        raise RenderFailure(
-            FailureCode.INVALID_INPUT,
-            f"{field}: {path.name!r} is not a readable media file",
-            _tail(run.stderr),
-        )
+        raise invalid_input(field, f"{path.name!r} is not a readable media file", _tail(run.stderr))
     return info

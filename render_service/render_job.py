@@ -18,7 +18,7 @@ from pathlib import Path
 
 from render_service.config import RenderConfig
 from render_service.events import RenderRecord
-from render_service.failures import FailureCode, RenderFailure
+from render_service.failures import FailureCode, RenderFailure, invalid_input
 from render_service.ffmpeg_command import (
     RenderInputs,
     available_encoders,
@@ -152,7 +152,7 @@ class RenderJob:
                 await self._render()
         except RenderFailure as failure:
             logger.info("render %s failed: %s", record.render_id, failure)
-            record.fail(failure.code, failure.message, failure.log_tail)
+            record.fail(failure.code, failure.message, failure.log_tail, field=failure.field)
         except Exception:  # a bug: every expected failure is a RenderFailure
             logger.exception("render %s failed unexpectedly", record.render_id)
             record.fail(FailureCode.INTERNAL, "internal error in the render service", self._tail())
@@ -229,16 +229,12 @@ class RenderJob:
             field = "spec.source.transcode.input_path"
             info = await probe_media(self._binary, self._paths.transcode, field)
             if not info.has_video:
-                raise RenderFailure(FailureCode.INVALID_INPUT, f"{field}: has no video stream")
+                raise invalid_input(field, "has no video stream")
             duration = info.duration_seconds
             if duration is None or duration <= 0:
-                raise RenderFailure(
-                    FailureCode.INVALID_INPUT, f"{field}: the input's duration cannot be read"
-                )
+                raise invalid_input(field, "the input's duration cannot be read")
             if duration > MAX_DURATION_SECONDS:
-                raise RenderFailure(
-                    FailureCode.INVALID_INPUT, f"{field}: the input is longer than 4 hours"
-                )
+                raise invalid_input(field, "the input is longer than 4 hours")
             return RenderInputs(
                 transcode_path=self._paths.transcode, transcode_has_audio=info.has_audio
             ), duration
@@ -248,7 +244,7 @@ class RenderJob:
             field = f"spec.source.slideshow.slides[{index}].image_path"
             info = await probe_media(self._binary, path, field)
             if not info.has_video or info.width is None or info.height is None:
-                raise RenderFailure(FailureCode.INVALID_INPUT, f"{field}: is not an image")
+                raise invalid_input(field, "is not an image")
             if slide_size is None:
                 slide_size = (_even(info.width), _even(info.height))
             done = (index + 1) / (len(self._paths.slides) + 1)
@@ -257,7 +253,7 @@ class RenderJob:
             field = "spec.source.slideshow.audio_path"
             info = await probe_media(self._binary, self._paths.audio, field)
             if not info.has_audio:
-                raise RenderFailure(FailureCode.INVALID_INPUT, f"{field}: has no audio stream")
+                raise invalid_input(field, "has no audio stream")
         inputs = RenderInputs(
             slide_paths=self._paths.slides,
             slide_size=slide_size,

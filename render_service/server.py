@@ -1,4 +1,5 @@
-"""The gRPC RenderService and the factory that builds a server around it."""
+"""The gRPC RenderService and the factory that builds a server around it. Domain errors
+raised by the registry become gRPC statuses in videojob.grpc_errors, not here."""
 
 from __future__ import annotations
 
@@ -6,25 +7,19 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol
 
 import grpc
 
 from render_service.config import RenderConfig
 from render_service.output_dir import remove_stale_partials
 from render_service.registry import RenderRegistry
-from videojob.errors import VideoJobError
-from videojob.grpc_setup import SERVER_OPTIONS, add_health_and_reflection, bind
+from videojob.grpc_setup import GracefulHealth, add_health_and_reflection, bind
+from videojob.grpc_setup import create_server as create_grpc_server
 from videojob.render.v1 import render_pb2, render_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = render_pb2.DESCRIPTOR.services_by_name["RenderService"].full_name
-
-
-async def _abort(context: grpc.aio.ServicerContext[object, object], error: VideoJobError) -> None:
-    """The one place domain errors become gRPC statuses."""
-    await context.abort(error.grpc_code, error.message)
 
 
 def _log_sent_terminal(event: render_pb2.RenderEvent) -> None:
@@ -41,11 +36,7 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
         request: render_pb2.RenderRequest,
         context: grpc.aio.ServicerContext[render_pb2.RenderRequest, render_pb2.RenderEvent],
     ) -> AsyncIterator[render_pb2.RenderEvent]:
-        try:
-            events = await self._registry.submit(request.render_id, request.spec)
-        except VideoJobError as error:
-            await _abort(context, error)  # type: ignore[arg-type]
-            return
+        events = await self._registry.submit(request.render_id, request.spec)
         async for event in events:
             yield event
             _log_sent_terminal(event)
@@ -55,11 +46,7 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
         request: render_pb2.WatchRenderRequest,
         context: grpc.aio.ServicerContext[render_pb2.WatchRenderRequest, render_pb2.RenderEvent],
     ) -> AsyncIterator[render_pb2.RenderEvent]:
-        try:
-            events = self._registry.watch(request.render_id, request.after_seq)
-        except VideoJobError as error:
-            await _abort(context, error)  # type: ignore[arg-type]
-            return
+        events = self._registry.watch(request.render_id, request.after_seq)
         async for event in events:
             yield event
             _log_sent_terminal(event)
@@ -69,26 +56,14 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
         request: render_pb2.GetRenderRequest,
         context: grpc.aio.ServicerContext[render_pb2.GetRenderRequest, render_pb2.RenderInfo],
     ) -> render_pb2.RenderInfo:
-        try:
-            return self._registry.get(request.render_id).info()
-        except VideoJobError as error:
-            await _abort(context, error)  # type: ignore[arg-type]
-            raise
+        return self._registry.get(request.render_id).info()
 
     async def CancelRender(
         self,
         request: render_pb2.CancelRenderRequest,
         context: grpc.aio.ServicerContext[render_pb2.CancelRenderRequest, render_pb2.RenderInfo],
     ) -> render_pb2.RenderInfo:
-        try:
-            return await self._registry.cancel(request.render_id)
-        except VideoJobError as error:
-            await _abort(context, error)  # type: ignore[arg-type]
-            raise
-
-
-class GracefulHealth(Protocol):
-    async def enter_graceful_shutdown(self) -> None: ...
+        return await self._registry.cancel(request.render_id)
 
 
 @dataclass
@@ -112,7 +87,7 @@ async def create_server(config: RenderConfig) -> RenderServer:
     removed = remove_stale_partials(config.output_dir)
     if removed:
         logger.info("removed %d stale partial file(s) from %s", removed, config.output_dir)
-    server = grpc.aio.server(options=SERVER_OPTIONS)
+    server = create_grpc_server()
     registry = RenderRegistry(config)
     render_pb2_grpc.add_RenderServiceServicer_to_server(RenderServicer(registry), server)
     health_servicer = await add_health_and_reflection(server, [SERVICE_NAME])

@@ -1,29 +1,81 @@
-"""Domain errors, defined once, and their mapping to gRPC status codes and HTTP statuses."""
+"""Domain errors, defined once, and the one table of their gRPC status codes and HTTP statuses.
+
+Servers raise these; ``videojob.grpc_errors`` turns them into rich gRPC statuses and the
+gateway's exception handlers turn those (and its own) into HTTP answers, both through
+``http_status_for``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from enum import StrEnum
+
 import grpc
+
+# google.rpc.ErrorInfo.domain of every reason below.
+ERROR_DOMAIN = "videojob"
+
+
+class Reason(StrEnum):
+    """google.rpc.ErrorInfo reasons: why a request was refused, for clients that word their own
+    message (the gateway). Metadata keys are named on each."""
+
+    JOB_FINISHED = "JOB_FINISHED"  # job_id, status (the proto JobStatus name)
+    REQUEST_ID_REUSED = "REQUEST_ID_REUSED"  # request_id, job_id
+
+
+class ViolationKind(StrEnum):
+    """google.rpc.BadRequest.FieldViolation reasons."""
+
+    MALFORMED = "MALFORMED"  # the value cannot be read as what it should be
+    INVALID = "INVALID"  # it can, but it is outside what the API documents
 
 
 class VideoJobError(Exception):
-    """Base class of every error a client may be shown."""
+    """Base class of every error a client may be shown. ``reason`` and ``metadata`` (optional)
+    travel as a google.rpc.ErrorInfo."""
 
     grpc_code: grpc.StatusCode = grpc.StatusCode.INTERNAL
 
-    def __init__(self, message: str) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: Reason | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
+        self.error_reason = reason
+        self.error_metadata = dict(metadata or {})
+
+    @property
+    def http_status(self) -> int:
+        return http_status_for(self.grpc_code)
 
 
 class InvalidArgument(VideoJobError):
-    """A request field is malformed or out of bounds; ``field`` names it (proto path)."""
+    """A request value is outside what the API documents (out of range, not one of the allowed
+    values, a file that is not there); ``field`` names it (proto path on gRPC)."""
 
     grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+    kind = ViolationKind.INVALID
 
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
         self.field = field
         self.problem = problem
+
+    @property
+    def http_status(self) -> int:
+        return http_status_for(self.grpc_code, self.kind)
+
+
+class MalformedArgument(InvalidArgument):
+    """A request value cannot be read as what it should be: not JSON, not a number, not a token
+    this service issued."""
+
+    kind = ViolationKind.MALFORMED
 
 
 class NotFound(VideoJobError):
@@ -52,6 +104,8 @@ class Unauthenticated(VideoJobError):
     grpc_code = grpc.StatusCode.UNAUTHENTICATED
 
 
+# Which error is which HTTP status (README, "Errors"): malformed syntax 400, a value outside
+# its documented range 422, unknown 404, state conflict 409, busy 429, upstream unavailable 503.
 HTTP_STATUS_FOR_GRPC_CODE: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.OK: 200,
     grpc.StatusCode.INVALID_ARGUMENT: 422,
@@ -68,8 +122,18 @@ HTTP_STATUS_FOR_GRPC_CODE: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.CANCELLED: 499,
     grpc.StatusCode.UNIMPLEMENTED: 501,
 }
+MALFORMED_HTTP_STATUS = 400
 
 
-def http_status_for(code: grpc.StatusCode) -> int:
-    """The HTTP status a gateway answers for a gRPC status code (500 for anything unexpected)."""
+def http_status_for(code: grpc.StatusCode, violation: ViolationKind | None = None) -> int:
+    """The HTTP status for a gRPC status code (500 for anything unexpected); an
+    INVALID_ARGUMENT whose value is malformed is 400."""
+    if code == grpc.StatusCode.INVALID_ARGUMENT and violation == ViolationKind.MALFORMED:
+        return MALFORMED_HTTP_STATUS
     return HTTP_STATUS_FOR_GRPC_CODE.get(code, 500)
+
+
+def error_code_name(code: grpc.StatusCode) -> str:
+    """The ``code`` of an HTTP error body: the gRPC status name in lower case."""
+    name: str = code.name
+    return name.lower()

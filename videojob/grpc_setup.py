@@ -7,11 +7,16 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer as AsyncHealthServicer
+
+# The public async servicer; grpc-stubs predate it.
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 from grpc_reflection.v1alpha import reflection
+
+from videojob.grpc_errors import DomainErrorInterceptor
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +54,12 @@ class TlsFiles:
     @property
     def enabled(self) -> bool:
         return any((self.cert, self.key, self.ca))
+
+
+def create_server() -> grpc.aio.Server:
+    """A gRPC server with the shared options, whose methods answer domain errors with their
+    rich status (videojob.grpc_errors)."""
+    return grpc.aio.server(options=SERVER_OPTIONS, interceptors=[DomainErrorInterceptor()])
 
 
 def server_credentials(tls: TlsFiles) -> grpc.ServerCredentials | None:
@@ -93,18 +104,25 @@ def bind(server: grpc.aio.Server, listen: str, tls: TlsFiles | None = None) -> i
     return port
 
 
+class GracefulHealth(Protocol):
+    """The health servicer, as its server's shutdown uses it."""
+
+    async def enter_graceful_shutdown(self) -> None: ...
+
+
 async def add_health_and_reflection(
     server: grpc.aio.Server, service_full_names: Iterable[str]
-) -> AsyncHealthServicer:
+) -> GracefulHealth:
     """Registers grpc.health.v1 (every named service SERVING) and server reflection.
 
     On shutdown call ``await servicer.enter_graceful_shutdown()``: every service turns
     NOT_SERVING and stays so."""
     names = list(service_full_names)
-    health_servicer = AsyncHealthServicer()
+    health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ["", *names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     reflected = [*names, health.SERVICE_NAME, reflection.SERVICE_NAME]
     reflection.enable_server_reflection(reflected, server)
-    return health_servicer
+    graceful: GracefulHealth = health_servicer
+    return graceful

@@ -6,21 +6,34 @@ import datetime
 
 import pytest
 
-from gateway.job_json import camel_case_message, job_to_json, spec_from_json
+from gateway.job_json import http_field, job_to_json, spec_from_json
 from videojob.errors import InvalidArgument
 from videojob.export.v1 import export_pb2
 
 
-def test_proto_field_paths_become_json_paths() -> None:
-    assert camel_case_message("spec.output.video_codec: 'x' is not allowed") == (
-        "output.videoCodec: 'x' is not allowed",
-        "output.videoCodec",
+def test_proto_field_paths_become_the_api_names() -> None:
+    assert http_field("spec.output.video_codec") == "output.videoCodec"
+    assert http_field("spec.source.slideshow.slides[2].image_path") == (
+        "source.slideshow.slides[2].imagePath"
     )
-    assert camel_case_message("spec.source.slideshow.slides[2].image_path: file not found") == (
-        "source.slideshow.slides[2].imagePath: file not found",
-        "source.slideshow.slides[2].imagePath",
+    assert http_field("spec") == "body"
+    assert http_field("request_id") == "Idempotency-Key"
+    assert http_field("id") == "id"
+    assert http_field("page_token") == "cursor"
+
+
+def test_a_failed_job_names_its_field_in_the_api_words() -> None:
+    error = export_pb2.JobError(
+        code="INVALID_INPUT",
+        message="spec.source.transcode.input_path: has no video stream",
+        field="spec.source.transcode.input_path",
     )
-    assert camel_case_message("job 123 is completed") == ("job 123 is completed", None)
+    data = job_to_json(export_pb2.VideoJob(id="j2", status=export_pb2.FAILED, error=error))
+    assert data["error"] == {
+        "code": "INVALID_INPUT",
+        "message": "source.transcode.inputPath: has no video stream",
+        "field": "source.transcode.inputPath",
+    }
 
 
 def test_job_json_has_the_pinned_shape() -> None:

@@ -95,9 +95,11 @@ def test_export_service_rejections_are_translated_to_camel_case(client: httpx.Cl
     webm_with_h264 = tiny_spec(container="webm", videoCodec="h264", audioCodec="opus")
     error = assert_error(client.post("/api/jobs", json=webm_with_h264), 422)
     assert error["message"].startswith("output.videoCodec: "), error
+    assert error["field"] == "output.videoCodec", error
     only_width = {"source": {"testPattern": {"durationSeconds": 1, "width": 160}}}
     error = assert_error(client.post("/api/jobs", json=only_width), 422)
     assert error["message"].startswith("source.testPattern.height: "), error
+    assert error["field"] == "source.testPattern.height", error
 
 
 def test_malformed_requests_are_400_or_415(client: httpx.Client) -> None:
@@ -150,13 +152,20 @@ def test_list_filters_by_status(client: httpx.Client, completed_job: dict[str, A
 
 
 def test_list_rejects_bad_parameters(client: httpx.Client) -> None:
-    assert assert_error(client.get("/api/jobs?status=done"), 400)["field"] == "status"
-    assert assert_error(client.get("/api/jobs?limit=0"), 400)["field"] == "limit"
-    assert assert_error(client.get("/api/jobs?limit=abc"), 400)["field"] == "limit"
-    assert assert_error(client.get("/api/jobs?limit=1000"), 400)["field"] == "limit"
-    assert assert_error(client.get("/api/jobs?status="), 400)["field"] == "status"
-    assert assert_error(client.get("/api/jobs?cursor=%25%25"), 400)["field"] == "cursor"
-    assert assert_error(client.get("/api/jobs?cursor=bm9wZQ"), 400)["field"] == "cursor"
+    # Malformed (not a number, not a cursor this service issued) is 400; a value outside the
+    # documented ones is 422. Either way the code is invalid_argument and the field is named.
+    cases = {
+        "status=done": (422, "status"),
+        "status=": (422, "status"),
+        "limit=0": (422, "limit"),
+        "limit=1000": (422, "limit"),
+        "limit=abc": (400, "limit"),
+        "cursor=%25%25": (400, "cursor"),
+        "cursor=bm9wZQ": (400, "cursor"),
+    }
+    for query, (status, field) in cases.items():
+        error = assert_error(client.get(f"/api/jobs?{query}"), status)
+        assert (error["code"], error["field"]) == ("invalid_argument", field), (query, error)
 
 
 def test_cancel_a_running_job_then_409_when_terminal(client: httpx.Client) -> None:
@@ -172,7 +181,9 @@ def test_cancel_a_running_job_then_409_when_terminal(client: httpx.Client) -> No
 
 
 def test_cancel_completed_job_is_409(client: httpx.Client, completed_job: dict[str, Any]) -> None:
-    assert_error(client.post(f"/api/jobs/{completed_job['id']}/cancel"), 409)
+    error = assert_error(client.post(f"/api/jobs/{completed_job['id']}/cancel"), 409)
+    assert error["code"] == "failed_precondition", error
+    assert error["message"].startswith("the job is completed; "), error
     after = client.get(f"/api/jobs/{completed_job['id']}").json()
     assert after["status"] == "completed"
 

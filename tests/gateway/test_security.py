@@ -10,9 +10,12 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+from grpc_status import rpc_status
 
 from gateway.errors import grpc_error_response
 from tests.gateway.conftest import Stack, start_gateway, stop, tiny_spec
+from videojob.errors import InvalidArgument
+from videojob.grpc_errors import rich_status
 
 TOKEN = "s3cret-token-for-tests"
 
@@ -131,9 +134,13 @@ def test_oversized_body_is_413_json(client: httpx.Client) -> None:
 
 
 def test_grpc_status_codes_map_to_http_in_one_place() -> None:
-    def answer(code: grpc.StatusCode, details: str) -> tuple[int, bytes]:
+    def answer(
+        code: grpc.StatusCode, details: str, trailing: grpc.aio.Metadata | None = None
+    ) -> tuple[int, bytes]:
         metadata = grpc.aio.Metadata()
-        error = grpc.aio.AioRpcError(code, metadata, metadata, details, debug_error_string=None)
+        error = grpc.aio.AioRpcError(
+            code, metadata, trailing or metadata, details, debug_error_string=None
+        )
         response = grpc_error_response(error)
         return response.status_code, bytes(response.body)
 
@@ -141,7 +148,12 @@ def test_grpc_status_codes_map_to_http_in_one_place() -> None:
     assert answer(grpc.StatusCode.NOT_FOUND, "no job")[0] == 404
     assert answer(grpc.StatusCode.FAILED_PRECONDITION, "job is completed")[0] == 409
     assert answer(grpc.StatusCode.UNAVAILABLE, "down")[0] == 503
+    # The field comes from the status details, never from the message text.
     status, body = answer(grpc.StatusCode.INVALID_ARGUMENT, "spec.output.video_codec: bad")
+    assert status == 422
+    assert b'"field"' not in body
+    rich = rpc_status.to_status(rich_status(InvalidArgument("spec.output.video_codec", "bad")))
+    status, body = answer(rich.code, rich.details, grpc.aio.Metadata(*rich.trailing_metadata))
     assert status == 422
     assert b'"output.videoCodec: bad"' in body
     assert b'"field":"output.videoCodec"' in body

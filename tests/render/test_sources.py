@@ -103,6 +103,7 @@ async def test_transcode_of_a_file_that_is_not_media_fails_as_invalid_input(
     assert kind(events[-1]) == "failed"
     assert events[-1].failed.code == "INVALID_INPUT"
     assert "spec.source.transcode.input_path" in events[-1].failed.message
+    assert events[-1].failed.field == "spec.source.transcode.input_path"
     assert list(service.config.output_dir.iterdir()) == []
 
 

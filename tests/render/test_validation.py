@@ -10,6 +10,7 @@ import grpc
 import pytest
 
 from tests.render.conftest import Running, collect, pattern_spec, render_request, run_ffmpeg
+from videojob.grpc_errors import field_violation
 from videojob.render.v1 import spec_pb2
 
 Mutator = Callable[[spec_pb2.RenderSpec], None]
@@ -101,6 +102,8 @@ async def test_bad_spec_is_invalid_argument_naming_the_field(
         await collect(service.stub.Render(render_request("bad-1", spec)))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field in (caught.value.details() or "")
+    violation = field_violation(caught.value)
+    assert violation is not None and field in violation.field, violation
     assert list(service.config.output_dir.iterdir()) == []
 
 

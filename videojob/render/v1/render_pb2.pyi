@@ -273,6 +273,7 @@ class Failed(_message.Message):
     CODE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     LOG_TAIL_FIELD_NUMBER: _builtins.int
+    FIELD_FIELD_NUMBER: _builtins.int
     code: _builtins.str
     """A stable machine-readable reason: INVALID_INPUT, FFMPEG_ERROR, STALLED,
     VERIFICATION_FAILED, OUTPUT_UNWRITABLE, SHUTDOWN, INTERNAL.
@@ -280,16 +281,21 @@ class Failed(_message.Message):
     message: _builtins.str
     log_tail: _builtins.str
     """The last lines ffmpeg wrote to stderr."""
+    field: _builtins.str
+    """The spec field the failure is about, as a proto path
+    (spec.source.transcode.input_path); empty when it is about no one field.
+    """
     def __init__(
         self,
         *,
         code: _builtins.str = ...,
         message: _builtins.str = ...,
         log_tail: _builtins.str = ...,
+        field: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "log_tail", b"log_tail", "message", b"message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "field", b"field", "log_tail", b"log_tail", "message", b"message"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
