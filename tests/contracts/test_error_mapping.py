@@ -95,7 +95,7 @@ async def channel() -> AsyncIterator[grpc.aio.Channel]:
 
 async def call(channel: grpc.aio.Channel, method: str) -> grpc.aio.AioRpcError:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await channel.unary_unary(f"/{SERVICE}/{method}")(b"", timeout=10)
+        await channel.unary_unary(f"/{SERVICE}/{method}", None, None)(b"", timeout=10)
     return caught.value
 
 
@@ -138,7 +138,7 @@ async def test_a_servicers_own_abort_and_a_bug_pass_through(channel: grpc.aio.Ch
 
 
 async def test_a_stream_refused_before_its_first_message(channel: grpc.aio.Channel) -> None:
-    stream = channel.unary_stream(f"/{SERVICE}/RefuseBeforeYielding")(b"", timeout=10)
+    stream = channel.unary_stream(f"/{SERVICE}/RefuseBeforeYielding", None, None)(b"", timeout=10)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         async for _ in stream:
             pass
@@ -150,7 +150,7 @@ async def test_a_stream_that_fails_after_yielding_ends_with_the_rich_status(
     channel: grpc.aio.Channel,
 ) -> None:
     received: list[bytes] = []
-    stream = channel.unary_stream(f"/{SERVICE}/FailAfterYielding")(b"", timeout=10)
+    stream = channel.unary_stream(f"/{SERVICE}/FailAfterYielding", None, None)(b"", timeout=10)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         async for message in stream:
             received.append(message)
@@ -198,7 +198,7 @@ async def test_cancellation_reaches_the_servicer() -> None:
     await server.start()
     try:
         async with create_channel(f"127.0.0.1:{port}") as own:
-            stream = own.unary_stream(f"/{SERVICE}/Wait")(b"", timeout=30)
+            stream = own.unary_stream(f"/{SERVICE}/Wait", None, None)(b"", timeout=30)
             assert await stream.read() == b"started"
             stream.cancel()
             await asyncio.wait_for(seen.wait(), 10)

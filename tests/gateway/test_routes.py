@@ -75,6 +75,16 @@ def test_same_idempotency_key_returns_the_same_job(client: httpx.Client) -> None
     wait_terminal(client, other["id"])
 
 
+def test_a_key_reused_for_another_spec_is_409_naming_the_header(client: httpx.Client) -> None:
+    key = f"test-{uuid.uuid4()}"
+    first = create_job(client, tiny_spec(), **{"Idempotency-Key": key})
+    reused = client.post("/api/jobs", json=tiny_spec(2.0), headers={"Idempotency-Key": key})
+    error = assert_error(reused, 409)
+    assert (error["code"], error["field"]) == ("already_exists", "Idempotency-Key"), error
+    assert first["id"] in error["message"], error
+    wait_terminal(client, first["id"])
+
+
 def test_bad_field_is_422_naming_the_field_in_camel_case(client: httpx.Client) -> None:
     cases = {
         "source.testPattern.durationSeconds": {"source": {"testPattern": {"durationSeconds": -1}}},
