@@ -36,16 +36,18 @@ from videojob.grpc_setup import (
     create_channel,
 )
 from videojob.grpc_setup import create_server as create_grpc_server
+from videojob.limits import (
+    DEFAULT_PAGE_SIZE,
+    MAX_JOB_ID_LENGTH,
+    MAX_PAGE_SIZE,
+    MAX_REQUEST_ID_LENGTH,
+)
 from videojob.render.v1 import render_pb2_grpc, spec_pb2
 from videojob.spec_validation import normalize_spec
 
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = export_pb2.DESCRIPTOR.services_by_name["ExportService"].full_name
-MAX_REQUEST_ID_LENGTH = 128
-MAX_JOB_ID_LENGTH = 128
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 500
 
 _STATUS_TO_PROTO = {
     JobStatus.QUEUED: export_pb2.QUEUED,

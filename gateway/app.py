@@ -40,6 +40,7 @@ from gateway.watch_hub import JobWatchHub
 from videojob.errors import FailedPrecondition, InvalidArgument, MalformedArgument, NotFound
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 from videojob.grpc_setup import create_channel
+from videojob.limits import CONTAINER_MEDIA_TYPES, DEFAULT_CONTAINER
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 EXPORT_SERVICE_NAME = "videojob.export.v1.ExportService"
 HEALTH_CHECK_TIMEOUT_SECONDS = 2.0
 CURSOR = re.compile(CURSOR_PATTERN)
-CONTENT_TYPES = {"mp4": "video/mp4", "webm": "video/webm"}
+CONTENT_TYPES = CONTAINER_MEDIA_TYPES
 LIVEZ_BODY = b'{"status":"ok"}'
 
 
@@ -205,7 +206,7 @@ async def download(request: Request) -> Response:
     if job.status != export_pb2.COMPLETED or not job.output_path:
         status = job_to_json(job)["status"]
         raise FailedPrecondition(f"the job is {status}; its file exists once it has completed")
-    container = job.spec.output.container or "mp4"
+    container = job.spec.output.container or DEFAULT_CONTAINER
     path = Path(job.output_path)
     if container not in CONTENT_TYPES or path.suffix != f".{container}":
         logger.error("job %s has an unexpected output path %r", job_id, job.output_path)

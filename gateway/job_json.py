@@ -11,21 +11,20 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway.json_schema import SchemaChecker
 from gateway.openapi import COMPONENT_SCHEMAS
+from videojob import limits
 from videojob.errors import InvalidArgument
 from videojob.export.v1 import export_pb2
 from videojob.render.v1 import spec_pb2
 
 STATUS_NAMES: dict[int, str] = {
-    export_pb2.QUEUED: "queued",
-    export_pb2.RUNNING: "running",
-    export_pb2.COMPLETED: "completed",
-    export_pb2.FAILED: "failed",
-    export_pb2.CANCELLED: "cancelled",
+    export_pb2.JobStatus.Value(name): name.lower() for name in limits.JOB_STATUSES
 }
 STATUS_BY_NAME: dict[str, export_pb2.JobStatus.ValueType] = {
     name: export_pb2.JobStatus.ValueType(value) for value, name in STATUS_NAMES.items()
 }
-TERMINAL_STATUSES = frozenset({export_pb2.COMPLETED, export_pb2.FAILED, export_pb2.CANCELLED})
+TERMINAL_STATUSES = frozenset(
+    export_pb2.JobStatus.Value(name) for name in limits.TERMINAL_JOB_STATUSES
+)
 
 _SPEC_CHECKER = SchemaChecker(COMPONENT_SCHEMAS)
 _SNAKE_SEGMENT = re.compile(r"_([a-z0-9])")

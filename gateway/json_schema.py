@@ -49,6 +49,19 @@ def _is_type(value: Any, type_name: str) -> bool:
     return type_name == "number"
 
 
+def _same(value: Any, expected: Any) -> bool:
+    """JSON equality: true is not 1, and 1 equals 1.0."""
+    if isinstance(value, bool) or isinstance(expected, bool):
+        return isinstance(value, bool) and isinstance(expected, bool) and value == expected
+    return bool(value == expected)
+
+
+def _json_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 def _format_number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
@@ -72,8 +85,10 @@ class SchemaChecker:
         type_name = schema.get("type")
         if type_name is not None and not _is_type(value, type_name):
             raise InvalidArgument(where, f"must be {_TYPE_NAMES[type_name]}")
-        if "enum" in schema and value not in schema["enum"]:
-            choices = ", ".join(str(choice) for choice in schema["enum"])
+        if "const" in schema and not _same(value, schema["const"]):
+            raise InvalidArgument(where, f"must be {_json_text(schema['const'])}")
+        if "enum" in schema and not any(_same(value, choice) for choice in schema["enum"]):
+            choices = ", ".join(_json_text(choice) for choice in schema["enum"])
             raise InvalidArgument(where, f"must be one of {choices}")
         if isinstance(value, str):
             self._check_string(value, schema, where)
@@ -83,6 +98,19 @@ class SchemaChecker:
             self._check_array(value, schema, path)
         elif isinstance(value, dict):
             self._check_object(value, schema, path)
+        for part in schema.get("allOf", ()):
+            self.check(value, part, path)
+        if "if" in schema:
+            branch = "then" if self.matches(value, schema["if"]) else "else"
+            if branch in schema:
+                self.check(value, schema[branch], path)
+
+    def matches(self, value: Any, schema: Schema) -> bool:
+        try:
+            self.check(value, schema)
+        except InvalidArgument:
+            return False
+        return True
 
     @staticmethod
     def _check_string(value: str, schema: Schema, where: str) -> None:
@@ -131,3 +159,7 @@ class SchemaChecker:
             raise InvalidArgument(path or "body", f"has the wrong number of fields ({names})")
         for key, item in value.items():
             self.check(item, properties.get(key, {}), _join(path, key))
+        for key, companions in schema.get("dependentRequired", {}).items():
+            for companion in companions:
+                if key in value and companion not in value:
+                    raise InvalidArgument(_join(path, companion), f"is required with {key}")

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from videojob import spec_validation as limits
+from videojob import limits
 
-JOB_STATUSES = ["queued", "running", "completed", "failed", "cancelled"]
-MAX_LIST_LIMIT = 100
-DEFAULT_LIST_LIMIT = 20
-MAX_IDEMPOTENCY_KEY_LENGTH = 200
+JOB_STATUSES = list(limits.API_JOB_STATUSES)
+MAX_LIST_LIMIT = limits.MAX_LIST_LIMIT
+DEFAULT_LIST_LIMIT = limits.DEFAULT_LIST_LIMIT
+# The Idempotency-Key is the export service's request id: the same limit on both sides.
+MAX_IDEMPOTENCY_KEY_LENGTH = limits.MAX_REQUEST_ID_LENGTH
 CURSOR_PATTERN = "^[A-Za-z0-9_-]{1,400}$"
 # The export service's own limit on job ids; a longer id cannot name a job (404).
-MAX_JOB_ID_LENGTH = 128
+MAX_JOB_ID_LENGTH = limits.MAX_JOB_ID_LENGTH
+VERSION_PATTERN = f"^[0-9]{{1,{limits.MAX_VERSION_DIGITS}}}$"
 
 
 def _media_path(description: str) -> dict[str, Any]:
@@ -42,9 +44,31 @@ def _dimension(bound: int, description: str) -> dict[str, Any]:
         "type": "integer",
         "minimum": 0,
         "maximum": bound,
-        "multipleOf": 2,
+        "multipleOf": limits.DIMENSION_MULTIPLE,
         "description": description,
     }
+
+
+# Width and height are set together (0 for both means the default).
+_SIZE_TOGETHER = {"width": ["height"], "height": ["width"]}
+
+
+def _codecs_by_container() -> list[dict[str, Any]]:
+    """One ``if container is C then codecs of C`` rule per container; a missing container
+    is the default one."""
+    rules: list[dict[str, Any]] = []
+    for container in limits.CONTAINERS:
+        condition: dict[str, Any] = {"properties": {"container": {"const": container}}}
+        if container != limits.DEFAULT_CONTAINER:
+            condition["required"] = ["container"]
+        allowed: dict[str, Any] = {
+            "videoCodec": {"enum": list(limits.VIDEO_CODECS_BY_CONTAINER[container])},
+            "audioCodec": {"enum": list(limits.AUDIO_CODECS_BY_CONTAINER[container])},
+        }
+        if container not in limits.FASTSTART_CONTAINERS:
+            allowed["faststart"] = {"enum": [False]}
+        rules.append({"if": condition, "then": {"properties": allowed}})
+    return rules
 
 
 def _fps(description: str) -> dict[str, Any]:
@@ -84,6 +108,7 @@ COMPONENT_SCHEMAS: dict[str, dict[str, Any]] = {
         "description": "A synthetic source (testsrc2 plus a sine tone) that needs no files.",
         "additionalProperties": False,
         "required": ["durationSeconds"],
+        "dependentRequired": _SIZE_TOGETHER,
         "properties": {
             "durationSeconds": _duration("Length of the video."),
             "width": _dimension(limits.MAX_WIDTH, "0 (with height 0) means 1280."),
@@ -108,12 +133,15 @@ COMPONENT_SCHEMAS: dict[str, dict[str, Any]] = {
     },
     "Slideshow": {
         "type": "object",
+        "description": (
+            f"The slides' durations add up to at most {limits.MAX_DURATION_SECONDS:.0f} seconds."
+        ),
         "additionalProperties": False,
         "required": ["slides"],
         "properties": {
             "slides": {
                 "type": "array",
-                "minItems": 1,
+                "minItems": limits.MIN_SLIDES,
                 "maxItems": limits.MAX_SLIDES,
                 "items": {"$ref": "#/components/schemas/Slide"},
             },
@@ -123,18 +151,35 @@ COMPONENT_SCHEMAS: dict[str, dict[str, Any]] = {
     },
     "OutputSpec": {
         "type": "object",
-        "description": "Omitted fields take the container's defaults (mp4: h264 + aac).",
+        "description": (
+            "Omitted fields take the container's defaults ("
+            + "; ".join(
+                f"{container}: {limits.DEFAULT_VIDEO_CODEC[container]} + "
+                f"{limits.DEFAULT_AUDIO_CODEC[container]}"
+                for container in limits.CONTAINERS
+            )
+            + "). The codecs each container allows are listed in allOf."
+        ),
         "additionalProperties": False,
+        "dependentRequired": _SIZE_TOGETHER,
+        "allOf": _codecs_by_container(),
         "properties": {
-            "container": {"type": "string", "enum": list(limits.CONTAINERS)},
-            "videoCodec": {"type": "string", "enum": ["h264", "hevc", "vp9", "av1"]},
-            "audioCodec": {"type": "string", "enum": ["aac", "opus"]},
+            "container": {
+                "type": "string",
+                "enum": list(limits.CONTAINERS),
+                "default": limits.DEFAULT_CONTAINER,
+            },
+            "videoCodec": {"type": "string", "description": "One the container allows."},
+            "audioCodec": {"type": "string", "description": "One the container allows."},
             "width": _dimension(limits.MAX_WIDTH, "0 keeps the source's width."),
             "height": _dimension(limits.MAX_HEIGHT, "0 keeps the source's height."),
             "fps": _fps("Output frame rate; the source's when left out."),
-            "crf": {"type": "integer", "minimum": 0, "maximum": limits.MAX_CRF},
+            "crf": {"type": "integer", "minimum": limits.MIN_CRF, "maximum": limits.MAX_CRF},
             "preset": {"type": "string", "enum": list(limits.PRESETS)},
-            "faststart": {"type": "boolean", "description": "mp4 only."},
+            "faststart": {
+                "type": "boolean",
+                "description": f"{' and '.join(limits.FASTSTART_CONTAINERS)} only.",
+            },
         },
     },
     "JobError": {
@@ -200,7 +245,7 @@ COMPONENT_SCHEMAS: dict[str, dict[str, Any]] = {
         "type": "object",
         "description": "One Server-Sent Event of a job's stream.",
         "properties": {
-            "event": {"type": "string", "enum": ["progress", *JOB_STATUSES[2:]]},
+            "event": {"type": "string", "enum": ["progress", *limits.API_TERMINAL_JOB_STATUSES]},
             "id": {"type": "string", "pattern": "^[0-9]+$", "description": "The job's version."},
             "data": {
                 "type": "string",
@@ -245,11 +290,15 @@ def _job(description: str) -> dict[str, Any]:
     }
 
 
+# The HTTP status a value outside a parameter's (or a request body's) documented bounds gets.
+REFUSED_WITH = "x-refused-with"
+
 JOB_ID_PARAMETER: dict[str, Any] = {
     "name": "id",
     "in": "path",
     "required": True,
     "schema": {"type": "string", "minLength": 1, "maxLength": MAX_JOB_ID_LENGTH},
+    REFUSED_WITH: 404,
 }
 ACCESS_TOKEN_PARAMETER: dict[str, Any] = {
     "name": "access_token",
@@ -296,10 +345,12 @@ def _build() -> dict[str, Any]:
                                 "maxLength": MAX_IDEMPOTENCY_KEY_LENGTH,
                                 "pattern": "^[\\x21-\\x7e]+$",
                             },
+                            REFUSED_WITH: 400,
                         }
                     ],
                     "requestBody": {
                         "required": True,
+                        REFUSED_WITH: 422,
                         "content": {
                             "application/json": {
                                 "schema": {"$ref": "#/components/schemas/RenderSpec"}
@@ -308,11 +359,18 @@ def _build() -> dict[str, Any]:
                     },
                     "responses": {
                         "201": _job("The job (a new one, or the one this Idempotency-Key made)."),
-                        "400": _error("The body is not JSON, or the Idempotency-Key is malformed."),
+                        "400": _error(
+                            "The body is not JSON, or the Idempotency-Key is not 1 to "
+                            f"{MAX_IDEMPOTENCY_KEY_LENGTH} visible ASCII characters; `field` "
+                            "names it (`body`, `Idempotency-Key`)."
+                        ),
                         "413": _error("The body is too large."),
                         "409": _error("This Idempotency-Key was used for a different spec."),
                         "415": _error("The body is not application/json."),
-                        "422": _error("A field is invalid; the message names it."),
+                        "422": _error(
+                            "A field of the spec is outside its documented range; `field` "
+                            "names it (`source.testPattern.width`)."
+                        ),
                         **_API_ERRORS,
                     },
                 },
@@ -326,6 +384,7 @@ def _build() -> dict[str, Any]:
                             "in": "query",
                             "required": False,
                             "schema": {"type": "string", "enum": JOB_STATUSES},
+                            REFUSED_WITH: 422,
                         },
                         {
                             "name": "limit",
@@ -337,6 +396,7 @@ def _build() -> dict[str, Any]:
                                 "maximum": MAX_LIST_LIMIT,
                                 "default": DEFAULT_LIST_LIMIT,
                             },
+                            REFUSED_WITH: 422,
                         },
                         {
                             "name": "cursor",
@@ -410,13 +470,13 @@ def _build() -> dict[str, Any]:
                             "name": "Last-Event-ID",
                             "in": "header",
                             "required": False,
-                            "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                            "schema": {"type": "string", "pattern": VERSION_PATTERN},
                         },
                         {
                             "name": "lastEventId",
                             "in": "query",
                             "required": False,
-                            "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                            "schema": {"type": "string", "pattern": VERSION_PATTERN},
                         },
                         ACCESS_TOKEN_PARAMETER,
                     ],
@@ -449,8 +509,8 @@ def _build() -> dict[str, Any]:
                         "200": {
                             "description": "The whole file.",
                             "content": {
-                                "video/mp4": {"schema": {"type": "string", "format": "binary"}},
-                                "video/webm": {"schema": {"type": "string", "format": "binary"}},
+                                media_type: {"schema": {"type": "string", "format": "binary"}}
+                                for media_type in limits.CONTAINER_MEDIA_TYPES.values()
                             },
                         },
                         "206": {"description": "The requested byte range."},

@@ -13,7 +13,7 @@ import struct
 from dataclasses import dataclass
 from typing import BinaryIO
 
-CONTAINERS = ("mp4", "webm")
+from videojob.limits import CONTAINERS as CONTAINERS
 
 
 class InvalidContainer(Exception):

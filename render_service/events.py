@@ -10,10 +10,11 @@ from collections.abc import AsyncIterator, Callable
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from videojob.limits import MAX_RUNNING_PROGRESS
 from videojob.render.v1 import render_pb2, spec_pb2
 
 TERMINAL_KINDS = frozenset({"completed", "failed", "cancelled"})
-MAX_PROGRESS_PERCENT = 99.0
+MAX_PROGRESS_PERCENT = MAX_RUNNING_PROGRESS
 
 _STATE_FOR_TERMINAL = {
     "completed": render_pb2.RENDER_STATE_COMPLETED,

@@ -16,12 +16,13 @@ from render_service.output_dir import partial_names, remove_partials
 from render_service.render_job import RenderJob, resolve_spec_paths
 from videojob.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from videojob.ffmpeg_binary import ffmpeg_binary
+from videojob.limits import MAX_RENDER_ID_LENGTH
 from videojob.render.v1 import render_pb2, spec_pb2
 from videojob.spec_validation import normalize_spec
 
 logger = logging.getLogger(__name__)
 
-RENDER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+RENDER_ID = re.compile(f"[A-Za-z0-9][A-Za-z0-9_-]{{0,{MAX_RENDER_ID_LENGTH - 1}}}")
 HEARTBEAT_TICK_SECONDS = 0.2
 
 _TerminalWriter = Callable[[], None]
@@ -33,7 +34,8 @@ def check_render_id(render_id: str) -> None:
     if RENDER_ID.fullmatch(render_id) is None:
         raise InvalidArgument(
             "render_id",
-            "must be 1-128 letters, digits, '_' or '-', starting with a letter or digit",
+            f"must be 1-{MAX_RENDER_ID_LENGTH} letters, digits, '_' or '-', "
+            "starting with a letter or digit",
         )
 
 

@@ -30,15 +30,16 @@ from render_service.ffmpeg_progress import ProgressBlock, ProgressParser
 from render_service.media_probe import probe_media
 from render_service.output_dir import OutputDirectory, final_name, partial_name
 from render_service.verification import verify_output
+from videojob.limits import MAX_DURATION_SECONDS, MAX_RUNNING_PROGRESS
 from videojob.render.v1 import spec_pb2
-from videojob.spec_validation import MAX_DURATION_SECONDS, resolve_media_path
+from videojob.spec_validation import resolve_media_path
 
 logger = logging.getLogger(__name__)
 
 PREPARING_END = 2.0
 RENDERING_END = 95.0
 FINALIZING = 95.0
-VERIFYING = 99.0
+VERIFYING = MAX_RUNNING_PROGRESS
 LOG_TAIL_LINES = 30
 READER_DRAIN_SECONDS = 5.0
 

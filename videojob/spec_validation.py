@@ -11,58 +11,25 @@ import math
 import os
 from pathlib import Path
 
+from videojob import limits
 from videojob.errors import InvalidArgument
 from videojob.render.v1 import spec_pb2
-
-MIN_DURATION_SECONDS = 0.1
-MAX_DURATION_SECONDS = 4 * 3600.0
-MIN_FPS = 1.0
-MAX_WIDTH = 7680
-MAX_HEIGHT = 4320
-MAX_FPS = 240.0
-MAX_SLIDES = 500
-MAX_PATH_LENGTH = 1024
-MAX_CRF = 63
-
-DEFAULT_TEST_PATTERN_WIDTH = 1280
-DEFAULT_TEST_PATTERN_HEIGHT = 720
-DEFAULT_TEST_PATTERN_FPS = 30.0
-
-CONTAINERS = ("mp4", "webm")
-VIDEO_CODECS_BY_CONTAINER: dict[str, tuple[str, ...]] = {
-    "mp4": ("h264", "hevc", "av1"),
-    "webm": ("vp9", "av1"),
-}
-AUDIO_CODECS_BY_CONTAINER: dict[str, tuple[str, ...]] = {
-    "mp4": ("aac", "opus"),
-    "webm": ("opus",),
-}
-DEFAULT_VIDEO_CODEC = {"mp4": "h264", "webm": "vp9"}
-DEFAULT_AUDIO_CODEC = {"mp4": "aac", "webm": "opus"}
-PRESETS = (
-    "ultrafast",
-    "superfast",
-    "veryfast",
-    "faster",
-    "fast",
-    "medium",
-    "slow",
-    "slower",
-    "veryslow",
-)
 
 
 def _check_duration(value: float, field: str) -> None:
     if not math.isfinite(value) or value <= 0:
         raise InvalidArgument(field, "must be a positive number of seconds")
-    if value < MIN_DURATION_SECONDS:
-        raise InvalidArgument(field, f"must be at least {MIN_DURATION_SECONDS} seconds")
-    if value > MAX_DURATION_SECONDS:
-        raise InvalidArgument(field, f"must be at most {MAX_DURATION_SECONDS:.0f} seconds")
+    if value < limits.MIN_DURATION_SECONDS:
+        raise InvalidArgument(field, f"must be at least {limits.MIN_DURATION_SECONDS} seconds")
+    if value > limits.MAX_DURATION_SECONDS:
+        raise InvalidArgument(field, f"must be at most {limits.MAX_DURATION_SECONDS:.0f} seconds")
 
 
 def _check_size(width: int, height: int, prefix: str, *, required: bool) -> None:
-    for name, value, bound in (("width", width, MAX_WIDTH), ("height", height, MAX_HEIGHT)):
+    for name, value, bound in (
+        ("width", width, limits.MAX_WIDTH),
+        ("height", height, limits.MAX_HEIGHT),
+    ):
         field = f"{prefix}.{name}"
         if value == 0 and not required:
             continue
@@ -70,7 +37,7 @@ def _check_size(width: int, height: int, prefix: str, *, required: bool) -> None
             raise InvalidArgument(field, "must be positive")
         if value > bound:
             raise InvalidArgument(field, f"must be at most {bound}")
-        if value % 2:
+        if value % limits.DIMENSION_MULTIPLE:
             raise InvalidArgument(field, "must be even (required by yuv420p encoders)")
     if not required and (width == 0) != (height == 0):
         raise InvalidArgument(f"{prefix}.width", "width and height must be set together")
@@ -81,10 +48,12 @@ def _check_fps(value: float, field: str, *, required: bool) -> None:
         return
     if not math.isfinite(value) or value <= 0:
         raise InvalidArgument(field, "must be a positive frame rate")
-    if value < MIN_FPS:
-        raise InvalidArgument(field, f"must be at least {MIN_FPS:.0f} (0 or unset for the default)")
-    if value > MAX_FPS:
-        raise InvalidArgument(field, f"must be at most {MAX_FPS:.0f}")
+    if value < limits.MIN_FPS:
+        raise InvalidArgument(
+            field, f"must be at least {limits.MIN_FPS:.0f} (0 or unset for the default)"
+        )
+    if value > limits.MAX_FPS:
+        raise InvalidArgument(field, f"must be at most {limits.MAX_FPS:.0f}")
 
 
 def check_relative_path(value: str, field: str) -> None:
@@ -93,8 +62,8 @@ def check_relative_path(value: str, field: str) -> None:
         raise InvalidArgument(field, "is required")
     if "\x00" in value:
         raise InvalidArgument(field, "must not contain NUL bytes")
-    if len(value) > MAX_PATH_LENGTH:
-        raise InvalidArgument(field, f"must be at most {MAX_PATH_LENGTH} characters")
+    if len(value) > limits.MAX_PATH_LENGTH:
+        raise InvalidArgument(field, f"must be at most {limits.MAX_PATH_LENGTH} characters")
     if any(ord(ch) < 0x20 for ch in value):
         raise InvalidArgument(field, "must not contain control characters")
     if os.path.isabs(value) or value.startswith(("/", "\\")):
@@ -102,8 +71,10 @@ def check_relative_path(value: str, field: str) -> None:
     parts = Path(value).parts
     if ".." in parts:
         raise InvalidArgument(field, "must not contain '..'")
-    if any(len(part.encode()) > 255 for part in parts):
-        raise InvalidArgument(field, "has a path component longer than 255 bytes")
+    if any(len(part.encode()) > limits.MAX_PATH_COMPONENT_BYTES for part in parts):
+        raise InvalidArgument(
+            field, f"has a path component longer than {limits.MAX_PATH_COMPONENT_BYTES} bytes"
+        )
 
 
 def resolve_media_path(media_root: Path, value: str, field: str) -> Path:
@@ -140,20 +111,25 @@ def normalize_spec(spec: spec_pb2.RenderSpec, field: str = "spec") -> spec_pb2.R
         prefix = f"{field}.source.test_pattern"
         _check_duration(pattern.duration_seconds, f"{prefix}.duration_seconds")
         if pattern.width == 0 and pattern.height == 0:
-            pattern.width, pattern.height = DEFAULT_TEST_PATTERN_WIDTH, DEFAULT_TEST_PATTERN_HEIGHT
+            pattern.width = limits.DEFAULT_TEST_PATTERN_WIDTH
+            pattern.height = limits.DEFAULT_TEST_PATTERN_HEIGHT
         _check_size(pattern.width, pattern.height, prefix, required=True)
         if pattern.fps == 0:
-            pattern.fps = DEFAULT_TEST_PATTERN_FPS
+            pattern.fps = limits.DEFAULT_TEST_PATTERN_FPS
         _check_fps(pattern.fps, f"{prefix}.fps", required=True)
     elif kind == "transcode":
         check_relative_path(source.transcode.input_path, f"{field}.source.transcode.input_path")
     else:
         show = source.slideshow
         prefix = f"{field}.source.slideshow"
-        if not show.slides:
-            raise InvalidArgument(f"{prefix}.slides", "at least one slide is required")
-        if len(show.slides) > MAX_SLIDES:
-            raise InvalidArgument(f"{prefix}.slides", f"at most {MAX_SLIDES} slides are allowed")
+        if len(show.slides) < limits.MIN_SLIDES:
+            raise InvalidArgument(
+                f"{prefix}.slides", f"at least {limits.MIN_SLIDES} slide is required"
+            )
+        if len(show.slides) > limits.MAX_SLIDES:
+            raise InvalidArgument(
+                f"{prefix}.slides", f"at most {limits.MAX_SLIDES} slides are allowed"
+            )
         total = 0.0
         for index, slide in enumerate(show.slides):
             check_relative_path(slide.image_path, f"{prefix}.slides[{index}].image_path")
@@ -168,12 +144,14 @@ def normalize_spec(spec: spec_pb2.RenderSpec, field: str = "spec") -> spec_pb2.R
     output = normalized.output
     prefix = f"{field}.output"
     if not output.container:
-        output.container = "mp4"
-    if output.container not in CONTAINERS:
-        raise InvalidArgument(f"{prefix}.container", f"must be one of {', '.join(CONTAINERS)}")
+        output.container = limits.DEFAULT_CONTAINER
+    if output.container not in limits.CONTAINERS:
+        raise InvalidArgument(
+            f"{prefix}.container", f"must be one of {', '.join(limits.CONTAINERS)}"
+        )
     if not output.video_codec:
-        output.video_codec = DEFAULT_VIDEO_CODEC[output.container]
-    allowed_video = VIDEO_CODECS_BY_CONTAINER[output.container]
+        output.video_codec = limits.DEFAULT_VIDEO_CODEC[output.container]
+    allowed_video = limits.VIDEO_CODECS_BY_CONTAINER[output.container]
     if output.video_codec not in allowed_video:
         raise InvalidArgument(
             f"{prefix}.video_codec",
@@ -181,8 +159,8 @@ def normalize_spec(spec: spec_pb2.RenderSpec, field: str = "spec") -> spec_pb2.R
             f"use one of {', '.join(allowed_video)}",
         )
     if not output.audio_codec:
-        output.audio_codec = DEFAULT_AUDIO_CODEC[output.container]
-    allowed_audio = AUDIO_CODECS_BY_CONTAINER[output.container]
+        output.audio_codec = limits.DEFAULT_AUDIO_CODEC[output.container]
+    allowed_audio = limits.AUDIO_CODECS_BY_CONTAINER[output.container]
     if output.audio_codec not in allowed_audio:
         raise InvalidArgument(
             f"{prefix}.audio_codec",
@@ -191,12 +169,15 @@ def normalize_spec(spec: spec_pb2.RenderSpec, field: str = "spec") -> spec_pb2.R
         )
     _check_size(output.width, output.height, prefix, required=False)
     _check_fps(output.fps, f"{prefix}.fps", required=False)
-    if output.HasField("crf") and not 0 <= output.crf <= MAX_CRF:
-        raise InvalidArgument(f"{prefix}.crf", f"must be between 0 and {MAX_CRF}")
-    if output.preset and output.preset not in PRESETS:
-        raise InvalidArgument(f"{prefix}.preset", f"must be one of {', '.join(PRESETS)}")
-    if output.faststart and output.container != "mp4":
-        raise InvalidArgument(f"{prefix}.faststart", "applies only to the mp4 container")
+    if output.HasField("crf") and not limits.MIN_CRF <= output.crf <= limits.MAX_CRF:
+        raise InvalidArgument(
+            f"{prefix}.crf", f"must be between {limits.MIN_CRF} and {limits.MAX_CRF}"
+        )
+    if output.preset and output.preset not in limits.PRESETS:
+        raise InvalidArgument(f"{prefix}.preset", f"must be one of {', '.join(limits.PRESETS)}")
+    if output.faststart and output.container not in limits.FASTSTART_CONTAINERS:
+        containers = " or ".join(limits.FASTSTART_CONTAINERS)
+        raise InvalidArgument(f"{prefix}.faststart", f"applies only to the {containers} container")
     return normalized
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from videojob import limits
 from videojob.errors import FailedPrecondition, NotFound
 
 
@@ -30,8 +31,8 @@ class JobStatus(enum.StrEnum):
     CANCELLED = "CANCELLED"
 
 
-ACTIVE_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING)
-TERMINAL_STATUSES = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+ACTIVE_STATUSES = tuple(JobStatus(name) for name in limits.ACTIVE_JOB_STATUSES)
+TERMINAL_STATUSES = tuple(JobStatus(name) for name in limits.TERMINAL_JOB_STATUSES)
 
 STAGE_QUEUED = "Queued"
 STAGE_COMPLETE = "Complete"
@@ -39,7 +40,7 @@ STAGE_FAILED = "Failed"
 STAGE_CANCELLED = "Cancelled"
 
 # Progress below 100 is all a running job may show; 100 belongs to COMPLETED alone.
-MAX_RUNNING_PROGRESS = 99.9
+MAX_RUNNING_PROGRESS = limits.MAX_RUNNING_PROGRESS
 
 
 @dataclass(frozen=True)

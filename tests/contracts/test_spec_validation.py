@@ -12,8 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from videojob.errors import InvalidArgument
-from videojob.render.v1 import spec_pb2
-from videojob.spec_validation import (
+from videojob.limits import (
     AUDIO_CODECS_BY_CONTAINER,
     MAX_DURATION_SECONDS,
     MAX_FPS,
@@ -22,6 +21,9 @@ from videojob.spec_validation import (
     MIN_DURATION_SECONDS,
     MIN_FPS,
     VIDEO_CODECS_BY_CONTAINER,
+)
+from videojob.render.v1 import spec_pb2
+from videojob.spec_validation import (
     expected_duration_seconds,
     normalize_spec,
     resolve_media_path,

@@ -34,8 +34,7 @@ from tests.security.conftest import (
 from tests.support.processes import ServiceProcess, start_service
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 from videojob.grpc_setup import MAX_MESSAGE_BYTES
-from videojob.render.v1 import render_pb2, render_pb2_grpc, spec_pb2
-from videojob.spec_validation import (
+from videojob.limits import (
     AUDIO_CODECS_BY_CONTAINER,
     CONTAINERS,
     MAX_DURATION_SECONDS,
@@ -47,6 +46,7 @@ from videojob.spec_validation import (
     PRESETS,
     VIDEO_CODECS_BY_CONTAINER,
 )
+from videojob.render.v1 import render_pb2, render_pb2_grpc, spec_pb2
 
 BLOCKER_ID = "blocker"
 HOSTILE_PATHS = [

@@ -1,0 +1,141 @@
+"""Every limit and enumeration of the API, written once.
+
+The gateway's OpenAPI document, its JSON-Schema check of request bodies, the spec validation
+shared by both services and the export service's request checks all read these values, so what
+is documented is what is enforced. Failure codes come from the ``FailureCode`` proto enum
+(protos/videojob/render/v1/failure.proto); the wire carries their names as strings.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from videojob.export.v1 import export_pb2
+from videojob.render.v1 import failure_pb2
+
+# --- Identifiers -------------------------------------------------------------------------------
+
+# A request id is what the gateway's Idempotency-Key becomes: one limit on both sides.
+MAX_REQUEST_ID_LENGTH: Final = 200
+# Job ids are generated (32 hex digits); a longer one cannot name a job.
+MAX_JOB_ID_LENGTH: Final = 128
+# The export service uses the job id as the render id.
+MAX_RENDER_ID_LENGTH: Final = MAX_JOB_ID_LENGTH
+# A job's version as an SSE event id (Last-Event-ID): at most this many decimal digits.
+MAX_VERSION_DIGITS: Final = 18
+
+# --- Listing -----------------------------------------------------------------------------------
+
+# gRPC ListExports: page_size 0 means the default; a larger one is clamped to the maximum.
+DEFAULT_PAGE_SIZE: Final = 50
+MAX_PAGE_SIZE: Final = 500
+# HTTP GET /api/jobs?limit=: refused outside 1..MAX_LIST_LIMIT.
+DEFAULT_LIST_LIMIT: Final = 20
+MAX_LIST_LIMIT: Final = 100
+
+# --- RenderSpec bounds -------------------------------------------------------------------------
+
+MIN_DURATION_SECONDS: Final = 0.1
+MAX_DURATION_SECONDS: Final = 4 * 3600.0
+MIN_FPS: Final = 1.0
+MAX_FPS: Final = 240.0
+MAX_WIDTH: Final = 7680
+MAX_HEIGHT: Final = 4320
+# yuv420p encoders need even dimensions.
+DIMENSION_MULTIPLE: Final = 2
+MIN_SLIDES: Final = 1
+MAX_SLIDES: Final = 500
+MAX_PATH_LENGTH: Final = 1024
+MAX_PATH_COMPONENT_BYTES: Final = 255
+MIN_CRF: Final = 0
+MAX_CRF: Final = 63
+
+DEFAULT_TEST_PATTERN_WIDTH: Final = 1280
+DEFAULT_TEST_PATTERN_HEIGHT: Final = 720
+DEFAULT_TEST_PATTERN_FPS: Final = 30.0
+
+# --- Containers and codecs ---------------------------------------------------------------------
+
+DEFAULT_CONTAINER: Final = "mp4"
+CONTAINERS: Final = ("mp4", "webm")
+CONTAINER_MEDIA_TYPES: Final = {"mp4": "video/mp4", "webm": "video/webm"}
+VIDEO_CODECS_BY_CONTAINER: Final[dict[str, tuple[str, ...]]] = {
+    "mp4": ("h264", "hevc", "av1"),
+    "webm": ("vp9", "av1"),
+}
+AUDIO_CODECS_BY_CONTAINER: Final[dict[str, tuple[str, ...]]] = {
+    "mp4": ("aac", "opus"),
+    "webm": ("opus",),
+}
+DEFAULT_VIDEO_CODEC: Final = {"mp4": "h264", "webm": "vp9"}
+DEFAULT_AUDIO_CODEC: Final = {"mp4": "aac", "webm": "opus"}
+# Containers where ``faststart`` (moov atom first) means anything.
+FASTSTART_CONTAINERS: Final = ("mp4",)
+PRESETS: Final = (
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+)
+
+
+def _distinct(groups: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(name for names in groups.values() for name in names))
+
+
+VIDEO_CODECS: Final = _distinct(VIDEO_CODECS_BY_CONTAINER)
+AUDIO_CODECS: Final = _distinct(AUDIO_CODECS_BY_CONTAINER)
+
+# --- Job statuses ------------------------------------------------------------------------------
+
+# Names as the proto enum and the store spell them; the HTTP API uses them in lowercase.
+JOB_STATUSES: Final = tuple(
+    value.name for value in export_pb2.JobStatus.DESCRIPTOR.values if value.number != 0
+)
+ACTIVE_JOB_STATUSES: Final = ("QUEUED", "RUNNING")
+TERMINAL_JOB_STATUSES: Final = ("COMPLETED", "FAILED", "CANCELLED")
+API_JOB_STATUSES: Final = tuple(name.lower() for name in JOB_STATUSES)
+API_TERMINAL_JOB_STATUSES: Final = tuple(name.lower() for name in TERMINAL_JOB_STATUSES)
+assert set(ACTIVE_JOB_STATUSES) | set(TERMINAL_JOB_STATUSES) == set(JOB_STATUSES)
+
+# --- Progress ----------------------------------------------------------------------------------
+
+# The highest percent a job may show before it completes; 100 belongs to COMPLETED alone.
+# 99.0, not 99.9: the last running band is Verifying at 99 (design's progress bands), the render
+# service never reports more, and a store that accepted up to 99.9 only left room for a value
+# nothing legitimate produces.
+MAX_RUNNING_PROGRESS: Final = 99.0
+
+# --- Failure codes -----------------------------------------------------------------------------
+
+
+def _failure_name(value: failure_pb2.FailureCode.ValueType) -> str:
+    return failure_pb2.FailureCode.Name(value)
+
+
+# Every value but the zero one (FAILURE_CODE_UNSPECIFIED), by the name the wire carries.
+FAILURE_CODES: Final = frozenset(
+    value.name for value in failure_pb2.FailureCode.DESCRIPTOR.values if value.number != 0
+)
+FAILURE_INVALID_INPUT: Final = _failure_name(failure_pb2.INVALID_INPUT)
+FAILURE_FFMPEG_ERROR: Final = _failure_name(failure_pb2.FFMPEG_ERROR)
+FAILURE_STALLED: Final = _failure_name(failure_pb2.STALLED)
+FAILURE_VERIFICATION_FAILED: Final = _failure_name(failure_pb2.VERIFICATION_FAILED)
+FAILURE_OUTPUT_UNWRITABLE: Final = _failure_name(failure_pb2.OUTPUT_UNWRITABLE)
+FAILURE_SHUTDOWN: Final = _failure_name(failure_pb2.SHUTDOWN)
+FAILURE_INTERNAL: Final = _failure_name(failure_pb2.INTERNAL)
+FAILURE_RENDER_LOST: Final = _failure_name(failure_pb2.RENDER_LOST)
+FAILURE_RENDER_UNAVAILABLE: Final = _failure_name(failure_pb2.RENDER_UNAVAILABLE)
+FAILURE_RENDER_STALLED: Final = _failure_name(failure_pb2.RENDER_STALLED)
+# Failed codes a render service reports when it lost a render rather than judged it: the export
+# service resubmits instead of failing the job.
+RETRYABLE_RENDER_FAILURES: Final = frozenset({FAILURE_SHUTDOWN})
+
+
+def is_failure_code(code: str) -> bool:
+    return code in FAILURE_CODES
