@@ -235,7 +235,9 @@ class RenderJob:
             if duration is None or duration <= 0:
                 raise invalid_input(field, "the input's duration cannot be read")
             if duration > MAX_DURATION_SECONDS:
-                raise invalid_input(field, "the input is longer than 4 hours")
+                raise invalid_input(
+                    field, f"the input is longer than {MAX_DURATION_SECONDS:.0f} seconds"
+                )
             return RenderInputs(
                 transcode_path=self._paths.transcode, transcode_has_audio=info.has_audio
             ), duration
