@@ -6,16 +6,15 @@ The client never decides an outcome: it only records what it was told, with time
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
 from tests.chaos.stack import CLIP_NAME, CORRUPT_NAME
+from videojob.sse_client import aevents
 
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 NEAR_END_STAGES = frozenset({"Finalizing", "Verifying"})
@@ -227,10 +226,9 @@ class Client:
             if response.status_code != 200:
                 track.watcher_error = f"HTTP {response.status_code}"
                 return
-            async for event, data in read_sse(response):
-                job = json.loads(data)
-                track.observations.append(observation(event, job))
-                if event in TERMINAL:
+            async for frame in aevents(response.aiter_lines()):
+                track.observations.append(observation(frame.name, frame.job))
+                if frame.terminal:
                     return
 
     async def final_sse_state(self, job_id: str) -> Observation | None:
@@ -239,8 +237,8 @@ class Client:
         async with self.http.stream("GET", url, timeout=httpx.Timeout(10.0)) as response:
             if response.status_code != 200:
                 return None
-            async for event, data in read_sse(response):
-                return observation(event, json.loads(data))
+            async for frame in aevents(response.aiter_lines()):
+                return observation(frame.name, frame.job)
         return None
 
 
@@ -254,20 +252,3 @@ def observation(event: str, job: dict[str, Any]) -> Observation:
         stage=str(job.get("stage") or ""),
         output_path=str(job.get("outputPath") or ""),
     )
-
-
-async def read_sse(response: httpx.Response) -> AsyncIterator[tuple[str, str]]:
-    """Yields (event, data) per SSE frame; comments and retry lines are skipped."""
-    event = "message"
-    data: list[str] = []
-    async for line in response.aiter_lines():
-        if line == "":
-            if data:
-                yield event, "\n".join(data)
-            event, data = "message", []
-        elif line.startswith(":"):
-            continue
-        elif line.startswith("event:"):
-            event = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].removeprefix(" "))

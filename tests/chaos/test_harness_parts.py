@@ -9,7 +9,7 @@ import random
 
 from tests.chaos.checks import check_history
 from tests.chaos.client import JobTrack, Observation, plan_job
-from tests.chaos.stack import free_port
+from tests.support.ports import free_port
 from tests.support.tcp_proxy import TcpProxy
 
 
