@@ -20,7 +20,7 @@ from bench.jobs import create_job, test_pattern_spec
 from bench.report import BenchResult
 from bench.stack import running_stack
 from bench.stats import percentile
-from tests.support.processes import REPO_ROOT
+from videojob.launcher.process import PROJECT_ROOT
 
 NAME = "fanout"
 TITLE = "SSE fan-out on one gateway"
@@ -36,16 +36,15 @@ def _level(workdir: Path, clients: int, jobs: int, duration: float) -> dict[str,
     workdir.mkdir(parents=True, exist_ok=True)
     output = workdir / "clients.json"
     with running_stack(workdir, synthetic=True) as stack:
-        assert stack.gateway is not None
         rss_before = procfs.rss_mib(stack.gateway.pid)
-        job_ids = asyncio.run(_create_jobs(stack.base_url, jobs, duration))
+        job_ids = asyncio.run(_create_jobs(stack.url, jobs, duration))
         generator = subprocess.run(
             [
                 sys.executable,
                 "-m",
                 "bench.fanout_clients",
                 "--port",
-                str(stack.gateway_port),
+                str(stack.gateway.port),
                 "--jobs",
                 ",".join(job_ids),
                 "--clients",
@@ -53,7 +52,7 @@ def _level(workdir: Path, clients: int, jobs: int, duration: float) -> dict[str,
                 "--output",
                 str(output),
             ],
-            cwd=REPO_ROOT,
+            cwd=PROJECT_ROOT,
             capture_output=True,
             text=True,
             timeout=duration + 300,

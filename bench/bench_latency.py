@@ -17,10 +17,10 @@ import httpx
 from bench import ffmpeg_wrapper
 from bench.jobs import create_job, follow_job, test_pattern_spec
 from bench.report import BenchResult
-from bench.sse import SseEvent
 from bench.stack import Stack, running_stack
 from bench.stats import percentile
 from videojob.export.v1 import export_pb2, export_pb2_grpc
+from videojob.sse_client import SseFrame
 
 NAME = "latency"
 TITLE = "Completion latency and progress freshness"
@@ -42,7 +42,7 @@ async def _poll_until_completed(stub: export_pb2_grpc.ExportServiceAsyncStub, jo
 
 
 def _freshness(
-    events: list[SseEvent], trace: ffmpeg_wrapper.RenderTrace, frames: int
+    events: list[SseFrame], trace: ffmpeg_wrapper.RenderTrace, frames: int
 ) -> tuple[list[float], int]:
     """Lags (s) of the Rendering-stage SSE events behind the block each shows; and how many
     such events found no block."""
@@ -50,7 +50,7 @@ def _freshness(
     unmatched = 0
     band = RENDER_BAND_END - RENDER_BAND_START
     for event in events[1:]:  # the first event is the snapshot at connect time
-        job = event.job()
+        job = event.job
         if event.name != "progress" or job.get("stage") != "Rendering":
             continue
         percent = float(job["progress"])
@@ -77,14 +77,14 @@ async def _measure(stack: Stack, log: Path, jobs: int, spec: dict[str, object]) 
     unmatched = 0
     outcomes: list[str] = []
     async with (
-        httpx.AsyncClient(base_url=stack.base_url, timeout=60) as client,
+        httpx.AsyncClient(base_url=stack.url, timeout=60) as client,
         grpc.aio.insecure_channel(stack.export.address) as channel,
     ):
         stub: export_pb2_grpc.ExportServiceAsyncStub = export_pb2_grpc.ExportServiceStub(channel)
         for _ in range(jobs):
             job = await create_job(client, spec)
             events, polled = await asyncio.gather(
-                follow_job(stack.gateway_port, job["id"]),
+                follow_job(stack.gateway.port, job["id"]),
                 _poll_until_completed(stub, job["id"]),
             )
             outcomes.append(events[-1].name)

@@ -40,10 +40,10 @@ async def _capture_argv(render_pid: int, stop: asyncio.Event) -> list[str]:
 
 async def _through_stack(stack: Stack, spec: dict[str, object]) -> tuple[float, str, str]:
     """Seconds from the POST to the terminal SSE event, the job id and its terminal event."""
-    async with httpx.AsyncClient(base_url=stack.base_url, timeout=120) as client:
+    async with httpx.AsyncClient(base_url=stack.url, timeout=120) as client:
         started = time.perf_counter()
         job = await create_job(client, spec)
-        events = await follow_job(stack.gateway_port, job["id"])
+        events = await follow_job(stack.gateway.port, job["id"])
         elapsed = time.perf_counter() - started
     return elapsed, job["id"], events[-1].name if events else "none"
 

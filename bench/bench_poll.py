@@ -90,12 +90,12 @@ def run(workdir: Path, quick: bool) -> BenchResult:
         return result
     seconds = 1 if quick else 8
     with running_stack(workdir, synthetic=True) as stack:
-        job_id, trivial = asyncio.run(_prepare(stack.base_url, stack.gateway_port))
+        job_id, trivial = asyncio.run(_prepare(stack.url, stack.gateway.port))
         job_rates: list[float] = []
         trivial_rates: list[float] = []
         for _ in range(1 if quick else 2):
-            trivial_rates.append(wrk(binary, stack.base_url + trivial, seconds))
-            job_rates.append(wrk(binary, f"{stack.base_url}/api/jobs/{job_id}", seconds))
+            trivial_rates.append(wrk(binary, stack.url + trivial, seconds))
+            job_rates.append(wrk(binary, f"{stack.url}/api/jobs/{job_id}", seconds))
     result.add(f"GET {trivial}", median(trivial_rates), "req/s")
     result.add("GET /api/jobs/{id}", median(job_rates), "req/s")
     result.add("job / trivial", median(job_rates) / median(trivial_rates), "x")

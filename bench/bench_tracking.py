@@ -78,18 +78,20 @@ def run(workdir: Path, quick: bool) -> BenchResult:
     jobs, duration = (20, 2.0) if quick else (1000, 10.0)
     result = BenchResult(NAME, TITLE)
     with running_stack(workdir, synthetic=True, with_gateway=False) as stack:
+        database = stack.config.sqlite_path
+        assert database is not None, "the tracking benchmark reads the SQLite store"
         pid = stack.export.pid
         cpu_before = procfs.cpu_seconds(pid)
         render_cpu_before = procfs.cpu_seconds(stack.render.pid)
         started = time.monotonic()
         asyncio.run(_create(stack.export.address, jobs, duration))
         created = time.monotonic()
-        samples = _wait_terminal(stack.database, jobs, started + duration + 300)
+        samples = _wait_terminal(database, jobs, started + duration + 300)
         finished = samples[-1][0]
         cpu = procfs.cpu_seconds(pid) - cpu_before
         render_cpu = procfs.cpu_seconds(stack.render.pid) - render_cpu_before
         peak = procfs.peak_rss_mib(pid)
-        counts, versions = _snapshot(stack.database)
+        counts, versions = _snapshot(database)
     elapsed = finished - started
     rates = [
         (later[2] - earlier[2]) / (later[0] - earlier[0])

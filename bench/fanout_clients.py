@@ -13,16 +13,22 @@ import asyncio
 import json
 import resource
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench.sse import SseStream, parse_timestamp
+from videojob.sse_client import SseStream
 
 CONNECT_CONCURRENCY = 100
 UPDATED_AT = '"updatedAt":"'
 
 
 MAX_ERRORS_KEPT = 5
+
+
+def parse_timestamp(text: str) -> float:
+    """An RFC 3339 timestamp (``Z`` or an offset) as seconds since the epoch."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 def _updated_at(data: str) -> float:
@@ -51,7 +57,7 @@ async def _client(
     try:
         async for event in stream.events():
             if not first:
-                lags.append(event.received - _updated_at(event.data))
+                lags.append(event.received - _updated_at(event.text))
             first = False
             outcome["events"] += 1
             if event.terminal:

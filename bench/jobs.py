@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from bench.sse import SseEvent, SseStream
+from videojob.sse_client import SseFrame, SseStream
 
 
 def test_pattern_spec(
@@ -35,10 +35,10 @@ async def create_job(client: httpx.AsyncClient, spec: dict[str, Any]) -> dict[st
     return job
 
 
-async def follow_job(port: int, job_id: str) -> list[SseEvent]:
+async def follow_job(port: int, job_id: str) -> list[SseFrame]:
     """Every SSE event of the job up to and including its terminal one."""
     stream = await SseStream.open("127.0.0.1", port, f"/api/jobs/{job_id}/events")
-    events: list[SseEvent] = []
+    events: list[SseFrame] = []
     try:
         async for event in stream.events():
             events.append(event)

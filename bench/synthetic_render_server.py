@@ -274,6 +274,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.synthetic_render_server")
     parser.add_argument("--listen", default=os.environ.get("SYNTHETIC_LISTEN", "127.0.0.1:0"))
     parser.add_argument("--output-dir", type=Path, default=os.environ.get("SYNTHETIC_OUTPUT_DIR"))
+    # Taken, and unused, so that it stands in for the render service with the same flags.
+    parser.add_argument("--media-root", type=Path, default=None)
     parser.add_argument("--duration", type=float, default=None)
     parser.add_argument("--rate", type=float, default=10.0, help="progress events per second")
     args = parser.parse_args()
