@@ -3,7 +3,6 @@ in-process on port 0 (or as a process where kills are involved), tiny specs, fil
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
@@ -19,6 +18,7 @@ from export_service.config import ExportConfig, TrackerSettings
 from export_service.server import ExportServer, create_server
 from export_service.store import open_store
 from tests.support.media import media_duration
+from tests.support.polling import wait_until
 from tests.support.processes import ServiceProcess, start_service
 from tests.support.render_dirs import RenderDirs
 from tests.support.specs import pattern_spec as pattern_spec
@@ -177,14 +177,8 @@ async def watch(
     return [job async for job in stub.WatchExport(request, timeout=90)]
 
 
-async def wait_for(
-    predicate: Callable[[], Awaitable[bool]], within: float = 30.0, interval: float = 0.05
-) -> None:
-    async with asyncio.timeout(within):
-        while True:
-            if await predicate():
-                return
-            await asyncio.sleep(interval)
+async def wait_for(predicate: Callable[[], Awaitable[bool]], within: float = 30.0) -> None:
+    await wait_until(predicate, getattr(predicate, "__name__", "the condition"), within)
 
 
 def grpc_code(error: pytest.ExceptionInfo[grpc.aio.AioRpcError]) -> grpc.StatusCode:

@@ -7,7 +7,6 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,6 +28,7 @@ from tests.export.conftest import (
     wait_for,
     watch,
 )
+from tests.support.ports import free_port
 from tests.support.processes import ServiceProcess, start_service
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.throttle import Throttle
@@ -41,13 +41,6 @@ if TYPE_CHECKING:
     from videojob.render.v1.render_pb2_grpc import RenderServiceAsyncStub as RenderStub
 
 SLOW_DURATION = slow_spec().source.test_pattern.duration_seconds
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def watch_until(

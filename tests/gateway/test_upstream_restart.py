@@ -7,70 +7,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.gateway.async_sse import StreamRecord, read_stream, wait_until
-from tests.gateway.conftest import LONG_SPEC, start_gateway, stop, stop_all
-from tests.support.processes import ServiceProcess, start_service
-
-
-def start_export(root: Path, render: ServiceProcess, listen: str) -> ServiceProcess:
-    return start_service(
-        "export_service",
-        [
-            "--listen",
-            listen,
-            "--render-addr",
-            render.address,
-            "--database",
-            f"sqlite:///{root / 'export.db'}",
-        ],
-    )
-
-
-@dataclass
-class OwnStack:
-    root: Path
-    render: ServiceProcess
-    export: ServiceProcess
-
-    def kill_export(self) -> None:
-        self.export.kill()
-        stop(self.export)
-
-    def restart_export(self) -> None:
-        """On the address it had, with the same database."""
-        self.export = start_export(self.root, self.render, self.export.address)
+from tests.gateway.async_sse import StreamRecord, read_stream
+from tests.gateway.conftest import LONG_SPEC, start_gateway, stop
+from tests.support.polling import wait_until
+from videojob.launcher import Role, Stack, StackConfig
 
 
 @pytest.fixture
-def own_stack(tmp_path: Path) -> Iterator[OwnStack]:
-    (tmp_path / "renders").mkdir()
-    (tmp_path / "media").mkdir()
-    render = start_service(
-        "render_service",
-        [
-            "--listen",
-            "127.0.0.1:0",
-            "--output-dir",
-            str(tmp_path / "renders"),
-            "--media-root",
-            str(tmp_path / "media"),
-        ],
-    )
-    try:
-        stack = OwnStack(tmp_path, render, start_export(tmp_path, render, "127.0.0.1:0"))
-    except BaseException:
-        stop(render)
-        raise
-    try:
+def own_stack(tmp_path: Path) -> Iterator[Stack]:
+    """Render and export services of their own (each test adds its gateway): the export
+    service is killed, and started again on its port with the same database."""
+    with Stack(StackConfig(tmp_path, gateway=Role(count=0))) as stack:
         yield stack
-    finally:
-        stop_all([stack.export, render])
 
 
 async def _open_streams(
@@ -88,14 +41,14 @@ async def _open_streams(
 
 
 async def wait_healthy(http: httpx.AsyncClient) -> None:
-    deadline = asyncio.get_running_loop().time() + 30
-    while (await http.get("/healthz")).status_code != 200:
-        assert asyncio.get_running_loop().time() < deadline, "the export service never came back"
-        await asyncio.sleep(0.1)
+    async def healthy() -> bool:
+        return (await http.get("/healthz")).status_code == 200
+
+    await wait_until(healthy, "the gateway to reach the export service again", 30)
 
 
 async def test_export_restarted_mid_stream_streams_carry_on_to_the_terminal_event(
-    own_stack: OwnStack,
+    own_stack: Stack,
 ) -> None:
     gateway = start_gateway(own_stack.export.address, "--upstream-retry-seconds", "60")
     tasks: list[asyncio.Task[StreamRecord]] = []
@@ -107,8 +60,8 @@ async def test_export_restarted_mid_stream_streams_carry_on_to_the_terminal_even
             records, tasks = await _open_streams(http, job_id, 3)
             before = [record.versions[-1] for record in records]
 
-            await asyncio.to_thread(own_stack.kill_export)
-            await asyncio.to_thread(own_stack.restart_export)
+            await own_stack.export.akill()
+            await own_stack.export.astart()
 
             deadline = asyncio.get_running_loop().time() + 30
             while (await http.post(f"/api/jobs/{job_id}/cancel")).status_code != 200:
@@ -129,7 +82,7 @@ async def test_export_restarted_mid_stream_streams_carry_on_to_the_terminal_even
 
 
 async def test_export_gone_for_good_ends_the_streams_so_clients_reconnect(
-    own_stack: OwnStack,
+    own_stack: Stack,
 ) -> None:
     gateway = start_gateway(own_stack.export.address, "--upstream-retry-seconds", "1")
     tasks: list[asyncio.Task[StreamRecord]] = []
@@ -139,11 +92,11 @@ async def test_export_gone_for_good_ends_the_streams_so_clients_reconnect(
             assert created.status_code == 201, created.text
             job_id = created.json()["id"]
             records, tasks = await _open_streams(http, job_id, 3)
-            await asyncio.to_thread(own_stack.kill_export)
+            await own_stack.export.akill()
             await asyncio.wait_for(asyncio.gather(*tasks), 30)
 
             # Back again: a client resuming with its Last-Event-ID follows the job to its end.
-            await asyncio.to_thread(own_stack.restart_export)
+            await own_stack.export.astart()
             await wait_healthy(http)
             last_seen = records[0].versions[-1]
             resumed = StreamRecord()

@@ -3,7 +3,6 @@ signals are involved, tiny specs, and independent checks of rendered files and p
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
@@ -16,6 +15,7 @@ import pytest
 
 from render_service.config import RenderConfig
 from render_service.server import RenderServer, create_server
+from tests.support.polling import wait_until
 from tests.support.processes import ServiceProcess, start_service
 from tests.support.render_dirs import RenderDirs
 from tests.support.specs import pattern_spec as pattern_spec
@@ -87,10 +87,7 @@ def pid_alive(pid: int) -> bool:
 
 
 async def wait_for(predicate: Callable[[], bool], limit: float = 20.0) -> None:
-    deadline = asyncio.get_running_loop().time() + limit
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
+    await wait_until(predicate, "the condition", limit)
 
 
 async def events_until(

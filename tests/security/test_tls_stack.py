@@ -14,10 +14,17 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.gateway.conftest import start_gateway, stop_all, tiny_spec, wait_terminal
-from tests.security.conftest import EXPORT_SERVICE, RENDER_SERVICE, export_args, render_args
+from tests.gateway.conftest import tiny_spec, wait_terminal
 from tests.support.certs import Pki, make_test_pki
-from tests.support.processes import ServiceProcess, start_service
+from videojob.grpc_setup import TlsFiles
+from videojob.launcher import (
+    EXPORT_SERVICE,
+    RENDER_SERVICE,
+    Role,
+    ServiceProcess,
+    Stack,
+    StackConfig,
+)
 
 
 @dataclass
@@ -33,30 +40,22 @@ class TlsStack:
 def tls_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsStack]:
     root = tmp_path_factory.mktemp("tls-stack")
     pki = make_test_pki(root / "pki")
-    server = ["--tls-cert", str(pki.server.cert), "--tls-key", str(pki.server.key),
-              "--tls-client-ca", str(pki.ca)]  # fmt: skip
-    started: list[ServiceProcess] = []
-    try:
-        render = start_service("render_service", render_args(root / "out", root / "media", *server))
-        started.append(render)
-        export = start_service(
-            "export_service",
-            export_args(
-                render.address, root / "export.db", *server,
-                "--render-tls-ca", str(pki.ca), "--render-tls-cert", str(pki.client.cert),
-                "--render-tls-key", str(pki.client.key),
-            ),
-        )  # fmt: skip
-        started.append(export)
-        gateway = start_gateway(
-            export.address,
-            "--export-tls-ca", str(pki.ca), "--export-tls-cert", str(pki.client.cert),
-            "--export-tls-key", str(pki.client.key),
-        )  # fmt: skip
-        started.append(gateway)
-        yield TlsStack(pki, render, export, gateway, root / "out")
-    finally:
-        stop_all(list(reversed(started)))
+    server = ("--tls-cert", str(pki.server.cert), "--tls-key", str(pki.server.key),
+              "--tls-client-ca", str(pki.ca))  # fmt: skip
+    ca, cert, key = str(pki.ca), str(pki.client.cert), str(pki.client.key)
+    render_client = ("--render-tls-ca", ca, "--render-tls-cert", cert, "--render-tls-key", key)
+    export_client = ("--export-tls-ca", ca, "--export-tls-cert", cert, "--export-tls-key", key)
+    config = StackConfig(
+        root,
+        output_dir=root / "out",
+        render=Role(args=server),
+        export=Role(args=(*server, *render_client)),
+        gateway=Role(args=export_client),
+        # The launcher's own health checks need a client certificate too.
+        grpc_tls=TlsFiles(cert=pki.client.cert, key=pki.client.key, ca=pki.ca),
+    )
+    with Stack(config) as stack:
+        yield TlsStack(pki, stack.render, stack.export, stack.gateway, stack.output_dir)
 
 
 def test_a_job_completes_over_mutual_tls_on_every_hop(tls_stack: TlsStack) -> None:

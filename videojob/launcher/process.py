@@ -259,6 +259,10 @@ class ServiceProcess:
         self.request_stop()
         return self.wait_stopped(time.monotonic() + grace)
 
+    def terminate(self, timeout: float = STOP_GRACE_SECONDS) -> int | None:
+        """``stop`` under the name subprocess.Popen gives it."""
+        return self.stop(timeout)
+
     def kill(self) -> int | None:
         """SIGKILL: no chance to clean up. The exit status (None if never started)."""
         self.send_signal(signal.SIGKILL)
