@@ -83,9 +83,11 @@ class SseParser:
 
     def end(self) -> SseFrame | None:
         """The unterminated frame at the end of the stream, if it holds anything."""
-        frame = self._frame
-        self._frame = SseFrame()
-        return frame if frame.data or frame.comments else None
+        frame, self._frame = self._frame, SseFrame()
+        if not (frame.data or frame.comments):
+            return None
+        frame.received = time.time()
+        return frame
 
 
 def frames(lines: Iterable[str]) -> Iterator[SseFrame]:
