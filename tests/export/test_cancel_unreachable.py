@@ -4,20 +4,14 @@ ends CANCELLED, and its tracker stops instead of retrying a render for a cancell
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import grpc
 
 from export_service.server import ExportServer
 from tests.export.conftest import StartExport, pattern_spec
+from tests.support.ports import unused_address
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 from videojob.grpc_setup import create_channel
-
-
-def unused_address() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{probe.getsockname()[1]}"
 
 
 async def test_cancel_never_hangs_while_the_render_service_is_unreachable(
