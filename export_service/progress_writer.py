@@ -5,7 +5,10 @@ newest progress of a job waits to be written. A job is written at most once per 
 measured from the end of its previous write, and every job due is written in one store
 transaction (``record_progress_batch``), so a slow store delays progress but never makes it stale
 or multiplies the writes. Before a terminal event the tracker calls ``flush``: the newest
-progress is written at once, ahead of queued progress, and the terminal write follows."""
+progress is written at once, ahead of queued progress, and the terminal write follows.
+
+A progress write refused because the job is terminal (a cancel, another writer) is news for the
+job's tracker: ``on_job_ended(job_id)`` is called once, and the job gets no more writes."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from export_service.store import (
@@ -41,9 +45,14 @@ class _JobProgress:
 
 class ProgressWriter:
     def __init__(
-        self, store: JobStore, interval: float, batch_window: float = BATCH_WINDOW
+        self,
+        store: JobStore,
+        interval: float,
+        batch_window: float = BATCH_WINDOW,
+        on_job_ended: Callable[[str], None] | None = None,
     ) -> None:
         self._store = store
+        self._on_job_ended = on_job_ended
         self._interval = interval
         self._batch_window = batch_window
         self._jobs: dict[str, _JobProgress] = {}
@@ -72,11 +81,6 @@ class ProgressWriter:
         self._jobs.pop(job_id, None)
         self._waiting.discard(job_id)
 
-    def finished(self, job_id: str) -> bool:
-        """A progress write was refused because the job is terminal (or gone)."""
-        entry = self._jobs.get(job_id)
-        return entry is not None and entry.terminal
-
     def offer(self, update: ProgressUpdate) -> None:
         entry = self._jobs.get(update.job_id)
         if entry is None or entry.terminal or update.progress < entry.stored:
@@ -102,7 +106,7 @@ class ProgressWriter:
         finally:
             entry.in_flight = False
             entry.last_done = time.monotonic()
-        self._record(entry, result)
+        self._record(job_id, entry, result)
 
     async def drop(self, job_id: str) -> None:
         """Forgets the job's pending progress (its render is being replaced) once no write of
@@ -178,14 +182,14 @@ class ProgressWriter:
                     entry.pending = update
                     self._waiting.add(update.job_id)
             return
-        for (entry, _), result in zip(batch, results, strict=True):
-            self._record(entry, result)
+        for (entry, update), result in zip(batch, results, strict=True):
+            self._record(update.job_id, entry, result)
 
-    @staticmethod
-    def _record(entry: _JobProgress, result: ProgressResult) -> None:
+    def _record(self, job_id: str, entry: _JobProgress, result: ProgressResult) -> None:
         if isinstance(result, Job):
             entry.stored = max(entry.stored, result.progress)
             return
+        was_terminal = entry.terminal
         if isinstance(result, TransitionRejected):
             entry.terminal = result.current.terminal
             entry.stored = max(entry.stored, result.current.progress)
@@ -193,3 +197,5 @@ class ProgressWriter:
             entry.terminal = True  # JobNotFound: nothing left to write to
         if entry.terminal:
             entry.pending = None
+            if not was_terminal and self._on_job_ended is not None:
+                self._on_job_ended(job_id)

@@ -89,6 +89,7 @@ def job_to_proto(job: Job) -> export_pb2.VideoJob:
     if job.error_code or job.error_message:
         message.error.code = job.error_code
         message.error.message = job.error_message
+        message.error.field = job.error_field
     return message
 
 

@@ -12,13 +12,21 @@ writes progress (coalesced) and the terminal event (at once), and never leaves a
 - an unreachable render service → asked again with exponential backoff and jitter until it
   answers; unreachable for ``retry_budget`` seconds without a break → RENDER_UNAVAILABLE.
   A busy one (RESOURCE_EXHAUSTED) answered, so it is asked again with backoff, unbounded;
-- Completed naming a file that cannot be seen → re-checked for ``output_wait_seconds`` before
-  VERIFICATION_FAILED (the output storage may be briefly unreachable);
-- a render verdict (Failed with any other code) or an invalid spec → the job FAILED.
+- Completed naming a file that cannot be seen → re-checked (videojob.output_check) for
+  ``output_wait_seconds`` before VERIFICATION_FAILED (the output storage may be briefly
+  unreachable); only then COMPLETED;
+- a render verdict (Failed with any other code, with the field it names) or an invalid spec →
+  the job FAILED.
 
 When the tracker gives up on a job, the job is failed with ``release_render``: the supervisor
 cancels the render and removes its output, so a failed job leaves no file (retried at the next
 start if the render service cannot be reached meanwhile).
+
+Every one of those decisions is made in ``export_service.tracking.decide`` (pure, tested without
+I/O); ``JobTracker`` here only performs what it decides (gRPC calls, store writes, timers) and
+feeds back what it observed. It ends in one way: ``decide`` returns Stop, whether the job reached
+a terminal state through this tracker, became terminal elsewhere (``tell(JobEnded())``: a cancel,
+or a progress write refused as terminal) or the service is stopping (``tell(Stopping())``).
 
 The ``RenderSupervisor`` starts a tracker per job on create and, on start, for every non-terminal
 job in the store; after a cancel it stops the tracker, cancels the render and removes its output.
@@ -28,28 +36,71 @@ Trackers are stopped on shutdown without touching renders: the next start re-att
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
-import os
 import random
-import stat
 import time
-from dataclasses import dataclass
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, assert_never
 
 import grpc
 
 from export_service.config import TrackerSettings
 from export_service.progress_writer import ProgressWriter
 from export_service.store import (
-    MAX_RUNNING_PROGRESS,
-    JobStatus,
+    Job,
+    JobNotFound,
     JobStore,
-    OutputMissing,
     ProgressUpdate,
     TransitionRejected,
 )
+from export_service.tracking.actions import (
+    BeginAttempt,
+    CallRender,
+    CheckOutput,
+    CloseStream,
+    DropProgress,
+    Effect,
+    FlushProgress,
+    GetRender,
+    MarkRenderReleased,
+    OfferProgress,
+    Question,
+    ReadJob,
+    ReadStream,
+    RemoveOutput,
+    Stop,
+    Wait,
+    WatchRender,
+    WriteCancel,
+    WriteComplete,
+    WriteFail,
+)
+from export_service.tracking.decide import decide, start
+from export_service.tracking.observations import (
+    Cancelled,
+    Completed,
+    EventReceived,
+    Failed,
+    JobEnded,
+    JobMissing,
+    JobRead,
+    Observation,
+    OutputChecked,
+    Progress,
+    Refused,
+    RenderOutcome,
+    RenderReport,
+    RpcFailed,
+    Stopping,
+    StreamEnded,
+    StreamSilent,
+    TimerFired,
+    Written,
+)
+from videojob.grpc_errors import field_violation
+from videojob.limits import FAILURE_INTERNAL
+from videojob.output_check import OutputProblem, check_output
 from videojob.render.v1 import render_pb2, spec_pb2
 from videojob.spec_validation import expected_duration_seconds
 
@@ -61,47 +112,12 @@ logger = logging.getLogger(__name__)
 STREAM_END: object = grpc.aio.EOF  # type: ignore[attr-defined]
 RenderStream = grpc.aio.UnaryStreamCall[Any, render_pb2.RenderEvent]
 
-RENDER_LOST = "RENDER_LOST"
-RENDER_UNAVAILABLE = "RENDER_UNAVAILABLE"
-RENDER_STALLED = "RENDER_STALLED"
-INVALID_INPUT = "INVALID_INPUT"
-VERIFICATION_FAILED = "VERIFICATION_FAILED"
-INTERNAL = "INTERNAL"
-# Completed must carry the duration the spec implies, within this (as the render service checks).
-DURATION_TOLERANCE = 0.5
-# A render service going down reports its renders as Failed SHUTDOWN: lost, not judged.
-RETRYABLE_RENDER_FAILURES = frozenset({"SHUTDOWN"})
-
-
-class JobFinished(Exception):
-    """The job is terminal in the store; the tracker's work is over."""
-
-
-class Next(enum.Enum):
-    SUBMIT = "submit"  # Render: starts the render, or attaches and replays it from seq 1
-    ATTACH = "attach"  # WatchRender after the last seq seen
-
-
-@dataclass
-class Retry:
-    """The render is lost: resubmit it (attempt + 1)."""
-
-    code: str
-    message: str
-
-
-@dataclass
-class Unreachable:
-    """The render service did not answer (or answered busy): ask it again after a backoff."""
-
-    message: str
-    busy: bool = False
-
-
-Step = Next | Retry | Unreachable
+# Questions news from outside may cut short: render calls and timers, never a store write.
+_INTERRUPTIBLE = (CallRender, WatchRender, ReadStream, GetRender, CheckOutput, Wait)
 
 
 def backoff_delay(settings: TrackerSettings, attempt: int) -> float:
+    """For the supervisor's own retries (clean-ups, recording a crash)."""
     delay = min(settings.backoff_max, settings.backoff_initial * 2 ** max(attempt - 1, 0))
     return random.uniform(delay / 2, delay)
 
@@ -121,36 +137,31 @@ def remove_output(path: str) -> bool:
     return True
 
 
-@dataclass(frozen=True)
-class OutputProblem:
-    reason: str
-    # False: the file may yet be seen (missing, or its directory unreachable): check again.
-    lasting: bool
-
-
-def output_problem(path: str, size_bytes: int) -> OutputProblem | None:
-    """Blocking. What is wrong with a completed render's output file, if anything."""
-    if not path:
-        return OutputProblem("it named no output file", lasting=True)
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        return OutputProblem(f"output {path!r} does not exist", lasting=False)
-    except OSError as error:
-        return OutputProblem(f"output {path!r} cannot be reached ({error.strerror})", lasting=False)
-    if not stat.S_ISREG(info.st_mode):
-        return OutputProblem(f"output {path!r} is not a regular file", lasting=True)
-    if info.st_size == 0:
-        return OutputProblem(f"output {path!r} is empty", lasting=True)
-    if size_bytes and info.st_size != size_bytes:
-        return OutputProblem(
-            f"output {path!r} has {info.st_size} bytes, the render reported {size_bytes}",
-            lasting=True,
-        )
+def render_outcome(event: render_pb2.RenderEvent) -> RenderOutcome | None:
+    """What a render event says; None for an event of no kind this service knows."""
+    match event.WhichOneof("event"):
+        case "progress":
+            progress = event.progress
+            return Progress(
+                percent=progress.percent,
+                stage=progress.stage,
+                eta_seconds=progress.eta_seconds,
+                heartbeat=progress.heartbeat,
+            )
+        case "completed":
+            done = event.completed
+            return Completed(done.output_path, done.size_bytes, done.duration_seconds)
+        case "failed":
+            failed = event.failed
+            return Failed(failed.code, failed.message, failed.field)
+        case "cancelled":
+            return Cancelled()
     return None
 
 
 class JobTracker:
+    """Performs what ``decide`` decides for one job, until it decides Stop."""
+
     def __init__(
         self,
         job_id: str,
@@ -164,121 +175,164 @@ class JobTracker:
         self._stub = stub
         self._settings = settings
         self._progress = progress
-        self._spec = spec_pb2.RenderSpec()
-        self._attempt = 1
-        self._last_seq = 0
-        # Render calls in a row that brought no new event (silence, an empty or broken stream).
-        self._quiet_rounds = 0
-        self._events_seen = 0
-        # Since when the render service has not answered (None: it answered last time).
-        self._unreachable_since: float | None = None
-        self._unreachable_rounds = 0
+        self._spec: spec_pb2.RenderSpec | None = None
+        self._call: RenderStream | None = None
+        # News from outside (JobEnded, Stopping), answered in place of the next question.
+        self._inbox: list[Observation] = []
+        self._task: asyncio.Task[None] | None = None
+        self._in_interruptible = False
+        self._interrupting = False
+
+    def tell(self, news: JobEnded | Stopping) -> None:
+        """Delivers news at once: a render call or timer in progress is cut short."""
+        self._inbox.append(news)
+        if self._in_interruptible and not self._interrupting and self._task is not None:
+            self._interrupting = True
+            self._task.cancel()
 
     async def run(self) -> None:
-        job = await self._store.get(self.job_id)
-        if job.terminal:
-            return
-        self._spec.ParseFromString(job.spec)
-        self._attempt = job.attempt
-        self._last_seq = job.last_render_seq
-        self._progress.register(self.job_id, job.progress)
-        step: Step = Next.ATTACH if job.last_render_seq > 0 else Next.SUBMIT
+        self._task = asyncio.current_task()
+        decision = start(self._settings, seed=random.getrandbits(64))
         try:
             while True:
-                if isinstance(step, Unreachable | Retry):
-                    await self._stop_if_finished()
-                if isinstance(step, Retry):
-                    step = await self._resubmit(step)
-                elif isinstance(step, Unreachable):
-                    step = await self._wait_for_render_service(step)
-                else:
-                    step = await self._follow(step)
-        except JobFinished:
-            return
+                for effect in decision.effects:
+                    await self._perform(effect)
+                if isinstance(decision.next, Stop):
+                    return
+                observation = await self._ask(decision.next)
+                decision = decide(decision.state, observation, time.monotonic())
         finally:
+            self._close_stream()
             self._progress.forget(self.job_id)
 
-    async def _stop_if_finished(self) -> None:
-        """Before asking the render service again: a job that became terminal meanwhile (a
-        cancel, a second tracker) needs nothing more, whether or not this task was told."""
-        if (await self._store.get(self.job_id)).terminal:
-            raise JobFinished
-
-    # One render call, followed to its end.
-
-    async def _follow(self, step: Next) -> Step:
-        call: RenderStream
-        if step is Next.SUBMIT:
-            self._last_seq = 0
-            logger.info("job %s: Render (attempt %d)", self.job_id, self._attempt)
-            call = self._stub.Render(
-                render_pb2.RenderRequest(render_id=self.job_id, spec=self._spec)
-            )
-        else:
-            logger.info("job %s: WatchRender after seq %d", self.job_id, self._last_seq)
-            call = self._stub.WatchRender(
-                render_pb2.WatchRenderRequest(render_id=self.job_id, after_seq=self._last_seq)
-            )
-        events_before = self._events_seen
+    async def _ask(self, question: Question) -> Observation:
+        if self._inbox:
+            return self._inbox.pop(0)
+        if not isinstance(question, _INTERRUPTIBLE):
+            return await self._answer(question)
+        self._in_interruptible = True
         try:
-            outcome = await self._read_until_terminal(call)
-        except grpc.aio.AioRpcError as error:
-            self._count_quiet_round(events_before)
-            return await self._after_rpc_error(error, step)
+            return await self._answer(question)
+        except asyncio.CancelledError:
+            if not self._interrupting:
+                raise
+            self._interrupting = False
+            task = asyncio.current_task()
+            if task is not None and task.uncancel() > 0:
+                raise  # cancelled from outside as well
+            return self._inbox.pop(0)
         finally:
-            call.cancel()
-        self._count_quiet_round(events_before)
-        if outcome is not None:
-            return outcome
-        return await self._investigate("the render stream ended without a terminal event")
+            self._in_interruptible = False
 
-    async def _read_until_terminal(self, call: RenderStream) -> Step | None:
-        """Applies events until a terminal one (returns what to do next, raises JobFinished when
-        the job is finished) or until the stream ends or goes silent (returns None)."""
-        while True:
-            try:
-                # asyncio.timeout, not wait_for: no task per event (10 events/s per job).
-                async with asyncio.timeout(self._settings.stall_timeout):
-                    event = await call.read()
-            except TimeoutError:
-                logger.warning(
-                    "job %s: no render event for %.1f s", self.job_id, self._settings.stall_timeout
+    # Questions: each returns what was observed.
+
+    async def _answer(self, question: Question) -> Observation:
+        match question:
+            case ReadJob():
+                return await self._read_job()
+            case CallRender(attempt=attempt):
+                assert self._spec is not None
+                logger.info("job %s: Render (attempt %d)", self.job_id, attempt)
+                self._close_stream()
+                request = render_pb2.RenderRequest(render_id=self.job_id, spec=self._spec)
+                self._call = self._stub.Render(request)
+                return await self._read_stream()
+            case WatchRender(after_seq=after_seq):
+                logger.info("job %s: WatchRender after seq %d", self.job_id, after_seq)
+                self._close_stream()
+                watch = render_pb2.WatchRenderRequest(render_id=self.job_id, after_seq=after_seq)
+                self._call = self._stub.WatchRender(watch)
+                return await self._read_stream()
+            case ReadStream():
+                return await self._read_stream()
+            case GetRender(why=why):
+                return await self._get_render(why)
+            case CheckOutput(path=path, size_bytes=size_bytes):
+                result = await asyncio.to_thread(check_output, path, size_bytes=size_bytes)
+                return OutputChecked(result if isinstance(result, OutputProblem) else None)
+            case BeginAttempt(expected_attempt=expected):
+                return await self._write(
+                    "new attempt", self._store.begin_attempt(self.job_id, expected_attempt=expected)
                 )
-                return None
-            if event is STREAM_END:
-                return None
-            assert isinstance(event, render_pb2.RenderEvent)
-            self._answered()
-            if event.seq <= self._last_seq:
-                continue
-            self._last_seq = event.seq
-            self._events_seen += 1
-            next_step = await self._apply(event)
-            if next_step is not None:
-                return next_step
+            case WriteComplete():
+                observation = await self._write(
+                    "completion",
+                    self._store.complete(
+                        self.job_id,
+                        output_path=question.output_path,
+                        size_bytes=question.size_bytes,
+                        duration_seconds=question.duration_seconds,
+                        render_seq=question.render_seq,
+                    ),
+                )
+                if isinstance(observation, Written):
+                    logger.info("job %s: completed: %s", self.job_id, question.output_path)
+                return observation
+            case WriteFail():
+                observation = await self._write(
+                    "failure",
+                    self._store.fail(
+                        self.job_id,
+                        code=question.code,
+                        message=question.message,
+                        field=question.field,
+                        release_render=question.release_render,
+                    ),
+                )
+                if isinstance(observation, Written):
+                    logger.info(
+                        "job %s: failed: %s: %s", self.job_id, question.code, question.message
+                    )
+                return observation
+            case WriteCancel():
+                observation = await self._write("cancel", self._store.cancel(self.job_id))
+                if isinstance(observation, Written):
+                    logger.info(
+                        "job %s: the render was cancelled at the render service", self.job_id
+                    )
+                return observation
+            case Wait(seconds=seconds, why=why, then=then):
+                logger.warning("job %s: %s; %s in %.1f s", self.job_id, why, then, seconds)
+                await asyncio.sleep(seconds)
+                return TimerFired()
+        assert_never(question)
 
-    async def _apply(self, event: render_pb2.RenderEvent) -> Retry | None:
-        kind = event.WhichOneof("event")
-        if kind == "progress":
-            await self._on_progress(event)
-            return None
-        await self._flush_progress()
-        if kind == "completed":
-            await self._on_completed(event)
-        elif kind == "failed":
-            failed = event.failed
-            if failed.code in RETRYABLE_RENDER_FAILURES:
-                return Retry(RENDER_LOST, f"the render was lost ({failed.code}: {failed.message})")
-            if failed.log_tail:
-                logger.info("job %s: ffmpeg log tail:\n%s", self.job_id, failed.log_tail)
-            await self._write_fail(failed.code or INTERNAL, failed.message or "the render failed")
-        elif kind == "cancelled":
-            await self._on_render_cancelled(event)
-        raise JobFinished
+    async def _read_job(self) -> Observation:
+        try:
+            job = await self._store.get(self.job_id)
+        except JobNotFound:
+            return JobMissing()
+        if self._spec is None and not job.terminal:
+            self._spec = spec_pb2.RenderSpec.FromString(job.spec)
+            self._progress.register(self.job_id, job.progress)
+        expected = expected_duration_seconds(self._spec) if self._spec is not None else None
+        return JobRead(job.terminal, job.attempt, job.last_render_seq, expected)
 
-    # Investigating: silence, a broken stream, an unreachable render service.
+    async def _read_stream(self) -> Observation:
+        call = self._call
+        assert call is not None, "no open render call"
+        try:
+            # asyncio.timeout, not wait_for: no task per event (10 events/s per job).
+            async with asyncio.timeout(self._settings.stall_timeout):
+                event = await call.read()
+        except TimeoutError:
+            return StreamSilent(self._settings.stall_timeout)
+        except grpc.aio.AioRpcError as error:
+            violation = field_violation(error)
+            return RpcFailed(
+                error.code(), error.details() or "", violation.field if violation else ""
+            )
+        if event is STREAM_END:
+            return StreamEnded()
+        assert isinstance(event, render_pb2.RenderEvent)
+        if event.WhichOneof("event") == "failed" and event.failed.log_tail:
+            logger.info("job %s: ffmpeg log tail:\n%s", self.job_id, event.failed.log_tail)
+        outcome = render_outcome(event)
+        if outcome is None:  # a kind of event this service does not know: proof of life only
+            outcome = Progress(0.0, "", 0.0, heartbeat=True)
+        return EventReceived(event.seq, outcome)
 
-    async def _investigate(self, why: str) -> Step:
+    async def _get_render(self, why: str) -> Observation:
         logger.info("job %s: %s; asking the render service", self.job_id, why)
         try:
             info = await self._stub.GetRender(
@@ -286,201 +340,50 @@ class JobTracker:
                 timeout=self._settings.rpc_timeout,
             )
         except grpc.aio.AioRpcError as error:
-            if error.code() == grpc.StatusCode.NOT_FOUND:
-                self._answered()
-                return Retry(RENDER_LOST, "the render service no longer knows the render")
-            return Unreachable(self._unreachable(error))
-        self._answered()
-        last = info.last_event
-        if last.WhichOneof("event") in ("completed", "failed", "cancelled"):
-            self._last_seq = max(self._last_seq, last.seq)
-            retry = await self._apply(last)
-            if retry is not None:
-                return retry
-        if self._quiet_rounds >= self._settings.max_quiet_rounds:
-            await self._give_up(
-                RENDER_STALLED,
-                "the render service says the render is running, but its stream brought "
-                f"nothing {self._quiet_rounds} times in a row "
-                f"(stall timeout {self._settings.stall_timeout:g} s)",
-            )
-        if self._quiet_rounds:
-            await asyncio.sleep(backoff_delay(self._settings, self._quiet_rounds))
-        return Next.ATTACH
+            return RpcFailed(error.code(), error.details() or "")
+        return RenderReport(info.last_event.seq, render_outcome(info.last_event))
 
-    def _count_quiet_round(self, events_before: int) -> None:
-        if self._events_seen == events_before:
-            self._quiet_rounds += 1
-        else:
-            self._quiet_rounds = 0
-
-    async def _after_rpc_error(self, error: grpc.aio.AioRpcError, step: Next) -> Step:
-        code = error.code()
-        if code == grpc.StatusCode.INVALID_ARGUMENT and step is Next.SUBMIT:
-            await self._write_fail(INVALID_INPUT, error.details() or "invalid render spec")
-            raise JobFinished
-        if code == grpc.StatusCode.NOT_FOUND:
-            self._answered()
-            return Retry(RENDER_LOST, "the render service no longer knows the render")
-        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-            self._answered()
-            return Unreachable(f"the render service is busy: {error.details()}", busy=True)
-        return await self._investigate(f"the render stream broke ({code.name})")
-
-    def _unreachable(self, error: grpc.aio.AioRpcError) -> str:
-        return f"the render service is unreachable ({error.code().name}: {error.details()})"
-
-    def _answered(self) -> None:
-        self._unreachable_since = None
-        self._unreachable_rounds = 0
-
-    async def _wait_for_render_service(self, unreachable: Unreachable) -> Step:
-        """Backoff, then the same question again. Costs no attempt; bounded by the retry
-        budget while the render service does not answer at all."""
-        now = time.monotonic()
-        self._unreachable_rounds += 1
-        delay = backoff_delay(self._settings, self._unreachable_rounds)
-        if not unreachable.busy:
-            if self._unreachable_since is None:
-                self._unreachable_since = now
-            waited = now - self._unreachable_since
-            budget = self._settings.retry_budget
-            if waited >= budget:
-                await self._give_up(
-                    RENDER_UNAVAILABLE,
-                    f"{unreachable.message}; gave up after {waited:.0f} s "
-                    f"(retry budget {budget:g} s)",
-                )
-            delay = min(delay, budget - waited)
-        logger.warning(
-            "job %s: %s; asking again in %.1f s", self.job_id, unreachable.message, delay
-        )
-        await asyncio.sleep(delay)
-        if self._last_seq == 0:
-            # Nothing seen of this attempt's render: Render starts it, or attaches to it.
-            return Next.SUBMIT
-        return await self._investigate("the render service was unreachable")
-
-    async def _resubmit(self, retry: Retry) -> Next:
-        if self._attempt >= self._settings.max_attempts:
-            await self._give_up(
-                retry.code, f"{retry.message}; gave up after {self._attempt} attempts"
-            )
-        delay = backoff_delay(self._settings, self._attempt)
-        logger.warning(
-            "job %s: %s; resubmitting in %.1f s (attempt %d)",
-            self.job_id,
-            retry.message,
-            delay,
-            self._attempt + 1,
-        )
-        await asyncio.sleep(delay)
-        # The old render's progress must not land after the new attempt's seq reset.
-        await self._progress.drop(self.job_id)
+    async def _write(self, what: str, change: Awaitable[Job]) -> Observation:
         try:
-            job = await self._store.begin_attempt(self.job_id, expected_attempt=self._attempt)
+            job = await change
         except TransitionRejected as rejected:
-            self._finish_if_terminal(rejected)
-            job = rejected.current
-        self._attempt = job.attempt
-        self._quiet_rounds = 0
-        return Next.SUBMIT
+            logger.debug("job %s: %s refused: %s", self.job_id, what, rejected.message)
+            return Refused(rejected.current.status, rejected.current.attempt)
+        except JobNotFound:
+            return JobMissing()
+        return Written(job.attempt)
 
-    async def _give_up(self, code: str, message: str, output_path: str = "") -> None:
-        """FAILED with the render to be released (cancelled, its output removed)."""
-        try:
-            await self._store.fail(self.job_id, code=code, message=message, release_render=True)
-            logger.info("job %s: failed: %s: %s", self.job_id, code, message)
-        except TransitionRejected as rejected:
-            logger.debug("job %s: failure refused: %s", self.job_id, rejected.message)
-            raise JobFinished from None
-        if output_path:
-            await asyncio.to_thread(remove_output, output_path)
-        raise JobFinished
+    # Effects.
 
-    # Writes. The store decides; a refusal because the job is terminal ends the tracker.
-
-    async def _on_progress(self, event: render_pb2.RenderEvent) -> None:
-        progress = event.progress
-        if progress.heartbeat:
-            return
-        self._progress.offer(
-            ProgressUpdate(
-                job_id=self.job_id,
-                progress=min(max(progress.percent, 0.0), MAX_RUNNING_PROGRESS),
-                stage=progress.stage,
-                eta_seconds=progress.eta_seconds,
-                render_seq=event.seq,
-            )
-        )
-        if self._progress.finished(self.job_id):
-            raise JobFinished
-
-    async def _flush_progress(self) -> None:
-        """Before a terminal write: the newest progress, at once."""
-        await self._progress.flush(self.job_id)
-
-    async def _on_completed(self, event: render_pb2.RenderEvent) -> None:
-        done = event.completed
-        expected = expected_duration_seconds(self._spec)
-        if expected is not None and abs(done.duration_seconds - expected) > DURATION_TOLERANCE:
-            await self._give_up(
-                VERIFICATION_FAILED,
-                f"the render reported {done.duration_seconds:.2f} s of video, "
-                f"expected {expected:.2f} s",
-                output_path=done.output_path,
-            )
-        deadline = time.monotonic() + self._settings.output_wait_seconds
-        delay = 0.1
-        while True:
-            problem = await asyncio.to_thread(output_problem, done.output_path, done.size_bytes)
-            if problem is None:
-                try:
-                    await self._store.complete(
-                        self.job_id,
-                        output_path=done.output_path,
-                        size_bytes=done.size_bytes,
-                        duration_seconds=done.duration_seconds,
-                        render_seq=event.seq,
+    async def _perform(self, effect: Effect) -> None:
+        match effect:
+            case CloseStream():
+                self._close_stream()
+            case OfferProgress():
+                self._progress.offer(
+                    ProgressUpdate(
+                        job_id=self.job_id,
+                        progress=effect.percent,
+                        stage=effect.stage,
+                        eta_seconds=effect.eta_seconds,
+                        render_seq=effect.render_seq,
                     )
-                    logger.info("job %s: completed: %s", self.job_id, done.output_path)
-                    return
-                except OutputMissing as missing:
-                    problem = OutputProblem(missing.reason, lasting=False)
-                except TransitionRejected as rejected:
-                    if rejected.current.status is JobStatus.CANCELLED:
-                        await asyncio.to_thread(remove_output, done.output_path)
-                    logger.debug("job %s: completion refused: %s", self.job_id, rejected.message)
-                    return
-            remaining = deadline - time.monotonic()
-            if problem.lasting or remaining <= 0:
-                await self._give_up(
-                    VERIFICATION_FAILED,
-                    f"the render reported completion but {problem.reason}",
-                    output_path=done.output_path,
                 )
-            logger.warning("job %s: %s; checking again", self.job_id, problem.reason)
-            await asyncio.sleep(min(delay, remaining))
-            delay = min(delay * 2, 2.0)
+            case FlushProgress():
+                await self._progress.flush(self.job_id)
+            case DropProgress():
+                await self._progress.drop(self.job_id)
+            case MarkRenderReleased():
+                await self._store.render_released(self.job_id)
+            case RemoveOutput(path=path):
+                await asyncio.to_thread(remove_output, path)
+            case _:
+                assert_never(effect)
 
-    async def _on_render_cancelled(self, event: render_pb2.RenderEvent) -> None:
-        try:
-            await self._store.cancel(self.job_id)
-            logger.info("job %s: the render was cancelled at the render service", self.job_id)
-        except TransitionRejected:
-            return
-        await self._store.render_released(self.job_id)
-
-    async def _write_fail(self, code: str, message: str) -> None:
-        try:
-            await self._store.fail(self.job_id, code=code, message=message)
-            logger.info("job %s: failed: %s: %s", self.job_id, code, message)
-        except TransitionRejected as rejected:
-            logger.debug("job %s: failure refused: %s", self.job_id, rejected.message)
-
-    def _finish_if_terminal(self, rejected: TransitionRejected) -> None:
-        if rejected.current.terminal:
-            raise JobFinished from None
+    def _close_stream(self) -> None:
+        if self._call is not None:
+            self._call.cancel()
+            self._call = None
 
 
 class RenderSupervisor:
@@ -495,8 +398,10 @@ class RenderSupervisor:
         self._store = store
         self._stub = stub
         self._settings = settings
-        self._progress = ProgressWriter(store, settings.progress_interval)
-        self._trackers: dict[str, asyncio.Task[None]] = {}
+        self._progress = ProgressWriter(
+            store, settings.progress_interval, on_job_ended=self._job_ended
+        )
+        self._trackers: dict[str, tuple[JobTracker, asyncio.Task[None]]] = {}
         self._cleanups: dict[str, asyncio.Task[None]] = {}
         self._stopped = False
 
@@ -521,16 +426,16 @@ class RenderSupervisor:
         self._progress.start()
         tracker = JobTracker(job_id, self._store, self._stub, self._settings, self._progress)
         task = asyncio.create_task(self._run_tracker(tracker), name=f"track-{job_id}")
-        self._trackers[job_id] = task
-        task.add_done_callback(lambda _: self._forget(self._trackers, job_id, task))
+        self._trackers[job_id] = (tracker, task)
+        task.add_done_callback(lambda _: self._forget_tracker(job_id, task))
 
     async def job_cancelled(self, job_id: str) -> None:
         """Called after the store recorded CANCELLED: stops the tracker, then the render."""
-        task = self._trackers.pop(job_id, None)
-        if task is not None:
-            task.cancel()
-            # The tracker also stops by itself once it sees the job terminal; never let a
-            # cancel request wait on it without bound.
+        entry = self._trackers.get(job_id)
+        if entry is not None:
+            tracker, task = entry
+            tracker.tell(JobEnded())
+            # Never let a cancel request wait on the tracker without bound.
             _, pending = await asyncio.wait([task], timeout=self._settings.rpc_timeout)
             if pending:
                 logger.warning("job %s: tracker still stopping after the cancel", job_id)
@@ -540,12 +445,24 @@ class RenderSupervisor:
         """Stops every task; renders keep running and jobs stay as stored, to be reconciled
         at the next start. Jobs created from now on wait for that start too."""
         self._stopped = True
-        tasks = [*self._trackers.values(), *self._cleanups.values()]
-        for task in tasks:
+        trackers = [task for _, task in self._trackers.values()]
+        for tracker, _ in self._trackers.values():
+            tracker.tell(Stopping())
+        if trackers:
+            _, pending = await asyncio.wait(trackers, timeout=self._settings.rpc_timeout)
+            for task in pending:  # stuck in a store write: the store is closing anyway
+                task.cancel()
+        cleanups = list(self._cleanups.values())
+        for task in cleanups:
             task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
+        if trackers or cleanups:
+            await asyncio.wait([*trackers, *cleanups])
         await self._progress.stop()
+
+    def _job_ended(self, job_id: str) -> None:
+        entry = self._trackers.get(job_id)
+        if entry is not None:
+            entry[0].tell(JobEnded())
 
     async def _run_tracker(self, tracker: JobTracker) -> None:
         try:
@@ -553,6 +470,8 @@ class RenderSupervisor:
         except Exception as error:  # a bug must not leave the job running forever
             logger.exception("job %s: tracker crashed", tracker.job_id)
             await self._fail_after_crash(tracker.job_id, error)
+        if self._stopped:
+            return
         job = await self._store.get(tracker.job_id)
         if job.terminal and job.cancel_requested:
             self._schedule_cleanup(job.id)
@@ -564,12 +483,12 @@ class RenderSupervisor:
             try:
                 await self._store.fail(
                     job_id,
-                    code=INTERNAL,
+                    code=FAILURE_INTERNAL,
                     message=f"tracking the render failed: {error}",
                     release_render=True,
                 )
                 return
-            except TransitionRejected:
+            except (TransitionRejected, JobNotFound):
                 return
             except Exception:
                 logger.exception("job %s: recording the failure failed", job_id)
@@ -580,7 +499,7 @@ class RenderSupervisor:
             return
         task = asyncio.create_task(self._cleanup(job_id), name=f"cleanup-{job_id}")
         self._cleanups[job_id] = task
-        task.add_done_callback(lambda _: self._forget(self._cleanups, job_id, task))
+        task.add_done_callback(lambda _: self._forget_cleanup(job_id, task))
 
     async def _cleanup(self, job_id: str) -> None:
         """CancelRender and removal of any output the render left, retried with backoff for
@@ -614,9 +533,11 @@ class RenderSupervisor:
             await asyncio.sleep(backoff_delay(self._settings, attempt))
         await self._store.render_released(job_id)
 
-    @staticmethod
-    def _forget(
-        tasks: dict[str, asyncio.Task[None]], job_id: str, task: asyncio.Task[None]
-    ) -> None:
-        if tasks.get(job_id) is task:
-            del tasks[job_id]
+    def _forget_tracker(self, job_id: str, task: asyncio.Task[None]) -> None:
+        entry = self._trackers.get(job_id)
+        if entry is not None and entry[1] is task:
+            del self._trackers[job_id]
+
+    def _forget_cleanup(self, job_id: str, task: asyncio.Task[None]) -> None:
+        if self._cleanups.get(job_id) is task:
+            del self._cleanups[job_id]

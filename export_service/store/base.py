@@ -5,8 +5,12 @@ one transaction. The invariants live in those conditions, not in callers:
 
 - a terminal status (COMPLETED, FAILED, CANCELLED) never changes;
 - progress never decreases, and 100 appears only with COMPLETED;
-- COMPLETED requires an output path naming an existing, non-empty file;
+- COMPLETED requires an output path;
 - ``version`` rises by exactly one per change.
+
+The store records; it does not look at files. That the output file exists (and is the one the
+render reported) is checked before ``complete`` is called (videojob.output_check), by the process
+that can see the output storage: a database server cannot.
 
 A refused change raises ``TransitionRejected`` carrying the job as it is now.
 """
@@ -53,6 +57,9 @@ class Job:
     output_path: str
     error_code: str
     error_message: str
+    # The request field the error is about (its proto path, e.g. spec.source.transcode.input_path),
+    # or "" when it is about no one field.
+    error_field: str
     attempt: int
     version: int
     spec: bytes
@@ -86,10 +93,6 @@ class TransitionRejected(FailedPrecondition):
         super().__init__(f"job {current.id} is {current.status.value}: {reason}")
         self.current = current
         self.reason = reason
-
-
-class OutputMissing(TransitionRejected):
-    """COMPLETED was refused because the output file does not exist or is empty."""
 
 
 @dataclass(frozen=True)
@@ -194,14 +197,21 @@ class JobStore(ABC):
         duration_seconds: float,
         render_seq: int,
     ) -> Job:
-        """COMPLETED with progress 100. Raises OutputMissing unless ``output_path`` names an
-        existing non-empty file; TransitionRejected when the job is already terminal."""
+        """COMPLETED with progress 100. Rejected when the job is already terminal or when
+        ``output_path`` is empty. The file itself is the caller's to check."""
 
     @abstractmethod
     async def fail(
-        self, job_id: str, *, code: str, message: str, release_render: bool = False
+        self,
+        job_id: str,
+        *,
+        code: str,
+        message: str,
+        field: str = "",
+        release_render: bool = False,
     ) -> Job:
-        """FAILED with an error code and message; rejected when already terminal.
+        """FAILED with an error code, message and the field it concerns ("" for none);
+        rejected when already terminal.
         ``release_render`` sets cancel_requested: the render is to be stopped and its output
         removed, as for a cancelled job."""
 

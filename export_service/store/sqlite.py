@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -34,7 +33,6 @@ from export_service.store.base import (
     JobStatus,
     JobStore,
     ListCursor,
-    OutputMissing,
     ProgressResult,
     ProgressUpdate,
     TransitionRejected,
@@ -60,6 +58,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     output_path TEXT NOT NULL DEFAULT '',
     error_code TEXT NOT NULL DEFAULT '',
     error_message TEXT NOT NULL DEFAULT '',
+    error_field TEXT NOT NULL DEFAULT '',
     attempt INTEGER NOT NULL DEFAULT 1,
     version INTEGER NOT NULL DEFAULT 1,
     spec BLOB NOT NULL,
@@ -92,10 +91,14 @@ BEGIN
 END;
 """
 
+# Columns added after the first release: (name, definition). A database file made before one of
+# them gets it on open, so existing files keep working.
+ADDED_COLUMNS = (("error_field", "TEXT NOT NULL DEFAULT ''"),)
+
 _COLUMNS = (
-    "id, request_id, status, progress, stage, output_path, error_code, error_message, attempt, "
-    "version, spec, created_at, updated_at, started_at, finished_at, last_render_seq, "
-    "eta_seconds, output_size_bytes, output_duration_seconds, cancel_requested"
+    "id, request_id, status, progress, stage, output_path, error_code, error_message, "
+    "error_field, attempt, version, spec, created_at, updated_at, started_at, finished_at, "
+    "last_render_seq, eta_seconds, output_size_bytes, output_duration_seconds, cancel_requested"
 )
 
 
@@ -122,6 +125,7 @@ def _job(row: sqlite3.Row) -> Job:
         output_path=row["output_path"],
         error_code=row["error_code"],
         error_message=row["error_message"],
+        error_field=row["error_field"],
         attempt=row["attempt"],
         version=row["version"],
         spec=bytes(row["spec"]),
@@ -157,13 +161,6 @@ def decode_cursor(token: str) -> ListCursor:
     return ListCursor(created_at_us=int(created), job_id=job_id)
 
 
-def output_file_ok(path: str) -> bool:
-    try:
-        return bool(path) and os.path.isfile(path) and os.path.getsize(path) > 0
-    except OSError:
-        return False
-
-
 class SqliteJobStore(JobStore):
     def __init__(self, path: Path) -> None:
         super().__init__()
@@ -190,6 +187,7 @@ class SqliteJobStore(JobStore):
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         with _transaction(conn):
             _run_script(conn, SCHEMA)
+            _add_missing_columns(conn)
         self._conn = conn
 
     async def close(self) -> None:
@@ -383,10 +381,8 @@ class SqliteJobStore(JobStore):
                 current = self._select(job_id)
                 if current.terminal:
                     raise TransitionRejected(current, "cannot complete a finished job")
-                if not output_file_ok(output_path):
-                    raise OutputMissing(
-                        current, f"output {output_path!r} does not exist or is empty"
-                    )
+                if not output_path:
+                    raise TransitionRejected(current, "COMPLETED needs an output path")
                 return self._update(
                     job_id,
                     "status = 'COMPLETED', progress = 100, stage = :stage, "
@@ -408,18 +404,26 @@ class SqliteJobStore(JobStore):
         return await self._change(complete, Priority.TERMINAL)
 
     async def fail(
-        self, job_id: str, *, code: str, message: str, release_render: bool = False
+        self,
+        job_id: str,
+        *,
+        code: str,
+        message: str,
+        field: str = "",
+        release_render: bool = False,
     ) -> Job:
         return await self._change(
             lambda: self._update(
                 job_id,
                 "status = 'FAILED', stage = :stage, error_code = :code, error_message = :message, "
-                "eta_seconds = 0, finished_at = :now, cancel_requested = :release",
+                "error_field = :field, eta_seconds = 0, finished_at = :now, "
+                "cancel_requested = :release",
                 f"status IN {_ACTIVE_SQL}",
                 {
                     "stage": STAGE_FAILED,
                     "code": code,
                     "message": message,
+                    "field": field,
                     "release": release_render,
                 },
                 "cannot fail a finished job",
@@ -467,6 +471,13 @@ def _run_script(conn: sqlite3.Connection, script: str) -> None:
         if sqlite3.complete_statement(statement):
             conn.execute(statement)
             statement = ""
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    present = {row["name"] for row in conn.execute("PRAGMA table_info(jobs)")}
+    for name, definition in ADDED_COLUMNS:
+        if name not in present:
+            conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
 
 
 @contextlib.contextmanager

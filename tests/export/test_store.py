@@ -15,7 +15,6 @@ from export_service.store import (
     JobNotFound,
     JobStatus,
     JobStore,
-    OutputMissing,
     ProgressUpdate,
     TransitionRejected,
     open_store,
@@ -145,15 +144,62 @@ async def test_late_progress_after_completion_is_rejected(
     assert await store.get("job1") == done
 
 
-async def test_completion_without_a_file_is_rejected(store: SqliteJobStore, tmp_path: Path) -> None:
+async def test_completion_needs_an_output_path_but_does_not_look_at_files(
+    store: SqliteJobStore, tmp_path: Path
+) -> None:
+    """The store records; whether the file is there is checked by whoever can see the output
+    storage, before complete() (a database server cannot)."""
     await new_job(store)
-    for path in ("", str(tmp_path / "missing.mp4"), output_file(tmp_path, "empty.mp4", b"")):
-        with pytest.raises(OutputMissing):
-            await store.complete(
-                "job1", output_path=path, size_bytes=0, duration_seconds=1, render_seq=2
-            )
+    with pytest.raises(TransitionRejected):
+        await store.complete("job1", output_path="", size_bytes=0, duration_seconds=1, render_seq=2)
     job = await store.get("job1")
     assert (job.status, job.version, job.output_path) == (JobStatus.QUEUED, 1, "")
+    elsewhere = str(tmp_path / "on-another-machine.mp4")
+    done = await store.complete(
+        "job1", output_path=elsewhere, size_bytes=5, duration_seconds=1, render_seq=2
+    )
+    assert (done.status, done.output_path, done.version) == (JobStatus.COMPLETED, elsewhere, 2)
+
+
+async def test_a_failure_names_its_field(store: SqliteJobStore) -> None:
+    await new_job(store, "a")
+    await new_job(store, "b")
+    failed = await store.fail(
+        "a", code="INVALID_INPUT", message="no such file", field="spec.source.transcode.input_path"
+    )
+    assert (failed.error_code, failed.error_field) == (
+        "INVALID_INPUT",
+        "spec.source.transcode.input_path",
+    )
+    assert (await store.get("a")).error_field == "spec.source.transcode.input_path"
+    assert (await store.fail("b", code="FFMPEG_ERROR", message="boom")).error_field == ""
+
+
+async def test_a_database_made_before_error_field_still_opens(tmp_path: Path) -> None:
+    """A file whose jobs table lacks a later column gets it on open; its jobs read as before."""
+    path = tmp_path / "old.db"
+    store = await SqliteJobStore.open(path)
+    await new_job(store, "old")
+    await store.fail("old", code="FFMPEG_ERROR", message="boom")
+    await store.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TRIGGER jobs_invariants")
+        conn.execute("ALTER TABLE jobs DROP COLUMN error_field")
+        assert "error_field" not in {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+    conn.close()
+    reopened = await SqliteJobStore.open(path)
+    try:
+        old = await reopened.get("old")
+        assert (old.status, old.error_code, old.error_field) == (
+            JobStatus.FAILED,
+            "FFMPEG_ERROR",
+            "",
+        )
+        await new_job(reopened, "new")
+        failed = await reopened.fail("new", code="INVALID_INPUT", message="m", field="spec.output")
+        assert failed.error_field == "spec.output"
+    finally:
+        await reopened.close()
 
 
 async def test_cancel_and_fail_are_final(store: SqliteJobStore, tmp_path: Path) -> None:

@@ -1,0 +1,13 @@
+"""How a job's render is followed, split into what is decided and what is done.
+
+- ``decide.py``: every decision of a tracker (pure, no I/O, the time is an input): given its
+  state and what it just observed, the next state and the actions to take. A job's tracking
+  state changes there and nowhere else.
+- ``observations.py``: everything a tracker can learn (a render event, a silent stream, an RPC
+  error, a store refusal, a timer, ...).
+- ``actions.py``: everything a tracker can do (call Render, write progress, fail the job, wait,
+  stop, ...).
+
+The runner that performs the actions and feeds back the observations is
+``export_service.tracker``; it decides nothing.
+"""

@@ -1,0 +1,159 @@
+"""What ``decide`` asks the runner to do.
+
+A decision is any number of effects (done in order, nothing to report) followed by exactly one
+next step: a question whose answer comes back as an observation, or ``Stop``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Questions: each produces exactly one observation.
+
+
+@dataclass(frozen=True)
+class ReadJob:
+    """The job as stored → JobRead or JobMissing."""
+
+
+@dataclass(frozen=True)
+class CallRender:
+    """Render(render_id, spec): starts the render, or attaches to it and replays it from seq 1;
+    then reads the stream's first event → a stream observation."""
+
+    attempt: int
+
+
+@dataclass(frozen=True)
+class WatchRender:
+    """WatchRender after ``after_seq``, then its first event → a stream observation."""
+
+    after_seq: int
+
+
+@dataclass(frozen=True)
+class ReadStream:
+    """The open stream's next event, within the stall timeout → EventReceived, StreamEnded,
+    StreamSilent or RpcFailed."""
+
+
+@dataclass(frozen=True)
+class GetRender:
+    """→ RenderReport or RpcFailed. ``why`` is what prompted the question."""
+
+    why: str
+
+
+@dataclass(frozen=True)
+class CheckOutput:
+    """The shared output check of a completed render's file → OutputChecked."""
+
+    path: str
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class BeginAttempt:
+    """attempt + 1 in the store (render seq back to 0) → Written, Refused or JobMissing."""
+
+    expected_attempt: int
+
+
+@dataclass(frozen=True)
+class WriteComplete:
+    """COMPLETED → Written, Refused or JobMissing."""
+
+    output_path: str
+    size_bytes: int
+    duration_seconds: float
+    render_seq: int
+
+
+@dataclass(frozen=True)
+class WriteFail:
+    """FAILED → Written, Refused or JobMissing. ``release_render``: the render is to be
+    cancelled and its output removed (the tracker gave up on it)."""
+
+    code: str
+    message: str
+    field: str = ""
+    release_render: bool = False
+
+
+@dataclass(frozen=True)
+class WriteCancel:
+    """CANCELLED (the render was cancelled at the render service) → Written, Refused or
+    JobMissing."""
+
+
+@dataclass(frozen=True)
+class Wait:
+    """→ TimerFired after ``seconds``. Logged as "<why>; <then> in <seconds> s"."""
+
+    seconds: float
+    why: str
+    then: str
+
+
+@dataclass(frozen=True)
+class Stop:
+    """The tracker's work is over: the only way it ends."""
+
+
+Question = (
+    ReadJob
+    | CallRender
+    | WatchRender
+    | ReadStream
+    | GetRender
+    | CheckOutput
+    | BeginAttempt
+    | WriteComplete
+    | WriteFail
+    | WriteCancel
+    | Wait
+)
+NextStep = Question | Stop
+
+# Effects: done in order before the next step; they report nothing.
+
+
+@dataclass(frozen=True)
+class CloseStream:
+    """Cancels the open render call, if any."""
+
+
+@dataclass(frozen=True)
+class OfferProgress:
+    """Hands progress to the coalescing progress writer (it is written soon, or replaced)."""
+
+    percent: float
+    stage: str
+    eta_seconds: float
+    render_seq: int
+
+
+@dataclass(frozen=True)
+class FlushProgress:
+    """Writes the newest offered progress now: a terminal write follows."""
+
+
+@dataclass(frozen=True)
+class DropProgress:
+    """Forgets offered progress: the render is being replaced (its seq restarts)."""
+
+
+@dataclass(frozen=True)
+class MarkRenderReleased:
+    """The render is known stopped and its output gone: nothing for a clean-up to do."""
+
+
+@dataclass(frozen=True)
+class RemoveOutput:
+    """Removes the file a render left (the job did not complete with it)."""
+
+    path: str
+
+
+Effect = (
+    CloseStream | OfferProgress | FlushProgress | DropProgress | MarkRenderReleased | RemoveOutput
+)

@@ -1,0 +1,164 @@
+"""What the runner tells ``decide``: each answer to an action, and news from outside."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+
+from export_service.store import JobStatus
+from videojob.output_check import OutputProblem
+
+# What a render event says (from a stream, or GetRender's last event).
+
+
+@dataclass(frozen=True)
+class Progress:
+    percent: float
+    stage: str
+    eta_seconds: float
+    # A heartbeat only proves the render is alive; it carries no progress to write.
+    heartbeat: bool = False
+
+
+@dataclass(frozen=True)
+class Completed:
+    output_path: str
+    size_bytes: int
+    duration_seconds: float
+
+
+@dataclass(frozen=True)
+class Failed:
+    code: str
+    message: str
+    # The request field the failure is about ("" for none).
+    field: str = ""
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    pass
+
+
+RenderOutcome = Progress | Completed | Failed | Cancelled
+TERMINAL_OUTCOMES = (Completed, Failed, Cancelled)
+
+# Answers of the store (ReadJob, BeginAttempt, WriteComplete, WriteFail, WriteCancel).
+
+
+@dataclass(frozen=True)
+class JobRead:
+    terminal: bool
+    attempt: int
+    last_render_seq: int
+    # What the job's spec implies (None: only the render can tell).
+    expected_duration_seconds: float | None
+
+
+@dataclass(frozen=True)
+class JobMissing:
+    """The store does not know the job (deleted underneath)."""
+
+
+@dataclass(frozen=True)
+class Written:
+    """The store committed the change; ``attempt`` is the job's attempt after it."""
+
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The store refused the change: the job is terminal, or on another attempt."""
+
+    status: JobStatus
+    attempt: int
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+# Answers of the render service (CallRender, WatchRender, ReadStream, GetRender).
+
+
+@dataclass(frozen=True)
+class EventReceived:
+    seq: int
+    event: RenderOutcome
+
+
+@dataclass(frozen=True)
+class StreamEnded:
+    """The render stream ended without a terminal event."""
+
+
+@dataclass(frozen=True)
+class StreamSilent:
+    """No event (heartbeats included) for ``seconds``."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class RpcFailed:
+    code: grpc.StatusCode
+    details: str
+    # The request field an INVALID_ARGUMENT is about, when the status names one.
+    field: str = ""
+
+
+@dataclass(frozen=True)
+class RenderReport:
+    """GetRender's answer: the render's last event (None when it has none yet)."""
+
+    seq: int
+    last_event: RenderOutcome | None
+
+
+# Answers of the output check and the clock.
+
+
+@dataclass(frozen=True)
+class OutputChecked:
+    # None: the file is there, as reported.
+    problem: OutputProblem | None = None
+
+
+@dataclass(frozen=True)
+class TimerFired:
+    pass
+
+
+# News from outside, delivered whatever the tracker was waiting for.
+
+
+@dataclass(frozen=True)
+class JobEnded:
+    """The job became terminal elsewhere (a cancel, another writer): nothing more to do."""
+
+
+@dataclass(frozen=True)
+class Stopping:
+    """The service is stopping: leave the job as stored, the next start re-attaches."""
+
+
+# Every observation. Those the next pieces add (a lost lease, a placement on a render service, a
+# draining render service) join this union with a case in decide; the runner treats a value
+# outside it as a bug.
+Observation = (
+    JobRead
+    | JobMissing
+    | Written
+    | Refused
+    | EventReceived
+    | StreamEnded
+    | StreamSilent
+    | RpcFailed
+    | RenderReport
+    | OutputChecked
+    | TimerFired
+    | JobEnded
+    | Stopping
+)

@@ -1,0 +1,563 @@
+"""The tracker's decisions, without I/O: generated worlds (hypothesis) drive ``decide`` through
+long sequences of answers with advancing time, and a few decisions are checked one by one."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from export_service.config import TrackerSettings
+from export_service.store import MAX_RUNNING_PROGRESS, JobStatus
+from export_service.tracking.actions import (
+    BeginAttempt,
+    CallRender,
+    CheckOutput,
+    CloseStream,
+    DropProgress,
+    FlushProgress,
+    GetRender,
+    MarkRenderReleased,
+    NextStep,
+    OfferProgress,
+    ReadJob,
+    ReadStream,
+    RemoveOutput,
+    Stop,
+    Wait,
+    WatchRender,
+    WriteCancel,
+    WriteComplete,
+    WriteFail,
+)
+from export_service.tracking.decide import (
+    Decision,
+    TrackerState,
+    UnexpectedObservation,
+    decide,
+    start,
+)
+from export_service.tracking.observations import (
+    Cancelled,
+    Completed,
+    EventReceived,
+    Failed,
+    JobEnded,
+    JobMissing,
+    JobRead,
+    Observation,
+    OutputChecked,
+    Progress,
+    Refused,
+    RenderOutcome,
+    RenderReport,
+    RpcFailed,
+    Stopping,
+    StreamEnded,
+    StreamSilent,
+    TimerFired,
+    Written,
+)
+from videojob.output_check import OutputFault, OutputProblem
+
+TERMINAL_WRITES = (WriteComplete, WriteFail, WriteCancel)
+UNREACHABLE_CODES = (
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNKNOWN,
+)
+RPC_CODES = (
+    *UNREACHABLE_CODES,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.INVALID_ARGUMENT,
+)
+SETTINGS = TrackerSettings(
+    stall_timeout=3.0,
+    max_attempts=3,
+    retry_budget=20.0,
+    backoff_initial=0.5,
+    backoff_max=4.0,
+    rpc_timeout=2.0,
+    max_quiet_rounds=2,
+    output_wait=5.0,
+)
+MISSING = OutputProblem(OutputFault.MISSING, "output '/out/j.mp4' does not exist")
+EMPTY = OutputProblem(OutputFault.EMPTY, "output '/out/j.mp4' is empty")
+
+
+@st.composite
+def tracker_settings(draw: st.DrawFn) -> TrackerSettings:
+    backoff_initial = draw(st.floats(0.05, 2.0))
+    return TrackerSettings(
+        stall_timeout=draw(st.floats(0.1, 30.0)),
+        max_attempts=draw(st.integers(1, 6)),
+        retry_budget=draw(st.floats(0.5, 60.0)),
+        backoff_initial=backoff_initial,
+        backoff_max=draw(st.floats(backoff_initial, 20.0)),
+        rpc_timeout=draw(st.floats(0.1, 10.0)),
+        max_quiet_rounds=draw(st.integers(1, 5)),
+        output_wait=draw(st.floats(0.0, 30.0)),
+    )
+
+
+def outcome(rng: random.Random, terminal_weight: int) -> RenderOutcome:
+    if rng.randrange(30 + terminal_weight) < 30:
+        return Progress(
+            percent=rng.uniform(-5.0, 120.0),
+            stage=rng.choice(["Preparing", "Rendering", "Verifying"]),
+            eta_seconds=rng.uniform(0.0, 100.0),
+            heartbeat=rng.random() < 0.2,
+        )
+    match rng.randrange(3):
+        case 0:
+            return Completed(
+                output_path=rng.choice(["/out/j.mp4", ""]),
+                size_bytes=rng.randrange(11),
+                duration_seconds=rng.uniform(0.0, 12.0),
+            )
+        case 1:
+            return Failed(
+                code=rng.choice(["FFMPEG_ERROR", "SHUTDOWN", "SHUTDOWN", "INVALID_INPUT", ""]),
+                message=rng.choice(["boom", ""]),
+                field=rng.choice(["", "spec.source.transcode.input_path"]),
+            )
+    return Cancelled()
+
+
+@dataclass
+class World:
+    """The test's own account of what the tracker was told, to judge its decisions by."""
+
+    settings: TrackerSettings
+    now: float = 1000.0
+    render_seq: int = 0
+    # Since when every render call has failed without an answer (None: it answered last).
+    unreachable_since: float | None = None
+    # Render calls in a row that brought no new event, not counting busy answers.
+    quiet_calls: int = 0
+    call_brought_event: bool = False
+    terminal_write_committed: bool = False
+    terminal_write_asked: bool = False
+
+
+def answer(rng: random.Random, world: World, state: TrackerState, ask: NextStep) -> Observation:
+    """A plausible answer to ``ask``, after the time it took. Choices come from ``rng`` seeded
+    by hypothesis: uniform choices make long runs, where hypothesis' own favour early ends."""
+    s = world.settings
+    if rng.random() < 0.01:
+        news: list[Observation] = [JobEnded(), Stopping()]
+        return rng.choice(news)
+    match ask:
+        case ReadJob():
+            world.now += rng.uniform(0.0, 0.05)
+            if state.phase.value == "loading":
+                if rng.random() < 0.05:
+                    return JobMissing()
+                return JobRead(
+                    terminal=rng.random() < 0.05,
+                    attempt=rng.randint(1, s.max_attempts),
+                    last_render_seq=rng.choice([0, 0, rng.randint(1, 5)]),
+                    expected_duration_seconds=rng.choice([None, rng.uniform(0.5, 10.0)]),
+                )
+            terminal = rng.random() < 0.05
+            return JobRead(terminal, state.attempt, state.last_seq, state.expected_duration)
+        case CallRender() | WatchRender() | ReadStream():
+            if not isinstance(ask, ReadStream):
+                world.render_seq = state.last_seq if isinstance(ask, WatchRender) else 0
+            kind = rng.randrange(20)
+            if kind < 16:
+                world.now += rng.uniform(0.0, min(s.stall_timeout, 2.0))
+                world.render_seq += rng.choice([0, 1, 1, 1, 2])  # 0: a replayed event
+                return EventReceived(max(world.render_seq, 1), outcome(rng, 1))
+            if kind < 17:
+                world.now += rng.uniform(0.0, 1.0)
+                return StreamEnded()
+            if kind < 18:
+                world.now += s.stall_timeout
+                return StreamSilent(s.stall_timeout)
+            world.now += rng.uniform(0.0, s.rpc_timeout)
+            code = rng.choice((*RPC_CODES, *UNREACHABLE_CODES))
+            return RpcFailed(code, "details", field="spec.output")
+        case GetRender():
+            world.now += rng.uniform(0.0, s.rpc_timeout)
+            if rng.random() < 0.5:
+                return RpcFailed(rng.choice((*RPC_CODES, *UNREACHABLE_CODES)), "details")
+            event = rng.choice([None, outcome(rng, 10)])
+            return RenderReport(world.render_seq + 1, event)
+        case CheckOutput():
+            world.now += rng.uniform(0.0, 0.1)
+            return OutputChecked(rng.choice([None, MISSING, MISSING, MISSING, EMPTY]))
+        case BeginAttempt(expected_attempt=expected):
+            world.now += rng.uniform(0.0, 0.05)
+            if rng.random() < 0.8:
+                return Written(expected + 1)
+            return Refused(rng.choice(list(JobStatus)), expected + 1)
+        case WriteComplete() | WriteFail() | WriteCancel():
+            world.now += rng.uniform(0.0, 0.05)
+            if rng.random() < 0.8:
+                return Written(state.attempt)
+            return Refused(rng.choice(list(JobStatus)), state.attempt)
+        case Wait(seconds=seconds):
+            world.now += seconds + rng.uniform(0.0, 0.01)
+            return TimerFired()
+    raise AssertionError(f"nothing answers {ask!r}")
+
+
+def observe(world: World, ask: NextStep, observation: Observation) -> None:
+    """Updates the world's account with what the tracker was told."""
+    if isinstance(ask, CallRender | WatchRender):
+        world.call_brought_event = False
+    if isinstance(observation, EventReceived):
+        world.unreachable_since = None
+        world.call_brought_event = True
+        world.quiet_calls = 0
+    elif isinstance(observation, RenderReport):
+        world.unreachable_since = None
+    elif isinstance(observation, RpcFailed):
+        if observation.code in UNREACHABLE_CODES:
+            # A broken stream is investigated first; an unanswered GetRender starts the clock.
+            if world.unreachable_since is None and isinstance(ask, GetRender):
+                world.unreachable_since = world.now
+        elif observation.code != grpc.StatusCode.INVALID_ARGUMENT:
+            world.unreachable_since = None
+    if isinstance(observation, StreamEnded | StreamSilent) or (
+        isinstance(observation, RpcFailed)
+        and observation.code != grpc.StatusCode.RESOURCE_EXHAUSTED
+        and isinstance(ask, CallRender | WatchRender | ReadStream)
+    ):
+        world.quiet_calls = 0 if world.call_brought_event else world.quiet_calls + 1
+    if isinstance(observation, Written) and isinstance(ask, BeginAttempt):
+        world.quiet_calls = 0
+
+
+def check(world: World, before: TrackerState, seen: Observation, decision: Decision) -> None:
+    s = world.settings
+    state, ask = decision.state, decision.next
+    assert isinstance(ask, NextStep.__args__)
+    assert 1 <= state.attempt <= s.max_attempts
+    if isinstance(ask, CallRender):
+        assert ask.attempt <= s.max_attempts
+    if isinstance(ask, Wait):
+        assert ask.seconds > 0, f"a wait of nothing loops silently: {ask}"
+        assert ask.seconds <= max(s.backoff_max, 2.0, s.output_wait_seconds) + 1e-9
+    # A committed terminal write is the last write; after one is asked, no progress or attempt.
+    writes = [
+        a
+        for a in (*decision.effects, ask)
+        if isinstance(
+            a, (OfferProgress, FlushProgress, BeginAttempt, DropProgress, *TERMINAL_WRITES)
+        )
+    ]
+    if world.terminal_write_committed:
+        assert isinstance(ask, Stop) and not writes, decision
+        assert all(isinstance(e, RemoveOutput | MarkRenderReleased) for e in decision.effects)
+    if world.terminal_write_asked:
+        assert not [w for w in writes if not isinstance(w, TERMINAL_WRITES)], decision
+    if isinstance(seen, JobEnded | Stopping):
+        assert isinstance(ask, Stop)
+    # Give-ups no later than their budgets.
+    if world.unreachable_since is not None and isinstance(ask, Wait) and ask.then == "asking again":
+        assert world.now + ask.seconds <= world.unreachable_since + s.retry_budget + 1e-6
+    if (
+        isinstance(seen, JobRead)
+        and not seen.terminal
+        and world.unreachable_since is not None
+        and world.now - world.unreachable_since >= s.retry_budget
+        and before.phase.value == "confirming"
+        and getattr(before.retry, "busy", True) is False
+    ):
+        assert isinstance(ask, WriteFail) and ask.code == "RENDER_UNAVAILABLE", decision
+    if (
+        isinstance(seen, RenderReport)
+        and not isinstance(seen.last_event, Completed | Failed | Cancelled)
+        and world.quiet_calls >= s.max_quiet_rounds
+    ):
+        assert isinstance(ask, WriteFail) and ask.code == "RENDER_STALLED", decision
+
+
+def run_world(rng: random.Random, world: World, steps: int) -> tuple[Decision, list[Decision]]:
+    decision = start(world.settings, seed=rng.getrandbits(64))
+    history = [decision]
+    for _ in range(steps):
+        if isinstance(decision.next, Stop):
+            break
+        ask = decision.next
+        seen = answer(rng, world, decision.state, ask)
+        observe(world, ask, seen)
+        if isinstance(ask, TERMINAL_WRITES):
+            world.terminal_write_asked = True
+            world.terminal_write_committed = isinstance(seen, Written)
+        before = decision.state
+        decision = decide(before, seen, world.now)
+        check(world, before, seen, decision)
+        history.append(decision)
+    return decision, history
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tracker_settings(), st.integers(0, 2**64 - 1))
+def test_every_decision_ends_or_keeps_asking(settings_: TrackerSettings, world_seed: int) -> None:
+    world = World(settings_)
+    last, history = run_world(random.Random(world_seed), world, steps=400)
+    for decision in history:
+        assert isinstance(decision.next, Stop) == (decision.state.phase.value == "stopped")
+    if isinstance(last.next, Stop):
+        with pytest.raises(UnexpectedObservation):
+            decide(last.state, TimerFired(), world.now)
+
+
+Reply = Callable[[NextStep, float], tuple[Observation, float]]
+
+
+def drive(
+    settings_: TrackerSettings, seed: int, reply: Reply, first_seq: int = 0, limit: int = 10_000
+) -> tuple[Decision, float, list[Decision]]:
+    """Answers every question the same way (``reply(ask, now)``) until Stop."""
+    decision = start(settings_, seed)
+    now = 0.0
+    history = [decision]
+    for _ in range(limit):
+        if isinstance(decision.next, Stop):
+            return decision, now, history
+        ask = decision.next
+        if isinstance(ask, Wait):
+            now += ask.seconds
+            seen: Observation = TimerFired()
+        elif isinstance(ask, ReadJob):
+            seen = JobRead(False, decision.state.attempt or 1, first_seq, None)
+        elif isinstance(ask, BeginAttempt):
+            seen = Written(ask.expected_attempt + 1)
+        elif isinstance(ask, TERMINAL_WRITES):
+            seen = Written(decision.state.attempt)
+        else:
+            seen, spent = reply(ask, now)
+            now += spent
+        decision = decide(decision.state, seen, now)
+        history.append(decision)
+    raise AssertionError("the tracker never stopped")
+
+
+def final_failure(history: list[Decision]) -> WriteFail:
+    fails = [d.next for d in history if isinstance(d.next, WriteFail)]
+    assert len(fails) == 1
+    return fails[0]
+
+
+@settings(max_examples=50, deadline=None)
+@given(tracker_settings(), st.integers(0, 2**32), st.integers(0, 3))
+def test_an_unreachable_render_service_fails_the_job_within_the_budget(
+    settings_: TrackerSettings, seed: int, first_seq: int
+) -> None:
+    def unreachable(ask: NextStep, now: float) -> tuple[Observation, float]:
+        return RpcFailed(grpc.StatusCode.UNAVAILABLE, "connection refused"), 0.0
+
+    _, stopped_at, history = drive(settings_, seed, unreachable, first_seq)
+    failure = final_failure(history)
+    assert failure.code == "RENDER_UNAVAILABLE" and failure.release_render
+    assert stopped_at <= settings_.retry_budget + 1e-6
+
+
+@settings(max_examples=50, deadline=None)
+@given(tracker_settings(), st.integers(0, 2**32))
+def test_a_render_lost_again_and_again_fails_after_max_attempts(
+    settings_: TrackerSettings, seed: int
+) -> None:
+    def lost(ask: NextStep, now: float) -> tuple[Observation, float]:
+        return RpcFailed(grpc.StatusCode.NOT_FOUND, "unknown render"), 0.01
+
+    _, _, history = drive(settings_, seed, lost)
+    renders = [d.next for d in history if isinstance(d.next, CallRender)]
+    assert [r.attempt for r in renders] == list(range(1, settings_.max_attempts + 1))
+    failure = final_failure(history)
+    assert failure.code == "RENDER_LOST"
+    assert f"gave up after {settings_.max_attempts} attempts" in failure.message
+
+
+@settings(max_examples=50, deadline=None)
+@given(tracker_settings(), st.integers(0, 2**32))
+def test_a_silent_render_fails_stalled_after_max_quiet_rounds(
+    settings_: TrackerSettings, seed: int
+) -> None:
+    def silent(ask: NextStep, now: float) -> tuple[Observation, float]:
+        if isinstance(ask, GetRender):
+            return RenderReport(3, Progress(40.0, "Rendering", 5.0)), 0.01
+        return StreamSilent(settings_.stall_timeout), settings_.stall_timeout
+
+    _, _, history = drive(settings_, seed, silent, first_seq=3)
+    watches = [d.next for d in history if isinstance(d.next, WatchRender)]
+    assert len(watches) == settings_.max_quiet_rounds
+    assert final_failure(history).code == "RENDER_STALLED"
+
+
+@settings(max_examples=50, deadline=None)
+@given(tracker_settings(), st.integers(0, 2**32))
+def test_a_missing_output_fails_the_job_once_the_output_wait_is_over(
+    settings_: TrackerSettings, seed: int
+) -> None:
+    def completed_but_missing(ask: NextStep, now: float) -> tuple[Observation, float]:
+        if isinstance(ask, CheckOutput):
+            return OutputChecked(MISSING), 0.0
+        return EventReceived(1, Completed("/out/j.mp4", 5, 2.0)), 0.0
+
+    _, stopped_at, history = drive(settings_, seed, completed_but_missing)
+    failure = final_failure(history)
+    assert failure.code == "VERIFICATION_FAILED" and "does not exist" in failure.message
+    assert stopped_at <= settings_.output_wait_seconds + 1e-6
+    assert history[-1].effects == (RemoveOutput("/out/j.mp4"),)
+
+
+# Single decisions.
+
+
+def streaming(last_seq: int = 0, expected: float | None = 2.0) -> TrackerState:
+    decision = decide(start(SETTINGS, seed=7).state, JobRead(False, 1, last_seq, expected), 0.0)
+    return decision.state
+
+
+def test_start_submits_a_new_render_and_reattaches_to_a_known_one() -> None:
+    first = start(SETTINGS, seed=1)
+    assert first.next == ReadJob()
+    assert decide(first.state, JobRead(False, 2, 0, None), 0.0).next == CallRender(2)
+    assert decide(first.state, JobRead(False, 2, 7, None), 0.0).next == WatchRender(7)
+    assert decide(first.state, JobRead(True, 2, 7, None), 0.0).next == Stop()
+    assert decide(first.state, JobMissing(), 0.0).next == Stop()
+
+
+def test_progress_is_offered_below_100_and_replayed_events_are_skipped() -> None:
+    state = streaming()
+    offered = decide(state, EventReceived(1, Progress(120.0, "Rendering", 3.0)), 1.0)
+    assert offered.next == ReadStream()
+    assert offered.effects == (OfferProgress(MAX_RUNNING_PROGRESS, "Rendering", 3.0, 1),)
+    replayed = decide(offered.state, EventReceived(1, Progress(50.0, "Rendering", 3.0)), 1.1)
+    assert (replayed.next, replayed.effects) == (ReadStream(), ())
+    heartbeat = decide(offered.state, EventReceived(2, Progress(0.0, "", 0.0, heartbeat=True)), 2)
+    assert (heartbeat.next, heartbeat.effects, heartbeat.state.last_seq) == (ReadStream(), (), 2)
+
+
+def test_a_completion_is_checked_then_written() -> None:
+    done = decide(streaming(), EventReceived(4, Completed("/out/j.mp4", 5, 2.2)), 10.0)
+    assert done.effects == (CloseStream(), FlushProgress())
+    assert done.next == CheckOutput("/out/j.mp4", 5)
+    write = decide(done.state, OutputChecked(None), 10.1)
+    assert write.next == WriteComplete("/out/j.mp4", 5, 2.2, 4)
+    assert decide(write.state, Written(1), 10.2).next == Stop()
+    cancelled = decide(write.state, Refused(JobStatus.CANCELLED, 1), 10.2)
+    assert (cancelled.next, cancelled.effects) == (Stop(), (RemoveOutput("/out/j.mp4"),))
+
+
+def test_a_wrong_duration_fails_verification_and_removes_the_file() -> None:
+    done = decide(streaming(expected=2.0), EventReceived(4, Completed("/out/j.mp4", 5, 3.0)), 1)
+    assert done.next == WriteFail(
+        "VERIFICATION_FAILED",
+        "the render reported 3.00 s of video, expected 2.00 s",
+        release_render=True,
+    )
+    written = decide(done.state, Written(1), 2.0)
+    assert (written.next, written.effects) == (Stop(), (RemoveOutput("/out/j.mp4"),))
+
+
+def test_a_missing_file_is_looked_for_until_the_output_wait_is_over() -> None:
+    done = decide(streaming(), EventReceived(4, Completed("/out/j.mp4", 5, 2.0)), 100.0)
+    waits = []
+    decision = decide(done.state, OutputChecked(MISSING), 100.0)
+    now = 100.0
+    while isinstance(decision.next, Wait):
+        waits.append(decision.next.seconds)
+        now += decision.next.seconds
+        recheck = decide(decision.state, TimerFired(), now)
+        assert recheck.next == CheckOutput("/out/j.mp4", 5)
+        decision = decide(recheck.state, OutputChecked(MISSING), now)
+    assert waits[:5] == [0.1, 0.2, 0.4, 0.8, 1.6]
+    assert sum(waits) == pytest.approx(SETTINGS.output_wait_seconds)
+    assert isinstance(decision.next, WriteFail) and decision.next.code == "VERIFICATION_FAILED"
+    lasting = decide(done.state, OutputChecked(EMPTY), 100.0)
+    assert isinstance(lasting.next, WriteFail) and "is empty" in lasting.next.message
+
+
+def test_a_render_verdict_carries_its_field_and_releases_nothing() -> None:
+    failed = Failed("INVALID_INPUT", "no such file", "spec.source.transcode.input_path")
+    decision = decide(streaming(), EventReceived(2, failed), 1.0)
+    assert decision.next == WriteFail(
+        "INVALID_INPUT", "no such file", "spec.source.transcode.input_path", release_render=False
+    )
+
+
+def test_a_shut_down_render_is_resubmitted_as_the_next_attempt() -> None:
+    lost = decide(streaming(), EventReceived(3, Failed("SHUTDOWN", "stopping")), 1.0)
+    assert lost.next == ReadJob()
+    wait = decide(lost.state, JobRead(False, 1, 3, 2.0), 1.1)
+    assert isinstance(wait.next, Wait) and "resubmitting as attempt 2" in wait.next.then
+    assert SETTINGS.backoff_initial / 2 <= wait.next.seconds <= SETTINGS.backoff_initial
+    begin = decide(wait.state, TimerFired(), 2.0)
+    assert (begin.next, begin.effects) == (BeginAttempt(1), (DropProgress(),))
+    assert decide(begin.state, Written(2), 2.1).next == CallRender(2)
+    assert decide(begin.state, Refused(JobStatus.CANCELLED, 1), 2.1).next == Stop()
+    assert decide(lost.state, JobRead(True, 1, 3, 2.0), 1.1).next == Stop()
+
+
+def test_invalid_argument_judges_the_spec_only_at_render() -> None:
+    invalid = RpcFailed(grpc.StatusCode.INVALID_ARGUMENT, "bad crf", field="spec.output.crf")
+    at_render = decide(streaming(), invalid, 1.0)
+    assert at_render.next == WriteFail("INVALID_INPUT", "bad crf", "spec.output.crf")
+    at_watch = decide(streaming(last_seq=4), invalid, 1.0)
+    assert at_watch.next == GetRender("the render stream broke (INVALID_ARGUMENT)")
+
+
+def test_a_busy_render_service_is_asked_again_without_limit_and_with_growing_backoff() -> None:
+    decision = decide(start(SETTINGS, seed=3).state, JobRead(False, 1, 0, None), 0.0)
+    now, waits = 0.0, []
+    for _ in range(200):
+        busy = RpcFailed(grpc.StatusCode.RESOURCE_EXHAUSTED, "100 renders running")
+        confirm = decide(decision.state, busy, now)
+        wait = decide(confirm.state, JobRead(False, 1, 0, None), now)
+        assert isinstance(wait.next, Wait) and wait.next.then == "asking again"
+        waits.append(wait.next.seconds)
+        now += wait.next.seconds
+        decision = decide(wait.state, TimerFired(), now)
+        assert decision.next == CallRender(1)
+    assert now > SETTINGS.retry_budget * 10
+    assert waits[0] <= SETTINGS.backoff_initial and max(waits) > SETTINGS.backoff_max / 2
+
+
+def test_news_from_outside_stops_whatever_was_asked() -> None:
+    for news in (JobEnded(), Stopping()):
+        stopped = decide(streaming(), news, 1.0)
+        assert (stopped.next, stopped.effects) == (Stop(), (CloseStream(),))
+        with pytest.raises(UnexpectedObservation):
+            decide(stopped.state, EventReceived(1, Cancelled()), 1.0)
+
+
+def test_an_answer_to_another_question_is_a_bug() -> None:
+    with pytest.raises(UnexpectedObservation):
+        decide(streaming(), TimerFired(), 1.0)
+    with pytest.raises(UnexpectedObservation):
+        decide(start(SETTINGS).state, StreamEnded(), 1.0)
+
+
+def test_the_jitter_comes_from_the_seed() -> None:
+    def first_wait(seed: int) -> float:
+        state = decide(start(SETTINGS, seed).state, JobRead(False, 1, 0, None), 0.0).state
+        investigate = decide(state, StreamEnded(), 0.0)
+        assert isinstance(investigate.next, GetRender)
+        confirm = decide(investigate.state, RpcFailed(grpc.StatusCode.UNAVAILABLE, "down"), 0.0)
+        wait = decide(confirm.state, JobRead(False, 1, 0, None), 0.0).next
+        assert isinstance(wait, Wait)
+        return wait.seconds
+
+    assert first_wait(11) == first_wait(11)
+    assert len({first_wait(seed) for seed in range(20)}) > 1
+
+
+def test_a_cancel_reported_by_the_render_service_is_recorded_and_released() -> None:
+    cancelling = decide(streaming(), EventReceived(2, Cancelled()), 1.0)
+    assert cancelling.next == WriteCancel()
+    written = decide(cancelling.state, Written(1), 1.1)
+    assert (written.next, written.effects) == (Stop(), (MarkRenderReleased(),))
+    assert decide(cancelling.state, Refused(JobStatus.COMPLETED, 1), 1.1).next == Stop()
