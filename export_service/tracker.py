@@ -39,6 +39,7 @@ import asyncio
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, assert_never
@@ -159,6 +160,13 @@ def render_outcome(event: render_pb2.RenderEvent) -> RenderOutcome | None:
     return None
 
 
+def activity_key(observation: Observation) -> str:
+    """A bounded name for what a tracker observed (an RPC failure with its status code)."""
+    if isinstance(observation, RpcFailed):
+        return f"RpcFailed.{observation.code.name}"
+    return type(observation).__name__
+
+
 class JobTracker:
     """Performs what ``decide`` decides for one job, until it decides Stop."""
 
@@ -169,8 +177,10 @@ class JobTracker:
         stub: RenderServiceAsyncStub,
         settings: TrackerSettings,
         progress: ProgressWriter,
+        activity: Counter[str] | None = None,
     ) -> None:
         self.job_id = job_id
+        self._activity: Counter[str] = Counter() if activity is None else activity
         self._store = store
         self._stub = stub
         self._settings = settings
@@ -199,7 +209,9 @@ class JobTracker:
                     await self._perform(effect)
                 if isinstance(decision.next, Stop):
                     return
+                self._activity[type(decision.next).__name__] += 1
                 observation = await self._ask(decision.next)
+                self._activity[activity_key(observation)] += 1
                 decision = decide(decision.state, observation, time.monotonic())
         finally:
             self._close_stream()
@@ -402,11 +414,14 @@ class RenderSupervisor:
             store, settings.progress_interval, on_job_ended=self._job_ended
         )
         self._trackers: dict[str, tuple[JobTracker, asyncio.Task[None]]] = {}
+        # What every tracker asked and observed, by kind ("WatchRender", "RpcFailed.UNAVAILABLE").
+        self.activity: Counter[str] = Counter()
         self._cleanups: dict[str, asyncio.Task[None]] = {}
         self._stopped = False
 
     @property
     def tracked(self) -> set[str]:
+        """Jobs whose tracker task is still running (a job leaves this set when its task ends)."""
         return set(self._trackers)
 
     async def start(self) -> None:
@@ -424,7 +439,9 @@ class RenderSupervisor:
         if self._stopped or job_id in self._trackers:
             return
         self._progress.start()
-        tracker = JobTracker(job_id, self._store, self._stub, self._settings, self._progress)
+        tracker = JobTracker(
+            job_id, self._store, self._stub, self._settings, self._progress, self.activity
+        )
         task = asyncio.create_task(self._run_tracker(tracker), name=f"track-{job_id}")
         self._trackers[job_id] = (tracker, task)
         task.add_done_callback(lambda _: self._forget_tracker(job_id, task))

@@ -20,6 +20,8 @@ from tests.export.conftest import (
 )
 from tests.support.processes import ServiceProcess
 from videojob.export.v1 import export_pb2, export_pb2_grpc
+from videojob.grpc_errors import field_violation
+from videojob.limits import MAX_REQUEST_ID_LENGTH
 from videojob.render.v1 import render_pb2, render_pb2_grpc
 
 if TYPE_CHECKING:
@@ -80,7 +82,9 @@ async def test_invalid_requests(stub: Stub, export_server: ExportServer) -> None
         (export_pb2.CreateExportRequest(spec=bad_spec), "spec.source.test_pattern.width"),
         (export_pb2.CreateExportRequest(), "spec"),
         (
-            export_pb2.CreateExportRequest(request_id="x" * 129, spec=pattern_spec()),
+            export_pb2.CreateExportRequest(
+                request_id="x" * (MAX_REQUEST_ID_LENGTH + 1), spec=pattern_spec()
+            ),
             "request_id",
         ),
     ]
@@ -89,6 +93,8 @@ async def test_invalid_requests(stub: Stub, export_server: ExportServer) -> None
             await stub.CreateExport(request)
         assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert (error.value.details() or "").startswith(f"{field}:")
+        violation = field_violation(error.value)
+        assert violation is not None and violation.field == field
     listed = await stub.ListExports(export_pb2.ListExportsRequest())
     assert list(listed.jobs) == []
 
@@ -180,6 +186,8 @@ async def test_list_pages_filter_and_tokens(stub: Stub, export_server: ExportSer
             await stub.ListExports(request)
         assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert (error.value.details() or "").startswith(f"{field}:")
+        violation = field_violation(error.value)
+        assert violation is not None and violation.field == field
 
 
 async def test_cancel_stops_the_render_and_leaves_no_file(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING
 import grpc
 import pytest
 
+from export_service.server import ExportServer
 from export_service.store import JobStatus, open_store
 from tests.export.conftest import (
     FAST_TRACKER,
@@ -102,6 +102,7 @@ class HeldRender:
     """An export whose ffmpeg is frozen at 80-odd percent, which the job already shows; the
     tracker reaches the render service through ``proxy``, the test directly."""
 
+    server: ExportServer
     stub: Stub
     render_stub: RenderStub
     proxy: TcpProxy
@@ -133,7 +134,9 @@ async def render_held_near_the_end(
                     stub, job.id, int(frozen_at.percent), stream=stream
                 )
                 assert more[-1].stage == "Rendering", more[-1]
-                yield HeldRender(stub, render_stub, proxy, throttle, job.id, seen + more, stream)
+                yield HeldRender(
+                    server, stub, render_stub, proxy, throttle, job.id, seen + more, stream
+                )
     finally:
         await proxy.close()
 
@@ -141,13 +144,11 @@ async def render_held_near_the_end(
 async def test_stream_cut_at_95_percent_is_resumed(
     start_export: StartExport,
     render_processes: RenderProcesses,
-    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The original failure: the render finishes while the tracker hears nothing, so the job
     would stay at its last percent forever. The stream goes silent near the end, the render
     completes behind it, then the connection is reset: the tracker asks the render service,
     takes the completion it missed and needs no new attempt."""
-    caplog.set_level(logging.INFO, logger="export_service.tracker")
     async with render_held_near_the_end(start_export, render_processes) as held:
         held.proxy.stall()
         held.throttle.close()
@@ -162,22 +163,22 @@ async def test_stream_cut_at_95_percent_is_resumed(
     final = seen[-1]
     assert_completed_with_valid_file(final, SLOW_DURATION)
     assert final.attempt == 1  # the finished render was found, not rendered again
-    assert any("stream broke" in record.message for record in caplog.records)
+    activity = held.server.supervisor.activity
+    assert activity["GetRender"] >= 1 and activity["CallRender"] == 1, activity
 
 
 async def test_stream_cut_while_the_render_runs_is_resumed_from_the_last_seq(
     start_export: StartExport,
     render_processes: RenderProcesses,
-    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The connection is reset while ffmpeg is held still near the end: the tracker re-attaches
     with WatchRender after the last seq it stored, and the same render goes on to completion."""
-    caplog.set_level(logging.INFO, logger="export_service.tracker")
     async with render_held_near_the_end(start_export, render_processes) as held:
+        activity = held.server.supervisor.activity
         assert held.proxy.cut() > 0
 
         async def reattached() -> bool:
-            return any("WatchRender after seq" in r.message for r in caplog.records)
+            return activity["WatchRender"] >= 1
 
         await wait_for(reattached)
         held.throttle.close()
@@ -186,6 +187,7 @@ async def test_stream_cut_while_the_render_runs_is_resumed_from_the_last_seq(
     final = seen[-1]
     assert_completed_with_valid_file(final, SLOW_DURATION)
     assert final.attempt == 1
+    assert activity["CallRender"] == 1, activity
 
 
 def render_finished(render_stub: RenderStub, render_id: str) -> Callable[[], Awaitable[bool]]:
@@ -214,17 +216,16 @@ async def test_render_service_killed_mid_render_is_resubmitted(
     assert final.attempt == 2
 
 
-def unreachable_rounds(caplog: pytest.LogCaptureFixture) -> int:
-    return sum("asking again" in record.message for record in caplog.records)
+def unreachable_rounds(server: ExportServer) -> int:
+    """Render-service calls that found it unreachable, across the server's trackers."""
+    return server.supervisor.activity["RpcFailed.UNAVAILABLE"]
 
 
 async def test_render_service_down_at_submit_then_up(
     start_export: StartExport,
     render_processes: RenderProcesses,
-    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Rounds of an unreachable render service cost no attempt: nothing was ever lost."""
-    caplog.set_level(logging.INFO, logger="export_service.tracker")
     port = free_port()
     server = await start_export(
         f"127.0.0.1:{port}", tracker=replace(FAST_TRACKER, max_attempts=1, backoff_max=1.0)
@@ -234,7 +235,7 @@ async def test_render_service_down_at_submit_then_up(
         job = await stub.CreateExport(export_pb2.CreateExportRequest(spec=slow_spec()))
 
         async def asked_three_times() -> bool:
-            return unreachable_rounds(caplog) >= 3
+            return unreachable_rounds(server) >= 3
 
         await wait_for(asked_three_times)
         assert (await stub.GetExport(export_pb2.GetExportRequest(id=job.id))).status in (
@@ -251,11 +252,9 @@ async def test_render_service_down_at_submit_then_up(
 async def test_render_service_unreachable_mid_render_costs_no_attempt(
     start_export: StartExport,
     render_service: ServiceProcess,
-    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A proxy outage in the middle of a render (connections cut, nothing listening for a few
     seconds) with max_attempts 1: the tracker waits it out and re-attaches."""
-    caplog.set_level(logging.INFO, logger="export_service.tracker")
     proxy = await TcpProxy("127.0.0.1", render_service.port).start()
     port = int(proxy.address.rsplit(":", 1)[1])
     tracker = replace(FAST_TRACKER, max_attempts=1, backoff_initial=0.2, backoff_max=0.5)
@@ -268,7 +267,7 @@ async def test_render_service_unreachable_mid_render_costs_no_attempt(
             await proxy.close()
 
             async def asked_three_times() -> bool:
-                return unreachable_rounds(caplog) >= 3
+                return unreachable_rounds(server) >= 3
 
             await wait_for(asked_three_times)
             proxy = await TcpProxy("127.0.0.1", render_service.port).start(port=port)

@@ -36,7 +36,7 @@ def media(stack: SecurityStack) -> Path:
     characters, and symlinks pointing out of it (to a file and to a directory)."""
     root = stack.media_root
     make_clip(root / UNICODE_NAME)
-    outside = stack.root / "outside"
+    outside = stack.workdir / "outside"
     outside.mkdir()
     make_clip(outside / "clip.mp4")
     (outside / "secret.srt").write_bytes(b"1\n00:00:00,000 --> 00:00:01,000\n" + SECRET + b"\n")
