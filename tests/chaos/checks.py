@@ -16,11 +16,11 @@ from tests.chaos.procfs import ffmpeg_processes
 from tests.chaos.stack import decode_errors
 from tests.support.media import header_duration
 from videojob.export.v1 import export_pb2
+from videojob.output_check import DURATION_TOLERANCE_SECONDS
 
 if TYPE_CHECKING:
     from videojob.export.v1.export_pb2_grpc import ExportServiceAsyncStub as Stub
 
-DURATION_TOLERANCE = 0.5
 CANCEL_STOPS_FFMPEG_WITHIN = 2.0
 STATUS_NAMES = {
     export_pb2.QUEUED: "queued",
@@ -263,7 +263,11 @@ class Checker:
             return bad(f"decoding {expected_path.name}: {errors[:300]}")
         duration = header_duration(expected_path)
         expected = planned.expected_duration
-        if duration is None or expected is None or abs(duration - expected) > DURATION_TOLERANCE:
+        if (
+            duration is None
+            or expected is None
+            or abs(duration - expected) > DURATION_TOLERANCE_SECONDS
+        ):
             return bad(f"duration {duration}, expected {expected}")
         return []
 

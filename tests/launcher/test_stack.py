@@ -61,8 +61,8 @@ def test_one_process_paused_killed_and_started_again_on_its_port(tmp_path: Path)
         assert export.pid != first_pid
         assert grpc_serving(EXPORT_SERVICE)(address)
         assert http_ok()(stack.gateway.address)
-    assert stack.render.returncode == 0 and stack.export.returncode == 0  # stopped, not killed
-    assert not stack.gateway.alive()
+    # Every process stopped by SIGTERM and exited cleanly, none killed.
+    assert [process.returncode for process in stack.processes] == [0, 0, 0], stack.processes
 
 
 async def test_from_an_event_loop(tmp_path: Path) -> None:
