@@ -15,17 +15,21 @@ from export_service.store import Job
 class ChangeHub:
     def __init__(self) -> None:
         self._waiters: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
+        # WatchExports streams: woken by a change of any job.
+        self._any_waiters: set[asyncio.Event] = set()
         self.closed = False
 
     def close(self) -> None:
         """On shutdown: wakes every watcher; they see ``closed`` and end their streams."""
         self.closed = True
-        for waiters in self._waiters.values():
+        for waiters in (*self._waiters.values(), self._any_waiters):
             for event in waiters:
                 event.set()
 
     def publish(self, job: Job) -> None:
         for event in self._waiters.get(job.id, ()):
+            event.set()
+        for event in self._any_waiters:
             event.set()
 
     @contextlib.contextmanager
@@ -40,3 +44,13 @@ class ChangeHub:
             waiters.discard(event)
             if not waiters:
                 del self._waiters[job_id]
+
+    @contextlib.contextmanager
+    def subscribe_all(self) -> Iterator[asyncio.Event]:
+        """An event set after every change of any job; clear it before re-reading."""
+        event = asyncio.Event()
+        self._any_waiters.add(event)
+        try:
+            yield event
+        finally:
+            self._any_waiters.discard(event)

@@ -18,7 +18,14 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from export_service.changes import ChangeHub
 from export_service.config import ExportConfig
-from export_service.store import Job, JobStatus, JobStore, ListCursor, TransitionRejected
+from export_service.store import (
+    Job,
+    JobNotFound,
+    JobStatus,
+    JobStore,
+    ListCursor,
+    TransitionRejected,
+)
 from export_service.store.sqlite import created_at_us, decode_cursor, encode_cursor
 from export_service.tracker import RenderSupervisor
 from videojob.errors import (
@@ -41,6 +48,7 @@ from videojob.limits import (
     MAX_JOB_ID_LENGTH,
     MAX_PAGE_SIZE,
     MAX_REQUEST_ID_LENGTH,
+    MAX_WATCH_IDS,
 )
 from videojob.render.v1 import render_pb2_grpc, spec_pb2
 from videojob.spec_validation import normalize_spec
@@ -48,6 +56,9 @@ from videojob.spec_validation import normalize_spec
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = export_pb2.DESCRIPTOR.services_by_name["ExportService"].full_name
+# WatchExports waits this long after a change notification before re-reading the store, so a
+# burst of changes costs one read.
+LIST_WATCH_COALESCE_SECONDS = 0.05
 
 _STATUS_TO_PROTO = {
     JobStatus.QUEUED: export_pb2.QUEUED,
@@ -246,6 +257,80 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), self._config.watch_poll_interval)
+
+    async def WatchExports(
+        self,
+        request: export_pb2.WatchExportsRequest,
+        context: grpc.aio.ServicerContext[export_pb2.WatchExportsRequest, export_pb2.VideoJob],
+    ) -> AsyncIterator[export_pb2.VideoJob]:
+        ids, page_size, status = _watch_list_request(request)
+        with self._hub.subscribe_all() as changed:
+            async for job in self._watch_list(ids, page_size, status, changed):
+                yield job
+
+    async def _watch_list(
+        self,
+        ids: frozenset[str],
+        page_size: int,
+        status: JobStatus | None,
+        changed: asyncio.Event,
+    ) -> AsyncIterator[export_pb2.VideoJob]:
+        """Re-reads the covered jobs after every local change (at most once per coalescing
+        window) and at least every watch_poll_interval; sends each job whose version is newer
+        than the one it last sent. A sent job stays covered until it is terminal."""
+        sent: dict[str, int] = {}
+        following: set[str] = set()
+        while True:
+            changed.clear()
+            jobs = await self._covered_jobs(ids | following, page_size, status)
+            for job in jobs:
+                if job.version > sent.get(job.id, 0):
+                    yield job_to_proto(job)
+                if job.terminal:
+                    following.discard(job.id)
+                else:
+                    following.add(job.id)
+            sent = {job.id: job.version for job in jobs}
+            if self._hub.closed:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), self._config.watch_poll_interval)
+                # Let a burst of changes (progress of many jobs) land before re-reading.
+                await asyncio.sleep(LIST_WATCH_COALESCE_SECONDS)
+
+    async def _covered_jobs(
+        self, ids: frozenset[str] | set[str], page_size: int, status: JobStatus | None
+    ) -> list[Job]:
+        page = await self._store.list_jobs(limit=page_size, status=status) if page_size else []
+        listed = {job.id for job in page}
+        others = await asyncio.gather(*(self._find(job_id) for job_id in ids - listed))
+        return [*page, *(job for job in others if job is not None)]
+
+    async def _find(self, job_id: str) -> Job | None:
+        try:
+            return await self._store.get(job_id)
+        except JobNotFound:
+            return None
+
+
+def _watch_list_request(
+    request: export_pb2.WatchExportsRequest,
+) -> tuple[frozenset[str], int, JobStatus | None]:
+    if len(request.ids) > MAX_WATCH_IDS:
+        raise InvalidArgument("ids", f"must hold at most {MAX_WATCH_IDS} job ids")
+    for job_id in request.ids:
+        if not job_id or len(job_id) > MAX_JOB_ID_LENGTH:
+            raise InvalidArgument("ids", f"each id must be 1 to {MAX_JOB_ID_LENGTH} characters")
+    if request.page_size < 0:
+        raise InvalidArgument("page_size", "must not be negative")
+    if request.page_size == 0 and not request.ids:
+        raise InvalidArgument("page_size", "must be positive when no ids are given")
+    status: JobStatus | None = None
+    if request.status != export_pb2.JOB_STATUS_UNSPECIFIED:
+        if request.status not in _STATUS_FROM_PROTO:
+            raise InvalidArgument("status", f"unknown status {request.status}")
+        status = _STATUS_FROM_PROTO[request.status]
+    return frozenset(request.ids), min(request.page_size, MAX_PAGE_SIZE), status
 
 
 @dataclass

@@ -20,9 +20,13 @@ import uvicorn
 from starlette.applications import Starlette
 
 from gateway.app import create_app
+from gateway.list_watch import ListWatchHub
 from gateway.settings import (
     DEFAULT_HEARTBEAT_SECONDS,
     DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_EVENT_VIEWS,
+    DEFAULT_MAX_UPLOAD_BYTES,
+    DEFAULT_MEDIA_ROOT,
     DEFAULT_RPC_TIMEOUT_SECONDS,
     DEFAULT_UPSTREAM_RETRY_SECONDS,
     Settings,
@@ -111,6 +115,24 @@ FLAGS = FlagTable(
             DEFAULT_UPSTREAM_RETRY_SECONDS,
             "how long an event stream's broken WatchExport is re-opened before the stream ends",
         ),
+        Flag(
+            "--max-event-views",
+            integer(minimum=1),
+            DEFAULT_MAX_EVENT_VIEWS,
+            "how many different views /api/events follows at once (one upstream watch each)",
+        ),
+        Flag(
+            "--media-root",
+            path("DIR"),
+            DEFAULT_MEDIA_ROOT,
+            "the render services' media root: uploads are written here",
+        ),
+        Flag(
+            "--max-upload-bytes",
+            integer(minimum=1),
+            DEFAULT_MAX_UPLOAD_BYTES,
+            "largest upload POST /api/media accepts",
+        ),
         Flag("--access-log", BOOLEAN, False, "log every request"),
         log_level_flag(),
     ),
@@ -129,6 +151,9 @@ def settings_from_flags(flags: argparse.Namespace) -> Settings:
         heartbeat_seconds=flags.heartbeat_seconds,
         rpc_timeout_seconds=flags.rpc_timeout_seconds,
         upstream_retry_seconds=flags.upstream_retry_seconds,
+        max_event_views=flags.max_event_views,
+        media_root=flags.media_root,
+        max_upload_bytes=flags.max_upload_bytes,
     )
 
 
@@ -183,6 +208,9 @@ class GatewayServer(uvicorn.Server):
         hub: JobWatchHub | None = getattr(self._app.state, "watch_hub", None)
         if hub is not None:
             await hub.close()
+        list_hub: ListWatchHub | None = getattr(self._app.state, "list_watch_hub", None)
+        if list_hub is not None:
+            await list_hub.close()
         await super().shutdown(sockets)
 
 

@@ -26,6 +26,7 @@ from starlette.staticfiles import StaticFiles
 from gateway import sse
 from gateway.errors import EXCEPTION_HANDLERS, error_response
 from gateway.job_json import STATUS_BY_NAME, is_terminal, job_to_json, spec_from_json
+from gateway.list_watch import ListWatchHub, View
 from gateway.middleware import BearerTokenMiddleware, BodySizeLimitMiddleware
 from gateway.openapi import (
     CURSOR_PATTERN,
@@ -33,6 +34,7 @@ from gateway.openapi import (
     MAX_IDEMPOTENCY_KEY_LENGTH,
     MAX_JOB_ID_LENGTH,
     MAX_LIST_LIMIT,
+    MAX_WATCH_IDS,
     OPENAPI_DOCUMENT,
 )
 from gateway.settings import Settings
@@ -110,26 +112,54 @@ async def create_job(request: Request) -> Response:
     return _job_response(job, status_code=201)
 
 
-def _list_request(request: Request) -> export_pb2.ListExportsRequest:
-    params = request.query_params
-    status_name = params.get("status")
-    if status_name is not None and status_name not in STATUS_BY_NAME:
+def _status_param(request: Request) -> export_pb2.JobStatus.ValueType:
+    status_name = request.query_params.get("status")
+    if status_name is None:
+        return export_pb2.JOB_STATUS_UNSPECIFIED
+    if status_name not in STATUS_BY_NAME:
         raise InvalidArgument("status", f"must be one of {', '.join(STATUS_BY_NAME)}")
-    limit_text = params.get("limit", str(DEFAULT_LIST_LIMIT))
+    return STATUS_BY_NAME[status_name]
+
+
+def _limit_param(request: Request) -> int:
+    limit_text = request.query_params.get("limit", str(DEFAULT_LIST_LIMIT))
     if not limit_text.isascii() or not limit_text.isdigit():
         raise MalformedArgument("limit", f"must be an integer from 1 to {MAX_LIST_LIMIT}")
     digits = limit_text.lstrip("0")
     limit = int(digits) if 0 < len(digits) <= len(str(MAX_LIST_LIMIT)) else 0
     if not 1 <= limit <= MAX_LIST_LIMIT:
         raise InvalidArgument("limit", f"must be an integer from 1 to {MAX_LIST_LIMIT}")
-    cursor = params.get("cursor")
+    return limit
+
+
+def _list_request(request: Request) -> export_pb2.ListExportsRequest:
+    status = _status_param(request)
+    limit = _limit_param(request)
+    cursor = request.query_params.get("cursor")
     if cursor is not None and not CURSOR.fullmatch(cursor):
         raise MalformedArgument("cursor", "is not a cursor this service issued")
-    return export_pb2.ListExportsRequest(
-        page_size=limit,
-        page_token=cursor or "",
-        status=STATUS_BY_NAME[status_name] if status_name else export_pb2.JOB_STATUS_UNSPECIFIED,
-    )
+    return export_pb2.ListExportsRequest(page_size=limit, page_token=cursor or "", status=status)
+
+
+def _ids_param(request: Request) -> list[str]:
+    text = request.query_params.get("ids", "")
+    ids = text.split(",") if text else []
+    if len(ids) > MAX_WATCH_IDS or not all(0 < len(job_id) <= MAX_JOB_ID_LENGTH for job_id in ids):
+        raise InvalidArgument(
+            "ids",
+            f"must be at most {MAX_WATCH_IDS} comma-separated job ids of 1 to "
+            f"{MAX_JOB_ID_LENGTH} characters",
+        )
+    return ids
+
+
+async def page_events(request: Request) -> Response:
+    """The page's one event stream: the view's jobs as they are now, then their changes."""
+    view = View.of(int(_status_param(request)), _limit_param(request), _ids_param(request))
+    hub: ListWatchHub = request.app.state.list_watch_hub
+    hub.check_room(view)
+    events = sse.list_events(hub, view, request.app.state.settings.heartbeat_seconds)
+    return StreamingResponse(events, media_type="text/event-stream", headers=sse.SSE_HEADERS)
 
 
 async def list_jobs(request: Request) -> Response:
@@ -264,9 +294,15 @@ def create_app(settings: Settings) -> Starlette:
         app.state.watch_hub = JobWatchHub(
             export.stub, retry_seconds=settings.upstream_retry_seconds
         )
+        app.state.list_watch_hub = ListWatchHub(
+            export.stub,
+            retry_seconds=settings.upstream_retry_seconds,
+            max_views=settings.max_event_views,
+        )
         try:
             yield
         finally:
+            await app.state.list_watch_hub.close()
             await app.state.watch_hub.close()
             await channel.close(grace=None)
 
@@ -291,6 +327,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/livez", livez, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/api/events", page_events, methods=["GET"]),
         Route("/api/jobs", jobs_collection, methods=["GET", "POST"]),
         Route("/api/jobs/{id}", get_job, methods=["GET"]),
         Route("/api/jobs/{id}/cancel", cancel_job, methods=["POST"]),

@@ -11,7 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.errors import error_response
 
 # EventSource and <a download> cannot send headers: these routes also take ?access_token=.
-_QUERY_TOKEN_PATHS = re.compile(r"^/api/jobs/[^/]+/(events|download)$")
+_QUERY_TOKEN_PATHS = re.compile(r"^/api/(jobs/[^/]+/(events|download)|events)$")
 _BEARER = re.compile(r"^Bearer\s+(?P<token>\S+)\s*$", re.IGNORECASE)
 
 
@@ -63,11 +63,16 @@ class BearerTokenMiddleware:
 
 class BodySizeLimitMiddleware:
     """Answers 413 for a request body over ``max_bytes``, declared or streamed. Bodies within
-    the limit are read here and replayed to the app (they are small by construction)."""
+    the limit are read here and replayed to the app (they are small by construction). Requests
+    to ``streamed_paths`` (uploads, which enforce their own limit while streaming to disk) pass
+    untouched."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, streamed_paths: frozenset[str] = frozenset()
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.streamed_paths = streamed_paths
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = error_response(
@@ -77,7 +82,11 @@ class BodySizeLimitMiddleware:
         await response(scope, receive, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+        if (
+            scope["type"] != "http"
+            or scope["method"] in ("GET", "HEAD", "OPTIONS")
+            or scope["path"] in self.streamed_paths
+        ):
             await self.app(scope, receive, send)
             return
         declared = _header(scope, b"content-length")

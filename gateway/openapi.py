@@ -13,12 +13,15 @@ from videojob import limits
 JOB_STATUSES = list(limits.API_JOB_STATUSES)
 MAX_LIST_LIMIT = limits.MAX_LIST_LIMIT
 DEFAULT_LIST_LIMIT = limits.DEFAULT_LIST_LIMIT
+MAX_WATCH_IDS = limits.MAX_WATCH_IDS
 # The Idempotency-Key is the export service's request id: the same limit on both sides.
 MAX_IDEMPOTENCY_KEY_LENGTH = limits.MAX_REQUEST_ID_LENGTH
 CURSOR_PATTERN = "^[A-Za-z0-9_-]{1,400}$"
 # The export service's own limit on job ids; a longer id cannot name a job (404).
 MAX_JOB_ID_LENGTH = limits.MAX_JOB_ID_LENGTH
 VERSION_PATTERN = f"^[0-9]{{1,{limits.MAX_VERSION_DIGITS}}}$"
+_WATCH_ID = f"[^,]{{1,{MAX_JOB_ID_LENGTH}}}"
+WATCH_IDS_PATTERN = f"^({_WATCH_ID}(,{_WATCH_ID}){{0,{MAX_WATCH_IDS - 1}}})?$"
 
 
 def _media_path(description: str) -> dict[str, Any]:
@@ -247,6 +250,19 @@ COMPONENT_SCHEMAS: dict[str, dict[str, Any]] = {
         "properties": {
             "event": {"type": "string", "enum": ["progress", *limits.API_TERMINAL_JOB_STATUSES]},
             "id": {"type": "string", "pattern": "^[0-9]+$", "description": "The job's version."},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": {"$ref": "#/components/schemas/Job"},
+            },
+            "retry": {"type": "integer"},
+        },
+    },
+    "JobListEvent": {
+        "type": "object",
+        "description": "One Server-Sent Event of the page's stream (GET /api/events).",
+        "properties": {
+            "event": {"const": "job"},
             "data": {
                 "type": "string",
                 "contentMediaType": "application/json",
@@ -495,6 +511,73 @@ def _build() -> dict[str, Any]:
                         },
                         "400": _error("Last-Event-ID is not a version number."),
                         "404": _error("No job has this id."),
+                        **_API_ERRORS,
+                    },
+                }
+            },
+            "/api/events": {
+                "get": {
+                    "operationId": "watchJobs",
+                    "summary": "Server-Sent Events for a whole page: one stream for every job.",
+                    "description": (
+                        "The view is the newest `limit` jobs (of `status`, when given) plus the "
+                        "jobs named in `ids`. Every connection first sends the current state of "
+                        "each job of the view, then each change, including a job that newly "
+                        "enters the newest `limit` and a job whose status moves it out of the "
+                        "filter (its last change still comes). Every change of status arrives; "
+                        "intermediate progress may be coalesced. Event `job`, `data:` the Job "
+                        "JSON, no `id:`: a reconnect needs no cursor, it starts with the current "
+                        "state again. The stream does not end by itself; a `: keep-alive` "
+                        "comment is sent at least every 15 s."
+                    ),
+                    "security": [{"bearer": []}, {}],
+                    "parameters": [
+                        {
+                            "name": "status",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string", "enum": JOB_STATUSES},
+                            REFUSED_WITH: 422,
+                        },
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "required": False,
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": MAX_LIST_LIMIT,
+                                "default": DEFAULT_LIST_LIMIT,
+                            },
+                            REFUSED_WITH: 422,
+                        },
+                        {
+                            "name": "ids",
+                            "in": "query",
+                            "required": False,
+                            "description": (
+                                f"Up to {MAX_WATCH_IDS} comma-separated job ids to follow as "
+                                "well (jobs the page shows beyond the newest `limit`); unknown "
+                                "ids are skipped."
+                            ),
+                            "schema": {"type": "string", "pattern": WATCH_IDS_PATTERN},
+                        },
+                        ACCESS_TOKEN_PARAMETER,
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "The event stream.",
+                            "content": {
+                                "text/event-stream": {
+                                    "schema": {"$ref": "#/components/schemas/JobListEvent"}
+                                }
+                            },
+                        },
+                        "400": _error("`limit` is not a number; `field` names it."),
+                        "422": _error(
+                            "`limit` is outside its range, `status` is not a job status or "
+                            "`ids` is not a list of job ids; `field` names the parameter."
+                        ),
                         **_API_ERRORS,
                     },
                 }

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from videojob import limits
 from videojob.grpc_setup import TlsFiles
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 DEFAULT_HEARTBEAT_SECONDS = 15.0
 DEFAULT_RPC_TIMEOUT_SECONDS = 10.0
 DEFAULT_UPSTREAM_RETRY_SECONDS = 20.0
+DEFAULT_MAX_EVENT_VIEWS = 256
+DEFAULT_MAX_UPLOAD_BYTES = limits.DEFAULT_MAX_UPLOAD_BYTES
+DEFAULT_MEDIA_ROOT = Path("./var/media")
 
 
 @dataclass(frozen=True)
@@ -26,3 +31,10 @@ class Settings:
     # How long a job's shared watch keeps re-opening a broken WatchExport before it ends its
     # clients' event streams (they then reconnect with Last-Event-ID).
     upstream_retry_seconds: float = DEFAULT_UPSTREAM_RETRY_SECONDS
+    # How many different views (status filter, page size, extra job ids) GET /api/events
+    # follows at once, each with one upstream WatchExports shared by its clients.
+    max_event_views: int = DEFAULT_MAX_EVENT_VIEWS
+    # Where uploads go: the render services' media root (shared storage).
+    media_root: Path = DEFAULT_MEDIA_ROOT
+    # The largest upload POST /api/media accepts (the JSON body limit does not apply to it).
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES

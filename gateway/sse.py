@@ -1,4 +1,5 @@
-"""The job event stream: the job's shared watch (gateway.watch_hub) -> Server-Sent Events.
+"""The event streams: a job's shared watch (gateway.watch_hub), or a view's shared list watch
+(gateway.list_watch, ``GET /api/events``) -> Server-Sent Events.
 
 Frames: ``event: progress|completed|failed|cancelled``, ``id: <job version>``,
 ``data: <job JSON>``; a ``: keep-alive`` comment when nothing happened for a while; the stream
@@ -6,12 +7,17 @@ ends after the terminal event, or with an ``: upstream unavailable`` comment whe
 gave up, or with ``: gateway shutting down`` at once when the gateway stops (either way the
 client resumes with ``Last-Event-ID``). When the HTTP client leaves, Starlette
 cancels the generator and its subscription is dropped (the last one stops the watch).
+
+The page's stream (``list_events``) has ``event: job`` frames without ``id:``: every connection
+starts with the current state of each job of the view, so a reconnect needs no cursor. It never
+ends by itself; it ends with the same comments when its watch gave up or the gateway stops.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from gateway.list_watch import ListWatchHub, View
 from gateway.watch_hub import Ended, JobWatchHub
 from videojob.errors import MalformedArgument
 from videojob.limits import MAX_VERSION_DIGITS
@@ -62,3 +68,20 @@ async def job_events(
                 yield item.data
                 if item.terminal:
                     return
+
+
+async def list_events(
+    hub: ListWatchHub, view: View, heartbeat_seconds: float
+) -> AsyncIterator[bytes]:
+    """The view's jobs as they are now, then each change, until the watch ends."""
+    with hub.subscribe(view) as subscription:
+        yield RETRY
+        while True:
+            item = await subscription.next(heartbeat_seconds)
+            if item is None:
+                yield KEEP_ALIVE
+            elif isinstance(item, Ended):
+                yield SHUTTING_DOWN if item.shutting_down else UPSTREAM_ENDED
+                return
+            else:
+                yield b"".join(frame.data for frame in item)

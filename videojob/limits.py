@@ -32,6 +32,14 @@ MAX_PAGE_SIZE: Final = 500
 # HTTP GET /api/jobs?limit=: refused outside 1..MAX_LIST_LIMIT.
 DEFAULT_LIST_LIMIT: Final = 20
 MAX_LIST_LIMIT: Final = 100
+# gRPC WatchExports ids, and the HTTP GET /api/events?ids= list: at most this many job ids.
+MAX_WATCH_IDS: Final = 200
+
+# --- Uploads (gateway POST /api/media) -------------------------------------------------------
+
+DEFAULT_MAX_UPLOAD_BYTES: Final = 1024 * 1024 * 1024
+# The client's file name is only a hint for the stored name's extension: at most this long.
+MAX_UPLOAD_NAME_LENGTH: Final = 255
 
 # --- RenderSpec bounds -------------------------------------------------------------------------
 

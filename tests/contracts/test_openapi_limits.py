@@ -350,6 +350,12 @@ def send(http: httpx.Client, probe: Probe) -> httpx.Response:
     elif limit.location == "query":
         params[limit.name] = str(probe.value)
     body = operation.get("requestBody", {}).get("content", {}).get("application/json")
+    if "text/event-stream" in operation["responses"].get("200", {}).get("content", {}):
+        # A stream that never ends by itself: its status and headers are the answer.
+        with http.stream(limit.method.upper(), url, params=params, headers=headers) as response:
+            if response.status_code != 200:
+                response.read()
+            return response
     if body is None:
         return http.request(limit.method.upper(), url, params=params, headers=headers)
     return http.request(

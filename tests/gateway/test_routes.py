@@ -239,6 +239,7 @@ def test_openapi_document_lists_every_route(client: httpx.Client, stack: Stack) 
     assert document["openapi"].startswith("3.1")
     paths = document["paths"]
     assert set(paths) == {
+        "/api/events",
         "/api/jobs",
         "/api/jobs/{id}",
         "/api/jobs/{id}/cancel",

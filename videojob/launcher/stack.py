@@ -7,7 +7,8 @@ Used by ``make run``, the tests, the chaos harness and the benchmarks::
         httpx.get(stack.url + "/healthz")
         stack.export.kill(); stack.export.start()    # back on the same port
 
-Render services share the output directory and the media root (storage every process sees).
+Render services share the output directory and the media root (storage every process sees);
+gateways get the same media root, where uploads go.
 Export services get every render address (a comma-separated ``--render-addr``) and gateways
 every export address; a list of more than one is the scale-out contract the services are
 growing into. The database is a URL handed to every export service: ``sqlite:///PATH`` (the
@@ -241,8 +242,12 @@ class Stack:
         target = export_addr or self.export_addr
         if role.count and not target:
             raise LaunchError("the gateway needs an export address: start exports first")
+        self.media_root.mkdir(parents=True, exist_ok=True)
         for index in range(role.count):
-            args = gateway_args(_listen_of(role, index), target, *role.args)
+            # Uploads land where the render services read their inputs.
+            args = gateway_args(
+                _listen_of(role, index), target, "--media-root", str(self.media_root), *role.args
+            )
             module = role.module or "gateway"
             self._start(self.gateways, _name("gateway", role, index), module, args, role, http_ok())
         return self.gateways

@@ -277,3 +277,33 @@ class WatchExportRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchExportRequest: _TypeAlias = WatchExportRequest  # noqa: Y015
+
+@_typing.final
+class WatchExportsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDS_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Also cover the newest page_size jobs (0: none by list), at most MAX_PAGE_SIZE."""
+    status: Global___JobStatus.ValueType
+    """JOB_STATUS_UNSPECIFIED: the newest page of every status."""
+    @_builtins.property
+    def ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Jobs to cover by id (unknown ids are skipped), at most videojob.limits.MAX_WATCH_IDS."""
+
+    def __init__(
+        self,
+        *,
+        ids: _abc.Iterable[_builtins.str] | None = ...,
+        page_size: _builtins.int = ...,
+        status: Global___JobStatus.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ids", b"ids", "page_size", b"page_size", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchExportsRequest: _TypeAlias = WatchExportsRequest  # noqa: Y015

@@ -60,6 +60,11 @@ class ExportServiceStub:
                 request_serializer=videojob_dot_export_dot_v1_dot_export__pb2.WatchExportRequest.SerializeToString,
                 response_deserializer=videojob_dot_export_dot_v1_dot_export__pb2.VideoJob.FromString,
                 _registered_method=True)
+        self.WatchExports = channel.unary_stream(
+                '/videojob.export.v1.ExportService/WatchExports',
+                request_serializer=videojob_dot_export_dot_v1_dot_export__pb2.WatchExportsRequest.SerializeToString,
+                response_deserializer=videojob_dot_export_dot_v1_dot_export__pb2.VideoJob.FromString,
+                _registered_method=True)
 
 
 class ExportServiceServicer:
@@ -100,6 +105,17 @@ class ExportServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchExports(self, request, context):
+        """A list-level watch: first the current state of every job it covers (the newest page_size
+        jobs of status, and each of ids that exists), then each change of a covered job, including
+        a job that newly enters that page. A job stays covered until it is terminal once it was
+        sent, so a change of status that moves it out of the page still arrives. Every status
+        change arrives; intermediate progress may be coalesced. Never ends by itself.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExportServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -126,6 +142,11 @@ def add_ExportServiceServicer_to_server(servicer, server):
             'WatchExport': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchExport,
                     request_deserializer=videojob_dot_export_dot_v1_dot_export__pb2.WatchExportRequest.FromString,
+                    response_serializer=videojob_dot_export_dot_v1_dot_export__pb2.VideoJob.SerializeToString,
+            ),
+            'WatchExports': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchExports,
+                    request_deserializer=videojob_dot_export_dot_v1_dot_export__pb2.WatchExportsRequest.FromString,
                     response_serializer=videojob_dot_export_dot_v1_dot_export__pb2.VideoJob.SerializeToString,
             ),
     }
@@ -264,6 +285,33 @@ class ExportService:
             target,
             '/videojob.export.v1.ExportService/WatchExport',
             videojob_dot_export_dot_v1_dot_export__pb2.WatchExportRequest.SerializeToString,
+            videojob_dot_export_dot_v1_dot_export__pb2.VideoJob.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchExports(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/videojob.export.v1.ExportService/WatchExports',
+            videojob_dot_export_dot_v1_dot_export__pb2.WatchExportsRequest.SerializeToString,
             videojob_dot_export_dot_v1_dot_export__pb2.VideoJob.FromString,
             options,
             channel_credentials,

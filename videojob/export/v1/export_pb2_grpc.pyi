@@ -43,6 +43,13 @@ class ExportServiceStub:
     """The current state first, then every change; ends after a terminal state.
     Resumes after after_version when it is set.
     """
+    WatchExports: _grpc.UnaryStreamMultiCallable[_export_pb2.WatchExportsRequest, _export_pb2.VideoJob]
+    """A list-level watch: first the current state of every job it covers (the newest page_size
+    jobs of status, and each of ids that exists), then each change of a covered job, including
+    a job that newly enters that page. A job stays covered until it is terminal once it was
+    sent, so a change of status that moves it out of the page still arrives. Every status
+    change arrives; intermediate progress may be coalesced. Never ends by itself.
+    """
 
 @_typing.type_check_only
 class ExportServiceAsyncStub(ExportServiceStub):
@@ -58,6 +65,13 @@ class ExportServiceAsyncStub(ExportServiceStub):
     WatchExport: _aio.UnaryStreamMultiCallable[_export_pb2.WatchExportRequest, _export_pb2.VideoJob]  # type: ignore[assignment]
     """The current state first, then every change; ends after a terminal state.
     Resumes after after_version when it is set.
+    """
+    WatchExports: _aio.UnaryStreamMultiCallable[_export_pb2.WatchExportsRequest, _export_pb2.VideoJob]  # type: ignore[assignment]
+    """A list-level watch: first the current state of every job it covers (the newest page_size
+    jobs of status, and each of ids that exists), then each change of a covered job, including
+    a job that newly enters that page. A job stays covered until it is terminal once it was
+    sent, so a change of status that moves it out of the page still arrives. Every status
+    change arrives; intermediate progress may be coalesced. Never ends by itself.
     """
 
 class ExportServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -101,6 +115,19 @@ class ExportServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_export_pb2.VideoJob], _abc.AsyncIterator[_export_pb2.VideoJob]]:
         """The current state first, then every change; ends after a terminal state.
         Resumes after after_version when it is set.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchExports(
+        self,
+        request: _export_pb2.WatchExportsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_export_pb2.VideoJob], _abc.AsyncIterator[_export_pb2.VideoJob]]:
+        """A list-level watch: first the current state of every job it covers (the newest page_size
+        jobs of status, and each of ids that exists), then each change of a covered job, including
+        a job that newly enters that page. A job stays covered until it is terminal once it was
+        sent, so a change of status that moves it out of the page still arrives. Every status
+        change arrives; intermediate progress may be coalesced. Never ends by itself.
         """
 
 def add_ExportServiceServicer_to_server(servicer: ExportServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
