@@ -27,6 +27,7 @@ from gateway import sse
 from gateway.errors import EXCEPTION_HANDLERS, error_response
 from gateway.job_json import STATUS_BY_NAME, is_terminal, job_to_json, spec_from_json
 from gateway.list_watch import ListWatchHub, View
+from gateway.media import media_collection
 from gateway.middleware import BearerTokenMiddleware, BodySizeLimitMiddleware
 from gateway.openapi import (
     CURSOR_PATTERN,
@@ -52,6 +53,7 @@ HEALTH_CHECK_TIMEOUT_SECONDS = 2.0
 CURSOR = re.compile(CURSOR_PATTERN)
 CONTENT_TYPES = CONTAINER_MEDIA_TYPES
 LIVEZ_BODY = b'{"status":"ok"}'
+MEDIA_PATH = "/api/media"
 
 
 class Export:
@@ -320,7 +322,13 @@ def create_app(settings: Settings) -> Starlette:
         )
     if settings.api_token:
         middleware.append(Middleware(BearerTokenMiddleware, token=settings.api_token))
-    middleware.append(Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes))
+    middleware.append(
+        Middleware(
+            BodySizeLimitMiddleware,
+            max_bytes=settings.max_body_bytes,
+            streamed_paths=frozenset({MEDIA_PATH}),
+        )
+    )
 
     routes = [
         Route("/", index, methods=["GET"]),
@@ -329,6 +337,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/api/events", page_events, methods=["GET"]),
         Route("/api/jobs", jobs_collection, methods=["GET", "POST"]),
+        Route(MEDIA_PATH, media_collection, methods=["GET", "POST"]),
         Route("/api/jobs/{id}", get_job, methods=["GET"]),
         Route("/api/jobs/{id}/cancel", cancel_job, methods=["POST"]),
         Route("/api/jobs/{id}/events", job_events, methods=["GET"]),

@@ -271,6 +271,41 @@ COMPONENT_SCHEMAS: dict[str, dict[str, Any]] = {
             "retry": {"type": "integer"},
         },
     },
+    "Upload": {
+        "type": "object",
+        "required": ["path", "sizeBytes", "format"],
+        "properties": {
+            "path": {
+                "type": "string",
+                "description": "Relative to the media root: uploads/<name chosen by the gateway>.",
+            },
+            "sizeBytes": {"type": "integer"},
+            "format": {"type": "string", "description": "ffmpeg's demuxer names (mov,mp4,…)."},
+            "durationSeconds": {"type": ["number", "null"]},
+            "width": {"type": ["integer", "null"]},
+            "height": {"type": ["integer", "null"]},
+            "videoCodec": {"type": ["string", "null"]},
+            "audioCodec": {"type": ["string", "null"]},
+        },
+    },
+    "MediaList": {
+        "type": "object",
+        "required": ["files"],
+        "properties": {
+            "files": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["path", "sizeBytes", "modifiedAt"],
+                    "properties": {
+                        "path": {"type": "string", "description": "Relative to the media root."},
+                        "sizeBytes": {"type": "integer"},
+                        "modifiedAt": {"type": "string", "format": "date-time"},
+                    },
+                },
+            }
+        },
+    },
     "Error": {
         "type": "object",
         "required": ["code", "message"],
@@ -581,6 +616,75 @@ def _build() -> dict[str, Any]:
                         **_API_ERRORS,
                     },
                 }
+            },
+            "/api/media": {
+                "post": {
+                    "operationId": "uploadMedia",
+                    "summary": "Upload a clip, a soundtrack or an image into the media root.",
+                    "description": (
+                        "The request body is the file itself, streamed to disk. ffmpeg reads "
+                        "its header: a file with neither a video nor an audio stream (or "
+                        "that is a playlist of other files) is refused and removed. The "
+                        "gateway chooses the stored name; the returned `path` is the input "
+                        "path of a transcode (`source.transcode.inputPath`). The size limit is "
+                        "the gateway's `--max-upload-bytes` (default "
+                        f"{limits.DEFAULT_MAX_UPLOAD_BYTES} bytes), apart from the JSON body "
+                        "limit."
+                    ),
+                    "security": [{"bearer": []}, {}],
+                    "parameters": [
+                        {
+                            "name": "filename",
+                            "in": "query",
+                            "required": False,
+                            "description": "The client's file name: only its extension is kept.",
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/octet-stream": {
+                                "schema": {"type": "string", "format": "binary"}
+                            },
+                            "video/*": {"schema": {"type": "string", "format": "binary"}},
+                            "audio/*": {"schema": {"type": "string", "format": "binary"}},
+                            "image/*": {"schema": {"type": "string", "format": "binary"}},
+                        },
+                    },
+                    "responses": {
+                        "201": {
+                            "description": "Stored; what ffmpeg read from it.",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Upload"}
+                                }
+                            },
+                        },
+                        "413": _error("The file is larger than the gateway's upload limit."),
+                        "422": _error(
+                            "The body is empty or not a media file ffmpeg can read; `field` "
+                            "is `body`. Nothing is kept."
+                        ),
+                        **_API_ERRORS,
+                    },
+                },
+                "get": {
+                    "operationId": "listMedia",
+                    "summary": "The files in the media root, newest first.",
+                    "security": [{"bearer": []}, {}],
+                    "responses": {
+                        "200": {
+                            "description": "At most 1000 files (hidden files left out).",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/MediaList"}
+                                }
+                            },
+                        },
+                        **_API_ERRORS,
+                    },
+                },
             },
             "/api/jobs/{id}/download": {
                 "get": {

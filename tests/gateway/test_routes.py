@@ -245,6 +245,7 @@ def test_openapi_document_lists_every_route(client: httpx.Client, stack: Stack) 
         "/api/jobs/{id}/cancel",
         "/api/jobs/{id}/events",
         "/api/jobs/{id}/download",
+        "/api/media",
         "/healthz",
         "/livez",
     }
