@@ -13,18 +13,34 @@ render reported) is checked before ``complete`` is called (videojob.output_check
 that can see the output storage: a database server cannot.
 
 A refused change raises ``TransitionRejected`` carrying the job as it is now.
+
+Every committed change is also appended, in the same transaction, to the job's history (one
+``HistoryEntry`` per version: the named change, the state it left, when, and who wrote it). The
+history lives and dies with its job. Writes go through one conditional update per backend, so a
+further condition (the owner and lease epoch of the job, for several replicas) is one more term in
+that ``WHERE``; the job row and its history already carry ``owner`` and ``lease_epoch`` (unset
+until ownership exists).
+
+A database that cannot be reached raises ``StoreUnavailable`` (gRPC UNAVAILABLE); the store tells
+its availability listeners when it goes and comes back.
 """
 
 from __future__ import annotations
 
+import base64
 import enum
+import logging
+import os
+import socket
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from videojob import limits
-from videojob.errors import FailedPrecondition, NotFound
+from videojob.errors import FailedPrecondition, NotFound, Unavailable
+
+logger = logging.getLogger(__name__)
 
 
 class JobStatus(enum.StrEnum):
@@ -45,6 +61,19 @@ STAGE_CANCELLED = "Cancelled"
 
 # Progress below 100 is all a running job may show; 100 belongs to COMPLETED alone.
 MAX_RUNNING_PROGRESS = limits.MAX_RUNNING_PROGRESS
+
+
+class Change(enum.StrEnum):
+    """The named transitions, as the history records them."""
+
+    CREATE = "create"
+    PROGRESS = "progress"
+    BEGIN_ATTEMPT = "begin_attempt"
+    COMPLETE = "complete"
+    FAIL = "fail"
+    CANCEL = "cancel"
+    # The first entry of a job that existed before the history did: its state at the migration.
+    MIGRATED = "migrated"
 
 
 @dataclass(frozen=True)
@@ -80,6 +109,33 @@ class Job:
         return self.status in TERMINAL_STATUSES
 
 
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One committed change of a job: the state it left and who wrote it."""
+
+    job_id: str
+    version: int
+    change: Change
+    status: JobStatus
+    progress: float
+    stage: str
+    attempt: int
+    render_seq: int
+    error_code: str
+    recorded_at: datetime
+    # Which process wrote it (see default_writer); ``owner`` and ``lease_epoch`` name the owning
+    # replica and its lease once jobs have owners, None until then.
+    writer: str
+    owner: str | None
+    lease_epoch: int | None
+
+
+def default_writer(name: str = "") -> str:
+    """``name@host:pid``: which process wrote a change."""
+    prefix = f"{name}@" if name else ""
+    return f"{prefix}{socket.gethostname()}:{os.getpid()}"
+
+
 class JobNotFound(NotFound):
     def __init__(self, job_id: str) -> None:
         super().__init__(f"job {job_id!r} not found")
@@ -95,12 +151,46 @@ class TransitionRejected(FailedPrecondition):
         self.reason = reason
 
 
+class StoreUnavailable(Unavailable):
+    """The database cannot be reached (or dropped the connection mid-operation). A change that
+    raised this may or may not have committed; every change is conditional, so repeating it is
+    safe (a repeat of a committed terminal change is rejected, a create returns its job)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"the job database is unavailable: {detail}")
+        self.detail = detail
+
+
 @dataclass(frozen=True)
 class ListCursor:
     """Position after the last job of a page (newest first: created_at desc, id desc)."""
 
     created_at_us: int
     job_id: str
+
+
+def created_at_us(job: Job) -> int:
+    delta = job.created_at - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def cursor_after(job: Job) -> ListCursor:
+    return ListCursor(created_at_us(job), job.id)
+
+
+def encode_cursor(cursor: ListCursor) -> str:
+    raw = f"{cursor.created_at_us}:{cursor.job_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(token: str) -> ListCursor:
+    """Raises ValueError for anything encode_cursor did not produce."""
+    padded = token + "=" * (-len(token) % 4)
+    raw = base64.urlsafe_b64decode(padded.encode("ascii")).decode()
+    created, _, job_id = raw.partition(":")
+    if not job_id or not created.isdigit():
+        raise ValueError("malformed cursor")
+    return ListCursor(created_at_us=int(created), job_id=job_id)
 
 
 @dataclass(frozen=True)
@@ -118,17 +208,42 @@ class ProgressUpdate:
 ProgressResult = Job | TransitionRejected | JobNotFound
 
 ChangeListener = Callable[[Job], None]
+AvailabilityListener = Callable[[bool], None]
 
 
 class JobStore(ABC):
-    """The single record of every job. Implementations: sqlite.SqliteJobStore (PostgreSQL next)."""
+    """The single record of every job. Implementations: sqlite.SqliteJobStore and
+    postgres.PostgresJobStore; tests/export/test_store.py is the contract both pass."""
 
-    def __init__(self) -> None:
+    def __init__(self, writer: str = "") -> None:
         self._listeners: list[ChangeListener] = []
+        self._availability_listeners: list[AvailabilityListener] = []
+        self._available = True
+        self.writer = writer or default_writer()
 
     def add_listener(self, listener: ChangeListener) -> None:
         """``listener(job)`` is called in the event loop after every committed change."""
         self._listeners.append(listener)
+
+    def add_availability_listener(self, listener: AvailabilityListener) -> None:
+        """``listener(False)`` when the database stops answering, ``listener(True)`` when it
+        answers again; called in the event loop."""
+        self._availability_listeners.append(listener)
+
+    @property
+    def available(self) -> bool:
+        return self._available
+
+    def _set_available(self, available: bool, detail: str = "") -> None:
+        if available == self._available:
+            return
+        self._available = available
+        if available:
+            logger.warning("the job database answers again")
+        else:
+            logger.error("the job database is unavailable: %s", detail)
+        for listener in self._availability_listeners:
+            listener(available)
 
     def _committed(self, job: Job) -> Job:
         for listener in self._listeners:
@@ -158,6 +273,13 @@ class JobStore(ABC):
     async def list_pending_cancellations(self) -> list[Job]:
         """CANCELLED (or FAILED with release_render) jobs whose render is not yet known to be
         stopped and cleaned up."""
+
+    @abstractmethod
+    async def history(
+        self, job_id: str, *, after_version: int = 0, limit: int | None = None
+    ) -> list[HistoryEntry]:
+        """The job's committed changes with a version above ``after_version``, oldest first,
+        at most ``limit``; JobNotFound for an unknown job."""
 
     # Changes: one conditional update each.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from export_service.store.base import JobStore
+from export_service.store.postgres import PostgresJobStore
 from export_service.store.sqlite import SqliteJobStore
 
 DEFAULT_DATABASE = "sqlite:///var/export.db"
@@ -24,10 +25,12 @@ def sqlite_path(url: str) -> Path:
     return Path(url)
 
 
-async def open_store(url: str) -> JobStore:
-    if url.startswith(("postgresql://", "postgres://")):
-        raise ValueError(
-            "PostgreSQL is not implemented yet: implement export_service.store.base.JobStore "
-            "(every change one conditional UPDATE) and register it here; use sqlite:///path for now"
-        )
-    return await SqliteJobStore.open(sqlite_path(url))
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+async def open_store(url: str, writer: str = "") -> JobStore:
+    """The store for ``url``, its schema migrated. ``writer`` names this process in the job
+    history (default ``host:pid``). ValueError for a URL it cannot use."""
+    if url.startswith(POSTGRES_SCHEMES):
+        return await PostgresJobStore.open(url, writer)
+    return await SqliteJobStore.open(sqlite_path(url), writer)

@@ -8,16 +8,23 @@ other change with ``FULL``. In WAL mode a FULL commit syncs the log up to it, ea
 frames included, so a power loss can only lose the last progress writes, never a terminal state.
 Several stores (or processes) may share the file: SQLite's write lock and busy timeout serialize
 them, and the conditional updates keep the invariants whoever writes. Triggers repeat the
-invariants at the database level, so even a raw UPDATE cannot break them.
+invariants at the database level, so even a raw UPDATE cannot break them, and append every
+committed change to ``job_history`` in the same transaction.
+
+The schema is migrated on open, inside one ``BEGIN IMMEDIATE`` transaction (SQLite's write lock
+is the migration lock: a second process opening the file waits, then finds the work done);
+``schema_migrations`` says which migrations ran. A file made before migrations were recorded
+has the jobs table and no ``schema_migrations``: migration 1 is written so that it completes such
+a file (and an empty one) alike.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,6 +35,8 @@ from export_service.store.base import (
     STAGE_COMPLETE,
     STAGE_FAILED,
     STAGE_QUEUED,
+    Change,
+    HistoryEntry,
     Job,
     JobNotFound,
     JobStatus,
@@ -36,6 +45,9 @@ from export_service.store.base import (
     ProgressResult,
     ProgressUpdate,
     TransitionRejected,
+    created_at_us,
+    decode_cursor,
+    encode_cursor,
 )
 from export_service.store.worker import Priority, PriorityWorker
 from videojob.errors import ResourceExhausted
@@ -47,6 +59,8 @@ BUSY_TIMEOUT_MS = 15_000
 _ACTIVE_SQL = "('QUEUED', 'RUNNING')"
 _TERMINAL_SQL = "('COMPLETED', 'FAILED', 'CANCELLED')"
 
+# Migration 1: the jobs table as it was before migrations were recorded (IF NOT EXISTS: a file
+# of that time already has it; ADDED_COLUMNS brings an even older one up to it).
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -95,11 +109,99 @@ END;
 # them gets it on open, so existing files keep working.
 ADDED_COLUMNS = (("error_field", "TEXT NOT NULL DEFAULT ''"),)
 
+_HISTORY_VALUES = """(
+        NEW.id, NEW.version, NEW.last_change, NEW.status, NEW.progress, NEW.stage, NEW.attempt,
+        NEW.last_render_seq, NEW.error_code, NEW.updated_at, NEW.written_by, NEW.owner,
+        NEW.lease_epoch)"""
+_HISTORY_COLUMNS = (
+    "job_id, version, change, status, progress, stage, attempt, render_seq, error_code, "
+    "recorded_at, writer, owner, lease_epoch"
+)
+
+# Migration 2: the job history, and who wrote each change (owner and lease_epoch stay NULL
+# until jobs have owners). Jobs already in the file start their history with one "migrated"
+# entry: their state as it is.
+HISTORY_SCHEMA = f"""
+ALTER TABLE jobs ADD COLUMN last_change TEXT NOT NULL DEFAULT '{Change.CREATE}';
+ALTER TABLE jobs ADD COLUMN written_by TEXT NOT NULL DEFAULT '';
+ALTER TABLE jobs ADD COLUMN owner TEXT;
+ALTER TABLE jobs ADD COLUMN lease_epoch INTEGER;
+CREATE TABLE job_history (
+    job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    version INTEGER NOT NULL,
+    change TEXT NOT NULL,
+    status TEXT NOT NULL,
+    progress REAL NOT NULL,
+    stage TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    render_seq INTEGER NOT NULL,
+    error_code TEXT NOT NULL,
+    recorded_at INTEGER NOT NULL,
+    writer TEXT NOT NULL,
+    owner TEXT,
+    lease_epoch INTEGER,
+    PRIMARY KEY (job_id, version)
+) WITHOUT ROWID;
+UPDATE jobs SET last_change = '{Change.MIGRATED}', written_by = 'migration 2';
+INSERT INTO job_history ({_HISTORY_COLUMNS})
+    SELECT id, version, last_change, status, progress, stage, attempt, last_render_seq,
+           error_code, updated_at, written_by, owner, lease_epoch FROM jobs;
+CREATE TRIGGER job_history_on_insert AFTER INSERT ON jobs
+BEGIN
+    INSERT INTO job_history ({_HISTORY_COLUMNS}) VALUES {_HISTORY_VALUES};
+END;
+CREATE TRIGGER job_history_on_change AFTER UPDATE OF version ON jobs
+    WHEN NEW.version != OLD.version
+BEGIN
+    INSERT INTO job_history ({_HISTORY_COLUMNS}) VALUES {_HISTORY_VALUES};
+END;
+CREATE TRIGGER job_history_on_delete AFTER DELETE ON jobs
+BEGIN
+    DELETE FROM job_history WHERE job_id = OLD.id;
+END;
+"""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    apply: Callable[[sqlite3.Connection], None]
+
+
+def _migration_1(conn: sqlite3.Connection) -> None:
+    _run_script(conn, SCHEMA)
+    _add_missing_columns(conn)
+
+
+MIGRATIONS = (
+    Migration(1, "jobs", _migration_1),
+    Migration(2, "job history", lambda conn: _run_script(conn, HISTORY_SCHEMA)),
+)
+
+MIGRATIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    applied_at INTEGER NOT NULL
+        DEFAULT (CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER))
+)
+"""
+
 _COLUMNS = (
     "id, request_id, status, progress, stage, output_path, error_code, error_message, "
     "error_field, attempt, version, spec, created_at, updated_at, started_at, finished_at, "
     "last_render_seq, eta_seconds, output_size_bytes, output_duration_seconds, cancel_requested"
 )
+
+__all__ = [
+    "MIGRATIONS",
+    "SqliteJobStore",
+    "created_at_us",
+    "decode_cursor",
+    "encode_cursor",
+    "migrate",
+]
 
 
 def now_us() -> int:
@@ -141,37 +243,61 @@ def _job(row: sqlite3.Row) -> Job:
     )
 
 
-def created_at_us(job: Job) -> int:
-    delta = job.created_at - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+def _history_entry(row: sqlite3.Row) -> HistoryEntry:
+    recorded = _datetime(row["recorded_at"])
+    assert recorded is not None
+    return HistoryEntry(
+        job_id=row["job_id"],
+        version=row["version"],
+        change=Change(row["change"]),
+        status=JobStatus(row["status"]),
+        progress=row["progress"],
+        stage=row["stage"],
+        attempt=row["attempt"],
+        render_seq=row["render_seq"],
+        error_code=row["error_code"],
+        recorded_at=recorded,
+        writer=row["writer"],
+        owner=row["owner"],
+        lease_epoch=row["lease_epoch"],
+    )
 
 
-def encode_cursor(cursor: ListCursor) -> str:
-    raw = f"{cursor.created_at_us}:{cursor.job_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(token: str) -> ListCursor:
-    """Raises ValueError for anything encode_cursor did not produce."""
-    padded = token + "=" * (-len(token) % 4)
-    raw = base64.urlsafe_b64decode(padded.encode("ascii")).decode()
-    created, _, job_id = raw.partition(":")
-    if not job_id or not created.isdigit():
-        raise ValueError("malformed cursor")
-    return ListCursor(created_at_us=int(created), job_id=job_id)
+def migrate(conn: sqlite3.Connection) -> list[int]:
+    """Runs the migrations this file lacks, in one IMMEDIATE transaction; the versions run."""
+    ran: list[int] = []
+    with _transaction(conn):
+        conn.execute(MIGRATIONS_TABLE)
+        applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+        newest = max(migration.version for migration in MIGRATIONS)
+        if applied and max(applied) > newest:
+            raise ValueError(
+                f"the database has schema version {max(applied)}, newer than this code "
+                f"knows ({newest}): upgrade the export service"
+            )
+        for migration in MIGRATIONS:
+            if migration.version in applied:
+                continue
+            migration.apply(conn)
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                (migration.version, migration.name, now_us()),
+            )
+            ran.append(migration.version)
+    return ran
 
 
 class SqliteJobStore(JobStore):
-    def __init__(self, path: Path) -> None:
-        super().__init__()
+    def __init__(self, path: Path, writer: str = "") -> None:
+        super().__init__(writer)
         self.path = path
         self._worker = PriorityWorker("sqlite-store")
         self._conn: sqlite3.Connection | None = None
         self._synchronous = ""
 
     @classmethod
-    async def open(cls, path: Path) -> SqliteJobStore:
-        store = cls(path)
+    async def open(cls, path: Path, writer: str = "") -> SqliteJobStore:
+        store = cls(path, writer)
         await store._run(store._connect)
         return store
 
@@ -185,9 +311,12 @@ class SqliteJobStore(JobStore):
         conn.execute("PRAGMA synchronous=FULL")
         self._synchronous = "FULL"
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        with _transaction(conn):
-            _run_script(conn, SCHEMA)
-            _add_missing_columns(conn)
+        conn.execute("PRAGMA foreign_keys=ON")
+        try:
+            migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
         self._conn = conn
 
     async def close(self) -> None:
@@ -225,16 +354,25 @@ class SqliteJobStore(JobStore):
         return _job(row)
 
     def _update(
-        self, job_id: str, assignments: str, condition: str, params: dict[str, Any], reason: str
+        self,
+        job_id: str,
+        change: Change,
+        assignments: str,
+        condition: str,
+        params: dict[str, Any],
+        reason: str,
     ) -> Job:
-        """One conditional UPDATE in one transaction; raises TransitionRejected (with the
-        current job) or JobNotFound when the condition does not hold."""
+        """One conditional UPDATE in one transaction, the one way a job changes (a further
+        condition, such as the writer's lease, belongs here); raises TransitionRejected (with
+        the current job) or JobNotFound when the condition does not hold."""
         sql = (
-            f"UPDATE jobs SET {assignments}, version = version + 1, updated_at = :now "
+            f"UPDATE jobs SET {assignments}, version = version + 1, updated_at = :now, "
+            f"last_change = :change, written_by = :writer "
             f"WHERE id = :id AND ({condition}) RETURNING {_COLUMNS}"
         )
+        values = {**params, "id": job_id, "now": now_us(), "change": change, "writer": self.writer}
         with _transaction(self._db):
-            row = self._db.execute(sql, {**params, "id": job_id, "now": now_us()}).fetchone()
+            row = self._db.execute(sql, values).fetchone()
             if row is not None:
                 return _job(row)
             current = self._select(job_id)
@@ -279,6 +417,23 @@ class SqliteJobStore(JobStore):
         rows = await self._run(lambda: self._db.execute(sql).fetchall())
         return [_job(row) for row in rows]
 
+    async def history(
+        self, job_id: str, *, after_version: int = 0, limit: int | None = None
+    ) -> list[HistoryEntry]:
+        sql = (
+            f"SELECT {_HISTORY_COLUMNS} FROM job_history WHERE job_id = ? AND version > ? "
+            "ORDER BY version LIMIT ?"
+        )
+
+        def read() -> list[sqlite3.Row]:
+            with _transaction(self._db, write=False):
+                rows = self._db.execute(sql, (job_id, after_version, limit or -1)).fetchall()
+                if not rows:
+                    self._select(job_id)  # JobNotFound for an unknown job
+                return rows
+
+        return [_history_entry(row) for row in await self._run(read)]
+
     # Changes.
 
     async def create(
@@ -303,8 +458,9 @@ class SqliteJobStore(JobStore):
                 now = now_us()
                 row = self._db.execute(
                     "INSERT INTO jobs (id, request_id, status, progress, stage, spec, created_at, "
-                    f"updated_at) VALUES (?, ?, 'QUEUED', 0, ?, ?, ?, ?) RETURNING {_COLUMNS}",
-                    (job_id, request_id, STAGE_QUEUED, spec, now, now),
+                    "updated_at, last_change, written_by) "
+                    f"VALUES (?, ?, 'QUEUED', 0, ?, ?, ?, ?, ?, ?) RETURNING {_COLUMNS}",
+                    (job_id, request_id, STAGE_QUEUED, spec, now, now, Change.CREATE, self.writer),
                 ).fetchone()
                 return _job(row), True
 
@@ -346,6 +502,7 @@ class SqliteJobStore(JobStore):
             try:
                 return self._update(
                     update.job_id,
+                    Change.PROGRESS,
                     "progress = :progress, stage = :stage, eta_seconds = :eta, "
                     "last_render_seq = max(last_render_seq, :seq), "
                     "status = CASE WHEN :running THEN 'RUNNING' ELSE status END, "
@@ -385,6 +542,7 @@ class SqliteJobStore(JobStore):
                     raise TransitionRejected(current, "COMPLETED needs an output path")
                 return self._update(
                     job_id,
+                    Change.COMPLETE,
                     "status = 'COMPLETED', progress = 100, stage = :stage, "
                     "output_path = :path, output_size_bytes = :size, "
                     "output_duration_seconds = :duration, eta_seconds = 0, "
@@ -415,6 +573,7 @@ class SqliteJobStore(JobStore):
         return await self._change(
             lambda: self._update(
                 job_id,
+                Change.FAIL,
                 "status = 'FAILED', stage = :stage, error_code = :code, error_message = :message, "
                 "error_field = :field, eta_seconds = 0, finished_at = :now, "
                 "cancel_requested = :release",
@@ -435,6 +594,7 @@ class SqliteJobStore(JobStore):
         return await self._change(
             lambda: self._update(
                 job_id,
+                Change.CANCEL,
                 "status = 'CANCELLED', stage = :stage, cancel_requested = 1, eta_seconds = 0, "
                 "finished_at = :now",
                 f"status IN {_ACTIVE_SQL}",
@@ -448,6 +608,7 @@ class SqliteJobStore(JobStore):
         return await self._change(
             lambda: self._update(
                 job_id,
+                Change.BEGIN_ATTEMPT,
                 "attempt = attempt + 1, last_render_seq = 0",
                 f"status IN {_ACTIVE_SQL} AND attempt = :expected",
                 {"expected": expected_attempt},
@@ -481,11 +642,12 @@ def _add_missing_columns(conn: sqlite3.Connection) -> None:
 
 
 @contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+def _transaction(conn: sqlite3.Connection, *, write: bool = True) -> Iterator[None]:
+    """IMMEDIATE (the write lock at once) for changes, DEFERRED (one snapshot) for reads."""
     if conn.in_transaction:  # nested: the outer transaction commits
         yield
         return
-    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("BEGIN IMMEDIATE" if write else "BEGIN DEFERRED")
     try:
         yield
     except BaseException:

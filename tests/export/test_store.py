@@ -1,13 +1,19 @@
-"""The store's invariants, attacked directly on real SQLite files."""
+"""The store contract: every named transition's invariants, attacked directly, on both backends.
+
+Each test runs on SQLite (a real file) and on PostgreSQL (a schema of this run's database, see
+tests/conftest.py); what only one backend has is tested in test_store_sqlite.py and
+test_store_postgres.py."""
 
 from __future__ import annotations
 
 import asyncio
 import random
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from export_service.store import (
@@ -15,32 +21,97 @@ from export_service.store import (
     JobNotFound,
     JobStatus,
     JobStore,
+    ListCursor,
     ProgressUpdate,
     TransitionRejected,
     open_store,
 )
-from export_service.store.sqlite import SqliteJobStore, decode_cursor, encode_cursor
+from export_service.store.base import Change, created_at_us, decode_cursor, encode_cursor
+from tests.support.postgres import create_schema, run_sync
 from videojob.errors import ResourceExhausted
 
 
+class RawRefused(Exception):
+    """The database refused a raw statement (a constraint or trigger)."""
+
+
+@dataclass
+class Backend:
+    """One database, with ways to open stores on it and to run raw SQL against it."""
+
+    name: str
+    url: str
+    opened: list[JobStore] = field(default_factory=list)
+
+    async def open(self, writer: str = "") -> JobStore:
+        store = await open_store(self.url, writer)
+        self.opened.append(store)
+        return store
+
+    async def raw(self, sql: str) -> None:
+        """Runs ``sql`` outside the store; RawRefused when the database refuses it."""
+        if self.name == "sqlite":
+            await asyncio.to_thread(self._raw_sqlite, sql)
+            return
+        conn = await asyncpg.connect(self.url)
+        try:
+            await conn.execute(sql)
+        except asyncpg.IntegrityConstraintViolationError as error:
+            raise RawRefused(str(error)) from error
+        finally:
+            await conn.close()
+
+    def _raw_sqlite(self, sql: str) -> None:
+        conn = sqlite3.connect(self.url.removeprefix("sqlite:///"), isolation_level=None)
+        try:
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute(sql)
+        except sqlite3.IntegrityError as error:
+            raise RawRefused(str(error)) from error
+        finally:
+            conn.close()
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgresql),
+    ]
+)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'jobs.db'}"
+    return run_sync(create_schema(request.getfixturevalue("postgres_database")))
+
+
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteJobStore]:
-    opened = await SqliteJobStore.open(tmp_path / "jobs.db")
+async def backend(database_url: str) -> AsyncIterator[Backend]:
+    name = "sqlite" if database_url.startswith("sqlite") else "postgresql"
+    opened = Backend(name, database_url)
     yield opened
-    await opened.close()
+    for store in opened.opened:
+        await store.close()
 
 
-def output_file(tmp_path: Path, name: str = "out.mp4", content: bytes = b"video") -> str:
-    path = tmp_path / name
-    path.write_bytes(content)
-    return str(path)
+@pytest.fixture
+async def store(backend: Backend) -> JobStore:
+    return await backend.open("contract-test")
 
 
-async def new_job(store: SqliteJobStore, job_id: str = "job1", request_id: str = "") -> None:
+OUTPUT = "/renders/out.mp4"  # the store never looks at it
+
+
+async def new_job(store: JobStore, job_id: str = "job1", request_id: str = "") -> None:
     await store.create(job_id=job_id, request_id=request_id or f"req-{job_id}", spec=b"spec")
 
 
-async def test_create_and_get(store: SqliteJobStore) -> None:
+async def complete(store: JobStore, job_id: str, render_seq: int = 9) -> Job:
+    return await store.complete(
+        job_id, output_path=OUTPUT, size_bytes=5, duration_seconds=1, render_seq=render_seq
+    )
+
+
+async def test_create_and_get(store: JobStore) -> None:
     job, created = await store.create(job_id="a1", request_id="r1", spec=b"\x01\x02")
     assert created
     assert (job.status, job.progress, job.version, job.attempt) == (JobStatus.QUEUED, 0, 1, 1)
@@ -50,7 +121,7 @@ async def test_create_and_get(store: SqliteJobStore) -> None:
         await store.get("nope")
 
 
-async def test_create_is_idempotent_on_request_id(store: SqliteJobStore) -> None:
+async def test_create_is_idempotent_on_request_id(store: JobStore) -> None:
     first, created = await store.create(job_id="a1", request_id="same", spec=b"x")
     again, created_again = await store.create(job_id="a2", request_id="same", spec=b"y")
     assert created and not created_again
@@ -59,7 +130,7 @@ async def test_create_is_idempotent_on_request_id(store: SqliteJobStore) -> None
         await store.get("a2")
 
 
-async def test_every_change_raises_version_by_one(store: SqliteJobStore, tmp_path: Path) -> None:
+async def test_every_change_raises_version_by_one(store: JobStore) -> None:
     seen: list[tuple[str, int]] = []
     store.add_listener(lambda job: seen.append((job.id, job.version)))
     await new_job(store)
@@ -74,9 +145,7 @@ async def test_every_change_raises_version_by_one(store: SqliteJobStore, tmp_pat
     assert job.started_at is not None
     job = await store.begin_attempt("job1", expected_attempt=1)
     assert (job.attempt, job.version, job.last_render_seq) == (2, 4, 0)
-    job = await store.complete(
-        "job1", output_path=output_file(tmp_path), size_bytes=5, duration_seconds=1, render_seq=9
-    )
+    job = await complete(store, "job1")
     assert (job.status, job.progress, job.stage, job.version) == (
         JobStatus.COMPLETED,
         100,
@@ -87,7 +156,7 @@ async def test_every_change_raises_version_by_one(store: SqliteJobStore, tmp_pat
     assert seen == [("job1", v) for v in range(1, 6)]
 
 
-async def test_progress_never_decreases(store: SqliteJobStore) -> None:
+async def test_progress_never_decreases(store: JobStore) -> None:
     await new_job(store)
     await store.record_progress("job1", progress=50, stage="Rendering", eta_seconds=1, render_seq=5)
     with pytest.raises(TransitionRejected) as rejected:
@@ -102,7 +171,7 @@ async def test_progress_never_decreases(store: SqliteJobStore) -> None:
     assert (same.stage, same.version) == ("Finalizing", 3)
 
 
-async def test_progress_100_only_with_completed(store: SqliteJobStore) -> None:
+async def test_progress_100_only_with_completed(store: JobStore) -> None:
     await new_job(store)
     for bad in (100.0, 150.0, -1.0):
         with pytest.raises(TransitionRejected):
@@ -112,16 +181,12 @@ async def test_progress_100_only_with_completed(store: SqliteJobStore) -> None:
     assert (await store.get("job1")).version == 1
 
 
-async def test_late_progress_after_completion_is_rejected(
-    store: SqliteJobStore, tmp_path: Path
-) -> None:
+async def test_late_changes_after_completion_are_rejected(store: JobStore) -> None:
     await new_job(store)
     await store.record_progress(
         "job1", progress=95, stage="Finalizing", eta_seconds=0, render_seq=3
     )
-    done = await store.complete(
-        "job1", output_path=output_file(tmp_path), size_bytes=5, duration_seconds=1, render_seq=4
-    )
+    done = await complete(store, "job1", render_seq=4)
     with pytest.raises(TransitionRejected) as rejected:
         await store.record_progress(
             "job1", progress=96, stage="Finalizing", eta_seconds=0, render_seq=5
@@ -131,27 +196,23 @@ async def test_late_progress_after_completion_is_rejected(
         store.fail("job1", code="X", message="late"),
         store.cancel("job1"),
         store.begin_attempt("job1", expected_attempt=1),
-        store.complete(
-            "job1",
-            output_path=output_file(tmp_path),
-            size_bytes=5,
-            duration_seconds=1,
-            render_seq=6,
-        ),
+        complete(store, "job1", render_seq=6),
     ):
-        with pytest.raises(TransitionRejected):
+        with pytest.raises(TransitionRejected) as refused:
             await change
+        assert refused.value.current == done
     assert await store.get("job1") == done
 
 
 async def test_completion_needs_an_output_path_but_does_not_look_at_files(
-    store: SqliteJobStore, tmp_path: Path
+    store: JobStore, tmp_path: Path
 ) -> None:
     """The store records; whether the file is there is checked by whoever can see the output
     storage, before complete() (a database server cannot)."""
     await new_job(store)
-    with pytest.raises(TransitionRejected):
+    with pytest.raises(TransitionRejected) as refused:
         await store.complete("job1", output_path="", size_bytes=0, duration_seconds=1, render_seq=2)
+    assert "output path" in refused.value.reason
     job = await store.get("job1")
     assert (job.status, job.version, job.output_path) == (JobStatus.QUEUED, 1, "")
     elsewhere = str(tmp_path / "on-another-machine.mp4")
@@ -161,7 +222,7 @@ async def test_completion_needs_an_output_path_but_does_not_look_at_files(
     assert (done.status, done.output_path, done.version) == (JobStatus.COMPLETED, elsewhere, 2)
 
 
-async def test_a_failure_names_its_field(store: SqliteJobStore) -> None:
+async def test_a_failure_names_its_field(store: JobStore) -> None:
     await new_job(store, "a")
     await new_job(store, "b")
     failed = await store.fail(
@@ -175,34 +236,7 @@ async def test_a_failure_names_its_field(store: SqliteJobStore) -> None:
     assert (await store.fail("b", code="FFMPEG_ERROR", message="boom")).error_field == ""
 
 
-async def test_a_database_made_before_error_field_still_opens(tmp_path: Path) -> None:
-    """A file whose jobs table lacks a later column gets it on open; its jobs read as before."""
-    path = tmp_path / "old.db"
-    store = await SqliteJobStore.open(path)
-    await new_job(store, "old")
-    await store.fail("old", code="FFMPEG_ERROR", message="boom")
-    await store.close()
-    with sqlite3.connect(path) as conn:
-        conn.execute("DROP TRIGGER jobs_invariants")
-        conn.execute("ALTER TABLE jobs DROP COLUMN error_field")
-        assert "error_field" not in {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
-    conn.close()
-    reopened = await SqliteJobStore.open(path)
-    try:
-        old = await reopened.get("old")
-        assert (old.status, old.error_code, old.error_field) == (
-            JobStatus.FAILED,
-            "FFMPEG_ERROR",
-            "",
-        )
-        await new_job(reopened, "new")
-        failed = await reopened.fail("new", code="INVALID_INPUT", message="m", field="spec.output")
-        assert failed.error_field == "spec.output"
-    finally:
-        await reopened.close()
-
-
-async def test_cancel_and_fail_are_final(store: SqliteJobStore, tmp_path: Path) -> None:
+async def test_cancel_and_fail_are_final(store: JobStore) -> None:
     await new_job(store, "c")
     await new_job(store, "f")
     cancelled = await store.cancel("c")
@@ -214,18 +248,17 @@ async def test_cancel_and_fail_are_final(store: SqliteJobStore, tmp_path: Path) 
         "Failed",
     )
     with pytest.raises(TransitionRejected):
-        await store.complete(
-            "c", output_path=output_file(tmp_path), size_bytes=5, duration_seconds=1, render_seq=1
-        )
+        await complete(store, "c", render_seq=1)
     with pytest.raises(TransitionRejected):
         await store.cancel("f")
     assert [j.id for j in await store.list_pending_cancellations()] == ["c"]
     await store.render_released("c")
     assert await store.list_pending_cancellations() == []
     assert (await store.get("c")).version == cancelled.version
+    assert [entry.version for entry in await store.history("c")] == [1, 2]
 
 
-async def test_a_failure_can_ask_for_the_render_to_be_released(store: SqliteJobStore) -> None:
+async def test_a_failure_can_ask_for_the_render_to_be_released(store: JobStore) -> None:
     await new_job(store, "given-up")
     await new_job(store, "verdict")
     given_up = await store.fail("given-up", code="RENDER_LOST", message="lost", release_render=True)
@@ -237,16 +270,18 @@ async def test_a_failure_can_ask_for_the_render_to_be_released(store: SqliteJobS
     assert (await store.get("given-up")).status is JobStatus.FAILED
 
 
-async def test_unknown_job_changes_are_not_found(store: SqliteJobStore) -> None:
+async def test_unknown_job_changes_are_not_found(store: JobStore) -> None:
     with pytest.raises(JobNotFound):
         await store.cancel("ghost")
     with pytest.raises(JobNotFound):
         await store.record_progress(
             "ghost", progress=1, stage="Rendering", eta_seconds=0, render_seq=1
         )
+    with pytest.raises(JobNotFound):
+        await store.history("ghost")
 
 
-async def test_begin_attempt_is_compare_and_set(store: SqliteJobStore) -> None:
+async def test_begin_attempt_is_compare_and_set(store: JobStore) -> None:
     await new_job(store)
     await store.begin_attempt("job1", expected_attempt=1)
     with pytest.raises(TransitionRejected):
@@ -254,36 +289,29 @@ async def test_begin_attempt_is_compare_and_set(store: SqliteJobStore) -> None:
     assert (await store.get("job1")).attempt == 2
 
 
-async def test_raw_sql_cannot_break_the_invariants(store: SqliteJobStore, tmp_path: Path) -> None:
+async def test_raw_sql_cannot_break_the_invariants(store: JobStore, backend: Backend) -> None:
     await new_job(store)
     await store.record_progress("job1", progress=40, stage="Rendering", eta_seconds=0, render_seq=1)
-    conn = sqlite3.connect(store.path, isolation_level=None)
-    try:
-        attacks = [
-            "UPDATE jobs SET progress = 10, version = version + 1",
-            "UPDATE jobs SET progress = 100, version = version + 1",
-            "UPDATE jobs SET status = 'COMPLETED', progress = 100, version = version + 1",
-            "UPDATE jobs SET version = version + 2",
-            "UPDATE jobs SET stage = 'Sneaky'",
-        ]
-        for attack in attacks:
-            with pytest.raises(sqlite3.IntegrityError):
-                conn.execute(attack)
-        await store.complete(
-            "job1",
-            output_path=output_file(tmp_path),
-            size_bytes=5,
-            duration_seconds=1,
-            render_seq=2,
-        )
-        with pytest.raises(sqlite3.IntegrityError):
-            conn.execute("UPDATE jobs SET status = 'RUNNING', version = version + 1")
-    finally:
-        conn.close()
-    assert (await store.get("job1")).status is JobStatus.COMPLETED
+    attacks = [
+        "UPDATE jobs SET progress = 10, version = version + 1",
+        "UPDATE jobs SET progress = 100, version = version + 1",
+        "UPDATE jobs SET status = 'COMPLETED', progress = 100, version = version + 1",
+        "UPDATE jobs SET version = version + 2",
+        "UPDATE jobs SET stage = 'Sneaky'",
+        "UPDATE jobs SET status = 'LOST', version = version + 1",
+    ]
+    for attack in attacks:
+        with pytest.raises(RawRefused):
+            await backend.raw(attack)
+    await complete(store, "job1", render_seq=2)
+    with pytest.raises(RawRefused):
+        await backend.raw("UPDATE jobs SET status = 'RUNNING', progress = 50, version = 4")
+    job = await store.get("job1")
+    assert (job.status, job.version) == (JobStatus.COMPLETED, 3)
+    assert [entry.version for entry in await store.history("job1")] == [1, 2, 3]
 
 
-async def test_max_active_jobs(store: SqliteJobStore) -> None:
+async def test_max_active_jobs(store: JobStore) -> None:
     await store.create(job_id="a", request_id="ra", spec=b"", max_active=2)
     await store.create(job_id="b", request_id="rb", spec=b"", max_active=2)
     with pytest.raises(ResourceExhausted):
@@ -294,15 +322,12 @@ async def test_max_active_jobs(store: SqliteJobStore) -> None:
     await store.create(job_id="c", request_id="rc", spec=b"", max_active=2)
 
 
-async def test_list_newest_first_with_cursor_and_filter(store: SqliteJobStore) -> None:
+async def test_list_newest_first_with_cursor_and_filter(store: JobStore) -> None:
     for index in range(7):
         await new_job(store, f"j{index}")
     await store.cancel("j3")
     page = await store.list_jobs(limit=3)
     assert [j.id for j in page] == ["j6", "j5", "j4"]
-    from export_service.store import ListCursor
-    from export_service.store.sqlite import created_at_us
-
     cursor = ListCursor(created_at_us(page[-1]), page[-1].id)
     assert decode_cursor(encode_cursor(cursor)) == cursor
     rest = await store.list_jobs(limit=10, after=cursor)
@@ -315,82 +340,196 @@ async def test_list_newest_first_with_cursor_and_filter(store: SqliteJobStore) -
             decode_cursor(bad)
 
 
-async def test_wal_mode_and_persistence(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'sub' / 'db.sqlite'}"
-    first = await open_store(url)
-    await new_job(first)  # type: ignore[arg-type]
+async def test_jobs_and_history_persist_across_reopening(backend: Backend) -> None:
+    first = await backend.open("first")
+    await new_job(first)
+    await first.record_progress("job1", progress=5, stage="Rendering", eta_seconds=1, render_seq=1)
     await first.close()
-    second = await open_store(str(tmp_path / "sub" / "db.sqlite"))
-    try:
-        assert (await second.get("job1")).status is JobStatus.QUEUED
-    finally:
-        await second.close()
-    conn = sqlite3.connect(tmp_path / "sub" / "db.sqlite")
-    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    conn.close()
+    second = await backend.open("second")
+    job = await second.get("job1")
+    assert (job.status, job.version, job.progress) == (JobStatus.RUNNING, 2, 5)
+    await second.cancel("job1")
+    history = await second.history("job1")
+    assert [(entry.version, entry.writer) for entry in history] == [
+        (1, "first"),
+        (2, "first"),
+        (3, "second"),
+    ]
 
 
-async def test_postgresql_is_not_yet_supported() -> None:
-    with pytest.raises(ValueError, match="PostgreSQL"):
-        await open_store("postgresql://localhost/videojob")
-    with pytest.raises(ValueError):
-        await open_store("mysql://x")
+async def test_the_history_records_every_committed_change(store: JobStore) -> None:
+    """One entry per version, in the same transaction as the change: the named change, the
+    state it left, when and who wrote it. Refused changes leave no entry."""
+    await new_job(store)
+    await store.record_progress("job1", progress=0, stage="Queued", eta_seconds=0, render_seq=1)
+    await store.record_progress("job1", progress=30, stage="Rendering", eta_seconds=2, render_seq=4)
+    with pytest.raises(TransitionRejected):
+        await store.record_progress(
+            "job1", progress=20, stage="Rendering", eta_seconds=2, render_seq=5
+        )
+    await store.begin_attempt("job1", expected_attempt=1)
+    with pytest.raises(TransitionRejected):
+        await store.begin_attempt("job1", expected_attempt=1)
+    failed = await store.fail("job1", code="RENDER_LOST", message="gone", release_render=True)
+    with pytest.raises(TransitionRejected):
+        await store.cancel("job1")
+    await store.render_released("job1")  # bookkeeping, not a change
+
+    history = await store.history("job1")
+    assert [
+        (e.version, e.change, e.status, e.progress, e.stage, e.attempt, e.render_seq, e.error_code)
+        for e in history
+    ] == [
+        (1, Change.CREATE, JobStatus.QUEUED, 0, "Queued", 1, 0, ""),
+        (2, Change.PROGRESS, JobStatus.QUEUED, 0, "Queued", 1, 1, ""),
+        (3, Change.PROGRESS, JobStatus.RUNNING, 30, "Rendering", 1, 4, ""),
+        (4, Change.BEGIN_ATTEMPT, JobStatus.RUNNING, 30, "Rendering", 2, 0, ""),
+        (5, Change.FAIL, JobStatus.FAILED, 30, "Failed", 2, 0, "RENDER_LOST"),
+    ]
+    assert {(e.writer, e.owner, e.lease_epoch) for e in history} == {("contract-test", None, None)}
+    times = [e.recorded_at for e in history]
+    assert times == sorted(times) and times[-1] == failed.updated_at
+    assert [e.version for e in await store.history("job1", after_version=2, limit=2)] == [3, 4]
+    assert await store.history("job1", after_version=5) == []
 
 
-async def test_concurrent_writers_never_lose_or_double_apply(tmp_path: Path) -> None:
-    path = tmp_path / "shared.db"
-    stores = [await SqliteJobStore.open(path), await SqliteJobStore.open(path)]
-    out = output_file(tmp_path)
-    try:
-        job_ids = [f"race{index}" for index in range(12)]
-        for job_id in job_ids:
-            await new_job(stores[0], job_id)
-        applied: dict[str, list[str]] = {job_id: [] for job_id in job_ids}
-        progress_writes: dict[str, int] = dict.fromkeys(job_ids, 0)
-        rng = random.Random(7)
+async def test_the_history_is_deleted_with_its_job(store: JobStore, backend: Backend) -> None:
+    await new_job(store, "gone")
+    await new_job(store, "kept")
+    await store.cancel("gone")
+    await store.cancel("kept")
+    await backend.raw("DELETE FROM jobs WHERE id = 'gone'")
+    with pytest.raises(JobNotFound):
+        await store.history("gone")
+    assert [e.change for e in await store.history("kept")] == [Change.CREATE, Change.CANCEL]
+    await new_job(store, "gone")  # the id is free again, with a history of its own
+    assert [e.version for e in await store.history("gone")] == [1]
 
-        async def progress(job_id: str, value: float) -> None:
-            try:
-                await rng.choice(stores).record_progress(
-                    job_id, progress=value, stage="Rendering", eta_seconds=1, render_seq=int(value)
+
+async def test_every_store_opening_at_once_migrates_the_schema_once(backend: Backend) -> None:
+    """Processes starting together: the migration runs under a lock, once; the version table
+    says which migrations ran."""
+    stores = await asyncio.gather(*(backend.open(f"starter-{index}") for index in range(4)))
+    await new_job(stores[0])
+    assert (await stores[3].get("job1")).version == 1
+    await backend.raw("INSERT INTO schema_migrations (version, name) VALUES (99, 'future')")
+    with pytest.raises(ValueError, match="schema version 99"):
+        await backend.open("too-old")
+
+
+async def test_concurrent_terminal_writes_on_one_job_apply_exactly_one(backend: Backend) -> None:
+    """Four stores (four connections, as four processes would have) race every terminal
+    change on each job: one wins, the others are refused and see the winner."""
+    stores = [await backend.open(f"writer-{index}") for index in range(4)]
+    rng = random.Random(3)
+    for round_number in range(5):
+        job_id = f"contested{round_number}"
+        await new_job(stores[0], job_id)
+        kinds = ["complete", "cancel", "fail", "attempt"] * 3
+        rng.shuffle(kinds)
+        outcomes = await asyncio.gather(
+            *(write_change(stores[index % 4], job_id, kind) for index, kind in enumerate(kinds)),
+            return_exceptions=True,
+        )
+        winners = [kind for kind, won in zip(kinds, outcomes, strict=True) if won is True]
+        terminal_winners = [kind for kind in winners if kind != "attempt"]
+        assert len(terminal_winners) == 1, (kinds, outcomes)
+        assert all(won in (True, False) for won in outcomes), outcomes
+        job = await stores[1].get(job_id)
+        assert job.status is TERMINAL_OF[terminal_winners[0]]
+        assert job.version == 1 + len(winners)
+        history = await stores[2].history(job_id)
+        assert [e.version for e in history] == list(range(1, job.version + 1))
+        assert [e.status in TERMINAL_OF.values() for e in history].count(True) == 1
+        assert history[-1].status is job.status
+
+
+async def test_creates_with_one_request_id_at_once_make_one_job(backend: Backend) -> None:
+    stores = [await backend.open(f"creator-{index}") for index in range(3)]
+    for round_number in range(5):
+        request_id = f"same-request-{round_number}"
+        results = await asyncio.gather(
+            *(
+                stores[index % 3].create(
+                    job_id=f"r{round_number}-{index}", request_id=request_id, spec=b"s"
                 )
-                progress_writes[job_id] += 1
-            except TransitionRejected:
-                pass
-
-        async def terminal(job_id: str, kind: str) -> None:
-            if await write_terminal(rng.choice(stores), job_id, kind, out):
-                applied[job_id].append(kind)
-
-        tasks = []
-        for job_id in job_ids:
-            tasks += [progress(job_id, float(v)) for v in range(1, 30)]
-            tasks += [terminal(job_id, kind) for kind in ("complete", "cancel", "fail") * 3]
-        rng.shuffle(tasks)
-        await asyncio.gather(*tasks)
-
-        for job_id in job_ids:
-            assert len(applied[job_id]) == 1, applied[job_id]
-            job = await stores[1].get(job_id)
-            expected = {"complete": JobStatus.COMPLETED, "cancel": JobStatus.CANCELLED}
-            assert job.status is expected.get(applied[job_id][0], JobStatus.FAILED)
-            assert job.version == 1 + progress_writes[job_id] + 1
-    finally:
-        for store in stores:
-            await store.close()
+                for index in range(6)
+            )
+        )
+        assert [created for _, created in results].count(True) == 1
+        assert len({job.id for job, _ in results}) == 1
+        assert len({job.version for job, _ in results}) == 1
+    jobs = await stores[0].list_jobs(limit=100)
+    assert len(jobs) == 5
 
 
-async def test_progress_batch_applies_each_update_on_its_own(
-    store: SqliteJobStore, tmp_path: Path
-) -> None:
+async def test_max_active_jobs_holds_when_writers_create_at_once(backend: Backend) -> None:
+    """No count-then-insert race: creates from several stores at once never exceed the limit."""
+    stores = [await backend.open(f"creator-{index}") for index in range(3)]
+    limit = 4
+
+    async def create(index: int) -> bool:
+        try:
+            await stores[index % 3].create(
+                job_id=f"j{index}", request_id=f"r{index}", spec=b"", max_active=limit
+            )
+        except ResourceExhausted:
+            return False
+        return True
+
+    accepted = await asyncio.gather(*(create(index) for index in range(24)))
+    assert accepted.count(True) == limit
+    assert len(await stores[0].list_active()) == limit
+    await stores[1].cancel((await stores[1].list_active())[0].id)
+    accepted = await asyncio.gather(*(create(index) for index in range(100, 112)))
+    assert accepted.count(True) == 1
+    assert len(await stores[2].list_active()) == limit
+
+
+async def test_concurrent_writers_never_lose_or_double_apply(backend: Backend) -> None:
+    stores = [await backend.open("a"), await backend.open("b")]
+    job_ids = [f"race{index}" for index in range(12)]
+    for job_id in job_ids:
+        await new_job(stores[0], job_id)
+    applied: dict[str, list[str]] = {job_id: [] for job_id in job_ids}
+    progress_writes: dict[str, int] = dict.fromkeys(job_ids, 0)
+    rng = random.Random(7)
+
+    async def progress(job_id: str, value: float) -> None:
+        try:
+            await rng.choice(stores).record_progress(
+                job_id, progress=value, stage="Rendering", eta_seconds=1, render_seq=int(value)
+            )
+            progress_writes[job_id] += 1
+        except TransitionRejected:
+            pass
+
+    async def terminal(job_id: str, kind: str) -> None:
+        if await write_change(rng.choice(stores), job_id, kind):
+            applied[job_id].append(kind)
+
+    tasks = []
+    for job_id in job_ids:
+        tasks += [progress(job_id, float(v)) for v in range(1, 30)]
+        tasks += [terminal(job_id, kind) for kind in ("complete", "cancel", "fail") * 3]
+    rng.shuffle(tasks)
+    await asyncio.gather(*tasks)
+
+    for job_id in job_ids:
+        assert len(applied[job_id]) == 1, applied[job_id]
+        job = await stores[1].get(job_id)
+        assert job.status is TERMINAL_OF[applied[job_id][0]]
+        assert job.version == 1 + progress_writes[job_id] + 1
+        assert len(await stores[0].history(job_id)) == job.version
+
+
+async def test_progress_batch_applies_each_update_on_its_own(store: JobStore) -> None:
     for job_id in ("queued", "running", "done", "twice"):
         await new_job(store, job_id)
     await store.record_progress(
         "running", progress=50, stage="Rendering", eta_seconds=1, render_seq=5
     )
-    await store.complete(
-        "done", output_path=output_file(tmp_path), size_bytes=5, duration_seconds=1, render_seq=3
-    )
+    await complete(store, "done", render_seq=3)
     before = {job_id: await store.get(job_id) for job_id in ("running", "done")}
     notified: list[tuple[str, int]] = []
     store.add_listener(lambda job: notified.append((job.id, job.version)))
@@ -421,100 +560,47 @@ async def test_progress_batch_applies_each_update_on_its_own(
     assert notified == [("queued", 2), ("twice", 2), ("twice", 3)]
     for job_id, job in before.items():
         assert await store.get(job_id) == job
+    assert [e.progress for e in await store.history("twice")] == [0, 20, 30]
 
 
-async def test_batched_progress_racing_terminal_changes(tmp_path: Path) -> None:
-    """Batches from two stores on one file against complete/cancel/fail: one terminal state
-    per job, and version = 1 + applied progress updates + 1."""
-    path = tmp_path / "shared.db"
-    stores = [await SqliteJobStore.open(path), await SqliteJobStore.open(path)]
-    out = output_file(tmp_path)
-    try:
-        job_ids = [f"race{index}" for index in range(10)]
-        for job_id in job_ids:
-            await new_job(stores[0], job_id)
-        applied: dict[str, int] = dict.fromkeys(job_ids, 0)
-        terminal_writes: dict[str, int] = dict.fromkeys(job_ids, 0)
-        rng = random.Random(11)
+async def test_batched_progress_racing_terminal_changes(backend: Backend) -> None:
+    """Batches from two stores on one database against complete/cancel/fail: one terminal
+    state per job, and version = 1 + applied progress updates + 1."""
+    stores = [await backend.open("a"), await backend.open("b")]
+    job_ids = [f"race{index}" for index in range(10)]
+    for job_id in job_ids:
+        await new_job(stores[0], job_id)
+    applied: dict[str, int] = dict.fromkeys(job_ids, 0)
+    terminal_writes: dict[str, int] = dict.fromkeys(job_ids, 0)
+    rng = random.Random(11)
 
-        async def batch(value: float) -> None:
-            chosen = rng.sample(job_ids, 6)
-            updates = [
-                ProgressUpdate(job_id, value, "Rendering", 1, int(value)) for job_id in chosen
-            ]
-            results = await rng.choice(stores).record_progress_batch(
-                updates, urgent=rng.random() < 0.3
-            )
-            for job_id, result in zip(chosen, results, strict=True):
-                if isinstance(result, Job):
-                    applied[job_id] += 1
-                else:
-                    assert isinstance(result, TransitionRejected)
+    async def batch(value: float) -> None:
+        chosen = rng.sample(job_ids, 6)
+        updates = [ProgressUpdate(job_id, value, "Rendering", 1, int(value)) for job_id in chosen]
+        results = await rng.choice(stores).record_progress_batch(updates, urgent=rng.random() < 0.3)
+        for job_id, result in zip(chosen, results, strict=True):
+            if isinstance(result, Job):
+                applied[job_id] += 1
+            else:
+                assert isinstance(result, TransitionRejected)
 
-        async def terminal(job_id: str, kind: str) -> None:
-            if await write_terminal(rng.choice(stores), job_id, kind, out):
-                terminal_writes[job_id] += 1
+    async def terminal(job_id: str, kind: str) -> None:
+        if await write_change(rng.choice(stores), job_id, kind):
+            terminal_writes[job_id] += 1
 
-        tasks = [batch(float(value)) for value in range(1, 40)]
-        for job_id in job_ids:
-            tasks += [terminal(job_id, kind) for kind in ("complete", "cancel", "fail") * 2]
-        rng.shuffle(tasks)
-        await asyncio.gather(*tasks)
-        for job_id in job_ids:
-            job = await stores[1].get(job_id)
-            assert job.terminal and terminal_writes[job_id] == 1
-            assert job.version == 1 + applied[job_id] + 1
-            assert job.progress == 100 or job.status is not JobStatus.COMPLETED
-    finally:
-        for store in stores:
-            await store.close()
+    tasks = [batch(float(value)) for value in range(1, 40)]
+    for job_id in job_ids:
+        tasks += [terminal(job_id, kind) for kind in ("complete", "cancel", "fail") * 2]
+    rng.shuffle(tasks)
+    await asyncio.gather(*tasks)
+    for job_id in job_ids:
+        job = await stores[1].get(job_id)
+        assert job.terminal and terminal_writes[job_id] == 1
+        assert job.version == 1 + applied[job_id] + 1
+        assert job.progress == 100 or job.status is not JobStatus.COMPLETED
 
 
-async def synchronous_mode(store: SqliteJobStore) -> int:
-    """The connection's current setting: the one its last commit used (1 NORMAL, 2 FULL)."""
-    return int(await store._run(lambda: store._db.execute("PRAGMA synchronous").fetchone()[0]))
-
-
-async def test_only_progress_commits_without_fsync(store: SqliteJobStore, tmp_path: Path) -> None:
-    normal, full = 1, 2
-    for job_id in ("a", "b", "c"):
-        await new_job(store, job_id)
-        assert await synchronous_mode(store) == full
-    changes = [
-        (
-            store.record_progress("a", progress=5, stage="Rendering", eta_seconds=1, render_seq=1),
-            normal,
-        ),
-        (store.fail("b", code="X", message="boom"), full),
-        (store.record_progress_batch([ProgressUpdate("a", 6, "Rendering", 1, 2)]), normal),
-        (store.cancel("c"), full),
-        (
-            store.record_progress_batch([ProgressUpdate("a", 7, "Rendering", 1, 3)], urgent=True),
-            normal,
-        ),
-        (store.begin_attempt("a", expected_attempt=1), full),
-        (
-            store.record_progress("a", progress=8, stage="Rendering", eta_seconds=1, render_seq=1),
-            normal,
-        ),
-        (
-            store.complete(
-                "a",
-                output_path=output_file(tmp_path),
-                size_bytes=5,
-                duration_seconds=1,
-                render_seq=2,
-            ),
-            full,
-        ),
-    ]
-    for change, mode in changes:
-        await change
-        assert await synchronous_mode(store) == mode
-    assert (await store.get("a")).version == 7
-
-
-async def test_terminal_changes_overtake_queued_progress_writes(store: SqliteJobStore) -> None:
+async def test_terminal_changes_overtake_queued_progress_writes(store: JobStore) -> None:
     job_ids = [f"p{index}" for index in range(200)]
     for job_id in [*job_ids, "finishing"]:
         await new_job(store, job_id)
@@ -529,17 +615,27 @@ async def test_terminal_changes_overtake_queued_progress_writes(store: SqliteJob
     assert committed.index("finishing") < 100, committed.index("finishing")
 
 
-async def write_terminal(store: JobStore, job_id: str, kind: str, output: str) -> bool:
-    """Completes, cancels or fails the job; False when the store rejects the transition."""
+TERMINAL_OF = {
+    "complete": JobStatus.COMPLETED,
+    "cancel": JobStatus.CANCELLED,
+    "fail": JobStatus.FAILED,
+}
+
+
+async def write_change(store: JobStore, job_id: str, kind: str) -> bool:
+    """Completes, cancels, fails the job or begins its next attempt; False when the store
+    rejects the transition."""
+    change: Callable[[], Awaitable[Job]]
+    if kind == "complete":
+        change = lambda: complete(store, job_id, render_seq=99)  # noqa: E731
+    elif kind == "cancel":
+        change = lambda: store.cancel(job_id)  # noqa: E731
+    elif kind == "attempt":
+        change = lambda: store.begin_attempt(job_id, expected_attempt=1)  # noqa: E731
+    else:
+        change = lambda: store.fail(job_id, code="FFMPEG_ERROR", message="x")  # noqa: E731
     try:
-        if kind == "complete":
-            await store.complete(
-                job_id, output_path=output, size_bytes=5, duration_seconds=1, render_seq=99
-            )
-        elif kind == "cancel":
-            await store.cancel(job_id)
-        else:
-            await store.fail(job_id, code="FFMPEG_ERROR", message="x")
+        await change()
     except TransitionRejected:
         return False
     return True

@@ -1,0 +1,185 @@
+"""PatientStore: a JobStore view that waits out a database outage instead of failing.
+
+The servicer uses the store as it is: while the database is unreachable a client is answered
+UNAVAILABLE at once, and retries. The tracker must not give up a job because the record was
+briefly unreachable (a lost completion would leave the job running, or fail a good render), so
+it uses this view: every operation that raises StoreUnavailable is retried with capped backoff
+until the database answers or the caller is cancelled (the service stopping). Repeating a change
+is safe: every change is conditional (see base.StoreUnavailable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+from export_service.store.base import (
+    ChangeListener,
+    HistoryEntry,
+    Job,
+    JobStatus,
+    JobStore,
+    ListCursor,
+    ProgressResult,
+    ProgressUpdate,
+    StoreUnavailable,
+)
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+FIRST_DELAY_SECONDS = 0.2
+MAX_DELAY_SECONDS = 2.0
+
+
+class PatientStore(JobStore):
+    """Delegates to ``inner``, retrying StoreUnavailable. Listeners are the inner store's;
+    closing is its owner's business."""
+
+    def __init__(
+        self,
+        inner: JobStore,
+        first_delay: float = FIRST_DELAY_SECONDS,
+        max_delay: float = MAX_DELAY_SECONDS,
+    ) -> None:
+        super().__init__(inner.writer)
+        self.inner = inner
+        self._first_delay = first_delay
+        self._max_delay = max_delay
+
+    def add_listener(self, listener: ChangeListener) -> None:
+        self.inner.add_listener(listener)
+
+    async def close(self) -> None:
+        """The inner store is closed by whoever opened it."""
+
+    async def _patiently(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
+        delay = self._first_delay
+        waited = False
+        while True:
+            try:
+                result = await operation()
+            except StoreUnavailable as unavailable:
+                if not waited:
+                    logger.warning("%s waits for the database: %s", what, unavailable.detail)
+                    waited = True
+                await asyncio.sleep(random.uniform(delay / 2, delay))
+                delay = min(delay * 2, self._max_delay)
+                continue
+            if waited:
+                logger.info("%s done after the database came back", what)
+            return result
+
+    async def get(self, job_id: str) -> Job:
+        return await self._patiently(f"reading job {job_id}", lambda: self.inner.get(job_id))
+
+    async def list_jobs(
+        self, *, limit: int, status: JobStatus | None = None, after: ListCursor | None = None
+    ) -> list[Job]:
+        return await self._patiently(
+            "listing jobs", lambda: self.inner.list_jobs(limit=limit, status=status, after=after)
+        )
+
+    async def list_active(self) -> list[Job]:
+        return await self._patiently("listing active jobs", self.inner.list_active)
+
+    async def list_pending_cancellations(self) -> list[Job]:
+        return await self._patiently(
+            "listing pending cancellations", self.inner.list_pending_cancellations
+        )
+
+    async def history(
+        self, job_id: str, *, after_version: int = 0, limit: int | None = None
+    ) -> list[HistoryEntry]:
+        return await self._patiently(
+            f"reading the history of job {job_id}",
+            lambda: self.inner.history(job_id, after_version=after_version, limit=limit),
+        )
+
+    async def create(
+        self, *, job_id: str, request_id: str, spec: bytes, max_active: int | None = None
+    ) -> tuple[Job, bool]:
+        job, created = await self._patiently(
+            f"creating job {job_id}",
+            lambda: self.inner.create(
+                job_id=job_id, request_id=request_id, spec=spec, max_active=max_active
+            ),
+        )
+        # A repeat after an unacknowledged commit finds the job it created itself.
+        return job, created or job.id == job_id
+
+    async def record_progress(
+        self, job_id: str, *, progress: float, stage: str, eta_seconds: float, render_seq: int
+    ) -> Job:
+        return await self._patiently(
+            f"progress of job {job_id}",
+            lambda: self.inner.record_progress(
+                job_id,
+                progress=progress,
+                stage=stage,
+                eta_seconds=eta_seconds,
+                render_seq=render_seq,
+            ),
+        )
+
+    async def record_progress_batch(
+        self, updates: Sequence[ProgressUpdate], *, urgent: bool = False
+    ) -> list[ProgressResult]:
+        return await self._patiently(
+            f"progress of {len(updates)} jobs",
+            lambda: self.inner.record_progress_batch(updates, urgent=urgent),
+        )
+
+    async def complete(
+        self,
+        job_id: str,
+        *,
+        output_path: str,
+        size_bytes: int,
+        duration_seconds: float,
+        render_seq: int,
+    ) -> Job:
+        return await self._patiently(
+            f"completion of job {job_id}",
+            lambda: self.inner.complete(
+                job_id,
+                output_path=output_path,
+                size_bytes=size_bytes,
+                duration_seconds=duration_seconds,
+                render_seq=render_seq,
+            ),
+        )
+
+    async def fail(
+        self,
+        job_id: str,
+        *,
+        code: str,
+        message: str,
+        field: str = "",
+        release_render: bool = False,
+    ) -> Job:
+        return await self._patiently(
+            f"failure of job {job_id}",
+            lambda: self.inner.fail(
+                job_id, code=code, message=message, field=field, release_render=release_render
+            ),
+        )
+
+    async def cancel(self, job_id: str) -> Job:
+        return await self._patiently(f"cancel of job {job_id}", lambda: self.inner.cancel(job_id))
+
+    async def begin_attempt(self, job_id: str, *, expected_attempt: int) -> Job:
+        return await self._patiently(
+            f"new attempt of job {job_id}",
+            lambda: self.inner.begin_attempt(job_id, expected_attempt=expected_attempt),
+        )
+
+    async def render_released(self, job_id: str) -> None:
+        await self._patiently(
+            f"render release of job {job_id}", lambda: self.inner.render_released(job_id)
+        )

@@ -1,0 +1,34 @@
+"""Fixtures every test folder may use: this run's PostgreSQL database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.postgres import (
+    PostgresMissing,
+    create_run_database,
+    drop_run_database,
+    run_sync,
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "postgresql: runs against PostgreSQL (the server on 127.0.0.1:5432, or a throwaway "
+        "cluster); fails when PostgreSQL is absent",
+    )
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """The URL of a database of this run on the shared server, dropped at the end. Fails (never
+    skips) when PostgreSQL does not answer: it is part of the test environment."""
+    try:
+        url = run_sync(create_run_database())
+    except PostgresMissing as missing:
+        pytest.fail(str(missing), pytrace=False)
+    yield url
+    run_sync(drop_run_database(url))

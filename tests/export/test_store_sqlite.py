@@ -1,0 +1,198 @@
+"""What only the SQLite store has: files made by earlier code, WAL, and fsync only where it
+matters. The contract both backends keep is tested in test_store.py."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from export_service.store import JobStatus, TransitionRejected, open_store
+from export_service.store.base import Change
+from export_service.store.sqlite import MIGRATIONS, SqliteJobStore
+
+# The schema as the code made it before migrations were recorded, copied verbatim: a file of
+# that time has exactly this and nothing else.
+SCHEMA_BEFORE_MIGRATIONS = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    request_id TEXT NOT NULL UNIQUE,
+    status TEXT NOT NULL
+        CHECK (status IN ('QUEUED', 'RUNNING', 'COMPLETED', 'FAILED', 'CANCELLED')),
+    progress REAL NOT NULL DEFAULT 0 CHECK (progress >= 0 AND progress <= 100),
+    stage TEXT NOT NULL DEFAULT 'Queued',
+    output_path TEXT NOT NULL DEFAULT '',
+    error_code TEXT NOT NULL DEFAULT '',
+    error_message TEXT NOT NULL DEFAULT '',
+    error_field TEXT NOT NULL DEFAULT '',
+    attempt INTEGER NOT NULL DEFAULT 1,
+    version INTEGER NOT NULL DEFAULT 1,
+    spec BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    started_at INTEGER,
+    finished_at INTEGER,
+    last_render_seq INTEGER NOT NULL DEFAULT 0,
+    eta_seconds REAL NOT NULL DEFAULT 0,
+    output_size_bytes INTEGER NOT NULL DEFAULT 0,
+    output_duration_seconds REAL NOT NULL DEFAULT 0,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    CHECK ((progress = 100) = (status = 'COMPLETED')),
+    CHECK (status != 'COMPLETED' OR output_path != '')
+);
+CREATE INDEX IF NOT EXISTS jobs_newest ON jobs (created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS jobs_status_newest ON jobs (status, created_at DESC, id DESC);
+CREATE TRIGGER IF NOT EXISTS jobs_invariants BEFORE UPDATE ON jobs
+BEGIN
+    SELECT RAISE(ABORT, 'terminal state is final')
+        WHERE OLD.status IN ('COMPLETED', 'FAILED', 'CANCELLED')
+          AND (NEW.status != OLD.status OR NEW.version != OLD.version);
+    SELECT RAISE(ABORT, 'progress never decreases') WHERE NEW.progress < OLD.progress;
+    SELECT RAISE(ABORT, 'version rises by exactly one per change')
+        WHERE NEW.version != OLD.version AND NEW.version != OLD.version + 1;
+    SELECT RAISE(ABORT, 'a change must raise the version')
+        WHERE NEW.version = OLD.version AND (
+            NEW.status != OLD.status OR NEW.progress != OLD.progress OR NEW.stage != OLD.stage
+            OR NEW.output_path != OLD.output_path OR NEW.attempt != OLD.attempt);
+END;
+"""
+
+# Older still: before a job's error named its field.
+SCHEMA_BEFORE_ERROR_FIELD = SCHEMA_BEFORE_MIGRATIONS.replace(
+    "    error_field TEXT NOT NULL DEFAULT '',\n", ""
+)
+
+
+def make_old_file(path: Path, schema: str) -> None:
+    """A file as the earlier code left it: one running job, one failed job."""
+    conn = sqlite3.connect(path)
+    try:
+        conn.executescript(schema)
+        conn.execute(
+            "INSERT INTO jobs (id, request_id, status, progress, stage, spec, created_at, "
+            "updated_at, started_at, version, last_render_seq) "
+            "VALUES ('running', 'r1', 'RUNNING', 42.5, 'Rendering', x'0a00', 1000, 2000, 1500, "
+            "7, 31)"
+        )
+        conn.execute(
+            "INSERT INTO jobs (id, request_id, status, progress, stage, spec, created_at, "
+            "updated_at, version, error_code, error_message, finished_at) "
+            "VALUES ('failed', 'r2', 'FAILED', 10, 'Failed', x'0a01', 3000, 4000, 3, "
+            "'FFMPEG_ERROR', 'boom', 4000)"
+        )
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def applied_migrations(path: Path) -> list[int]:
+    conn = sqlite3.connect(path)
+    try:
+        return [row[0] for row in conn.execute("SELECT version FROM schema_migrations")]
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [SCHEMA_BEFORE_MIGRATIONS, SCHEMA_BEFORE_ERROR_FIELD],
+    ids=["before-migrations", "before-error-field"],
+)
+async def test_a_file_made_by_earlier_code_is_migrated_on_open(tmp_path: Path, schema: str) -> None:
+    path = tmp_path / "old.db"
+    make_old_file(path, schema)
+    store = await SqliteJobStore.open(path, "after-upgrade")
+    try:
+        assert applied_migrations(path) == [migration.version for migration in MIGRATIONS]
+        running = await store.get("running")
+        assert (running.status, running.progress, running.version, running.last_render_seq) == (
+            JobStatus.RUNNING,
+            42.5,
+            7,
+            31,
+        )
+        failed = await store.get("failed")
+        assert (failed.status, failed.error_code, failed.error_field) == (
+            JobStatus.FAILED,
+            "FFMPEG_ERROR",
+            "",
+        )
+        # Each job's history starts with its state at the migration, then records changes.
+        (migrated,) = await store.history("running")
+        assert (migrated.version, migrated.change, migrated.progress) == (7, Change.MIGRATED, 42.5)
+        await store.record_progress(
+            "running", progress=50, stage="Rendering", eta_seconds=1, render_seq=32
+        )
+        done = await store.complete(
+            "running", output_path="/o.mp4", size_bytes=1, duration_seconds=1, render_seq=33
+        )
+        assert done.version == 9
+        assert [(e.version, e.change, e.writer) for e in await store.history("running")] == [
+            (7, Change.MIGRATED, "migration 2"),
+            (8, Change.PROGRESS, "after-upgrade"),
+            (9, Change.COMPLETE, "after-upgrade"),
+        ]
+        with pytest.raises(TransitionRejected):
+            await store.cancel("failed")
+    finally:
+        await store.close()
+    reopened = await SqliteJobStore.open(path)
+    try:
+        assert applied_migrations(path) == [migration.version for migration in MIGRATIONS]
+        assert len(await reopened.history("running")) == 3
+    finally:
+        await reopened.close()
+
+
+async def test_wal_mode_and_bare_paths(tmp_path: Path) -> None:
+    first = await open_store(f"sqlite:///{tmp_path / 'sub' / 'db.sqlite'}")
+    await first.create(job_id="job1", request_id="r", spec=b"")
+    await first.close()
+    second = await open_store(str(tmp_path / "sub" / "db.sqlite"))
+    try:
+        assert (await second.get("job1")).status is JobStatus.QUEUED
+    finally:
+        await second.close()
+    conn = sqlite3.connect(tmp_path / "sub" / "db.sqlite")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+
+
+async def test_unsupported_urls_are_refused() -> None:
+    for url in ("mysql://x", "sqlite://relative.db", ""):
+        with pytest.raises(ValueError):
+            await open_store(url)
+
+
+async def synchronous_mode(store: SqliteJobStore) -> int:
+    """The connection's current setting: the one its last commit used (1 NORMAL, 2 FULL)."""
+    return int(await store._run(lambda: store._db.execute("PRAGMA synchronous").fetchone()[0]))
+
+
+async def test_only_progress_commits_without_fsync(tmp_path: Path) -> None:
+    store = await SqliteJobStore.open(tmp_path / "jobs.db")
+    normal, full = 1, 2
+    try:
+        for job_id in ("a", "b", "c"):
+            await store.create(job_id=job_id, request_id=job_id, spec=b"")
+            assert await synchronous_mode(store) == full
+        await store.record_progress("a", progress=5, stage="Rendering", eta_seconds=1, render_seq=1)
+        assert await synchronous_mode(store) == normal
+        await store.fail("b", code="X", message="boom")
+        assert await synchronous_mode(store) == full
+        await store.record_progress("a", progress=6, stage="Rendering", eta_seconds=1, render_seq=2)
+        assert await synchronous_mode(store) == normal
+        await store.cancel("c")
+        assert await synchronous_mode(store) == full
+        await store.begin_attempt("a", expected_attempt=1)
+        assert await synchronous_mode(store) == full
+        await store.record_progress("a", progress=8, stage="Rendering", eta_seconds=1, render_seq=1)
+        assert await synchronous_mode(store) == normal
+        await store.complete(
+            "a", output_path="/o.mp4", size_bytes=5, duration_seconds=1, render_seq=2
+        )
+        assert await synchronous_mode(store) == full
+        assert (await store.get("a")).version == 6
+    finally:
+        await store.close()
