@@ -1,0 +1,3 @@
+from videojob.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,420 @@
+"""The ``videojob`` command: argument parsing, and one function per command.
+
+Flags that name where the services are (and TLS, deadlines) come from the command line, else
+from the environment (``VIDEOJOB_`` plus the flag's name: ``VIDEOJOB_EXPORT_ADDR``), else from
+the default, and are checked with the project's flag table (videojob.flags)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TextIO
+
+import grpc
+
+from gateway.job_json import STATUS_BY_NAME
+from videojob import limits
+from videojob.cli.client import ExportClient, open_channel
+from videojob.cli.display import job_details, job_json_line, job_line, job_view, status_name
+from videojob.cli.download import download, gateway_url
+from videojob.cli.errors import CliError
+from videojob.cli.exit_status import ExitStatus, exit_status_table
+from videojob.cli.spec_input import PatternFlags, spec_for
+from videojob.export.v1 import export_pb2
+from videojob.flags import (
+    Flag,
+    FlagError,
+    FlagTable,
+    Kind,
+    choice,
+    integer,
+    number,
+    path,
+    target_addresses,
+    text,
+)
+from videojob.grpc_setup import TlsFiles
+
+PROG = "videojob"
+ENV_PREFIX = "VIDEOJOB_"
+DEFAULT_EXPORT_ADDR = "127.0.0.1:50052"
+DEFAULT_GATEWAY_URL = "http://127.0.0.1:8080"
+DEFAULT_TIMEOUT_SECONDS = 10.0
+DEFAULT_RECONNECT_SECONDS = 30.0
+
+_ADDRESS = target_addresses()
+_ONE_ADDRESS = Kind(
+    "HOST:PORT with a port from 1 to 65535 (or a gRPC URI such as unix:///path)",
+    str,
+    lambda value: "," not in value and _ADDRESS.accepts(value),
+    "HOST:PORT",
+)
+_URL = Kind("an http:// or https:// URL", gateway_url, metavar="URL", ranged=False)
+
+_FLAGS = {
+    flag.name: flag
+    for flag in (
+        Flag("--export-addr", _ONE_ADDRESS, DEFAULT_EXPORT_ADDR, "the export service's address"),
+        Flag("--tls-ca", path("PEM"), None, "CA that verifies the export service (TLS on)"),
+        Flag(
+            "--tls-cert",
+            path("PEM"),
+            None,
+            "client certificate, for an export service that requires one",
+            requires=("--tls-key",),
+        ),
+        Flag("--tls-key", path("PEM"), None, "client key", requires=("--tls-cert",)),
+        Flag("--timeout", number(above=0), DEFAULT_TIMEOUT_SECONDS, "deadline of each call"),
+        Flag(
+            "--reconnect-timeout",
+            number(minimum=0),
+            DEFAULT_RECONNECT_SECONDS,
+            "how long a broken watch keeps resuming after the last message it received",
+        ),
+        Flag("--gateway-url", _URL, DEFAULT_GATEWAY_URL, "the HTTP gateway the file comes from"),
+        Flag("--api-token", text("TOKEN"), None, "the gateway's API token, when it has one"),
+    )
+}
+_CONNECTION = ("--export-addr", "--tls-ca", "--tls-cert", "--tls-key", "--timeout")
+_WATCHING = (*_CONNECTION, "--reconnect-timeout")
+_DOWNLOADING = (*_CONNECTION, "--gateway-url", "--api-token")
+
+_OUTCOME = {
+    export_pb2.COMPLETED: ExitStatus.OK,
+    export_pb2.FAILED: ExitStatus.JOB_FAILED,
+    export_pb2.CANCELLED: ExitStatus.JOB_CANCELLED,
+}
+
+Command = Callable[[argparse.Namespace, ExportClient, TextIO], ExitStatus]
+
+
+def _table(command: str, names: Sequence[str]) -> FlagTable:
+    return FlagTable(
+        prog=f"{PROG} {command}",
+        env_prefix=ENV_PREFIX,
+        description="",
+        flags=tuple(_FLAGS[name] for name in names),
+    )
+
+
+def _argument_type(kind: Kind) -> Callable[[str], Any]:
+    """An argparse ``type`` that converts and checks as ``kind`` does."""
+
+    def convert(raw: str) -> Any:
+        try:
+            value = kind.convert(raw)
+        except (ValueError, KeyError):
+            raise argparse.ArgumentTypeError(f"must be {kind.describe}, not {raw!r}") from None
+        if not kind.accepts(value):
+            raise argparse.ArgumentTypeError(f"must be {kind.describe}, not {raw!r}")
+        return value
+
+    return convert
+
+
+def _environment_help(table: FlagTable, flag: Flag) -> str:
+    default = "unset" if flag.default is None else f"{flag.default}"
+    return f"{flag.help} [env {table.env_name(flag)}; default {default}]".replace("%", "%%")
+
+
+_EPILOG = (
+    f"Flags shown with [env ...] can also be set by that variable; the command line wins.\n\n"
+    f"{exit_status_table()}"
+)
+
+
+class _Commands:
+    """The subcommand parsers, each with the flag table of the flags it reads."""
+
+    def __init__(self) -> None:
+        self.parser = argparse.ArgumentParser(
+            prog=PROG,
+            description="Submit, follow, list, cancel and download videojob renders.",
+            epilog=_EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            allow_abbrev=False,
+        )
+        self._subparsers = self.parser.add_subparsers(
+            dest="command", required=True, metavar="COMMAND"
+        )
+        self.tables: dict[str, FlagTable] = {}
+        self.actions: dict[str, Command] = {}
+
+    def add(
+        self, name: str, summary: str, flags: Sequence[str], action: Command
+    ) -> argparse.ArgumentParser:
+        table = _table(name, flags)
+        parser = self._subparsers.add_parser(
+            name,
+            help=summary,
+            description=summary,
+            epilog=_EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            allow_abbrev=False,
+        )
+        parser.add_argument(
+            "--json", action="store_true", help="one JSON object per line (the API's job object)"
+        )
+        for flag in table.flags:
+            parser.add_argument(
+                flag.name,
+                dest=flag.dest,
+                default=None,
+                metavar=flag.kind.metavar,
+                help=_environment_help(table, flag),
+            )
+        self.tables[name] = table
+        self.actions[name] = action
+        return parser
+
+
+def _build() -> _Commands:
+    commands = _Commands()
+    submit = commands.add(
+        "submit",
+        "create a job from a JSON RenderSpec (--spec) or a test pattern (--duration ...)",
+        _WATCHING,
+        _submit,
+    )
+    submit.add_argument(
+        "--spec",
+        metavar="FILE",
+        help="the RenderSpec as the HTTP API takes it (JSON, camelCase); - reads stdin",
+    )
+    number_type = _argument_type(number(above=0, metavar="N"))
+    integer_type = _argument_type(integer(minimum=1))
+    submit.add_argument("--duration", type=number_type, metavar="SECONDS", help="test pattern")
+    submit.add_argument("--width", type=integer_type, metavar="PIXELS")
+    submit.add_argument("--height", type=integer_type, metavar="PIXELS")
+    submit.add_argument("--fps", type=number_type, metavar="N")
+    submit.add_argument(
+        "--container",
+        type=_argument_type(choice(*limits.CONTAINERS)),
+        metavar="{" + ",".join(limits.CONTAINERS) + "}",
+    )
+    submit.add_argument(
+        "--codec",
+        "--video-codec",
+        dest="video_codec",
+        type=_argument_type(choice(*limits.VIDEO_CODECS)),
+        metavar="{" + ",".join(limits.VIDEO_CODECS) + "}",
+    )
+    submit.add_argument(
+        "--audio-codec",
+        type=_argument_type(choice(*limits.AUDIO_CODECS)),
+        metavar="{" + ",".join(limits.AUDIO_CODECS) + "}",
+    )
+    submit.add_argument(
+        "--crf", type=_argument_type(integer(limits.MIN_CRF, limits.MAX_CRF)), metavar="N"
+    )
+    submit.add_argument(
+        "--preset",
+        type=_argument_type(choice(*limits.PRESETS)),
+        metavar="{" + ",".join(limits.PRESETS) + "}",
+    )
+    submit.add_argument("--faststart", action="store_true", default=None, help="mp4 only")
+    submit.add_argument(
+        "--request-id",
+        metavar="ID",
+        help="idempotency key: the same id again returns the same job (default: a new one)",
+    )
+    submit.add_argument(
+        "--wait", action="store_true", help="follow the job until it ends (exit status below)"
+    )
+
+    watch = commands.add("watch", "follow a job until it ends", _WATCHING, _watch)
+    watch.add_argument("id", metavar="ID")
+    get = commands.add("get", "show a job", _CONNECTION, _get)
+    get.add_argument("id", metavar="ID")
+    listing = commands.add("list", "list jobs, newest first", _CONNECTION, _list)
+    listing.add_argument(
+        "--status",
+        type=_argument_type(choice(*limits.API_JOB_STATUSES)),
+        metavar="{" + ",".join(limits.API_JOB_STATUSES) + "}",
+    )
+    listing.add_argument(
+        "--limit",
+        type=_argument_type(integer(1, limits.MAX_PAGE_SIZE)),
+        default=limits.DEFAULT_LIST_LIMIT,
+        metavar="N",
+        help=f"at most N jobs (1 to {limits.MAX_PAGE_SIZE}; default {limits.DEFAULT_LIST_LIMIT})",
+    )
+    cancel = commands.add("cancel", "cancel a queued or running job", _CONNECTION, _cancel)
+    cancel.add_argument("id", metavar="ID")
+    fetch = commands.add(
+        "download", "save a completed job's file (over the gateway)", _DOWNLOADING, _download
+    )
+    fetch.add_argument("id", metavar="ID")
+    fetch.add_argument(
+        "-o", "--output", metavar="FILE", help="where to write it (default ID.CONTAINER; - stdout)"
+    )
+    return commands
+
+
+def _print_job(job: export_pb2.VideoJob, args: argparse.Namespace, out: TextIO) -> None:
+    print(job_json_line(job) if args.json else job_line(job), file=out, flush=True)
+
+
+def _follow(
+    client: ExportClient,
+    job_id: str,
+    args: argparse.Namespace,
+    out: TextIO,
+    *,
+    reachable: bool,
+) -> ExitStatus:
+    try:
+        with job_view(out, as_json=args.json) as view:
+            final = client.follow(job_id, view.show, reachable=reachable)
+    except KeyboardInterrupt:
+        raise CliError(
+            ExitStatus.INTERRUPTED, f"stopped following; job {job_id} goes on ({PROG} watch)"
+        ) from None
+    return _OUTCOME[final.status]
+
+
+def _submit(args: argparse.Namespace, client: ExportClient, out: TextIO) -> ExitStatus:
+    pattern = PatternFlags(
+        duration=args.duration,
+        width=args.width,
+        height=args.height,
+        fps=args.fps,
+        container=args.container,
+        video_codec=args.video_codec,
+        audio_codec=args.audio_codec,
+        crf=args.crf,
+        preset=args.preset,
+        faststart=args.faststart,
+    )
+    spec = spec_for(args.spec, pattern)
+    request_id = args.request_id or f"cli-{uuid.uuid4().hex}"
+    try:
+        job = client.create(spec, request_id)
+    except CliError as error:
+        if error.status is ExitStatus.UNREACHABLE:
+            error.message += f"; retry with --request-id {request_id} to create it at most once"
+        raise
+    if not args.wait:
+        _print_job(job, args, out)
+        return ExitStatus.OK
+    return _follow(client, job.id, args, out, reachable=True)
+
+
+def _watch(args: argparse.Namespace, client: ExportClient, out: TextIO) -> ExitStatus:
+    return _follow(client, args.id, args, out, reachable=False)
+
+
+def _get(args: argparse.Namespace, client: ExportClient, out: TextIO) -> ExitStatus:
+    job = client.get(args.id)
+    lines = [job_json_line(job)] if args.json else job_details(job)
+    print("\n".join(lines), file=out, flush=True)
+    return ExitStatus.OK
+
+
+def _list(args: argparse.Namespace, client: ExportClient, out: TextIO) -> ExitStatus:
+    status = STATUS_BY_NAME[args.status] if args.status else export_pb2.JOB_STATUS_UNSPECIFIED
+    for job in client.list(status, args.limit):
+        _print_job(job, args, out)
+    return ExitStatus.OK
+
+
+def _cancel(args: argparse.Namespace, client: ExportClient, out: TextIO) -> ExitStatus:
+    _print_job(client.cancel(args.id), args, out)
+    return ExitStatus.OK
+
+
+def _download(args: argparse.Namespace, client: ExportClient, out: TextIO) -> ExitStatus:
+    job = client.get(args.id)
+    if job.status != export_pb2.COMPLETED:
+        raise CliError(
+            ExitStatus.REFUSED,
+            f"job {job.id} is {status_name(job)}; its file exists once it has completed",
+        )
+    container = job.spec.output.container or limits.DEFAULT_CONTAINER
+    destination = args.output or f"{job.id}.{container}"
+    size = download(
+        args.gateway_url, job.id, destination, api_token=args.api_token, timeout=args.timeout
+    )
+    if destination != "-":
+        if args.json:
+            print(json.dumps({"id": job.id, "path": destination, "bytes": size}), file=out)
+        else:
+            print(f"{destination}: {size} bytes", file=out)
+    return ExitStatus.OK
+
+
+def _settings(
+    table: FlagTable, args: argparse.Namespace, environ: Mapping[str, str]
+) -> argparse.Namespace:
+    """``args`` with every flag of ``table`` resolved: command line, environment, default."""
+    given: list[str] = []
+    for flag in table.flags:
+        value = getattr(args, flag.dest)
+        if value is not None:
+            given += [flag.name, value]
+    resolved = table.parse(given, environ)
+    for name, value in vars(resolved).items():
+        setattr(args, name, value)
+    return args
+
+
+def run(
+    argv: Sequence[str] | None = None,
+    *,
+    channel: grpc.Channel | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    environ: Mapping[str, str] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Runs one command and returns its exit status. ``channel`` replaces the channel to
+    ``--export-addr`` (tests hand in a grpc_testing channel)."""
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
+    commands = _build()
+    try:
+        args = commands.parser.parse_args(argv)
+    except SystemExit as exit_request:  # --help, or a usage error argparse has printed
+        return exit_request.code if isinstance(exit_request.code, int) else ExitStatus.USAGE
+    table = commands.tables[args.command]
+    try:
+        args = _settings(table, args, os.environ if environ is None else environ)
+    except FlagError as error:
+        print(f"{table.prog}: {error.message}", file=err, flush=True)
+        return ExitStatus.USAGE
+    try:
+        own_channel = channel is None
+        if channel is None:
+            tls = TlsFiles(cert=args.tls_cert, key=args.tls_key, ca=args.tls_ca)
+            try:
+                channel = open_channel(args.export_addr, tls)
+            except OSError as error:
+                raise CliError(ExitStatus.USAGE, f"cannot read a TLS file: {error}") from None
+        try:
+            client = ExportClient(
+                channel,
+                args.export_addr,
+                timeout=args.timeout,
+                reconnect_seconds=getattr(args, "reconnect_timeout", 0.0),
+                sleep=sleep,
+            )
+            return commands.actions[args.command](args, client, out)
+        finally:
+            if own_channel:
+                channel.close()
+    except CliError as error:
+        print(f"{table.prog}: {error.message}", file=err, flush=True)
+        return error.status
+    except KeyboardInterrupt:
+        print(f"{table.prog}: interrupted", file=err, flush=True)
+        return ExitStatus.INTERRUPTED
+
+
+def main() -> int:
+    """The console script ``videojob``."""
+    return run()
