@@ -12,11 +12,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from render_service.config import RenderConfig
+from render_service.instance import INSTANCE_ID_RULE, is_instance_id
 from render_service.server import create_server
 from videojob.flags import (
     EXIT_USAGE,
     Flag,
     FlagTable,
+    Kind,
     integer,
     listen_address,
     log_level_flag,
@@ -24,9 +26,12 @@ from videojob.flags import (
     path,
 )
 from videojob.grpc_setup import TlsFiles
+from videojob.limits import DEFAULT_DRAIN_TIMEOUT_SECONDS
 from videojob.logging_setup import configure_logging
 
 logger = logging.getLogger("render_service")
+
+INSTANCE_ID = Kind(INSTANCE_ID_RULE, str, is_instance_id, "ID")
 
 FLAGS = FlagTable(
     prog="python -m render_service",
@@ -61,6 +66,21 @@ FLAGS = FlagTable(
             3600.0,
             "seconds a finished render's events are kept",
         ),
+        Flag(
+            "--instance-id",
+            INSTANCE_ID,
+            "",
+            "names this service in a pool and prefixes its partial files; must differ between "
+            "services sharing an output directory",
+            default_text="generated once, kept in the output directory per host and address",
+        ),
+        Flag(
+            "--drain-timeout",
+            number(minimum=0),
+            DEFAULT_DRAIN_TIMEOUT_SECONDS,
+            "seconds running renders get to finish after SIGTERM (new ones are refused); "
+            "a second SIGTERM or SIGINT cuts it short",
+        ),
         Flag("--tls-cert", path("PEM"), None, "server certificate", requires=("--tls-key",)),
         Flag("--tls-key", path("PEM"), None, "server private key", requires=("--tls-cert",)),
         Flag(
@@ -84,12 +104,25 @@ def config_from_flags(flags: argparse.Namespace) -> RenderConfig:
         max_queue=flags.max_queue,
         stall_timeout=flags.stall_timeout,
         retention=flags.retention,
+        instance_id=flags.instance_id,
+        drain_timeout=flags.drain_timeout,
         tls=TlsFiles(cert=flags.tls_cert, key=flags.tls_key, ca=flags.tls_client_ca),
     )
 
 
 async def serve(config: RenderConfig) -> int:
-    """Serves until SIGTERM or SIGINT; the exit status."""
+    """Serves until SIGTERM or SIGINT, then drains (``RenderServer.drain``) until the running
+    renders have finished, the drain timeout has passed or a second signal came; the exit
+    status."""
+    drain, cut_short = asyncio.Event(), asyncio.Event()
+
+    def on_signal() -> None:
+        (cut_short if drain.is_set() else drain).set()
+
+    # Installed first: a signal during the start drains (at once) instead of killing.
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal)
     try:
         render_server = await create_server(config)
     except (ValueError, OSError) as error:
@@ -97,12 +130,10 @@ async def serve(config: RenderConfig) -> int:
         return EXIT_USAGE
     host = config.listen.rsplit(":", 1)[0]
     print(f"render_service listening on {host}:{render_server.port}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
-    logger.info("stopping: health NOT_SERVING, ending active renders")
+    await drain.wait()
+    logger.info("draining: health NOT_SERVING, new renders refused")
+    await render_server.drain(config.drain_timeout, cut_short)
+    logger.info("stopping: ending what still runs")
     await render_server.stop(config.shutdown_grace)
     logger.info("stopped")
     return 0

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from videojob.grpc_setup import TlsFiles
+from videojob.limits import DEFAULT_DRAIN_TIMEOUT_SECONDS
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,10 @@ class RenderConfig:
     stall_timeout: float = 60.0
     retention: float = 3600.0
     tls: TlsFiles = field(default_factory=TlsFiles)
+    # Empty: the id kept in the output directory for this host and address (see instance.py).
+    instance_id: str = ""
+    # Seconds a draining service (SIGTERM) gives its running renders before failing them.
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT_SECONDS
     # A heartbeat goes out after this much silence; the contract is one at least every 2 s.
     heartbeat_after: float = 1.0
     max_retained_events: int = 2000

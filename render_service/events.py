@@ -139,8 +139,18 @@ class RenderRecord:
         )
         self._append(render_pb2.RenderEvent(completed=completed))
 
-    def fail(self, code: str, message: str, log_tail: str = "", *, field: str = "") -> None:
-        failed = render_pb2.Failed(code=code, message=message, log_tail=log_tail, field=field)
+    def fail(
+        self,
+        code: str,
+        message: str,
+        log_tail: str = "",
+        *,
+        field: str = "",
+        never_started: bool = False,
+    ) -> None:
+        failed = render_pb2.Failed(
+            code=code, message=message, log_tail=log_tail, field=field, never_started=never_started
+        )
         self._append(render_pb2.RenderEvent(failed=failed))
 
     def cancel(self, reason: str) -> None:

@@ -18,19 +18,23 @@ logger = logging.getLogger(__name__)
 PARTIAL_MARKER = ".partial."
 
 
-def partial_name(render_id: str, container: str) -> str:
-    return f".{render_id}{PARTIAL_MARKER}{container}"
+def partial_name(instance_id: str, render_id: str, container: str) -> str:
+    """``.<instance id>.<render id>.partial.<container>``: the render service that writes it is in
+    the name (neither id holds a dot), so services sharing the directory tell theirs apart."""
+    return f".{instance_id}.{render_id}{PARTIAL_MARKER}{container}"
 
 
 def final_name(render_id: str, container: str) -> str:
     return f"{render_id}.{container}"
 
 
-def render_id_of_partial(name: str) -> str | None:
-    """The render id in a partial file's name, or None when the name is not one."""
-    if not name.startswith(".") or PARTIAL_MARKER not in name:
+def owned_render_id(name: str, instance_id: str) -> str | None:
+    """The render id in the name of a partial file of ``instance_id``; None for any other name
+    (another service's partial files, finished files)."""
+    prefix = f".{instance_id}."
+    if not name.startswith(prefix) or PARTIAL_MARKER not in name:
         return None
-    return name[1:].split(PARTIAL_MARKER, 1)[0] or None
+    return name[len(prefix) :].split(PARTIAL_MARKER, 1)[0] or None
 
 
 def _unwritable(action: str, exc: OSError) -> RenderFailure:
@@ -119,21 +123,24 @@ def _same_file(first: os.stat_result, second: os.stat_result) -> bool:
     return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)
 
 
-def partial_names(path: Path) -> list[str]:
-    """The partial files in the directory at ``path``; none when it cannot be listed."""
+def partial_names(path: Path, instance_id: str) -> list[str]:
+    """The partial files of ``instance_id`` in the directory at ``path``; none when it cannot
+    be listed."""
     try:
         with os.scandir(path) as entries:
-            return [entry.name for entry in entries if render_id_of_partial(entry.name)]
+            return [entry.name for entry in entries if owned_render_id(entry.name, instance_id)]
     except OSError:
         return []
 
 
-def remove_partials(path: Path, names: Iterable[str], keep: Callable[[str], bool]) -> int:
-    """Removes the partial files ``names`` in ``path`` except those of renders ``keep`` names;
-    returns how many were removed."""
+def remove_partials(
+    path: Path, instance_id: str, names: Iterable[str], keep: Callable[[str], bool]
+) -> int:
+    """Removes those of ``names`` in ``path`` that are partial files of ``instance_id``, except
+    those of renders ``keep`` names; returns how many were removed."""
     removed = 0
     for name in names:
-        render_id = render_id_of_partial(name)
+        render_id = owned_render_id(name, instance_id)
         if render_id is None or keep(render_id):
             continue
         try:
@@ -146,6 +153,7 @@ def remove_partials(path: Path, names: Iterable[str], keep: Callable[[str], bool
     return removed
 
 
-def remove_stale_partials(path: Path) -> int:
-    """Removes every partial file in ``path`` (left by a previous process); returns how many."""
-    return remove_partials(path, partial_names(path), keep=lambda _: False)
+def remove_stale_partials(path: Path, instance_id: str) -> int:
+    """Removes every partial file of ``instance_id`` in ``path`` (left by its previous process);
+    other render services' partial files are theirs. Returns how many were removed."""
+    return remove_partials(path, instance_id, partial_names(path, instance_id), lambda _: False)

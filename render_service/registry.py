@@ -1,5 +1,6 @@
 """The table of renders this process knows: submission (validation, idempotency, queue limit),
-watching, cancellation, heartbeats, retention of finished renders, and shutdown."""
+watching, cancellation, heartbeats, retention of finished renders, capacity, draining and
+shutdown."""
 
 from __future__ import annotations
 
@@ -14,7 +15,14 @@ from render_service.events import RenderRecord
 from render_service.failures import FailureCode
 from render_service.output_dir import partial_names, remove_partials
 from render_service.render_job import RenderJob, resolve_spec_paths
-from videojob.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from videojob.errors import (
+    AlreadyExists,
+    InvalidArgument,
+    NotFound,
+    Reason,
+    ResourceExhausted,
+    Unavailable,
+)
 from videojob.ffmpeg_binary import ffmpeg_binary
 from videojob.limits import MAX_RENDER_ID_LENGTH
 from videojob.render.v1 import render_pb2, spec_pb2
@@ -48,6 +56,8 @@ class RenderRegistry:
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._sweeps: set[asyncio.Task[None]] = set()
         self._accepting = True
+        self._draining = False
+        self._render_finished = asyncio.Event()
 
     def start(self) -> None:
         self._heartbeat_task = asyncio.create_task(self._send_heartbeats())
@@ -62,6 +72,25 @@ class RenderRegistry:
     def active_records(self) -> list[RenderRecord]:
         return [record for record in self._records.values() if not record.finished]
 
+    def capacity(self) -> render_pb2.Capacity:
+        active = self.active_records()
+        queued = sum(record.state == render_pb2.RENDER_STATE_QUEUED for record in active)
+        return render_pb2.Capacity(
+            running=len(active) - queued,
+            queued=queued,
+            max_concurrent=self._config.max_concurrent,
+            max_queue=self._config.max_queue,
+            instance_id=self._config.instance_id,
+            draining=self._draining,
+        )
+
+    def _refusal(self) -> Unavailable:
+        return Unavailable(
+            "the render service is draining and takes no new renders; use another one",
+            reason=Reason.DRAINING,
+            metadata={"instance_id": self._config.instance_id},
+        )
+
     async def submit(
         self, render_id: str, spec: spec_pb2.RenderSpec
     ) -> AsyncIterator[render_pb2.RenderEvent]:
@@ -72,11 +101,11 @@ class RenderRegistry:
         known = self._records.get(render_id)
         if known is None:
             if not self._accepting:
-                raise Unavailable("the render service is shutting down")
+                raise self._refusal()
             paths = await asyncio.to_thread(resolve_spec_paths, self._config.media_root, normalized)
             known = self._records.get(render_id)  # another call may have started it meanwhile
             if known is None and not self._accepting:
-                raise Unavailable("the render service is shutting down")
+                raise self._refusal()
         if known is not None:
             if known.spec != normalized:
                 raise AlreadyExists(f"render_id: {render_id!r} is already used by another spec")
@@ -125,6 +154,7 @@ class RenderRegistry:
         await asyncio.shield(record.stop_task)
 
     def _on_finished(self, record: RenderRecord) -> None:
+        self._render_finished.set()
         loop = asyncio.get_running_loop()
         self._forget_handles[record.render_id] = loop.call_later(
             self._config.retention, self._forget, record
@@ -140,10 +170,11 @@ class RenderRegistry:
     async def _sweep_partials(self) -> None:
         """Removes partial files of renders that are not running: normally each render removes
         its own, this covers any it could not."""
-        names = await asyncio.to_thread(partial_names, self._config.output_dir)
+        output_dir, instance_id = self._config.output_dir, self._config.instance_id
+        names = await asyncio.to_thread(partial_names, output_dir, instance_id)
         # Checked and removed on the event loop (a few unlinks at most), so no render can start
         # and create its partial file between the check and the removal.
-        removed = remove_partials(self._config.output_dir, names, keep=self._is_active)
+        removed = remove_partials(output_dir, instance_id, names, keep=self._is_active)
         if removed:
             logger.info("removed %d partial file(s) of ended renders", removed)
 
@@ -159,6 +190,45 @@ class RenderRegistry:
             for record in self.active_records():
                 if now - record.last_event_at >= self._config.heartbeat_after:
                     record.heartbeat()
+
+    def refuse_new(self) -> None:
+        """From now on a Render for an unknown render id is refused with UNAVAILABLE, reason
+        DRAINING; the known ones keep being answered."""
+        self._accepting = False
+        self._draining = True
+
+    async def hand_back_queued(self) -> int:
+        """Ends every render still waiting for a slot with ``failed{SHUTDOWN, never_started}``:
+        nothing of it ran, so its client submits it to another render service at no cost.
+
+        Handed back rather than kept: a queued render would wait for the running ones (a drain
+        of up to the drain timeout) and then be cut short itself."""
+        queued = [
+            record
+            for record in self.active_records()
+            if record.state == render_pb2.RENDER_STATE_QUEUED
+        ]
+
+        def hand_back(record: RenderRecord) -> _TerminalWriter:
+            return lambda: record.fail(
+                FailureCode.SHUTDOWN,
+                "the render service is draining; the render had not started: "
+                "submit it to another render service",
+                never_started=True,
+            )
+
+        for record in queued:
+            # At once, before any await: a render woken for a slot meanwhile must not start.
+            if record.task is not None:
+                record.task.cancel()
+        await asyncio.gather(*(self._stop(record, hand_back(record)) for record in queued))
+        return len(queued)
+
+    async def wait_idle(self) -> None:
+        """Returns once no render is queued or running."""
+        while self.active_records():
+            self._render_finished.clear()
+            await self._render_finished.wait()
 
     async def shutdown(self) -> None:
         """Stops every active render with ``failed{SHUTDOWN}``; no FFmpeg survives this."""

@@ -135,7 +135,7 @@ class RenderJob:
         self._binary = binary
         self._output_dir = config.output_dir.resolve()
         container = self._spec.output.container
-        self._partial_name = partial_name(record.render_id, container)
+        self._partial_name = partial_name(config.instance_id, record.render_id, container)
         self._final_name = final_name(record.render_id, container)
         self._partial = self._output_dir / self._partial_name
         self._log_tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)

@@ -3,14 +3,16 @@ raised by the registry become gRPC statuses in videojob.grpc_errors, not here.""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import grpc
 
 from render_service.config import RenderConfig
+from render_service.instance import InstanceLock, claim_instance
 from render_service.output_dir import remove_stale_partials
 from render_service.registry import RenderRegistry
 from videojob.grpc_setup import GracefulHealth, add_health_and_reflection, bind
@@ -65,6 +67,13 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
     ) -> render_pb2.RenderInfo:
         return await self._registry.cancel(request.render_id)
 
+    async def GetCapacity(
+        self,
+        request: render_pb2.GetCapacityRequest,
+        context: grpc.aio.ServicerContext[render_pb2.GetCapacityRequest, render_pb2.Capacity],
+    ) -> render_pb2.Capacity:
+        return self._registry.capacity()
+
 
 @dataclass
 class RenderServer:
@@ -72,26 +81,73 @@ class RenderServer:
     port: int
     registry: RenderRegistry
     health: GracefulHealth
+    instance: InstanceLock
+
+    @property
+    def instance_id(self) -> str:
+        return self.instance.instance_id
+
+    async def drain(self, within: float, cut_short: asyncio.Event | None = None) -> None:
+        """New renders refused (UNAVAILABLE, reason DRAINING), health NOT_SERVING, queued renders
+        handed back; returns once the running ones have finished, or after ``within`` seconds,
+        or once ``cut_short`` is set. Every call but a new Render is still answered; ``stop``
+        then fails what is left with SHUTDOWN."""
+        self.registry.refuse_new()
+        await self.health.enter_graceful_shutdown()
+        handed_back = await self.registry.hand_back_queued()
+        running = len(self.registry.active_records())
+        logger.info(
+            "draining: %d queued render(s) handed back, waiting up to %g s for %d running",
+            handed_back,
+            within,
+            running,
+        )
+        waits: set[asyncio.Task[object]] = {asyncio.create_task(self.registry.wait_idle())}
+        if cut_short is not None:
+            waits.add(asyncio.create_task(cut_short.wait()))
+        try:
+            await asyncio.wait(waits, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+            await asyncio.wait(waits)
+        left = len(self.registry.active_records())
+        if left:
+            logger.info("drain over with %d render(s) still running", left)
 
     async def stop(self, grace: float | None = None) -> None:
         """Health NOT_SERVING, every active render ended with SHUTDOWN, then the server stops."""
         await self.health.enter_graceful_shutdown()
         await self.registry.shutdown()
         await self.server.stop(grace)
+        self.instance.release()
 
 
 async def create_server(config: RenderConfig) -> RenderServer:
-    """Builds, binds and starts the server (``config.listen`` port 0 picks a free port)."""
+    """Builds, binds and starts the server (``config.listen`` port 0 picks a free port). Bound
+    first: a generated instance id is keyed by the bound address."""
     config.output_dir.mkdir(parents=True, exist_ok=True)
     config.media_root.mkdir(parents=True, exist_ok=True)
-    removed = remove_stale_partials(config.output_dir)
+    server = create_grpc_server()
+    port = bind(server, config.listen, config.tls)
+    host = config.listen.rsplit(":", 1)[0]
+    try:
+        instance = await asyncio.to_thread(
+            claim_instance, config.output_dir, config.instance_id, host, port
+        )
+    except (ValueError, OSError):
+        await server.stop(None)
+        raise
+    config = replace(config, instance_id=instance.instance_id)
+    removed = await asyncio.to_thread(remove_stale_partials, config.output_dir, config.instance_id)
     if removed:
         logger.info("removed %d stale partial file(s) from %s", removed, config.output_dir)
-    server = create_grpc_server()
     registry = RenderRegistry(config)
     render_pb2_grpc.add_RenderServiceServicer_to_server(RenderServicer(registry), server)
     health_servicer = await add_health_and_reflection(server, [SERVICE_NAME])
-    port = bind(server, config.listen, config.tls)
     registry.start()
     await server.start()
-    return RenderServer(server=server, port=port, registry=registry, health=health_servicer)
+    logger.info("instance %s, output directory %s", config.instance_id, config.output_dir)
+    return RenderServer(
+        server=server, port=port, registry=registry, health=health_servicer, instance=instance
+    )

@@ -22,6 +22,9 @@ class Reason(StrEnum):
 
     JOB_FINISHED = "JOB_FINISHED"  # job_id, status (the proto JobStatus name)
     REQUEST_ID_REUSED = "REQUEST_ID_REUSED"  # request_id, job_id
+    # UNAVAILABLE from a render service that is draining: it refuses new renders but still
+    # answers for the ones it has; go to another render service (instance_id).
+    DRAINING = "DRAINING"
 
 
 class ViolationKind(StrEnum):

@@ -14,6 +14,8 @@ import grpc
 import pytest
 
 from render_service.config import RenderConfig
+from render_service.instance import INSTANCES_DIR
+from render_service.output_dir import partial_name
 from render_service.server import RenderServer, create_server
 from tests.support.polling import wait_until
 from tests.support.processes import ServiceProcess, start_service
@@ -56,6 +58,11 @@ def file_size(path: Path) -> int:
 
 def partial_files(directory: Path) -> list[Path]:
     return sorted(directory.glob(".*.partial.*"))
+
+
+def output_entries(directory: Path) -> list[Path]:
+    """What the output directory holds, but the render services' own state (instance ids)."""
+    return sorted(entry for entry in directory.iterdir() if entry.name != INSTANCES_DIR)
 
 
 def _cmdline(pid: int) -> str:
@@ -129,6 +136,11 @@ class Running:
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.server.port}"
+
+    def partial(self, render_id: str, container: str = "mp4") -> Path:
+        """Where this service writes the render's partial file."""
+        name = partial_name(self.server.instance_id, render_id, container)
+        return self.config.output_dir / name
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import stat
 import sys
@@ -14,6 +15,7 @@ import grpc
 import pytest
 
 from render_service.config import RenderConfig
+from render_service.output_dir import partial_name
 from tests.render.conftest import (
     Running,
     StartServer,
@@ -23,6 +25,7 @@ from tests.render.conftest import (
     is_rendering,
     kind,
     long_spec,
+    output_entries,
     pattern_spec,
     pid_alive,
     render_request,
@@ -63,7 +66,7 @@ async def test_cancel_kills_a_stopped_ffmpeg_and_removes_the_partial_file(
     service: Running,
 ) -> None:
     call, pid = await _frozen_render(service, "cancel-1")
-    partial = service.config.output_dir / ".cancel-1.partial.mp4"
+    partial = service.partial("cancel-1")
     assert partial.exists()
 
     info = await service.stub.CancelRender(render_pb2.CancelRenderRequest(render_id="cancel-1"))
@@ -74,7 +77,7 @@ async def test_cancel_kills_a_stopped_ffmpeg_and_removes_the_partial_file(
     assert kind(info.last_event) == "cancelled"
     rest = await collect(call)
     assert kind(rest[-1]) == "cancelled"
-    assert list(service.config.output_dir.iterdir()) == []
+    assert output_entries(service.config.output_dir) == []
     again = await service.stub.CancelRender(render_pb2.CancelRenderRequest(render_id="cancel-1"))
     assert again == info
 
@@ -109,7 +112,7 @@ async def test_stalled_ffmpeg_is_killed_and_the_render_fails(
     assert "no progress" in failed.failed.message
     assert not pid_alive(pid)
     assert ffmpeg_pids("stall-1") == []
-    assert list(service.config.output_dir.iterdir()) == []
+    assert output_entries(service.config.output_dir) == []
     heartbeats = [e for e in rest[:-1] if e.progress.heartbeat]
     assert heartbeats, "no heartbeat while ffmpeg was frozen"
     assert all(e.progress.stage == "Rendering" for e in heartbeats)
@@ -181,12 +184,17 @@ async def test_queue_limit_answers_resource_exhausted(
 async def test_stale_partial_files_are_removed_on_start(
     start: StartServer, config: RenderConfig
 ) -> None:
-    stale = config.output_dir / ".old-1.partial.mp4"
+    """Only this service's own: another service sharing the directory may be writing its own."""
+    stale = config.output_dir / partial_name("me", "old-1", "mp4")
     stale.write_bytes(b"half a video")
+    others = config.output_dir / partial_name("other", "old-2", "mp4")
+    others.write_bytes(b"half a video another service is writing")
     keep = config.output_dir / "done-1.mp4"
     keep.write_bytes(b"a finished video")
-    await start(config)
+    service = await start(config, instance_id="me")
+    assert service.server.instance_id == "me"
     assert not stale.exists()
+    assert others.exists()
     assert keep.exists()
 
 
@@ -194,7 +202,7 @@ async def test_unwritable_output_dir_fails_the_render(
     start: StartServer, config: RenderConfig
 ) -> None:
     service = await start(config)
-    config.output_dir.rmdir()
+    shutil.rmtree(config.output_dir)
     config.output_dir.write_text("not a directory")
     events = await collect(service.stub.Render(render_request("nowrite-1", pattern_spec(1.0))))
     assert kind(events[-1]) == "failed"

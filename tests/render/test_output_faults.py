@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from render_service.failures import FailureCode, RenderFailure
-from render_service.output_dir import OutputDirectory
+from render_service.output_dir import OutputDirectory, partial_name
 from tests.render.conftest import (
     Running,
     collect,
@@ -22,6 +22,7 @@ from tests.render.conftest import (
     is_rendering,
     kind,
     long_spec,
+    output_entries,
     partial_files,
     pattern_spec,
     render_request,
@@ -68,7 +69,7 @@ async def test_output_dir_gone_when_ffmpeg_finishes_fails_unwritable(
     await events_until(call, is_rendering)
     await wait_for(lambda: len(ffmpeg_pids("away-1")) == 1)
     (pid,) = ffmpeg_pids("away-1")
-    await wait_for(lambda: has_open(pid, ".away-1.partial.mp4"))
+    await wait_for(lambda: has_open(pid, service.partial("away-1").name))
     os.kill(pid, signal.SIGSTOP)
     with directory_away(output, parking):
         os.kill(pid, signal.SIGCONT)
@@ -80,17 +81,19 @@ async def test_output_dir_gone_when_ffmpeg_finishes_fails_unwritable(
     assert failed.failed.code == "OUTPUT_UNWRITABLE", failed.failed
     assert str(output) in failed.failed.message or "output" in failed.failed.message
     assert left_while_away == []
-    assert list(output.iterdir()) == []
+    assert output_entries(output) == []
 
 
 async def test_partials_of_ended_renders_are_swept_after_a_render(service: Running) -> None:
     output = service.config.output_dir
     running = service.stub.Render(render_request("busy-1", long_spec()))
     await events_until(running, is_rendering)
-    busy_partial = output / ".busy-1.partial.mp4"
+    busy_partial = service.partial("busy-1")
     assert busy_partial.exists()
-    stray = output / ".gone-1.partial.mp4"
+    stray = service.partial("gone-1")
     stray.write_bytes(b"half a video nobody will finish")
+    others = output / partial_name("other", "theirs-1", "mp4")
+    others.write_bytes(b"half a video another service sharing the directory is writing")
 
     events = await collect(service.stub.Render(render_request("short-1", pattern_spec(1.0))))
 
@@ -98,7 +101,7 @@ async def test_partials_of_ended_renders_are_swept_after_a_render(service: Runni
     await wait_for(lambda: not stray.exists())
     assert busy_partial.exists(), "the partial file of a running render was swept"
     await service.stub.CancelRender(render_pb2.CancelRenderRequest(render_id="busy-1"))
-    assert partial_files(output) == []
+    assert partial_files(output) == [others], "only the service's own partial files are swept"
 
 
 @pytest.fixture

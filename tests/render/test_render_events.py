@@ -14,6 +14,7 @@ from tests.render.conftest import (
     collect,
     file_size,
     kind,
+    output_entries,
     partial_files,
     pattern_spec,
     render_request,
@@ -81,7 +82,7 @@ async def test_second_render_call_attaches_instead_of_rendering_again(service: R
     assert second_events == first_events  # same seqs, same timestamps: one render
     later = await collect(service.stub.Render(render_request("twice-1", spec)))
     assert later == first_events
-    assert sorted(p.name for p in service.config.output_dir.iterdir()) == ["twice-1.mp4"]
+    assert [p.name for p in output_entries(service.config.output_dir)] == ["twice-1.mp4"]
 
 
 async def test_same_render_id_with_another_spec_is_rejected(service: Running) -> None:

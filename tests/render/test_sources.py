@@ -12,6 +12,7 @@ from tests.render.conftest import (
     Running,
     collect,
     kind,
+    output_entries,
     pattern_spec,
     render_request,
     run_ffmpeg,
@@ -104,7 +105,7 @@ async def test_transcode_of_a_file_that_is_not_media_fails_as_invalid_input(
     assert events[-1].failed.code == "INVALID_INPUT"
     assert "spec.source.transcode.input_path" in events[-1].failed.message
     assert events[-1].failed.field == "spec.source.transcode.input_path"
-    assert list(service.config.output_dir.iterdir()) == []
+    assert output_entries(service.config.output_dir) == []
 
 
 @pytest.mark.parametrize(

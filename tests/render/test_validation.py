@@ -9,7 +9,14 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.render.conftest import Running, collect, pattern_spec, render_request, run_ffmpeg
+from tests.render.conftest import (
+    Running,
+    collect,
+    output_entries,
+    pattern_spec,
+    render_request,
+    run_ffmpeg,
+)
 from videojob.grpc_errors import field_violation
 from videojob.render.v1 import spec_pb2
 
@@ -104,7 +111,7 @@ async def test_bad_spec_is_invalid_argument_naming_the_field(
     assert field in (caught.value.details() or "")
     violation = field_violation(caught.value)
     assert violation is not None and field in violation.field, violation
-    assert list(service.config.output_dir.iterdir()) == []
+    assert output_entries(service.config.output_dir) == []
 
 
 @pytest.mark.parametrize(

@@ -36,7 +36,11 @@ class _FailureCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FailureCo
     OUTPUT_UNWRITABLE: _FailureCode.ValueType  # 5
     """The output directory or file cannot be written or read."""
     SHUTDOWN: _FailureCode.ValueType  # 6
-    """The render service is shutting down; the export service retries such a render elsewhere."""
+    """The render service is shutting down; the export service retries such a render elsewhere.
+    A render it ran was cut short (drain timeout, or a second signal): that attempt is lost.
+    With Failed.never_started the render was still queued when the service began draining
+    and is handed back untouched: resubmitted elsewhere at once, costing no attempt.
+    """
     INTERNAL: _FailureCode.ValueType  # 7
     """An unexpected error."""
     RENDER_LOST: _FailureCode.ValueType  # 8
@@ -68,7 +72,11 @@ VERIFICATION_FAILED: FailureCode.ValueType  # 4
 OUTPUT_UNWRITABLE: FailureCode.ValueType  # 5
 """The output directory or file cannot be written or read."""
 SHUTDOWN: FailureCode.ValueType  # 6
-"""The render service is shutting down; the export service retries such a render elsewhere."""
+"""The render service is shutting down; the export service retries such a render elsewhere.
+A render it ran was cut short (drain timeout, or a second signal): that attempt is lost.
+With Failed.never_started the render was still queued when the service began draining
+and is handed back untouched: resubmitted elsewhere at once, costing no attempt.
+"""
 INTERNAL: FailureCode.ValueType  # 7
 """An unexpected error."""
 RENDER_LOST: FailureCode.ValueType  # 8

@@ -126,6 +126,67 @@ class CancelRenderRequest(_message.Message):
 Global___CancelRenderRequest: _TypeAlias = CancelRenderRequest  # noqa: Y015
 
 @_typing.final
+class GetCapacityRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCapacityRequest: _TypeAlias = GetCapacityRequest  # noqa: Y015
+
+@_typing.final
+class Capacity(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUNNING_FIELD_NUMBER: _builtins.int
+    QUEUED_FIELD_NUMBER: _builtins.int
+    MAX_CONCURRENT_FIELD_NUMBER: _builtins.int
+    MAX_QUEUE_FIELD_NUMBER: _builtins.int
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    DRAINING_FIELD_NUMBER: _builtins.int
+    running: _builtins.int
+    """Renders holding a slot (Preparing to Verifying)."""
+    queued: _builtins.int
+    """Renders waiting for a slot (Queued)."""
+    max_concurrent: _builtins.int
+    """Slots (--max-concurrent)."""
+    max_queue: _builtins.int
+    """Renders that may wait for a slot (--max-queue); a Render beyond running + queued =
+    max_concurrent + max_queue is refused with RESOURCE_EXHAUSTED.
+    """
+    instance_id: _builtins.str
+    """Names this render service, the same across its restarts (--instance-id); no two render
+    services sharing an output directory have the same one.
+    """
+    draining: _builtins.bool
+    """True once it is draining (SIGTERM): new renders are refused (UNAVAILABLE, ErrorInfo reason
+    DRAINING) while the running ones finish; it exits when they have.
+    """
+    def __init__(
+        self,
+        *,
+        running: _builtins.int = ...,
+        queued: _builtins.int = ...,
+        max_concurrent: _builtins.int = ...,
+        max_queue: _builtins.int = ...,
+        instance_id: _builtins.str = ...,
+        draining: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["draining", b"draining", "instance_id", b"instance_id", "max_concurrent", b"max_concurrent", "max_queue", b"max_queue", "queued", b"queued", "running", b"running"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Capacity: _TypeAlias = Capacity  # noqa: Y015
+
+@_typing.final
 class RenderInfo(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -274,9 +335,10 @@ class Failed(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     LOG_TAIL_FIELD_NUMBER: _builtins.int
     FIELD_FIELD_NUMBER: _builtins.int
+    NEVER_STARTED_FIELD_NUMBER: _builtins.int
     code: _builtins.str
     """A stable machine-readable reason: INVALID_INPUT, FFMPEG_ERROR, STALLED,
-    VERIFICATION_FAILED, OUTPUT_UNWRITABLE, SHUTDOWN, INTERNAL.
+    VERIFICATION_FAILED, OUTPUT_UNWRITABLE, SHUTDOWN, INTERNAL (the FailureCode enum's names).
     """
     message: _builtins.str
     log_tail: _builtins.str
@@ -285,6 +347,11 @@ class Failed(_message.Message):
     """The spec field the failure is about, as a proto path
     (spec.source.transcode.input_path); empty when it is about no one field.
     """
+    never_started: _builtins.bool
+    """Only with code SHUTDOWN: the render never started (it was still queued when its render
+    service began draining), so nothing was rendered or written. It is handed back, not lost:
+    submit it to another render service at once; it costs no attempt.
+    """
     def __init__(
         self,
         *,
@@ -292,10 +359,11 @@ class Failed(_message.Message):
         message: _builtins.str = ...,
         log_tail: _builtins.str = ...,
         field: _builtins.str = ...,
+        never_started: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "field", b"field", "log_tail", b"log_tail", "message", b"message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "field", b"field", "log_tail", b"log_tail", "message", b"message", "never_started", b"never_started"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

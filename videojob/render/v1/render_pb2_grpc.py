@@ -56,6 +56,11 @@ class RenderServiceStub:
                 request_serializer=videojob_dot_render_dot_v1_dot_render__pb2.CancelRenderRequest.SerializeToString,
                 response_deserializer=videojob_dot_render_dot_v1_dot_render__pb2.RenderInfo.FromString,
                 _registered_method=True)
+        self.GetCapacity = channel.unary_unary(
+                '/videojob.render.v1.RenderService/GetCapacity',
+                request_serializer=videojob_dot_render_dot_v1_dot_render__pb2.GetCapacityRequest.SerializeToString,
+                response_deserializer=videojob_dot_render_dot_v1_dot_render__pb2.Capacity.FromString,
+                _registered_method=True)
 
 
 class RenderServiceServicer:
@@ -91,6 +96,14 @@ class RenderServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCapacity(self, request, context):
+        """How busy this render service is and which one it is: what a client placing renders over
+        a pool of render services compares. Answered while draining too.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RenderServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -113,6 +126,11 @@ def add_RenderServiceServicer_to_server(servicer, server):
                     servicer.CancelRender,
                     request_deserializer=videojob_dot_render_dot_v1_dot_render__pb2.CancelRenderRequest.FromString,
                     response_serializer=videojob_dot_render_dot_v1_dot_render__pb2.RenderInfo.SerializeToString,
+            ),
+            'GetCapacity': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCapacity,
+                    request_deserializer=videojob_dot_render_dot_v1_dot_render__pb2.GetCapacityRequest.FromString,
+                    response_serializer=videojob_dot_render_dot_v1_dot_render__pb2.Capacity.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -225,6 +243,33 @@ class RenderService:
             '/videojob.render.v1.RenderService/CancelRender',
             videojob_dot_render_dot_v1_dot_render__pb2.CancelRenderRequest.SerializeToString,
             videojob_dot_render_dot_v1_dot_render__pb2.RenderInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCapacity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/videojob.render.v1.RenderService/GetCapacity',
+            videojob_dot_render_dot_v1_dot_render__pb2.GetCapacityRequest.SerializeToString,
+            videojob_dot_render_dot_v1_dot_render__pb2.Capacity.FromString,
             options,
             channel_credentials,
             insecure,

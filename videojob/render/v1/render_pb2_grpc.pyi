@@ -44,6 +44,10 @@ class RenderServiceStub:
     GetRender: _grpc.UnaryUnaryMultiCallable[_render_pb2.GetRenderRequest, _render_pb2.RenderInfo]
     CancelRender: _grpc.UnaryUnaryMultiCallable[_render_pb2.CancelRenderRequest, _render_pb2.RenderInfo]
     """Stops ffmpeg (its whole process group) and removes partial output."""
+    GetCapacity: _grpc.UnaryUnaryMultiCallable[_render_pb2.GetCapacityRequest, _render_pb2.Capacity]
+    """How busy this render service is and which one it is: what a client placing renders over
+    a pool of render services compares. Answered while draining too.
+    """
 
 @_typing.type_check_only
 class RenderServiceAsyncStub(RenderServiceStub):
@@ -61,6 +65,10 @@ class RenderServiceAsyncStub(RenderServiceStub):
     GetRender: _aio.UnaryUnaryMultiCallable[_render_pb2.GetRenderRequest, _render_pb2.RenderInfo]  # type: ignore[assignment]
     CancelRender: _aio.UnaryUnaryMultiCallable[_render_pb2.CancelRenderRequest, _render_pb2.RenderInfo]  # type: ignore[assignment]
     """Stops ffmpeg (its whole process group) and removes partial output."""
+    GetCapacity: _aio.UnaryUnaryMultiCallable[_render_pb2.GetCapacityRequest, _render_pb2.Capacity]  # type: ignore[assignment]
+    """How busy this render service is and which one it is: what a client placing renders over
+    a pool of render services compares. Answered while draining too.
+    """
 
 class RenderServiceServicer(metaclass=_abc_1.ABCMeta):
     """Executes renders with FFmpeg and streams their progress. It keeps a short in-memory
@@ -99,5 +107,15 @@ class RenderServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_render_pb2.RenderInfo, _abc.Awaitable[_render_pb2.RenderInfo]]:
         """Stops ffmpeg (its whole process group) and removes partial output."""
+
+    @_abc_1.abstractmethod
+    def GetCapacity(
+        self,
+        request: _render_pb2.GetCapacityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_render_pb2.Capacity, _abc.Awaitable[_render_pb2.Capacity]]:
+        """How busy this render service is and which one it is: what a client placing renders over
+        a pool of render services compares. Answered while draining too.
+        """
 
 def add_RenderServiceServicer_to_server(servicer: RenderServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
