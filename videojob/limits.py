@@ -23,8 +23,6 @@ MAX_JOB_ID_LENGTH: Final = 128
 MAX_RENDER_ID_LENGTH: Final = MAX_JOB_ID_LENGTH
 # A render service's --instance-id (it prefixes that service's partial file names).
 MAX_INSTANCE_ID_LENGTH: Final = 64
-# A render service's --instance-id (it prefixes that service's partial file names).
-MAX_INSTANCE_ID_LENGTH: Final = 64
 # A job's version as an SSE event id (Last-Event-ID): at most this many decimal digits.
 MAX_VERSION_DIGITS: Final = 18
 
@@ -145,14 +143,6 @@ FAILURE_RENDER_STALLED: Final = _failure_name(failure_pb2.RENDER_STALLED)
 # Failed codes a render service reports when it lost a render rather than judged it: the export
 # service resubmits instead of failing the job.
 RETRYABLE_RENDER_FAILURES: Final = frozenset({FAILURE_SHUTDOWN})
-# A Failed SHUTDOWN with never_started set is a render handed back by a draining render service
-# before it started: the export service submits it elsewhere at once, costing no attempt.
-
-# --- Render service ----------------------------------------------------------------------------
-
-# Seconds a draining render service (SIGTERM) gives its running renders to finish before it fails
-# what is left with SHUTDOWN; the launcher waits this long (plus its stop grace) before SIGKILL.
-DEFAULT_DRAIN_TIMEOUT_SECONDS: Final = 300.0
 # A Failed SHUTDOWN with never_started set is a render handed back by a draining render service
 # before it started: the export service submits it elsewhere at once, costing no attempt.
 
