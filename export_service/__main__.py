@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from export_service.config import ExportConfig, TrackerSettings
 from export_service.server import create_server
 from export_service.store import open_store
+from export_service.store.base import default_writer
 from export_service.store.factory import DEFAULT_DATABASE
 from videojob.flags import (
     EXIT_USAGE,
@@ -50,7 +51,13 @@ FLAGS = FlagTable(
             _DEFAULTS.render_addr,
             "the render service's address",
         ),
-        Flag("--database", text("URL"), DEFAULT_DATABASE, "sqlite:///path (or a bare path)"),
+        Flag(
+            "--database",
+            text("URL"),
+            DEFAULT_DATABASE,
+            "sqlite:///path (or a bare path), or postgresql://USER@HOST:PORT/DB (several export "
+            "processes may share one PostgreSQL database)",
+        ),
         Flag(
             "--stall-timeout",
             number(above=0),
@@ -161,7 +168,7 @@ def config_from_flags(flags: argparse.Namespace) -> ExportConfig:
 async def serve(config: ExportConfig) -> int:
     """Serves until SIGTERM or SIGINT; the exit status."""
     try:
-        store = await open_store(config.database)
+        store = await open_store(config.database, default_writer("export_service"))
     except (ValueError, OSError) as error:
         print(f"export_service: cannot start: {error}", file=sys.stderr, flush=True)
         return EXIT_USAGE

@@ -9,12 +9,14 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health_pb2
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 
 from export_service.changes import ChangeHub
 from export_service.config import ExportConfig
@@ -26,7 +28,13 @@ from export_service.store import (
     ListCursor,
     TransitionRejected,
 )
-from export_service.store.sqlite import created_at_us, decode_cursor, encode_cursor
+from export_service.store.base import (
+    HistoryEntry,
+    created_at_us,
+    decode_cursor,
+    encode_cursor,
+)
+from export_service.store.outage import PatientStore
 from export_service.tracker import RenderSupervisor
 from videojob.errors import (
     AlreadyExists,
@@ -104,6 +112,26 @@ def job_to_proto(job: Job) -> export_pb2.VideoJob:
     return message
 
 
+def history_entry_to_proto(entry: HistoryEntry) -> export_pb2.JobHistoryEntry:
+    message = export_pb2.JobHistoryEntry(
+        version=entry.version,
+        change=entry.change.value,
+        status=_STATUS_TO_PROTO[entry.status],
+        progress=entry.progress,
+        stage=entry.stage,
+        attempt=entry.attempt,
+        render_seq=entry.render_seq,
+        error_code=entry.error_code,
+        time=_timestamp(entry.recorded_at),
+        writer=entry.writer,
+    )
+    if entry.owner is not None:
+        message.owner = entry.owner
+    if entry.lease_epoch is not None:
+        message.lease_epoch = entry.lease_epoch
+    return message
+
+
 def _check_job_id(job_id: str) -> None:
     if not job_id:
         raise InvalidArgument("id", "is required")
@@ -160,6 +188,10 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
                 reason=Reason.REQUEST_ID_REUSED,
                 metadata={"request_id": request_id, "job_id": job.id},
             )
+        elif not job.terminal:
+            # A retried create whose first commit was never acknowledged (the database dropped
+            # the connection) finds its job here: make sure it is driven (a no-op if it is).
+            self._supervisor.track(job.id)
         return job_to_proto(job)
 
     async def GetExport(
@@ -227,6 +259,37 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
         logger.info("job %s cancelled", job_id)
         await self._supervisor.job_cancelled(job_id)
         return job_to_proto(job)
+
+    async def ListJobHistory(
+        self,
+        request: export_pb2.ListJobHistoryRequest,
+        context: grpc.aio.ServicerContext[
+            export_pb2.ListJobHistoryRequest, export_pb2.ListJobHistoryResponse
+        ],
+    ) -> export_pb2.ListJobHistoryResponse:
+        return await self._history(request)
+
+    async def _history(
+        self, request: export_pb2.ListJobHistoryRequest
+    ) -> export_pb2.ListJobHistoryResponse:
+        """A page of the job's history. Its own call rather than a field of VideoJob: the
+        history grows with every progress write, and VideoJob is what every Get, List and
+        Watch sends."""
+        _check_job_id(request.id)
+        if request.after_version < 0:
+            raise InvalidArgument("after_version", "must not be negative")
+        if request.page_size < 0:
+            raise InvalidArgument("page_size", "must not be negative")
+        page_size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        entries = await self._store.history(
+            request.id, after_version=request.after_version, limit=page_size + 1
+        )
+        response = export_pb2.ListJobHistoryResponse(
+            entries=[history_entry_to_proto(entry) for entry in entries[:page_size]]
+        )
+        if len(entries) > page_size:
+            response.next_after_version = entries[page_size - 1].version
+        return response
 
     async def WatchExport(
         self,
@@ -355,6 +418,27 @@ class ExportServer:
         await self.store.close()
 
 
+def _report_database_health(health: GracefulHealth) -> Callable[[bool], None]:
+    """An availability listener: the server (and ExportService) NOT_SERVING while the job
+    database is unreachable, SERVING again when it answers (ignored once shutting down)."""
+    pending: set[asyncio.Task[None]] = set()
+
+    def changed(available: bool) -> None:
+        if not isinstance(health, health_aio.HealthServicer):
+            return
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if available
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", SERVICE_NAME):
+            task = asyncio.create_task(health.set(name, status))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+
+    return changed
+
+
 async def create_server(
     config: ExportConfig,
     store: JobStore,
@@ -365,12 +449,14 @@ async def create_server(
     store.add_listener(hub.publish)
     render_channel = create_channel(config.render_addr, config.render_tls)
     stub = render_pb2_grpc.RenderServiceStub(render_channel)
-    supervisor = RenderSupervisor(store, stub, config.tracker)
+    # The tracker waits a database outage out; the servicer answers UNAVAILABLE meanwhile.
+    supervisor = RenderSupervisor(PatientStore(store), stub, config.tracker)
     server = create_grpc_server()
     export_pb2_grpc.add_ExportServiceServicer_to_server(
         ExportServicer(store, hub, supervisor, config), server
     )
     health = await add_health_and_reflection(server, [SERVICE_NAME])
+    store.add_availability_listener(_report_database_health(health))
     port = bind(server, config.listen, config.tls)
     await server.start()
     await supervisor.start()

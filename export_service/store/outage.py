@@ -50,6 +50,7 @@ class PatientStore(JobStore):
         self.inner = inner
         self._first_delay = first_delay
         self._max_delay = max_delay
+        self.retries = 0  # operations repeated because the database was unavailable
 
     def add_listener(self, listener: ChangeListener) -> None:
         self.inner.add_listener(listener)
@@ -67,6 +68,7 @@ class PatientStore(JobStore):
                 if not waited:
                     logger.warning("%s waits for the database: %s", what, unavailable.detail)
                     waited = True
+                self.retries += 1
                 await asyncio.sleep(random.uniform(delay / 2, delay))
                 delay = min(delay * 2, self._max_delay)
                 continue

@@ -307,3 +307,123 @@ class WatchExportsRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchExportsRequest: _TypeAlias = WatchExportsRequest  # noqa: Y015
+
+@_typing.final
+class ListJobHistoryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    AFTER_VERSION_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    after_version: _builtins.int
+    """Only entries with a version above this one (0: from the first)."""
+    page_size: _builtins.int
+    """At most this many entries (0: videojob.limits.DEFAULT_PAGE_SIZE; at most MAX_PAGE_SIZE)."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        after_version: _builtins.int = ...,
+        page_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_version", b"after_version", "id", b"id", "page_size", b"page_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListJobHistoryRequest: _TypeAlias = ListJobHistoryRequest  # noqa: Y015
+
+@_typing.final
+class JobHistoryEntry(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    CHANGE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    STAGE_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    RENDER_SEQ_FIELD_NUMBER: _builtins.int
+    ERROR_CODE_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    WRITER_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
+    LEASE_EPOCH_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    change: _builtins.str
+    """The named change that made this version: create, progress, begin_attempt (a resubmitted
+    render: attempt + 1, render_seq back to 0), complete, fail, cancel; migrated for the state
+    of a job that existed before the history did. A re-attached render is no change of the
+    job: its progress continues in the same attempt, render_seq going on from where it was.
+    """
+    status: Global___JobStatus.ValueType
+    progress: _builtins.float
+    stage: _builtins.str
+    attempt: _builtins.int
+    render_seq: _builtins.int
+    """The last render event stored with this version."""
+    error_code: _builtins.str
+    writer: _builtins.str
+    """Who wrote it: the process (name@host:pid) and, once jobs have owners, the owning replica
+    and its lease epoch (unset until then).
+    """
+    owner: _builtins.str
+    lease_epoch: _builtins.int
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+        change: _builtins.str = ...,
+        status: Global___JobStatus.ValueType = ...,
+        progress: _builtins.float = ...,
+        stage: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        render_seq: _builtins.int = ...,
+        error_code: _builtins.str = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        writer: _builtins.str = ...,
+        owner: _builtins.str | None = ...,
+        lease_epoch: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_lease_epoch", b"_lease_epoch", "_owner", b"_owner", "lease_epoch", b"lease_epoch", "owner", b"owner", "time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_lease_epoch", b"_lease_epoch", "_owner", b"_owner", "attempt", b"attempt", "change", b"change", "error_code", b"error_code", "lease_epoch", b"lease_epoch", "owner", b"owner", "progress", b"progress", "render_seq", b"render_seq", "stage", b"stage", "status", b"status", "time", b"time", "version", b"version", "writer", b"writer"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__lease_epoch: _TypeAlias = _typing.Literal["lease_epoch"]  # noqa: Y015
+    _WhichOneofArgType__lease_epoch: _TypeAlias = _typing.Literal["_lease_epoch", b"_lease_epoch"]  # noqa: Y015
+    _WhichOneofReturnType__owner: _TypeAlias = _typing.Literal["owner"]  # noqa: Y015
+    _WhichOneofArgType__owner: _TypeAlias = _typing.Literal["_owner", b"_owner"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__lease_epoch) -> _WhichOneofReturnType__lease_epoch | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__owner) -> _WhichOneofReturnType__owner | None: ...
+
+Global___JobHistoryEntry: _TypeAlias = JobHistoryEntry  # noqa: Y015
+
+@_typing.final
+class ListJobHistoryResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    NEXT_AFTER_VERSION_FIELD_NUMBER: _builtins.int
+    next_after_version: _builtins.int
+    """The after_version of the next page; 0 when this page is the last."""
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobHistoryEntry]: ...
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[Global___JobHistoryEntry] | None = ...,
+        next_after_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "next_after_version", b"next_after_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListJobHistoryResponse: _TypeAlias = ListJobHistoryResponse  # noqa: Y015

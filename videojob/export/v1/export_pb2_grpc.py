@@ -65,6 +65,11 @@ class ExportServiceStub:
                 request_serializer=videojob_dot_export_dot_v1_dot_export__pb2.WatchExportsRequest.SerializeToString,
                 response_deserializer=videojob_dot_export_dot_v1_dot_export__pb2.VideoJob.FromString,
                 _registered_method=True)
+        self.ListJobHistory = channel.unary_unary(
+                '/videojob.export.v1.ExportService/ListJobHistory',
+                request_serializer=videojob_dot_export_dot_v1_dot_export__pb2.ListJobHistoryRequest.SerializeToString,
+                response_deserializer=videojob_dot_export_dot_v1_dot_export__pb2.ListJobHistoryResponse.FromString,
+                _registered_method=True)
 
 
 class ExportServiceServicer:
@@ -116,6 +121,15 @@ class ExportServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListJobHistory(self, request, context):
+        """The job's committed changes, oldest first: one entry per version, written in the same
+        transaction as the change (intermediate progress is coalesced as the job's is). Kept and
+        deleted with the job. NOT_FOUND for an unknown id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExportServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -148,6 +162,11 @@ def add_ExportServiceServicer_to_server(servicer, server):
                     servicer.WatchExports,
                     request_deserializer=videojob_dot_export_dot_v1_dot_export__pb2.WatchExportsRequest.FromString,
                     response_serializer=videojob_dot_export_dot_v1_dot_export__pb2.VideoJob.SerializeToString,
+            ),
+            'ListJobHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobHistory,
+                    request_deserializer=videojob_dot_export_dot_v1_dot_export__pb2.ListJobHistoryRequest.FromString,
+                    response_serializer=videojob_dot_export_dot_v1_dot_export__pb2.ListJobHistoryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -313,6 +332,33 @@ class ExportService:
             '/videojob.export.v1.ExportService/WatchExports',
             videojob_dot_export_dot_v1_dot_export__pb2.WatchExportsRequest.SerializeToString,
             videojob_dot_export_dot_v1_dot_export__pb2.VideoJob.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/videojob.export.v1.ExportService/ListJobHistory',
+            videojob_dot_export_dot_v1_dot_export__pb2.ListJobHistoryRequest.SerializeToString,
+            videojob_dot_export_dot_v1_dot_export__pb2.ListJobHistoryResponse.FromString,
             options,
             channel_credentials,
             insecure,

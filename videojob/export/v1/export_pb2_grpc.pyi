@@ -50,6 +50,11 @@ class ExportServiceStub:
     sent, so a change of status that moves it out of the page still arrives. Every status
     change arrives; intermediate progress may be coalesced. Never ends by itself.
     """
+    ListJobHistory: _grpc.UnaryUnaryMultiCallable[_export_pb2.ListJobHistoryRequest, _export_pb2.ListJobHistoryResponse]
+    """The job's committed changes, oldest first: one entry per version, written in the same
+    transaction as the change (intermediate progress is coalesced as the job's is). Kept and
+    deleted with the job. NOT_FOUND for an unknown id.
+    """
 
 @_typing.type_check_only
 class ExportServiceAsyncStub(ExportServiceStub):
@@ -72,6 +77,11 @@ class ExportServiceAsyncStub(ExportServiceStub):
     a job that newly enters that page. A job stays covered until it is terminal once it was
     sent, so a change of status that moves it out of the page still arrives. Every status
     change arrives; intermediate progress may be coalesced. Never ends by itself.
+    """
+    ListJobHistory: _aio.UnaryUnaryMultiCallable[_export_pb2.ListJobHistoryRequest, _export_pb2.ListJobHistoryResponse]  # type: ignore[assignment]
+    """The job's committed changes, oldest first: one entry per version, written in the same
+    transaction as the change (intermediate progress is coalesced as the job's is). Kept and
+    deleted with the job. NOT_FOUND for an unknown id.
     """
 
 class ExportServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -128,6 +138,17 @@ class ExportServiceServicer(metaclass=_abc_1.ABCMeta):
         a job that newly enters that page. A job stays covered until it is terminal once it was
         sent, so a change of status that moves it out of the page still arrives. Every status
         change arrives; intermediate progress may be coalesced. Never ends by itself.
+        """
+
+    @_abc_1.abstractmethod
+    def ListJobHistory(
+        self,
+        request: _export_pb2.ListJobHistoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_export_pb2.ListJobHistoryResponse, _abc.Awaitable[_export_pb2.ListJobHistoryResponse]]:
+        """The job's committed changes, oldest first: one entry per version, written in the same
+        transaction as the change (intermediate progress is coalesced as the job's is). Kept and
+        deleted with the job. NOT_FOUND for an unknown id.
         """
 
 def add_ExportServiceServicer_to_server(servicer: ExportServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
