@@ -1,23 +1,35 @@
-"""7. Store: CreateExport and progress-update throughput on SQLite, through the export
-service's JobStore API against a file in a temporary directory. Progress is measured one update
+"""7. Store: the export service's JobStore API on both backends, SQLite (a file in a temporary
+directory) and PostgreSQL (a database of its own on the server at ``VIDEOJOB_BENCH_POSTGRES``,
+default 127.0.0.1:5432, dropped afterwards): creates per second, progress writes per second one
 per call (``record_progress``) and in batches of BATCH_SIZE jobs per transaction
-(``record_progress_batch``, what the export service's ProgressWriter does)."""
+(``record_progress_batch``, what the export service's ProgressWriter does), and the latency of a
+terminal write (``complete``) at p50 and p99."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import secrets
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import asyncpg
+
 from bench.report import BenchResult
-from export_service.store import ProgressUpdate, open_store
+from bench.stats import percentile
+from export_service.store import JobStore, ProgressUpdate, open_store
 from videojob.render.v1 import spec_pb2
 
 NAME = "store"
-TITLE = "Store throughput (SQLite)"
+TITLE = "Store throughput and terminal write latency (SQLite, PostgreSQL)"
 BATCH_SIZE = 100
+CONCURRENCY = 32
+POSTGRES_ADMIN_URL = os.environ.get(
+    "VIDEOJOB_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
+)
 
 
 async def _drive(
@@ -38,52 +50,103 @@ async def _drive(
     return count / (time.perf_counter() - started)
 
 
-async def _measure(directory: Path, jobs: int, updates: int, result: BenchResult) -> None:
+async def _measure(
+    store: JobStore, label: str, jobs: int, updates: int, result: BenchResult
+) -> None:
     spec = spec_pb2.RenderSpec(
         source=spec_pb2.Source(test_pattern=spec_pb2.TestPattern(duration_seconds=2))
     ).SerializeToString()
-    store = await open_store(f"sqlite:///{directory / 'store.db'}")
-    try:
-        for concurrency in (1, 32):
-            ids = [uuid.uuid4().hex for _ in range(jobs)]
+    for concurrency in (1, CONCURRENCY):
+        ids = [uuid.uuid4().hex for _ in range(jobs)]
 
-            async def create(index: int, ids: list[str] = ids) -> object:
-                return await store.create(job_id=ids[index], request_id=ids[index], spec=spec)
+        async def create(index: int, ids: list[str] = ids) -> object:
+            return await store.create(job_id=ids[index], request_id=ids[index], spec=spec)
 
-            rate = await _drive(jobs, concurrency, create)
-            result.add(f"CreateExport, {concurrency} caller(s)", rate, "jobs/s")
+        rate = await _drive(jobs, concurrency, create)
+        result.add(f"{label}: creates, {concurrency} caller(s)", rate, "jobs/s")
 
-            # Each update goes to the next job in turn, with progress rising per round.
-            async def progress(index: int, ids: list[str] = ids) -> object:
-                job_round, job = divmod(index, len(ids))
-                return await store.record_progress(
-                    ids[job],
-                    progress=min(2 + job_round * 0.01, 95.0),
-                    stage="Rendering",
-                    eta_seconds=1.0,
-                    render_seq=job_round + 1,
-                )
-
-            rate = await _drive(updates, concurrency, progress)
-            result.add(f"progress update, {concurrency} caller(s)", rate, "writes/s")
-
-        batch_ids = [uuid.uuid4().hex for _ in range(BATCH_SIZE)]
-        for job_id in batch_ids:
-            await store.create(job_id=job_id, request_id=job_id, spec=spec)
-        batches = max(updates // BATCH_SIZE, 1)
-        started = time.perf_counter()
-        for batch_round in range(batches):
-            percent = min(2 + (batch_round + 1) * 0.01, 95.0)
-            await store.record_progress_batch(
-                [
-                    ProgressUpdate(job_id, percent, "Rendering", 1.0, batch_round + 1)
-                    for job_id in batch_ids
-                ]
+        # Each update goes to the next job in turn, with progress rising per round.
+        async def progress(index: int, ids: list[str] = ids) -> object:
+            job_round, job = divmod(index, len(ids))
+            return await store.record_progress(
+                ids[job],
+                progress=min(2 + job_round * 0.01, 95.0),
+                stage="Rendering",
+                eta_seconds=1.0,
+                render_seq=job_round + 1,
             )
-        rate = batches * BATCH_SIZE / (time.perf_counter() - started)
-        result.add(f"progress update, batches of {BATCH_SIZE}", rate, "writes/s")
+
+        rate = await _drive(updates, concurrency, progress)
+        result.add(f"{label}: single progress writes, {concurrency} caller(s)", rate, "writes/s")
+
+        latencies: list[float] = []
+
+        async def terminal(
+            index: int, ids: list[str] = ids, latencies: list[float] = latencies
+        ) -> object:
+            started = time.perf_counter()
+            job = await store.complete(
+                ids[index], output_path="/renders/out.mp4", size_bytes=1, duration_seconds=2,
+                render_seq=10_000,
+            )  # fmt: skip
+            latencies.append((time.perf_counter() - started) * 1000)
+            return job
+
+        await _drive(jobs, concurrency, terminal)
+        for name, fraction in (("p50", 0.5), ("p99", 0.99)):
+            result.add(
+                f"{label}: terminal write latency {name}, {concurrency} caller(s)",
+                percentile(latencies, fraction),
+                "ms",
+            )
+
+    batch_ids = [uuid.uuid4().hex for _ in range(BATCH_SIZE)]
+    for job_id in batch_ids:
+        await store.create(job_id=job_id, request_id=job_id, spec=spec)
+    batches = max(updates // BATCH_SIZE, 1)
+    started = time.perf_counter()
+    for batch_round in range(batches):
+        percent = min(2 + (batch_round + 1) * 0.01, 95.0)
+        await store.record_progress_batch(
+            [
+                ProgressUpdate(job_id, percent, "Rendering", 1.0, batch_round + 1)
+                for job_id in batch_ids
+            ]
+        )
+    rate = batches * BATCH_SIZE / (time.perf_counter() - started)
+    result.add(f"{label}: batched progress writes ({BATCH_SIZE} a batch)", rate, "writes/s")
+
+
+@contextlib.asynccontextmanager
+async def _postgres_database() -> AsyncIterator[str]:
+    """A database of this run on the PostgreSQL server, dropped afterwards."""
+    name = f"videojob_bench_{os.getpid()}_{secrets.token_hex(3)}"
+    admin = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=10)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield f"{POSTGRES_ADMIN_URL.rpartition('/')[0]}/{name}"
+        finally:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
-        await store.close()
+        await admin.close()
+
+
+async def _measure_both(directory: Path, jobs: int, updates: int, result: BenchResult) -> None:
+    sqlite = await open_store(f"sqlite:///{directory / 'store.db'}")
+    try:
+        await _measure(sqlite, "SQLite", jobs, updates, result)
+    finally:
+        await sqlite.close()
+    try:
+        async with _postgres_database() as url:
+            postgres = await open_store(url)
+            try:
+                await _measure(postgres, "PostgreSQL", jobs, updates, result)
+            finally:
+                await postgres.close()
+    except (OSError, asyncpg.PostgresError) as error:
+        result.error = f"PostgreSQL at {POSTGRES_ADMIN_URL} could not be measured: {error}"
 
 
 def run(workdir: Path, quick: bool) -> BenchResult:
@@ -93,7 +156,7 @@ def run(workdir: Path, quick: bool) -> BenchResult:
         "jobs": jobs,
         "updates": updates,
         "batch_size": BATCH_SIZE,
-        "database": "SQLite file, WAL",
+        "databases": "SQLite file, WAL; PostgreSQL (progress with synchronous_commit off)",
     }
-    asyncio.run(_measure(workdir, jobs, updates, result))
+    asyncio.run(_measure_both(workdir, jobs, updates, result))
     return result
