@@ -287,6 +287,19 @@ async def index(request: Request) -> Response:
     return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
+async def docs(request: Request) -> Response:
+    """The OpenAPI document as a page (gateway/static/docs.js renders /openapi.json)."""
+    return FileResponse(STATIC_DIR / "docs.html", headers={"Cache-Control": "no-cache"})
+
+
+async def favicon(request: Request) -> Response:
+    return FileResponse(
+        STATIC_DIR / "favicon.svg",
+        media_type="image/svg+xml",
+        headers={"Cache-Control": "max-age=86400"},
+    )
+
+
 def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -332,6 +345,9 @@ def create_app(settings: Settings) -> Starlette:
 
     routes = [
         Route("/", index, methods=["GET"]),
+        Route("/docs", docs, methods=["GET"]),
+        Route("/favicon.svg", favicon, methods=["GET"]),
+        Route("/favicon.ico", favicon, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/livez", livez, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),

@@ -1,16 +1,29 @@
 "use strict";
-// The videojob page: start renders, follow them live (EventSource, falling back to polling),
-// cancel them and download the results. No build step, no dependencies.
+// The videojob page: start renders and transcodes, upload clips, follow every job live over ONE
+// event stream (GET /api/events; polling when it cannot be had), filter and page through jobs,
+// open a job's details, cancel and download. No build step, no dependencies.
 
 const TOKEN_KEY = "videojob.apiToken";
 const TERMINAL = new Set(["completed", "failed", "cancelled"]);
-const POLL_MS = 1000;
-const LIST_REFRESH_MS = 10000;
 const LIST_LIMIT = 20;
+const POLL_MS = 1000;
+const STREAM_RETRY_MS = 5000;
+const HEALTH_MS = 10000;
 
-const jobs = new Map();      // id -> latest job JSON
-const followers = new Map(); // id -> { source: EventSource|null, timer: number|null }
-const cards = new Map();     // id -> its <li>, attached or not yet
+const jobs = new Map();  // id -> newest job JSON of every job shown
+const cards = new Map(); // id -> its <li>
+const state = {
+  filter: "",
+  nextCursor: null,
+  loaded: false,      // the list loaded at least once since the last reset
+  source: null,       // the EventSource
+  streamUrl: "",
+  pollTimer: null,
+  retryTimer: null,
+  detailId: null,
+  codecs: {},         // container -> video codecs, from the OpenAPI document
+  listGeneration: 0,  // bumps on every reset, so that a late answer of an older list is dropped
+};
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -50,23 +63,90 @@ function askForToken() {
   $("#token-form input").focus();
 }
 
+// --- The banner: one problem at a time, gone once things work again --------------------------
+
+const problems = new Map(); // what failed -> its message
+
+function reportProblem(what, message) {
+  problems.set(what, message);
+  showBanner();
+}
+
+function clearProblem(what) {
+  if (problems.delete(what)) showBanner();
+}
+
+function showBanner() {
+  const banner = $("#banner");
+  const messages = [...problems.values()];
+  banner.hidden = messages.length === 0;
+  banner.textContent = messages.join(" · ");
+}
+
+// --- Describing a job -------------------------------------------------------------------------
+
 function formatEta(seconds) {
   if (seconds === null || seconds === undefined || !isFinite(seconds)) return "";
+  return "ETA " + formatSeconds(seconds);
+}
+
+function formatSeconds(seconds) {
   const s = Math.max(0, Math.round(seconds));
   const m = Math.floor(s / 60);
-  return "ETA " + (m ? m + " min " + String(s % 60).padStart(2, "0") + " s" : s + " s");
+  return m ? m + " min " + String(s % 60).padStart(2, "0") + " s" : s + " s";
+}
+
+function formatBytes(bytes) {
+  if (bytes === null || bytes === undefined) return "";
+  if (bytes < 1024) return bytes + " B";
+  if (bytes < 1024 * 1024) return (bytes / 1024).toFixed(1) + " KiB";
+  return (bytes / 1024 / 1024).toFixed(1) + " MiB";
+}
+
+function formatTime(iso) {
+  if (!iso) return "";
+  const when = new Date(iso);
+  const today = new Date().toDateString() === when.toDateString();
+  return today ? when.toLocaleTimeString() : when.toLocaleString();
+}
+
+function baseName(path) {
+  return String(path).split("/").pop();
 }
 
 function describeSpec(spec) {
-  const pattern = spec && spec.source && spec.source.testPattern;
-  if (pattern) {
-    const size = pattern.width && pattern.height ? pattern.width + "×" + pattern.height : "";
-    return ["Test pattern", pattern.durationSeconds + " s", size].filter(Boolean).join(" · ");
+  const source = (spec && spec.source) || {};
+  if (source.testPattern) {
+    return ["Test pattern", source.testPattern.durationSeconds + " s"].join(" · ");
   }
-  if (spec && spec.source && spec.source.transcode) return "Transcode " + spec.source.transcode.inputPath;
-  if (spec && spec.source && spec.source.slideshow) return "Slideshow";
+  if (source.transcode) return "Transcode " + baseName(source.transcode.inputPath);
+  if (source.slideshow) return "Slideshow (" + (source.slideshow.slides || []).length + " slides)";
   return "Render";
 }
+
+function outputOf(spec) {
+  const output = (spec && spec.output) || {};
+  const container = output.container || "mp4";
+  const pattern = spec && spec.source && spec.source.testPattern;
+  let size = "";
+  if (output.width && output.height) size = output.width + "×" + output.height;
+  else if (pattern && pattern.width && pattern.height) size = pattern.width + "×" + pattern.height;
+  else size = "source size";
+  const codec = output.videoCodec || defaultCodec(container);
+  return { container, codec, size };
+}
+
+function defaultCodec(container) {
+  const codecs = state.codecs[container];
+  return codecs && codecs.length ? codecs[0] : "";
+}
+
+function describeOutput(spec) {
+  const { container, codec, size } = outputOf(spec);
+  return [container.toUpperCase(), codec.toUpperCase(), size].filter(Boolean).join(" · ");
+}
+
+// --- Cards ------------------------------------------------------------------------------------
 
 function cardFor(job) {
   let card = cards.get(job.id);
@@ -74,7 +154,8 @@ function cardFor(job) {
     card = $("#job-template").content.firstElementChild.cloneNode(true);
     card.id = "job-" + job.id;
     card.dataset.jobId = job.id;
-    card.querySelector(".cancel").addEventListener("click", () => cancelJob(job.id, card));
+    card.querySelector(".cancel").addEventListener("click", (event) => cancelJob(job.id, event.target));
+    card.querySelector(".job-title").addEventListener("click", () => openDetail(job.id));
     cards.set(job.id, card);
   }
   return card;
@@ -85,11 +166,17 @@ function render(job) {
   const percent = Math.max(0, Math.min(100, Number(job.progress) || 0));
   const shown = job.status === "completed" ? 100 : Math.floor(percent);
   card.dataset.status = job.status;
-  card.querySelector(".job-title").textContent = describeSpec(job.spec);
-  card.querySelector(".job-title").title = job.id;
+  card.dataset.createdAt = job.createdAt || "";
+  const title = card.querySelector(".job-title");
+  title.textContent = describeSpec(job.spec);
+  title.title = "Details of job " + job.id;
   const status = card.querySelector(".status");
   status.textContent = job.status;
   status.dataset.status = job.status;
+  card.querySelector(".format").textContent = describeOutput(job.spec);
+  const created = card.querySelector(".created");
+  created.textContent = formatTime(job.createdAt);
+  created.dateTime = job.createdAt || "";
   const bar = card.querySelector(".bar");
   bar.setAttribute("aria-valuenow", String(shown));
   bar.querySelector(".bar-fill").style.width = percent + "%";
@@ -98,115 +185,262 @@ function render(job) {
   card.querySelector(".eta").textContent = job.status === "running" ? formatEta(job.etaSeconds) : "";
   const error = card.querySelector(".job-error");
   error.hidden = !job.error;
-  error.textContent = job.error ? job.error.message : "";
+  error.textContent = job.error ? firstLine(job.error.message) : "";
   card.querySelector(".cancel").hidden = TERMINAL.has(job.status);
   const download = card.querySelector(".download");
-  download.hidden = job.status !== "completed";
+  setDownload(download, job);
   card.querySelector(".job-actions").hidden = TERMINAL.has(job.status) && download.hidden;
-  if (job.status === "completed") {
-    const container = (job.spec && job.spec.output && job.spec.output.container) || "mp4";
-    download.href = withToken("/api/jobs/" + encodeURIComponent(job.id) + "/download");
-    download.setAttribute("download", job.id + "." + container);
-  }
   return card;
 }
 
+function firstLine(text) {
+  return String(text || "").split("\n")[0];
+}
+
+function setDownload(link, job) {
+  link.hidden = job.status !== "completed";
+  if (job.status === "completed") {
+    const { container } = outputOf(job.spec);
+    link.href = withToken("/api/jobs/" + encodeURIComponent(job.id) + "/download");
+    link.setAttribute("download", job.id + "." + container);
+  }
+}
+
+function matchesFilter(job) {
+  return !state.filter || job.status === state.filter;
+}
+
+// Shows a job's newest state; a job that no longer matches the filter leaves the list.
 function update(job) {
   const known = jobs.get(job.id);
   if (known && known.version > job.version) return; // never step back to an older state
-  jobs.set(job.id, job);
-  render(job);
-  if (TERMINAL.has(job.status)) stopFollowing(job.id);
-  else follow(job.id);
-}
-
-function showList(list) {
-  for (const job of list) update(job);
-  const newestFirst = (a, b) => (b.createdAt || "").localeCompare(a.createdAt || "");
-  const shown = [...jobs.values()].sort(newestFirst).map((job) => cardFor(job));
-  $("#jobs").replaceChildren(...shown);
-  $("#jobs-empty").hidden = shown.length > 0;
-}
-
-async function loadJobs() {
-  try {
-    const page = await api("/api/jobs?limit=" + LIST_LIMIT);
-    showList(page.jobs);
-  } catch (error) {
-    if (!(error instanceof AuthError)) setMessage("Could not load jobs: " + error.message, true);
-  }
-}
-
-function stopFollowing(id) {
-  const follower = followers.get(id);
-  if (!follower) return;
-  if (follower.source) follower.source.close();
-  if (follower.timer) clearTimeout(follower.timer);
-  followers.delete(id);
-}
-
-function follow(id) {
-  if (followers.has(id)) return;
-  const follower = { source: null, timer: null };
-  followers.set(id, follower);
-  if (!("EventSource" in window)) {
-    poll(id, follower);
+  if (job.id === state.detailId) renderDetail(job);
+  if (!matchesFilter(job)) {
+    if (known) removeJob(job.id);
     return;
   }
-  const known = jobs.get(id);
-  let url = "/api/jobs/" + encodeURIComponent(id) + "/events";
-  if (known) url += "?lastEventId=" + known.version;
-  const source = new EventSource(withToken(url));
-  follower.source = source;
-  const onEvent = (event) => update(JSON.parse(event.data));
-  for (const name of ["progress", "completed", "failed", "cancelled"]) {
-    source.addEventListener(name, onEvent);
-  }
-  source.onerror = () => {
-    // The stream failed (or was refused): poll the job instead.
-    source.close();
-    follower.source = null;
-    if (followers.get(id) === follower) poll(id, follower);
-  };
+  jobs.set(job.id, job);
+  const card = render(job);
+  if (!card.isConnected) place(card, job);
+  showListState();
 }
 
-function poll(id, follower) {
-  follower.timer = setTimeout(async () => {
-    if (followers.get(id) !== follower) return;
-    try {
-      update(await api("/api/jobs/" + encodeURIComponent(id)));
-    } catch (error) {
-      if (error instanceof AuthError || error.status === 404) {
-        followers.delete(id);
-        return;
-      }
+function removeJob(id) {
+  jobs.delete(id);
+  const card = cards.get(id);
+  if (card) card.remove();
+  cards.delete(id);
+  showListState();
+  followChanges();
+}
+
+// Newest first: before the first card created earlier than this job.
+function place(card, job) {
+  const list = $("#jobs");
+  const created = job.createdAt || "";
+  for (const other of list.children) {
+    if ((other.dataset.createdAt || "") < created) {
+      list.insertBefore(card, other);
+      followChanges();
+      return;
     }
-    if (followers.get(id) === follower) poll(id, follower);
-  }, POLL_MS);
+  }
+  list.appendChild(card);
+  followChanges();
 }
 
-async function cancelJob(id, card) {
-  const button = card.querySelector(".cancel");
+function showListState() {
+  const note = $("#jobs-state");
+  if (!state.loaded) return;
+  const empty = jobs.size === 0;
+  note.hidden = !empty;
+  note.dataset.state = empty ? "empty" : "shown";
+  note.textContent = state.filter ? "No " + state.filter + " jobs." : "No jobs yet.";
+}
+
+// --- Loading the list -------------------------------------------------------------------------
+
+function listUrl(cursor) {
+  const params = new URLSearchParams({ limit: String(LIST_LIMIT) });
+  if (state.filter) params.set("status", state.filter);
+  if (cursor) params.set("cursor", cursor);
+  return "/api/jobs?" + params;
+}
+
+// The first page again, from scratch (Refresh, a new filter, a new token).
+async function reloadJobs() {
+  const generation = ++state.listGeneration;
+  const button = $("#refresh-button");
   button.disabled = true;
   try {
-    update(await api("/api/jobs/" + encodeURIComponent(id) + "/cancel", { method: "POST" }));
+    const page = await api(listUrl(null));
+    if (generation !== state.listGeneration) return;
+    for (const card of cards.values()) card.remove();
+    jobs.clear();
+    cards.clear();
+    state.loaded = true;
+    state.nextCursor = page.nextCursor;
+    for (const job of page.jobs) update(job);
+    showListState();
+    $("#load-more").hidden = !state.nextCursor;
+    clearProblem("list");
+    followChanges();
   } catch (error) {
-    if (!(error instanceof AuthError)) setMessage("Could not cancel: " + error.message, true);
+    if (generation !== state.listGeneration) return;
+    if (!state.loaded) {
+      const note = $("#jobs-state");
+      note.hidden = false;
+      note.dataset.state = "error";
+      note.textContent = "The jobs could not be loaded.";
+    }
+    if (!(error instanceof AuthError)) reportProblem("list", "Could not load jobs: " + error.message);
+  } finally {
+    if (generation === state.listGeneration) button.disabled = false;
+  }
+}
+
+async function loadMore() {
+  if (!state.nextCursor) return;
+  const generation = state.listGeneration;
+  const button = $("#load-more");
+  button.disabled = true;
+  try {
+    const page = await api(listUrl(state.nextCursor));
+    if (generation !== state.listGeneration) return;
+    state.nextCursor = page.nextCursor;
+    for (const job of page.jobs) update(job);
+    button.hidden = !state.nextCursor;
+    clearProblem("list");
+  } catch (error) {
+    if (!(error instanceof AuthError)) reportProblem("list", "Could not load more jobs: " + error.message);
   } finally {
     button.disabled = false;
   }
 }
 
-function setMessage(text, isError = false) {
-  const message = $("#form-message");
+// --- Following changes: one event stream for the whole page ----------------------------------
+
+// Jobs beyond the newest page that can still change (and the one in the detail view): the
+// stream follows them by id, on top of the newest LIST_LIMIT jobs of the filter.
+function extraIds() {
+  const shown = [...$("#jobs").children].map((card) => card.dataset.jobId);
+  const newest = new Set(shown.slice(0, LIST_LIMIT));
+  const ids = shown.filter((id) => !newest.has(id) && !TERMINAL.has(jobs.get(id).status));
+  const detail = state.detailId && jobs.get(state.detailId);
+  if (state.detailId && !newest.has(state.detailId) && !(detail && TERMINAL.has(detail.status))) {
+    ids.push(state.detailId);
+  }
+  return [...new Set(ids)].sort();
+}
+
+function eventsUrl() {
+  const params = new URLSearchParams({ limit: String(LIST_LIMIT) });
+  if (state.filter) params.set("status", state.filter);
+  const ids = extraIds();
+  if (ids.length) params.set("ids", ids.join(","));
+  return "/api/events?" + params;
+}
+
+// (Re)connects the stream when what the page shows needs a different one.
+function followChanges() {
+  if (!state.loaded) return;
+  const url = eventsUrl();
+  if (!("EventSource" in window)) {
+    startPolling();
+    return;
+  }
+  const open = state.source && state.source.readyState !== EventSource.CLOSED;
+  if (open && url === state.streamUrl) return;
+  if (state.source) state.source.close();
+  clearTimeout(state.retryTimer);
+  state.streamUrl = url;
+  const source = new EventSource(withToken(url));
+  state.source = source;
+  source.addEventListener("job", (event) => update(JSON.parse(event.data)));
+  source.onopen = () => {
+    stopPolling();
+    clearProblem("stream");
+  };
+  source.onerror = () => {
+    if (source !== state.source) return;
+    if (source.readyState === EventSource.CLOSED) {
+      // Refused (not an event stream): poll, and try the stream again in a while.
+      startPolling();
+      state.retryTimer = setTimeout(() => {
+        state.streamUrl = "";
+        followChanges();
+      }, STREAM_RETRY_MS);
+    } else {
+      // The browser reconnects by itself; the stream then starts with the current state.
+      startPolling();
+    }
+  };
+}
+
+function startPolling() {
+  if (state.pollTimer) return;
+  state.pollTimer = setTimeout(pollOnce, POLL_MS);
+}
+
+function stopPolling() {
+  clearTimeout(state.pollTimer);
+  state.pollTimer = null;
+}
+
+async function pollOnce() {
+  try {
+    const page = await api(listUrl(null));
+    for (const job of page.jobs) update(job);
+    for (const id of extraIds()) update(await api("/api/jobs/" + encodeURIComponent(id)));
+    clearProblem("stream");
+  } catch (error) {
+    if (!(error instanceof AuthError)) reportProblem("stream", "Live updates paused: " + error.message);
+  }
+  if (state.pollTimer) state.pollTimer = setTimeout(pollOnce, POLL_MS);
+}
+
+// --- Actions ----------------------------------------------------------------------------------
+
+async function cancelJob(id, button) {
+  button.disabled = true;
+  try {
+    update(await api("/api/jobs/" + encodeURIComponent(id) + "/cancel", { method: "POST" }));
+    clearProblem("cancel");
+  } catch (error) {
+    if (!(error instanceof AuthError)) reportProblem("cancel", "Could not cancel: " + error.message);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function setMessage(selector, text, isError = false) {
+  const message = $(selector);
   message.textContent = text;
   message.classList.toggle("error", isError);
 }
 
-async function startRender(event) {
+async function createJob(spec, button, messageSelector) {
+  button.disabled = true;
+  setMessage(messageSelector, "Starting…");
+  try {
+    const job = await api("/api/jobs", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "Idempotency-Key": crypto.randomUUID() },
+      body: JSON.stringify(spec),
+    });
+    update(job);
+    setMessage(messageSelector, "Started.");
+  } catch (error) {
+    if (error instanceof AuthError) setMessage(messageSelector, "Enter the API token, then start again.", true);
+    else setMessage(messageSelector, error.message, true);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function startRender(event) {
   event.preventDefault();
-  const form = event.target;
-  const data = new FormData(form);
+  const data = new FormData(event.target);
   const spec = {
     source: {
       testPattern: {
@@ -218,25 +452,184 @@ async function startRender(event) {
     },
     output: { container: "mp4", preset: "ultrafast" },
   };
-  const button = $("#start-button");
+  createJob(spec, $("#start-button"), "#form-message");
+}
+
+function startTranscode(event) {
+  event.preventDefault();
+  const data = new FormData(event.target);
+  const output = { container: data.get("container"), videoCodec: data.get("videoCodec"), preset: "veryfast" };
+  const width = Number(data.get("width"));
+  const height = Number(data.get("height"));
+  if (width || height) {
+    if (!width || !height) {
+      setMessage("#transcode-message", "Give both width and height, or neither.", true);
+      return;
+    }
+    output.width = width;
+    output.height = height;
+  }
+  const spec = { source: { transcode: { inputPath: data.get("inputPath") } }, output };
+  createJob(spec, $("#transcode-button"), "#transcode-message");
+}
+
+// --- Uploads and the media list ---------------------------------------------------------------
+
+async function upload(event) {
+  event.preventDefault();
+  const file = $("#upload-file").files[0];
+  if (!file) return;
+  const button = $("#upload-button");
   button.disabled = true;
-  setMessage("Starting…");
+  setMessage("#upload-message", "Uploading " + file.name + "…");
   try {
-    const job = await api("/api/jobs", {
+    const stored = await api("/api/media?filename=" + encodeURIComponent(file.name), {
       method: "POST",
-      headers: { "Content-Type": "application/json", "Idempotency-Key": crypto.randomUUID() },
-      body: JSON.stringify(spec),
+      headers: { "Content-Type": file.type || "application/octet-stream" },
+      body: file,
     });
-    update(job);
-    showList([...jobs.values()]);
-    setMessage("Started.");
+    const facts = [
+      stored.width && stored.height ? stored.width + "×" + stored.height : "",
+      stored.durationSeconds ? stored.durationSeconds.toFixed(1) + " s" : "",
+      stored.videoCodec || stored.audioCodec || "",
+      formatBytes(stored.sizeBytes),
+    ].filter(Boolean);
+    setMessage("#upload-message", "Uploaded " + file.name + " (" + facts.join(", ") + ").");
+    await loadMedia(stored.path);
+    event.target.reset();
   } catch (error) {
-    if (error instanceof AuthError) setMessage("Enter the API token, then start again.", true);
-    else setMessage(error.message, true);
+    if (error instanceof AuthError) setMessage("#upload-message", "Enter the API token, then upload again.", true);
+    else setMessage("#upload-message", error.message, true);
   } finally {
     button.disabled = false;
   }
 }
+
+async function loadMedia(select) {
+  try {
+    const listing = await api("/api/media");
+    const choice = $("#transcode-input");
+    const previous = select || choice.value;
+    const options = listing.files.map((file) => {
+      const option = document.createElement("option");
+      option.value = file.path;
+      option.textContent = file.path + " (" + formatBytes(file.sizeBytes) + ")";
+      return option;
+    });
+    if (options.length === 0) options.push(new Option("no files yet: upload a clip", ""));
+    choice.replaceChildren(...options);
+    if (previous && listing.files.some((file) => file.path === previous)) choice.value = previous;
+    $("#transcode-button").disabled = listing.files.length === 0;
+    clearProblem("media");
+  } catch (error) {
+    if (!(error instanceof AuthError)) reportProblem("media", "Could not list the media files: " + error.message);
+  }
+}
+
+// Containers and their video codecs, as the OpenAPI document states them.
+async function loadOutputChoices() {
+  const response = await fetch("/openapi.json");
+  const document_ = await response.json();
+  const output = document_.components.schemas.OutputSpec;
+  for (const container of output.properties.container.enum) state.codecs[container] = [];
+  for (const rule of output.allOf || []) {
+    const container = rule.if.properties.container.const;
+    state.codecs[container] = rule.then.properties.videoCodec.enum;
+  }
+  const containers = $("#transcode-container");
+  containers.replaceChildren(
+    ...Object.keys(state.codecs).map((name) => new Option(name, name))
+  );
+  containers.value = output.properties.container.default || containers.value;
+  showCodecs();
+  for (const job of jobs.values()) render(job);
+}
+
+function showCodecs() {
+  const codecs = state.codecs[$("#transcode-container").value] || [];
+  $("#transcode-codec").replaceChildren(...codecs.map((name) => new Option(name, name)));
+}
+
+// --- The detail view --------------------------------------------------------------------------
+
+async function openDetail(id) {
+  state.detailId = id;
+  const known = jobs.get(id);
+  if (known) renderDetail(known);
+  const dialog = $("#job-detail");
+  if (!dialog.open) dialog.showModal();
+  try {
+    renderDetail(await api("/api/jobs/" + encodeURIComponent(id)));
+  } catch (error) {
+    if (!(error instanceof AuthError)) reportProblem("detail", "Could not load the job: " + error.message);
+  }
+  followChanges();
+}
+
+function closeDetail() {
+  state.detailId = null;
+  clearProblem("detail");
+  $("#job-detail").close();
+  followChanges();
+}
+
+function timing(from, to, label = "") {
+  if (!from || !to) return "";
+  return " (" + label + formatSeconds((new Date(to) - new Date(from)) / 1000) + ")";
+}
+
+function renderDetail(job) {
+  if (job.id !== state.detailId) return;
+  clearProblem("detail");
+  $("#detail-title").textContent = describeSpec(job.spec);
+  $("#detail-id").textContent = job.id;
+  const status = $("#detail-status");
+  status.textContent = job.status;
+  status.dataset.status = job.status;
+  $("#detail-stage").textContent = job.stage + (TERMINAL.has(job.status) ? "" : " · " + Math.floor(job.progress) + "%");
+  const output = [describeOutput(job.spec)];
+  if (job.outputSizeBytes) output.push(formatBytes(job.outputSizeBytes));
+  if (job.outputDurationSeconds) output.push(job.outputDurationSeconds.toFixed(1) + " s");
+  $("#detail-output").textContent = output.join(" · ");
+  $("#detail-attempt").textContent = String(job.attempt);
+  $("#detail-created").textContent = formatTime(job.createdAt);
+  $("#detail-started").textContent = job.startedAt ? formatTime(job.startedAt) + timing(job.createdAt, job.startedAt, "queued ") : "not yet";
+  $("#detail-finished").textContent = job.finishedAt ? formatTime(job.finishedAt) + timing(job.startedAt || job.createdAt, job.finishedAt) : "not yet";
+  const error = job.error;
+  $("#detail-error").hidden = !error;
+  if (error) {
+    const lines = String(error.message || "").split("\n");
+    $("#detail-error-code").textContent = error.code;
+    $("#detail-error-field").textContent = error.field ? "in " + error.field : "";
+    $("#detail-error-message").textContent = lines[0];
+    const log = [...lines.slice(1), ...(error.logLines || [])].filter((line) => line.trim());
+    $("#detail-error-log").hidden = log.length === 0;
+    $("#detail-error-log").textContent = log.join("\n");
+  }
+  renderHistory(job.history);
+  $("#detail-spec").textContent = JSON.stringify(job.spec, null, 2);
+  $("#detail-cancel").hidden = TERMINAL.has(job.status);
+  setDownload($("#detail-download"), job);
+}
+
+// The job's history, once the API carries one: [{at, status, stage, attempt, renderService}].
+function renderHistory(history) {
+  const section = $("#detail-history");
+  section.hidden = !Array.isArray(history) || history.length === 0;
+  if (section.hidden) return;
+  $("#detail-history-list").replaceChildren(
+    ...history.map((entry) => {
+      const item = document.createElement("li");
+      const parts = [formatTime(entry.at), entry.status, entry.stage];
+      if (entry.attempt) parts.push("attempt " + entry.attempt);
+      if (entry.renderService) parts.push("on " + entry.renderService);
+      item.textContent = parts.filter(Boolean).join(" · ");
+      return item;
+    })
+  );
+}
+
+// --- Health and the token ---------------------------------------------------------------------
 
 async function checkHealth() {
   const badge = $("#health");
@@ -258,16 +651,34 @@ function saveToken(event) {
   sessionStorage.setItem(TOKEN_KEY, value);
   event.target.reset();
   $("#token-panel").hidden = true;
-  setMessage("");
-  loadJobs();
+  setMessage("#form-message", "");
+  state.streamUrl = "";
+  reloadJobs();
+  loadMedia();
 }
 
 document.addEventListener("DOMContentLoaded", () => {
   $("#render-form").addEventListener("submit", startRender);
+  $("#transcode-form").addEventListener("submit", startTranscode);
+  $("#upload-form").addEventListener("submit", upload);
+  $("#transcode-container").addEventListener("change", showCodecs);
   $("#token-form").addEventListener("submit", saveToken);
-  $("#refresh-button").addEventListener("click", loadJobs);
-  loadJobs();
+  $("#refresh-button").addEventListener("click", reloadJobs);
+  $("#load-more").addEventListener("click", loadMore);
+  $("#status-filter").addEventListener("change", (event) => {
+    state.filter = event.target.value;
+    state.loaded = false;
+    reloadJobs();
+  });
+  $("#detail-close").addEventListener("click", closeDetail);
+  $("#job-detail").addEventListener("close", () => {
+    if (state.detailId) closeDetail();
+  });
+  $("#detail-cancel").addEventListener("click", (event) => cancelJob(state.detailId, event.target));
+  $("#transcode-button").disabled = true;
+  loadOutputChoices().catch(() => reportProblem("docs", "Could not read the output choices."));
+  reloadJobs();
+  loadMedia();
   checkHealth();
-  setInterval(loadJobs, LIST_REFRESH_MS);
-  setInterval(checkHealth, LIST_REFRESH_MS);
+  setInterval(checkHealth, HEALTH_MS);
 });

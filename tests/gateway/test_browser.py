@@ -49,7 +49,7 @@ def test_render_on_the_page_reaches_100_and_downloads(
         try:
             page = browser.new_page(viewport={"width": 375, "height": 800}, accept_downloads=True)
             if events == "blocked":
-                page.route("**/api/jobs/*/events*", refuse_stream)
+                page.route("**/api/events*", refuse_stream)
             page.goto(stack.url + "/")
             expect(page.locator("#health")).to_have_text("service up")
             page.fill("input[name=durationSeconds]", "2")
