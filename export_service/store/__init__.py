@@ -4,6 +4,8 @@ from export_service.store.base import (
     ACTIVE_STATUSES,
     MAX_RUNNING_PROGRESS,
     TERMINAL_STATUSES,
+    Change,
+    HistoryEntry,
     Job,
     JobNotFound,
     JobStatus,
@@ -11,6 +13,7 @@ from export_service.store.base import (
     ListCursor,
     ProgressResult,
     ProgressUpdate,
+    StoreUnavailable,
     TransitionRejected,
 )
 from export_service.store.factory import open_store
@@ -19,6 +22,8 @@ __all__ = [
     "ACTIVE_STATUSES",
     "MAX_RUNNING_PROGRESS",
     "TERMINAL_STATUSES",
+    "Change",
+    "HistoryEntry",
     "Job",
     "JobNotFound",
     "JobStatus",
@@ -26,6 +31,7 @@ __all__ = [
     "ListCursor",
     "ProgressResult",
     "ProgressUpdate",
+    "StoreUnavailable",
     "TransitionRejected",
     "open_store",
 ]
