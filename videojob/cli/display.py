@@ -124,7 +124,9 @@ class BarView:
         if self._task is None:
             self._task = self._progress.add_task(job.id, total=100.0, stage="", eta="")
         stage = job.stage or status_name(job)
-        self._progress.update(self._task, completed=job.progress, stage=stage, eta=eta_text(job))
+        self._progress.update(
+            self._task, completed=job.progress, stage=stage, eta=eta_text(job), refresh=True
+        )
         if job.status in (export_pb2.COMPLETED, export_pb2.FAILED, export_pb2.CANCELLED):
             self._progress.stop()
             self._console.print(job_line(job), highlight=False, markup=False)
