@@ -175,3 +175,37 @@ async def test_clients_of_one_view_share_one_upstream_watch(
         await hub.close()
         await channel.close(None)
         await asyncio.to_thread(cancel_all, http, job_ids)
+
+
+async def test_watch_exports_sees_a_write_by_another_process_on_the_same_database(
+    realtime_stack: Stack, http: httpx.Client
+) -> None:
+    """No change notification reaches the export service when another process writes the
+    database: the list watch's periodic re-read finds it."""
+    from export_service.store.sqlite import SqliteJobStore
+
+    job_ids = await asyncio.to_thread(start_long_jobs, http, 1)
+    database = realtime_stack.config.sqlite_path
+    assert database is not None
+    channel = grpc.aio.insecure_channel(realtime_stack.export.address)
+    try:
+        stub = export_pb2_grpc.ExportServiceStub(channel)
+        call = stub.WatchExports(
+            export_pb2.WatchExportsRequest(ids=job_ids), timeout=READ_TIMEOUT_SECONDS
+        )
+        first = await call.read()
+        assert isinstance(first, export_pb2.VideoJob) and first.id == job_ids[0]
+        store = await SqliteJobStore.open(database)
+        try:
+            await store.cancel(job_ids[0])
+        finally:
+            await store.close()
+        while True:
+            job = await call.read()
+            assert isinstance(job, export_pb2.VideoJob), "the stream ended"
+            if job.status == export_pb2.CANCELLED:
+                break
+        call.cancel()
+    finally:
+        await channel.close(None)
+        await asyncio.to_thread(cancel_all, http, job_ids)
