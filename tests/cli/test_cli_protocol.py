@@ -100,8 +100,8 @@ def test_a_failed_job_ends_the_watch_with_its_own_status_and_its_error() -> None
     assert cli.exit_status() == ExitStatus.JOB_FAILED
     # Piped: one line per change; the error in the API's words.
     assert cli.lines() == [
-        "job-1 running 30.0% Rendering",
-        "job-1 failed 30.0% Rendering error FFMPEG_FAILED: output.videoCodec: encoder missing",
+        "job-1 v2 running 30.0% Rendering",
+        "job-1 v3 failed 30.0% Rendering error FFMPEG_FAILED: output.videoCodec: encoder missing",
     ]
 
 
@@ -128,7 +128,7 @@ def test_submit_wait_creates_the_pattern_and_exits_cancelled_when_the_job_is() -
     stream.send_response(job(2, export_pb2.CANCELLED, 0.0, "Queued"))
     stream.terminate((), grpc.StatusCode.OK, "")
     assert cli.exit_status() == ExitStatus.JOB_CANCELLED
-    assert [line.split()[1] for line in cli.lines()] == ["queued", "cancelled"]
+    assert [line.split()[1:3] for line in cli.lines()] == [["v1", "queued"], ["v2", "cancelled"]]
 
 
 def test_a_spec_the_service_refuses_is_a_usage_error_naming_the_json_field(
@@ -180,4 +180,4 @@ def test_on_a_terminal_the_watch_draws_a_bar_with_stage_and_eta() -> None:
     assert "Rendering" in screen
     assert "ETA 1:15" in screen
     assert "50%" in screen
-    assert "job-1 completed 100.0% Complete output /r/x.mp4" in screen
+    assert "job-1 v3 completed 100.0% Complete output /r/x.mp4" in screen

@@ -26,8 +26,8 @@ def eta_text(job: export_pb2.VideoJob) -> str:
 
 
 def job_line(job: export_pb2.VideoJob) -> str:
-    """``ID STATUS PERCENT STAGE [ETA m:ss] [output PATH | error CODE: MESSAGE]``."""
-    parts = [job.id, status_name(job), f"{job.progress:.1f}%", job.stage or "-"]
+    """``ID vVERSION STATUS PERCENT STAGE [ETA m:ss] [output PATH | error CODE: MESSAGE]``."""
+    parts = [job.id, f"v{job.version}", status_name(job), f"{job.progress:.1f}%", job.stage or "-"]
     if eta := eta_text(job):
         parts.append(eta)
     document = job_to_json(job)

@@ -1,0 +1,175 @@
+"""The installed ``videojob`` script against a real stack (render service, export service and
+gateway as processes on port 0): exit statuses, piped and JSON output, get/list/cancel, and a
+download that is a valid video."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.media import media_duration
+from tests.support.ports import unused_address
+from videojob.cli.exit_status import ExitStatus
+from videojob.launcher import Stack, StackConfig
+from videojob.output_check import DURATION_TOLERANCE_SECONDS
+
+SCRIPT = Path(sys.executable).with_name("videojob")
+COMMAND_TIMEOUT_SECONDS = 90
+TINY_PATTERN = ("--duration", "1", "--width", "160", "--height", "120", "--fps", "10")
+LONG_PATTERN = ("--duration", "3600", "--width", "160", "--height", "120", "--fps", "10")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with Stack(StackConfig(tmp_path_factory.mktemp("cli-stack"))) as running:
+        yield running
+
+
+def videojob(stack: Stack, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Runs the script with its output piped, as a script or a log would."""
+    return subprocess.run(
+        [str(SCRIPT), *args, "--export-addr", stack.export_addr],
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT_SECONDS,
+        check=False,
+        cwd=cwd,
+    )
+
+
+def json_lines(result: subprocess.CompletedProcess[str]) -> list[Any]:
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def submit_long(stack: Stack) -> str:
+    created = videojob(stack, "submit", *LONG_PATTERN, "--preset", "ultrafast", "--json")
+    assert created.returncode == ExitStatus.OK, created.stderr
+    (job,) = json_lines(created)
+    return str(job["id"])
+
+
+@pytest.fixture(scope="module")
+def completed_job(stack: Stack) -> Any:
+    result = videojob(stack, "submit", *TINY_PATTERN, "--preset", "ultrafast", "--wait", "--json")
+    assert result.returncode == ExitStatus.OK, result.stderr
+    changes = json_lines(result)
+    versions = [change["version"] for change in changes]
+    assert versions == sorted(set(versions)), versions
+    assert changes[-1]["status"] == "completed"
+    return changes[-1]
+
+
+def test_submit_wait_exits_0_with_one_json_object_per_change(completed_job: Any) -> None:
+    assert completed_job["progress"] == 100
+    assert Path(completed_job["outputPath"]).is_file()
+
+
+def test_piped_submit_wait_prints_one_line_per_change(stack: Stack) -> None:
+    result = videojob(stack, "submit", *TINY_PATTERN, "--preset", "ultrafast", "--wait")
+    assert result.returncode == ExitStatus.OK, result.stderr
+    lines = result.stdout.splitlines()
+    job_id = lines[0].split()[0]
+    assert all(line.split()[0] == job_id for line in lines)
+    # One line per change: each names a version of its own, in order.
+    versions = [int(line.split()[1].removeprefix("v")) for line in lines]
+    assert versions == sorted(set(versions)), lines
+    assert lines[-1].split()[2:5] == ["completed", "100.0%", "Complete"]
+    got = videojob(stack, "get", job_id, "--json")
+    assert got.returncode == ExitStatus.OK, got.stderr
+    (job,) = json_lines(got)
+    assert versions[-1] == job["version"]
+
+
+def test_get_list_cancel_and_watch_of_a_cancelled_job(stack: Stack) -> None:
+    job_id = submit_long(stack)
+    got = videojob(stack, "get", job_id)
+    assert got.returncode == ExitStatus.OK, got.stderr
+    assert f"id: {job_id}" in got.stdout.splitlines()
+
+    listed = videojob(stack, "list", "--limit", "5", "--json")
+    assert listed.returncode == ExitStatus.OK, listed.stderr
+    assert job_id in [job["id"] for job in json_lines(listed)]
+
+    cancelled = videojob(stack, "cancel", job_id, "--json")
+    assert cancelled.returncode == ExitStatus.OK, cancelled.stderr
+    assert json_lines(cancelled)[0]["status"] == "cancelled"
+
+    watched = videojob(stack, "watch", job_id)
+    assert watched.returncode == ExitStatus.JOB_CANCELLED, watched.stderr
+    assert watched.stdout.split()[2] == "cancelled"
+
+    listed = videojob(stack, "list", "--status", "cancelled", "--json")
+    assert job_id in [job["id"] for job in json_lines(listed)]
+    again = videojob(stack, "cancel", job_id)
+    assert again.returncode == ExitStatus.REFUSED, again.stderr
+    refused = videojob(stack, "download", job_id, "--gateway-url", stack.url)
+    assert refused.returncode == ExitStatus.REFUSED, refused.stderr
+
+
+def test_download_writes_the_video(stack: Stack, completed_job: Any, tmp_path: Path) -> None:
+    target = tmp_path / "out.mp4"
+    result = videojob(
+        stack, "download", completed_job["id"], "-o", str(target), "--gateway-url", stack.url
+    )
+    assert result.returncode == ExitStatus.OK, result.stderr
+    assert target.stat().st_size == completed_job["outputSizeBytes"]
+    assert abs(media_duration(target) - 1.0) <= DURATION_TOLERANCE_SECONDS
+    assert not list(tmp_path.glob(".*.part"))
+
+    default_name = videojob(
+        stack, "download", completed_job["id"], "--gateway-url", stack.url, cwd=tmp_path
+    )
+    assert default_name.returncode == ExitStatus.OK, default_name.stderr
+    assert (tmp_path / f"{completed_job['id']}.mp4").read_bytes() == target.read_bytes()
+
+
+def test_unknown_ids_and_unreachable_services_have_their_own_status(
+    stack: Stack, completed_job: Any, tmp_path: Path
+) -> None:
+    unknown = "0" * 32
+    for command in ("get", "watch", "cancel"):
+        result = videojob(stack, command, unknown)
+        assert result.returncode == ExitStatus.NOT_FOUND, (command, result.stderr)
+
+    nowhere = unused_address()
+    unreachable = subprocess.run(
+        [str(SCRIPT), "list", "--export-addr", nowhere],
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT_SECONDS,
+        check=False,
+    )
+    assert unreachable.returncode == ExitStatus.UNREACHABLE, unreachable.stderr
+    assert nowhere in unreachable.stderr
+
+    no_gateway = videojob(
+        stack,
+        "download",
+        completed_job["id"],
+        "-o",
+        str(tmp_path / "x.mp4"),
+        "--gateway-url",
+        f"http://{unused_address()}",
+    )
+    assert no_gateway.returncode == ExitStatus.GATEWAY, no_gateway.stderr
+    assert not (tmp_path / "x.mp4").exists()
+
+
+def test_usage_errors_exit_2(stack: Stack) -> None:
+    for args in (
+        ("submit", "--duration", "1", "--width", "161", "--height", "120"),
+        ("submit", "--spec", "-", "--duration", "1"),
+        ("list", "--limit", "0"),
+        ("list", "--status", "lost"),
+        ("frobnicate",),
+    ):
+        result = videojob(stack, *args)
+        assert result.returncode == ExitStatus.USAGE, (args, result.stderr)
+    width = videojob(stack, "submit", "--duration", "1", "--width", "161", "--height", "120")
+    assert "--width" in width.stderr
