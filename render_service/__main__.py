@@ -69,7 +69,7 @@ FLAGS = FlagTable(
         Flag(
             "--instance-id",
             INSTANCE_ID,
-            "",
+            None,
             "names this service in a pool and prefixes its partial files; must differ between "
             "services sharing an output directory",
             default_text="generated once, kept in the output directory per host and address",
@@ -104,7 +104,7 @@ def config_from_flags(flags: argparse.Namespace) -> RenderConfig:
         max_queue=flags.max_queue,
         stall_timeout=flags.stall_timeout,
         retention=flags.retention,
-        instance_id=flags.instance_id,
+        instance_id=flags.instance_id or "",
         drain_timeout=flags.drain_timeout,
         tls=TlsFiles(cert=flags.tls_cert, key=flags.tls_key, ca=flags.tls_client_ca),
     )

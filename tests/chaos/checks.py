@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from render_service.instance import INSTANCES_DIR
 from tests.chaos.client import TERMINAL, Client, JobTrack, Observation
 from tests.chaos.faults import FaultRecord
 from tests.chaos.procfs import ffmpeg_processes
@@ -285,6 +286,8 @@ class Checker:
             if final is not None and final.status == "completed":
                 completed_files.add(Path(final.output_path).name)
         for path in sorted(self.output_dir.iterdir()):
+            if path.name == INSTANCES_DIR:  # the render services' instance ids
+                continue
             if ".partial." in path.name:
                 found.append(Violation("no_temp_files", path.name, "partial file left"))
             elif path.name not in completed_files:

@@ -10,6 +10,7 @@ import grpc
 import pytest
 
 from export_service.server import ExportServer
+from render_service.instance import INSTANCES_DIR
 from tests.export.conftest import (
     StartExport,
     assert_completed_with_valid_file,
@@ -26,6 +27,11 @@ from videojob.render.v1 import render_pb2, render_pb2_grpc
 
 if TYPE_CHECKING:
     from videojob.export.v1.export_pb2_grpc import ExportServiceAsyncStub as Stub
+
+
+def output_entries(directory: Path) -> list[Path]:
+    """The output directory's files, but the render services' own state (their instance ids)."""
+    return [entry for entry in directory.iterdir() if entry.name != INSTANCES_DIR]
 
 
 async def create(stub: Stub, request_id: str = "", duration: float = 2.0) -> export_pb2.VideoJob:
@@ -59,7 +65,7 @@ async def test_create_is_idempotent_on_request_id(
     assert_completed_with_valid_file(final, 2.0)
     assert (await create(stub, "same-request")).id == first.id
     assert final.attempt == 1
-    assert list((tmp_path / "out").iterdir()) == [Path(final.output_path)]
+    assert output_entries(tmp_path / "out") == [Path(final.output_path)]
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await create(stub, "same-request", duration=3.0)
     assert error.value.code() == grpc.StatusCode.ALREADY_EXISTS
@@ -210,7 +216,7 @@ async def test_cancel_stops_the_render_and_leaves_no_file(
                 break
             await asyncio.sleep(0.05)
         assert info.state == render_pb2.RENDER_STATE_CANCELLED
-    assert list((tmp_path / "out").iterdir()) == []
+    assert output_entries(tmp_path / "out") == []
     assert (await stub.GetExport(export_pb2.GetExportRequest(id=job.id))) == cancelled
 
 

@@ -1,5 +1,5 @@
-"""Real render service processes: heartbeats while Queued and Finalizing, SIGTERM mid-render,
-health and reflection."""
+"""Real render service processes: heartbeats while Queued and Finalizing, SIGKILL mid-render,
+health and reflection (SIGTERM, a drain: test_draining.py)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ from tests.render.conftest import (
     is_rendering,
     kind,
     long_spec,
-    partial_files,
     pattern_spec,
     pid_alive,
     render_request,
@@ -88,37 +87,6 @@ async def test_heartbeats_while_queued_and_finalizing(
     assert all(e.progress.percent == 0 for e in queued_beats)
 
 
-async def test_sigterm_mid_render_ends_it_with_shutdown_and_leaves_no_ffmpeg(
-    process_factory: Callable[..., ServiceProcess],
-) -> None:
-    service = process_factory()
-    channel = create_channel(service.address)
-    stub = render_pb2_grpc.RenderServiceStub(channel)
-    health = health_pb2_grpc.HealthStub(channel)
-    try:
-        watch = health.Watch(health_pb2.HealthCheckRequest(service=SERVICE))
-        first_status = await watch.read()
-        assert first_status.status == health_pb2.HealthCheckResponse.SERVING
-        call = stub.Render(render_request("term-1", long_spec()))
-        await events_until(call, is_rendering)
-        await wait_for(lambda: len(ffmpeg_pids("term-1")) == 1)
-        (pid,) = ffmpeg_pids("term-1")
-
-        os.kill(service.pid, signal.SIGTERM)
-        rest = await collect(call)
-        status = await watch.read()
-    finally:
-        await channel.close(None)
-
-    assert kind(rest[-1]) == "failed"
-    assert rest[-1].failed.code == "SHUTDOWN"
-    assert status.status == health_pb2.HealthCheckResponse.NOT_SERVING or not service.alive()
-    assert await asyncio.to_thread(service.popen.wait, 15) == 0
-    assert not pid_alive(pid)
-    assert ffmpeg_pids("term-1") == []
-    assert partial_files(Path(service_output(service))) == []
-
-
 async def test_sigkilled_service_takes_its_ffmpeg_with_it(
     process_factory: Callable[..., ServiceProcess],
 ) -> None:
@@ -139,12 +107,6 @@ async def test_sigkilled_service_takes_its_ffmpeg_with_it(
     assert ffmpeg_pids("crash-1") == []
 
 
-def service_output(service: ServiceProcess) -> str:
-    args = service.popen.args
-    assert isinstance(args, list)
-    return str(args[args.index("--output-dir") + 1])
-
-
 async def test_health_and_reflection(service: Running) -> None:
     health = health_pb2_grpc.HealthStub(service.channel)
     for name in ("", SERVICE):
@@ -163,4 +125,4 @@ async def test_health_and_reflection(service: Running) -> None:
 
     services, methods = await asyncio.to_thread(reflect)
     assert SERVICE in services and "grpc.health.v1.Health" in services
-    assert {"Render", "WatchRender", "GetRender", "CancelRender"} <= set(methods)
+    assert {"Render", "WatchRender", "GetRender", "CancelRender", "GetCapacity"} <= set(methods)

@@ -19,7 +19,7 @@ def test_readme_has_every_render_recipe() -> None:
     joined = [" ".join(command) for command in grpcurl_recipes("### Render service")]
     for needle in (" list", "describe videojob.render.v1.RenderService", "Health/Check"):
         assert any(needle in command for command in joined), needle
-    for method in ("Render", "GetRender", "WatchRender", "CancelRender"):
+    for method in ("Render", "GetRender", "WatchRender", "CancelRender", "GetCapacity"):
         assert any(command.endswith(f"RenderService/{method}") for command in joined), method
 
 
@@ -53,3 +53,6 @@ def test_readme_recipes_run_against_a_real_service(
     assert watched == rendered[3:]
     cancelled = json.loads(by_method["videojob.render.v1.RenderService/CancelRender"])
     assert cancelled == info
+    capacity = json.loads(by_method["videojob.render.v1.RenderService/GetCapacity"])
+    assert capacity["max_queue"] == 256 and capacity["max_concurrent"] >= 1
+    assert capacity["instance_id"] and "running" not in capacity  # 0 is not printed

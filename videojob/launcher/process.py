@@ -7,6 +7,10 @@ process is ready once it has printed it and, when a probe is given, the probe sa
 
 The blocking methods (start, stop, kill, restart) are for sync code; their ``a``-prefixed twins
 run them in a worker thread for code inside an event loop. Signals (pause, resume) never block.
+
+Stopping is SIGTERM, then SIGKILL after the process's stop grace (``ProcessSpec.stop_grace``). A
+render service drains on SIGTERM (finishes its running renders, up to its drain timeout), so the
+stack gives it that long; ``at_once`` adds a SIGINT, the second signal that cuts a drain short.
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ class ProcessSpec:
     args: Sequence[str]
     env: Mapping[str, str] = field(default_factory=dict)
     probe: Probe | None = None  # None: ready once it prints its address
+    # Seconds ``stop()`` waits after SIGTERM before SIGKILL; None: STOP_GRACE_SECONDS.
+    stop_grace: float | None = None
 
 
 @dataclass
@@ -131,6 +137,11 @@ class ServiceProcess:
 
     def alive(self) -> bool:
         return bool(self.runs) and self.current.popen.poll() is None
+
+    @property
+    def stop_grace(self) -> float:
+        """Seconds ``stop()`` waits after SIGTERM before SIGKILL, unless told otherwise."""
+        return STOP_GRACE_SECONDS if self.spec.stop_grace is None else self.spec.stop_grace
 
     # -- starting ---------------------------------------------------------------------------
 
@@ -235,9 +246,13 @@ class ServiceProcess:
 
     # -- stopping ---------------------------------------------------------------------------
 
-    def request_stop(self) -> None:
-        """SIGTERM (and SIGCONT, so that a paused process can act on it); does not wait."""
+    def request_stop(self, *, at_once: bool = False) -> None:
+        """SIGTERM (and SIGCONT, so that a paused process can act on it); does not wait.
+        ``at_once`` also sends SIGINT: a second stop signal, which cuts a render service's drain
+        short (its running renders fail SHUTDOWN); to the other services it is one more SIGTERM."""
         self.send_signal(signal.SIGTERM)
+        if at_once:
+            self.send_signal(signal.SIGINT)
         self.send_signal(signal.SIGCONT)
 
     def wait_stopped(self, deadline: float) -> int | None:
@@ -254,12 +269,13 @@ class ServiceProcess:
         self._join_drain(run)
         return run.popen.returncode
 
-    def stop(self, grace: float = STOP_GRACE_SECONDS) -> int | None:
-        """SIGTERM, wait up to ``grace`` seconds, then SIGKILL; the exit status."""
-        self.request_stop()
-        return self.wait_stopped(time.monotonic() + grace)
+    def stop(self, grace: float | None = None, *, at_once: bool = False) -> int | None:
+        """SIGTERM, wait up to ``grace`` seconds (default: its ``stop_grace``), then SIGKILL; the
+        exit status. ``at_once``: see ``request_stop``."""
+        self.request_stop(at_once=at_once)
+        return self.wait_stopped(time.monotonic() + (self.stop_grace if grace is None else grace))
 
-    def terminate(self, timeout: float = STOP_GRACE_SECONDS) -> int | None:
+    def terminate(self, timeout: float | None = None) -> int | None:
         """``stop`` under the name subprocess.Popen gives it."""
         return self.stop(timeout)
 
@@ -268,9 +284,9 @@ class ServiceProcess:
         self.send_signal(signal.SIGKILL)
         return self.wait_stopped(time.monotonic() + KILL_WAIT_SECONDS)
 
-    def restart(self, grace: float = STOP_GRACE_SECONDS) -> ServiceProcess:
-        """Stops the process (if it runs) and starts it again on the same port."""
-        self.stop(grace)
+    def restart(self, grace: float | None = None, *, at_once: bool = False) -> ServiceProcess:
+        """Stops the process (if it runs; ``stop``) and starts it again on the same port."""
+        self.stop(grace, at_once=at_once)
         return self.start()
 
     def _join_drain(self, run: Run) -> None:
@@ -284,14 +300,16 @@ class ServiceProcess:
     async def astart(self, ready_timeout: float = READY_TIMEOUT_SECONDS) -> ServiceProcess:
         return await asyncio.to_thread(self.start, ready_timeout)
 
-    async def astop(self, grace: float = STOP_GRACE_SECONDS) -> int | None:
-        return await asyncio.to_thread(self.stop, grace)
+    async def astop(self, grace: float | None = None, *, at_once: bool = False) -> int | None:
+        return await asyncio.to_thread(lambda: self.stop(grace, at_once=at_once))
 
     async def akill(self) -> int | None:
         return await asyncio.to_thread(self.kill)
 
-    async def arestart(self, grace: float = STOP_GRACE_SECONDS) -> ServiceProcess:
-        return await asyncio.to_thread(self.restart, grace)
+    async def arestart(
+        self, grace: float | None = None, *, at_once: bool = False
+    ) -> ServiceProcess:
+        return await asyncio.to_thread(lambda: self.restart(grace, at_once=at_once))
 
 
 def launch(
@@ -303,7 +321,8 @@ def launch(
     probe: Probe | None = None,
     echo: Echo | None = None,
     ready_timeout: float = READY_TIMEOUT_SECONDS,
+    stop_grace: float | None = None,
 ) -> ServiceProcess:
     """Starts one process and returns it once it is ready."""
-    spec = ProcessSpec(name, module, list(args), dict(env or {}), probe)
+    spec = ProcessSpec(name, module, list(args), dict(env or {}), probe, stop_grace)
     return ServiceProcess(spec, echo=echo).start(ready_timeout)

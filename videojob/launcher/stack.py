@@ -11,13 +11,17 @@ Render services share the output directory and the media root (storage every pro
 gateways get the same media root, where uploads go.
 Export services get every render address (a comma-separated ``--render-addr``) and gateways
 every export address; a list of more than one is the scale-out contract the services are
-growing into. The database is a URL handed to every export service: ``sqlite:///PATH`` (the
-default, in the work directory) or ``postgresql://...``. SQLite serves one export service.
+growing into. Each render service is given its drain as its stop grace: ``stack.render.stop()``
+(or ``restart()``) waits while it finishes its running renders, as a rolling restart does, and
+``stop(drain_renders=True)`` stops the whole system that way. The database is a URL handed to
+every export service: ``sqlite:///PATH`` (the default, in the work directory) or
+``postgresql://...``. SQLite serves one export service.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +39,7 @@ from videojob.launcher.process import (
     ProcessSpec,
     ServiceProcess,
 )
+from videojob.limits import DEFAULT_DRAIN_TIMEOUT_SECONDS
 
 RENDER_SERVICE = "videojob.render.v1.RenderService"
 EXPORT_SERVICE = "videojob.export.v1.ExportService"
@@ -52,6 +57,10 @@ class Role:
     args: Sequence[str] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     module: str = ""
+    # Seconds one of them gets to exit after SIGTERM when stopped on its own (stop, restart)
+    # before SIGKILL. None: STOP_GRACE_SECONDS, and for render services their drain timeout
+    # (--drain-timeout, RENDER_DRAIN_TIMEOUT) plus that.
+    stop_grace: float | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +126,23 @@ def export_args(listen: str, render_addr: str, database: str, *extra: str) -> li
 
 def gateway_args(listen: str, export_addr: str, *extra: str) -> list[str]:
     return ["--listen", listen, "--export-addr", export_addr, *extra]
+
+
+def render_drain_timeout(args: Sequence[str], env: Mapping[str, str]) -> float:
+    """The drain timeout a render service started with ``args`` and ``env`` (added to this
+    process's environment) has: its --drain-timeout, else RENDER_DRAIN_TIMEOUT, else the
+    default."""
+    given = ""
+    for index, arg in enumerate(args):
+        if arg == "--drain-timeout" and index + 1 < len(args):
+            given = args[index + 1]
+        elif arg.startswith("--drain-timeout="):
+            given = arg.partition("=")[2]
+    given = given or env.get("RENDER_DRAIN_TIMEOUT") or os.environ.get("RENDER_DRAIN_TIMEOUT", "")
+    try:
+        return max(float(given), 0.0) if given else DEFAULT_DRAIN_TIMEOUT_SECONDS
+    except ValueError:  # the service refuses it and exits at once
+        return DEFAULT_DRAIN_TIMEOUT_SECONDS
 
 
 def _listen_of(role: Role, index: int) -> str:
@@ -214,12 +240,16 @@ class Stack:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.media_root.mkdir(parents=True, exist_ok=True)
         probe = grpc_serving(RENDER_SERVICE, config.grpc_tls, config.grpc_server_name)
+        grace = role.stop_grace
+        if grace is None:
+            grace = render_drain_timeout(role.args, role.env) + STOP_GRACE_SECONDS
         for index in range(role.count):
             args = render_args(
                 _listen_of(role, index), self.output_dir, self.media_root, *role.args
             )
             module = role.module or "render_service"
-            self._start(self.renders, _name("render", role, index), module, args, role, probe)
+            name = _name("render", role, index)
+            self._start(self.renders, name, module, args, role, probe, grace)
         return self.renders
 
     def start_exports(self, render_addr: str = "") -> list[ServiceProcess]:
@@ -260,20 +290,31 @@ class Stack:
         args: list[str],
         role: Role,
         probe: Probe,
+        stop_grace: float | None = None,
     ) -> None:
-        spec = ProcessSpec(name, module, args, dict(role.env), probe)
+        grace = role.stop_grace if stop_grace is None else stop_grace
+        spec = ProcessSpec(name, module, args, dict(role.env), probe, grace)
         process = ServiceProcess(spec, echo=self.config.echo)
         started.append(process)  # before it starts, so that stop() finds it whatever happens
         process.start(self.config.ready_timeout)
 
     # -- stopping -----------------------------------------------------------------------------
 
-    def stop(self) -> None:
+    def stop(self, *, drain_renders: bool = False) -> None:
         """SIGTERM to every process (gateways first, so no new work comes in), one shared grace
-        period to exit, then SIGKILL for any still there."""
+        period to exit, then SIGKILL for any still there. Render services are told to stop at
+        once (``request_stop(at_once=True)``: their running renders fail SHUTDOWN) unless
+        ``drain_renders``: then they are stopped first, each waited for up to its own stop grace
+        while it finishes its running renders and the export services record them."""
+        if drain_renders:
+            started = time.monotonic()
+            for process in self.renders:
+                process.request_stop()
+            for process in self.renders:
+                process.wait_stopped(started + process.stop_grace)
         processes = list(reversed(self.processes))
         for process in processes:
-            process.request_stop()
+            process.request_stop(at_once=process in self.renders)
         deadline = time.monotonic() + self.config.stop_grace
         for process in processes:
             process.wait_stopped(deadline)
@@ -294,8 +335,8 @@ class Stack:
     async def astart(self) -> Stack:
         return await asyncio.to_thread(self.start)
 
-    async def astop(self) -> None:
-        await asyncio.to_thread(self.stop)
+    async def astop(self, *, drain_renders: bool = False) -> None:
+        await asyncio.to_thread(lambda: self.stop(drain_renders=drain_renders))
 
     async def __aenter__(self) -> Stack:
         return await self.astart()
