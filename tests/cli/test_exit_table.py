@@ -1,0 +1,35 @@
+"""The exit statuses are documented where people look: ``videojob --help`` and the README."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+
+from tests.support.processes import REPO_ROOT
+from videojob.cli import run
+from videojob.cli.exit_status import ExitStatus
+
+_README_ROW = re.compile(r"^\| (\d+) \| ", re.MULTILINE)
+
+
+def test_help_lists_every_exit_status(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["--help"], out=io.StringIO()) == ExitStatus.OK
+    shown = capsys.readouterr().out
+    table = shown[shown.index("exit statuses:") :]
+    listed = {int(number) for number in re.findall(r"^\s+(\d+)  ", table, re.MULTILINE)}
+    assert listed == {int(status) for status in ExitStatus}
+
+
+def test_readme_lists_every_exit_status() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme[readme.index("## Operating") :]
+    section = section[: section.index("\n## ")]
+    listed = {int(number) for number in _README_ROW.findall(section)}
+    assert listed == {int(status) for status in ExitStatus}
+
+
+def test_a_subcommand_help_ends_with_the_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["watch", "--help"]) == ExitStatus.OK
+    assert "130  interrupted" in capsys.readouterr().out
