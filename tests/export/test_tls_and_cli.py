@@ -20,6 +20,7 @@ from tests.export.conftest import (
     watch,
 )
 from tests.support.certs import make_test_pki
+from tests.support.ports import unused_address
 from tests.support.processes import REPO_ROOT, start_service
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 from videojob.grpc_setup import TlsFiles, create_channel
@@ -51,14 +52,16 @@ async def test_mutual_tls_to_clients_and_to_the_render_service(
         assert error.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
-def test_postgresql_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+def test_an_unreachable_postgresql_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    database = f"postgresql://videojob:secret@{unused_address()}/videojob"
     result = subprocess.run(
         [sys.executable, "-m", "export_service", "--listen", "127.0.0.1:0",
-         "--database", "postgresql://localhost/videojob"],
+         "--database", database],
         capture_output=True, text=True, timeout=60, cwd=REPO_ROOT, check=False,
     )  # fmt: skip
     assert result.returncode == 2
-    assert "PostgreSQL is not implemented yet" in result.stderr
+    assert "cannot open the database postgresql://videojob:***@" in result.stderr
+    assert "secret" not in result.stderr
 
 
 async def test_settings_from_the_environment_and_sigterm(
