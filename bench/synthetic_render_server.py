@@ -221,6 +221,15 @@ class SyntheticRenderService(render_pb2_grpc.RenderServiceServicer):
         render = await self._known(request.render_id, context)
         return self._info(render)
 
+    async def GetCapacity(
+        self, request: render_pb2.GetCapacityRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> render_pb2.Capacity:
+        """Unbounded: every render runs at once (there is no queue to report)."""
+        running = sum(not render.terminal for render in self._renders.values())
+        return render_pb2.Capacity(
+            running=running, max_concurrent=max(running, 1), instance_id="synthetic"
+        )
+
     async def CancelRender(
         self, request: render_pb2.CancelRenderRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> render_pb2.RenderInfo:

@@ -61,6 +61,11 @@ class PacedRenderService(render_pb2_grpc.RenderServiceServicer):
     ) -> render_pb2.RenderInfo:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not scripted")
 
+    async def GetCapacity(
+        self, request: render_pb2.GetCapacityRequest, context: Context
+    ) -> render_pb2.Capacity:
+        return render_pb2.Capacity(max_concurrent=1, instance_id="paced")
+
 
 @pytest.fixture
 async def paced() -> AsyncIterator[Any]:

@@ -123,6 +123,14 @@ class ScriptedRenderService(render_pb2_grpc.RenderServiceServicer):
             info.last_event.CopyFrom(self.cancel_reports)
         return info
 
+    async def GetCapacity(
+        self,
+        request: render_pb2.GetCapacityRequest,
+        context: Context,
+    ) -> render_pb2.Capacity:
+        self.calls.append("GetCapacity")
+        return render_pb2.Capacity(max_concurrent=1, instance_id="scripted")
+
 
 @pytest.fixture
 async def scripted() -> AsyncIterator[Scripted]:
