@@ -51,11 +51,16 @@ class JobError(_message.Message):
     CODE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     FIELD_FIELD_NUMBER: _builtins.int
+    LOG_TAIL_FIELD_NUMBER: _builtins.int
     code: _builtins.str
     message: _builtins.str
     field: _builtins.str
     """The spec field the error is about, as a proto path
     (spec.source.transcode.input_path); empty when it is about no one field.
+    """
+    log_tail: _builtins.str
+    """The last lines ffmpeg wrote (bounded: videojob.limits.MAX_LOG_TAIL_LINES and
+    MAX_LOG_TAIL_BYTES); empty when ffmpeg had no say in the failure.
     """
     def __init__(
         self,
@@ -63,10 +68,11 @@ class JobError(_message.Message):
         code: _builtins.str = ...,
         message: _builtins.str = ...,
         field: _builtins.str = ...,
+        log_tail: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "field", b"field", "message", b"message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "field", b"field", "log_tail", b"log_tail", "message", b"message"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -148,6 +154,10 @@ Global___VideoJob: _TypeAlias = VideoJob  # noqa: Y015
 
 @_typing.final
 class CreateExportRequest(_message.Message):
+    """CreateExport answers a replayed request id (one already seen) with response metadata
+    "idempotent-replayed: true" (trailing metadata); a new job has none.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REQUEST_ID_FIELD_NUMBER: _builtins.int
@@ -255,6 +265,40 @@ class CancelExportRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CancelExportRequest: _TypeAlias = CancelExportRequest  # noqa: Y015
+
+@_typing.final
+class DeleteExportRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteExportRequest: _TypeAlias = DeleteExportRequest  # noqa: Y015
+
+@_typing.final
+class DeleteExportResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteExportResponse: _TypeAlias = DeleteExportResponse  # noqa: Y015
 
 @_typing.final
 class WatchExportRequest(_message.Message):

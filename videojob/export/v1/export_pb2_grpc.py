@@ -70,6 +70,11 @@ class ExportServiceStub:
                 request_serializer=videojob_dot_export_dot_v1_dot_export__pb2.ListJobHistoryRequest.SerializeToString,
                 response_deserializer=videojob_dot_export_dot_v1_dot_export__pb2.ListJobHistoryResponse.FromString,
                 _registered_method=True)
+        self.DeleteExport = channel.unary_unary(
+                '/videojob.export.v1.ExportService/DeleteExport',
+                request_serializer=videojob_dot_export_dot_v1_dot_export__pb2.DeleteExportRequest.SerializeToString,
+                response_deserializer=videojob_dot_export_dot_v1_dot_export__pb2.DeleteExportResponse.FromString,
+                _registered_method=True)
 
 
 class ExportServiceServicer:
@@ -130,6 +135,17 @@ class ExportServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteExport(self, request, context):
+        """Removes a terminal job: its record, its history and its output file. NOT_FOUND for an
+        unknown id; FAILED_PRECONDITION (ErrorInfo reason JOB_ACTIVE) for a job that is not
+        terminal, or whose render clean-up is still pending. The job's request id is remembered:
+        a CreateExport with it answers FAILED_PRECONDITION with ErrorInfo reason
+        REQUEST_ID_DELETED (HTTP 410) and never renders again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExportServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -167,6 +183,11 @@ def add_ExportServiceServicer_to_server(servicer, server):
                     servicer.ListJobHistory,
                     request_deserializer=videojob_dot_export_dot_v1_dot_export__pb2.ListJobHistoryRequest.FromString,
                     response_serializer=videojob_dot_export_dot_v1_dot_export__pb2.ListJobHistoryResponse.SerializeToString,
+            ),
+            'DeleteExport': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteExport,
+                    request_deserializer=videojob_dot_export_dot_v1_dot_export__pb2.DeleteExportRequest.FromString,
+                    response_serializer=videojob_dot_export_dot_v1_dot_export__pb2.DeleteExportResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -359,6 +380,33 @@ class ExportService:
             '/videojob.export.v1.ExportService/ListJobHistory',
             videojob_dot_export_dot_v1_dot_export__pb2.ListJobHistoryRequest.SerializeToString,
             videojob_dot_export_dot_v1_dot_export__pb2.ListJobHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteExport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/videojob.export.v1.ExportService/DeleteExport',
+            videojob_dot_export_dot_v1_dot_export__pb2.DeleteExportRequest.SerializeToString,
+            videojob_dot_export_dot_v1_dot_export__pb2.DeleteExportResponse.FromString,
             options,
             channel_credentials,
             insecure,

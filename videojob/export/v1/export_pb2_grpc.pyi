@@ -55,6 +55,13 @@ class ExportServiceStub:
     transaction as the change (intermediate progress is coalesced as the job's is). Kept and
     deleted with the job. NOT_FOUND for an unknown id.
     """
+    DeleteExport: _grpc.UnaryUnaryMultiCallable[_export_pb2.DeleteExportRequest, _export_pb2.DeleteExportResponse]
+    """Removes a terminal job: its record, its history and its output file. NOT_FOUND for an
+    unknown id; FAILED_PRECONDITION (ErrorInfo reason JOB_ACTIVE) for a job that is not
+    terminal, or whose render clean-up is still pending. The job's request id is remembered:
+    a CreateExport with it answers FAILED_PRECONDITION with ErrorInfo reason
+    REQUEST_ID_DELETED (HTTP 410) and never renders again.
+    """
 
 @_typing.type_check_only
 class ExportServiceAsyncStub(ExportServiceStub):
@@ -82,6 +89,13 @@ class ExportServiceAsyncStub(ExportServiceStub):
     """The job's committed changes, oldest first: one entry per version, written in the same
     transaction as the change (intermediate progress is coalesced as the job's is). Kept and
     deleted with the job. NOT_FOUND for an unknown id.
+    """
+    DeleteExport: _aio.UnaryUnaryMultiCallable[_export_pb2.DeleteExportRequest, _export_pb2.DeleteExportResponse]  # type: ignore[assignment]
+    """Removes a terminal job: its record, its history and its output file. NOT_FOUND for an
+    unknown id; FAILED_PRECONDITION (ErrorInfo reason JOB_ACTIVE) for a job that is not
+    terminal, or whose render clean-up is still pending. The job's request id is remembered:
+    a CreateExport with it answers FAILED_PRECONDITION with ErrorInfo reason
+    REQUEST_ID_DELETED (HTTP 410) and never renders again.
     """
 
 class ExportServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -149,6 +163,19 @@ class ExportServiceServicer(metaclass=_abc_1.ABCMeta):
         """The job's committed changes, oldest first: one entry per version, written in the same
         transaction as the change (intermediate progress is coalesced as the job's is). Kept and
         deleted with the job. NOT_FOUND for an unknown id.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteExport(
+        self,
+        request: _export_pb2.DeleteExportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_export_pb2.DeleteExportResponse, _abc.Awaitable[_export_pb2.DeleteExportResponse]]:
+        """Removes a terminal job: its record, its history and its output file. NOT_FOUND for an
+        unknown id; FAILED_PRECONDITION (ErrorInfo reason JOB_ACTIVE) for a job that is not
+        terminal, or whose render clean-up is still pending. The job's request id is remembered:
+        a CreateExport with it answers FAILED_PRECONDITION with ErrorInfo reason
+        REQUEST_ID_DELETED (HTTP 410) and never renders again.
         """
 
 def add_ExportServiceServicer_to_server(servicer: ExportServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -141,6 +141,41 @@ class GetCapacityRequest(_message.Message):
 Global___GetCapacityRequest: _TypeAlias = GetCapacityRequest  # noqa: Y015
 
 @_typing.final
+class CheckInputsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SPEC_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def spec(self) -> _spec_pb2.RenderSpec: ...
+    def __init__(
+        self,
+        *,
+        spec: _spec_pb2.RenderSpec | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckInputsRequest: _TypeAlias = CheckInputsRequest  # noqa: Y015
+
+@_typing.final
+class CheckInputsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckInputsResponse: _TypeAlias = CheckInputsResponse  # noqa: Y015
+
+@_typing.final
 class Capacity(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

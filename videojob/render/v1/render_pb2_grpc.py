@@ -61,6 +61,11 @@ class RenderServiceStub:
                 request_serializer=videojob_dot_render_dot_v1_dot_render__pb2.GetCapacityRequest.SerializeToString,
                 response_deserializer=videojob_dot_render_dot_v1_dot_render__pb2.Capacity.FromString,
                 _registered_method=True)
+        self.CheckInputs = channel.unary_unary(
+                '/videojob.render.v1.RenderService/CheckInputs',
+                request_serializer=videojob_dot_render_dot_v1_dot_render__pb2.CheckInputsRequest.SerializeToString,
+                response_deserializer=videojob_dot_render_dot_v1_dot_render__pb2.CheckInputsResponse.FromString,
+                _registered_method=True)
 
 
 class RenderServiceServicer:
@@ -104,6 +109,16 @@ class RenderServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckInputs(self, request, context):
+        """Checks a spec's input files as Render would before starting (nothing is rendered): each
+        exists under the media root (symlinks resolved), and ffmpeg can read it (slide images,
+        the soundtrack, the transcode input). INVALID_ARGUMENT with a google.rpc.BadRequest naming
+        the field (spec.source.transcode.input_path) otherwise. Answered while draining too.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RenderServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -131,6 +146,11 @@ def add_RenderServiceServicer_to_server(servicer, server):
                     servicer.GetCapacity,
                     request_deserializer=videojob_dot_render_dot_v1_dot_render__pb2.GetCapacityRequest.FromString,
                     response_serializer=videojob_dot_render_dot_v1_dot_render__pb2.Capacity.SerializeToString,
+            ),
+            'CheckInputs': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckInputs,
+                    request_deserializer=videojob_dot_render_dot_v1_dot_render__pb2.CheckInputsRequest.FromString,
+                    response_serializer=videojob_dot_render_dot_v1_dot_render__pb2.CheckInputsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -270,6 +290,33 @@ class RenderService:
             '/videojob.render.v1.RenderService/GetCapacity',
             videojob_dot_render_dot_v1_dot_render__pb2.GetCapacityRequest.SerializeToString,
             videojob_dot_render_dot_v1_dot_render__pb2.Capacity.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckInputs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/videojob.render.v1.RenderService/CheckInputs',
+            videojob_dot_render_dot_v1_dot_render__pb2.CheckInputsRequest.SerializeToString,
+            videojob_dot_render_dot_v1_dot_render__pb2.CheckInputsResponse.FromString,
             options,
             channel_credentials,
             insecure,

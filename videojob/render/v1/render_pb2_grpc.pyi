@@ -48,6 +48,12 @@ class RenderServiceStub:
     """How busy this render service is and which one it is: what a client placing renders over
     a pool of render services compares. Answered while draining too.
     """
+    CheckInputs: _grpc.UnaryUnaryMultiCallable[_render_pb2.CheckInputsRequest, _render_pb2.CheckInputsResponse]
+    """Checks a spec's input files as Render would before starting (nothing is rendered): each
+    exists under the media root (symlinks resolved), and ffmpeg can read it (slide images,
+    the soundtrack, the transcode input). INVALID_ARGUMENT with a google.rpc.BadRequest naming
+    the field (spec.source.transcode.input_path) otherwise. Answered while draining too.
+    """
 
 @_typing.type_check_only
 class RenderServiceAsyncStub(RenderServiceStub):
@@ -68,6 +74,12 @@ class RenderServiceAsyncStub(RenderServiceStub):
     GetCapacity: _aio.UnaryUnaryMultiCallable[_render_pb2.GetCapacityRequest, _render_pb2.Capacity]  # type: ignore[assignment]
     """How busy this render service is and which one it is: what a client placing renders over
     a pool of render services compares. Answered while draining too.
+    """
+    CheckInputs: _aio.UnaryUnaryMultiCallable[_render_pb2.CheckInputsRequest, _render_pb2.CheckInputsResponse]  # type: ignore[assignment]
+    """Checks a spec's input files as Render would before starting (nothing is rendered): each
+    exists under the media root (symlinks resolved), and ffmpeg can read it (slide images,
+    the soundtrack, the transcode input). INVALID_ARGUMENT with a google.rpc.BadRequest naming
+    the field (spec.source.transcode.input_path) otherwise. Answered while draining too.
     """
 
 class RenderServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -116,6 +128,18 @@ class RenderServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_render_pb2.Capacity, _abc.Awaitable[_render_pb2.Capacity]]:
         """How busy this render service is and which one it is: what a client placing renders over
         a pool of render services compares. Answered while draining too.
+        """
+
+    @_abc_1.abstractmethod
+    def CheckInputs(
+        self,
+        request: _render_pb2.CheckInputsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_render_pb2.CheckInputsResponse, _abc.Awaitable[_render_pb2.CheckInputsResponse]]:
+        """Checks a spec's input files as Render would before starting (nothing is rendered): each
+        exists under the media root (symlinks resolved), and ffmpeg can read it (slide images,
+        the soundtrack, the transcode input). INVALID_ARGUMENT with a google.rpc.BadRequest naming
+        the field (spec.source.transcode.input_path) otherwise. Answered while draining too.
         """
 
 def add_RenderServiceServicer_to_server(servicer: RenderServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
