@@ -22,7 +22,6 @@ GLOBAL_ARGS = ("-hide_banner", "-nostdin", "-y", "-loglevel", "warning", *PROGRE
 DEFAULT_SLIDESHOW_FPS = 25.0
 DEFAULT_SLIDESHOW_SIZE = (1280, 720)
 AUDIO_SAMPLE_RATE = 48000
-MAX_X26X_CRF = 51
 
 # ffmpeg-python escapes filter arguments, but not whitespace, which FFmpeg strips from the ends of
 # an unescaped value; the subtitles path is therefore substituted after compiling.
@@ -125,8 +124,8 @@ def _video_codec_args(output: spec_pb2.OutputSpec, binary: str) -> dict[str, Any
         args["vcodec"] = "libx264" if codec == "h264" else "libx265"
         if preset:
             args["preset"] = preset
-        if output.HasField("crf"):
-            args["crf"] = min(output.crf, MAX_X26X_CRF)
+        if output.HasField("crf"):  # within the codec's range (videojob.spec_validation)
+            args["crf"] = output.crf
         if codec == "hevc":
             args["x265-params"] = "log-level=error"
             if output.container == "mp4":
@@ -162,6 +161,27 @@ def _fit(stream: Any, width: int, height: int) -> Any:
         .filter("pad", width, height, "(ow-iw)/2", "(oh-ih)/2")
         .filter("setsar", 1)
     )
+
+
+def _scale(stream: Any, width: int, height: int) -> Any:
+    """Both set: fitted into the box (letterboxed); one set: scaled to it, the other
+    following the aspect ratio (rounded to an even number: ffmpeg's -2)."""
+    if width and height:
+        return _fit(stream, width, height)
+    return stream.filter("scale", width or -2, height or -2).filter("setsar", 1)
+
+
+def _slide_box(slide_size: tuple[int, int] | None, width: int, height: int) -> tuple[int, int]:
+    """The slideshow's frame: the output size, the first slide's size or the default; one
+    dimension given alone keeps the first slide's aspect ratio."""
+    base_width, base_height = slide_size or DEFAULT_SLIDESHOW_SIZE
+    if width and height:
+        return width, height
+    if width:
+        return width, max(2, round(width * base_height / base_width / 2) * 2)
+    if height:
+        return max(2, round(height * base_width / base_height / 2) * 2), height
+    return base_width, base_height
 
 
 def output_frame_rate(spec: spec_pb2.RenderSpec) -> float | None:
@@ -210,9 +230,7 @@ def build_render_argv(
     else:
         show = source.slideshow
         fps = output.fps or DEFAULT_SLIDESHOW_FPS
-        width, height = inputs.slide_size or DEFAULT_SLIDESHOW_SIZE
-        if output.width:
-            width, height = output.width, output.height
+        width, height = _slide_box(inputs.slide_size, output.width, output.height)
         clips = []
         for slide, path in zip(show.slides, inputs.slide_paths, strict=True):
             image = _file_input(
@@ -235,8 +253,8 @@ def build_render_argv(
             ).audio
         output_options["t"] = _fmt(duration_seconds)
 
-    if output.width and kind != "slideshow":
-        video = _fit(video, output.width, output.height)
+    if (output.width or output.height) and kind != "slideshow":
+        video = _scale(video, output.width, output.height)
     if output.fps and kind != "slideshow":
         video = video.filter("fps", _fmt(output.fps))
     video = video.filter("format", "yuv420p")

@@ -6,9 +6,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from render_service.failures import invalid_input
+from render_service.failures import ffmpeg_reason, invalid_input
 from render_service.ffmpeg_process import run_ffmpeg_captured
 from render_service.ffmpeg_progress import parse_header_duration
+from videojob.limits import bounded_log_tail
 
 PROBE_TIMEOUT_SECONDS = 30.0
 _VIDEO_STREAM = re.compile(r"Stream #\d+:\d+.*?: Video: .*?(?<![\dx])(\d{1,5})x(\d{1,5})(?!\d)")
@@ -35,10 +36,6 @@ def parse_media_info(header: str) -> MediaInfo:
     )
 
 
-def _tail(text: str, lines: int = 20) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])
-
-
 async def probe_media(binary: str, path: Path, field: str) -> MediaInfo:
     """Reads ``path``'s header; an unreadable file is an INVALID_INPUT failure naming ``field``."""
     run = await run_ffmpeg_captured(
@@ -47,5 +44,9 @@ async def probe_media(binary: str, path: Path, field: str) -> MediaInfo:
     )
     info = parse_media_info(run.stderr)
     if not info.has_video and not info.has_audio:
-        raise invalid_input(field, f"{path.name!r} is not a readable media file", _tail(run.stderr))
+        reason = ffmpeg_reason(run.stderr)
+        problem = f"{path.name!r} is not a readable media file"
+        raise invalid_input(
+            field, f"{problem}: {reason}" if reason else problem, bounded_log_tail(run.stderr)
+        )
     return info

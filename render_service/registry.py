@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator, Callable
 
 from render_service.config import RenderConfig
 from render_service.events import RenderRecord
-from render_service.failures import FailureCode
+from render_service.failures import FailureCode, RenderFailure
 from render_service.output_dir import partial_names, remove_partials
-from render_service.render_job import RenderJob, resolve_spec_paths
+from render_service.render_job import RenderJob, probe_inputs, resolve_spec_paths
 from videojob.errors import (
     AlreadyExists,
     InvalidArgument,
@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 RENDER_ID = re.compile(f"[A-Za-z0-9][A-Za-z0-9_-]{{0,{MAX_RENDER_ID_LENGTH - 1}}}")
 HEARTBEAT_TICK_SECONDS = 0.2
+# CheckInputs calls probing files at the same time (each runs ffmpeg on every input).
+MAX_CONCURRENT_INPUT_CHECKS = 4
 
 _TerminalWriter = Callable[[], None]
 
@@ -58,6 +60,7 @@ class RenderRegistry:
         self._accepting = True
         self._draining = False
         self._render_finished = asyncio.Event()
+        self._input_checks = asyncio.Semaphore(MAX_CONCURRENT_INPUT_CHECKS)
 
     def start(self) -> None:
         self._heartbeat_task = asyncio.create_task(self._send_heartbeats())
@@ -128,6 +131,24 @@ class RenderRegistry:
         job = RenderJob(record, paths, self._config, self._slots, ffmpeg_binary())
         record.task = asyncio.create_task(job.run(), name=f"render-{render_id}")
         return stream
+
+    async def check_inputs(self, spec: spec_pb2.RenderSpec) -> None:
+        """What Render checks before starting, without rendering: the spec, each input file
+        under the media root (symlinks resolved), and that ffmpeg can use it. InvalidArgument
+        naming the field otherwise; a probe that cannot run (ffmpeg missing, too slow) decides
+        nothing, the render's own check will."""
+        normalized = normalize_spec(spec)
+        paths = await asyncio.to_thread(resolve_spec_paths, self._config.media_root, normalized)
+        async with self._input_checks:
+            try:
+                await probe_inputs(ffmpeg_binary(), normalized, paths)
+            except RenderFailure as failure:
+                if failure.code != FailureCode.INVALID_INPUT or not failure.field:
+                    logger.warning("input check undecided: %s", failure)
+                    return
+                prefix = f"{failure.field}: "
+                problem = failure.message.removeprefix(prefix)
+                raise InvalidArgument(failure.field, problem) from None
 
     def watch(self, render_id: str, after_seq: int) -> AsyncIterator[render_pb2.RenderEvent]:
         return self.get(render_id).watch(after_seq)

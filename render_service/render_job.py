@@ -13,12 +13,13 @@ import logging
 import subprocess
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from render_service.config import RenderConfig
 from render_service.events import RenderRecord
-from render_service.failures import FailureCode, RenderFailure, invalid_input
+from render_service.failures import FailureCode, RenderFailure, ffmpeg_reason, invalid_input
 from render_service.ffmpeg_command import (
     RenderInputs,
     available_encoders,
@@ -30,7 +31,9 @@ from render_service.ffmpeg_progress import ProgressBlock, ProgressParser
 from render_service.media_probe import probe_media
 from render_service.output_dir import OutputDirectory, final_name, partial_name
 from render_service.verification import verify_output
-from videojob.limits import MAX_DURATION_SECONDS, MAX_RUNNING_PROGRESS
+from videojob import tracing
+from videojob.limits import MAX_DURATION_SECONDS, MAX_RUNNING_PROGRESS, bounded_log_tail
+from videojob.logging_setup import bind_log_context
 from videojob.render.v1 import spec_pb2
 from videojob.spec_validation import resolve_media_path
 
@@ -40,7 +43,9 @@ PREPARING_END = 2.0
 RENDERING_END = 95.0
 FINALIZING = 95.0
 VERIFYING = MAX_RUNNING_PROGRESS
-LOG_TAIL_LINES = 30
+# Lines of ffmpeg's log kept while it runs (more than a failure carries: ffmpeg_reason looks
+# past its repetitions); a failure carries limits.bounded_log_tail of them.
+LOG_TAIL_LINES = 60
 READER_DRAIN_SECONDS = 5.0
 
 
@@ -85,6 +90,66 @@ def resolve_spec_paths(media_root: Path, spec: spec_pb2.RenderSpec) -> ResolvedP
         else None
     )
     return ResolvedPaths(slides=slides, audio=audio, subtitles=subtitles)
+
+
+TRANSCODE_FIELD = "spec.source.transcode.input_path"
+AUDIO_FIELD = "spec.source.slideshow.audio_path"
+
+
+def slide_field(index: int) -> str:
+    return f"spec.source.slideshow.slides[{index}].image_path"
+
+
+async def probe_inputs(
+    binary: str,
+    spec: spec_pb2.RenderSpec,
+    paths: ResolvedPaths,
+    slide_probed: Callable[[int], None] | None = None,
+) -> tuple[RenderInputs, float]:
+    """Reads every input's header (the transcode input, each slide, the soundtrack) and the
+    expected duration; an input ffmpeg cannot use is an INVALID_INPUT failure naming its field.
+    The check Render makes before starting, and CheckInputs answers with."""
+    source = spec.source
+    kind = source.WhichOneof("kind")
+    if kind == "test_pattern":
+        return RenderInputs(), source.test_pattern.duration_seconds
+    if kind == "transcode":
+        assert paths.transcode is not None
+        info = await probe_media(binary, paths.transcode, TRANSCODE_FIELD)
+        if not info.has_video:
+            raise invalid_input(TRANSCODE_FIELD, "has no video stream")
+        duration = info.duration_seconds
+        if duration is None or duration <= 0:
+            raise invalid_input(TRANSCODE_FIELD, "the input's duration cannot be read")
+        if duration > MAX_DURATION_SECONDS:
+            raise invalid_input(
+                TRANSCODE_FIELD, f"the input is longer than {MAX_DURATION_SECONDS:.0f} seconds"
+            )
+        return RenderInputs(
+            transcode_path=paths.transcode, transcode_has_audio=info.has_audio
+        ), duration
+    show = source.slideshow
+    slide_size: tuple[int, int] | None = None
+    for index, path in enumerate(paths.slides):
+        field = slide_field(index)
+        info = await probe_media(binary, path, field)
+        if not info.has_video or info.width is None or info.height is None:
+            raise invalid_input(field, "is not an image")
+        if slide_size is None:
+            slide_size = (_even(info.width), _even(info.height))
+        if slide_probed is not None:
+            slide_probed(index)
+    if paths.audio is not None:
+        info = await probe_media(binary, paths.audio, AUDIO_FIELD)
+        if not info.has_audio:
+            raise invalid_input(AUDIO_FIELD, "has no audio stream")
+    inputs = RenderInputs(
+        slide_paths=paths.slides,
+        slide_size=slide_size,
+        audio_path=paths.audio,
+        subtitles_path=paths.subtitles,
+    )
+    return inputs, sum(slide.duration_seconds for slide in show.slides)
 
 
 def _even(value: int) -> int:
@@ -147,19 +212,28 @@ class RenderJob:
 
     async def run(self) -> None:
         record = self._record
+        bind_log_context(render_id=record.render_id)
         try:
             async with self._slots:
                 record.mark_running()
-                await self._render()
+                with tracing.tracer().start_as_current_span(
+                    "ffmpeg render", attributes={tracing.RENDER_ID_ATTRIBUTE: record.render_id}
+                ):
+                    await self._render()
         except RenderFailure as failure:
-            logger.info("render %s failed: %s", record.render_id, failure)
+            logger.info(
+                "render %s failed: %s",
+                record.render_id,
+                failure,
+                extra={"log_tail": failure.log_tail} if failure.log_tail else None,
+            )
             record.fail(failure.code, failure.message, failure.log_tail, field=failure.field)
         except Exception:  # a bug: every expected failure is a RenderFailure
             logger.exception("render %s failed unexpectedly", record.render_id)
             record.fail(FailureCode.INTERNAL, "internal error in the render service", self._tail())
 
     def _tail(self) -> str:
-        return "\n".join(self._log_tail)
+        return bounded_log_tail("\n".join(self._log_tail))
 
     def _timing(self, step: str) -> None:
         """A wall-clock stamp (comparable with other processes' clocks) of a completion step."""
@@ -221,49 +295,11 @@ class RenderJob:
         )
 
     async def _prepare(self) -> tuple[RenderInputs, float]:
-        source = self._spec.source
-        kind = source.WhichOneof("kind")
-        if kind == "test_pattern":
-            return RenderInputs(), source.test_pattern.duration_seconds
-        if kind == "transcode":
-            assert self._paths.transcode is not None
-            field = "spec.source.transcode.input_path"
-            info = await probe_media(self._binary, self._paths.transcode, field)
-            if not info.has_video:
-                raise invalid_input(field, "has no video stream")
-            duration = info.duration_seconds
-            if duration is None or duration <= 0:
-                raise invalid_input(field, "the input's duration cannot be read")
-            if duration > MAX_DURATION_SECONDS:
-                raise invalid_input(
-                    field, f"the input is longer than {MAX_DURATION_SECONDS:.0f} seconds"
-                )
-            return RenderInputs(
-                transcode_path=self._paths.transcode, transcode_has_audio=info.has_audio
-            ), duration
-        show = source.slideshow
-        slide_size: tuple[int, int] | None = None
-        for index, path in enumerate(self._paths.slides):
-            field = f"spec.source.slideshow.slides[{index}].image_path"
-            info = await probe_media(self._binary, path, field)
-            if not info.has_video or info.width is None or info.height is None:
-                raise invalid_input(field, "is not an image")
-            if slide_size is None:
-                slide_size = (_even(info.width), _even(info.height))
+        def slide_probed(index: int) -> None:
             done = (index + 1) / (len(self._paths.slides) + 1)
             self._record.progress("Preparing", PREPARING_END * done)
-        if self._paths.audio is not None:
-            field = "spec.source.slideshow.audio_path"
-            info = await probe_media(self._binary, self._paths.audio, field)
-            if not info.has_audio:
-                raise invalid_input(field, "has no audio stream")
-        inputs = RenderInputs(
-            slide_paths=self._paths.slides,
-            slide_size=slide_size,
-            audio_path=self._paths.audio,
-            subtitles_path=self._paths.subtitles,
-        )
-        return inputs, sum(slide.duration_seconds for slide in show.slides)
+
+        return await probe_inputs(self._binary, self._spec, self._paths, slide_probed)
 
     async def _run_ffmpeg(self, argv: list[str], expected: float) -> None:
         logger.info("render %s: %s", self._record.render_id, " ".join(argv))
@@ -298,9 +334,11 @@ class RenderJob:
                 task.cancel()
             await asyncio.shield(kill_process_group(process))
         if process.returncode != 0:
+            message = f"ffmpeg exited with code {process.returncode}"
+            reason = ffmpeg_reason("\n".join(self._log_tail))
             raise RenderFailure(
                 FailureCode.FFMPEG_ERROR,
-                f"ffmpeg exited with code {process.returncode}",
+                f"{message}: {reason}" if reason else message,
                 self._tail(),
             )
 

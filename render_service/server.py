@@ -74,6 +74,16 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
     ) -> render_pb2.Capacity:
         return self._registry.capacity()
 
+    async def CheckInputs(
+        self,
+        request: render_pb2.CheckInputsRequest,
+        context: grpc.aio.ServicerContext[
+            render_pb2.CheckInputsRequest, render_pb2.CheckInputsResponse
+        ],
+    ) -> render_pb2.CheckInputsResponse:
+        await self._registry.check_inputs(request.spec)
+        return render_pb2.CheckInputsResponse()
+
 
 @dataclass
 class RenderServer:

@@ -25,6 +25,12 @@ class Reason(StrEnum):
     # UNAVAILABLE from a render service that is draining: it refuses new renders but still
     # answers for the ones it has; go to another render service (instance_id).
     DRAINING = "DRAINING"
+    # FAILED_PRECONDITION: the job is queued or running, or its render's clean-up is pending
+    # (job_id, status); it cannot be deleted yet.
+    JOB_ACTIVE = "JOB_ACTIVE"
+    # FAILED_PRECONDITION: the job this request id created was deleted (request_id, job_id);
+    # it is never rendered again. HTTP 410 Gone.
+    REQUEST_ID_DELETED = "REQUEST_ID_DELETED"
 
 
 class ViolationKind(StrEnum):
@@ -54,7 +60,7 @@ class VideoJobError(Exception):
 
     @property
     def http_status(self) -> int:
-        return http_status_for(self.grpc_code)
+        return http_status_for(self.grpc_code, reason=self.error_reason)
 
 
 class InvalidArgument(VideoJobError):
@@ -126,13 +132,20 @@ HTTP_STATUS_FOR_GRPC_CODE: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.UNIMPLEMENTED: 501,
 }
 MALFORMED_HTTP_STATUS = 400
+# Refusals whose ErrorInfo reason says more than their status code.
+HTTP_STATUS_FOR_REASON: dict[str, int] = {Reason.REQUEST_ID_DELETED: 410}
 
 
-def http_status_for(code: grpc.StatusCode, violation: ViolationKind | None = None) -> int:
+def http_status_for(
+    code: grpc.StatusCode, violation: ViolationKind | None = None, reason: str | None = None
+) -> int:
     """The HTTP status for a gRPC status code (500 for anything unexpected); an
-    INVALID_ARGUMENT whose value is malformed is 400."""
+    INVALID_ARGUMENT whose value is malformed is 400; a refusal whose ErrorInfo ``reason`` has
+    its own status (HTTP_STATUS_FOR_REASON) gets that one."""
     if code == grpc.StatusCode.INVALID_ARGUMENT and violation == ViolationKind.MALFORMED:
         return MALFORMED_HTTP_STATUS
+    if reason is not None and reason in HTTP_STATUS_FOR_REASON:
+        return HTTP_STATUS_FOR_REASON[reason]
     return HTTP_STATUS_FOR_GRPC_CODE.get(code, 500)
 
 

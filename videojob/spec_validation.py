@@ -26,6 +26,8 @@ def _check_duration(value: float, field: str) -> None:
 
 
 def _check_size(width: int, height: int, prefix: str, *, required: bool) -> None:
+    """Where not ``required``, 0 is "not set": one of the two alone scales keeping the aspect
+    ratio (the other follows, rounded to an even number)."""
     for name, value, bound in (
         ("width", width, limits.MAX_WIDTH),
         ("height", height, limits.MAX_HEIGHT),
@@ -39,8 +41,6 @@ def _check_size(width: int, height: int, prefix: str, *, required: bool) -> None
             raise InvalidArgument(field, f"must be at most {bound}")
         if value % limits.DIMENSION_MULTIPLE:
             raise InvalidArgument(field, "must be even (required by yuv420p encoders)")
-    if not required and (width == 0) != (height == 0):
-        raise InvalidArgument(f"{prefix}.width", "width and height must be set together")
 
 
 def _check_fps(value: float, field: str, *, required: bool) -> None:
@@ -169,10 +169,12 @@ def normalize_spec(spec: spec_pb2.RenderSpec, field: str = "spec") -> spec_pb2.R
         )
     _check_size(output.width, output.height, prefix, required=False)
     _check_fps(output.fps, f"{prefix}.fps", required=False)
-    if output.HasField("crf") and not limits.MIN_CRF <= output.crf <= limits.MAX_CRF:
-        raise InvalidArgument(
-            f"{prefix}.crf", f"must be between {limits.MIN_CRF} and {limits.MAX_CRF}"
-        )
+    if output.HasField("crf"):
+        low, high = limits.CRF_RANGE_BY_CODEC[output.video_codec]
+        if not low <= output.crf <= high:
+            raise InvalidArgument(
+                f"{prefix}.crf", f"must be between {low} and {high} for {output.video_codec}"
+            )
     if output.preset and output.preset not in limits.PRESETS:
         raise InvalidArgument(f"{prefix}.preset", f"must be one of {', '.join(limits.PRESETS)}")
     if output.faststart and output.container not in limits.FASTSTART_CONTAINERS:

@@ -1,6 +1,6 @@
 """videojob.limits is the one list: the enumerations agree with the protos and with the code
 that uses them, and the gateway's JSON-Schema check enforces the rules the document states
-across fields (codecs per container, width and height together)."""
+across fields (codecs per container, crf ranges per codec)."""
 
 from __future__ import annotations
 
@@ -62,6 +62,11 @@ def test_running_progress_stays_below_complete() -> None:
         {"container": "mp4", "audioCodec": "opus", "faststart": True},
         {"container": "webm", "videoCodec": "av1", "faststart": False},
         {"width": 640, "height": 360},
+        {"width": 640},
+        {"height": 360},
+        {"crf": None},
+        {"videoCodec": "h264", "crf": 51},
+        {"container": "webm", "videoCodec": "vp9", "crf": 63},
     ],
 )
 def test_outputs_the_document_allows_pass(output: dict[str, Any]) -> None:
@@ -76,8 +81,9 @@ def test_outputs_the_document_allows_pass(output: dict[str, Any]) -> None:
         ({"container": "webm", "audioCodec": "aac"}, "output.audioCodec"),
         ({"container": "webm", "faststart": True}, "output.faststart"),
         ({"container": "webm", "faststart": 1}, "output.faststart"),
-        ({"width": 640}, "output.height"),
-        ({"height": 360}, "output.width"),
+        ({"videoCodec": "h264", "crf": 52}, "output.crf"),
+        ({"videoCodec": "hevc", "crf": 60}, "output.crf"),
+        ({"container": "webm", "videoCodec": "vp9", "crf": 64}, "output.crf"),
     ],
 )
 def test_outputs_the_document_forbids_name_the_field(output: dict[str, Any], field: str) -> None:

@@ -116,11 +116,32 @@ def test_codec_container_pairs(container: str, video: str, audio: str, field: st
     assert rejected_field(spec) == field
 
 
+def test_one_dimension_alone_keeps_the_aspect_ratio() -> None:
+    for width, height in ((640, 0), (0, 360)):
+        spec = pattern_spec()
+        spec.output.width, spec.output.height = width, height
+        normalized = normalize_spec(spec)
+        assert (normalized.output.width, normalized.output.height) == (width, height)
+
+
+def test_crf_ranges_follow_the_codec() -> None:
+    for container, codec, highest in (("mp4", "h264", 51), ("webm", "vp9", 63)):
+        spec = pattern_spec()
+        spec.output.container, spec.output.video_codec, spec.output.crf = (
+            container,
+            codec,
+            highest,
+        )
+        assert normalize_spec(spec).output.crf == highest
+
+
 def test_output_bounds() -> None:
     changes: list[tuple[dict[str, object], str]] = [
         ({"fps": 241.0}, "spec.output.fps"),
-        ({"width": 640, "height": 0}, "spec.output.width"),
+        ({"width": 641, "height": 0}, "spec.output.width"),
         ({"crf": 64}, "spec.output.crf"),
+        ({"crf": 52}, "spec.output.crf"),
+        ({"video_codec": "hevc", "crf": 52}, "spec.output.crf"),
         ({"preset": "; rm -rf /"}, "spec.output.preset"),
         ({"container": "webm", "faststart": True}, "spec.output.faststart"),
     ]
