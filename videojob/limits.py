@@ -57,6 +57,13 @@ MAX_PATH_LENGTH: Final = 1024
 MAX_PATH_COMPONENT_BYTES: Final = 255
 MIN_CRF: Final = 0
 MAX_CRF: Final = 63
+# Each encoder's crf scale: a value outside its codec's range is refused, never clamped.
+CRF_RANGE_BY_CODEC: Final[dict[str, tuple[int, int]]] = {
+    "h264": (0, 51),
+    "hevc": (0, 51),
+    "vp9": (0, 63),
+    "av1": (0, 63),
+}
 
 DEFAULT_TEST_PATTERN_WIDTH: Final = 1280
 DEFAULT_TEST_PATTERN_HEIGHT: Final = 720
@@ -145,6 +152,39 @@ FAILURE_RENDER_STALLED: Final = _failure_name(failure_pb2.RENDER_STALLED)
 RETRYABLE_RENDER_FAILURES: Final = frozenset({FAILURE_SHUTDOWN})
 # A Failed SHUTDOWN with never_started set is a render handed back by a draining render service
 # before it started: the export service submits it elsewhere at once, costing no attempt.
+
+# --- Job lifecycle -----------------------------------------------------------------------------
+
+# A failed job keeps at most this much of ffmpeg's log (its last lines).
+MAX_LOG_TAIL_LINES: Final = 20
+MAX_LOG_TAIL_BYTES: Final = 4096
+# CreateExport asks a render service to check the spec's input files within this deadline; when
+# none answers in time the job is accepted and the render's own check decides.
+CHECK_INPUTS_TIMEOUT_SECONDS: Final = 3.0
+# The export service's --job-retention sweep: terminal jobs older than the retention are deleted
+# this many at a time; passes come at least every MAX_JOB_RETENTION_SWEEP_SECONDS.
+JOB_RETENTION_BATCH: Final = 100
+MAX_JOB_RETENTION_SWEEP_SECONDS: Final = 60.0
+# Retry-After (seconds) on a 429 (too many active jobs) or a 503 (the export service is away).
+RETRY_AFTER_SECONDS: Final = 2
+
+
+def bounded_log_tail(text: str) -> str:
+    """The last MAX_LOG_TAIL_LINES lines of ``text``, at most MAX_LOG_TAIL_BYTES of UTF-8
+    (whole lines, the newest kept; one line longer than that keeps its end)."""
+    lines = [line for line in text.splitlines() if line.strip()][-MAX_LOG_TAIL_LINES:]
+    kept: list[str] = []
+    size = 0
+    for line in reversed(lines):
+        cost = len(line.encode()) + (1 if kept else 0)
+        if size + cost > MAX_LOG_TAIL_BYTES:
+            if not kept:
+                kept.append(line.encode()[-MAX_LOG_TAIL_BYTES:].decode(errors="ignore"))
+            break
+        kept.append(line)
+        size += cost
+    return "\n".join(reversed(kept))
+
 
 # --- Render service ----------------------------------------------------------------------------
 
