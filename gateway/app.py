@@ -25,7 +25,13 @@ from starlette.staticfiles import StaticFiles
 
 from gateway import sse
 from gateway.errors import EXCEPTION_HANDLERS, error_response
-from gateway.job_json import STATUS_BY_NAME, is_terminal, job_to_json, spec_from_json
+from gateway.job_json import (
+    STATUS_BY_NAME,
+    history_entry_to_json,
+    is_terminal,
+    job_to_json,
+    spec_from_json,
+)
 from gateway.list_watch import ListWatchHub, View
 from gateway.media import media_collection
 from gateway.middleware import BearerTokenMiddleware, BodySizeLimitMiddleware
@@ -35,11 +41,13 @@ from gateway.openapi import (
     MAX_IDEMPOTENCY_KEY_LENGTH,
     MAX_JOB_ID_LENGTH,
     MAX_LIST_LIMIT,
+    MAX_VERSION,
     MAX_WATCH_IDS,
     OPENAPI_DOCUMENT,
 )
 from gateway.settings import Settings
 from gateway.watch_hub import JobWatchHub
+from videojob import limits
 from videojob.errors import FailedPrecondition, InvalidArgument, MalformedArgument, NotFound
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 from videojob.grpc_setup import create_channel
@@ -202,6 +210,45 @@ async def cancel_job(request: Request) -> Response:
     return _job_response(job)
 
 
+def _integer_param(request: Request, name: str, default: int, minimum: int, maximum: int) -> int:
+    """A whole-number query parameter: 400 when it is not a number, 422 outside its bounds."""
+    text = request.query_params.get(name)
+    if text is None:
+        return default
+    bounds = f"must be an integer from {minimum} to {maximum}"
+    negative = text.startswith("-")
+    digits = text[1:] if negative else text
+    if not digits.isascii() or not digits.isdigit():
+        raise MalformedArgument(name, bounds)
+    significant = digits.lstrip("0")
+    if len(significant) > len(str(maximum)):
+        raise InvalidArgument(name, bounds)
+    value = -int(significant or "0") if negative else int(significant or "0")
+    if not minimum <= value <= maximum:
+        raise InvalidArgument(name, bounds)
+    return value
+
+
+async def job_history(request: Request) -> Response:
+    """A page of the job's committed changes, oldest first (ListJobHistory)."""
+    job_id = _job_id(request)
+    after_version = _integer_param(request, "afterVersion", 0, 0, MAX_VERSION)
+    limit = _integer_param(
+        request, "limit", limits.DEFAULT_HISTORY_LIMIT, 1, limits.MAX_HISTORY_LIMIT
+    )
+    export = _export(request)
+    page = await export.stub.ListJobHistory(
+        export_pb2.ListJobHistoryRequest(id=job_id, after_version=after_version, page_size=limit),
+        timeout=export.timeout,
+    )
+    return JSONResponse(
+        {
+            "entries": [history_entry_to_json(entry) for entry in page.entries],
+            "nextAfterVersion": page.next_after_version or None,
+        }
+    )
+
+
 async def job_events(request: Request) -> Response:
     job_id = _job_id(request)
     after_version = sse.parse_last_event_id(
@@ -357,6 +404,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/api/jobs/{id}", get_job, methods=["GET"]),
         Route("/api/jobs/{id}/cancel", cancel_job, methods=["POST"]),
         Route("/api/jobs/{id}/events", job_events, methods=["GET"]),
+        Route("/api/jobs/{id}/history", job_history, methods=["GET"]),
         Route("/api/jobs/{id}/download", download, methods=["GET"]),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]

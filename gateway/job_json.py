@@ -87,10 +87,10 @@ def spec_from_json(body: Any) -> spec_pb2.RenderSpec:
     return spec
 
 
-def _timestamp(job: export_pb2.VideoJob, name: str) -> str | None:
-    if not job.HasField(name):  # type: ignore[arg-type]
+def _timestamp(message: export_pb2.VideoJob | export_pb2.JobHistoryEntry, name: str) -> str | None:
+    if not message.HasField(name):  # type: ignore[arg-type]
         return None
-    value: Timestamp = getattr(job, name)
+    value: Timestamp = getattr(message, name)
     moment = value.ToDatetime(tzinfo=UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -126,6 +126,24 @@ def job_to_json(job: export_pb2.VideoJob) -> dict[str, Any]:
         "outputSizeBytes": job.output_size_bytes if completed else None,
         "outputDurationSeconds": job.output_duration_seconds if completed else None,
         "spec": json_format.MessageToDict(job.spec),
+    }
+
+
+def history_entry_to_json(entry: export_pb2.JobHistoryEntry) -> dict[str, Any]:
+    """One version of a job's history (ListJobHistory's JobHistoryEntry) in camelCase."""
+    return {
+        "version": entry.version,
+        "change": entry.change,
+        "status": STATUS_NAMES.get(entry.status, "queued"),
+        "progress": entry.progress,
+        "stage": entry.stage,
+        "attempt": entry.attempt,
+        "renderSeq": entry.render_seq,
+        "errorCode": entry.error_code or None,
+        "time": _timestamp(entry, "time"),
+        "writer": entry.writer,
+        "owner": entry.owner if entry.HasField("owner") else None,
+        "leaseEpoch": entry.lease_epoch if entry.HasField("lease_epoch") else None,
     }
 
 

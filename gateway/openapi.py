@@ -20,6 +20,7 @@ CURSOR_PATTERN = "^[A-Za-z0-9_-]{1,400}$"
 # The export service's own limit on job ids; a longer id cannot name a job (404).
 MAX_JOB_ID_LENGTH = limits.MAX_JOB_ID_LENGTH
 VERSION_PATTERN = f"^[0-9]{{1,{limits.MAX_VERSION_DIGITS}}}$"
+MAX_VERSION = 10**limits.MAX_VERSION_DIGITS - 1
 _WATCH_ID = f"[^,]{{1,{MAX_JOB_ID_LENGTH}}}"
 WATCH_IDS_PATTERN = f"^({_WATCH_ID}(,{_WATCH_ID}){{0,{MAX_WATCH_IDS - 1}}})?$"
 
@@ -269,6 +270,65 @@ COMPONENT_SCHEMAS: dict[str, dict[str, Any]] = {
                 "contentSchema": {"$ref": "#/components/schemas/Job"},
             },
             "retry": {"type": "integer"},
+        },
+    },
+    "HistoryEntry": {
+        "type": "object",
+        "description": "One committed change of a job: the version it made and the job then.",
+        "required": [
+            "version",
+            "change",
+            "status",
+            "progress",
+            "stage",
+            "attempt",
+            "renderSeq",
+            "errorCode",
+            "time",
+            "writer",
+            "owner",
+            "leaseEpoch",
+        ],
+        "properties": {
+            "version": {"type": "integer", "minimum": 1},
+            "change": {
+                "type": "string",
+                "description": (
+                    "create, progress, begin_attempt (a lost render submitted again: attempt "
+                    "+ 1), complete, fail, cancel; migrated for the state of a job older than "
+                    "the history. Intermediate progress is coalesced as the job's is."
+                ),
+            },
+            "status": {"type": "string", "enum": JOB_STATUSES},
+            "progress": {"type": "number", "minimum": 0, "maximum": 100},
+            "stage": {"type": "string"},
+            "attempt": {"type": "integer"},
+            "renderSeq": {
+                "type": "integer",
+                "description": "The last render event stored with this version.",
+            },
+            "errorCode": {"type": ["string", "null"]},
+            "time": {"type": ["string", "null"], "format": "date-time"},
+            "writer": {
+                "type": "string",
+                "description": "The process that wrote it (name@host:pid).",
+            },
+            "owner": {
+                "type": ["string", "null"],
+                "description": "The replica owning the job then, once jobs have owners.",
+            },
+            "leaseEpoch": {"type": ["integer", "null"]},
+        },
+    },
+    "JobHistory": {
+        "type": "object",
+        "required": ["entries", "nextAfterVersion"],
+        "properties": {
+            "entries": {"type": "array", "items": {"$ref": "#/components/schemas/HistoryEntry"}},
+            "nextAfterVersion": {
+                "type": ["integer", "null"],
+                "description": "Pass as `afterVersion` for the next page; null on the last page.",
+            },
         },
     },
     "Upload": {
@@ -546,6 +606,65 @@ def _build() -> dict[str, Any]:
                         },
                         "400": _error("Last-Event-ID is not a version number."),
                         "404": _error("No job has this id."),
+                        **_API_ERRORS,
+                    },
+                }
+            },
+            "/api/jobs/{id}/history": {
+                "get": {
+                    "operationId": "jobHistory",
+                    "summary": "The job's committed changes, oldest first, one per version.",
+                    "description": (
+                        "Status changes, each attempt (`begin_attempt`: a lost render submitted "
+                        "again), progress (coalesced as the job's is) and the outcome. Kept and "
+                        "deleted with the job. Page with `afterVersion`: the previous page's "
+                        "`nextAfterVersion`."
+                    ),
+                    "security": [{"bearer": []}, {}],
+                    "parameters": [
+                        JOB_ID_PARAMETER,
+                        {
+                            "name": "afterVersion",
+                            "in": "query",
+                            "required": False,
+                            "description": "Only the entries after this version.",
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 0,
+                                "maximum": MAX_VERSION,
+                                "default": 0,
+                            },
+                            REFUSED_WITH: 422,
+                        },
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "required": False,
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": limits.MAX_HISTORY_LIMIT,
+                                "default": limits.DEFAULT_HISTORY_LIMIT,
+                            },
+                            REFUSED_WITH: 422,
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "One page of the history.",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/JobHistory"}
+                                }
+                            },
+                        },
+                        "400": _error(
+                            "`afterVersion` or `limit` is not a number; `field` names it."
+                        ),
+                        "404": _error("No job has this id."),
+                        "422": _error(
+                            "`afterVersion` or `limit` is outside its range; `field` names it."
+                        ),
                         **_API_ERRORS,
                     },
                 }

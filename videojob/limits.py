@@ -34,6 +34,10 @@ MAX_PAGE_SIZE: Final = 500
 # HTTP GET /api/jobs?limit=: refused outside 1..MAX_LIST_LIMIT.
 DEFAULT_LIST_LIMIT: Final = 20
 MAX_LIST_LIMIT: Final = 100
+# HTTP GET /api/jobs/{id}/history?limit=: refused outside 1..MAX_HISTORY_LIMIT (a page of
+# ListJobHistory, whose own maximum it is).
+DEFAULT_HISTORY_LIMIT: Final = 100
+MAX_HISTORY_LIMIT: Final = MAX_PAGE_SIZE
 # gRPC WatchExports ids, and the HTTP GET /api/events?ids= list: at most this many job ids.
 MAX_WATCH_IDS: Final = 200
 

@@ -21,6 +21,7 @@ const state = {
   pollTimer: null,
   retryTimer: null,
   detailId: null,
+  history: null,       // the open job's history: {id, entries, loading, wanted}
   codecs: {},         // container -> video codecs, from the OpenAPI document
   listGeneration: 0,  // bumps on every reset, so that a late answer of an older list is dropped
 };
@@ -554,6 +555,8 @@ function showCodecs() {
 
 async function openDetail(id) {
   state.detailId = id;
+  state.history = { id, entries: [], loading: false, wanted: 0 };
+  renderHistory([]);
   const known = jobs.get(id);
   if (known) renderDetail(known);
   const dialog = $("#job-detail");
@@ -568,7 +571,9 @@ async function openDetail(id) {
 
 function closeDetail() {
   state.detailId = null;
+  state.history = null;
   clearProblem("detail");
+  clearProblem("history");
   $("#job-detail").close();
   followChanges();
 }
@@ -606,24 +611,130 @@ function renderDetail(job) {
     $("#detail-error-log").hidden = log.length === 0;
     $("#detail-error-log").textContent = log.join("\n");
   }
-  renderHistory(job.history);
+  followHistory(job);
   $("#detail-spec").textContent = JSON.stringify(job.spec, null, 2);
   $("#detail-cancel").hidden = TERMINAL.has(job.status);
   setDownload($("#detail-download"), job);
 }
 
-// The job's history, once the API carries one: [{at, status, stage, attempt, renderService}].
-function renderHistory(history) {
+// --- The detail view's history: a timeline -----------------------------------------------------
+
+const HISTORY_PAGE = 500;
+
+function lastHistoryVersion(history) {
+  const { entries } = history;
+  return entries.length ? entries[entries.length - 1].version : 0;
+}
+
+// Fetches the open job's history entries it does not have yet, once a newer version is known.
+function followHistory(job) {
+  const history = state.history;
+  if (!history || history.id !== job.id) return;
+  history.wanted = Math.max(history.wanted, job.version);
+  if (!history.loading && lastHistoryVersion(history) < history.wanted) loadHistory(history);
+}
+
+async function loadHistory(history) {
+  history.loading = true;
+  let after = lastHistoryVersion(history);
+  try {
+    do {
+      const page = await api(
+        "/api/jobs/" + encodeURIComponent(history.id) + "/history?limit=" + HISTORY_PAGE + "&afterVersion=" + after
+      );
+      if (state.history !== history) return; // closed, or another job opened meanwhile
+      history.entries.push(...page.entries.filter((entry) => entry.version > after));
+      after = page.nextAfterVersion;
+    } while (after);
+    renderHistory(history.entries);
+    clearProblem("history");
+  } catch (error) {
+    if (!(error instanceof AuthError)) reportProblem("history", "Could not load the job's history: " + error.message);
+    return;
+  } finally {
+    history.loading = false;
+  }
+  // A change that arrived while this page was on its way.
+  if (state.history === history && lastHistoryVersion(history) < history.wanted) loadHistory(history);
+}
+
+function percentText(progress) {
+  return Math.floor(Number(progress) || 0) + " %";
+}
+
+// The render service that ran an attempt, once the history records it.
+function onRenderService(entry) {
+  return entry.renderService ? " on " + entry.renderService : "";
+}
+
+// One line per change of status, attempt and outcome; each run of progress entries in between
+// folds into one line ("progress 3 % → 86 % (14 updates)").
+function timeline(entries) {
+  const lines = [];
+  let run = null;
+  let opener = null; // the status change whose progress opened the run, already a line itself
+  let previous = null;
+  const closeRun = () => {
+    if (!run || (run.length === 1 && run[0] === opener)) {
+      run = null;
+      return;
+    }
+    const first = run[0];
+    const last = run[run.length - 1];
+    const span = first.progress === last.progress ? percentText(first.progress) : percentText(first.progress) + " → " + percentText(last.progress);
+    const stages = [...new Set(run.map((entry) => entry.stage).filter(Boolean))];
+    const count = run.length + (run.length === 1 ? " update" : " updates");
+    const waiting = last.status === "queued";
+    const text = waiting
+      ? "waiting · " + (stages.join(", ") || "queued") + " (" + count + ")"
+      : "progress " + span + " (" + count + (stages.length ? ": " + stages.join(", ") : "") + ")";
+    lines.push({ kind: waiting ? "waiting" : "progress", time: first.time, until: last.time, text });
+    run = null;
+  };
+  for (const entry of entries) {
+    const statusChanged = previous !== null && entry.status !== previous.status;
+    if (entry.change === "progress" && !statusChanged) {
+      (run = run || []).push(entry);
+      previous = entry;
+      continue;
+    }
+    closeRun();
+    let text;
+    if (entry.change === "create") text = "created · " + entry.status;
+    else if (entry.change === "begin_attempt") text = "attempt " + entry.attempt + " started" + onRenderService(entry);
+    else if (entry.change === "complete") text = "completed · " + percentText(entry.progress);
+    else if (entry.change === "fail") text = "failed" + (entry.errorCode ? " · " + entry.errorCode : "");
+    else if (entry.change === "cancel") text = "cancelled";
+    else if (entry.change === "migrated") text = "recorded as " + entry.status + " · " + entry.stage;
+    else if (entry.status === "running") text = "running · attempt " + entry.attempt + onRenderService(entry) + " · " + entry.stage;
+    else text = entry.status + " · " + entry.stage;
+    const kind = entry.change === "progress" ? entry.status : entry.change;
+    lines.push({ kind, time: entry.time, text });
+    if (entry.change === "progress") {
+      opener = entry;
+      run = [entry]; // its progress opens the run that follows
+    }
+    previous = entry;
+  }
+  closeRun();
+  return lines;
+}
+
+function renderHistory(entries) {
   const section = $("#detail-history");
-  section.hidden = !Array.isArray(history) || history.length === 0;
-  if (section.hidden) return;
+  section.hidden = entries.length === 0;
   $("#detail-history-list").replaceChildren(
-    ...history.map((entry) => {
+    ...timeline(entries).map((line) => {
       const item = document.createElement("li");
-      const parts = [formatTime(entry.at), entry.status, entry.stage];
-      if (entry.attempt) parts.push("attempt " + entry.attempt);
-      if (entry.renderService) parts.push("on " + entry.renderService);
-      item.textContent = parts.filter(Boolean).join(" · ");
+      item.dataset.kind = line.kind;
+      const when = document.createElement("time");
+      when.dateTime = line.time || "";
+      when.textContent = formatTime(line.time);
+      if (line.until && line.until !== line.time) when.title = "until " + formatTime(line.until);
+      const what = document.createElement("span");
+      what.className = "timeline-text";
+      what.textContent = line.text;
+      item.append(when, what);
       return item;
     })
   );
