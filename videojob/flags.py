@@ -147,6 +147,31 @@ def log_level_flag() -> Flag:
     return Flag("--log-level", choice(*LOG_LEVEL_NAMES), "INFO", "least severe log records kept")
 
 
+def log_format_flag() -> Flag:
+    return Flag(
+        "--log-format",
+        choice("text", "json"),
+        "text",
+        "log records as human lines or as JSON lines with job_id, render_id, attempt, replica "
+        "and trace_id as fields",
+    )
+
+
+def metrics_listen_flag(default: str = "") -> Flag:
+    """``HOST:PORT`` of the Prometheus metrics endpoint; empty turns it off."""
+    return Flag(
+        "--metrics-listen",
+        Kind(
+            f"empty, or HOST:PORT with a port from 0 to {MAX_PORT}",
+            str,
+            lambda value: value == "" or _port_in(value, 0),
+            "HOST:PORT",
+        ),
+        default,
+        "serve Prometheus metrics at http://HOST:PORT/metrics (empty: no metrics endpoint)",
+    )
+
+
 class FlagError(Exception):
     """A flag's value (or the command line itself) is not acceptable."""
 

@@ -1,0 +1,80 @@
+"""Whether the render service answers, under its own health service name.
+
+The export service keeps accepting jobs while no render service answers (their trackers wait),
+so this never changes the health of ``""`` or of the ExportService: it is reported as
+``videojob.export.v1.ExportService/render`` (SERVING while the render service's health check
+answers SERVING) and as the ``videojob_render_service_up`` gauge."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
+
+from videojob import metrics
+
+logger = logging.getLogger(__name__)
+
+CHECK_INTERVAL_SECONDS = 2.0
+CHECK_TIMEOUT_SECONDS = 1.0
+
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def render_health_name(export_service_name: str) -> str:
+    return f"{export_service_name}/render"
+
+
+class RenderHealthReporter:
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        health: health_aio.HealthServicer,
+        name: str,
+        interval: float = CHECK_INTERVAL_SECONDS,
+    ) -> None:
+        self._stub = health_pb2_grpc.HealthStub(channel)
+        self._health = health
+        self._name = name
+        self._interval = interval
+        self._up: bool | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def up(self) -> bool | None:
+        """The last answer (None before the first check)."""
+        return self._up
+
+    async def check(self) -> bool:
+        try:
+            answer = await self._stub.Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=CHECK_TIMEOUT_SECONDS
+            )
+        except grpc.aio.AioRpcError:
+            up = False
+        else:
+            up = answer.status == _SERVING
+        if up != self._up:
+            if self._up is not None:
+                logger.warning("the render service %s", "answers again" if up else "is unreachable")
+            self._up = up
+            metrics.RENDER_SERVICE_UP.set(1 if up else 0)
+            await self._health.set(self._name, _SERVING if up else _NOT_SERVING)
+        return up
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="render-health")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.wait([self._task])
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self.check()

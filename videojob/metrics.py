@@ -1,0 +1,244 @@
+"""Every Prometheus metric of the three processes, defined once, and how each process serves them.
+
+Each process has its own registry (``EXPORT``, ``RENDER``, ``GATEWAY``), so that it exposes only
+what it measures. Names follow the Prometheus conventions: the ``videojob_`` prefix, ``_total``
+on counters, ``_seconds`` on durations, base units. Label values are bounded: statuses, failure
+codes (``failure_code_label``), transition names, event kinds and tracker activity kinds (type
+names of the tracker's questions and observations); never a job or render id.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from videojob.limits import FAILURE_CODES
+
+logger = logging.getLogger(__name__)
+
+EXPORT = CollectorRegistry()
+RENDER = CollectorRegistry()
+GATEWAY = CollectorRegistry()
+
+# Jobs take from a fraction of a second to hours.
+JOB_SECONDS_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400)
+STORE_WRITE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+NO_FAILURE = ""
+OTHER_FAILURE = "OTHER"
+
+# Export service.
+
+JOBS_CREATED = Counter(
+    "videojob_jobs_created_total", "Jobs created by CreateExport.", registry=EXPORT
+)
+JOBS_FINISHED = Counter(
+    "videojob_jobs_finished_total",
+    "Jobs that reached a terminal status, by status and failure code (empty unless FAILED).",
+    ["status", "code"],
+    registry=EXPORT,
+)
+JOB_DURATION = Histogram(
+    "videojob_job_duration_seconds",
+    "From a job's creation to its terminal status, by that status.",
+    ["status"],
+    buckets=JOB_SECONDS_BUCKETS,
+    registry=EXPORT,
+)
+JOB_QUEUED = Histogram(
+    "videojob_job_queued_seconds",
+    "From a job's creation to its first RUNNING state.",
+    buckets=JOB_SECONDS_BUCKETS,
+    registry=EXPORT,
+)
+JOBS_ACTIVE = Gauge(
+    "videojob_jobs_active",
+    "Non-terminal jobs this export process knows of, by status (queued or running).",
+    ["status"],
+    registry=EXPORT,
+)
+STORE_WRITE = Histogram(
+    "videojob_store_write_seconds",
+    "Time of one conditional job UPDATE in the job database, by transition.",
+    ["change"],
+    buckets=STORE_WRITE_BUCKETS,
+    registry=EXPORT,
+)
+STORE_AVAILABLE = Gauge(
+    "videojob_store_available",
+    "1 while the job database answers, 0 while it does not.",
+    registry=EXPORT,
+)
+RENDER_EVENTS_RECEIVED = Counter(
+    "videojob_render_events_received_total",
+    "Render events the trackers read from render services, by kind.",
+    ["event"],
+    registry=EXPORT,
+)
+TRACKER_QUESTIONS = Counter(
+    "videojob_tracker_questions_total",
+    "What the trackers asked or did (Render, WatchRender, GetRender, Wait, writes), by kind.",
+    ["question"],
+    registry=EXPORT,
+)
+TRACKER_OBSERVATIONS = Counter(
+    "videojob_tracker_observations_total",
+    "What the trackers observed (events, stream ends, RPC failures by code), by kind.",
+    ["observation"],
+    registry=EXPORT,
+)
+RENDER_REATTACHES = Counter(
+    "videojob_render_reattaches_total",
+    "WatchRender calls re-attaching to a known render, by the observation that led to it.",
+    ["reason"],
+    registry=EXPORT,
+)
+RENDER_RESUBMITS = Counter(
+    "videojob_render_resubmits_total",
+    "New attempts of a job's render (Render again), by the observation that led to it.",
+    ["reason"],
+    registry=EXPORT,
+)
+TRACKER_RETRIES = Counter(
+    "videojob_tracker_retries_total",
+    "Backoff waits before asking a render service again, by the observation that led to it.",
+    ["reason"],
+    registry=EXPORT,
+)
+PROGRESS_COALESCED = Counter(
+    "videojob_progress_coalesced_total",
+    "Progress events replaced by a newer one of the same job before being written.",
+    registry=EXPORT,
+)
+EXPORT_WATCHERS = Gauge(
+    "videojob_export_watchers",
+    "Open WatchExport (job) and WatchExports (list) streams.",
+    ["watch"],
+    registry=EXPORT,
+)
+LEASE_TAKEOVERS = Counter(
+    "videojob_lease_takeovers_total",
+    "Jobs this export process took over from another whose lease had expired.",
+    registry=EXPORT,
+)
+RENDER_SERVICE_UP = Gauge(
+    "videojob_render_service_up",
+    "1 while the render service answers its health check, 0 while it does not.",
+    registry=EXPORT,
+)
+
+# Render service.
+
+RENDERS = Gauge(
+    "videojob_renders",
+    "Renders this render service holds that are not finished, by state (running or queued).",
+    ["state"],
+    registry=RENDER,
+)
+RENDER_MAX_CONCURRENT = Gauge(
+    "videojob_render_max_concurrent",
+    "Renders this render service runs at once.",
+    registry=RENDER,
+)
+RENDER_MAX_QUEUE = Gauge(
+    "videojob_render_max_queue",
+    "Renders this render service lets wait for a slot.",
+    registry=RENDER,
+)
+RENDER_DRAINING = Gauge(
+    "videojob_render_draining",
+    "1 while this render service drains (takes no new renders).",
+    registry=RENDER,
+)
+FFMPEG_PROCESSES = Gauge(
+    "videojob_ffmpeg_processes",
+    "FFmpeg processes started by this render service and not yet reaped.",
+    registry=RENDER,
+)
+RENDER_EVENTS = Counter(
+    "videojob_render_events_total",
+    "Events this render service recorded, by kind (progress, completed, failed, cancelled).",
+    ["event"],
+    registry=RENDER,
+)
+RENDERS_FINISHED = Counter(
+    "videojob_renders_finished_total",
+    "Renders that ended, by outcome and failure code (empty unless failed).",
+    ["outcome", "code"],
+    registry=RENDER,
+)
+RENDER_EVENTS_DROPPED = Counter(
+    "videojob_render_watcher_events_dropped_total",
+    "Progress events dropped for a watcher that fell behind (it gets the newest instead).",
+    registry=RENDER,
+)
+
+# Gateway.
+
+SSE_SUBSCRIBERS = Gauge(
+    "videojob_sse_subscribers",
+    "Open event streams, by stream (job: /api/jobs/{id}/events, list: /api/events).",
+    ["stream"],
+    registry=GATEWAY,
+)
+GATEWAY_UPSTREAM_WATCHES = Gauge(
+    "videojob_gateway_upstream_watches",
+    "WatchExport (job) and WatchExports (list) calls the gateway holds open.",
+    ["watch"],
+    registry=GATEWAY,
+)
+SSE_COALESCED = Counter(
+    "videojob_sse_events_coalesced_total",
+    "Job states replaced by a newer one before a slow event stream client took them.",
+    ["stream"],
+    registry=GATEWAY,
+)
+
+
+def failure_code_label(code: str) -> str:
+    """A failure code as a label value: one of the known codes, else OTHER."""
+    if not code:
+        return NO_FAILURE
+    return code if code in FAILURE_CODES else OTHER_FAILURE
+
+
+def exposition(registry: CollectorRegistry) -> tuple[bytes, str]:
+    """The registry in the text format, and its content type."""
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+@dataclass
+class MetricsServer:
+    """A metrics endpoint on its own thread (``GET /metrics``, any path answers)."""
+
+    server: WSGIServer
+    thread: threading.Thread
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+def serve_metrics(listen: str, registry: CollectorRegistry) -> MetricsServer:
+    """Serves ``registry`` on ``listen`` (``HOST:PORT``; port 0 picks one). ``OSError`` when
+    the address cannot be bound."""
+    host, _, port = listen.rpartition(":")
+    server, thread = start_http_server(int(port), addr=host.strip("[]"), registry=registry)
+    metrics = MetricsServer(server, thread)
+    logger.info("metrics on http://%s:%d/metrics", host, metrics.port)
+    return metrics
