@@ -29,6 +29,7 @@ import grpc
 
 from gateway.job_json import is_terminal, job_to_json
 from gateway.watch_hub import ENDED, SHUT_DOWN, Ended
+from videojob import metrics
 from videojob.errors import ResourceExhausted
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 
@@ -106,6 +107,8 @@ class ListSubscription:
         held = self._pending.get(frame.job_id)
         if held is not None and (held.terminal or held.version >= frame.version):
             return
+        if held is not None:
+            metrics.SSE_COALESCED.labels("list").inc()
         self._pending[frame.job_id] = frame
         self._wake.set()
 
@@ -202,6 +205,9 @@ class ListWatchHub:
             watch = ListWatch(view)
             self._watches[view] = watch
             watch.task = asyncio.create_task(self._pump(watch), name="list-watch")
+            upstream = metrics.GATEWAY_UPSTREAM_WATCHES.labels("list")
+            upstream.inc()
+            watch.task.add_done_callback(lambda _: upstream.dec())
         watch.add(subscription)
         try:
             yield subscription

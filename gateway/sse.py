@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 
 from gateway.list_watch import ListWatchHub, View
 from gateway.watch_hub import Ended, JobWatchHub
+from videojob import metrics
 from videojob.errors import MalformedArgument
 from videojob.limits import MAX_VERSION_DIGITS
 
@@ -55,6 +56,18 @@ async def job_events(
 ) -> AsyncIterator[bytes]:
     """Frames for one job, from the state after ``after_version`` up to the terminal one."""
     yield RETRY
+    subscribers = metrics.SSE_SUBSCRIBERS.labels("job")
+    subscribers.inc()
+    try:
+        async for frame in _job_frames(hub, job_id, after_version, heartbeat_seconds):
+            yield frame
+    finally:
+        subscribers.dec()
+
+
+async def _job_frames(
+    hub: JobWatchHub, job_id: str, after_version: int, heartbeat_seconds: float
+) -> AsyncIterator[bytes]:
     with hub.subscribe(job_id, after_version, heartbeat_seconds) as subscription:
         while True:
             item = await subscription.next()
@@ -74,6 +87,18 @@ async def list_events(
     hub: ListWatchHub, view: View, heartbeat_seconds: float
 ) -> AsyncIterator[bytes]:
     """The view's jobs as they are now, then each change, until the watch ends."""
+    subscribers = metrics.SSE_SUBSCRIBERS.labels("list")
+    subscribers.inc()
+    try:
+        async for frame in _list_frames(hub, view, heartbeat_seconds):
+            yield frame
+    finally:
+        subscribers.dec()
+
+
+async def _list_frames(
+    hub: ListWatchHub, view: View, heartbeat_seconds: float
+) -> AsyncIterator[bytes]:
     with hub.subscribe(view) as subscription:
         yield RETRY
         while True:

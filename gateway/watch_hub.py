@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import grpc
 
 from gateway.job_json import is_terminal, job_to_json, sse_event_name
+from videojob import metrics
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -99,6 +100,8 @@ class Subscription:
         if frame.version <= self._seen or self._ended is not None:
             return
         self._seen = frame.version
+        if self._pending is not None:
+            metrics.SSE_COALESCED.labels("job").inc()
         self._pending = frame
         self._wake()
 
@@ -221,6 +224,9 @@ class JobWatchHub:
             watch = JobWatch(job_id)
             self._watches[job_id] = watch
             watch.task = asyncio.create_task(self._pump(watch), name=f"watch-{job_id}")
+            upstream = metrics.GATEWAY_UPSTREAM_WATCHES.labels("job")
+            upstream.inc()
+            watch.task.add_done_callback(lambda _: upstream.dec())
         watch.add(subscription)
         try:
             yield subscription

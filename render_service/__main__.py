@@ -12,8 +12,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from render_service.config import RenderConfig
+from render_service.failures import RenderFailure
+from render_service.ffmpeg_process import run_ffmpeg_captured
 from render_service.instance import INSTANCE_ID_RULE, is_instance_id
 from render_service.server import create_server
+from videojob.ffmpeg_binary import ffmpeg_binary
 from videojob.flags import (
     EXIT_USAGE,
     Flag,
@@ -21,15 +24,21 @@ from videojob.flags import (
     Kind,
     integer,
     listen_address,
+    log_format_flag,
     log_level_flag,
+    metrics_listen_flag,
     number,
     path,
 )
 from videojob.grpc_setup import TlsFiles
 from videojob.limits import DEFAULT_DRAIN_TIMEOUT_SECONDS
-from videojob.logging_setup import configure_logging
+from videojob.logging_setup import configure_logging, set_replica
+from videojob.metrics import RENDER, MetricsServer, serve_metrics
+from videojob.tracing import configure_tracing
 
 logger = logging.getLogger("render_service")
+
+FFMPEG_VERSION_SECONDS = 10.0
 
 INSTANCE_ID = Kind(INSTANCE_ID_RULE, str, is_instance_id, "ID")
 
@@ -91,6 +100,8 @@ FLAGS = FlagTable(
             requires=("--tls-cert", "--tls-key"),
         ),
         log_level_flag(),
+        log_format_flag(),
+        metrics_listen_flag(),
     ),
 )
 
@@ -110,7 +121,37 @@ def config_from_flags(flags: argparse.Namespace) -> RenderConfig:
     )
 
 
-async def serve(config: RenderConfig) -> int:
+async def log_ffmpeg_version() -> None:
+    """Which FFmpeg this service runs, for the log (not fatal: each render reports its own)."""
+    binary = ffmpeg_binary()
+    try:
+        run = await run_ffmpeg_captured(
+            [binary, "-hide_banner", "-version"], FFMPEG_VERSION_SECONDS
+        )
+    except RenderFailure as failure:
+        logger.warning("ffmpeg %s does not answer -version: %s", binary, failure.message)
+        return
+    version = run.stdout.splitlines()[0] if run.stdout else "an unknown version"
+    logger.info("ffmpeg %s: %s", binary, version, extra={"ffmpeg_binary": binary})
+
+
+async def serve(config: RenderConfig, metrics_listen: str = "") -> int:
+    """``serve_render`` with the Prometheus metrics served at ``metrics_listen`` (empty: not)."""
+    metrics_server: MetricsServer | None = None
+    if metrics_listen:
+        try:
+            metrics_server = serve_metrics(metrics_listen, RENDER)
+        except OSError as error:
+            print(f"render_service: cannot start: metrics: {error}", file=sys.stderr, flush=True)
+            return EXIT_USAGE
+    try:
+        return await serve_render(config)
+    finally:
+        if metrics_server is not None:
+            await asyncio.to_thread(metrics_server.close)
+
+
+async def serve_render(config: RenderConfig) -> int:
     """Serves until SIGTERM or SIGINT, then drains (``RenderServer.drain``) until the running
     renders have finished, the drain timeout has passed or a second signal came; the exit
     status."""
@@ -128,6 +169,8 @@ async def serve(config: RenderConfig) -> int:
     except (ValueError, OSError) as error:
         print(f"render_service: cannot start: {error}", file=sys.stderr, flush=True)
         return EXIT_USAGE
+    set_replica(render_server.instance_id)
+    await log_ffmpeg_version()
     host = config.listen.rsplit(":", 1)[0]
     print(f"render_service listening on {host}:{render_server.port}", flush=True)
     await drain.wait()
@@ -141,8 +184,9 @@ async def serve(config: RenderConfig) -> int:
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     flags = FLAGS.parse_or_exit(argv, environ)
-    configure_logging(flags.log_level)
-    return asyncio.run(serve(config_from_flags(flags)))
+    configure_logging(flags.log_level, flags.log_format)
+    configure_tracing("render_service", environ)
+    return asyncio.run(serve(config_from_flags(flags), flags.metrics_listen))
 
 
 if __name__ == "__main__":

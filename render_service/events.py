@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from videojob import metrics
 from videojob.limits import MAX_RUNNING_PROGRESS
 from videojob.render.v1 import render_pb2, spec_pb2
 
@@ -38,7 +39,9 @@ class WatcherBuffer:
 
     def push(self, event: render_pb2.RenderEvent) -> None:
         if not is_terminal(event) and len(self._pending) >= self._limit:
-            self._pending = deque(e for e in self._pending if is_terminal(e))
+            kept = deque(e for e in self._pending if is_terminal(e))
+            metrics.RENDER_EVENTS_DROPPED.inc(len(self._pending) - len(kept))
+            self._pending = kept
         self._pending.append(event)
         self._wakeup.set()
 
@@ -170,7 +173,10 @@ class RenderRecord:
             self._events.popleft()  # the terminal event is always the newest, never this one
         self.last_event_at = time.monotonic()
         kind = event.WhichOneof("event")
+        metrics.RENDER_EVENTS.labels(kind or "unknown").inc()
         if kind in TERMINAL_KINDS:
+            code = event.failed.code if kind == "failed" else ""
+            metrics.RENDERS_FINISHED.labels(kind, metrics.failure_code_label(code)).inc()
             self._terminal = event
             self.state = _STATE_FOR_TERMINAL[kind]
         for watcher in self._watchers:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from render_service.failures import FailureCode, RenderFailure
+from videojob import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ async def start_ffmpeg(argv: Sequence[str]) -> asyncio.subprocess.Process:
     """Runs ``argv`` (no shell) in a new session, so its whole group can be killed at once, and
     ties its life to this process's. The process forks from the event loop's thread, which lives
     as long as the process (the parent-death signal follows the thread that forked)."""
-    return await asyncio.create_subprocess_exec(
+    process = await asyncio.create_subprocess_exec(
         *_dying_with_us(),
         *argv,
         stdin=asyncio.subprocess.DEVNULL,
@@ -45,6 +46,20 @@ async def start_ffmpeg(argv: Sequence[str]) -> asyncio.subprocess.Process:
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,
     )
+    metrics.FFMPEG_PROCESSES.inc()
+    reaped = asyncio.create_task(process.wait(), name=f"ffmpeg-{process.pid}-reaped")
+    _alive.add(reaped)
+    reaped.add_done_callback(_on_reaped)
+    return process
+
+
+# One task per live FFmpeg process, done when it has been reaped.
+_alive: set[asyncio.Task[int]] = set()
+
+
+def _on_reaped(task: asyncio.Task[int]) -> None:
+    _alive.discard(task)
+    metrics.FFMPEG_PROCESSES.dec()
 
 
 async def kill_process_group(process: asyncio.subprocess.Process) -> None:

@@ -15,6 +15,7 @@ from render_service.events import RenderRecord
 from render_service.failures import FailureCode, RenderFailure
 from render_service.output_dir import partial_names, remove_partials
 from render_service.render_job import RenderJob, probe_inputs, resolve_spec_paths
+from videojob import metrics
 from videojob.errors import (
     AlreadyExists,
     InvalidArgument,
@@ -64,6 +65,24 @@ class RenderRegistry:
 
     def start(self) -> None:
         self._heartbeat_task = asyncio.create_task(self._send_heartbeats())
+        self._export_gauges()
+
+    def _export_gauges(self) -> None:
+        """The metrics read this registry's state when scraped (the process has one), from
+        the scraping thread: one copy of the records, taken at once, is all they read."""
+
+        def count(queued: bool) -> int:
+            records = list(self._records.values())
+            return sum(
+                not record.finished and (record.state == render_pb2.RENDER_STATE_QUEUED) == queued
+                for record in records
+            )
+
+        metrics.RENDERS.labels("running").set_function(lambda: count(queued=False))
+        metrics.RENDERS.labels("queued").set_function(lambda: count(queued=True))
+        metrics.RENDER_MAX_CONCURRENT.set(self._config.max_concurrent)
+        metrics.RENDER_MAX_QUEUE.set(self._config.max_queue)
+        metrics.RENDER_DRAINING.set_function(lambda: 1 if self._draining else 0)
 
     def get(self, render_id: str) -> RenderRecord:
         check_render_id(render_id)

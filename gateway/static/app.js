@@ -746,9 +746,19 @@ async function checkHealth() {
   const badge = $("#health");
   try {
     const response = await fetch("/healthz");
-    const ok = response.ok;
-    badge.dataset.state = ok ? "ok" : "down";
-    badge.textContent = ok ? "service up" : "service unavailable";
+    const body = await response.json().catch(() => ({}));
+    if (!response.ok) {
+      // Not serving: its database is down, or no export service answers.
+      badge.dataset.state = "down";
+      badge.textContent = body.export === "UNREACHABLE" ? "service unreachable" : "service unavailable";
+    } else if (body.renders && body.renders !== "SERVING") {
+      // Jobs are accepted and wait: no render service answers.
+      badge.dataset.state = "degraded";
+      badge.textContent = "service up, renders unreachable";
+    } else {
+      badge.dataset.state = "ok";
+      badge.textContent = "service up";
+    }
   } catch {
     badge.dataset.state = "down";
     badge.textContent = "gateway unreachable";

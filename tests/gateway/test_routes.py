@@ -248,6 +248,7 @@ def test_openapi_document_lists_every_route(client: httpx.Client, stack: Stack) 
         "/api/media",
         "/healthz",
         "/livez",
+        "/readyz",
     }
     assert set(paths["/api/jobs"]) == {"get", "post"}
     schemas = document["components"]["schemas"]
