@@ -31,8 +31,39 @@ def test_readme_has_every_export_recipe() -> None:
     joined = [" ".join(command) for command in grpcurl_recipes("### Export service")]
     assert any(command.endswith(" list") for command in joined)
     assert any("Health/Check" in command for command in joined)
-    for method in ("CreateExport", "GetExport", "ListExports", "WatchExport", "CancelExport"):
+    for method in (
+        "CreateExport",
+        "GetExport",
+        "ListExports",
+        "WatchExport",
+        "WatchExports",
+        "ListJobHistory",
+        "CancelExport",
+    ):
         assert any(command.endswith(f"ExportService/{method}") for command in joined), method
+
+
+def first_streamed_message(argv: list[str]) -> str:
+    """What a stream that never ends by itself (WatchExports) prints up to its first message;
+    then the stream is stopped, as a reader of the README stops it with Ctrl-C."""
+    decoder = json.JSONDecoder()
+    with subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
+        assert process.stdout is not None and process.stderr is not None
+        try:
+            text = ""
+            while True:
+                line = process.stdout.readline()
+                assert line, (argv, process.stderr.read())
+                text += line
+                try:
+                    decoder.raw_decode(text.strip())
+                except json.JSONDecodeError:
+                    continue
+                return text
+        finally:
+            process.terminate()
 
 
 def test_readme_recipes_run_against_real_services(export_process: ServiceProcess) -> None:
@@ -46,6 +77,9 @@ def test_readme_recipes_run_against_real_services(export_process: ServiceProcess
             for name, job_id in ids.items():
                 arg = arg.replace(name, job_id)
             argv.append(arg)
+        if command[-1].endswith("/WatchExports"):
+            results.append((command, first_streamed_message(argv)))
+            continue
         result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
         assert result.returncode == 0, (command, result.stderr)
         results.append((command, result.stdout))
@@ -72,5 +106,16 @@ def test_readme_recipes_run_against_real_services(export_process: ServiceProcess
     ]
     assert [job["id"] for job in listed[0]["jobs"]] == [ids["ID_1"]]
     assert [job["id"] for job in listed[1]["jobs"]] == [ids["ID_1"]]
+    assert json_stream(outputs[methods.index("WatchExports")])[0] == final
+    histories = [
+        json.loads(out) for out, m in zip(outputs, methods, strict=True) if m == "ListJobHistory"
+    ]
+    versions = [int(str(entry["version"])) for entry in histories[0]["entries"]]
+    assert versions == list(range(1, int(str(final["version"])) + 1))
+    changes = [entry["change"] for entry in histories[0]["entries"]]
+    assert (changes[0], changes[-1]) == ("create", "complete")
+    assert [int(str(entry["version"])) for entry in histories[1]["entries"]] == versions[1:3]
+    more = len(versions) > 3
+    assert int(str(histories[1].get("next_after_version", 0))) == (3 if more else 0)
     cancelled = json.loads(outputs[methods.index("CancelExport")])
     assert cancelled["id"] == ids["ID_2"] and cancelled["status"] == "CANCELLED"
