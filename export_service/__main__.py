@@ -15,19 +15,24 @@ from export_service.store import open_store
 from export_service.store.base import default_writer
 from export_service.store.factory import DEFAULT_DATABASE
 from videojob.flags import (
+    BOOLEAN,
     EXIT_USAGE,
     Flag,
     FlagTable,
     integer,
     listen_address,
+    log_format_flag,
     log_level_flag,
+    metrics_listen_flag,
     number,
     path,
     target_addresses,
     text,
 )
 from videojob.grpc_setup import TlsFiles
-from videojob.logging_setup import configure_logging
+from videojob.logging_setup import configure_logging, set_replica
+from videojob.metrics import EXPORT, MetricsServer, serve_metrics
+from videojob.tracing import configure_tracing
 
 logger = logging.getLogger("export_service")
 
@@ -101,12 +106,44 @@ FLAGS = FlagTable(
             "queued + running jobs accepted before CreateExport answers RESOURCE_EXHAUSTED",
         ),
         Flag(
+            "--job-retention",
+            number(above=0),
+            _DEFAULTS.job_retention,
+            "seconds after a job finished (completed, failed or cancelled) when it is deleted "
+            "with its history and its output file, swept in batches; not the render service's "
+            "--retention (how long it remembers a render's events)",
+            default_text="off: finished jobs are kept until deleted",
+        ),
+        Flag(
             "--backoff-initial",
             number(above=0),
             _TRACKER.backoff_initial,
             "first retry delay in seconds (doubles per retry, with jitter)",
         ),
         Flag("--backoff-max", number(above=0), _TRACKER.backoff_max, "largest retry delay"),
+        Flag(
+            "--change-notifications",
+            BOOLEAN,
+            _DEFAULTS.change_notifications,
+            "PostgreSQL: hear other replicas' job changes at once by LISTEN/NOTIFY (off: by the "
+            "poll alone, e.g. behind PgBouncer's transaction pooling)",
+        ),
+        Flag(
+            "--change-poll-interval",
+            number(above=0),
+            _DEFAULTS.change_poll_interval,
+            "PostgreSQL: seconds between the checks of every watched job's version (one query), "
+            "which catch a change whose notification was lost",
+        ),
+        Flag(
+            "--lease-ttl",
+            number(above=0),
+            _DEFAULTS.lease_ttl,
+            "seconds this replica's jobs stay its own without a heartbeat (renewed every third "
+            "of it); after a crash another replica takes them over this long later and "
+            "re-attaches to their renders. Short enough that a dead replica's jobs move on "
+            "quickly, long enough that a busy event loop or a GC pause never costs a lease",
+        ),
         Flag(
             "--shutdown-grace",
             number(minimum=0),
@@ -138,6 +175,8 @@ FLAGS = FlagTable(
             requires=("--render-tls-cert",),
         ),
         log_level_flag(),
+        log_format_flag(),
+        metrics_listen_flag(),
     ),
 )
 
@@ -148,6 +187,7 @@ def config_from_flags(flags: argparse.Namespace) -> ExportConfig:
         render_addr=flags.render_addr,
         database=flags.database,
         max_active_jobs=flags.max_active_jobs,
+        job_retention=flags.job_retention,
         tracker=TrackerSettings(
             stall_timeout=flags.stall_timeout,
             max_attempts=flags.max_attempts,
@@ -162,11 +202,30 @@ def config_from_flags(flags: argparse.Namespace) -> ExportConfig:
             cert=flags.render_tls_cert, key=flags.render_tls_key, ca=flags.render_tls_ca
         ),
         shutdown_grace=flags.shutdown_grace,
+        lease_ttl=flags.lease_ttl,
+        change_notifications=flags.change_notifications,
+        change_poll_interval=flags.change_poll_interval,
     )
 
 
-async def serve(config: ExportConfig) -> int:
-    """Serves until SIGTERM or SIGINT; the exit status."""
+async def serve(config: ExportConfig, metrics_listen: str = "") -> int:
+    """Serves until SIGTERM or SIGINT; the exit status. ``metrics_listen``: where Prometheus
+    metrics are served (empty: nowhere)."""
+    metrics_server: MetricsServer | None = None
+    if metrics_listen:
+        try:
+            metrics_server = serve_metrics(metrics_listen, EXPORT)
+        except OSError as error:
+            print(f"export_service: cannot start: metrics: {error}", file=sys.stderr, flush=True)
+            return EXIT_USAGE
+    try:
+        return await _serve(config)
+    finally:
+        if metrics_server is not None:
+            await asyncio.to_thread(metrics_server.close)
+
+
+async def _serve(config: ExportConfig) -> int:
     try:
         store = await open_store(config.database, default_writer("export_service"))
     except (ValueError, OSError) as error:
@@ -192,8 +251,10 @@ async def serve(config: ExportConfig) -> int:
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     flags = FLAGS.parse_or_exit(argv, environ)
-    configure_logging(flags.log_level)
-    return asyncio.run(serve(config_from_flags(flags)))
+    configure_logging(flags.log_level, flags.log_format)
+    set_replica(default_writer("export_service"))
+    configure_tracing("export_service", environ)
+    return asyncio.run(serve(config_from_flags(flags), flags.metrics_listen))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from export_service.ownership import DEFAULT_LEASE_TTL_SECONDS
 from export_service.store.factory import DEFAULT_DATABASE
 from videojob.grpc_setup import TlsFiles
 
@@ -46,6 +47,16 @@ class ExportConfig:
     tls: TlsFiles = field(default_factory=TlsFiles)
     render_tls: TlsFiles = field(default_factory=TlsFiles)
     shutdown_grace: float = 5.0
-    # WatchExport re-reads the store at least this often even without a notification
-    # (covers writers in other processes sharing the database).
+    # Seconds a replica's heartbeat holds its jobs (export_service.ownership argues the default).
+    lease_ttl: float = DEFAULT_LEASE_TTL_SECONDS
+    # Finished jobs (and their files) are deleted this many seconds after they finished; None
+    # keeps them.
+    job_retention: float | None = None
+    # Without a batched poll (SQLite), each watch re-reads the store at least this often even
+    # without a notification (covers another process writing the same file); with one
+    # (PostgreSQL), how often list watches (WatchExports) re-read.
     watch_poll_interval: float = 2.0
+    # PostgreSQL: LISTEN for other replicas' changes (off: poll only, e.g. behind PgBouncer's
+    # transaction pooling), and how often one query checks every watched job's version.
+    change_notifications: bool = True
+    change_poll_interval: float = 0.5

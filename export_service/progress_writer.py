@@ -17,7 +17,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from export_service.store import (
@@ -27,6 +27,8 @@ from export_service.store import (
     ProgressUpdate,
     TransitionRejected,
 )
+from export_service.store.base import StaleLease
+from videojob import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -50,9 +52,15 @@ class ProgressWriter:
         interval: float,
         batch_window: float = BATCH_WINDOW,
         on_job_ended: Callable[[str], None] | None = None,
+        on_lease_lost: Callable[[str], None] | None = None,
+        before_write: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._store = store
         self._on_job_ended = on_job_ended
+        # A write naming a lease the job no longer has: the job is another replica's now.
+        self._on_lease_lost = on_lease_lost
+        # Awaited before each write (the writer's own lease is valid again).
+        self._before_write = before_write
         self._interval = interval
         self._batch_window = batch_window
         self._jobs: dict[str, _JobProgress] = {}
@@ -85,6 +93,8 @@ class ProgressWriter:
         entry = self._jobs.get(update.job_id)
         if entry is None or entry.terminal or update.progress < entry.stored:
             return
+        if entry.pending is not None:
+            metrics.PROGRESS_COALESCED.inc()
         entry.pending = update
         if update.job_id not in self._waiting:
             self._waiting.add(update.job_id)
@@ -102,6 +112,8 @@ class ProgressWriter:
             return
         entry.in_flight = True
         try:
+            if self._before_write is not None:
+                await self._before_write()
             (result,) = await self._store.record_progress_batch([pending], urgent=True)
         finally:
             entry.in_flight = False
@@ -167,6 +179,8 @@ class ProgressWriter:
         self._idle.clear()
         results: list[ProgressResult] | None = None
         try:
+            if self._before_write is not None:
+                await self._before_write()
             results = await self._store.record_progress_batch([update for _, update in batch])
         except Exception:  # the store may recover: keep the progress for the next round
             logger.exception("writing the progress of %d jobs failed", len(batch))
@@ -190,6 +204,12 @@ class ProgressWriter:
             entry.stored = max(entry.stored, result.progress)
             return
         was_terminal = entry.terminal
+        if isinstance(result, StaleLease):
+            entry.terminal = True  # nothing more to write: the job is another replica's
+            entry.pending = None
+            if not was_terminal and self._on_lease_lost is not None:
+                self._on_lease_lost(job_id)
+            return
         if isinstance(result, TransitionRejected):
             entry.terminal = result.current.terminal
             entry.stored = max(entry.stored, result.current.progress)

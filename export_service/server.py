@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -20,6 +21,11 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 
 from export_service.changes import ChangeHub
 from export_service.config import ExportConfig
+from export_service.input_check import check_inputs
+from export_service.job_metrics import JobMetrics
+from export_service.lifecycle import RetentionSweeper, delete_job
+from export_service.ownership import Ownership
+from export_service.render_health import RenderHealthReporter, render_health_name
 from export_service.store import (
     Job,
     JobNotFound,
@@ -34,8 +40,11 @@ from export_service.store.base import (
     decode_cursor,
     encode_cursor,
 )
+from export_service.store.notifications import ChangeFeed
 from export_service.store.outage import PatientStore
+from export_service.store.postgres import PostgresJobStore
 from export_service.tracker import RenderSupervisor
+from videojob import metrics, tracing
 from videojob.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -59,10 +68,15 @@ from videojob.limits import (
     MAX_WATCH_IDS,
 )
 from videojob.render.v1 import render_pb2_grpc, spec_pb2
+
+if TYPE_CHECKING:
+    from videojob.render.v1.render_pb2_grpc import RenderServiceAsyncStub
 from videojob.spec_validation import normalize_spec
 
 logger = logging.getLogger(__name__)
 
+# CreateExport's trailing metadata on an answer that replays a known request id.
+IDEMPOTENT_REPLAYED_METADATA = "idempotent-replayed"
 SERVICE_NAME = export_pb2.DESCRIPTOR.services_by_name["ExportService"].full_name
 # WatchExports waits this long after a change notification before re-reading the store, so a
 # burst of changes costs one read.
@@ -109,6 +123,7 @@ def job_to_proto(job: Job) -> export_pb2.VideoJob:
         message.error.code = job.error_code
         message.error.message = job.error_message
         message.error.field = job.error_field
+        message.error.log_tail = job.error_log_tail
     return message
 
 
@@ -146,41 +161,63 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
         hub: ChangeHub,
         supervisor: RenderSupervisor,
         config: ExportConfig,
+        render_stub: RenderServiceAsyncStub | None = None,
     ) -> None:
         self._store = store
         self._hub = hub
         self._supervisor = supervisor
         self._config = config
+        # Answers CheckInputs for CreateExport; None: inputs are checked by the render alone.
+        self._render_stub = render_stub
 
     async def CreateExport(
         self,
         request: export_pb2.CreateExportRequest,
         context: grpc.aio.ServicerContext[export_pb2.CreateExportRequest, export_pb2.VideoJob],
     ) -> export_pb2.VideoJob:
-        return await self._create(request)
+        job, replayed = await self._create(request)
+        if replayed:
+            context.set_trailing_metadata(((IDEMPOTENT_REPLAYED_METADATA, "true"),))
+        return job
 
-    async def _create(self, request: export_pb2.CreateExportRequest) -> export_pb2.VideoJob:
+    async def _create(
+        self, request: export_pb2.CreateExportRequest
+    ) -> tuple[export_pb2.VideoJob, bool]:
         """Idempotent on request_id: a known one returns its job as it is now (never a second
-        render); reusing it with a different spec is ALREADY_EXISTS; an empty one is replaced
-        by a generated id, so every such call creates a job."""
+        render) and True (a replay); reusing it with a different spec is ALREADY_EXISTS; the
+        request id of a deleted job is FAILED_PRECONDITION (REQUEST_ID_DELETED); an empty one is
+        replaced by a generated id, so every such call creates a job. A new job's input files
+        are checked first by a render service (when one answers in time)."""
         if len(request.request_id) > MAX_REQUEST_ID_LENGTH:
             raise InvalidArgument(
                 "request_id", f"must be at most {MAX_REQUEST_ID_LENGTH} characters"
             )
         if not request.HasField("spec"):
             raise InvalidArgument("spec", "is required")
-        spec = normalize_spec(request.spec).SerializeToString(deterministic=True)
+        normalized = normalize_spec(request.spec)
+        spec = normalized.SerializeToString(deterministic=True)
         job_id = uuid.uuid4().hex
         request_id = request.request_id or f"generated-{job_id}"
-        job, created = await self._store.create(
-            job_id=job_id,
-            request_id=request_id,
-            spec=spec,
-            max_active=self._config.max_active_jobs,
-        )
+        known = await self._store.find_by_request_id(request_id) if request.request_id else None
+        if known is None:
+            if self._render_stub is not None:
+                await check_inputs(self._render_stub, normalized)
+            job, created = await self._store.create(
+                job_id=job_id,
+                request_id=request_id,
+                spec=spec,
+                max_active=self._config.max_active_jobs,
+                owner=self._supervisor.owner,
+            )
+        else:
+            job, created = known, False
         if created:
-            logger.info("job %s created (request %s)", job.id, request_id)
-            self._supervisor.track(job.id)
+            metrics.JOBS_CREATED.inc()
+            tracing.annotate_current_span(job_id=job.id)
+            if tracing.tracing_enabled():
+                await self._store.set_trace_context(job.id, tracing.inject_context())
+            logger.info("job %s created (request %s)", job.id, request_id, extra={"job_id": job.id})
+            self._supervisor.track_created(job)
         elif job.spec != spec:
             raise AlreadyExists(
                 f"request_id: {request_id!r} was already used for job {job.id} "
@@ -190,9 +227,10 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
             )
         elif not job.terminal:
             # A retried create whose first commit was never acknowledged (the database dropped
-            # the connection) finds its job here: make sure it is driven (a no-op if it is).
-            self._supervisor.track(job.id)
-        return job_to_proto(job)
+            # the connection) finds its job here: make sure it is driven (a no-op if it is, or
+            # if another replica created and owns it).
+            self._supervisor.track_created(job)
+        return job_to_proto(job), not created
 
     async def GetExport(
         self,
@@ -250,6 +288,8 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
         try:
             job = await self._store.cancel(job_id)
         except TransitionRejected as rejected:
+            if rejected.current.status is JobStatus.CANCELLED:
+                return job_to_proto(rejected.current)  # cancelled already: the same answer
             status = rejected.current.status.value
             raise FailedPrecondition(
                 f"job {job_id} is {status}; only QUEUED or RUNNING jobs can be cancelled",
@@ -259,6 +299,27 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
         logger.info("job %s cancelled", job_id)
         await self._supervisor.job_cancelled(job_id)
         return job_to_proto(job)
+
+    async def DeleteExport(
+        self,
+        request: export_pb2.DeleteExportRequest,
+        context: grpc.aio.ServicerContext[
+            export_pb2.DeleteExportRequest, export_pb2.DeleteExportResponse
+        ],
+    ) -> export_pb2.DeleteExportResponse:
+        _check_job_id(request.id)
+        try:
+            await delete_job(self._store, request.id)
+        except TransitionRejected as rejected:
+            current = rejected.current
+            why = "its render's clean-up is pending" if current.terminal else "it is not finished"
+            raise FailedPrecondition(
+                f"job {request.id} is {current.status.value} and cannot be deleted: {why}; "
+                "only finished jobs can be deleted",
+                reason=Reason.JOB_ACTIVE,
+                metadata={"job_id": request.id, "status": current.status.value},
+            ) from None
+        return export_pb2.DeleteExportResponse()
 
     async def ListJobHistory(
         self,
@@ -299,9 +360,14 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
         _check_job_id(request.id)
         if request.after_version < 0:
             raise InvalidArgument("after_version", "must not be negative")
-        with self._hub.subscribe(request.id) as changed:
-            async for job in self._watch(request.id, request.after_version, changed):
-                yield job
+        watchers = metrics.EXPORT_WATCHERS.labels("job")
+        watchers.inc()
+        try:
+            with self._hub.subscribe(request.id) as changed:
+                async for job in self._watch(request.id, request.after_version, changed):
+                    yield job
+        finally:
+            watchers.dec()
 
     async def _watch(
         self, job_id: str, after_version: int, changed: asyncio.Event
@@ -313,13 +379,14 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
         while True:
             changed.clear()
             job = await self._store.get(job_id)
+            self._hub.saw(job_id, job.version)
             if job.version > sent:
                 yield job_to_proto(job)
                 sent = job.version
             if job.terminal or self._hub.closed:
                 return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), self._config.watch_poll_interval)
+                await asyncio.wait_for(changed.wait(), self._own_poll_interval())
 
     async def WatchExports(
         self,
@@ -327,9 +394,14 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
         context: grpc.aio.ServicerContext[export_pb2.WatchExportsRequest, export_pb2.VideoJob],
     ) -> AsyncIterator[export_pb2.VideoJob]:
         ids, page_size, status = _watch_list_request(request)
-        with self._hub.subscribe_all() as changed:
-            async for job in self._watch_list(ids, page_size, status, changed):
-                yield job
+        watchers = metrics.EXPORT_WATCHERS.labels("list")
+        watchers.inc()
+        try:
+            with self._hub.subscribe_all() as changed:
+                async for job in self._watch_list(ids, page_size, status, changed):
+                    yield job
+        finally:
+            watchers.dec()
 
     async def _watch_list(
         self,
@@ -357,9 +429,14 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
             if self._hub.closed:
                 return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), self._config.watch_poll_interval)
+                await asyncio.wait_for(changed.wait(), self._own_poll_interval())
                 # Let a burst of changes (progress of many jobs) land before re-reading.
                 await asyncio.sleep(LIST_WATCH_COALESCE_SECONDS)
+
+    def _own_poll_interval(self) -> float | None:
+        """How long a watcher waits for a change before re-reading on its own: not at all when
+        the hub's batched poll covers it (PostgreSQL), else watch_poll_interval."""
+        return None if self._hub.polled else self._config.watch_poll_interval
 
     async def _covered_jobs(
         self, ids: frozenset[str] | set[str], page_size: int, status: JobStatus | None
@@ -405,17 +482,31 @@ class ExportServer:
     health: GracefulHealth
     render_channel: grpc.aio.Channel
     hub: ChangeHub
+    render_health: RenderHealthReporter | None = None
+    job_metrics: JobMetrics | None = None
+    # Other processes' changes (PostgreSQL); None on SQLite.
+    changes: ChangeFeed | None = None
+    # Deletes finished jobs after --job-retention; None when jobs are kept.
+    retention: RetentionSweeper | None = None
 
     async def stop(self, grace: float | None) -> None:
         """NOT_SERVING, trackers stopped (renders untouched, jobs left for the next start),
         watch streams ended (clients resume with after_version), then the server with
         ``grace``."""
         await self.health.enter_graceful_shutdown()
+        if self.render_health is not None:
+            await self.render_health.stop()
         await self.supervisor.stop()
+        if self.retention is not None:
+            await self.retention.stop()
         self.hub.close()
+        if self.changes is not None:
+            await self.changes.close()
         await self.server.stop(grace)
         await self.render_channel.close(None)
         await self.store.close()
+        if self.job_metrics is not None:
+            self.job_metrics.close()
 
 
 def _report_database_health(health: GracefulHealth) -> Callable[[bool], None]:
@@ -424,6 +515,7 @@ def _report_database_health(health: GracefulHealth) -> Callable[[bool], None]:
     pending: set[asyncio.Task[None]] = set()
 
     def changed(available: bool) -> None:
+        metrics.STORE_AVAILABLE.set(1 if available else 0)
         if not isinstance(health, health_aio.HealthServicer):
             return
         status = (
@@ -439,6 +531,25 @@ def _report_database_health(health: GracefulHealth) -> Callable[[bool], None]:
     return changed
 
 
+async def _start_change_feed(
+    config: ExportConfig, store: JobStore, hub: ChangeHub
+) -> ChangeFeed | None:
+    """On PostgreSQL other processes write too: their changes reach this one's watchers by
+    LISTEN/NOTIFY (unless turned off) and a batched poll. SQLite has one writer per file."""
+    if not isinstance(store, PostgresJobStore):
+        return None
+    feed = ChangeFeed(
+        store,
+        hub,
+        listen=config.change_notifications,
+        poll_interval=config.change_poll_interval,
+        list_poll_interval=config.watch_poll_interval,
+    )
+    await feed.start()
+    hub.polled = True
+    return feed
+
+
 async def create_server(
     config: ExportConfig,
     store: JobStore,
@@ -447,17 +558,46 @@ async def create_server(
     non-terminal job in ``store``."""
     hub = ChangeHub()
     store.add_listener(hub.publish)
+    changes = await _start_change_feed(config, store, hub)
+    job_metrics = JobMetrics()
+    store.add_listener(job_metrics.observe)
+    metrics.STORE_AVAILABLE.set(1 if store.available else 0)
     render_channel = create_channel(config.render_addr, config.render_tls)
     stub = render_pb2_grpc.RenderServiceStub(render_channel)
     # The tracker waits a database outage out; the servicer answers UNAVAILABLE meanwhile.
-    supervisor = RenderSupervisor(PatientStore(store), stub, config.tracker)
+    # This replica's heartbeat and claims; every tracker write names its lease.
+    ownership = Ownership(store, ttl=config.lease_ttl)
+    supervisor = RenderSupervisor(PatientStore(store), stub, config.tracker, ownership)
     server = create_grpc_server()
     export_pb2_grpc.add_ExportServiceServicer_to_server(
-        ExportServicer(store, hub, supervisor, config), server
+        ExportServicer(store, hub, supervisor, config, render_stub=stub), server
     )
     health = await add_health_and_reflection(server, [SERVICE_NAME])
     store.add_availability_listener(_report_database_health(health))
+    render_health: RenderHealthReporter | None = None
+    if isinstance(health, health_aio.HealthServicer):
+        render_health = RenderHealthReporter(
+            render_channel, health, render_health_name(SERVICE_NAME)
+        )
+        await render_health.check()
+        render_health.start()
     port = bind(server, config.listen, config.tls)
     await server.start()
     await supervisor.start()
-    return ExportServer(server, port, store, supervisor, health, render_channel, hub)
+    retention: RetentionSweeper | None = None
+    if config.job_retention is not None:
+        retention = RetentionSweeper(store, config.job_retention)
+        retention.start()
+    return ExportServer(
+        server,
+        port,
+        store,
+        supervisor,
+        health,
+        render_channel,
+        hub,
+        render_health=render_health,
+        job_metrics=job_metrics,
+        changes=changes,
+        retention=retention,
+    )

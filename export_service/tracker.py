@@ -40,11 +40,13 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, assert_never
 
 import grpc
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 
 from export_service.config import TrackerSettings
 from export_service.progress_writer import ProgressWriter
@@ -55,6 +57,7 @@ from export_service.store import (
     ProgressUpdate,
     TransitionRejected,
 )
+from export_service.store.base import Lease, StaleLease
 from export_service.tracking.actions import (
     BeginAttempt,
     CallRender,
@@ -86,6 +89,7 @@ from export_service.tracking.observations import (
     JobEnded,
     JobMissing,
     JobRead,
+    LeaseLost,
     Observation,
     OutputChecked,
     Progress,
@@ -99,13 +103,16 @@ from export_service.tracking.observations import (
     TimerFired,
     Written,
 )
+from videojob import metrics, tracing
 from videojob.grpc_errors import field_violation
-from videojob.limits import FAILURE_INTERNAL
+from videojob.limits import FAILURE_INTERNAL, bounded_log_tail
+from videojob.logging_setup import bind_log_context
 from videojob.output_check import OutputProblem, check_output
 from videojob.render.v1 import render_pb2, spec_pb2
 from videojob.spec_validation import expected_duration_seconds
 
 if TYPE_CHECKING:
+    from export_service.ownership import Ownership
     from videojob.render.v1.render_pb2_grpc import RenderServiceAsyncStub
 
 logger = logging.getLogger(__name__)
@@ -154,10 +161,23 @@ def render_outcome(event: render_pb2.RenderEvent) -> RenderOutcome | None:
             return Completed(done.output_path, done.size_bytes, done.duration_seconds)
         case "failed":
             failed = event.failed
-            return Failed(failed.code, failed.message, failed.field)
+            return Failed(
+                failed.code, failed.message, failed.field, bounded_log_tail(failed.log_tail)
+            )
         case "cancelled":
             return Cancelled()
     return None
+
+
+def count_question(question: Question, last_observed: str) -> None:
+    """The question's metrics; ``last_observed`` (an activity key) is why it is asked."""
+    metrics.TRACKER_QUESTIONS.labels(type(question).__name__).inc()
+    if isinstance(question, WatchRender):
+        metrics.RENDER_REATTACHES.labels(last_observed).inc()
+    elif isinstance(question, BeginAttempt):
+        metrics.RENDER_RESUBMITS.labels(last_observed).inc()
+    elif isinstance(question, Wait):
+        metrics.TRACKER_RETRIES.labels(last_observed).inc()
 
 
 def activity_key(observation: Observation) -> str:
@@ -178,8 +198,13 @@ class JobTracker:
         settings: TrackerSettings,
         progress: ProgressWriter,
         activity: Counter[str] | None = None,
+        lease: Lease | None = None,
+        ownership: Ownership | None = None,
     ) -> None:
         self.job_id = job_id
+        # This replica's hold on the job: every write names it (None: unfenced, no owners).
+        self.lease = lease
+        self._ownership = ownership
         self._activity: Counter[str] = Counter() if activity is None else activity
         self._store = store
         self._stub = stub
@@ -192,8 +217,9 @@ class JobTracker:
         self._task: asyncio.Task[None] | None = None
         self._in_interruptible = False
         self._interrupting = False
+        self._span: trace.Span | None = None
 
-    def tell(self, news: JobEnded | Stopping) -> None:
+    def tell(self, news: JobEnded | Stopping | LeaseLost) -> None:
         """Delivers news at once: a render call or timer in progress is cut short."""
         self._inbox.append(news)
         if self._in_interruptible and not self._interrupting and self._task is not None:
@@ -202,20 +228,27 @@ class JobTracker:
 
     async def run(self) -> None:
         self._task = asyncio.current_task()
+        bind_log_context(job_id=self.job_id, render_id=self.job_id)
         decision = start(self._settings, seed=random.getrandbits(64))
+        last_observed = "Start"
         try:
             while True:
                 for effect in decision.effects:
                     await self._perform(effect)
                 if isinstance(decision.next, Stop):
                     return
+                count_question(decision.next, last_observed)
                 self._activity[type(decision.next).__name__] += 1
                 observation = await self._ask(decision.next)
-                self._activity[activity_key(observation)] += 1
+                last_observed = activity_key(observation)
+                self._activity[last_observed] += 1
+                metrics.TRACKER_OBSERVATIONS.labels(last_observed).inc()
                 decision = decide(decision.state, observation, time.monotonic())
         finally:
             self._close_stream()
             self._progress.forget(self.job_id)
+            if self._span is not None:
+                self._span.end()
 
     async def _ask(self, question: Question) -> Observation:
         if self._inbox:
@@ -244,6 +277,10 @@ class JobTracker:
                 return await self._read_job()
             case CallRender(attempt=attempt):
                 assert self._spec is not None
+                confirmed = await self._confirm_lease()
+                if confirmed is not None:
+                    return confirmed
+                bind_log_context(attempt=attempt)
                 logger.info("job %s: Render (attempt %d)", self.job_id, attempt)
                 self._close_stream()
                 request = render_pb2.RenderRequest(render_id=self.job_id, spec=self._spec)
@@ -264,7 +301,10 @@ class JobTracker:
                 return OutputChecked(result if isinstance(result, OutputProblem) else None)
             case BeginAttempt(expected_attempt=expected):
                 return await self._write(
-                    "new attempt", self._store.begin_attempt(self.job_id, expected_attempt=expected)
+                    "new attempt",
+                    self._store.begin_attempt(
+                        self.job_id, expected_attempt=expected, lease=self.lease
+                    ),
                 )
             case WriteComplete():
                 observation = await self._write(
@@ -275,6 +315,7 @@ class JobTracker:
                         size_bytes=question.size_bytes,
                         duration_seconds=question.duration_seconds,
                         render_seq=question.render_seq,
+                        lease=self.lease,
                     ),
                 )
                 if isinstance(observation, Written):
@@ -289,6 +330,8 @@ class JobTracker:
                         message=question.message,
                         field=question.field,
                         release_render=question.release_render,
+                        log_tail=question.log_tail,
+                        lease=self.lease,
                     ),
                 )
                 if isinstance(observation, Written):
@@ -297,7 +340,9 @@ class JobTracker:
                     )
                 return observation
             case WriteCancel():
-                observation = await self._write("cancel", self._store.cancel(self.job_id))
+                observation = await self._write(
+                    "cancel", self._store.cancel(self.job_id, lease=self.lease)
+                )
                 if isinstance(observation, Written):
                     logger.info(
                         "job %s: the render was cancelled at the render service", self.job_id
@@ -317,6 +362,7 @@ class JobTracker:
         if self._spec is None and not job.terminal:
             self._spec = spec_pb2.RenderSpec.FromString(job.spec)
             self._progress.register(self.job_id, job.progress)
+            await self._continue_trace(job)
         expected = expected_duration_seconds(self._spec) if self._spec is not None else None
         return JobRead(job.terminal, job.attempt, job.last_render_seq, expected)
 
@@ -337,12 +383,31 @@ class JobTracker:
         if event is STREAM_END:
             return StreamEnded()
         assert isinstance(event, render_pb2.RenderEvent)
-        if event.WhichOneof("event") == "failed" and event.failed.log_tail:
-            logger.info("job %s: ffmpeg log tail:\n%s", self.job_id, event.failed.log_tail)
+        kind = event.WhichOneof("event")
+        metrics.RENDER_EVENTS_RECEIVED.labels(kind or "unknown").inc()
+        if kind == "failed" and event.failed.log_tail:
+            logger.info(
+                "job %s: the render failed (%s); ffmpeg log tail attached",
+                self.job_id,
+                event.failed.code,
+                extra={"log_tail": event.failed.log_tail},
+            )
         outcome = render_outcome(event)
         if outcome is None:  # a kind of event this service does not know: proof of life only
             outcome = Progress(0.0, "", 0.0, heartbeat=True)
         return EventReceived(event.seq, outcome)
+
+    async def _continue_trace(self, job: Job) -> None:
+        """Every render call of this tracker joins the trace of the request that created the
+        job (stored with it), whichever process or start picks the job up."""
+        if not tracing.tracing_enabled():
+            return
+        self._span = tracing.tracer().start_span(
+            "track job",
+            context=tracing.extract_context(await self._store.trace_context(job.id)),
+            attributes={tracing.JOB_ID_ATTRIBUTE: job.id, tracing.ATTEMPT_ATTRIBUTE: job.attempt},
+        )
+        otel_context.attach(trace.set_span_in_context(self._span))
 
     async def _get_render(self, why: str) -> Observation:
         logger.info("job %s: %s; asking the render service", self.job_id, why)
@@ -355,9 +420,42 @@ class JobTracker:
             return RpcFailed(error.code(), error.details() or "")
         return RenderReport(info.last_event.seq, render_outcome(info.last_event))
 
+    async def _confirm_lease(self) -> Observation | None:
+        """Before Render: None when this replica still holds the job (a fenced write said so),
+        else what to observe instead of calling it (LeaseLost, or JobEnded)."""
+        if self.lease is None:
+            return None
+        confirmed = await self._write(
+            "the lease before Render", self._store.confirm_lease(self.job_id, lease=self.lease)
+        )
+        if isinstance(confirmed, Written):
+            return None
+        if isinstance(confirmed, LeaseLost):
+            return confirmed
+        return JobEnded()
+
     async def _write(self, what: str, change: Awaitable[Job]) -> Observation:
+        """A store write; a fenced one waits while this replica's own lease may have expired
+        (the database then decides). A refused lease → LeaseLost."""
+        if self.lease is not None and self._ownership is not None:
+            try:
+                await self._ownership.ready()
+            except BaseException:
+                if isinstance(change, Coroutine):
+                    change.close()
+                raise
         try:
             job = await change
+        except StaleLease as stale:
+            if self._ownership is not None:
+                self._ownership.note_refused()
+            logger.warning(
+                "job %s: %s refused: %s; leaving the job and its render to that owner",
+                self.job_id,
+                what,
+                stale.message,
+            )
+            return LeaseLost()
         except TransitionRejected as rejected:
             logger.debug("job %s: %s refused: %s", self.job_id, what, rejected.message)
             return Refused(rejected.current.status, rejected.current.attempt)
@@ -379,6 +477,7 @@ class JobTracker:
                         stage=effect.stage,
                         eta_seconds=effect.eta_seconds,
                         render_seq=effect.render_seq,
+                        lease=self.lease,
                     )
                 )
             case FlushProgress():
@@ -406,13 +505,22 @@ class RenderSupervisor:
         store: JobStore,
         stub: RenderServiceAsyncStub,
         settings: TrackerSettings,
+        ownership: Ownership | None = None,
     ) -> None:
         self._store = store
         self._stub = stub
         self._settings = settings
+        # None: no owners (every active job is this process's, writes unfenced).
+        self.ownership = ownership
         self._progress = ProgressWriter(
-            store, settings.progress_interval, on_job_ended=self._job_ended
+            store,
+            settings.progress_interval,
+            on_job_ended=self._job_ended,
+            on_lease_lost=self._lease_lost,
+            before_write=None if ownership is None else ownership.ready,
         )
+        # Jobs claimed anew while a tracker of an older lease still stops: tracked after it.
+        self._next_leases: dict[str, Lease] = {}
         self._trackers: dict[str, tuple[JobTracker, asyncio.Task[None]]] = {}
         # What every tracker asked and observed, by kind ("WatchRender", "RpcFailed.UNAVAILABLE").
         self.activity: Counter[str] = Counter()
@@ -424,23 +532,56 @@ class RenderSupervisor:
         """Jobs whose tracker task is still running (a job leaves this set when its task ends)."""
         return set(self._trackers)
 
+    @property
+    def owner(self) -> str | None:
+        """This replica's id, which owns the jobs it creates (None: no owners)."""
+        return None if self.ownership is None else self.ownership.replica_id
+
     async def start(self) -> None:
-        """Re-attaches or resubmits every non-terminal job and finishes pending cancellations."""
+        """Re-attaches or resubmits every non-terminal job this replica owns (claimed now, and
+        from then on as others stop or die) and finishes pending cancellations."""
         self._progress.start()
-        active = await self._store.list_active()
-        for job in active:
-            self.track(job.id)
+        if self.ownership is None:
+            active = await self._store.list_active()
+            for job in active:
+                self.track(job.id)
+        else:
+            claimed = await self.ownership.start()
+            active = [job for job in claimed if not job.terminal]
+            self._adopt(claimed)
+            self.ownership.run(self._adopt, lambda: self._trackers.keys(), self._jobs_ended)
         for job in await self._store.list_pending_cancellations():
             self._schedule_cleanup(job.id)
         if active:
             logger.info("reconciling %d non-terminal jobs", len(active))
 
-    def track(self, job_id: str) -> None:
-        if self._stopped or job_id in self._trackers:
+    def track_created(self, job: Job) -> None:
+        """A job the API created (or found again for a retried create): tracked when it is this
+        replica's to drive."""
+        if self.ownership is None:
+            self.track(job.id)
+        elif job.owner == self.ownership.replica_id and job.lease_epoch is not None:
+            self.track(job.id, Lease(job.owner, job.lease_epoch))
+
+    def track(self, job_id: str, lease: Lease | None = None) -> None:
+        if self._stopped:
+            return
+        entry = self._trackers.get(job_id)
+        if entry is not None:
+            if lease is not None and entry[0].lease != lease:
+                self._next_leases[job_id] = lease
+                entry[0].tell(LeaseLost())
             return
         self._progress.start()
         tracker = JobTracker(
-            job_id, self._store, self._stub, self._settings, self._progress, self.activity
+            job_id,
+            self._store,
+            self._stub,
+            self._settings,
+            self._progress,
+            self.activity,
+            lease=lease,
+            ownership=self.ownership,
         )
         task = asyncio.create_task(self._run_tracker(tracker), name=f"track-{job_id}")
         self._trackers[job_id] = (tracker, task)
@@ -475,25 +616,49 @@ class RenderSupervisor:
         if trackers or cleanups:
             await asyncio.wait([*trackers, *cleanups])
         await self._progress.stop()
+        if self.ownership is not None:
+            await self.ownership.stop()
+
+    def _adopt(self, jobs: list[Job]) -> None:
+        """Jobs this replica claimed: tracked, or (terminal) their render released."""
+        for job in jobs:
+            if job.terminal:
+                if job.cancel_requested:
+                    self._schedule_cleanup(job.id)
+            elif job.owner is not None and job.lease_epoch is not None:
+                self.track(job.id, Lease(job.owner, job.lease_epoch))
 
     def _job_ended(self, job_id: str) -> None:
         entry = self._trackers.get(job_id)
         if entry is not None:
             entry[0].tell(JobEnded())
 
+    def _jobs_ended(self, job_ids: set[str]) -> None:
+        """Tracked jobs found terminal (a cancel through another replica): their trackers stop,
+        then the clean-up of a cancelled one runs."""
+        for job_id in job_ids:
+            self._job_ended(job_id)
+
+    def _lease_lost(self, job_id: str) -> None:
+        if self.ownership is not None:
+            self.ownership.note_refused()
+        entry = self._trackers.get(job_id)
+        if entry is not None:
+            entry[0].tell(LeaseLost())
+
     async def _run_tracker(self, tracker: JobTracker) -> None:
         try:
             await tracker.run()
         except Exception as error:  # a bug must not leave the job running forever
             logger.exception("job %s: tracker crashed", tracker.job_id)
-            await self._fail_after_crash(tracker.job_id, error)
+            await self._fail_after_crash(tracker.job_id, error, tracker.lease)
         if self._stopped:
             return
         job = await self._store.get(tracker.job_id)
         if job.terminal and job.cancel_requested:
             self._schedule_cleanup(job.id)
 
-    async def _fail_after_crash(self, job_id: str, error: Exception) -> None:
+    async def _fail_after_crash(self, job_id: str, error: Exception, lease: Lease | None) -> None:
         """Writes the INTERNAL failure, retrying while the store itself fails (it may be the
         cause); a job left active here would only be resumed at the next start."""
         for attempt in range(1, self._settings.max_attempts + 1):
@@ -503,6 +668,7 @@ class RenderSupervisor:
                     code=FAILURE_INTERNAL,
                     message=f"tracking the render failed: {error}",
                     release_render=True,
+                    lease=lease,
                 )
                 return
             except (TransitionRejected, JobNotFound):
@@ -554,6 +720,9 @@ class RenderSupervisor:
         entry = self._trackers.get(job_id)
         if entry is not None and entry[1] is task:
             del self._trackers[job_id]
+            lease = self._next_leases.pop(job_id, None)
+            if lease is not None:
+                self.track(job_id, lease)
 
     def _forget_cleanup(self, job_id: str, task: asyncio.Task[None]) -> None:
         if self._cleanups.get(job_id) is task:

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from videojob import limits
-from videojob.errors import FailedPrecondition, NotFound, Unavailable
+from videojob.errors import FailedPrecondition, NotFound, Reason, Unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +103,13 @@ class Job:
     # Set by cancel() and by fail(release_render=True); cleared by render_released() once the
     # render is known to be stopped and its output removed, so a restart can finish the clean-up.
     cancel_requested: bool
+    # The export replica that owns the job and the epoch of its lease (see Lease); None for a
+    # job no replica has owned yet.
+    owner: str | None = None
+    lease_epoch: int | None = None
+    # The last lines of ffmpeg's log when it had a say in the failure ("" otherwise), bounded
+    # by videojob.limits.bounded_log_tail.
+    error_log_tail: str = ""
 
     @property
     def terminal(self) -> bool:
@@ -130,6 +137,16 @@ class HistoryEntry:
     lease_epoch: int | None
 
 
+@dataclass(frozen=True)
+class Lease:
+    """A replica's hold on one job: the owner and the epoch it claimed (or created) it at. Every
+    write the owner makes names it, checked in the same statement as the write; a job claimed
+    by another replica has a higher epoch, so the old owner's writes are refused (StaleLease)."""
+
+    owner: str
+    epoch: int
+
+
 def default_writer(name: str = "") -> str:
     """``name@host:pid``: which process wrote a change."""
     prefix = f"{name}@" if name else ""
@@ -149,6 +166,42 @@ class TransitionRejected(FailedPrecondition):
         super().__init__(f"job {current.id} is {current.status.value}: {reason}")
         self.current = current
         self.reason = reason
+
+
+class StaleLease(TransitionRejected):
+    """A write named a lease the job no longer has: another replica owns it now (or it was
+    handed back). The writer is no longer the owner and must leave the job alone."""
+
+    def __init__(self, current: Job, lease: Lease) -> None:
+        super().__init__(
+            current,
+            f"lease {lease.owner} epoch {lease.epoch} is stale "
+            f"(the job is held by {current.owner} epoch {current.lease_epoch})",
+        )
+        self.lease = lease
+
+
+def lease_holds(job: Job, lease: Lease | None) -> bool:
+    """True when ``lease`` is None (an unfenced write) or still the job's."""
+    return lease is None or (job.owner, job.lease_epoch) == (lease.owner, lease.epoch)
+
+
+class RequestIdDeleted(FailedPrecondition):
+    """The job this request id created was deleted; the request id is never used again."""
+
+    def __init__(self, request_id: str, job_id: str) -> None:
+        super().__init__(
+            f"request_id: {request_id!r} created job {job_id}, which was deleted",
+            reason=Reason.REQUEST_ID_DELETED,
+            metadata={"request_id": request_id, "job_id": job_id},
+        )
+        self.request_id = request_id
+        self.job_id = job_id
+
+
+def deletable(job: Job) -> bool:
+    """Terminal, and its render's clean-up done: what ``delete`` requires."""
+    return job.terminal and not job.cancel_requested
 
 
 class StoreUnavailable(Unavailable):
@@ -202,6 +255,8 @@ class ProgressUpdate:
     stage: str
     eta_seconds: float
     render_seq: int
+    # The writer's lease on the job (None: unfenced).
+    lease: Lease | None = None
 
 
 # Per update of a batch: the job as written, or why it was not.
@@ -213,7 +268,14 @@ AvailabilityListener = Callable[[bool], None]
 
 class JobStore(ABC):
     """The single record of every job. Implementations: sqlite.SqliteJobStore and
-    postgres.PostgresJobStore; tests/export/test_store.py is the contract both pass."""
+    postgres.PostgresJobStore; tests/export/test_store.py is the contract both pass.
+
+    Ownership (export_service.ownership): ``lease`` on a change fences it (refused with
+    StaleLease unless the job is still held by that lease); ``claim_jobs``, ``heartbeat`` and
+    ``release_replica`` move jobs between replicas."""
+
+    # True when one process alone may use the database (SQLite): ownership is then trivial.
+    exclusive = False
 
     def __init__(self, writer: str = "") -> None:
         self._listeners: list[ChangeListener] = []
@@ -285,15 +347,29 @@ class JobStore(ABC):
 
     @abstractmethod
     async def create(
-        self, *, job_id: str, request_id: str, spec: bytes, max_active: int | None = None
+        self,
+        *,
+        job_id: str,
+        request_id: str,
+        spec: bytes,
+        max_active: int | None = None,
+        owner: str | None = None,
     ) -> tuple[Job, bool]:
         """Inserts a QUEUED job (attempt 1, version 1) and returns (job, True); when
         ``request_id`` is already known returns (that job, False) instead. Raises
-        ResourceExhausted when ``max_active`` jobs are already QUEUED or RUNNING."""
+        ResourceExhausted when ``max_active`` jobs are already QUEUED or RUNNING. ``owner``:
+        the replica that owns the new job from the insert on (lease epoch 1)."""
 
     @abstractmethod
     async def record_progress(
-        self, job_id: str, *, progress: float, stage: str, eta_seconds: float, render_seq: int
+        self,
+        job_id: str,
+        *,
+        progress: float,
+        stage: str,
+        eta_seconds: float,
+        render_seq: int,
+        lease: Lease | None = None,
     ) -> Job:
         """An active job's progress. Moves QUEUED to RUNNING unless ``stage`` is Queued.
         Rejected when terminal, when ``progress`` is below the stored one, or is 100 or more.
@@ -318,6 +394,7 @@ class JobStore(ABC):
         size_bytes: int,
         duration_seconds: float,
         render_seq: int,
+        lease: Lease | None = None,
     ) -> Job:
         """COMPLETED with progress 100. Rejected when the job is already terminal or when
         ``output_path`` is empty. The file itself is the caller's to check."""
@@ -331,22 +408,96 @@ class JobStore(ABC):
         message: str,
         field: str = "",
         release_render: bool = False,
+        lease: Lease | None = None,
+        log_tail: str = "",
     ) -> Job:
-        """FAILED with an error code, message and the field it concerns ("" for none);
-        rejected when already terminal.
+        """FAILED with an error code, message and the field it concerns ("" for none), and
+        the last lines of ffmpeg's log (``log_tail``, "" for none); rejected when already
+        terminal.
         ``release_render`` sets cancel_requested: the render is to be stopped and its output
         removed, as for a cancelled job."""
 
     @abstractmethod
-    async def cancel(self, job_id: str) -> Job:
-        """CANCELLED (with cancel_requested set); rejected when already terminal."""
+    async def cancel(self, job_id: str, *, lease: Lease | None = None) -> Job:
+        """CANCELLED (with cancel_requested set); rejected when already terminal. A user's
+        cancel names no lease (any replica may cancel); the owner's tracker names its own."""
 
     @abstractmethod
-    async def begin_attempt(self, job_id: str, *, expected_attempt: int) -> Job:
+    async def begin_attempt(
+        self, job_id: str, *, expected_attempt: int, lease: Lease | None = None
+    ) -> Job:
         """attempt + 1 for a resubmitted render (render seq back to 0); rejected when terminal
         or when the attempt is no longer ``expected_attempt`` (someone else already retried)."""
+
+    # The job lifecycle: finding a request id, deleting, retention.
+
+    @abstractmethod
+    async def find_by_request_id(self, request_id: str) -> Job | None:
+        """The job ``request_id`` created, None when it is unknown; RequestIdDeleted when that
+        job was deleted."""
+
+    @abstractmethod
+    async def delete(self, job_id: str) -> Job:
+        """Removes a terminal job whose render clean-up is done (not cancel_requested), with
+        its history, and remembers its request id (a tombstone: create() with it then raises
+        RequestIdDeleted). Returns the job as it was; TransitionRejected (with the job) when it
+        is active or its clean-up is pending, JobNotFound when there is no such job. The
+        output file is the caller's to remove."""
+
+    @abstractmethod
+    async def list_expired(self, *, finished_before: datetime, limit: int) -> list[Job]:
+        """At most ``limit`` deletable jobs that finished before ``finished_before``, oldest
+        first (what a retention sweep deletes)."""
 
     @abstractmethod
     async def render_released(self, job_id: str) -> None:
         """Clears cancel_requested: the job's render is stopped and its output gone.
         Bookkeeping only, not a change of the job (version unchanged)."""
+
+    # Tracing: the context of the request that created a job (videojob.tracing), so that
+    # whichever tracker drives the job continues that trace. Bookkeeping only, like
+    # render_released; stores that keep none (test doubles) inherit these.
+
+    async def set_trace_context(self, job_id: str, trace_context: str) -> None:
+        """Keeps ``trace_context`` with the job."""
+        return None
+
+    async def trace_context(self, job_id: str) -> str:
+        """What set_trace_context kept ("" when nothing or the job is unknown)."""
+        return ""
+
+    # Ownership.
+
+    @abstractmethod
+    async def confirm_lease(self, job_id: str, *, lease: Lease) -> Job:
+        """A fenced write that changes nothing (no new version, no history entry): made just
+        before a call that changes the job's render (Render), so that a replica that lost its
+        lease makes no such call. StaleLease when ``lease`` no longer holds the job,
+        TransitionRejected when the job is terminal, JobNotFound."""
+
+    @abstractmethod
+    async def heartbeat(
+        self, replica_id: str, *, ttl_seconds: float, refused_writes: int = 0
+    ) -> None:
+        """Registers or renews the replica: alive until the database's ``now()`` plus
+        ``ttl_seconds``. ``refused_writes``: how many of its fenced writes were refused (for
+        the record: a replica that lost jobs says so)."""
+
+    @abstractmethod
+    async def release_replica(self, replica_id: str) -> int:
+        """Hands back every job the replica owns (owner unset) and removes its heartbeat; the
+        number of jobs handed back."""
+
+    @abstractmethod
+    async def claim_jobs(
+        self, replica_id: str, *, limit: int, take_over: bool = False
+    ) -> list[Job]:
+        """Takes up to ``limit`` jobs that need an owner (QUEUED, RUNNING, or terminal with
+        their render still to release) and have none, or whose owner's heartbeat expired:
+        owner = ``replica_id``, lease epoch + 1, in one short transaction that skips rows other
+        transactions hold. ``take_over``: whoever owns them (the only replica of an exclusive
+        database, at its start). Oldest first."""
+
+    @abstractmethod
+    async def active_among(self, job_ids: Sequence[str]) -> set[str]:
+        """Those of ``job_ids`` that are QUEUED or RUNNING."""

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import TypeVar
 
 from export_service.store.base import (
@@ -22,6 +23,7 @@ from export_service.store.base import (
     Job,
     JobStatus,
     JobStore,
+    Lease,
     ListCursor,
     ProgressResult,
     ProgressUpdate,
@@ -103,19 +105,36 @@ class PatientStore(JobStore):
         )
 
     async def create(
-        self, *, job_id: str, request_id: str, spec: bytes, max_active: int | None = None
+        self,
+        *,
+        job_id: str,
+        request_id: str,
+        spec: bytes,
+        max_active: int | None = None,
+        owner: str | None = None,
     ) -> tuple[Job, bool]:
         job, created = await self._patiently(
             f"creating job {job_id}",
             lambda: self.inner.create(
-                job_id=job_id, request_id=request_id, spec=spec, max_active=max_active
+                job_id=job_id,
+                request_id=request_id,
+                spec=spec,
+                max_active=max_active,
+                owner=owner,
             ),
         )
         # A repeat after an unacknowledged commit finds the job it created itself.
         return job, created or job.id == job_id
 
     async def record_progress(
-        self, job_id: str, *, progress: float, stage: str, eta_seconds: float, render_seq: int
+        self,
+        job_id: str,
+        *,
+        progress: float,
+        stage: str,
+        eta_seconds: float,
+        render_seq: int,
+        lease: Lease | None = None,
     ) -> Job:
         return await self._patiently(
             f"progress of job {job_id}",
@@ -125,6 +144,7 @@ class PatientStore(JobStore):
                 stage=stage,
                 eta_seconds=eta_seconds,
                 render_seq=render_seq,
+                lease=lease,
             ),
         )
 
@@ -144,6 +164,7 @@ class PatientStore(JobStore):
         size_bytes: int,
         duration_seconds: float,
         render_seq: int,
+        lease: Lease | None = None,
     ) -> Job:
         return await self._patiently(
             f"completion of job {job_id}",
@@ -153,6 +174,7 @@ class PatientStore(JobStore):
                 size_bytes=size_bytes,
                 duration_seconds=duration_seconds,
                 render_seq=render_seq,
+                lease=lease,
             ),
         )
 
@@ -164,24 +186,90 @@ class PatientStore(JobStore):
         message: str,
         field: str = "",
         release_render: bool = False,
+        lease: Lease | None = None,
+        log_tail: str = "",
     ) -> Job:
         return await self._patiently(
             f"failure of job {job_id}",
             lambda: self.inner.fail(
-                job_id, code=code, message=message, field=field, release_render=release_render
+                job_id,
+                code=code,
+                message=message,
+                field=field,
+                release_render=release_render,
+                lease=lease,
+                log_tail=log_tail,
             ),
         )
 
-    async def cancel(self, job_id: str) -> Job:
-        return await self._patiently(f"cancel of job {job_id}", lambda: self.inner.cancel(job_id))
+    async def find_by_request_id(self, request_id: str) -> Job | None:
+        return await self._patiently(
+            f"finding request {request_id}", lambda: self.inner.find_by_request_id(request_id)
+        )
 
-    async def begin_attempt(self, job_id: str, *, expected_attempt: int) -> Job:
+    async def delete(self, job_id: str) -> Job:
+        return await self._patiently(f"deleting job {job_id}", lambda: self.inner.delete(job_id))
+
+    async def list_expired(self, *, finished_before: datetime, limit: int) -> list[Job]:
+        return await self._patiently(
+            "listing expired jobs",
+            lambda: self.inner.list_expired(finished_before=finished_before, limit=limit),
+        )
+
+    async def cancel(self, job_id: str, *, lease: Lease | None = None) -> Job:
+        return await self._patiently(
+            f"cancel of job {job_id}", lambda: self.inner.cancel(job_id, lease=lease)
+        )
+
+    async def begin_attempt(
+        self, job_id: str, *, expected_attempt: int, lease: Lease | None = None
+    ) -> Job:
         return await self._patiently(
             f"new attempt of job {job_id}",
-            lambda: self.inner.begin_attempt(job_id, expected_attempt=expected_attempt),
+            lambda: self.inner.begin_attempt(
+                job_id, expected_attempt=expected_attempt, lease=lease
+            ),
         )
+
+    async def confirm_lease(self, job_id: str, *, lease: Lease) -> Job:
+        return await self._patiently(
+            f"lease of job {job_id}", lambda: self.inner.confirm_lease(job_id, lease=lease)
+        )
+
+    # Ownership bookkeeping is export_service.ownership's, which retries on its own schedule:
+    # passed through as it is.
+
+    async def heartbeat(
+        self, replica_id: str, *, ttl_seconds: float, refused_writes: int = 0
+    ) -> None:
+        await self.inner.heartbeat(
+            replica_id, ttl_seconds=ttl_seconds, refused_writes=refused_writes
+        )
+
+    async def release_replica(self, replica_id: str) -> int:
+        return await self.inner.release_replica(replica_id)
+
+    async def claim_jobs(
+        self, replica_id: str, *, limit: int, take_over: bool = False
+    ) -> list[Job]:
+        return await self.inner.claim_jobs(replica_id, limit=limit, take_over=take_over)
+
+    async def active_among(self, job_ids: Sequence[str]) -> set[str]:
+        return await self.inner.active_among(job_ids)
 
     async def render_released(self, job_id: str) -> None:
         await self._patiently(
             f"render release of job {job_id}", lambda: self.inner.render_released(job_id)
+        )
+
+    async def set_trace_context(self, job_id: str, trace_context: str) -> None:
+        await self._patiently(
+            f"trace context of job {job_id}",
+            lambda: self.inner.set_trace_context(job_id, trace_context),
+        )
+
+    async def trace_context(self, job_id: str) -> str:
+        return await self._patiently(
+            f"reading the trace context of job {job_id}",
+            lambda: self.inner.trace_context(job_id),
         )

@@ -49,12 +49,17 @@ from export_service.store.base import (
     JobNotFound,
     JobStatus,
     JobStore,
+    Lease,
     ListCursor,
     ProgressResult,
     ProgressUpdate,
+    RequestIdDeleted,
+    StaleLease,
     StoreUnavailable,
     TransitionRejected,
+    lease_holds,
 )
+from videojob import metrics
 from videojob.errors import ResourceExhausted
 
 logger = logging.getLogger(__name__)
@@ -71,6 +76,7 @@ ACTIVE_JOBS_LOCK = zlib.crc32(b"videojob.active_jobs")
 
 _ACTIVE_SQL = "('QUEUED', 'RUNNING')"
 _TERMINAL_SQL = "('COMPLETED', 'FAILED', 'CANCELLED')"
+_DELETE_REFUSED = "only a finished job whose render clean-up is done can be deleted"
 
 _HISTORY_COLUMNS = (
     "job_id, version, change, status, progress, stage, attempt, render_seq, error_code, "
@@ -175,6 +181,19 @@ CREATE TRIGGER job_history_append AFTER INSERT OR UPDATE ON jobs
 """
 
 
+# The request ids of deleted jobs (a replayed request id must not render again), and the end of
+# ffmpeg's log on a failed job.
+SCHEMA_V20_LIFECYCLE = """
+CREATE TABLE deleted_requests (
+    request_id text PRIMARY KEY,
+    job_id text NOT NULL,
+    deleted_at timestamptz NOT NULL DEFAULT now()
+);
+ALTER TABLE jobs ADD COLUMN error_log_tail text NOT NULL DEFAULT '';
+CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
+"""
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -182,7 +201,50 @@ class Migration:
     sql: str
 
 
-MIGRATIONS = (Migration(1, "jobs and their history", SCHEMA_V1),)
+# Ownership: one heartbeat row per export replica, renewed on the database's clock; a job whose
+# owner has no live row (or that has no owner) is free to claim.
+SCHEMA_V10_OWNERSHIP = f"""
+CREATE TABLE export_replicas (
+    id text PRIMARY KEY,
+    started_at timestamptz NOT NULL DEFAULT now(),
+    renewed_at timestamptz NOT NULL DEFAULT now(),
+    expires_at timestamptz NOT NULL,
+    refused_writes bigint NOT NULL DEFAULT 0
+);
+CREATE INDEX jobs_unfinished_by_owner ON jobs (owner)
+    WHERE status IN {_ACTIVE_SQL} OR cancel_requested;
+"""
+
+
+# Every committed change of a job tells listeners of other processes which job changed, to
+# which version (store.notifications). A trigger of its own, so that it stays whatever else
+# replaces the history trigger; the channel name is notifications.CHANNEL.
+SCHEMA_V11_CHANGE_NOTIFICATIONS = """
+CREATE FUNCTION jobs_notify_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        PERFORM pg_notify('videojob_job_changes', OLD.id || ':');
+    ELSIF TG_OP = 'INSERT' OR NEW.version <> OLD.version THEN
+        PERFORM pg_notify('videojob_job_changes', NEW.id || ':' || NEW.version);
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER jobs_notify_change AFTER INSERT OR UPDATE OR DELETE ON jobs
+    FOR EACH ROW EXECUTE FUNCTION jobs_notify_change();
+"""
+
+MIGRATIONS = (
+    Migration(1, "jobs and their history", SCHEMA_V1),
+    Migration(10, "export replicas and job leases", SCHEMA_V10_OWNERSHIP),
+    Migration(11, "notify each job change", SCHEMA_V11_CHANGE_NOTIFICATIONS),
+    Migration(20, "deleted jobs' request ids and failure log tails", SCHEMA_V20_LIFECYCLE),
+    Migration(
+        30,
+        "the trace context of each job",
+        "ALTER TABLE jobs ADD COLUMN trace_context text NOT NULL DEFAULT ''",
+    ),
+)
 
 MIGRATIONS_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -195,7 +257,8 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 _COLUMNS = (
     "id, request_id, status, progress, stage, output_path, error_code, error_message, "
     "error_field, attempt, version, spec, created_at, updated_at, started_at, finished_at, "
-    "last_render_seq, eta_seconds, output_size_bytes, output_duration_seconds, cancel_requested"
+    "last_render_seq, eta_seconds, output_size_bytes, output_duration_seconds, cancel_requested, "
+    "owner, lease_epoch, error_log_tail"
 )
 
 # What a lost database looks like: it refused or dropped the connection, is shutting down or
@@ -210,6 +273,7 @@ _UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.TooManyConnectionsError,
     asyncpg.InterfaceError,
 )
+UNAVAILABLE_ERRORS = _UNAVAILABLE_ERRORS
 
 
 def _job(row: asyncpg.Record) -> Job:
@@ -235,6 +299,9 @@ def _job(row: asyncpg.Record) -> Job:
         output_size_bytes=row["output_size_bytes"],
         output_duration_seconds=row["output_duration_seconds"],
         cancel_requested=row["cancel_requested"],
+        owner=row["owner"],
+        lease_epoch=row["lease_epoch"],
+        error_log_tail=row["error_log_tail"],
     )
 
 
@@ -275,7 +342,7 @@ async def migrate(conn: asyncpg.Connection[Any]) -> list[int]:
                 f"the database has schema version {max(applied)}, newer than this code "
                 f"knows ({newest}): upgrade the export service"
             )
-        for migration in MIGRATIONS:
+        for migration in sorted(MIGRATIONS, key=lambda migration: migration.version):
             if migration.version in applied:
                 continue
             await conn.execute(migration.sql)
@@ -356,19 +423,36 @@ class PostgresJobStore(JobStore):
         condition: str,
         args: Sequence[Any],
         reason: Callable[[Job], str],
+        lease: Lease | None = None,
+        new_version: bool = True,
     ) -> Job:
-        """One conditional UPDATE, the one way a job changes (a further condition, such as the
-        writer's lease, belongs here). Parameters $1..$3 are the id, change and writer; ``args``
-        are $4 on. Raises TransitionRejected (with the job re-read) or JobNotFound."""
-        sql = (
-            f"UPDATE jobs SET {assignments}, version = version + 1, updated_at = now(), "
-            f"last_change = $2, written_by = $3 "
-            f"WHERE id = $1 AND ({condition}) RETURNING {_COLUMNS}"
-        )
-        row = await conn.fetchrow(sql, job_id, change.value, self.writer, *args)
+        """One conditional UPDATE, the one way a job changes. Parameters $1..$3 are the id,
+        change and writer; ``args`` are $4 on. ``lease`` fences the write: it lands only while
+        the job is held by that owner and epoch (StaleLease otherwise). ``new_version=False``:
+        a fenced write that changes nothing (``assignments`` unused). Raises TransitionRejected
+        (with the job re-read) or JobNotFound."""
+        params: list[Any] = [job_id, change.value, self.writer, *args]
+        if lease is not None:
+            params += [lease.owner, lease.epoch]
+            owner, epoch = f"${len(params) - 1}", f"${len(params)}"
+            condition = f"({condition}) AND owner = {owner} AND lease_epoch = {epoch}"
+        if new_version:
+            assignments = (
+                f"{assignments}, version = version + 1, updated_at = now(), "
+                "last_change = $2, written_by = $3"
+            )
+        else:
+            assignments = "lease_epoch = lease_epoch"
+            condition = f"({condition}) AND $2::text IS NOT NULL AND $3::text IS NOT NULL"
+        sql = f"UPDATE jobs SET {assignments} WHERE id = $1 AND ({condition}) RETURNING {_COLUMNS}"
+        with metrics.STORE_WRITE.labels(change.value).time():
+            row = await conn.fetchrow(sql, *params)
         if row is not None:
             return _job(row)
         current = await self._select(conn, job_id)
+        if not lease_holds(current, lease):
+            assert lease is not None
+            raise StaleLease(current, lease)
         raise TransitionRejected(current, reason(current))
 
     async def _change(self, operation: Callable[[asyncpg.Connection[Any]], Awaitable[Job]]) -> Job:
@@ -395,6 +479,12 @@ class PostgresJobStore(JobStore):
         sql = f"SELECT {_COLUMNS} FROM jobs {clause} ORDER BY created_at DESC, id DESC LIMIT $1"
         rows = await self._run(lambda conn: conn.fetch(sql, *args))
         return [_job(row) for row in rows]
+
+    async def job_versions(self, job_ids: Sequence[str]) -> dict[str, int]:
+        """The current version of each of ``job_ids`` that exists, in one query."""
+        sql = "SELECT id, version FROM jobs WHERE id = ANY($1::text[])"
+        rows = await self._run(lambda conn: conn.fetch(sql, list(job_ids)))
+        return {row["id"]: row["version"] for row in rows}
 
     async def list_active(self) -> list[Job]:
         sql = f"SELECT {_COLUMNS} FROM jobs WHERE status IN {_ACTIVE_SQL} ORDER BY created_at, id"
@@ -429,15 +519,21 @@ class PostgresJobStore(JobStore):
     # Changes.
 
     async def create(
-        self, *, job_id: str, request_id: str, spec: bytes, max_active: int | None = None
+        self,
+        *,
+        job_id: str,
+        request_id: str,
+        spec: bytes,
+        max_active: int | None = None,
+        owner: str | None = None,
     ) -> tuple[Job, bool]:
         by_request = f"SELECT {_COLUMNS} FROM jobs WHERE request_id = $1"
 
         async def insert(conn: asyncpg.Connection[Any]) -> tuple[Job, bool]:
             async with conn.transaction():
-                row = await conn.fetchrow(by_request, request_id)
-                if row is not None:
-                    return _job(row), False
+                found = await self._by_request_id(conn, request_id)
+                if found is not None:
+                    return found, False
                 if max_active is not None:
                     # Creates that count wait for each other here: the count below then sees
                     # every job a racing create committed.
@@ -452,8 +548,9 @@ class PostgresJobStore(JobStore):
                         )
                 row = await conn.fetchrow(
                     "INSERT INTO jobs (id, request_id, status, progress, stage, spec, created_at, "
-                    "updated_at, last_change, written_by) "
-                    "VALUES ($1, $2, 'QUEUED', 0, $3, $4, now(), now(), $5, $6) "
+                    "updated_at, last_change, written_by, owner, lease_epoch) "
+                    "VALUES ($1, $2, 'QUEUED', 0, $3, $4, now(), now(), $5, $6, $7, "
+                    "CASE WHEN $7::text IS NULL THEN NULL ELSE 1 END) "
                     f"ON CONFLICT (request_id) DO NOTHING RETURNING {_COLUMNS}",
                     job_id,
                     request_id,
@@ -461,6 +558,7 @@ class PostgresJobStore(JobStore):
                     spec,
                     Change.CREATE.value,
                     self.writer,
+                    owner,
                 )
                 if row is not None:
                     return _job(row), True
@@ -475,9 +573,16 @@ class PostgresJobStore(JobStore):
         return job, created
 
     async def record_progress(
-        self, job_id: str, *, progress: float, stage: str, eta_seconds: float, render_seq: int
+        self,
+        job_id: str,
+        *,
+        progress: float,
+        stage: str,
+        eta_seconds: float,
+        render_seq: int,
+        lease: Lease | None = None,
     ) -> Job:
-        update = ProgressUpdate(job_id, progress, stage, eta_seconds, render_seq)
+        update = ProgressUpdate(job_id, progress, stage, eta_seconds, render_seq, lease)
         (result,) = await self.record_progress_batch([update])
         if isinstance(result, Job):
             return result
@@ -524,6 +629,7 @@ class PostgresJobStore(JobStore):
                 lambda _: (
                     f"progress {update.progress} refused (terminal, or below the stored progress)"
                 ),
+                update.lease,
             )
         except (TransitionRejected, JobNotFound) as refused:
             return refused
@@ -536,6 +642,7 @@ class PostgresJobStore(JobStore):
         size_bytes: int,
         duration_seconds: float,
         render_seq: int,
+        lease: Lease | None = None,
     ) -> Job:
         def reason(current: Job) -> str:
             if current.terminal:
@@ -554,6 +661,7 @@ class PostgresJobStore(JobStore):
                 f"status IN {_ACTIVE_SQL} AND $5 <> ''",
                 (STAGE_COMPLETE, output_path, size_bytes, duration_seconds, render_seq),
                 reason,
+                lease,
             )
         )
 
@@ -565,6 +673,8 @@ class PostgresJobStore(JobStore):
         message: str,
         field: str = "",
         release_render: bool = False,
+        lease: Lease | None = None,
+        log_tail: str = "",
     ) -> Job:
         return await self._change(
             lambda conn: self._update(
@@ -572,14 +682,16 @@ class PostgresJobStore(JobStore):
                 job_id,
                 Change.FAIL,
                 "status = 'FAILED', stage = $4, error_code = $5, error_message = $6, "
-                "error_field = $7, eta_seconds = 0, finished_at = now(), cancel_requested = $8",
+                "error_field = $7, eta_seconds = 0, finished_at = now(), cancel_requested = $8, "
+                "error_log_tail = $9",
                 f"status IN {_ACTIVE_SQL}",
-                (STAGE_FAILED, code, message, field, release_render),
+                (STAGE_FAILED, code, message, field, release_render, log_tail),
                 lambda _: "cannot fail a finished job",
+                lease,
             )
         )
 
-    async def cancel(self, job_id: str) -> Job:
+    async def cancel(self, job_id: str, *, lease: Lease | None = None) -> Job:
         return await self._change(
             lambda conn: self._update(
                 conn,
@@ -590,10 +702,13 @@ class PostgresJobStore(JobStore):
                 f"status IN {_ACTIVE_SQL}",
                 (STAGE_CANCELLED,),
                 lambda _: "only queued or running jobs can be cancelled",
+                lease,
             )
         )
 
-    async def begin_attempt(self, job_id: str, *, expected_attempt: int) -> Job:
+    async def begin_attempt(
+        self, job_id: str, *, expected_attempt: int, lease: Lease | None = None
+    ) -> Job:
         return await self._change(
             lambda conn: self._update(
                 conn,
@@ -603,8 +718,60 @@ class PostgresJobStore(JobStore):
                 f"status IN {_ACTIVE_SQL} AND attempt = $4",
                 (expected_attempt,),
                 lambda _: f"attempt {expected_attempt} is no longer current",
+                lease,
             )
         )
+
+    # The job lifecycle.
+
+    async def _by_request_id(self, conn: asyncpg.Connection[Any], request_id: str) -> Job | None:
+        """The job of ``request_id``; RequestIdDeleted for a deleted one (the tombstone is
+        written in the delete's transaction, so one of the two reads sees it)."""
+        row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM jobs WHERE request_id = $1", request_id)
+        if row is not None:
+            return _job(row)
+        deleted = await conn.fetchval(
+            "SELECT job_id FROM deleted_requests WHERE request_id = $1", request_id
+        )
+        if deleted is not None:
+            raise RequestIdDeleted(request_id, deleted)
+        return None
+
+    async def find_by_request_id(self, request_id: str) -> Job | None:
+        return await self._run(lambda conn: self._by_request_id(conn, request_id))
+
+    async def delete(self, job_id: str) -> Job:
+        """One conditional DELETE (terminal, clean-up done) and the tombstone, in one
+        transaction; the history goes with the job (ON DELETE CASCADE)."""
+
+        async def delete(conn: asyncpg.Connection[Any]) -> Job:
+            async with conn.transaction():
+                row = await conn.fetchrow(
+                    f"DELETE FROM jobs WHERE id = $1 AND status IN {_TERMINAL_SQL} "
+                    f"AND NOT cancel_requested RETURNING {_COLUMNS}",
+                    job_id,
+                )
+                if row is None:
+                    current = await self._select(conn, job_id)
+                    raise TransitionRejected(current, _DELETE_REFUSED)
+                job = _job(row)
+                await conn.execute(
+                    "INSERT INTO deleted_requests (request_id, job_id) VALUES ($1, $2) "
+                    "ON CONFLICT (request_id) DO UPDATE SET job_id = excluded.job_id",
+                    job.request_id,
+                    job.id,
+                )
+                return job
+
+        return await self._run(delete)
+
+    async def list_expired(self, *, finished_before: datetime, limit: int) -> list[Job]:
+        sql = (
+            f"SELECT {_COLUMNS} FROM jobs WHERE finished_at < $1 AND status IN {_TERMINAL_SQL} "
+            "AND NOT cancel_requested ORDER BY finished_at, id LIMIT $2"
+        )
+        rows = await self._run(lambda conn: conn.fetch(sql, finished_before, limit))
+        return [_job(row) for row in rows]
 
     async def render_released(self, job_id: str) -> None:
         await self._run(
@@ -612,6 +779,94 @@ class PostgresJobStore(JobStore):
                 "UPDATE jobs SET cancel_requested = false WHERE id = $1", job_id
             )
         )
+
+    async def set_trace_context(self, job_id: str, trace_context: str) -> None:
+        await self._run(
+            lambda conn: conn.execute(
+                "UPDATE jobs SET trace_context = $2 WHERE id = $1", job_id, trace_context
+            )
+        )
+
+    async def trace_context(self, job_id: str) -> str:
+        stored = await self._run(
+            lambda conn: conn.fetchval("SELECT trace_context FROM jobs WHERE id = $1", job_id)
+        )
+        return str(stored) if stored is not None else ""
+
+    # Ownership.
+
+    async def confirm_lease(self, job_id: str, *, lease: Lease) -> Job:
+        return await self._run(
+            lambda conn: self._update(
+                conn,
+                job_id,
+                Change.PROGRESS,  # not recorded: nothing changes
+                "",
+                f"status IN {_ACTIVE_SQL}",
+                (),
+                lambda _: "the job is finished",
+                lease,
+                new_version=False,
+            )
+        )
+
+    async def heartbeat(
+        self, replica_id: str, *, ttl_seconds: float, refused_writes: int = 0
+    ) -> None:
+        await self._run(
+            lambda conn: conn.execute(
+                "INSERT INTO export_replicas (id, expires_at, refused_writes) "
+                "VALUES ($1, now() + make_interval(secs => $2), $3) "
+                "ON CONFLICT (id) DO UPDATE SET renewed_at = now(), "
+                "expires_at = EXCLUDED.expires_at, refused_writes = EXCLUDED.refused_writes",
+                replica_id,
+                ttl_seconds,
+                refused_writes,
+            )
+        )
+
+    async def release_replica(self, replica_id: str) -> int:
+        async def release(conn: asyncpg.Connection[Any]) -> int:
+            async with conn.transaction():
+                released = await conn.fetchval(
+                    "WITH released AS (UPDATE jobs SET owner = NULL WHERE owner = $1 "
+                    "RETURNING 1) SELECT count(*) FROM released",
+                    replica_id,
+                )
+                await conn.execute("DELETE FROM export_replicas WHERE id = $1", replica_id)
+                return int(released)
+
+        return await self._run(release)
+
+    async def claim_jobs(
+        self, replica_id: str, *, limit: int, take_over: bool = False
+    ) -> list[Job]:
+        # The CTE picks and locks the rows once (MATERIALIZED: the LIMIT applies once; rows a
+        # concurrent claim or write holds are skipped, never waited for); the UPDATE takes them.
+        returning = ", ".join(f"jobs.{column.strip()}" for column in _COLUMNS.split(","))
+        sql = f"""
+            WITH free AS MATERIALIZED (
+                SELECT j.id FROM jobs j
+                WHERE (j.status IN {_ACTIVE_SQL} OR j.cancel_requested)
+                  AND j.owner IS DISTINCT FROM $1
+                  AND ($3 OR j.owner IS NULL OR NOT EXISTS (
+                      SELECT 1 FROM export_replicas r
+                      WHERE r.id = j.owner AND r.expires_at > now()))
+                ORDER BY j.created_at, j.id
+                LIMIT $2
+                FOR UPDATE OF j SKIP LOCKED
+            )
+            UPDATE jobs SET owner = $1, lease_epoch = coalesce(jobs.lease_epoch, 0) + 1
+            FROM free WHERE jobs.id = free.id
+            RETURNING {returning}
+        """
+        rows = await self._run(lambda conn: conn.fetch(sql, replica_id, limit, take_over))
+        return sorted((_job(row) for row in rows), key=lambda job: (job.created_at, job.id))
+
+    async def active_among(self, job_ids: Sequence[str]) -> set[str]:
+        sql = f"SELECT id FROM jobs WHERE id = ANY($1::text[]) AND status IN {_ACTIVE_SQL}"
+        rows = await self._run(lambda conn: conn.fetch(sql, list(job_ids)))
+        return {row["id"] for row in rows}
 
 
 def _stale_connection(error: BaseException) -> bool:

@@ -41,15 +41,21 @@ from export_service.store.base import (
     JobNotFound,
     JobStatus,
     JobStore,
+    Lease,
     ListCursor,
     ProgressResult,
     ProgressUpdate,
+    RequestIdDeleted,
+    StaleLease,
+    StoreUnavailable,
     TransitionRejected,
     created_at_us,
     decode_cursor,
     encode_cursor,
+    lease_holds,
 )
 from export_service.store.worker import Priority, PriorityWorker
+from videojob import metrics
 from videojob.errors import ResourceExhausted
 
 T = TypeVar("T")
@@ -57,6 +63,7 @@ T = TypeVar("T")
 BUSY_TIMEOUT_MS = 15_000
 
 _ACTIVE_SQL = "('QUEUED', 'RUNNING')"
+_DELETE_REFUSED = "only a finished job whose render clean-up is done can be deleted"
 _TERMINAL_SQL = "('COMPLETED', 'FAILED', 'CANCELLED')"
 
 # Migration 1: the jobs table as it was before migrations were recorded (IF NOT EXISTS: a file
@@ -162,6 +169,34 @@ END;
 """
 
 
+# Migration 10: one heartbeat row per export replica (see export_service.ownership). Times in
+# microseconds since the epoch, as every time here.
+OWNERSHIP_SCHEMA = f"""
+CREATE TABLE export_replicas (
+    id TEXT PRIMARY KEY,
+    started_at INTEGER NOT NULL,
+    renewed_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    refused_writes INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX jobs_unfinished_by_owner ON jobs (owner)
+    WHERE status IN {_ACTIVE_SQL} OR cancel_requested;
+"""
+
+
+# Migration 20: the request ids of deleted jobs (a replayed request id must not render again),
+# and the end of ffmpeg's log on a failed job. Times in microseconds since the epoch.
+LIFECYCLE_SCHEMA = """
+CREATE TABLE deleted_requests (
+    request_id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    deleted_at INTEGER NOT NULL
+) WITHOUT ROWID;
+ALTER TABLE jobs ADD COLUMN error_log_tail TEXT NOT NULL DEFAULT '';
+CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
+"""
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -177,6 +212,21 @@ def _migration_1(conn: sqlite3.Connection) -> None:
 MIGRATIONS = (
     Migration(1, "jobs", _migration_1),
     Migration(2, "job history", lambda conn: _run_script(conn, HISTORY_SCHEMA)),
+    Migration(
+        10, "export replicas and job leases", lambda conn: _run_script(conn, OWNERSHIP_SCHEMA)
+    ),
+    Migration(
+        20,
+        "deleted jobs' request ids and failure log tails",
+        lambda conn: _run_script(conn, LIFECYCLE_SCHEMA),
+    ),
+    Migration(
+        30,
+        "the trace context of each job",
+        lambda conn: _run_script(
+            conn, "ALTER TABLE jobs ADD COLUMN trace_context TEXT NOT NULL DEFAULT '';"
+        ),
+    ),
 )
 
 MIGRATIONS_TABLE = """
@@ -191,7 +241,8 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 _COLUMNS = (
     "id, request_id, status, progress, stage, output_path, error_code, error_message, "
     "error_field, attempt, version, spec, created_at, updated_at, started_at, finished_at, "
-    "last_render_seq, eta_seconds, output_size_bytes, output_duration_seconds, cancel_requested"
+    "last_render_seq, eta_seconds, output_size_bytes, output_duration_seconds, cancel_requested, "
+    "owner, lease_epoch, error_log_tail"
 )
 
 __all__ = [
@@ -206,6 +257,11 @@ __all__ = [
 
 def now_us() -> int:
     return time.time_ns() // 1000
+
+
+def _us(moment: datetime) -> int:
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def _datetime(us: int | None) -> datetime | None:
@@ -240,6 +296,9 @@ def _job(row: sqlite3.Row) -> Job:
         output_size_bytes=row["output_size_bytes"],
         output_duration_seconds=row["output_duration_seconds"],
         cancel_requested=bool(row["cancel_requested"]),
+        owner=row["owner"],
+        lease_epoch=row["lease_epoch"],
+        error_log_tail=row["error_log_tail"],
     )
 
 
@@ -288,6 +347,8 @@ def migrate(conn: sqlite3.Connection) -> list[int]:
 
 
 class SqliteJobStore(JobStore):
+    exclusive = True
+
     def __init__(self, path: Path, writer: str = "") -> None:
         super().__init__(writer)
         self.path = path
@@ -326,7 +387,18 @@ class SqliteJobStore(JobStore):
         await self._worker.close()
 
     async def _run(self, fn: Callable[[], T], priority: Priority = Priority.NORMAL) -> T:
-        return await self._worker.run(fn, priority)
+        """``fn`` on the store's thread. A database file that cannot be read or written (I/O
+        error, gone, full, locked past the busy timeout) raises StoreUnavailable and makes the
+        store unavailable until an operation succeeds again, as PostgreSQL does."""
+        try:
+            result = await self._worker.run(fn, priority)
+        except sqlite3.OperationalError as error:
+            if _unavailable_error(error):
+                self._set_available(False, str(error))
+                raise StoreUnavailable(str(error)) from error
+            raise
+        self._set_available(True)
+        return result
 
     def _durable(self, fn: Callable[[], T], *, full: bool) -> Callable[[], T]:
         """``fn`` committing with synchronous FULL (fsync) or NORMAL. Set between
@@ -361,21 +433,34 @@ class SqliteJobStore(JobStore):
         condition: str,
         params: dict[str, Any],
         reason: str,
+        lease: Lease | None = None,
+        new_version: bool = True,
     ) -> Job:
-        """One conditional UPDATE in one transaction, the one way a job changes (a further
-        condition, such as the writer's lease, belongs here); raises TransitionRejected (with
-        the current job) or JobNotFound when the condition does not hold."""
-        sql = (
-            f"UPDATE jobs SET {assignments}, version = version + 1, updated_at = :now, "
-            f"last_change = :change, written_by = :writer "
-            f"WHERE id = :id AND ({condition}) RETURNING {_COLUMNS}"
-        )
+        """One conditional UPDATE in one transaction, the one way a job changes. ``lease``
+        fences the write: it lands only while the job is held by that owner and epoch
+        (StaleLease otherwise). ``new_version=False``: a fenced write that changes nothing
+        (``assignments`` unused). Raises TransitionRejected (with the current job) or
+        JobNotFound when the condition does not hold."""
         values = {**params, "id": job_id, "now": now_us(), "change": change, "writer": self.writer}
-        with _transaction(self._db):
+        if lease is not None:
+            condition = f"({condition}) AND owner = :lease_owner AND lease_epoch = :lease_epoch"
+            values.update(lease_owner=lease.owner, lease_epoch=lease.epoch)
+        if new_version:
+            assignments = (
+                f"{assignments}, version = version + 1, updated_at = :now, "
+                "last_change = :change, written_by = :writer"
+            )
+        else:
+            assignments = "lease_epoch = lease_epoch"
+        sql = f"UPDATE jobs SET {assignments} WHERE id = :id AND ({condition}) RETURNING {_COLUMNS}"
+        with metrics.STORE_WRITE.labels(change.value).time(), _transaction(self._db):
             row = self._db.execute(sql, values).fetchone()
             if row is not None:
                 return _job(row)
             current = self._select(job_id)
+        if not lease_holds(current, lease):
+            assert lease is not None
+            raise StaleLease(current, lease)
         raise TransitionRejected(current, reason)
 
     async def _change(self, fn: Callable[[], Job], priority: Priority = Priority.NORMAL) -> Job:
@@ -437,15 +522,19 @@ class SqliteJobStore(JobStore):
     # Changes.
 
     async def create(
-        self, *, job_id: str, request_id: str, spec: bytes, max_active: int | None = None
+        self,
+        *,
+        job_id: str,
+        request_id: str,
+        spec: bytes,
+        max_active: int | None = None,
+        owner: str | None = None,
     ) -> tuple[Job, bool]:
         def insert() -> tuple[Job, bool]:
             with _transaction(self._db):
-                row = self._db.execute(
-                    f"SELECT {_COLUMNS} FROM jobs WHERE request_id = ?", (request_id,)
-                ).fetchone()
-                if row is not None:
-                    return _job(row), False
+                found = self._by_request_id(request_id)
+                if found is not None:
+                    return found, False
                 if max_active is not None:
                     (active,) = self._db.execute(
                         f"SELECT count(*) FROM jobs WHERE status IN {_ACTIVE_SQL}"
@@ -458,9 +547,20 @@ class SqliteJobStore(JobStore):
                 now = now_us()
                 row = self._db.execute(
                     "INSERT INTO jobs (id, request_id, status, progress, stage, spec, created_at, "
-                    "updated_at, last_change, written_by) "
-                    f"VALUES (?, ?, 'QUEUED', 0, ?, ?, ?, ?, ?, ?) RETURNING {_COLUMNS}",
-                    (job_id, request_id, STAGE_QUEUED, spec, now, now, Change.CREATE, self.writer),
+                    "updated_at, last_change, written_by, owner, lease_epoch) "
+                    f"VALUES (?, ?, 'QUEUED', 0, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_COLUMNS}",
+                    (
+                        job_id,
+                        request_id,
+                        STAGE_QUEUED,
+                        spec,
+                        now,
+                        now,
+                        Change.CREATE,
+                        self.writer,
+                        owner,
+                        None if owner is None else 1,
+                    ),
                 ).fetchone()
                 return _job(row), True
 
@@ -470,9 +570,16 @@ class SqliteJobStore(JobStore):
         return job, created
 
     async def record_progress(
-        self, job_id: str, *, progress: float, stage: str, eta_seconds: float, render_seq: int
+        self,
+        job_id: str,
+        *,
+        progress: float,
+        stage: str,
+        eta_seconds: float,
+        render_seq: int,
+        lease: Lease | None = None,
     ) -> Job:
-        update = ProgressUpdate(job_id, progress, stage, eta_seconds, render_seq)
+        update = ProgressUpdate(job_id, progress, stage, eta_seconds, render_seq, lease)
         (result,) = await self.record_progress_batch([update])
         if isinstance(result, Job):
             return result
@@ -517,6 +624,7 @@ class SqliteJobStore(JobStore):
                         "running": update.stage != STAGE_QUEUED,
                     },
                     f"progress {update.progress} refused (terminal, or below the stored progress)",
+                    update.lease,
                 )
             except sqlite3.IntegrityError as error:  # a trigger: only this statement is undone
                 reason = f"refused by the database: {error}"
@@ -532,6 +640,7 @@ class SqliteJobStore(JobStore):
         size_bytes: int,
         duration_seconds: float,
         render_seq: int,
+        lease: Lease | None = None,
     ) -> Job:
         def complete() -> Job:
             with _transaction(self._db):
@@ -557,6 +666,7 @@ class SqliteJobStore(JobStore):
                         "seq": render_seq,
                     },
                     "cannot complete a finished job",
+                    lease,
                 )
 
         return await self._change(complete, Priority.TERMINAL)
@@ -569,28 +679,32 @@ class SqliteJobStore(JobStore):
         message: str,
         field: str = "",
         release_render: bool = False,
+        lease: Lease | None = None,
+        log_tail: str = "",
     ) -> Job:
         return await self._change(
             lambda: self._update(
                 job_id,
                 Change.FAIL,
                 "status = 'FAILED', stage = :stage, error_code = :code, error_message = :message, "
-                "error_field = :field, eta_seconds = 0, finished_at = :now, "
-                "cancel_requested = :release",
+                "error_field = :field, error_log_tail = :log_tail, eta_seconds = 0, "
+                "finished_at = :now, cancel_requested = :release",
                 f"status IN {_ACTIVE_SQL}",
                 {
                     "stage": STAGE_FAILED,
                     "code": code,
                     "message": message,
                     "field": field,
+                    "log_tail": log_tail,
                     "release": release_render,
                 },
                 "cannot fail a finished job",
+                lease,
             ),
             Priority.TERMINAL,
         )
 
-    async def cancel(self, job_id: str) -> Job:
+    async def cancel(self, job_id: str, *, lease: Lease | None = None) -> Job:
         return await self._change(
             lambda: self._update(
                 job_id,
@@ -600,11 +714,14 @@ class SqliteJobStore(JobStore):
                 f"status IN {_ACTIVE_SQL}",
                 {"stage": STAGE_CANCELLED},
                 "only queued or running jobs can be cancelled",
+                lease,
             ),
             Priority.TERMINAL,
         )
 
-    async def begin_attempt(self, job_id: str, *, expected_attempt: int) -> Job:
+    async def begin_attempt(
+        self, job_id: str, *, expected_attempt: int, lease: Lease | None = None
+    ) -> Job:
         return await self._change(
             lambda: self._update(
                 job_id,
@@ -613,8 +730,65 @@ class SqliteJobStore(JobStore):
                 f"status IN {_ACTIVE_SQL} AND attempt = :expected",
                 {"expected": expected_attempt},
                 f"attempt {expected_attempt} is no longer current",
+                lease,
             )
         )
+
+    # The job lifecycle.
+
+    def _by_request_id(self, request_id: str) -> Job | None:
+        """Inside a transaction: the job of ``request_id``; RequestIdDeleted for a deleted one."""
+        row = self._db.execute(
+            f"SELECT {_COLUMNS} FROM jobs WHERE request_id = ?", (request_id,)
+        ).fetchone()
+        if row is not None:
+            return _job(row)
+        deleted = self._db.execute(
+            "SELECT job_id FROM deleted_requests WHERE request_id = ?", (request_id,)
+        ).fetchone()
+        if deleted is not None:
+            raise RequestIdDeleted(request_id, deleted[0])
+        return None
+
+    async def find_by_request_id(self, request_id: str) -> Job | None:
+        def read() -> Job | None:
+            with _transaction(self._db, write=False):
+                return self._by_request_id(request_id)
+
+        return await self._run(read)
+
+    async def delete(self, job_id: str) -> Job:
+        """One conditional DELETE (terminal, clean-up done) and the tombstone, in one
+        transaction; the history goes with the job (its trigger and foreign key)."""
+
+        def delete() -> Job:
+            with _transaction(self._db):
+                row = self._db.execute(
+                    f"DELETE FROM jobs WHERE id = ? AND status IN {_TERMINAL_SQL} "
+                    f"AND cancel_requested = 0 RETURNING {_COLUMNS}",
+                    (job_id,),
+                ).fetchone()
+                if row is None:
+                    current = self._select(job_id)
+                    raise TransitionRejected(current, _DELETE_REFUSED)
+                job = _job(row)
+                self._db.execute(
+                    "INSERT OR REPLACE INTO deleted_requests (request_id, job_id, deleted_at) "
+                    "VALUES (?, ?, ?)",
+                    (job.request_id, job.id, now_us()),
+                )
+                return job
+
+        return await self._run(self._durable(delete, full=True))
+
+    async def list_expired(self, *, finished_before: datetime, limit: int) -> list[Job]:
+        sql = (
+            f"SELECT {_COLUMNS} FROM jobs WHERE finished_at < ? AND status IN {_TERMINAL_SQL} "
+            "AND cancel_requested = 0 ORDER BY finished_at, id LIMIT ?"
+        )
+        before = _us(finished_before)
+        rows = await self._run(lambda: self._db.execute(sql, (before, limit)).fetchall())
+        return [_job(row) for row in rows]
 
     async def render_released(self, job_id: str) -> None:
         def release() -> None:
@@ -622,6 +796,127 @@ class SqliteJobStore(JobStore):
                 self._db.execute("UPDATE jobs SET cancel_requested = 0 WHERE id = ?", (job_id,))
 
         await self._run(self._durable(release, full=True))
+
+    async def set_trace_context(self, job_id: str, trace_context: str) -> None:
+        def keep() -> None:
+            with _transaction(self._db):
+                self._db.execute(
+                    "UPDATE jobs SET trace_context = ? WHERE id = ?", (trace_context, job_id)
+                )
+
+        await self._run(self._durable(keep, full=False))
+
+    async def trace_context(self, job_id: str) -> str:
+        def read() -> str:
+            row = self._db.execute(
+                "SELECT trace_context FROM jobs WHERE id = ?", (job_id,)
+            ).fetchone()
+            return str(row[0]) if row is not None else ""
+
+        return await self._run(read)
+
+    # Ownership: one process alone uses the file (exclusive), yet the same fenced writes, claims
+    # and heartbeats hold here as on PostgreSQL; the clock is this host's.
+
+    async def confirm_lease(self, job_id: str, *, lease: Lease) -> Job:
+        return await self._run(
+            self._durable(
+                lambda: self._update(
+                    job_id,
+                    Change.PROGRESS,  # not recorded: nothing changes
+                    "",
+                    f"status IN {_ACTIVE_SQL}",
+                    {},
+                    "the job is finished",
+                    lease,
+                    new_version=False,
+                ),
+                full=False,
+            )
+        )
+
+    async def heartbeat(
+        self, replica_id: str, *, ttl_seconds: float, refused_writes: int = 0
+    ) -> None:
+        def renew() -> None:
+            now = now_us()
+            with _transaction(self._db):
+                self._db.execute(
+                    "INSERT INTO export_replicas (id, started_at, renewed_at, expires_at, "
+                    "refused_writes) VALUES (:id, :now, :now, :expires, :refused) "
+                    "ON CONFLICT (id) DO UPDATE SET renewed_at = :now, expires_at = :expires, "
+                    "refused_writes = :refused",
+                    {
+                        "id": replica_id,
+                        "now": now,
+                        "expires": now + int(ttl_seconds * 1_000_000),
+                        "refused": refused_writes,
+                    },
+                )
+
+        await self._run(self._durable(renew, full=False))
+
+    async def release_replica(self, replica_id: str) -> int:
+        def release() -> int:
+            with _transaction(self._db):
+                released = self._db.execute(
+                    "UPDATE jobs SET owner = NULL WHERE owner = ?", (replica_id,)
+                ).rowcount
+                self._db.execute("DELETE FROM export_replicas WHERE id = ?", (replica_id,))
+                return released
+
+        return await self._run(self._durable(release, full=True))
+
+    async def claim_jobs(
+        self, replica_id: str, *, limit: int, take_over: bool = False
+    ) -> list[Job]:
+        sql = f"""
+            UPDATE jobs SET owner = :me, lease_epoch = coalesce(lease_epoch, 0) + 1
+            WHERE id IN (
+                SELECT j.id FROM jobs j
+                WHERE (j.status IN {_ACTIVE_SQL} OR j.cancel_requested)
+                  AND j.owner IS NOT :me
+                  AND (:take_over OR j.owner IS NULL OR NOT EXISTS (
+                      SELECT 1 FROM export_replicas r
+                      WHERE r.id = j.owner AND r.expires_at > :now))
+                ORDER BY j.created_at, j.id
+                LIMIT :limit)
+            RETURNING {_COLUMNS}
+        """
+        values = {"me": replica_id, "take_over": take_over, "now": now_us(), "limit": limit}
+
+        def claim() -> list[Job]:
+            with _transaction(self._db):
+                return [_job(row) for row in self._db.execute(sql, values).fetchall()]
+
+        jobs = await self._run(self._durable(claim, full=True))
+        return sorted(jobs, key=lambda job: (job.created_at, job.id))
+
+    async def active_among(self, job_ids: Sequence[str]) -> set[str]:
+        ids = list(job_ids)
+        if not ids:
+            return set()
+        marks = ", ".join("?" for _ in ids)
+        sql = f"SELECT id FROM jobs WHERE id IN ({marks}) AND status IN {_ACTIVE_SQL}"
+        rows = await self._run(lambda: self._db.execute(sql, ids).fetchall())
+        return {row["id"] for row in rows}
+
+
+# SQLite result codes (the low byte of an extended code) of a database that cannot be used now.
+_UNAVAILABLE_CODES = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+    }
+)
+
+
+def _unavailable_error(error: sqlite3.OperationalError) -> bool:
+    code = getattr(error, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in _UNAVAILABLE_CODES
 
 
 def _run_script(conn: sqlite3.Connection, script: str) -> None:

@@ -18,7 +18,9 @@ class ReadJob:
 @dataclass(frozen=True)
 class CallRender:
     """Render(render_id, spec): starts the render, or attaches to it and replays it from seq 1;
-    then reads the stream's first event → a stream observation."""
+    then reads the stream's first event → a stream observation. An owned job's lease is
+    confirmed (a fenced write) first: when it no longer holds → LeaseLost, when the job ended
+    meanwhile → JobEnded, and Render is not called."""
 
     attempt: int
 
@@ -77,6 +79,8 @@ class WriteFail:
     message: str
     field: str = ""
     release_render: bool = False
+    # The last lines of ffmpeg's log, kept on the job.
+    log_tail: str = ""
 
 
 @dataclass(frozen=True)

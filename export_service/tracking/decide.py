@@ -28,7 +28,8 @@ What it decides, phase by phase:
   (INVALID_INPUT) → FAILED.
 - giving up → FAILED with ``release_render`` (the supervisor cancels the render and removes its
   output; a wrong file is removed here once the failure is written).
-- JobEnded (the job became terminal elsewhere) or Stopping (shutdown), whatever was asked → Stop.
+- JobEnded (the job became terminal elsewhere), Stopping (shutdown) or LeaseLost (another replica
+  owns the job now: its render is left to that one), whatever was asked → Stop.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ from export_service.tracking.observations import (
     JobEnded,
     JobMissing,
     JobRead,
+    LeaseLost,
     Observation,
     OutputChecked,
     Progress,
@@ -199,7 +201,7 @@ def decide(state: TrackerState, observation: Observation, now: float) -> Decisio
     """The next state and actions, given what the tracker observed at monotonic time ``now``."""
     if state.phase is Phase.STOPPED:
         _unexpected(state, observation)
-    if isinstance(observation, JobEnded | Stopping):
+    if isinstance(observation, JobEnded | Stopping | LeaseLost):
         return _stop(state)
     return _BY_PHASE[state.phase](state, observation, now)
 
@@ -486,7 +488,7 @@ def _verdict(
         case Failed():
             code = event.code or FAILURE_INTERNAL
             message = event.message or "the render failed"
-            return _write_fail(state, code, message, event.field, effects)
+            return _write_fail(state, code, message, event.field, effects, event.log_tail)
         case Cancelled():
             return Decision(replace(state, phase=Phase.CANCELLING), WriteCancel(), effects)
     raise UnexpectedObservation(f"not a verdict: {event!r}")
@@ -537,11 +539,16 @@ def _give_up(
 
 
 def _write_fail(
-    state: TrackerState, code: str, message: str, field: str, effects: tuple[Effect, ...]
+    state: TrackerState,
+    code: str,
+    message: str,
+    field: str,
+    effects: tuple[Effect, ...],
+    log_tail: str = "",
 ) -> Decision:
     """FAILED by the render's verdict."""
     failing = replace(state, phase=Phase.FAILING, remove_on_fail="")
-    return Decision(failing, WriteFail(code, message, field), effects)
+    return Decision(failing, WriteFail(code, message, field, log_tail=log_tail), effects)
 
 
 def _stop(state: TrackerState, *effects: Effect) -> Decision:

@@ -34,6 +34,8 @@ class Failed:
     message: str
     # The request field the failure is about ("" for none).
     field: str = ""
+    # The last lines of ffmpeg's log ("" for none).
+    log_tail: str = ""
 
 
 @dataclass(frozen=True)
@@ -144,9 +146,15 @@ class Stopping:
     """The service is stopping: leave the job as stored, the next start re-attaches."""
 
 
-# Every observation. Those the next pieces add (a lost lease, a placement on a render service, a
-# draining render service) join this union with a case in decide; the runner treats a value
-# outside it as a bug.
+@dataclass(frozen=True)
+class LeaseLost:
+    """A fenced write was refused: another export replica owns the job now. Leave the job and
+    its render alone (the new owner re-attaches to it). Also the answer to CallRender when the
+    write that must precede Render is refused this way."""
+
+
+# Every observation. Those the next pieces add (a placement on a render service, a draining render
+# service) join this union with a case in decide; the runner treats a value outside it as a bug.
 Observation = (
     JobRead
     | JobMissing
@@ -161,4 +169,5 @@ Observation = (
     | TimerFired
     | JobEnded
     | Stopping
+    | LeaseLost
 )

@@ -114,7 +114,9 @@ def assert_history_is_whole(
     assert [entry.status in terminal for entry in entries].count(True) == 1
     assert (entries[-1].status, entries[-1].progress) == (final.status, final.progress)
     assert all(entry.writer.startswith("export_service@") for entry in entries)
-    assert not any(entry.HasField("owner") or entry.HasField("lease_epoch") for entry in entries)
+    # One replica owned the job throughout: it created it (lease epoch 1), or took it at a start.
+    assert len({(entry.owner, entry.lease_epoch) for entry in entries}) == 1
+    assert all(entry.HasField("owner") and entry.lease_epoch >= 1 for entry in entries)
 
 
 async def test_a_database_restart_under_the_running_service(

@@ -1,0 +1,170 @@
+"""The store's part of ownership, on both backends (the contract suite's fixtures): fenced writes,
+claims, heartbeats and hand-backs. What replicas do with them is tested with real processes in
+test_ownership.py."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from export_service.store import JobStatus, JobStore, ProgressUpdate, TransitionRejected
+from export_service.store.base import Change, Lease, StaleLease
+from tests.export import test_store as contract
+from tests.export.test_store import OUTPUT, Backend
+from tests.support.polling import wait_until
+
+# The contract suite's fixtures: each test runs on SQLite and on PostgreSQL.
+database_url = contract.database_url
+backend = contract.backend
+store = contract.store
+
+
+async def owned_job(store: JobStore, job_id: str, owner: str) -> Lease:
+    job, created = await store.create(
+        job_id=job_id, request_id=f"req-{job_id}", spec=b"spec", owner=owner
+    )
+    assert created and (job.owner, job.lease_epoch) == (owner, 1)
+    return Lease(owner, 1)
+
+
+async def test_a_write_naming_a_stale_lease_is_refused(store: JobStore) -> None:
+    lease_a = await owned_job(store, "j", "replica-a")
+    await store.record_progress(
+        "j", progress=5, stage="Rendering", eta_seconds=1, render_seq=1, lease=lease_a
+    )
+    # replica-a has no heartbeat (it died): another replica may take the job.
+    await store.heartbeat("replica-b", ttl_seconds=60)
+    (claimed,) = await store.claim_jobs("replica-b", limit=10)
+    assert (claimed.id, claimed.owner, claimed.lease_epoch) == ("j", "replica-b", 2)
+    before = await store.get("j")
+    assert before.version == claimed.version  # a claim is not a change of the job
+
+    stale_writes = [
+        store.record_progress(
+            "j", progress=9, stage="Rendering", eta_seconds=1, render_seq=2, lease=lease_a
+        ),
+        store.complete(
+            "j", output_path=OUTPUT, size_bytes=5, duration_seconds=1, render_seq=3, lease=lease_a
+        ),
+        store.fail("j", code="X", message="stale", lease=lease_a),
+        store.cancel("j", lease=lease_a),
+        store.begin_attempt("j", expected_attempt=1, lease=lease_a),
+        store.confirm_lease("j", lease=lease_a),
+    ]
+    for write in stale_writes:
+        with pytest.raises(StaleLease) as refused:
+            await write
+        assert refused.value.current.owner == "replica-b"
+    (batched,) = await store.record_progress_batch(
+        [ProgressUpdate("j", 9, "Rendering", 1, 2, lease_a)]
+    )
+    assert isinstance(batched, StaleLease)
+    assert await store.get("j") == before
+
+    lease_b = Lease("replica-b", 2)
+    assert (await store.confirm_lease("j", lease=lease_b)).version == before.version
+    written = await store.record_progress(
+        "j", progress=9, stage="Rendering", eta_seconds=1, render_seq=2, lease=lease_b
+    )
+    assert written.version == before.version + 1
+    entries = await store.history("j")
+    assert [(e.change, e.owner, e.lease_epoch) for e in entries] == [
+        (Change.CREATE, "replica-a", 1),
+        (Change.PROGRESS, "replica-a", 1),
+        (Change.PROGRESS, "replica-b", 2),
+    ]
+
+
+async def test_a_lease_on_a_finished_job_is_refused_as_finished(store: JobStore) -> None:
+    lease = await owned_job(store, "done", "replica-a")
+    await store.cancel("done")  # a user's cancel: no lease needed, any replica may
+    with pytest.raises(TransitionRejected) as refused:
+        await store.confirm_lease("done", lease=lease)
+    assert not isinstance(refused.value, StaleLease)
+    assert refused.value.current.status is JobStatus.CANCELLED
+
+
+async def test_claims_skip_live_owners_and_raise_the_epoch_by_one(store: JobStore) -> None:
+    await store.heartbeat("a", ttl_seconds=60)
+    await store.heartbeat("b", ttl_seconds=60)
+    await owned_job(store, "live", "a")
+    assert await store.claim_jobs("b", limit=10) == []  # a is alive
+    assert await store.claim_jobs("a", limit=10) == []  # its own jobs are not claimed again
+
+    await store.heartbeat("a", ttl_seconds=0.2)  # a stops renewing: it expires soon
+
+    async def taken_by_b() -> bool:
+        return [job.id for job in await store.claim_jobs("b", limit=10)] == ["live"]
+
+    await wait_until(taken_by_b, "b to claim the job of the expired replica")
+    assert ((job := await store.get("live")).owner, job.lease_epoch) == ("b", 2)
+    assert await store.release_replica("b") == 1
+    assert ((job := await store.get("live")).owner, job.lease_epoch) == (None, 2)
+    (again,) = await store.claim_jobs("a", limit=10)
+    assert (again.owner, again.lease_epoch) == ("a", 3)
+
+
+async def test_claims_take_oldest_first_up_to_the_limit_and_skip_finished_jobs(
+    store: JobStore,
+) -> None:
+    for name in ("one", "two", "three"):
+        await owned_job(store, name, "gone")
+    await owned_job(store, "done", "gone")
+    await store.complete(
+        "done",
+        output_path=OUTPUT,
+        size_bytes=5,
+        duration_seconds=1,
+        render_seq=1,
+        lease=Lease("gone", 1),
+    )
+    await owned_job(store, "cancelled", "gone")
+    await store.cancel("cancelled")  # its render is still to be released: claimed too
+    first = await store.claim_jobs("me", limit=2)
+    assert [job.id for job in first] == ["one", "two"]
+    rest = await store.claim_jobs("me", limit=10)
+    assert [job.id for job in rest] == ["three", "cancelled"]
+    await store.render_released("cancelled")
+    assert await store.active_among(["one", "done", "cancelled", "unknown"]) == {"one"}
+
+
+async def test_take_over_claims_jobs_of_live_owners(store: JobStore) -> None:
+    await store.heartbeat("a", ttl_seconds=60)
+    await owned_job(store, "x", "a")
+    assert await store.claim_jobs("b", limit=10) == []
+    (taken,) = await store.claim_jobs("b", limit=10, take_over=True)
+    assert (taken.owner, taken.lease_epoch) == ("b", 2)
+
+
+async def test_create_is_idempotent_across_replicas(backend: Backend) -> None:
+    first, second = await backend.open("replica-1"), await backend.open("replica-2")
+    results = await asyncio.gather(
+        first.create(job_id="from-1", request_id="same", spec=b"s", owner="replica-1"),
+        second.create(job_id="from-2", request_id="same", spec=b"s", owner="replica-2"),
+    )
+    assert sorted(created for _, created in results) == [False, True]
+    (job_a, _), (job_b, _) = results
+    assert job_a == job_b and job_a.lease_epoch == 1
+    winner = "replica-1" if job_a.id == "from-1" else "replica-2"
+    assert job_a.owner == winner
+
+
+@pytest.mark.postgresql
+async def test_claims_skip_rows_another_transaction_holds(backend: Backend) -> None:
+    if backend.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time: there are no row locks to skip")
+    opened = await backend.open()
+    await owned_job(opened, "held", "dead")
+    await owned_job(opened, "free", "dead")
+    conn = await asyncpg.connect(backend.url)
+    try:
+        async with conn.transaction():
+            await conn.execute("SELECT 1 FROM jobs WHERE id = 'held' FOR UPDATE")
+            claimed = await asyncio.wait_for(opened.claim_jobs("me", limit=10), 10)
+            assert [job.id for job in claimed] == ["free"]
+        (later,) = await opened.claim_jobs("me", limit=10)
+        assert (later.id, later.lease_epoch) == ("held", 2)
+    finally:
+        await conn.close()
