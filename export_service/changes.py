@@ -1,15 +1,32 @@
-"""In-process change notifications: after each committed change the store calls ``publish``,
-which wakes the WatchExport streams of that job. Watchers then re-read the store, so every view
-reads the same record and a slow watcher merely skips intermediate versions."""
+"""Change notifications: what wakes the WatchExport and WatchExports streams of this process.
+
+Three sources feed the hub, and each only wakes watchers, who then re-read the store (so every
+view reads the same record and a slow watcher merely skips intermediate versions):
+
+- ``publish(job)``: a change this process committed (the store calls it);
+- ``notify(job_id, version)``: a hint that another process changed a job (on PostgreSQL, a
+  LISTEN/NOTIFY listener and a batched safety poll, export_service.store.notifications);
+- ``wake_all()``: the hints may have been lost (the listener's connection dropped, or came
+  back): every watcher re-reads.
+
+The hub remembers the newest version it has heard of per job (bounded), so the echo of a change
+this process published, or a poll that finds nothing new, wakes nobody.
+
+Without a batched poller (SQLite: one process per database file) each watcher also re-reads on
+its own every ``watch_poll_interval``; with one (``polled`` set), watchers wait for the hub.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterator
 
 from export_service.store import Job
+
+# Versions remembered for jobs nobody watches: enough to swallow the echo of recent changes.
+KNOWN_VERSIONS_KEPT = 4096
 
 
 class ChangeHub:
@@ -17,20 +34,62 @@ class ChangeHub:
         self._waiters: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
         # WatchExports streams: woken by a change of any job.
         self._any_waiters: set[asyncio.Event] = set()
+        self._known: OrderedDict[str, int] = OrderedDict()
         self.closed = False
+        # Set when a batched poll covers every watcher (see the module docstring).
+        self.polled = False
 
     def close(self) -> None:
         """On shutdown: wakes every watcher; they see ``closed`` and end their streams."""
         self.closed = True
+        self.wake_all()
+
+    def publish(self, job: Job) -> None:
+        """A change this process committed."""
+        self.notify(job.id, job.version)
+
+    def notify(self, job_id: str, version: int | None = None) -> None:
+        """``job_id`` changed (to ``version``, when known): wakes its watchers and the list
+        watchers, unless the hub already heard of that version."""
+        if version is not None:
+            if version <= self._known.get(job_id, 0):
+                return
+            self.saw(job_id, version)
+        for event in self._waiters.get(job_id, ()):
+            event.set()
+        for event in self._any_waiters:
+            event.set()
+
+    def wake_all(self) -> None:
+        """Every watcher re-reads (change hints may have been lost)."""
         for waiters in (*self._waiters.values(), self._any_waiters):
             for event in waiters:
                 event.set()
 
-    def publish(self, job: Job) -> None:
-        for event in self._waiters.get(job.id, ()):
-            event.set()
+    def wake_list_watchers(self) -> None:
         for event in self._any_waiters:
             event.set()
+
+    def saw(self, job_id: str, version: int) -> None:
+        """A watcher read ``version`` of the job (or a change of it was heard)."""
+        if version > self._known.get(job_id, 0):
+            self._known[job_id] = version
+        self._known.move_to_end(job_id)
+        # Forgetting a version costs at most one needless wake; watched jobs are read (and so
+        # moved to the end) after every change.
+        while len(self._known) > KNOWN_VERSIONS_KEPT:
+            self._known.popitem(last=False)
+
+    def known_version(self, job_id: str) -> int:
+        return self._known.get(job_id, 0)
+
+    def watched_jobs(self) -> list[str]:
+        """Jobs with at least one WatchExport stream."""
+        return list(self._waiters)
+
+    @property
+    def list_watchers(self) -> int:
+        return len(self._any_waiters)
 
     @contextlib.contextmanager
     def subscribe(self, job_id: str) -> Iterator[asyncio.Event]:
