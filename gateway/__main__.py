@@ -61,7 +61,8 @@ FLAGS = FlagTable(
             "--export-addr",
             target_addresses(),
             Settings().export_addr,
-            "the export service's address",
+            "the export service's address, or its replicas' as a comma-separated list: calls "
+            "go round-robin to those serving, a broken event stream resumes on another",
         ),
         Flag("--export-tls-ca", path("PEM"), None, "CA that verifies the export service"),
         Flag(

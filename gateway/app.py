@@ -50,7 +50,12 @@ from gateway.watch_hub import JobWatchHub
 from videojob import limits
 from videojob.errors import FailedPrecondition, InvalidArgument, MalformedArgument, NotFound
 from videojob.export.v1 import export_pb2, export_pb2_grpc
-from videojob.grpc_setup import create_channel
+from videojob.grpc_setup import (
+    create_channel,
+    create_replica_channel,
+    replica_server_name,
+    replica_target,
+)
 from videojob.limits import CONTAINER_MEDIA_TYPES, DEFAULT_CONTAINER
 
 logger = logging.getLogger(__name__)
@@ -350,7 +355,17 @@ async def favicon(request: Request) -> Response:
 def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        channel = create_channel(settings.export_addr, settings.export_tls)
+        if "," in settings.export_addr:
+            # Every export replica answers for every job: calls go to those serving, in turn.
+            target = await asyncio.to_thread(replica_target, settings.export_addr)
+            channel = create_replica_channel(
+                target,
+                EXPORT_SERVICE_NAME,
+                settings.export_tls,
+                replica_server_name(settings.export_addr),
+            )
+        else:
+            channel = create_channel(settings.export_addr, settings.export_tls)
         export = Export(channel, settings)
         app.state.export = export
         app.state.watch_hub = JobWatchHub(

@@ -3,7 +3,10 @@ keepalive, health and reflection, and optional TLS / mutual TLS."""
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import logging
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +93,109 @@ def create_channel(target: str, tls: TlsFiles | None = None) -> grpc.aio.Channel
     if credentials is None:
         return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
     return grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+
+
+# A call that finds its replica down (UNAVAILABLE before any response) is tried on another.
+REPLICA_RETRY_POLICY = {
+    "maxAttempts": 4,
+    "initialBackoff": "0.1s",
+    "maxBackoff": "1s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE"],
+}
+
+
+def replica_service_config(service_full_name: str) -> str:
+    """The service config of a channel to interchangeable replicas of ``service_full_name``:
+    calls spread round-robin over the replicas whose health service says SERVING for it (a
+    replica stopping or without its database is skipped), and a call refused UNAVAILABLE is
+    retried on another. Retried calls include creates: callers send a request id (the gateway
+    and the CLI always do), so a retry returns the job the first try created."""
+    return json.dumps(
+        {
+            "loadBalancingConfig": [{"round_robin": {}}],
+            "healthCheckConfig": {"serviceName": service_full_name},
+            "methodConfig": [
+                {"name": [{"service": service_full_name}], "retryPolicy": REPLICA_RETRY_POLICY}
+            ],
+        }
+    )
+
+
+def replica_target(addresses: str) -> str:
+    """A gRPC target for ``HOST:PORT[,HOST:PORT...]``: one address (or a URI such as
+    ``dns:///name:port``, which may resolve to several) as it is; several as one
+    ``ipv4:``/``ipv6:`` list, host names resolved now (once: a replica that moves needs a
+    restart of the client). Blocks on name resolution: call it off the event loop.
+    ValueError when a name does not resolve or IPv4 and IPv6 are mixed."""
+    items = [item.strip() for item in addresses.split(",") if item.strip()]
+    if not items:
+        raise ValueError("no address given")
+    if len(items) == 1:
+        return items[0]
+    families: set[int] = set()
+    resolved: list[str] = []
+    for item in items:
+        host, _, port = item.rpartition(":")
+        host = host.strip("[]")
+        if not host or not port.isdigit() or "/" in item:
+            raise ValueError(f"{item!r}: a list of addresses takes HOST:PORT items only")
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            address = ipaddress.ip_address(_resolve(host, int(port)))
+        families.add(address.version)
+        resolved.append(f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}")
+    if len(families) > 1:
+        raise ValueError(f"{addresses!r}: mixes IPv4 and IPv6 addresses")
+    scheme = "ipv6" if families == {6} else "ipv4"
+    return f"{scheme}:{','.join(resolved)}"
+
+
+def _resolve(host: str, port: int) -> str:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as error:
+        raise ValueError(f"cannot resolve {host!r}: {error}") from None
+    return str(infos[0][4][0])
+
+
+def replica_channel_options(service_full_name: str) -> list[tuple[str, int | str]]:
+    """CHANNEL_OPTIONS plus the replica service config (see replica_service_config); for a
+    channel built by hand, such as a synchronous one."""
+    return [
+        *CHANNEL_OPTIONS,
+        ("grpc.service_config", replica_service_config(service_full_name)),
+        ("grpc.enable_retries", 1),
+    ]
+
+
+def replica_server_name(addresses: str) -> str:
+    """The host name TLS verifies for a list of addresses resolved by replica_target: the
+    first item's host when it is a name (the replicas share a certificate), else ""."""
+    first = addresses.split(",")[0].strip()
+    host = first.rpartition(":")[0].strip("[]") if "," in addresses else ""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    return ""
+
+
+def create_replica_channel(
+    target: str, service_full_name: str, tls: TlsFiles | None = None, server_name: str = ""
+) -> grpc.aio.Channel:
+    """A channel spreading calls over every replica of ``target`` (see replica_target) that
+    serves ``service_full_name``. A server stream is never moved once it started: when its
+    replica dies the call fails UNAVAILABLE and the caller re-opens it (the next replica).
+    ``server_name``: the name TLS verifies (see replica_server_name)."""
+    options = replica_channel_options(service_full_name)
+    if server_name:
+        options.append(("grpc.ssl_target_name_override", server_name))
+    credentials = channel_credentials(tls) if tls else None
+    if credentials is None:
+        return grpc.aio.insecure_channel(target, options=options)
+    return grpc.aio.secure_channel(target, credentials, options=options)
 
 
 def bind(server: grpc.aio.Server, listen: str, tls: TlsFiles | None = None) -> int:

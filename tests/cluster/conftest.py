@@ -4,7 +4,7 @@ given every export address."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +36,7 @@ async def schema(postgres_database: str) -> str:
     return await create_schema(postgres_database)
 
 
-StackFactory = Callable[..., Stack]
+StackFactory = Callable[..., Awaitable[Stack]]
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ async def cluster(tmp_path: Path, schema: str) -> AsyncIterator[StackFactory]:
         await stack.astart()
         return stack
 
-    yield start  # type: ignore[misc]
+    yield start
     for stack in started:
         await stack.astop()
 
