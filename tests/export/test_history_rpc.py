@@ -43,7 +43,9 @@ async def test_the_history_pages_through_every_version(stub: Stub) -> None:
         "Complete",
     )
     assert last.time.ToDatetime() == final.updated_at.ToDatetime()
-    assert last.writer and not last.HasField("owner") and not last.HasField("lease_epoch")
+    # The replica that created the job owned it throughout, at lease epoch 1.
+    assert last.writer and last.owner and last.lease_epoch == 1
+    assert {(entry.owner, entry.lease_epoch) for entry in entries} == {(last.owner, 1)}
 
 
 @pytest.mark.parametrize(
