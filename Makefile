@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-done
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test proto check-proto lint bench chaos clean
+.PHONY: help setup run run-cluster test proto check-proto lint bench chaos clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -20,6 +20,14 @@ $(STAMP): pyproject.toml
 
 run: setup ## Start render service, export service and gateway on the defaults (Ctrl-C stops all)
 	$(BIN)/python scripts/run_stack.py
+
+# The local PostgreSQL (created when missing); override with make run-cluster DATABASE=postgresql://...
+DATABASE ?= postgresql://postgres@127.0.0.1:5432/videojob
+EXPORTS ?= 3
+RENDERS ?= 1
+
+run-cluster: setup ## Start 3 export replicas on the local PostgreSQL, a render service and a gateway (EXPORTS=, RENDERS=, DATABASE=)
+	$(BIN)/python scripts/run_stack.py --database '$(DATABASE)' --create-database --exports $(EXPORTS) --renders $(RENDERS)
 
 test: setup check-proto ## Run the test suite
 	$(BIN)/python -m pytest

@@ -1,15 +1,24 @@
-"""Start the render service, the export service and the gateway together (``make run``).
+"""Start the render service, the export service and the gateway together (``make run``), or a
+cluster of them on PostgreSQL (``make run-cluster``).
 
 A thin command line over videojob.launcher: waits until each one is healthy, prints the page's
 URL, relays their output with a name prefix, and on Ctrl-C / SIGTERM (or when one of them exits)
-stops all three: SIGTERM, then SIGKILL after a grace period. Ports may be 0 (each prints what it
-bound).
+stops them all: SIGTERM, then SIGKILL after a grace period. Ports may be 0 (each prints what it
+bound); the second and later process of a kind take a free port.
+
+    scripts/run_stack.py --exports 3 --renders 1 --database postgresql://USER@HOST:PORT/DB
+
+starts one render service, three export replicas sharing the database (each answers for every
+job; each job is owned by one of them) and a gateway given every export address.
+``--create-database`` creates the PostgreSQL database when it does not exist yet.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
+import re
 import signal
 import sys
 import threading
@@ -17,7 +26,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+import asyncpg
+
 from videojob.launcher import LaunchError, Role, Stack, StackConfig
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+PLAIN_DATABASE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,7 +55,54 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=env("VIDEOJOB_VAR_DIR", "var"),
         help="renders, media and the SQLite database live here (relative to the repository)",
     )
+    parser.add_argument(
+        "--database",
+        default=env("VIDEOJOB_DATABASE", ""),
+        help="the export services' database URL (default: SQLite in the var directory); "
+        "several export replicas need postgresql://USER@HOST:PORT/DB",
+    )
+    parser.add_argument(
+        "--create-database",
+        action="store_true",
+        help="create the PostgreSQL database of --database if it does not exist",
+    )
+    for kind, default in (("renders", 1), ("exports", 1), ("gateways", 1)):
+        parser.add_argument(
+            f"--{kind}",
+            type=int,
+            default=int(env(f"VIDEOJOB_{kind.upper()}", str(default))),
+            help=f"how many {kind[:-1]} processes to start (default {default})",
+        )
     return parser.parse_args(argv)
+
+
+async def create_database(url: str) -> bool:
+    """Creates the database ``url`` names, through the server's ``postgres`` database, unless it
+    exists; whether it created it."""
+    base, _, rest = url.rpartition("/")
+    name, _, query = rest.partition("?")
+    if not PLAIN_DATABASE_NAME.match(name):
+        raise ValueError(f"{name!r}: give a plain database name (letters, digits, _)")
+    maintenance = f"{base}/postgres" + (f"?{query}" if query else "")
+    conn = await asyncpg.connect(maintenance, timeout=10)
+    try:
+        if await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            return False
+        await conn.execute(f'CREATE DATABASE "{name}"')
+        return True
+    finally:
+        await conn.close()
+
+
+def without_password(url: str) -> str:
+    return re.sub(r"^([a-z]+://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+def describe(stack: Stack) -> str:
+    lines = [f"database: {without_password(stack.database)}"]
+    for process in stack.processes:
+        lines.append(f"  {process.name:<10} {process.address}")
+    return "\n".join(lines)
 
 
 def relay(name: str, line: str) -> None:
@@ -52,15 +113,30 @@ def relay(name: str, line: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     var_dir = (REPO_ROOT / args.var_dir).resolve()
-    stack = Stack(
-        StackConfig(
-            workdir=var_dir,
-            render=Role(listen=args.render_listen),
-            export=Role(listen=args.export_listen),
-            gateway=Role(listen=args.gateway_listen),
-            echo=relay,
+    if args.create_database:
+        if not args.database.startswith(POSTGRES_SCHEMES):
+            print("--create-database needs --database postgresql://...", file=sys.stderr)
+            return 2
+        try:
+            if asyncio.run(create_database(args.database)):
+                print(f"created the database {without_password(args.database)}", flush=True)
+        except (OSError, ValueError, TimeoutError, asyncpg.PostgresError) as error:
+            print(f"cannot create the database: {error}", file=sys.stderr, flush=True)
+            return 1
+    try:
+        stack = Stack(
+            StackConfig(
+                workdir=var_dir,
+                database=args.database,
+                render=Role(count=args.renders, listen=args.render_listen),
+                export=Role(count=args.exports, listen=args.export_listen),
+                gateway=Role(count=args.gateways, listen=args.gateway_listen),
+                echo=relay,
+            )
         )
-    )
+    except ValueError as error:
+        print(f"videojob cannot start: {error}", file=sys.stderr, flush=True)
+        return 2
     stop = threading.Event()
 
     def interrupt_start(signum: int, frame: FrameType | None) -> None:
@@ -76,8 +152,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         stack.start()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, request_stop)
-        print(f"videojob is up: open http://{stack.gateway.address}/", flush=True)
-        print("Ctrl-C stops all three", flush=True)
+        print(describe(stack), flush=True)
+        if stack.gateways:
+            print(f"videojob is up: open http://{stack.gateway.address}/", flush=True)
+        else:
+            print("videojob is up (no gateway)", flush=True)
+        print("Ctrl-C stops them all", flush=True)
         while not stop.wait(timeout=WATCH_INTERVAL_SECONDS):
             exited = [process for process in stack.processes if not process.alive()]
             if exited:
