@@ -16,10 +16,10 @@ A refused change raises ``TransitionRejected`` carrying the job as it is now.
 
 Every committed change is also appended, in the same transaction, to the job's history (one
 ``HistoryEntry`` per version: the named change, the state it left, when, and who wrote it). The
-history lives and dies with its job. Writes go through one conditional update per backend, so a
-further condition (the owner and lease epoch of the job, for several replicas) is one more term in
-that ``WHERE``; the job row and its history already carry ``owner`` and ``lease_epoch`` (unset
-until ownership exists).
+history lives and dies with its job. Writes go through one conditional update per backend; a
+write that names a ``Lease`` (every write of a job's tracker) adds the owner and lease epoch to
+that ``WHERE`` and is refused with StaleLease when another replica holds the job. The job row and
+each history entry carry ``owner`` and ``lease_epoch``.
 
 A database that cannot be reached raises ``StoreUnavailable`` (gRPC UNAVAILABLE); the store tells
 its availability listeners when it goes and comes back.
@@ -131,7 +131,7 @@ class HistoryEntry:
     error_code: str
     recorded_at: datetime
     # Which process wrote it (see default_writer); ``owner`` and ``lease_epoch`` name the owning
-    # replica and its lease once jobs have owners, None until then.
+    # replica and its lease at that change (None for a job no replica owned).
     writer: str
     owner: str | None
     lease_epoch: int | None
