@@ -149,8 +149,8 @@ async def test_progress_counts_video_frames_and_finalizing_waits_for_the_last(
     async with create_channel(service.address) as channel:
         stub = render_pb2_grpc.RenderServiceStub(channel)
         # Several progress reports (one per 0.5 s of wall time), however fast the machine:
-        # ffmpeg runs 10 ms in every 210 ms, about 1/20 of its speed.
-        with Throttle.children_of(service.pid, pause=0.2, run=0.01):
+        # ffmpeg runs 10 ms in every 410 ms, about 1/40 of its speed.
+        with Throttle.children_of(service.pid, pause=0.4, run=0.01):
             events = await collect(stub.Render(render_request("frames-1", spec)))
     assert_well_formed(events, "frames-1")
     assert kind(events[-1]) == "completed", events[-1]
