@@ -11,6 +11,7 @@ from bench import (
     bench_latency,
     bench_overhead,
     bench_poll,
+    bench_replica_changes,
     bench_store,
     bench_tracking,
 )
@@ -31,5 +32,6 @@ BENCHMARK_MODULES: tuple[ModuleType, ...] = (
     bench_poll,
     bench_tracking,
     bench_store,
+    bench_replica_changes,
 )
 BENCHMARKS: dict[str, ModuleType] = {module.NAME: module for module in BENCHMARK_MODULES}
