@@ -67,6 +67,9 @@ CURSOR = re.compile(CURSOR_PATTERN)
 CONTENT_TYPES = CONTAINER_MEDIA_TYPES
 LIVEZ_BODY = b'{"status":"ok"}'
 MEDIA_PATH = "/api/media"
+IDEMPOTENT_REPLAYED_HEADER = "Idempotent-Replayed"
+# The export service's trailing metadata on a CreateExport that replayed a known request id.
+IDEMPOTENT_REPLAYED_METADATA = "idempotent-replayed"
 
 
 class Export:
@@ -120,11 +123,22 @@ async def create_job(request: Request) -> Response:
         raise MalformedArgument("body", f"is not valid JSON: {error}") from None
     spec = spec_from_json(body)
     export = _export(request)
-    job = await export.stub.CreateExport(
+    call = export.stub.CreateExport(
         export_pb2.CreateExportRequest(request_id=request_id, spec=spec),
         timeout=export.timeout,
     )
-    return _job_response(job, status_code=201)
+    job = await call
+    # A replayed Idempotency-Key gets the first answer again (201, the same job), marked.
+    headers = {"Location": f"/api/jobs/{job.id}"}
+    if _replayed(await call.trailing_metadata()):
+        headers[IDEMPOTENT_REPLAYED_HEADER] = "true"
+    return JSONResponse(job_to_json(job), status_code=201, headers=headers)
+
+
+def _replayed(metadata: Any) -> bool:
+    return any(
+        key == IDEMPOTENT_REPLAYED_METADATA and value == "true" for key, value in metadata or ()
+    )
 
 
 def _status_param(request: Request) -> export_pb2.JobStatus.ValueType:
@@ -207,6 +221,21 @@ async def get_job(request: Request) -> Response:
     return _job_response(await _get(request, _job_id(request)))
 
 
+async def job_resource(request: Request) -> Response:
+    if request.method == "DELETE":
+        return await delete_job(request)
+    return await get_job(request)
+
+
+async def delete_job(request: Request) -> Response:
+    """A finished job's record, history and file are removed: 204, and 404 from then on."""
+    export = _export(request)
+    await export.stub.DeleteExport(
+        export_pb2.DeleteExportRequest(id=_job_id(request)), timeout=export.timeout
+    )
+    return Response(status_code=204)
+
+
 async def cancel_job(request: Request) -> Response:
     export = _export(request)
     job = await export.stub.CancelExport(
@@ -267,6 +296,10 @@ async def job_events(request: Request) -> Response:
     else:
         job = await _get(request, job_id)
         terminal, version = is_terminal(job), job.version
+    if after_version > version:
+        # Ahead of the job (a client's stale or invented id): it gets the current state, as
+        # a new watcher would, rather than a wait for versions that may never come.
+        after_version = version - 1
     if terminal and after_version >= version:
         # Nothing more will ever come; 204 also tells EventSource to stop reconnecting.
         return Response(status_code=204, headers=sse.SSE_HEADERS)
@@ -389,9 +422,16 @@ def create_app(settings: Settings) -> Starlette:
             Middleware(
                 CORSMiddleware,
                 allow_origins=list(settings.cors_origins),
-                allow_methods=["GET", "POST"],
+                allow_methods=["GET", "POST", "DELETE"],
                 allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
-                expose_headers=["Content-Disposition", "Content-Length", "Content-Range"],
+                expose_headers=[
+                    "Content-Disposition",
+                    "Content-Length",
+                    "Content-Range",
+                    "Location",
+                    IDEMPOTENT_REPLAYED_HEADER,
+                    "Retry-After",
+                ],
                 max_age=600,
             )
         )
@@ -416,7 +456,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/api/events", page_events, methods=["GET"]),
         Route("/api/jobs", jobs_collection, methods=["GET", "POST"]),
         Route(MEDIA_PATH, media_collection, methods=["GET", "POST"]),
-        Route("/api/jobs/{id}", get_job, methods=["GET"]),
+        Route("/api/jobs/{id}", job_resource, methods=["GET", "DELETE"]),
         Route("/api/jobs/{id}/cancel", cancel_job, methods=["POST"]),
         Route("/api/jobs/{id}/events", job_events, methods=["GET"]),
         Route("/api/jobs/{id}/history", job_history, methods=["GET"]),

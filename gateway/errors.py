@@ -28,6 +28,7 @@ from videojob.errors import (
     http_status_for,
 )
 from videojob.grpc_errors import error_info, field_violation
+from videojob.limits import API_TERMINAL_JOB_STATUSES, RETRY_AFTER_SECONDS
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,8 @@ _CODE_FOR_HTTP_STATUS = {
     413: "payload_too_large",
     415: "unsupported_media_type",
 }
+# Busy (429) and away (503): a client may try again, after this many seconds.
+RETRY_AFTER_STATUSES = frozenset({429, 503})
 _UPSTREAM_MESSAGES = {
     grpc.StatusCode.UNAVAILABLE: "the export service is unavailable",
     grpc.StatusCode.DEADLINE_EXCEEDED: "the export service did not answer in time",
@@ -69,6 +72,10 @@ def error_response(
     }
     if field is not None:
         body["field"] = field
+    if status in RETRY_AFTER_STATUSES and not any(
+        name.lower() == "retry-after" for name in headers or {}
+    ):
+        headers = {**(headers or {}), "Retry-After": str(RETRY_AFTER_SECONDS)}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -86,6 +93,15 @@ def _reworded(reason: str, metadata: Mapping[str, str]) -> tuple[str, str | None
     if reason == Reason.JOB_FINISHED:
         status = api_status_name(metadata.get("status", ""))
         return f"the job is {status}; only queued or running jobs can be cancelled", None
+    if reason == Reason.REQUEST_ID_DELETED:
+        job_id = metadata.get("job_id", "")
+        message = f"this Idempotency-Key created job {job_id}, which was deleted"
+        return message, "Idempotency-Key"
+    if reason == Reason.JOB_ACTIVE:
+        status = api_status_name(metadata.get("status", ""))
+        if status in API_TERMINAL_JOB_STATUSES:
+            return f"the job is {status} but its render is still being cleaned up; retry", None
+        return f"the job is {status}; only finished jobs can be deleted (cancel it first)", None
     if reason == Reason.REQUEST_ID_REUSED:
         job_id = metadata.get("job_id", "")
         message = f"this Idempotency-Key was already used for job {job_id} with a different spec"
@@ -110,7 +126,7 @@ def grpc_error_response(exc: grpc.aio.AioRpcError) -> JSONResponse:
         message, field = worded
     elif code in _UPSTREAM_MESSAGES:
         message = _UPSTREAM_MESSAGES[code]
-    status = http_status_for(code, kind)
+    status = http_status_for(code, kind, info.reason if info is not None else None)
     if status >= 500:
         logger.warning("export service call failed: %s %s", code.name, exc.details())
     return error_response(status, message, code=error_code_name(code), field=field)

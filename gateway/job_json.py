@@ -100,7 +100,7 @@ def job_to_json(job: export_pb2.VideoJob) -> dict[str, Any]:
     outputDurationSeconds and spec."""
     running = job.status == export_pb2.RUNNING
     completed = job.status == export_pb2.COMPLETED
-    error: dict[str, str] | None = None
+    error: dict[str, Any] | None = None
     if job.HasField("error") and (job.error.code or job.error.message):
         error = {
             "code": job.error.code,
@@ -108,6 +108,8 @@ def job_to_json(job: export_pb2.VideoJob) -> dict[str, Any]:
         }
         if job.error.field:
             error["field"] = http_field(job.error.field)
+        if job.error.log_tail:
+            error["logLines"] = job.error.log_tail.splitlines()
     return {
         "id": job.id,
         "status": STATUS_NAMES.get(job.status, "queued"),

@@ -22,7 +22,13 @@ _TYPE_NAMES = {
     "integer": "an integer",
     "number": "a number",
     "boolean": "true or false",
+    "null": "null",
 }
+
+
+def _type_text(type_name: str | list[str]) -> str:
+    names = type_name if isinstance(type_name, list) else [type_name]
+    return " or ".join(_TYPE_NAMES[name] for name in names)
 
 
 def _join(path: str, key: str | int) -> str:
@@ -31,7 +37,11 @@ def _join(path: str, key: str | int) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _is_type(value: Any, type_name: str) -> bool:
+def _is_type(value: Any, type_name: str | list[str]) -> bool:
+    if isinstance(type_name, list):
+        return any(_is_type(value, name) for name in type_name)
+    if type_name == "null":
+        return value is None
     if type_name == "object":
         return isinstance(value, dict)
     if type_name == "array":
@@ -84,7 +94,7 @@ class SchemaChecker:
         where = path or "body"
         type_name = schema.get("type")
         if type_name is not None and not _is_type(value, type_name):
-            raise InvalidArgument(where, f"must be {_TYPE_NAMES[type_name]}")
+            raise InvalidArgument(where, f"must be {_type_text(type_name)}")
         if "const" in schema and not _same(value, schema["const"]):
             raise InvalidArgument(where, f"must be {_json_text(schema['const'])}")
         if "enum" in schema and not any(_same(value, choice) for choice in schema["enum"]):

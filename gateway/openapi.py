@@ -25,6 +25,11 @@ _WATCH_ID = f"[^,]{{1,{MAX_JOB_ID_LENGTH}}}"
 WATCH_IDS_PATTERN = f"^({_WATCH_ID}(,{_WATCH_ID}){{0,{MAX_WATCH_IDS - 1}}})?$"
 
 
+# On a property whose maximum is the widest of several: the real bound depends on the named
+# field (stated by an allOf rule per value of it).
+BOUND_DEPENDS_ON = "x-bound-depends-on"
+
+
 def _media_path(description: str) -> dict[str, Any]:
     return {
         "type": "string",
@@ -53,7 +58,7 @@ def _dimension(bound: int, description: str) -> dict[str, Any]:
     }
 
 
-# Width and height are set together (0 for both means the default).
+# A test pattern's width and height are set together (0 for both means the default).
 _SIZE_TOGETHER = {"width": ["height"], "height": ["width"]}
 
 
@@ -72,6 +77,30 @@ def _codecs_by_container() -> list[dict[str, Any]]:
         if container not in limits.FASTSTART_CONTAINERS:
             allowed["faststart"] = {"enum": [False]}
         rules.append({"if": condition, "then": {"properties": allowed}})
+    return rules
+
+
+def _crf_by_codec() -> list[dict[str, Any]]:
+    """One ``if container is C and videoCodec is V then crf within V's range`` rule per pair
+    the document allows (a container's default codec is checked by the service, which names
+    ``output.crf`` the same way)."""
+    rules: list[dict[str, Any]] = []
+    for container in limits.CONTAINERS:
+        for codec in limits.VIDEO_CODECS_BY_CONTAINER[container]:
+            low, high = limits.CRF_RANGE_BY_CODEC[codec]
+            required = ["videoCodec"]
+            if container != limits.DEFAULT_CONTAINER:
+                required.append("container")
+            condition = {
+                "required": required,
+                "properties": {
+                    "container": {"const": container},
+                    "videoCodec": {"const": codec},
+                },
+            }
+            crf = {"type": ["integer", "null"], "minimum": low, "maximum": high}
+            then = {"properties": {"crf": crf}}
+            rules.append({"if": condition, "then": then})
     return rules
 
 
@@ -165,8 +194,7 @@ COMPONENT_SCHEMAS: dict[str, dict[str, Any]] = {
             + "). The codecs each container allows are listed in allOf."
         ),
         "additionalProperties": False,
-        "dependentRequired": _SIZE_TOGETHER,
-        "allOf": _codecs_by_container(),
+        "allOf": [*_codecs_by_container(), *_crf_by_codec()],
         "properties": {
             "container": {
                 "type": "string",
@@ -175,10 +203,29 @@ COMPONENT_SCHEMAS: dict[str, dict[str, Any]] = {
             },
             "videoCodec": {"type": "string", "description": "One the container allows."},
             "audioCodec": {"type": "string", "description": "One the container allows."},
-            "width": _dimension(limits.MAX_WIDTH, "0 keeps the source's width."),
-            "height": _dimension(limits.MAX_HEIGHT, "0 keeps the source's height."),
+            "width": _dimension(
+                limits.MAX_WIDTH,
+                "0 keeps the source's width; set alone, the height follows the aspect ratio.",
+            ),
+            "height": _dimension(
+                limits.MAX_HEIGHT,
+                "0 keeps the source's height; set alone, the width follows the aspect ratio.",
+            ),
             "fps": _fps("Output frame rate; the source's when left out."),
-            "crf": {"type": "integer", "minimum": limits.MIN_CRF, "maximum": limits.MAX_CRF},
+            "crf": {
+                "type": ["integer", "null"],
+                "minimum": limits.MIN_CRF,
+                "maximum": limits.MAX_CRF,
+                # The largest any codec allows; each codec's own range is an allOf rule.
+                BOUND_DEPENDS_ON: "videoCodec",
+                "description": "Quality (lower is better); null or left out: the encoder's "
+                "default. Its range depends on the video codec: "
+                + ", ".join(
+                    f"{codec} {low}-{high}"
+                    for codec, (low, high) in limits.CRF_RANGE_BY_CODEC.items()
+                )
+                + ".",
+            },
             "preset": {"type": "string", "enum": list(limits.PRESETS)},
             "faststart": {
                 "type": "boolean",
@@ -195,6 +242,14 @@ COMPONENT_SCHEMAS: dict[str, dict[str, Any]] = {
             "field": {
                 "type": "string",
                 "description": "The spec field the error is about (source.transcode.inputPath).",
+            },
+            "logLines": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": (
+                    f"The last lines of ffmpeg's log (at most {limits.MAX_LOG_TAIL_LINES} lines, "
+                    f"{limits.MAX_LOG_TAIL_BYTES} bytes), when ffmpeg had a say in the failure."
+                ),
             },
         },
     },
@@ -394,6 +449,18 @@ def _error(description: str) -> dict[str, Any]:
     }
 
 
+def _retry_later(description: str) -> dict[str, Any]:
+    return {
+        **_error(description),
+        "headers": {
+            "Retry-After": {
+                "description": "Seconds to wait before trying again.",
+                "schema": {"type": "integer", "minimum": 0},
+            }
+        },
+    }
+
+
 def _job(description: str) -> dict[str, Any]:
     return {
         "description": description,
@@ -421,8 +488,8 @@ ACCESS_TOKEN_PARAMETER: dict[str, Any] = {
 
 _API_ERRORS: dict[str, Any] = {
     "401": _error("The API token is missing or wrong (only when the gateway has one)."),
-    "429": _error("The export service is at capacity."),
-    "503": _error("The export service is unreachable."),
+    "429": _retry_later("The export service is at capacity."),
+    "503": _retry_later("The export service is unreachable."),
     "504": _error("The export service did not answer in time."),
 }
 
@@ -469,7 +536,25 @@ def _build() -> dict[str, Any]:
                         },
                     },
                     "responses": {
-                        "201": _job("The job (a new one, or the one this Idempotency-Key made)."),
+                        "201": {
+                            **_job(
+                                "The job: a new one, or the one this Idempotency-Key made "
+                                "(the first answer again, with `Idempotent-Replayed: true`). "
+                                "Its input files were checked first (when a render service "
+                                "answered in time)."
+                            ),
+                            "headers": {
+                                "Location": {
+                                    "description": "The job's URL: /api/jobs/{id}.",
+                                    "schema": {"type": "string"},
+                                },
+                                "Idempotent-Replayed": {
+                                    "description": "`true` when the Idempotency-Key was seen "
+                                    "before: this is its job, nothing new was started.",
+                                    "schema": {"type": "string", "enum": ["true"]},
+                                },
+                            },
+                        },
                         "400": _error(
                             "The body is not JSON, or the Idempotency-Key is not 1 to "
                             f"{MAX_IDEMPOTENCY_KEY_LENGTH} visible ASCII characters; `field` "
@@ -477,6 +562,10 @@ def _build() -> dict[str, Any]:
                         ),
                         "413": _error("The body is too large."),
                         "409": _error("This Idempotency-Key was used for a different spec."),
+                        "410": _error(
+                            "This Idempotency-Key made a job that was deleted: it is never "
+                            "rendered again; `field` is `Idempotency-Key`."
+                        ),
                         "415": _error("The body is not application/json."),
                         "422": _error(
                             "A field of the spec is outside its documented range; `field` "
@@ -548,7 +637,27 @@ def _build() -> dict[str, Any]:
                         "404": _error("No job has this id."),
                         **_API_ERRORS,
                     },
-                }
+                },
+                "delete": {
+                    "operationId": "deleteJob",
+                    "summary": "Delete a finished job: its record, its history and its file.",
+                    "description": (
+                        "Only a completed, failed or cancelled job can be deleted; afterwards it "
+                        "is 404, and its Idempotency-Key answers 410. The export service's "
+                        "`--job-retention` deletes finished jobs the same way after a given age."
+                    ),
+                    "security": [{"bearer": []}, {}],
+                    "parameters": [JOB_ID_PARAMETER],
+                    "responses": {
+                        "204": {"description": "Deleted."},
+                        "404": _error("No job has this id."),
+                        "409": _error(
+                            "The job is queued or running (cancel it first), or its render is "
+                            "still being cleaned up after a cancel (retry shortly)."
+                        ),
+                        **_API_ERRORS,
+                    },
+                },
             },
             "/api/jobs/{id}/cancel": {
                 "post": {
@@ -556,9 +665,12 @@ def _build() -> dict[str, Any]:
                     "security": [{"bearer": []}, {}],
                     "parameters": [JOB_ID_PARAMETER],
                     "responses": {
-                        "200": _job("The job, cancelled."),
+                        "200": _job(
+                            "The job, cancelled (also when it was cancelled already: a "
+                            "repeated cancel gets the same answer)."
+                        ),
                         "404": _error("No job has this id."),
-                        "409": _error("The job has already finished."),
+                        "409": _error("The job has already completed or failed."),
                         **_API_ERRORS,
                     },
                 }
@@ -571,7 +683,8 @@ def _build() -> dict[str, Any]:
                         "Event `progress` for queued/running states and `completed`, `failed` "
                         "or `cancelled` for the terminal one, after which the stream ends. "
                         "`id:` is the job's version and `data:` the Job JSON. `Last-Event-ID` "
-                        "(header, or `lastEventId` query) resumes after that version. A "
+                        "(header, or `lastEventId` query) resumes after that version; one "
+                        "ahead of the job's version gets the current state first. A "
                         "`: keep-alive` comment is sent at least every 15 s."
                     ),
                     "security": [{"bearer": []}, {}],
@@ -842,6 +955,31 @@ def _build() -> dict[str, Any]:
                         },
                         "503": {
                             "description": "The export service is not reachable or not serving.",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Health"}
+                                }
+                            },
+                        },
+                    },
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "operationId": "readiness",
+                    "description": "The gateway can serve: an export service answers and its "
+                    "job database is up.",
+                    "responses": {
+                        "200": {
+                            "description": "Ready.",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Health"}
+                                }
+                            },
+                        },
+                        "503": {
+                            "description": "No export service answers, or its database is down.",
                             "content": {
                                 "application/json": {
                                     "schema": {"$ref": "#/components/schemas/Health"}

@@ -34,7 +34,7 @@ from google.protobuf import json_format
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from gateway.openapi import OPENAPI_DOCUMENT, REFUSED_WITH
+from gateway.openapi import BOUND_DEPENDS_ON, OPENAPI_DOCUMENT, REFUSED_WITH
 from tests.gateway.conftest import Stack
 from tests.gateway.conftest import stack as stack
 from videojob import limits
@@ -108,6 +108,10 @@ def _walk_schema(
 ) -> Iterator[tuple[JsonPath, str, Any, Schema, tuple[tuple[JsonPath, Any], ...]]]:
     schema = _resolve(schema)
     for keyword in LIMIT_KEYWORDS:
+        # A maximum that depends on another field (crf on the codec) is probed by the rules
+        # that state it per value of that field.
+        if keyword == "maximum" and BOUND_DEPENDS_ON in schema and not context:
+            continue
         if keyword in schema:
             yield json_path, keyword, schema[keyword], schema, context
     for name, child in schema.get("properties", {}).items():
@@ -172,24 +176,21 @@ def _text(length: int, location: str) -> str:
     return "".join(characters)
 
 
+def _integer(schema: Schema) -> bool:
+    kind = schema.get("type")
+    return kind == "integer" or (isinstance(kind, list) and "integer" in kind)
+
+
 def _step(schema: Schema) -> int:
     return int(schema.get("multipleOf", 1))
 
 
 def _above(value: float, schema: Schema) -> float:
-    return (
-        value + _step(schema)
-        if schema.get("type") == "integer"
-        else math.nextafter(value, math.inf)
-    )
+    return value + _step(schema) if _integer(schema) else math.nextafter(value, math.inf)
 
 
 def _below(value: float, schema: Schema) -> float:
-    return (
-        value - _step(schema)
-        if schema.get("type") == "integer"
-        else math.nextafter(value, -math.inf)
-    )
+    return value - _step(schema) if _integer(schema) else math.nextafter(value, -math.inf)
 
 
 def _outside(members: list[Any]) -> Any:
@@ -490,6 +491,17 @@ def test_the_walk_finds_the_limits_of_every_kind_and_place() -> None:
     assert webm_codecs == {limits.VIDEO_CODECS_BY_CONTAINER["webm"][0]}
 
 
+def input_file_missing(response: httpx.Response) -> bool:
+    """A create whose values all passed, refused for what the render service found at create
+    time: the input file the spec names does not exist (the probes name files nobody made)."""
+    if response.status_code != 422:
+        return False
+    body = response.json()
+    field = body.get("field", "")
+    is_input = field.endswith(("inputPath", "imagePath", "audioPath", "subtitlesPath"))
+    return is_input and "file not found" in body.get("message", "")
+
+
 @pytest.mark.parametrize("probe", ALL_PROBES, ids=_probe_id)
 def test_each_documented_limit_is_what_the_stack_enforces(
     probe: Probe,
@@ -508,6 +520,8 @@ def test_each_documented_limit_is_what_the_stack_enforces(
             with pytest.raises(grpc.RpcError) as caught:
                 export_stub.GetExport(export_pb2.GetExportRequest(id=probe.value), timeout=10)
             assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+            return
+        if input_file_missing(response):
             return
         assert response.status_code in (200, 201), response.text
         if response.status_code == 201:

@@ -11,6 +11,7 @@ import random
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -26,9 +27,15 @@ from export_service.store import (
     TransitionRejected,
     open_store,
 )
-from export_service.store.base import Change, created_at_us, decode_cursor, encode_cursor
+from export_service.store.base import (
+    Change,
+    RequestIdDeleted,
+    created_at_us,
+    decode_cursor,
+    encode_cursor,
+)
 from tests.support.postgres import create_schema, run_sync
-from videojob.errors import ResourceExhausted
+from videojob.errors import Reason, ResourceExhausted
 
 
 class RawRefused(Exception):
@@ -639,3 +646,87 @@ async def write_change(store: JobStore, job_id: str, kind: str) -> bool:
     except TransitionRejected:
         return False
     return True
+
+
+# --- The job lifecycle: delete, tombstones, retention, failure log tails ------------------------
+
+
+async def test_delete_removes_a_finished_job_and_its_history(store: JobStore) -> None:
+    await new_job(store, "done")
+    deleted = await complete(store, "done")
+    assert (await store.delete("done")).id == deleted.id
+    with pytest.raises(JobNotFound):
+        await store.get("done")
+    with pytest.raises(JobNotFound):
+        await store.history("done")
+    with pytest.raises(JobNotFound):
+        await store.delete("done")
+
+
+async def test_delete_refuses_active_jobs_and_pending_clean_ups(store: JobStore) -> None:
+    await new_job(store, "queued")
+    with pytest.raises(TransitionRejected) as refused:
+        await store.delete("queued")
+    assert refused.value.current.status is JobStatus.QUEUED
+    await new_job(store, "cancelled")
+    await store.cancel("cancelled")  # cancel_requested until the render is released
+    with pytest.raises(TransitionRejected) as pending:
+        await store.delete("cancelled")
+    assert pending.value.current.cancel_requested
+    await store.render_released("cancelled")
+    await store.delete("cancelled")
+    assert (await store.get("queued")).status is JobStatus.QUEUED
+
+
+async def test_a_deleted_jobs_request_id_is_never_used_again(store: JobStore) -> None:
+    await new_job(store, "first", request_id="key")
+    await store.fail("first", code="FFMPEG_ERROR", message="boom")
+    assert (await store.find_by_request_id("key")) is not None
+    await store.delete("first")
+    with pytest.raises(RequestIdDeleted) as gone:
+        await store.create(job_id="second", request_id="key", spec=b"spec")
+    assert (gone.value.job_id, gone.value.error_reason) == ("first", Reason.REQUEST_ID_DELETED)
+    with pytest.raises(RequestIdDeleted):
+        await store.find_by_request_id("key")
+    with pytest.raises(JobNotFound):
+        await store.get("second")
+    assert await store.find_by_request_id("unknown") is None
+
+
+async def test_tombstones_outlive_reopening(backend: Backend) -> None:
+    store = await backend.open()
+    await new_job(store, "kept", request_id="kept-key")
+    await store.cancel("kept")
+    await store.render_released("kept")
+    await store.delete("kept")
+    await store.close()
+    reopened = await backend.open()
+    with pytest.raises(RequestIdDeleted):
+        await reopened.create(job_id="again", request_id="kept-key", spec=b"spec")
+
+
+async def test_list_expired_names_only_deletable_jobs_finished_before(store: JobStore) -> None:
+    await new_job(store, "old")
+    await complete(store, "old")
+    await new_job(store, "pending")
+    await store.cancel("pending")
+    await new_job(store, "active")
+    cutoff = datetime.now(UTC) + timedelta(seconds=1)
+    expired = await store.list_expired(finished_before=cutoff, limit=10)
+    assert [job.id for job in expired] == ["old"]
+    assert await store.list_expired(finished_before=cutoff - timedelta(hours=1), limit=10) == []
+    await new_job(store, "newer")
+    await complete(store, "newer")
+    later = datetime.now(UTC) + timedelta(seconds=1)
+    page = await store.list_expired(finished_before=later, limit=1)
+    assert [job.id for job in page] == ["old"]
+
+
+async def test_a_failure_keeps_ffmpegs_log_tail(store: JobStore) -> None:
+    await new_job(store, "f")
+    tail = "frame=1\n[in#0] Invalid data found when processing input"
+    failed = await store.fail("f", code="FFMPEG_ERROR", message="boom", log_tail=tail)
+    assert failed.error_log_tail == tail
+    assert (await store.get("f")).error_log_tail == tail
+    await new_job(store, "quiet")
+    assert (await store.fail("quiet", code="INTERNAL", message="x")).error_log_tail == ""

@@ -36,3 +36,46 @@ def media_duration(path: Path) -> float:
     duration = header_duration(path)
     assert duration is not None, media_header(path)
     return duration
+
+
+_VIDEO_SIZE = re.compile(r"Stream #\d+:\d+.*?: Video: .*?(?<![\dx])(\d{2,5})x(\d{2,5})(?!\d)")
+
+
+def video_size(path: Path) -> tuple[int, int]:
+    """The width and height of the file's first video stream, as ffmpeg reads them."""
+    header = media_header(path)
+    match = _VIDEO_SIZE.search(header)
+    assert match is not None, header
+    return int(match.group(1)), int(match.group(2))
+
+
+def make_clip(path: Path, *, width: int = 160, height: int = 120, seconds: float = 1.0) -> Path:
+    """A tiny H.264 MP4 (moov atom first, so a truncated copy still has a readable header)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [
+            ffmpeg_binary(),
+            "-hide_banner",
+            "-nostdin",
+            "-y",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc2=size={width}x{height}:rate=10:duration={seconds}",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            "-movflags",
+            "+faststart",
+            str(path),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return path

@@ -1,0 +1,46 @@
+"""The input check CreateExport makes before accepting a job: a render service (it owns the
+media root) answers CheckInputs. A refusal naming a field becomes the create's refusal; when no
+render service answers in time (or one too old to know the call), the job is accepted and the
+render's own check decides."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import grpc
+
+from videojob.errors import InvalidArgument
+from videojob.grpc_errors import field_violation
+from videojob.limits import CHECK_INPUTS_TIMEOUT_SECONDS
+from videojob.render.v1 import render_pb2, spec_pb2
+
+if TYPE_CHECKING:
+    from videojob.render.v1.render_pb2_grpc import RenderServiceAsyncStub
+
+logger = logging.getLogger(__name__)
+
+
+def has_input_files(spec: spec_pb2.RenderSpec) -> bool:
+    return spec.source.WhichOneof("kind") in ("transcode", "slideshow")
+
+
+async def check_inputs(
+    stub: RenderServiceAsyncStub,
+    spec: spec_pb2.RenderSpec,
+    deadline_seconds: float = CHECK_INPUTS_TIMEOUT_SECONDS,
+) -> None:
+    """InvalidArgument naming the field of an input that is missing, outside the media root or
+    unreadable; returns when the inputs are fine or nobody could tell."""
+    if not has_input_files(spec):
+        return
+    try:
+        await stub.CheckInputs(render_pb2.CheckInputsRequest(spec=spec), timeout=deadline_seconds)
+    except grpc.aio.AioRpcError as error:
+        violation = field_violation(error)
+        if error.code() == grpc.StatusCode.INVALID_ARGUMENT and violation is not None:
+            raise InvalidArgument(violation.field, violation.description) from None
+        logger.info(
+            "input check not answered (%s): the render will check the inputs",
+            error.code().name,
+        )
