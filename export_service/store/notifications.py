@@ -191,6 +191,8 @@ class ChangeFeed:
                 await self.poll_once()
             except StoreUnavailable as error:
                 logger.debug("change poll: %s", error)
+            except asyncpg.PostgresError as error:
+                logger.warning("change poll failed: %s", error)
             if time.monotonic() >= next_list_poll:
                 next_list_poll = time.monotonic() + self._list_poll_interval
                 self._sink.wake_list_watchers()
