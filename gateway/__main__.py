@@ -18,6 +18,7 @@ from types import FrameType
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from gateway.app import create_app
 from gateway.list_watch import ListWatchHub
@@ -38,6 +39,7 @@ from videojob.flags import (
     FlagTable,
     integer,
     listen_address,
+    log_format_flag,
     log_level_flag,
     number,
     path,
@@ -46,6 +48,7 @@ from videojob.flags import (
 )
 from videojob.grpc_setup import TlsFiles
 from videojob.logging_setup import configure_logging
+from videojob.tracing import configure_tracing
 
 logger = logging.getLogger("gateway")
 
@@ -136,6 +139,7 @@ FLAGS = FlagTable(
         ),
         Flag("--access-log", BOOLEAN, False, "log every request"),
         log_level_flag(),
+        log_format_flag(),
     ),
 )
 
@@ -217,12 +221,17 @@ class GatewayServer(uvicorn.Server):
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     flags = FLAGS.parse_or_exit(argv, environ)
-    configure_logging(flags.log_level)
+    configure_logging(flags.log_level, flags.log_format)
     logging.getLogger("uvicorn.access").addFilter(RedactAccessToken())
     app = create_app(settings_from_flags(flags))
+    served: ASGIApp = app
+    if configure_tracing("gateway", environ):
+        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+        served = OpenTelemetryMiddleware(app, excluded_urls="/metrics,/livez,/readyz,/healthz")
     host, port = split_host_port(flags.listen)
     config = uvicorn.Config(
-        app,
+        served,
         host=host,
         port=port,
         log_config=None,

@@ -47,7 +47,7 @@ from gateway.openapi import (
 )
 from gateway.settings import Settings
 from gateway.watch_hub import JobWatchHub
-from videojob import limits
+from videojob import limits, metrics, tracing
 from videojob.errors import FailedPrecondition, InvalidArgument, MalformedArgument, NotFound
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 from videojob.grpc_setup import (
@@ -62,6 +62,8 @@ logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 EXPORT_SERVICE_NAME = "videojob.export.v1.ExportService"
+# The export service's report of its render services (export_service.render_health).
+RENDER_HEALTH_SERVICE_NAME = f"{EXPORT_SERVICE_NAME}/render"
 HEALTH_CHECK_TIMEOUT_SECONDS = 2.0
 CURSOR = re.compile(CURSOR_PATTERN)
 CONTENT_TYPES = CONTAINER_MEDIA_TYPES
@@ -128,6 +130,7 @@ async def create_job(request: Request) -> Response:
         timeout=export.timeout,
     )
     job = await call
+    tracing.annotate_current_span(job_id=job.id)
     # A replayed Idempotency-Key gets the first answer again (201, the same job), marked.
     headers = {"Location": f"/api/jobs/{job.id}"}
     if _replayed(await call.trailing_metadata()):
@@ -339,25 +342,53 @@ async def download(request: Request) -> Response:
     )
 
 
-async def healthz(request: Request) -> Response:
-    export = _export(request)
+async def _health_state(export: Export, service: str) -> str:
+    """The export service's health of ``service``: SERVING, NOT_SERVING, SERVICE_UNKNOWN, or
+    UNREACHABLE when it does not answer."""
     try:
         answer = await export.health.Check(
-            health_pb2.HealthCheckRequest(service=EXPORT_SERVICE_NAME),
-            timeout=HEALTH_CHECK_TIMEOUT_SECONDS,
+            health_pb2.HealthCheckRequest(service=service), timeout=HEALTH_CHECK_TIMEOUT_SECONDS
         )
     except grpc.aio.AioRpcError as error:
-        message = f"the export service is not reachable ({error.code().name.lower()})"
-        return JSONResponse(
-            {"status": "unavailable", "export": "UNREACHABLE", "message": message}, status_code=503
-        )
-    state = health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
-    if answer.status != health_pb2.HealthCheckResponse.SERVING:
-        message = f"the export service is {state}"
-        return JSONResponse(
-            {"status": "unavailable", "export": state, "message": message}, status_code=503
-        )
+        if error.code() == grpc.StatusCode.NOT_FOUND:
+            return "SERVICE_UNKNOWN"
+        return "UNREACHABLE"
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status))
+
+
+def _export_problem(state: str) -> str:
+    if state == "UNREACHABLE":
+        return "the export service is not reachable"
+    return f"the export service is {state}"
+
+
+async def healthz(request: Request) -> Response:
+    """The export service serves (as pinned), plus whether its render services answer: a job
+    is accepted while they do not, and waits for them."""
+    export = _export(request)
+    state, renders = await asyncio.gather(
+        _health_state(export, EXPORT_SERVICE_NAME),
+        _health_state(export, RENDER_HEALTH_SERVICE_NAME),
+    )
+    if state != "SERVING":
+        body = {"status": "unavailable", "export": state, "message": _export_problem(state)}
+        return JSONResponse({**body, "renders": renders}, status_code=503)
+    return JSONResponse({"status": "ok", "export": state, "renders": renders})
+
+
+async def readyz(request: Request) -> Response:
+    """Ready to serve: an export service answers and its job database is up (its overall
+    health, service "", follows the database)."""
+    state = await _health_state(_export(request), "")
+    if state != "SERVING":
+        body = {"status": "unavailable", "export": state, "message": _export_problem(state)}
+        return JSONResponse(body, status_code=503)
     return JSONResponse({"status": "ok", "export": state})
+
+
+async def prometheus_metrics(request: Request) -> Response:
+    body, content_type = metrics.exposition(metrics.GATEWAY)
+    return Response(body, headers={"Content-Type": content_type})
 
 
 async def livez(request: Request) -> Response:
@@ -452,6 +483,8 @@ def create_app(settings: Settings) -> Starlette:
         Route("/favicon.ico", favicon, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/livez", livez, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", prometheus_metrics, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/api/events", page_events, methods=["GET"]),
         Route("/api/jobs", jobs_collection, methods=["GET", "POST"]),

@@ -19,6 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 from grpc_reflection.v1alpha import reflection
 
+from videojob import tracing
 from videojob.grpc_errors import DomainErrorInterceptor
 
 logger = logging.getLogger(__name__)
@@ -62,7 +63,10 @@ class TlsFiles:
 def create_server() -> grpc.aio.Server:
     """A gRPC server with the shared options, whose methods answer domain errors with their
     rich status (videojob.grpc_errors)."""
-    return grpc.aio.server(options=SERVER_OPTIONS, interceptors=[DomainErrorInterceptor()])
+    return grpc.aio.server(
+        options=SERVER_OPTIONS,
+        interceptors=[*tracing.server_interceptors(), DomainErrorInterceptor()],
+    )
 
 
 def server_credentials(tls: TlsFiles) -> grpc.ServerCredentials | None:
@@ -90,9 +94,12 @@ def channel_credentials(tls: TlsFiles) -> grpc.ChannelCredentials | None:
 
 def create_channel(target: str, tls: TlsFiles | None = None) -> grpc.aio.Channel:
     credentials = channel_credentials(tls) if tls else None
+    interceptors = tracing.client_interceptors() or None
     if credentials is None:
-        return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
-    return grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+        return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS, interceptors=interceptors)
+    return grpc.aio.secure_channel(
+        target, credentials, options=CHANNEL_OPTIONS, interceptors=interceptors
+    )
 
 
 # A call that finds its replica down (UNAVAILABLE before any response) is tried on another.
@@ -193,9 +200,10 @@ def create_replica_channel(
     if server_name:
         options.append(("grpc.ssl_target_name_override", server_name))
     credentials = channel_credentials(tls) if tls else None
+    interceptors = tracing.client_interceptors() or None
     if credentials is None:
-        return grpc.aio.insecure_channel(target, options=options)
-    return grpc.aio.secure_channel(target, credentials, options=options)
+        return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
+    return grpc.aio.secure_channel(target, credentials, options=options, interceptors=interceptors)
 
 
 def bind(server: grpc.aio.Server, listen: str, tls: TlsFiles | None = None) -> int:
