@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable, Collection
 
 from export_service.store.base import Job, JobStore, StoreUnavailable
+from videojob import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -200,5 +201,14 @@ class Ownership:
                 self.replica_id, limit=CLAIM_BATCH, take_over=take_over
             )
             claimed += batch
+            for job in batch:
+                metrics.LEASE_TAKEOVERS.labels(takeover_reason(job, take_over=take_over)).inc()
             if len(batch) < CLAIM_BATCH:
                 return claimed
+
+
+def takeover_reason(job: Job, *, take_over: bool) -> str:
+    """Why ``job`` (just claimed) needed a new owner: a label of LEASE_TAKEOVERS."""
+    if job.claimed_from is None:
+        return "handed_back"
+    return "restart" if take_over else "expired"

@@ -208,14 +208,13 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
                 spec=spec,
                 max_active=self._config.max_active_jobs,
                 owner=self._supervisor.owner,
+                trace_context=tracing.inject_context() if tracing.tracing_enabled() else "",
             )
         else:
             job, created = known, False
         if created:
             metrics.JOBS_CREATED.inc()
             tracing.annotate_current_span(job_id=job.id)
-            if tracing.tracing_enabled():
-                await self._store.set_trace_context(job.id, tracing.inject_context())
             logger.info("job %s created (request %s)", job.id, request_id, extra={"job_id": job.id})
             self._supervisor.track_created(job)
         elif job.spec != spec:

@@ -128,9 +128,15 @@ EXPORT_WATCHERS = Gauge(
 )
 LEASE_TAKEOVERS = Counter(
     "videojob_lease_takeovers_total",
-    "Jobs this export process took over from another whose lease had expired.",
+    "Jobs this export process claimed, by reason: expired (its owner's lease ran out), "
+    "handed_back (no owner: released by a replica that stopped, or never owned), restart "
+    "(the only replica of an exclusive database takes its predecessor's jobs at its start).",
+    ["reason"],
     registry=EXPORT,
 )
+TAKEOVER_REASONS = ("expired", "handed_back", "restart")
+for _reason in TAKEOVER_REASONS:
+    LEASE_TAKEOVERS.labels(_reason)
 RENDER_SERVICE_UP = Gauge(
     "videojob_render_service_up",
     "1 while the render service answers its health check, 0 while it does not.",

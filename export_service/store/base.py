@@ -34,7 +34,7 @@ import os
 import socket
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from videojob import limits
@@ -110,6 +110,9 @@ class Job:
     # The last lines of ffmpeg's log when it had a say in the failure ("" otherwise), bounded
     # by videojob.limits.bounded_log_tail.
     error_log_tail: str = ""
+    # Set by claim_jobs only: the replica that owned the job just before that claim (None: no
+    # replica did, it was handed back or never owned). Not part of the job's state.
+    claimed_from: str | None = field(default=None, compare=False)
 
     @property
     def terminal(self) -> bool:
@@ -354,11 +357,14 @@ class JobStore(ABC):
         spec: bytes,
         max_active: int | None = None,
         owner: str | None = None,
+        trace_context: str = "",
     ) -> tuple[Job, bool]:
         """Inserts a QUEUED job (attempt 1, version 1) and returns (job, True); when
         ``request_id`` is already known returns (that job, False) instead. Raises
         ResourceExhausted when ``max_active`` jobs are already QUEUED or RUNNING. ``owner``:
-        the replica that owns the new job from the insert on (lease epoch 1)."""
+        the replica that owns the new job from the insert on (lease epoch 1).
+        ``trace_context``: the trace of the request that creates it (videojob.tracing), kept
+        in the same insert, so that no tracker ever sees the job without it."""
 
     @abstractmethod
     async def record_progress(
@@ -455,15 +461,12 @@ class JobStore(ABC):
         Bookkeeping only, not a change of the job (version unchanged)."""
 
     # Tracing: the context of the request that created a job (videojob.tracing), so that
-    # whichever tracker drives the job continues that trace. Bookkeeping only, like
-    # render_released; stores that keep none (test doubles) inherit these.
-
-    async def set_trace_context(self, job_id: str, trace_context: str) -> None:
-        """Keeps ``trace_context`` with the job."""
-        return None
+    # whichever tracker drives the job continues that trace. Stores that keep none (test
+    # doubles) inherit this.
 
     async def trace_context(self, job_id: str) -> str:
-        """What set_trace_context kept ("" when nothing or the job is unknown)."""
+        """The ``trace_context`` the job was created with ("" when none or the job is
+        unknown)."""
         return ""
 
     # Ownership.
@@ -496,7 +499,7 @@ class JobStore(ABC):
         their render still to release) and have none, or whose owner's heartbeat expired:
         owner = ``replica_id``, lease epoch + 1, in one short transaction that skips rows other
         transactions hold. ``take_over``: whoever owns them (the only replica of an exclusive
-        database, at its start). Oldest first."""
+        database, at its start). Oldest first, each with ``claimed_from`` set."""
 
     @abstractmethod
     async def active_among(self, job_ids: Sequence[str]) -> set[str]:

@@ -112,6 +112,7 @@ class PatientStore(JobStore):
         spec: bytes,
         max_active: int | None = None,
         owner: str | None = None,
+        trace_context: str = "",
     ) -> tuple[Job, bool]:
         job, created = await self._patiently(
             f"creating job {job_id}",
@@ -121,6 +122,7 @@ class PatientStore(JobStore):
                 spec=spec,
                 max_active=max_active,
                 owner=owner,
+                trace_context=trace_context,
             ),
         )
         # A repeat after an unacknowledged commit finds the job it created itself.
@@ -260,12 +262,6 @@ class PatientStore(JobStore):
     async def render_released(self, job_id: str) -> None:
         await self._patiently(
             f"render release of job {job_id}", lambda: self.inner.render_released(job_id)
-        )
-
-    async def set_trace_context(self, job_id: str, trace_context: str) -> None:
-        await self._patiently(
-            f"trace context of job {job_id}",
-            lambda: self.inner.set_trace_context(job_id, trace_context),
         )
 
     async def trace_context(self, job_id: str) -> str:

@@ -31,7 +31,7 @@ import asyncio
 import logging
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -526,6 +526,7 @@ class PostgresJobStore(JobStore):
         spec: bytes,
         max_active: int | None = None,
         owner: str | None = None,
+        trace_context: str = "",
     ) -> tuple[Job, bool]:
         by_request = f"SELECT {_COLUMNS} FROM jobs WHERE request_id = $1"
 
@@ -548,9 +549,9 @@ class PostgresJobStore(JobStore):
                         )
                 row = await conn.fetchrow(
                     "INSERT INTO jobs (id, request_id, status, progress, stage, spec, created_at, "
-                    "updated_at, last_change, written_by, owner, lease_epoch) "
+                    "updated_at, last_change, written_by, owner, lease_epoch, trace_context) "
                     "VALUES ($1, $2, 'QUEUED', 0, $3, $4, now(), now(), $5, $6, $7, "
-                    "CASE WHEN $7::text IS NULL THEN NULL ELSE 1 END) "
+                    "CASE WHEN $7::text IS NULL THEN NULL ELSE 1 END, $8) "
                     f"ON CONFLICT (request_id) DO NOTHING RETURNING {_COLUMNS}",
                     job_id,
                     request_id,
@@ -559,6 +560,7 @@ class PostgresJobStore(JobStore):
                     Change.CREATE.value,
                     self.writer,
                     owner,
+                    trace_context,
                 )
                 if row is not None:
                     return _job(row), True
@@ -780,13 +782,6 @@ class PostgresJobStore(JobStore):
             )
         )
 
-    async def set_trace_context(self, job_id: str, trace_context: str) -> None:
-        await self._run(
-            lambda conn: conn.execute(
-                "UPDATE jobs SET trace_context = $2 WHERE id = $1", job_id, trace_context
-            )
-        )
-
     async def trace_context(self, job_id: str) -> str:
         stored = await self._run(
             lambda conn: conn.fetchval("SELECT trace_context FROM jobs WHERE id = $1", job_id)
@@ -846,7 +841,7 @@ class PostgresJobStore(JobStore):
         returning = ", ".join(f"jobs.{column.strip()}" for column in _COLUMNS.split(","))
         sql = f"""
             WITH free AS MATERIALIZED (
-                SELECT j.id FROM jobs j
+                SELECT j.id, j.owner AS claimed_from FROM jobs j
                 WHERE (j.status IN {_ACTIVE_SQL} OR j.cancel_requested)
                   AND j.owner IS DISTINCT FROM $1
                   AND ($3 OR j.owner IS NULL OR NOT EXISTS (
@@ -858,10 +853,11 @@ class PostgresJobStore(JobStore):
             )
             UPDATE jobs SET owner = $1, lease_epoch = coalesce(jobs.lease_epoch, 0) + 1
             FROM free WHERE jobs.id = free.id
-            RETURNING {returning}
+            RETURNING {returning}, free.claimed_from
         """
         rows = await self._run(lambda conn: conn.fetch(sql, replica_id, limit, take_over))
-        return sorted((_job(row) for row in rows), key=lambda job: (job.created_at, job.id))
+        jobs = (replace(_job(row), claimed_from=row["claimed_from"]) for row in rows)
+        return sorted(jobs, key=lambda job: (job.created_at, job.id))
 
     async def active_among(self, job_ids: Sequence[str]) -> set[str]:
         sql = f"SELECT id FROM jobs WHERE id = ANY($1::text[]) AND status IN {_ACTIVE_SQL}"

@@ -24,7 +24,7 @@ import contextlib
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -529,6 +529,7 @@ class SqliteJobStore(JobStore):
         spec: bytes,
         max_active: int | None = None,
         owner: str | None = None,
+        trace_context: str = "",
     ) -> tuple[Job, bool]:
         def insert() -> tuple[Job, bool]:
             with _transaction(self._db):
@@ -547,8 +548,8 @@ class SqliteJobStore(JobStore):
                 now = now_us()
                 row = self._db.execute(
                     "INSERT INTO jobs (id, request_id, status, progress, stage, spec, created_at, "
-                    "updated_at, last_change, written_by, owner, lease_epoch) "
-                    f"VALUES (?, ?, 'QUEUED', 0, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_COLUMNS}",
+                    "updated_at, last_change, written_by, owner, lease_epoch, trace_context) "
+                    f"VALUES (?, ?, 'QUEUED', 0, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_COLUMNS}",
                     (
                         job_id,
                         request_id,
@@ -560,6 +561,7 @@ class SqliteJobStore(JobStore):
                         self.writer,
                         owner,
                         None if owner is None else 1,
+                        trace_context,
                     ),
                 ).fetchone()
                 return _job(row), True
@@ -797,15 +799,6 @@ class SqliteJobStore(JobStore):
 
         await self._run(self._durable(release, full=True))
 
-    async def set_trace_context(self, job_id: str, trace_context: str) -> None:
-        def keep() -> None:
-            with _transaction(self._db):
-                self._db.execute(
-                    "UPDATE jobs SET trace_context = ? WHERE id = ?", (trace_context, job_id)
-                )
-
-        await self._run(self._durable(keep, full=False))
-
     async def trace_context(self, job_id: str) -> str:
         def read() -> str:
             row = self._db.execute(
@@ -870,24 +863,30 @@ class SqliteJobStore(JobStore):
     async def claim_jobs(
         self, replica_id: str, *, limit: int, take_over: bool = False
     ) -> list[Job]:
+        free = f"""
+            SELECT j.id, j.owner FROM jobs j
+            WHERE (j.status IN {_ACTIVE_SQL} OR j.cancel_requested)
+              AND j.owner IS NOT :me
+              AND (:take_over OR j.owner IS NULL OR NOT EXISTS (
+                  SELECT 1 FROM export_replicas r
+                  WHERE r.id = j.owner AND r.expires_at > :now))
+            ORDER BY j.created_at, j.id
+            LIMIT :limit
+        """
         sql = f"""
             UPDATE jobs SET owner = :me, lease_epoch = coalesce(lease_epoch, 0) + 1
-            WHERE id IN (
-                SELECT j.id FROM jobs j
-                WHERE (j.status IN {_ACTIVE_SQL} OR j.cancel_requested)
-                  AND j.owner IS NOT :me
-                  AND (:take_over OR j.owner IS NULL OR NOT EXISTS (
-                      SELECT 1 FROM export_replicas r
-                      WHERE r.id = j.owner AND r.expires_at > :now))
-                ORDER BY j.created_at, j.id
-                LIMIT :limit)
+            WHERE id IN (SELECT id FROM ({free}))
             RETURNING {_COLUMNS}
         """
         values = {"me": replica_id, "take_over": take_over, "now": now_us(), "limit": limit}
 
         def claim() -> list[Job]:
             with _transaction(self._db):
-                return [_job(row) for row in self._db.execute(sql, values).fetchall()]
+                # The owners before the claim (UPDATE ... RETURNING sees only the new row);
+                # the transaction holds the file, so the UPDATE picks the same rows.
+                owners = {row[0]: row[1] for row in self._db.execute(free, values)}
+                rows = self._db.execute(sql, values).fetchall()
+                return [replace(_job(row), claimed_from=owners[row["id"]]) for row in rows]
 
         jobs = await self._run(self._durable(claim, full=True))
         return sorted(jobs, key=lambda job: (job.created_at, job.id))
