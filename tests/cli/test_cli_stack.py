@@ -106,8 +106,9 @@ def test_get_list_cancel_and_watch_of_a_cancelled_job(stack: Stack) -> None:
 
     listed = videojob(stack, "list", "--status", "cancelled", "--json")
     assert job_id in [job["id"] for job in json_lines(listed)]
-    again = videojob(stack, "cancel", job_id)
-    assert again.returncode == ExitStatus.REFUSED, again.stderr
+    again = videojob(stack, "cancel", job_id, "--json")  # idempotent: the job, unchanged
+    assert again.returncode == ExitStatus.OK, again.stderr
+    assert json_lines(again)[0]["version"] == json_lines(cancelled)[0]["version"]
     refused = videojob(stack, "download", job_id, "--gateway-url", stack.url)
     assert refused.returncode == ExitStatus.REFUSED, refused.stderr
 
