@@ -9,6 +9,7 @@ from typing import Protocol
 from bench import (
     bench_fanout,
     bench_latency,
+    bench_observability,
     bench_overhead,
     bench_poll,
     bench_replica_changes,
@@ -33,5 +34,6 @@ BENCHMARK_MODULES: tuple[ModuleType, ...] = (
     bench_tracking,
     bench_store,
     bench_replica_changes,
+    bench_observability,
 )
 BENCHMARKS: dict[str, ModuleType] = {module.NAME: module for module in BENCHMARK_MODULES}
