@@ -54,7 +54,27 @@ FLAGS = FlagTable(
             "--render-addr",
             target_addresses(),
             _DEFAULTS.render_addr,
-            "the render service's address",
+            "the render service's address, or a pool of them: a comma-separated list (a "
+            "dns:///NAME:PORT entry stands for every address the name resolves to, resolved "
+            "again every 30 s); each job's render is placed on the least loaded of two "
+            "healthy ones and every call for it goes to that one",
+        ),
+        Flag(
+            "--failover-after",
+            number(above=0),
+            _TRACKER.failover_after,
+            "seconds a render service of a pool may stay silent or time out before its jobs are "
+            "resubmitted on another one (one that refuses connections or no longer knows the "
+            "render: at once); a pool of one waits out the retry budget instead",
+        ),
+        Flag(
+            "--render-output-dir",
+            path("DIR"),
+            _DEFAULTS.render_output_dir,
+            "the render services' output directory as this process sees it, if it does: the "
+            "partial file of a render service that died is removed here when its render is "
+            "resubmitted elsewhere",
+            default_text="not seen: a dead render service's partial file is left to its restart",
         ),
         Flag(
             "--database",
@@ -185,6 +205,7 @@ def config_from_flags(flags: argparse.Namespace) -> ExportConfig:
     return ExportConfig(
         listen=flags.listen,
         render_addr=flags.render_addr,
+        render_output_dir=flags.render_output_dir,
         database=flags.database,
         max_active_jobs=flags.max_active_jobs,
         job_retention=flags.job_retention,
@@ -196,6 +217,7 @@ def config_from_flags(flags: argparse.Namespace) -> ExportConfig:
             progress_interval=flags.progress_interval,
             backoff_initial=flags.backoff_initial,
             backoff_max=flags.backoff_max,
+            failover_after=flags.failover_after,
         ),
         tls=TlsFiles(cert=flags.tls_cert, key=flags.tls_key, ca=flags.tls_client_ca),
         render_tls=TlsFiles(

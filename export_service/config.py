@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from export_service.ownership import DEFAULT_LEASE_TTL_SECONDS
 from export_service.store.factory import DEFAULT_DATABASE
@@ -31,6 +32,10 @@ class TrackerSettings:
     # A render reported Completed but its file cannot be seen (yet): re-checked with backoff for
     # this long before the job fails. None: max(10 s, stall_timeout).
     output_wait: float | None = None
+    # A render service of a pool that stays silent (or times out) this long while another one
+    # could take the render: the job is resubmitted there (attempt + 1), well before the retry
+    # budget runs out. A refused connection or NOT_FOUND fails over at once.
+    failover_after: float = 15.0
 
     @property
     def output_wait_seconds(self) -> float:
@@ -40,7 +45,12 @@ class TrackerSettings:
 @dataclass(frozen=True)
 class ExportConfig:
     listen: str = "127.0.0.1:50052"
+    # One render service, or a pool: a comma-separated list (dns:///name:port entries are
+    # re-resolved periodically); see export_service.render_pool.
     render_addr: str = "127.0.0.1:50051"
+    # The render services' shared output directory as this process sees it (None: it does not
+    # see it): where the partial file of a render service that died is removed.
+    render_output_dir: Path | None = None
     database: str = DEFAULT_DATABASE
     max_active_jobs: int = 1000
     tracker: TrackerSettings = field(default_factory=TrackerSettings)

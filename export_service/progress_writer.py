@@ -83,6 +83,8 @@ class ProgressWriter:
             await asyncio.wait([self._task])
 
     def register(self, job_id: str, stored_progress: float) -> None:
+        """``stored_progress``: the current attempt's progress as stored (a job's own progress
+        never decreases; an attempt's starts from zero)."""
         self._jobs[job_id] = _JobProgress(stored=stored_progress)
 
     def forget(self, job_id: str) -> None:
@@ -126,6 +128,7 @@ class ProgressWriter:
         entry = await self._settle(job_id)
         if entry is not None:
             entry.pending = None
+            entry.stored = 0.0  # the next attempt's progress starts again from zero
             self._waiting.discard(job_id)
 
     async def _settle(self, job_id: str) -> _JobProgress | None:
@@ -201,7 +204,7 @@ class ProgressWriter:
 
     def _record(self, job_id: str, entry: _JobProgress, result: ProgressResult) -> None:
         if isinstance(result, Job):
-            entry.stored = max(entry.stored, result.progress)
+            entry.stored = max(entry.stored, result.attempt_progress)
             return
         was_terminal = entry.terminal
         if isinstance(result, StaleLease):
@@ -212,7 +215,7 @@ class ProgressWriter:
             return
         if isinstance(result, TransitionRejected):
             entry.terminal = result.current.terminal
-            entry.stored = max(entry.stored, result.current.progress)
+            entry.stored = max(entry.stored, result.current.attempt_progress)
         else:
             entry.terminal = True  # JobNotFound: nothing left to write to
         if entry.terminal:

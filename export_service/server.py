@@ -26,6 +26,7 @@ from export_service.job_metrics import JobMetrics
 from export_service.lifecycle import RetentionSweeper, delete_job
 from export_service.ownership import Ownership
 from export_service.render_health import RenderHealthReporter, render_health_name
+from export_service.render_pool import RenderPool
 from export_service.store import (
     Job,
     JobNotFound,
@@ -57,7 +58,6 @@ from videojob.grpc_setup import (
     GracefulHealth,
     add_health_and_reflection,
     bind,
-    create_channel,
 )
 from videojob.grpc_setup import create_server as create_grpc_server
 from videojob.limits import (
@@ -67,7 +67,7 @@ from videojob.limits import (
     MAX_REQUEST_ID_LENGTH,
     MAX_WATCH_IDS,
 )
-from videojob.render.v1 import render_pb2_grpc, spec_pb2
+from videojob.render.v1 import spec_pb2
 
 if TYPE_CHECKING:
     from videojob.render.v1.render_pb2_grpc import RenderServiceAsyncStub
@@ -118,7 +118,29 @@ def job_to_proto(job: Job) -> export_pb2.VideoJob:
         eta_seconds=job.eta_seconds,
         output_size_bytes=job.output_size_bytes,
         output_duration_seconds=job.output_duration_seconds,
+        retrying=job.retrying,
+        attempt_progress=job.attempt_progress if job.attempt > 1 else job.progress,
     )
+    for attempt in job.attempts:
+        recorded = message.attempts.add(
+            attempt=attempt.attempt,
+            render_id=attempt.render_id,
+            render_service=export_pb2.RenderService(
+                instance_id=attempt.instance_id, address=attempt.address
+            ),
+            started_at=_timestamp(attempt.started_at),
+            outcome=attempt.outcome,
+        )
+        finished = attempt.finished_at
+        if finished is None and attempt.attempt == job.attempt and job.terminal:
+            recorded.outcome = job.status.value
+            finished = job.finished_at
+        if finished is not None:
+            recorded.finished_at.FromDatetime(finished)
+    current = job.current_attempt
+    if current is not None:
+        message.render_service.instance_id = current.instance_id
+        message.render_service.address = current.address
     if job.error_code or job.error_message:
         message.error.code = job.error_code
         message.error.message = job.error_message
@@ -162,6 +184,7 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
         supervisor: RenderSupervisor,
         config: ExportConfig,
         render_stub: RenderServiceAsyncStub | None = None,
+        render_pool: RenderPool | None = None,
     ) -> None:
         self._store = store
         self._hub = hub
@@ -169,6 +192,8 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
         self._config = config
         # Answers CheckInputs for CreateExport; None: inputs are checked by the render alone.
         self._render_stub = render_stub
+        # A pool of render services: any usable one answers CheckInputs.
+        self._render_pool = render_pool
 
     async def CreateExport(
         self,
@@ -200,8 +225,13 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
         request_id = request.request_id or f"generated-{job_id}"
         known = await self._store.find_by_request_id(request_id) if request.request_id else None
         if known is None:
-            if self._render_stub is not None:
-                await check_inputs(self._render_stub, normalized)
+            checker = (
+                self._render_pool.any_usable().stub
+                if self._render_pool is not None
+                else self._render_stub
+            )
+            if checker is not None:
+                await check_inputs(checker, normalized)
             job, created = await self._store.create(
                 job_id=job_id,
                 request_id=request_id,
@@ -479,7 +509,7 @@ class ExportServer:
     store: JobStore
     supervisor: RenderSupervisor
     health: GracefulHealth
-    render_channel: grpc.aio.Channel
+    render_pool: RenderPool
     hub: ChangeHub
     render_health: RenderHealthReporter | None = None
     job_metrics: JobMetrics | None = None
@@ -502,7 +532,7 @@ class ExportServer:
         if self.changes is not None:
             await self.changes.close()
         await self.server.stop(grace)
-        await self.render_channel.close(None)
+        await self.render_pool.close()
         await self.store.close()
         if self.job_metrics is not None:
             self.job_metrics.close()
@@ -561,22 +591,29 @@ async def create_server(
     job_metrics = JobMetrics()
     store.add_listener(job_metrics.observe)
     metrics.STORE_AVAILABLE.set(1 if store.available else 0)
-    render_channel = create_channel(config.render_addr, config.render_tls)
-    stub = render_pb2_grpc.RenderServiceStub(render_channel)
+    # One channel per render service; each job's calls go to the one its attempt is on.
+    render_pool = RenderPool(config.render_addr, config.render_tls)
+    await render_pool.start()
     # The tracker waits a database outage out; the servicer answers UNAVAILABLE meanwhile.
     # This replica's heartbeat and claims; every tracker write names its lease.
     ownership = Ownership(store, ttl=config.lease_ttl)
-    supervisor = RenderSupervisor(PatientStore(store), stub, config.tracker, ownership)
+    supervisor = RenderSupervisor(
+        PatientStore(store),
+        render_pool,
+        config.tracker,
+        ownership,
+        render_output_dir=config.render_output_dir,
+    )
     server = create_grpc_server()
     export_pb2_grpc.add_ExportServiceServicer_to_server(
-        ExportServicer(store, hub, supervisor, config, render_stub=stub), server
+        ExportServicer(store, hub, supervisor, config, render_pool=render_pool), server
     )
     health = await add_health_and_reflection(server, [SERVICE_NAME])
     store.add_availability_listener(_report_database_health(health))
     render_health: RenderHealthReporter | None = None
     if isinstance(health, health_aio.HealthServicer):
         render_health = RenderHealthReporter(
-            render_channel, health, render_health_name(SERVICE_NAME)
+            render_pool.first().channel, health, render_health_name(SERVICE_NAME)
         )
         await render_health.check()
         render_health.start()
@@ -593,7 +630,7 @@ async def create_server(
         store,
         supervisor,
         health,
-        render_channel,
+        render_pool,
         hub,
         render_health=render_health,
         job_metrics=job_metrics,

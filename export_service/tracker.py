@@ -37,10 +37,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections import Counter
 from collections.abc import Awaitable, Coroutine
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, assert_never
 
@@ -50,6 +52,7 @@ from opentelemetry import trace
 
 from export_service.config import TrackerSettings
 from export_service.progress_writer import ProgressWriter
+from export_service.render_pool import RenderMember, RenderPool
 from export_service.store import (
     Job,
     JobNotFound,
@@ -57,7 +60,7 @@ from export_service.store import (
     ProgressUpdate,
     TransitionRejected,
 )
-from export_service.store.base import Lease, StaleLease
+from export_service.store.base import Lease, RenderAttempt, StaleLease, render_id_for
 from export_service.tracking.actions import (
     BeginAttempt,
     CallRender,
@@ -72,6 +75,7 @@ from export_service.tracking.actions import (
     Question,
     ReadJob,
     ReadStream,
+    ReleaseAttempt,
     RemoveOutput,
     Stop,
     Wait,
@@ -84,12 +88,14 @@ from export_service.tracking.decide import decide, start
 from export_service.tracking.observations import (
     Cancelled,
     Completed,
+    Draining,
     EventReceived,
     Failed,
     JobEnded,
     JobMissing,
     JobRead,
     LeaseLost,
+    NotPlaced,
     Observation,
     OutputChecked,
     Progress,
@@ -104,7 +110,8 @@ from export_service.tracking.observations import (
     Written,
 )
 from videojob import metrics, tracing
-from videojob.grpc_errors import field_violation
+from videojob.errors import Reason
+from videojob.grpc_errors import error_info, field_violation
 from videojob.limits import FAILURE_INTERNAL, bounded_log_tail
 from videojob.logging_setup import bind_log_context
 from videojob.output_check import OutputProblem, check_output
@@ -112,8 +119,12 @@ from videojob.render.v1 import render_pb2, spec_pb2
 from videojob.spec_validation import expected_duration_seconds
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from export_service.ownership import Ownership
-    from videojob.render.v1.render_pb2_grpc import RenderServiceAsyncStub
+
+    # (job id, the superseded attempt, whether its render service is gone)
+    ReleaseCallback = Callable[[str, RenderAttempt, bool], None]
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +173,11 @@ def render_outcome(event: render_pb2.RenderEvent) -> RenderOutcome | None:
         case "failed":
             failed = event.failed
             return Failed(
-                failed.code, failed.message, failed.field, bounded_log_tail(failed.log_tail)
+                failed.code,
+                failed.message,
+                failed.field,
+                bounded_log_tail(failed.log_tail),
+                never_started=failed.never_started,
             )
         case "cancelled":
             return Cancelled()
@@ -194,12 +209,13 @@ class JobTracker:
         self,
         job_id: str,
         store: JobStore,
-        stub: RenderServiceAsyncStub,
+        pool: RenderPool,
         settings: TrackerSettings,
         progress: ProgressWriter,
         activity: Counter[str] | None = None,
         lease: Lease | None = None,
         ownership: Ownership | None = None,
+        on_release: ReleaseCallback | None = None,
     ) -> None:
         self.job_id = job_id
         # This replica's hold on the job: every write names it (None: unfenced, no owners).
@@ -207,9 +223,14 @@ class JobTracker:
         self._ownership = ownership
         self._activity: Counter[str] = Counter() if activity is None else activity
         self._store = store
-        self._stub = stub
+        self._pool = pool
         self._settings = settings
         self._progress = progress
+        self._on_release = on_release
+        # Where each attempt was placed (as recorded on the job), and which render services
+        # refused or failed the current one (not chosen again for it).
+        self._placements: dict[int, RenderAttempt] = {}
+        self._avoid: set[str] = set()
         self._spec: spec_pb2.RenderSpec | None = None
         self._call: RenderStream | None = None
         # News from outside (JobEnded, Stopping), answered in place of the next question.
@@ -218,6 +239,7 @@ class JobTracker:
         self._in_interruptible = False
         self._interrupting = False
         self._span: trace.Span | None = None
+        self._attempt = 0
 
     def tell(self, news: JobEnded | Stopping | LeaseLost) -> None:
         """Delivers news at once: a render call or timer in progress is cut short."""
@@ -275,25 +297,36 @@ class JobTracker:
         match question:
             case ReadJob():
                 return await self._read_job()
-            case CallRender(attempt=attempt):
+            case CallRender(attempt=attempt, elsewhere=elsewhere):
                 assert self._spec is not None
-                confirmed = await self._confirm_lease()
-                if confirmed is not None:
-                    return confirmed
-                bind_log_context(attempt=attempt)
-                logger.info("job %s: Render (attempt %d)", self.job_id, attempt)
+                placed = await self._place(attempt, elsewhere)
+                if not isinstance(placed, RenderAttempt):
+                    return placed
+                member = self._pool.member_for(placed.instance_id, placed.address)
+                bind_log_context(attempt=attempt, render_id=placed.render_id)
+                logger.info(
+                    "job %s: Render %s (attempt %d) on %s (%s)",
+                    self.job_id,
+                    placed.render_id,
+                    attempt,
+                    member.address,
+                    member.key,
+                )
                 self._close_stream()
-                request = render_pb2.RenderRequest(render_id=self.job_id, spec=self._spec)
-                self._call = self._stub.Render(request)
-                return await self._read_stream()
+                request = render_pb2.RenderRequest(render_id=placed.render_id, spec=self._spec)
+                self._call = member.stub.Render(request)
+                return await self._read_stream(member, submitted=True)
             case WatchRender(after_seq=after_seq):
-                logger.info("job %s: WatchRender after seq %d", self.job_id, after_seq)
+                member, render_id = self._target()
+                logger.info(
+                    "job %s: WatchRender %s after seq %d", self.job_id, render_id, after_seq
+                )
                 self._close_stream()
-                watch = render_pb2.WatchRenderRequest(render_id=self.job_id, after_seq=after_seq)
-                self._call = self._stub.WatchRender(watch)
-                return await self._read_stream()
+                watch = render_pb2.WatchRenderRequest(render_id=render_id, after_seq=after_seq)
+                self._call = member.stub.WatchRender(watch)
+                return await self._read_stream(member)
             case ReadStream():
-                return await self._read_stream()
+                return await self._read_stream(self._target()[0])
             case GetRender(why=why):
                 return await self._get_render(why)
             case CheckOutput(path=path, size_bytes=size_bytes):
@@ -361,12 +394,19 @@ class JobTracker:
             return JobMissing()
         if self._spec is None and not job.terminal:
             self._spec = spec_pb2.RenderSpec.FromString(job.spec)
-            self._progress.register(self.job_id, job.progress)
+            self._progress.register(self.job_id, job.attempt_progress)
             await self._continue_trace(job)
+            # Superseded attempts a render service may still hold (it was unreachable when
+            # they were given up): released again, which costs a CancelRender each.
+            for attempt in job.attempts:
+                if attempt.attempt != job.attempt and self._on_release is not None:
+                    self._on_release(self.job_id, attempt, False)
+        self._placements = {attempt.attempt: attempt for attempt in job.attempts}
         expected = expected_duration_seconds(self._spec) if self._spec is not None else None
+        self._attempt = job.attempt
         return JobRead(job.terminal, job.attempt, job.last_render_seq, expected)
 
-    async def _read_stream(self) -> Observation:
+    async def _read_stream(self, member: RenderMember, *, submitted: bool = False) -> Observation:
         call = self._call
         assert call is not None, "no open render call"
         try:
@@ -376,10 +416,11 @@ class JobTracker:
         except TimeoutError:
             return StreamSilent(self._settings.stall_timeout)
         except grpc.aio.AioRpcError as error:
-            violation = field_violation(error)
-            return RpcFailed(
-                error.code(), error.details() or "", violation.field if violation else ""
-            )
+            info = error_info(error)
+            if submitted and info is not None and info.reason == Reason.DRAINING:
+                self._avoid.add(member.key)
+                return Draining(member.key, error.details() or "")
+            return self._rpc_failed(error, member)
         if event is STREAM_END:
             return StreamEnded()
         assert isinstance(event, render_pb2.RenderEvent)
@@ -410,15 +451,84 @@ class JobTracker:
         otel_context.attach(trace.set_span_in_context(self._span))
 
     async def _get_render(self, why: str) -> Observation:
-        logger.info("job %s: %s; asking the render service", self.job_id, why)
+        member, render_id = self._target()
+        logger.info("job %s: %s; asking %s about %s", self.job_id, why, member.address, render_id)
         try:
-            info = await self._stub.GetRender(
-                render_pb2.GetRenderRequest(render_id=self.job_id),
+            info = await member.stub.GetRender(
+                render_pb2.GetRenderRequest(render_id=render_id),
                 timeout=self._settings.rpc_timeout,
             )
         except grpc.aio.AioRpcError as error:
-            return RpcFailed(error.code(), error.details() or "")
+            return self._rpc_failed(error, member)
         return RenderReport(info.last_event.seq, render_outcome(info.last_event))
+
+    def _rpc_failed(self, error: grpc.aio.AioRpcError, member: RenderMember) -> RpcFailed:
+        code = error.code()
+        violation = field_violation(error)
+        busy = code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        others = self._pool.others_available(member.key, with_room=busy)
+        if others and code in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE):
+            self._avoid.add(member.key)
+        return RpcFailed(
+            code,
+            error.details() or "",
+            violation.field if violation else "",
+            others_available=others,
+        )
+
+    def _target(self) -> tuple[RenderMember, str]:
+        """The render service and render id of the current attempt (the first listed service
+        and the job id for a render placed before placements were recorded)."""
+        attempt = self._current_attempt
+        placed = self._placements.get(attempt)
+        if placed is None:
+            return self._pool.first(), render_id_for(self.job_id, attempt)
+        return self._pool.member_for(placed.instance_id, placed.address), placed.render_id
+
+    @property
+    def _current_attempt(self) -> int:
+        return self._attempt or 1
+
+    async def _place(self, attempt: int, elsewhere: bool) -> RenderAttempt | Observation:
+        """The attempt's placement: the recorded one (its lease confirmed), or a new one
+        chosen by the pool and recorded with a fenced write; else what to observe instead."""
+        self._attempt = attempt
+        placed = self._placements.get(attempt)
+        if placed is not None and not elsewhere:
+            confirmed = await self._confirm_lease()
+            return placed if confirmed is None else confirmed
+        if placed is not None:
+            self._avoid.add(placed.instance_id or placed.address)
+        member = self._pool.choose(frozenset(self._avoid))
+        if member is None:
+            avoided = ", ".join(sorted(self._avoid))
+            self._avoid.clear()
+            busy = any(m.healthy for m in self._pool.members)
+            return NotPlaced(f"every render service is draining or refused it ({avoided})", busy)
+        placement = RenderAttempt(
+            attempt=attempt,
+            render_id=render_id_for(self.job_id, attempt),
+            instance_id=member.instance_id,
+            address=member.address,
+            started_at=datetime.now(UTC),
+        )
+        written = await self._write(
+            "the placement before Render",
+            self._store.place_attempt(
+                self.job_id,
+                placed=placement,
+                superseded_outcome=f"superseded by attempt {attempt}",
+                lease=self.lease,
+            ),
+        )
+        if isinstance(written, Written):
+            self._placements[attempt] = placement
+            return placement
+        if isinstance(written, LeaseLost):
+            return written
+        if isinstance(written, Refused) and not written.terminal:
+            return StreamEnded()  # the attempt moved on meanwhile: investigated, then followed
+        return JobEnded()
 
     async def _confirm_lease(self) -> Observation | None:
         """Before Render: None when this replica still holds the job (a fenced write said so),
@@ -488,6 +598,10 @@ class JobTracker:
                 await self._store.render_released(self.job_id)
             case RemoveOutput(path=path):
                 await asyncio.to_thread(remove_output, path)
+            case ReleaseAttempt(attempt=attempt, service_lost=service_lost):
+                placed = self._placements.get(attempt)
+                if placed is not None and self._on_release is not None:
+                    self._on_release(self.job_id, placed, service_lost)
             case _:
                 assert_never(effect)
 
@@ -503,12 +617,18 @@ class RenderSupervisor:
     def __init__(
         self,
         store: JobStore,
-        stub: RenderServiceAsyncStub,
+        pool: RenderPool,
         settings: TrackerSettings,
         ownership: Ownership | None = None,
+        render_output_dir: Path | None = None,
     ) -> None:
         self._store = store
-        self._stub = stub
+        self._pool = pool
+        # The render services' shared output directory as this process sees it (None: not
+        # shared with it): where a dead render service's partial files are removed.
+        self._render_output_dir = render_output_dir
+        # Superseded renders being cancelled on their render service, by render id.
+        self._releases: dict[str, asyncio.Task[None]] = {}
         self._settings = settings
         # None: no owners (every active job is this process's, writes unfenced).
         self.ownership = ownership
@@ -576,12 +696,13 @@ class RenderSupervisor:
         tracker = JobTracker(
             job_id,
             self._store,
-            self._stub,
+            self._pool,
             self._settings,
             self._progress,
             self.activity,
             lease=lease,
             ownership=self.ownership,
+            on_release=self.release_attempt,
         )
         task = asyncio.create_task(self._run_tracker(tracker), name=f"track-{job_id}")
         self._trackers[job_id] = (tracker, task)
@@ -610,7 +731,7 @@ class RenderSupervisor:
             _, pending = await asyncio.wait(trackers, timeout=self._settings.rpc_timeout)
             for task in pending:  # stuck in a store write: the store is closing anyway
                 task.cancel()
-        cleanups = list(self._cleanups.values())
+        cleanups = [*self._cleanups.values(), *self._releases.values()]
         for task in cleanups:
             task.cancel()
         if trackers or cleanups:
@@ -685,36 +806,83 @@ class RenderSupervisor:
         task.add_done_callback(lambda _: self._forget_cleanup(job_id, task))
 
     async def _cleanup(self, job_id: str) -> None:
-        """CancelRender and removal of any output the render left, retried with backoff for
-        the retry budget (then at the next start)."""
-        request = render_pb2.CancelRenderRequest(render_id=job_id)
+        """CancelRender and removal of any output the render left, on the render service of
+        each of the job's attempts, retried with backoff for the retry budget (then at the next
+        start)."""
+        job = await self._store.get(job_id)
+        targets = [
+            (self._pool.member_for(a.instance_id, a.address), a.render_id)
+            for a in job.attempts
+            if a.attempt == job.attempt  # superseded ones are released on their own
+        ] or [(self._pool.first(), render_id_for(job_id, job.attempt))]
         deadline = time.monotonic() + self._settings.retry_budget
+        for member, render_id in targets:
+            if not await self._cancel_render(member, render_id, deadline):
+                logger.warning(
+                    "job %s: render not confirmed released; retried at next start", job_id
+                )
+                return
+        await self._store.render_released(job_id)
+
+    async def _cancel_render(self, member: RenderMember, render_id: str, deadline: float) -> bool:
+        """True once the render is known stopped and its output removed (or unknown to its
+        render service); False when ``deadline`` passed first."""
+        request = render_pb2.CancelRenderRequest(render_id=render_id)
         not_found = 0
         attempt = 0
         while True:
             attempt += 1
             try:
-                info = await self._stub.CancelRender(request, timeout=self._settings.rpc_timeout)
+                info = await member.stub.CancelRender(request, timeout=self._settings.rpc_timeout)
             except grpc.aio.AioRpcError as error:
                 if error.code() == grpc.StatusCode.NOT_FOUND:
                     # A Render call still in flight may create it a moment later: ask twice.
                     not_found += 1
                     if not_found >= 2:
-                        break
+                        return True
                     await asyncio.sleep(0.5)
                     continue
-                logger.warning("job %s: CancelRender failed: %s", job_id, error.code().name)
+                logger.warning("render %s: CancelRender failed: %s", render_id, error.code().name)
             else:
                 path = info.last_event.completed.output_path
                 if await asyncio.to_thread(remove_output, path):
-                    break
+                    return True
             if time.monotonic() >= deadline:
-                logger.warning(
-                    "job %s: render not confirmed released; retried at next start", job_id
-                )
-                return
+                return False
             await asyncio.sleep(backoff_delay(self._settings, attempt))
-        await self._store.render_released(job_id)
+
+    def release_attempt(self, job_id: str, attempt: RenderAttempt, service_lost: bool) -> None:
+        """A superseded attempt: its render is cancelled on the render service it was placed on
+        (as soon as that one answers again, for as long as this process runs) and its output
+        removed; the job's record is not touched. ``service_lost``: that render service stopped
+        answering, so its partial file is removed here at once (it may never come back)."""
+        if self._stopped or attempt.render_id in self._releases:
+            return
+        if service_lost:
+            self._remove_partial_files(attempt)
+        task = asyncio.create_task(
+            self._release(job_id, attempt), name=f"release-{attempt.render_id}"
+        )
+        self._releases[attempt.render_id] = task
+        task.add_done_callback(lambda _: self._releases.pop(attempt.render_id, None))
+
+    def _remove_partial_files(self, attempt: RenderAttempt) -> None:
+        directory = self._render_output_dir
+        if directory is None or not attempt.instance_id:
+            return
+        pattern = f".{attempt.instance_id}.{attempt.render_id}.partial.*"
+        for partial in directory.glob(pattern):
+            remove_output(str(partial))
+
+    async def _release(self, job_id: str, attempt: RenderAttempt) -> None:
+        member = self._pool.member_for(attempt.instance_id, attempt.address)
+        if await self._cancel_render(member, attempt.render_id, deadline=math.inf):
+            logger.info(
+                "job %s: superseded render %s on %s released",
+                job_id,
+                attempt.render_id,
+                member.address,
+            )
 
     def _forget_tracker(self, job_id: str, task: asyncio.Task[None]) -> None:
         entry = self._trackers.get(job_id)

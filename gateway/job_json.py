@@ -87,7 +87,10 @@ def spec_from_json(body: Any) -> spec_pb2.RenderSpec:
     return spec
 
 
-def _timestamp(message: export_pb2.VideoJob | export_pb2.JobHistoryEntry, name: str) -> str | None:
+def _timestamp(
+    message: export_pb2.VideoJob | export_pb2.JobHistoryEntry | export_pb2.RenderAttempt,
+    name: str,
+) -> str | None:
     if not message.HasField(name):  # type: ignore[arg-type]
         return None
     value: Timestamp = getattr(message, name)
@@ -97,7 +100,8 @@ def _timestamp(message: export_pb2.VideoJob | export_pb2.JobHistoryEntry, name: 
 
 def job_to_json(job: export_pb2.VideoJob) -> dict[str, Any]:
     """The pinned job object, plus the extensions etaSeconds, requestId, outputSizeBytes,
-    outputDurationSeconds and spec."""
+    outputDurationSeconds, spec, and the render pool's retrying, attemptProgress,
+    renderService and attempts."""
     running = job.status == export_pb2.RUNNING
     completed = job.status == export_pb2.COMPLETED
     error: dict[str, Any] | None = None
@@ -128,6 +132,29 @@ def job_to_json(job: export_pb2.VideoJob) -> dict[str, Any]:
         "outputSizeBytes": job.output_size_bytes if completed else None,
         "outputDurationSeconds": job.output_duration_seconds if completed else None,
         "spec": json_format.MessageToDict(job.spec),
+        "retrying": job.retrying,
+        "attemptProgress": job.attempt_progress,
+        "renderService": _render_service(job.render_service)
+        if job.HasField("render_service")
+        else None,
+        "attempts": [_attempt_to_json(attempt) for attempt in job.attempts],
+    }
+
+
+def _render_service(service: export_pb2.RenderService) -> dict[str, Any] | None:
+    if not service.instance_id and not service.address:
+        return None
+    return {"instanceId": service.instance_id, "address": service.address}
+
+
+def _attempt_to_json(attempt: export_pb2.RenderAttempt) -> dict[str, Any]:
+    return {
+        "attempt": attempt.attempt,
+        "renderId": attempt.render_id,
+        "renderService": _render_service(attempt.render_service),
+        "startedAt": _timestamp(attempt, "started_at"),
+        "finishedAt": _timestamp(attempt, "finished_at"),
+        "outcome": attempt.outcome or None,
     }
 
 

@@ -287,6 +287,56 @@ COMPONENT_SCHEMAS: dict[str, dict[str, Any]] = {
             "outputSizeBytes": {"type": ["integer", "null"]},
             "outputDurationSeconds": {"type": ["number", "null"]},
             "spec": {"type": "object", "description": "The RenderSpec as the service stored it."},
+            "retrying": {
+                "type": "boolean",
+                "description": (
+                    "The render was submitted again (attempt 2 or later) and runs now: "
+                    "`progress` keeps the job's (it never decreases), `attemptProgress` is the "
+                    "new render's own and `etaSeconds` its ETA."
+                ),
+            },
+            "attemptProgress": {
+                "type": "number",
+                "minimum": 0,
+                "maximum": 100,
+                "description": "The current attempt's own progress.",
+            },
+            "renderService": {
+                "oneOf": [{"$ref": "#/components/schemas/RenderService"}, {"type": "null"}],
+                "description": "The render service the current attempt runs on (null: not placed).",
+            },
+            "attempts": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/RenderAttempt"},
+                "description": (
+                    "Every placement of the job's render, oldest first; superseded ones stay."
+                ),
+            },
+        },
+    },
+    "RenderService": {
+        "type": "object",
+        "required": ["instanceId", "address"],
+        "properties": {
+            "instanceId": {"type": "string", "description": "Stable across its restarts."},
+            "address": {"type": "string"},
+        },
+    },
+    "RenderAttempt": {
+        "type": "object",
+        "required": ["attempt", "renderId", "renderService", "startedAt", "finishedAt", "outcome"],
+        "properties": {
+            "attempt": {"type": "integer", "minimum": 1},
+            "renderId": {"type": "string"},
+            "renderService": {
+                "oneOf": [{"$ref": "#/components/schemas/RenderService"}, {"type": "null"}]
+            },
+            "startedAt": {"type": ["string", "null"], "format": "date-time"},
+            "finishedAt": {"type": ["string", "null"], "format": "date-time"},
+            "outcome": {
+                "type": ["string", "null"],
+                "description": "Why it ended (superseded by attempt 2), or the job's status.",
+            },
         },
     },
     "JobList": {
@@ -437,6 +487,12 @@ COMPONENT_SCHEMAS: dict[str, dict[str, Any]] = {
             "status": {"type": "string", "enum": ["ok", "unavailable"]},
             "export": {"type": "string"},
             "message": {"type": "string"},
+            "renders": {
+                "type": "string",
+                "description": "Whether the export service reaches its render services "
+                "(SERVING, NOT_SERVING; UNREACHABLE when the export service does not answer). "
+                "Jobs are accepted either way and wait for a render service.",
+            },
         },
     },
 }

@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import base64
 import enum
+import json
 import logging
 import os
 import socket
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from videojob import limits
@@ -72,8 +73,91 @@ class Change(enum.StrEnum):
     COMPLETE = "complete"
     FAIL = "fail"
     CANCEL = "cancel"
+    # The render service the current attempt runs on, recorded before Render is called.
+    PLACE_ATTEMPT = "place_attempt"
     # The first entry of a job that existed before the history did: its state at the migration.
     MIGRATED = "migrated"
+
+
+@dataclass(frozen=True)
+class RenderAttempt:
+    """One submission of a job's render: which render (its own id, so attempts never share a
+    partial file or an event log) on which render service. Superseded attempts stay on the job,
+    so a render service that comes back with one of them has it cancelled."""
+
+    attempt: int
+    render_id: str
+    instance_id: str
+    address: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    # "" while current; why it ended otherwise (superseded: lost, unreachable, ...).
+    outcome: str = ""
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "attempt": self.attempt,
+            "render_id": self.render_id,
+            "instance_id": self.instance_id,
+            "address": self.address,
+            "started_at": _us_of(self.started_at),
+            "finished_at": None if self.finished_at is None else _us_of(self.finished_at),
+            "outcome": self.outcome,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, object]) -> RenderAttempt:
+        finished = raw.get("finished_at")
+        return cls(
+            attempt=int(str(raw["attempt"])),
+            render_id=str(raw["render_id"]),
+            instance_id=str(raw.get("instance_id", "")),
+            address=str(raw.get("address", "")),
+            started_at=_datetime_of(int(str(raw["started_at"]))),
+            finished_at=None if finished is None else _datetime_of(int(str(finished))),
+            outcome=str(raw.get("outcome", "")),
+        )
+
+
+def _us_of(moment: datetime) -> int:
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _datetime_of(us: int) -> datetime:
+    return datetime.fromtimestamp(us / 1_000_000, tz=UTC)
+
+
+def render_id_for(job_id: str, attempt: int) -> str:
+    """The render id of a job's attempt: the job id for the first (as before attempts had ids
+    of their own), ``<job id>-a<attempt>`` after."""
+    return job_id if attempt <= 1 else f"{job_id}-a{attempt}"
+
+
+def attempts_from_json(raw: str) -> tuple[RenderAttempt, ...]:
+    return tuple(RenderAttempt.from_dict(item) for item in json.loads(raw or "[]"))
+
+
+def attempts_to_json(attempts: Sequence[RenderAttempt]) -> str:
+    return json.dumps([attempt.to_dict() for attempt in attempts], separators=(",", ":"))
+
+
+def with_placement(
+    attempts: Sequence[RenderAttempt], placed: RenderAttempt, superseded_outcome: str
+) -> tuple[RenderAttempt, ...]:
+    """``attempts`` with ``placed`` as the current one: an earlier record of the same attempt
+    (placed elsewhere, refused there) is replaced; earlier attempts still open are closed with
+    ``superseded_outcome``."""
+    kept: list[RenderAttempt] = []
+    for attempt in attempts:
+        if attempt.attempt == placed.attempt:
+            continue
+        if attempt.finished_at is None:
+            attempt = replace(
+                attempt, finished_at=placed.started_at, outcome=superseded_outcome or "superseded"
+            )
+        kept.append(attempt)
+    return (*kept, placed)
 
 
 @dataclass(frozen=True)
@@ -113,10 +197,28 @@ class Job:
     # Set by claim_jobs only: the replica that owned the job just before that claim (None: no
     # replica did, it was handed back or never owned). Not part of the job's state.
     claimed_from: str | None = field(default=None, compare=False)
+    # The current attempt's own progress (``progress`` is the job's: it never decreases, so a
+    # resubmitted render starting from zero shows here).
+    attempt_progress: float = 0.0
+    # Every placement of the job's render, oldest first (RenderAttempt).
+    attempts: tuple[RenderAttempt, ...] = ()
 
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+    @property
+    def current_attempt(self) -> RenderAttempt | None:
+        """Where the current attempt was placed (None: not placed yet)."""
+        for attempt in reversed(self.attempts):
+            if attempt.attempt == self.attempt:
+                return attempt
+        return None
+
+    @property
+    def retrying(self) -> bool:
+        """An active job whose render was submitted again (attempt 2 or later)."""
+        return not self.terminal and self.attempt > 1
 
 
 @dataclass(frozen=True)
@@ -378,7 +480,9 @@ class JobStore(ABC):
         lease: Lease | None = None,
     ) -> Job:
         """An active job's progress. Moves QUEUED to RUNNING unless ``stage`` is Queued.
-        Rejected when terminal, when ``progress`` is below the stored one, or is 100 or more.
+        ``progress`` is the current attempt's: stored as ``attempt_progress``, and the job's
+        progress becomes the larger of the stored one and it (never decreasing). Rejected when
+        terminal, when ``progress`` is below the attempt's stored one, or is 100 or more.
         Less durable than the terminal changes: a crash of the machine may lose the last
         progress writes (never a terminal state), which the next render event re-derives."""
 
@@ -429,10 +533,25 @@ class JobStore(ABC):
         cancel names no lease (any replica may cancel); the owner's tracker names its own."""
 
     @abstractmethod
+    async def place_attempt(
+        self,
+        job_id: str,
+        *,
+        placed: RenderAttempt,
+        superseded_outcome: str = "",
+        lease: Lease | None = None,
+    ) -> Job:
+        """Records where the job's current attempt renders (a new version, change
+        place_attempt), fenced like every tracker write: made before Render is called.
+        Rejected when the job is terminal or its attempt is no longer ``placed.attempt``.
+        Earlier open attempts are closed with ``superseded_outcome`` (with_placement)."""
+
+    @abstractmethod
     async def begin_attempt(
         self, job_id: str, *, expected_attempt: int, lease: Lease | None = None
     ) -> Job:
-        """attempt + 1 for a resubmitted render (render seq back to 0); rejected when terminal
+        """attempt + 1 for a resubmitted render (render seq and attempt progress back to 0, the
+        job's progress kept); rejected when terminal
         or when the attempt is no longer ``expected_attempt`` (someone else already retried)."""
 
     # The job lifecycle: finding a request id, deleting, retention.

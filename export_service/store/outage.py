@@ -27,6 +27,7 @@ from export_service.store.base import (
     ListCursor,
     ProgressResult,
     ProgressUpdate,
+    RenderAttempt,
     StoreUnavailable,
 )
 
@@ -230,6 +231,21 @@ class PatientStore(JobStore):
             f"new attempt of job {job_id}",
             lambda: self.inner.begin_attempt(
                 job_id, expected_attempt=expected_attempt, lease=lease
+            ),
+        )
+
+    async def place_attempt(
+        self,
+        job_id: str,
+        *,
+        placed: RenderAttempt,
+        superseded_outcome: str = "",
+        lease: Lease | None = None,
+    ) -> Job:
+        return await self._patiently(
+            f"placement of job {job_id}",
+            lambda: self.inner.place_attempt(
+                job_id, placed=placed, superseded_outcome=superseded_outcome, lease=lease
             ),
         )
 

@@ -53,11 +53,15 @@ from export_service.store.base import (
     ListCursor,
     ProgressResult,
     ProgressUpdate,
+    RenderAttempt,
     RequestIdDeleted,
     StaleLease,
     StoreUnavailable,
     TransitionRejected,
+    attempts_from_json,
+    attempts_to_json,
     lease_holds,
+    with_placement,
 )
 from videojob import metrics
 from videojob.errors import ResourceExhausted
@@ -234,6 +238,14 @@ CREATE TRIGGER jobs_notify_change AFTER INSERT OR UPDATE OR DELETE ON jobs
     FOR EACH ROW EXECUTE FUNCTION jobs_notify_change();
 """
 
+# A pool of render services: each job keeps the placements of its render (JSON: a list of
+# base.RenderAttempt.to_dict) and the current attempt's own progress.
+SCHEMA_V40_RENDER_ATTEMPTS = """
+ALTER TABLE jobs ADD COLUMN render_attempts text NOT NULL DEFAULT '[]';
+ALTER TABLE jobs ADD COLUMN attempt_progress double precision NOT NULL DEFAULT 0;
+UPDATE jobs SET attempt_progress = progress WHERE attempt = 1;
+"""
+
 MIGRATIONS = (
     Migration(1, "jobs and their history", SCHEMA_V1),
     Migration(10, "export replicas and job leases", SCHEMA_V10_OWNERSHIP),
@@ -244,6 +256,7 @@ MIGRATIONS = (
         "the trace context of each job",
         "ALTER TABLE jobs ADD COLUMN trace_context text NOT NULL DEFAULT ''",
     ),
+    Migration(40, "render attempts and the current attempt's progress", SCHEMA_V40_RENDER_ATTEMPTS),
 )
 
 MIGRATIONS_TABLE = """
@@ -258,7 +271,7 @@ _COLUMNS = (
     "id, request_id, status, progress, stage, output_path, error_code, error_message, "
     "error_field, attempt, version, spec, created_at, updated_at, started_at, finished_at, "
     "last_render_seq, eta_seconds, output_size_bytes, output_duration_seconds, cancel_requested, "
-    "owner, lease_epoch, error_log_tail"
+    "owner, lease_epoch, error_log_tail, render_attempts, attempt_progress"
 )
 
 # What a lost database looks like: it refused or dropped the connection, is shutting down or
@@ -302,6 +315,8 @@ def _job(row: asyncpg.Record) -> Job:
         owner=row["owner"],
         lease_epoch=row["lease_epoch"],
         error_log_tail=row["error_log_tail"],
+        attempt_progress=row["attempt_progress"],
+        attempts=attempts_from_json(row["render_attempts"]),
     )
 
 
@@ -442,7 +457,7 @@ class PostgresJobStore(JobStore):
                 "last_change = $2, written_by = $3"
             )
         else:
-            assignments = "lease_epoch = lease_epoch"
+            assignments = assignments or "lease_epoch = lease_epoch"
             condition = f"({condition}) AND $2::text IS NOT NULL AND $3::text IS NOT NULL"
         sql = f"UPDATE jobs SET {assignments} WHERE id = $1 AND ({condition}) RETURNING {_COLUMNS}"
         with metrics.STORE_WRITE.labels(change.value).time():
@@ -622,11 +637,12 @@ class PostgresJobStore(JobStore):
                 conn,
                 update.job_id,
                 Change.PROGRESS,
-                "progress = $4, stage = $5, eta_seconds = $6, "
+                "progress = greatest(progress, $4), attempt_progress = $4, "
+                "stage = $5, eta_seconds = $6, "
                 "last_render_seq = greatest(last_render_seq, $7), "
                 "status = CASE WHEN $8 THEN 'RUNNING' ELSE status END, "
                 "started_at = CASE WHEN $8 THEN coalesce(started_at, now()) ELSE started_at END",
-                f"status IN {_ACTIVE_SQL} AND progress <= $4",
+                f"status IN {_ACTIVE_SQL} AND attempt_progress <= $4",
                 (update.progress, update.stage, update.eta_seconds, update.render_seq, running),
                 lambda _: (
                     f"progress {update.progress} refused (terminal, or below the stored progress)"
@@ -716,13 +732,43 @@ class PostgresJobStore(JobStore):
                 conn,
                 job_id,
                 Change.BEGIN_ATTEMPT,
-                "attempt = attempt + 1, last_render_seq = 0",
+                "attempt = attempt + 1, last_render_seq = 0, attempt_progress = 0",
                 f"status IN {_ACTIVE_SQL} AND attempt = $4",
                 (expected_attempt,),
                 lambda _: f"attempt {expected_attempt} is no longer current",
                 lease,
             )
         )
+
+    async def place_attempt(
+        self,
+        job_id: str,
+        *,
+        placed: RenderAttempt,
+        superseded_outcome: str = "",
+        lease: Lease | None = None,
+    ) -> Job:
+        async def place(conn: asyncpg.Connection[Any]) -> Job:
+            async with conn.transaction():
+                row = await conn.fetchrow(
+                    f"SELECT {_COLUMNS} FROM jobs WHERE id = $1 FOR UPDATE", job_id
+                )
+                if row is None:
+                    raise JobNotFound(job_id)
+                attempts = with_placement(_job(row).attempts, placed, superseded_outcome)
+                return await self._update(
+                    conn,
+                    job_id,
+                    Change.PLACE_ATTEMPT,  # not recorded: bookkeeping of the render's place
+                    "render_attempts = $4",
+                    f"status IN {_ACTIVE_SQL} AND attempt = $5",
+                    (attempts_to_json(attempts), placed.attempt),
+                    lambda _: f"attempt {placed.attempt} is not current",
+                    lease,
+                    new_version=False,
+                )
+
+        return await self._run(place)
 
     # The job lifecycle.
 

@@ -45,14 +45,18 @@ from export_service.store.base import (
     ListCursor,
     ProgressResult,
     ProgressUpdate,
+    RenderAttempt,
     RequestIdDeleted,
     StaleLease,
     StoreUnavailable,
     TransitionRejected,
+    attempts_from_json,
+    attempts_to_json,
     created_at_us,
     decode_cursor,
     encode_cursor,
     lease_holds,
+    with_placement,
 )
 from export_service.store.worker import Priority, PriorityWorker
 from videojob import metrics
@@ -227,7 +231,20 @@ MIGRATIONS = (
             conn, "ALTER TABLE jobs ADD COLUMN trace_context TEXT NOT NULL DEFAULT '';"
         ),
     ),
+    Migration(
+        40,
+        "render attempts and the current attempt's progress",
+        lambda conn: _run_script(conn, POOL_SCHEMA),
+    ),
 )
+
+# Migration 40: a pool of render services. Each job keeps the placements of its render (JSON: a
+# list of base.RenderAttempt.to_dict) and the current attempt's own progress.
+POOL_SCHEMA = """
+ALTER TABLE jobs ADD COLUMN render_attempts TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE jobs ADD COLUMN attempt_progress REAL NOT NULL DEFAULT 0;
+UPDATE jobs SET attempt_progress = progress WHERE attempt = 1;
+"""
 
 MIGRATIONS_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -242,7 +259,7 @@ _COLUMNS = (
     "id, request_id, status, progress, stage, output_path, error_code, error_message, "
     "error_field, attempt, version, spec, created_at, updated_at, started_at, finished_at, "
     "last_render_seq, eta_seconds, output_size_bytes, output_duration_seconds, cancel_requested, "
-    "owner, lease_epoch, error_log_tail"
+    "owner, lease_epoch, error_log_tail, render_attempts, attempt_progress"
 )
 
 __all__ = [
@@ -299,6 +316,8 @@ def _job(row: sqlite3.Row) -> Job:
         owner=row["owner"],
         lease_epoch=row["lease_epoch"],
         error_log_tail=row["error_log_tail"],
+        attempt_progress=row["attempt_progress"],
+        attempts=attempts_from_json(row["render_attempts"]),
     )
 
 
@@ -451,7 +470,7 @@ class SqliteJobStore(JobStore):
                 "last_change = :change, written_by = :writer"
             )
         else:
-            assignments = "lease_epoch = lease_epoch"
+            assignments = assignments or "lease_epoch = lease_epoch"
         sql = f"UPDATE jobs SET {assignments} WHERE id = :id AND ({condition}) RETURNING {_COLUMNS}"
         with metrics.STORE_WRITE.labels(change.value).time(), _transaction(self._db):
             row = self._db.execute(sql, values).fetchone()
@@ -612,12 +631,13 @@ class SqliteJobStore(JobStore):
                 return self._update(
                     update.job_id,
                     Change.PROGRESS,
-                    "progress = :progress, stage = :stage, eta_seconds = :eta, "
+                    "progress = max(progress, :progress), attempt_progress = :progress, "
+                    "stage = :stage, eta_seconds = :eta, "
                     "last_render_seq = max(last_render_seq, :seq), "
                     "status = CASE WHEN :running THEN 'RUNNING' ELSE status END, "
                     "started_at = CASE WHEN :running THEN coalesce(started_at, :now) "
                     "ELSE started_at END",
-                    f"status IN {_ACTIVE_SQL} AND progress <= :progress",
+                    f"status IN {_ACTIVE_SQL} AND attempt_progress <= :progress",
                     {
                         "progress": update.progress,
                         "stage": update.stage,
@@ -728,13 +748,38 @@ class SqliteJobStore(JobStore):
             lambda: self._update(
                 job_id,
                 Change.BEGIN_ATTEMPT,
-                "attempt = attempt + 1, last_render_seq = 0",
+                "attempt = attempt + 1, last_render_seq = 0, attempt_progress = 0",
                 f"status IN {_ACTIVE_SQL} AND attempt = :expected",
                 {"expected": expected_attempt},
                 f"attempt {expected_attempt} is no longer current",
                 lease,
             )
         )
+
+    async def place_attempt(
+        self,
+        job_id: str,
+        *,
+        placed: RenderAttempt,
+        superseded_outcome: str = "",
+        lease: Lease | None = None,
+    ) -> Job:
+        def place() -> Job:
+            with _transaction(self._db):
+                current = self._select(job_id)
+                attempts = with_placement(current.attempts, placed, superseded_outcome)
+                return self._update(
+                    job_id,
+                    Change.PLACE_ATTEMPT,  # not recorded: bookkeeping of the render's place
+                    "render_attempts = :attempts",
+                    f"status IN {_ACTIVE_SQL} AND attempt = :attempt",
+                    {"attempts": attempts_to_json(attempts), "attempt": placed.attempt},
+                    f"attempt {placed.attempt} is not current",
+                    lease,
+                    new_version=False,
+                )
+
+        return await self._run(self._durable(place, full=True))
 
     # The job lifecycle.
 

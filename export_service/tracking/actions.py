@@ -17,12 +17,19 @@ class ReadJob:
 
 @dataclass(frozen=True)
 class CallRender:
-    """Render(render_id, spec): starts the render, or attaches to it and replays it from seq 1;
-    then reads the stream's first event → a stream observation. An owned job's lease is
-    confirmed (a fenced write) first: when it no longer holds → LeaseLost, when the job ended
-    meanwhile → JobEnded, and Render is not called."""
+    """Render(render_id, spec) on the render service of the attempt: starts the render, or
+    attaches to it and replays it from seq 1; then reads the stream's first event → a stream
+    observation. The attempt's own render id (store.base.render_id_for) names it.
+
+    An attempt not placed yet (or ``elsewhere``: on another render service than the one that
+    last refused or failed the job) is placed first: the pool chooses a render service by load
+    and a fenced write records it on the job → NotPlaced when none can take it. An attempt
+    placed already has its lease confirmed by a fenced write instead. Either write refused:
+    LeaseLost (another owner) or JobEnded, and Render is not called. Render refused because the
+    service drains → Draining."""
 
     attempt: int
+    elsewhere: bool = False
 
 
 @dataclass(frozen=True)
@@ -158,6 +165,22 @@ class RemoveOutput:
     path: str
 
 
+@dataclass(frozen=True)
+class ReleaseAttempt:
+    """An attempt was given up for a newer one: its render is cancelled on the render service
+    it was placed on, now or when that one answers again, and what it left is removed (its
+    partial file at once when the service is gone: ``service_lost``)."""
+
+    attempt: int
+    service_lost: bool = False
+
+
 Effect = (
-    CloseStream | OfferProgress | FlushProgress | DropProgress | MarkRenderReleased | RemoveOutput
+    CloseStream
+    | OfferProgress
+    | FlushProgress
+    | DropProgress
+    | MarkRenderReleased
+    | RemoveOutput
+    | ReleaseAttempt
 )

@@ -28,6 +28,15 @@ What it decides, phase by phase:
   (INVALID_INPUT) → FAILED.
 - giving up → FAILED with ``release_render`` (the supervisor cancels the render and removes its
   output; a wrong file is removed here once the failure is written).
+- a pool of render services: CallRender places a render not yet placed (the runner chooses a
+  render service by load and records it with a fenced write before Render; NotPlaced when none
+  can take it: asked again like a busy or unreachable one). A DRAINING refusal, a Failed
+  SHUTDOWN with never_started, or RESOURCE_EXHAUSTED while another service has room: placed
+  again elsewhere at once, same attempt, nothing spent. The attempt's service refusing
+  connections or answering NOT_FOUND while another can take the render: resubmitted (attempt
+  + 1) at once; silent or timing out: after ``failover_after``. A superseded attempt is
+  released (ReleaseAttempt). With a pool of one, none of these has anywhere else to go and
+  the decisions are those above.
 - JobEnded (the job became terminal elsewhere), Stopping (shutdown) or LeaseLost (another replica
   owns the job now: its render is left to that one), whatever was asked → Stop.
 """
@@ -57,6 +66,7 @@ from export_service.tracking.actions import (
     OfferProgress,
     ReadJob,
     ReadStream,
+    ReleaseAttempt,
     RemoveOutput,
     Stop,
     Wait,
@@ -68,12 +78,14 @@ from export_service.tracking.actions import (
 from export_service.tracking.observations import (
     Cancelled,
     Completed,
+    Draining,
     EventReceived,
     Failed,
     JobEnded,
     JobMissing,
     JobRead,
     LeaseLost,
+    NotPlaced,
     Observation,
     OutputChecked,
     Progress,
@@ -132,6 +144,11 @@ class Lost:
 
     code: str
     message: str
+    # Another render service can take it: resubmitted there without a backoff.
+    at_once: bool = False
+    # The render service the lost attempt ran on stopped answering (its partial file is
+    # removed by the export service).
+    service_lost: bool = False
 
 
 @dataclass(frozen=True)
@@ -178,6 +195,8 @@ class TrackerState:
     completion: PendingCompletion | None = None
     # A file to remove once the failure is written (a completed render that failed its checks).
     remove_on_fail: str = ""
+    # The next Render is to be placed on another render service than the last one.
+    elsewhere: bool = False
 
 
 @dataclass(frozen=True)
@@ -246,6 +265,18 @@ def _streaming(state: TrackerState, observation: Observation, now: float) -> Dec
             return _investigate(_end_round(state), why, closed)
         case StreamSilent(seconds=seconds):
             return _investigate(_end_round(state), f"no render event for {seconds:g} s", closed)
+        case Draining():
+            # Refused before anything started: elsewhere, same attempt, at once.
+            return _place_elsewhere(_answered(state), closed)
+        case NotPlaced(busy=True, why=why):
+            busy = Unreachable(f"no render service has room: {why}", busy=True)
+            return _unreachable(_answered(state), busy, closed)
+        case NotPlaced(why=why):
+            if state.unreachable_since is None:
+                state = replace(state, unreachable_since=now)
+            return _unreachable(state, Unreachable(f"no render service answers: {why}"), closed)
+        case RpcFailed(code=grpc.StatusCode.RESOURCE_EXHAUSTED, others_available=True):
+            return _place_elsewhere(_answered(state), closed)
         case RpcFailed(code=grpc.StatusCode.RESOURCE_EXHAUSTED):
             # Busy: an answer, not a quiet stream (the render was not started).
             return _call_failed(state, observation, closed)
@@ -259,7 +290,7 @@ def _call_failed(state: TrackerState, failed: RpcFailed, effects: tuple[Effect, 
         message = failed.details or "invalid render spec"
         return _write_fail(state, FAILURE_INVALID_INPUT, message, failed.field, effects)
     if failed.code == grpc.StatusCode.NOT_FOUND:
-        return _lost(_answered(state), _NOT_KNOWN, effects)
+        return _lost(_answered(state), _not_known(failed.others_available), effects)
     if failed.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         # An answer (the budget starts afresh) that asks for time: the backoff keeps growing.
         busy = Unreachable(f"the render service is busy: {failed.details}", busy=True)
@@ -288,12 +319,17 @@ def _investigating(state: TrackerState, observation: Observation, now: float) ->
                 why = f"the render stream brought nothing {quiet} time(s) in a row"
                 return _wait(state, delay, why, "re-attaching", AfterWait.REATTACH)
             return _open_stream(state, submit=False)
-        case RpcFailed(code=grpc.StatusCode.NOT_FOUND):
-            return _lost(_answered(state), _NOT_KNOWN)
-        case RpcFailed(code=code, details=details):
+        case RpcFailed(code=grpc.StatusCode.NOT_FOUND, others_available=others):
+            return _lost(_answered(state), _not_known(others))
+        case RpcFailed(code=code, details=details, others_available=others):
             message = f"the render service is unreachable ({code.name}: {details})"
             if state.unreachable_since is None:
                 state = replace(state, unreachable_since=now)
+            silent_for = now - (state.unreachable_since or now)
+            refused = code == grpc.StatusCode.UNAVAILABLE
+            if others and (refused or silent_for >= state.settings.failover_after):
+                lost = Lost(FAILURE_RENDER_LOST, message, at_once=True, service_lost=True)
+                return _lost(state, lost)
             return _unreachable(state, Unreachable(message))
     _unexpected(state, observation)
 
@@ -313,6 +349,9 @@ def _confirming(state: TrackerState, observation: Observation, now: float) -> De
 def _resubmit_later(state: TrackerState, lost: Lost) -> Decision:
     if state.attempt >= state.settings.max_attempts:
         return _give_up(state, lost.code, f"{lost.message}; gave up after {state.attempt} attempts")
+    if lost.at_once:
+        # Another render service can take it: no reason to wait.
+        return _begin_attempt(state)
     delay, state = _backoff(state, state.attempt)
     then = f"resubmitting as attempt {state.attempt + 1}"
     return _wait(state, delay, lost.message, then, AfterWait.RESUBMIT)
@@ -332,6 +371,8 @@ def _ask_again_later(state: TrackerState, unreachable: Unreachable, now: float) 
                 f"{unreachable.message}; gave up after {waited:.0f} s (retry budget {budget:g} s)",
             )
         delay = min(delay, budget - waited)
+        if waited < state.settings.failover_after:  # a pool may fail over then
+            delay = min(delay, state.settings.failover_after - waited)
     return _wait(state, delay, unreachable.message, "asking again", AfterWait.ASK_AGAIN)
 
 
@@ -340,9 +381,7 @@ def _waiting(state: TrackerState, observation: Observation, now: float) -> Decis
         _unexpected(state, observation)
     match state.after_wait:
         case AfterWait.RESUBMIT:
-            # The old render's progress must not land after the new attempt's seq reset.
-            waiting = replace(state, phase=Phase.BEGINNING_ATTEMPT)
-            return Decision(waiting, BeginAttempt(state.attempt), (DropProgress(),))
+            return _begin_attempt(state)
         case AfterWait.ASK_AGAIN if state.last_seq == 0:
             # Nothing seen of this attempt's render: Render starts it, or attaches to it.
             return _open_stream(state, submit=True)
@@ -363,7 +402,17 @@ def _beginning_attempt(state: TrackerState, observation: Observation, now: float
             return _stop(state)
         case Refused() if observation.terminal:
             return _stop(state)
-        case Written(attempt=attempt) | Refused(attempt=attempt):
+        case Written(attempt=attempt):
+            lost = state.retry if isinstance(state.retry, Lost) else None
+            release = ReleaseAttempt(
+                state.attempt, service_lost=lost is not None and lost.service_lost
+            )
+            fresh = replace(
+                state, attempt=attempt, quiet_rounds=0, elsewhere=lost is not None and lost.at_once
+            )
+            decision = _open_stream(fresh, submit=True)
+            return replace(decision, effects=(release, *decision.effects))
+        case Refused(attempt=attempt):
             # Refused while active: someone else already began that attempt; follow it.
             return _open_stream(replace(state, attempt=attempt, quiet_rounds=0), submit=True)
     _unexpected(state, observation)
@@ -451,6 +500,23 @@ _BY_PHASE = {
 _NOT_KNOWN = Lost(FAILURE_RENDER_LOST, "the render service no longer knows the render")
 
 
+def _not_known(others_available: bool) -> Lost:
+    return replace(_NOT_KNOWN, at_once=others_available)
+
+
+def _begin_attempt(state: TrackerState) -> Decision:
+    # The old render's progress must not land after the new attempt's seq reset.
+    waiting = replace(state, phase=Phase.BEGINNING_ATTEMPT)
+    return Decision(waiting, BeginAttempt(state.attempt), (DropProgress(),))
+
+
+def _place_elsewhere(state: TrackerState, effects: tuple[Effect, ...] = ()) -> Decision:
+    """Nothing started where the render was refused or handed back: the same attempt is placed
+    on another render service at once, costing nothing."""
+    decision = _open_stream(replace(state, elsewhere=True), submit=True)
+    return replace(decision, effects=(*effects, *decision.effects))
+
+
 def _verdict(
     state: TrackerState,
     seq: int,
@@ -482,6 +548,9 @@ def _verdict(
             )
             checking = replace(state, phase=Phase.CHECKING_OUTPUT, completion=done)
             return Decision(checking, CheckOutput(event.output_path, event.size_bytes), effects)
+        case Failed(never_started=True):
+            # Handed back by a draining render service before it started: nothing was spent.
+            return _place_elsewhere(state, (*effects, DropProgress()))
         case Failed(code=code) if code in RETRYABLE_RENDER_FAILURES:
             lost = Lost(FAILURE_RENDER_LOST, f"the render was lost ({code}: {event.message})")
             return _lost(state, lost, effects)
@@ -496,10 +565,16 @@ def _verdict(
 
 def _open_stream(state: TrackerState, *, submit: bool) -> Decision:
     if submit:
+        elsewhere = state.elsewhere
         state = replace(
-            state, phase=Phase.STREAMING, submitted=True, round_had_event=False, last_seq=0
+            state,
+            phase=Phase.STREAMING,
+            submitted=True,
+            round_had_event=False,
+            last_seq=0,
+            elsewhere=False,
         )
-        return Decision(state, CallRender(state.attempt))
+        return Decision(state, CallRender(state.attempt, elsewhere=elsewhere))
     state = replace(state, phase=Phase.STREAMING, submitted=False, round_had_event=False)
     return Decision(state, WatchRender(state.last_seq))
 

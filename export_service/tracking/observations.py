@@ -36,6 +36,9 @@ class Failed:
     field: str = ""
     # The last lines of ffmpeg's log ("" for none).
     log_tail: str = ""
+    # SHUTDOWN only: a draining render service handed the render back before it started
+    # (nothing was rendered): placed elsewhere at once, costing no attempt.
+    never_started: bool = False
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,9 @@ class RpcFailed:
     details: str
     # The request field an INVALID_ARGUMENT is about, when the status names one.
     field: str = ""
+    # Another render service of the pool is healthy, not draining and not the attempt's own:
+    # somewhere to fail over to (always False for a pool of one).
+    others_available: bool = False
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,27 @@ class RenderReport:
 
     seq: int
     last_event: RenderOutcome | None
+
+
+# Answers of placement (in CallRender) and of a render service refusing new work.
+
+
+@dataclass(frozen=True)
+class NotPlaced:
+    """No render service of the pool can take the render now. ``busy``: some answer, but none
+    has room (as RESOURCE_EXHAUSTED); otherwise none answers at all."""
+
+    why: str
+    busy: bool = False
+
+
+@dataclass(frozen=True)
+class Draining:
+    """Render was refused UNAVAILABLE with reason DRAINING: the render service is finishing
+    its running renders before it stops. Nothing started there; placed elsewhere for free."""
+
+    instance_id: str
+    details: str
 
 
 # Answers of the output check and the clock.
@@ -153,8 +180,7 @@ class LeaseLost:
     write that must precede Render is refused this way."""
 
 
-# Every observation. Those the next pieces add (a placement on a render service, a draining render
-# service) join this union with a case in decide; the runner treats a value outside it as a bug.
+# Every observation; the runner treats a value outside it as a bug.
 Observation = (
     JobRead
     | JobMissing
@@ -165,6 +191,8 @@ Observation = (
     | StreamSilent
     | RpcFailed
     | RenderReport
+    | NotPlaced
+    | Draining
     | OutputChecked
     | TimerFired
     | JobEnded

@@ -182,7 +182,10 @@ function render(job) {
   bar.setAttribute("aria-valuenow", String(shown));
   bar.querySelector(".bar-fill").style.width = percent + "%";
   card.querySelector(".percent").textContent = shown + "%";
-  card.querySelector(".stage").textContent = job.stage || "";
+  // A resubmitted render: say so, with the new render's own progress (the bar keeps the job's).
+  card.querySelector(".stage").textContent = job.retrying
+    ? "Retrying · attempt " + job.attempt + " · " + Math.floor(job.attemptProgress || 0) + "% of it · " + (job.stage || "")
+    : job.stage || "";
   card.querySelector(".eta").textContent = job.status === "running" ? formatEta(job.etaSeconds) : "";
   const error = card.querySelector(".job-error");
   error.hidden = !job.error;
@@ -591,7 +594,13 @@ function renderDetail(job) {
   const status = $("#detail-status");
   status.textContent = job.status;
   status.dataset.status = job.status;
-  $("#detail-stage").textContent = job.stage + (TERMINAL.has(job.status) ? "" : " · " + Math.floor(job.progress) + "%");
+  $("#detail-stage").textContent = job.retrying
+    ? "Retrying · attempt " + job.attempt + " · " + Math.floor(job.attemptProgress || 0) + "% of this attempt · " + job.stage
+    : job.stage + (TERMINAL.has(job.status) ? "" : " · " + Math.floor(job.progress) + "%");
+  // The render service of each attempt, for the timeline.
+  state.attemptServices = new Map(
+    (job.attempts || []).map((attempt) => [attempt.attempt, attempt.renderService ? attempt.renderService.instanceId || attempt.renderService.address : ""])
+  );
   const output = [describeOutput(job.spec)];
   if (job.outputSizeBytes) output.push(formatBytes(job.outputSizeBytes));
   if (job.outputDurationSeconds) output.push(job.outputDurationSeconds.toFixed(1) + " s");
@@ -664,7 +673,8 @@ function percentText(progress) {
 
 // The render service that ran an attempt, once the history records it.
 function onRenderService(entry) {
-  return entry.renderService ? " on " + entry.renderService : "";
+  const service = entry.renderService || (state.attemptServices && state.attemptServices.get(entry.attempt));
+  return service ? " on " + service : "";
 }
 
 // One line per change of status, attempt and outcome; each run of progress entries in between

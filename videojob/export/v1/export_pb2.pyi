@@ -99,6 +99,10 @@ class VideoJob(_message.Message):
     ETA_SECONDS_FIELD_NUMBER: _builtins.int
     OUTPUT_SIZE_BYTES_FIELD_NUMBER: _builtins.int
     OUTPUT_DURATION_SECONDS_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    RENDER_SERVICE_FIELD_NUMBER: _builtins.int
+    RETRYING_FIELD_NUMBER: _builtins.int
+    ATTEMPT_PROGRESS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     status: Global___JobStatus.ValueType
     progress: _builtins.float
@@ -111,6 +115,12 @@ class VideoJob(_message.Message):
     eta_seconds: _builtins.float
     output_size_bytes: _builtins.int
     output_duration_seconds: _builtins.float
+    retrying: _builtins.bool
+    """True while an active job's render was submitted again (attempt 2 or later): progress is
+    the job's (never decreasing), attempt_progress the new render's own, eta_seconds its ETA.
+    """
+    attempt_progress: _builtins.float
+    """The current attempt's own progress, 0 to 100 (equal to progress on the first attempt)."""
     @_builtins.property
     def error(self) -> Global___JobError: ...
     @_builtins.property
@@ -123,6 +133,16 @@ class VideoJob(_message.Message):
     def started_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def finished_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___RenderAttempt]:
+        """A pool of render services. Every placement of the job's render, oldest first: superseded
+        attempts stay (a render service that comes back with one has it cancelled).
+        """
+
+    @_builtins.property
+    def render_service(self) -> Global___RenderService:
+        """The render service the current attempt runs on (empty until it is placed)."""
+
     def __init__(
         self,
         *,
@@ -143,14 +163,85 @@ class VideoJob(_message.Message):
         eta_seconds: _builtins.float = ...,
         output_size_bytes: _builtins.int = ...,
         output_duration_seconds: _builtins.float = ...,
+        attempts: _abc.Iterable[Global___RenderAttempt] | None = ...,
+        render_service: Global___RenderService | None = ...,
+        retrying: _builtins.bool = ...,
+        attempt_progress: _builtins.float = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "spec", b"spec", "started_at", b"started_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "render_service", b"render_service", "spec", b"spec", "started_at", b"started_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "created_at", b"created_at", "error", b"error", "eta_seconds", b"eta_seconds", "finished_at", b"finished_at", "id", b"id", "output_duration_seconds", b"output_duration_seconds", "output_path", b"output_path", "output_size_bytes", b"output_size_bytes", "progress", b"progress", "request_id", b"request_id", "spec", b"spec", "stage", b"stage", "started_at", b"started_at", "status", b"status", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "attempt_progress", b"attempt_progress", "attempts", b"attempts", "created_at", b"created_at", "error", b"error", "eta_seconds", b"eta_seconds", "finished_at", b"finished_at", "id", b"id", "output_duration_seconds", b"output_duration_seconds", "output_path", b"output_path", "output_size_bytes", b"output_size_bytes", "progress", b"progress", "render_service", b"render_service", "request_id", b"request_id", "retrying", b"retrying", "spec", b"spec", "stage", b"stage", "started_at", b"started_at", "status", b"status", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___VideoJob: _TypeAlias = VideoJob  # noqa: Y015
+
+@_typing.final
+class RenderService(_message.Message):
+    """A render service of the pool: its stable instance id (--instance-id) and address."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.str
+    address: _builtins.str
+    def __init__(
+        self,
+        *,
+        instance_id: _builtins.str = ...,
+        address: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "instance_id", b"instance_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RenderService: _TypeAlias = RenderService  # noqa: Y015
+
+@_typing.final
+class RenderAttempt(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    RENDER_ID_FIELD_NUMBER: _builtins.int
+    RENDER_SERVICE_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    FINISHED_AT_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    attempt: _builtins.int
+    render_id: _builtins.str
+    """The attempt's own render id: no two attempts share a partial file or an event log."""
+    outcome: _builtins.str
+    """Why it ended ("superseded by attempt 2"); for the current attempt of a finished job, the
+    job's status; empty while it runs.
+    """
+    @_builtins.property
+    def render_service(self) -> Global___RenderService: ...
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def finished_at(self) -> _timestamp_pb2.Timestamp:
+        """Unset while current."""
+
+    def __init__(
+        self,
+        *,
+        attempt: _builtins.int = ...,
+        render_id: _builtins.str = ...,
+        render_service: Global___RenderService | None = ...,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
+        finished_at: _timestamp_pb2.Timestamp | None = ...,
+        outcome: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at", "render_service", b"render_service", "started_at", b"started_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "finished_at", b"finished_at", "outcome", b"outcome", "render_id", b"render_id", "render_service", b"render_service", "started_at", b"started_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RenderAttempt: _TypeAlias = RenderAttempt  # noqa: Y015
 
 @_typing.final
 class CreateExportRequest(_message.Message):
