@@ -325,7 +325,8 @@ def _investigating(state: TrackerState, observation: Observation, now: float) ->
             message = f"the render service is unreachable ({code.name}: {details})"
             if state.unreachable_since is None:
                 state = replace(state, unreachable_since=now)
-            silent_for = now - (state.unreachable_since or now)
+            since = state.unreachable_since
+            silent_for = 0.0 if since is None else now - since
             refused = code == grpc.StatusCode.UNAVAILABLE
             if others and (refused or silent_for >= state.settings.failover_after):
                 lost = Lost(FAILURE_RENDER_LOST, message, at_once=True, service_lost=True)
@@ -407,8 +408,14 @@ def _beginning_attempt(state: TrackerState, observation: Observation, now: float
             release = ReleaseAttempt(
                 state.attempt, service_lost=lost is not None and lost.service_lost
             )
+            # A new render, maybe on another render service: its own budget of patience.
             fresh = replace(
-                state, attempt=attempt, quiet_rounds=0, elsewhere=lost is not None and lost.at_once
+                state,
+                attempt=attempt,
+                quiet_rounds=0,
+                unreachable_since=None,
+                retry_rounds=0,
+                elsewhere=lost is not None and lost.at_once,
             )
             decision = _open_stream(fresh, submit=True)
             return replace(decision, effects=(release, *decision.effects))

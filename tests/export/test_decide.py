@@ -27,6 +27,7 @@ from export_service.tracking.actions import (
     OfferProgress,
     ReadJob,
     ReadStream,
+    ReleaseAttempt,
     RemoveOutput,
     Stop,
     Wait,
@@ -45,11 +46,13 @@ from export_service.tracking.decide import (
 from export_service.tracking.observations import (
     Cancelled,
     Completed,
+    Draining,
     EventReceived,
     Failed,
     JobEnded,
     JobMissing,
     JobRead,
+    NotPlaced,
     Observation,
     OutputChecked,
     Progress,
@@ -123,10 +126,12 @@ def outcome(rng: random.Random, terminal_weight: int) -> RenderOutcome:
                 duration_seconds=rng.uniform(0.0, 12.0),
             )
         case 1:
+            code = rng.choice(["FFMPEG_ERROR", "SHUTDOWN", "SHUTDOWN", "INVALID_INPUT", ""])
             return Failed(
-                code=rng.choice(["FFMPEG_ERROR", "SHUTDOWN", "SHUTDOWN", "INVALID_INPUT", ""]),
+                code=code,
                 message=rng.choice(["boom", ""]),
                 field=rng.choice(["", "spec.source.transcode.input_path"]),
+                never_started=code == "SHUTDOWN" and rng.random() < 0.5,
             )
     return Cancelled()
 
@@ -183,12 +188,18 @@ def answer(rng: random.Random, world: World, state: TrackerState, ask: NextStep)
                 world.now += s.stall_timeout
                 return StreamSilent(s.stall_timeout)
             world.now += rng.uniform(0.0, s.rpc_timeout)
+            if isinstance(ask, CallRender) and rng.random() < 0.3:
+                if rng.random() < 0.5:
+                    return Draining("render-a", "draining")
+                return NotPlaced("every render service is draining", busy=rng.random() < 0.5)
             code = rng.choice((*RPC_CODES, *UNREACHABLE_CODES))
-            return RpcFailed(code, "details", field="spec.output")
+            others = rng.random() < 0.3
+            return RpcFailed(code, "details", field="spec.output", others_available=others)
         case GetRender():
             world.now += rng.uniform(0.0, s.rpc_timeout)
             if rng.random() < 0.5:
-                return RpcFailed(rng.choice((*RPC_CODES, *UNREACHABLE_CODES)), "details")
+                code = rng.choice((*RPC_CODES, *UNREACHABLE_CODES))
+                return RpcFailed(code, "details", others_available=rng.random() < 0.3)
             event = rng.choice([None, outcome(rng, 10)])
             return RenderReport(world.render_seq + 1, event)
         case CheckOutput():
@@ -235,6 +246,7 @@ def observe(world: World, ask: NextStep, observation: Observation) -> None:
         world.quiet_calls = 0 if world.call_brought_event else world.quiet_calls + 1
     if isinstance(observation, Written) and isinstance(ask, BeginAttempt):
         world.quiet_calls = 0
+        world.unreachable_since = None  # a new render, perhaps elsewhere: patience anew
 
 
 def check(world: World, before: TrackerState, seen: Observation, decision: Decision) -> None:
@@ -262,6 +274,32 @@ def check(world: World, before: TrackerState, seen: Observation, decision: Decis
         assert not [w for w in writes if not isinstance(w, TERMINAL_WRITES)], decision
     if isinstance(seen, JobEnded | Stopping):
         assert isinstance(ask, Stop)
+    # A refusal that costs nothing (a draining render service, a render handed back before it
+    # started, a full one while another has room) places the same attempt elsewhere at once;
+    # nowhere to place it is waited out like a busy or unreachable render service.
+    handed_back = (
+        isinstance(seen, EventReceived)
+        and seen.seq > before.last_seq
+        and isinstance(seen.event, Failed)
+        and seen.event.never_started
+    )
+    full_here = (
+        isinstance(seen, RpcFailed)
+        and seen.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        and seen.others_available
+    )
+    if before.phase.value == "streaming" and (
+        isinstance(seen, Draining) or handed_back or full_here
+    ):
+        assert ask == CallRender(before.attempt, elsewhere=True), decision
+        assert state.attempt == before.attempt
+    if before.phase.value == "streaming" and isinstance(seen, NotPlaced):
+        assert isinstance(ask, ReadJob) and state.attempt == before.attempt, decision
+    # Only a new attempt releases the one it supersedes, and never the new one.
+    for effect in decision.effects:
+        if isinstance(effect, ReleaseAttempt):
+            assert isinstance(seen, Written) and before.phase.value == "beginning attempt"
+            assert effect.attempt == before.attempt < state.attempt
     # Give-ups no later than their budgets.
     if world.unreachable_since is not None and isinstance(ask, Wait) and ask.then == "asking again":
         assert world.now + ask.seconds <= world.unreachable_since + s.retry_budget + 1e-6
@@ -561,3 +599,79 @@ def test_a_cancel_reported_by_the_render_service_is_recorded_and_released() -> N
     written = decide(cancelling.state, Written(1), 1.1)
     assert (written.next, written.effects) == (Stop(), (MarkRenderReleased(),))
     assert decide(cancelling.state, Refused(JobStatus.COMPLETED, 1), 1.1).next == Stop()
+
+
+# A pool of render services.
+
+
+def test_a_draining_refusal_places_the_same_attempt_elsewhere_at_once() -> None:
+    refused = decide(streaming(), Draining("render-a", "draining"), 1.0)
+    assert (refused.next, refused.effects) == (CallRender(1, elsewhere=True), (CloseStream(),))
+    assert refused.state.attempt == 1
+
+
+def test_a_render_handed_back_before_it_started_costs_no_attempt() -> None:
+    handed_back = Failed("SHUTDOWN", "draining", never_started=True)
+    decision = decide(streaming(), EventReceived(2, handed_back), 1.0)
+    assert decision.next == CallRender(1, elsewhere=True)
+    assert DropProgress() in decision.effects
+    # Without never_started, SHUTDOWN is a lost render (the next attempt, after a backoff).
+    lost = decide(streaming(), EventReceived(2, Failed("SHUTDOWN", "stopping")), 1.0)
+    assert lost.next == ReadJob()
+
+
+def test_a_full_render_service_sends_the_render_elsewhere_only_when_another_has_room() -> None:
+    full = RpcFailed(grpc.StatusCode.RESOURCE_EXHAUSTED, "full", others_available=True)
+    assert decide(streaming(), full, 1.0).next == CallRender(1, elsewhere=True)
+    alone = RpcFailed(grpc.StatusCode.RESOURCE_EXHAUSTED, "full")
+    assert decide(streaming(), alone, 1.0).next == ReadJob()  # busy: asked again later
+
+
+def test_nowhere_to_place_is_waited_out_without_costing_an_attempt() -> None:
+    busy = decide(streaming(), NotPlaced("all draining", busy=True), 1.0)
+    wait = decide(busy.state, JobRead(False, 1, 0, 2.0), 1.1)
+    assert isinstance(wait.next, Wait) and wait.next.then == "asking again"
+    assert decide(wait.state, TimerFired(), 1.1 + wait.next.seconds).next == CallRender(1)
+
+
+def failover(observation: RpcFailed, now: float, state: TrackerState | None = None) -> Decision:
+    """From a GetRender answer to the next Render: confirm, begin the next attempt, Render."""
+    investigating = state or decide(streaming(last_seq=3), StreamEnded(), 0.0).state
+    confirm = decide(investigating, observation, now)
+    assert confirm.next == ReadJob(), confirm
+    begin = decide(confirm.state, JobRead(False, 1, 3, 2.0), now)
+    assert begin.next == BeginAttempt(1), begin
+    return decide(begin.state, Written(2), now)
+
+
+def test_a_render_service_that_refuses_connections_fails_over_at_once() -> None:
+    refused = RpcFailed(grpc.StatusCode.UNAVAILABLE, "connection refused", others_available=True)
+    moved = failover(refused, 1.0)
+    assert moved.next == CallRender(2, elsewhere=True)
+    assert moved.effects == (ReleaseAttempt(1, service_lost=True),)
+    assert (moved.state.unreachable_since, moved.state.retry_rounds) == (None, 0)
+
+
+def test_a_render_service_that_no_longer_knows_the_render_fails_over_at_once() -> None:
+    not_found = RpcFailed(grpc.StatusCode.NOT_FOUND, "unknown render", others_available=True)
+    moved = failover(not_found, 1.0)
+    assert moved.next == CallRender(2, elsewhere=True)
+    assert moved.effects == (ReleaseAttempt(1, service_lost=False),)
+
+
+def test_a_silent_render_service_fails_over_after_failover_after_not_the_budget() -> None:
+    settings_ = SETTINGS  # failover_after 15 s < retry_budget 20 s
+    timeout = RpcFailed(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline", others_available=True)
+    state = decide(streaming(last_seq=3), StreamEnded(), 0.0).state
+    now = 0.0
+    for _ in range(100):
+        decision = decide(state, timeout, now)
+        assert decision.next == ReadJob()
+        after = decide(decision.state, JobRead(False, 1, 3, 2.0), now)
+        if isinstance(after.next, BeginAttempt):
+            break
+        assert isinstance(after.next, Wait) and after.next.then == "asking again"
+        now += after.next.seconds
+        state = decide(after.state, TimerFired(), now).state
+    assert isinstance(after.next, BeginAttempt)
+    assert settings_.failover_after <= now < settings_.retry_budget
