@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Protocol
@@ -37,3 +38,16 @@ BENCHMARK_MODULES: tuple[ModuleType, ...] = (
     bench_observability,
 )
 BENCHMARKS: dict[str, ModuleType] = {module.NAME: module for module in BENCHMARK_MODULES}
+# The smaller form the test suite runs, where a benchmark's quick form is too long for it.
+SMOKE_FORMS: dict[str, Callable[[Path], BenchResult]] = {
+    bench_observability.NAME: bench_observability.smoke,
+}
+
+
+def run_smoke(name: str, workdir: Path) -> BenchResult:
+    """The named benchmark in its smoke form, else its quick form."""
+    smoke = SMOKE_FORMS.get(name)
+    if smoke is not None:
+        return smoke(workdir)
+    benchmark: Benchmark = BENCHMARKS[name]
+    return benchmark.run(workdir, True)

@@ -1,5 +1,5 @@
-"""Each benchmark runs end to end in its tiny (--quick) configuration and produces numbers;
-no assertion is about speed."""
+"""Each benchmark runs end to end in its tiny configuration (its smoke form where it has one,
+else --quick) and produces numbers; no assertion is about speed."""
 
 from __future__ import annotations
 
@@ -8,22 +8,22 @@ from pathlib import Path
 
 import pytest
 
-from bench.registry import BENCHMARKS
-from bench.report import BenchResult
+from bench.registry import BENCHMARKS, run_smoke
+from bench.report import Metric
 
 
-def _numbers(result: BenchResult) -> list[float]:
-    return [m.value for m in result.metrics if m.value is not None and not math.isnan(m.value)]
+def _numbers(metrics: list[Metric]) -> list[float]:
+    return [m.value for m in metrics if m.value is not None and not math.isnan(m.value)]
 
 
 @pytest.mark.parametrize("name", list(BENCHMARKS))
 def test_benchmark_runs_and_reports_numbers(name: str, tmp_path: Path) -> None:
-    result: BenchResult = BENCHMARKS[name].run(tmp_path, True)
+    result = run_smoke(name, tmp_path)
     if result.skipped:
         pytest.skip(result.skipped)
     assert not result.error
     assert result.metrics, "a benchmark reports at least one metric"
-    assert _numbers(result), f"{name} produced no numbers: {result.metrics}"
+    assert _numbers(result.metrics), f"{name} produced no numbers: {result.metrics}"
     details = result.details
     if name == "overhead":
         assert details["all_completed"]
@@ -37,3 +37,14 @@ def test_benchmark_runs_and_reports_numbers(name: str, tmp_path: Path) -> None:
         assert details["all_completed"], details["statuses"]
     elif name == "poll":
         assert result.metrics[-1].value is not None and result.metrics[-1].value > 0
+    elif name == "observability":
+        for mode in ("plain", "observed"):
+            ran = details[mode]
+            jobs = details["rounds"] * details["latency_jobs_per_round"]
+            assert ran["latency_outcomes"] == {"completed": jobs}, ran["latency_outcomes"]
+            assert ran["fanout"]["terminal"] == ran["fanout"]["clients"] > 0
+            assert ran["fanout_delivered"] > 0
+            reported = [m for m in result.metrics if m.name.endswith(f"({mode})")]
+            assert _numbers(reported), f"no numbers for {mode}"
+        assert details["plain"]["scrapes"] == 0
+        assert details["observed"]["scrapes"] > 0
