@@ -112,7 +112,7 @@ async def test_watchers_see_every_change_after_the_listeners_are_killed(
 
     await wait_until(both_listening, "both replicas listening")
     before = await listener_pids(schema)
-    job = await create(writer, "listeners-killed", 4.0)
+    job = await create(writer, "listeners-killed", 30.0)
     seen: list[export_pb2.VideoJob] = []
     watch = asyncio.create_task(other.watch(job.id, seen))
     with Throttle.children_of(stack.render.pid) as throttle:
@@ -186,7 +186,7 @@ async def test_the_gateway_keeps_answering_when_a_replica_is_killed(
     stack = await cluster(exports=2, gateways=1)
     tracking, serving = stack.exports
     writer = replicas(tracking)
-    job = await create(writer, "gateway-over-two-replicas", 4.0)
+    job = await create(writer, "gateway-over-two-replicas", 30.0)
     record = StreamRecord()
     async with httpx.AsyncClient(base_url=stack.url, timeout=30) as http:
         with Throttle.children_of(stack.render.pid) as throttle:
