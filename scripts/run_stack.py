@@ -123,11 +123,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (OSError, ValueError, TimeoutError, asyncpg.PostgresError) as error:
             print(f"cannot create the database: {error}", file=sys.stderr, flush=True)
             return 1
-    if args.renders > 1:
-        # The export service talks to one render service; spreading renders over several
-        # (placement by load, recorded on the job) is not built yet.
-        print("--renders: one render service per cluster for now", file=sys.stderr, flush=True)
-        return 2
     try:
         stack = Stack(
             StackConfig(

@@ -262,7 +262,16 @@ class Stack:
             config.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
         probe = grpc_serving(EXPORT_SERVICE, config.grpc_tls, config.grpc_server_name)
         for index in range(role.count):
-            args = export_args(_listen_of(role, index), target, self.database, *role.args)
+            # The render services' output directory is shared with the export services: the
+            # partial file of a render service that died is removed there.
+            args = export_args(
+                _listen_of(role, index),
+                target,
+                self.database,
+                "--render-output-dir",
+                str(self.output_dir),
+                *role.args,
+            )
             module = role.module or "export_service"
             self._start(self.exports, _name("export", role, index), module, args, role, probe)
         return self.exports
