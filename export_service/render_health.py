@@ -1,4 +1,4 @@
-"""Whether the render service answers, under its own health service name.
+"""Whether a render service answers (any one of a pool), under its own health service name.
 
 The export service keeps accepting jobs while no render service answers (their trackers wait),
 so this never changes the health of ``""`` or of the ExportService: it is reported as
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -32,12 +33,15 @@ def render_health_name(export_service_name: str) -> str:
 class RenderHealthReporter:
     def __init__(
         self,
-        channel: grpc.aio.Channel,
+        channel: grpc.aio.Channel | Callable[[], Sequence[grpc.aio.Channel]],
         health: health_aio.HealthServicer,
         name: str,
         interval: float = CHECK_INTERVAL_SECONDS,
     ) -> None:
-        self._stub = health_pb2_grpc.HealthStub(channel)
+        # The render services to ask (a pool's members may change between checks).
+        self._channels: Callable[[], Sequence[grpc.aio.Channel]] = (
+            channel if callable(channel) else lambda: (channel,)
+        )
         self._health = health
         self._name = name
         self._interval = interval
@@ -50,14 +54,9 @@ class RenderHealthReporter:
         return self._up
 
     async def check(self) -> bool:
-        try:
-            answer = await self._stub.Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=CHECK_TIMEOUT_SECONDS
-            )
-        except grpc.aio.AioRpcError:
-            up = False
-        else:
-            up = answer.status == _SERVING
+        """SERVING while at least one render service answers SERVING."""
+        answers = await asyncio.gather(*(_serving(channel) for channel in self._channels()))
+        up = any(answers)
         if up != self._up:
             if self._up is not None:
                 logger.warning("the render service %s", "answers again" if up else "is unreachable")
@@ -78,3 +77,13 @@ class RenderHealthReporter:
         while True:
             await asyncio.sleep(self._interval)
             await self.check()
+
+
+async def _serving(channel: grpc.aio.Channel) -> bool:
+    try:
+        answer = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=""), timeout=CHECK_TIMEOUT_SECONDS
+        )
+    except grpc.aio.AioRpcError:
+        return False
+    return bool(answer.status == _SERVING)

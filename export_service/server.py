@@ -613,7 +613,9 @@ async def create_server(
     render_health: RenderHealthReporter | None = None
     if isinstance(health, health_aio.HealthServicer):
         render_health = RenderHealthReporter(
-            render_pool.first().channel, health, render_health_name(SERVICE_NAME)
+            lambda: [member.channel for member in render_pool.members],
+            health,
+            render_health_name(SERVICE_NAME),
         )
         await render_health.check()
         render_health.start()

@@ -810,6 +810,9 @@ class RenderSupervisor:
         each of the job's attempts, retried with backoff for the retry budget (then at the next
         start)."""
         job = await self._store.get(job_id)
+        for superseded in job.attempts:
+            if superseded.attempt != job.attempt:
+                self.release_attempt(job_id, superseded, False)
         targets = [
             (self._pool.member_for(a.instance_id, a.address), a.render_id)
             for a in job.attempts

@@ -152,13 +152,22 @@ async def test_a_killed_render_service_s_job_completes_on_the_other_as_attempt_2
         dead_instance = victim.render_service.instance_id
         survivor = next(name for name in by_instance if name != dead_instance)
         assert partial_files(output, dead_instance), "the render was writing its partial file"
+        before_kill = await get(pool.stub, victim.id)
         kill_group(by_instance[dead_instance])
+        retrying: list[export_pb2.VideoJob] = []
 
-        async def resubmitted() -> bool:
+        async def resubmitted_and_rendering() -> bool:
             job = await get(pool.stub, victim.id)
-            return job.attempt == 2 and job.render_service.instance_id == survivor
+            retrying.append(job)
+            return job.attempt == 2 and job.attempt_progress > 0
 
-        await wait_for(resubmitted, within=30)
+        await wait_for(resubmitted_and_rendering, within=30)
+        # Says what happens: a retry, with the new render's own progress; the job's own
+        # progress did not go back.
+        shown = retrying[-1]
+        assert shown.retrying and shown.render_service.instance_id == survivor
+        assert shown.progress >= before_kill.progress
+        assert all(job.progress >= before_kill.progress for job in retrying)
     final = await wait_terminal(pool.stub, victim.id)
     assert_completed_with_valid_file(final, SLOW_DURATION)
     assert final.attempt == 2 and final.render_service.instance_id == survivor
