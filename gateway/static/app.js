@@ -537,8 +537,10 @@ async function loadOutputChoices() {
   const output = document_.components.schemas.OutputSpec;
   for (const container of output.properties.container.enum) state.codecs[container] = [];
   for (const rule of output.allOf || []) {
-    const container = rule.if.properties.container.const;
-    state.codecs[container] = rule.then.properties.videoCodec.enum;
+    // The rules that list a container's codecs (others bound crf per codec).
+    const codecs = rule.then && rule.then.properties && rule.then.properties.videoCodec;
+    if (!codecs || !codecs.enum || rule.if.properties.videoCodec) continue;
+    state.codecs[rule.if.properties.container.const] = codecs.enum;
   }
   const containers = $("#transcode-container");
   containers.replaceChildren(
