@@ -13,6 +13,7 @@ from bench import (
     bench_observability,
     bench_overhead,
     bench_poll,
+    bench_render_pool,
     bench_replica_changes,
     bench_store,
     bench_tracking,
@@ -36,6 +37,7 @@ BENCHMARK_MODULES: tuple[ModuleType, ...] = (
     bench_store,
     bench_replica_changes,
     bench_observability,
+    bench_render_pool,
 )
 BENCHMARKS: dict[str, ModuleType] = {module.NAME: module for module in BENCHMARK_MODULES}
 # The smaller form the test suite runs, where a benchmark's quick form is too long for it.

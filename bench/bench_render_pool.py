@@ -1,0 +1,139 @@
+"""A pool of render services behind one export service (real render services, real ffmpeg).
+
+- spread: jobs created together over the pool, per render service (max and min), each job's
+  service as the job records it;
+- failover: one render service SIGKILLed while its jobs render; from the kill until each of its
+  jobs runs on another (its next attempt placed there and rendering), p50/p99.
+
+Not measured here: a rolling restart of the pool under load (jobs re-rendered, added latency).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from pathlib import Path
+
+import grpc
+
+from bench.report import BenchResult
+from bench.stats import percentile
+from videojob.export.v1 import export_pb2, export_pb2_grpc
+from videojob.grpc_setup import create_channel
+from videojob.launcher import Role, Stack, StackConfig
+from videojob.render.v1 import spec_pb2
+
+NAME = "render_pool"
+TITLE = "A pool of render services: spread of placements, failover after a render service dies"
+
+RENDER_SERVICES = 2
+POLL_SECONDS = 0.02
+
+
+def _spec() -> spec_pb2.RenderSpec:
+    """A render of several seconds on a busy machine: long enough to die in the middle of."""
+    spec = spec_pb2.RenderSpec()
+    pattern = spec.source.test_pattern
+    pattern.duration_seconds, pattern.width, pattern.height, pattern.fps = 30.0, 640, 480, 25.0
+    spec.output.container = "mp4"
+    spec.output.preset = "ultrafast"
+    return spec
+
+
+def _stack(workdir: Path, jobs: int) -> Stack:
+    # Room on each for every job: the survivor takes the dead one's jobs without queueing them.
+    per_service = str(jobs)
+    config = StackConfig(
+        workdir,
+        database=f"sqlite:///{workdir / 'jobs.sqlite3'}",
+        output_dir=workdir / "output",
+        render=Role(count=RENDER_SERVICES, args=("--max-concurrent", per_service)),
+        export=Role(args=("--failover-after", "5", "--backoff-max", "1")),
+        gateway=Role(count=0),
+        stop_grace=10.0,
+    )
+    stack = Stack(config)
+    try:
+        stack.start_renders()
+        stack.start_exports()
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+async def _measure(stack: Stack, jobs: int, result: BenchResult) -> None:
+    channel = create_channel(stack.export.address)
+    try:
+        stub = export_pb2_grpc.ExportServiceStub(channel)
+        created = await asyncio.gather(
+            *(
+                stub.CreateExport(export_pb2.CreateExportRequest(spec=_spec()), timeout=10)
+                for _ in range(jobs)
+            )
+        )
+        ids = [job.id for job in created]
+
+        async def current() -> list[export_pb2.VideoJob]:
+            return [
+                await stub.GetExport(export_pb2.GetExportRequest(id=job_id), timeout=10)
+                for job_id in ids
+            ]
+
+        deadline = time.monotonic() + 60
+        while True:
+            seen = await current()
+            if all(job.render_service.instance_id and job.progress > 0 for job in seen):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("the jobs never all rendered")
+            await asyncio.sleep(POLL_SECONDS)
+        per_service = Counter(job.render_service.instance_id for job in seen)
+        result.details["jobs_per_service"] = dict(per_service)
+        counts = [per_service.get(key, 0) for key in per_service] + [0] * (
+            RENDER_SERVICES - len(per_service)
+        )
+        result.add("jobs per render service, max", max(counts), "jobs")
+        result.add("jobs per render service, min", min(counts), "jobs")
+        result.add("max - min", max(counts) - min(counts), "jobs", at_most=1)
+
+        by_address = {process.address: process for process in stack.renders}
+        victim_address = seen[0].render_service.address
+        victim = by_address[victim_address]
+        moving = {job.id for job in seen if job.render_service.address == victim_address}
+        killed_at = time.monotonic()
+        await victim.akill()
+        moved_after: dict[str, float] = {}
+        deadline = killed_at + 60
+        while len(moved_after) < len(moving):
+            for job in await current():
+                if job.id in moving and job.id not in moved_after:
+                    elsewhere = job.render_service.address not in ("", victim_address)
+                    if job.attempt >= 2 and elsewhere and job.attempt_progress > 0:
+                        moved_after[job.id] = time.monotonic() - killed_at
+            if time.monotonic() > deadline:
+                raise RuntimeError("the dead render service's jobs never moved")
+            await asyncio.sleep(POLL_SECONDS)
+        samples = sorted(moved_after.values())
+        result.details["failover_seconds"] = [round(value, 3) for value in samples]
+        result.add("death to rendering elsewhere, p50", percentile(samples, 0.5), "s")
+        result.add("death to rendering elsewhere, p99", percentile(samples, 0.99), "s", at_most=5)
+        for job_id in ids:
+            with contextlib.suppress(grpc.aio.AioRpcError):  # finished already
+                await stub.CancelExport(export_pb2.CancelExportRequest(id=job_id), timeout=10)
+    finally:
+        await channel.close(None)
+
+
+def run(workdir: Path, quick: bool) -> BenchResult:
+    result = BenchResult(NAME, TITLE)
+    jobs = 4 if quick else 12
+    result.details["setup"] = {"render_services": RENDER_SERVICES, "jobs": jobs}
+    stack = _stack(workdir, jobs)
+    try:
+        asyncio.run(_measure(stack, jobs, result))
+    finally:
+        stack.stop()
+    return result
