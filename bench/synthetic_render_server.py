@@ -4,8 +4,12 @@ duration, then a Completed event naming a real small video (hard links to one fi
 
 It lets the export service be measured on many concurrent renders without spending the
 machine on FFmpeg. ``python -m bench.synthetic_render_server --listen HOST:PORT
---output-dir DIR [--duration S] [--rate HZ]`` prints
+--output-dir DIR [--duration S] [--rate HZ] [--render-log FILE]`` prints
 ``synthetic_render_server listening on HOST:PORT``.
+
+``--render-log FILE`` appends the render id of every render it starts (a Render call for an id it
+already knows re-attaches and starts nothing), one a line, written before the first event is
+sent: how many renders a job cost, counted where they happen.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ class SyntheticConfig:
     # Overrides the spec's test-pattern duration when set.
     duration: float | None = None
     rate_hz: float = 10.0
+    render_log: Path | None = None
 
 
 @dataclass
@@ -189,6 +194,9 @@ class SyntheticRenderService(render_pb2_grpc.RenderServiceServicer):
             self._renders[request.render_id] = render
             render.task = asyncio.create_task(self._drive(render))
             self.started += 1
+            if self._config.render_log is not None:
+                with self._config.render_log.open("a") as log:
+                    log.write(f"{request.render_id}\n")
         return render
 
     async def Render(
@@ -287,12 +295,19 @@ def main() -> None:
     parser.add_argument("--media-root", type=Path, default=None)
     parser.add_argument("--duration", type=float, default=None)
     parser.add_argument("--rate", type=float, default=10.0, help="progress events per second")
+    parser.add_argument(
+        "--render-log", type=Path, default=None, help="appends each started render's id here"
+    )
     args = parser.parse_args()
     if args.output_dir is None:
         parser.error("--output-dir is required")
     logging.basicConfig(level=logging.WARNING)
     config = SyntheticConfig(
-        output_dir=args.output_dir, listen=args.listen, duration=args.duration, rate_hz=args.rate
+        output_dir=args.output_dir,
+        listen=args.listen,
+        duration=args.duration,
+        rate_hz=args.rate,
+        render_log=args.render_log,
     )
     asyncio.run(serve(config))
 
