@@ -3,9 +3,10 @@
 - spread: jobs created together over the pool, per render service (max and min), each job's
   service as the job records it;
 - failover: one render service SIGKILLed while its jobs render; from the kill until each of its
-  jobs runs on another (its next attempt placed there and rendering), p50/p99.
-
-Not measured here: a rolling restart of the pool under load (jobs re-rendered, added latency).
+  jobs runs on another (its next attempt placed there and rendering), p50/p99;
+- rolling restart: jobs created at a steady pace while each render service in turn is stopped
+  (SIGTERM: it drains) and started again; jobs re-rendered (a second attempt; aim 0), jobs
+  failed, and each job's time from create to completed against the same pace without restarts.
 """
 
 from __future__ import annotations
@@ -127,13 +128,84 @@ async def _measure(stack: Stack, jobs: int, result: BenchResult) -> None:
         await channel.close(None)
 
 
+def _short_spec() -> spec_pb2.RenderSpec:
+    spec = _spec()
+    pattern = spec.source.test_pattern
+    pattern.duration_seconds, pattern.width, pattern.height = 6.0, 320, 240
+    return spec
+
+
+async def _paced_jobs(
+    stub: export_pb2_grpc.ExportServiceAsyncStub, count: int, gap: float
+) -> list[export_pb2.VideoJob]:
+    """``count`` jobs created ``gap`` seconds apart, each followed to its end."""
+
+    async def one(index: int) -> export_pb2.VideoJob:
+        await asyncio.sleep(index * gap)
+        job = await stub.CreateExport(
+            export_pb2.CreateExportRequest(spec=_short_spec()), timeout=10
+        )
+        request = export_pb2.WatchExportRequest(id=job.id)
+        last = job
+        async for update in stub.WatchExport(request, timeout=300):
+            last = update
+        return last
+
+    return list(await asyncio.gather(*(one(index) for index in range(count))))
+
+
+def _latencies(jobs: list[export_pb2.VideoJob]) -> list[float]:
+    return sorted(
+        job.finished_at.ToDatetime().timestamp() - job.created_at.ToDatetime().timestamp()
+        for job in jobs
+        if job.status == export_pb2.COMPLETED
+    )
+
+
+async def _rolling_restart(stack: Stack, count: int, gap: float, result: BenchResult) -> None:
+    channel = create_channel(stack.export.address)
+    try:
+        stub = export_pb2_grpc.ExportServiceStub(channel)
+        calm = await _paced_jobs(stub, count, gap)
+
+        async def restart_each() -> None:
+            await asyncio.sleep(gap)
+            for process in stack.renders:
+                await process.arestart()  # SIGTERM: it drains, then starts on the same port
+
+        restarting, _ = await asyncio.gather(_paced_jobs(stub, count, gap), restart_each())
+    finally:
+        await channel.close(None)
+    rerendered = sum(job.attempt > 1 for job in restarting)
+    failed = sum(job.status != export_pb2.COMPLETED for job in restarting)
+    result.details["rolling_restart"] = {
+        "jobs": count,
+        "gap_s": gap,
+        "attempts": [job.attempt for job in restarting],
+        "statuses": [export_pb2.JobStatus.Name(job.status) for job in restarting],
+    }
+    result.add("rolling restart: jobs re-rendered", rerendered, "jobs", at_most=0)
+    result.add("rolling restart: jobs failed", failed, "jobs", at_most=0)
+    calm_p50 = percentile(_latencies(calm), 0.5)
+    rolling_p50 = percentile(_latencies(restarting), 0.5)
+    result.add("create to completed, p50, no restart", calm_p50, "s")
+    result.add("create to completed, p50, rolling restart", rolling_p50, "s")
+    result.add("added by the rolling restart, p50", rolling_p50 - calm_p50, "s")
+
+
 def run(workdir: Path, quick: bool) -> BenchResult:
     result = BenchResult(NAME, TITLE)
     jobs = 4 if quick else 12
+    paced = 4 if quick else 16
     result.details["setup"] = {"render_services": RENDER_SERVICES, "jobs": jobs}
-    stack = _stack(workdir, jobs)
+    stack = _stack(workdir / "failover", jobs)
     try:
         asyncio.run(_measure(stack, jobs, result))
+    finally:
+        stack.stop()
+    stack = _stack(workdir / "rolling", paced)
+    try:
+        asyncio.run(_rolling_restart(stack, paced, 0.5, result))
     finally:
         stack.stop()
     return result

@@ -107,6 +107,7 @@ from export_service.tracking.observations import (
     StreamEnded,
     StreamSilent,
     TimerFired,
+    Unreached,
     Written,
 )
 from videojob import metrics, tracing
@@ -182,6 +183,14 @@ def render_outcome(event: render_pb2.RenderEvent) -> RenderOutcome | None:
         case "cancelled":
             return Cancelled()
     return None
+
+
+def _never_connected(error: grpc.aio.AioRpcError) -> bool:
+    """The call found no connection to its render service (gRPC's words for it): its request
+    was never sent."""
+    return error.code() == grpc.StatusCode.UNAVAILABLE and (
+        "failed to connect to all addresses" in (error.details() or "")
+    )
 
 
 def count_question(question: Question, last_observed: str) -> None:
@@ -420,6 +429,9 @@ class JobTracker:
             if submitted and info is not None and info.reason == Reason.DRAINING:
                 self._avoid.add(member.key)
                 return Draining(member.key, error.details() or "")
+            if submitted and _never_connected(error) and self._pool.others_available(member.key):
+                self._avoid.add(member.key)
+                return Unreached(member.key, error.details() or "")
             return self._rpc_failed(error, member)
         if event is STREAM_END:
             return StreamEnded()

@@ -31,8 +31,9 @@ What it decides, phase by phase:
 - a pool of render services: CallRender places a render not yet placed (the runner chooses a
   render service by load and records it with a fenced write before Render; NotPlaced when none
   can take it: asked again like a busy or unreachable one). A DRAINING refusal, a Failed
-  SHUTDOWN with never_started, or RESOURCE_EXHAUSTED while another service has room: placed
-  again elsewhere at once, same attempt, nothing spent. The attempt's service refusing
+  SHUTDOWN with never_started, a Render that could not connect at all (Unreached), or
+  RESOURCE_EXHAUSTED while another service has room: placed again elsewhere at once, same
+  attempt, nothing spent. The attempt's service refusing
   connections or answering NOT_FOUND while another can take the render: resubmitted (attempt
   + 1) at once; silent or timing out: after ``failover_after``. A superseded attempt is
   released (ReleaseAttempt). With a pool of one, none of these has anywhere else to go and
@@ -97,6 +98,7 @@ from export_service.tracking.observations import (
     StreamEnded,
     StreamSilent,
     TimerFired,
+    Unreached,
     Written,
 )
 from videojob.limits import (
@@ -265,8 +267,8 @@ def _streaming(state: TrackerState, observation: Observation, now: float) -> Dec
             return _investigate(_end_round(state), why, closed)
         case StreamSilent(seconds=seconds):
             return _investigate(_end_round(state), f"no render event for {seconds:g} s", closed)
-        case Draining():
-            # Refused before anything started: elsewhere, same attempt, at once.
+        case Draining() | Unreached():
+            # Refused (or never sent) before anything started: elsewhere, same attempt, at once.
             return _place_elsewhere(_answered(state), closed)
         case NotPlaced(busy=True, why=why):
             busy = Unreachable(f"no render service has room: {why}", busy=True)

@@ -146,6 +146,16 @@ class Draining:
     details: str
 
 
+@dataclass(frozen=True)
+class Unreached:
+    """Render could not reach its render service at all (no connection: the request was never
+    sent, so nothing started there) while another render service can take it: placed elsewhere
+    for free, like a draining refusal."""
+
+    instance_id: str
+    details: str
+
+
 # Answers of the output check and the clock.
 
 
@@ -193,6 +203,7 @@ Observation = (
     | RenderReport
     | NotPlaced
     | Draining
+    | Unreached
     | OutputChecked
     | TimerFired
     | JobEnded

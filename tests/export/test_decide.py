@@ -64,6 +64,7 @@ from export_service.tracking.observations import (
     StreamEnded,
     StreamSilent,
     TimerFired,
+    Unreached,
     Written,
 )
 from videojob.output_check import OutputFault, OutputProblem
@@ -189,6 +190,8 @@ def answer(rng: random.Random, world: World, state: TrackerState, ask: NextStep)
                 return StreamSilent(s.stall_timeout)
             world.now += rng.uniform(0.0, s.rpc_timeout)
             if isinstance(ask, CallRender) and rng.random() < 0.3:
+                if rng.random() < 0.3:
+                    return Unreached("render-a", "failed to connect to all addresses")
                 if rng.random() < 0.5:
                     return Draining("render-a", "draining")
                 return NotPlaced("every render service is draining", busy=rng.random() < 0.5)
@@ -289,7 +292,7 @@ def check(world: World, before: TrackerState, seen: Observation, decision: Decis
         and seen.others_available
     )
     if before.phase.value == "streaming" and (
-        isinstance(seen, Draining) or handed_back or full_here
+        isinstance(seen, Draining | Unreached) or handed_back or full_here
     ):
         assert ask == CallRender(before.attempt, elsewhere=True), decision
         assert state.attempt == before.attempt
@@ -605,9 +608,10 @@ def test_a_cancel_reported_by_the_render_service_is_recorded_and_released() -> N
 
 
 def test_a_draining_refusal_places_the_same_attempt_elsewhere_at_once() -> None:
-    refused = decide(streaming(), Draining("render-a", "draining"), 1.0)
-    assert (refused.next, refused.effects) == (CallRender(1, elsewhere=True), (CloseStream(),))
-    assert refused.state.attempt == 1
+    for refusal in (Draining("render-a", "draining"), Unreached("render-a", "no connection")):
+        refused = decide(streaming(), refusal, 1.0)
+        assert (refused.next, refused.effects) == (CallRender(1, elsewhere=True), (CloseStream(),))
+        assert refused.state.attempt == 1
 
 
 def test_a_render_handed_back_before_it_started_costs_no_attempt() -> None:
