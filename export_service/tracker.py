@@ -1,14 +1,20 @@
 """Drives each job's render and writes what it reports into the store.
 
-One ``JobTracker`` task per QUEUED or RUNNING job: it calls Render (the job id is the render id),
-writes progress (coalesced) and the terminal event (at once), and never leaves a job alone:
+One ``JobTracker`` task per QUEUED or RUNNING job: it calls Render on the render service of the
+job's current attempt (placed by load over the pool, export_service.render_pool, and recorded on
+the job before the call; the attempt's own render id, store.base.render_id_for), sends every
+later call of that attempt to the same render service, writes progress (coalesced) and the
+terminal event (at once), and never leaves a job alone:
 
 - a broken or ended stream, or silence for ``stall_timeout`` → GetRender, then re-attach with
   WatchRender from the last seq seen, or apply the terminal event the render service holds.
   Re-attaching never costs an attempt; ``max_quiet_rounds`` re-attaches in a row that bring no
   event fail the job RENDER_STALLED;
 - a lost render (NOT_FOUND, Failed SHUTDOWN) → resubmitted with Render after a backoff,
-  attempt + 1 on the job, up to ``max_attempts`` (RENDER_LOST);
+  attempt + 1 on the job, up to ``max_attempts`` (RENDER_LOST); in a pool, at once on another
+  render service, and also when the attempt's render service refuses connections (or stays
+  silent for ``failover_after``). The superseded render is cancelled on its render service when
+  that one answers (``RenderSupervisor.release_attempt``);
 - an unreachable render service → asked again with exponential backoff and jitter until it
   answers; unreachable for ``retry_budget`` seconds without a break → RENDER_UNAVAILABLE.
   A busy one (RESOURCE_EXHAUSTED) answered, so it is asked again with backoff, unbounded;
