@@ -81,6 +81,24 @@ async def test_a_foreign_page_token_is_a_malformed_value(
 
 
 async def test_cancelling_a_finished_job_names_its_status(
+    server: ExportServer, stub: export_pb2_grpc.ExportServiceAsyncStub
+) -> None:
+    job = await stub.CreateExport(
+        export_pb2.CreateExportRequest(request_id="cancel-failed", spec=pattern_spec(1.0)),
+        timeout=10,
+    )
+    # Nothing renders here: the store records the failure a render would have reported.
+    await server.store.fail(job.id, code="FFMPEG_ERROR", message="the render failed")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.CancelExport(export_pb2.CancelExportRequest(id=job.id), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    info = error_info(caught.value)
+    assert info is not None
+    assert info.reason == Reason.JOB_FINISHED
+    assert dict(info.metadata) == {"job_id": job.id, "status": "FAILED"}
+
+
+async def test_cancelling_a_cancelled_job_again_returns_it(
     stub: export_pb2_grpc.ExportServiceAsyncStub,
 ) -> None:
     job = await stub.CreateExport(
@@ -89,13 +107,9 @@ async def test_cancelling_a_finished_job_names_its_status(
     )
     cancelled = await stub.CancelExport(export_pb2.CancelExportRequest(id=job.id), timeout=10)
     assert cancelled.status == export_pb2.CANCELLED
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.CancelExport(export_pb2.CancelExportRequest(id=job.id), timeout=10)
-    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    info = error_info(caught.value)
-    assert info is not None
-    assert info.reason == Reason.JOB_FINISHED
-    assert dict(info.metadata) == {"job_id": job.id, "status": "CANCELLED"}
+    again = await stub.CancelExport(export_pb2.CancelExportRequest(id=job.id), timeout=10)
+    assert (again.id, again.status) == (job.id, export_pb2.CANCELLED)
+    assert again.version == cancelled.version
 
 
 async def test_a_reused_request_id_names_the_job(
