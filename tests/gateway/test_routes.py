@@ -6,7 +6,10 @@ import uuid
 from typing import Any
 
 import httpx
+from starlette.routing import Route
 
+from gateway.app import create_app
+from gateway.settings import Settings
 from tests.gateway.conftest import (
     LONG_SPEC,
     Stack,
@@ -203,7 +206,7 @@ def test_cancel_completed_job_is_409(client: httpx.Client, completed_job: dict[s
 def test_healthz_reports_the_export_service(client: httpx.Client) -> None:
     response = client.get("/healthz")
     assert response.status_code == 200, response.text
-    assert response.json() == {"status": "ok", "export": "SERVING"}
+    assert response.json() == {"status": "ok", "export": "SERVING", "renders": "SERVING"}
 
 
 def test_livez_answers_without_the_export_service(client: httpx.Client) -> None:
@@ -240,18 +243,31 @@ def test_openapi_document_lists_every_route(client: httpx.Client, stack: Stack) 
     document = client.get("/openapi.json").json()
     assert document["openapi"].startswith("3.1")
     paths = document["paths"]
-    assert set(paths) == {
+    # Every route the app serves is documented with its methods, except the page, its assets
+    # and the documents themselves.
+    undocumented = {"/", "/docs", "/favicon.svg", "/favicon.ico", "/metrics", "/openapi.json"}
+    app = create_app(Settings())
+    served = {
+        route.path: {method.lower() for method in route.methods or ()} - {"head"}
+        for route in app.routes
+        if isinstance(route, Route) and route.path not in undocumented
+    }
+    documented = {path: set(operations) - {"parameters"} for path, operations in paths.items()}
+    assert documented == served
+    assert {
         "/api/events",
         "/api/jobs",
         "/api/jobs/{id}",
         "/api/jobs/{id}/cancel",
         "/api/jobs/{id}/events",
+        "/api/jobs/{id}/history",
         "/api/jobs/{id}/download",
         "/api/media",
         "/healthz",
         "/livez",
         "/readyz",
-    }
+    } <= set(paths)
+    assert set(paths["/api/jobs/{id}"]) >= {"get", "delete"}
     assert set(paths["/api/jobs"]) == {"get", "post"}
     schemas = document["components"]["schemas"]
     assert {"RenderSpec", "Job", "Error"} <= schemas.keys()
