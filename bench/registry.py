@@ -12,11 +12,13 @@ from bench import (
     bench_latency,
     bench_observability,
     bench_overhead,
+    bench_ownership,
     bench_poll,
     bench_render_pool,
     bench_replica_changes,
     bench_store,
     bench_tracking,
+    bench_tracking_replicas,
 )
 from bench.report import BenchResult
 
@@ -36,6 +38,8 @@ BENCHMARK_MODULES: tuple[ModuleType, ...] = (
     bench_tracking,
     bench_store,
     bench_replica_changes,
+    bench_ownership,
+    bench_tracking_replicas,
     bench_observability,
     bench_render_pool,
 )
@@ -43,6 +47,8 @@ BENCHMARKS: dict[str, ModuleType] = {module.NAME: module for module in BENCHMARK
 # The smaller form the test suite runs, where a benchmark's quick form is too long for it.
 SMOKE_FORMS: dict[str, Callable[[Path], BenchResult]] = {
     bench_observability.NAME: bench_observability.smoke,
+    bench_ownership.NAME: bench_ownership.smoke,
+    bench_tracking_replicas.NAME: bench_tracking_replicas.smoke,
 }
 
 
