@@ -288,6 +288,14 @@ _UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 )
 UNAVAILABLE_ERRORS = _UNAVAILABLE_ERRORS
 
+# A transaction that PostgreSQL aborted to break a lock cycle or a serialisation conflict:
+# rolled back whole, so it can be run again.
+_CONFLICT_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.SerializationError,
+)
+BATCH_CONFLICT_ATTEMPTS = 3
+
 
 def _job(row: asyncpg.Record) -> Job:
     return Job(
@@ -608,10 +616,27 @@ class PostgresJobStore(JobStore):
     async def record_progress_batch(
         self, updates: Sequence[ProgressUpdate], *, urgent: bool = False
     ) -> list[ProgressResult]:
+        # Rows are locked in one order (by job id) by every batch, so two batches never wait on
+        # each other in a cycle; a conflict with another writer retries the whole transaction.
+        order = sorted(range(len(updates)), key=lambda position: updates[position].job_id)
+
         async def apply_all(conn: asyncpg.Connection[Any]) -> list[ProgressResult]:
-            async with conn.transaction():
-                await conn.execute("SET LOCAL synchronous_commit TO off")
-                return [await self._apply_progress(conn, update) for update in updates]
+            for attempt in range(1, BATCH_CONFLICT_ATTEMPTS + 1):
+                try:
+                    async with conn.transaction():
+                        await conn.execute("SET LOCAL synchronous_commit TO off")
+                        applied = [
+                            await self._apply_progress(conn, updates[position])
+                            for position in order
+                        ]
+                except _CONFLICT_ERRORS as error:
+                    if attempt == BATCH_CONFLICT_ATTEMPTS:
+                        raise
+                    logger.info("a progress batch conflicted (%s): retrying", type(error).__name__)
+                    continue
+                in_place: dict[int, ProgressResult] = dict(zip(order, applied, strict=True))
+                return [in_place[position] for position in range(len(updates))]
+            raise AssertionError("unreachable")
 
         if urgent:
             results = await self._run(apply_all)
