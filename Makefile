@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-done
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run run-cluster test proto check-proto lint bench chaos clean
+.PHONY: help setup run run-cluster test proto check-proto lint bench chaos chaos-single clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -46,8 +46,11 @@ lint: setup ## ruff and mypy (strict)
 bench: setup ## Run the benchmarks, print a table, write bench/results.json
 	$(BIN)/python -m bench
 
-chaos: setup ## The long fault-injection run (300+ jobs)
-	$(BIN)/python -m tests.chaos.harness --jobs 300
+chaos: setup ## The long fault-injection run on a cluster (3 export replicas on PostgreSQL, 2 render services)
+	$(BIN)/python -m tests.chaos.harness --cluster --jobs $(or $(CHAOS_JOBS),300) $(CHAOS_ARGS)
+
+chaos-single: setup ## The long fault-injection run on one machine's stack (SQLite)
+	$(BIN)/python -m tests.chaos.harness --jobs $(or $(CHAOS_JOBS),300) $(CHAOS_ARGS)
 
 clean: ## Remove the virtualenv and runtime data
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

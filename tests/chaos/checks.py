@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import re
+import sqlite3
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
 import grpc
 
 from render_service.instance import INSTANCES_DIR
@@ -23,6 +26,9 @@ if TYPE_CHECKING:
     from videojob.export.v1.export_pb2_grpc import ExportServiceAsyncStub as Stub
 
 CANCEL_STOPS_FFMPEG_WITHIN = 2.0
+# Faults that must never fail a job: a gateway holds no state, and another replica takes over a
+# paused or gracefully stopped replica's jobs and re-attaches to their renders.
+CANNOT_FAIL_A_JOB = frozenset({"kill_gateway", "pause_export", "restart_export"})
 STATUS_NAMES = {
     export_pb2.QUEUED: "queued",
     export_pb2.RUNNING: "running",
@@ -105,6 +111,95 @@ def check_history(track: JobTrack) -> list[str]:
     return problems
 
 
+@dataclass(frozen=True)
+class HistoryRow:
+    job_id: str
+    version: int
+    change: str
+    owner: str | None
+    lease_epoch: int | None
+
+
+HISTORY_QUERY = (
+    "SELECT job_id, version, change, owner, lease_epoch FROM job_history ORDER BY job_id, version"
+)
+DUPLICATE_REQUESTS_QUERY = (
+    "SELECT request_id, count(*) FROM jobs GROUP BY request_id HAVING count(*) > 1"
+)
+
+
+async def read_history(database: str) -> tuple[list[HistoryRow], list[tuple[str, int]]]:
+    """Every job's history rows in version order, and the request ids stored more than once."""
+    if database.startswith("sqlite:///"):
+        return await asyncio.to_thread(_read_sqlite_history, database.removeprefix("sqlite:///"))
+    connection = await asyncpg.connect(database, timeout=10)
+    try:
+        rows = await connection.fetch(HISTORY_QUERY)
+        duplicates = await connection.fetch(DUPLICATE_REQUESTS_QUERY)
+    finally:
+        await connection.close()
+    return [HistoryRow(*row) for row in rows], [(row[0], row[1]) for row in duplicates]
+
+
+def _read_sqlite_history(path: str) -> tuple[list[HistoryRow], list[tuple[str, int]]]:
+    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = connection.execute(HISTORY_QUERY).fetchall()
+        duplicates = connection.execute(DUPLICATE_REQUESTS_QUERY).fetchall()
+    finally:
+        connection.close()
+    return [HistoryRow(*row) for row in rows], [(row[0], row[1]) for row in duplicates]
+
+
+def check_leases(rows: list[HistoryRow]) -> list[Violation]:
+    """The fencing invariants over one or more jobs' history (in version order per job): no
+    write names a lease epoch older than one already written (a replica that lost its lease
+    wrote after the new owner began), and one epoch of a job belongs to one owner."""
+    found = []
+    newest: dict[str, HistoryRow] = {}
+    owners: dict[tuple[str, int], str] = {}
+    for row in rows:
+        if row.lease_epoch is None:
+            continue
+        before = newest.get(row.job_id)
+        if (
+            before is not None
+            and before.lease_epoch is not None
+            and (row.lease_epoch < before.lease_epoch)
+        ):
+            found.append(
+                Violation(
+                    "no_write_of_an_old_lease",
+                    row.job_id,
+                    f"v{row.version} {row.change} by {row.owner} epoch {row.lease_epoch} "
+                    f"after v{before.version} epoch {before.lease_epoch} by {before.owner}",
+                )
+            )
+            continue
+        newest[row.job_id] = row
+        if row.owner is not None:
+            first = owners.setdefault((row.job_id, row.lease_epoch), row.owner)
+            if first != row.owner:
+                found.append(
+                    Violation(
+                        "one_owner_per_lease",
+                        row.job_id,
+                        f"epoch {row.lease_epoch} written by {first} and {row.owner} "
+                        f"(v{row.version})",
+                    )
+                )
+    return found
+
+
+def owner_changes(rows: list[HistoryRow]) -> int:
+    """How many jobs were written under more than one owner."""
+    owners: dict[str, set[str]] = {}
+    for row in rows:
+        if row.owner is not None:
+            owners.setdefault(row.job_id, set()).add(row.owner)
+    return sum(1 for names in owners.values() if len(names) > 1)
+
+
 async def list_store(stub: Stub) -> list[export_pb2.VideoJob]:
     jobs: list[export_pb2.VideoJob] = []
     token = ""
@@ -121,17 +216,25 @@ async def list_store(stub: Stub) -> list[export_pb2.VideoJob]:
 @dataclass
 class Checker:
     client: Client
-    stub: Stub
+    stubs: list[Stub]  # one per export replica: each must answer for every job
     output_dir: Path
     tracks: dict[str, JobTrack]
     submissions: dict[str, list[str]]  # Idempotency-Key -> every job id a submit returned
     finals: dict[str, FinalState]
     faults: list[FaultRecord]
+    database: str = ""  # the store's URL: its history is checked too
+    owner_changes: int = field(default=0, init=False)
+
+    @property
+    def stub(self) -> Stub:
+        return self.stubs[0]
 
     async def run(self) -> list[Violation]:
         found: list[Violation] = []
         found += self._idempotency()
         found += await self._store()
+        if self.database:
+            found += await self._history()
         semaphore = asyncio.Semaphore(2)
         per_job = await asyncio.gather(
             *(self._job(track, semaphore) for track in self.tracks.values())
@@ -165,6 +268,14 @@ class Checker:
                 found.append(Violation("one_job_per_key", key, f"{count} jobs in the store"))
         return found
 
+    async def _history(self) -> list[Violation]:
+        rows, duplicates = await read_history(self.database)
+        self.owner_changes = owner_changes(rows)
+        found = check_leases(rows)
+        for request_id, count in duplicates:
+            found.append(Violation("one_job_per_key", request_id, f"{count} rows in jobs"))
+        return found
+
     async def _job(self, track: JobTrack, semaphore: asyncio.Semaphore) -> list[Violation]:
         job_id = track.job_id
 
@@ -177,15 +288,11 @@ class Checker:
             return [bad("accepted_job_in_store", "GET /api/jobs/{id} did not answer 200")]
         if final.status not in TERMINAL:
             found.append(bad("terminal", f"still {final.status} {final.progress}% {final.stage}"))
-        try:
-            rpc_job = await self.stub.GetExport(export_pb2.GetExportRequest(id=job_id), timeout=10)
-            rpc_view = FinalState.from_proto(rpc_job).view()
-        except grpc.aio.AioRpcError as error:
-            rpc_view = ("gRPC " + error.code().name, 0.0, 0, "")
+        rpc_views = [await _rpc_view(stub, job_id) for stub in self.stubs]
         sse = await self.client.final_sse_state(job_id)
         sse_view = (sse.status, sse.progress, sse.version, sse.output_path) if sse else None
-        if not final.view() == rpc_view == sse_view:
-            found.append(bad("views_agree", f"HTTP {final.view()} gRPC {rpc_view} SSE {sse_view}"))
+        if not all(final.view() == rpc_view == sse_view for rpc_view in rpc_views):
+            found.append(bad("views_agree", f"HTTP {final.view()} gRPC {rpc_views} SSE {sse_view}"))
         for problem in check_history(track):
             found.append(bad("watcher_monotonic", problem))
         if not track.terminal_seen:
@@ -228,15 +335,15 @@ class Checker:
 
     def _explained(self, track: JobTrack) -> bool:
         """A failure is expected for a corrupt input, or when a fault that can break this job
-        happened during its life. A gateway restart cannot (it holds no state); a cancel or a
-        frozen ffmpeg only touches its own target."""
+        happened during its life. Those in CANNOT_FAIL_A_JOB cannot; a cancel or a frozen ffmpeg
+        only touches its own target."""
         if track.planned.kind == "corrupt":
             return True
         ended = track.latest.at if track.latest is not None else float("inf")
         for fault in self.faults:
             if fault.began > ended + 1.0 or fault.ended < track.submitted_at - 1.0:
                 continue
-            if fault.kind == "kill_gateway":
+            if fault.kind in CANNOT_FAIL_A_JOB:
                 continue
             if fault.kind in ("cancel", "stop_ffmpeg") and fault.target_job != track.job_id:
                 continue
@@ -254,9 +361,16 @@ class Checker:
         if final.progress != 100 or final.stage != "Complete":
             return bad(f"progress {final.progress} stage {final.stage!r}")
         container = planned.body["output"]["container"]
-        expected_path = self.output_dir / f"{job_id}.{container}"
-        if Path(final.output_path) != expected_path:
-            return bad(f"outputPath {final.output_path!r}, expected {expected_path}")
+        expected_path = Path(final.output_path)
+        # Attempt 1 renders as the job id, attempt n as <id>-a<n> (docs/scaling.md).
+        expected_name = re.compile(rf"{re.escape(job_id)}(-a\d+)?\.{re.escape(container)}")
+        if expected_path.parent != self.output_dir or not expected_name.fullmatch(
+            expected_path.name
+        ):
+            return bad(
+                f"outputPath {final.output_path!r}, expected {self.output_dir}/{job_id}"
+                f"[-a<n>].{container}"
+            )
         if not expected_path.is_file() or expected_path.stat().st_size == 0:
             return bad(f"{expected_path.name} missing or empty")
         errors = decode_errors(expected_path)
@@ -295,6 +409,14 @@ class Checker:
                     Violation("no_stray_outputs", path.name, "belongs to no completed job")
                 )
         return found
+
+
+async def _rpc_view(stub: Stub, job_id: str) -> tuple[str, float, int, str]:
+    try:
+        job = await stub.GetExport(export_pb2.GetExportRequest(id=job_id), timeout=10)
+    except grpc.aio.AioRpcError as error:
+        return ("gRPC " + error.code().name, 0.0, 0, "")
+    return FinalState.from_proto(job).view()
 
 
 def _job_of(cmdline: tuple[str, ...]) -> str:

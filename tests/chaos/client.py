@@ -20,6 +20,15 @@ TERMINAL = frozenset({"completed", "failed", "cancelled"})
 NEAR_END_STAGES = frozenset({"Finalizing", "Verifying"})
 
 
+class Rejected(RuntimeError):
+    """The request itself was refused (4xx): retrying it cannot help."""
+
+    def __init__(self, key: str, status: int, body: str) -> None:
+        super().__init__(f"{key} rejected {status}: {body}")
+        self.status = status
+        self.body = body
+
+
 @dataclass(frozen=True)
 class PlannedJob:
     index: int
@@ -166,7 +175,7 @@ class Client:
 
     async def submit(self, job: PlannedJob, deadline: float) -> dict[str, Any]:
         """POSTs until the job is accepted; a retry reuses the Idempotency-Key, as a real
-        client must. Raises RuntimeError when the gateway rejects the request itself."""
+        client must. Raises Rejected when the request itself is refused."""
         delay = 0.1
         while True:
             try:
@@ -179,7 +188,7 @@ class Client:
                 body: dict[str, Any] = response.json()
                 return body
             if response is not None and response.status_code in (400, 404, 415, 422):
-                raise RuntimeError(f"{job.key} rejected {response.status_code}: {response.text}")
+                raise Rejected(job.key, response.status_code, response.text)
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{job.key} not accepted before the deadline")
             await asyncio.sleep(delay)

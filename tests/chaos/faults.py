@@ -3,6 +3,9 @@
 About half the faults are aimed at a job near its end: the harness slows that job's ffmpeg
 (short SIGSTOP/SIGCONT cycles from a thread, like a loaded machine would) until its watcher has
 seen progress >= 90 or the Finalizing / Verifying stage, then strikes.
+
+On a cluster the faults that strike one service pick one of its replicas: an aimed one the
+replica that owns the target job (its ``owner`` names the replica's pid), else a seeded pick.
 """
 
 from __future__ import annotations
@@ -11,16 +14,20 @@ import asyncio
 import contextlib
 import os
 import random
+import re
 import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncpg
+
 from tests.chaos.client import Client, JobTrack
 from tests.chaos.procfs import ffmpeg_processes
 from tests.chaos.stack import Stack
 from tests.support.throttle import Throttle, signal_all
+from videojob.launcher import ServiceProcess
 
 FAULT_TYPES = (
     "kill_render",
@@ -33,9 +40,30 @@ FAULT_TYPES = (
     "output_unwritable",
     "cancel",
 )
+# Only on a cluster (3 export replicas on PostgreSQL, 2 render services).
+CLUSTER_FAULT_TYPES = (
+    "pause_export",  # SIGSTOP a replica past its lease, then SIGCONT
+    "restart_export",  # SIGTERM a replica (it hands its jobs back), start it again
+    "drain_render",  # SIGTERM a render service (it drains), start it again
+)
+# Only when the database is the run's own throwaway cluster.
+DATABASE_FAULT_TYPES = ("restart_database",)
+ALL_FAULT_TYPES = (*FAULT_TYPES, *CLUSTER_FAULT_TYPES, *DATABASE_FAULT_TYPES)
 # Injected by the workload itself rather than by the scheduler.
 WORKLOAD_FAULTS = ("duplicate_submit", "corrupt_input")
-TARGETABLE = frozenset(FAULT_TYPES) - {"render_down"}
+TARGETABLE = frozenset(ALL_FAULT_TYPES) - {"render_down", "restart_database"}
+_REPLICA_PID = re.compile(r":(\d+):[0-9a-f]+$")
+
+
+def fault_types(cluster: bool, database_restarts: bool) -> tuple[str, ...]:
+    kinds: tuple[str, ...] = FAULT_TYPES
+    if cluster:
+        kinds += CLUSTER_FAULT_TYPES
+    if database_restarts:
+        kinds += DATABASE_FAULT_TYPES
+    return kinds
+
+
 LONG_KINDS = ("pattern_long", "faststart", "webm", "transcode")
 
 
@@ -62,6 +90,7 @@ class FaultScheduler:
     supply_long: Callable[[], Awaitable[None]]
     started_at: float
     pick_rng: random.Random = field(default_factory=random.Random)
+    kinds: tuple[str, ...] = FAULT_TYPES
     records: list[FaultRecord] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     _stopped: set[int] = field(default_factory=set)
@@ -75,9 +104,9 @@ class FaultScheduler:
 
     def plan(self, count: int) -> list[str]:
         """Every fault type at least once (in seeded order), then seeded random picks."""
-        kinds = list(FAULT_TYPES)
+        kinds = list(self.kinds)
         self.rng.shuffle(kinds)
-        kinds += [self.rng.choice(FAULT_TYPES) for _ in range(max(0, count - len(kinds)))]
+        kinds += [self.rng.choice(self.kinds) for _ in range(max(0, count - len(kinds)))]
         return kinds
 
     async def run(self, kinds: list[str], gap: tuple[float, float]) -> None:
@@ -176,31 +205,108 @@ class FaultScheduler:
         signal_all(sorted(self._stopped), signal.SIGCONT)
         self._stopped.clear()
 
-    async def _bounce(self, name: str, record: FaultRecord, down: float) -> bool:
-        await self.stack.kill(name)
+    async def _owner_pid(self, job_id: str) -> int | None:
+        """The pid of the replica that owns ``job_id`` now (None on SQLite, or when the
+        database does not answer)."""
+        if not self.stack.database:
+            return None
+        try:
+            connection = await asyncpg.connect(self.stack.database, timeout=2)
+        except (OSError, asyncpg.PostgresError, TimeoutError):
+            return None
+        try:
+            owner = await connection.fetchval("SELECT owner FROM jobs WHERE id = $1", job_id)
+        except (OSError, asyncpg.PostgresError):
+            return None
+        finally:
+            await connection.close()
+        match = _REPLICA_PID.search(owner or "")
+        return int(match[1]) if match else None
+
+    async def _pick(
+        self, processes: list[ServiceProcess], track: JobTrack | None, record: FaultRecord
+    ) -> ServiceProcess:
+        """The owner of the target job among ``processes`` when there is one, else a seeded
+        pick."""
+        pick = processes[self.frng.randrange(len(processes))]
+        if track is not None and len(processes) > 1:
+            owner = await self._owner_pid(track.job_id)
+            owned = [p for p in processes if p.alive() and p.pid == owner]
+            if owned:
+                pick = owned[0]
+                record.detail += "owner "
+        record.detail += f"{pick.name}"
+        return pick
+
+    async def _bounce(self, process: ServiceProcess, record: FaultRecord, down: float) -> bool:
+        await self.stack.kill(process.name)
         await asyncio.sleep(down)
-        await self.stack.launch(name)
-        record.detail = f"down {down:.1f}s"
+        await self.stack.launch(process.name)
+        record.detail += f" down {down:.1f}s"
         return True
 
     async def _kill_render(self, track: JobTrack | None, record: FaultRecord) -> bool:
-        return await self._bounce("render", record, self.frng.uniform(0.0, 1.5))
+        render = await self._pick(self.stack.renders, None, record)
+        return await self._bounce(render, record, self.frng.uniform(0.0, 1.5))
 
     async def _kill_export(self, track: JobTrack | None, record: FaultRecord) -> bool:
-        return await self._bounce("export", record, self.frng.uniform(0.0, 1.5))
+        export = await self._pick(self.stack.exports, track, record)
+        return await self._bounce(export, record, self.frng.uniform(0.0, 1.5))
 
     async def _kill_gateway(self, track: JobTrack | None, record: FaultRecord) -> bool:
-        return await self._bounce("gateway", record, self.frng.uniform(0.0, 1.5))
+        return await self._bounce(self.stack.gateway, record, self.frng.uniform(0.0, 1.5))
 
     async def _render_down(self, track: JobTrack | None, record: FaultRecord) -> bool:
+        """Every render service down at once while jobs are submitted."""
         down = self.frng.uniform(2.0, 6.0)
         burst = self.frng.randint(2, 4)
-        await self.stack.kill("render")
+        for render in self.stack.renders:
+            await self.stack.kill(render.name)
         submitted = asyncio.ensure_future(self.burst(burst))
         await asyncio.sleep(down)
-        await self.stack.launch("render")
+        for render in self.stack.renders:
+            await self.stack.launch(render.name)
         await submitted
         record.detail = f"down {down:.1f}s, {burst} jobs submitted meanwhile"
+        return True
+
+    async def _pause_export(self, track: JobTrack | None, record: FaultRecord) -> bool:
+        """SIGSTOP a replica past its lease: another takes its jobs; after SIGCONT its writes
+        are refused and it must leave those jobs and their renders to the new owner."""
+        export = await self._pick(self.stack.exports, track, record)
+        hold = self.stack.settings.lease_ttl + self.frng.uniform(1.0, 3.0)
+        export.pause()
+        try:
+            await asyncio.sleep(hold)
+        finally:
+            export.resume()
+        record.detail += f" paused {hold:.1f}s"
+        return True
+
+    async def _restart_export(self, track: JobTrack | None, record: FaultRecord) -> bool:
+        export = await self._pick(self.stack.exports, track, record)
+        await self.stack.graceful_stop(export.name)
+        await self.stack.launch(export.name)
+        record.detail += " stopped gracefully and started again"
+        return True
+
+    async def _drain_render(self, track: JobTrack | None, record: FaultRecord) -> bool:
+        render = await self._pick(self.stack.renders, None, record)
+        began = time.monotonic()
+        await self.stack.graceful_stop(render.name)
+        drained = time.monotonic() - began
+        await self.stack.launch(render.name)
+        record.detail += f" drained in {drained:.1f}s, started again"
+        return True
+
+    async def _restart_database(self, track: JobTrack | None, record: FaultRecord) -> bool:
+        down = self.frng.uniform(0.5, 4.0)
+        await self.stack.stop_database()
+        try:
+            await asyncio.sleep(down)
+        finally:
+            await self.stack.start_database()
+        record.detail = f"down {down:.1f}s"
         return True
 
     async def _stop_ffmpeg(self, track: JobTrack | None, record: FaultRecord) -> bool:
@@ -223,29 +329,29 @@ class FaultScheduler:
         return True
 
     async def _proxy_cut(self, track: JobTrack | None, record: FaultRecord) -> bool:
-        proxy = self.stack.proxy
-        assert proxy is not None
         if track is None and await self._running_job(within=6.0) is None:
             return False
-        cut = proxy.cut()
+        cut = sum(proxy.cut() for proxy in self.stack.proxies)
         record.detail = f"{cut} connection(s) reset"
         return cut > 0
 
     async def _proxy_stall(self, track: JobTrack | None, record: FaultRecord) -> bool:
-        proxy = self.stack.proxy
-        assert proxy is not None
         if track is None and await self._running_job(within=6.0) is None:
             return False
         stall = self.stack.settings.stall_timeout
         hold = self.frng.uniform(1.0, 2.5 * stall)
         then_cut = self.frng.random() < 0.3
-        proxy.stall()
+        proxies = self.stack.proxies
+        for proxy in proxies:
+            proxy.stall()
         try:
             await asyncio.sleep(hold)
             if then_cut:
-                proxy.cut()
+                for proxy in proxies:
+                    proxy.cut()
         finally:
-            proxy.resume()
+            for proxy in proxies:
+                proxy.resume()
         record.detail = f"stalled {hold:.1f}s" + (", then reset" if then_cut else "")
         return True
 

@@ -1,7 +1,10 @@
-"""The fault-injection harness: runs the three real processes, injects faults while jobs run,
-then checks the invariants of design.md over every job.
+"""The fault-injection harness: runs the real processes, injects faults while jobs run, then
+checks the invariants of design.md over every job.
 
-    python -m tests.chaos.harness --jobs 300 --seed 1234 [--workdir DIR]
+    python -m tests.chaos.harness --jobs 300 --seed 1234 [--workdir DIR] [--cluster]
+
+``--cluster`` runs 3 export replicas on PostgreSQL and 2 render services (see stack.py) and adds
+the replica, render-drain and database faults; without it, one machine's stack on SQLite.
 
 The seed is printed first (``chaos seed: S``); the same seed replays the same job mix and
 the same fault schedule (the services' own timing still varies from run to run).
@@ -26,8 +29,21 @@ from typing import TYPE_CHECKING
 import httpx
 
 from tests.chaos.checks import Checker, FinalState, Violation
-from tests.chaos.client import TERMINAL, Client, JobTrack, PlannedJob, plan_job, plan_long_job
-from tests.chaos.faults import FAULT_TYPES, WORKLOAD_FAULTS, FaultScheduler
+from tests.chaos.client import (
+    TERMINAL,
+    Client,
+    JobTrack,
+    PlannedJob,
+    Rejected,
+    plan_job,
+    plan_long_job,
+)
+from tests.chaos.faults import (
+    ALL_FAULT_TYPES,
+    WORKLOAD_FAULTS,
+    FaultScheduler,
+    fault_types,
+)
 from tests.chaos.stack import Stack, StackSettings, make_media
 from videojob.export.v1 import export_pb2_grpc
 from videojob.grpc_setup import create_channel
@@ -47,6 +63,13 @@ class ChaosSettings:
     max_attempts: int = 8
     max_concurrent: int = 2
     faults: int | None = None  # default: about one fault per three jobs, every type once
+    cluster: bool = False
+    shared_postgres: bool = False  # cluster: the shared server instead of a throwaway cluster
+
+    @property
+    def fault_kinds(self) -> tuple[str, ...]:
+        restarts = self.cluster and not self.shared_postgres
+        return fault_types(self.cluster, database_restarts=restarts)
 
     @property
     def settle_budget(self) -> float:
@@ -57,6 +80,7 @@ class ChaosSettings:
 @dataclass
 class ChaosReport:
     seed: int
+    cluster: bool
     jobs: int
     duration_seconds: float
     final_status: dict[str, int]
@@ -69,6 +93,8 @@ class ChaosReport:
     supplied_jobs: int
     settle_seconds: float
     watcher_reconnects: int
+    corrupt_rejected_at_submit: int = 0
+    owner_changes: int = 0
     violations: list[Violation] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     workdir: str = ""
@@ -78,17 +104,21 @@ class ChaosReport:
         return not self.violations and not self.errors
 
     def summary(self) -> str:
+        form = "cluster (3 export replicas on PostgreSQL, 2 render services)"
         lines = [
             f"chaos seed {self.seed}: {self.jobs} jobs in {self.duration_seconds:.0f}s, "
-            f"{sum(self.faults.values())} faults",
+            f"{sum(self.faults.values())} faults, {form if self.cluster else 'one machine'}",
             "  final states: " + _counts(self.final_status),
             "  error codes: " + _counts(self.error_codes),
             "  faults: " + _counts(self.faults),
             f"  aimed near the end: {self.targeted_near_end}/{self.targeted} reached >=90% "
             f"or finalizing before the strike",
             f"  watcher reconnects: {self.watcher_reconnects}; settled in {self.settle_seconds}s; "
-            f"{self.supplied_jobs} job(s) added to give a fault a target",
+            f"{self.supplied_jobs} job(s) added to give a fault a target; "
+            f"{self.corrupt_rejected_at_submit} corrupt input(s) refused at submit",
         ]
+        if self.cluster:
+            lines.append(f"  jobs that changed owner (history): {self.owner_changes}")
         for kind, counts in sorted(self.by_kind.items()):
             lines.append(f"  {kind:<13} " + _counts(counts))
         if self.skipped_faults:
@@ -104,6 +134,11 @@ class ChaosReport:
             f"workdir {self.workdir}"
         )
         return "\n".join(lines)
+
+
+def _input_refused(rejected: Rejected) -> bool:
+    """A 422 that names the transcode's input: the clear error a corrupt input must get."""
+    return rejected.status == 422 and "source.transcode.inputPath" in rejected.body
 
 
 def _counts(counts: dict[str, int]) -> str:
@@ -124,10 +159,13 @@ class ChaosRun:
                 stall_timeout=settings.stall_timeout,
                 max_attempts=settings.max_attempts,
                 max_concurrent=settings.max_concurrent,
+                cluster=settings.cluster,
+                shared_postgres=settings.shared_postgres,
             )
         )
         self.tracks: dict[str, JobTrack] = {}
         self.submissions: dict[str, list[str]] = {}
+        self.rejected_inputs: set[str] = set()  # keys of corrupt inputs refused at submit
         self.errors: list[str] = []
         self.tasks: set[asyncio.Task[None]] = set()
         self.watchers: set[asyncio.Task[None]] = set()
@@ -152,6 +190,14 @@ class ChaosRun:
         deadline = time.monotonic() + 90.0
         try:
             body = await self.client.submit(job, deadline)
+        except Rejected as rejected:
+            if job.kind == "corrupt" and _input_refused(rejected):
+                # The export service probes a transcode's input at submit: the corrupt file is
+                # refused with a clear error before any job exists, which is a correct outcome.
+                self.rejected_inputs.add(job.key)
+            else:
+                self.errors.append(f"submit {job.key}: {rejected}")
+            return None
         except (RuntimeError, TimeoutError) as error:
             self.errors.append(f"submit {job.key}: {error}")
             return None
@@ -192,7 +238,7 @@ class ChaosRun:
             submit.add_done_callback(self.tasks.discard)
         await asyncio.gather(*submits)
 
-    async def _settle(self, stub: Stub) -> dict[str, FinalState]:
+    async def _settle(self) -> dict[str, FinalState]:
         deadline = time.monotonic() + self.settings.settle_budget
         finals: dict[str, FinalState] = {}
         while True:
@@ -222,12 +268,14 @@ class ChaosRun:
             make_media, self.stack.media_root, self.media_rng
         )
         self.queue.extend(self._plan() for _ in range(settings.jobs))
-        fault_count = settings.faults or max(len(FAULT_TYPES), round(settings.jobs / 3))
+        kinds = settings.fault_kinds
+        fault_count = settings.faults or max(len(kinds), round(settings.jobs / 3))
         await self.stack.start()
         print(f"stack up: gateway {self.stack.gateway_url}, workdir {settings.workdir}", flush=True)
         self.client = Client(self.stack.gateway_url)
-        channel = create_channel(self.stack.export_address)
-        stub = export_pb2_grpc.ExportServiceStub(channel)
+        # One channel per export replica: every replica must answer for every job.
+        channels = [create_channel(address) for address in self.stack.export_addresses]
+        stubs: list[Stub] = [export_pb2_grpc.ExportServiceStub(channel) for channel in channels]
         scheduler = FaultScheduler(
             rng=self.fault_rng,
             stack=self.stack,
@@ -237,6 +285,7 @@ class ChaosRun:
             supply_long=self._supply_long,
             started_at=self.started_at,
             pick_rng=self.pick_rng,
+            kinds=kinds,
         )
         try:
             mean_gap = fault_count * SECONDS_PER_FAULT_ESTIMATE / max(1, settings.jobs)
@@ -250,40 +299,43 @@ class ChaosRun:
                 await asyncio.gather(*list(self.tasks))
             print(f"all {len(self.tracks)} jobs accepted; settling", flush=True)
             settle_start = time.monotonic()
-            finals = await self._settle(stub)
+            finals = await self._settle()
             self.settle_seconds = round(time.monotonic() - settle_start, 1)
             for watcher in list(self.watchers):
                 watcher.cancel()
             checker = Checker(
                 self.client,
-                stub,
+                stubs,
                 self.stack.output_dir,
                 self.tracks,
                 self.submissions,
                 finals,
                 scheduler.records,
+                database=self.stack.database or self.stack.processes.database,
             )
             violations = await checker.run()
         finally:
             await self.client.close()
-            await channel.close(None)
+            for channel in channels:
+                await channel.close(None)
             await self.stack.stop()
-        return self._report(scheduler, finals, violations)
+        return self._report(scheduler, finals, violations, checker.owner_changes)
 
     def _report(
         self,
         scheduler: FaultScheduler,
         finals: dict[str, FinalState],
         violations: list[Violation],
+        owner_changes: int,
     ) -> ChaosReport:
         faults = Counter(record.kind for record in scheduler.records)
         faults["duplicate_submit"] = sum(
             1 for track in self.tracks.values() if track.planned.copies > 1
         )
-        faults["corrupt_input"] = sum(
+        faults["corrupt_input"] = len(self.rejected_inputs) + sum(
             1 for track in self.tracks.values() if track.planned.kind == "corrupt"
         )
-        assert set(faults) <= set(FAULT_TYPES) | set(WORKLOAD_FAULTS)
+        assert set(faults) <= set(ALL_FAULT_TYPES) | set(WORKLOAD_FAULTS)
         by_kind: dict[str, Counter[str]] = {}
         for track in self.tracks.values():
             final = finals.get(track.job_id)
@@ -292,6 +344,7 @@ class ChaosRun:
         targeted = [record for record in scheduler.records if record.targeted]
         report = ChaosReport(
             seed=self.settings.seed,
+            cluster=self.settings.cluster,
             jobs=len(self.tracks),
             duration_seconds=time.monotonic() - self.started_at,
             final_status=dict(Counter(final.status for final in finals.values())),
@@ -305,7 +358,9 @@ class ChaosRun:
             supplied_jobs=scheduler.supplied,
             settle_seconds=self.settle_seconds,
             skipped_faults=scheduler.skipped,
+            corrupt_rejected_at_submit=len(self.rejected_inputs),
             watcher_reconnects=sum(track.reconnects for track in self.tracks.values()),
+            owner_changes=owner_changes,
             violations=violations,
             errors=self.errors,
             workdir=str(self.settings.workdir),
@@ -329,6 +384,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stall-timeout", type=float, default=3.0)
     parser.add_argument("--max-attempts", type=int, default=8)
     parser.add_argument("--max-concurrent", type=int, default=2)
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="3 export replicas on PostgreSQL and 2 render services, with replica, render-drain "
+        "and database faults",
+    )
+    parser.add_argument(
+        "--shared-postgres",
+        action="store_true",
+        help="with --cluster: a fresh database of the run on the shared server (127.0.0.1:5432 or "
+        "VIDEOJOB_TEST_POSTGRES) instead of a throwaway cluster; no database restarts",
+    )
     args = parser.parse_args(argv)
     seed = args.seed
     if seed is None:
@@ -343,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
         max_attempts=args.max_attempts,
         max_concurrent=args.max_concurrent,
         faults=args.faults,
+        cluster=args.cluster,
+        shared_postgres=args.shared_postgres,
     )
     report = asyncio.run(run_chaos(settings))
     print(report.summary(), flush=True)

@@ -1,7 +1,12 @@
-"""The three real processes (videojob.launcher), the proxy between export and render, and the
-files they use.
+"""The real processes (videojob.launcher), a proxy between the export services and each render
+service, the database and the files they use.
 
-A killed service comes back on the port it had, so the addresses the others hold stay valid.
+One machine's form: one render service, one export service on SQLite, one gateway. The cluster
+form (``cluster=True``): 3 export replicas on PostgreSQL, 2 render services, one gateway given
+every export address. Its database is a throwaway PostgreSQL cluster of the run (so that a fault
+can stop and start it), or a fresh database of the run on the shared server (then the database
+is never restarted). A killed service comes back on the port it had, so the addresses
+the others hold stay valid.
 """
 
 from __future__ import annotations
@@ -14,6 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.support.media import header_duration
+from tests.support.postgres import (
+    ThrowawayCluster,
+    create_run_database,
+    drop_run_database,
+)
 from tests.support.tcp_proxy import TcpProxy
 from videojob import launcher
 from videojob.ffmpeg_binary import ffmpeg_binary
@@ -21,7 +31,13 @@ from videojob.launcher import Role, ServiceProcess, StackConfig
 
 CLIP_NAME = "clip.mp4"
 CORRUPT_NAME = "corrupt.mp4"
-SERVICES = ("render", "export", "gateway")
+CLUSTER_EXPORTS = 3
+CLUSTER_RENDERS = 2
+# Short, so that a replica paused or killed loses its jobs within seconds of a fault; long enough
+# that the 2-core machine's load does not cost a lease without one.
+CLUSTER_LEASE_TTL = 4.0
+# A drained render service finishes its running renders (a few seconds each here) before exiting.
+CLUSTER_DRAIN_TIMEOUT = 15.0
 
 
 @dataclass
@@ -30,6 +46,12 @@ class StackSettings:
     stall_timeout: float = 3.0
     max_attempts: int = 8
     max_concurrent: int = 2
+    cluster: bool = False
+    # Cluster form only: True puts the run's database on the shared server (tests.support.postgres:
+    # 127.0.0.1:5432 or VIDEOJOB_TEST_POSTGRES), never restarted; False: a throwaway PostgreSQL
+    # cluster of the run, which the database fault stops and starts.
+    shared_postgres: bool = False
+    lease_ttl: float = CLUSTER_LEASE_TTL
 
 
 def decode_errors(path: Path) -> str:
@@ -71,24 +93,47 @@ def make_media(media_root: Path, rng: random.Random) -> float:
 @dataclass
 class Stack:
     settings: StackSettings
-    proxy: TcpProxy | None = None
+    proxies: list[TcpProxy] = field(default_factory=list)
+    postgres: ThrowawayCluster | None = None
+    database: str = ""
     processes: launcher.Stack = field(init=False)
 
-    def __post_init__(self) -> None:
+    def _config(self) -> StackConfig:
         settings = self.settings
         stall = str(settings.stall_timeout)
-        concurrent = str(settings.max_concurrent)
-        self.processes = launcher.Stack(
-            StackConfig(
+        render_args: tuple[str, ...] = ("--max-concurrent", str(settings.max_concurrent))
+        render_args += ("--stall-timeout", stall)
+        export_args: tuple[str, ...] = ("--stall-timeout", stall)
+        export_args += ("--max-attempts", str(settings.max_attempts))
+        if not settings.cluster:
+            return StackConfig(
                 settings.workdir,
                 database=f"sqlite:///{settings.workdir / 'jobs.sqlite3'}",
                 output_dir=settings.workdir / "output",
-                render=Role(args=("--max-concurrent", concurrent, "--stall-timeout", stall)),
-                export=Role(
-                    args=("--stall-timeout", stall, "--max-attempts", str(settings.max_attempts))
-                ),
+                render=Role(args=render_args),
+                export=Role(args=export_args),
             )
+        return StackConfig(
+            settings.workdir,
+            # Known once the database is up (start); until then only the paths are used.
+            database=self.database or "postgresql://127.0.0.1/not-started",
+            output_dir=settings.workdir / "output",
+            render=Role(
+                count=CLUSTER_RENDERS,
+                args=(*render_args, "--drain-timeout", str(CLUSTER_DRAIN_TIMEOUT)),
+            ),
+            export=Role(
+                count=CLUSTER_EXPORTS,
+                args=(*export_args, "--lease-ttl", str(settings.lease_ttl)),
+            ),
         )
+
+    def __post_init__(self) -> None:
+        self.processes = launcher.Stack(self._config())
+
+    @property
+    def cluster(self) -> bool:
+        return self.settings.cluster
 
     @property
     def media_root(self) -> Path:
@@ -103,52 +148,98 @@ class Stack:
         return self.processes.url
 
     @property
-    def export_address(self) -> str:
-        return self.processes.export.address
+    def export_addresses(self) -> list[str]:
+        return [process.address for process in self.processes.exports]
+
+    @property
+    def renders(self) -> list[ServiceProcess]:
+        return self.processes.renders
+
+    @property
+    def exports(self) -> list[ServiceProcess]:
+        return self.processes.exports
+
+    @property
+    def gateway(self) -> ServiceProcess:
+        return self.processes.gateway
 
     def service(self, name: str) -> ServiceProcess:
         return self.processes.find(name)
 
+    async def _start_database(self) -> None:
+        if not self.cluster:
+            return
+        if self.settings.shared_postgres:
+            self.database = await create_run_database()
+        else:
+            self.postgres = ThrowawayCluster()
+            await asyncio.to_thread(self.postgres.init)
+            await asyncio.to_thread(self.postgres.start)
+            self.database = self.postgres.url
+        self.processes = launcher.Stack(self._config())
+
     async def start(self) -> None:
-        """Render, then the proxy in front of it, then export (through the proxy) and gateway;
-        what started is stopped again when a step fails."""
+        """The database, the render services, a proxy in front of each, then the export services
+        (through the proxies) and the gateway; what started is stopped again when a step
+        fails."""
         try:
+            await self._start_database()
             await asyncio.to_thread(self.processes.start_renders)
-            self.proxy = await TcpProxy("127.0.0.1", self.processes.render.port).start()
-            await asyncio.to_thread(self.processes.start_exports, self.proxy.address)
+            for render in self.renders:
+                self.proxies.append(await TcpProxy("127.0.0.1", render.port).start())
+            proxied = ",".join(proxy.address for proxy in self.proxies)
+            await asyncio.to_thread(self.processes.start_exports, proxied)
             await asyncio.to_thread(self.processes.start_gateways)
         except BaseException:
             await self.stop()
             raise
 
+    async def kill(self, name: str) -> None:
+        await self.service(name).akill()
+
     async def launch(self, name: str) -> None:
         """Starts ``name`` again on its port."""
         await self.service(name).astart()
-
-    async def kill(self, name: str) -> None:
-        await self.service(name).akill()
 
     async def restart(self, name: str) -> None:
         await self.kill(name)
         await self.launch(name)
 
-    def is_up(self, name: str) -> bool:
-        return self.service(name).alive()
+    async def graceful_stop(self, name: str) -> None:
+        """SIGTERM, then waits for the exit (up to its stop grace: a render service drains)."""
+        process = self.service(name)
+        await asyncio.to_thread(process.stop)
+
+    async def stop_database(self) -> None:
+        assert self.postgres is not None
+        await asyncio.to_thread(self.postgres.stop, "fast")
+
+    async def start_database(self) -> None:
+        assert self.postgres is not None
+        await asyncio.to_thread(self.postgres.start)
 
     async def ensure_up(self) -> list[str]:
-        """Brings back any service that died on its own; returns their names."""
+        """Brings back the database and any service that died on its own (or was left
+        stopped); returns their names."""
         died = []
-        for name in SERVICES:
-            if not self.is_up(name):
-                died.append(name)
-                await self.restart(name)
+        if self.postgres is not None and not self.postgres.running:
+            died.append("database")
+            await self.start_database()
+        for process in self.processes.processes:
+            if not process.alive():
+                died.append(process.name)
+                await self.restart(process.name)
         return died
 
     async def stop(self) -> None:
         await self.processes.astop()
-        if self.proxy is not None:
-            await self.proxy.close()
+        for proxy in self.proxies:
+            await proxy.close()
         self.write_logs()
+        if self.postgres is not None:
+            await asyncio.to_thread(self.postgres.destroy)
+        elif self.database:
+            await drop_run_database(self.database)
 
     def write_logs(self) -> Path:
         logs = self.settings.workdir / "logs"

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import random
 
-from tests.chaos.checks import check_history
+from tests.chaos.checks import HistoryRow, check_history, check_leases, owner_changes
 from tests.chaos.client import JobTrack, Observation, plan_job
 from tests.support.ports import free_port
 from tests.support.tcp_proxy import TcpProxy
@@ -41,6 +41,31 @@ def test_history_checks_catch_every_kind_of_regression() -> None:
     assert any(
         "completed with progress 99" in p for p in check_history(_track((2, "completed", 99)))
     )
+
+
+def _row(version: int, owner: str | None, epoch: int | None, job: str = "job") -> HistoryRow:
+    return HistoryRow(job, version, "progress", owner, epoch)
+
+
+def test_a_clean_takeover_passes_the_lease_checks() -> None:
+    rows = [
+        _row(1, "a", 1),
+        _row(2, "a", 1),
+        _row(3, "b", 2),  # b took the job over
+        _row(4, "b", 2),
+        _row(1, "c", 1, job="other"),
+        _row(1, None, None, job="legacy"),
+    ]
+    assert check_leases(rows) == []
+    assert owner_changes(rows) == 1
+
+
+def test_lease_checks_catch_a_fenced_out_write_and_a_shared_epoch() -> None:
+    stale = check_leases([_row(1, "a", 1), _row(2, "b", 2), _row(3, "a", 1)])
+    assert [v.invariant for v in stale] == ["no_write_of_an_old_lease"]
+    assert "v3" in stale[0].detail and "epoch 1" in stale[0].detail
+    shared = check_leases([_row(1, "a", 1), _row(2, "b", 1)])
+    assert [v.invariant for v in shared] == ["one_owner_per_lease"]
 
 
 def test_plans_are_reproducible_from_the_seed() -> None:
