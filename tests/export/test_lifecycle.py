@@ -12,6 +12,7 @@ import pytest
 from export_service.server import ExportServer
 from render_service.instance import INSTANCES_DIR
 from tests.export.conftest import (
+    RenderProcesses,
     StartExport,
     assert_completed_with_valid_file,
     assert_monotonic,
@@ -19,11 +20,13 @@ from tests.export.conftest import (
     slow_spec,
     watch,
 )
+from tests.support.ports import free_port
 from tests.support.processes import ServiceProcess
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 from videojob.grpc_errors import field_violation
+from videojob.grpc_setup import create_channel
 from videojob.limits import MAX_REQUEST_ID_LENGTH
-from videojob.render.v1 import render_pb2, render_pb2_grpc
+from videojob.render.v1 import render_pb2, render_pb2_grpc, spec_pb2
 
 if TYPE_CHECKING:
     from videojob.export.v1.export_pb2_grpc import ExportServiceAsyncStub as Stub
@@ -233,14 +236,38 @@ async def test_max_active_jobs(start_export: StartExport, render_service: Servic
         assert (await watch(stub, second.id))[-1].status == export_pb2.COMPLETED
 
 
-async def test_invalid_input_at_the_render_service_fails_without_retry(
-    stub: Stub, export_server: ExportServer
-) -> None:
+def missing_input_spec() -> spec_pb2.RenderSpec:
     spec = pattern_spec()
     spec.source.ClearField("test_pattern")
     spec.source.transcode.input_path = "missing.mp4"
-    job = await stub.CreateExport(export_pb2.CreateExportRequest(spec=spec))
-    final = (await watch(stub, job.id))[-1]
+    return spec
+
+
+async def test_a_missing_input_is_refused_at_create(stub: Stub) -> None:
+    """The render service answers CheckInputs: the job is never created."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.CreateExport(export_pb2.CreateExportRequest(spec=missing_input_spec()))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    violation = field_violation(caught.value)
+    assert violation is not None
+    assert violation.field == "spec.source.transcode.input_path"
+    assert "missing.mp4" in violation.description
+    listed = await stub.ListExports(export_pb2.ListExportsRequest())
+    assert list(listed.jobs) == []
+
+
+async def test_invalid_input_at_the_render_service_fails_without_retry(
+    start_export: StartExport, render_processes: RenderProcesses
+) -> None:
+    """No render service answers CheckInputs at create, so the job is accepted; the render's
+    own check refuses the input once the service is up, and that failure is not retried."""
+    port = free_port()
+    server = await start_export(f"127.0.0.1:{port}")
+    async with create_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = export_pb2_grpc.ExportServiceStub(channel)
+        job = await stub.CreateExport(export_pb2.CreateExportRequest(spec=missing_input_spec()))
+        render_processes.start(port=port)
+        final = (await watch(stub, job.id))[-1]
     assert final.status == export_pb2.FAILED
     assert final.error.code == "INVALID_INPUT"
     assert "missing.mp4" in final.error.message
