@@ -238,6 +238,12 @@ class SyntheticRenderService(render_pb2_grpc.RenderServiceServicer):
             running=running, max_concurrent=max(running, 1), instance_id="synthetic"
         )
 
+    async def CheckInputs(
+        self, request: render_pb2.CheckInputsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> render_pb2.CheckInputsResponse:
+        """Every spec's inputs are fine: a synthetic render reads none."""
+        return render_pb2.CheckInputsResponse()
+
     async def CancelRender(
         self, request: render_pb2.CancelRenderRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> render_pb2.RenderInfo:
