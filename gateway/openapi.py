@@ -28,6 +28,9 @@ WATCH_IDS_PATTERN = f"^({_WATCH_ID}(,{_WATCH_ID}){{0,{MAX_WATCH_IDS - 1}}})?$"
 # On a property whose maximum is the widest of several: the real bound depends on the named
 # field (stated by an allOf rule per value of it).
 BOUND_DEPENDS_ON = "x-bound-depends-on"
+# On OutputSpec: each container's codecs and each video codec's crf range in one plain object,
+# for clients (the page) that offer the choices without evaluating the allOf rules.
+CODECS_BY_CONTAINER = "x-codecs-by-container"
 
 
 def _media_path(description: str) -> dict[str, Any]:
@@ -195,6 +198,17 @@ COMPONENT_SCHEMAS: dict[str, dict[str, Any]] = {
         ),
         "additionalProperties": False,
         "allOf": [*_codecs_by_container(), *_crf_by_codec()],
+        CODECS_BY_CONTAINER: {
+            container: {
+                "videoCodecs": list(limits.VIDEO_CODECS_BY_CONTAINER[container]),
+                "audioCodecs": list(limits.AUDIO_CODECS_BY_CONTAINER[container]),
+                "crf": {
+                    codec: list(limits.CRF_RANGE_BY_CODEC[codec])
+                    for codec in limits.VIDEO_CODECS_BY_CONTAINER[container]
+                },
+            }
+            for container in limits.CONTAINERS
+        },
         "properties": {
             "container": {
                 "type": "string",

@@ -530,17 +530,13 @@ async function loadMedia(select) {
   }
 }
 
-// Containers and their video codecs, as the OpenAPI document states them.
+// Containers and their video codecs, from the one place the OpenAPI document lists them.
 async function loadOutputChoices() {
   const response = await fetch("/openapi.json");
   const document_ = await response.json();
   const output = document_.components.schemas.OutputSpec;
-  for (const container of output.properties.container.enum) state.codecs[container] = [];
-  for (const rule of output.allOf || []) {
-    // The rules that list a container's codecs (others bound crf per codec).
-    const codecs = rule.then && rule.then.properties && rule.then.properties.videoCodec;
-    if (!codecs || !codecs.enum || rule.if.properties.videoCodec) continue;
-    state.codecs[rule.if.properties.container.const] = codecs.enum;
+  for (const [container, choices] of Object.entries(output["x-codecs-by-container"])) {
+    state.codecs[container] = choices.videoCodecs;
   }
   const containers = $("#transcode-container");
   containers.replaceChildren(

@@ -20,6 +20,7 @@ from tests.gateway.conftest import (
     wait_for,
     wait_terminal,
 )
+from videojob import limits
 
 PINNED_KEYS = {
     "id",
@@ -268,6 +269,18 @@ def test_openapi_document_lists_every_route(client: httpx.Client, stack: Stack) 
         "/readyz",
     } <= set(paths)
     assert set(paths["/api/jobs/{id}"]) >= {"get", "delete"}
+    # The page reads the output choices from this one place.
+    assert document["components"]["schemas"]["OutputSpec"]["x-codecs-by-container"] == {
+        container: {
+            "videoCodecs": list(limits.VIDEO_CODECS_BY_CONTAINER[container]),
+            "audioCodecs": list(limits.AUDIO_CODECS_BY_CONTAINER[container]),
+            "crf": {
+                codec: list(limits.CRF_RANGE_BY_CODEC[codec])
+                for codec in limits.VIDEO_CODECS_BY_CONTAINER[container]
+            },
+        }
+        for container in limits.CONTAINERS
+    }
     assert set(paths["/api/jobs"]) == {"get", "post"}
     schemas = document["components"]["schemas"]
     assert {"RenderSpec", "Job", "Error"} <= schemas.keys()
