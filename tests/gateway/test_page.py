@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.gateway.conftest import Stack, create_job, wait_terminal
-from tests.gateway.realtime_stack import cancel_all, make_clip, start_long_jobs
+from tests.gateway.conftest import Stack, create_job, wait_for, wait_terminal
+from tests.gateway.realtime_stack import RENDER_SLOTS, cancel_all, make_clip, start_long_jobs
 from tests.gateway.realtime_stack import realtime_stack as realtime_stack
 from tests.gateway.test_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.support.media import media_duration, media_header
@@ -195,10 +195,19 @@ def test_a_failed_jobs_detail_shows_its_error(
 ) -> None:
     from playwright.sync_api import expect
 
-    broken = realtime_stack.media_root / "broken.mp4"
-    broken.write_bytes(make_clip(tmp_path / "whole.mp4").read_bytes()[:1500])
+    # The clip is whole at create (the create-time input check passes) and broken before its
+    # render starts: both render slots are busy until it is broken, so the render's own check
+    # of its input fails the job.
+    clip = realtime_stack.media_root / "broken.mp4"
+    make_clip(clip)
+    busy = start_long_jobs(http, RENDER_SLOTS)
+    for job_id in busy:
+        wait_for(http, job_id, {"running"})
     spec = {"source": {"transcode": {"inputPath": "broken.mp4"}}}
-    failed = wait_terminal(http, create_job(http, spec)["id"])
+    job_id = create_job(http, spec)["id"]
+    clip.write_bytes(clip.read_bytes()[:1500])
+    cancel_all(http, busy)
+    failed = wait_terminal(http, job_id)
     assert failed["status"] == "failed", failed
     page, _ = open_page(browser, realtime_stack, DESKTOP)
     try:
@@ -219,9 +228,10 @@ def test_paging_past_the_first_20_and_filtering(
 ) -> None:
     from playwright.sync_api import expect
 
-    # Jobs that fail at once (no such input): many jobs, no render work.
-    missing = {"source": {"transcode": {"inputPath": "no-such-clip.mp4"}}}
-    created = [create_job(http, missing)["id"] for _ in range(23)]
+    # Jobs cancelled while (nearly all) queued behind the render slots: many jobs, next to no
+    # render work.
+    created = start_long_jobs(http, 23)
+    cancel_all(http, created)
     for job_id in created:
         wait_terminal(http, job_id)
     total = len(http.get("/api/jobs", params={"limit": 100}).json()["jobs"])
@@ -236,9 +246,9 @@ def test_paging_past_the_first_20_and_filtering(
         for job_id in created:
             expect(page.locator(f"#job-{job_id}")).to_be_attached()
 
-        page.select_option("#status-filter", "failed")
-        failed_cards = page.locator("li.job[data-status=failed]")
-        expect(failed_cards).to_have_count(20)
+        page.select_option("#status-filter", "cancelled")
+        cancelled_cards = page.locator("li.job[data-status=cancelled]")
+        expect(cancelled_cards).to_have_count(20)
         expect(cards).to_have_count(20)
         page.select_option("#status-filter", "queued")
         expect(page.locator("#jobs-state")).to_have_text("No queued jobs.")
