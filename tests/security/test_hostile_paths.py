@@ -99,27 +99,31 @@ def test_hostile_input_paths_are_422_naming_the_field(
 
 
 @pytest.mark.parametrize(
-    "spec",
+    ("spec", "field"),
     [
-        transcode("escape.mp4"),
-        transcode("outdir/clip.mp4"),
-        slideshow(subtitlesPath="outdir/secret.srt"),
+        (transcode("escape.mp4"), "source.transcode.inputPath"),
+        (transcode("outdir/clip.mp4"), "source.transcode.inputPath"),
+        (slideshow(subtitlesPath="outdir/secret.srt"), "source.slideshow.subtitlesPath"),
     ],
     ids=["symlinked file", "symlinked directory", "subtitles via symlinked directory"],
 )
-def test_symlinks_out_of_the_media_root_fail_the_job_unread(
-    client: httpx.Client, media: Path, stack: SecurityStack, spec: dict[str, Any]
+def test_symlinks_out_of_the_media_root_are_refused_at_create_unread(
+    client: httpx.Client, media: Path, stack: SecurityStack, spec: dict[str, Any], field: str
 ) -> None:
-    # The export service cannot see the media root: it accepts the syntactically clean path,
-    # and the render service refuses it after resolving the symlink.
-    created = client.post("/api/jobs", json=spec)
-    assert created.status_code == 201, created.text
-    job = wait_terminal(client, created.json()["id"])
-    assert job["status"] == "failed", job
-    assert job["error"]["code"] == "INVALID_INPUT", job
-    assert "resolves outside the media root" in job["error"]["message"], job
-    assert not list(stack.output_dir.glob(f"*{job['id']}*"))
-    assert client.get(f"/api/jobs/{job['id']}/download").status_code == 409
+    # The export service cannot see the media root: the render service's input check resolves
+    # the symlink and refuses the path before anything opens the file.
+    before = {job["id"] for job in client.get("/api/jobs", params={"limit": 100}).json()["jobs"]}
+    refused = client.post("/api/jobs", json=spec)
+    assert refused.status_code == 422, refused.text
+    body = refused.json()
+    assert body["field"] == field, body
+    assert body["message"] == f"{field}: resolves outside the media root", body
+    assert SECRET.decode() not in refused.text
+    assert str(stack.workdir / "outside") not in refused.text
+    after = {job["id"] for job in client.get("/api/jobs", params={"limit": 100}).json()["jobs"]}
+    assert after == before
+    for process in stack.processes:
+        assert not [line for line in process.output if SECRET.decode() in line], process.name
 
 
 def test_unicode_names_and_filter_graph_characters_render(
