@@ -826,8 +826,10 @@ class RenderSupervisor:
     async def _cleanup(self, job_id: str) -> None:
         """CancelRender and removal of any output the render left, on the render service of
         each of the job's attempts, retried with backoff for the retry budget (then at the next
-        start)."""
+        start). Only the job's owner does it, after a fenced write."""
         job = await self._store.get(job_id)
+        if not await self._may_release(job):
+            return
         for superseded in job.attempts:
             if superseded.attempt != job.attempt:
                 self.release_attempt(job_id, superseded, False)
@@ -844,6 +846,25 @@ class RenderSupervisor:
                 )
                 return
         await self._store.render_released(job_id)
+
+    async def _may_release(self, job: Job) -> bool:
+        """Whether this replica releases ``job``'s render now: it owns the job and a fenced
+        write says it still does, so a replica that lost the job makes no CancelRender. A cancel
+        accepted by another replica is released by the owner, which notices it within its claim
+        interval; the job of a dead owner by whoever claims it next."""
+        if self.ownership is None:
+            return True
+        if job.owner != self.ownership.replica_id or job.lease_epoch is None:
+            logger.info("job %s: its render is released by its owner (%s)", job.id, job.owner)
+            return False
+        try:
+            await self._store.confirm_release(job.id, lease=Lease(job.owner, job.lease_epoch))
+        except StaleLease:
+            logger.info("job %s: lost to another owner before its render was released", job.id)
+            return False
+        except TransitionRejected:
+            return False  # released already
+        return True
 
     async def _cancel_render(self, member: RenderMember, render_id: str, deadline: float) -> bool:
         """True once the render is known stopped and its output removed (or unknown to its

@@ -598,6 +598,13 @@ class JobStore(ABC):
         TransitionRejected when the job is terminal, JobNotFound."""
 
     @abstractmethod
+    async def confirm_release(self, job_id: str, *, lease: Lease) -> Job:
+        """A fenced write that changes nothing, made just before the calls that release a
+        finished job's render (CancelRender): only the job's owner releases it. StaleLease when
+        ``lease`` no longer holds the job, TransitionRejected when its render is released
+        already, JobNotFound."""
+
+    @abstractmethod
     async def heartbeat(
         self, replica_id: str, *, ttl_seconds: float, refused_writes: int = 0
     ) -> None:

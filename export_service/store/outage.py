@@ -254,6 +254,11 @@ class PatientStore(JobStore):
             f"lease of job {job_id}", lambda: self.inner.confirm_lease(job_id, lease=lease)
         )
 
+    async def confirm_release(self, job_id: str, *, lease: Lease) -> Job:
+        return await self._patiently(
+            f"release of job {job_id}", lambda: self.inner.confirm_release(job_id, lease=lease)
+        )
+
     # Ownership bookkeeping is export_service.ownership's, which retries on its own schedule:
     # passed through as it is.
 

@@ -876,6 +876,21 @@ class PostgresJobStore(JobStore):
             )
         )
 
+    async def confirm_release(self, job_id: str, *, lease: Lease) -> Job:
+        return await self._run(
+            lambda conn: self._update(
+                conn,
+                job_id,
+                Change.PROGRESS,  # not recorded: nothing changes
+                "",
+                "cancel_requested",
+                (),
+                lambda _: "the job's render is released already",
+                lease,
+                new_version=False,
+            )
+        )
+
     async def heartbeat(
         self, replica_id: str, *, ttl_seconds: float, refused_writes: int = 0
     ) -> None:

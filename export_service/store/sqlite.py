@@ -873,6 +873,23 @@ class SqliteJobStore(JobStore):
             )
         )
 
+    async def confirm_release(self, job_id: str, *, lease: Lease) -> Job:
+        return await self._run(
+            self._durable(
+                lambda: self._update(
+                    job_id,
+                    Change.PROGRESS,  # not recorded: nothing changes
+                    "",
+                    "cancel_requested",
+                    {},
+                    "the job's render is released already",
+                    lease,
+                    new_version=False,
+                ),
+                full=False,
+            )
+        )
+
     async def heartbeat(
         self, replica_id: str, *, ttl_seconds: float, refused_writes: int = 0
     ) -> None:

@@ -86,6 +86,23 @@ async def test_a_lease_on_a_finished_job_is_refused_as_finished(store: JobStore)
     assert refused.value.current.status is JobStatus.CANCELLED
 
 
+async def test_only_the_owner_confirms_the_release_of_a_cancelled_jobs_render(
+    store: JobStore,
+) -> None:
+    lease = await owned_job(store, "cancelled", "replica-a")
+    await store.cancel("cancelled")  # through any replica: the owner releases the render
+    before = await store.get("cancelled")
+    with pytest.raises(StaleLease):
+        await store.confirm_release("cancelled", lease=Lease("replica-b", lease.epoch))
+    with pytest.raises(StaleLease):
+        await store.confirm_release("cancelled", lease=Lease("replica-a", lease.epoch - 1))
+    assert await store.confirm_release("cancelled", lease=lease) == before  # changes nothing
+    await store.render_released("cancelled")
+    with pytest.raises(TransitionRejected) as refused:
+        await store.confirm_release("cancelled", lease=lease)
+    assert not isinstance(refused.value, StaleLease)
+
+
 async def test_claims_skip_live_owners_and_raise_the_epoch_by_one(store: JobStore) -> None:
     await store.heartbeat("a", ttl_seconds=60)
     await store.heartbeat("b", ttl_seconds=60)
