@@ -945,6 +945,10 @@ def _build() -> dict[str, Any]:
                     ],
                     "requestBody": {
                         "required": True,
+                        "description": (
+                            "A video, audio or image file ffmpeg can read; any other bytes "
+                            "are refused (422, `field` `body`)."
+                        ),
                         "content": {
                             "application/octet-stream": {
                                 "schema": {"type": "string", "format": "binary"}
