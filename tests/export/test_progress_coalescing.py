@@ -66,6 +66,11 @@ class PacedRenderService(render_pb2_grpc.RenderServiceServicer):
     ) -> render_pb2.Capacity:
         return render_pb2.Capacity(max_concurrent=1, instance_id="paced")
 
+    async def CheckInputs(
+        self, request: render_pb2.CheckInputsRequest, context: Context
+    ) -> render_pb2.CheckInputsResponse:
+        return render_pb2.CheckInputsResponse()
+
 
 @pytest.fixture
 async def paced() -> AsyncIterator[Any]:

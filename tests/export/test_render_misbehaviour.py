@@ -131,6 +131,15 @@ class ScriptedRenderService(render_pb2_grpc.RenderServiceServicer):
         self.calls.append("GetCapacity")
         return render_pb2.Capacity(max_concurrent=1, instance_id="scripted")
 
+    async def CheckInputs(
+        self,
+        request: render_pb2.CheckInputsRequest,
+        context: Context,
+    ) -> render_pb2.CheckInputsResponse:
+        """Every input passes: what the script's renders do with them is the test."""
+        self.calls.append("CheckInputs")
+        return render_pb2.CheckInputsResponse()
+
 
 @pytest.fixture
 async def scripted() -> AsyncIterator[Scripted]:
