@@ -42,6 +42,7 @@ Trackers are stopped on shutdown without touching renders: the next start re-att
 from __future__ import annotations
 
 import asyncio
+import glob
 import logging
 import math
 import random
@@ -881,6 +882,9 @@ class RenderSupervisor:
                     # A Render call still in flight may create it a moment later: ask twice.
                     not_found += 1
                     if not_found >= 2:
+                        # Unknown to a render service that restarted: the file it may have
+                        # finished before is nobody's now.
+                        await asyncio.to_thread(self._remove_finished_outputs, render_id)
                         return True
                     await asyncio.sleep(0.5)
                     continue
@@ -915,6 +919,15 @@ class RenderSupervisor:
         pattern = f".{attempt.instance_id}.{attempt.render_id}.partial.*"
         for partial in directory.glob(pattern):
             remove_output(str(partial))
+
+    def _remove_finished_outputs(self, render_id: str) -> None:
+        """Blocking. The finished file a render left (``<output dir>/<render id>.<container>``),
+        when the render service's output directory is known here (--render-output-dir)."""
+        directory = self._render_output_dir
+        if directory is None:
+            return
+        for output in directory.glob(f"{glob.escape(render_id)}.*"):
+            remove_output(str(output))
 
     async def _release(self, job_id: str, attempt: RenderAttempt) -> None:
         member = self._pool.member_for(attempt.instance_id, attempt.address)
