@@ -99,7 +99,9 @@ class OverheadRun:
 async def _measure(stack: Stack, duration: float, size: tuple[int, int], pairs: int) -> OverheadRun:
     spec = test_pattern_spec(duration, *size)
     argv, warm_job = await _warm_up_and_capture(stack, spec)
-    run = OverheadRun(duration, f"{size[0]}x{size[1]}", argv, [], [], [])
+    # Recorded with the binary's name only: the results name no path of the machine.
+    recorded_argv = [Path(argv[0]).name, *argv[1:]]
+    run = OverheadRun(duration, f"{size[0]}x{size[1]}", recorded_argv, [], [], [])
     for repetition in range(pairs):
         # Alternate which goes first, so drift in the machine's load hits both alike.
         if repetition % 2 == 0:
