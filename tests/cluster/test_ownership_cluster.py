@@ -274,9 +274,14 @@ async def test_a_cancel_through_a_replica_that_does_not_own_the_job_after_its_ow
         lambda: not [path for path in stack.output_dir.iterdir() if path.is_file()],
         f"no file in {stack.output_dir}",
     )
+
+    async def released() -> bool:
+        (current,) = await database.jobs()
+        return not current["cancel_requested"]
+
+    await wait_until(released, "the render's release to be recorded")
     (row,) = await database.jobs()
     assert row["status"] == "CANCELLED"
     # Taken over once by a live replica, which released the render under its new lease.
     assert row["lease_epoch"] == 2 and not replica_of(row["owner"], stack.exports[0]), row
-    assert not row["cancel_requested"], row
     assert (await replicas(stack.exports[2]).get(job.id)).status == export_pb2.CANCELLED
