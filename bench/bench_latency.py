@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 import httpx
 
-from bench import ffmpeg_wrapper
+from bench import ffmpeg_wrapper, latency_path
 from bench.jobs import create_job, follow_job, test_pattern_spec
 from bench.report import BenchResult
 from bench.stack import Stack, running_stack
@@ -43,10 +43,10 @@ async def _poll_until_completed(stub: export_pb2_grpc.ExportServiceAsyncStub, jo
 
 def _freshness(
     events: list[SseFrame], trace: ffmpeg_wrapper.RenderTrace, frames: int
-) -> tuple[list[float], int]:
-    """Lags (s) of the Rendering-stage SSE events behind the block each shows; and how many
+) -> tuple[list[tuple[SseFrame, float]], int]:
+    """The Rendering-stage SSE events with the stamp of the block each shows; and how many
     such events found no block."""
-    lags: list[float] = []
+    lags: list[tuple[SseFrame, float]] = []
     unmatched = 0
     band = RENDER_BAND_END - RENDER_BAND_START
     for event in events[1:]:  # the first event is the snapshot at connect time
@@ -62,13 +62,17 @@ def _freshness(
             <= MATCH_TOLERANCE_PERCENT
         ]
         if candidates:
-            lags.append(event.received - min(candidates))
+            lags.append((event, min(candidates)))
         else:
             unmatched += 1
     return lags, unmatched
 
 
-async def _measure(stack: Stack, log: Path, jobs: int, spec: dict[str, object]) -> BenchResult:
+async def _measure(
+    stack: Stack, log: Path, jobs: int, spec: dict[str, object]
+) -> tuple[BenchResult, list[tuple[str, SseFrame, float, str]]]:
+    """The result, and what the hop breakdown needs: per traced event, its job, the SSE frame,
+    the ffmpeg stamp it follows and its kind."""
     pattern = spec["source"]["testPattern"]  # type: ignore[index]
     frames = round(float(pattern["durationSeconds"]) * float(pattern["fps"]))
     sse_lags: list[float] = []
@@ -76,6 +80,7 @@ async def _measure(stack: Stack, log: Path, jobs: int, spec: dict[str, object]) 
     fresh_lags: list[float] = []
     unmatched = 0
     outcomes: list[str] = []
+    traced: list[tuple[str, SseFrame, float, str]] = []
     async with (
         httpx.AsyncClient(base_url=stack.url, timeout=60) as client,
         grpc.aio.insecure_channel(stack.export.address) as channel,
@@ -93,8 +98,10 @@ async def _measure(stack: Stack, log: Path, jobs: int, spec: dict[str, object]) 
                 continue
             sse_lags.append(events[-1].received - trace.exited)
             poll_lags.append(polled - trace.exited)
-            lags, missed = _freshness(events, trace, frames)
-            fresh_lags.extend(lags)
+            traced.append((job["id"], events[-1], trace.exited, "completion"))
+            matched, missed = _freshness(events, trace, frames)
+            fresh_lags.extend(event.received - block for event, block in matched)
+            traced.extend((job["id"], event, block, "progress") for event, block in matched)
             unmatched += missed
     result = BenchResult(NAME, TITLE)
     ms = 1000.0
@@ -119,12 +126,33 @@ async def _measure(stack: Stack, log: Path, jobs: int, spec: dict[str, object]) 
         "poll_lags_ms": [lag * ms for lag in poll_lags],
         "freshness_lags_ms": [lag * ms for lag in fresh_lags],
     }
-    return result
+    return result, traced
+
+
+def _hops(stamps_file: Path, traced: list[tuple[str, SseFrame, float, str]]) -> dict[str, object]:
+    """Per hop of each path, p50 and p99 over the traced events (see bench.latency_path)."""
+    by_job = latency_path.read_stamps(stamps_file)
+    completion = latency_path.Breakdown()
+    progress = latency_path.Breakdown()
+    for job_id, event, origin, kind in traced:
+        stamps = latency_path.stamps_of(by_job, job_id)
+        version = int(event.id or 0)
+        if kind == "completion":
+            completion.add(latency_path.completion_path(stamps, origin, event.received, version))
+        else:
+            path = latency_path.progress_path(stamps, origin, event.received, version)
+            if path is not None:
+                progress.add(path)
+    return {"completion": completion.summary(), "progress": progress.summary()}
 
 
 def run(workdir: Path, quick: bool) -> BenchResult:
     env, log = ffmpeg_wrapper.install(workdir)
     jobs = 2 if quick else 50
     spec = test_pattern_spec(1.0, 640, 360) if quick else test_pattern_spec(4.0, 1280, 720)
-    with running_stack(workdir, render_env=env, max_concurrent=1) as stack:
-        return asyncio.run(_measure(stack, log, jobs, spec))
+    stamps_file = workdir / "stamps.log"
+    with running_stack(workdir, render_env=env, max_concurrent=1, stamps_file=stamps_file) as stack:
+        result, traced = asyncio.run(_measure(stack, log, jobs, spec))
+    # The services write their stamps as they exit, so the hops are read after the stack.
+    result.details["hops"] = _hops(stamps_file, traced)
+    return result

@@ -24,25 +24,28 @@ def running_stack(
     max_concurrent: int | None = None,
     with_gateway: bool = True,
     export_args: tuple[str, ...] = (),
+    stamps_file: Path | None = None,
 ) -> Iterator[Stack]:
     """Starts the processes (each healthy before the next); stops them (SIGTERM, then SIGKILL)
     on the way out. ``synthetic`` puts bench's synthetic render server in the render service's
-    place (its renders take ``synthetic_duration`` seconds)."""
+    place (its renders take ``synthetic_duration`` seconds). With ``stamps_file`` every process
+    keeps videojob.stamps and appends them there when it exits."""
     render_args: list[str] = []
     if synthetic and synthetic_duration is not None:
         render_args += ["--duration", str(synthetic_duration)]
     if not synthetic and max_concurrent is not None:
         render_args += ["--max-concurrent", str(max_concurrent)]
+    stamping = {"VIDEOJOB_STAMPS": str(stamps_file)} if stamps_file is not None else {}
     config = StackConfig(
         workdir,
         output_dir=workdir / "output",
         render=Role(
             args=tuple(render_args),
-            env=dict(render_env or {}),
+            env={**(render_env or {}), **stamping},
             module=SYNTHETIC_RENDER_MODULE if synthetic else "",
         ),
-        export=Role(args=export_args),
-        gateway=Role(count=1 if with_gateway else 0),
+        export=Role(args=export_args, env=stamping),
+        gateway=Role(count=1 if with_gateway else 0, env=stamping),
         stop_grace=10.0,
     )
     with Stack(config) as stack:

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 
 from gateway.list_watch import ListWatchHub, View
 from gateway.watch_hub import Ended, JobWatchHub
-from videojob import metrics
+from videojob import metrics, stamps
 from videojob.errors import MalformedArgument
 from videojob.limits import MAX_VERSION_DIGITS
 
@@ -78,6 +78,7 @@ async def _job_frames(
                 yield SHUTTING_DOWN if item.shutting_down else UPSTREAM_ENDED
                 return
             else:
+                stamps.stamp("gateway.sse_yield", job_id, item.version)
                 yield item.data
                 if item.terminal:
                     return

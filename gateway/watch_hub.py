@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import grpc
 
 from gateway.job_json import is_terminal, job_to_json, sse_event_name
-from videojob import metrics
+from videojob import metrics, stamps
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -272,6 +272,7 @@ class JobWatchHub:
                         if job.version <= after_version:
                             continue
                         after_version = job.version
+                        stamps.stamp("gateway.received", watch.job_id, job.version)
                         frame = job_frame(job)
                         watch.publish(frame)
                         if frame.terminal:

@@ -31,7 +31,7 @@ from render_service.ffmpeg_progress import ProgressBlock, ProgressParser
 from render_service.media_probe import probe_media
 from render_service.output_dir import OutputDirectory, final_name, partial_name
 from render_service.verification import verify_output
-from videojob import tracing
+from videojob import stamps, tracing
 from videojob.limits import MAX_DURATION_SECONDS, MAX_RUNNING_PROGRESS, bounded_log_tail
 from videojob.logging_setup import bind_log_context
 from videojob.render.v1 import spec_pb2
@@ -237,7 +237,7 @@ class RenderJob:
 
     def _timing(self, step: str) -> None:
         """A wall-clock stamp (comparable with other processes' clocks) of a completion step."""
-        logger.debug("render %s: %s at %.6f", self._record.render_id, step, time.time())
+        stamps.stamp(f"render.{step}", self._record.render_id)
 
     async def _render(self) -> None:
         record = self._record
@@ -263,16 +263,16 @@ class RenderJob:
                 if not self._finalizing:
                     record.progress("Finalizing", FINALIZING)
                 record.progress("Verifying", VERIFYING)
-                self._timing("verification start")
+                self._timing("verify_start")
                 size, duration = await verify_output(self._partial, expected)
-                self._timing("verification end")
+                self._timing("verify_end")
             except RenderFailure as failure:
                 raise self._blame_unreachable_output(output, failure) from None
             final = output.publish(self._partial_name, self._final_name)
             self._timing("published")
             completed = True
             record.complete(str(final), size, duration)
-            self._timing("completed appended")
+            self._timing("completed_appended")
         finally:
             if not completed:
                 output.remove(self._partial_name)
@@ -318,7 +318,7 @@ class RenderJob:
         try:
             await asyncio.wait({waiter, watchdog}, return_when=asyncio.FIRST_COMPLETED)
             if waiter.done():
-                self._timing("ffmpeg exit seen")
+                self._timing("exit_seen")
             if not waiter.done():
                 await kill_process_group(process)
                 raise RenderFailure(
@@ -328,7 +328,7 @@ class RenderJob:
                 )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*readers), READER_DRAIN_SECONDS)
-            self._timing("readers drained")
+            self._timing("drained")
         finally:
             for task in (*readers, waiter, watchdog):
                 task.cancel()
@@ -387,6 +387,7 @@ class RenderJob:
             out_time_seconds=out_time,
             eta_seconds=(expected - out_time) / speed if speed > 0 else 0.0,
         )
+        stamps.stamp("render.block", self._record.render_id, frame)
 
     def _media_written_by(self, block: ProgressBlock) -> float:
         """Seconds of the output written so far. Frames count where the frame rate is constant:

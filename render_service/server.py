@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
@@ -15,6 +14,7 @@ from render_service.config import RenderConfig
 from render_service.instance import InstanceLock, claim_instance
 from render_service.output_dir import remove_stale_partials
 from render_service.registry import RenderRegistry
+from videojob import stamps
 from videojob.grpc_setup import GracefulHealth, add_health_and_reflection, bind
 from videojob.grpc_setup import create_server as create_grpc_server
 from videojob.render.v1 import render_pb2, render_pb2_grpc
@@ -24,9 +24,9 @@ logger = logging.getLogger(__name__)
 SERVICE_NAME = render_pb2.DESCRIPTOR.services_by_name["RenderService"].full_name
 
 
-def _log_sent_terminal(event: render_pb2.RenderEvent) -> None:
-    if logger.isEnabledFor(logging.DEBUG) and event.WhichOneof("event") == "completed":
-        logger.debug("render %s: completed sent at %.6f", event.render_id, time.time())
+def _stamp_sent(event: render_pb2.RenderEvent) -> None:
+    if stamps.enabled:
+        stamps.stamp(f"render.sent.{event.WhichOneof('event')}", event.render_id, event.seq)
 
 
 class RenderServicer(render_pb2_grpc.RenderServiceServicer):
@@ -40,8 +40,8 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
     ) -> AsyncIterator[render_pb2.RenderEvent]:
         events = await self._registry.submit(request.render_id, request.spec)
         async for event in events:
+            _stamp_sent(event)
             yield event
-            _log_sent_terminal(event)
 
     async def WatchRender(
         self,
@@ -50,8 +50,8 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
     ) -> AsyncIterator[render_pb2.RenderEvent]:
         events = self._registry.watch(request.render_id, request.after_seq)
         async for event in events:
+            _stamp_sent(event)
             yield event
-            _log_sent_terminal(event)
 
     async def GetRender(
         self,

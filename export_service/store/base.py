@@ -38,7 +38,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from videojob import limits
+from videojob import limits, stamps
 from videojob.errors import FailedPrecondition, NotFound, Reason, Unavailable
 
 logger = logging.getLogger(__name__)
@@ -413,6 +413,7 @@ class JobStore(ABC):
             listener(available)
 
     def _committed(self, job: Job) -> Job:
+        stamps.stamp("export.committed", job.id, f"{job.version}:{job.last_render_seq}")
         for listener in self._listeners:
             listener(job)
         return job
