@@ -1,11 +1,14 @@
 """Change notifications: what wakes the WatchExport and WatchExports streams of this process.
 
-Three sources feed the hub, and each only wakes watchers, who then re-read the store (so every
-view reads the same record and a slow watcher merely skips intermediate versions):
+Three sources feed the hub, and each wakes watchers, who then take the newest committed row
+(so every view shows a record the store holds, and a slow watcher merely skips intermediate
+versions):
 
-- ``publish(job)``: a change this process committed (the store calls it);
+- ``publish(job)``: a change this process committed (the store calls it once the commit has
+  returned the row): its watchers are handed that row (``committed``), with no read again;
 - ``notify(job_id, version)``: a hint that another process changed a job (on PostgreSQL, a
-  LISTEN/NOTIFY listener and a batched safety poll, export_service.store.notifications);
+  LISTEN/NOTIFY listener and a batched safety poll, export_service.store.notifications): its
+  watchers re-read the store, since this process has no row of that version;
 - ``wake_all()``: the hints may have been lost (the listener's connection dropped, or came
   back): every watcher re-reads.
 
@@ -35,6 +38,8 @@ class ChangeHub:
         # WatchExports streams: woken by a change of any job.
         self._any_waiters: set[asyncio.Event] = set()
         self._known: OrderedDict[str, int] = OrderedDict()
+        # The newest row this process committed, for each job that has watchers.
+        self._committed: dict[str, Job] = {}
         self.closed = False
         # Set when a batched poll covers every watcher (see the module docstring).
         self.polled = False
@@ -45,13 +50,28 @@ class ChangeHub:
         self.wake_all()
 
     def publish(self, job: Job) -> None:
-        """A change this process committed."""
+        """A change this process committed: ``job`` is the row its commit returned."""
+        if job.id in self._waiters:
+            kept = self._committed.get(job.id)
+            if kept is None or kept.version < job.version:
+                self._committed[job.id] = job
         self.notify(job.id, job.version)
+
+    def committed(self, job_id: str, newer_than: int) -> Job | None:
+        """The newest row this process committed of a watched job, when it is newer than
+        ``newer_than`` and no later version of the job was heard of (from another process);
+        else None, and the watcher reads the store."""
+        job = self._committed.get(job_id)
+        if job is None or job.version <= newer_than or job.version < self._known.get(job_id, 0):
+            return None
+        return job
 
     def notify(self, job_id: str, version: int | None = None) -> None:
         """``job_id`` changed (to ``version``, when known): wakes its watchers and the list
         watchers, unless the hub already heard of that version."""
-        if version is not None:
+        if version is None:
+            self._committed.pop(job_id, None)  # of an unknown version: it may be stale
+        else:
             if version <= self._known.get(job_id, 0):
                 return
             self.saw(job_id, version)
@@ -62,6 +82,7 @@ class ChangeHub:
 
     def wake_all(self) -> None:
         """Every watcher re-reads (change hints may have been lost)."""
+        self._committed.clear()
         for waiters in (*self._waiters.values(), self._any_waiters):
             for event in waiters:
                 event.set()
@@ -103,6 +124,7 @@ class ChangeHub:
             waiters.discard(event)
             if not waiters:
                 del self._waiters[job_id]
+                self._committed.pop(job_id, None)
 
     @contextlib.contextmanager
     def subscribe_all(self) -> Iterator[asyncio.Event]:

@@ -45,7 +45,7 @@ from export_service.store.notifications import ChangeFeed
 from export_service.store.outage import PatientStore
 from export_service.store.postgres import PostgresJobStore
 from export_service.tracker import RenderSupervisor
-from videojob import metrics, tracing
+from videojob import metrics, stamps, tracing
 from videojob.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -402,20 +402,26 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
         self, job_id: str, after_version: int, changed: asyncio.Event
     ) -> AsyncIterator[export_pb2.VideoJob]:
         """The current state if newer than ``after_version``, then each change it can see,
-        until a terminal state. Re-reads the store every time: skipped versions are fine,
+        until a terminal state. After a change this process committed, the row its commit
+        returned (ChangeHub.committed); else the store, read again. Skipped versions are fine,
         the terminal one is never missed (it is the last)."""
         sent = after_version
+        woken = False
         while True:
             changed.clear()
-            job = await self._store.get(job_id)
+            job = self._hub.committed(job_id, sent) if woken else None
+            if job is None:
+                job = await self._store.get(job_id)
+            stamps.stamp("export.watch_read", job_id, job.version)
             self._hub.saw(job_id, job.version)
             if job.version > sent:
                 yield job_to_proto(job)
                 sent = job.version
             if job.terminal or self._hub.closed:
                 return
+            woken = False
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), self._own_poll_interval())
+                woken = await asyncio.wait_for(changed.wait(), self._own_poll_interval())
 
     async def WatchExports(
         self,
