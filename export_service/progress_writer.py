@@ -2,10 +2,13 @@
 
 Trackers hand each progress event to ``offer`` and go on reading their render stream; only the
 newest progress of a job waits to be written. A job is written at most once per ``interval``,
-measured from the end of its previous write, and every job due is written in one store
-transaction (``record_progress_batch``), so a slow store delays progress but never makes it stale
-or multiplies the writes. Before a terminal event the tracker calls ``flush``: the newest
-progress is written at once, ahead of queued progress, and the terminal write follows.
+measured from the end of its previous write. A due job is written at once; the jobs that fall
+due while a write is in flight wait for it and then share one store transaction
+(``record_progress_batch``): under load the batches grow by themselves, with no window that
+delays a lone update, and a slow store delays progress but never makes it stale or multiplies
+the writes. Before a failure or cancellation the tracker calls ``flush``: the newest progress
+is written at once, ahead of queued progress, and the terminal write follows. Before a
+completion it calls ``discard``: the completion supersedes whatever progress is pending.
 
 A progress write refused because the job is terminal (a cancel, another writer) is news for the
 job's tracker: ``on_job_ended(job_id)`` is called once, and the job gets no more writes."""
@@ -32,9 +35,6 @@ from videojob import metrics
 
 logger = logging.getLogger(__name__)
 
-# Due jobs wait this long for others to become due, so that they share one transaction.
-BATCH_WINDOW = 0.015
-
 
 @dataclass
 class _JobProgress:
@@ -50,7 +50,6 @@ class ProgressWriter:
         self,
         store: JobStore,
         interval: float,
-        batch_window: float = BATCH_WINDOW,
         on_job_ended: Callable[[str], None] | None = None,
         on_lease_lost: Callable[[str], None] | None = None,
         before_write: Callable[[], Awaitable[None]] | None = None,
@@ -62,7 +61,6 @@ class ProgressWriter:
         # Awaited before each write (the writer's own lease is valid again).
         self._before_write = before_write
         self._interval = interval
-        self._batch_window = batch_window
         self._jobs: dict[str, _JobProgress] = {}
         self._waiting: set[str] = set()
         self._wake = asyncio.Event()
@@ -122,6 +120,14 @@ class ProgressWriter:
             entry.last_done = time.monotonic()
         self._record(job_id, entry, result)
 
+    def discard(self, job_id: str) -> None:
+        """Forgets the job's pending progress; a write of it in flight goes on (the store runs
+        writes in order, so it lands before whatever the caller writes next)."""
+        entry = self._jobs.get(job_id)
+        if entry is not None:
+            entry.pending = None
+            self._waiting.discard(job_id)
+
     async def drop(self, job_id: str) -> None:
         """Forgets the job's pending progress (its render is being replaced) once no write of
         it is in flight."""
@@ -148,8 +154,6 @@ class ProgressWriter:
                     await asyncio.wait_for(self._wake.wait(), timeout)
                 self._deadline = -math.inf
                 continue
-            await asyncio.sleep(self._batch_window)
-            due, _ = self._collect(time.monotonic())
             await self._write(due)
 
     def _collect(self, now: float) -> tuple[list[str], float]:

@@ -73,6 +73,7 @@ from export_service.tracking.actions import (
     CallRender,
     CheckOutput,
     CloseStream,
+    DiscardProgress,
     DropProgress,
     Effect,
     FlushProgress,
@@ -117,7 +118,7 @@ from export_service.tracking.observations import (
     Unreached,
     Written,
 )
-from videojob import metrics, tracing
+from videojob import metrics, stamps, tracing
 from videojob.errors import Reason
 from videojob.grpc_errors import error_info, field_violation
 from videojob.limits import FAILURE_INTERNAL, bounded_log_tail
@@ -346,7 +347,9 @@ class JobTracker:
             case GetRender(why=why):
                 return await self._get_render(why)
             case CheckOutput(path=path, size_bytes=size_bytes):
+                stamps.stamp("export.check_start", self.job_id)
                 result = await asyncio.to_thread(check_output, path, size_bytes=size_bytes)
+                stamps.stamp("export.check_end", self.job_id)
                 return OutputChecked(result if isinstance(result, OutputProblem) else None)
             case BeginAttempt(expected_attempt=expected):
                 return await self._write(
@@ -356,6 +359,7 @@ class JobTracker:
                     ),
                 )
             case WriteComplete():
+                stamps.stamp("export.complete_start", self.job_id)
                 observation = await self._write(
                     "completion",
                     self._store.complete(
@@ -444,6 +448,7 @@ class JobTracker:
             return StreamEnded()
         assert isinstance(event, render_pb2.RenderEvent)
         kind = event.WhichOneof("event")
+        stamps.stamp(f"export.received.{kind}", self.job_id, event.seq)
         metrics.RENDER_EVENTS_RECEIVED.labels(kind or "unknown").inc()
         if kind == "failed" and event.failed.log_tail:
             logger.info(
@@ -611,6 +616,8 @@ class JobTracker:
                 )
             case FlushProgress():
                 await self._progress.flush(self.job_id)
+            case DiscardProgress():
+                self._progress.discard(self.job_id)
             case DropProgress():
                 await self._progress.drop(self.job_id)
             case MarkRenderReleased():

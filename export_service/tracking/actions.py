@@ -149,6 +149,12 @@ class FlushProgress:
 
 
 @dataclass(frozen=True)
+class DiscardProgress:
+    """Forgets offered progress without waiting for a write of it in flight: a completion
+    follows, which supersedes any progress (the store's single writer keeps the order)."""
+
+
+@dataclass(frozen=True)
 class DropProgress:
     """Forgets offered progress: the render is being replaced (its seq restarts)."""
 
@@ -179,6 +185,7 @@ Effect = (
     CloseStream
     | OfferProgress
     | FlushProgress
+    | DiscardProgress
     | DropProgress
     | MarkRenderReleased
     | RemoveOutput

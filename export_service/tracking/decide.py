@@ -58,6 +58,7 @@ from export_service.tracking.actions import (
     CallRender,
     CheckOutput,
     CloseStream,
+    DiscardProgress,
     DropProgress,
     Effect,
     FlushProgress,
@@ -533,10 +534,13 @@ def _verdict(
     now: float,
     effects: tuple[Effect, ...] = (),
 ) -> Decision:
-    """A terminal render event: the newest progress is written first, then the verdict."""
-    effects = (*effects, FlushProgress())
+    """A terminal render event: the newest progress is written first, then the verdict (a
+    completion, which supersedes it, does not wait for it)."""
+    if not isinstance(event, Completed):
+        effects = (*effects, FlushProgress())
     match event:
         case Completed():
+            effects = (*effects, DiscardProgress())
             wrong = duration_problem(event.duration_seconds, state.expected_duration, "the render")
             if wrong is not None:
                 return _give_up(

@@ -19,6 +19,7 @@ from export_service.tracking.actions import (
     CallRender,
     CheckOutput,
     CloseStream,
+    DiscardProgress,
     DropProgress,
     FlushProgress,
     GetRender,
@@ -267,7 +268,8 @@ def check(world: World, before: TrackerState, seen: Observation, decision: Decis
         a
         for a in (*decision.effects, ask)
         if isinstance(
-            a, (OfferProgress, FlushProgress, BeginAttempt, DropProgress, *TERMINAL_WRITES)
+            a,
+            (OfferProgress, FlushProgress, BeginAttempt, DropProgress, *TERMINAL_WRITES),
         )
     ]
     if world.terminal_write_committed:
@@ -484,7 +486,7 @@ def test_progress_is_offered_below_100_and_replayed_events_are_skipped() -> None
 
 def test_a_completion_is_checked_then_written() -> None:
     done = decide(streaming(), EventReceived(4, Completed("/out/j.mp4", 5, 2.2)), 10.0)
-    assert done.effects == (CloseStream(), FlushProgress())
+    assert done.effects == (CloseStream(), DiscardProgress())
     assert done.next == CheckOutput("/out/j.mp4", 5)
     write = decide(done.state, OutputChecked(None), 10.1)
     assert write.next == WriteComplete("/out/j.mp4", 5, 2.2, 4)
