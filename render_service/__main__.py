@@ -13,7 +13,7 @@ from pathlib import Path
 
 from render_service.config import RenderConfig
 from render_service.failures import RenderFailure
-from render_service.ffmpeg_process import run_ffmpeg_captured
+from render_service.ffmpeg_process import run_ffmpeg_captured, watch_children_with_pidfd
 from render_service.instance import INSTANCE_ID_RULE, is_instance_id
 from render_service.server import create_server
 from videojob.ffmpeg_binary import ffmpeg_binary
@@ -164,6 +164,7 @@ async def serve_render(config: RenderConfig) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal)
+    watch_children_with_pidfd()
     try:
         render_server = await create_server(config)
     except (ValueError, OSError) as error:

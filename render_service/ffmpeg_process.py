@@ -21,6 +21,23 @@ logger = logging.getLogger(__name__)
 KILL_WAIT_SECONDS = 5.0
 
 
+def watch_children_with_pidfd() -> None:
+    """On Python 3.11, asyncio waits for each child in a thread of its own: starting that thread
+    and handing its exit back to the loop cost milliseconds at every FFmpeg's start and exit on
+    a busy service. With a pidfd the loop itself sees the exit, as 3.12 and later do by
+    default (where this changes nothing). 3.11's pidfd watcher serves the one loop it is
+    attached to: call this from the running loop of a process's main."""
+    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
+        return
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError:  # a kernel before 5.3, or a sandbox that forbids it
+        return
+    watcher = asyncio.PidfdChildWatcher()
+    watcher.attach_loop(asyncio.get_running_loop())
+    asyncio.set_child_watcher(watcher)
+
+
 @functools.cache
 def _dying_with_us() -> tuple[str, ...]:
     """The prefix that makes FFmpeg die with this process, even by SIGKILL: util-linux's setpriv
