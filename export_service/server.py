@@ -21,7 +21,7 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 
 from export_service.changes import ChangeHub
 from export_service.config import ExportConfig
-from export_service.input_check import check_inputs
+from export_service.input_check import check_inputs, has_input_files
 from export_service.job_metrics import JobMetrics
 from export_service.lifecycle import RetentionSweeper, delete_job
 from export_service.ownership import Ownership
@@ -223,7 +223,13 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
         spec = normalized.SerializeToString(deterministic=True)
         job_id = uuid.uuid4().hex
         request_id = request.request_id or f"generated-{job_id}"
-        known = await self._store.find_by_request_id(request_id) if request.request_id else None
+        # Looked up first only to spare a known request the input check; the create looks it
+        # up again in its own transaction.
+        known = (
+            await self._store.find_by_request_id(request_id)
+            if request.request_id and has_input_files(normalized)
+            else None
+        )
         if known is None:
             checker = (
                 self._render_pool.any_usable().stub

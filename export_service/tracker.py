@@ -233,8 +233,11 @@ class JobTracker:
         lease: Lease | None = None,
         ownership: Ownership | None = None,
         on_release: ReleaseCallback | None = None,
+        created: Job | None = None,
     ) -> None:
         self.job_id = job_id
+        # The row the job's create committed: the first ReadJob is answered from it.
+        self._created = created
         # This replica's hold on the job: every write names it (None: unfenced, no owners).
         self.lease = lease
         self._ownership = ownership
@@ -267,6 +270,7 @@ class JobTracker:
 
     async def run(self) -> None:
         self._task = asyncio.current_task()
+        stamps.stamp("export.tracker_start", self.job_id)
         bind_log_context(job_id=self.job_id, render_id=self.job_id)
         decision = start(self._settings, seed=random.getrandbits(64))
         last_observed = "Start"
@@ -330,6 +334,7 @@ class JobTracker:
                     member.key,
                 )
                 self._close_stream()
+                stamps.stamp("export.render_call", self.job_id)
                 request = render_pb2.RenderRequest(render_id=placed.render_id, spec=self._spec)
                 self._call = member.stub.Render(request)
                 return await self._read_stream(member, submitted=True)
@@ -408,10 +413,12 @@ class JobTracker:
         assert_never(question)
 
     async def _read_job(self) -> Observation:
-        try:
-            job = await self._store.get(self.job_id)
-        except JobNotFound:
-            return JobMissing()
+        job, self._created = self._created, None
+        if job is None:
+            try:
+                job = await self._store.get(self.job_id)
+            except JobNotFound:
+                return JobMissing()
         if self._spec is None and not job.terminal:
             self._spec = spec_pb2.RenderSpec.FromString(job.spec)
             self._progress.register(self.job_id, job.attempt_progress)
@@ -705,11 +712,12 @@ class RenderSupervisor:
         """A job the API created (or found again for a retried create): tracked when it is this
         replica's to drive."""
         if self.ownership is None:
-            self.track(job.id)
+            self.track(job.id, created=job)
         elif job.owner == self.ownership.replica_id and job.lease_epoch is not None:
-            self.track(job.id, Lease(job.owner, job.lease_epoch))
+            self.track(job.id, Lease(job.owner, job.lease_epoch), created=job)
 
-    def track(self, job_id: str, lease: Lease | None = None) -> None:
+    def track(self, job_id: str, lease: Lease | None = None, created: Job | None = None) -> None:
+        """``created``: the job's row as its create committed or found it (spares a read)."""
         if self._stopped:
             return
         entry = self._trackers.get(job_id)
@@ -729,6 +737,7 @@ class RenderSupervisor:
             lease=lease,
             ownership=self.ownership,
             on_release=self.release_attempt,
+            created=created,
         )
         task = asyncio.create_task(self._run_tracker(tracker), name=f"track-{job_id}")
         self._trackers[job_id] = (tracker, task)

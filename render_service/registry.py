@@ -14,7 +14,13 @@ from render_service.config import RenderConfig
 from render_service.events import RenderRecord
 from render_service.failures import FailureCode, RenderFailure
 from render_service.output_dir import partial_names, remove_partials
-from render_service.render_job import RenderJob, probe_inputs, resolve_spec_paths
+from render_service.render_job import (
+    RenderJob,
+    ResolvedPaths,
+    probe_inputs,
+    reads_media_files,
+    resolve_spec_paths,
+)
 from videojob import metrics
 from videojob.errors import (
     AlreadyExists,
@@ -124,7 +130,11 @@ class RenderRegistry:
         if known is None:
             if not self._accepting:
                 raise self._refusal()
-            paths = await asyncio.to_thread(resolve_spec_paths, self._config.media_root, normalized)
+            paths = (
+                await asyncio.to_thread(resolve_spec_paths, self._config.media_root, normalized)
+                if reads_media_files(normalized)
+                else ResolvedPaths()
+            )
             known = self._records.get(render_id)  # another call may have started it meanwhile
             if known is None and not self._accepting:
                 raise self._refusal()

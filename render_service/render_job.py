@@ -59,6 +59,11 @@ class ResolvedPaths:
     subtitles: Path | None = None
 
 
+def reads_media_files(spec: spec_pb2.RenderSpec) -> bool:
+    """Whether the render reads files under the media root (a test pattern reads none)."""
+    return spec.source.WhichOneof("kind") in ("transcode", "slideshow")
+
+
 def resolve_spec_paths(media_root: Path, spec: spec_pb2.RenderSpec) -> ResolvedPaths:
     """Raises InvalidArgument naming the field of a missing or escaping file."""
     source = spec.source
@@ -215,6 +220,7 @@ class RenderJob:
         bind_log_context(render_id=record.render_id)
         try:
             async with self._slots:
+                self._timing("slot")
                 record.mark_running()
                 with tracing.tracer().start_as_current_span(
                     "ffmpeg render", attributes={tracing.RENDER_ID_ATTRIBUTE: record.render_id}
@@ -251,6 +257,7 @@ class RenderJob:
                     FailureCode.FFMPEG_ERROR, f"cannot list ffmpeg's encoders: {exc}"
                 ) from None
         argv = build_render_argv(self._binary, self._spec, inputs, self._partial, expected)
+        self._timing("argv_built")
         # Synchronous on purpose (small calls): a file created by a thread after a cancellation
         # would escape the cleanup below.
         output = OutputDirectory.open(self._output_dir)
@@ -303,10 +310,12 @@ class RenderJob:
 
     async def _run_ffmpeg(self, argv: list[str], expected: float) -> None:
         logger.info("render %s: %s", self._record.render_id, " ".join(argv))
+        self._timing("spawning")
         try:
             process = await start_ffmpeg(argv)
         except OSError as exc:
             raise RenderFailure(FailureCode.FFMPEG_ERROR, f"cannot start ffmpeg: {exc}") from None
+        self._timing("spawned")
         self._record.progress("Rendering", PREPARING_END)
         assert process.stdout is not None and process.stderr is not None
         readers = [

@@ -38,6 +38,7 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
         request: render_pb2.RenderRequest,
         context: grpc.aio.ServicerContext[render_pb2.RenderRequest, render_pb2.RenderEvent],
     ) -> AsyncIterator[render_pb2.RenderEvent]:
+        stamps.stamp("render.submit", request.render_id)
         events = await self._registry.submit(request.render_id, request.spec)
         async for event in events:
             _stamp_sent(event)
