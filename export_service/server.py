@@ -245,6 +245,7 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
                 max_active=self._config.max_active_jobs,
                 owner=self._supervisor.owner,
                 trace_context=tracing.inject_context() if tracing.tracing_enabled() else "",
+                placement=self._supervisor.first_placement(job_id),
             )
         else:
             job, created = known, False
@@ -264,7 +265,7 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
             # A retried create whose first commit was never acknowledged (the database dropped
             # the connection) finds its job here: make sure it is driven (a no-op if it is, or
             # if another replica created and owns it).
-            self._supervisor.track_created(job)
+            self._supervisor.track_created(job, found_again=True)
         return job_to_proto(job), not created
 
     async def GetExport(

@@ -238,6 +238,9 @@ class JobTracker:
         self.job_id = job_id
         # The row the job's create committed: the first ReadJob is answered from it.
         self._created = created
+        # An attempt whose placement that create recorded: its fenced insert is this
+        # replica's proof of the lease, as a placement write would be.
+        self._placed_by_create: int | None = None
         # This replica's hold on the job: every write names it (None: unfenced, no owners).
         self.lease = lease
         self._ownership = ownership
@@ -414,7 +417,9 @@ class JobTracker:
 
     async def _read_job(self) -> Observation:
         job, self._created = self._created, None
-        if job is None:
+        if job is not None:
+            self._placed_by_create = job.attempt if job.attempts else None
+        else:
             try:
                 job = await self._store.get(self.job_id)
             except JobNotFound:
@@ -525,7 +530,10 @@ class JobTracker:
         chosen by the pool and recorded with a fenced write; else what to observe instead."""
         self._attempt = attempt
         placed = self._placements.get(attempt)
+        placed_by_create, self._placed_by_create = self._placed_by_create == attempt, None
         if placed is not None and not elsewhere:
+            if placed_by_create:
+                return placed
             confirmed = await self._confirm_lease()
             return placed if confirmed is None else confirmed
         if placed is not None:
@@ -708,16 +716,33 @@ class RenderSupervisor:
         if active:
             logger.info("reconciling %d non-terminal jobs", len(active))
 
-    def track_created(self, job: Job) -> None:
+    def first_placement(self, job_id: str) -> RenderAttempt | None:
+        """Where a job this replica is creating will render first, for its create to record
+        (sparing the tracker the placement write); None when no render service is there to
+        choose now, and the tracker places it."""
+        member = self._pool.choose()
+        if member is None:
+            return None
+        return RenderAttempt(
+            attempt=1,
+            render_id=render_id_for(job_id, 1),
+            instance_id=member.instance_id,
+            address=member.address,
+            started_at=datetime.now(UTC),
+        )
+
+    def track_created(self, job: Job, *, found_again: bool = False) -> None:
         """A job the API created (or found again for a retried create): tracked when it is this
-        replica's to drive."""
+        replica's to drive. The tracker starts from the row the create committed; a job found
+        again is read afresh."""
+        created = None if found_again else job
         if self.ownership is None:
-            self.track(job.id, created=job)
+            self.track(job.id, created=created)
         elif job.owner == self.ownership.replica_id and job.lease_epoch is not None:
-            self.track(job.id, Lease(job.owner, job.lease_epoch), created=job)
+            self.track(job.id, Lease(job.owner, job.lease_epoch), created=created)
 
     def track(self, job_id: str, lease: Lease | None = None, created: Job | None = None) -> None:
-        """``created``: the job's row as its create committed or found it (spares a read)."""
+        """``created``: the row the job's create committed (spares a read)."""
         if self._stopped:
             return
         entry = self._trackers.get(job_id)

@@ -142,6 +142,13 @@ def attempts_to_json(attempts: Sequence[RenderAttempt]) -> str:
     return json.dumps([attempt.to_dict() for attempt in attempts], separators=(",", ":"))
 
 
+def first_attempts_json(placement: RenderAttempt | None) -> str:
+    """The render attempts of a new job: its first placement, when the create records one."""
+    if placement is not None and placement.attempt != 1:
+        raise ValueError(f"a new job's placement is attempt 1, not {placement.attempt}")
+    return attempts_to_json(() if placement is None else (placement,))
+
+
 def with_placement(
     attempts: Sequence[RenderAttempt], placed: RenderAttempt, superseded_outcome: str
 ) -> tuple[RenderAttempt, ...]:
@@ -461,13 +468,15 @@ class JobStore(ABC):
         max_active: int | None = None,
         owner: str | None = None,
         trace_context: str = "",
+        placement: RenderAttempt | None = None,
     ) -> tuple[Job, bool]:
         """Inserts a QUEUED job (attempt 1, version 1) and returns (job, True); when
         ``request_id`` is already known returns (that job, False) instead. Raises
         ResourceExhausted when ``max_active`` jobs are already QUEUED or RUNNING. ``owner``:
         the replica that owns the new job from the insert on (lease epoch 1).
         ``trace_context``: the trace of the request that creates it (videojob.tracing), kept
-        in the same insert, so that no tracker ever sees the job without it."""
+        in the same insert, so that no tracker ever sees the job without it. ``placement``:
+        where attempt 1 will render, recorded by the same insert (as place_attempt would)."""
 
     @abstractmethod
     async def record_progress(

@@ -114,6 +114,7 @@ class PatientStore(JobStore):
         max_active: int | None = None,
         owner: str | None = None,
         trace_context: str = "",
+        placement: RenderAttempt | None = None,
     ) -> tuple[Job, bool]:
         job, created = await self._patiently(
             f"creating job {job_id}",
@@ -123,6 +124,7 @@ class PatientStore(JobStore):
                 spec=spec,
                 max_active=max_active,
                 owner=owner,
+                placement=placement,
                 trace_context=trace_context,
             ),
         )

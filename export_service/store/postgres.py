@@ -60,6 +60,7 @@ from export_service.store.base import (
     TransitionRejected,
     attempts_from_json,
     attempts_to_json,
+    first_attempts_json,
     lease_holds,
     with_placement,
 )
@@ -550,6 +551,7 @@ class PostgresJobStore(JobStore):
         max_active: int | None = None,
         owner: str | None = None,
         trace_context: str = "",
+        placement: RenderAttempt | None = None,
     ) -> tuple[Job, bool]:
         by_request = f"SELECT {_COLUMNS} FROM jobs WHERE request_id = $1"
 
@@ -572,9 +574,10 @@ class PostgresJobStore(JobStore):
                         )
                 row = await conn.fetchrow(
                     "INSERT INTO jobs (id, request_id, status, progress, stage, spec, created_at, "
-                    "updated_at, last_change, written_by, owner, lease_epoch, trace_context) "
+                    "updated_at, last_change, written_by, owner, lease_epoch, trace_context, "
+                    "render_attempts) "
                     "VALUES ($1, $2, 'QUEUED', 0, $3, $4, now(), now(), $5, $6, $7, "
-                    "CASE WHEN $7::text IS NULL THEN NULL ELSE 1 END, $8) "
+                    "CASE WHEN $7::text IS NULL THEN NULL ELSE 1 END, $8, $9) "
                     f"ON CONFLICT (request_id) DO NOTHING RETURNING {_COLUMNS}",
                     job_id,
                     request_id,
@@ -584,6 +587,7 @@ class PostgresJobStore(JobStore):
                     self.writer,
                     owner,
                     trace_context,
+                    first_attempts_json(placement),
                 )
                 if row is not None:
                     return _job(row), True

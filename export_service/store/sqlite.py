@@ -55,6 +55,7 @@ from export_service.store.base import (
     created_at_us,
     decode_cursor,
     encode_cursor,
+    first_attempts_json,
     lease_holds,
     with_placement,
 )
@@ -549,6 +550,7 @@ class SqliteJobStore(JobStore):
         max_active: int | None = None,
         owner: str | None = None,
         trace_context: str = "",
+        placement: RenderAttempt | None = None,
     ) -> tuple[Job, bool]:
         def insert() -> tuple[Job, bool]:
             with _transaction(self._db):
@@ -567,8 +569,9 @@ class SqliteJobStore(JobStore):
                 now = now_us()
                 row = self._db.execute(
                     "INSERT INTO jobs (id, request_id, status, progress, stage, spec, created_at, "
-                    "updated_at, last_change, written_by, owner, lease_epoch, trace_context) "
-                    f"VALUES (?, ?, 'QUEUED', 0, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_COLUMNS}",
+                    "updated_at, last_change, written_by, owner, lease_epoch, trace_context, "
+                    "render_attempts) VALUES (?, ?, 'QUEUED', 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    f"RETURNING {_COLUMNS}",
                     (
                         job_id,
                         request_id,
@@ -581,6 +584,7 @@ class SqliteJobStore(JobStore):
                         owner,
                         None if owner is None else 1,
                         trace_context,
+                        first_attempts_json(placement),
                     ),
                 ).fetchone()
                 return _job(row), True

@@ -10,7 +10,7 @@ import asyncio
 import random
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from export_service.store import (
 )
 from export_service.store.base import (
     Change,
+    RenderAttempt,
     RequestIdDeleted,
     created_at_us,
     decode_cursor,
@@ -135,6 +136,30 @@ async def test_create_is_idempotent_on_request_id(store: JobStore) -> None:
     assert again == first
     with pytest.raises(JobNotFound):
         await store.get("a2")
+
+
+async def test_a_create_can_record_the_first_placement(store: JobStore) -> None:
+    placed = RenderAttempt(
+        attempt=1,
+        render_id="p1-a1",
+        instance_id="render-1",
+        address="127.0.0.1:1",
+        started_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    job, created = await store.create(job_id="p1", request_id="rp", spec=b"x", placement=placed)
+    assert created and (job.attempt, job.attempts, job.version) == (1, (placed,), 1)
+    assert await store.get("p1") == job
+    elsewhere = replace(placed, instance_id="render-2")
+    again, created = await store.create(
+        job_id="p2", request_id="rp", spec=b"x", placement=elsewhere
+    )
+    assert not created and again.attempts == (placed,)  # a replay records nothing
+    with pytest.raises(ValueError, match="attempt 1"):
+        await store.create(
+            job_id="p3", request_id="rq", spec=b"x", placement=replace(placed, attempt=2)
+        )
+    with pytest.raises(JobNotFound):
+        await store.get("p3")
 
 
 async def test_every_change_raises_version_by_one(store: JobStore) -> None:
