@@ -19,6 +19,7 @@ from bench import (
     bench_store,
     bench_tracking,
     bench_tracking_replicas,
+    bench_versus_celery,
 )
 from bench.report import BenchResult
 
@@ -33,6 +34,7 @@ class Benchmark(Protocol):
 BENCHMARK_MODULES: tuple[ModuleType, ...] = (
     bench_overhead,
     bench_latency,
+    bench_versus_celery,
     bench_fanout,
     bench_poll,
     bench_tracking,
@@ -49,6 +51,7 @@ SMOKE_FORMS: dict[str, Callable[[Path], BenchResult]] = {
     bench_observability.NAME: bench_observability.smoke,
     bench_ownership.NAME: bench_ownership.smoke,
     bench_tracking_replicas.NAME: bench_tracking_replicas.smoke,
+    bench_versus_celery.NAME: bench_versus_celery.smoke,
 }
 
 

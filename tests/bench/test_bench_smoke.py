@@ -48,3 +48,9 @@ def test_benchmark_runs_and_reports_numbers(name: str, tmp_path: Path) -> None:
             assert _numbers(reported), f"no numbers for {mode}"
         assert details["plain"]["scrapes"] == 0
         assert details["observed"]["scrapes"] > 0
+    elif name == "versus_celery":
+        for side in ("videojob", "celery"):
+            ran = details[side]
+            assert ran["outcomes"] == {"completed": details["jobs_per_side"]}, ran["outcomes"]
+            for figure in ("fixed_cost", "completion", "progress"):
+                assert ran["samples"][figure] > 0, (side, figure, ran["samples"])
