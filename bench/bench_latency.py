@@ -68,7 +68,12 @@ def _freshness(
     return lags, unmatched
 
 
-async def _measure(
+async def _measure(stack: Stack, log: Path, jobs: int, spec: dict[str, object]) -> BenchResult:
+    result, _ = await _measure_traced(stack, log, jobs, spec)
+    return result
+
+
+async def _measure_traced(
     stack: Stack, log: Path, jobs: int, spec: dict[str, object]
 ) -> tuple[BenchResult, list[tuple[str, SseFrame, float, str]]]:
     """The result, and what the hop breakdown needs: per traced event, its job, the SSE frame,
@@ -152,7 +157,7 @@ def run(workdir: Path, quick: bool) -> BenchResult:
     spec = test_pattern_spec(1.0, 640, 360) if quick else test_pattern_spec(4.0, 1280, 720)
     stamps_file = workdir / "stamps.log"
     with running_stack(workdir, render_env=env, max_concurrent=1, stamps_file=stamps_file) as stack:
-        result, traced = asyncio.run(_measure(stack, log, jobs, spec))
+        result, traced = asyncio.run(_measure_traced(stack, log, jobs, spec))
     # The services write their stamps as they exit, so the hops are read after the stack.
     result.details["hops"] = _hops(stamps_file, traced)
     return result

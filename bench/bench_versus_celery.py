@@ -72,13 +72,6 @@ MS = 1000.0
 # Percent in the store is rounded to 0.01; a block "matches" an SSE event within this (as in
 # bench.bench_latency).
 MATCH_TOLERANCE_PERCENT = 0.02
-# bench.ffmpeg_wrapper passes a block's ``progress=`` line on and then stamps it: on 2 busy cores
-# bash can be off the CPU in between, and a fast client then shows the block before its stamp
-# (seen: by up to about 0.5 ms). A block stamped up to this long after an update is still the one
-# it shows (its lag comes out negative); without it the fastest updates would find no block and
-# be dropped, which biases the faster system. A render's first Rendering update (2 %, sent when
-# ffmpeg starts) precedes its first block by ffmpeg's 0.5 s stats period, far more than this.
-STAMP_SLACK_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -186,16 +179,16 @@ async def _capture_args(
 
 
 def _lag(received: float, stamps: list[float]) -> float | None:
-    """``received`` minus the earliest of a block's ``stamps`` (within the slack); None when no
-    block was stamped by then."""
-    candidates = [stamped for stamped in stamps if stamped <= received + STAMP_SLACK_SECONDS]
+    """``received`` minus the earliest of a block's ``stamps``; None when no block was stamped
+    by then (bench.ffmpeg_wrapper stamps a block before passing it on)."""
+    candidates = [stamped for stamped in stamps if stamped <= received]
     return received - min(candidates) if candidates else None
 
 
 def _freshness(
     events: list[SseFrame], trace: ffmpeg_wrapper.RenderTrace, frames: int
 ) -> tuple[list[float], int]:
-    """As bench.bench_latency (but see STAMP_SLACK_SECONDS): the lag (s) of each Rendering-stage
+    """As bench.bench_latency: the lag (s) of each Rendering-stage
     SSE progress event behind the earliest block whose frames map to its percent; and how many
     such events found no block (the update sent when ffmpeg starts, at 2 %, finds none)."""
     lags: list[float] = []
@@ -602,7 +595,6 @@ def _report(run: Run, plan: Plan, floor: dict[str, list[float]]) -> BenchResult:
     }
     for side in SIDES:
         samples = run.sides[side]
-        stamped_first = [lag for lag in samples.freshness if lag >= 0]
         result.details[side] = {
             "outcomes": {name: samples.outcomes.count(name) for name in set(samples.outcomes)},
             "all_completed": all(o == "completed" for o in samples.outcomes),
@@ -612,13 +604,6 @@ def _report(run: Run, plan: Plan, floor: dict[str, list[float]]) -> BenchResult:
                 "progress": len(samples.freshness),
             },
             "progress_unmatched": samples.unmatched_progress,
-            # Updates shown before their block's stamp (see STAMP_SLACK_SECONDS), and the
-            # percentiles without them (bench.bench_latency's rule, which drops them).
-            "progress_before_stamp": sum(1 for lag in samples.freshness if lag < 0),
-            "progress_without_before_stamp_ms": {
-                "p50": percentile(stamped_first, 0.5) * MS,
-                "p99": percentile(stamped_first, 0.99) * MS,
-            },
             "completion_spread_ms": _spread(samples.completion),
             "fixed_cost_spread_ms": _spread(samples.fixed_cost),
             "fixed_cost_ms": _ms(samples.fixed_cost),

@@ -2,7 +2,8 @@
 ``-progress``), logs the wall-clock time of each progress block and of ffmpeg's exit.
 
 bash's $EPOCHREALTIME needs no fork; the block is stamped when the wrapper reads its last line,
-before passing it on, so the lags measured from these stamps include the wrapper's own hop."""
+before passing that line on, so the lags measured from these stamps include the wrapper's own
+hop and no reader can see a block before its stamp."""
 
 from __future__ import annotations
 
@@ -28,11 +29,11 @@ printf 'start %s 0 %s\n' "$EPOCHREALTIME" "$tag" >> "$log"
 "$real" "$@" | {
     frame=N/A
     while IFS= read -r line; do
-        printf '%s\n' "$line"
         case $line in
             frame=*) frame=${line#*=} ;;
             progress=*) printf 'block %s %s %s\n' "$EPOCHREALTIME" "$frame" "$tag" >> "$log" ;;
         esac
+        printf '%s\n' "$line"
     done
 }
 status=${PIPESTATUS[0]}
