@@ -427,8 +427,10 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
             if job.terminal or self._hub.closed:
                 return
             woken = False
+            # asyncio.timeout, not wait_for: no task per wait, so a wake-up is one loop turn.
             with contextlib.suppress(TimeoutError):
-                woken = await asyncio.wait_for(changed.wait(), self._own_poll_interval())
+                async with asyncio.timeout(self._own_poll_interval()):
+                    woken = await changed.wait()
 
     async def WatchExports(
         self,

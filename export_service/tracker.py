@@ -610,6 +610,10 @@ class JobTracker:
             return Refused(rejected.current.status, rejected.current.attempt)
         except JobNotFound:
             return JobMissing()
+        if job.terminal:
+            # The commit woke the job's watchers: they send the news before this tracker's
+            # bookkeeping (logs, metrics, clean-up) runs.
+            await asyncio.sleep(0)
         return Written(job.attempt)
 
     # Effects.
