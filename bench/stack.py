@@ -25,11 +25,14 @@ def running_stack(
     with_gateway: bool = True,
     export_args: tuple[str, ...] = (),
     stamps_file: Path | None = None,
+    database: str = "",
+    exports: int = 1,
 ) -> Iterator[Stack]:
     """Starts the processes (each healthy before the next); stops them (SIGTERM, then SIGKILL)
     on the way out. ``synthetic`` puts bench's synthetic render server in the render service's
     place (its renders take ``synthetic_duration`` seconds). With ``stamps_file`` every process
-    keeps videojob.stamps and appends them there when it exits."""
+    keeps videojob.stamps and appends them there when it exits. ``database``: a PostgreSQL
+    URL for ``exports`` replicas (default: one export service on an SQLite file)."""
     render_args: list[str] = []
     if synthetic and synthetic_duration is not None:
         render_args += ["--duration", str(synthetic_duration)]
@@ -38,13 +41,14 @@ def running_stack(
     stamping = {"VIDEOJOB_STAMPS": str(stamps_file)} if stamps_file is not None else {}
     config = StackConfig(
         workdir,
+        database=database,
         output_dir=workdir / "output",
         render=Role(
             args=tuple(render_args),
             env={**(render_env or {}), **stamping},
             module=SYNTHETIC_RENDER_MODULE if synthetic else "",
         ),
-        export=Role(args=export_args, env=stamping),
+        export=Role(count=exports, args=export_args, env=stamping),
         gateway=Role(count=1 if with_gateway else 0, env=stamping),
         stop_grace=10.0,
     )
