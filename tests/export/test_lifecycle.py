@@ -22,6 +22,7 @@ from tests.export.conftest import (
 )
 from tests.support.ports import free_port
 from tests.support.processes import ServiceProcess
+from videojob import metrics
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 from videojob.grpc_errors import field_violation
 from videojob.grpc_setup import create_channel
@@ -56,6 +57,35 @@ async def test_full_lifecycle(stub: Stub, export_server: ExportServer) -> None:
     listed = await stub.ListExports(export_pb2.ListExportsRequest())
     assert [job.id for job in listed.jobs] == [created.id]
     assert listed.jobs[0] == final
+
+
+def placement_writes() -> float:
+    return (
+        metrics.EXPORT.get_sample_value(
+            "videojob_store_write_seconds_count", {"change": "place_attempt"}
+        )
+        or 0.0
+    )
+
+
+async def test_a_created_job_renders_where_its_create_placed_it(
+    stub: Stub, export_server: ExportServer
+) -> None:
+    """The create records attempt 1's placement in its own insert: the tracker calls Render
+    there, and no placement write of its own comes before ffmpeg starts."""
+    writes_before = placement_writes()
+    created = await create(stub, "placed-by-create", duration=1.0)
+    assert [a.attempt for a in created.attempts] == [1]
+    assert created.attempts[0].render_id and created.attempts[0].render_service.address
+    final = (await watch(stub, created.id))[-1]
+    assert_completed_with_valid_file(final, 1.0)
+    placed, done = created.attempts[0], final.attempts[0]
+    assert (done.attempt, done.render_id, done.render_service) == (
+        placed.attempt,
+        placed.render_id,
+        placed.render_service,
+    )
+    assert placement_writes() == writes_before
 
 
 async def test_create_is_idempotent_on_request_id(
