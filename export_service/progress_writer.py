@@ -2,13 +2,15 @@
 
 Trackers hand each progress event to ``offer`` and go on reading their render stream; only the
 newest progress of a job waits to be written. A job is written at most once per ``interval``,
-measured from the end of its previous write. A due job is written at once; the jobs that fall
-due while a write is in flight wait for it and then share one store transaction
-(``record_progress_batch``): under load the batches grow by themselves, with no window that
-delays a lone update, and a slow store delays progress but never makes it stale or multiplies
-the writes. Before a failure or cancellation the tracker calls ``flush``: the newest progress
-is written at once, ahead of queued progress, and the terminal write follows. Before a
-completion it calls ``discard``: the completion supersedes whatever progress is pending.
+measured from the end of its previous write, except when its stage changes (Queued, Preparing,
+Rendering, Finalizing, Verifying: a few writes a job), which is due at once. A due job is
+written at once; the jobs that fall due while a write is in flight wait for it and then share
+one store transaction (``record_progress_batch``): under load the batches grow by themselves,
+with no window that delays a lone update, and a slow store delays progress but never makes it
+stale or multiplies the writes. Before a failure or cancellation the tracker calls ``flush``:
+the newest progress is written at once, ahead of queued progress, and the terminal write
+follows. Before a completion it calls ``discard``: the completion supersedes whatever progress
+is pending.
 
 A progress write refused because the job is terminal (a cancel, another writer) is news for the
 job's tracker: ``on_job_ended(job_id)`` is called once, and the job gets no more writes."""
@@ -43,6 +45,8 @@ class _JobProgress:
     last_done: float = -math.inf
     in_flight: bool = False
     terminal: bool = False
+    # The stage as last written (None: nothing written yet).
+    stage: str | None = None
 
 
 class ProgressWriter:
@@ -96,10 +100,15 @@ class ProgressWriter:
         if entry.pending is not None:
             metrics.PROGRESS_COALESCED.inc()
         entry.pending = update
-        if update.job_id not in self._waiting:
-            self._waiting.add(update.job_id)
-            if entry.last_done + self._interval < self._deadline:
-                self._wake.set()
+        self._waiting.add(update.job_id)
+        if self._due_at(entry) < self._deadline:
+            self._wake.set()
+
+    def _due_at(self, entry: _JobProgress) -> float:
+        """When the job's pending progress may be written: at once for a new stage."""
+        if entry.pending is not None and entry.pending.stage != entry.stage:
+            return -math.inf
+        return entry.last_done + self._interval
 
     async def flush(self, job_id: str) -> None:
         """Writes the job's newest progress now, after any write of it in flight."""
@@ -165,7 +174,7 @@ class ProgressWriter:
             if entry is None or entry.pending is None or entry.terminal:
                 self._waiting.discard(job_id)
             elif not entry.in_flight:
-                ready_at = entry.last_done + self._interval
+                ready_at = self._due_at(entry)
                 if ready_at <= now:
                     due.append(job_id)
                 else:
@@ -209,6 +218,7 @@ class ProgressWriter:
     def _record(self, job_id: str, entry: _JobProgress, result: ProgressResult) -> None:
         if isinstance(result, Job):
             entry.stored = max(entry.stored, result.attempt_progress)
+            entry.stage = result.stage
             return
         was_terminal = entry.terminal
         if isinstance(result, StaleLease):

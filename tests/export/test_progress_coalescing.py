@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -16,8 +16,11 @@ from typing import Any
 import grpc
 import pytest
 
-from export_service.store import Job, JobStatus
+from export_service.progress_writer import ProgressWriter
+from export_service.store import Job, JobStatus, ProgressUpdate
+from export_service.store.sqlite import SqliteJobStore
 from tests.export.conftest import FAST_TRACKER, StartExport, pattern_spec, watch
+from tests.support.polling import wait_until
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 from videojob.grpc_setup import create_channel
 from videojob.render.v1 import render_pb2, render_pb2_grpc
@@ -167,3 +170,43 @@ async def test_terminal_events_are_written_at_once_after_the_newest_progress(
     assert written_after < interval  # not held back until the interval allowed another write
     terminal = export_pb2.COMPLETED if kind == "completed" else export_pb2.FAILED
     assert (seen[-1].version, seen[-1].status) == (len(versions), terminal)
+
+
+async def test_a_new_stage_is_written_at_once_whatever_the_interval(tmp_path: Path) -> None:
+    """Within one interval only the first progress is written, unless the stage changes: a
+    job shows Rendering, Finalizing and Verifying as they begin, not an interval later."""
+    store = await SqliteJobStore.open(tmp_path / "jobs.db")
+    written: list[tuple[str, float]] = []
+    store.add_listener(lambda job: written.append((job.stage, job.progress)))
+
+    def shows(stage: str) -> Callable[[], bool]:
+        return lambda: written[-1][0] == stage
+
+    writer = ProgressWriter(store, interval=60.0)
+    writer.start()
+    try:
+        await store.create(job_id="job", request_id="r", spec=pattern_spec().SerializeToString())
+        writer.register("job", 0.0)
+        for seq, (stage, percent) in enumerate(
+            [
+                ("Preparing", 1.0),
+                ("Rendering", 2.0),
+                ("Rendering", 40.0),  # same stage within the interval: waits
+                ("Finalizing", 95.0),
+                ("Verifying", 99.0),
+            ],
+            start=1,
+        ):
+            writer.offer(ProgressUpdate("job", percent, stage, 0.0, seq))
+            if stage != "Rendering" or percent == 2.0:
+                await wait_until(shows(stage), f"{stage} written", within=10.0)
+        assert written == [
+            ("Queued", 0.0),
+            ("Preparing", 1.0),
+            ("Rendering", 2.0),
+            ("Finalizing", 95.0),
+            ("Verifying", 99.0),
+        ]
+    finally:
+        await writer.stop()
+        await store.close()
