@@ -84,6 +84,19 @@ def ffmpeg_pids(render_id: str) -> list[int]:
     return pids
 
 
+async def one_ffmpeg(render_id: str) -> int:
+    """The pid of the render's one FFmpeg, from the same /proc scan that found exactly one (a
+    second scan can miss it: while setpriv execs FFmpeg its command line is empty a moment)."""
+    found: list[int] = []
+
+    def exactly_one() -> bool:
+        found[:] = ffmpeg_pids(render_id)
+        return len(found) == 1
+
+    await wait_for(exactly_one)
+    return found[0]
+
+
 def pid_alive(pid: int) -> bool:
     """True unless the process is gone or a zombie."""
     try:

@@ -25,11 +25,11 @@ from tests.render.conftest import (
     is_rendering,
     kind,
     long_spec,
+    one_ffmpeg,
     output_entries,
     pattern_spec,
     pid_alive,
     render_request,
-    wait_for,
 )
 from tests.support.processes import ServiceProcess
 from videojob.ffmpeg_binary import ffmpeg_binary
@@ -56,8 +56,7 @@ async def _frozen_render(
     """Starts a long render, waits until FFmpeg runs, SIGSTOPs it; returns (call, pid)."""
     call = service.stub.Render(render_request(render_id, long_spec()))
     await events_until(call, is_rendering)
-    await wait_for(lambda: len(ffmpeg_pids(render_id)) == 1)
-    (pid,) = ffmpeg_pids(render_id)
+    pid = await one_ffmpeg(render_id)
     os.kill(pid, signal.SIGSTOP)
     return call, pid
 

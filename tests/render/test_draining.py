@@ -22,11 +22,11 @@ from tests.render.conftest import (
     is_rendering,
     kind,
     long_spec,
+    one_ffmpeg,
     partial_files,
     pattern_spec,
     pid_alive,
     render_request,
-    wait_for,
 )
 from tests.support.media import media_duration
 from tests.support.polling import wait_until
@@ -56,8 +56,7 @@ def is_queued(event: render_pb2.RenderEvent) -> bool:
 
 async def stopped_ffmpeg(render_id: str) -> int:
     """The render's FFmpeg, SIGSTOPped: the render stays mid-way until SIGCONT."""
-    await wait_for(lambda: len(ffmpeg_pids(render_id)) == 1)
-    (pid,) = ffmpeg_pids(render_id)
+    pid = await one_ffmpeg(render_id)
     os.kill(pid, signal.SIGSTOP)
     return pid
 
@@ -125,8 +124,7 @@ async def test_a_drain_cut_short_fails_the_running_render_with_shutdown_and_leav
         assert (await statuses.read()).status == health_pb2.HealthCheckResponse.SERVING
         call = stub.Render(render_request("cut-1", long_spec()))
         await events_until(call, is_rendering)
-        await wait_for(lambda: len(ffmpeg_pids("cut-1")) == 1)
-        (pid,) = ffmpeg_pids("cut-1")
+        pid = await one_ffmpeg("cut-1")
 
         os.kill(service.pid, signal.SIGTERM)
         status = await statuses.read()

@@ -18,10 +18,10 @@ from tests.render.conftest import (
     Running,
     collect,
     events_until,
-    ffmpeg_pids,
     is_rendering,
     kind,
     long_spec,
+    one_ffmpeg,
     output_entries,
     partial_files,
     pattern_spec,
@@ -67,8 +67,7 @@ async def test_output_dir_gone_when_ffmpeg_finishes_fails_unwritable(
     spec = pattern_spec(20.0, width=640, height=480, fps=25.0)  # runs for a second or more
     call = service.stub.Render(render_request("away-1", spec))
     await events_until(call, is_rendering)
-    await wait_for(lambda: len(ffmpeg_pids("away-1")) == 1)
-    (pid,) = ffmpeg_pids("away-1")
+    pid = await one_ffmpeg("away-1")
     await wait_for(lambda: has_open(pid, service.partial("away-1").name))
     os.kill(pid, signal.SIGSTOP)
     with directory_away(output, parking):

@@ -17,13 +17,12 @@ from tests.render.conftest import (
     StartServer,
     collect,
     events_until,
-    ffmpeg_pids,
     is_rendering,
     kind,
     long_spec,
+    one_ffmpeg,
     pattern_spec,
     render_request,
-    wait_for,
 )
 from tests.support.media import media_duration
 from tests.support.processes import ServiceProcess
@@ -106,8 +105,7 @@ async def test_services_sharing_an_output_directory_remove_only_their_own_partia
         spec = pattern_spec(30.0, width=320, height=240, fps=25.0)
         kept = second_stub.Render(render_request("kept-1", spec))
         await events_until(kept, is_rendering)
-        await wait_for(lambda: len(ffmpeg_pids("kept-1")) == 1)
-        (pid,) = ffmpeg_pids("kept-1")
+        pid = await one_ffmpeg("kept-1")
         kept_partial = dirs.output / partial_name(second_id, "kept-1", "mp4")
         os.kill(pid, signal.SIGSTOP)
         try:

@@ -24,6 +24,7 @@ from tests.render.conftest import (
     is_rendering,
     kind,
     long_spec,
+    one_ffmpeg,
     pattern_spec,
     pid_alive,
     render_request,
@@ -97,8 +98,7 @@ async def test_sigkilled_service_takes_its_ffmpeg_with_it(
         stub = render_pb2_grpc.RenderServiceStub(channel)
         call = stub.Render(render_request("crash-1", long_spec()))
         await events_until(call, is_rendering)
-        await wait_for(lambda: len(ffmpeg_pids("crash-1")) == 1)
-        (pid,) = ffmpeg_pids("crash-1")
+        pid = await one_ffmpeg("crash-1")
 
         os.kill(service.pid, signal.SIGKILL)
         await asyncio.to_thread(service.popen.wait, 10)
