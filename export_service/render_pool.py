@@ -285,6 +285,9 @@ class RenderPool:
         """The first listed member (legacy renders placed before placements were recorded)."""
         return next(iter(self._members.values()), None) or self.member_for("", self._entries[0])
 
+    def usable_count(self) -> int:
+        return sum(1 for member in self._members.values() if member.usable)
+
     def any_usable(self) -> RenderMember:
         """A member to ask something any render service can answer (CheckInputs)."""
         usable = [member for member in self._members.values() if member.usable]

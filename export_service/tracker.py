@@ -722,10 +722,12 @@ class RenderSupervisor:
 
     def first_placement(self, job_id: str) -> RenderAttempt | None:
         """Where a job this replica is creating will render first, for its create to record
-        (sparing the tracker the placement write); None when no render service is there to
-        choose now, and the tracker places it."""
+        (sparing the tracker the placement write); None when no render service is known to be
+        usable now: the tracker then places the job itself, waiting for one as it does."""
+        if not self._pool.usable_count():
+            return None
         member = self._pool.choose()
-        if member is None:
+        if member is None or not member.usable:
             return None
         return RenderAttempt(
             attempt=1,
