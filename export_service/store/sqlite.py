@@ -66,6 +66,7 @@ from videojob.errors import ResourceExhausted
 T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 15_000
+WAL_RETRY_SECONDS = 0.01
 
 _ACTIVE_SQL = "('QUEUED', 'RUNNING')"
 _DELETE_REFUSED = "only a finished job whose render clean-up is done can be deleted"
@@ -388,7 +389,7 @@ class SqliteJobStore(JobStore):
             self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False
         )
         conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
+        _enable_wal(conn)
         conn.execute("PRAGMA synchronous=FULL")
         self._synchronous = "FULL"
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
@@ -977,6 +978,21 @@ _UNAVAILABLE_CODES = frozenset(
         sqlite3.SQLITE_CANTOPEN,
     }
 )
+
+
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    """``PRAGMA journal_mode=WAL``, asked again while the database is locked: when processes
+    open a new database file at once, SQLite can refuse the switch without waiting in its busy
+    handler (on the store's thread, where waiting blocks nothing else)."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() >= deadline:
+                raise
+        time.sleep(WAL_RETRY_SECONDS)
 
 
 def _unavailable_error(error: sqlite3.OperationalError) -> bool:
