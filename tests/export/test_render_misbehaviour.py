@@ -217,11 +217,20 @@ async def test_late_events_replays_and_100_percent_progress_cannot_lie(
             failed(6, "FFMPEG_ERROR"),
         ]
     )
-    updates = await run_job(start_export, address, progress_interval=0.0)
+    server = await start_export(address, tracker=replace(FAST_TRACKER, progress_interval=0.0))
+    async with create_channel(f"127.0.0.1:{server.port}") as channel:
+        stub: Stub = export_pb2_grpc.ExportServiceStub(channel)
+        job = await stub.CreateExport(export_pb2.CreateExportRequest(spec=pattern_spec(2.0)))
+        updates = await watch(stub, job.id)
+        history = await stub.ListJobHistory(export_pb2.ListJobHistoryRequest(id=job.id))
+    assert_monotonic(updates)
     final = updates[-1]
     assert final.status == export_pb2.COMPLETED and final.output_path == str(output)
-    assert [u.progress for u in updates if u.status != export_pb2.COMPLETED][-1] < 100
-    assert 80 not in [u.progress for u in updates]
+    # Every version the store held, not only those a watcher happened to see.
+    statuses = [entry.status for entry in history.entries]
+    assert statuses[-1] == export_pb2.COMPLETED and statuses.count(export_pb2.COMPLETED) == 1
+    assert max(entry.progress for entry in history.entries[:-1]) < 100
+    assert 80 not in [entry.progress for entry in history.entries]
 
 
 async def test_shutdown_verdict_is_retried_as_a_lost_render(
