@@ -22,6 +22,7 @@ from tests.export.conftest import (
     wait_for,
     watch,
 )
+from tests.support.polling import wait_until
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 from videojob.grpc_setup import create_channel
 from videojob.render.v1 import render_pb2, render_pb2_grpc
@@ -159,6 +160,12 @@ async def scripted() -> AsyncIterator[Scripted]:
         await server.stop(0)
 
 
+async def removed(path: Path) -> None:
+    """Waits for the failed job's clean-up to remove ``path``: the tracker removes it once the
+    failure is committed, and the failure may reach a watcher first."""
+    await wait_until(lambda: not path.exists(), f"{path.name} removed", within=10)
+
+
 async def run_job(
     start_export: StartExport, address: str, **tracker: Any
 ) -> list[export_pb2.VideoJob]:
@@ -196,7 +203,7 @@ async def test_completion_of_the_wrong_duration_fails_the_job(
     _, address = await scripted(lambda _: [completed(1, str(output), duration=1.0)])
     final = (await run_job(start_export, address))[-1]
     assert (final.status, final.error.code) == (export_pb2.FAILED, "VERIFICATION_FAILED")
-    assert not output.exists()  # a failed job leaves no file behind
+    await removed(output)  # a failed job leaves no file behind
 
 
 async def test_late_events_replays_and_100_percent_progress_cannot_lie(
@@ -325,7 +332,7 @@ async def test_completion_naming_a_file_of_the_wrong_size_fails_and_removes_it(
     final = (await run_job(start_export, address, output_wait=60.0))[-1]
     assert (final.status, final.error.code) == (export_pb2.FAILED, "VERIFICATION_FAILED")
     assert "3 bytes" in final.error.message
-    assert not output.exists()
+    await removed(output)
 
 
 async def test_re_attaching_after_stream_cuts_costs_no_attempt(
