@@ -13,18 +13,14 @@ gateway's hop, so it is what a user watching through another replica waits."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import random
-import secrets
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import httpx
 
+from bench.postgres import POSTGRES_ADMIN_URL, bench_database
 from bench.report import BenchResult
 from bench.stack import SYNTHETIC_RENDER_MODULE
 from bench.stats import percentile
@@ -37,28 +33,11 @@ from videojob.sse_client import aframes
 NAME = "replica_changes"
 TITLE = "A change on one export replica to an SSE client through another (PostgreSQL)"
 
-POSTGRES_ADMIN_URL = os.environ.get(
-    "VIDEOJOB_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
-)
 POLL_INTERVAL_SECONDS = 0.5
 # The synthetic render keeps the job running (and quiet) for longer than a sample takes.
 RENDER_SECONDS = 600.0
 RENDER_EVENTS_PER_SECOND = 0.2
 MODES = (("notifications", ()), ("poll only", ("--no-change-notifications",)))
-
-
-@contextlib.asynccontextmanager
-async def _database() -> AsyncIterator[str]:
-    name = f"videojob_bench_replicas_{os.getpid()}_{secrets.token_hex(3)}"
-    admin: asyncpg.Connection[Any] = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=10)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield f"{POSTGRES_ADMIN_URL.rpartition('/')[0]}/{name}"
-        finally:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 def _spec() -> spec_pb2.RenderSpec:
@@ -142,7 +121,7 @@ async def _measure(stack: Stack, samples: int, label: str) -> list[float]:
 
 async def _run(workdir: Path, samples: int, result: BenchResult) -> None:
     for label, export_args in MODES:
-        async with _database() as database:
+        async with bench_database("replicas") as database:
             stack = await asyncio.to_thread(
                 _stack, workdir / label.replace(" ", "-"), database, export_args
             )

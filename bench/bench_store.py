@@ -8,16 +8,14 @@ terminal write (``complete``) at p50 and p99."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
 
+from bench.postgres import POSTGRES_ADMIN_URL, bench_database
 from bench.report import BenchResult
 from bench.stats import percentile
 from export_service.store import JobStore, ProgressUpdate, open_store
@@ -27,9 +25,6 @@ NAME = "store"
 TITLE = "Store throughput and terminal write latency (SQLite, PostgreSQL)"
 BATCH_SIZE = 100
 CONCURRENCY = 32
-POSTGRES_ADMIN_URL = os.environ.get(
-    "VIDEOJOB_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
-)
 
 
 async def _drive(
@@ -117,21 +112,6 @@ async def _measure(
     result.add(f"{label}: batched progress writes ({BATCH_SIZE} a batch)", rate, "writes/s")
 
 
-@contextlib.asynccontextmanager
-async def _postgres_database() -> AsyncIterator[str]:
-    """A database of this run on the PostgreSQL server, dropped afterwards."""
-    name = f"videojob_bench_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=10)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield f"{POSTGRES_ADMIN_URL.rpartition('/')[0]}/{name}"
-        finally:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
 async def _measure_both(directory: Path, jobs: int, updates: int, result: BenchResult) -> None:
     sqlite = await open_store(f"sqlite:///{directory / 'store.db'}")
     try:
@@ -139,7 +119,7 @@ async def _measure_both(directory: Path, jobs: int, updates: int, result: BenchR
     finally:
         await sqlite.close()
     try:
-        async with _postgres_database() as url:
+        async with bench_database("store") as url:
             postgres = await open_store(url)
             try:
                 await _measure(postgres, "PostgreSQL", jobs, updates, result)
