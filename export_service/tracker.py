@@ -165,6 +165,17 @@ def remove_output(path: str) -> bool:
     return True
 
 
+def placed_on(member: RenderMember, job_id: str, attempt: int) -> RenderAttempt:
+    """The record of the job's attempt placed on ``member``, from now."""
+    return RenderAttempt(
+        attempt=attempt,
+        render_id=render_id_for(job_id, attempt),
+        instance_id=member.instance_id,
+        address=member.address,
+        started_at=datetime.now(UTC),
+    )
+
+
 def render_outcome(event: render_pb2.RenderEvent) -> RenderOutcome | None:
     """What a render event says; None for an event of no kind this service knows."""
     match event.WhichOneof("event"):
@@ -544,13 +555,7 @@ class JobTracker:
             self._avoid.clear()
             busy = any(m.healthy for m in self._pool.members)
             return NotPlaced(f"every render service is draining or refused it ({avoided})", busy)
-        placement = RenderAttempt(
-            attempt=attempt,
-            render_id=render_id_for(self.job_id, attempt),
-            instance_id=member.instance_id,
-            address=member.address,
-            started_at=datetime.now(UTC),
-        )
+        placement = placed_on(member, self.job_id, attempt)
         written = await self._write(
             "the placement before Render",
             self._store.place_attempt(
@@ -729,13 +734,7 @@ class RenderSupervisor:
         member = self._pool.choose()
         if member is None or not member.usable:
             return None
-        return RenderAttempt(
-            attempt=1,
-            render_id=render_id_for(job_id, 1),
-            instance_id=member.instance_id,
-            address=member.address,
-            started_at=datetime.now(UTC),
-        )
+        return placed_on(member, job_id, 1)
 
     def track_created(self, job: Job, *, found_again: bool = False) -> None:
         """A job the API created (or found again for a retried create): tracked when it is this
