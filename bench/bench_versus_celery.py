@@ -7,9 +7,9 @@ worker with the solo pool (no fork hop: Celery at its fastest), a task that pars
 blocks with the render service's parser and maps them to the same percent, ``update_state`` for
 each, and a client that waits with ``AsyncResult.get(on_message=...)`` (Redis pub/sub).
 
-Strictly one job at a time. Each round runs videojob, ffmpeg directly and Celery, in this order on
-even rounds and Celery, direct, videojob on odd ones, so that drift in the machine's load hits
-both alike; every figure is a ratio of the two systems measured in the same run:
+Strictly one job at a time. Each round runs videojob, the bare stack, ffmpeg directly and
+Celery, in this order on even rounds and backwards on odd ones, so that drift in the machine's
+load hits all alike; every figure is a ratio of the systems measured in the same run:
 
 1. fixed cost over direct ffmpeg, 1 s 320x240: the median over rounds of (submit -> completion
    seen by the client) minus the direct run of the same round. videojob: ``POST /api/jobs`` ->
@@ -27,7 +27,13 @@ verifying the output file (the render service reads the container, the export se
 the file it is told of: videojob.output_check both) and a durable commit (an UPDATE of one row
 in an SQLite database in WAL mode with ``synchronous=FULL`` on this disk, fsync'd). The
 completion target is Celery's exit -> completion p99 plus the verify and commit medians (and at
-most 5 ms).
+most 5 ms). For the fixed cost, also what its start costs more when FFmpeg is tied to the
+service's life (setpriv's parent-death signal: invariant 6), and the create's durable commit.
+
+The embedded form runs a third side in the same rounds: bench.bare_stack, the pinned
+three-process shape (gateway, export service, render service on the same protocols and
+libraries) doing only the work, which splits each figure into what the shape costs and what
+videojob's code adds (``bare stack:`` figures).
 
 The aims are for the embedded default (one export service on SQLite). The full form then runs
 every round again with videojob as a cluster (CLUSTER_EXPORTS export replicas on one PostgreSQL
@@ -60,9 +66,10 @@ from bench.celery_peer.worker import Peer
 from bench.jobs import create_job, follow_job, test_pattern_spec
 from bench.postgres import bench_database
 from bench.report import BenchResult, Metric
-from bench.stack import Stack, running_stack
+from bench.stack import Stack, running_bare_stack, running_stack
 from bench.stats import median, percentile
 from render_service.container_probe import probe_container
+from render_service.ffmpeg_process import parent_death_prefix, watch_children_with_pidfd
 from videojob.output_check import CheckedOutput, check_output
 from videojob.sse_client import SseFrame
 
@@ -75,8 +82,10 @@ COMPLETION_AIM_MS = 5.0
 # Export replicas in the cluster form: the cluster of `make run-cluster`, on one PostgreSQL.
 CLUSTER_EXPORTS = 3
 SIDES = ("videojob", "celery")
+# The embedded form's third side: bench.bare_stack, the pinned topology doing only its work.
+BARE = "bare"
 # Even rounds; odd rounds run it backwards.
-ORDER = ("videojob", "direct", "celery")
+ORDER = ("videojob", BARE, "direct", "celery")
 MS = 1000.0
 # Percent in the store is rounded to 0.01; a block "matches" an SSE event within this (as in
 # bench.bench_latency).
@@ -119,9 +128,7 @@ class SideSamples:
 
 @dataclass
 class Run:
-    sides: dict[str, SideSamples] = field(
-        default_factory=lambda: {side: SideSamples() for side in SIDES}
-    )
+    sides: dict[str, SideSamples]
     direct: dict[str, list[float]] = field(default_factory=dict)
     argv: dict[str, list[str]] = field(default_factory=dict)
     verify_file: Path | None = None
@@ -320,6 +327,7 @@ def _direct_job(argv: list[str], name: str, *, keep: bool = False) -> float:
 
 async def _phase(
     stack: Stack,
+    bare: Stack | None,
     peer: Peer,
     celery_thread: ThreadPoolExecutor,
     log: Path,
@@ -332,8 +340,8 @@ async def _phase(
     paired: bool,
 ) -> None:
     """Warms up (one videojob job, whose ffmpeg argv it reads, and, in the first phase, one
-    Celery job), then runs the rounds. ``paired``: the first phase, whose rounds give the fixed
-    cost."""
+    Celery job and one job of the ``bare`` stack), then runs the rounds. ``paired``: the first
+    phase, whose rounds give the fixed cost."""
     wrapper, real = env["FFMPEG_BINARY"], env["BENCH_REAL_FFMPEG"]
     size = "{width}x{height}".format(**spec["source"]["testPattern"])
     label = f"{spec['source']['testPattern']['durationSeconds']:g} s {size}"
@@ -350,16 +358,24 @@ async def _phase(
         )
         if warm.outcome != "completed":
             raise RuntimeError(f"the Celery warm-up render ended {warm.outcome}")
+        if bare is not None:
+            bare_warm, _ = await _videojob_job(bare, log, spec)
+            if bare_warm.outcome != "completed":
+                raise RuntimeError(f"the bare stack's warm-up render ended {bare_warm.outcome}")
     run.argv[label] = _recorded(argv.own(wrapper, "<name>"), workdir)
     run.argv[f"{label} direct"] = _recorded(argv.own(real, "<name>"), workdir)
     direct_times = run.direct.setdefault(label, [])
+    order = [step for step in ORDER if step in run.sides or step == "direct"]
     for number in range(rounds):
         tag = f"{number}-{uuid.uuid4().hex[:8]}"
         outcomes: dict[str, Outcome] = {}
         direct_seconds = math.nan
-        for step in ORDER if number % 2 == 0 else ORDER[::-1]:
+        for step in order if number % 2 == 0 else order[::-1]:
             if step == "videojob":
                 outcomes[step], _ = await _videojob_job(stack, log, spec)
+            elif step == BARE:
+                assert bare is not None
+                outcomes[step], _ = await _videojob_job(bare, log, spec)
             elif step == "celery":
                 name = f"celery-{tag}"
                 outcomes[step] = await on_celery_thread(
@@ -369,8 +385,8 @@ async def _phase(
                 name = f"direct-{tag}"
                 direct_seconds = await asyncio.to_thread(_direct_job, argv.own(real, name), name)
         direct_times.append(direct_seconds)
-        for side in SIDES:
-            samples, result = run.sides[side], outcomes[side]
+        for side, samples in run.sides.items():
+            result = outcomes[side]
             samples.outcomes.append(result.outcome)
             samples.elapsed.setdefault(label, []).append(result.elapsed)
             if paired:
@@ -389,15 +405,33 @@ async def _phase(
 
 
 async def _rounds(
-    stack: Stack, peer: Peer, log: Path, env: dict[str, str], plan: Plan, workdir: Path
+    stack: Stack,
+    bare: Stack | None,
+    peer: Peer,
+    log: Path,
+    env: dict[str, str],
+    plan: Plan,
+    workdir: Path,
 ) -> Run:
-    run = Run()
+    sides = [*SIDES, BARE] if bare is not None else SIDES
+    run = Run({side: SideSamples() for side in sides})
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="celery-client") as thread:
         await _phase(
-            stack, peer, thread, log, env, SHORT_SPEC, plan.short_rounds, run, workdir, paired=True
+            stack,
+            bare,
+            peer,
+            thread,
+            log,
+            env,
+            SHORT_SPEC,
+            plan.short_rounds,
+            run,
+            workdir,
+            paired=True,
         )
         await _phase(
             stack,
+            bare,
             peer,
             thread,
             log,
@@ -458,6 +492,37 @@ def _durable_database(path: Path) -> Iterator[sqlite3.Connection]:
         connection.close()
 
 
+def _spawn_samples(repeats: int) -> tuple[list[float], list[float]]:
+    """Starting a process and reaping it from an event loop, as the render service starts
+    FFmpeg (``/bin/true`` in its place): plain, and tied to the service's life (setpriv's
+    parent-death signal: one exec more); alternating."""
+    tied = parent_death_prefix()
+
+    async def spawned(prefix: tuple[str, ...]) -> float:
+        started = time.perf_counter()
+        process = await asyncio.create_subprocess_exec(
+            *prefix,
+            "/bin/true",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+        await process.communicate()
+        return time.perf_counter() - started
+
+    async def alternating() -> tuple[list[float], list[float]]:
+        watch_children_with_pidfd()
+        plain: list[float] = []
+        tied_samples: list[float] = []
+        for _ in range(repeats):
+            plain.append(await spawned(()))
+            tied_samples.append(await spawned(tied))
+        return plain, tied_samples
+
+    return asyncio.run(alternating())
+
+
 def _commit_samples(workdir: Path, repeats: int) -> list[float]:
     """An UPDATE of one row and its commit (WAL, synchronous=FULL: fsync'd), ``repeats`` times."""
     with _durable_database(workdir / "floor.db") as connection:
@@ -504,11 +569,42 @@ def _versions() -> dict[str, str]:
     return versions
 
 
+def _report_bare(
+    result: BenchResult,
+    fixed: dict[str, float],
+    completion: dict[tuple[str, float], float],
+    fresh: dict[tuple[str, float], float],
+) -> None:
+    """The bare stack's figures: what the pinned three-process shape costs by itself (beside
+    Celery's), and what videojob adds to it."""
+    figures: list[tuple[str, dict[str, float]]] = [
+        ("fixed cost over direct ffmpeg (median)", fixed),
+    ]
+    for q, label in ((0.5, "p50"), (0.99, "p99")):
+        figures.append(
+            (
+                f"exit -> completion seen, {label}",
+                {side: completion[(side, q)] for side in (BARE, *SIDES)},
+            )
+        )
+        figures.append(
+            (
+                f"progress block -> client, {label}",
+                {side: fresh[(side, q)] for side in (BARE, *SIDES)},
+            )
+        )
+    for name, by_side in figures:
+        bare, celery, ours = by_side[BARE], by_side["celery"], by_side["videojob"]
+        result.add(f"bare stack: {name}", bare, "ms")
+        result.add(f"bare stack: {name}, ratio bare/Celery", _ratio(bare, celery), "x")
+        result.add(f"bare stack: {name}, videojob minus bare", ours - bare, "ms")
+
+
 def _report(run: Run, plan: Plan, floor: dict[str, list[float]]) -> BenchResult:
     result = BenchResult(NAME, TITLE)
     ours, theirs = run.sides["videojob"], run.sides["celery"]
 
-    fixed = {side: median(run.sides[side].fixed_cost) * MS for side in SIDES}
+    fixed = {side: median(samples.fixed_cost) * MS for side, samples in run.sides.items()}
     result.add(
         "fixed cost over direct ffmpeg, 1 s 320x240 (median): videojob", fixed["videojob"], "ms"
     )
@@ -525,8 +621,8 @@ def _report(run: Run, plan: Plan, floor: dict[str, list[float]]) -> BenchResult:
     verify_p50 = (median(floor["verify"]) + median(floor["verify_container"])) * MS
     commit_p50 = median(floor["commit"]) * MS
     completion = {
-        (side, q): percentile(run.sides[side].completion, q) * MS
-        for side in SIDES
+        (side, q): percentile(samples.completion, q) * MS
+        for side, samples in run.sides.items()
         for q in (0.5, 0.99)
     }
     target = completion[("celery", 0.99)] + verify_p50 + commit_p50
@@ -548,8 +644,8 @@ def _report(run: Run, plan: Plan, floor: dict[str, list[float]]) -> BenchResult:
         )
 
     fresh = {
-        (side, q): percentile(run.sides[side].freshness, q) * MS
-        for side in SIDES
+        (side, q): percentile(samples.freshness, q) * MS
+        for side, samples in run.sides.items()
         for q in (0.5, 0.99)
     }
     for q, label in ((0.5, "p50"), (0.99, "p99")):
@@ -579,6 +675,15 @@ def _report(run: Run, plan: Plan, floor: dict[str, list[float]]) -> BenchResult:
         "ms",
     )
     result.add("completion target (Celery p99 + verify p50 + commit p50)", target, "ms")
+    tie_p50 = (median(floor["spawn_tied"]) - median(floor["spawn"])) * MS
+    result.add("floor: FFmpeg tied to the service's life (setpriv), per start, p50", tie_p50, "ms")
+    result.add(
+        "floor of the fixed cost (create + terminal commits, verify, tied start)",
+        2 * commit_p50 + verify_p50 + tie_p50,
+        "ms",
+    )
+    if BARE in run.sides:
+        _report_bare(result, fixed, completion, fresh)
 
     result.details = {
         "plan": {
@@ -587,7 +692,8 @@ def _report(run: Run, plan: Plan, floor: dict[str, list[float]]) -> BenchResult:
             "verify repeats": plan.verify_repeats,
             "commit repeats": plan.commit_repeats,
         },
-        "order": "videojob, direct, Celery on even rounds; Celery, direct, videojob on odd ones",
+        "order": "videojob, bare stack (embedded form), direct, Celery on even rounds; "
+        "backwards on odd ones",
         "argv": run.argv,
         "versions": _versions(),
         "celery_worker": "solo pool, concurrency 1, prefetch 1, no gossip/mingle/heartbeat",
@@ -601,10 +707,11 @@ def _report(run: Run, plan: Plan, floor: dict[str, list[float]]) -> BenchResult:
             "verify_with_container_read_p50": median(floor["verify_container"]) * MS,
             "verify_with_container_read_p99": percentile(floor["verify_container"], 0.99) * MS,
             "commit": _ms(floor["commit"]),
+            "spawn_plain": _ms(floor["spawn"]),
+            "spawn_tied": _ms(floor["spawn_tied"]),
         },
     }
-    for side in SIDES:
-        samples = run.sides[side]
+    for side, samples in run.sides.items():
         result.details[side] = {
             "outcomes": {name: samples.outcomes.count(name) for name in set(samples.outcomes)},
             "all_completed": all(o == "completed" for o in samples.outcomes),
@@ -667,8 +774,12 @@ def _measure(workdir: Path, plan: Plan, *, cluster: bool = False) -> BenchResult
                 exports=CLUSTER_EXPORTS if cluster else 1,
             )
         )
+        # The bare stack beside the embedded default only: it has the embedded default's shape.
+        bare = None
+        if not cluster:
+            bare = running.enter_context(running_bare_stack(workdir / BARE, render_env=env))
         peer = running.enter_context(celery_worker.running_peer(workdir, env))
-        run = asyncio.run(_rounds(stack, peer, log, env, plan, workdir))
+        run = asyncio.run(_rounds(stack, bare, peer, log, env, plan, workdir))
     if run.verify_file is None:
         raise RuntimeError("no rendered file to verify")
     verify, verify_container = _verify_samples(run.verify_file, plan.verify_repeats)
@@ -677,6 +788,7 @@ def _measure(workdir: Path, plan: Plan, *, cluster: bool = False) -> BenchResult
         "verify_container": verify_container,
         "commit": _commit_samples(workdir, plan.commit_repeats),
     }
+    floor["spawn"], floor["spawn_tied"] = _spawn_samples(plan.commit_repeats)
     return _report(run, plan, floor)
 
 

@@ -54,3 +54,24 @@ def running_stack(
     )
     with Stack(config) as stack:
         yield stack
+
+
+BARE_MODULES = "bench.bare_stack"
+
+
+@contextlib.contextmanager
+def running_bare_stack(
+    workdir: Path, *, render_env: Mapping[str, str] | None = None
+) -> Iterator[Stack]:
+    """bench.bare_stack's three processes in the places of the real ones, started and stopped
+    as running_stack does."""
+    config = StackConfig(
+        workdir,
+        output_dir=workdir / "output",
+        render=Role(env=dict(render_env or {}), module=f"{BARE_MODULES}.render"),
+        export=Role(module=f"{BARE_MODULES}.export"),
+        gateway=Role(module=f"{BARE_MODULES}.gateway"),
+        stop_grace=10.0,
+    )
+    with Stack(config) as stack:
+        yield stack

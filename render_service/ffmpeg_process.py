@@ -39,7 +39,7 @@ def watch_children_with_pidfd() -> None:
 
 
 @functools.cache
-def _dying_with_us() -> tuple[str, ...]:
+def parent_death_prefix() -> tuple[str, ...]:
     """The prefix that makes FFmpeg die with this process, even by SIGKILL: util-linux's setpriv
     sets the parent-death signal and execs. (Not a preexec_fn: gRPC's fork handlers crash a
     child that runs Python after fork.) Without it a killed service's FFmpeg, which ignores its
@@ -56,7 +56,7 @@ async def start_ffmpeg(argv: Sequence[str]) -> asyncio.subprocess.Process:
     ties its life to this process's. The process forks from the event loop's thread, which lives
     as long as the process (the parent-death signal follows the thread that forked)."""
     process = await asyncio.create_subprocess_exec(
-        *_dying_with_us(),
+        *parent_death_prefix(),
         *argv,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,

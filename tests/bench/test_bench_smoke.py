@@ -49,7 +49,7 @@ def test_benchmark_runs_and_reports_numbers(name: str, tmp_path: Path) -> None:
         assert details["plain"]["scrapes"] == 0
         assert details["observed"]["scrapes"] > 0
     elif name == "versus_celery":
-        for side in ("videojob", "celery"):
+        for side in ("videojob", "bare", "celery"):
             ran = details[side]
             assert ran["outcomes"] == {"completed": details["jobs_per_side"]}, ran["outcomes"]
             for figure in ("fixed_cost", "completion", "progress"):
