@@ -2,6 +2,10 @@
 
 The SIGSTOP/SIGCONT cycles run in a thread of their own: a test's busy event loop would otherwise
 stretch the running slices and let ffmpeg race ahead exactly when the test is slowest to look.
+That thread can still be late on a loaded machine (other processes, the test's own threads
+holding the GIL); a running slice that lasted longer than ``run`` is followed by a pause
+stretched in proportion, so the targets keep their share of the time, ``run / (run + pause)``,
+however late the thread wakes.
 """
 
 from __future__ import annotations
@@ -73,15 +77,18 @@ class Throttle:
     def _cycle(self) -> None:
         running_since = time.monotonic()
         stopped_since = 0.0
+        # How much longer than ``run`` the last running slice lasted (1: on time).
+        overrun = 1.0
         while not self._closing.wait(_TICK):
             now = time.monotonic()
             with self._lock:
                 if self._stopped:
-                    if now - stopped_since >= self.pause:
+                    if now - stopped_since >= self.pause * overrun:
                         signal_all(self._stopped, signal.SIGCONT)
                         self._stopped = []
                         running_since = now
                 elif self.pause > 0 and now - running_since >= self.run:
                     self._stopped = self._targets()
                     signal_all(self._stopped, signal.SIGSTOP)
+                    overrun = max(1.0, (now - running_since) / self.run) if self.run > 0 else 1.0
                     stopped_since = running_since = now
