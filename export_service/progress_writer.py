@@ -159,8 +159,11 @@ class ProgressWriter:
             if not due:
                 self._deadline = next_due
                 timeout = None if next_due == math.inf else max(next_due - time.monotonic(), 0)
+                # asyncio.timeout, not wait_for: no task per wait, so an offer that is due at
+                # once wakes the writer in one loop turn.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await self._wake.wait()
                 self._deadline = -math.inf
                 continue
             await self._write(due)
