@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -33,6 +32,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from videojob.ffmpeg_binary import ffmpeg_binary
 from videojob.grpc_setup import SERVER_OPTIONS, add_health_and_reflection, bind
 from videojob.render.v1 import render_pb2, render_pb2_grpc
+from videojob.stop_signals import stop_signalled
 
 logger = logging.getLogger(__name__)
 
@@ -285,11 +285,7 @@ async def serve(config: SyntheticConfig) -> None:
     server, port = await create_server(config)
     host = config.listen.rsplit(":", 1)[0]
     print(f"synthetic_render_server listening on {host}:{port}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
+    await stop_signalled()
     await server.stop(grace=1.0)
 
 

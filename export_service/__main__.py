@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 from collections.abc import Mapping, Sequence
 
@@ -32,6 +31,7 @@ from videojob.flags import (
 from videojob.grpc_setup import TlsFiles
 from videojob.logging_setup import configure_logging, set_replica
 from videojob.metrics import EXPORT, MetricsServer, serve_metrics
+from videojob.stop_signals import stop_signalled
 from videojob.tracing import configure_tracing
 
 logger = logging.getLogger("export_service")
@@ -261,11 +261,7 @@ async def _serve(config: ExportConfig) -> int:
         return EXIT_USAGE
     host = config.listen.rsplit(":", 1)[0]
     print(f"export_service listening on {host}:{export.port}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await stop_signalled()
     logger.info("shutting down")
     await export.stop(config.shutdown_grace)
     return 0

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,6 +33,7 @@ from videojob.grpc_setup import TlsFiles
 from videojob.limits import DEFAULT_DRAIN_TIMEOUT_SECONDS
 from videojob.logging_setup import configure_logging, set_replica
 from videojob.metrics import RENDER, MetricsServer, serve_metrics
+from videojob.stop_signals import on_stop_signal
 from videojob.tracing import configure_tracing
 
 logger = logging.getLogger("render_service")
@@ -161,9 +161,7 @@ async def serve_render(config: RenderConfig) -> int:
         (cut_short if drain.is_set() else drain).set()
 
     # Installed first: a signal during the start drains (at once) instead of killing.
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal)
+    on_stop_signal(on_signal)
     watch_children_with_pidfd()
     try:
         render_server = await create_server(config)

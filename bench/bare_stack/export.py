@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import signal
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -21,6 +20,7 @@ from videojob.export.v1 import export_pb2, export_pb2_grpc
 from videojob.grpc_setup import CHANNEL_OPTIONS, SERVER_OPTIONS, add_health_and_reflection, bind
 from videojob.render.v1 import render_pb2, render_pb2_grpc, spec_pb2
 from videojob.spec_validation import normalize_spec
+from videojob.stop_signals import stop_signalled
 
 if TYPE_CHECKING:
     from videojob.render.v1.render_pb2_grpc import RenderServiceAsyncStub
@@ -183,11 +183,7 @@ async def serve(listen: str, render_addr: str, database: Path) -> None:
     health = await add_health_and_reflection(server, [SERVICE_NAME])
     await server.start()
     print(f"bare export listening on {listen.rsplit(':', 1)[0]}:{port}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
+    await stop_signalled()
     await health.enter_graceful_shutdown()
     await server.stop(1.0)
     await channel.close(None)

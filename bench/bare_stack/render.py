@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from videojob.ffmpeg_binary import ffmpeg_binary
 from videojob.grpc_setup import SERVER_OPTIONS, add_health_and_reflection, bind
 from videojob.render.v1 import render_pb2, render_pb2_grpc
 from videojob.spec_validation import expected_duration_seconds
+from videojob.stop_signals import stop_signalled
 
 SERVICE_NAME = "videojob.render.v1.RenderService"
 
@@ -97,11 +97,7 @@ async def serve(listen: str, output_dir: Path) -> None:
     health = await add_health_and_reflection(server, [SERVICE_NAME])
     await server.start()
     print(f"bare render listening on {listen.rsplit(':', 1)[0]}:{port}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
+    await stop_signalled()
     await health.enter_graceful_shutdown()
     await server.stop(1.0)
 
