@@ -37,6 +37,7 @@ from videojob.flags import (
     BOOLEAN,
     Flag,
     FlagTable,
+    client_tls_flags,
     integer,
     listen_address,
     log_format_flag,
@@ -67,21 +68,7 @@ FLAGS = FlagTable(
             "the export service's address, or its replicas' as a comma-separated list: calls "
             "go round-robin to those serving, a broken event stream resumes on another",
         ),
-        Flag("--export-tls-ca", path("PEM"), None, "CA that verifies the export service"),
-        Flag(
-            "--export-tls-cert",
-            path("PEM"),
-            None,
-            "client certificate for the export service",
-            requires=("--export-tls-key",),
-        ),
-        Flag(
-            "--export-tls-key",
-            path("PEM"),
-            None,
-            "client key for the export service",
-            requires=("--export-tls-cert",),
-        ),
+        *client_tls_flags("export", "the export service"),
         Flag(
             "--api-token",
             text("TOKEN"),

@@ -28,6 +28,7 @@ from videojob.flags import (
     metrics_listen_flag,
     number,
     path,
+    server_tls_flags,
 )
 from videojob.grpc_setup import TlsFiles
 from videojob.limits import DEFAULT_DRAIN_TIMEOUT_SECONDS
@@ -90,15 +91,7 @@ FLAGS = FlagTable(
             "seconds running renders get to finish after SIGTERM (new ones are refused); "
             "a second SIGTERM or SIGINT cuts it short",
         ),
-        Flag("--tls-cert", path("PEM"), None, "server certificate", requires=("--tls-key",)),
-        Flag("--tls-key", path("PEM"), None, "server private key", requires=("--tls-cert",)),
-        Flag(
-            "--tls-client-ca",
-            path("PEM"),
-            None,
-            "require client certificates signed by this CA",
-            requires=("--tls-cert", "--tls-key"),
-        ),
+        *server_tls_flags(),
         log_level_flag(),
         log_format_flag(),
         metrics_listen_flag(),

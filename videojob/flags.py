@@ -172,6 +172,46 @@ def metrics_listen_flag(default: str = "") -> Flag:
     )
 
 
+def server_tls_flags() -> tuple[Flag, ...]:
+    """A gRPC server's TLS: its certificate and key, and the CA that client certificates must
+    chain to (mutual TLS)."""
+    return (
+        Flag("--tls-cert", path("PEM"), None, "server certificate", requires=("--tls-key",)),
+        Flag("--tls-key", path("PEM"), None, "server private key", requires=("--tls-cert",)),
+        Flag(
+            "--tls-client-ca",
+            path("PEM"),
+            None,
+            "CA that client certificates must chain to (mutual TLS)",
+            requires=("--tls-cert", "--tls-key"),
+        ),
+    )
+
+
+def client_tls_flags(peer_flag: str, peer: str) -> tuple[Flag, ...]:
+    """A client's TLS towards ``peer``: ``--{peer_flag}-tls-ca`` verifies it,
+    ``--{peer_flag}-tls-cert`` and ``--{peer_flag}-tls-key`` are this process's certificate
+    for mutual TLS."""
+    prefix = f"--{peer_flag}-tls"
+    return (
+        Flag(f"{prefix}-ca", path("PEM"), None, f"CA that verifies {peer}"),
+        Flag(
+            f"{prefix}-cert",
+            path("PEM"),
+            None,
+            f"client certificate for {peer}",
+            requires=(f"{prefix}-key",),
+        ),
+        Flag(
+            f"{prefix}-key",
+            path("PEM"),
+            None,
+            f"client key for {peer}",
+            requires=(f"{prefix}-cert",),
+        ),
+    )
+
+
 class FlagError(Exception):
     """A flag's value (or the command line itself) is not acceptable."""
 
