@@ -333,7 +333,7 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
                 metadata={"job_id": job_id, "status": status},
             ) from None
         logger.info("job %s cancelled", job_id)
-        await self._supervisor.job_cancelled(job_id)
+        await self._supervisor.job_cancelled(job)
         return job_to_proto(job)
 
     async def DeleteExport(

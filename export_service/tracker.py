@@ -773,8 +773,12 @@ class RenderSupervisor:
         self._trackers[job_id] = (tracker, task)
         task.add_done_callback(lambda _: self._forget_tracker(job_id, task))
 
-    async def job_cancelled(self, job_id: str) -> None:
-        """Called after the store recorded CANCELLED: stops the tracker, then the render."""
+    async def job_cancelled(self, job: Job) -> None:
+        """Called after the store recorded CANCELLED (``job``, as recorded): stops the tracker,
+        then the render. A job another replica owns has its render stopped from here at once,
+        so that FFmpeg stops within a call's time even when that owner is dead; the owner (or,
+        after a dead owner's lease, whoever claims the job) still records the release."""
+        job_id = job.id
         entry = self._trackers.get(job_id)
         if entry is not None:
             tracker, task = entry
@@ -783,7 +787,31 @@ class RenderSupervisor:
             _, pending = await asyncio.wait([task], timeout=self._settings.rpc_timeout)
             if pending:
                 logger.warning("job %s: tracker still stopping after the cancel", job_id)
+        elif self.ownership is not None and job.owner != self.ownership.replica_id:
+            await self._stop_owned_elsewhere(job)
         self._schedule_cleanup(job_id)
+
+    async def _stop_owned_elsewhere(self, job: Job) -> None:
+        """One CancelRender for the current attempt of a cancelled job this replica does not
+        own. Nothing is written: the release stays the owner's, under its lease."""
+        attempt = job.current_attempt
+        if attempt is None:
+            return  # not placed yet: nothing renders
+        member = self._pool.member_for(attempt.instance_id, attempt.address)
+        request = render_pb2.CancelRenderRequest(render_id=attempt.render_id)
+        try:
+            await member.stub.CancelRender(request, timeout=self._settings.rpc_timeout)
+        except grpc.aio.AioRpcError as error:
+            logger.info(
+                "job %s: render %s not stopped from this replica (%s); its owner releases it",
+                job.id,
+                attempt.render_id,
+                error.code().name,
+            )
+        else:
+            logger.info(
+                "job %s: render %s stopped for its owner %s", job.id, attempt.render_id, job.owner
+            )
 
     async def stop(self) -> None:
         """Stops every task; renders keep running and jobs stay as stored, to be reconciled

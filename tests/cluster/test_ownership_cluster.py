@@ -8,9 +8,10 @@ the suite's PostgreSQL:
   on the synthetic server: each stopped replica's jobs are handed back and taken by the others,
   and every job still completes at attempt 1 with one render;
 - a cancel sent to a replica that does not own the job, whose owner was SIGKILLed mid-render
-  (real ffmpeg): the cancel is recorded at once, and the render is stopped, leaving no file, by
-  the replica that takes the job over when the dead owner's lease expires: only an owner,
-  after a fenced write, calls CancelRender.
+  (real ffmpeg): the cancel is recorded at once, and the render is stopped, leaving no file,
+  by that replica before it answers (invariant 6 holds whoever owns the job); the release is
+  recorded only by an owner, after a fenced write: the replica that takes the job over when
+  the dead owner's lease expires.
 
 The jobs' owners and epochs are read from the database itself, the renders from the synthetic
 server's render log: what happened, not what a replica says happened.
@@ -285,3 +286,37 @@ async def test_a_cancel_through_a_replica_that_does_not_own_the_job_after_its_ow
     # Taken over once by a live replica, which released the render under its new lease.
     assert row["lease_epoch"] == 2 and not replica_of(row["owner"], stack.exports[0]), row
     assert (await replicas(stack.exports[2]).get(job.id)).status == export_pb2.CANCELLED
+
+
+async def test_a_cancel_stops_the_render_before_the_dead_owners_lease_ends(
+    cluster: StackFactory, replicas: OpenReplica, database: Database
+) -> None:
+    """The replica that takes a cancel stops the render itself: with a lease far longer than
+    the test, FFmpeg is gone and its partial file removed when the cancel answers, while the
+    job is still the dead owner's (epoch 1, its release not recorded)."""
+    stack = await cluster(exports=2, export_args=("--lease-ttl", "600"))
+    owner, other = replicas(stack.exports[0]), replicas(stack.exports[1])
+    job = await owner.stub.CreateExport(
+        export_pb2.CreateExportRequest(
+            request_id="cancel-within-the-lease",
+            spec=pattern_spec(60.0, width=320, height=240, fps=25.0),
+        ),
+        timeout=10,
+    )
+
+    async def rendering() -> bool:
+        current = await owner.get(job.id)
+        assert current.status not in (export_pb2.COMPLETED, export_pb2.FAILED), current
+        return current.status == export_pb2.RUNNING and current.progress > 0
+
+    await wait_until(rendering, "the job rendering")
+    (before,) = await database.jobs()
+    await stack.exports[0].akill()
+    assert child_pids(stack.render.pid), "ffmpeg stopped with the export replica"
+    cancelled = await other.stub.CancelExport(export_pb2.CancelExportRequest(id=job.id))
+    assert cancelled.status == export_pb2.CANCELLED
+    assert not child_pids(stack.render.pid), "ffmpeg still runs after the cancel answered"
+    assert not [path for path in stack.output_dir.iterdir() if path.is_file()]
+    (row,) = await database.jobs()
+    assert row["status"] == "CANCELLED" and row["cancel_requested"], row
+    assert (row["owner"], row["lease_epoch"]) == (before["owner"], 1), row
