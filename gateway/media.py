@@ -25,8 +25,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.media_probe import MediaInfo, probe_media
+from gateway.media_probe import probe_media
 from videojob.errors import InvalidArgument
+from videojob.media_header import MediaHeader
 
 UPLOADS_FOLDER = "uploads"
 MAX_LISTED_FILES = 1000
@@ -37,7 +38,7 @@ _EXTENSION = re.compile(r"\.([A-Za-z0-9]{1,10})$")
 class StoredUpload:
     path: str  # relative to the media root
     size_bytes: int
-    info: MediaInfo
+    info: MediaHeader
 
 
 def stored_name(filename_hint: str | None) -> str:

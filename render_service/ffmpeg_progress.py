@@ -3,10 +3,7 @@ each block ended by ``progress=continue`` or ``progress=end``. ``N/A`` values ar
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-
-_HEADER_DURATION = re.compile(r"Duration:\s*(\d+):(\d{2}):(\d{2}(?:\.\d+)?)")
 
 
 @dataclass(frozen=True)
@@ -65,12 +62,3 @@ def _block(values: dict[str, str], *, ended: bool) -> ProgressBlock:
         total_size=None if total_size is None else int(total_size),
         ended=ended,
     )
-
-
-def parse_header_duration(ffmpeg_log: str) -> float | None:
-    """The first ``Duration: HH:MM:SS.ss`` in FFmpeg's input header (None when N/A)."""
-    match = _HEADER_DURATION.search(ffmpeg_log)
-    if match is None:
-        return None
-    hours, minutes, seconds = match.groups()
-    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)

@@ -1,0 +1,90 @@
+"""videojob.media_header, the one reading of FFmpeg's input header (gateway uploads, render
+inputs), checked against what FFmpeg itself prints for small files made here."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from videojob.ffmpeg_binary import ffmpeg_binary
+from videojob.media_header import MediaHeader, header_command, parse_media_header
+
+
+def _make(*args: str) -> None:
+    subprocess.run(
+        [ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+def _header_of(path: Path) -> MediaHeader | None:
+    run = subprocess.run(
+        header_command(ffmpeg_binary(), path), capture_output=True, text=True, timeout=60
+    )
+    return parse_media_header(run.stderr)
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("media")
+    _make(
+        *("-f", "lavfi", "-i", "testsrc2=size=96x64:rate=10:duration=0.5"),
+        *("-f", "lavfi", "-i", "sine=frequency=440:sample_rate=8000:duration=0.5"),
+        *("-c:v", "libx264", "-c:a", "aac", "-shortest", str(directory / "clip.mp4")),
+    )
+    _make("-f", "lavfi", "-i", "sine=duration=0.3", str(directory / "tone.wav"))
+    _make(
+        *("-f", "lavfi", "-i", "testsrc2=size=50x30:rate=1:duration=1"),
+        *("-frames:v", "1", str(directory / "still.png")),
+    )
+    (directory / "list.txt").write_text("ffconcat version 1.0\nfile 'clip.mp4'\n")
+    (directory / "notes.txt").write_text("not media\n")
+    return directory
+
+
+def test_a_video_with_sound(media: Path) -> None:
+    header = _header_of(media / "clip.mp4")
+    assert header is not None
+    assert "mp4" in header.format_name.split(",")
+    assert (header.width, header.height) == (96, 64)
+    assert (header.video_codec, header.audio_codec) == ("h264", "aac")
+    assert header.has_video and header.has_audio
+    assert header.duration_seconds == pytest.approx(0.5, abs=0.1)
+
+
+def test_sound_alone(media: Path) -> None:
+    header = _header_of(media / "tone.wav")
+    assert header is not None
+    assert header.format_name == "wav"
+    assert header.has_audio and not header.has_video
+    assert header.width is None and header.height is None
+    assert header.duration_seconds == pytest.approx(0.3, abs=0.05)
+
+
+def test_a_picture(media: Path) -> None:
+    header = _header_of(media / "still.png")
+    assert header is not None
+    assert header.video_codec == "png" and not header.has_audio
+    assert (header.width, header.height) == (50, 30)
+
+
+def test_a_concat_list_is_refused_though_ffmpeg_shows_the_video_it_names(media: Path) -> None:
+    """FFmpeg reads a concat list as the files it names: its header shows their streams, but
+    what it holds is other files, which an upload or an input must never reach through it."""
+    run = subprocess.run(
+        header_command(ffmpeg_binary(), media / "list.txt"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "Input #0, concat" in run.stderr and "Video: h264" in run.stderr
+    assert parse_media_header(run.stderr) is None
+
+
+@pytest.mark.parametrize("name", ["notes.txt", "missing.mp4"])
+def test_what_holds_no_media(media: Path, name: str) -> None:
+    assert _header_of(media / name) is None
