@@ -12,7 +12,14 @@ import grpc
 from videojob.cli.errors import CliError, rpc_failure
 from videojob.cli.exit_status import ExitStatus
 from videojob.export.v1 import export_pb2, export_pb2_grpc
-from videojob.grpc_setup import CHANNEL_OPTIONS, TlsFiles, channel_credentials
+from videojob.grpc_setup import (
+    CHANNEL_OPTIONS,
+    TlsFiles,
+    channel_credentials,
+    replica_channel_options,
+    replica_server_name,
+    replica_target,
+)
 from videojob.render.v1 import spec_pb2
 
 logger = logging.getLogger(__name__)
@@ -34,11 +41,25 @@ FIRST_BACKOFF_SECONDS = 0.2
 MAX_BACKOFF_SECONDS = 2.0
 
 
-def open_channel(address: str, tls: TlsFiles) -> grpc.Channel:
+EXPORT_SERVICE = export_pb2.DESCRIPTOR.services_by_name["ExportService"].full_name
+
+
+def open_channel(addresses: str, tls: TlsFiles) -> grpc.Channel:
+    """A channel to the export service, or to its replicas (``HOST:PORT,HOST:PORT...``): calls
+    go round-robin to those serving, a call refused UNAVAILABLE is tried on another, and a
+    broken watch resumes on the next one (as the gateway's channel does). ValueError when an
+    address of a list does not resolve."""
+    target = replica_target(addresses)
+    options: list[tuple[str, int | str]] = list(CHANNEL_OPTIONS)
+    if len([item for item in addresses.split(",") if item.strip()]) > 1:
+        options = replica_channel_options(EXPORT_SERVICE)
+        server_name = replica_server_name(addresses)
+        if server_name:
+            options.append(("grpc.ssl_target_name_override", server_name))
     credentials = channel_credentials(tls)
     if credentials is None:
-        return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
-    return grpc.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
+        return grpc.insecure_channel(target, options=options)
+    return grpc.secure_channel(target, credentials, options=options)
 
 
 def is_terminal(job: export_pb2.VideoJob) -> bool:

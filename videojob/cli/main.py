@@ -47,19 +47,18 @@ DEFAULT_GATEWAY_URL = "http://127.0.0.1:8080"
 DEFAULT_TIMEOUT_SECONDS = 10.0
 DEFAULT_RECONNECT_SECONDS = 30.0
 
-_ADDRESS = target_addresses()
-_ONE_ADDRESS = Kind(
-    "HOST:PORT with a port from 1 to 65535 (or a gRPC URI such as unix:///path)",
-    str,
-    lambda value: "," not in value and _ADDRESS.accepts(value),
-    "HOST:PORT",
-)
 _URL = Kind("an http:// or https:// URL", gateway_url, metavar="URL", ranged=False)
 
 _FLAGS = {
     flag.name: flag
     for flag in (
-        Flag("--export-addr", _ONE_ADDRESS, DEFAULT_EXPORT_ADDR, "the export service's address"),
+        Flag(
+            "--export-addr",
+            target_addresses(),
+            DEFAULT_EXPORT_ADDR,
+            "the export service's address, or its replicas' as a comma-separated list: calls "
+            "go round-robin to those serving, a broken watch resumes on another",
+        ),
         Flag("--tls-ca", path("PEM"), None, "CA that verifies the export service (TLS on)"),
         Flag(
             "--tls-cert",
@@ -395,6 +394,8 @@ def run(
                 channel = open_channel(args.export_addr, tls)
             except OSError as error:
                 raise CliError(ExitStatus.USAGE, f"cannot read a TLS file: {error}") from None
+            except ValueError as error:
+                raise CliError(ExitStatus.USAGE, f"--export-addr: {error}") from None
         try:
             client = ExportClient(
                 channel,
