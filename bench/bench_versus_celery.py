@@ -69,7 +69,7 @@ from bench.report import BenchResult, Metric
 from bench.stack import Stack, running_bare_stack, running_stack
 from bench.stats import median, percentile
 from render_service.container_probe import probe_container
-from render_service.ffmpeg_process import parent_death_prefix, watch_children_with_pidfd
+from render_service.ffmpeg_process import parent_death_prefix
 from videojob.output_check import CheckedOutput, check_output
 from videojob.sse_client import SseFrame
 
@@ -512,7 +512,8 @@ def _spawn_samples(repeats: int) -> tuple[list[float], list[float]]:
         return time.perf_counter() - started
 
     async def alternating() -> tuple[list[float], list[float]]:
-        watch_children_with_pidfd()
+        # asyncio's default child watcher: this may run inside another program's process (the
+        # test suite), whose later event loops must still be able to start subprocesses.
         plain: list[float] = []
         tied_samples: list[float] = []
         for _ in range(repeats):
