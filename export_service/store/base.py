@@ -62,6 +62,9 @@ STAGE_CANCELLED = "Cancelled"
 
 # Progress below 100 is all a running job may show; 100 belongs to COMPLETED alone.
 MAX_RUNNING_PROGRESS = limits.MAX_RUNNING_PROGRESS
+# A replica whose heartbeat expired this long ago is gone: the next heartbeat of any replica
+# deletes its row.
+FORGET_REPLICA_SECONDS = 3600.0
 
 
 class Change(enum.StrEnum):
@@ -620,7 +623,10 @@ class JobStore(ABC):
     ) -> None:
         """Registers or renews the replica: alive until the database's ``now()`` plus
         ``ttl_seconds``. ``refused_writes``: how many of its fenced writes were refused (for
-        the record: a replica that lost jobs says so)."""
+        the record: a replica that lost jobs says so). In the same transaction, the rows of
+        replicas whose heartbeat expired more than FORGET_REPLICA_SECONDS ago are deleted
+        (a crashed replica never deletes its own; to a claim a missing row and an expired one
+        are the same, and a replica that comes back registers again)."""
 
     @abstractmethod
     async def release_replica(self, replica_id: str) -> int:

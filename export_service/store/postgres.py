@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from export_service.store.base import (
+    FORGET_REPLICA_SECONDS,
     MAX_RUNNING_PROGRESS,
     STAGE_CANCELLED,
     STAGE_COMPLETE,
@@ -900,6 +901,8 @@ class PostgresJobStore(JobStore):
     ) -> None:
         await self._run(
             lambda conn: conn.execute(
+                "WITH forgotten AS (DELETE FROM export_replicas WHERE id <> $1 "
+                "AND expires_at < now() - make_interval(secs => $4)) "
                 "INSERT INTO export_replicas (id, expires_at, refused_writes) "
                 "VALUES ($1, now() + make_interval(secs => $2), $3) "
                 "ON CONFLICT (id) DO UPDATE SET renewed_at = now(), "
@@ -907,6 +910,7 @@ class PostgresJobStore(JobStore):
                 replica_id,
                 ttl_seconds,
                 refused_writes,
+                FORGET_REPLICA_SECONDS,
             )
         )
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from export_service.store.base import (
+    FORGET_REPLICA_SECONDS,
     MAX_RUNNING_PROGRESS,
     STAGE_CANCELLED,
     STAGE_COMPLETE,
@@ -901,6 +902,10 @@ class SqliteJobStore(JobStore):
         def renew() -> None:
             now = now_us()
             with _transaction(self._db):
+                self._db.execute(
+                    "DELETE FROM export_replicas WHERE id != ? AND expires_at < ?",
+                    (replica_id, now - int(FORGET_REPLICA_SECONDS * 1_000_000)),
+                )
                 self._db.execute(
                     "INSERT INTO export_replicas (id, started_at, renewed_at, expires_at, "
                     "refused_writes) VALUES (:id, :now, :now, :expires, :refused) "

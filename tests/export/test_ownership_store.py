@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from export_service.store import JobStatus, JobStore, ProgressUpdate, TransitionRejected
-from export_service.store.base import Change, Lease, StaleLease
+from export_service.store.base import FORGET_REPLICA_SECONDS, Change, Lease, StaleLease
 from tests.export import test_store as contract
 from tests.export.test_store import OUTPUT, Backend
 from tests.support.polling import wait_until
@@ -101,6 +101,24 @@ async def test_only_the_owner_confirms_the_release_of_a_cancelled_jobs_render(
     with pytest.raises(TransitionRejected) as refused:
         await store.confirm_release("cancelled", lease=lease)
     assert not isinstance(refused.value, StaleLease)
+
+
+async def test_a_heartbeat_forgets_replicas_gone_for_long(backend: Backend) -> None:
+    """A crashed replica never deletes its own row: the next heartbeat of any replica deletes
+    the rows expired more than FORGET_REPLICA_SECONDS ago, and keeps the others."""
+    store = await backend.open()
+    await store.heartbeat("gone", ttl_seconds=-(FORGET_REPLICA_SECONDS + 60))
+    await store.heartbeat("late", ttl_seconds=-60)  # expired, not for long
+    await store.heartbeat("live", ttl_seconds=60)
+    ids = await backend.column("SELECT id FROM export_replicas ORDER BY id")
+    assert ids == ["late", "live"]
+    # The one gone comes back: it registers again.
+    await store.heartbeat("gone", ttl_seconds=60)
+    assert await backend.column("SELECT id FROM export_replicas ORDER BY id") == [
+        "gone",
+        "late",
+        "live",
+    ]
 
 
 async def test_claims_skip_live_owners_and_raise_the_epoch_by_one(store: JobStore) -> None:

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -68,6 +69,23 @@ class Backend:
             raise RawRefused(str(error)) from error
         finally:
             await conn.close()
+
+    async def column(self, sql: str) -> list[Any]:
+        """The first column of the rows ``sql`` selects, read outside the store."""
+        if self.name == "sqlite":
+            return await asyncio.to_thread(self._column_sqlite, sql)
+        conn = await asyncpg.connect(self.url)
+        try:
+            return [row[0] for row in await conn.fetch(sql)]
+        finally:
+            await conn.close()
+
+    def _column_sqlite(self, sql: str) -> list[Any]:
+        conn = sqlite3.connect(self.url.removeprefix("sqlite:///"))
+        try:
+            return [row[0] for row in conn.execute(sql)]
+        finally:
+            conn.close()
 
     def _raw_sqlite(self, sql: str) -> None:
         conn = sqlite3.connect(self.url.removeprefix("sqlite:///"), isolation_level=None)
