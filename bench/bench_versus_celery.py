@@ -415,33 +415,15 @@ async def _rounds(
 ) -> Run:
     sides = [*SIDES, BARE] if bare is not None else SIDES
     run = Run({side: SideSamples() for side in sides})
+    phases = (
+        (SHORT_SPEC, plan.short_rounds, True),
+        (test_pattern_spec(plan.long_seconds, *LONG_SIZE), plan.long_rounds, False),
+    )
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="celery-client") as thread:
-        await _phase(
-            stack,
-            bare,
-            peer,
-            thread,
-            log,
-            env,
-            SHORT_SPEC,
-            plan.short_rounds,
-            run,
-            workdir,
-            paired=True,
-        )
-        await _phase(
-            stack,
-            bare,
-            peer,
-            thread,
-            log,
-            env,
-            test_pattern_spec(plan.long_seconds, *LONG_SIZE),
-            plan.long_rounds,
-            run,
-            workdir,
-            paired=False,
-        )
+        for spec, rounds, paired in phases:
+            await _phase(
+                stack, bare, peer, thread, log, env, spec, rounds, run, workdir, paired=paired
+            )
     return run
 
 

@@ -245,15 +245,11 @@ async def test_a_graceful_restart_of_every_replica_in_turn_loses_and_re_renders_
     assert sorted(renders) == sorted(created), (len(renders), len(set(renders)))
 
 
-async def test_a_cancel_through_a_replica_that_does_not_own_the_job_after_its_owner_died(
-    cluster: StackFactory, replicas: OpenReplica, database: Database
-) -> None:
-    stack = await cluster(exports=3, export_args=("--lease-ttl", "3"))
-    owner, other = replicas(stack.exports[0]), replicas(stack.exports[1])
+async def rendering_job(owner: Replica, request_id: str) -> export_pb2.VideoJob:
+    """A minute-long job created on ``owner``, once its render has made progress."""
     job = await owner.stub.CreateExport(
         export_pb2.CreateExportRequest(
-            request_id="cancel-after-owner-died",
-            spec=pattern_spec(60.0, width=320, height=240, fps=25.0),
+            request_id=request_id, spec=pattern_spec(60.0, width=320, height=240, fps=25.0)
         ),
         timeout=10,
     )
@@ -264,6 +260,15 @@ async def test_a_cancel_through_a_replica_that_does_not_own_the_job_after_its_ow
         return current.status == export_pb2.RUNNING and current.progress > 0
 
     await wait_until(rendering, "the job rendering")
+    return job
+
+
+async def test_a_cancel_through_a_replica_that_does_not_own_the_job_after_its_owner_died(
+    cluster: StackFactory, replicas: OpenReplica, database: Database
+) -> None:
+    stack = await cluster(exports=3, export_args=("--lease-ttl", "3"))
+    owner, other = replicas(stack.exports[0]), replicas(stack.exports[1])
+    job = await rendering_job(owner, "cancel-after-owner-died")
     assert child_pids(stack.render.pid), "no ffmpeg under the render service"
     # The owner dies; its render keeps going in the render service.
     await stack.exports[0].akill()
@@ -296,20 +301,7 @@ async def test_a_cancel_stops_the_render_before_the_dead_owners_lease_ends(
     job is still the dead owner's (epoch 1, its release not recorded)."""
     stack = await cluster(exports=2, export_args=("--lease-ttl", "600"))
     owner, other = replicas(stack.exports[0]), replicas(stack.exports[1])
-    job = await owner.stub.CreateExport(
-        export_pb2.CreateExportRequest(
-            request_id="cancel-within-the-lease",
-            spec=pattern_spec(60.0, width=320, height=240, fps=25.0),
-        ),
-        timeout=10,
-    )
-
-    async def rendering() -> bool:
-        current = await owner.get(job.id)
-        assert current.status not in (export_pb2.COMPLETED, export_pb2.FAILED), current
-        return current.status == export_pb2.RUNNING and current.progress > 0
-
-    await wait_until(rendering, "the job rendering")
+    job = await rendering_job(owner, "cancel-within-the-lease")
     (before,) = await database.jobs()
     await stack.exports[0].akill()
     assert child_pids(stack.render.pid), "ffmpeg stopped with the export replica"
