@@ -277,7 +277,12 @@ _COLUMNS = (
 )
 
 # What a lost database looks like: it refused or dropped the connection, is shutting down or
-# starting up, or did not answer in time.
+# starting up, or did not answer in time. InternalClientError is a connection whose protocol
+# fell out of step with the server: when the server ends an idle connection (a FATAL such as
+# "terminating connection due to administrator command" while the database shuts down), asyncpg
+# takes the unexpected message as a protocol error and refuses every later query on that
+# connection ("cannot switch to state 11; another operation (2) is in progress") until the
+# socket's end arrives. Such a connection is never used again (see _run).
 _UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
@@ -287,6 +292,7 @@ _UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.CrashShutdownError,
     asyncpg.TooManyConnectionsError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
 )
 UNAVAILABLE_ERRORS = _UNAVAILABLE_ERRORS
 
@@ -423,7 +429,11 @@ class PostgresJobStore(JobStore):
         for attempt in (1, 2):
             try:
                 async with self._pool.acquire() as conn:
-                    result = await operation(conn)
+                    try:
+                        result = await operation(conn)
+                    except asyncpg.InternalClientError:
+                        conn.terminate()  # out of step with the server: never pooled again
+                        raise
             except _UNAVAILABLE_ERRORS as error:
                 if attempt == 1 and _stale_connection(error):
                     continue
@@ -965,6 +975,7 @@ def _stale_connection(error: BaseException) -> bool:
         error,
         asyncpg.ConnectionDoesNotExistError
         | asyncpg.InterfaceError
+        | asyncpg.InternalClientError
         | asyncpg.AdminShutdownError
         | ConnectionResetError,
     )

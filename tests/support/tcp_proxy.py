@@ -2,7 +2,10 @@
 
 Put it between a client and a server, then ``cut()`` every open connection mid-stream (a TCP
 reset on both ends; new connections keep working), ``stall()`` all forwarding until
-``resume()``, or set ``refuse`` to turn new connections away.
+``resume()``, or set ``refuse`` to turn new connections away. With ``hold_server_close`` set, a
+connection the server closes stays open towards the client (everything the server sent last is
+delivered, its end is not) until the proxy is closed or cut: the moment between a server's last
+words and the end of its connection, held open.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ class TcpProxy:
         self.port = 0
         self.cuts = 0
         self.refuse = False
+        self.hold_server_close = False
+        # Connections whose server side ended while ``hold_server_close`` kept the client's open.
+        self.held_closes = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -86,7 +92,12 @@ class TcpProxy:
         for pump in pumps:
             self._tasks.add(pump)
             pump.add_done_callback(self._tasks.discard)
-        await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        if self.hold_server_close and pumps[1] in done and not writer.is_closing():
+            writer.transport.set_write_buffer_limits(high=0)
+            await writer.drain()  # everything the server sent is on its way to the client
+            self.held_closes += 1
+            await pumps[0]  # until the client ends, or a cut or close aborts it
         for end in (writer, up_writer):
             self._writers.discard(end)
             _abort(end)
