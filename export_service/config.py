@@ -36,6 +36,10 @@ class TrackerSettings:
     # could take the render: the job is resubmitted there (attempt + 1), well before the retry
     # budget runs out. A refused connection or NOT_FOUND fails over at once.
     failover_after: float = 15.0
+    # A tracker that crashes (a bug, or a fault no rule foresaw) is started again from the job's
+    # record after a backoff, this many times per job and process; one more crash fails the job
+    # INTERNAL. A crash while the service stops is a handover, never counted.
+    max_tracker_restarts: int = 3
 
     @property
     def output_wait_seconds(self) -> float:

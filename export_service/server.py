@@ -532,11 +532,15 @@ class ExportServer:
     changes: ChangeFeed | None = None
     # Deletes finished jobs after --job-retention; None when jobs are kept.
     retention: RetentionSweeper | None = None
+    stopped: bool = False
 
     async def stop(self, grace: float | None) -> None:
         """NOT_SERVING, trackers stopped (renders untouched, jobs left for the next start),
         watch streams ended (clients resume with after_version), then the server with
-        ``grace``."""
+        ``grace``. Once; later calls return at once."""
+        if self.stopped:
+            return
+        self.stopped = True
         await self.health.enter_graceful_shutdown()
         if self.render_health is not None:
             await self.render_health.stop()

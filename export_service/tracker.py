@@ -42,6 +42,7 @@ Trackers are stopped on shutdown without touching renders: the next start re-att
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import glob
 import logging
 import math
@@ -245,6 +246,7 @@ class JobTracker:
         ownership: Ownership | None = None,
         on_release: ReleaseCallback | None = None,
         created: Job | None = None,
+        news: list[Observation] | None = None,
     ) -> None:
         self.job_id = job_id
         # The row the job's create committed: the first ReadJob is answered from it.
@@ -267,8 +269,10 @@ class JobTracker:
         self._avoid: set[str] = set()
         self._spec: spec_pb2.RenderSpec | None = None
         self._call: RenderStream | None = None
-        # News from outside (JobEnded, Stopping), answered in place of the next question.
-        self._inbox: list[Observation] = []
+        # News from outside (JobEnded, Stopping), answered in place of the next question
+        # (``news``: what a crashed predecessor had not read yet).
+        self._inbox: list[Observation] = list(news or ())
+        self.news_arrived = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._in_interruptible = False
         self._interrupting = False
@@ -278,9 +282,16 @@ class JobTracker:
     def tell(self, news: JobEnded | Stopping | LeaseLost) -> None:
         """Delivers news at once: a render call or timer in progress is cut short."""
         self._inbox.append(news)
+        self.news_arrived.set()
         if self._in_interruptible and not self._interrupting and self._task is not None:
             self._interrupting = True
             self._task.cancel()
+
+    def take_news(self) -> list[Observation]:
+        """The news not read yet (this tracker stopped without reading them)."""
+        news, self._inbox = self._inbox, []
+        self.news_arrived.clear()
+        return news
 
     async def run(self) -> None:
         self._task = asyncio.current_task()
@@ -703,6 +714,11 @@ class RenderSupervisor:
         return set(self._trackers)
 
     @property
+    def stopping(self) -> bool:
+        """The service is stopping: trackers end, jobs stay as recorded for the next start."""
+        return self._stopped
+
+    @property
     def owner(self) -> str | None:
         """This replica's id, which owns the jobs it creates (None: no owners)."""
         return None if self.ownership is None else self.ownership.replica_id
@@ -861,16 +877,74 @@ class RenderSupervisor:
             entry[0].tell(LeaseLost())
 
     async def _run_tracker(self, tracker: JobTracker) -> None:
-        try:
-            await tracker.run()
-        except Exception as error:  # a bug must not leave the job running forever
-            logger.exception("job %s: tracker crashed", tracker.job_id)
-            await self._fail_after_crash(tracker.job_id, error, tracker.lease)
+        job_id = tracker.job_id
+        crashes = 0
+        while True:
+            try:
+                await tracker.run()
+                break
+            except Exception as error:  # a bug must not leave the job running forever
+                if self._stopped:
+                    metrics.TRACKER_CRASHES.labels("handed_over").inc()
+                    logger.warning(
+                        "job %s: tracker crashed while the service stops (%s); the job is left "
+                        "as recorded, for its next owner",
+                        job_id,
+                        error,
+                        exc_info=True,
+                    )
+                    return
+                crashes += 1
+                if crashes > self._settings.max_tracker_restarts:
+                    metrics.TRACKER_CRASHES.labels("failed").inc()
+                    logger.exception("job %s: tracker crashed %d times", job_id, crashes)
+                    await self._fail_after_crash(job_id, error, tracker.lease)
+                    break
+                metrics.TRACKER_CRASHES.labels("retracked").inc()
+                delay = backoff_delay(self._settings, crashes)
+                logger.exception(
+                    "job %s: tracker crashed (%d of %d restarts); tracked again from its record "
+                    "in %.1f s",
+                    job_id,
+                    crashes,
+                    self._settings.max_tracker_restarts,
+                    delay,
+                )
+                successor = await self._after_crash(tracker, delay)
+                if successor is None:
+                    return
+                tracker = successor
         if self._stopped:
             return
-        job = await self._store.get(tracker.job_id)
+        job = await self._store.get(job_id)
         if job.terminal and job.cancel_requested:
             self._schedule_cleanup(job.id)
+
+    async def _after_crash(self, crashed: JobTracker, delay: float) -> JobTracker | None:
+        """A new tracker of the crashed one's job and lease, which starts from the job's record
+        (it re-attaches to the render, which costs no attempt) once ``delay`` has passed or news
+        arrived (handed on to it); None when the service stops meanwhile."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await crashed.news_arrived.wait()
+        if self._stopped:
+            return None
+        entry = self._trackers.get(crashed.job_id)
+        successor = JobTracker(
+            crashed.job_id,
+            self._store,
+            self._pool,
+            self._settings,
+            self._progress,
+            self.activity,
+            lease=crashed.lease,
+            ownership=self.ownership,
+            on_release=self.release_attempt,
+            news=crashed.take_news(),
+        )
+        if entry is not None and entry[0] is crashed:
+            self._trackers[crashed.job_id] = (successor, entry[1])
+        return successor
 
     async def _fail_after_crash(self, job_id: str, error: Exception, lease: Lease | None) -> None:
         """Writes the INTERNAL failure, retrying while the store itself fails (it may be the

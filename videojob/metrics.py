@@ -115,6 +115,17 @@ TRACKER_RETRIES = Counter(
     ["reason"],
     registry=EXPORT,
 )
+TRACKER_CRASHES = Counter(
+    "videojob_tracker_crashes_total",
+    "Job trackers that raised an unexpected error, by what followed: retracked (tracked again "
+    "from the job's record), handed_over (the service was stopping: the job's next owner "
+    "tracks it), failed (it crashed too often: the job failed INTERNAL).",
+    ["outcome"],
+    registry=EXPORT,
+)
+TRACKER_CRASH_OUTCOMES = ("retracked", "handed_over", "failed")
+for _outcome in TRACKER_CRASH_OUTCOMES:
+    TRACKER_CRASHES.labels(_outcome)
 PROGRESS_COALESCED = Counter(
     "videojob_progress_coalesced_total",
     "Progress events replaced by a newer one of the same job before being written.",
