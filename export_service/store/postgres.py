@@ -291,6 +291,8 @@ _UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
     asyncpg.TooManyConnectionsError,
+    asyncpg.IdleSessionTimeoutError,
+    asyncpg.IdleInTransactionSessionTimeoutError,
     asyncpg.InterfaceError,
     asyncpg.InternalClientError,
 )
@@ -970,13 +972,16 @@ class PostgresJobStore(JobStore):
 
 
 def _stale_connection(error: BaseException) -> bool:
-    """A pooled connection the database closed (it restarted): another one may work."""
+    """A pooled connection the database closed (it restarted, or ended an idle session) or that
+    asyncpg found out of step with the server: another one may work."""
     return isinstance(
         error,
         asyncpg.ConnectionDoesNotExistError
         | asyncpg.InterfaceError
         | asyncpg.InternalClientError
         | asyncpg.AdminShutdownError
+        | asyncpg.IdleSessionTimeoutError
+        | asyncpg.IdleInTransactionSessionTimeoutError
         | ConnectionResetError,
     )
 
