@@ -108,6 +108,15 @@ FLAGS = FlagTable(
             "of a failed or cancelled job's render is retried)",
         ),
         Flag(
+            "--release-budget",
+            number(minimum=0),
+            _TRACKER.release_budget,
+            "seconds the render of a superseded attempt (its job moved to another attempt) is "
+            "asked to cancel at the render service it was placed on while that one does not "
+            "answer; then the release is given up, noted on the job's attempt and never asked "
+            "again, not after a restart either",
+        ),
+        Flag(
             "--output-wait",
             number(minimum=0),
             _TRACKER.output_wait,
@@ -193,6 +202,7 @@ def config_from_flags(flags: argparse.Namespace) -> ExportConfig:
             stall_timeout=flags.stall_timeout,
             max_attempts=flags.max_attempts,
             retry_budget=flags.retry_budget,
+            release_budget=flags.release_budget,
             output_wait=flags.output_wait,
             progress_interval=flags.progress_interval,
             backoff_initial=flags.backoff_initial,

@@ -20,6 +20,11 @@ class TrackerSettings:
     # Seconds the render service may stay unreachable (or keep failing calls) without a break
     # before the job fails RENDER_UNAVAILABLE. Any answer from it starts the budget afresh.
     retry_budget: float = 60.0
+    # Seconds the render of a superseded attempt is asked to cancel (CancelRender at the render
+    # service that attempt was placed on) while that one does not answer; then the release is
+    # given up, noted on the job's attempt and never asked again, not at a later start either.
+    # Minutes: a render service restarting in place answers well within it.
+    release_budget: float = 600.0
     # Progress writes per job are coalesced to at most one per interval; terminal events never.
     progress_interval: float = 0.25
     backoff_initial: float = 0.5

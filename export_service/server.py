@@ -129,7 +129,7 @@ def job_to_proto(job: Job) -> export_pb2.VideoJob:
                 instance_id=attempt.instance_id, address=attempt.address
             ),
             started_at=_timestamp(attempt.started_at),
-            outcome=attempt.outcome,
+            outcome=attempt.shown_outcome,
         )
         finished = attempt.finished_at
         if finished is None and attempt.attempt == job.attempt and job.terminal:

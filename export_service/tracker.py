@@ -45,7 +45,6 @@ import asyncio
 import contextlib
 import glob
 import logging
-import math
 import random
 import time
 from collections import Counter
@@ -451,7 +450,8 @@ class JobTracker:
             self._progress.register(self.job_id, job.attempt_progress)
             await self._continue_trace(job)
             # Superseded attempts a render service may still hold (it was unreachable when
-            # they were given up): released again, which costs a CancelRender each.
+            # they were given up): released again, which costs a CancelRender each; not those
+            # whose release was given up before (release_attempt skips them).
             for attempt in job.attempts:
                 if attempt.attempt != job.attempt and self._on_release is not None:
                     self._on_release(self.job_id, attempt, False)
@@ -1017,7 +1017,9 @@ class RenderSupervisor:
 
     async def _cancel_render(self, member: RenderMember, render_id: str, deadline: float) -> bool:
         """True once the render is known stopped and its output removed (or unknown to its
-        render service); False when ``deadline`` passed first."""
+        render service); False when ``deadline`` passed first. The first failed call is logged
+        as a warning, the tries after it and the backoff between them at debug: the caller
+        says how it ends."""
         request = render_pb2.CancelRenderRequest(render_id=render_id)
         not_found = 0
         attempt = 0
@@ -1036,22 +1038,45 @@ class RenderSupervisor:
                         return True
                     await asyncio.sleep(0.5)
                     continue
-                logger.warning("render %s: CancelRender failed: %s", render_id, error.code().name)
+                failure = error.code().name
             else:
                 path = info.last_event.completed.output_path
                 if await asyncio.to_thread(remove_output, path):
                     return True
+                failure = "its output was not removed"
+            if attempt == 1:
+                logger.warning(
+                    "render %s: CancelRender at %s failed: %s", render_id, member.address, failure
+                )
             if time.monotonic() >= deadline:
                 return False
-            await asyncio.sleep(backoff_delay(self._settings, attempt))
+            delay = backoff_delay(self._settings, attempt)
+            logger.debug(
+                "render %s: CancelRender at %s, try %d: %s; asked again in %.1f s",
+                render_id,
+                member.address,
+                attempt,
+                failure,
+                delay,
+            )
+            await asyncio.sleep(delay)
+
+    @property
+    def releasing(self) -> set[str]:
+        """Render ids of the superseded renders whose release is under way."""
+        return set(self._releases)
 
     def release_attempt(self, job_id: str, attempt: RenderAttempt, service_lost: bool) -> None:
         """A superseded attempt: its render is cancelled on the render service it was placed on
-        (as soon as that one answers again, for as long as this process runs) and its output
-        removed; the job's record is not touched. ``service_lost``: that render service stopped
-        answering, so its partial file is removed here at once (it may never come back)."""
+        (as soon as that one answers again, for ``release_budget`` seconds) and its output
+        removed. Given up after that (that render service may have moved or be gone): noted on
+        the job's attempt (``release_given_up_at``, the only write the release makes), so that
+        no later start asks again. ``service_lost``: that render service stopped answering, so
+        its partial file is removed here at once (it may never come back)."""
         if self._stopped or attempt.render_id in self._releases:
             return
+        if attempt.release_given_up_at is not None:
+            return  # given up for good: that render service is not asked again
         if service_lost:
             self._remove_partial_files(attempt)
         task = asyncio.create_task(
@@ -1079,12 +1104,54 @@ class RenderSupervisor:
 
     async def _release(self, job_id: str, attempt: RenderAttempt) -> None:
         member = self._pool.member_for(attempt.instance_id, attempt.address)
-        if await self._cancel_render(member, attempt.render_id, deadline=math.inf):
+        budget = self._settings.release_budget
+        if await self._cancel_render(member, attempt.render_id, time.monotonic() + budget):
             logger.info(
                 "job %s: superseded render %s on %s released",
                 job_id,
                 attempt.render_id,
                 member.address,
+            )
+            return
+        metrics.RENDER_RELEASES_GIVEN_UP.inc()
+        logger.warning(
+            "job %s: gave up releasing superseded render %s on %s: not released within %g s "
+            "(--release-budget); noted on the job, not asked again",
+            job_id,
+            attempt.render_id,
+            member.address,
+            budget,
+        )
+        await self._note_release_given_up(job_id, attempt.render_id)
+
+    async def _note_release_given_up(self, job_id: str, render_id: str) -> None:
+        """Writes the give-up on the job's attempt, fenced by this replica's lease on the job
+        (read now, as for a cancelled job's release): a replica that lost the job leaves it
+        to its new owner, which releases the render again from its own start."""
+        try:
+            job = await self._store.get(job_id)
+            lease = None
+            if self.ownership is not None:
+                if job.owner != self.ownership.replica_id or job.lease_epoch is None:
+                    logger.info(
+                        "job %s: owned by %s now; the release of %s is left to it",
+                        job_id,
+                        job.owner,
+                        render_id,
+                    )
+                    return
+                lease = Lease(job.owner, job.lease_epoch)
+                await self.ownership.ready()
+            await self._store.give_up_release(job_id, render_id=render_id, lease=lease)
+        except JobNotFound:
+            return  # deleted meanwhile: nothing is left to note it on
+        except StaleLease:
+            if self.ownership is not None:
+                self.ownership.note_refused()
+            logger.info("job %s: lost before the release of %s was noted", job_id, render_id)
+        except TransitionRejected as rejected:
+            logger.warning(
+                "job %s: the release of %s was not noted: %s", job_id, render_id, rejected.reason
             )
 
     def _forget_tracker(self, job_id: str, task: asyncio.Task[None]) -> None:

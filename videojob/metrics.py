@@ -126,6 +126,12 @@ TRACKER_CRASHES = Counter(
 TRACKER_CRASH_OUTCOMES = ("retracked", "handed_over", "failed")
 for _outcome in TRACKER_CRASH_OUTCOMES:
     TRACKER_CRASHES.labels(_outcome)
+RENDER_RELEASES_GIVEN_UP = Counter(
+    "videojob_render_releases_given_up_total",
+    "Superseded renders whose cancel at their render service was given up: it did not answer "
+    "for --release-budget seconds (noted on the job's attempt, never asked again).",
+    registry=EXPORT,
+)
 PROGRESS_COALESCED = Counter(
     "videojob_progress_coalesced_total",
     "Progress events replaced by a newer one of the same job before being written.",

@@ -78,15 +78,23 @@ class Change(enum.StrEnum):
     CANCEL = "cancel"
     # The render service the current attempt runs on, recorded before Render is called.
     PLACE_ATTEMPT = "place_attempt"
+    # The release of a superseded attempt's render given up (RenderAttempt.release_given_up_at).
+    # Like place_attempt, bookkeeping on the job's attempts: no new version, no history entry.
+    RELEASE_GIVEN_UP = "release_given_up"
     # The first entry of a job that existed before the history did: its state at the migration.
     MIGRATED = "migrated"
+
+
+# How the API's outcome of an attempt says that its render's release was given up.
+RELEASE_GIVEN_UP_NOTE = "release given up (its render service did not answer)"
 
 
 @dataclass(frozen=True)
 class RenderAttempt:
     """One submission of a job's render: which render (its own id, so attempts never share a
     partial file or an event log) on which render service. Superseded attempts stay on the job,
-    so a render service that comes back with one of them has it cancelled."""
+    so a render service that comes back with one of them has it cancelled (unless that release
+    was given up: ``release_given_up_at``)."""
 
     attempt: int
     render_id: str
@@ -96,9 +104,20 @@ class RenderAttempt:
     finished_at: datetime | None = None
     # "" while current; why it ended otherwise (superseded: lost, unreachable, ...).
     outcome: str = ""
+    # Set once the export service stopped asking the render service of this superseded attempt
+    # to cancel its render (it did not answer for --release-budget seconds): never asked again,
+    # at no later start either. None: released, being released, or still current.
+    release_given_up_at: datetime | None = None
+
+    @property
+    def shown_outcome(self) -> str:
+        """``outcome`` as the API shows it: noting a release that was given up."""
+        if self.release_given_up_at is None:
+            return self.outcome
+        return f"{self.outcome}; {RELEASE_GIVEN_UP_NOTE}" if self.outcome else RELEASE_GIVEN_UP_NOTE
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        raw: dict[str, object] = {
             "attempt": self.attempt,
             "render_id": self.render_id,
             "instance_id": self.instance_id,
@@ -107,10 +126,14 @@ class RenderAttempt:
             "finished_at": None if self.finished_at is None else _us_of(self.finished_at),
             "outcome": self.outcome,
         }
+        if self.release_given_up_at is not None:  # absent otherwise, as before it existed
+            raw["release_given_up_at"] = _us_of(self.release_given_up_at)
+        return raw
 
     @classmethod
     def from_dict(cls, raw: dict[str, object]) -> RenderAttempt:
         finished = raw.get("finished_at")
+        given_up = raw.get("release_given_up_at")
         return cls(
             attempt=int(str(raw["attempt"])),
             render_id=str(raw["render_id"]),
@@ -119,6 +142,7 @@ class RenderAttempt:
             started_at=_datetime_of(int(str(raw["started_at"]))),
             finished_at=None if finished is None else _datetime_of(int(str(finished))),
             outcome=str(raw.get("outcome", "")),
+            release_given_up_at=None if given_up is None else _datetime_of(int(str(given_up))),
         )
 
 
@@ -168,6 +192,21 @@ def with_placement(
             )
         kept.append(attempt)
     return (*kept, placed)
+
+
+def with_release_given_up(
+    attempts: Sequence[RenderAttempt], render_id: str, at: datetime
+) -> tuple[RenderAttempt, ...] | None:
+    """``attempts`` with the release of ``render_id``'s render given up ``at`` (an earlier
+    give-up kept as it was); None when no attempt has that render id."""
+    if not any(attempt.render_id == render_id for attempt in attempts):
+        return None
+    return tuple(
+        replace(attempt, release_given_up_at=at)
+        if attempt.render_id == render_id and attempt.release_given_up_at is None
+        else attempt
+        for attempt in attempts
+    )
 
 
 @dataclass(frozen=True)
@@ -558,6 +597,17 @@ class JobStore(ABC):
         place_attempt), fenced like every tracker write: made before Render is called.
         Rejected when the job is terminal or its attempt is no longer ``placed.attempt``.
         Earlier open attempts are closed with ``superseded_outcome`` (with_placement)."""
+
+    @abstractmethod
+    async def give_up_release(
+        self, job_id: str, *, render_id: str, lease: Lease | None = None
+    ) -> Job:
+        """Notes on the job's superseded attempt with ``render_id`` that the release of its
+        render (CancelRender at its render service) was given up (``release_given_up_at``,
+        with_release_given_up), so that no later start asks again. Bookkeeping, as
+        place_attempt: no new version, no history entry, made whatever the job's status (a
+        finished job stays as it is), fenced by ``lease``. Rejected when that attempt is the
+        job's current one or the job has no attempt with that render id; JobNotFound."""
 
     @abstractmethod
     async def begin_attempt(

@@ -251,6 +251,14 @@ class PatientStore(JobStore):
             ),
         )
 
+    async def give_up_release(
+        self, job_id: str, *, render_id: str, lease: Lease | None = None
+    ) -> Job:
+        return await self._patiently(
+            f"noting the given-up release of render {render_id}",
+            lambda: self.inner.give_up_release(job_id, render_id=render_id, lease=lease),
+        )
+
     async def confirm_lease(self, job_id: str, *, lease: Lease) -> Job:
         return await self._patiently(
             f"lease of job {job_id}", lambda: self.inner.confirm_lease(job_id, lease=lease)

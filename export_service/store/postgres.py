@@ -64,6 +64,7 @@ from export_service.store.base import (
     first_attempts_json,
     lease_holds,
     with_placement,
+    with_release_given_up,
 )
 from videojob import metrics
 from videojob.errors import ResourceExhausted
@@ -811,6 +812,35 @@ class PostgresJobStore(JobStore):
                 )
 
         return await self._run(place)
+
+    async def give_up_release(
+        self, job_id: str, *, render_id: str, lease: Lease | None = None
+    ) -> Job:
+        async def give_up(conn: asyncpg.Connection[Any]) -> Job:
+            async with conn.transaction():
+                row = await conn.fetchrow(
+                    f"SELECT {_COLUMNS} FROM jobs WHERE id = $1 FOR UPDATE", job_id
+                )
+                if row is None:
+                    raise JobNotFound(job_id)
+                current = _job(row)
+                attempts = with_release_given_up(current.attempts, render_id, datetime.now(UTC))
+                if attempts is None:
+                    raise TransitionRejected(current, f"no attempt has render id {render_id}")
+                attempt = next(a.attempt for a in attempts if a.render_id == render_id)
+                return await self._update(
+                    conn,
+                    job_id,
+                    Change.RELEASE_GIVEN_UP,  # not recorded: bookkeeping of a superseded attempt
+                    "render_attempts = $4",
+                    "attempt <> $5",
+                    (attempts_to_json(attempts), attempt),
+                    lambda _: f"attempt {attempt} is the current one",
+                    lease,
+                    new_version=False,
+                )
+
+        return await self._run(give_up)
 
     # The job lifecycle.
 

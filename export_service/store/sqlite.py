@@ -59,6 +59,7 @@ from export_service.store.base import (
     first_attempts_json,
     lease_holds,
     with_placement,
+    with_release_given_up,
 )
 from export_service.store.worker import Priority, PriorityWorker
 from videojob import metrics
@@ -786,6 +787,29 @@ class SqliteJobStore(JobStore):
                 )
 
         return await self._run(self._durable(place, full=True))
+
+    async def give_up_release(
+        self, job_id: str, *, render_id: str, lease: Lease | None = None
+    ) -> Job:
+        def give_up() -> Job:
+            with _transaction(self._db):
+                current = self._select(job_id)
+                attempts = with_release_given_up(current.attempts, render_id, datetime.now(UTC))
+                if attempts is None:
+                    raise TransitionRejected(current, f"no attempt has render id {render_id}")
+                attempt = next(a.attempt for a in attempts if a.render_id == render_id)
+                return self._update(
+                    job_id,
+                    Change.RELEASE_GIVEN_UP,  # not recorded: bookkeeping of a superseded attempt
+                    "render_attempts = :attempts",
+                    "attempt != :attempt",
+                    {"attempts": attempts_to_json(attempts), "attempt": attempt},
+                    f"attempt {attempt} is the current one",
+                    lease,
+                    new_version=False,
+                )
+
+        return await self._run(self._durable(give_up, full=True))
 
     # The job lifecycle.
 

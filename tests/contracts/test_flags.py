@@ -4,6 +4,7 @@ ranges, and how a bad value ends the process (status 2, one line naming the flag
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import subprocess
 import sys
@@ -190,6 +191,8 @@ def test_every_default_is_within_its_own_range(service: str) -> None:
         (EXPORT_FLAGS, ["--max-attempts", "0"], "--max-attempts"),
         (EXPORT_FLAGS, ["--max-active-jobs", "0"], "--max-active-jobs"),
         (EXPORT_FLAGS, ["--retry-budget", "-1"], "--retry-budget"),
+        (EXPORT_FLAGS, ["--release-budget", "-1"], "--release-budget"),
+        (EXPORT_FLAGS, ["--release-budget", "inf"], "--release-budget"),
         (EXPORT_FLAGS, ["--output-wait", "-1"], "--output-wait"),
         (EXPORT_FLAGS, ["--progress-interval", "-0.1"], "--progress-interval"),
         (EXPORT_FLAGS, ["--backoff-initial", "0"], "--backoff-initial"),
@@ -230,10 +233,15 @@ def test_flags_become_the_render_config() -> None:
 
 
 def test_flags_become_the_export_config() -> None:
-    flags = EXPORT_FLAGS.parse(["--max-attempts", "2"], {"EXPORT_STALL_TIMEOUT": "3"})
+    flags = EXPORT_FLAGS.parse(
+        ["--max-attempts", "2"], {"EXPORT_STALL_TIMEOUT": "3", "EXPORT_RELEASE_BUDGET": "45"}
+    )
     config = export_config(flags)
     assert config.tracker.max_attempts == 2
     assert config.tracker.stall_timeout == 3.0
+    assert config.tracker.release_budget == 45.0
+    # Unset, a superseded render's release is given up after minutes, never retried forever.
+    assert 60 <= export_config(EXPORT_FLAGS.parse([], {})).tracker.release_budget < math.inf
     # Unset, the output wait follows the stall timeout.
     assert config.tracker.output_wait is None
     assert config.tracker.output_wait_seconds == 10.0
