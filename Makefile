@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-done
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run run-cluster test proto check-proto lint bench chaos chaos-single clean
+.PHONY: help setup run run-cluster test test-wheel-ffmpeg proto check-proto lint bench chaos chaos-single clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -29,8 +29,21 @@ RENDERS ?= 1
 run-cluster: setup ## Start 3 export replicas on the local PostgreSQL, a render service and a gateway (EXPORTS=, RENDERS=, DATABASE=)
 	$(BIN)/python scripts/run_stack.py --database '$(DATABASE)' --create-database --exports $(EXPORTS) --renders $(RENDERS)
 
-test: setup check-proto ## Run the test suite
+test: setup check-proto ## Run the test suite (the FFmpeg-facing part twice when two FFmpeg builds are here)
 	$(BIN)/python -m pytest
+	@$(MAKE) --no-print-directory test-wheel-ffmpeg
+
+# Users run Debian's ffmpeg as often as the imageio-ffmpeg wheel's: with another ffmpeg on PATH
+# (the main run's), the tests marked ffmpeg run once more with the wheel's.
+test-wheel-ffmpeg: setup ## Run the FFmpeg-facing tests with the imageio-ffmpeg wheel's FFmpeg
+	@wheel="$$($(BIN)/python -c 'import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())')"; \
+	used="$$($(BIN)/python -c 'from videojob.ffmpeg_binary import ffmpeg_binary; print(ffmpeg_binary())')"; \
+	if [ "$$used" = "$$wheel" ] && [ -z "$(FORCE)" ]; then \
+		echo "the main run used the wheel's FFmpeg already"; \
+	else \
+		echo "the FFmpeg-facing tests again, with the wheel's FFmpeg ($$wheel)"; \
+		FFMPEG_BINARY="$$wheel" $(BIN)/python -m pytest -m ffmpeg; \
+	fi
 
 proto: setup ## Regenerate the protobuf / gRPC code and type stubs from protos/
 	scripts/generate_protos.sh

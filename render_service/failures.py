@@ -44,21 +44,41 @@ _ECHO = re.compile(
     r"Task finished with error code|Terminating thread with return code|Last message repeated"
     r"|Consider increasing|Conversion failed!|^Exiting normally"
 )
+# What follows from an earlier error rather than causing it: the filter graph, encoder or muxer
+# giving up once an input failed (ffmpeg 5.1 and 9.0 word these differently, the causes alike).
+_CONSEQUENCE = re.compile(
+    r"^Error (?:initializing (?:complex )?filters?|marking filters as finished|binding"
+    r"|while filtering|reinitializing filters|while processing the decoded data)"
+    r"|^Cannot determine format of input .* after EOF"
+    r"|^Nothing was written into output file"
+    r"|^Could not open encoder before EOF"
+    r"|^Decode error rate"
+    r"|^Failed to inject frame into filter network"
+    r"|^(?:Error\s*:\s*)?Stream not found\.?$",
+    re.IGNORECASE,
+)
 # A line's "[component @ 0x...]" prefixes.
 _PREFIXES = re.compile(r"^(?:\[[^\]]*\]\s*)+")
-_STRONG = re.compile(r"^Error\b|Invalid data found|No such file|Permission denied", re.IGNORECASE)
+_STRONG = re.compile(
+    r"^Error\b|Invalid data found|No such file|Permission denied|Unable to", re.IGNORECASE
+)
 _WEAK = re.compile(
-    r"could not|cannot|unable to|not found|unknown|unsupported|invalid|failed|error",
+    r"could not|cannot|not found|unknown|unsupported|invalid|failed|error",
     re.IGNORECASE,
 )
 
 
 def ffmpeg_reason(log: str) -> str:
-    """ffmpeg's own reason for failing, found in its log: the last line that starts with
-    "Error" or says "Invalid data found" (or names a missing or forbidden file), else the last
-    line that speaks of an error at all; "" when no line does."""
+    """ffmpeg's own reason for failing, found in its log: the line that names the cause, in the
+    same words whichever FFmpeg build wrote it. Echoes, advice and consequences (the filter
+    graph, encoder or muxer giving up after an input failed) are passed over; of the rest, the
+    last line that starts with "Error", says "Invalid data found" or "Unable to", or names a
+    missing or forbidden file, else the last line that speaks of an error at all; "" when no
+    line does."""
     lines = [_PREFIXES.sub("", line).strip() for line in log.splitlines()]
-    lines = [line for line in lines if line and not _ECHO.search(line)]
+    lines = [
+        line for line in lines if line and not _ECHO.search(line) and not _CONSEQUENCE.search(line)
+    ]
     for pattern in (_STRONG, _WEAK):
         for line in reversed(lines):
             if pattern.search(line):

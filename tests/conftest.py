@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +21,14 @@ def pytest_configure(config: pytest.Config) -> None:
         "postgresql: runs against PostgreSQL (the server on 127.0.0.1:5432, or a throwaway "
         "cluster); fails when PostgreSQL is absent",
     )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/render faces FFmpeg itself (the ``ffmpeg`` marker)."""
+    render_tests = Path(__file__).parent / "render"
+    for item in items:
+        if render_tests in item.path.parents:
+            item.add_marker(pytest.mark.ffmpeg)
 
 
 @pytest.fixture(scope="session")

@@ -89,6 +89,7 @@ async def test_a_replayed_create_says_so_in_its_metadata(stub: Stub) -> None:
     await watch(stub, created.id)
 
 
+@pytest.mark.ffmpeg
 async def test_inputs_are_checked_by_the_render_service_at_create(
     stub: Stub, render_dirs: RenderDirs
 ) -> None:

@@ -222,6 +222,7 @@ def assert_failed_in_ffmpegs_words(job: dict[str, Any]) -> None:
     assert 0 < len(lines) <= 20 and len("\n".join(lines).encode()) <= 4096, lines
 
 
+@pytest.mark.ffmpeg
 def test_a_corrupt_input_fails_with_ffmpegs_reason_and_log_lines(
     client: httpx.Client, media: Path
 ) -> None:
@@ -234,6 +235,7 @@ def test_a_corrupt_input_fails_with_ffmpegs_reason_and_log_lines(
     assert "Invalid data found" in failed["error"]["message"]
 
 
+@pytest.mark.ffmpeg
 def test_a_video_given_as_a_slide_fails_with_ffmpegs_reason(
     client: httpx.Client, media: Path
 ) -> None:
