@@ -3,8 +3,10 @@ cluster of them on PostgreSQL (``make run-cluster``).
 
 A thin command line over videojob.launcher: waits until each one is healthy, prints the page's
 URL, relays their output with a name prefix, and on Ctrl-C / SIGTERM (or when one of them exits)
-stops them all: SIGTERM, then SIGKILL after a grace period. Ports may be 0 (each prints what it
-bound); the second and later process of a kind take a free port.
+stops them all: SIGTERM, then SIGKILL after a grace period. Stopping never depends on the output:
+when whatever read it is gone (``make run | tee log``, Ctrl-C ends tee too), it is dropped.
+Ports may be 0 (each prints what it bound); the second and later process of a kind take a free
+port.
 
     scripts/run_stack.py --exports 3 --renders 1 --database postgresql://USER@HOST:PORT/DB
 
@@ -25,6 +27,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TextIO
 
 import asyncpg
 
@@ -36,6 +39,9 @@ PLAIN_DATABASE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 WATCH_INTERVAL_SECONDS = 0.2
+
+# One line at a time on the terminal, whichever thread writes it (the relays are threads).
+_OUTPUT_LOCK = threading.Lock()
 
 
 class Interrupted(Exception):
@@ -105,9 +111,36 @@ def describe(stack: Stack) -> str:
     return "\n".join(lines)
 
 
+def write(stream: TextIO, text: str) -> None:
+    """Writes and flushes ``text``. When that fails (the reader of a pipe went away: EPIPE; the
+    terminal is gone) the stream's file descriptor is pointed at /dev/null for good, so that
+    this write, every later one and the interpreter's last flush succeed without a word."""
+    with _OUTPUT_LOCK:
+        try:
+            stream.write(text)
+            stream.flush()
+        except OSError:
+            _discard(stream)
+
+
+def _discard(stream: TextIO) -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, stream.fileno())
+        finally:
+            os.close(devnull)
+    except (OSError, ValueError):  # no file descriptor to point elsewhere
+        pass
+
+
+def say(text: str, *, error: bool = False) -> None:
+    """One line on stdout (on stderr when ``error``); never fails."""
+    write(sys.stderr if error else sys.stdout, f"{text}\n")
+
+
 def relay(name: str, line: str) -> None:
-    sys.stdout.write(f"[{name}] {line}")
-    sys.stdout.flush()
+    write(sys.stdout, f"[{name}] {line}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -115,13 +148,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     var_dir = (REPO_ROOT / args.var_dir).resolve()
     if args.create_database:
         if not args.database.startswith(POSTGRES_SCHEMES):
-            print("--create-database needs --database postgresql://...", file=sys.stderr)
+            say("--create-database needs --database postgresql://...", error=True)
             return 2
         try:
             if asyncio.run(create_database(args.database)):
-                print(f"created the database {without_password(args.database)}", flush=True)
+                say(f"created the database {without_password(args.database)}")
         except (OSError, ValueError, TimeoutError, asyncpg.PostgresError) as error:
-            print(f"cannot create the database: {error}", file=sys.stderr, flush=True)
+            say(f"cannot create the database: {error}", error=True)
             return 1
     try:
         stack = Stack(
@@ -135,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         )
     except ValueError as error:
-        print(f"videojob cannot start: {error}", file=sys.stderr, flush=True)
+        say(f"videojob cannot start: {error}", error=True)
         return 2
     stop = threading.Event()
 
@@ -152,34 +185,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         stack.start()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, request_stop)
-        print(describe(stack), flush=True)
+        say(describe(stack))
         if stack.gateways:
-            print(f"videojob is up: open http://{stack.gateway.address}/", flush=True)
+            say(f"videojob is up: open http://{stack.gateway.address}/")
         else:
-            print("videojob is up (no gateway)", flush=True)
-        print("Ctrl-C stops them all", flush=True)
+            say("videojob is up (no gateway)")
+        say("Ctrl-C stops them all")
         while not stop.wait(timeout=WATCH_INTERVAL_SECONDS):
             exited = [process for process in stack.processes if not process.alive()]
             if exited:
-                print(
+                say(
                     f"{exited[0].name} exited with status {exited[0].returncode}; "
                     "stopping the others",
-                    file=sys.stderr,
-                    flush=True,
+                    error=True,
                 )
                 status = 1
                 break
     except Interrupted:
         pass
     except LaunchError as error:
-        print(f"videojob could not start: {error}", file=sys.stderr, flush=True)
+        say(f"videojob could not start: {error}", error=True)
         status = 1
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, request_stop)
-        print("stopping videojob…", flush=True)
-        stack.stop()
-    print("videojob stopped", flush=True)
+        try:
+            say("stopping videojob…")
+        finally:
+            stack.stop()  # whatever became of the output
+    say("videojob stopped")
     return status
 
 

@@ -194,10 +194,15 @@ class ServiceProcess:
         stream = run.popen.stdout
         assert stream is not None
         try:
+            echo = self._echo
             for line in stream:
                 run.output.append(line)
-                if self._echo is not None:
-                    self._echo(self.name, line)
+                if echo is not None:
+                    try:
+                        echo(self.name, line)
+                    except OSError as error:  # where it echoes to is gone; keep reading
+                        logger.warning("%s: no more echo of its output: %s", self.name, error)
+                        echo = None
                 match = LISTENING.search(line)
                 if match and not run.announced.is_set():
                     run.address = (match["host"], int(match["port"]))
