@@ -26,6 +26,8 @@ PROBES = {
     "export_service": grpc_serving(EXPORT_SERVICE),
     "gateway": http_ok(),
 }
+# Restarts within the tests: almost at once (the defaults wait a second and more).
+QUICK_RESTARTS = ("--restart-backoff", "0.05", "--restart-backoff-max", "0.2")
 
 
 @dataclass
