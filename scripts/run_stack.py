@@ -7,10 +7,9 @@ them as systemd's Restart=on-failure does: one that dies is started again on its
 backoff (--restart-backoff, doubling up to --restart-backoff-max) while the others keep running,
 and one that dies again after --restart-burst restarts within --restart-interval stops them all
 with a non-zero exit status (--restart no: the first exit does). Ctrl-C / SIGTERM stops them all:
-SIGTERM, then SIGKILL after a grace period. Stopping never depends on the output:
-when whatever read it is gone (``make run | tee log``, Ctrl-C ends tee too), it is dropped.
-Ports may be 0 (each prints what it bound); the second and later process of a kind take a free
-port.
+SIGTERM, then SIGKILL after a grace period. Stopping never depends on the output: when whatever
+read it is gone (``make run | tee log``, Ctrl-C ends tee too), it is dropped. Ports may be 0
+(each prints what it bound); the second and later process of a kind take a free port.
 
     scripts/run_stack.py --exports 3 --renders 1 --database postgresql://USER@HOST:PORT/DB
 
