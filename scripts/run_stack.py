@@ -2,9 +2,14 @@
 cluster of them on PostgreSQL (``make run-cluster``).
 
 A thin command line over videojob.launcher: waits until each one is healthy, prints the page's
-URL, relays their output with a name prefix, and on Ctrl-C / SIGTERM (or when one of them exits)
-stops them all: SIGTERM, then SIGKILL after a grace period. Ports may be 0 (each prints what it
-bound); the second and later process of a kind take a free port.
+URL and each process's address and pid, relays their output with a name prefix, and supervises
+them as systemd's Restart=on-failure does: one that dies is started again on its port after a
+backoff (--restart-backoff, doubling up to --restart-backoff-max) while the others keep running,
+and one that dies again after --restart-burst restarts within --restart-interval stops them all
+with a non-zero exit status (--restart no: the first exit does). Ctrl-C / SIGTERM stops them all:
+SIGTERM, then SIGKILL after a grace period. Stopping never depends on the output: when whatever
+read it is gone (``make run | tee log``, Ctrl-C ends tee too), it is dropped. Ports may be 0
+(each prints what it bound); the second and later process of a kind take a free port.
 
     scripts/run_stack.py --exports 3 --renders 1 --database postgresql://USER@HOST:PORT/DB
 
@@ -22,24 +27,23 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import Any, TextIO
 
 import asyncpg
 
-from videojob.launcher import LaunchError, Role, Stack, StackConfig
+from videojob import flags
+from videojob.launcher import Aborted, LaunchError, RestartPolicy, Role, Stack, StackConfig
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 PLAIN_DATABASE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-WATCH_INTERVAL_SECONDS = 0.2
-
-
-class Interrupted(Exception):
-    """Ctrl-C or SIGTERM while the processes were still starting."""
+# One line at a time on the terminal, whichever thread writes it (the relays are threads).
+_OUTPUT_LOCK = threading.Lock()
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -73,7 +77,82 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             default=int(env(f"VIDEOJOB_{kind.upper()}", str(default))),
             help=f"how many {kind[:-1]} processes to start (default {default})",
         )
-    return parser.parse_args(argv)
+    restart = RestartPolicy()
+    add_flag(
+        parser,
+        "--restart",
+        flags.choice("no", "on-failure", "always"),
+        restart.when,
+        "when a process exits on its own: start it again on its port when it failed (a "
+        "non-zero status or a signal; on-failure), whatever its status (always), or stop them "
+        "all (no)",
+    )
+    add_flag(
+        parser,
+        "--restart-backoff",
+        flags.number(minimum=0),
+        restart.backoff,
+        "seconds before a process that exited is started again; each further restart within "
+        "--restart-interval waits twice as long",
+    )
+    add_flag(
+        parser,
+        "--restart-backoff-max",
+        flags.number(minimum=0),
+        restart.max_backoff,
+        "the longest wait before a restart",
+    )
+    add_flag(
+        parser,
+        "--restart-burst",
+        flags.integer(minimum=1),
+        restart.burst,
+        "restarts of one process within --restart-interval after which its next exit stops "
+        "them all (exit status 1)",
+    )
+    add_flag(
+        parser,
+        "--restart-interval",
+        flags.number(above=0),
+        restart.interval,
+        "seconds over which --restart-burst counts a process's restarts",
+    )
+    args = parser.parse_args(argv)
+    if args.restart_backoff_max < args.restart_backoff:
+        parser.error("--restart-backoff-max must be >= --restart-backoff")
+    return args
+
+
+def add_flag(
+    parser: argparse.ArgumentParser, name: str, kind: flags.Kind, default: object, text: str
+) -> None:
+    """A flag as videojob.flags declares them: its value checked against ``kind``, taken from
+    the command line, else from its environment variable (VIDEOJOB_ and the name), else
+    ``default``; --help shows its range, its variable and its default."""
+    variable = "VIDEOJOB_" + name.removeprefix("--").replace("-", "_").upper()
+    default_text = f"{default:g}" if isinstance(default, float) else str(default)
+    shape = f"; {kind.describe}" if kind.ranged else ""
+    parser.add_argument(
+        name,
+        type=checked(kind, variable),
+        default=os.environ.get(variable) or default_text,  # a text default goes through type
+        metavar=kind.metavar,
+        help=f"{text}{shape} [env {variable}; default {default_text}]",
+    )
+
+
+def checked(kind: flags.Kind, variable: str) -> Callable[[str], Any]:
+    def convert(raw: str) -> Any:
+        problem = f"must be {kind.describe}, not {raw!r} (given here or by {variable})"
+        try:
+            value = kind.convert(raw)
+        except (ValueError, KeyError):
+            raise argparse.ArgumentTypeError(problem) from None
+        if not kind.accepts(value):
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    return convert
 
 
 async def create_database(url: str) -> bool:
@@ -101,13 +180,40 @@ def without_password(url: str) -> str:
 def describe(stack: Stack) -> str:
     lines = [f"database: {without_password(stack.database)}"]
     for process in stack.processes:
-        lines.append(f"  {process.name:<10} {process.address}")
+        lines.append(f"  {process.name:<10} {process.address:<21} pid {process.pid}")
     return "\n".join(lines)
 
 
+def write(stream: TextIO, text: str) -> None:
+    """Writes and flushes ``text``. When that fails (the reader of a pipe went away: EPIPE; the
+    terminal is gone) the stream's file descriptor is pointed at /dev/null for good, so that
+    this write, every later one and the interpreter's last flush succeed without a word."""
+    with _OUTPUT_LOCK:
+        try:
+            stream.write(text)
+            stream.flush()
+        except OSError:
+            _discard(stream)
+
+
+def _discard(stream: TextIO) -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, stream.fileno())
+        finally:
+            os.close(devnull)
+    except (OSError, ValueError):  # no file descriptor to point elsewhere
+        pass
+
+
+def say(text: str, *, error: bool = False) -> None:
+    """One line on stdout (on stderr when ``error``); never fails."""
+    write(sys.stderr if error else sys.stdout, f"{text}\n")
+
+
 def relay(name: str, line: str) -> None:
-    sys.stdout.write(f"[{name}] {line}")
-    sys.stdout.flush()
+    write(sys.stdout, f"[{name}] {line}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -115,13 +221,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     var_dir = (REPO_ROOT / args.var_dir).resolve()
     if args.create_database:
         if not args.database.startswith(POSTGRES_SCHEMES):
-            print("--create-database needs --database postgresql://...", file=sys.stderr)
+            say("--create-database needs --database postgresql://...", error=True)
             return 2
         try:
             if asyncio.run(create_database(args.database)):
-                print(f"created the database {without_password(args.database)}", flush=True)
+                say(f"created the database {without_password(args.database)}")
         except (OSError, ValueError, TimeoutError, asyncpg.PostgresError) as error:
-            print(f"cannot create the database: {error}", file=sys.stderr, flush=True)
+            say(f"cannot create the database: {error}", error=True)
             return 1
     try:
         stack = Stack(
@@ -132,54 +238,47 @@ def main(argv: Sequence[str] | None = None) -> int:
                 export=Role(count=args.exports, listen=args.export_listen),
                 gateway=Role(count=args.gateways, listen=args.gateway_listen),
                 echo=relay,
+                restart=RestartPolicy(
+                    when=args.restart,
+                    backoff=args.restart_backoff,
+                    max_backoff=args.restart_backoff_max,
+                    burst=args.restart_burst,
+                    interval=args.restart_interval,
+                ),
             )
         )
     except ValueError as error:
-        print(f"videojob cannot start: {error}", file=sys.stderr, flush=True)
+        say(f"videojob cannot start: {error}", error=True)
         return 2
     stop = threading.Event()
-
-    def interrupt_start(signum: int, frame: FrameType | None) -> None:
-        raise Interrupted
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, interrupt_start)
+        signal.signal(signum, request_stop)
     status = 0
     try:
-        stack.start()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, request_stop)
-        print(describe(stack), flush=True)
+        stack.start(abort=stop)
+        say(describe(stack))
         if stack.gateways:
-            print(f"videojob is up: open http://{stack.gateway.address}/", flush=True)
+            say(f"videojob is up: open http://{stack.gateway.address}/")
         else:
-            print("videojob is up (no gateway)", flush=True)
-        print("Ctrl-C stops them all", flush=True)
-        while not stop.wait(timeout=WATCH_INTERVAL_SECONDS):
-            exited = [process for process in stack.processes if not process.alive()]
-            if exited:
-                print(
-                    f"{exited[0].name} exited with status {exited[0].returncode}; "
-                    "stopping the others",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                status = 1
-                break
-    except Interrupted:
+            say("videojob is up (no gateway)")
+        say("Ctrl-C stops them all")
+        if stack.supervise(stop, report=lambda line: say(line, error=True)) is not None:
+            status = 1  # one exited, and is not (or no longer) restarted
+    except Aborted:  # Ctrl-C or SIGTERM while they were starting
         pass
     except LaunchError as error:
-        print(f"videojob could not start: {error}", file=sys.stderr, flush=True)
+        say(f"videojob could not start: {error}", error=True)
         status = 1
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, request_stop)
-        print("stopping videojob…", flush=True)
-        stack.stop()
-    print("videojob stopped", flush=True)
+        try:
+            say("stopping videojob…")
+        finally:
+            stack.stop()  # whatever became of the output
+    say("videojob stopped")
     return status
 
 

@@ -1,6 +1,7 @@
 """scripts/run_stack.py as ``make run-cluster`` runs it: it creates the PostgreSQL database when
 missing, starts a render service, two export replicas and a gateway given both, names what it
-started, serves jobs, and Ctrl-C stops every process."""
+started, serves jobs, starts a replica that was killed again on its port while the others keep
+running, and Ctrl-C stops every process."""
 
 from __future__ import annotations
 
@@ -21,11 +22,14 @@ from tests.gateway.conftest import tiny_spec
 from tests.support.polling import poll_until
 from tests.support.postgres import drop_run_database, run_sync, with_database
 from tests.support.processes import REPO_ROOT, child_pids
+from videojob.launcher import EXPORT_SERVICE, grpc_serving
 
 pytestmark = pytest.mark.postgresql
 
 UP = re.compile(r"videojob is up: open (?P<url>http://\S+)")
-LISTED = re.compile(r"^\s+(?P<name>[a-z]+(-\d+)?)\s+127\.0\.0\.1:\d+$")
+LISTED = re.compile(
+    r"^\s+(?P<name>[a-z]+(-\d+)?)\s+(?P<address>127\.0\.0\.1:\d+)\s+pid (?P<pid>\d+)$"
+)
 
 
 @pytest.fixture
@@ -70,9 +74,13 @@ def test_run_cluster_creates_the_database_and_starts_two_replicas(
         assert up.wait(timeout=90), "".join(lines)
         output = "".join(lines)
         assert "created the database" in output
-        listed = {match["name"] for line in lines if (match := LISTED.match(line.rstrip("\n")))}
-        assert listed == {"render", "export-1", "export-2", "gateway"}, output
-        assert len(child_pids(process.pid)) == 4
+        listed = {
+            match["name"]: (match["address"], int(match["pid"]))
+            for line in lines
+            if (match := LISTED.match(line.rstrip("\n")))
+        }
+        assert set(listed) == {"render", "export-1", "export-2", "gateway"}, output
+        assert sorted(child_pids(process.pid)) == sorted(pid for _, pid in listed.values())
         url = next(match["url"] for line in lines if (match := UP.search(line)))
         with httpx.Client(base_url=url, timeout=30) as http:
             created = http.post("/api/jobs", json=tiny_spec())
@@ -84,6 +92,20 @@ def test_run_cluster_creates_the_database_and_starts_two_replicas(
                 return status if status in ("completed", "failed", "cancelled") else None
 
             assert poll_until(finished, "the job to finish", within=90) == "completed"
+
+        # kill -9 of one replica: it is started again on its address, the others keep running.
+        address, killed = listed["export-2"]
+        os.kill(killed, signal.SIGKILL)
+        serving = grpc_serving(EXPORT_SERVICE)
+
+        def replaced() -> list[int] | None:
+            assert process.poll() is None, "".join(lines)
+            children = sorted(child_pids(process.pid))
+            return children if killed not in children and serving(address) else None
+
+        children = poll_until(replaced, "export-2 to serve again on its address")
+        others = [pid for name, (_, pid) in listed.items() if name != "export-2"]
+        assert len(children) == 4 and set(others) < set(children), (children, listed)
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0, "".join(lines)
         reader.join(timeout=10)

@@ -1,8 +1,10 @@
 """Starts the system's real processes (render services, export services, gateways), waits until
-each is healthy, and stops them: one launcher for ``make run``, the tests, chaos and bench."""
+each is healthy, watches them (restarting one that dies, when asked) and stops them: one launcher
+for ``make run``, the tests, chaos and bench."""
 
 from videojob.launcher.health import grpc_serving, http_ok
 from videojob.launcher.process import (
+    Aborted,
     LaunchError,
     Probe,
     ProcessSpec,
@@ -20,18 +22,22 @@ from videojob.launcher.stack import (
     gateway_args,
     render_args,
 )
+from videojob.launcher.supervise import RestartPolicy, describe_status
 
 __all__ = [
     "EXPORT_SERVICE",
     "RENDER_SERVICE",
+    "Aborted",
     "LaunchError",
     "Probe",
     "ProcessSpec",
+    "RestartPolicy",
     "Role",
     "Run",
     "ServiceProcess",
     "Stack",
     "StackConfig",
+    "describe_status",
     "export_args",
     "gateway_args",
     "grpc_serving",

@@ -50,6 +50,11 @@ class LaunchError(RuntimeError):
     """A process did not come up: it exited first, or was not ready in time."""
 
 
+class Aborted(LaunchError):
+    """A start was called off (its ``abort`` event was set) before the process was ready; the
+    process may be running: the caller stops it (``stop``)."""
+
+
 @dataclass(frozen=True)
 class ProcessSpec:
     """What to run. ``args`` holds ``--listen HOST:PORT`` where the program takes it."""
@@ -145,28 +150,37 @@ class ServiceProcess:
 
     # -- starting ---------------------------------------------------------------------------
 
-    def start(self, ready_timeout: float = READY_TIMEOUT_SECONDS) -> ServiceProcess:
+    def start(
+        self,
+        ready_timeout: float = READY_TIMEOUT_SECONDS,
+        *,
+        abort: threading.Event | None = None,
+        once: bool = False,
+    ) -> ServiceProcess:
         """Starts the process and returns once it is ready; on failure it is killed and
         LaunchError says why, with its output. Started again, it asks for the port it had, and
-        keeps asking (within ``ready_timeout``) while the port is still held."""
+        keeps asking (within ``ready_timeout``) while the port is still held, unless ``once``:
+        then a process that exits before it listens is a failure at once (a supervisor counts
+        each attempt). ``abort`` set while it waits raises Aborted."""
         if self.alive():
             raise LaunchError(f"{self.name} is already running (pid {self.pid})")
         deadline = time.monotonic() + ready_timeout
         while True:
+            _check(abort, self.name)
             run = self._spawn()
-            if self._wait_announced(run, deadline):
+            if self._wait_announced(run, deadline, abort):
                 break
-            if not self.port or time.monotonic() >= deadline:
+            if once or not self.port or time.monotonic() >= deadline:
                 raise LaunchError(
                     f"{self.name} exited (status {run.popen.returncode}) before listening:\n"
                     f"{self.log()}"
                 )
-            time.sleep(PROBE_INTERVAL_SECONDS)
+            _pause(abort, self.name, PROBE_INTERVAL_SECONDS)
         assert run.address is not None
         self.host, self.port = run.address
         self._args = with_listen(self._args, f"{self.host}:{self.port}")
         if self.spec.probe is not None:
-            self._wait_healthy(self.spec.probe, deadline)
+            self._wait_healthy(self.spec.probe, deadline, abort)
         return self
 
     def _spawn(self) -> Run:
@@ -194,10 +208,15 @@ class ServiceProcess:
         stream = run.popen.stdout
         assert stream is not None
         try:
+            echo = self._echo
             for line in stream:
                 run.output.append(line)
-                if self._echo is not None:
-                    self._echo(self.name, line)
+                if echo is not None:
+                    try:
+                        echo(self.name, line)
+                    except OSError as error:  # where it echoes to is gone; keep reading
+                        logger.warning("%s: no more echo of its output: %s", self.name, error)
+                        echo = None
                 match = LISTENING.search(line)
                 if match and not run.announced.is_set():
                     run.address = (match["host"], int(match["port"]))
@@ -208,9 +227,10 @@ class ServiceProcess:
         finally:
             run.announced.set()
 
-    def _wait_announced(self, run: Run, deadline: float) -> bool:
+    def _wait_announced(self, run: Run, deadline: float, abort: threading.Event | None) -> bool:
         """True once the process printed its address; False when it exited first."""
         while not run.announced.wait(timeout=PROBE_INTERVAL_SECONDS):
+            _check(abort, self.name)
             if time.monotonic() >= deadline:
                 self.kill()
                 raise LaunchError(f"{self.name} did not listen in time:\n{self.log()}")
@@ -219,7 +239,7 @@ class ServiceProcess:
             return False
         return True
 
-    def _wait_healthy(self, probe: Probe, deadline: float) -> None:
+    def _wait_healthy(self, probe: Probe, deadline: float, abort: threading.Event | None) -> None:
         while not probe(self.address):
             if not self.alive():
                 raise LaunchError(
@@ -229,7 +249,7 @@ class ServiceProcess:
             if time.monotonic() >= deadline:
                 self.kill()
                 raise LaunchError(f"{self.name} was not healthy in time:\n{self.log()}")
-            time.sleep(PROBE_INTERVAL_SECONDS)
+            _pause(abort, self.name, PROBE_INTERVAL_SECONDS)
 
     # -- signals ----------------------------------------------------------------------------
 
@@ -310,6 +330,19 @@ class ServiceProcess:
         self, grace: float | None = None, *, at_once: bool = False
     ) -> ServiceProcess:
         return await asyncio.to_thread(lambda: self.restart(grace, at_once=at_once))
+
+
+def _check(abort: threading.Event | None, name: str) -> None:
+    if abort is not None and abort.is_set():
+        raise Aborted(f"the start of {name} was called off")
+
+
+def _pause(abort: threading.Event | None, name: str, seconds: float) -> None:
+    """Sleeps ``seconds``, or raises Aborted as soon as ``abort`` is set."""
+    if abort is None:
+        time.sleep(seconds)
+    elif abort.wait(seconds):
+        raise Aborted(f"the start of {name} was called off")
 
 
 def launch(

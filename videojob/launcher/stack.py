@@ -16,12 +16,17 @@ growing into. Each render service is given its drain as its stop grace: ``stack.
 ``stop(drain_renders=True)`` stops the whole system that way. The database is a URL handed to
 every export service: ``sqlite:///PATH`` (the default, in the work directory) or
 ``postgresql://...``. SQLite serves one export service.
+
+``supervise(stop)`` watches the processes until ``stop`` is set or one of them exits: by default
+that ends it (the caller stops the rest, as tests and benchmarks want); a ``restart`` policy in
+the configuration (``make run``'s) starts a process that died again on its port instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +44,7 @@ from videojob.launcher.process import (
     ProcessSpec,
     ServiceProcess,
 )
+from videojob.launcher.supervise import NO_RESTART, Report, RestartPolicy, supervise
 from videojob.limits import DEFAULT_DRAIN_TIMEOUT_SECONDS
 
 RENDER_SERVICE = "videojob.render.v1.RenderService"
@@ -78,6 +84,8 @@ class StackConfig:
     ready_timeout: float = READY_TIMEOUT_SECONDS
     stop_grace: float = STOP_GRACE_SECONDS
     echo: Echo | None = None  # every output line of every process, with its name
+    # What supervise() does when a process exits on its own; by default nothing is restarted.
+    restart: RestartPolicy = NO_RESTART
 
     @property
     def database_url(self) -> str:
@@ -166,6 +174,7 @@ class Stack:
         self.renders: list[ServiceProcess] = []
         self.exports: list[ServiceProcess] = []
         self.gateways: list[ServiceProcess] = []
+        self._abort: threading.Event | None = None
 
     # -- where things are ---------------------------------------------------------------------
 
@@ -223,9 +232,11 @@ class Stack:
 
     # -- starting -----------------------------------------------------------------------------
 
-    def start(self) -> Stack:
+    def start(self, *, abort: threading.Event | None = None) -> Stack:
         """Renders, exports, gateways, each healthy before the next starts; on any failure
-        (or interruption) everything started so far is stopped and the error raised."""
+        (or interruption) everything started so far is stopped and the error raised. ``abort``
+        set while it waits calls the start off (Aborted)."""
+        self._abort = abort
         try:
             self.start_renders()
             self.start_exports()
@@ -233,6 +244,8 @@ class Stack:
         except BaseException:
             self.stop()
             raise
+        finally:
+            self._abort = None
         return self
 
     def start_renders(self) -> list[ServiceProcess]:
@@ -305,7 +318,21 @@ class Stack:
         spec = ProcessSpec(name, module, args, dict(role.env), probe, grace)
         process = ServiceProcess(spec, echo=self.config.echo)
         started.append(process)  # before it starts, so that stop() finds it whatever happens
-        process.start(self.config.ready_timeout)
+        process.start(self.config.ready_timeout, abort=self._abort)
+
+    # -- watching -----------------------------------------------------------------------------
+
+    def supervise(
+        self, stop: threading.Event, report: Report | None = None
+    ) -> ServiceProcess | None:
+        """Watches every process until ``stop`` is set (None) or the configuration's restart
+        policy gives up on one that exited (that one; with the default policy, the first to
+        exit). Restarts, when the policy makes them, keep the flags and the port. Each exit
+        goes to ``report`` in one line (default: a warning logged by videojob.launcher.supervise).
+        Stopping the processes is the caller's: ``stop()``."""
+        return supervise(
+            self.processes, self.config.restart, stop, report, self.config.ready_timeout
+        )
 
     # -- stopping -----------------------------------------------------------------------------
 
