@@ -59,6 +59,9 @@ STAGE_QUEUED = "Queued"
 STAGE_COMPLETE = "Complete"
 STAGE_FAILED = "Failed"
 STAGE_CANCELLED = "Cancelled"
+STAGE_WAITING_FOR_RENDER = limits.STAGE_WAITING_FOR_RENDER
+# A progress write with one of these stages leaves a QUEUED job QUEUED (nothing renders yet).
+STAGES_BEFORE_RUNNING = frozenset({STAGE_QUEUED, STAGE_WAITING_FOR_RENDER})
 
 # Progress below 100 is all a running job may show; 100 belongs to COMPLETED alone.
 MAX_RUNNING_PROGRESS = limits.MAX_RUNNING_PROGRESS
@@ -227,8 +230,9 @@ class Job:
 
     @property
     def retrying(self) -> bool:
-        """An active job whose render was submitted again (attempt 2 or later)."""
-        return not self.terminal and self.attempt > 1
+        """An active job whose render was submitted again (attempt 2 or later), or whose owner
+        keeps asking a render service that does not answer (STAGE_WAITING_FOR_RENDER)."""
+        return not self.terminal and (self.attempt > 1 or self.stage == STAGE_WAITING_FOR_RENDER)
 
 
 @dataclass(frozen=True)
@@ -492,7 +496,8 @@ class JobStore(ABC):
         render_seq: int,
         lease: Lease | None = None,
     ) -> Job:
-        """An active job's progress. Moves QUEUED to RUNNING unless ``stage`` is Queued.
+        """An active job's progress. Moves QUEUED to RUNNING unless ``stage`` is one of
+        STAGES_BEFORE_RUNNING (Queued, Waiting for a render service).
         ``progress`` is the current attempt's: stored as ``attempt_progress``, and the job's
         progress becomes the larger of the stored one and it (never decreasing). Rejected when
         terminal, when ``progress`` is below the attempt's stored one, or is 100 or more.

@@ -44,6 +44,7 @@ from export_service.store.base import (
     STAGE_COMPLETE,
     STAGE_FAILED,
     STAGE_QUEUED,
+    STAGES_BEFORE_RUNNING,
     Change,
     HistoryEntry,
     Job,
@@ -662,7 +663,7 @@ class PostgresJobStore(JobStore):
             if not 0 <= update.progress <= MAX_RUNNING_PROGRESS:
                 reason = f"progress {update.progress} is not allowed before COMPLETED"
                 return TransitionRejected(await self._select(conn, update.job_id), reason)
-            running = update.stage != STAGE_QUEUED
+            running = update.stage not in STAGES_BEFORE_RUNNING
             return await self._update(
                 conn,
                 update.job_id,
