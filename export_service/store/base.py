@@ -266,6 +266,16 @@ class Lease:
     epoch: int
 
 
+@dataclass(frozen=True)
+class ReplicaBeat:
+    """Another export replica's heartbeat row, as a heartbeat read it, on the database's clock:
+    seconds since the replica last renewed it and until it expires (negative once expired)."""
+
+    replica_id: str
+    renewed_ago: float
+    expires_in: float
+
+
 def default_writer(name: str = "") -> str:
     """``name@host:pid``: which process wrote a change."""
     prefix = f"{name}@" if name else ""
@@ -625,13 +635,15 @@ class JobStore(ABC):
     @abstractmethod
     async def heartbeat(
         self, replica_id: str, *, ttl_seconds: float, refused_writes: int = 0
-    ) -> None:
+    ) -> list[ReplicaBeat]:
         """Registers or renews the replica: alive until the database's ``now()`` plus
         ``ttl_seconds``. ``refused_writes``: how many of its fenced writes were refused (for
         the record: a replica that lost jobs says so). In the same transaction, the rows of
         replicas whose heartbeat expired more than FORGET_REPLICA_SECONDS ago are deleted
         (a crashed replica never deletes its own; to a claim a missing row and an expired one
-        are the same, and a replica that comes back registers again)."""
+        are the same, and a replica that comes back registers again). Returns the other
+        replicas' rows as that transaction saw them (what a reader of a job tells its owner's
+        state by, export_service.ownership.owner_gone), in the same round trip."""
 
     @abstractmethod
     async def release_replica(self, replica_id: str) -> int:

@@ -48,6 +48,7 @@ from export_service.store.base import (
     ProgressResult,
     ProgressUpdate,
     RenderAttempt,
+    ReplicaBeat,
     RequestIdDeleted,
     StaleLease,
     StoreUnavailable,
@@ -899,8 +900,8 @@ class SqliteJobStore(JobStore):
 
     async def heartbeat(
         self, replica_id: str, *, ttl_seconds: float, refused_writes: int = 0
-    ) -> None:
-        def renew() -> None:
+    ) -> list[ReplicaBeat]:
+        def renew() -> list[ReplicaBeat]:
             now = now_us()
             with _transaction(self._db):
                 self._db.execute(
@@ -919,8 +920,20 @@ class SqliteJobStore(JobStore):
                         "refused": refused_writes,
                     },
                 )
+                rows = self._db.execute(
+                    "SELECT id, renewed_at, expires_at FROM export_replicas WHERE id != ?",
+                    (replica_id,),
+                ).fetchall()
+            return [
+                ReplicaBeat(
+                    row["id"],
+                    (now - row["renewed_at"]) / 1_000_000,
+                    (row["expires_at"] - now) / 1_000_000,
+                )
+                for row in rows
+            ]
 
-        await self._run(self._durable(renew, full=False))
+        return await self._run(self._durable(renew, full=False))
 
     async def release_replica(self, replica_id: str) -> int:
         def release() -> int:
