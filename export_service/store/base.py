@@ -60,6 +60,7 @@ STAGE_COMPLETE = "Complete"
 STAGE_FAILED = "Failed"
 STAGE_CANCELLED = "Cancelled"
 STAGE_WAITING_FOR_RENDER = limits.STAGE_WAITING_FOR_RENDER
+STAGE_WAITING_FOR_OWNER = limits.STAGE_WAITING_FOR_OWNER
 # A progress write with one of these stages leaves a QUEUED job QUEUED (nothing renders yet).
 STAGES_BEFORE_RUNNING = frozenset({STAGE_QUEUED, STAGE_WAITING_FOR_RENDER})
 
