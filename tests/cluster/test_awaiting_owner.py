@@ -102,31 +102,32 @@ async def test_a_paused_owner_shows_on_the_other_replica_until_it_drives_the_job
     stack = await cluster(exports=2, export_args=("--lease-ttl", str(LEASE_TTL)))
     owner_process, other_process = stack.exports
     owner, other = replicas(owner_process), replicas(other_process)
-    created = await owner.stub.CreateExport(
-        export_pb2.CreateExportRequest(
-            request_id="paused-owner", spec=pattern_spec(60.0, width=320, height=240, fps=25.0)
-        ),
-        timeout=10,
-    )
-
-    def get() -> Awaitable[export_pb2.VideoJob]:
-        return other.get(created.id)
-
-    def rendering(job: export_pb2.VideoJob) -> bool:
-        assert job.status not in TERMINAL, job
-        return job.status == export_pb2.RUNNING and job.progress > 0
-
-    await until(get, rendering)
     page: list[dict[str, Any]] = []
     async with (
         gateway_to(other_process) as gateway,
         httpx.AsyncClient(base_url=f"http://{gateway.address}", timeout=30) as http,
     ):
+        created = await owner.stub.CreateExport(
+            export_pb2.CreateExportRequest(
+                request_id="paused-owner", spec=pattern_spec(60.0, width=320, height=240, fps=25)
+            ),
+            timeout=10,
+        )
+
+        def get() -> Awaitable[export_pb2.VideoJob]:
+            return other.get(created.id)
+
+        def rendering(job: export_pb2.VideoJob) -> bool:
+            assert job.status not in TERMINAL, job
+            return job.status == export_pb2.RUNNING and job.progress > 0
+
         stream = asyncio.create_task(read_page_stream(f"http://{gateway.address}", page))
         try:
             with Throttle.children_of(stack.render.pid) as throttle:
+                await until(get, rendering)
+                # The render neither ends nor runs while its owner is away.
+                throttle.freeze()
                 assert child_pids(stack.render.pid), "no ffmpeg under the render service"
-                throttle.freeze()  # the render neither ends nor runs while the owner is away
                 owner_process.pause()
                 try:
                     shown = await until(get, lambda job: job.awaiting_owner)
