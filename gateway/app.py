@@ -25,13 +25,6 @@ from starlette.staticfiles import StaticFiles
 
 from gateway import sse
 from gateway.errors import EXCEPTION_HANDLERS, error_response
-from gateway.job_json import (
-    STATUS_BY_NAME,
-    history_entry_to_json,
-    is_terminal,
-    job_to_json,
-    spec_from_json,
-)
 from gateway.list_watch import ListWatchHub, View
 from gateway.media import media_collection
 from gateway.middleware import BearerTokenMiddleware, BodySizeLimitMiddleware
@@ -55,6 +48,13 @@ from videojob.grpc_setup import (
     create_replica_channel,
     replica_server_name,
     replica_target,
+)
+from videojob.job_json import (
+    STATUS_BY_NAME,
+    history_entry_to_json,
+    is_terminal,
+    job_to_json,
+    spec_from_json,
 )
 from videojob.limits import CONTAINER_MEDIA_TYPES, DEFAULT_CONTAINER
 

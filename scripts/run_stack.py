@@ -1,7 +1,7 @@
 """Start the render service, the export service and the gateway together (``make run``), or a
 cluster of them on PostgreSQL (``make run-cluster``).
 
-A thin command line over videojob.launcher: waits until each one is healthy, prints the page's
+A thin command line over videojob_launcher: waits until each one is healthy, prints the page's
 URL and each process's address and pid, relays their output with a name prefix, and supervises
 them as systemd's Restart=on-failure does: one that dies is started again on its port after a
 backoff (--restart-backoff, doubling up to --restart-backoff-max) while the others keep running,
@@ -35,7 +35,7 @@ from typing import Any, TextIO
 import asyncpg
 
 from videojob import flags
-from videojob.launcher import Aborted, LaunchError, RestartPolicy, Role, Stack, StackConfig
+from videojob_launcher import Aborted, LaunchError, RestartPolicy, Role, Stack, StackConfig
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 PLAIN_DATABASE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -35,10 +35,10 @@ from tests.support.render_dirs import RenderDirs
 from videojob.errors import ERROR_DOMAIN, Reason
 from videojob.grpc_errors import error_info
 from videojob.grpc_setup import create_channel
-from videojob.launcher import Role, Stack, StackConfig
-from videojob.launcher.process import STOP_GRACE_SECONDS
 from videojob.output_check import DURATION_TOLERANCE_SECONDS
 from videojob.render.v1 import render_pb2, render_pb2_grpc, spec_pb2
+from videojob_launcher import Role, Stack, StackConfig
+from videojob_launcher.process import STOP_GRACE_SECONDS
 
 SERVICE = "videojob.render.v1.RenderService"
 CAPACITY = render_pb2.GetCapacityRequest()

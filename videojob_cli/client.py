@@ -9,8 +9,6 @@ from collections.abc import Callable
 
 import grpc
 
-from videojob.cli.errors import CliError, rpc_failure
-from videojob.cli.exit_status import ExitStatus
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 from videojob.grpc_setup import (
     CHANNEL_OPTIONS,
@@ -21,6 +19,8 @@ from videojob.grpc_setup import (
     replica_target,
 )
 from videojob.render.v1 import spec_pb2
+from videojob_cli.errors import CliError, rpc_failure
+from videojob_cli.exit_status import ExitStatus
 
 logger = logging.getLogger(__name__)
 

@@ -17,14 +17,7 @@ from typing import Any, TextIO
 
 import grpc
 
-from gateway.job_json import STATUS_BY_NAME
 from videojob import limits
-from videojob.cli.client import ExportClient, open_channel
-from videojob.cli.display import job_details, job_json_line, job_line, job_view, status_name
-from videojob.cli.download import download, gateway_url
-from videojob.cli.errors import CliError
-from videojob.cli.exit_status import ExitStatus, exit_status_table
-from videojob.cli.spec_input import PatternFlags, spec_for
 from videojob.export.v1 import export_pb2
 from videojob.flags import (
     Flag,
@@ -39,6 +32,13 @@ from videojob.flags import (
     text,
 )
 from videojob.grpc_setup import TlsFiles
+from videojob.job_json import STATUS_BY_NAME
+from videojob_cli.client import ExportClient, open_channel
+from videojob_cli.display import job_details, job_json_line, job_line, job_view, status_name
+from videojob_cli.download import download, gateway_url
+from videojob_cli.errors import CliError
+from videojob_cli.exit_status import ExitStatus, exit_status_table
+from videojob_cli.spec_input import PatternFlags, spec_for
 
 PROG = "videojob"
 ENV_PREFIX = "VIDEOJOB_"
