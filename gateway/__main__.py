@@ -33,6 +33,7 @@ from gateway.settings import (
     Settings,
 )
 from gateway.watch_hub import JobWatchHub
+from videojob.endpoints import DEFAULT_GATEWAY_ADDRESS
 from videojob.flags import (
     BOOLEAN,
     Flag,
@@ -60,7 +61,7 @@ FLAGS = FlagTable(
     env_prefix="GATEWAY_",
     description="Serves the HTTP API, its event streams and the page over the export service.",
     flags=(
-        Flag("--listen", listen_address(), "127.0.0.1:8080", "address to serve on"),
+        Flag("--listen", listen_address(), DEFAULT_GATEWAY_ADDRESS, "address to serve on"),
         Flag(
             "--export-addr",
             target_addresses(),

@@ -15,6 +15,7 @@ from render_service.failures import RenderFailure
 from render_service.ffmpeg_process import run_ffmpeg_captured, watch_children_with_pidfd
 from render_service.instance import INSTANCE_ID_RULE, is_instance_id
 from render_service.server import create_server
+from videojob.endpoints import DEFAULT_RENDER_ADDRESS
 from videojob.ffmpeg_binary import ffmpeg_binary
 from videojob.flags import (
     EXIT_USAGE,
@@ -48,7 +49,7 @@ FLAGS = FlagTable(
     env_prefix="RENDER_",
     description="Runs FFmpeg renders and streams their progress over gRPC.",
     flags=(
-        Flag("--listen", listen_address(), "127.0.0.1:50051", "address to serve on"),
+        Flag("--listen", listen_address(), DEFAULT_RENDER_ADDRESS, "address to serve on"),
         Flag("--output-dir", path("DIR"), Path("./var/renders"), "where finished files go"),
         Flag("--media-root", path("DIR"), Path("./var/media"), "input paths are relative to it"),
         Flag(

@@ -34,7 +34,7 @@ from typing import TextIO
 
 import asyncpg
 
-from videojob import flags
+from videojob import endpoints, flags
 from videojob_launcher import Aborted, LaunchError, RestartPolicy, Role, Stack, StackConfig
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
@@ -58,19 +58,19 @@ FLAGS = flags.FlagTable(
         flags.Flag(
             "--render-listen",
             flags.listen_address(),
-            "127.0.0.1:50051",
+            endpoints.DEFAULT_RENDER_ADDRESS,
             "address of the (first) render service",
         ),
         flags.Flag(
             "--export-listen",
             flags.listen_address(),
-            "127.0.0.1:50052",
+            endpoints.DEFAULT_EXPORT_ADDRESS,
             "address of the (first) export service",
         ),
         flags.Flag(
             "--gateway-listen",
             flags.listen_address(),
-            "127.0.0.1:8080",
+            endpoints.DEFAULT_GATEWAY_ADDRESS,
             "address of the (first) gateway; the page is served there",
         ),
         flags.Flag(

@@ -20,6 +20,7 @@ from typing import Any, TextIO
 import grpc
 
 from videojob import limits
+from videojob.endpoints import DEFAULT_EXPORT_ADDRESS, DEFAULT_GATEWAY_URL
 from videojob.export.v1 import export_pb2
 from videojob.flags import (
     Flag,
@@ -44,8 +45,6 @@ from videojob_cli.spec_input import PatternFlags, spec_for
 
 PROG = "videojob"
 ENV_PREFIX = "VIDEOJOB_"
-DEFAULT_EXPORT_ADDR = "127.0.0.1:50052"
-DEFAULT_GATEWAY_URL = "http://127.0.0.1:8080"
 DEFAULT_TIMEOUT_SECONDS = 10.0
 DEFAULT_RECONNECT_SECONDS = 30.0
 
@@ -57,7 +56,7 @@ _FLAGS = {
         Flag(
             "--export-addr",
             target_addresses(),
-            DEFAULT_EXPORT_ADDR,
+            DEFAULT_EXPORT_ADDRESS,
             "the export service's address, or its replicas' as a comma-separated list: calls "
             "go round-robin to those serving, a broken watch resumes on another",
         ),

@@ -1,0 +1,52 @@
+"""The default addresses are written once (videojob.endpoints): every process listens there
+unless told otherwise, every client looks there, and the README says so."""
+
+from __future__ import annotations
+
+import importlib.util
+from types import ModuleType
+
+from export_service.__main__ import FLAGS as EXPORT_FLAGS
+from export_service.config import ExportConfig
+from gateway.__main__ import FLAGS as GATEWAY_FLAGS
+from gateway.settings import Settings
+from render_service.__main__ import FLAGS as RENDER_FLAGS
+from tests.support.processes import REPO_ROOT
+from videojob import endpoints
+from videojob_cli.main import _FLAGS as CLI_FLAGS
+
+
+def _run_stack() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "run_stack_for_endpoints", REPO_ROOT / "scripts" / "run_stack.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_process_listens_on_its_default_address() -> None:
+    assert RENDER_FLAGS.flag("--listen").default == endpoints.DEFAULT_RENDER_ADDRESS
+    assert EXPORT_FLAGS.flag("--listen").default == endpoints.DEFAULT_EXPORT_ADDRESS
+    assert GATEWAY_FLAGS.flag("--listen").default == endpoints.DEFAULT_GATEWAY_ADDRESS
+    launcher = _run_stack().FLAGS
+    assert launcher.flag("--render-listen").default == endpoints.DEFAULT_RENDER_ADDRESS
+    assert launcher.flag("--export-listen").default == endpoints.DEFAULT_EXPORT_ADDRESS
+    assert launcher.flag("--gateway-listen").default == endpoints.DEFAULT_GATEWAY_ADDRESS
+
+
+def test_every_client_looks_for_its_service_there() -> None:
+    assert EXPORT_FLAGS.flag("--render-addr").default == endpoints.DEFAULT_RENDER_ADDRESS
+    assert ExportConfig().render_addr == endpoints.DEFAULT_RENDER_ADDRESS
+    assert GATEWAY_FLAGS.flag("--export-addr").default == endpoints.DEFAULT_EXPORT_ADDRESS
+    assert Settings().export_addr == endpoints.DEFAULT_EXPORT_ADDRESS
+    assert CLI_FLAGS["--export-addr"].default == endpoints.DEFAULT_EXPORT_ADDRESS
+    assert CLI_FLAGS["--gateway-url"].default == endpoints.DEFAULT_GATEWAY_URL
+
+
+def test_the_readme_states_the_defaults() -> None:
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    assert f"`python -m render_service`, default `{endpoints.DEFAULT_RENDER_ADDRESS}`" in readme
+    assert f"`python -m export_service`, default `{endpoints.DEFAULT_EXPORT_ADDRESS}`" in readme
+    assert f"`make run` prints the page's URL (`{endpoints.DEFAULT_GATEWAY_URL}/`)" in readme

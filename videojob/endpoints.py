@@ -1,0 +1,20 @@
+"""Where each process is found when nobody says otherwise.
+
+The default addresses are part of the pinned contract (docs and design: render service
+127.0.0.1:50051, export service 127.0.0.1:50052, gateway 127.0.0.1:8080): each process listens
+there by default, and each client of it looks for it there.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+DEFAULT_HOST: Final = "127.0.0.1"
+RENDER_PORT: Final = 50051
+EXPORT_PORT: Final = 50052
+GATEWAY_PORT: Final = 8080
+
+DEFAULT_RENDER_ADDRESS: Final = f"{DEFAULT_HOST}:{RENDER_PORT}"
+DEFAULT_EXPORT_ADDRESS: Final = f"{DEFAULT_HOST}:{EXPORT_PORT}"
+DEFAULT_GATEWAY_ADDRESS: Final = f"{DEFAULT_HOST}:{GATEWAY_PORT}"
+DEFAULT_GATEWAY_URL: Final = f"http://{DEFAULT_GATEWAY_ADDRESS}"
