@@ -41,6 +41,7 @@ from gateway.openapi import (
 from gateway.settings import Settings
 from gateway.watch_hub import JobWatchHub
 from videojob import limits, metrics, tracing
+from videojob.endpoints import EXPORT_SERVICE
 from videojob.errors import FailedPrecondition, InvalidArgument, MalformedArgument, NotFound
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 from videojob.grpc_setup import (
@@ -61,7 +62,7 @@ from videojob.limits import CONTAINER_MEDIA_TYPES, DEFAULT_CONTAINER
 logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-EXPORT_SERVICE_NAME = "videojob.export.v1.ExportService"
+EXPORT_SERVICE_NAME = EXPORT_SERVICE
 # The export service's report of its render services (export_service.render_health).
 RENDER_HEALTH_SERVICE_NAME = f"{EXPORT_SERVICE_NAME}/render"
 HEALTH_CHECK_TIMEOUT_SECONDS = 2.0

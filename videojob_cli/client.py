@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import grpc
 
+from videojob.endpoints import EXPORT_SERVICE
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 from videojob.grpc_setup import (
     CHANNEL_OPTIONS,
@@ -39,9 +40,6 @@ RESUMABLE_CODES = frozenset(
 )
 FIRST_BACKOFF_SECONDS = 0.2
 MAX_BACKOFF_SECONDS = 2.0
-
-
-EXPORT_SERVICE = export_pb2.DESCRIPTOR.services_by_name["ExportService"].full_name
 
 
 def open_channel(addresses: str, tls: TlsFiles) -> grpc.Channel:

@@ -2,6 +2,7 @@
 each is healthy, watches them (restarting one that dies, when asked) and stops them: one launcher
 for ``make run``, the tests, chaos and bench."""
 
+from videojob.endpoints import EXPORT_SERVICE, RENDER_SERVICE
 from videojob_launcher.health import grpc_serving, http_ok
 from videojob_launcher.process import (
     Aborted,
@@ -13,8 +14,6 @@ from videojob_launcher.process import (
     launch,
 )
 from videojob_launcher.stack import (
-    EXPORT_SERVICE,
-    RENDER_SERVICE,
     Role,
     Stack,
     StackConfig,

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from videojob.endpoints import EXPORT_SERVICE, RENDER_SERVICE
 from videojob.grpc_setup import TlsFiles
 from videojob.limits import DEFAULT_DRAIN_TIMEOUT_SECONDS
 from videojob_launcher.health import grpc_serving, http_ok
@@ -47,8 +48,6 @@ from videojob_launcher.process import (
 )
 from videojob_launcher.supervise import NO_RESTART, Report, RestartPolicy, supervise
 
-RENDER_SERVICE = "videojob.render.v1.RenderService"
-EXPORT_SERVICE = "videojob.export.v1.ExportService"
 SQLITE_PREFIX = "sqlite:///"
 SHARED_DATABASE_SCHEMES = ("postgresql://", "postgres://")
 

@@ -1,9 +1,12 @@
-"""The default addresses are written once (videojob.endpoints): every process listens there
-unless told otherwise, every client looks there, and the README says so."""
+"""The default addresses and the gRPC service names are written once (videojob.endpoints):
+every process listens there unless told otherwise, every client looks there, the README says
+so, and no other module spells them out."""
 
 from __future__ import annotations
 
+import ast
 import importlib.util
+from pathlib import Path
 from types import ModuleType
 
 from export_service.__main__ import FLAGS as EXPORT_FLAGS
@@ -50,3 +53,37 @@ def test_the_readme_states_the_defaults() -> None:
     assert f"`python -m render_service`, default `{endpoints.DEFAULT_RENDER_ADDRESS}`" in readme
     assert f"`python -m export_service`, default `{endpoints.DEFAULT_EXPORT_ADDRESS}`" in readme
     assert f"`make run` prints the page's URL (`{endpoints.DEFAULT_GATEWAY_URL}/`)" in readme
+
+
+WRITTEN_ONCE = {
+    endpoints.DEFAULT_RENDER_ADDRESS,
+    endpoints.DEFAULT_EXPORT_ADDRESS,
+    endpoints.DEFAULT_GATEWAY_ADDRESS,
+    endpoints.DEFAULT_GATEWAY_URL,
+    endpoints.RENDER_SERVICE,
+    endpoints.EXPORT_SERVICE,
+}
+# Everything but the tests (which quote the README's recipes) and the generated code.
+CODE = (
+    "videojob", "videojob_cli", "videojob_launcher", "render_service", "export_service",
+    "gateway", "bench", "scripts",
+)  # fmt: skip
+
+
+def _code_modules() -> list[Path]:
+    return sorted(
+        path
+        for top in CODE
+        for path in (REPO_ROOT / top).rglob("*.py")
+        if "_pb2" not in path.name and path != REPO_ROOT / "videojob" / "endpoints.py"
+    )
+
+
+def test_no_other_module_spells_out_an_address_or_a_service_name() -> None:
+    spelled = []
+    for path in _code_modules():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and node.value in WRITTEN_ONCE:
+                spelled.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno}: {node.value!r}")
+    assert spelled == []
