@@ -46,6 +46,7 @@ from export_service.store.outage import PatientStore
 from export_service.store.postgres import PostgresJobStore
 from export_service.tracker import RenderSupervisor
 from videojob import metrics, stamps, tracing
+from videojob.endpoints import IDEMPOTENT_REPLAYED_METADATA
 from videojob.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -75,8 +76,6 @@ from videojob.spec_validation import normalize_spec
 
 logger = logging.getLogger(__name__)
 
-# CreateExport's trailing metadata on an answer that replays a known request id.
-IDEMPOTENT_REPLAYED_METADATA = "idempotent-replayed"
 SERVICE_NAME = export_pb2.DESCRIPTOR.services_by_name["ExportService"].full_name
 # WatchExports waits this long after a change notification before re-reading the store, so a
 # burst of changes costs one read.

@@ -41,7 +41,7 @@ from gateway.openapi import (
 from gateway.settings import Settings
 from gateway.watch_hub import JobWatchHub
 from videojob import limits, metrics, tracing
-from videojob.endpoints import EXPORT_SERVICE
+from videojob.endpoints import EXPORT_SERVICE, IDEMPOTENT_REPLAYED_METADATA
 from videojob.errors import FailedPrecondition, InvalidArgument, MalformedArgument, NotFound
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 from videojob.grpc_setup import (
@@ -71,8 +71,6 @@ CONTENT_TYPES = CONTAINER_MEDIA_TYPES
 LIVEZ_BODY = b'{"status":"ok"}'
 MEDIA_PATH = "/api/media"
 IDEMPOTENT_REPLAYED_HEADER = "Idempotent-Replayed"
-# The export service's trailing metadata on a CreateExport that replayed a known request id.
-IDEMPOTENT_REPLAYED_METADATA = "idempotent-replayed"
 
 
 class Export:

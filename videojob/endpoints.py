@@ -1,5 +1,5 @@
-"""Where each process is found when nobody says otherwise, and the names of the gRPC services
-it serves there.
+"""Where each process is found when nobody says otherwise, the names of the gRPC services it
+serves there, and what the export service says beside its messages.
 
 The default addresses are part of the pinned contract (docs and design: render service
 127.0.0.1:50051, export service 127.0.0.1:50052, gateway 127.0.0.1:8080): each process listens
@@ -26,3 +26,7 @@ DEFAULT_GATEWAY_URL: Final = f"http://{DEFAULT_GATEWAY_ADDRESS}"
 
 RENDER_SERVICE: Final = render_pb2.DESCRIPTOR.services_by_name["RenderService"].full_name
 EXPORT_SERVICE: Final = export_pb2.DESCRIPTOR.services_by_name["ExportService"].full_name
+
+# CreateExport's trailing metadata on an answer that replays a known request id (the gateway
+# turns it into the Idempotent-Replayed header).
+IDEMPOTENT_REPLAYED_METADATA: Final = "idempotent-replayed"

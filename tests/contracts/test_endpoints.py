@@ -1,6 +1,6 @@
-"""The default addresses and the gRPC service names are written once (videojob.endpoints):
-every process listens there unless told otherwise, every client looks there, the README says
-so, and no other module spells them out."""
+"""The default addresses, the gRPC service names and the export service's trailing metadata
+key are written once (videojob.endpoints): every process listens there unless told otherwise,
+every client looks there, the README says so, and no other module spells them out."""
 
 from __future__ import annotations
 
@@ -62,6 +62,7 @@ WRITTEN_ONCE = {
     endpoints.DEFAULT_GATEWAY_URL,
     endpoints.RENDER_SERVICE,
     endpoints.EXPORT_SERVICE,
+    endpoints.IDEMPOTENT_REPLAYED_METADATA,
 }
 # Everything but the tests (which quote the README's recipes) and the generated code.
 CODE = (
@@ -79,7 +80,7 @@ def _code_modules() -> list[Path]:
     )
 
 
-def test_no_other_module_spells_out_an_address_or_a_service_name() -> None:
+def test_no_other_module_spells_out_an_address_a_service_name_or_a_metadata_key() -> None:
     spelled = []
     for path in _code_modules():
         tree = ast.parse(path.read_text(encoding="utf-8"))
