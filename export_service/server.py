@@ -12,7 +12,6 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -69,9 +68,6 @@ from videojob.limits import (
     MAX_WATCH_IDS,
 )
 from videojob.render.v1 import spec_pb2
-
-if TYPE_CHECKING:
-    from videojob.render.v1.render_pb2_grpc import RenderServiceAsyncStub
 from videojob.spec_validation import normalize_spec
 
 logger = logging.getLogger(__name__)
@@ -182,16 +178,14 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
         hub: ChangeHub,
         supervisor: RenderSupervisor,
         config: ExportConfig,
-        render_stub: RenderServiceAsyncStub | None = None,
         render_pool: RenderPool | None = None,
     ) -> None:
         self._store = store
         self._hub = hub
         self._supervisor = supervisor
         self._config = config
-        # Answers CheckInputs for CreateExport; None: inputs are checked by the render alone.
-        self._render_stub = render_stub
-        # A pool of render services: any usable one answers CheckInputs.
+        # A pool of render services: any usable one answers CheckInputs for CreateExport.
+        # None: inputs are checked by the render alone.
         self._render_pool = render_pool
 
     async def CreateExport(
@@ -230,13 +224,8 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
             else None
         )
         if known is None:
-            checker = (
-                self._render_pool.any_usable().stub
-                if self._render_pool is not None
-                else self._render_stub
-            )
-            if checker is not None:
-                await check_inputs(checker, normalized)
+            if self._render_pool is not None:
+                await check_inputs(self._render_pool.any_usable().stub, normalized)
             job, created = await self._store.create(
                 job_id=job_id,
                 request_id=request_id,
