@@ -162,15 +162,19 @@ async def serve_render(config: RenderConfig) -> int:
     except (ValueError, OSError) as error:
         print(f"render_service: cannot start: {error}", file=sys.stderr, flush=True)
         return EXIT_USAGE
-    set_replica(render_server.instance_id)
-    await log_ffmpeg_version()
-    host = config.listen.rsplit(":", 1)[0]
-    print(f"render_service listening on {host}:{render_server.port}", flush=True)
-    await drain.wait()
-    logger.info("draining: health NOT_SERVING, new renders refused")
-    await render_server.drain(config.drain_timeout, cut_short)
-    logger.info("stopping: ending what still runs")
-    await render_server.stop(config.shutdown_grace)
+    try:
+        set_replica(render_server.instance_id)
+        await log_ffmpeg_version()
+        host = config.listen.rsplit(":", 1)[0]
+        print(f"render_service listening on {host}:{render_server.port}", flush=True)
+        await drain.wait()
+        logger.info("draining: health NOT_SERVING, new renders refused")
+        await render_server.drain(config.drain_timeout, cut_short)
+        logger.info("stopping: ending what still runs")
+    finally:
+        # Whatever ends the service (a signal, or an error or a cancellation): what still runs
+        # is ended (no ffmpeg outlives it) and the server stopped.
+        await render_server.stop(config.shutdown_grace)
     logger.info("stopped")
     return 0
 
