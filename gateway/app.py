@@ -439,11 +439,20 @@ def create_app(settings: Settings) -> Starlette:
             retry_seconds=settings.upstream_retry_seconds,
             max_views=settings.max_event_views,
         )
+        hubs = (app.state.list_watch_hub, app.state.watch_hub)
+
+        async def end_event_streams() -> None:
+            """Ends every event stream and its upstream watch (again: nothing more)."""
+            for hub in hubs:
+                await hub.close()
+
+        # The server calls it as its shutdown begins (gateway.__main__): the streams never end
+        # by themselves, so waiting for the lifespan's end would only cut them at the grace.
+        app.state.end_event_streams = end_event_streams
         try:
             yield
         finally:
-            await app.state.list_watch_hub.close()
-            await app.state.watch_hub.close()
+            await end_event_streams()
             await channel.close(grace=None)
 
     middleware: list[Middleware] = []
