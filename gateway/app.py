@@ -398,8 +398,22 @@ async def openapi(request: Request) -> Response:
     return JSONResponse(OPENAPI_DOCUMENT)
 
 
+# What the page asks for at a time, written into index.html in place of {{NAME}}: the jobs of
+# one page of the list (and of the event stream that follows them), and the history entries
+# of one request (as many as a request may ask for).
+PAGE_SIZES = {"LIST_LIMIT": DEFAULT_LIST_LIMIT, "HISTORY_LIMIT": limits.MAX_HISTORY_LIMIT}
+
+
+def _page_with_sizes() -> str:
+    page = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+    for name, size in PAGE_SIZES.items():
+        page = page.replace("{{" + name + "}}", str(size))
+    return page
+
+
 async def index(request: Request) -> Response:
-    return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+    page = await asyncio.to_thread(_page_with_sizes)
+    return Response(page, media_type="text/html", headers={"Cache-Control": "no-cache"})
 
 
 async def docs(request: Request) -> Response:
