@@ -1,6 +1,9 @@
 """The RenderSpec in the HTTP API's words: its JSON schema (camelCase, the bounds of
 videojob.limits), as ``POST /api/jobs`` and the CLI's ``submit --spec`` check a document, and
-as the gateway's OpenAPI document publishes it (under ``#/components/schemas``)."""
+as the gateway's OpenAPI document publishes it (under ``#/components/schemas``).
+
+Written by hand beside protos/videojob/render/v1/spec.proto; tests/contracts/test_spec_schema.py
+walks the proto's descriptor and fails on any field, type or bound the two do not share."""
 
 from __future__ import annotations
 
