@@ -249,11 +249,15 @@ async def _serve(config: ExportConfig) -> int:
         await store.close()
         print(f"export_service: cannot start: {error}", file=sys.stderr, flush=True)
         return EXIT_USAGE
-    host = config.listen.rsplit(":", 1)[0]
-    print(f"export_service listening on {host}:{export.port}", flush=True)
-    await stop_signalled()
-    logger.info("shutting down")
-    await export.stop(config.shutdown_grace)
+    try:
+        host = config.listen.rsplit(":", 1)[0]
+        print(f"export_service listening on {host}:{export.port}", flush=True)
+        await stop_signalled()
+        logger.info("shutting down")
+    finally:
+        # Whatever ends the wait (a signal, or an error or a cancellation): stopped as on a
+        # signal (trackers, watch streams, the server, the store).
+        await export.stop(config.shutdown_grace)
     return 0
 
 
