@@ -35,7 +35,7 @@ from videojob.grpc_setup import TlsFiles
 from videojob.limits import DEFAULT_DRAIN_TIMEOUT_SECONDS
 from videojob.logging_setup import configure_logging, set_replica
 from videojob.metrics import RENDER, MetricsServer, serve_metrics
-from videojob.stop_signals import on_stop_signal
+from videojob.stop_signals import on_stop_signal, run_service
 from videojob.tracing import configure_tracing
 
 logger = logging.getLogger("render_service")
@@ -183,7 +183,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     flags = FLAGS.parse_or_exit(argv, environ)
     configure_logging(flags.log_level, flags.log_format)
     configure_tracing("render_service", environ)
-    return asyncio.run(serve(config_from_flags(flags), flags.metrics_listen))
+    return run_service(serve(config_from_flags(flags), flags.metrics_listen))
 
 
 if __name__ == "__main__":
