@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 
 from export_service.store.base import Job, JobStore, ReplicaBeat, StoreUnavailable
 from videojob import metrics
+from videojob.backoff import Backoff, Retries
 
 logger = logging.getLogger(__name__)
 
@@ -213,15 +214,14 @@ class Ownership:
     async def start(self) -> list[Job]:
         """Registers the heartbeat, then claims what needs an owner (on an exclusive database
         every unfinished job); the jobs claimed. Waits for a database that does not answer."""
-        delay = RENEW_RETRY_SECONDS
+        retries = Retries(Backoff(first=RENEW_RETRY_SECONDS, cap=self.ttl))
         while True:
             try:
                 await self._renew()
                 jobs = await self._claim(take_over=self.exclusive)
             except StoreUnavailable as unavailable:
                 logger.warning("claiming jobs waits for the database: %s", unavailable.detail)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.ttl)
+                await retries.wait()
                 continue
             logger.info(
                 "export replica %s (lease TTL %g s) took %d jobs",

@@ -120,6 +120,7 @@ from export_service.tracking.observations import (
     Written,
 )
 from videojob import metrics, stamps, tracing
+from videojob.backoff import Backoff
 from videojob.errors import Reason
 from videojob.grpc_errors import error_info, field_violation
 from videojob.limits import FAILURE_INTERNAL, bounded_log_tail
@@ -147,8 +148,8 @@ _INTERRUPTIBLE = (CallRender, WatchRender, ReadStream, GetRender, CheckOutput, W
 
 def backoff_delay(settings: TrackerSettings, attempt: int) -> float:
     """For the supervisor's own retries (clean-ups, recording a crash)."""
-    delay = min(settings.backoff_max, settings.backoff_initial * 2 ** max(attempt - 1, 0))
-    return random.uniform(delay / 2, delay)
+    backoff = Backoff(first=settings.backoff_initial, cap=settings.backoff_max)
+    return backoff.delay(attempt, random.random())
 
 
 def remove_output(path: str) -> bool:

@@ -106,6 +106,7 @@ from export_service.tracking.observations import (
     Unreached,
     Written,
 )
+from videojob.backoff import Backoff
 from videojob.limits import (
     FAILURE_INTERNAL,
     FAILURE_INVALID_INPUT,
@@ -678,12 +679,11 @@ def _end_round(state: TrackerState) -> TrackerState:
 
 
 def _backoff(state: TrackerState, rounds: int) -> tuple[float, TrackerState]:
-    """Exponential in ``rounds`` up to backoff_max, with jitter: uniform in [d/2, d]."""
+    """videojob.backoff's wait before round ``rounds``, its draw the next from the seed."""
     settings = state.settings
-    doublings = min(max(rounds - 1, 0), 60)
-    ceiling = max(min(settings.backoff_max, settings.backoff_initial * 2.0**doublings), 0.0)
-    fraction = random.Random(f"{state.seed}:{state.draws}").random()
-    return ceiling / 2 + fraction * ceiling / 2, replace(state, draws=state.draws + 1)
+    draw = random.Random(f"{state.seed}:{state.draws}").random()
+    backoff = Backoff(first=settings.backoff_initial, cap=settings.backoff_max)
+    return backoff.delay(rounds, draw), replace(state, draws=state.draws + 1)
 
 
 def _unexpected(state: TrackerState, observation: Observation) -> NoReturn:
