@@ -8,11 +8,10 @@ import logging
 import sys
 from collections.abc import Mapping, Sequence
 
-from export_service.config import ExportConfig, TrackerSettings
+from export_service.config import DEFAULT_DATABASE, ExportConfig, TrackerSettings
 from export_service.server import create_server
 from export_service.store import open_store
 from export_service.store.base import default_writer
-from export_service.store.factory import DEFAULT_DATABASE
 from videojob.flags import (
     BOOLEAN,
     EXIT_USAGE,

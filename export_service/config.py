@@ -5,10 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from export_service.ownership import DEFAULT_LEASE_TTL_SECONDS
-from export_service.store.factory import DEFAULT_DATABASE
 from videojob.endpoints import DEFAULT_EXPORT_ADDRESS, DEFAULT_RENDER_ADDRESS
 from videojob.grpc_setup import TlsFiles
+
+# The embedded default: a SQLite file under ./var.
+DEFAULT_DATABASE = "sqlite:///var/export.db"
+# How long a replica's hold on its jobs lasts without a renewal (see export_service.ownership).
+DEFAULT_LEASE_TTL_SECONDS = 10.0
 
 
 @dataclass(frozen=True)

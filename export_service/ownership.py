@@ -46,6 +46,7 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
+from export_service.config import DEFAULT_LEASE_TTL_SECONDS
 from export_service.store.base import Job, JobStore, ReplicaBeat, StoreUnavailable
 from videojob import metrics
 from videojob.backoff import Backoff, Retries
@@ -56,7 +57,6 @@ logger = logging.getLogger(__name__)
 # are re-attached, so the user sees a pause of progress, not a failure); long enough that a busy
 # event loop or a GC pause never costs a lease: renewals go every TTL/3, so two renewals in a row
 # may be late or lost (about 6.7 s of stall) before the lease can expire.
-DEFAULT_LEASE_TTL_SECONDS = 10.0
 CLAIM_INTERVAL_SECONDS = 0.5
 CLAIM_BATCH = 100
 # A failed renewal is tried again this soon (bounded by TTL/10).

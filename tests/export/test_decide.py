@@ -4,6 +4,8 @@ long sequences of answers with advancing time, and a few decisions are checked o
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -775,3 +777,23 @@ def test_a_silent_render_service_fails_over_after_failover_after_not_the_budget(
         state = decide(after.state, TimerFired(), now).state
     assert isinstance(after.next, BeginAttempt)
     assert settings_.failover_after <= now < settings_.retry_budget
+
+
+def test_importing_decide_loads_no_database_driver() -> None:
+    """decide is pure: it needs the job's models, not the stores that keep them."""
+    heavy = (
+        "asyncpg",
+        "sqlite3",
+        "export_service.store.postgres",
+        "export_service.store.sqlite",
+        "export_service.store.factory",
+        "export_service.ownership",
+    )
+    script = (
+        "import sys, export_service.tracking.decide; "
+        f"print(','.join(m for m in {heavy!r} if m in sys.modules))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert loaded == ""
