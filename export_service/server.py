@@ -46,7 +46,7 @@ from export_service.store.base import (
 from export_service.store.notifications import ChangeFeed
 from export_service.store.outage import PatientStore
 from export_service.store.postgres import PostgresJobStore
-from export_service.tracker import RenderSupervisor
+from export_service.tracking.supervisor import RenderSupervisor
 from videojob import metrics, stamps, tracing
 from videojob.endpoints import IDEMPOTENT_REPLAYED_METADATA
 from videojob.errors import (

@@ -1,7 +1,7 @@
 """Every decision of a job's tracker: ``decide(state, observation, now) -> Decision``.
 
 Pure: no I/O, no clock, no global random source (the jitter comes from the seed in the state),
-so each decision can be tested by calling it. The runner (export_service.tracker) performs the
+so each decision can be tested by calling it. The runner (tracking.runner) performs the
 decision's effects and its next step, and feeds the answer back as the next observation.
 
 What it decides, phase by phase:
