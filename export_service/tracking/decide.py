@@ -206,6 +206,9 @@ class TrackerState:
     remove_on_fail: str = ""
     # The next Render is to be placed on another render service than the last one.
     elsewhere: bool = False
+    # Render services (pool keys) that refused or failed this job: not chosen for it again until
+    # none is left to choose (NotPlaced starts afresh).
+    avoid: frozenset[str] = frozenset()
     # The job shows STAGE_WAITING_FOR_RENDER, offered by this tracker: the render's next
     # progress, a heartbeat included, is offered to put the render's own stage back.
     showing_wait: bool = False
@@ -234,6 +237,9 @@ def decide(state: TrackerState, observation: Observation, now: float) -> Decisio
         _unexpected(state, observation)
     if isinstance(observation, JobEnded | Stopping | LeaseLost):
         return _stop(state)
+    match observation:
+        case RpcFailed(code=code, others_available=True, member=member) if code in _FAIL_OVER:
+            state = _avoiding(state, member)  # busy or gone while others can take it
     return _BY_PHASE[state.phase](state, observation, now)
 
 
@@ -279,16 +285,26 @@ def _streaming(state: TrackerState, observation: Observation, now: float) -> Dec
             return _investigate(_end_round(state), why, closed)
         case StreamSilent(seconds=seconds):
             return _investigate(_end_round(state), f"no render event for {seconds:g} s", closed)
-        case Draining() | Unreached():
+        case Draining(instance_id=member) | Unreached(instance_id=member):
             # Refused (or never sent) before anything started: elsewhere, same attempt, at once.
-            return _place_elsewhere(_answered(state), closed)
+            return _place_elsewhere(_answered(_avoiding(state, member)), closed)
         case NotPlaced(busy=True, why=why):
             busy = Unreachable(f"no render service has room: {why}", busy=True)
-            return _unreachable(_answered(state), busy, closed)
+            return _unreachable(_answered(replace(state, avoid=frozenset())), busy, closed)
         case NotPlaced(why=why):
+            state = replace(state, avoid=frozenset())
             if state.unreachable_since is None:
                 state = replace(state, unreachable_since=now)
             return _unreachable(state, Unreachable(f"no render service answers: {why}"), closed)
+        case Refused() if observation.terminal:
+            return _stop(state)  # the placement found the job ended elsewhere
+        case Refused():
+            # The attempt moved on before this placement was recorded: investigated, then
+            # followed, as a stream that ended.
+            why = f"attempt {state.attempt} moved on to {observation.attempt} meanwhile"
+            return _investigate(_end_round(state), why, closed)
+        case JobMissing():
+            return _stop(state)
         case RpcFailed(code=grpc.StatusCode.RESOURCE_EXHAUSTED, others_available=True):
             return _place_elsewhere(_answered(state), closed)
         case RpcFailed(code=grpc.StatusCode.RESOURCE_EXHAUSTED):
@@ -604,9 +620,39 @@ def _open_stream(state: TrackerState, *, submit: bool) -> Decision:
             last_seq=0,
             elsewhere=False,
         )
-        return Decision(state, CallRender(state.attempt, elsewhere=elsewhere))
+        return Decision(state, CallRender(state.attempt, elsewhere=elsewhere, avoid=state.avoid))
     state = replace(state, phase=Phase.STREAMING, submitted=False, round_had_event=False)
     return Decision(state, WatchRender(state.last_seq))
+
+
+# A render service that answered these while another could take the job is avoided for it.
+_FAIL_OVER = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE)
+
+
+def _avoiding(state: TrackerState, member: str) -> TrackerState:
+    return replace(state, avoid=state.avoid | {member}) if member else state
+
+
+def render_call_failure(
+    code: grpc.StatusCode,
+    details: str,
+    *,
+    member: str,
+    submitted: bool,
+    draining: bool,
+    never_connected: bool,
+    others_available: bool,
+    field: str = "",
+) -> Observation:
+    """What a failed render call means, from its facts: a Render a draining render service
+    refused (``draining``: its error names the reason DRAINING) → Draining; a Render whose
+    request never reached its render service while another could take it → Unreached; anything
+    else → RpcFailed. Both of the first cost nothing: nothing started there."""
+    if submitted and draining:
+        return Draining(member, details)
+    if submitted and never_connected and others_available:
+        return Unreached(member, details)
+    return RpcFailed(code, details, field, others_available=others_available, member=member)
 
 
 def _investigate(state: TrackerState, why: str, effects: tuple[Effect, ...] = ()) -> Decision:

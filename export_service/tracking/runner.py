@@ -89,11 +89,10 @@ from export_service.tracking.actions import (
     WriteComplete,
     WriteFail,
 )
-from export_service.tracking.decide import decide, start
+from export_service.tracking.decide import decide, render_call_failure, start
 from export_service.tracking.observations import (
     Cancelled,
     Completed,
-    Draining,
     EventReceived,
     Failed,
     JobEnded,
@@ -112,7 +111,6 @@ from export_service.tracking.observations import (
     StreamEnded,
     StreamSilent,
     TimerFired,
-    Unreached,
     Written,
 )
 from videojob import metrics, stamps, tracing
@@ -256,7 +254,6 @@ class JobTracker:
         # Where each attempt was placed (as recorded on the job), and which render services
         # refused or failed the current one (not chosen again for it).
         self._placements: dict[int, RenderAttempt] = {}
-        self._avoid: set[str] = set()
         self._spec: spec_pb2.RenderSpec | None = None
         self._call: RenderStream | None = None
         # News from outside (JobEnded, Stopping), answered in place of the next question
@@ -333,9 +330,9 @@ class JobTracker:
         match question:
             case ReadJob():
                 return await self._read_job()
-            case CallRender(attempt=attempt, elsewhere=elsewhere):
+            case CallRender(attempt=attempt, elsewhere=elsewhere, avoid=avoid):
                 assert self._spec is not None
-                placed = await self._place(attempt, elsewhere)
+                placed = await self._place(attempt, elsewhere, avoid)
                 if not isinstance(placed, RenderAttempt):
                     return placed
                 member = self._pool.member_for(placed.instance_id, placed.address)
@@ -461,14 +458,7 @@ class JobTracker:
         except TimeoutError:
             return StreamSilent(self._settings.stall_timeout)
         except grpc.aio.AioRpcError as error:
-            info = error_info(error)
-            if submitted and info is not None and info.reason == Reason.DRAINING:
-                self._avoid.add(member.key)
-                return Draining(member.key, error.details() or "")
-            if submitted and _never_connected(error) and self._pool.others_available(member.key):
-                self._avoid.add(member.key)
-                return Unreached(member.key, error.details() or "")
-            return self._rpc_failed(error, member)
+            return self._rpc_failed(error, member, submitted=submitted)
         if event is STREAM_END:
             return StreamEnded()
         assert isinstance(event, render_pb2.RenderEvent)
@@ -511,18 +501,23 @@ class JobTracker:
             return self._rpc_failed(error, member)
         return RenderReport(info.last_event.seq, render_outcome(info.last_event))
 
-    def _rpc_failed(self, error: grpc.aio.AioRpcError, member: RenderMember) -> RpcFailed:
+    def _rpc_failed(
+        self, error: grpc.aio.AioRpcError, member: RenderMember, *, submitted: bool = False
+    ) -> Observation:
+        """The facts of a failed render call, for decide to judge."""
         code = error.code()
         violation = field_violation(error)
+        info = error_info(error)
         busy = code == grpc.StatusCode.RESOURCE_EXHAUSTED
-        others = self._pool.others_available(member.key, with_room=busy)
-        if others and code in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE):
-            self._avoid.add(member.key)
-        return RpcFailed(
+        return render_call_failure(
             code,
             error.details() or "",
-            violation.field if violation else "",
-            others_available=others,
+            member=member.key,
+            submitted=submitted,
+            draining=info is not None and info.reason == Reason.DRAINING,
+            never_connected=_never_connected(error),
+            others_available=self._pool.others_available(member.key, with_room=busy),
+            field=violation.field if violation else "",
         )
 
     def _target(self) -> tuple[RenderMember, str]:
@@ -538,9 +533,12 @@ class JobTracker:
     def _current_attempt(self) -> int:
         return self._attempt or 1
 
-    async def _place(self, attempt: int, elsewhere: bool) -> RenderAttempt | Observation:
+    async def _place(
+        self, attempt: int, elsewhere: bool, avoid: frozenset[str]
+    ) -> RenderAttempt | Observation:
         """The attempt's placement: the recorded one (its lease confirmed), or a new one
-        chosen by the pool and recorded with a fenced write; else what to observe instead."""
+        chosen by the pool (not among ``avoid``, nor where it was placed when ``elsewhere``)
+        and recorded with a fenced write; else what the write observed instead."""
         self._attempt = attempt
         placed = self._placements.get(attempt)
         placed_by_create, self._placed_by_create = self._placed_by_create == attempt, None
@@ -550,11 +548,10 @@ class JobTracker:
             confirmed = await self._confirm_lease()
             return placed if confirmed is None else confirmed
         if placed is not None:
-            self._avoid.add(placed.instance_id or placed.address)
-        member = self._pool.choose(frozenset(self._avoid))
+            avoid |= {placed.instance_id or placed.address}
+        member = self._pool.choose(avoid)
         if member is None:
-            avoided = ", ".join(sorted(self._avoid))
-            self._avoid.clear()
+            avoided = ", ".join(sorted(avoid))
             busy = any(m.healthy for m in self._pool.members)
             return NotPlaced(f"every render service is draining or refused it ({avoided})", busy)
         placement = placed_on(member, self.job_id, attempt)
@@ -570,25 +567,17 @@ class JobTracker:
         if isinstance(written, Written):
             self._placements[attempt] = placement
             return placement
-        if isinstance(written, LeaseLost):
-            return written
-        if isinstance(written, Refused) and not written.terminal:
-            return StreamEnded()  # the attempt moved on meanwhile: investigated, then followed
-        return JobEnded()
+        return written  # LeaseLost, Refused or JobMissing: decide's to judge
 
     async def _confirm_lease(self) -> Observation | None:
         """Before Render: None when this replica still holds the job (a fenced write said so),
-        else what to observe instead of calling it (LeaseLost, or JobEnded)."""
+        else what the write observed instead (LeaseLost, Refused or JobMissing)."""
         if self.lease is None:
             return None
         confirmed = await self._write(
             "the lease before Render", self._store.confirm_lease(self.job_id, lease=self.lease)
         )
-        if isinstance(confirmed, Written):
-            return None
-        if isinstance(confirmed, LeaseLost):
-            return confirmed
-        return JobEnded()
+        return None if isinstance(confirmed, Written) else confirmed
 
     async def _write(self, what: str, change: Awaitable[Job]) -> Observation:
         """A store write; a fenced one waits while this replica's own lease may have expired
