@@ -68,11 +68,17 @@ def _escape(text: str, specials: str) -> str:
     return "".join("\\" + ch if ch in specials or ch.isspace() else ch for ch in text)
 
 
+def escape_option_value(value: str) -> str:
+    """Escapes ``value`` for a filter's option parser alone (``\\ ' : =`` and whitespace): how
+    FFmpeg shows an option value once the graph parser has read the description."""
+    return _escape(value, _OPTION_VALUE_SPECIALS)
+
+
 def escape_filter_value(value: str) -> str:
     """Escapes ``value`` as a filter option value inside a filter-graph description: first for
     the option parser (``\\ ' : =``), then for the graph parser (``\\ ' [ ] , ;``); whitespace at
     both levels. No character of ``value`` can then end the option or the filter."""
-    return _escape(_escape(value, _OPTION_VALUE_SPECIALS), _FILTERGRAPH_SPECIALS)
+    return _escape(escape_option_value(value), _FILTERGRAPH_SPECIALS)
 
 
 @functools.cache

@@ -20,7 +20,8 @@ async def probe_media(binary: str, path: Path, field: str) -> MediaHeader:
     info = parse_media_header(run.stderr)
     if info is None:
         reason = ffmpeg_reason(run.stderr)
-        problem = f"{path.name!r} is not a readable media file"
+        # The whole path: the client is shown it relative to the media root (public_paths).
+        problem = f"{str(path)!r} is not a readable media file"
         raise invalid_input(
             field, f"{problem}: {reason}" if reason else problem, bounded_log_tail(run.stderr)
         )
