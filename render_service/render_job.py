@@ -28,7 +28,7 @@ from render_service.ffmpeg_command import (
 )
 from render_service.ffmpeg_process import kill_process_group, start_ffmpeg
 from render_service.ffmpeg_progress import ProgressBlock, ProgressParser
-from render_service.media_probe import probe_media
+from render_service.media_probe import probe_media, probe_subtitles
 from render_service.output_dir import OutputDirectory, final_name, partial_name
 from render_service.public_paths import RelativePaths
 from render_service.verification import verify_output
@@ -100,6 +100,7 @@ def resolve_spec_paths(media_root: Path, spec: spec_pb2.RenderSpec) -> ResolvedP
 
 TRANSCODE_FIELD = "spec.source.transcode.input_path"
 AUDIO_FIELD = "spec.source.slideshow.audio_path"
+SUBTITLES_FIELD = "spec.source.slideshow.subtitles_path"
 
 
 def slide_field(index: int) -> str:
@@ -112,9 +113,10 @@ async def probe_inputs(
     paths: ResolvedPaths,
     slide_probed: Callable[[int], None] | None = None,
 ) -> tuple[RenderInputs, float]:
-    """Reads every input's header (the transcode input, each slide, the soundtrack) and the
-    expected duration; an input ffmpeg cannot use is an INVALID_INPUT failure naming its field.
-    The check Render makes before starting, and CheckInputs answers with."""
+    """Reads every input's header (the transcode input, each slide, the soundtrack, the
+    subtitles) and the expected duration; an input ffmpeg cannot use is an INVALID_INPUT
+    failure naming its field. The check Render makes before starting, and CheckInputs answers
+    with."""
     source = spec.source
     kind = source.WhichOneof("kind")
     if kind == "test_pattern":
@@ -149,6 +151,8 @@ async def probe_inputs(
         info = await probe_media(binary, paths.audio, AUDIO_FIELD)
         if not info.has_audio:
             raise invalid_input(AUDIO_FIELD, "has no audio stream")
+    if paths.subtitles is not None:
+        await probe_subtitles(binary, paths.subtitles, SUBTITLES_FIELD)
     inputs = RenderInputs(
         slide_paths=paths.slides,
         slide_size=slide_size,
