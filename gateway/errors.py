@@ -49,6 +49,7 @@ _CODE_FOR_HTTP_STATUS = {
     410: "gone",
     413: "payload_too_large",
     415: "unsupported_media_type",
+    416: "range_not_satisfiable",
 }
 # Busy (429) and away (503): a client may try again, after this many seconds.
 RETRY_AFTER_STATUSES = frozenset({429, 503})
