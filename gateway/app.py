@@ -160,14 +160,7 @@ def _status_param(request: Request) -> export_pb2.JobStatus.ValueType:
 
 
 def _limit_param(request: Request) -> int:
-    limit_text = request.query_params.get("limit", str(DEFAULT_LIST_LIMIT))
-    if not limit_text.isascii() or not limit_text.isdigit():
-        raise MalformedArgument("limit", f"must be an integer from 1 to {MAX_LIST_LIMIT}")
-    digits = limit_text.lstrip("0")
-    limit = int(digits) if 0 < len(digits) <= len(str(MAX_LIST_LIMIT)) else 0
-    if not 1 <= limit <= MAX_LIST_LIMIT:
-        raise InvalidArgument("limit", f"must be an integer from 1 to {MAX_LIST_LIMIT}")
-    return limit
+    return _integer_param(request, "limit", DEFAULT_LIST_LIMIT, 1, MAX_LIST_LIMIT)
 
 
 def _list_request(request: Request) -> export_pb2.ListExportsRequest:

@@ -59,6 +59,12 @@ _UPSTREAM_MESSAGES = {
 }
 
 
+def _utf8(text: str) -> str:
+    """``text`` as UTF-8 can carry it: a lone surrogate a client sent (JSON's ``\\ud800``, in
+    a field's name) is spelled as that escape rather than failing the answer."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def error_response(
     status: int,
     message: str,
@@ -69,10 +75,10 @@ def error_response(
 ) -> JSONResponse:
     body: dict[str, str] = {
         "code": code or _CODE_FOR_HTTP_STATUS.get(status, "error"),
-        "message": message,
+        "message": _utf8(message),
     }
     if field is not None:
-        body["field"] = field
+        body["field"] = _utf8(field)
     if status in RETRY_AFTER_STATUSES and not any(
         name.lower() == "retry-after" for name in headers or {}
     ):

@@ -442,8 +442,9 @@ def _build() -> dict[str, Any]:
                         ),
                         "415": _error("The body is not application/json."),
                         "422": _error(
-                            "A field of the spec is outside its documented range; `field` "
-                            "names it (`source.testPattern.width`)."
+                            "A field of the spec is outside its documented range (or a string "
+                            "is not valid Unicode text); `field` names it "
+                            "(`source.testPattern.width`)."
                         ),
                         **_API_ERRORS,
                     },
