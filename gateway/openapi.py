@@ -89,7 +89,11 @@ COMPONENT_SCHEMAS: dict[str, dict[str, Any]] = {
             "updatedAt": {"type": ["string", "null"], "format": "date-time"},
             "startedAt": {"type": ["string", "null"], "format": "date-time"},
             "finishedAt": {"type": ["string", "null"], "format": "date-time"},
-            "etaSeconds": {"type": ["number", "null"], "description": "While running."},
+            "etaSeconds": {
+                "type": ["number", "null"],
+                "description": "While running: the render's estimate of the seconds left, to a "
+                "tenth of a second.",
+            },
             "requestId": {"type": "string"},
             "outputSizeBytes": {"type": ["integer", "null"]},
             "outputDurationSeconds": {"type": ["number", "null"]},
