@@ -447,8 +447,9 @@ def _build() -> dict[str, Any]:
                         "415": _error("The body is not application/json."),
                         "422": _error(
                             "A field of the spec is outside its documented range (or a string "
-                            "is not valid Unicode text); `field` names it "
-                            "(`source.testPattern.width`)."
+                            "is not valid Unicode text, or the output's pixels per second are "
+                            "over the service's limit); `field` names it "
+                            "(`source.testPattern.width`, `output.fps`)."
                         ),
                         **_API_ERRORS,
                     },

@@ -15,11 +15,12 @@ from typing import Any
 
 import ffmpeg
 
+from videojob import limits
 from videojob.render.v1 import spec_pb2
 
 PROGRESS_ARGS = ("-progress", "pipe:1", "-nostats", "-stats_period", "0.5")
 GLOBAL_ARGS = ("-hide_banner", "-nostdin", "-y", "-loglevel", "warning", *PROGRESS_ARGS)
-DEFAULT_SLIDESHOW_FPS = 25.0
+DEFAULT_SLIDESHOW_FPS = limits.DEFAULT_SLIDESHOW_FPS
 DEFAULT_SLIDESHOW_SIZE = (1280, 720)
 AUDIO_SAMPLE_RATE = 48000
 
