@@ -173,7 +173,10 @@ SPEC_SCHEMAS: dict[str, dict[str, Any]] = {
                 "items": {"$ref": "#/components/schemas/Slide"},
             },
             "audioPath": _media_path("Optional soundtrack, relative to the media root."),
-            "subtitlesPath": _media_path("Optional subtitles, relative to the media root."),
+            "subtitlesPath": _media_path(
+                "Optional text subtitles ffmpeg reads (srt, ass, vtt...), relative to the media "
+                "root; anything else (an image, a video without text subtitles) is a 422."
+            ),
         },
     },
     "OutputSpec": {
