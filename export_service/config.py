@@ -7,6 +7,7 @@ from pathlib import Path
 
 from videojob.endpoints import DEFAULT_EXPORT_ADDRESS, DEFAULT_RENDER_ADDRESS
 from videojob.grpc_setup import TlsFiles
+from videojob.limits import DEFAULT_MAX_PIXEL_RATE
 
 # The embedded default: a SQLite file under ./var.
 DEFAULT_DATABASE = "sqlite:///var/export.db"
@@ -66,6 +67,9 @@ class ExportConfig:
     render_output_dir: Path | None = None
     database: str = DEFAULT_DATABASE
     max_active_jobs: int = 1000
+    # The output pixels per second (width x height x fps) a job may ask for; more is refused
+    # at create (INVALID_ARGUMENT naming the frame rate's field).
+    max_pixel_rate: int = DEFAULT_MAX_PIXEL_RATE
     tracker: TrackerSettings = field(default_factory=TrackerSettings)
     tls: TlsFiles = field(default_factory=TlsFiles)
     render_tls: TlsFiles = field(default_factory=TlsFiles)

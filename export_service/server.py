@@ -71,7 +71,7 @@ from videojob.limits import (
     MAX_WATCH_IDS,
 )
 from videojob.render.v1 import spec_pb2
-from videojob.spec_validation import normalize_spec
+from videojob.spec_validation import check_pixel_rate, normalize_spec
 
 logger = logging.getLogger(__name__)
 
@@ -230,6 +230,7 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
         if not request.HasField("spec"):
             raise InvalidArgument("spec", "is required")
         normalized = normalize_spec(request.spec)
+        check_pixel_rate(normalized, self._config.max_pixel_rate)
         spec = normalized.SerializeToString(deterministic=True)
         job_id = uuid.uuid4().hex
         request_id = request.request_id or f"generated-{job_id}"

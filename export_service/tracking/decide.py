@@ -155,6 +155,9 @@ class Lost:
     message: str
     # Another render service can take it: resubmitted there without a backoff.
     at_once: bool = False
+    # What the job's failure says when no attempt is left, when ``message`` (logged with each
+    # retry) carries the render service's address or gRPC's own words.
+    shown: str = ""
     # The render service the lost attempt ran on stopped answering (its partial file is
     # removed by the export service).
     service_lost: bool = False
@@ -164,8 +167,10 @@ class Lost:
 class Unreachable:
     """The render service did not answer (or answered busy): ask it again after a backoff."""
 
-    message: str
+    message: str  # logged with each retry: gRPC's own words, addresses
     busy: bool = False
+    # What the job's failure says once the retry budget is spent: no address, no gRPC text.
+    shown: str = "the render service is unreachable"
 
 
 @dataclass(frozen=True)
@@ -295,7 +300,10 @@ def _streaming(state: TrackerState, observation: Observation, now: float) -> Dec
             state = replace(state, avoid=frozenset())
             if state.unreachable_since is None:
                 state = replace(state, unreachable_since=now)
-            return _unreachable(state, Unreachable(f"no render service answers: {why}"), closed)
+            unreachable = Unreachable(
+                f"no render service answers: {why}", shown="no render service answers"
+            )
+            return _unreachable(state, unreachable, closed)
         case Refused() if observation.terminal:
             return _stop(state)  # the placement found the job ended elsewhere
         case Refused():
@@ -359,7 +367,13 @@ def _investigating(state: TrackerState, observation: Observation, now: float) ->
             silent_for = 0.0 if since is None else now - since
             refused = code == grpc.StatusCode.UNAVAILABLE
             if others and (refused or silent_for >= state.settings.failover_after):
-                lost = Lost(FAILURE_RENDER_LOST, message, at_once=True, service_lost=True)
+                lost = Lost(
+                    FAILURE_RENDER_LOST,
+                    message,
+                    at_once=True,
+                    service_lost=True,
+                    shown="the render service became unreachable",
+                )
                 return _lost(state, lost)
             return _unreachable(state, Unreachable(message))
     _unexpected(state, observation)
@@ -379,7 +393,8 @@ def _confirming(state: TrackerState, observation: Observation, now: float) -> De
 
 def _resubmit_later(state: TrackerState, lost: Lost) -> Decision:
     if state.attempt >= state.settings.max_attempts:
-        return _give_up(state, lost.code, f"{lost.message}; gave up after {state.attempt} attempts")
+        why = lost.shown or lost.message
+        return _give_up(state, lost.code, f"{why}; gave up after {state.attempt} attempts")
     if lost.at_once:
         # Another render service can take it: no reason to wait.
         return _begin_attempt(state)
@@ -400,7 +415,7 @@ def _ask_again_later(state: TrackerState, unreachable: Unreachable, now: float) 
             return _give_up(
                 state,
                 FAILURE_RENDER_UNAVAILABLE,
-                f"{unreachable.message}; gave up after {waited:.0f} s (retry budget {budget:g} s)",
+                f"{unreachable.shown}; gave up after {waited:.0f} s (retry budget {budget:g} s)",
             )
         delay = min(delay, budget - waited)
         if waited < state.settings.failover_after:  # a pool may fail over then
