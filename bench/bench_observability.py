@@ -42,6 +42,7 @@ NAME = "observability"
 TITLE = "Overhead of metrics and JSON logs on latency and fan-out"
 
 SCRAPE_INTERVAL_SECONDS = 1.0
+FANOUT_TRIES = 3
 MODES = ("plain", "observed")
 # The raw samples of bench_latency (its details), in ms, pooled per mode.
 SAMPLES = {
@@ -151,6 +152,17 @@ def _latency_round(workdir: Path, mode: str, size: Size) -> tuple[BenchResult, i
 
 
 async def _fan_out(stack: Stack, size: Size, output: Path) -> dict[str, Any]:
+    """bench.fanout_clients on freshly created jobs: its summary. A round whose clients all
+    connected after the jobs had ended (their process started late on a loaded machine) saw no
+    change to time and is made again, a few times at most."""
+    for _ in range(FANOUT_TRIES - 1):
+        summary = await _fan_out_once(stack, size, output)
+        if summary["lags"]:
+            return summary
+    return await _fan_out_once(stack, size, output)
+
+
+async def _fan_out_once(stack: Stack, size: Size, output: Path) -> dict[str, Any]:
     """bench.fanout_clients, as its own process, on freshly created jobs: its summary."""
     job_ids = await _create_jobs(stack.url, size.fanout_jobs, size.fanout_job_seconds)
     generator = await asyncio.create_subprocess_exec(

@@ -3,6 +3,7 @@ signals are involved, tiny specs, and independent checks of rendered files and p
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
@@ -104,6 +105,21 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def kill_sent(pid: int) -> bool:
+    """The process is gone, or SIGKILL is pending for it: the kernel has been told to end it,
+    and ends it once any disk write it is blocked in returns (a heavily loaded disk can hold a
+    process in such a write for seconds)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    if fields.get("State", "").strip()[:1] in ("Z", "X"):
+        return True
+    sigkill = 1 << (signal.SIGKILL - 1)
+    return any(int(fields.get(key, "0").strip(), 16) & sigkill for key in ("SigPnd", "ShdPnd"))
 
 
 async def wait_for(predicate: Callable[[], bool], limit: float = 20.0) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import os
 import signal
 import stat
@@ -22,6 +23,7 @@ from tests.render.conftest import (
     events_until,
     ffmpeg_pids,
     is_rendering,
+    kill_sent,
     kind,
     long_spec,
     one_ffmpeg,
@@ -30,6 +32,7 @@ from tests.render.conftest import (
     render_request,
     wait_for,
 )
+from tests.support.polling import wait_until
 from tests.support.processes import ServiceProcess
 from videojob.endpoints import RENDER_SERVICE
 from videojob.ffmpeg_binary import ffmpeg_binary
@@ -103,7 +106,10 @@ async def test_sigkilled_service_takes_its_ffmpeg_with_it(
 
         os.kill(service.pid, signal.SIGKILL)
         await asyncio.to_thread(service.popen.wait, 10)
-        await wait_for(lambda: not pid_alive(pid), limit=10.0)
+        # The service's death makes the kernel kill FFmpeg (its parent-death signal) ...
+        await wait_for(lambda: kill_sent(pid), limit=10.0)
+        # ... which ends as soon as the kernel lets it, however long a loaded disk takes.
+        await wait_until(lambda: not pid_alive(pid), "FFmpeg to end", within=math.inf)
         call.cancel()
     assert ffmpeg_pids("crash-1") == []
 
