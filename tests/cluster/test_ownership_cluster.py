@@ -43,7 +43,7 @@ from videojob.launcher.process import ProcessSpec
 from videojob.launcher.stack import EXPORT_SERVICE, export_args
 from videojob.spec_validation import normalize_spec
 
-pytestmark = pytest.mark.postgresql
+pytestmark = [pytest.mark.postgresql, pytest.mark.serial]
 
 OpenReplica = Callable[[ServiceProcess], Replica]
 ACTIVE = ("QUEUED", "RUNNING")
