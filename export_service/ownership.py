@@ -24,6 +24,13 @@ within about a second.
 On an exclusive database (SQLite: one process) the only replica takes every unfinished job at its
 start whoever owned it before, runs no loops and its lease never expires locally: the same
 fenced writes, at no extra cost.
+
+What no owner can write is derived when a job is read: each renewal also brings back the other
+replicas' heartbeat rows (the same round trip), kept as this replica's ``roster``; an active job
+whose owner's lease lapsed, or whose owner missed its renewals (its row is older than a live
+replica's can be), or that has no owner, while nobody has taken it over yet, is shown as waiting
+for its export replica (``owner_gone``, pure). Nothing is written: the job's record is its
+owner's, and reading costs no query.
 """
 
 from __future__ import annotations
@@ -36,9 +43,10 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
 
-from export_service.store.base import Job, JobStore, StoreUnavailable
+from export_service.store.base import Job, JobStore, ReplicaBeat, StoreUnavailable
 from videojob import metrics
 
 logger = logging.getLogger(__name__)
@@ -52,6 +60,95 @@ CLAIM_INTERVAL_SECONDS = 0.5
 CLAIM_BATCH = 100
 # A failed renewal is tried again this soon (bounded by TTL/10).
 RENEW_RETRY_SECONDS = 0.5
+# A lease is renewed this many times per TTL.
+RENEWALS_PER_TTL = 3
+# What a replica's heartbeat may be late by (a busy event loop, a slow commit) before a reader
+# counts its renewal as missed: at least this, or a tenth of its TTL.
+BEAT_SLACK_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class SeenBeat:
+    """Another replica's heartbeat as this replica last read it, on this replica's monotonic
+    clock: when it was renewed and when it expires (both as late as they may have been)."""
+
+    renewed_at: float
+    expires_at: float
+
+    @property
+    def ttl(self) -> float:
+        return self.expires_at - self.renewed_at
+
+
+@dataclass(frozen=True)
+class Roster:
+    """What a replica knows of the others' heartbeats, read with its own last renewal."""
+
+    replica_id: str
+    # When it was read (monotonic); -inf: not yet.
+    read_at: float = -math.inf
+    beats: Mapping[str, SeenBeat] = field(default_factory=dict)
+    # How often the reader renews (and so reads this again): its TTL / RENEWALS_PER_TTL.
+    refresh: float = DEFAULT_LEASE_TTL_SECONDS / RENEWALS_PER_TTL
+    # An exclusive database: the one replica owns everything, there is nobody else to know of.
+    exclusive: bool = False
+
+
+def roster_of(
+    replica_id: str,
+    beats: Collection[ReplicaBeat],
+    read_at: float,
+    *,
+    refresh: float,
+    exclusive: bool = False,
+) -> Roster:
+    """The roster a heartbeat answered at ``read_at`` (monotonic, taken once the answer came:
+    every time derived from it is as late as it may be, so a live replica never looks late)."""
+    seen = {
+        beat.replica_id: SeenBeat(read_at - beat.renewed_ago, read_at + beat.expires_in)
+        for beat in beats
+    }
+    return Roster(replica_id, read_at, seen, refresh, exclusive)
+
+
+def _slack(ttl: float) -> float:
+    return max(BEAT_SLACK_SECONDS, ttl / 10)
+
+
+def missed_renewal_after(beat: SeenBeat, refresh: float) -> float:
+    """Seconds after its last renewal seen past which a replica has missed one: it renews every
+    TTL / RENEWALS_PER_TTL, and the reader, reading every ``refresh``, may not have seen the
+    latest renewal yet. (Not capped at the TTL: the expiry seen is as old as the roster, and a
+    live replica renewed since may be past it; a lapse the database saw is told apart.)"""
+    ttl = beat.ttl
+    return ttl / RENEWALS_PER_TTL + refresh + _slack(ttl)
+
+
+def owner_gone(job: Job, roster: Roster, now: float) -> bool:
+    """Whether nobody drives ``job`` at monotonic time ``now``, as far as ``roster`` tells: it
+    is active, and it has no owner (handed back), or its owner's lease lapsed, or its owner
+    missed a renewal, and nobody has taken it over yet (a claim names the new owner). Pure.
+    A live owner is never taken for gone, whatever the TTLs of the two replicas, as long as
+    their renewals are late by less than the slack.
+
+    Never for this replica's own jobs (it answers, so it is alive), nor on an exclusive
+    database, nor from a roster too old to judge by (this replica's own renewals are late), nor
+    for an owner the roster does not know (a replica that started since it was read)."""
+    if job.terminal or roster.exclusive:
+        return False
+    if job.owner is None:
+        return True
+    if job.owner == roster.replica_id:
+        return False
+    if now - roster.read_at > roster.refresh + _slack(roster.refresh * RENEWALS_PER_TTL):
+        return False
+    beat = roster.beats.get(job.owner)
+    if beat is None:
+        return False
+    if beat.expires_at <= roster.read_at:
+        return True  # its lease had lapsed when the roster was read
+    return now - beat.renewed_at > missed_renewal_after(beat, roster.refresh)
+
 
 AdoptJobs = Callable[[list[Job]], None]
 TrackedJobs = Callable[[], Collection[str]]
@@ -84,6 +181,8 @@ class Ownership:
         self._valid_until = -math.inf
         self._renewed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # The other replicas' heartbeats, as the last renewal read them.
+        self.roster = Roster(self.replica_id, exclusive=self.exclusive, refresh=self._refresh)
 
     # The lease, as this replica judges it.
 
@@ -95,6 +194,15 @@ class Ownership:
         while not self.lease_valid():
             self._renewed.clear()
             await self._renewed.wait()
+
+    @property
+    def _refresh(self) -> float:
+        return self.ttl / RENEWALS_PER_TTL
+
+    def owner_gone(self, job: Job) -> bool:
+        """Whether nobody drives ``job`` now (see ``owner_gone``): what is shown of it, derived
+        from this replica's roster at no cost, never written."""
+        return owner_gone(job, self.roster, time.monotonic())
 
     def note_refused(self) -> None:
         """A fenced write was refused: counted, and recorded with the next renewal."""
@@ -154,15 +262,22 @@ class Ownership:
 
     async def _renew(self) -> None:
         sent = time.monotonic()
-        await self.store.heartbeat(
+        beats = await self.store.heartbeat(
             self.replica_id, ttl_seconds=self.ttl, refused_writes=self.refused_writes
         )
         self._valid_until = sent + self.ttl
         self._renewed.set()
+        self.roster = roster_of(
+            self.replica_id,
+            beats,
+            time.monotonic(),
+            refresh=self._refresh,
+            exclusive=self.exclusive,
+        )
 
     async def _heartbeat_loop(self) -> None:
         retry = min(RENEW_RETRY_SECONDS, self.ttl / 10)
-        delay = self.ttl / 3
+        delay = self._refresh
         failing = False
         while True:
             await asyncio.sleep(delay)
@@ -177,7 +292,7 @@ class Ownership:
             if failing:
                 logger.info("the heartbeat is renewed again")
             failing = False
-            delay = self.ttl / 3
+            delay = self._refresh
 
     async def _claim_loop(self, adopt: AdoptJobs, tracked: TrackedJobs, ended: JobsEnded) -> None:
         while True:

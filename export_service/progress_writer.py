@@ -3,7 +3,8 @@
 Trackers hand each progress event to ``offer`` and go on reading their render stream; only the
 newest progress of a job waits to be written. A job is written at most once per ``interval``,
 measured from the end of its previous write, except when its stage changes (Queued, Preparing,
-Rendering, Finalizing, Verifying: a few writes a job), which is due at once. A due job is
+Rendering, Finalizing, Verifying: a few writes a job; "Waiting for a render service", the
+tracker's own, offered with ``offer_stage``), which is due at once. A due job is
 written at once; the jobs that fall due while a write is in flight wait for it and then share
 one store transaction (``record_progress_batch``): under load the batches grow by themselves,
 with no window that delays a lone update, and a slow store delays progress but never makes it
@@ -32,7 +33,7 @@ from export_service.store import (
     ProgressUpdate,
     TransitionRejected,
 )
-from export_service.store.base import StaleLease
+from export_service.store.base import Lease, StaleLease
 from videojob import metrics
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,9 @@ class _JobProgress:
     terminal: bool = False
     # The stage as last written (None: nothing written yet).
     stage: str | None = None
+    # The highest progress of the current attempt offered or stored: what a stage of the
+    # tracker's own is written with (the attempt's progress must not fall).
+    newest: float = 0.0
 
 
 class ProgressWriter:
@@ -87,7 +91,7 @@ class ProgressWriter:
     def register(self, job_id: str, stored_progress: float) -> None:
         """``stored_progress``: the current attempt's progress as stored (a job's own progress
         never decreases; an attempt's starts from zero)."""
-        self._jobs[job_id] = _JobProgress(stored=stored_progress)
+        self._jobs[job_id] = _JobProgress(stored=stored_progress, newest=stored_progress)
 
     def forget(self, job_id: str) -> None:
         self._jobs.pop(job_id, None)
@@ -100,9 +104,21 @@ class ProgressWriter:
         if entry.pending is not None:
             metrics.PROGRESS_COALESCED.inc()
         entry.pending = update
+        entry.newest = max(entry.newest, update.progress)
         self._waiting.add(update.job_id)
         if self._due_at(entry) < self._deadline:
             self._wake.set()
+
+    def offer_stage(self, job_id: str, stage: str, lease: Lease | None) -> None:
+        """Offers ``stage`` (one the tracker shows of its own) with the job's progress as it
+        stands and no ETA: written at once, as every new stage is, or replaced by the render's
+        next progress."""
+        entry = self._jobs.get(job_id)
+        if entry is None or entry.terminal:
+            return
+        seq = entry.pending.render_seq if entry.pending is not None else 0
+        progress = max(entry.stored, entry.newest)
+        self.offer(ProgressUpdate(job_id, progress, stage, 0.0, seq, lease))
 
     def _due_at(self, entry: _JobProgress) -> float:
         """When the job's pending progress may be written: at once for a new stage."""
@@ -144,6 +160,7 @@ class ProgressWriter:
         if entry is not None:
             entry.pending = None
             entry.stored = 0.0  # the next attempt's progress starts again from zero
+            entry.newest = 0.0
             self._waiting.discard(job_id)
 
     async def _settle(self, job_id: str) -> _JobProgress | None:

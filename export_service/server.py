@@ -1,7 +1,9 @@
 """The ExportService servicer: translates proto ↔ store records (domain errors become status
 codes in videojob.grpc_errors).
 
-Every answer is read from the store, the one record of each job."""
+Every answer is read from the store, the one record of each job; what no owner can write (an
+active job nobody drives now) is derived as it is read (awaiting_owner, from this replica's
+roster of heartbeats: export_service.ownership.owner_gone), never stored."""
 
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ from export_service.store import (
     TransitionRejected,
 )
 from export_service.store.base import (
+    STAGE_WAITING_FOR_OWNER,
     HistoryEntry,
     created_at_us,
     decode_cursor,
@@ -100,7 +103,9 @@ def _timestamp(value: datetime | None) -> Timestamp | None:
     return stamp
 
 
-def job_to_proto(job: Job) -> export_pb2.VideoJob:
+def job_to_proto(job: Job, *, awaiting_owner: bool = False) -> export_pb2.VideoJob:
+    """``awaiting_owner``: no export replica drives the job now (derived on reading it): it is
+    shown waiting for one, with no ETA; the record itself is untouched."""
     message = export_pb2.VideoJob(
         id=job.id,
         status=_STATUS_TO_PROTO[job.status],
@@ -141,6 +146,10 @@ def job_to_proto(job: Job) -> export_pb2.VideoJob:
     if current is not None:
         message.render_service.instance_id = current.instance_id
         message.render_service.address = current.address
+    if awaiting_owner and not job.terminal:
+        message.awaiting_owner = True
+        message.stage = STAGE_WAITING_FOR_OWNER
+        message.eta_seconds = 0
     if job.error_code or job.error_message:
         message.error.code = job.error_code
         message.error.message = job.error_message
@@ -194,6 +203,14 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
         self._render_stub = render_stub
         # A pool of render services: any usable one answers CheckInputs.
         self._render_pool = render_pool
+
+    def _shown(self, job: Job) -> export_pb2.VideoJob:
+        """The job as this replica answers for it: the record, and whether nobody drives it."""
+        return job_to_proto(job, awaiting_owner=self._awaiting_owner(job))
+
+    def _awaiting_owner(self, job: Job) -> bool:
+        ownership = self._supervisor.ownership
+        return ownership is not None and ownership.owner_gone(job)
 
     async def CreateExport(
         self,
@@ -266,7 +283,7 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
             # the connection) finds its job here: make sure it is driven (a no-op if it is, or
             # if another replica created and owns it).
             self._supervisor.track_created(job, found_again=True)
-        return job_to_proto(job), not created
+        return self._shown(job), not created
 
     async def GetExport(
         self,
@@ -277,7 +294,7 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
 
     async def _get(self, job_id: str) -> export_pb2.VideoJob:
         _check_job_id(job_id)
-        return job_to_proto(await self._store.get(job_id))
+        return self._shown(await self._store.get(job_id))
 
     async def ListExports(
         self,
@@ -306,7 +323,7 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
                     "page_token", "is not a token this service issued"
                 ) from None
         jobs = await self._store.list_jobs(limit=page_size + 1, status=status, after=after)
-        response = export_pb2.ListExportsResponse(jobs=[job_to_proto(j) for j in jobs[:page_size]])
+        response = export_pb2.ListExportsResponse(jobs=[self._shown(j) for j in jobs[:page_size]])
         if len(jobs) > page_size:
             last = jobs[page_size - 1]
             response.next_page_token = encode_cursor(ListCursor(created_at_us(last), last.id))
@@ -422,7 +439,7 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
             stamps.stamp("export.watch_read", job_id, job.version)
             self._hub.saw(job_id, job.version)
             if job.version > sent:
-                yield job_to_proto(job)
+                yield self._shown(job)
                 sent = job.version
             if job.terminal or self._hub.closed:
                 return
@@ -456,20 +473,26 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
     ) -> AsyncIterator[export_pb2.VideoJob]:
         """Re-reads the covered jobs after every local change (at most once per coalescing
         window) and at least every watch_poll_interval; sends each job whose version is newer
-        than the one it last sent. A sent job stays covered until it is terminal."""
-        sent: dict[str, int] = {}
+        than the one it last sent, or whose derived awaiting_owner changed (the same version
+        again: nothing was written, what it shows did change). A sent job stays covered until
+        it is terminal."""
+        sent: dict[str, tuple[int, bool]] = {}
         following: set[str] = set()
         while True:
             changed.clear()
             jobs = await self._covered_jobs(ids | following, page_size, status)
+            shown: dict[str, tuple[int, bool]] = {}
             for job in jobs:
-                if job.version > sent.get(job.id, 0):
-                    yield job_to_proto(job)
+                awaiting = self._awaiting_owner(job)
+                shown[job.id] = (job.version, awaiting)
+                version, was_awaiting = sent.get(job.id, (0, False))
+                if job.version > version or (job.version == version and awaiting != was_awaiting):
+                    yield job_to_proto(job, awaiting_owner=awaiting)
                 if job.terminal:
                     following.discard(job.id)
                 else:
                     following.add(job.id)
-            sent = {job.id: job.version for job in jobs}
+            sent = shown
             if self._hub.closed:
                 return
             with contextlib.suppress(TimeoutError):

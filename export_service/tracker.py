@@ -80,6 +80,7 @@ from export_service.tracking.actions import (
     GetRender,
     MarkRenderReleased,
     OfferProgress,
+    OfferStage,
     Question,
     ReadJob,
     ReadStream,
@@ -649,6 +650,8 @@ class JobTracker:
                         lease=self.lease,
                     )
                 )
+            case OfferStage(stage=stage):
+                self._progress.offer_stage(self.job_id, stage, self.lease)
             case FlushProgress():
                 await self._progress.flush(self.job_id)
             case DiscardProgress():

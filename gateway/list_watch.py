@@ -6,7 +6,9 @@ client joining a running watch first gets the newest state the watch holds of ea
 view, then the changes. Each VideoJob that arrives is encoded once, as the finished SSE frame. A
 subscription buffers one frame per job: a newer frame of a job replaces the older one the client
 has not taken yet (a slow client skips progress, never a job, never blocks the others), and a
-job's terminal frame is the last one the watch offers of it, so it is never replaced.
+job's terminal frame is the last one the watch offers of it, so it is never replaced. A frame
+of the version held replaces it only when what the export service derived on reading the job
+changed (``awaitingOwner``: nothing was written, what the job shows did change).
 
 When the upstream stream breaks or ends (an export service restart) the watch re-opens it; the
 export service then sends the current state again and only newer versions are passed on. It
@@ -77,6 +79,17 @@ class JobFrame:
     created_us: int
     terminal: bool
     data: bytes
+    # Derived as the job was read (no replica drives it now): not part of its version.
+    awaiting_owner: bool = False
+
+    def replaces(self, held: JobFrame | None) -> bool:
+        """Newer than ``held``: a later version, or the same one showing another derived
+        state."""
+        return (
+            held is None
+            or self.version > held.version
+            or (self.version == held.version and self.awaiting_owner != held.awaiting_owner)
+        )
 
 
 def job_frame(job: export_pb2.VideoJob) -> JobFrame:
@@ -88,6 +101,7 @@ def job_frame(job: export_pb2.VideoJob) -> JobFrame:
         created_us,
         is_terminal(job),
         f"event: {EVENT_NAME}\ndata: {data}\n\n".encode(),
+        job.awaiting_owner,
     )
 
 
@@ -105,7 +119,7 @@ class ListSubscription:
         if self._ended is not None:
             return
         held = self._pending.get(frame.job_id)
-        if held is not None and (held.terminal or held.version >= frame.version):
+        if held is not None and (held.terminal or not frame.replaces(held)):
             return
         if held is not None:
             metrics.SSE_COALESCED.labels("list").inc()
@@ -150,8 +164,7 @@ class ListWatch:
         ]
 
     def publish(self, frame: JobFrame) -> None:
-        held = self.latest.get(frame.job_id)
-        if held is not None and held.version >= frame.version:
+        if not frame.replaces(self.latest.get(frame.job_id)):
             return
         self.latest[frame.job_id] = frame
         for subscription in self.subscriptions:

@@ -287,7 +287,19 @@ COMPONENT_SCHEMAS: dict[str, dict[str, Any]] = {
             "id": {"type": "string"},
             "status": {"type": "string", "enum": JOB_STATUSES},
             "progress": {"type": "number", "minimum": 0, "maximum": 100},
-            "stage": {"type": "string"},
+            "stage": {
+                "type": "string",
+                "description": (
+                    "Where the job stands. As the render reports it: `Queued`, `Preparing`, "
+                    "`Rendering`, `Finalizing`, `Verifying`; `Complete`, `Failed`, `Cancelled` "
+                    "once terminal. The export service's own: "
+                    f"`{limits.STAGE_WAITING_FOR_RENDER}` while the render service of the "
+                    "job's attempt does not answer and its owner keeps asking (progress kept, "
+                    "no ETA, `retrying` true; written by the job's owner), and "
+                    f"`{limits.STAGE_WAITING_FOR_OWNER}` while no export replica drives the "
+                    "job (`awaitingOwner`; derived as it is read, never stored)."
+                ),
+            },
             "outputPath": {"type": ["string", "null"]},
             "error": {"oneOf": [{"$ref": "#/components/schemas/JobError"}, {"type": "null"}]},
             "attempt": {"type": "integer"},
@@ -304,9 +316,10 @@ COMPONENT_SCHEMAS: dict[str, dict[str, Any]] = {
             "retrying": {
                 "type": "boolean",
                 "description": (
-                    "The render was submitted again (attempt 2 or later) and runs now: "
-                    "`progress` keeps the job's (it never decreases), `attemptProgress` is the "
-                    "new render's own and `etaSeconds` its ETA."
+                    "The export service retries the job's render: it was submitted again "
+                    "(attempt 2 or later: `progress` keeps the job's, it never decreases, "
+                    "`attemptProgress` is the new render's own and `etaSeconds` its ETA), or "
+                    f"the job shows `{limits.STAGE_WAITING_FOR_RENDER}`."
                 ),
             },
             "attemptProgress": {
@@ -324,6 +337,16 @@ COMPONENT_SCHEMAS: dict[str, dict[str, Any]] = {
                 "items": {"$ref": "#/components/schemas/RenderAttempt"},
                 "description": (
                     "Every placement of the job's render, oldest first; superseded ones stay."
+                ),
+            },
+            "awaitingOwner": {
+                "type": "boolean",
+                "description": (
+                    "No export replica drives the active job now: its owner stopped renewing "
+                    "its lease (or handed the job back) and no other has taken it over yet. "
+                    "Derived when the job is read, never stored (the version does not change): "
+                    f"`stage` then reads `{limits.STAGE_WAITING_FOR_OWNER}` and `etaSeconds` is "
+                    "null. `GET /api/events` sends the job again when this changes."
                 ),
             },
         },

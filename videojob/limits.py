@@ -130,6 +130,15 @@ assert set(ACTIVE_JOB_STATUSES) | set(TERMINAL_JOB_STATUSES) == set(JOB_STATUSES
 # nothing legitimate produces.
 MAX_RUNNING_PROGRESS: Final = 99.0
 
+# Stages the export service shows of its own (the render reports the others: Queued, Preparing,
+# Rendering, Finalizing, Verifying; the store writes Complete, Failed, Cancelled). Written by the
+# job's owner, under its lease, while the render service of the job's attempt does not answer and
+# the owner keeps asking it (within --retry-budget): the job keeps its progress and has no ETA.
+STAGE_WAITING_FOR_RENDER: Final = "Waiting for a render service"
+# Never written: shown when an active job is read while no export replica drives it (its owner
+# stopped renewing its lease, or handed the job back, and no other replica has taken it over yet).
+STAGE_WAITING_FOR_OWNER: Final = "Waiting for its export replica"
+
 # --- Failure codes -----------------------------------------------------------------------------
 
 

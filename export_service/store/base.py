@@ -59,6 +59,10 @@ STAGE_QUEUED = "Queued"
 STAGE_COMPLETE = "Complete"
 STAGE_FAILED = "Failed"
 STAGE_CANCELLED = "Cancelled"
+STAGE_WAITING_FOR_RENDER = limits.STAGE_WAITING_FOR_RENDER
+STAGE_WAITING_FOR_OWNER = limits.STAGE_WAITING_FOR_OWNER
+# A progress write with one of these stages leaves a QUEUED job QUEUED (nothing renders yet).
+STAGES_BEFORE_RUNNING = frozenset({STAGE_QUEUED, STAGE_WAITING_FOR_RENDER})
 
 # Progress below 100 is all a running job may show; 100 belongs to COMPLETED alone.
 MAX_RUNNING_PROGRESS = limits.MAX_RUNNING_PROGRESS
@@ -266,8 +270,9 @@ class Job:
 
     @property
     def retrying(self) -> bool:
-        """An active job whose render was submitted again (attempt 2 or later)."""
-        return not self.terminal and self.attempt > 1
+        """An active job whose render was submitted again (attempt 2 or later), or whose owner
+        keeps asking a render service that does not answer (STAGE_WAITING_FOR_RENDER)."""
+        return not self.terminal and (self.attempt > 1 or self.stage == STAGE_WAITING_FOR_RENDER)
 
 
 @dataclass(frozen=True)
@@ -299,6 +304,16 @@ class Lease:
 
     owner: str
     epoch: int
+
+
+@dataclass(frozen=True)
+class ReplicaBeat:
+    """Another export replica's heartbeat row, as a heartbeat read it, on the database's clock:
+    seconds since the replica last renewed it and until it expires (negative once expired)."""
+
+    replica_id: str
+    renewed_ago: float
+    expires_in: float
 
 
 def default_writer(name: str = "") -> str:
@@ -531,7 +546,8 @@ class JobStore(ABC):
         render_seq: int,
         lease: Lease | None = None,
     ) -> Job:
-        """An active job's progress. Moves QUEUED to RUNNING unless ``stage`` is Queued.
+        """An active job's progress. Moves QUEUED to RUNNING unless ``stage`` is one of
+        STAGES_BEFORE_RUNNING (Queued, Waiting for a render service).
         ``progress`` is the current attempt's: stored as ``attempt_progress``, and the job's
         progress becomes the larger of the stored one and it (never decreasing). Rejected when
         terminal, when ``progress`` is below the attempt's stored one, or is 100 or more.
@@ -670,13 +686,15 @@ class JobStore(ABC):
     @abstractmethod
     async def heartbeat(
         self, replica_id: str, *, ttl_seconds: float, refused_writes: int = 0
-    ) -> None:
+    ) -> list[ReplicaBeat]:
         """Registers or renews the replica: alive until the database's ``now()`` plus
         ``ttl_seconds``. ``refused_writes``: how many of its fenced writes were refused (for
         the record: a replica that lost jobs says so). In the same transaction, the rows of
         replicas whose heartbeat expired more than FORGET_REPLICA_SECONDS ago are deleted
         (a crashed replica never deletes its own; to a claim a missing row and an expired one
-        are the same, and a replica that comes back registers again)."""
+        are the same, and a replica that comes back registers again). Returns the other
+        replicas' rows as that transaction saw them (what a reader of a job tells its owner's
+        state by, export_service.ownership.owner_gone), in the same round trip."""
 
     @abstractmethod
     async def release_replica(self, replica_id: str) -> int:

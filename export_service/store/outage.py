@@ -28,6 +28,7 @@ from export_service.store.base import (
     ProgressResult,
     ProgressUpdate,
     RenderAttempt,
+    ReplicaBeat,
     StoreUnavailable,
 )
 
@@ -274,8 +275,8 @@ class PatientStore(JobStore):
 
     async def heartbeat(
         self, replica_id: str, *, ttl_seconds: float, refused_writes: int = 0
-    ) -> None:
-        await self.inner.heartbeat(
+    ) -> list[ReplicaBeat]:
+        return await self.inner.heartbeat(
             replica_id, ttl_seconds=ttl_seconds, refused_writes=refused_writes
         )
 

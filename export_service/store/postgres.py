@@ -44,6 +44,7 @@ from export_service.store.base import (
     STAGE_COMPLETE,
     STAGE_FAILED,
     STAGE_QUEUED,
+    STAGES_BEFORE_RUNNING,
     Change,
     HistoryEntry,
     Job,
@@ -55,6 +56,7 @@ from export_service.store.base import (
     ProgressResult,
     ProgressUpdate,
     RenderAttempt,
+    ReplicaBeat,
     RequestIdDeleted,
     StaleLease,
     StoreUnavailable,
@@ -675,7 +677,7 @@ class PostgresJobStore(JobStore):
             if not 0 <= update.progress <= MAX_RUNNING_PROGRESS:
                 reason = f"progress {update.progress} is not allowed before COMPLETED"
                 return TransitionRejected(await self._select(conn, update.job_id), reason)
-            running = update.stage != STAGE_QUEUED
+            running = update.stage not in STAGES_BEFORE_RUNNING
             return await self._update(
                 conn,
                 update.job_id,
@@ -940,21 +942,27 @@ class PostgresJobStore(JobStore):
 
     async def heartbeat(
         self, replica_id: str, *, ttl_seconds: float, refused_writes: int = 0
-    ) -> None:
-        await self._run(
-            lambda conn: conn.execute(
+    ) -> list[ReplicaBeat]:
+        # One statement: the data-modifying CTEs always run; the SELECT reads the rows as the
+        # statement began (the others' are what it wants; this replica's own is left out).
+        rows = await self._run(
+            lambda conn: conn.fetch(
                 "WITH forgotten AS (DELETE FROM export_replicas WHERE id <> $1 "
-                "AND expires_at < now() - make_interval(secs => $4)) "
-                "INSERT INTO export_replicas (id, expires_at, refused_writes) "
+                "AND expires_at < now() - make_interval(secs => $4)), "
+                "renewed AS (INSERT INTO export_replicas (id, expires_at, refused_writes) "
                 "VALUES ($1, now() + make_interval(secs => $2), $3) "
                 "ON CONFLICT (id) DO UPDATE SET renewed_at = now(), "
-                "expires_at = EXCLUDED.expires_at, refused_writes = EXCLUDED.refused_writes",
+                "expires_at = EXCLUDED.expires_at, refused_writes = EXCLUDED.refused_writes) "
+                "SELECT id, extract(epoch FROM now() - renewed_at)::float8 AS renewed_ago, "
+                "extract(epoch FROM expires_at - now())::float8 AS expires_in "
+                "FROM export_replicas WHERE id <> $1",
                 replica_id,
                 ttl_seconds,
                 refused_writes,
                 FORGET_REPLICA_SECONDS,
             )
         )
+        return [ReplicaBeat(row["id"], row["renewed_ago"], row["expires_in"]) for row in rows]
 
     async def release_replica(self, replica_id: str) -> int:
         async def release(conn: asyncpg.Connection[Any]) -> int:

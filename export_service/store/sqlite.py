@@ -36,6 +36,7 @@ from export_service.store.base import (
     STAGE_COMPLETE,
     STAGE_FAILED,
     STAGE_QUEUED,
+    STAGES_BEFORE_RUNNING,
     Change,
     HistoryEntry,
     Job,
@@ -47,6 +48,7 @@ from export_service.store.base import (
     ProgressResult,
     ProgressUpdate,
     RenderAttempt,
+    ReplicaBeat,
     RequestIdDeleted,
     StaleLease,
     StoreUnavailable,
@@ -650,7 +652,7 @@ class SqliteJobStore(JobStore):
                         "stage": update.stage,
                         "eta": update.eta_seconds,
                         "seq": update.render_seq,
-                        "running": update.stage != STAGE_QUEUED,
+                        "running": update.stage not in STAGES_BEFORE_RUNNING,
                     },
                     f"progress {update.progress} refused (terminal, or below the stored progress)",
                     update.lease,
@@ -922,8 +924,8 @@ class SqliteJobStore(JobStore):
 
     async def heartbeat(
         self, replica_id: str, *, ttl_seconds: float, refused_writes: int = 0
-    ) -> None:
-        def renew() -> None:
+    ) -> list[ReplicaBeat]:
+        def renew() -> list[ReplicaBeat]:
             now = now_us()
             with _transaction(self._db):
                 self._db.execute(
@@ -942,8 +944,20 @@ class SqliteJobStore(JobStore):
                         "refused": refused_writes,
                     },
                 )
+                rows = self._db.execute(
+                    "SELECT id, renewed_at, expires_at FROM export_replicas WHERE id != ?",
+                    (replica_id,),
+                ).fetchall()
+            return [
+                ReplicaBeat(
+                    row["id"],
+                    (now - row["renewed_at"]) / 1_000_000,
+                    (row["expires_at"] - now) / 1_000_000,
+                )
+                for row in rows
+            ]
 
-        await self._run(self._durable(renew, full=False))
+        return await self._run(self._durable(renew, full=False))
 
     async def release_replica(self, replica_id: str) -> int:
         def release() -> int:

@@ -144,6 +144,16 @@ class OfferProgress:
 
 
 @dataclass(frozen=True)
+class OfferStage:
+    """Hands a stage of the tracker's own (no render reports it: "Waiting for a render
+    service") to the coalescing progress writer: written with the job's progress as it stands
+    (it does not move) and no ETA, fenced by the lease like every progress write, until the
+    render's next progress replaces it."""
+
+    stage: str
+
+
+@dataclass(frozen=True)
 class FlushProgress:
     """Writes the newest offered progress now: a terminal write follows."""
 
@@ -184,6 +194,7 @@ class ReleaseAttempt:
 Effect = (
     CloseStream
     | OfferProgress
+    | OfferStage
     | FlushProgress
     | DiscardProgress
     | DropProgress

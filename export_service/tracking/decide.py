@@ -16,7 +16,10 @@ What it decides, phase by phase:
 - lost render (NOT_FOUND, Failed SHUTDOWN): after a backoff the render is resubmitted as
   attempt + 1, up to ``max_attempts`` (then RENDER_LOST).
 - unreachable render service: asked again after a growing backoff with jitter; unreachable for
-  ``retry_budget`` seconds without an answer in between → RENDER_UNAVAILABLE. A busy one
+  ``retry_budget`` seconds without an answer in between → RENDER_UNAVAILABLE. Meanwhile the job
+  says so: its stage becomes "Waiting for a render service" (OfferStage: the progress it had, no
+  ETA) when the first wait begins, until the render's next progress (a heartbeat too) puts the
+  render's own stage back, or a new attempt's render reports its own. A busy one
   (RESOURCE_EXHAUSTED) answered: asked again with backoff, without limit.
   Before each such retry the job is read again: one that became terminal elsewhere needs
   nothing more.
@@ -66,6 +69,7 @@ from export_service.tracking.actions import (
     MarkRenderReleased,
     NextStep,
     OfferProgress,
+    OfferStage,
     ReadJob,
     ReadStream,
     ReleaseAttempt,
@@ -110,6 +114,7 @@ from videojob.limits import (
     FAILURE_RENDER_UNAVAILABLE,
     FAILURE_VERIFICATION_FAILED,
     RETRYABLE_RENDER_FAILURES,
+    STAGE_WAITING_FOR_RENDER,
 )
 from videojob.output_check import duration_problem
 
@@ -200,6 +205,9 @@ class TrackerState:
     remove_on_fail: str = ""
     # The next Render is to be placed on another render service than the last one.
     elsewhere: bool = False
+    # The job shows STAGE_WAITING_FOR_RENDER, offered by this tracker: the render's next
+    # progress, a heartbeat included, is offered to put the render's own stage back.
+    showing_wait: bool = False
 
 
 @dataclass(frozen=True)
@@ -257,11 +265,13 @@ def _streaming(state: TrackerState, observation: Observation, now: float) -> Dec
                 return Decision(state, ReadStream())
             state = replace(state, last_seq=seq, round_had_event=True)
             if isinstance(event, Progress):
-                if event.heartbeat:
+                if event.heartbeat and not state.showing_wait:
                     return Decision(state, ReadStream())
+                # A heartbeat repeats the render's last progress: offered only to replace the
+                # stage this tracker showed while the render service did not answer.
                 percent = min(max(event.percent, 0.0), MAX_RUNNING_PROGRESS)
                 offer = OfferProgress(percent, event.stage, event.eta_seconds, seq)
-                return Decision(state, ReadStream(), (offer,))
+                return Decision(replace(state, showing_wait=False), ReadStream(), (offer,))
             return _verdict(state, seq, event, now, closed)
         case StreamEnded():
             why = "the render stream ended without a terminal event"
@@ -364,6 +374,7 @@ def _resubmit_later(state: TrackerState, lost: Lost) -> Decision:
 def _ask_again_later(state: TrackerState, unreachable: Unreachable, now: float) -> Decision:
     rounds = state.retry_rounds + 1
     delay, state = _backoff(replace(state, retry_rounds=rounds), rounds)
+    effects: tuple[Effect, ...] = ()
     if not unreachable.busy:
         since = now if state.unreachable_since is None else state.unreachable_since
         waited = now - since
@@ -377,7 +388,12 @@ def _ask_again_later(state: TrackerState, unreachable: Unreachable, now: float) 
         delay = min(delay, budget - waited)
         if waited < state.settings.failover_after:  # a pool may fail over then
             delay = min(delay, state.settings.failover_after - waited)
-    return _wait(state, delay, unreachable.message, "asking again", AfterWait.ASK_AGAIN)
+        if not state.showing_wait:
+            # The job says that its render service does not answer, not the render's last
+            # stage with a frozen ETA.
+            effects = (OfferStage(STAGE_WAITING_FOR_RENDER),)
+            state = replace(state, showing_wait=True)
+    return _wait(state, delay, unreachable.message, "asking again", AfterWait.ASK_AGAIN, effects)
 
 
 def _waiting(state: TrackerState, observation: Observation, now: float) -> Decision:
@@ -608,9 +624,16 @@ def _unreachable(
     return Decision(replace(state, phase=Phase.CONFIRMING, retry=unreachable), ReadJob(), effects)
 
 
-def _wait(state: TrackerState, seconds: float, why: str, then: str, after: AfterWait) -> Decision:
+def _wait(
+    state: TrackerState,
+    seconds: float,
+    why: str,
+    then: str,
+    after: AfterWait,
+    effects: tuple[Effect, ...] = (),
+) -> Decision:
     waiting = replace(state, phase=Phase.WAITING, after_wait=after)
-    return Decision(waiting, Wait(max(seconds, 0.0), why, then))
+    return Decision(waiting, Wait(max(seconds, 0.0), why, then), effects)
 
 
 def _give_up(

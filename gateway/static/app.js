@@ -9,6 +9,11 @@ const LIST_LIMIT = 20;
 const POLL_MS = 1000;
 const STREAM_RETRY_MS = 5000;
 const HEALTH_MS = 10000;
+// The export service's render health check runs every 2 s: asked again after this, the badge
+// has caught up with a job that started or stopped waiting for a render service.
+const HEALTH_RECHECK_MS = 3000;
+// The stage a job shows while its render service does not answer (the export service's own).
+const RENDER_WAIT_STAGE = "Waiting for a render service";
 
 const jobs = new Map();  // id -> newest job JSON of every job shown
 const cards = new Map(); // id -> its <li>
@@ -24,6 +29,7 @@ const state = {
   history: null,       // the open job's history: {id, entries, loading, wanted}
   codecs: {},         // container -> video codecs, from the OpenAPI document
   listGeneration: 0,  // bumps on every reset, so that a late answer of an older list is dropped
+  healthRecheck: null, // the badge's second look after a job started or stopped waiting
 };
 
 const $ = (selector) => document.querySelector(selector);
@@ -147,6 +153,24 @@ function describeOutput(spec) {
   return [container.toUpperCase(), codec.toUpperCase(), size].filter(Boolean).join(" · ");
 }
 
+// What the stage line says: the stage, and while the export service retries the render that
+// it does (a resubmitted render also with its attempt and that attempt's own progress). The
+// stage is the export service's own while the render service does not answer ("Waiting for a
+// render service") or while no export replica drives the job ("Waiting for its export replica").
+function stageText(job, attemptWord) {
+  const stage = job.stage || "";
+  if (!job.retrying) return stage;
+  if (job.attempt > 1) {
+    const own = Math.floor(job.attemptProgress || 0) + "% of " + attemptWord;
+    return ["Retrying", "attempt " + job.attempt, own, stage].join(" · ");
+  }
+  return "Retrying · " + stage;
+}
+
+function waitsForRenders(job) {
+  return Boolean(job) && !TERMINAL.has(job.status) && job.stage === RENDER_WAIT_STAGE;
+}
+
 // --- Cards ------------------------------------------------------------------------------------
 
 function cardFor(job) {
@@ -182,10 +206,8 @@ function render(job) {
   bar.setAttribute("aria-valuenow", String(shown));
   bar.querySelector(".bar-fill").style.width = percent + "%";
   card.querySelector(".percent").textContent = shown + "%";
-  // A resubmitted render: say so, with the new render's own progress (the bar keeps the job's).
-  card.querySelector(".stage").textContent = job.retrying
-    ? "Retrying · attempt " + job.attempt + " · " + Math.floor(job.attemptProgress || 0) + "% of it · " + (job.stage || "")
-    : job.stage || "";
+  // A retried render: say so (a resubmitted one with its own progress; the bar keeps the job's).
+  card.querySelector(".stage").textContent = stageText(job, "it");
   card.querySelector(".eta").textContent = job.status === "running" ? formatEta(job.etaSeconds) : "";
   const error = card.querySelector(".job-error");
   error.hidden = !job.error;
@@ -218,6 +240,8 @@ function matchesFilter(job) {
 function update(job) {
   const known = jobs.get(job.id);
   if (known && known.version > job.version) return; // never step back to an older state
+  // The badge says whether render services answer: it agrees with the cards (see recheckHealth).
+  if (waitsForRenders(job) !== waitsForRenders(known)) recheckHealth();
   if (job.id === state.detailId) renderDetail(job);
   if (!matchesFilter(job)) {
     if (known) removeJob(job.id);
@@ -592,9 +616,9 @@ function renderDetail(job) {
   const status = $("#detail-status");
   status.textContent = job.status;
   status.dataset.status = job.status;
-  $("#detail-stage").textContent = job.retrying
-    ? "Retrying · attempt " + job.attempt + " · " + Math.floor(job.attemptProgress || 0) + "% of this attempt · " + job.stage
-    : job.stage + (TERMINAL.has(job.status) ? "" : " · " + Math.floor(job.progress) + "%");
+  $("#detail-stage").textContent = job.retrying && job.attempt > 1
+    ? stageText(job, "this attempt")
+    : stageText(job, "") + (TERMINAL.has(job.status) ? "" : " · " + Math.floor(job.progress) + "%");
   // The render service of each attempt, for the timeline.
   state.attemptServices = new Map(
     (job.attempts || []).map((attempt) => [attempt.attempt, attempt.renderService ? attempt.renderService.instanceId || attempt.renderService.address : ""])
@@ -749,6 +773,15 @@ function renderHistory(entries) {
 }
 
 // --- Health and the token ---------------------------------------------------------------------
+
+// A job started or stopped waiting for a render service: the badge, which otherwise looks every
+// 10 s, looks now and once more when the export service's own check has caught up, so that it
+// does not say "service up" beside a card that waits for renders (or the reverse) for long.
+function recheckHealth() {
+  clearTimeout(state.healthRecheck);
+  checkHealth();
+  state.healthRecheck = setTimeout(checkHealth, HEALTH_RECHECK_MS);
+}
 
 async function checkHealth() {
   const badge = $("#health");

@@ -26,6 +26,7 @@ from export_service.tracking.actions import (
     MarkRenderReleased,
     NextStep,
     OfferProgress,
+    OfferStage,
     ReadJob,
     ReadStream,
     ReleaseAttempt,
@@ -68,6 +69,7 @@ from export_service.tracking.observations import (
     Unreached,
     Written,
 )
+from videojob.limits import STAGE_WAITING_FOR_RENDER
 from videojob.output_check import OutputFault, OutputProblem
 
 TERMINAL_WRITES = (WriteComplete, WriteFail, WriteCancel)
@@ -269,7 +271,14 @@ def check(world: World, before: TrackerState, seen: Observation, decision: Decis
         for a in (*decision.effects, ask)
         if isinstance(
             a,
-            (OfferProgress, FlushProgress, BeginAttempt, DropProgress, *TERMINAL_WRITES),
+            (
+                OfferProgress,
+                OfferStage,
+                FlushProgress,
+                BeginAttempt,
+                DropProgress,
+                *TERMINAL_WRITES,
+            ),
         )
     ]
     if world.terminal_write_committed:
@@ -305,6 +314,23 @@ def check(world: World, before: TrackerState, seen: Observation, decision: Decis
         if isinstance(effect, ReleaseAttempt):
             assert isinstance(seen, Written) and before.phase.value == "beginning attempt"
             assert effect.attempt == before.attempt < state.attempt
+    # The tracker's own stage: shown once a wait for an unanswering render service begins, and
+    # only then; a heartbeat is offered only to put the render's stage back over it.
+    for effect in decision.effects:
+        if isinstance(effect, OfferStage):
+            assert effect == OfferStage(STAGE_WAITING_FOR_RENDER), decision
+            assert not before.showing_wait and state.showing_wait, decision
+            assert isinstance(ask, Wait) and ask.then == "asking again", decision
+            assert getattr(before.retry, "busy", True) is False, decision
+    if (
+        isinstance(seen, EventReceived)
+        and isinstance(seen.event, Progress)
+        and seen.event.heartbeat
+        and seen.seq > before.last_seq
+    ):
+        offered = any(isinstance(e, OfferProgress) for e in decision.effects)
+        assert offered == before.showing_wait, decision
+        assert not state.showing_wait
     # Give-ups no later than their budgets.
     if world.unreachable_since is not None and isinstance(ask, Wait) and ask.then == "asking again":
         assert world.now + ask.seconds <= world.unreachable_since + s.retry_budget + 1e-6
@@ -551,6 +577,74 @@ def test_invalid_argument_judges_the_spec_only_at_render() -> None:
     assert at_render.next == WriteFail("INVALID_INPUT", "bad crf", "spec.output.crf")
     at_watch = decide(streaming(last_seq=4), invalid, 1.0)
     assert at_watch.next == GetRender("the render stream broke (INVALID_ARGUMENT)")
+
+
+def unanswered(state: TrackerState, now: float, code: grpc.StatusCode) -> Decision:
+    """A GetRender (or Render) the render service did not answer, and the job read again."""
+    confirm = decide(state, RpcFailed(code, "connection refused"), now)
+    assert confirm.next == ReadJob(), confirm
+    return decide(confirm.state, JobRead(False, 1, 3, 2.0), now)
+
+
+def test_a_render_service_that_does_not_answer_shows_as_waited_for_until_events_flow() -> None:
+    """The stream breaks and GetRender finds nobody: the job says "Waiting for a render
+    service" (once, whatever the rounds), until the render's next event puts its own stage
+    back, a heartbeat included."""
+    running = decide(streaming(), EventReceived(3, Progress(40.0, "Rendering", 12.0)), 0.5)
+    broke = decide(running.state, RpcFailed(grpc.StatusCode.UNAVAILABLE, "reset"), 1.0)
+    assert broke.next == GetRender("the render stream broke (UNAVAILABLE)")
+    wait = unanswered(broke.state, 1.0, grpc.StatusCode.UNAVAILABLE)
+    assert isinstance(wait.next, Wait) and wait.next.then == "asking again"
+    assert wait.effects == (OfferStage(STAGE_WAITING_FOR_RENDER),)
+    assert wait.state.showing_wait
+    now = 1.0
+    for code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE, None):
+        assert isinstance(wait.next, Wait)
+        now += wait.next.seconds
+        ask = decide(wait.state, TimerFired(), now)
+        assert isinstance(ask.next, GetRender)
+        if code is None:
+            break
+        wait = unanswered(ask.state, now, code)
+        assert wait.effects == ()  # shown once
+    # It answers: the render runs; re-attached, its heartbeat brings its stage back.
+    report = decide(ask.state, RenderReport(5, Progress(41.0, "Rendering", 11.0)), now)
+    assert report.next == WatchRender(3) and report.effects == ()
+    beat = Progress(41.0, "Rendering", 11.0, heartbeat=True)
+    back = decide(report.state, EventReceived(6, beat), now + 0.1)
+    assert back.effects == (OfferProgress(41.0, "Rendering", 11.0, 6),)
+    assert not back.state.showing_wait
+    again = decide(back.state, EventReceived(7, beat), now + 1.1)
+    assert again.effects == ()  # a heartbeat is offered only over the tracker's own stage
+
+
+def test_the_stage_of_a_new_attempt_replaces_the_wait() -> None:
+    """A render service that comes back without the render: the next attempt's own progress
+    replaces the waiting stage (and the wait is not shown again when nothing needs it)."""
+    broke = decide(streaming(last_seq=3), StreamEnded(), 1.0)
+    wait = unanswered(broke.state, 1.0, grpc.StatusCode.UNAVAILABLE)
+    assert isinstance(wait.next, Wait) and wait.effects == (OfferStage(STAGE_WAITING_FOR_RENDER),)
+    ask = decide(wait.state, TimerFired(), 1.0 + wait.next.seconds)
+    lost = decide(ask.state, RpcFailed(grpc.StatusCode.NOT_FOUND, "unknown render"), 2.0)
+    resubmit = decide(lost.state, JobRead(False, 1, 3, 2.0), 2.0)
+    assert isinstance(resubmit.next, Wait) and resubmit.effects == ()
+    begin = decide(resubmit.state, TimerFired(), 3.0)
+    render = decide(begin.state, Written(2), 3.0)
+    assert render.next == CallRender(2) and render.state.showing_wait
+    first = decide(render.state, EventReceived(1, Progress(0.0, "Preparing", 0.0)), 3.1)
+    assert first.effects == (OfferProgress(0.0, "Preparing", 0.0, 1),)
+    assert not first.state.showing_wait
+
+
+def test_a_busy_render_service_or_a_budget_spent_shows_no_wait() -> None:
+    busy = decide(streaming(), RpcFailed(grpc.StatusCode.RESOURCE_EXHAUSTED, "full"), 1.0)
+    wait = decide(busy.state, JobRead(False, 1, 0, 2.0), 1.0)
+    assert isinstance(wait.next, Wait) and wait.effects == ()
+    broke = decide(streaming(last_seq=3), StreamEnded(), 0.0)
+    ask = decide(broke.state, RpcFailed(grpc.StatusCode.UNAVAILABLE, "refused"), 0.0)
+    gave_up = decide(ask.state, JobRead(False, 1, 3, 2.0), SETTINGS.retry_budget)
+    assert isinstance(gave_up.next, WriteFail) and gave_up.effects == ()
+    assert gave_up.next.code == "RENDER_UNAVAILABLE"
 
 
 def test_a_busy_render_service_is_asked_again_without_limit_and_with_growing_backoff() -> None:

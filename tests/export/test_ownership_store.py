@@ -121,6 +121,19 @@ async def test_a_heartbeat_forgets_replicas_gone_for_long(backend: Backend) -> N
     ]
 
 
+async def test_a_heartbeat_brings_back_the_other_replicas_rows(store: JobStore) -> None:
+    """In the same round trip as the renewal: every other replica's row as the database sees
+    it (seconds since its renewal, until its expiry, negative once expired), not its own."""
+    assert await store.heartbeat("a", ttl_seconds=60) == []
+    await store.heartbeat("late", ttl_seconds=-5)
+    (late,) = await store.heartbeat("a", ttl_seconds=60)
+    assert late.replica_id == "late" and -6 < late.expires_in < -4.9
+    assert 0 <= late.renewed_ago < 1, late
+    beats = {beat.replica_id: beat for beat in await store.heartbeat("late", ttl_seconds=30)}
+    assert set(beats) == {"a"}
+    assert 59 < beats["a"].expires_in <= 60 and 0 <= beats["a"].renewed_ago < 1, beats
+
+
 async def test_claims_skip_live_owners_and_raise_the_epoch_by_one(store: JobStore) -> None:
     await store.heartbeat("a", ttl_seconds=60)
     await store.heartbeat("b", ttl_seconds=60)

@@ -18,6 +18,7 @@ import pytest
 
 from export_service.progress_writer import ProgressWriter
 from export_service.store import Job, JobStatus, ProgressUpdate
+from export_service.store.base import STAGE_WAITING_FOR_RENDER
 from export_service.store.sqlite import SqliteJobStore
 from tests.export.conftest import FAST_TRACKER, StartExport, pattern_spec, watch
 from tests.support.polling import wait_until
@@ -207,6 +208,50 @@ async def test_a_new_stage_is_written_at_once_whatever_the_interval(tmp_path: Pa
             ("Finalizing", 95.0),
             ("Verifying", 99.0),
         ]
+    finally:
+        await writer.stop()
+        await store.close()
+
+
+async def test_the_trackers_own_stage_keeps_the_newest_progress_and_has_no_eta(
+    tmp_path: Path,
+) -> None:
+    """The tracker's own stage, "Waiting for a render service", is written at once with the
+    newest progress offered (not the older one stored: the attempt's progress must not fall, or
+    the store refuses it) and no ETA; it leaves a job that never started QUEUED, and the job
+    says it is retrying until the render's own stage is back."""
+    store = await SqliteJobStore.open(tmp_path / "jobs.db")
+    written: list[Job] = []
+    store.add_listener(written.append)
+    writer = ProgressWriter(store, interval=60.0)
+    writer.start()
+    try:
+        spec = pattern_spec().SerializeToString()
+        await store.create(job_id="queued", request_id="q", spec=spec)
+        writer.register("queued", 0.0)
+        writer.offer_stage("queued", STAGE_WAITING_FOR_RENDER, None)
+        await wait_until(lambda: written[-1].id == "queued" and written[-1].version == 2)
+        queued = written[-1]
+        assert (queued.status, queued.stage) == (JobStatus.QUEUED, "Waiting for a render service")
+        assert queued.retrying and queued.started_at is None
+
+        await store.create(job_id="job", request_id="r", spec=spec)
+        writer.register("job", 0.0)
+        writer.offer(ProgressUpdate("job", 2.0, "Rendering", 30.0, 1))
+        await wait_until(lambda: written[-1].stage == "Rendering")
+        writer.offer(ProgressUpdate("job", 40.0, "Rendering", 20.0, 2))  # waits the interval
+        writer.offer_stage("job", STAGE_WAITING_FOR_RENDER, None)
+        await wait_until(lambda: written[-1].stage == STAGE_WAITING_FOR_RENDER, within=10.0)
+        waiting = written[-1]
+        assert (waiting.status, waiting.progress, waiting.eta_seconds) == (
+            JobStatus.RUNNING,
+            40.0,
+            0.0,
+        )
+        assert waiting.retrying and waiting.attempt == 1
+        writer.offer(ProgressUpdate("job", 41.0, "Rendering", 19.0, 3))
+        await wait_until(lambda: written[-1].stage == "Rendering", within=10.0)
+        assert not written[-1].retrying
     finally:
         await writer.stop()
         await store.close()

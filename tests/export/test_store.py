@@ -29,6 +29,7 @@ from export_service.store import (
     open_store,
 )
 from export_service.store.base import (
+    STAGE_WAITING_FOR_RENDER,
     Change,
     RenderAttempt,
     RequestIdDeleted,
@@ -204,6 +205,37 @@ async def test_every_change_raises_version_by_one(store: JobStore) -> None:
     )
     assert job.finished_at is not None
     assert seen == [("job1", v) for v in range(1, 6)]
+
+
+async def test_waiting_for_a_render_service_starts_nothing_and_says_retrying(
+    store: JobStore,
+) -> None:
+    """The tracker's own stage leaves a job that never started QUEUED (and a running one
+    RUNNING), and the job says it is retrying while it shows it."""
+    await new_job(store)
+    job = await store.record_progress(
+        "job1", progress=0, stage=STAGE_WAITING_FOR_RENDER, eta_seconds=0, render_seq=0
+    )
+    assert (job.status, job.stage, job.started_at, job.retrying) == (
+        JobStatus.QUEUED,
+        STAGE_WAITING_FOR_RENDER,
+        None,
+        True,
+    )
+    job = await store.record_progress(
+        "job1", progress=30, stage="Rendering", eta_seconds=5, render_seq=4
+    )
+    assert (job.status, job.retrying) == (JobStatus.RUNNING, False)
+    job = await store.record_progress(
+        "job1", progress=30, stage=STAGE_WAITING_FOR_RENDER, eta_seconds=0, render_seq=0
+    )
+    assert (job.status, job.progress, job.last_render_seq, job.retrying) == (
+        JobStatus.RUNNING,
+        30,
+        4,
+        True,
+    )
+    assert not (await complete(store, "job1")).retrying
 
 
 async def test_progress_never_decreases(store: JobStore) -> None:

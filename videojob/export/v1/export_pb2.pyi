@@ -103,6 +103,7 @@ class VideoJob(_message.Message):
     RENDER_SERVICE_FIELD_NUMBER: _builtins.int
     RETRYING_FIELD_NUMBER: _builtins.int
     ATTEMPT_PROGRESS_FIELD_NUMBER: _builtins.int
+    AWAITING_OWNER_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     status: Global___JobStatus.ValueType
     progress: _builtins.float
@@ -116,11 +117,21 @@ class VideoJob(_message.Message):
     output_size_bytes: _builtins.int
     output_duration_seconds: _builtins.float
     retrying: _builtins.bool
-    """True while an active job's render was submitted again (attempt 2 or later): progress is
-    the job's (never decreasing), attempt_progress the new render's own, eta_seconds its ETA.
+    """True while the export service retries an active job's render: it was submitted again
+    (attempt 2 or later: progress is the job's, never decreasing, attempt_progress the new
+    render's own, eta_seconds its ETA), or the render service of its attempt does not answer
+    and the job's owner keeps asking it (stage "Waiting for a render service", no ETA).
     """
     attempt_progress: _builtins.float
     """The current attempt's own progress, 0 to 100 (equal to progress on the first attempt)."""
+    awaiting_owner: _builtins.bool
+    """True while no export replica drives the active job: its owner stopped renewing its lease
+    (or handed the job back) and no other replica has taken it over yet. Derived when the job
+    is read, from the owner's heartbeat as the answering replica last saw it; never stored,
+    so the version does not change: stage then reads "Waiting for its export replica" (the
+    stored stage is the owner's last) and eta_seconds is 0. WatchExport sends each version
+    once, with this as it was when read; WatchExports sends a job again when this changed.
+    """
     @_builtins.property
     def error(self) -> Global___JobError: ...
     @_builtins.property
@@ -167,10 +178,11 @@ class VideoJob(_message.Message):
         render_service: Global___RenderService | None = ...,
         retrying: _builtins.bool = ...,
         attempt_progress: _builtins.float = ...,
+        awaiting_owner: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "render_service", b"render_service", "spec", b"spec", "started_at", b"started_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "attempt_progress", b"attempt_progress", "attempts", b"attempts", "created_at", b"created_at", "error", b"error", "eta_seconds", b"eta_seconds", "finished_at", b"finished_at", "id", b"id", "output_duration_seconds", b"output_duration_seconds", "output_path", b"output_path", "output_size_bytes", b"output_size_bytes", "progress", b"progress", "render_service", b"render_service", "request_id", b"request_id", "retrying", b"retrying", "spec", b"spec", "stage", b"stage", "started_at", b"started_at", "status", b"status", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "attempt_progress", b"attempt_progress", "attempts", b"attempts", "awaiting_owner", b"awaiting_owner", "created_at", b"created_at", "error", b"error", "eta_seconds", b"eta_seconds", "finished_at", b"finished_at", "id", b"id", "output_duration_seconds", b"output_duration_seconds", "output_path", b"output_path", "output_size_bytes", b"output_size_bytes", "progress", b"progress", "render_service", b"render_service", "request_id", b"request_id", "retrying", b"retrying", "spec", b"spec", "stage", b"stage", "started_at", b"started_at", "status", b"status", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
