@@ -20,7 +20,7 @@ from bench.jobs import create_job, test_pattern_spec
 from bench.report import BenchResult
 from bench.stack import running_stack
 from bench.stats import percentile
-from videojob.launcher.process import PROJECT_ROOT
+from videojob_launcher.process import PROJECT_ROOT
 
 NAME = "fanout"
 TITLE = "SSE fan-out on one gateway"

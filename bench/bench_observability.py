@@ -35,8 +35,8 @@ from bench.jobs import test_pattern_spec
 from bench.report import BenchResult
 from bench.stack import SYNTHETIC_RENDER_MODULE
 from bench.stats import percentile
-from videojob.launcher import Role, Stack, StackConfig
-from videojob.launcher.process import PROJECT_ROOT
+from videojob_launcher import Role, Stack, StackConfig
+from videojob_launcher.process import PROJECT_ROOT
 
 NAME = "observability"
 TITLE = "Overhead of metrics and JSON logs on latency and fan-out"

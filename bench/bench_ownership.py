@@ -35,14 +35,15 @@ from bench.stack import SYNTHETIC_RENDER_MODULE
 from bench.stats import percentile
 from export_service.ownership import DEFAULT_LEASE_TTL_SECONDS
 from export_service.store.factory import open_store
+from videojob.endpoints import EXPORT_SERVICE
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 from videojob.grpc_setup import create_channel
-from videojob.launcher import Role, ServiceProcess, Stack, StackConfig
-from videojob.launcher.health import grpc_serving
-from videojob.launcher.process import ProcessSpec
-from videojob.launcher.stack import EXPORT_SERVICE, export_args
 from videojob.render.v1 import spec_pb2
 from videojob.spec_validation import normalize_spec
+from videojob_launcher import Role, ServiceProcess, Stack, StackConfig
+from videojob_launcher.health import grpc_serving
+from videojob_launcher.process import ProcessSpec
+from videojob_launcher.stack import export_args
 
 NAME = "ownership"
 TITLE = "Export replicas on PostgreSQL: claims per second, takeover after SIGKILL and SIGTERM"

@@ -23,8 +23,8 @@ from bench.report import BenchResult
 from bench.stats import percentile
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 from videojob.grpc_setup import create_channel
-from videojob.launcher import Role, Stack, StackConfig
 from videojob.render.v1 import spec_pb2
+from videojob_launcher import Role, Stack, StackConfig
 
 NAME = "render_pool"
 TITLE = "A pool of render services: spread of placements, failover after a render service dies"

@@ -26,9 +26,9 @@ from bench.stack import SYNTHETIC_RENDER_MODULE
 from bench.stats import percentile
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 from videojob.grpc_setup import create_channel
-from videojob.launcher import Role, Stack, StackConfig
 from videojob.render.v1 import spec_pb2
 from videojob.sse_client import aframes
+from videojob_launcher import Role, Stack, StackConfig
 
 NAME = "replica_changes"
 TITLE = "A change on one export replica to an SSE client through another (PostgreSQL)"

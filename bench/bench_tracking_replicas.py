@@ -33,8 +33,8 @@ from bench.postgres import (
 from bench.report import BenchResult
 from bench.stack import SYNTHETIC_RENDER_MODULE
 from videojob.export.v1 import export_pb2, export_pb2_grpc
-from videojob.launcher import Role, Stack, StackConfig
 from videojob.render.v1 import spec_pb2
+from videojob_launcher import Role, Stack, StackConfig
 
 NAME = "tracking_replicas"
 TITLE = "Tracking concurrent renders: CPU per job on PostgreSQL against SQLite; owner changes"

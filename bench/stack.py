@@ -1,4 +1,4 @@
-"""The real services as processes for a benchmark (videojob.launcher): render, export and
+"""The real services as processes for a benchmark (videojob_launcher): render, export and
 gateway on port 0, or the export service against bench's synthetic render server."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from videojob.launcher import Role, Stack, StackConfig
+from videojob_launcher import Role, Stack, StackConfig
 
 __all__ = ["Stack", "running_stack"]
 

@@ -29,6 +29,7 @@ from typing import Any
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from videojob.endpoints import RENDER_SERVICE
 from videojob.ffmpeg_binary import ffmpeg_binary
 from videojob.grpc_setup import SERVER_OPTIONS, add_health_and_reflection, bind
 from videojob.render.v1 import render_pb2, render_pb2_grpc
@@ -36,7 +37,7 @@ from videojob.stop_signals import stop_signalled
 
 logger = logging.getLogger(__name__)
 
-SERVICE_NAME = "videojob.render.v1.RenderService"
+SERVICE_NAME = RENDER_SERVICE
 RENDER_BAND_START = 2.0
 RENDER_BAND_END = 95.0
 TEMPLATE_SECONDS = 1.0

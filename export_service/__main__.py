@@ -33,7 +33,7 @@ from videojob.flags import (
 from videojob.grpc_setup import TlsFiles
 from videojob.logging_setup import configure_logging, set_replica
 from videojob.metrics import EXPORT, MetricsServer, serve_metrics
-from videojob.stop_signals import stop_signalled
+from videojob.stop_signals import run_service, stop_signalled
 from videojob.tracing import configure_tracing
 
 logger = logging.getLogger("export_service")
@@ -249,11 +249,15 @@ async def _serve(config: ExportConfig) -> int:
         await store.close()
         print(f"export_service: cannot start: {error}", file=sys.stderr, flush=True)
         return EXIT_USAGE
-    host = config.listen.rsplit(":", 1)[0]
-    print(f"export_service listening on {host}:{export.port}", flush=True)
-    await stop_signalled()
-    logger.info("shutting down")
-    await export.stop(config.shutdown_grace)
+    try:
+        host = config.listen.rsplit(":", 1)[0]
+        print(f"export_service listening on {host}:{export.port}", flush=True)
+        await stop_signalled()
+        logger.info("shutting down")
+    finally:
+        # Whatever ends the wait (a signal, or an error or a cancellation): stopped as on a
+        # signal (trackers, watch streams, the server, the store).
+        await export.stop(config.shutdown_grace)
     return 0
 
 
@@ -262,7 +266,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     configure_logging(flags.log_level, flags.log_format)
     set_replica(default_writer("export_service"))
     configure_tracing("export_service", environ)
-    return asyncio.run(serve(config_from_flags(flags), flags.metrics_listen))
+    return run_service(serve(config_from_flags(flags), flags.metrics_listen))
 
 
 if __name__ == "__main__":

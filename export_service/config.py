@@ -7,6 +7,7 @@ from pathlib import Path
 
 from export_service.ownership import DEFAULT_LEASE_TTL_SECONDS
 from export_service.store.factory import DEFAULT_DATABASE
+from videojob.endpoints import DEFAULT_EXPORT_ADDRESS, DEFAULT_RENDER_ADDRESS
 from videojob.grpc_setup import TlsFiles
 
 
@@ -53,10 +54,10 @@ class TrackerSettings:
 
 @dataclass(frozen=True)
 class ExportConfig:
-    listen: str = "127.0.0.1:50052"
+    listen: str = DEFAULT_EXPORT_ADDRESS
     # One render service, or a pool: a comma-separated list (dns:///name:port entries are
     # re-resolved periodically); see export_service.render_pool.
-    render_addr: str = "127.0.0.1:50051"
+    render_addr: str = DEFAULT_RENDER_ADDRESS
     # The render services' shared output directory as this process sees it (None: it does not
     # see it): where the partial file of a render service that died is removed.
     render_output_dir: Path | None = None

@@ -14,7 +14,6 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -49,6 +48,7 @@ from export_service.store.outage import PatientStore
 from export_service.store.postgres import PostgresJobStore
 from export_service.tracker import RenderSupervisor
 from videojob import metrics, stamps, tracing
+from videojob.endpoints import IDEMPOTENT_REPLAYED_METADATA
 from videojob.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -71,15 +71,10 @@ from videojob.limits import (
     MAX_WATCH_IDS,
 )
 from videojob.render.v1 import spec_pb2
-
-if TYPE_CHECKING:
-    from videojob.render.v1.render_pb2_grpc import RenderServiceAsyncStub
 from videojob.spec_validation import normalize_spec
 
 logger = logging.getLogger(__name__)
 
-# CreateExport's trailing metadata on an answer that replays a known request id.
-IDEMPOTENT_REPLAYED_METADATA = "idempotent-replayed"
 SERVICE_NAME = export_pb2.DESCRIPTOR.services_by_name["ExportService"].full_name
 # WatchExports waits this long after a change notification before re-reading the store, so a
 # burst of changes costs one read.
@@ -192,16 +187,14 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
         hub: ChangeHub,
         supervisor: RenderSupervisor,
         config: ExportConfig,
-        render_stub: RenderServiceAsyncStub | None = None,
         render_pool: RenderPool | None = None,
     ) -> None:
         self._store = store
         self._hub = hub
         self._supervisor = supervisor
         self._config = config
-        # Answers CheckInputs for CreateExport; None: inputs are checked by the render alone.
-        self._render_stub = render_stub
-        # A pool of render services: any usable one answers CheckInputs.
+        # A pool of render services: any usable one answers CheckInputs for CreateExport.
+        # None: inputs are checked by the render alone.
         self._render_pool = render_pool
 
     def _shown(self, job: Job) -> export_pb2.VideoJob:
@@ -248,13 +241,8 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
             else None
         )
         if known is None:
-            checker = (
-                self._render_pool.any_usable().stub
-                if self._render_pool is not None
-                else self._render_stub
-            )
-            if checker is not None:
-                await check_inputs(checker, normalized)
+            if self._render_pool is not None:
+                await check_inputs(self._render_pool.any_usable().stub, normalized)
             job, created = await self._store.create(
                 job_id=job_id,
                 request_id=request_id,

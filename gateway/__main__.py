@@ -13,7 +13,7 @@ import re
 import signal
 import socket
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import FrameType
 
 import uvicorn
@@ -21,7 +21,6 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
 from gateway.app import create_app
-from gateway.list_watch import ListWatchHub
 from gateway.settings import (
     DEFAULT_HEARTBEAT_SECONDS,
     DEFAULT_MAX_BODY_BYTES,
@@ -32,7 +31,7 @@ from gateway.settings import (
     DEFAULT_UPSTREAM_RETRY_SECONDS,
     Settings,
 )
-from gateway.watch_hub import JobWatchHub
+from videojob.endpoints import DEFAULT_GATEWAY_ADDRESS
 from videojob.flags import (
     BOOLEAN,
     Flag,
@@ -60,7 +59,7 @@ FLAGS = FlagTable(
     env_prefix="GATEWAY_",
     description="Serves the HTTP API, its event streams and the page over the export service.",
     flags=(
-        Flag("--listen", listen_address(), "127.0.0.1:8080", "address to serve on"),
+        Flag("--listen", listen_address(), DEFAULT_GATEWAY_ADDRESS, "address to serve on"),
         Flag(
             "--export-addr",
             target_addresses(),
@@ -197,12 +196,12 @@ class GatewayServer(uvicorn.Server):
         # Stop accepting first, so that no client resumes its stream on this process.
         for server in self.servers:
             server.close()
-        hub: JobWatchHub | None = getattr(self._app.state, "watch_hub", None)
-        if hub is not None:
-            await hub.close()
-        list_hub: ListWatchHub | None = getattr(self._app.state, "list_watch_hub", None)
-        if list_hub is not None:
-            await list_hub.close()
+        # The lifespan knows what streams there are (gateway.app); None: it never started.
+        end_event_streams: Callable[[], Awaitable[None]] | None = getattr(
+            self._app.state, "end_event_streams", None
+        )
+        if end_event_streams is not None:
+            await end_event_streams()
         await super().shutdown(sockets)
 
 

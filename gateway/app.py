@@ -25,13 +25,6 @@ from starlette.staticfiles import StaticFiles
 
 from gateway import sse
 from gateway.errors import EXCEPTION_HANDLERS, error_response
-from gateway.job_json import (
-    STATUS_BY_NAME,
-    history_entry_to_json,
-    is_terminal,
-    job_to_json,
-    spec_from_json,
-)
 from gateway.list_watch import ListWatchHub, View
 from gateway.media import media_collection
 from gateway.middleware import BearerTokenMiddleware, BodySizeLimitMiddleware
@@ -48,6 +41,7 @@ from gateway.openapi import (
 from gateway.settings import Settings
 from gateway.watch_hub import JobWatchHub
 from videojob import limits, metrics, tracing
+from videojob.endpoints import EXPORT_SERVICE, IDEMPOTENT_REPLAYED_METADATA
 from videojob.errors import FailedPrecondition, InvalidArgument, MalformedArgument, NotFound
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 from videojob.grpc_setup import (
@@ -56,12 +50,19 @@ from videojob.grpc_setup import (
     replica_server_name,
     replica_target,
 )
+from videojob.job_json import (
+    STATUS_BY_NAME,
+    history_entry_to_json,
+    is_terminal,
+    job_to_json,
+    spec_from_json,
+)
 from videojob.limits import CONTAINER_MEDIA_TYPES, DEFAULT_CONTAINER
 
 logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-EXPORT_SERVICE_NAME = "videojob.export.v1.ExportService"
+EXPORT_SERVICE_NAME = EXPORT_SERVICE
 # The export service's report of its render services (export_service.render_health).
 RENDER_HEALTH_SERVICE_NAME = f"{EXPORT_SERVICE_NAME}/render"
 HEALTH_CHECK_TIMEOUT_SECONDS = 2.0
@@ -70,8 +71,6 @@ CONTENT_TYPES = CONTAINER_MEDIA_TYPES
 LIVEZ_BODY = b'{"status":"ok"}'
 MEDIA_PATH = "/api/media"
 IDEMPOTENT_REPLAYED_HEADER = "Idempotent-Replayed"
-# The export service's trailing metadata on a CreateExport that replayed a known request id.
-IDEMPOTENT_REPLAYED_METADATA = "idempotent-replayed"
 
 
 class Export:
@@ -399,8 +398,22 @@ async def openapi(request: Request) -> Response:
     return JSONResponse(OPENAPI_DOCUMENT)
 
 
+# What the page asks for at a time, written into index.html in place of {{NAME}}: the jobs of
+# one page of the list (and of the event stream that follows them), and the history entries
+# of one request (as many as a request may ask for).
+PAGE_SIZES = {"LIST_LIMIT": DEFAULT_LIST_LIMIT, "HISTORY_LIMIT": limits.MAX_HISTORY_LIMIT}
+
+
+def _page_with_sizes() -> str:
+    page = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+    for name, size in PAGE_SIZES.items():
+        page = page.replace("{{" + name + "}}", str(size))
+    return page
+
+
 async def index(request: Request) -> Response:
-    return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+    page = await asyncio.to_thread(_page_with_sizes)
+    return Response(page, media_type="text/html", headers={"Cache-Control": "no-cache"})
 
 
 async def docs(request: Request) -> Response:
@@ -440,11 +453,20 @@ def create_app(settings: Settings) -> Starlette:
             retry_seconds=settings.upstream_retry_seconds,
             max_views=settings.max_event_views,
         )
+        hubs = (app.state.list_watch_hub, app.state.watch_hub)
+
+        async def end_event_streams() -> None:
+            """Ends every event stream and its upstream watch (again: nothing more)."""
+            for hub in hubs:
+                await hub.close()
+
+        # The server calls it as its shutdown begins (gateway.__main__): the streams never end
+        # by themselves, so waiting for the lifespan's end would only cut them at the grace.
+        app.state.end_event_streams = end_event_streams
         try:
             yield
         finally:
-            await app.state.list_watch_hub.close()
-            await app.state.watch_hub.close()
+            await end_event_streams()
             await channel.close(grace=None)
 
     middleware: list[Middleware] = []

@@ -18,7 +18,6 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.job_json import api_status_name, http_field
 from videojob.errors import (
     InvalidArgument,
     Reason,
@@ -28,6 +27,7 @@ from videojob.errors import (
     http_status_for,
 )
 from videojob.grpc_errors import error_info, field_violation
+from videojob.job_json import api_status_name, http_field
 from videojob.limits import API_TERMINAL_JOB_STATUSES, RETRY_AFTER_SECONDS
 
 logger = logging.getLogger(__name__)

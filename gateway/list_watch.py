@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from gateway.job_json import is_terminal, job_to_json
 from gateway.watch_hub import ENDED, SHUT_DOWN, Ended
 from videojob import metrics
 from videojob.errors import ResourceExhausted
 from videojob.export.v1 import export_pb2, export_pb2_grpc
+from videojob.job_json import is_terminal, job_to_json
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,8 @@
 """The gateway's OpenAPI 3.1 document, built once.
 
-``COMPONENT_SCHEMAS`` are also what ``POST /api/jobs`` checks its body against
-(gateway.json_schema), so the document describes exactly what the route accepts.
+``COMPONENT_SCHEMAS`` start with the RenderSpec's (videojob.spec_schema), which are also what
+``POST /api/jobs`` checks its body against (videojob.json_schema), so the document describes
+exactly what the route accepts.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from videojob import limits
+from videojob.spec_schema import SPEC_SCHEMAS
 
 JOB_STATUSES = list(limits.API_JOB_STATUSES)
 MAX_LIST_LIMIT = limits.MAX_LIST_LIMIT
@@ -24,229 +26,8 @@ MAX_VERSION = 10**limits.MAX_VERSION_DIGITS - 1
 _WATCH_ID = f"[^,]{{1,{MAX_JOB_ID_LENGTH}}}"
 WATCH_IDS_PATTERN = f"^({_WATCH_ID}(,{_WATCH_ID}){{0,{MAX_WATCH_IDS - 1}}})?$"
 
-
-# On a property whose maximum is the widest of several: the real bound depends on the named
-# field (stated by an allOf rule per value of it).
-BOUND_DEPENDS_ON = "x-bound-depends-on"
-# On OutputSpec: each container's codecs and each video codec's crf range in one plain object,
-# for clients (the page) that offer the choices without evaluating the allOf rules.
-CODECS_BY_CONTAINER = "x-codecs-by-container"
-
-
-def _media_path(description: str) -> dict[str, Any]:
-    return {
-        "type": "string",
-        "minLength": 1,
-        "maxLength": limits.MAX_PATH_LENGTH,
-        "description": description,
-    }
-
-
-def _duration(description: str) -> dict[str, Any]:
-    return {
-        "type": "number",
-        "minimum": limits.MIN_DURATION_SECONDS,
-        "maximum": limits.MAX_DURATION_SECONDS,
-        "description": description,
-    }
-
-
-def _dimension(bound: int, description: str) -> dict[str, Any]:
-    return {
-        "type": "integer",
-        "minimum": 0,
-        "maximum": bound,
-        "multipleOf": limits.DIMENSION_MULTIPLE,
-        "description": description,
-    }
-
-
-# A test pattern's width and height are set together (0 for both means the default).
-_SIZE_TOGETHER = {"width": ["height"], "height": ["width"]}
-
-
-def _codecs_by_container() -> list[dict[str, Any]]:
-    """One ``if container is C then codecs of C`` rule per container; a missing container
-    is the default one."""
-    rules: list[dict[str, Any]] = []
-    for container in limits.CONTAINERS:
-        condition: dict[str, Any] = {"properties": {"container": {"const": container}}}
-        if container != limits.DEFAULT_CONTAINER:
-            condition["required"] = ["container"]
-        allowed: dict[str, Any] = {
-            "videoCodec": {"enum": list(limits.VIDEO_CODECS_BY_CONTAINER[container])},
-            "audioCodec": {"enum": list(limits.AUDIO_CODECS_BY_CONTAINER[container])},
-        }
-        if container not in limits.FASTSTART_CONTAINERS:
-            allowed["faststart"] = {"enum": [False]}
-        rules.append({"if": condition, "then": {"properties": allowed}})
-    return rules
-
-
-def _crf_by_codec() -> list[dict[str, Any]]:
-    """One ``if container is C and videoCodec is V then crf within V's range`` rule per pair
-    the document allows (a container's default codec is checked by the service, which names
-    ``output.crf`` the same way)."""
-    rules: list[dict[str, Any]] = []
-    for container in limits.CONTAINERS:
-        for codec in limits.VIDEO_CODECS_BY_CONTAINER[container]:
-            low, high = limits.CRF_RANGE_BY_CODEC[codec]
-            required = ["videoCodec"]
-            if container != limits.DEFAULT_CONTAINER:
-                required.append("container")
-            condition = {
-                "required": required,
-                "properties": {
-                    "container": {"const": container},
-                    "videoCodec": {"const": codec},
-                },
-            }
-            crf = {"type": ["integer", "null"], "minimum": low, "maximum": high}
-            then = {"properties": {"crf": crf}}
-            rules.append({"if": condition, "then": then})
-    return rules
-
-
-def _fps(description: str) -> dict[str, Any]:
-    return {
-        "type": "number",
-        "minimum": limits.MIN_FPS,
-        "maximum": limits.MAX_FPS,
-        "description": description,
-    }
-
-
 COMPONENT_SCHEMAS: dict[str, dict[str, Any]] = {
-    "RenderSpec": {
-        "type": "object",
-        "description": "What to render. Input paths are relative to the media root.",
-        "additionalProperties": False,
-        "required": ["source"],
-        "properties": {
-            "source": {"$ref": "#/components/schemas/Source"},
-            "output": {"$ref": "#/components/schemas/OutputSpec"},
-        },
-    },
-    "Source": {
-        "type": "object",
-        "description": "Exactly one kind of source.",
-        "additionalProperties": False,
-        "minProperties": 1,
-        "maxProperties": 1,
-        "properties": {
-            "testPattern": {"$ref": "#/components/schemas/TestPattern"},
-            "transcode": {"$ref": "#/components/schemas/Transcode"},
-            "slideshow": {"$ref": "#/components/schemas/Slideshow"},
-        },
-    },
-    "TestPattern": {
-        "type": "object",
-        "description": "A synthetic source (testsrc2 plus a sine tone) that needs no files.",
-        "additionalProperties": False,
-        "required": ["durationSeconds"],
-        "dependentRequired": _SIZE_TOGETHER,
-        "properties": {
-            "durationSeconds": _duration("Length of the video."),
-            "width": _dimension(limits.MAX_WIDTH, "0 (with height 0) means 1280."),
-            "height": _dimension(limits.MAX_HEIGHT, "0 (with width 0) means 720."),
-            "fps": _fps("Frames per second; 30 when left out."),
-        },
-    },
-    "Transcode": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["inputPath"],
-        "properties": {"inputPath": _media_path("The input file, relative to the media root.")},
-    },
-    "Slide": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["imagePath", "durationSeconds"],
-        "properties": {
-            "imagePath": _media_path("An image, relative to the media root."),
-            "durationSeconds": _duration("How long the slide is shown."),
-        },
-    },
-    "Slideshow": {
-        "type": "object",
-        "description": (
-            f"The slides' durations add up to at most {limits.MAX_DURATION_SECONDS:.0f} seconds."
-        ),
-        "additionalProperties": False,
-        "required": ["slides"],
-        "properties": {
-            "slides": {
-                "type": "array",
-                "minItems": limits.MIN_SLIDES,
-                "maxItems": limits.MAX_SLIDES,
-                "items": {"$ref": "#/components/schemas/Slide"},
-            },
-            "audioPath": _media_path("Optional soundtrack, relative to the media root."),
-            "subtitlesPath": _media_path("Optional subtitles, relative to the media root."),
-        },
-    },
-    "OutputSpec": {
-        "type": "object",
-        "description": (
-            "Omitted fields take the container's defaults ("
-            + "; ".join(
-                f"{container}: {limits.DEFAULT_VIDEO_CODEC[container]} + "
-                f"{limits.DEFAULT_AUDIO_CODEC[container]}"
-                for container in limits.CONTAINERS
-            )
-            + "). The codecs each container allows are listed in allOf."
-        ),
-        "additionalProperties": False,
-        "allOf": [*_codecs_by_container(), *_crf_by_codec()],
-        CODECS_BY_CONTAINER: {
-            container: {
-                "videoCodecs": list(limits.VIDEO_CODECS_BY_CONTAINER[container]),
-                "audioCodecs": list(limits.AUDIO_CODECS_BY_CONTAINER[container]),
-                "crf": {
-                    codec: list(limits.CRF_RANGE_BY_CODEC[codec])
-                    for codec in limits.VIDEO_CODECS_BY_CONTAINER[container]
-                },
-            }
-            for container in limits.CONTAINERS
-        },
-        "properties": {
-            "container": {
-                "type": "string",
-                "enum": list(limits.CONTAINERS),
-                "default": limits.DEFAULT_CONTAINER,
-            },
-            "videoCodec": {"type": "string", "description": "One the container allows."},
-            "audioCodec": {"type": "string", "description": "One the container allows."},
-            "width": _dimension(
-                limits.MAX_WIDTH,
-                "0 keeps the source's width; set alone, the height follows the aspect ratio.",
-            ),
-            "height": _dimension(
-                limits.MAX_HEIGHT,
-                "0 keeps the source's height; set alone, the width follows the aspect ratio.",
-            ),
-            "fps": _fps("Output frame rate; the source's when left out."),
-            "crf": {
-                "type": ["integer", "null"],
-                "minimum": limits.MIN_CRF,
-                "maximum": limits.MAX_CRF,
-                # The largest any codec allows; each codec's own range is an allOf rule.
-                BOUND_DEPENDS_ON: "videoCodec",
-                "description": "Quality (lower is better); null or left out: the encoder's "
-                "default. Its range depends on the video codec: "
-                + ", ".join(
-                    f"{codec} {low}-{high}"
-                    for codec, (low, high) in limits.CRF_RANGE_BY_CODEC.items()
-                )
-                + ".",
-            },
-            "preset": {"type": "string", "enum": list(limits.PRESETS)},
-            "faststart": {
-                "type": "boolean",
-                "description": f"{' and '.join(limits.FASTSTART_CONTAINERS)} only.",
-            },
-        },
-    },
+    **SPEC_SCHEMAS,
     "JobError": {
         "type": "object",
         "required": ["code", "message"],

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from videojob import limits
+from videojob.endpoints import DEFAULT_EXPORT_ADDRESS
 from videojob.grpc_setup import TlsFiles
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
@@ -19,7 +20,7 @@ DEFAULT_MEDIA_ROOT = Path("./var/media")
 
 @dataclass(frozen=True)
 class Settings:
-    export_addr: str = "127.0.0.1:50052"
+    export_addr: str = DEFAULT_EXPORT_ADDRESS
     export_tls: TlsFiles = field(default_factory=TlsFiles)
     # When set, every /api route requires "Authorization: Bearer <token>".
     api_token: str | None = None

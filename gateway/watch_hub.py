@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 import grpc
 
-from gateway.job_json import is_terminal, job_to_json, sse_event_name
 from videojob import metrics, stamps
 from videojob.export.v1 import export_pb2, export_pb2_grpc
+from videojob.job_json import is_terminal, job_to_json, sse_event_name
 
 logger = logging.getLogger(__name__)
 

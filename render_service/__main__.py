@@ -15,6 +15,7 @@ from render_service.failures import RenderFailure
 from render_service.ffmpeg_process import run_ffmpeg_captured, watch_children_with_pidfd
 from render_service.instance import INSTANCE_ID_RULE, is_instance_id
 from render_service.server import create_server
+from videojob.endpoints import DEFAULT_RENDER_ADDRESS
 from videojob.ffmpeg_binary import ffmpeg_binary
 from videojob.flags import (
     EXIT_USAGE,
@@ -34,7 +35,7 @@ from videojob.grpc_setup import TlsFiles
 from videojob.limits import DEFAULT_DRAIN_TIMEOUT_SECONDS
 from videojob.logging_setup import configure_logging, set_replica
 from videojob.metrics import RENDER, MetricsServer, serve_metrics
-from videojob.stop_signals import on_stop_signal
+from videojob.stop_signals import on_stop_signal, run_service
 from videojob.tracing import configure_tracing
 
 logger = logging.getLogger("render_service")
@@ -48,7 +49,7 @@ FLAGS = FlagTable(
     env_prefix="RENDER_",
     description="Runs FFmpeg renders and streams their progress over gRPC.",
     flags=(
-        Flag("--listen", listen_address(), "127.0.0.1:50051", "address to serve on"),
+        Flag("--listen", listen_address(), DEFAULT_RENDER_ADDRESS, "address to serve on"),
         Flag("--output-dir", path("DIR"), Path("./var/renders"), "where finished files go"),
         Flag("--media-root", path("DIR"), Path("./var/media"), "input paths are relative to it"),
         Flag(
@@ -161,15 +162,19 @@ async def serve_render(config: RenderConfig) -> int:
     except (ValueError, OSError) as error:
         print(f"render_service: cannot start: {error}", file=sys.stderr, flush=True)
         return EXIT_USAGE
-    set_replica(render_server.instance_id)
-    await log_ffmpeg_version()
-    host = config.listen.rsplit(":", 1)[0]
-    print(f"render_service listening on {host}:{render_server.port}", flush=True)
-    await drain.wait()
-    logger.info("draining: health NOT_SERVING, new renders refused")
-    await render_server.drain(config.drain_timeout, cut_short)
-    logger.info("stopping: ending what still runs")
-    await render_server.stop(config.shutdown_grace)
+    try:
+        set_replica(render_server.instance_id)
+        await log_ffmpeg_version()
+        host = config.listen.rsplit(":", 1)[0]
+        print(f"render_service listening on {host}:{render_server.port}", flush=True)
+        await drain.wait()
+        logger.info("draining: health NOT_SERVING, new renders refused")
+        await render_server.drain(config.drain_timeout, cut_short)
+        logger.info("stopping: ending what still runs")
+    finally:
+        # Whatever ends the service (a signal, or an error or a cancellation): what still runs
+        # is ended (no ffmpeg outlives it) and the server stopped.
+        await render_server.stop(config.shutdown_grace)
     logger.info("stopped")
     return 0
 
@@ -178,7 +183,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     flags = FLAGS.parse_or_exit(argv, environ)
     configure_logging(flags.log_level, flags.log_format)
     configure_tracing("render_service", environ)
-    return asyncio.run(serve(config_from_flags(flags), flags.metrics_listen))
+    return run_service(serve(config_from_flags(flags), flags.metrics_listen))
 
 
 if __name__ == "__main__":

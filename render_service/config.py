@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from videojob.endpoints import DEFAULT_RENDER_ADDRESS
 from videojob.grpc_setup import TlsFiles
 from videojob.limits import DEFAULT_DRAIN_TIMEOUT_SECONDS
 
@@ -14,7 +15,7 @@ from videojob.limits import DEFAULT_DRAIN_TIMEOUT_SECONDS
 class RenderConfig:
     output_dir: Path
     media_root: Path
-    listen: str = "127.0.0.1:50051"
+    listen: str = DEFAULT_RENDER_ADDRESS
     max_concurrent: int = field(default_factory=lambda: os.cpu_count() or 1)
     max_queue: int = 256
     stall_timeout: float = 60.0

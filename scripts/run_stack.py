@@ -1,7 +1,7 @@
 """Start the render service, the export service and the gateway together (``make run``), or a
 cluster of them on PostgreSQL (``make run-cluster``).
 
-A thin command line over videojob.launcher: waits until each one is healthy, prints the page's
+A thin command line over videojob_launcher: waits until each one is healthy, prints the page's
 URL and each process's address and pid, relays their output with a name prefix, and supervises
 them as systemd's Restart=on-failure does: one that dies is started again on its port after a
 backoff (--restart-backoff, doubling up to --restart-backoff-max) while the others keep running,
@@ -27,15 +27,15 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO
+from typing import TextIO
 
 import asyncpg
 
-from videojob import flags
-from videojob.launcher import Aborted, LaunchError, RestartPolicy, Role, Stack, StackConfig
+from videojob import endpoints, flags
+from videojob_launcher import Aborted, LaunchError, RestartPolicy, Role, Stack, StackConfig
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 PLAIN_DATABASE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -46,113 +46,111 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 _OUTPUT_LOCK = threading.Lock()
 
 
+_RESTART = RestartPolicy()
+# The launcher refuses a URL it cannot run (StackConfig.check), before starting anything.
+_DATABASE_URL = flags.Kind("empty, or a database URL", str, metavar="URL", ranged=False)
+
+FLAGS = flags.FlagTable(
+    prog="scripts/run_stack.py",
+    env_prefix="VIDEOJOB_",
+    description=" ".join((__doc__ or "").split("\n\n")[0].split()),
+    flags=(
+        flags.Flag(
+            "--render-listen",
+            flags.listen_address(),
+            endpoints.DEFAULT_RENDER_ADDRESS,
+            "address of the (first) render service",
+        ),
+        flags.Flag(
+            "--export-listen",
+            flags.listen_address(),
+            endpoints.DEFAULT_EXPORT_ADDRESS,
+            "address of the (first) export service",
+        ),
+        flags.Flag(
+            "--gateway-listen",
+            flags.listen_address(),
+            endpoints.DEFAULT_GATEWAY_ADDRESS,
+            "address of the (first) gateway; the page is served there",
+        ),
+        flags.Flag(
+            "--var-dir",
+            flags.path("DIR"),
+            Path("var"),
+            "renders, media and the SQLite database live here (relative to the repository)",
+        ),
+        flags.Flag(
+            "--database",
+            _DATABASE_URL,
+            "",
+            "the export services' database URL; several export replicas need "
+            "postgresql://USER@HOST:PORT/DB",
+            default_text="SQLite in the var directory",
+        ),
+        flags.Flag(
+            "--create-database",
+            flags.BOOLEAN,
+            False,
+            "create the PostgreSQL database of --database if it does not exist",
+        ),
+        *(
+            flags.Flag(
+                f"--{kind}",
+                flags.integer(minimum=0),
+                1,
+                f"how many {what} to start (the second and later take a free port)",
+            )
+            for kind, what in (
+                ("renders", "render services"),
+                ("exports", "export services (replicas, on one PostgreSQL database)"),
+                ("gateways", "gateways"),
+            )
+        ),
+        flags.Flag(
+            "--restart",
+            flags.choice("no", "on-failure", "always"),
+            _RESTART.when,
+            "when a process exits on its own: start it again on its port when it failed (a "
+            "non-zero status or a signal; on-failure), whatever its status (always), or stop "
+            "them all (no)",
+        ),
+        flags.Flag(
+            "--restart-backoff",
+            flags.number(minimum=0),
+            _RESTART.backoff,
+            "seconds before a process that exited is started again; each further restart "
+            "within --restart-interval waits twice as long",
+        ),
+        flags.Flag(
+            "--restart-backoff-max",
+            flags.number(minimum=0),
+            _RESTART.max_backoff,
+            "the longest wait before a restart (at least --restart-backoff)",
+        ),
+        flags.Flag(
+            "--restart-burst",
+            flags.integer(minimum=1),
+            _RESTART.burst,
+            "restarts of one process within --restart-interval after which its next exit "
+            "stops them all (exit status 1)",
+        ),
+        flags.Flag(
+            "--restart-interval",
+            flags.number(above=0),
+            _RESTART.interval,
+            "seconds over which --restart-burst counts a process's restarts",
+        ),
+    ),
+)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    env = os.environ.get
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("--render-listen", default=env("VIDEOJOB_RENDER_LISTEN", "127.0.0.1:50051"))
-    parser.add_argument("--export-listen", default=env("VIDEOJOB_EXPORT_LISTEN", "127.0.0.1:50052"))
-    parser.add_argument(
-        "--gateway-listen", default=env("VIDEOJOB_GATEWAY_LISTEN", "127.0.0.1:8080")
-    )
-    parser.add_argument(
-        "--var-dir",
-        default=env("VIDEOJOB_VAR_DIR", "var"),
-        help="renders, media and the SQLite database live here (relative to the repository)",
-    )
-    parser.add_argument(
-        "--database",
-        default=env("VIDEOJOB_DATABASE", ""),
-        help="the export services' database URL (default: SQLite in the var directory); "
-        "several export replicas need postgresql://USER@HOST:PORT/DB",
-    )
-    parser.add_argument(
-        "--create-database",
-        action="store_true",
-        help="create the PostgreSQL database of --database if it does not exist",
-    )
-    for kind, default in (("renders", 1), ("exports", 1), ("gateways", 1)):
-        parser.add_argument(
-            f"--{kind}",
-            type=int,
-            default=int(env(f"VIDEOJOB_{kind.upper()}", str(default))),
-            help=f"how many {kind[:-1]} processes to start (default {default})",
-        )
-    restart = RestartPolicy()
-    add_flag(
-        parser,
-        "--restart",
-        flags.choice("no", "on-failure", "always"),
-        restart.when,
-        "when a process exits on its own: start it again on its port when it failed (a "
-        "non-zero status or a signal; on-failure), whatever its status (always), or stop them "
-        "all (no)",
-    )
-    add_flag(
-        parser,
-        "--restart-backoff",
-        flags.number(minimum=0),
-        restart.backoff,
-        "seconds before a process that exited is started again; each further restart within "
-        "--restart-interval waits twice as long",
-    )
-    add_flag(
-        parser,
-        "--restart-backoff-max",
-        flags.number(minimum=0),
-        restart.max_backoff,
-        "the longest wait before a restart",
-    )
-    add_flag(
-        parser,
-        "--restart-burst",
-        flags.integer(minimum=1),
-        restart.burst,
-        "restarts of one process within --restart-interval after which its next exit stops "
-        "them all (exit status 1)",
-    )
-    add_flag(
-        parser,
-        "--restart-interval",
-        flags.number(above=0),
-        restart.interval,
-        "seconds over which --restart-burst counts a process's restarts",
-    )
-    args = parser.parse_args(argv)
+    """Every flag's value (command line, else environment, else default); a bad one ends the
+    process with status 2 and one line on stderr."""
+    args = FLAGS.parse_or_exit(argv)
     if args.restart_backoff_max < args.restart_backoff:
-        parser.error("--restart-backoff-max must be >= --restart-backoff")
+        FLAGS.exit_with("--restart-backoff-max must be >= --restart-backoff")
     return args
-
-
-def add_flag(
-    parser: argparse.ArgumentParser, name: str, kind: flags.Kind, default: object, text: str
-) -> None:
-    """A flag as videojob.flags declares them: its value checked against ``kind``, taken from
-    the command line, else from its environment variable (VIDEOJOB_ and the name), else
-    ``default``; --help shows its range, its variable and its default."""
-    variable = "VIDEOJOB_" + name.removeprefix("--").replace("-", "_").upper()
-    default_text = f"{default:g}" if isinstance(default, float) else str(default)
-    shape = f"; {kind.describe}" if kind.ranged else ""
-    parser.add_argument(
-        name,
-        type=checked(kind, variable),
-        default=os.environ.get(variable) or default_text,  # a text default goes through type
-        metavar=kind.metavar,
-        help=f"{text}{shape} [env {variable}; default {default_text}]",
-    )
-
-
-def checked(kind: flags.Kind, variable: str) -> Callable[[str], Any]:
-    def convert(raw: str) -> Any:
-        problem = f"must be {kind.describe}, not {raw!r} (given here or by {variable})"
-        try:
-            value = kind.convert(raw)
-        except (ValueError, KeyError):
-            raise argparse.ArgumentTypeError(problem) from None
-        if not kind.accepts(value):
-            raise argparse.ArgumentTypeError(problem)
-        return value
-
-    return convert
 
 
 async def create_database(url: str) -> bool:

@@ -191,8 +191,9 @@ def server_tls_flags() -> tuple[Flag, ...]:
 def client_tls_flags(peer_flag: str, peer: str) -> tuple[Flag, ...]:
     """A client's TLS towards ``peer``: ``--{peer_flag}-tls-ca`` verifies it,
     ``--{peer_flag}-tls-cert`` and ``--{peer_flag}-tls-key`` are this process's certificate
-    for mutual TLS."""
-    prefix = f"--{peer_flag}-tls"
+    for mutual TLS. An empty ``peer_flag`` (a client of one peer only, the CLI): ``--tls-ca``,
+    ``--tls-cert``, ``--tls-key``."""
+    prefix = f"--{peer_flag}-tls" if peer_flag else "--tls"
     return (
         Flag(f"{prefix}-ca", path("PEM"), None, f"CA that verifies {peer}"),
         Flag(
@@ -259,6 +260,14 @@ class FlagTable:
             "variable shown; the command line wins over the environment.",
             allow_abbrev=False,
         )
+        self.add_to(parser)
+        return parser
+
+    def add_to(self, parser: argparse.ArgumentParser, *, default: Any = None) -> None:
+        """Declares every flag on ``parser`` (which may be a subcommand's), its help showing its
+        range, variable and default. The values stay as given until ``resolve``. A flag not
+        given is ``default`` in the namespace; ``argparse.SUPPRESS`` leaves it out, so that
+        the same flag given to an enclosing parser (before a subcommand) is kept."""
         for flag in self.flags:
             help_text = self._help(flag).replace("%", "%%")
             if flag.kind is BOOLEAN:
@@ -266,7 +275,7 @@ class FlagTable:
                     flag.name,
                     dest=flag.dest,
                     action=argparse.BooleanOptionalAction,
-                    default=None,
+                    default=default,
                     help=help_text,
                 )
             else:
@@ -274,22 +283,28 @@ class FlagTable:
                     flag.name,
                     dest=flag.dest,
                     action="append" if flag.repeatable else "store",
-                    default=None,
+                    default=default,
                     metavar=flag.kind.metavar,
                     help=help_text,
                 )
-        return parser
 
     def parse(
         self, argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
     ) -> argparse.Namespace:
         """The value of every flag, by its ``dest``; ``FlagError`` when one is bad."""
+        return self.resolve(self.parser().parse_args(argv), environ)
+
+    def resolve(
+        self, given: argparse.Namespace, environ: Mapping[str, str] | None = None
+    ) -> argparse.Namespace:
+        """The value of every flag, by its ``dest``, from what a parser the flags were added to
+        (``add_to``) collected in ``given`` (absent or None: not given), else the environment,
+        else the default; ``FlagError`` when one is bad."""
         environ = os.environ if environ is None else environ
-        given = self.parser().parse_args(argv)
         values = argparse.Namespace()
         origins: dict[str, str] = {}
         for flag in self.flags:
-            from_command_line = getattr(given, flag.dest)
+            from_command_line = getattr(given, flag.dest, None)
             if from_command_line is not None:
                 origin = flag.name
                 value = self._command_line_value(flag, from_command_line)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -22,3 +23,19 @@ async def stop_signalled() -> None:
     stop = asyncio.Event()
     on_stop_signal(stop.set)
     await stop.wait()
+
+
+def run_service(main: Coroutine[Any, Any, int]) -> int:
+    """``asyncio.run(main)`` for a service process's main: its exit status. Once ``main`` has
+    returned (the service stopped), stop signals are ignored until the process exits, before the
+    loop closes: a second stop signal a launcher sends a moment after the first (SIGTERM, then
+    SIGINT to cut a drain short) may arrive only then, and must not turn a clean exit into death
+    by KeyboardInterrupt, which is what SIGINT does once asyncio gives it back."""
+    with asyncio.Runner() as runner:
+        try:
+            return runner.run(main)
+        finally:
+            loop = runner.get_loop()
+            for signum in STOP_SIGNALS:
+                loop.remove_signal_handler(signum)
+                signal.signal(signum, signal.SIG_IGN)

@@ -21,5 +21,5 @@ benchmark's yardstick, not a second implementation: it handles none of the failu
 exists for.
 
 ``python -m bench.bare_stack.render|export|gateway`` take the launcher's flags (the real
-services' names), so videojob.launcher runs them as ``Role(module=...)``
+services' names), so videojob_launcher runs them as ``Role(module=...)``
 (bench.stack.running_bare_stack)."""

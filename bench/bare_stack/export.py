@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
+from videojob.endpoints import EXPORT_SERVICE
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 from videojob.grpc_setup import CHANNEL_OPTIONS, SERVER_OPTIONS, add_health_and_reflection, bind
 from videojob.render.v1 import render_pb2, render_pb2_grpc, spec_pb2
@@ -25,7 +26,7 @@ from videojob.stop_signals import stop_signalled
 if TYPE_CHECKING:
     from videojob.render.v1.render_pb2_grpc import RenderServiceAsyncStub
 
-SERVICE_NAME = "videojob.export.v1.ExportService"
+SERVICE_NAME = EXPORT_SERVICE
 SQLITE_PREFIX = "sqlite:///"
 SCHEMA = """CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, request_id TEXT, spec BLOB, status INTEGER, stage TEXT,

@@ -16,9 +16,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from gateway.job_json import job_to_json, spec_from_json, sse_event_name
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 from videojob.grpc_setup import CHANNEL_OPTIONS
+from videojob.job_json import job_to_json, spec_from_json, sse_event_name
 
 SSE_HEADERS = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
 

@@ -21,13 +21,14 @@ from render_service.ffmpeg_process import (
 from render_service.ffmpeg_progress import ProgressParser
 from render_service.render_job import PREPARING_END, RENDERING_END
 from render_service.verification import verify_output
+from videojob.endpoints import RENDER_SERVICE
 from videojob.ffmpeg_binary import ffmpeg_binary
 from videojob.grpc_setup import SERVER_OPTIONS, add_health_and_reflection, bind
 from videojob.render.v1 import render_pb2, render_pb2_grpc
 from videojob.spec_validation import expected_duration_seconds
 from videojob.stop_signals import stop_signalled
 
-SERVICE_NAME = "videojob.render.v1.RenderService"
+SERVICE_NAME = RENDER_SERVICE
 
 
 class BareRenderServicer(render_pb2_grpc.RenderServiceServicer):

@@ -5,7 +5,8 @@
 
 const TOKEN_KEY = "videojob.apiToken";
 const TERMINAL = new Set(["completed", "failed", "cancelled"]);
-const LIST_LIMIT = 20;
+// The page sizes, as the gateway wrote them into the page (gateway.app.PAGE_SIZES).
+const LIST_LIMIT = Number(document.documentElement.dataset.listLimit);
 const POLL_MS = 1000;
 const STREAM_RETRY_MS = 5000;
 const HEALTH_MS = 10000;
@@ -650,7 +651,7 @@ function renderDetail(job) {
 
 // --- The detail view's history: a timeline -----------------------------------------------------
 
-const HISTORY_PAGE = 500;
+const HISTORY_PAGE = Number(document.documentElement.dataset.historyLimit);
 
 function lastHistoryVersion(history) {
   const { entries } = history;

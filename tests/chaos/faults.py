@@ -27,7 +27,7 @@ from tests.chaos.client import Client, JobTrack
 from tests.chaos.procfs import ffmpeg_processes
 from tests.chaos.stack import Stack
 from tests.support.throttle import Throttle, signal_all
-from videojob.launcher import ServiceProcess
+from videojob_launcher import ServiceProcess
 
 FAULT_TYPES = (
     "kill_render",

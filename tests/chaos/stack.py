@@ -1,4 +1,4 @@
-"""The real processes (videojob.launcher), a proxy between the export services and each render
+"""The real processes (videojob_launcher), a proxy between the export services and each render
 service, the database and the files they use.
 
 One machine's form: one render service, one export service on SQLite, one gateway. The cluster
@@ -18,6 +18,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import videojob_launcher as launcher
 from tests.support.media import header_duration
 from tests.support.postgres import (
     ThrowawayCluster,
@@ -25,9 +26,8 @@ from tests.support.postgres import (
     drop_run_database,
 )
 from tests.support.tcp_proxy import TcpProxy
-from videojob import launcher
 from videojob.ffmpeg_binary import ffmpeg_binary
-from videojob.launcher import Role, ServiceProcess, StackConfig
+from videojob_launcher import Role, ServiceProcess, StackConfig
 
 CLIP_NAME = "clip.mp4"
 CORRUPT_NAME = "corrupt.mp4"

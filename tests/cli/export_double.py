@@ -14,10 +14,10 @@ import grpc_testing  # type: ignore[import-untyped]
 from grpc_status import rpc_status
 
 from tests.support.polling import poll_until
-from videojob.cli import run
 from videojob.errors import VideoJobError
 from videojob.export.v1 import export_pb2
 from videojob.grpc_errors import rich_status
+from videojob_cli import run
 
 SERVICE = export_pb2.DESCRIPTOR.services_by_name["ExportService"]
 JOIN_SECONDS = 30.0

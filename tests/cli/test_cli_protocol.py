@@ -9,9 +9,9 @@ from pathlib import Path
 import grpc
 
 from tests.cli.export_double import CliRun, TerminalOutput, domain_error_trailers, job
-from videojob.cli.exit_status import ExitStatus
 from videojob.errors import FailedPrecondition, InvalidArgument
 from videojob.export.v1 import export_pb2
+from videojob_cli.exit_status import ExitStatus
 
 
 def test_a_broken_watch_resumes_after_the_last_version_it_saw() -> None:

@@ -15,9 +15,9 @@ import pytest
 
 from tests.support.media import media_duration
 from tests.support.ports import unused_address
-from videojob.cli.exit_status import ExitStatus
-from videojob.launcher import Stack, StackConfig
 from videojob.output_check import DURATION_TOLERANCE_SECONDS
+from videojob_cli.exit_status import ExitStatus
+from videojob_launcher import Stack, StackConfig
 
 SCRIPT = Path(sys.executable).with_name("videojob")
 COMMAND_TIMEOUT_SECONDS = 90

@@ -11,9 +11,9 @@ import pytest
 
 from tests.cli.test_cli_stack import COMMAND_TIMEOUT_SECONDS, SCRIPT
 from tests.support.certs import Pki, make_test_pki
-from videojob.cli.exit_status import ExitStatus
 from videojob.grpc_setup import TlsFiles
-from videojob.launcher import Role, Stack, StackConfig
+from videojob_cli.exit_status import ExitStatus
+from videojob_launcher import Role, Stack, StackConfig
 
 
 @pytest.fixture(scope="module")

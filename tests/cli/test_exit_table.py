@@ -8,8 +8,8 @@ import re
 import pytest
 
 from tests.support.processes import REPO_ROOT
-from videojob.cli import run
-from videojob.cli.exit_status import ExitStatus
+from videojob_cli import run
+from videojob_cli.exit_status import ExitStatus
 
 _README_ROW = re.compile(r"^\| (\d+) \| ", re.MULTILINE)
 

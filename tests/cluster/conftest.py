@@ -1,5 +1,5 @@
 """Several export replicas on one PostgreSQL schema of the suite's database, as real processes
-(videojob.launcher): a real render service with ffmpeg, N export services, optionally a gateway
+(videojob_launcher): a real render service with ffmpeg, N export services, optionally a gateway
 given every export address."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from export_service.store.notifications import LISTENER_APPLICATION_NAME
 from tests.support.postgres import create_schema
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 from videojob.grpc_setup import create_channel
-from videojob.launcher import Role, ServiceProcess, Stack, StackConfig
+from videojob_launcher import Role, ServiceProcess, Stack, StackConfig
 
 if TYPE_CHECKING:
     from videojob.export.v1.export_pb2_grpc import ExportServiceAsyncStub as Stub

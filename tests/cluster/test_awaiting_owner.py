@@ -30,9 +30,9 @@ from tests.support.processes import child_pids
 from tests.support.specs import pattern_spec
 from tests.support.throttle import Throttle
 from videojob.export.v1 import export_pb2
-from videojob.launcher import ServiceProcess
 from videojob.limits import STAGE_WAITING_FOR_OWNER
 from videojob.sse_client import aframes
+from videojob_launcher import ServiceProcess
 
 pytestmark = pytest.mark.postgresql
 

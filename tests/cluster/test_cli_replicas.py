@@ -16,8 +16,8 @@ import pytest
 
 from tests.cluster.conftest import StackFactory
 from tests.support.polling import wait_until
-from videojob.cli.exit_status import ExitStatus
-from videojob.launcher import Stack
+from videojob_cli.exit_status import ExitStatus
+from videojob_launcher import Stack
 
 pytestmark = pytest.mark.postgresql
 

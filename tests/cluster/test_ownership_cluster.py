@@ -36,12 +36,13 @@ from tests.cluster.conftest import EXPORT_TEST_ARGS, Replica, StackFactory
 from tests.support.polling import wait_until
 from tests.support.processes import child_pids
 from tests.support.specs import pattern_spec
+from videojob.endpoints import EXPORT_SERVICE
 from videojob.export.v1 import export_pb2
-from videojob.launcher import Role, ServiceProcess, Stack, StackConfig
-from videojob.launcher.health import grpc_serving
-from videojob.launcher.process import ProcessSpec
-from videojob.launcher.stack import EXPORT_SERVICE, export_args
 from videojob.spec_validation import normalize_spec
+from videojob_launcher import Role, ServiceProcess, Stack, StackConfig
+from videojob_launcher.health import grpc_serving
+from videojob_launcher.process import ProcessSpec
+from videojob_launcher.stack import export_args
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.serial]
 

@@ -22,7 +22,7 @@ from tests.gateway.conftest import tiny_spec
 from tests.support.polling import poll_until
 from tests.support.postgres import drop_run_database, run_sync, with_database
 from tests.support.processes import REPO_ROOT, child_pids
-from videojob.launcher import EXPORT_SERVICE, grpc_serving
+from videojob_launcher import EXPORT_SERVICE, grpc_serving
 
 pytestmark = pytest.mark.postgresql
 

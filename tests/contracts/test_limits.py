@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from gateway.json_schema import SchemaChecker
 from gateway.openapi import COMPONENT_SCHEMAS
 from render_service.failures import FailureCode
 from videojob import limits
 from videojob.errors import InvalidArgument
 from videojob.export.v1 import export_pb2
+from videojob.json_schema import SchemaChecker
 from videojob.render.v1 import failure_pb2
 
 CHECKER = SchemaChecker(COMPONENT_SCHEMAS)

@@ -34,12 +34,13 @@ from google.protobuf import json_format
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from gateway.openapi import BOUND_DEPENDS_ON, OPENAPI_DOCUMENT, REFUSED_WITH
+from gateway.openapi import OPENAPI_DOCUMENT, REFUSED_WITH
 from tests.gateway.conftest import Stack
 from tests.gateway.conftest import stack as stack
 from videojob import limits
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 from videojob.render.v1 import render_pb2, render_pb2_grpc, spec_pb2
+from videojob.spec_schema import BOUND_DEPENDS_ON
 
 Schema = dict[str, Any]
 JsonPath = tuple[str | int, ...]

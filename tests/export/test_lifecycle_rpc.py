@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING
 import grpc
 import pytest
 
-from export_service.server import IDEMPOTENT_REPLAYED_METADATA
 from tests.export.conftest import StartExport, grpc_code, pattern_spec, slow_spec, watch
 from tests.support.media import make_clip
 from tests.support.ports import unused_address
 from tests.support.render_dirs import RenderDirs
+from videojob.endpoints import IDEMPOTENT_REPLAYED_METADATA
 from videojob.errors import Reason
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 from videojob.grpc_errors import error_info, field_violation

@@ -1,4 +1,4 @@
-"""Several export replicas on one PostgreSQL database, as real processes (videojob.launcher), with a
+"""Several export replicas on one PostgreSQL database, as real processes (videojob_launcher), with a
 real render service and real ffmpeg: each job owned by one replica at a time, fenced.
 
 - the owner SIGKILLed: another replica takes the job once the heartbeat expires and re-attaches

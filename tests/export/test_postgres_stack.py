@@ -1,5 +1,5 @@
 """The export service on PostgreSQL, as real processes: a real render service, the export service
-started by videojob.launcher with ``--database postgresql://...``, real ffmpeg.
+started by videojob_launcher with ``--database postgresql://...``, real ffmpeg.
 
 - the database restarted under the running service (a throwaway cluster of this test): the
   service reports the outage (UNAVAILABLE, health NOT_SERVING, logged) instead of crashing, and

@@ -13,8 +13,9 @@ import pytest
 from tests.export.conftest import RenderProcesses, stop_processes
 from tests.support.processes import ServiceProcess, start_service
 from tests.support.readme_recipes import GRPCURL, grpcurl_recipes, json_stream
+from videojob.endpoints import DEFAULT_EXPORT_ADDRESS
 
-DEFAULT_ADDRESS = "127.0.0.1:50052"
+DEFAULT_ADDRESS = DEFAULT_EXPORT_ADDRESS
 
 
 @pytest.fixture

@@ -29,8 +29,8 @@ from tests.gateway.conftest import GATEWAY_TEST_ARGS, TERMINAL, tiny_spec
 from tests.gateway.realtime_stack import write_realtime_ffmpeg
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 from videojob.grpc_setup import create_channel
-from videojob.launcher import Role, Stack, StackConfig
 from videojob.limits import STAGE_WAITING_FOR_RENDER
+from videojob_launcher import Role, Stack, StackConfig
 
 EXPORT_ARGS = ("--stall-timeout", "2", "--backoff-initial", "0.3", "--backoff-max", "1")
 POLL_SECONDS = 0.1

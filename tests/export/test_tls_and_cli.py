@@ -22,6 +22,7 @@ from tests.export.conftest import (
 from tests.support.certs import make_test_pki
 from tests.support.ports import unused_address
 from tests.support.processes import REPO_ROOT, start_service
+from videojob.endpoints import EXPORT_SERVICE
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 from videojob.grpc_setup import TlsFiles, create_channel
 
@@ -83,9 +84,7 @@ async def test_settings_from_the_environment_and_sigterm(
     try:
         async with create_channel(process.address) as channel:
             health = health_pb2_grpc.HealthStub(channel)
-            answer = await health.Check(
-                health_pb2.HealthCheckRequest(service="videojob.export.v1.ExportService")
-            )
+            answer = await health.Check(health_pb2.HealthCheckRequest(service=EXPORT_SERVICE))
             assert answer.status == health_pb2.HealthCheckResponse.SERVING
             stub = export_pb2_grpc.ExportServiceStub(channel)
             job = await stub.CreateExport(export_pb2.CreateExportRequest(spec=pattern_spec()))

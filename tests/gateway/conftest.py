@@ -1,5 +1,5 @@
 """A real stack for the gateway tests: render service, export service and gateway as real
-processes on port 0 (videojob.launcher), with the data in a temporary directory."""
+processes on port 0 (videojob_launcher), with the data in a temporary directory."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.support.polling import poll_until
-from videojob.launcher import Role, ServiceProcess, Stack, StackConfig, gateway_args, launch
+from videojob_launcher import Role, ServiceProcess, Stack, StackConfig, gateway_args, launch
 
 __all__ = ["Stack"]
 

@@ -14,7 +14,7 @@ import pytest
 
 from tests.gateway.conftest import GATEWAY_TEST_ARGS, create_job
 from videojob.ffmpeg_binary import ffmpeg_binary
-from videojob.launcher import Role, Stack, StackConfig
+from videojob_launcher import Role, Stack, StackConfig
 
 MAX_UPLOAD_BYTES = 256 * 1024
 RENDER_SLOTS = 2

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import json
 
-from gateway.job_json import job_to_json
 from gateway.list_watch import JobFrame, ListSubscription, ListWatch, View, job_frame
 from gateway.openapi import COMPONENT_SCHEMAS
 from videojob.export.v1 import export_pb2
+from videojob.job_json import job_to_json
 from videojob.limits import STAGE_WAITING_FOR_OWNER
 
 

@@ -12,9 +12,8 @@ import pytest
 
 from tests.gateway.conftest import start_gateway, stop
 from tests.support.certs import Pki, make_test_pki
+from videojob.endpoints import EXPORT_SERVICE
 from videojob.grpc_setup import SERVER_OPTIONS, TlsFiles, add_health_and_reflection, bind
-
-EXPORT_SERVICE = "videojob.export.v1.ExportService"
 
 
 @pytest.fixture

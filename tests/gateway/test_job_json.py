@@ -6,9 +6,9 @@ import datetime
 
 import pytest
 
-from gateway.job_json import http_field, job_to_json, spec_from_json
 from videojob.errors import InvalidArgument
 from videojob.export.v1 import export_pb2
+from videojob.job_json import http_field, job_to_json, spec_from_json
 
 
 def test_proto_field_paths_become_the_api_names() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from gateway.job_json import job_to_json
 from videojob.export.v1 import export_pb2
+from videojob.job_json import job_to_json
 
 
 def test_a_retrying_job_names_its_render_services_and_its_attempt_progress() -> None:

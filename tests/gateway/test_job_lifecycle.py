@@ -27,7 +27,7 @@ from tests.gateway.sse_client import events
 from tests.support.media import make_clip, video_size
 from tests.support.polling import poll_until
 from tests.support.ports import free_port
-from videojob.launcher import Role, Stack, StackConfig
+from videojob_launcher import Role, Stack, StackConfig
 
 
 @pytest.fixture(scope="module")

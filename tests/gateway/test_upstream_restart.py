@@ -15,7 +15,7 @@ import pytest
 from tests.gateway.async_sse import StreamRecord, read_stream
 from tests.gateway.conftest import LONG_SPEC, start_gateway, stop
 from tests.support.polling import wait_until
-from videojob.launcher import Role, Stack, StackConfig
+from videojob_launcher import Role, Stack, StackConfig
 
 
 @pytest.fixture

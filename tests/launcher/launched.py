@@ -18,7 +18,7 @@ from typing import IO
 from tests.support.polling import poll_until
 from tests.support.ports import free_port
 from tests.support.processes import REPO_ROOT, child_pids, gone, module_of, session_members
-from videojob.launcher import EXPORT_SERVICE, RENDER_SERVICE, grpc_serving, http_ok
+from videojob_launcher import EXPORT_SERVICE, RENDER_SERVICE, grpc_serving, http_ok
 
 MODULES = ("render_service", "export_service", "gateway")
 PROBES = {

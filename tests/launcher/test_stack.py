@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.polling import poll_until
-from videojob.launcher import (
+from videojob_launcher import (
     EXPORT_SERVICE,
     RENDER_SERVICE,
     LaunchError,

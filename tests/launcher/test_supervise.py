@@ -15,7 +15,7 @@ import pytest
 
 from tests.launcher.launched import QUICK_RESTARTS, run_stack
 from tests.support.polling import poll_until
-from videojob.launcher import RestartPolicy, Role, Stack, StackConfig
+from videojob_launcher import RestartPolicy, Role, Stack, StackConfig
 
 
 def test_a_killed_service_is_restarted_on_its_port_and_the_others_keep_running(

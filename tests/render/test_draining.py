@@ -32,15 +32,16 @@ from tests.support.media import media_duration
 from tests.support.polling import wait_until
 from tests.support.processes import ServiceProcess
 from tests.support.render_dirs import RenderDirs
+from videojob.endpoints import RENDER_SERVICE
 from videojob.errors import ERROR_DOMAIN, Reason
 from videojob.grpc_errors import error_info
 from videojob.grpc_setup import create_channel
-from videojob.launcher import Role, Stack, StackConfig
-from videojob.launcher.process import STOP_GRACE_SECONDS
 from videojob.output_check import DURATION_TOLERANCE_SECONDS
 from videojob.render.v1 import render_pb2, render_pb2_grpc, spec_pb2
+from videojob_launcher import Role, Stack, StackConfig
+from videojob_launcher.process import STOP_GRACE_SECONDS
 
-SERVICE = "videojob.render.v1.RenderService"
+SERVICE = RENDER_SERVICE
 CAPACITY = render_pb2.GetCapacityRequest()
 # Long enough to be caught mid-render, short enough to finish in a test.
 MEDIUM_SECONDS = 30.0

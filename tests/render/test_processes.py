@@ -31,11 +31,12 @@ from tests.render.conftest import (
     wait_for,
 )
 from tests.support.processes import ServiceProcess
+from videojob.endpoints import RENDER_SERVICE
 from videojob.ffmpeg_binary import ffmpeg_binary
 from videojob.grpc_setup import create_channel
 from videojob.render.v1 import render_pb2, render_pb2_grpc
 
-SERVICE = "videojob.render.v1.RenderService"
+SERVICE = RENDER_SERVICE
 
 # Runs the real FFmpeg, then, for renders only (they ask for -stats_period), stays silent for a
 # while with its pipes open, the way a slow trailer or faststart pass looks from outside.

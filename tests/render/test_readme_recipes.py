@@ -11,8 +11,9 @@ from typing import cast
 
 from tests.support.processes import ServiceProcess
 from tests.support.readme_recipes import GRPCURL, grpcurl_recipes, json_stream
+from videojob.endpoints import DEFAULT_RENDER_ADDRESS
 
-DEFAULT_ADDRESS = "127.0.0.1:50051"
+DEFAULT_ADDRESS = DEFAULT_RENDER_ADDRESS
 
 
 def test_readme_has_every_render_recipe() -> None:

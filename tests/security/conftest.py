@@ -11,11 +11,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+import videojob_launcher as launcher
 from tests.gateway.conftest import GATEWAY_TEST_ARGS
 from tests.support.ports import unused_address
-from videojob import launcher
 from videojob.ffmpeg_binary import ffmpeg_binary
-from videojob.launcher import EXPORT_SERVICE, RENDER_SERVICE, Role, Stack, StackConfig
+from videojob_launcher import EXPORT_SERVICE, RENDER_SERVICE, Role, Stack, StackConfig
 
 __all__ = ["EXPORT_SERVICE", "RENDER_SERVICE", "unused_address"]
 

@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tests.gateway.conftest import tiny_spec, wait_terminal
 from tests.support.certs import Pki, make_test_pki
 from videojob.grpc_setup import TlsFiles
-from videojob.launcher import (
+from videojob_launcher import (
     EXPORT_SERVICE,
     RENDER_SERVICE,
     Role,

@@ -1,4 +1,4 @@
-"""The project's real service processes for tests, one at a time (videojob.launcher does the
+"""The project's real service processes for tests, one at a time (videojob_launcher does the
 work; tests that want the whole system use its Stack), and a /proc look at their children."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
-from videojob.launcher import ServiceProcess, launch
-from videojob.launcher.process import PROJECT_ROOT
+from videojob_launcher import ServiceProcess, launch
+from videojob_launcher.process import PROJECT_ROOT
 
 __all__ = [
     "REPO_ROOT",

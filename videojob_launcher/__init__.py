@@ -2,8 +2,9 @@
 each is healthy, watches them (restarting one that dies, when asked) and stops them: one launcher
 for ``make run``, the tests, chaos and bench."""
 
-from videojob.launcher.health import grpc_serving, http_ok
-from videojob.launcher.process import (
+from videojob.endpoints import EXPORT_SERVICE, RENDER_SERVICE
+from videojob_launcher.health import grpc_serving, http_ok
+from videojob_launcher.process import (
     Aborted,
     LaunchError,
     Probe,
@@ -12,9 +13,7 @@ from videojob.launcher.process import (
     ServiceProcess,
     launch,
 )
-from videojob.launcher.stack import (
-    EXPORT_SERVICE,
-    RENDER_SERVICE,
+from videojob_launcher.stack import (
     Role,
     Stack,
     StackConfig,
@@ -22,7 +21,7 @@ from videojob.launcher.stack import (
     gateway_args,
     render_args,
 )
-from videojob.launcher.supervise import RestartPolicy, describe_status
+from videojob_launcher.supervise import RestartPolicy, describe_status
 
 __all__ = [
     "EXPORT_SERVICE",

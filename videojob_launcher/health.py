@@ -11,7 +11,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from videojob.grpc_setup import TlsFiles, channel_credentials
-from videojob.launcher.process import Probe
+from videojob_launcher.process import Probe
 
 PROBE_TIMEOUT_SECONDS = 2.0
 # A local probe never goes through an HTTP proxy named in the environment.

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from videojob.launcher.process import READY_TIMEOUT_SECONDS, Aborted, LaunchError, ServiceProcess
+from videojob_launcher.process import READY_TIMEOUT_SECONDS, Aborted, LaunchError, ServiceProcess
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""VideoJob proto <-> the pinned job JSON, and RenderSpec JSON (camelCase) -> proto."""
+"""The HTTP API's JSON vocabulary, shared by the gateway and the CLI: VideoJob proto <-> the
+pinned job JSON, and RenderSpec JSON (camelCase) -> proto."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from gateway.json_schema import SchemaChecker
-from gateway.openapi import COMPONENT_SCHEMAS
 from videojob import limits
 from videojob.errors import InvalidArgument
 from videojob.export.v1 import export_pb2
+from videojob.json_schema import SchemaChecker
 from videojob.render.v1 import spec_pb2
+from videojob.spec_schema import SPEC_SCHEMAS
 
 STATUS_NAMES: dict[int, str] = {
     export_pb2.JobStatus.Value(name): name.lower() for name in limits.JOB_STATUSES
@@ -26,7 +27,7 @@ TERMINAL_STATUSES = frozenset(
     export_pb2.JobStatus.Value(name) for name in limits.TERMINAL_JOB_STATUSES
 )
 
-_SPEC_CHECKER = SchemaChecker(COMPONENT_SCHEMAS)
+_SPEC_CHECKER = SchemaChecker(SPEC_SCHEMAS)
 _SNAKE_SEGMENT = re.compile(r"_([a-z0-9])")
 
 
@@ -78,7 +79,7 @@ def api_status_name(proto_name: str) -> str:
 
 def spec_from_json(body: Any) -> spec_pb2.RenderSpec:
     """The RenderSpec for a request body; InvalidArgument naming the JSON field otherwise."""
-    _SPEC_CHECKER.check(body, COMPONENT_SCHEMAS["RenderSpec"])
+    _SPEC_CHECKER.check(body, SPEC_SCHEMAS["RenderSpec"])
     spec = spec_pb2.RenderSpec()
     try:
         json_format.ParseDict(body, spec)

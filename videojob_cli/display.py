@@ -10,8 +10,8 @@ from typing import Protocol, TextIO
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
 
-from gateway.job_json import STATUS_NAMES, job_to_json
 from videojob.export.v1 import export_pb2
+from videojob.job_json import STATUS_NAMES, job_to_json
 
 
 def status_name(job: export_pb2.VideoJob) -> str:

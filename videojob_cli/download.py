@@ -13,8 +13,8 @@ import urllib.request
 from pathlib import Path
 from typing import BinaryIO
 
-from videojob.cli.errors import CliError
-from videojob.cli.exit_status import ExitStatus
+from videojob_cli.errors import CliError
+from videojob_cli.exit_status import ExitStatus
 
 CHUNK_BYTES = 1024 * 1024
 HTTP_SCHEMES = ("http", "https")

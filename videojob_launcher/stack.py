@@ -33,9 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from videojob.endpoints import EXPORT_SERVICE, RENDER_SERVICE
 from videojob.grpc_setup import TlsFiles
-from videojob.launcher.health import grpc_serving, http_ok
-from videojob.launcher.process import (
+from videojob.limits import DEFAULT_DRAIN_TIMEOUT_SECONDS
+from videojob_launcher.health import grpc_serving, http_ok
+from videojob_launcher.process import (
     READY_TIMEOUT_SECONDS,
     STOP_GRACE_SECONDS,
     Echo,
@@ -44,11 +46,8 @@ from videojob.launcher.process import (
     ProcessSpec,
     ServiceProcess,
 )
-from videojob.launcher.supervise import NO_RESTART, Report, RestartPolicy, supervise
-from videojob.limits import DEFAULT_DRAIN_TIMEOUT_SECONDS
+from videojob_launcher.supervise import NO_RESTART, Report, RestartPolicy, supervise
 
-RENDER_SERVICE = "videojob.render.v1.RenderService"
-EXPORT_SERVICE = "videojob.export.v1.ExportService"
 SQLITE_PREFIX = "sqlite:///"
 SHARED_DATABASE_SCHEMES = ("postgresql://", "postgres://")
 
@@ -328,7 +327,7 @@ class Stack:
         """Watches every process until ``stop`` is set (None) or the configuration's restart
         policy gives up on one that exited (that one; with the default policy, the first to
         exit). Restarts, when the policy makes them, keep the flags and the port. Each exit
-        goes to ``report`` in one line (default: a warning logged by videojob.launcher.supervise).
+        goes to ``report`` in one line (default: a warning logged by videojob_launcher.supervise).
         Stopping the processes is the caller's: ``stop()``."""
         return supervise(
             self.processes, self.config.restart, stop, report, self.config.ready_timeout

@@ -2,7 +2,9 @@
 
 Flags that name where the services are (and TLS, deadlines) come from the command line, else
 from the environment (``VIDEOJOB_`` plus the flag's name: ``VIDEOJOB_EXPORT_ADDR``), else from
-the default, and are checked with the project's flag table (videojob.flags)."""
+the default, and are checked with the project's flag table (videojob.flags). Those every command
+reads may also come before the command (``videojob --export-addr A list``); the command line is
+parsed once."""
 
 from __future__ import annotations
 
@@ -17,14 +19,8 @@ from typing import Any, TextIO
 
 import grpc
 
-from gateway.job_json import STATUS_BY_NAME
 from videojob import limits
-from videojob.cli.client import ExportClient, open_channel
-from videojob.cli.display import job_details, job_json_line, job_line, job_view, status_name
-from videojob.cli.download import download, gateway_url
-from videojob.cli.errors import CliError
-from videojob.cli.exit_status import ExitStatus, exit_status_table
-from videojob.cli.spec_input import PatternFlags, spec_for
+from videojob.endpoints import DEFAULT_EXPORT_ADDRESS, DEFAULT_GATEWAY_URL
 from videojob.export.v1 import export_pb2
 from videojob.flags import (
     Flag,
@@ -32,18 +28,23 @@ from videojob.flags import (
     FlagTable,
     Kind,
     choice,
+    client_tls_flags,
     integer,
     number,
-    path,
     target_addresses,
     text,
 )
 from videojob.grpc_setup import TlsFiles
+from videojob.job_json import STATUS_BY_NAME
+from videojob_cli.client import ExportClient, open_channel
+from videojob_cli.display import job_details, job_json_line, job_line, job_view, status_name
+from videojob_cli.download import download, gateway_url
+from videojob_cli.errors import CliError
+from videojob_cli.exit_status import ExitStatus, exit_status_table
+from videojob_cli.spec_input import PatternFlags, spec_for
 
 PROG = "videojob"
 ENV_PREFIX = "VIDEOJOB_"
-DEFAULT_EXPORT_ADDR = "127.0.0.1:50052"
-DEFAULT_GATEWAY_URL = "http://127.0.0.1:8080"
 DEFAULT_TIMEOUT_SECONDS = 10.0
 DEFAULT_RECONNECT_SECONDS = 30.0
 
@@ -55,19 +56,11 @@ _FLAGS = {
         Flag(
             "--export-addr",
             target_addresses(),
-            DEFAULT_EXPORT_ADDR,
+            DEFAULT_EXPORT_ADDRESS,
             "the export service's address, or its replicas' as a comma-separated list: calls "
             "go round-robin to those serving, a broken watch resumes on another",
         ),
-        Flag("--tls-ca", path("PEM"), None, "CA that verifies the export service (TLS on)"),
-        Flag(
-            "--tls-cert",
-            path("PEM"),
-            None,
-            "client certificate, for an export service that requires one",
-            requires=("--tls-key",),
-        ),
-        Flag("--tls-key", path("PEM"), None, "client key", requires=("--tls-cert",)),
+        *client_tls_flags("", "the export service"),
         Flag("--timeout", number(above=0), DEFAULT_TIMEOUT_SECONDS, "deadline of each call"),
         Flag(
             "--reconnect-timeout",
@@ -79,6 +72,7 @@ _FLAGS = {
         Flag("--api-token", text("TOKEN"), None, "the gateway's API token, when it has one"),
     )
 }
+# The flags every command reads: given before the command or after it (after wins).
 _CONNECTION = ("--export-addr", "--tls-ca", "--tls-cert", "--tls-key", "--timeout")
 _WATCHING = (*_CONNECTION, "--reconnect-timeout")
 _DOWNLOADING = (*_CONNECTION, "--gateway-url", "--api-token")
@@ -116,11 +110,6 @@ def _argument_type(kind: Kind) -> Callable[[str], Any]:
     return convert
 
 
-def _environment_help(table: FlagTable, flag: Flag) -> str:
-    default = "unset" if flag.default is None else f"{flag.default}"
-    return f"{flag.help} [env {table.env_name(flag)}; default {default}]".replace("%", "%%")
-
-
 _EPILOG = (
     f"Flags shown with [env ...] can also be set by that variable; the command line wins.\n\n"
     f"{exit_status_table()}"
@@ -138,6 +127,7 @@ class _Commands:
             formatter_class=argparse.RawDescriptionHelpFormatter,
             allow_abbrev=False,
         )
+        _table(PROG, _CONNECTION).add_to(self.parser)
         self._subparsers = self.parser.add_subparsers(
             dest="command", required=True, metavar="COMMAND"
         )
@@ -159,14 +149,8 @@ class _Commands:
         parser.add_argument(
             "--json", action="store_true", help="one JSON object per line (the API's job object)"
         )
-        for flag in table.flags:
-            parser.add_argument(
-                flag.name,
-                dest=flag.dest,
-                default=None,
-                metavar=flag.kind.metavar,
-                help=_environment_help(table, flag),
-            )
+        # Not given here: left out, so that a value given before the command stays.
+        table.add_to(parser, default=argparse.SUPPRESS)
         self.tables[name] = table
         self.actions[name] = action
         return parser
@@ -347,21 +331,6 @@ def _download(args: argparse.Namespace, client: ExportClient, out: TextIO) -> Ex
     return ExitStatus.OK
 
 
-def _settings(
-    table: FlagTable, args: argparse.Namespace, environ: Mapping[str, str]
-) -> argparse.Namespace:
-    """``args`` with every flag of ``table`` resolved: command line, environment, default."""
-    given: list[str] = []
-    for flag in table.flags:
-        value = getattr(args, flag.dest)
-        if value is not None:
-            given += [flag.name, value]
-    resolved = table.parse(given, environ)
-    for name, value in vars(resolved).items():
-        setattr(args, name, value)
-    return args
-
-
 def run(
     argv: Sequence[str] | None = None,
     *,
@@ -382,10 +351,11 @@ def run(
         return exit_request.code if isinstance(exit_request.code, int) else ExitStatus.USAGE
     table = commands.tables[args.command]
     try:
-        args = _settings(table, args, os.environ if environ is None else environ)
+        resolved = table.resolve(args, os.environ if environ is None else environ)
     except FlagError as error:
         print(f"{table.prog}: {error.message}", file=err, flush=True)
         return ExitStatus.USAGE
+    vars(args).update(vars(resolved))
     try:
         own_channel = channel is None
         if channel is None:

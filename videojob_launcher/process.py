@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 LISTENING = re.compile(r"listening on (?P<host>\S+):(?P<port>\d+)")
 # The folder that holds videojob and the services' packages: ``python -m`` runs from there.
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 READY_TIMEOUT_SECONDS = 60.0
 STOP_GRACE_SECONDS = 15.0
 KILL_WAIT_SECONDS = 10.0

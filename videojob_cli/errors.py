@@ -7,9 +7,9 @@ import grpc
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from gateway.job_json import http_message
-from videojob.cli.exit_status import ExitStatus
 from videojob.errors import ERROR_DOMAIN
+from videojob.job_json import http_message
+from videojob_cli.exit_status import ExitStatus
 
 _STATUS_OF_CODE: dict[grpc.StatusCode, ExitStatus] = {
     grpc.StatusCode.NOT_FOUND: ExitStatus.NOT_FOUND,

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.job_json import http_field, spec_from_json
-from videojob.cli.errors import CliError
-from videojob.cli.exit_status import ExitStatus
 from videojob.errors import InvalidArgument
+from videojob.job_json import http_field, spec_from_json
 from videojob.render.v1 import spec_pb2
 from videojob.spec_validation import normalize_spec
+from videojob_cli.errors import CliError
+from videojob_cli.exit_status import ExitStatus
 
 
 @dataclass(frozen=True)

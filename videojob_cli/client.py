@@ -9,8 +9,7 @@ from collections.abc import Callable
 
 import grpc
 
-from videojob.cli.errors import CliError, rpc_failure
-from videojob.cli.exit_status import ExitStatus
+from videojob.endpoints import EXPORT_SERVICE
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 from videojob.grpc_setup import (
     CHANNEL_OPTIONS,
@@ -21,6 +20,8 @@ from videojob.grpc_setup import (
     replica_target,
 )
 from videojob.render.v1 import spec_pb2
+from videojob_cli.errors import CliError, rpc_failure
+from videojob_cli.exit_status import ExitStatus
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +40,6 @@ RESUMABLE_CODES = frozenset(
 )
 FIRST_BACKOFF_SECONDS = 0.2
 MAX_BACKOFF_SECONDS = 2.0
-
-
-EXPORT_SERVICE = export_pb2.DESCRIPTOR.services_by_name["ExportService"].full_name
 
 
 def open_channel(addresses: str, tls: TlsFiles) -> grpc.Channel:

@@ -1,3 +1,0 @@
-from videojob.cli.main import main
-
-raise SystemExit(main())

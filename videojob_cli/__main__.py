@@ -1,0 +1,3 @@
+from videojob_cli.main import main
+
+raise SystemExit(main())
