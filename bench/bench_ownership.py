@@ -33,7 +33,7 @@ from bench.postgres import POSTGRES_ADMIN_URL, bench_database
 from bench.report import BenchResult
 from bench.stack import SYNTHETIC_RENDER_MODULE
 from bench.stats import percentile
-from export_service.ownership import DEFAULT_LEASE_TTL_SECONDS
+from export_service.config import DEFAULT_LEASE_TTL_SECONDS
 from export_service.store.factory import open_store
 from videojob.endpoints import EXPORT_SERVICE
 from videojob.export.v1 import export_pb2, export_pb2_grpc

@@ -8,11 +8,10 @@ import logging
 import sys
 from collections.abc import Mapping, Sequence
 
-from export_service.config import ExportConfig, TrackerSettings
+from export_service.config import DEFAULT_DATABASE, ExportConfig, TrackerSettings
 from export_service.server import create_server
 from export_service.store import open_store
 from export_service.store.base import default_writer
-from export_service.store.factory import DEFAULT_DATABASE
 from videojob.flags import (
     BOOLEAN,
     EXIT_USAGE,
@@ -137,6 +136,14 @@ FLAGS = FlagTable(
             "queued + running jobs accepted before CreateExport answers RESOURCE_EXHAUSTED",
         ),
         Flag(
+            "--max-pixel-rate",
+            integer(minimum=1),
+            _DEFAULTS.max_pixel_rate,
+            "output pixels per second (width x height x frames per second) a job may ask for; "
+            "more is refused at create naming its frame rate (output.fps, or the test "
+            "pattern's). The default is 8K at 30 fps (4K at 120 fps, 1080p at 240 fps)",
+        ),
+        Flag(
             "--job-retention",
             number(above=0),
             _DEFAULTS.job_retention,
@@ -197,6 +204,7 @@ def config_from_flags(flags: argparse.Namespace) -> ExportConfig:
         render_output_dir=flags.render_output_dir,
         database=flags.database,
         max_active_jobs=flags.max_active_jobs,
+        max_pixel_rate=flags.max_pixel_rate,
         job_retention=flags.job_retention,
         tracker=TrackerSettings(
             stall_timeout=flags.stall_timeout,

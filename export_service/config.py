@@ -5,10 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from export_service.ownership import DEFAULT_LEASE_TTL_SECONDS
-from export_service.store.factory import DEFAULT_DATABASE
 from videojob.endpoints import DEFAULT_EXPORT_ADDRESS, DEFAULT_RENDER_ADDRESS
 from videojob.grpc_setup import TlsFiles
+from videojob.limits import DEFAULT_MAX_PIXEL_RATE
+
+# The embedded default: a SQLite file under ./var.
+DEFAULT_DATABASE = "sqlite:///var/export.db"
+# How long a replica's hold on its jobs lasts without a renewal (see export_service.ownership).
+DEFAULT_LEASE_TTL_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,9 @@ class ExportConfig:
     render_output_dir: Path | None = None
     database: str = DEFAULT_DATABASE
     max_active_jobs: int = 1000
+    # The output pixels per second (width x height x fps) a job may ask for; more is refused
+    # at create (INVALID_ARGUMENT naming the frame rate's field).
+    max_pixel_rate: int = DEFAULT_MAX_PIXEL_RATE
     tracker: TrackerSettings = field(default_factory=TrackerSettings)
     tls: TlsFiles = field(default_factory=TlsFiles)
     render_tls: TlsFiles = field(default_factory=TlsFiles)

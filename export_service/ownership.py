@@ -46,8 +46,10 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
+from export_service.config import DEFAULT_LEASE_TTL_SECONDS
 from export_service.store.base import Job, JobStore, ReplicaBeat, StoreUnavailable
 from videojob import metrics
+from videojob.backoff import Backoff, Retries
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +57,6 @@ logger = logging.getLogger(__name__)
 # are re-attached, so the user sees a pause of progress, not a failure); long enough that a busy
 # event loop or a GC pause never costs a lease: renewals go every TTL/3, so two renewals in a row
 # may be late or lost (about 6.7 s of stall) before the lease can expire.
-DEFAULT_LEASE_TTL_SECONDS = 10.0
 CLAIM_INTERVAL_SECONDS = 0.5
 CLAIM_BATCH = 100
 # A failed renewal is tried again this soon (bounded by TTL/10).
@@ -213,15 +214,14 @@ class Ownership:
     async def start(self) -> list[Job]:
         """Registers the heartbeat, then claims what needs an owner (on an exclusive database
         every unfinished job); the jobs claimed. Waits for a database that does not answer."""
-        delay = RENEW_RETRY_SECONDS
+        retries = Retries(Backoff(first=RENEW_RETRY_SECONDS, cap=self.ttl))
         while True:
             try:
                 await self._renew()
                 jobs = await self._claim(take_over=self.exclusive)
             except StoreUnavailable as unavailable:
                 logger.warning("claiming jobs waits for the database: %s", unavailable.detail)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.ttl)
+                await retries.wait()
                 continue
             logger.info(
                 "export replica %s (lease TTL %g s) took %d jobs",

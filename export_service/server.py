@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -20,7 +20,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 
-from export_service.changes import ChangeHub
+from export_service.changes import ChangeHub, ListChanges
 from export_service.config import ExportConfig
 from export_service.input_check import check_inputs, has_input_files
 from export_service.job_metrics import JobMetrics
@@ -46,7 +46,7 @@ from export_service.store.base import (
 from export_service.store.notifications import ChangeFeed
 from export_service.store.outage import PatientStore
 from export_service.store.postgres import PostgresJobStore
-from export_service.tracker import RenderSupervisor
+from export_service.tracking.supervisor import RenderSupervisor
 from videojob import metrics, stamps, tracing
 from videojob.endpoints import IDEMPOTENT_REPLAYED_METADATA
 from videojob.errors import (
@@ -71,7 +71,7 @@ from videojob.limits import (
     MAX_WATCH_IDS,
 )
 from videojob.render.v1 import spec_pb2
-from videojob.spec_validation import normalize_spec
+from videojob.spec_validation import check_pixel_rate, normalize_spec
 
 logger = logging.getLogger(__name__)
 
@@ -230,6 +230,7 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
         if not request.HasField("spec"):
             raise InvalidArgument("spec", "is required")
         normalized = normalize_spec(request.spec)
+        check_pixel_rate(normalized, self._config.max_pixel_rate)
         spec = normalized.SerializeToString(deterministic=True)
         job_id = uuid.uuid4().hex
         request_id = request.request_id or f"generated-{job_id}"
@@ -446,8 +447,8 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
         watchers = metrics.EXPORT_WATCHERS.labels("list")
         watchers.inc()
         try:
-            with self._hub.subscribe_all() as changed:
-                async for job in self._watch_list(ids, page_size, status, changed):
+            with self._hub.subscribe_all() as changes:
+                async for job in self._watch_list(ids, page_size, status, changes):
                     yield job
         finally:
             watchers.dec()
@@ -457,55 +458,119 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
         ids: frozenset[str],
         page_size: int,
         status: JobStatus | None,
-        changed: asyncio.Event,
+        changes: ListChanges,
     ) -> AsyncIterator[export_pb2.VideoJob]:
-        """Re-reads the covered jobs after every local change (at most once per coalescing
-        window) and at least every watch_poll_interval; sends each job whose version is newer
-        than the one it last sent, or whose derived awaiting_owner changed (the same version
-        again: nothing was written, what it shows did change). A sent job stays covered until
-        it is terminal."""
-        sent: dict[str, tuple[int, bool]] = {}
-        following: set[str] = set()
+        """Reads the covered jobs (the first page of the list, the ids asked for, and every job
+        sent until it is terminal) at the start, when the hub says hints may have been lost and
+        at least every watch_poll_interval; between those, only the jobs the hub says changed
+        (at most once per coalescing window), from the row this process committed where it has
+        one. Sends each job whose version is newer than the one it last sent, or whose derived
+        awaiting_owner changed (the same version again: nothing was written, what it shows did
+        change)."""
+        view = _ListView(ids, page_size, status)
         while True:
-            changed.clear()
-            jobs = await self._covered_jobs(ids | following, page_size, status)
-            shown: dict[str, tuple[int, bool]] = {}
+            everything, changed = changes.take()
+            if everything:
+                page = (
+                    await self._store.list_jobs(limit=page_size, status=status) if page_size else []
+                )
+                view.new_page(page)
+                jobs = [*page, *await self._read_jobs(view.covered() - {job.id for job in page})]
+            else:
+                jobs = await self._changed_jobs(changed, view)
             for job in jobs:
                 awaiting = self._awaiting_owner(job)
-                shown[job.id] = (job.version, awaiting)
-                version, was_awaiting = sent.get(job.id, (0, False))
-                if job.version > version or (job.version == version and awaiting != was_awaiting):
+                if view.send(job, awaiting):
                     yield job_to_proto(job, awaiting_owner=awaiting)
-                if job.terminal:
-                    following.discard(job.id)
-                else:
-                    following.add(job.id)
-            sent = shown
             if self._hub.closed:
                 return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), self._own_poll_interval())
-                # Let a burst of changes (progress of many jobs) land before re-reading.
+            try:
+                async with asyncio.timeout(self._own_poll_interval()):
+                    await changes.event.wait()
+            except TimeoutError:
+                changes.note_everything()
+            else:
+                # Let a burst of changes (progress of many jobs) land before reading.
                 await asyncio.sleep(LIST_WATCH_COALESCE_SECONDS)
+
+    async def _changed_jobs(self, changed: dict[str, Job | None], view: _ListView) -> list[Job]:
+        """The changed jobs the view covers (or that may enter its page), as committed here or
+        read; a job deleted meanwhile leaves the view."""
+        rows = [row for row in changed.values() if row is not None and view.may_cover(row)]
+        unread = [job_id for job_id, row in changed.items() if row is None]
+        read = await self._read_jobs(unread)
+        for job_id in set(unread) - {job.id for job in read}:
+            view.forget(job_id)
+        return [*rows, *(job for job in read if view.may_cover(job))]
+
+    async def _read_jobs(self, job_ids: Iterable[str]) -> list[Job]:
+        found = await asyncio.gather(*(self._find(job_id) for job_id in job_ids))
+        return [job for job in found if job is not None]
 
     def _own_poll_interval(self) -> float | None:
         """How long a watcher waits for a change before re-reading on its own: not at all when
         the hub's batched poll covers it (PostgreSQL), else watch_poll_interval."""
         return None if self._hub.polled else self._config.watch_poll_interval
 
-    async def _covered_jobs(
-        self, ids: frozenset[str] | set[str], page_size: int, status: JobStatus | None
-    ) -> list[Job]:
-        page = await self._store.list_jobs(limit=page_size, status=status) if page_size else []
-        listed = {job.id for job in page}
-        others = await asyncio.gather(*(self._find(job_id) for job_id in ids - listed))
-        return [*page, *(job for job in others if job is not None)]
-
     async def _find(self, job_id: str) -> Job | None:
         try:
             return await self._store.get(job_id)
         except JobNotFound:
             return None
+
+
+class _ListView:
+    """What one WatchExports stream covers: the ids it asked for, the first ``page_size`` jobs
+    of the list (newest first, of ``status`` when given), and every job it sent until that one
+    is terminal; and what it last sent of each."""
+
+    def __init__(self, ids: frozenset[str], page_size: int, status: JobStatus | None) -> None:
+        self._ids = ids
+        self._page_size = page_size
+        self._status = status
+        self._page: list[tuple[int, str]] = []  # (created_at µs, id), newest first
+        self._following: set[str] = set()
+        self._sent: dict[str, tuple[int, bool]] = {}
+
+    def new_page(self, page: list[Job]) -> None:
+        """The page as just listed: what was sent of jobs no longer covered is forgotten."""
+        self._page = [(created_at_us(job), job.id) for job in page]
+        covered = self.covered() | {job.id for job in page}
+        self._sent = {job_id: sent for job_id, sent in self._sent.items() if job_id in covered}
+
+    def covered(self) -> set[str]:
+        return {*self._ids, *self._following, *(job_id for _, job_id in self._page)}
+
+    def may_cover(self, job: Job) -> bool:
+        """Covered, or entering the page (a new job, or one that now has the status)."""
+        if job.id in self._ids or job.id in self._following:
+            return True
+        if not self._page_size or (self._status is not None and job.status is not self._status):
+            return job.id in {job_id for _, job_id in self._page}
+        key = (created_at_us(job), job.id)
+        if key in self._page:
+            return True
+        if len(self._page) >= self._page_size and key < self._page[-1]:
+            return False
+        self._page = sorted([*self._page, key], reverse=True)[: self._page_size]
+        return True
+
+    def send(self, job: Job, awaiting_owner: bool) -> bool:
+        """Whether ``job`` is news to this stream (then it counts as sent)."""
+        version, was_awaiting = self._sent.get(job.id, (0, False))
+        if job.terminal:
+            self._following.discard(job.id)
+        else:
+            self._following.add(job.id)
+        if job.version > version or (job.version == version and awaiting_owner != was_awaiting):
+            self._sent[job.id] = (job.version, awaiting_owner)
+            return True
+        return False
+
+    def forget(self, job_id: str) -> None:
+        self._following.discard(job_id)
+        self._sent.pop(job_id, None)
+        self._page = [entry for entry in self._page if entry[1] != job_id]
 
 
 def _watch_list_request(

@@ -19,7 +19,14 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.responses import (
+    FileResponse,
+    JSONResponse,
+    MalformedRangeHeader,
+    RangeNotSatisfiable,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -153,14 +160,7 @@ def _status_param(request: Request) -> export_pb2.JobStatus.ValueType:
 
 
 def _limit_param(request: Request) -> int:
-    limit_text = request.query_params.get("limit", str(DEFAULT_LIST_LIMIT))
-    if not limit_text.isascii() or not limit_text.isdigit():
-        raise MalformedArgument("limit", f"must be an integer from 1 to {MAX_LIST_LIMIT}")
-    digits = limit_text.lstrip("0")
-    limit = int(digits) if 0 < len(digits) <= len(str(MAX_LIST_LIMIT)) else 0
-    if not 1 <= limit <= MAX_LIST_LIMIT:
-        raise InvalidArgument("limit", f"must be an integer from 1 to {MAX_LIST_LIMIT}")
-    return limit
+    return _integer_param(request, "limit", DEFAULT_LIST_LIMIT, 1, MAX_LIST_LIMIT)
 
 
 def _list_request(request: Request) -> export_pb2.ListExportsRequest:
@@ -311,6 +311,45 @@ async def job_events(request: Request) -> Response:
     return StreamingResponse(events, media_type="text/event-stream", headers=sse.SSE_HEADERS)
 
 
+class VideoFileResponse(FileResponse):
+    """A job's file, Range requests included, whose refusals of a Range header are the API's
+    JSON errors: 400 naming ``Range`` for one that cannot be read, 416 with ``Content-Range:
+    bytes */SIZE`` (RFC 9110) for one that starts past the end of the file. A range unit other
+    than bytes is ignored (RFC 9110): the whole file."""
+
+    @classmethod
+    def _parse_range_header(cls, http_range: str, file_size: int) -> list[tuple[int, int]]:
+        unit, separator, _ = http_range.partition("=")
+        if separator and unit.strip().lower() != "bytes":
+            return []
+        try:
+            return super()._parse_range_header(http_range, file_size)
+        except MalformedRangeHeader:
+            raise MalformedArgument(
+                "Range",
+                "must be bytes=FIRST-LAST, bytes=FIRST- or bytes=-SUFFIX (FIRST <= LAST), "
+                "or several of them separated by commas",
+            ) from None
+        except RangeNotSatisfiable:
+            raise HTTPException(
+                416,
+                f"the range starts past the end of the file ({file_size} bytes)",
+                headers={"Content-Range": f"bytes */{file_size}"},
+            ) from None
+
+
+def _no_file(job: export_pb2.VideoJob) -> str:
+    """Why an unfinished (or failed, or cancelled) job has no file to download, truthfully."""
+    if job.status == export_pb2.CANCELLED:
+        return "the job was cancelled: it has no file and never will"
+    if job.status == export_pb2.FAILED:
+        return "the job failed: it has no file and never will (its error says why)"
+    if job.status == export_pb2.COMPLETED:
+        return "the job completed without a file"
+    status = job_to_json(job)["status"]
+    return f"the job is {status}; its file exists once it has completed"
+
+
 def _existing_file(path: Path) -> Path | None:
     try:
         resolved = path.resolve(strict=True)
@@ -323,8 +362,7 @@ async def download(request: Request) -> Response:
     job_id = _job_id(request)
     job = await _get(request, job_id)
     if job.status != export_pb2.COMPLETED or not job.output_path:
-        status = job_to_json(job)["status"]
-        raise FailedPrecondition(f"the job is {status}; its file exists once it has completed")
+        raise FailedPrecondition(_no_file(job))
     container = job.spec.output.container or DEFAULT_CONTAINER
     path = Path(job.output_path)
     if container not in CONTENT_TYPES or path.suffix != f".{container}":
@@ -333,7 +371,7 @@ async def download(request: Request) -> Response:
     resolved = await asyncio.to_thread(_existing_file, path)
     if resolved is None:
         raise HTTPException(410, "the job's file no longer exists")
-    return FileResponse(
+    return VideoFileResponse(
         resolved,
         media_type=CONTENT_TYPES[container],
         filename=f"{job.id}.{container}",

@@ -49,6 +49,7 @@ _CODE_FOR_HTTP_STATUS = {
     410: "gone",
     413: "payload_too_large",
     415: "unsupported_media_type",
+    416: "range_not_satisfiable",
 }
 # Busy (429) and away (503): a client may try again, after this many seconds.
 RETRY_AFTER_STATUSES = frozenset({429, 503})
@@ -56,6 +57,12 @@ _UPSTREAM_MESSAGES = {
     grpc.StatusCode.UNAVAILABLE: "the export service is unavailable",
     grpc.StatusCode.DEADLINE_EXCEEDED: "the export service did not answer in time",
 }
+
+
+def _utf8(text: str) -> str:
+    """``text`` as UTF-8 can carry it: a lone surrogate a client sent (JSON's ``\\ud800``, in
+    a field's name) is spelled as that escape rather than failing the answer."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def error_response(
@@ -68,10 +75,10 @@ def error_response(
 ) -> JSONResponse:
     body: dict[str, str] = {
         "code": code or _CODE_FOR_HTTP_STATUS.get(status, "error"),
-        "message": message,
+        "message": _utf8(message),
     }
     if field is not None:
-        body["field"] = field
+        body["field"] = _utf8(field)
     if status in RETRY_AFTER_STATUSES and not any(
         name.lower() == "retry-after" for name in headers or {}
     ):

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -31,6 +30,7 @@ import grpc
 
 from gateway.watch_hub import ENDED, SHUT_DOWN, Ended
 from videojob import metrics
+from videojob.backoff import Backoff, Retries, list_watch_resumable
 from videojob.errors import ResourceExhausted
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 from videojob.job_json import is_terminal, job_to_json
@@ -38,16 +38,7 @@ from videojob.job_json import is_terminal, job_to_json
 logger = logging.getLogger(__name__)
 
 EVENT_NAME = "job"
-_PERMANENT_CODES = frozenset(
-    {
-        grpc.StatusCode.INVALID_ARGUMENT,
-        grpc.StatusCode.PERMISSION_DENIED,
-        grpc.StatusCode.UNAUTHENTICATED,
-        grpc.StatusCode.UNIMPLEMENTED,
-    }
-)
-_FIRST_RETRY_DELAY_SECONDS = 0.1
-_MAX_RETRY_DELAY_SECONDS = 1.0
+_RETRY_BACKOFF = Backoff(first=0.1, cap=1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,18 +240,17 @@ class ListWatchHub:
 
     async def _pump(self, watch: ListWatch) -> None:
         """Reads upstream for as long as anyone watches, re-opening the stream when it breaks."""
-        failing_since: float | None = None
-        delay = _FIRST_RETRY_DELAY_SECONDS
+        retries = Retries(_RETRY_BACKOFF, budget=self._retry_seconds)
         try:
             while True:
                 call = self._stub.WatchExports(watch.view.request())
                 try:
                     async for job in call:
-                        failing_since, delay = None, _FIRST_RETRY_DELAY_SECONDS
+                        retries.reset()
                         watch.publish(job_frame(job))
                     reason = "the export service ended the stream"
                 except grpc.aio.AioRpcError as error:
-                    if error.code() in _PERMANENT_CODES:
+                    if not list_watch_resumable(error.code()):
                         logger.warning(
                             "list watch %s: %s %s", watch.view, error.code().name, error.details()
                         )
@@ -268,19 +258,14 @@ class ListWatchHub:
                     reason = f"{error.code().name} {error.details()}"
                 finally:
                     call.cancel()
-                now = time.monotonic()
-                if failing_since is None:
-                    failing_since = now
-                if now - failing_since >= self._retry_seconds:
+                logger.info("list watch broke (%s); re-opening", reason)
+                if not await retries.wait():
                     logger.warning(
                         "list watch: giving up after %.1f s (%s); its clients will reconnect",
-                        now - failing_since,
+                        self._retry_seconds,
                         reason,
                     )
                     return
-                logger.info("list watch broke (%s); re-opening", reason)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _MAX_RETRY_DELAY_SECONDS)
         finally:
             self._forget(watch)
             watch.end_all()

@@ -89,7 +89,11 @@ COMPONENT_SCHEMAS: dict[str, dict[str, Any]] = {
             "updatedAt": {"type": ["string", "null"], "format": "date-time"},
             "startedAt": {"type": ["string", "null"], "format": "date-time"},
             "finishedAt": {"type": ["string", "null"], "format": "date-time"},
-            "etaSeconds": {"type": ["number", "null"], "description": "While running."},
+            "etaSeconds": {
+                "type": ["number", "null"],
+                "description": "While running: the render's estimate of the seconds left, to a "
+                "tenth of a second.",
+            },
             "requestId": {"type": "string"},
             "outputSizeBytes": {"type": ["integer", "null"]},
             "outputDurationSeconds": {"type": ["number", "null"]},
@@ -442,8 +446,10 @@ def _build() -> dict[str, Any]:
                         ),
                         "415": _error("The body is not application/json."),
                         "422": _error(
-                            "A field of the spec is outside its documented range; `field` "
-                            "names it (`source.testPattern.width`)."
+                            "A field of the spec is outside its documented range (or a string "
+                            "is not valid Unicode text, or the output's pixels per second are "
+                            "over the service's limit); `field` names it "
+                            "(`source.testPattern.width`, `output.fps`)."
                         ),
                         **_API_ERRORS,
                     },
@@ -801,7 +807,19 @@ def _build() -> dict[str, Any]:
                     "operationId": "downloadJob",
                     "summary": "The finished video (supports Range).",
                     "security": [{"bearer": []}, {}],
-                    "parameters": [JOB_ID_PARAMETER, ACCESS_TOKEN_PARAMETER],
+                    "parameters": [
+                        JOB_ID_PARAMETER,
+                        ACCESS_TOKEN_PARAMETER,
+                        {
+                            "name": "Range",
+                            "in": "header",
+                            "required": False,
+                            "description": "Byte ranges (RFC 9110): `bytes=FIRST-LAST`, "
+                            "`bytes=FIRST-`, `bytes=-SUFFIX`, or several separated by commas. "
+                            "Another unit than bytes is ignored (the whole file).",
+                            "schema": {"type": "string"},
+                        },
+                    ],
                     "responses": {
                         "200": {
                             "description": "The whole file.",
@@ -811,10 +829,23 @@ def _build() -> dict[str, Any]:
                             },
                         },
                         "206": {"description": "The requested byte range."},
+                        "400": _error("The Range header cannot be read; `field` is `Range`."),
                         "404": _error("No job has this id."),
-                        "409": _error("The job has not completed."),
+                        "409": _error(
+                            "The job has no file: it is queued or running (its file exists "
+                            "once it has completed), or it failed or was cancelled (it never "
+                            "will have one); the message says which."
+                        ),
                         "410": _error("The job completed but its file is gone."),
-                        "416": {"description": "The range is outside the file."},
+                        "416": {
+                            **_error("The range starts past the end of the file."),
+                            "headers": {
+                                "Content-Range": {
+                                    "description": "`bytes */SIZE`: the file's size.",
+                                    "schema": {"type": "string"},
+                                }
+                            },
+                        },
                         **_API_ERRORS,
                     },
                 }

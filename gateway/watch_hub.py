@@ -18,30 +18,19 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import grpc
 
 from videojob import metrics, stamps
+from videojob.backoff import Backoff, Retries, job_watch_resumable
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 from videojob.job_json import is_terminal, job_to_json, sse_event_name
 
 logger = logging.getLogger(__name__)
 
-# Retrying these cannot help: the job does not exist, or this gateway may not watch it.
-_PERMANENT_CODES = frozenset(
-    {
-        grpc.StatusCode.NOT_FOUND,
-        grpc.StatusCode.INVALID_ARGUMENT,
-        grpc.StatusCode.PERMISSION_DENIED,
-        grpc.StatusCode.UNAUTHENTICATED,
-        grpc.StatusCode.UNIMPLEMENTED,
-    }
-)
-_FIRST_RETRY_DELAY_SECONDS = 0.1
-_MAX_RETRY_DELAY_SECONDS = 1.0
+_RETRY_BACKOFF = Backoff(first=0.1, cap=1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,8 +247,7 @@ class JobWatchHub:
     async def _pump(self, watch: JobWatch) -> None:
         """Reads upstream until the terminal state, re-opening the stream when it breaks."""
         after_version = 0
-        failing_since: float | None = None
-        delay = _FIRST_RETRY_DELAY_SECONDS
+        retries = Retries(_RETRY_BACKOFF, budget=self._retry_seconds)
         terminal = False
         try:
             while True:
@@ -268,7 +256,7 @@ class JobWatchHub:
                 )
                 try:
                     async for job in call:
-                        failing_since, delay = None, _FIRST_RETRY_DELAY_SECONDS
+                        retries.reset()
                         if job.version <= after_version:
                             continue
                         after_version = job.version
@@ -280,7 +268,7 @@ class JobWatchHub:
                             return
                     reason = "the export service ended the stream"
                 except grpc.aio.AioRpcError as error:
-                    if error.code() in _PERMANENT_CODES:
+                    if not job_watch_resumable(error.code()):
                         logger.info(
                             "watch of %s: %s %s", watch.job_id, error.code().name, error.details()
                         )
@@ -288,20 +276,15 @@ class JobWatchHub:
                     reason = f"{error.code().name} {error.details()}"
                 finally:
                     call.cancel()
-                now = time.monotonic()
-                if failing_since is None:
-                    failing_since = now
-                if now - failing_since >= self._retry_seconds:
+                logger.info("watch of %s broke (%s); re-opening", watch.job_id, reason)
+                if not await retries.wait():
                     logger.warning(
                         "watch of %s: giving up after %.1f s (%s); its clients will reconnect",
                         watch.job_id,
-                        now - failing_since,
+                        self._retry_seconds,
                         reason,
                     )
                     return
-                logger.info("watch of %s broke (%s); re-opening", watch.job_id, reason)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _MAX_RETRY_DELAY_SECONDS)
         finally:
             if not terminal:
                 # Subscribers that join from now on start a fresh watch.

@@ -16,6 +16,8 @@ from videojob.render.v1 import render_pb2, spec_pb2
 
 TERMINAL_KINDS = frozenset({"completed", "failed", "cancelled"})
 MAX_PROGRESS_PERCENT = MAX_RUNNING_PROGRESS
+# An ETA is an estimate: sent to a tenth of a second (every view shows what is sent here).
+ETA_DECIMALS = 1
 
 _STATE_FOR_TERMINAL = {
     "completed": render_pb2.RENDER_STATE_COMPLETED,
@@ -125,7 +127,7 @@ class RenderRecord:
             fps=fps,
             speed=speed,
             out_time_seconds=out_time_seconds,
-            eta_seconds=eta_seconds,
+            eta_seconds=round(eta_seconds, ETA_DECIMALS),
         )
         self._last_progress = progress
         self._append(render_pb2.RenderEvent(progress=progress))

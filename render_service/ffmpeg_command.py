@@ -15,11 +15,12 @@ from typing import Any
 
 import ffmpeg
 
+from videojob import limits
 from videojob.render.v1 import spec_pb2
 
 PROGRESS_ARGS = ("-progress", "pipe:1", "-nostats", "-stats_period", "0.5")
 GLOBAL_ARGS = ("-hide_banner", "-nostdin", "-y", "-loglevel", "warning", *PROGRESS_ARGS)
-DEFAULT_SLIDESHOW_FPS = 25.0
+DEFAULT_SLIDESHOW_FPS = limits.DEFAULT_SLIDESHOW_FPS
 DEFAULT_SLIDESHOW_SIZE = (1280, 720)
 AUDIO_SAMPLE_RATE = 48000
 
@@ -68,11 +69,17 @@ def _escape(text: str, specials: str) -> str:
     return "".join("\\" + ch if ch in specials or ch.isspace() else ch for ch in text)
 
 
+def escape_option_value(value: str) -> str:
+    """Escapes ``value`` for a filter's option parser alone (``\\ ' : =`` and whitespace): how
+    FFmpeg shows an option value once the graph parser has read the description."""
+    return _escape(value, _OPTION_VALUE_SPECIALS)
+
+
 def escape_filter_value(value: str) -> str:
     """Escapes ``value`` as a filter option value inside a filter-graph description: first for
     the option parser (``\\ ' : =``), then for the graph parser (``\\ ' [ ] , ;``); whitespace at
     both levels. No character of ``value`` can then end the option or the filter."""
-    return _escape(_escape(value, _OPTION_VALUE_SPECIALS), _FILTERGRAPH_SPECIALS)
+    return _escape(escape_option_value(value), _FILTERGRAPH_SPECIALS)
 
 
 @functools.cache

@@ -14,6 +14,7 @@ from render_service.config import RenderConfig
 from render_service.events import RenderRecord
 from render_service.failures import FailureCode, RenderFailure
 from render_service.output_dir import partial_names, remove_partials
+from render_service.public_paths import RelativePaths
 from render_service.render_job import (
     RenderJob,
     ResolvedPaths,
@@ -68,6 +69,9 @@ class RenderRegistry:
         self._draining = False
         self._render_finished = asyncio.Event()
         self._input_checks = asyncio.Semaphore(MAX_CONCURRENT_INPUT_CHECKS)
+        # What a client is shown of a failure: paths relative to the media root (or the output
+        # directory); the log keeps them whole.
+        self._public = RelativePaths(config.media_root, config.output_dir)
 
     def start(self) -> None:
         self._heartbeat_task = asyncio.create_task(self._send_heartbeats())
@@ -157,7 +161,7 @@ class RenderRegistry:
         self._records[render_id] = record
         record.progress("Queued", 0.0)
         stream = record.watch(0)
-        job = RenderJob(record, paths, self._config, self._slots, ffmpeg_binary())
+        job = RenderJob(record, paths, self._config, self._slots, ffmpeg_binary(), self._public)
         record.task = asyncio.create_task(job.run(), name=f"render-{render_id}")
         return stream
 
@@ -175,8 +179,9 @@ class RenderRegistry:
                 if failure.code != FailureCode.INVALID_INPUT or not failure.field:
                     logger.warning("input check undecided: %s", failure)
                     return
+                logger.info("input check refused: %s", failure)
                 prefix = f"{failure.field}: "
-                problem = failure.message.removeprefix(prefix)
+                problem = self._public(failure.message.removeprefix(prefix))
                 raise InvalidArgument(failure.field, problem) from None
 
     def watch(self, render_id: str, after_seq: int) -> AsyncIterator[render_pb2.RenderEvent]:

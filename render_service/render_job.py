@@ -28,8 +28,9 @@ from render_service.ffmpeg_command import (
 )
 from render_service.ffmpeg_process import kill_process_group, start_ffmpeg
 from render_service.ffmpeg_progress import ProgressBlock, ProgressParser
-from render_service.media_probe import probe_media
+from render_service.media_probe import probe_media, probe_subtitles
 from render_service.output_dir import OutputDirectory, final_name, partial_name
+from render_service.public_paths import RelativePaths
 from render_service.verification import verify_output
 from videojob import stamps, tracing
 from videojob.limits import MAX_DURATION_SECONDS, MAX_RUNNING_PROGRESS, bounded_log_tail
@@ -99,6 +100,7 @@ def resolve_spec_paths(media_root: Path, spec: spec_pb2.RenderSpec) -> ResolvedP
 
 TRANSCODE_FIELD = "spec.source.transcode.input_path"
 AUDIO_FIELD = "spec.source.slideshow.audio_path"
+SUBTITLES_FIELD = "spec.source.slideshow.subtitles_path"
 
 
 def slide_field(index: int) -> str:
@@ -111,9 +113,10 @@ async def probe_inputs(
     paths: ResolvedPaths,
     slide_probed: Callable[[int], None] | None = None,
 ) -> tuple[RenderInputs, float]:
-    """Reads every input's header (the transcode input, each slide, the soundtrack) and the
-    expected duration; an input ffmpeg cannot use is an INVALID_INPUT failure naming its field.
-    The check Render makes before starting, and CheckInputs answers with."""
+    """Reads every input's header (the transcode input, each slide, the soundtrack, the
+    subtitles) and the expected duration; an input ffmpeg cannot use is an INVALID_INPUT
+    failure naming its field. The check Render makes before starting, and CheckInputs answers
+    with."""
     source = spec.source
     kind = source.WhichOneof("kind")
     if kind == "test_pattern":
@@ -148,6 +151,8 @@ async def probe_inputs(
         info = await probe_media(binary, paths.audio, AUDIO_FIELD)
         if not info.has_audio:
             raise invalid_input(AUDIO_FIELD, "has no audio stream")
+    if paths.subtitles is not None:
+        await probe_subtitles(binary, paths.subtitles, SUBTITLES_FIELD)
     inputs = RenderInputs(
         slide_paths=paths.slides,
         slide_size=slide_size,
@@ -196,6 +201,7 @@ class RenderJob:
         config: RenderConfig,
         slots: asyncio.Semaphore,
         binary: str,
+        public: RelativePaths | None = None,
     ) -> None:
         self._record = record
         self._spec = record.spec
@@ -204,6 +210,8 @@ class RenderJob:
         self._slots = slots
         self._binary = binary
         self._output_dir = config.output_dir.resolve()
+        # What the client is shown of a failure: no path of this machine (the log keeps them).
+        self._public = public or RelativePaths(config.media_root, config.output_dir)
         container = self._spec.output.container
         self._partial_name = partial_name(config.instance_id, record.render_id, container)
         self._final_name = final_name(record.render_id, container)
@@ -233,10 +241,19 @@ class RenderJob:
                 failure,
                 extra={"log_tail": failure.log_tail} if failure.log_tail else None,
             )
-            record.fail(failure.code, failure.message, failure.log_tail, field=failure.field)
+            record.fail(
+                failure.code,
+                self._public(failure.message),
+                self._public(failure.log_tail),
+                field=failure.field,
+            )
         except Exception:  # a bug: every expected failure is a RenderFailure
             logger.exception("render %s failed unexpectedly", record.render_id)
-            record.fail(FailureCode.INTERNAL, "internal error in the render service", self._tail())
+            record.fail(
+                FailureCode.INTERNAL,
+                "internal error in the render service",
+                self._public(self._tail()),
+            )
 
     def _tail(self) -> str:
         return bounded_log_tail("\n".join(self._log_tail))
@@ -294,10 +311,10 @@ class RenderJob:
             return failure
         if output.reachable():
             return failure
+        logger.warning("the output directory %s became unreachable", self._output_dir)
         return RenderFailure(
             FailureCode.OUTPUT_UNWRITABLE,
-            f"the output directory {self._output_dir} became unreachable during the render "
-            f"({failure.message})",
+            f"the output directory became unreachable during the render ({failure.message})",
             failure.log_tail,
         )
 

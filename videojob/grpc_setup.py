@@ -20,6 +20,7 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from grpc_reflection.v1alpha import reflection
 
 from videojob import tracing
+from videojob.backoff import UNARY_RETRYABLE
 from videojob.grpc_errors import DomainErrorInterceptor
 
 logger = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ REPLICA_RETRY_POLICY = {
     "initialBackoff": "0.1s",
     "maxBackoff": "1s",
     "backoffMultiplier": 2,
-    "retryableStatusCodes": ["UNAVAILABLE"],
+    "retryableStatusCodes": sorted(code.name for code in UNARY_RETRYABLE),
 }
 
 

@@ -3,6 +3,7 @@ pinned job JSON, and RenderSpec JSON (camelCase) -> proto."""
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import UTC
 from typing import Any
@@ -16,6 +17,8 @@ from videojob.export.v1 import export_pb2
 from videojob.json_schema import SchemaChecker
 from videojob.render.v1 import spec_pb2
 from videojob.spec_schema import SPEC_SCHEMAS
+
+logger = logging.getLogger(__name__)
 
 STATUS_NAMES: dict[int, str] = {
     export_pb2.JobStatus.Value(name): name.lower() for name in limits.JOB_STATUSES
@@ -84,7 +87,10 @@ def spec_from_json(body: Any) -> spec_pb2.RenderSpec:
     try:
         json_format.ParseDict(body, spec)
     except json_format.ParseError as exc:
-        raise InvalidArgument("body", str(exc)) from None
+        # The document's schema admitted it, the proto did not: a gap between the two, whose
+        # words (proto type names) are the log's, not the client's.
+        logger.warning("a request body the schema admits is no RenderSpec: %s", exc)
+        raise InvalidArgument("body", "cannot be read as a RenderSpec") from None
     return spec
 
 

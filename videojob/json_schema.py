@@ -72,6 +72,15 @@ def _json_text(value: Any) -> str:
     return str(value)
 
 
+def _is_unicode_text(value: str) -> bool:
+    """False for a string holding a lone surrogate (which no UTF-8 can carry)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _format_number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
@@ -124,6 +133,11 @@ class SchemaChecker:
 
     @staticmethod
     def _check_string(value: str, schema: Schema, where: str) -> None:
+        if not _is_unicode_text(value):
+            # JSON's \ud800 escape reads as a lone UTF-16 surrogate: no character at all.
+            raise InvalidArgument(
+                where, "must be valid Unicode text (it holds a lone surrogate, such as \\ud800)"
+            )
         if len(value) < schema.get("minLength", 0):
             raise InvalidArgument(where, "must not be empty")
         if "maxLength" in schema and len(value) > schema["maxLength"]:

@@ -72,6 +72,14 @@ CRF_RANGE_BY_CODEC: Final[dict[str, tuple[int, int]]] = {
 DEFAULT_TEST_PATTERN_WIDTH: Final = 1280
 DEFAULT_TEST_PATTERN_HEIGHT: Final = 720
 DEFAULT_TEST_PATTERN_FPS: Final = 30.0
+# A slideshow's frame rate without output.fps.
+DEFAULT_SLIDESHOW_FPS: Final = 25.0
+
+# The export service's --max-pixel-rate: the output pixels per second (width x height x frames
+# per second) a job may ask for, an operator's bound on the work one render holds a slot for.
+# The default is the largest frame at 30 fps (8K at 30, 4K at 120, 1080p at 240 pass; 8K at 60
+# does not): every size and every frame rate the spec allows stays reachable on its own.
+DEFAULT_MAX_PIXEL_RATE: Final = MAX_WIDTH * MAX_HEIGHT * 30
 
 # --- Containers and codecs ---------------------------------------------------------------------
 

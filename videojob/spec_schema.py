@@ -105,7 +105,12 @@ def _fps(description: str) -> dict[str, Any]:
 SPEC_SCHEMAS: dict[str, dict[str, Any]] = {
     "RenderSpec": {
         "type": "object",
-        "description": "What to render. Input paths are relative to the media root.",
+        "description": "What to render. Input paths are relative to the media root. The "
+        "output's pixels per second (width x height x fps) are bounded by the export service's "
+        f"--max-pixel-rate (default {limits.DEFAULT_MAX_PIXEL_RATE}: 8K at 30 fps, 4K at 120 "
+        "fps): a spec over it is refused with 422 naming its frame rate (`output.fps` when set, "
+        "else `source.testPattern.fps`). Where the input files decide the size or the frame "
+        "rate, it is not checked.",
         "additionalProperties": False,
         "required": ["source"],
         "properties": {
@@ -168,7 +173,10 @@ SPEC_SCHEMAS: dict[str, dict[str, Any]] = {
                 "items": {"$ref": "#/components/schemas/Slide"},
             },
             "audioPath": _media_path("Optional soundtrack, relative to the media root."),
-            "subtitlesPath": _media_path("Optional subtitles, relative to the media root."),
+            "subtitlesPath": _media_path(
+                "Optional text subtitles ffmpeg reads (srt, ass, vtt...), relative to the media "
+                "root; anything else (an image, a video without text subtitles) is a 422."
+            ),
         },
     },
     "OutputSpec": {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from videojob import limits
@@ -191,3 +192,66 @@ def expected_duration_seconds(spec: spec_pb2.RenderSpec) -> float | None:
     if kind == "slideshow":
         return sum(slide.duration_seconds for slide in spec.source.slideshow.slides)
     return None
+
+
+@dataclass(frozen=True)
+class PixelRate:
+    """The output a spec asks for: its size and frame rate, and the field the rate comes from
+    (a proto path relative to the spec)."""
+
+    width: int
+    height: int
+    fps: float
+    fps_field: str
+
+    @property
+    def per_second(self) -> float:
+        return self.width * self.height * self.fps
+
+
+def _follow(given: int, base_given: int, base_other: int) -> int:
+    """The dimension that follows the aspect ratio when one alone is set (ffmpeg's -2: even)."""
+    return max(2, round(given * base_other / base_given / 2) * 2)
+
+
+def output_pixel_rate(spec: spec_pb2.RenderSpec) -> PixelRate | None:
+    """What ``spec`` (normalized) renders per second, where the spec alone decides it: a test
+    pattern always; a slideshow whose output sets both dimensions (at 25 fps without
+    ``output.fps``); a transcode whose output sets both dimensions and the frame rate. None
+    where the input files decide (their size or timing, as read when rendering)."""
+    output = spec.output
+    kind = spec.source.WhichOneof("kind")
+    if kind == "test_pattern":
+        pattern = spec.source.test_pattern
+        width, height = pattern.width, pattern.height
+        if output.width and output.height:
+            width, height = output.width, output.height
+        elif output.width:
+            width, height = output.width, _follow(output.width, width, height)
+        elif output.height:
+            width, height = _follow(output.height, height, width), output.height
+        if output.fps:
+            return PixelRate(width, height, output.fps, "output.fps")
+        return PixelRate(width, height, pattern.fps, "source.test_pattern.fps")
+    if not (output.width and output.height):
+        return None
+    if kind == "slideshow":
+        fps = output.fps or limits.DEFAULT_SLIDESHOW_FPS
+        return PixelRate(output.width, output.height, fps, "output.fps")
+    if output.fps:
+        return PixelRate(output.width, output.height, output.fps, "output.fps")
+    return None
+
+
+def check_pixel_rate(spec: spec_pb2.RenderSpec, max_pixel_rate: int, field: str = "spec") -> None:
+    """InvalidArgument naming the frame rate's field when ``spec`` (normalized) asks for more
+    than ``max_pixel_rate`` output pixels per second (width x height x fps)."""
+    rate = output_pixel_rate(spec)
+    if rate is None or rate.per_second <= max_pixel_rate:
+        return
+    raise InvalidArgument(
+        f"{field}.{rate.fps_field}",
+        f"{rate.width}x{rate.height} at {rate.fps:g} fps is {rate.per_second:,.0f} pixels per "
+        f"second; this service renders at most {max_pixel_rate:,} (width x height x fps): "
+        "lower the frame rate or the size",
+    )

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import grpc
 
+from videojob.backoff import Backoff, Retries, job_watch_resumable
 from videojob.endpoints import EXPORT_SERVICE
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 from videojob.grpc_setup import (
@@ -26,20 +27,8 @@ from videojob_cli.exit_status import ExitStatus
 logger = logging.getLogger(__name__)
 
 TERMINAL_STATUSES = frozenset({export_pb2.COMPLETED, export_pb2.FAILED, export_pb2.CANCELLED})
-# A broken watch is resumed; these codes say the stream broke rather than that the request is
-# wrong. Anything else ends the command.
-RESUMABLE_CODES = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.INTERNAL,
-        grpc.StatusCode.UNKNOWN,
-        grpc.StatusCode.ABORTED,
-        grpc.StatusCode.CANCELLED,
-    }
-)
-FIRST_BACKOFF_SECONDS = 0.2
-MAX_BACKOFF_SECONDS = 2.0
+# A broken watch is resumed (unless its code says asking again cannot help) after a wait.
+WATCH_BACKOFF = Backoff(first=0.2, cap=2.0)
 
 
 def open_channel(addresses: str, tls: TlsFiles) -> grpc.Channel:
@@ -131,13 +120,13 @@ class ExportClient:
         the first call fails at once unless ``reachable`` (the service just answered)."""
         last: export_pb2.VideoJob | None = None
         heard_at = self._clock() if reachable else None
-        backoff = FIRST_BACKOFF_SECONDS
+        retries = Retries(WATCH_BACKOFF, clock=self._clock)
         while True:
             request = export_pb2.WatchExportRequest(id=job_id, after_version=after_version)
             try:
                 for job in self._stub.WatchExport(request):
                     heard_at = self._clock()
-                    backoff = FIRST_BACKOFF_SECONDS
+                    retries.reset()
                     if job.version <= after_version:
                         continue
                     after_version = job.version
@@ -148,7 +137,7 @@ class ExportClient:
                 logger.debug("the watch of %s ended before a terminal state", job_id)
                 broken: grpc.RpcError | None = None
             except grpc.RpcError as error:
-                if error.code() not in RESUMABLE_CODES:
+                if not job_watch_resumable(error.code()):
                     raise self._failure(error, job_id) from None
                 broken = error
             if last is not None and is_terminal(last):
@@ -162,5 +151,6 @@ class ExportClient:
                     "finished",
                 )
             logger.debug("resuming the watch of %s after version %d", job_id, after_version)
-            self._sleep(backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+            delay = retries.next_delay()
+            assert delay is not None  # no deadline: the reconnect window is checked above
+            self._sleep(delay)

@@ -8,8 +8,6 @@ from export_service.store.base import JobStore
 from export_service.store.postgres import PostgresJobStore
 from export_service.store.sqlite import SqliteJobStore
 
-DEFAULT_DATABASE = "sqlite:///var/export.db"
-
 
 def sqlite_path(url: str) -> Path:
     """``sqlite:///relative/path``, ``sqlite:////absolute/path`` or a bare path."""

@@ -35,6 +35,7 @@ from export_service.store.postgres import (
     UNAVAILABLE_ERRORS,
     PostgresJobStore,
 )
+from videojob.backoff import Backoff, Retries
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +44,7 @@ LISTENER_APPLICATION_NAME = "videojob-change-listener"
 # A listener connection that does not answer a ping within this long is replaced.
 PING_INTERVAL_SECONDS = 2.0
 PING_TIMEOUT_SECONDS = 2.0
-FIRST_RECONNECT_DELAY_SECONDS = 0.1
-MAX_RECONNECT_DELAY_SECONDS = 2.0
+RECONNECT_BACKOFF = Backoff(first=0.1, cap=2.0)
 
 
 class ChangeSink(Protocol):
@@ -136,19 +136,18 @@ class ChangeFeed:
         return connection
 
     async def _listen_forever(self) -> None:
-        delay = FIRST_RECONNECT_DELAY_SECONDS
+        retries = Retries(RECONNECT_BACKOFF)
         while not self._closing:
             try:
                 connection = await self._connect()
             except (*UNAVAILABLE_ERRORS, asyncpg.PostgresError) as error:
                 self._first_attempt.set()
                 logger.debug("change listener cannot connect: %s", error)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, MAX_RECONNECT_DELAY_SECONDS)
+                await retries.wait()
                 continue
             try:
                 await self._listen_on(connection)
-                delay = FIRST_RECONNECT_DELAY_SECONDS
+                retries.reset()
             except (*UNAVAILABLE_ERRORS, asyncpg.PostgresError) as error:
                 if not self._closing:
                     logger.warning("change listener connection lost (%s); reconnecting", error)

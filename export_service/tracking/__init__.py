@@ -8,6 +8,8 @@
 - ``actions.py``: everything a tracker can do (call Render, write progress, fail the job, wait,
   stop, ...).
 
-The runner that performs the actions and feeds back the observations is
-``export_service.tracker``; it decides nothing.
+- ``runner.py``: ``JobTracker``, which performs the actions (gRPC calls, store writes, timers)
+  and feeds back what it observed; it decides nothing.
+- ``supervisor.py``: ``RenderSupervisor``, a tracker per job this replica drives, tracked again
+  after a crash, stopped on shutdown, and the release of renders that are no longer wanted.
 """

@@ -25,11 +25,13 @@ class CallRender:
     last refused or failed the job) is placed first: the pool chooses a render service by load
     and a fenced write records it on the job → NotPlaced when none can take it. An attempt
     placed already has its lease confirmed by a fenced write instead. Either write refused:
-    LeaseLost (another owner) or JobEnded, and Render is not called. Render refused because the
-    service drains → Draining."""
+    LeaseLost (another owner), Refused or JobMissing, and Render is not called. Render refused
+    because the service drains → Draining. ``avoid``: render services (pool keys) that refused
+    or failed the job, not chosen for it."""
 
     attempt: int
     elsewhere: bool = False
+    avoid: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Every decision of a job's tracker: ``decide(state, observation, now) -> Decision``.
 
 Pure: no I/O, no clock, no global random source (the jitter comes from the seed in the state),
-so each decision can be tested by calling it. The runner (export_service.tracker) performs the
+so each decision can be tested by calling it. The runner (tracking.runner) performs the
 decision's effects and its next step, and feeds the answer back as the next observation.
 
 What it decides, phase by phase:
@@ -106,6 +106,7 @@ from export_service.tracking.observations import (
     Unreached,
     Written,
 )
+from videojob.backoff import Backoff
 from videojob.limits import (
     FAILURE_INTERNAL,
     FAILURE_INVALID_INPUT,
@@ -154,6 +155,9 @@ class Lost:
     message: str
     # Another render service can take it: resubmitted there without a backoff.
     at_once: bool = False
+    # What the job's failure says when no attempt is left, when ``message`` (logged with each
+    # retry) carries the render service's address or gRPC's own words.
+    shown: str = ""
     # The render service the lost attempt ran on stopped answering (its partial file is
     # removed by the export service).
     service_lost: bool = False
@@ -163,8 +167,10 @@ class Lost:
 class Unreachable:
     """The render service did not answer (or answered busy): ask it again after a backoff."""
 
-    message: str
+    message: str  # logged with each retry: gRPC's own words, addresses
     busy: bool = False
+    # What the job's failure says once the retry budget is spent: no address, no gRPC text.
+    shown: str = "the render service is unreachable"
 
 
 @dataclass(frozen=True)
@@ -205,6 +211,9 @@ class TrackerState:
     remove_on_fail: str = ""
     # The next Render is to be placed on another render service than the last one.
     elsewhere: bool = False
+    # Render services (pool keys) that refused or failed this job: not chosen for it again until
+    # none is left to choose (NotPlaced starts afresh).
+    avoid: frozenset[str] = frozenset()
     # The job shows STAGE_WAITING_FOR_RENDER, offered by this tracker: the render's next
     # progress, a heartbeat included, is offered to put the render's own stage back.
     showing_wait: bool = False
@@ -233,6 +242,9 @@ def decide(state: TrackerState, observation: Observation, now: float) -> Decisio
         _unexpected(state, observation)
     if isinstance(observation, JobEnded | Stopping | LeaseLost):
         return _stop(state)
+    match observation:
+        case RpcFailed(code=code, others_available=True, member=member) if code in _FAIL_OVER:
+            state = _avoiding(state, member)  # busy or gone while others can take it
     return _BY_PHASE[state.phase](state, observation, now)
 
 
@@ -278,16 +290,29 @@ def _streaming(state: TrackerState, observation: Observation, now: float) -> Dec
             return _investigate(_end_round(state), why, closed)
         case StreamSilent(seconds=seconds):
             return _investigate(_end_round(state), f"no render event for {seconds:g} s", closed)
-        case Draining() | Unreached():
+        case Draining(instance_id=member) | Unreached(instance_id=member):
             # Refused (or never sent) before anything started: elsewhere, same attempt, at once.
-            return _place_elsewhere(_answered(state), closed)
+            return _place_elsewhere(_answered(_avoiding(state, member)), closed)
         case NotPlaced(busy=True, why=why):
             busy = Unreachable(f"no render service has room: {why}", busy=True)
-            return _unreachable(_answered(state), busy, closed)
+            return _unreachable(_answered(replace(state, avoid=frozenset())), busy, closed)
         case NotPlaced(why=why):
+            state = replace(state, avoid=frozenset())
             if state.unreachable_since is None:
                 state = replace(state, unreachable_since=now)
-            return _unreachable(state, Unreachable(f"no render service answers: {why}"), closed)
+            unreachable = Unreachable(
+                f"no render service answers: {why}", shown="no render service answers"
+            )
+            return _unreachable(state, unreachable, closed)
+        case Refused() if observation.terminal:
+            return _stop(state)  # the placement found the job ended elsewhere
+        case Refused():
+            # The attempt moved on before this placement was recorded: investigated, then
+            # followed, as a stream that ended.
+            why = f"attempt {state.attempt} moved on to {observation.attempt} meanwhile"
+            return _investigate(_end_round(state), why, closed)
+        case JobMissing():
+            return _stop(state)
         case RpcFailed(code=grpc.StatusCode.RESOURCE_EXHAUSTED, others_available=True):
             return _place_elsewhere(_answered(state), closed)
         case RpcFailed(code=grpc.StatusCode.RESOURCE_EXHAUSTED):
@@ -342,7 +367,13 @@ def _investigating(state: TrackerState, observation: Observation, now: float) ->
             silent_for = 0.0 if since is None else now - since
             refused = code == grpc.StatusCode.UNAVAILABLE
             if others and (refused or silent_for >= state.settings.failover_after):
-                lost = Lost(FAILURE_RENDER_LOST, message, at_once=True, service_lost=True)
+                lost = Lost(
+                    FAILURE_RENDER_LOST,
+                    message,
+                    at_once=True,
+                    service_lost=True,
+                    shown="the render service became unreachable",
+                )
                 return _lost(state, lost)
             return _unreachable(state, Unreachable(message))
     _unexpected(state, observation)
@@ -362,7 +393,8 @@ def _confirming(state: TrackerState, observation: Observation, now: float) -> De
 
 def _resubmit_later(state: TrackerState, lost: Lost) -> Decision:
     if state.attempt >= state.settings.max_attempts:
-        return _give_up(state, lost.code, f"{lost.message}; gave up after {state.attempt} attempts")
+        why = lost.shown or lost.message
+        return _give_up(state, lost.code, f"{why}; gave up after {state.attempt} attempts")
     if lost.at_once:
         # Another render service can take it: no reason to wait.
         return _begin_attempt(state)
@@ -383,7 +415,7 @@ def _ask_again_later(state: TrackerState, unreachable: Unreachable, now: float) 
             return _give_up(
                 state,
                 FAILURE_RENDER_UNAVAILABLE,
-                f"{unreachable.message}; gave up after {waited:.0f} s (retry budget {budget:g} s)",
+                f"{unreachable.shown}; gave up after {waited:.0f} s (retry budget {budget:g} s)",
             )
         delay = min(delay, budget - waited)
         if waited < state.settings.failover_after:  # a pool may fail over then
@@ -603,9 +635,39 @@ def _open_stream(state: TrackerState, *, submit: bool) -> Decision:
             last_seq=0,
             elsewhere=False,
         )
-        return Decision(state, CallRender(state.attempt, elsewhere=elsewhere))
+        return Decision(state, CallRender(state.attempt, elsewhere=elsewhere, avoid=state.avoid))
     state = replace(state, phase=Phase.STREAMING, submitted=False, round_had_event=False)
     return Decision(state, WatchRender(state.last_seq))
+
+
+# A render service that answered these while another could take the job is avoided for it.
+_FAIL_OVER = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE)
+
+
+def _avoiding(state: TrackerState, member: str) -> TrackerState:
+    return replace(state, avoid=state.avoid | {member}) if member else state
+
+
+def render_call_failure(
+    code: grpc.StatusCode,
+    details: str,
+    *,
+    member: str,
+    submitted: bool,
+    draining: bool,
+    never_connected: bool,
+    others_available: bool,
+    field: str = "",
+) -> Observation:
+    """What a failed render call means, from its facts: a Render a draining render service
+    refused (``draining``: its error names the reason DRAINING) → Draining; a Render whose
+    request never reached its render service while another could take it → Unreached; anything
+    else → RpcFailed. Both of the first cost nothing: nothing started there."""
+    if submitted and draining:
+        return Draining(member, details)
+    if submitted and never_connected and others_available:
+        return Unreached(member, details)
+    return RpcFailed(code, details, field, others_available=others_available, member=member)
 
 
 def _investigate(state: TrackerState, why: str, effects: tuple[Effect, ...] = ()) -> Decision:
@@ -678,12 +740,11 @@ def _end_round(state: TrackerState) -> TrackerState:
 
 
 def _backoff(state: TrackerState, rounds: int) -> tuple[float, TrackerState]:
-    """Exponential in ``rounds`` up to backoff_max, with jitter: uniform in [d/2, d]."""
+    """videojob.backoff's wait before round ``rounds``, its draw the next from the seed."""
     settings = state.settings
-    doublings = min(max(rounds - 1, 0), 60)
-    ceiling = max(min(settings.backoff_max, settings.backoff_initial * 2.0**doublings), 0.0)
-    fraction = random.Random(f"{state.seed}:{state.draws}").random()
-    return ceiling / 2 + fraction * ceiling / 2, replace(state, draws=state.draws + 1)
+    draw = random.Random(f"{state.seed}:{state.draws}").random()
+    backoff = Backoff(first=settings.backoff_initial, cap=settings.backoff_max)
+    return backoff.delay(rounds, draw), replace(state, draws=state.draws + 1)
 
 
 def _unexpected(state: TrackerState, observation: Observation) -> NoReturn:

@@ -115,6 +115,8 @@ class RpcFailed:
     # Another render service of the pool is healthy, not draining and not the attempt's own:
     # somewhere to fail over to (always False for a pool of one).
     others_available: bool = False
+    # The render service that failed the call (its pool key).
+    member: str = ""
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
+
+import pytest
 
 from tests.chaos.checks import HistoryRow, check_history, check_leases, owner_changes
 from tests.chaos.client import JobTrack, Observation, plan_job
 from tests.support.ports import free_port
 from tests.support.tcp_proxy import TcpProxy
+from tests.support.throttle import MAX_PAUSE_SECONDS, stretched_pause
 
 
 def _track(*states: tuple[int, str, float]) -> JobTrack:
@@ -115,3 +119,13 @@ async def test_proxy_forwards_stalls_and_cuts() -> None:
         await proxy.close()
         server.close()
         await server.wait_closed()
+
+
+def test_a_late_throttle_stretches_its_pause_but_never_into_a_stall() -> None:
+    """On time, the pause is as asked; a slice the thread let run long is followed by a pause
+    stretched in proportion (the targets keep their share), capped well under the stall timeouts
+    the tests use, so that the harness's slowing is never taken for a stalled ffmpeg."""
+    assert stretched_pause(0.2, 0.025, 0.025) == 0.2
+    assert stretched_pause(0.2, 0.025, 0.075) == pytest.approx(0.6)
+    assert stretched_pause(0.2, 0.025, 0.4) == MAX_PAUSE_SECONDS < 3.0
+    assert stretched_pause(math.inf, 0.025, 0.4) == math.inf  # frozen on purpose stays frozen

@@ -190,6 +190,7 @@ def test_every_default_is_within_its_own_range(service: str) -> None:
         (EXPORT_FLAGS, ["--stall-timeout", "0"], "--stall-timeout"),
         (EXPORT_FLAGS, ["--max-attempts", "0"], "--max-attempts"),
         (EXPORT_FLAGS, ["--max-active-jobs", "0"], "--max-active-jobs"),
+        (EXPORT_FLAGS, ["--max-pixel-rate", "0"], "--max-pixel-rate"),
         (EXPORT_FLAGS, ["--retry-budget", "-1"], "--retry-budget"),
         (EXPORT_FLAGS, ["--release-budget", "-1"], "--release-budget"),
         (EXPORT_FLAGS, ["--release-budget", "inf"], "--release-budget"),

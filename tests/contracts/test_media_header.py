@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from videojob.ffmpeg_binary import ffmpeg_binary
-from videojob.media_header import MediaHeader, header_command, parse_media_header
+from videojob.media_header import (
+    TEXT_SUBTITLE_CODECS,
+    MediaHeader,
+    header_command,
+    parse_media_header,
+    subtitle_codec,
+)
 
 
 def _make(*args: str) -> None:
@@ -21,11 +27,15 @@ def _make(*args: str) -> None:
     )
 
 
-def _header_of(path: Path) -> MediaHeader | None:
+def _printed(path: Path) -> str:
     run = subprocess.run(
         header_command(ffmpeg_binary(), path), capture_output=True, text=True, timeout=60
     )
-    return parse_media_header(run.stderr)
+    return run.stderr
+
+
+def _header_of(path: Path) -> MediaHeader | None:
+    return parse_media_header(_printed(path))
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +52,9 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
         *("-frames:v", "1", str(directory / "still.png")),
     )
     (directory / "list.txt").write_text("ffconcat version 1.0\nfile 'clip.mp4'\n")
+    (directory / "captions.srt").write_text("1\n00:00:00,000 --> 00:00:01,000\nHello\n")
+    (directory / "captions.vtt").write_text("WEBVTT\n\n00:00:00.000 --> 00:00:01.000\nHello\n")
+    _make("-i", str(directory / "captions.srt"), str(directory / "captions.ass"))
     (directory / "notes.txt").write_text("not media\n")
     return directory
 
@@ -88,3 +101,29 @@ def test_a_concat_list_is_refused_though_ffmpeg_shows_the_video_it_names(media: 
 @pytest.mark.parametrize("name", ["notes.txt", "missing.mp4"])
 def test_what_holds_no_media(media: Path, name: str) -> None:
     assert _header_of(media / name) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "codec"),
+    [("captions.srt", "subrip"), ("captions.vtt", "webvtt"), ("captions.ass", "ass")],
+)
+def test_text_subtitles(media: Path, name: str, codec: str) -> None:
+    found = subtitle_codec(_printed(media / name))
+    assert found == codec
+    assert found in TEXT_SUBTITLE_CODECS
+    # Subtitles alone are no media (an upload, a slide or a soundtrack).
+    assert _header_of(media / name) is None
+
+
+@pytest.mark.parametrize("name", ["still.png", "clip.mp4", "notes.txt", "list.txt", "missing.srt"])
+def test_what_holds_no_subtitles(media: Path, name: str) -> None:
+    assert subtitle_codec(_printed(media / name)) is None
+
+
+def test_picture_subtitles_are_not_text() -> None:
+    printed = (
+        "Input #0, matroska,webm, from 'file:x.mkv':\n  Stream #0:0(eng): Subtitle: dvd_subtitle\n"
+    )
+    codec = subtitle_codec(printed)
+    assert codec == "dvd_subtitle"
+    assert codec not in TEXT_SUBTITLE_CODECS

@@ -69,3 +69,28 @@ async def test_a_newer_version_from_elsewhere_sends_the_watcher_to_the_store(
         await progress(store, "job", 30.0)
         hub.wake_all()  # the feed may have lost hints
         assert hub.committed("job", newer_than=0) is None
+
+
+async def test_list_watchers_hear_which_jobs_changed_with_the_rows_committed_here(
+    store: SqliteJobStore,
+) -> None:
+    hub = ChangeHub()
+    store.add_listener(hub.publish)
+    with hub.subscribe_all() as changes:
+        assert changes.take() == (True, {})  # the first look reads everything
+        await store.create(job_id="a", request_id="ra", spec=SPEC)
+        await progress(store, "a", 10.0)
+        everything, changed = changes.take()
+        assert not everything and list(changed) == ["a"]
+        row = changed["a"]
+        assert row is not None and row.version == 2  # the newest row, no read needed
+        hub.notify("b", 7)  # another process's change: no row here
+        hub.notify("a", 3)  # a newer version of a than the row held
+        assert changes.take() == (False, {"a": None, "b": None})
+        hub.saw("c", 4)  # a job watcher read a version nobody heard of yet
+        assert changes.take() == (False, {"c": None})
+        hub.notify("c", 4)  # ... whose notification then comes: nothing new
+        assert changes.take() == (False, {})
+        hub.wake_all()
+        assert changes.take() == (True, {})
+        assert not changes.event.is_set()

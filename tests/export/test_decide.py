@@ -4,6 +4,8 @@ long sequences of answers with advancing time, and a few decisions are checked o
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -40,9 +42,11 @@ from export_service.tracking.actions import (
 )
 from export_service.tracking.decide import (
     Decision,
+    Phase,
     TrackerState,
     UnexpectedObservation,
     decide,
+    render_call_failure,
     start,
 )
 from export_service.tracking.observations import (
@@ -305,10 +309,15 @@ def check(world: World, before: TrackerState, seen: Observation, decision: Decis
     if before.phase.value == "streaming" and (
         isinstance(seen, Draining | Unreached) or handed_back or full_here
     ):
-        assert ask == CallRender(before.attempt, elsewhere=True), decision
-        assert state.attempt == before.attempt
+        assert isinstance(ask, CallRender) and ask.elsewhere, decision
+        assert ask.attempt == state.attempt == before.attempt
+        # ... never again on a render service that refused it (until none is left).
+        refusing = seen.instance_id if isinstance(seen, Draining | Unreached) else ""
+        refusing = seen.member if isinstance(seen, RpcFailed) else refusing
+        assert before.avoid <= ask.avoid and (not refusing or refusing in ask.avoid)
     if before.phase.value == "streaming" and isinstance(seen, NotPlaced):
         assert isinstance(ask, ReadJob) and state.attempt == before.attempt, decision
+        assert state.avoid == frozenset()
     # Only a new attempt releases the one it supersedes, and never the new one.
     for effect in decision.effects:
         if isinstance(effect, ReleaseAttempt):
@@ -706,8 +715,60 @@ def test_a_cancel_reported_by_the_render_service_is_recorded_and_released() -> N
 def test_a_draining_refusal_places_the_same_attempt_elsewhere_at_once() -> None:
     for refusal in (Draining("render-a", "draining"), Unreached("render-a", "no connection")):
         refused = decide(streaming(), refusal, 1.0)
-        assert (refused.next, refused.effects) == (CallRender(1, elsewhere=True), (CloseStream(),))
+        placed_elsewhere = CallRender(1, elsewhere=True, avoid=frozenset({"render-a"}))
+        assert (refused.next, refused.effects) == (placed_elsewhere, (CloseStream(),))
         assert refused.state.attempt == 1
+
+
+def test_what_a_failed_render_call_means_is_decided_from_its_facts() -> None:
+    def failure(
+        submitted: bool, draining: bool, never_connected: bool, others: bool
+    ) -> Observation:
+        return render_call_failure(
+            grpc.StatusCode.UNAVAILABLE,
+            "why",
+            member="render-a",
+            submitted=submitted,
+            draining=draining,
+            never_connected=never_connected,
+            others_available=others,
+        )
+
+    assert failure(True, True, False, True) == Draining("render-a", "why")
+    # Only a Render is refused for draining or unreached; a watch of a running render is not.
+    assert failure(False, True, False, True) == RpcFailed(
+        grpc.StatusCode.UNAVAILABLE, "why", others_available=True, member="render-a"
+    )
+    assert failure(True, False, True, True) == Unreached("render-a", "why")
+    # Unreached with nowhere else to go: waited for instead, like any unavailable service.
+    assert isinstance(failure(True, False, True, False), RpcFailed)
+
+
+def test_render_services_that_failed_the_job_are_avoided_until_none_is_left() -> None:
+    busy = RpcFailed(
+        grpc.StatusCode.RESOURCE_EXHAUSTED, "full", others_available=True, member="render-a"
+    )
+    first = decide(streaming(), busy, 1.0)
+    assert first.next == CallRender(1, elsewhere=True, avoid=frozenset({"render-a"}))
+    # The second refuses too: both avoided ...
+    second = decide(first.state, Draining("render-b", "draining"), 2.0)
+    assert second.next == CallRender(1, elsewhere=True, avoid=frozenset({"render-a", "render-b"}))
+    # ... until nowhere is left: the wait starts afresh with every render service.
+    nowhere = decide(second.state, NotPlaced("all refused", busy=True), 3.0)
+    assert nowhere.state.avoid == frozenset()
+    # An answer that is not a fail-over (an invalid spec) avoids nobody.
+    invalid = RpcFailed(grpc.StatusCode.INVALID_ARGUMENT, "bad", others_available=True, member="c")
+    assert decide(streaming(), invalid, 1.0).state.avoid == frozenset()
+
+
+def test_a_placement_refused_by_the_store_is_judged_by_decide() -> None:
+    ended = decide(streaming(), Refused(JobStatus.CANCELLED, 1), 1.0)
+    assert ended.state.phase is Phase.STOPPED
+    gone = decide(streaming(), JobMissing(), 1.0)
+    assert gone.state.phase is Phase.STOPPED
+    # Another attempt began meanwhile: investigated (GetRender), then followed.
+    moved = decide(streaming(), Refused(JobStatus.RUNNING, 2), 1.0)
+    assert isinstance(moved.next, GetRender) and CloseStream() in moved.effects
 
 
 def test_a_render_handed_back_before_it_started_costs_no_attempt() -> None:
@@ -775,3 +836,23 @@ def test_a_silent_render_service_fails_over_after_failover_after_not_the_budget(
         state = decide(after.state, TimerFired(), now).state
     assert isinstance(after.next, BeginAttempt)
     assert settings_.failover_after <= now < settings_.retry_budget
+
+
+def test_importing_decide_loads_no_database_driver() -> None:
+    """decide is pure: it needs the job's models, not the stores that keep them."""
+    heavy = (
+        "asyncpg",
+        "sqlite3",
+        "export_service.store.postgres",
+        "export_service.store.sqlite",
+        "export_service.store.factory",
+        "export_service.ownership",
+    )
+    script = (
+        "import sys, export_service.tracking.decide; "
+        f"print(','.join(m for m in {heavy!r} if m in sys.modules))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert loaded == ""

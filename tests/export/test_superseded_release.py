@@ -117,7 +117,7 @@ async def test_a_release_at_a_moved_render_service_is_given_up_once_and_never_as
     exports: Exports,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="export_service.tracker")
+    caplog.set_level(logging.DEBUG, logger="export_service.tracking.supervisor")
     live = render_processes.start_with("--instance-id", LIVE)
     dead = unused_address()
     await left_by_an_earlier_run(exports.database, dead, live)

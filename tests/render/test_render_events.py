@@ -14,6 +14,7 @@ from tests.render.conftest import (
     collect,
     file_size,
     kind,
+    long_spec,
     output_entries,
     partial_files,
     pattern_spec,
@@ -162,3 +163,25 @@ async def test_progress_counts_video_frames_and_finalizing_waits_for_the_last(
         assert progress.percent == pytest.approx(2.0 + 93.0 * progress.frame / frames, abs=0.01)
     finalizing = next(e.progress for e in events if e.progress.stage == "Finalizing")
     assert finalizing.frame == frames, finalizing
+
+
+async def test_eta_is_rounded_to_a_tenth_of_a_second(service: Running) -> None:
+    """The ETA is an estimate: it is sent to a tenth of a second, never as 111.26728971962618;
+    a replay (WatchRender) sends the same values."""
+    call = service.stub.Render(render_request("eta-1", long_spec()))
+    estimates: list[float] = []
+    async for event in call:
+        if kind(event) == "progress" and event.progress.eta_seconds > 0:
+            estimates.append(event.progress.eta_seconds)
+            if len(estimates) >= 3:
+                break
+    call.cancel()
+    await service.stub.CancelRender(render_pb2.CancelRenderRequest(render_id="eta-1"))
+    assert estimates
+    assert all(eta == round(eta, 1) for eta in estimates), estimates
+    replayed = await collect(
+        service.stub.WatchRender(render_pb2.WatchRenderRequest(render_id="eta-1"))
+    )
+    etas = [e.progress.eta_seconds for e in replayed if kind(e) == "progress"]
+    assert set(estimates) <= set(etas)
+    assert all(eta == round(eta, 1) for eta in etas), etas

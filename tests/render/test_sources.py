@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+import grpc
 import pytest
 
 from render_service.ffmpeg_command import escape_filter_value
@@ -17,8 +18,9 @@ from tests.render.conftest import (
     render_request,
     run_ffmpeg,
 )
-from tests.support.media import media_duration, media_header
-from videojob.render.v1 import spec_pb2
+from tests.support.media import make_clip, media_duration, media_header
+from videojob.grpc_errors import field_violation
+from videojob.render.v1 import render_pb2, spec_pb2
 
 
 def top_level_boxes(path: Path) -> list[str]:
@@ -156,6 +158,38 @@ async def test_subtitles_path_cannot_inject_filter_options(service: Running) -> 
     output = await render_ok(service, "inject-1", spec)
 
     assert abs(media_duration(output) - 1.0) <= 0.5
+
+
+@pytest.mark.parametrize("subtitles_name", ["a.png", "clip.mp4", "notes.srt"])
+async def test_subtitles_that_are_not_text_subtitles_are_invalid_input(
+    service: Running, subtitles_name: str
+) -> None:
+    """Checked with the other inputs, before ffmpeg renders anything: an image, a video without
+    subtitles, a text file that is no subtitles."""
+    media = service.config.media_root
+    run_ffmpeg("-f", "lavfi", "-i", "color=c=red:s=64x48", "-frames:v", "1", str(media / "a.png"))
+    make_clip(media / "clip.mp4")
+    (media / "notes.srt").write_text("just some notes\n")
+    spec = spec_pb2.RenderSpec()
+    spec.source.slideshow.slides.add(image_path="a.png", duration_seconds=1.0)
+    spec.source.slideshow.subtitles_path = subtitles_name
+    spec.output.preset = "ultrafast"
+    field = "spec.source.slideshow.subtitles_path"
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await service.stub.CheckInputs(render_pb2.CheckInputsRequest(spec=spec))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    violation = field_violation(caught.value)
+    assert violation is not None and violation.field == field, caught.value.details()
+    assert subtitles_name in violation.description
+    assert "subtitles" in violation.description
+
+    events = await collect(service.stub.Render(render_request("subs-bad-1", spec)))
+    failed = events[-1]
+    assert kind(failed) == "failed", failed
+    assert (failed.failed.code, failed.failed.field) == ("INVALID_INPUT", field), failed
+    assert not any(e.progress.stage == "Rendering" for e in events if kind(e) == "progress")
+    assert output_entries(service.config.output_dir) == []
 
 
 def test_escape_filter_value_escapes_both_levels() -> None:

@@ -5,7 +5,10 @@ stretch the running slices and let ffmpeg race ahead exactly when the test is sl
 That thread can still be late on a loaded machine (other processes, the test's own threads
 holding the GIL); a running slice that lasted longer than ``run`` is followed by a pause
 stretched in proportion, so the targets keep their share of the time, ``run / (run + pause)``,
-however late the thread wakes.
+however late the thread wakes; but never beyond ``MAX_PAUSE_SECONDS``, well under any stall
+timeout the tests use: a slowed ffmpeg must look slow, never stalled. (A run of the chaos harness
+on a loaded machine woke the thread 0.4 s late and held an ffmpeg stopped for over 3 s: the
+render service killed it as STALLED, a failure the harness itself caused.)
 """
 
 from __future__ import annotations
@@ -21,6 +24,13 @@ from collections.abc import Callable
 from tests.support.processes import child_pids
 
 _TICK = 0.001
+MAX_PAUSE_SECONDS = 1.0
+
+
+def stretched_pause(pause: float, run: float, ran: float) -> float:
+    """The pause after a running slice that lasted ``ran`` seconds instead of ``run``."""
+    overrun = max(1.0, ran / run) if run > 0 else 1.0
+    return min(pause * overrun, max(pause, MAX_PAUSE_SECONDS))
 
 
 def signal_all(pids: list[int], signum: signal.Signals) -> None:
@@ -77,18 +87,18 @@ class Throttle:
     def _cycle(self) -> None:
         running_since = time.monotonic()
         stopped_since = 0.0
-        # How much longer than ``run`` the last running slice lasted (1: on time).
-        overrun = 1.0
+        # The last running slice's length (``run`` when the thread woke on time).
+        ran = self.run
         while not self._closing.wait(_TICK):
             now = time.monotonic()
             with self._lock:
                 if self._stopped:
-                    if now - stopped_since >= self.pause * overrun:
+                    if now - stopped_since >= stretched_pause(self.pause, self.run, ran):
                         signal_all(self._stopped, signal.SIGCONT)
                         self._stopped = []
                         running_since = now
                 elif self.pause > 0 and now - running_since >= self.run:
                     self._stopped = self._targets()
                     signal_all(self._stopped, signal.SIGSTOP)
-                    overrun = max(1.0, (now - running_since) / self.run) if self.run > 0 else 1.0
+                    ran = now - running_since
                     stopped_since = running_since = now

@@ -34,16 +34,12 @@ feeds back what it observed. It ends in one way: ``decide`` returns Stop, whethe
 a terminal state through this tracker, became terminal elsewhere (``tell(JobEnded())``: a cancel,
 or a progress write refused as terminal) or the service is stopping (``tell(Stopping())``).
 
-The ``RenderSupervisor`` starts a tracker per job on create and, on start, for every non-terminal
-job in the store; after a cancel it stops the tracker, cancels the render and removes its output.
-Trackers are stopped on shutdown without touching renders: the next start re-attaches.
+The supervisor (tracking.supervisor) starts a tracker per job and stops it; see there.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import glob
 import logging
 import random
 import time
@@ -93,11 +89,10 @@ from export_service.tracking.actions import (
     WriteComplete,
     WriteFail,
 )
-from export_service.tracking.decide import decide, start
+from export_service.tracking.decide import decide, render_call_failure, start
 from export_service.tracking.observations import (
     Cancelled,
     Completed,
-    Draining,
     EventReceived,
     Failed,
     JobEnded,
@@ -116,13 +111,12 @@ from export_service.tracking.observations import (
     StreamEnded,
     StreamSilent,
     TimerFired,
-    Unreached,
     Written,
 )
 from videojob import metrics, stamps, tracing
 from videojob.errors import Reason
 from videojob.grpc_errors import error_info, field_violation
-from videojob.limits import FAILURE_INTERNAL, bounded_log_tail
+from videojob.limits import bounded_log_tail
 from videojob.logging_setup import bind_log_context
 from videojob.output_check import OutputProblem, check_output
 from videojob.render.v1 import render_pb2, spec_pb2
@@ -143,12 +137,6 @@ RenderStream = grpc.aio.UnaryStreamCall[Any, render_pb2.RenderEvent]
 
 # Questions news from outside may cut short: render calls and timers, never a store write.
 _INTERRUPTIBLE = (CallRender, WatchRender, ReadStream, GetRender, CheckOutput, Wait)
-
-
-def backoff_delay(settings: TrackerSettings, attempt: int) -> float:
-    """For the supervisor's own retries (clean-ups, recording a crash)."""
-    delay = min(settings.backoff_max, settings.backoff_initial * 2 ** max(attempt - 1, 0))
-    return random.uniform(delay / 2, delay)
 
 
 def remove_output(path: str) -> bool:
@@ -266,7 +254,6 @@ class JobTracker:
         # Where each attempt was placed (as recorded on the job), and which render services
         # refused or failed the current one (not chosen again for it).
         self._placements: dict[int, RenderAttempt] = {}
-        self._avoid: set[str] = set()
         self._spec: spec_pb2.RenderSpec | None = None
         self._call: RenderStream | None = None
         # News from outside (JobEnded, Stopping), answered in place of the next question
@@ -343,9 +330,9 @@ class JobTracker:
         match question:
             case ReadJob():
                 return await self._read_job()
-            case CallRender(attempt=attempt, elsewhere=elsewhere):
+            case CallRender(attempt=attempt, elsewhere=elsewhere, avoid=avoid):
                 assert self._spec is not None
-                placed = await self._place(attempt, elsewhere)
+                placed = await self._place(attempt, elsewhere, avoid)
                 if not isinstance(placed, RenderAttempt):
                     return placed
                 member = self._pool.member_for(placed.instance_id, placed.address)
@@ -471,14 +458,7 @@ class JobTracker:
         except TimeoutError:
             return StreamSilent(self._settings.stall_timeout)
         except grpc.aio.AioRpcError as error:
-            info = error_info(error)
-            if submitted and info is not None and info.reason == Reason.DRAINING:
-                self._avoid.add(member.key)
-                return Draining(member.key, error.details() or "")
-            if submitted and _never_connected(error) and self._pool.others_available(member.key):
-                self._avoid.add(member.key)
-                return Unreached(member.key, error.details() or "")
-            return self._rpc_failed(error, member)
+            return self._rpc_failed(error, member, submitted=submitted)
         if event is STREAM_END:
             return StreamEnded()
         assert isinstance(event, render_pb2.RenderEvent)
@@ -521,18 +501,23 @@ class JobTracker:
             return self._rpc_failed(error, member)
         return RenderReport(info.last_event.seq, render_outcome(info.last_event))
 
-    def _rpc_failed(self, error: grpc.aio.AioRpcError, member: RenderMember) -> RpcFailed:
+    def _rpc_failed(
+        self, error: grpc.aio.AioRpcError, member: RenderMember, *, submitted: bool = False
+    ) -> Observation:
+        """The facts of a failed render call, for decide to judge."""
         code = error.code()
         violation = field_violation(error)
+        info = error_info(error)
         busy = code == grpc.StatusCode.RESOURCE_EXHAUSTED
-        others = self._pool.others_available(member.key, with_room=busy)
-        if others and code in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE):
-            self._avoid.add(member.key)
-        return RpcFailed(
+        return render_call_failure(
             code,
             error.details() or "",
-            violation.field if violation else "",
-            others_available=others,
+            member=member.key,
+            submitted=submitted,
+            draining=info is not None and info.reason == Reason.DRAINING,
+            never_connected=_never_connected(error),
+            others_available=self._pool.others_available(member.key, with_room=busy),
+            field=violation.field if violation else "",
         )
 
     def _target(self) -> tuple[RenderMember, str]:
@@ -548,9 +533,12 @@ class JobTracker:
     def _current_attempt(self) -> int:
         return self._attempt or 1
 
-    async def _place(self, attempt: int, elsewhere: bool) -> RenderAttempt | Observation:
+    async def _place(
+        self, attempt: int, elsewhere: bool, avoid: frozenset[str]
+    ) -> RenderAttempt | Observation:
         """The attempt's placement: the recorded one (its lease confirmed), or a new one
-        chosen by the pool and recorded with a fenced write; else what to observe instead."""
+        chosen by the pool (not among ``avoid``, nor where it was placed when ``elsewhere``)
+        and recorded with a fenced write; else what the write observed instead."""
         self._attempt = attempt
         placed = self._placements.get(attempt)
         placed_by_create, self._placed_by_create = self._placed_by_create == attempt, None
@@ -560,11 +548,10 @@ class JobTracker:
             confirmed = await self._confirm_lease()
             return placed if confirmed is None else confirmed
         if placed is not None:
-            self._avoid.add(placed.instance_id or placed.address)
-        member = self._pool.choose(frozenset(self._avoid))
+            avoid |= {placed.instance_id or placed.address}
+        member = self._pool.choose(avoid)
         if member is None:
-            avoided = ", ".join(sorted(self._avoid))
-            self._avoid.clear()
+            avoided = ", ".join(sorted(avoid))
             busy = any(m.healthy for m in self._pool.members)
             return NotPlaced(f"every render service is draining or refused it ({avoided})", busy)
         placement = placed_on(member, self.job_id, attempt)
@@ -580,25 +567,17 @@ class JobTracker:
         if isinstance(written, Written):
             self._placements[attempt] = placement
             return placement
-        if isinstance(written, LeaseLost):
-            return written
-        if isinstance(written, Refused) and not written.terminal:
-            return StreamEnded()  # the attempt moved on meanwhile: investigated, then followed
-        return JobEnded()
+        return written  # LeaseLost, Refused or JobMissing: decide's to judge
 
     async def _confirm_lease(self) -> Observation | None:
         """Before Render: None when this replica still holds the job (a fenced write said so),
-        else what to observe instead of calling it (LeaseLost, or JobEnded)."""
+        else what the write observed instead (LeaseLost, Refused or JobMissing)."""
         if self.lease is None:
             return None
         confirmed = await self._write(
             "the lease before Render", self._store.confirm_lease(self.job_id, lease=self.lease)
         )
-        if isinstance(confirmed, Written):
-            return None
-        if isinstance(confirmed, LeaseLost):
-            return confirmed
-        return JobEnded()
+        return None if isinstance(confirmed, Written) else confirmed
 
     async def _write(self, what: str, change: Awaitable[Job]) -> Observation:
         """A store write; a fenced one waits while this replica's own lease may have expired
@@ -673,498 +652,3 @@ class JobTracker:
         if self._call is not None:
             self._call.cancel()
             self._call = None
-
-
-class RenderSupervisor:
-    """Owns the tracker tasks and the clean-up of cancelled jobs."""
-
-    def __init__(
-        self,
-        store: JobStore,
-        pool: RenderPool,
-        settings: TrackerSettings,
-        ownership: Ownership | None = None,
-        render_output_dir: Path | None = None,
-    ) -> None:
-        self._store = store
-        self._pool = pool
-        # The render services' shared output directory as this process sees it (None: not
-        # shared with it): where a dead render service's partial files are removed.
-        self._render_output_dir = render_output_dir
-        # Superseded renders being cancelled on their render service, by render id.
-        self._releases: dict[str, asyncio.Task[None]] = {}
-        self._settings = settings
-        # None: no owners (every active job is this process's, writes unfenced).
-        self.ownership = ownership
-        self._progress = ProgressWriter(
-            store,
-            settings.progress_interval,
-            on_job_ended=self._job_ended,
-            on_lease_lost=self._lease_lost,
-            before_write=None if ownership is None else ownership.ready,
-        )
-        # Jobs claimed anew while a tracker of an older lease still stops: tracked after it.
-        self._next_leases: dict[str, Lease] = {}
-        self._trackers: dict[str, tuple[JobTracker, asyncio.Task[None]]] = {}
-        # What every tracker asked and observed, by kind ("WatchRender", "RpcFailed.UNAVAILABLE").
-        self.activity: Counter[str] = Counter()
-        self._cleanups: dict[str, asyncio.Task[None]] = {}
-        self._stopped = False
-
-    @property
-    def tracked(self) -> set[str]:
-        """Jobs whose tracker task is still running (a job leaves this set when its task ends)."""
-        return set(self._trackers)
-
-    @property
-    def stopping(self) -> bool:
-        """The service is stopping: trackers end, jobs stay as recorded for the next start."""
-        return self._stopped
-
-    @property
-    def owner(self) -> str | None:
-        """This replica's id, which owns the jobs it creates (None: no owners)."""
-        return None if self.ownership is None else self.ownership.replica_id
-
-    async def start(self) -> None:
-        """Re-attaches or resubmits every non-terminal job this replica owns (claimed now, and
-        from then on as others stop or die) and finishes pending cancellations."""
-        self._progress.start()
-        if self.ownership is None:
-            active = await self._store.list_active()
-            for job in active:
-                self.track(job.id)
-        else:
-            claimed = await self.ownership.start()
-            active = [job for job in claimed if not job.terminal]
-            self._adopt(claimed)
-            self.ownership.run(self._adopt, lambda: self._trackers.keys(), self._jobs_ended)
-        for job in await self._store.list_pending_cancellations():
-            self._schedule_cleanup(job.id)
-        if active:
-            logger.info("reconciling %d non-terminal jobs", len(active))
-
-    def first_placement(self, job_id: str) -> RenderAttempt | None:
-        """Where a job this replica is creating will render first, for its create to record
-        (sparing the tracker the placement write); None when no render service is known to be
-        usable now: the tracker then places the job itself, waiting for one as it does."""
-        if not self._pool.usable_count():
-            return None
-        member = self._pool.choose()
-        if member is None or not member.usable:
-            return None
-        return placed_on(member, job_id, 1)
-
-    def track_created(self, job: Job, *, found_again: bool = False) -> None:
-        """A job the API created (or found again for a retried create): tracked when it is this
-        replica's to drive. The tracker starts from the row the create committed; a job found
-        again is read afresh."""
-        created = None if found_again else job
-        if self.ownership is None:
-            self.track(job.id, created=created)
-        elif job.owner == self.ownership.replica_id and job.lease_epoch is not None:
-            self.track(job.id, Lease(job.owner, job.lease_epoch), created=created)
-
-    def track(self, job_id: str, lease: Lease | None = None, created: Job | None = None) -> None:
-        """``created``: the row the job's create committed (spares a read)."""
-        if self._stopped:
-            return
-        entry = self._trackers.get(job_id)
-        if entry is not None:
-            if lease is not None and entry[0].lease != lease:
-                self._next_leases[job_id] = lease
-                entry[0].tell(LeaseLost())
-            return
-        self._progress.start()
-        tracker = JobTracker(
-            job_id,
-            self._store,
-            self._pool,
-            self._settings,
-            self._progress,
-            self.activity,
-            lease=lease,
-            ownership=self.ownership,
-            on_release=self.release_attempt,
-            created=created,
-        )
-        task = asyncio.create_task(self._run_tracker(tracker), name=f"track-{job_id}")
-        self._trackers[job_id] = (tracker, task)
-        task.add_done_callback(lambda _: self._forget_tracker(job_id, task))
-
-    async def job_cancelled(self, job: Job) -> None:
-        """Called after the store recorded CANCELLED (``job``, as recorded): stops the tracker,
-        then the render. A job another replica owns has its render stopped from here at once,
-        so that FFmpeg stops within a call's time even when that owner is dead; the owner (or,
-        after a dead owner's lease, whoever claims the job) still records the release."""
-        job_id = job.id
-        entry = self._trackers.get(job_id)
-        if entry is not None:
-            tracker, task = entry
-            tracker.tell(JobEnded())
-            # Never let a cancel request wait on the tracker without bound.
-            _, pending = await asyncio.wait([task], timeout=self._settings.rpc_timeout)
-            if pending:
-                logger.warning("job %s: tracker still stopping after the cancel", job_id)
-        elif self.ownership is not None and job.owner != self.ownership.replica_id:
-            await self._stop_owned_elsewhere(job)
-        self._schedule_cleanup(job_id)
-
-    async def _stop_owned_elsewhere(self, job: Job) -> None:
-        """One CancelRender for the current attempt of a cancelled job this replica does not
-        own. Nothing is written: the release stays the owner's, under its lease."""
-        attempt = job.current_attempt
-        if attempt is None:
-            return  # not placed yet: nothing renders
-        member = self._pool.member_for(attempt.instance_id, attempt.address)
-        request = render_pb2.CancelRenderRequest(render_id=attempt.render_id)
-        try:
-            await member.stub.CancelRender(request, timeout=self._settings.rpc_timeout)
-        except grpc.aio.AioRpcError as error:
-            logger.info(
-                "job %s: render %s not stopped from this replica (%s); its owner releases it",
-                job.id,
-                attempt.render_id,
-                error.code().name,
-            )
-        else:
-            logger.info(
-                "job %s: render %s stopped for its owner %s", job.id, attempt.render_id, job.owner
-            )
-
-    async def stop(self) -> None:
-        """Stops every task; renders keep running and jobs stay as stored, to be reconciled
-        at the next start. Jobs created from now on wait for that start too."""
-        self._stopped = True
-        trackers = [task for _, task in self._trackers.values()]
-        for tracker, _ in self._trackers.values():
-            tracker.tell(Stopping())
-        if trackers:
-            _, pending = await asyncio.wait(trackers, timeout=self._settings.rpc_timeout)
-            for task in pending:  # stuck in a store write: the store is closing anyway
-                task.cancel()
-        cleanups = [*self._cleanups.values(), *self._releases.values()]
-        for task in cleanups:
-            task.cancel()
-        if trackers or cleanups:
-            await asyncio.wait([*trackers, *cleanups])
-        await self._progress.stop()
-        if self.ownership is not None:
-            await self.ownership.stop()
-
-    def _adopt(self, jobs: list[Job]) -> None:
-        """Jobs this replica claimed: tracked, or (terminal) their render released."""
-        for job in jobs:
-            if job.terminal:
-                if job.cancel_requested:
-                    self._schedule_cleanup(job.id)
-            elif job.owner is not None and job.lease_epoch is not None:
-                self.track(job.id, Lease(job.owner, job.lease_epoch))
-
-    def _job_ended(self, job_id: str) -> None:
-        entry = self._trackers.get(job_id)
-        if entry is not None:
-            entry[0].tell(JobEnded())
-
-    def _jobs_ended(self, job_ids: set[str]) -> None:
-        """Tracked jobs found terminal (a cancel through another replica): their trackers stop,
-        then the clean-up of a cancelled one runs."""
-        for job_id in job_ids:
-            self._job_ended(job_id)
-
-    def _lease_lost(self, job_id: str) -> None:
-        if self.ownership is not None:
-            self.ownership.note_refused()
-        entry = self._trackers.get(job_id)
-        if entry is not None:
-            entry[0].tell(LeaseLost())
-
-    async def _run_tracker(self, tracker: JobTracker) -> None:
-        job_id = tracker.job_id
-        crashes = 0
-        while True:
-            try:
-                await tracker.run()
-                break
-            except Exception as error:  # a bug must not leave the job running forever
-                if self._stopped:
-                    metrics.TRACKER_CRASHES.labels("handed_over").inc()
-                    logger.warning(
-                        "job %s: tracker crashed while the service stops (%s); the job is left "
-                        "as recorded, for its next owner",
-                        job_id,
-                        error,
-                        exc_info=True,
-                    )
-                    return
-                crashes += 1
-                if crashes > self._settings.max_tracker_restarts:
-                    metrics.TRACKER_CRASHES.labels("failed").inc()
-                    logger.exception("job %s: tracker crashed %d times", job_id, crashes)
-                    await self._fail_after_crash(job_id, error, tracker.lease)
-                    break
-                metrics.TRACKER_CRASHES.labels("retracked").inc()
-                delay = backoff_delay(self._settings, crashes)
-                logger.exception(
-                    "job %s: tracker crashed (%d of %d restarts); tracked again from its record "
-                    "in %.1f s",
-                    job_id,
-                    crashes,
-                    self._settings.max_tracker_restarts,
-                    delay,
-                )
-                successor = await self._after_crash(tracker, delay)
-                if successor is None:
-                    return
-                tracker = successor
-        if self._stopped:
-            return
-        job = await self._store.get(job_id)
-        if job.terminal and job.cancel_requested:
-            self._schedule_cleanup(job.id)
-
-    async def _after_crash(self, crashed: JobTracker, delay: float) -> JobTracker | None:
-        """A new tracker of the crashed one's job and lease, which starts from the job's record
-        (it re-attaches to the render, which costs no attempt) once ``delay`` has passed or news
-        arrived (handed on to it); None when the service stops meanwhile."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(delay):
-                await crashed.news_arrived.wait()
-        if self._stopped:
-            return None
-        entry = self._trackers.get(crashed.job_id)
-        successor = JobTracker(
-            crashed.job_id,
-            self._store,
-            self._pool,
-            self._settings,
-            self._progress,
-            self.activity,
-            lease=crashed.lease,
-            ownership=self.ownership,
-            on_release=self.release_attempt,
-            news=crashed.take_news(),
-        )
-        if entry is not None and entry[0] is crashed:
-            self._trackers[crashed.job_id] = (successor, entry[1])
-        return successor
-
-    async def _fail_after_crash(self, job_id: str, error: Exception, lease: Lease | None) -> None:
-        """Writes the INTERNAL failure, retrying while the store itself fails (it may be the
-        cause); a job left active here would only be resumed at the next start."""
-        for attempt in range(1, self._settings.max_attempts + 1):
-            try:
-                await self._store.fail(
-                    job_id,
-                    code=FAILURE_INTERNAL,
-                    message=f"tracking the render failed: {error}",
-                    release_render=True,
-                    lease=lease,
-                )
-                return
-            except (TransitionRejected, JobNotFound):
-                return
-            except Exception:
-                logger.exception("job %s: recording the failure failed", job_id)
-                await asyncio.sleep(backoff_delay(self._settings, attempt))
-
-    def _schedule_cleanup(self, job_id: str) -> None:
-        if self._stopped or job_id in self._cleanups:
-            return
-        task = asyncio.create_task(self._cleanup(job_id), name=f"cleanup-{job_id}")
-        self._cleanups[job_id] = task
-        task.add_done_callback(lambda _: self._forget_cleanup(job_id, task))
-
-    async def _cleanup(self, job_id: str) -> None:
-        """CancelRender and removal of any output the render left, on the render service of
-        each of the job's attempts, retried with backoff for the retry budget (then at the next
-        start). Only the job's owner does it, after a fenced write."""
-        job = await self._store.get(job_id)
-        if not await self._may_release(job):
-            return
-        for superseded in job.attempts:
-            if superseded.attempt != job.attempt:
-                self.release_attempt(job_id, superseded, False)
-        targets = [
-            (self._pool.member_for(a.instance_id, a.address), a.render_id)
-            for a in job.attempts
-            if a.attempt == job.attempt  # superseded ones are released on their own
-        ] or [(self._pool.first(), render_id_for(job_id, job.attempt))]
-        deadline = time.monotonic() + self._settings.retry_budget
-        for member, render_id in targets:
-            if not await self._cancel_render(member, render_id, deadline):
-                logger.warning(
-                    "job %s: render not confirmed released; retried at next start", job_id
-                )
-                return
-        await self._store.render_released(job_id)
-
-    async def _may_release(self, job: Job) -> bool:
-        """Whether this replica releases ``job``'s render now: it owns the job and a fenced
-        write says it still does, so a replica that lost the job makes no CancelRender. A cancel
-        accepted by another replica is released by the owner, which notices it within its claim
-        interval; the job of a dead owner by whoever claims it next."""
-        if self.ownership is None:
-            return True
-        if job.owner != self.ownership.replica_id or job.lease_epoch is None:
-            logger.info("job %s: its render is released by its owner (%s)", job.id, job.owner)
-            return False
-        try:
-            await self._store.confirm_release(job.id, lease=Lease(job.owner, job.lease_epoch))
-        except StaleLease:
-            logger.info("job %s: lost to another owner before its render was released", job.id)
-            return False
-        except TransitionRejected:
-            return False  # released already
-        return True
-
-    async def _cancel_render(self, member: RenderMember, render_id: str, deadline: float) -> bool:
-        """True once the render is known stopped and its output removed (or unknown to its
-        render service); False when ``deadline`` passed first. The first failed call is logged
-        as a warning, the tries after it and the backoff between them at debug: the caller
-        says how it ends."""
-        request = render_pb2.CancelRenderRequest(render_id=render_id)
-        not_found = 0
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                info = await member.stub.CancelRender(request, timeout=self._settings.rpc_timeout)
-            except grpc.aio.AioRpcError as error:
-                if error.code() == grpc.StatusCode.NOT_FOUND:
-                    # A Render call still in flight may create it a moment later: ask twice.
-                    not_found += 1
-                    if not_found >= 2:
-                        # Unknown to a render service that restarted: the file it may have
-                        # finished before is nobody's now.
-                        await asyncio.to_thread(self._remove_finished_outputs, render_id)
-                        return True
-                    await asyncio.sleep(0.5)
-                    continue
-                failure = error.code().name
-            else:
-                path = info.last_event.completed.output_path
-                if await asyncio.to_thread(remove_output, path):
-                    return True
-                failure = "its output was not removed"
-            if attempt == 1:
-                logger.warning(
-                    "render %s: CancelRender at %s failed: %s", render_id, member.address, failure
-                )
-            if time.monotonic() >= deadline:
-                return False
-            delay = backoff_delay(self._settings, attempt)
-            logger.debug(
-                "render %s: CancelRender at %s, try %d: %s; asked again in %.1f s",
-                render_id,
-                member.address,
-                attempt,
-                failure,
-                delay,
-            )
-            await asyncio.sleep(delay)
-
-    @property
-    def releasing(self) -> set[str]:
-        """Render ids of the superseded renders whose release is under way."""
-        return set(self._releases)
-
-    def release_attempt(self, job_id: str, attempt: RenderAttempt, service_lost: bool) -> None:
-        """A superseded attempt: its render is cancelled on the render service it was placed on
-        (as soon as that one answers again, for ``release_budget`` seconds) and its output
-        removed. Given up after that (that render service may have moved or be gone): noted on
-        the job's attempt (``release_given_up_at``, the only write the release makes), so that
-        no later start asks again. ``service_lost``: that render service stopped answering, so
-        its partial file is removed here at once (it may never come back)."""
-        if self._stopped or attempt.render_id in self._releases:
-            return
-        if attempt.release_given_up_at is not None:
-            return  # given up for good: that render service is not asked again
-        if service_lost:
-            self._remove_partial_files(attempt)
-        task = asyncio.create_task(
-            self._release(job_id, attempt), name=f"release-{attempt.render_id}"
-        )
-        self._releases[attempt.render_id] = task
-        task.add_done_callback(lambda _: self._releases.pop(attempt.render_id, None))
-
-    def _remove_partial_files(self, attempt: RenderAttempt) -> None:
-        directory = self._render_output_dir
-        if directory is None or not attempt.instance_id:
-            return
-        pattern = f".{attempt.instance_id}.{attempt.render_id}.partial.*"
-        for partial in directory.glob(pattern):
-            remove_output(str(partial))
-
-    def _remove_finished_outputs(self, render_id: str) -> None:
-        """Blocking. The finished file a render left (``<output dir>/<render id>.<container>``),
-        when the render service's output directory is known here (--render-output-dir)."""
-        directory = self._render_output_dir
-        if directory is None:
-            return
-        for output in directory.glob(f"{glob.escape(render_id)}.*"):
-            remove_output(str(output))
-
-    async def _release(self, job_id: str, attempt: RenderAttempt) -> None:
-        member = self._pool.member_for(attempt.instance_id, attempt.address)
-        budget = self._settings.release_budget
-        if await self._cancel_render(member, attempt.render_id, time.monotonic() + budget):
-            logger.info(
-                "job %s: superseded render %s on %s released",
-                job_id,
-                attempt.render_id,
-                member.address,
-            )
-            return
-        metrics.RENDER_RELEASES_GIVEN_UP.inc()
-        logger.warning(
-            "job %s: gave up releasing superseded render %s on %s: not released within %g s "
-            "(--release-budget); noted on the job, not asked again",
-            job_id,
-            attempt.render_id,
-            member.address,
-            budget,
-        )
-        await self._note_release_given_up(job_id, attempt.render_id)
-
-    async def _note_release_given_up(self, job_id: str, render_id: str) -> None:
-        """Writes the give-up on the job's attempt, fenced by this replica's lease on the job
-        (read now, as for a cancelled job's release): a replica that lost the job leaves it
-        to its new owner, which releases the render again from its own start."""
-        try:
-            job = await self._store.get(job_id)
-            lease = None
-            if self.ownership is not None:
-                if job.owner != self.ownership.replica_id or job.lease_epoch is None:
-                    logger.info(
-                        "job %s: owned by %s now; the release of %s is left to it",
-                        job_id,
-                        job.owner,
-                        render_id,
-                    )
-                    return
-                lease = Lease(job.owner, job.lease_epoch)
-                await self.ownership.ready()
-            await self._store.give_up_release(job_id, render_id=render_id, lease=lease)
-        except JobNotFound:
-            return  # deleted meanwhile: nothing is left to note it on
-        except StaleLease:
-            if self.ownership is not None:
-                self.ownership.note_refused()
-            logger.info("job %s: lost before the release of %s was noted", job_id, render_id)
-        except TransitionRejected as rejected:
-            logger.warning(
-                "job %s: the release of %s was not noted: %s", job_id, render_id, rejected.reason
-            )
-
-    def _forget_tracker(self, job_id: str, task: asyncio.Task[None]) -> None:
-        entry = self._trackers.get(job_id)
-        if entry is not None and entry[1] is task:
-            del self._trackers[job_id]
-            lease = self._next_leases.pop(job_id, None)
-            if lease is not None:
-                self.track(job_id, lease)
-
-    def _forget_cleanup(self, job_id: str, task: asyncio.Task[None]) -> None:
-        if self._cleanups.get(job_id) is task:
-            del self._cleanups[job_id]
