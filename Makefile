@@ -29,8 +29,13 @@ RENDERS ?= 1
 run-cluster: setup ## Start 3 export replicas on the local PostgreSQL, a render service and a gateway (EXPORTS=, RENDERS=, DATABASE=)
 	$(BIN)/python scripts/run_stack.py --database '$(DATABASE)' --create-database --exports $(EXPORTS) --renders $(RENDERS)
 
+# Most tests wait on real processes, so more workers than cores pay off; the tests marked serial
+# (timing under load: short chaos runs, clusters with short leases) run after them, one at a time.
+TEST_WORKERS ?= 4
+
 test: setup check-proto ## Run the test suite (the FFmpeg-facing part twice when two FFmpeg builds are here)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not serial"
+	$(BIN)/python -m pytest -m serial
 	@$(MAKE) --no-print-directory test-wheel-ffmpeg
 
 # Users run Debian's ffmpeg as often as the imageio-ffmpeg wheel's: with another ffmpeg on PATH
@@ -42,7 +47,7 @@ test-wheel-ffmpeg: setup ## Run the FFmpeg-facing tests with the imageio-ffmpeg 
 		echo "the main run used the wheel's FFmpeg already"; \
 	else \
 		echo "the FFmpeg-facing tests again, with the wheel's FFmpeg ($$wheel)"; \
-		FFMPEG_BINARY="$$wheel" $(BIN)/python -m pytest -m ffmpeg; \
+		FFMPEG_BINARY="$$wheel" $(BIN)/python -m pytest -n $(TEST_WORKERS) -m ffmpeg; \
 	fi
 
 proto: setup ## Regenerate the protobuf / gRPC code and type stubs from protos/

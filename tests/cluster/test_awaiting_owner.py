@@ -34,7 +34,7 @@ from videojob.limits import STAGE_WAITING_FOR_OWNER
 from videojob.sse_client import aframes
 from videojob_launcher import ServiceProcess
 
-pytestmark = pytest.mark.postgresql
+pytestmark = [pytest.mark.postgresql, pytest.mark.serial]
 
 OpenReplica = Callable[[ServiceProcess], Replica]
 # Long enough that the other replica sees the owner's heartbeat overdue (a third of it, the

@@ -44,7 +44,7 @@ from videojob_launcher.health import grpc_serving
 from videojob_launcher.process import ProcessSpec
 from videojob_launcher.stack import export_args
 
-pytestmark = pytest.mark.postgresql
+pytestmark = [pytest.mark.postgresql, pytest.mark.serial]
 
 OpenReplica = Callable[[ServiceProcess], Replica]
 ACTIVE = ("QUEUED", "RUNNING")
