@@ -1,6 +1,6 @@
 """GET /api/jobs/{id}/history over HTTP against the real stack: a completed job's committed
-changes, create to complete, paged by afterVersion; unknown ids and bad parameters refused as
-the README's error table says."""
+changes, create to complete, paged by afterVersion; unknown ids (in-process, over an in-process
+export service) and bad parameters refused as the README's error table says."""
 
 from __future__ import annotations
 
@@ -66,8 +66,8 @@ def test_paging_with_limit_1_walks_every_version(client: httpx.Client, completed
     assert beyond == {"entries": [], "nextAfterVersion": None}
 
 
-def test_an_unknown_job_has_no_history(client: httpx.Client) -> None:
-    response = client.get("/api/jobs/no-such-job/history")
+async def test_an_unknown_job_has_no_history(gateway_over_export: httpx.AsyncClient) -> None:
+    response = await gateway_over_export.get("/api/jobs/no-such-job/history")
     assert response.status_code == 404, response.text
     assert response.json()["code"] == "not_found"
 

@@ -111,7 +111,7 @@ def test_bad_last_event_id_is_400(client: httpx.Client, completed_job: dict[str,
     assert response.json()["field"] == "lastEventId"
 
 
-def test_unknown_job_stream_is_404_json(client: httpx.Client) -> None:
-    response = client.get(f"/api/jobs/{uuid.uuid4()}/events")
+async def test_unknown_job_stream_is_404_json(gateway_over_export: httpx.AsyncClient) -> None:
+    response = await gateway_over_export.get(f"/api/jobs/{uuid.uuid4()}/events")
     assert response.status_code == 404
     assert response.json()["message"]
