@@ -157,11 +157,11 @@ def test_retention_deletes_old_finished_jobs_and_keeps_the_others(
         assert busy.status_code == 429, busy.text
         assert int(busy.headers["Retry-After"]) > 0
 
+        # The sweep deletes the record, then the file: the job is swept once both are gone.
         poll_until(
-            lambda: http.get(f"/api/jobs/{old['id']}").status_code == 404,
-            "the finished job to be swept",
+            lambda: http.get(f"/api/jobs/{old['id']}").status_code == 404 and not output.exists(),
+            "the finished job and its file to be swept",
         )
-        assert not output.exists()
         kept = http.get(f"/api/jobs/{active['id']}")
         assert kept.status_code == 200 and kept.json()["status"] in ("queued", "running")
         assert http.post(f"/api/jobs/{active['id']}/cancel").status_code == 200
