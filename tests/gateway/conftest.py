@@ -1,5 +1,6 @@
 """A real stack for the gateway tests: render service, export service and gateway as real
-processes on port 0 (videojob_launcher), with the data in a temporary directory."""
+processes on port 0 (videojob_launcher), with the data in a temporary directory; and, for the
+tests that need no other process, the app in-process (tests.gateway.inprocess)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.gateway.inprocess import export_address as export_address
+from tests.gateway.inprocess import gateway_alone as gateway_alone
+from tests.gateway.inprocess import gateway_over_export as gateway_over_export
 from tests.support.polling import poll_until
 from videojob_launcher import Role, ServiceProcess, Stack, StackConfig, gateway_args, launch
 

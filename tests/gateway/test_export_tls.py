@@ -1,5 +1,6 @@
-"""The gateway's export channel over TLS and mutual TLS (--export-tls-*), checked through
-/healthz against a real gRPC health server with certificates minted in the test."""
+"""The gateway's export channel over TLS and mutual TLS (its export_tls settings), checked
+through /healthz of the app in-process against a real gRPC health server with certificates
+minted in the test. A gateway process's --export-tls-* flags: tests/security/test_tls_stack.py."""
 
 from __future__ import annotations
 
@@ -7,10 +8,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
-import httpx
 import pytest
 
-from tests.gateway.conftest import start_gateway, stop
+from tests.gateway.inprocess import app_client, gateway_settings
 from tests.support.certs import Pki, make_test_pki
 from videojob.endpoints import EXPORT_SERVICE
 from videojob.grpc_setup import SERVER_OPTIONS, TlsFiles, add_health_and_reflection, bind
@@ -34,34 +34,18 @@ async def mtls_export(pki: Pki) -> AsyncIterator[int]:
     await server.stop(None)
 
 
-async def health_status(gateway_port: int) -> int:
-    async with httpx.AsyncClient(timeout=30) as http:
-        response = await http.get(f"http://127.0.0.1:{gateway_port}/healthz")
+async def health_status(export_addr: str, export_tls: TlsFiles) -> int:
+    settings = gateway_settings(export_addr, export_tls=export_tls)
+    async with app_client(settings) as http:
+        response = await http.get("/healthz")
         return response.status_code
 
 
 async def test_gateway_reaches_export_over_mutual_tls(mtls_export: int, pki: Pki) -> None:
-    gateway = start_gateway(
-        f"localhost:{mtls_export}",
-        "--export-tls-ca",
-        str(pki.ca),
-        "--export-tls-cert",
-        str(pki.client.cert),
-        "--export-tls-key",
-        str(pki.client.key),
-    )
-    try:
-        assert await health_status(gateway.port) == 200
-    finally:
-        stop(gateway)
+    tls = TlsFiles(ca=pki.ca, cert=pki.client.cert, key=pki.client.key)
+    assert await health_status(f"localhost:{mtls_export}", tls) == 200
 
 
 async def test_gateway_without_a_client_certificate_is_refused(mtls_export: int, pki: Pki) -> None:
-    gateway = start_gateway(f"localhost:{mtls_export}", "--export-tls-ca", str(pki.ca))
-    plaintext = start_gateway(f"localhost:{mtls_export}")
-    try:
-        assert await health_status(gateway.port) == 503
-        assert await health_status(plaintext.port) == 503
-    finally:
-        stop(gateway)
-        stop(plaintext)
+    assert await health_status(f"localhost:{mtls_export}", TlsFiles(ca=pki.ca)) == 503
+    assert await health_status(f"localhost:{mtls_export}", TlsFiles()) == 503

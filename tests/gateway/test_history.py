@@ -1,6 +1,7 @@
 """GET /api/jobs/{id}/history over HTTP against the real stack: a completed job's committed
-changes, create to complete, paged by afterVersion; unknown ids and bad parameters refused as
-the README's error table says."""
+changes, create to complete, paged by afterVersion; unknown ids (over an in-process export
+service) and bad parameters (before any call: the gateway alone) refused as the README's error
+table says, the app in-process (tests.gateway.inprocess)."""
 
 from __future__ import annotations
 
@@ -66,8 +67,8 @@ def test_paging_with_limit_1_walks_every_version(client: httpx.Client, completed
     assert beyond == {"entries": [], "nextAfterVersion": None}
 
 
-def test_an_unknown_job_has_no_history(client: httpx.Client) -> None:
-    response = client.get("/api/jobs/no-such-job/history")
+async def test_an_unknown_job_has_no_history(gateway_over_export: httpx.AsyncClient) -> None:
+    response = await gateway_over_export.get("/api/jobs/no-such-job/history")
     assert response.status_code == 404, response.text
     assert response.json()["code"] == "not_found"
 
@@ -85,10 +86,12 @@ def test_an_unknown_job_has_no_history(client: httpx.Client) -> None:
         ({"afterVersion": "1.5"}, 400, "afterVersion"),
     ],
 )
-def test_a_bad_parameter_is_refused_naming_it(
-    client: httpx.Client, completed_job: Any, params: dict[str, str], status: int, field: str
+async def test_a_bad_parameter_is_refused_naming_it(
+    gateway_alone: httpx.AsyncClient, params: dict[str, str], status: int, field: str
 ) -> None:
-    response = client.get(f"/api/jobs/{completed_job['id']}/history", params=params)
+    # Refused before any call: with no export service behind the gateway, a request that got
+    # further would be 503.
+    response = await gateway_alone.get("/api/jobs/some-job/history", params=params)
     assert response.status_code == status, response.text
     body = response.json()
     assert (body["code"], body["field"]) == ("invalid_argument", field), body

@@ -18,7 +18,6 @@ from tests.gateway.conftest import (
     GATEWAY_TEST_ARGS,
     LONG_SPEC,
     create_job,
-    start_gateway,
     tiny_spec,
     wait_for,
     wait_terminal,
@@ -26,7 +25,6 @@ from tests.gateway.conftest import (
 from tests.gateway.sse_client import events
 from tests.support.media import make_clip, video_size
 from tests.support.polling import poll_until
-from tests.support.ports import free_port
 from videojob_launcher import Role, Stack, StackConfig
 
 
@@ -123,15 +121,12 @@ def test_create_answers_201_with_location_and_a_replay_says_so(client: httpx.Cli
     wait_terminal(client, first.json()["id"])
 
 
-def test_an_unreachable_export_service_is_503_with_retry_after() -> None:
-    gateway = start_gateway(f"127.0.0.1:{free_port()}")
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{gateway.port}", timeout=30) as http:
-            response = http.post("/api/jobs", json=tiny_spec())
-        assert response.status_code == 503, response.text
-        assert int(response.headers["Retry-After"]) > 0
-    finally:
-        gateway.stop()
+async def test_an_unreachable_export_service_is_503_with_retry_after(
+    gateway_alone: httpx.AsyncClient,
+) -> None:
+    response = await gateway_alone.post("/api/jobs", json=tiny_spec())
+    assert response.status_code == 503, response.text
+    assert int(response.headers["Retry-After"]) > 0
 
 
 @pytest.fixture(scope="module")
@@ -162,11 +157,11 @@ def test_retention_deletes_old_finished_jobs_and_keeps_the_others(
         assert busy.status_code == 429, busy.text
         assert int(busy.headers["Retry-After"]) > 0
 
+        # The sweep deletes the record, then the file: the job is swept once both are gone.
         poll_until(
-            lambda: http.get(f"/api/jobs/{old['id']}").status_code == 404,
-            "the finished job to be swept",
+            lambda: http.get(f"/api/jobs/{old['id']}").status_code == 404 and not output.exists(),
+            "the finished job and its file to be swept",
         )
-        assert not output.exists()
         kept = http.get(f"/api/jobs/{active['id']}")
         assert kept.status_code == 200 and kept.json()["status"] in ("queued", "running")
         assert http.post(f"/api/jobs/{active['id']}/cancel").status_code == 200

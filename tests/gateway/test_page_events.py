@@ -109,10 +109,10 @@ def test_a_job_leaving_a_status_filter_still_reports_its_last_change(http: httpx
         ({"ids": "x" * (limits.MAX_JOB_ID_LENGTH + 1)}, "ids"),
     ],
 )
-def test_a_bad_view_is_refused_naming_the_parameter(
-    http: httpx.Client, params: dict[str, str], field: str
+async def test_a_bad_view_is_refused_naming_the_parameter(
+    gateway_alone: httpx.AsyncClient, params: dict[str, str], field: str
 ) -> None:
-    response = http.get("/api/events", params=params)
+    response = await gateway_alone.get("/api/events", params=params)
     assert response.status_code == 422, response.text
     assert response.json()["field"] == field
 

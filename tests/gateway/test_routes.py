@@ -1,4 +1,5 @@
-"""Every JSON route and its errors, against the real stack on sockets."""
+"""Every JSON route and its errors: against the real stack on sockets where a job is rendered,
+in-process (tests.gateway.inprocess) where the answer needs no render service."""
 
 from __future__ import annotations
 
@@ -12,10 +13,7 @@ from gateway.app import create_app
 from gateway.settings import Settings
 from tests.gateway.conftest import (
     LONG_SPEC,
-    Stack,
     create_job,
-    start_gateway,
-    stop,
     tiny_spec,
     wait_for,
     wait_terminal,
@@ -89,7 +87,9 @@ def test_a_key_reused_for_another_spec_is_409_naming_the_header(client: httpx.Cl
     wait_terminal(client, first["id"])
 
 
-def test_bad_field_is_422_naming_the_field_in_camel_case(client: httpx.Client) -> None:
+async def test_bad_field_is_422_naming_the_field_in_camel_case(
+    gateway_alone: httpx.AsyncClient,
+) -> None:
     cases = {
         "source.testPattern.durationSeconds": {"source": {"testPattern": {"durationSeconds": -1}}},
         "source.testPattern.width": {
@@ -100,46 +100,52 @@ def test_bad_field_is_422_naming_the_field_in_camel_case(client: httpx.Client) -
         "source": {"source": {}},
     }
     for field, body in cases.items():
-        error = assert_error(client.post("/api/jobs", json=body), 422)
+        error = assert_error(await gateway_alone.post("/api/jobs", json=body), 422)
         assert error["field"] == field, error
         assert error["message"].startswith(f"{field}: "), error
 
 
-def test_export_service_rejections_are_translated_to_camel_case(client: httpx.Client) -> None:
+async def test_export_service_rejections_are_translated_to_camel_case(
+    gateway_over_export: httpx.AsyncClient,
+) -> None:
     webm_with_h264 = tiny_spec(container="webm", videoCodec="h264", audioCodec="opus")
-    error = assert_error(client.post("/api/jobs", json=webm_with_h264), 422)
+    error = assert_error(await gateway_over_export.post("/api/jobs", json=webm_with_h264), 422)
     assert error["message"].startswith("output.videoCodec: "), error
     assert error["field"] == "output.videoCodec", error
     only_width = {"source": {"testPattern": {"durationSeconds": 1, "width": 160}}}
-    error = assert_error(client.post("/api/jobs", json=only_width), 422)
+    error = assert_error(await gateway_over_export.post("/api/jobs", json=only_width), 422)
     assert error["message"].startswith("source.testPattern.height: "), error
     assert error["field"] == "source.testPattern.height", error
 
 
-def test_malformed_requests_are_400_or_415(client: httpx.Client) -> None:
-    not_json = client.post(
+async def test_malformed_requests_are_400_or_415(gateway_alone: httpx.AsyncClient) -> None:
+    not_json = await gateway_alone.post(
         "/api/jobs", content=b"{nope", headers={"Content-Type": "application/json"}
     )
     assert "JSON" in assert_error(not_json, 400)["message"]
-    plain = client.post("/api/jobs", content=b"{}", headers={"Content-Type": "text/plain"})
+    plain = await gateway_alone.post(
+        "/api/jobs", content=b"{}", headers={"Content-Type": "text/plain"}
+    )
     assert_error(plain, 415)
-    bad_key = client.post("/api/jobs", json=tiny_spec(), headers={"Idempotency-Key": "a b"})
+    bad_key = await gateway_alone.post(
+        "/api/jobs", json=tiny_spec(), headers={"Idempotency-Key": "a b"}
+    )
     assert assert_error(bad_key, 400)["field"] == "Idempotency-Key"
-    not_an_object = client.post("/api/jobs", json=[1, 2])
+    not_an_object = await gateway_alone.post("/api/jobs", json=[1, 2])
     assert assert_error(not_an_object, 422)["field"] == "body"
 
 
-def test_unknown_job_is_404_everywhere(client: httpx.Client) -> None:
+async def test_unknown_job_is_404_everywhere(gateway_over_export: httpx.AsyncClient) -> None:
     missing = f"no-such-job-{uuid.uuid4()}"
-    assert_error(client.get(f"/api/jobs/{missing}"), 404)
-    assert_error(client.post(f"/api/jobs/{missing}/cancel"), 404)
-    assert_error(client.get(f"/api/jobs/{missing}/events"), 404)
-    assert_error(client.get(f"/api/jobs/{missing}/download"), 404)
+    assert_error(await gateway_over_export.get(f"/api/jobs/{missing}"), 404)
+    assert_error(await gateway_over_export.post(f"/api/jobs/{missing}/cancel"), 404)
+    assert_error(await gateway_over_export.get(f"/api/jobs/{missing}/events"), 404)
+    assert_error(await gateway_over_export.get(f"/api/jobs/{missing}/download"), 404)
 
 
-def test_unknown_route_and_wrong_method_are_json(client: httpx.Client) -> None:
-    assert_error(client.get("/api/nothing-here"), 404)
-    assert_error(client.delete("/api/jobs"), 405)
+async def test_unknown_route_and_wrong_method_are_json(gateway_alone: httpx.AsyncClient) -> None:
+    assert_error(await gateway_alone.get("/api/nothing-here"), 404)
+    assert_error(await gateway_alone.delete("/api/jobs"), 405)
 
 
 def test_list_is_newest_first_with_cursor_pagination(client: httpx.Client) -> None:
@@ -165,7 +171,7 @@ def test_list_filters_by_status(client: httpx.Client, completed_job: dict[str, A
     assert {job["status"] for job in jobs} == {"completed"}
 
 
-def test_list_rejects_bad_parameters(client: httpx.Client) -> None:
+async def test_list_rejects_bad_parameters(gateway_over_export: httpx.AsyncClient) -> None:
     # Malformed (not a number, not a cursor this service issued) is 400; a value outside the
     # documented ones is 422. Either way the code is invalid_argument and the field is named.
     cases = {
@@ -178,7 +184,7 @@ def test_list_rejects_bad_parameters(client: httpx.Client) -> None:
         "cursor=bm9wZQ": (400, "cursor"),
     }
     for query, (status, field) in cases.items():
-        error = assert_error(client.get(f"/api/jobs?{query}"), status)
+        error = assert_error(await gateway_over_export.get(f"/api/jobs?{query}"), status)
         assert (error["code"], error["field"]) == ("invalid_argument", field), (query, error)
 
 
@@ -210,38 +216,37 @@ def test_healthz_reports_the_export_service(client: httpx.Client) -> None:
     assert response.json() == {"status": "ok", "export": "SERVING", "renders": "SERVING"}
 
 
-def test_livez_answers_without_the_export_service(client: httpx.Client) -> None:
-    response = client.get("/livez")
+async def test_livez_answers_without_the_export_service(
+    gateway_alone: httpx.AsyncClient,
+) -> None:
+    response = await gateway_alone.get("/livez")
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
     assert response.json() == {"status": "ok"}
 
 
-def test_healthz_is_503_json_when_export_is_unreachable() -> None:
-    gateway = start_gateway("127.0.0.1:1")
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{gateway.port}", timeout=30) as http:
-            assert http.get("/livez").json() == {"status": "ok"}
-            assert_error(http.get("/healthz"), 503)
-            error = assert_error(http.get("/api/jobs"), 503)
-            assert error["code"] == "unavailable"
-    finally:
-        stop(gateway)
+async def test_healthz_is_503_json_when_export_is_unreachable(
+    gateway_alone: httpx.AsyncClient,
+) -> None:
+    assert (await gateway_alone.get("/livez")).json() == {"status": "ok"}
+    assert_error(await gateway_alone.get("/healthz"), 503)
+    error = assert_error(await gateway_alone.get("/api/jobs"), 503)
+    assert error["code"] == "unavailable"
 
 
-def test_page_and_its_assets_are_served(client: httpx.Client) -> None:
-    page = client.get("/")
+async def test_page_and_its_assets_are_served(gateway_alone: httpx.AsyncClient) -> None:
+    page = await gateway_alone.get("/")
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     assert "/static/app.js" in page.text
     for asset, kind in (("/static/app.js", "javascript"), ("/static/app.css", "text/css")):
-        response = client.get(asset)
+        response = await gateway_alone.get(asset)
         assert response.status_code == 200
         assert kind in response.headers["content-type"]
 
 
-def test_openapi_document_lists_every_route(client: httpx.Client, stack: Stack) -> None:
-    document = client.get("/openapi.json").json()
+async def test_openapi_document_lists_every_route(gateway_alone: httpx.AsyncClient) -> None:
+    document = (await gateway_alone.get("/openapi.json")).json()
     assert document["openapi"].startswith("3.1")
     paths = document["paths"]
     # Every route the app serves is documented with its methods, except the page, its assets

@@ -1,16 +1,18 @@
-"""``POST /api/media`` and ``GET /api/media`` over HTTP against the real stack: a real clip is
-stored, listed and transcoded; a file that is not media (422) and one over the upload limit
-(413) leave nothing on disk."""
+"""``POST /api/media`` and ``GET /api/media``: a real clip is stored, listed and transcoded over
+HTTP against the real stack; a file that is not media (422) and one over the upload limit (413)
+leave nothing on disk, checked against the gateway alone in-process (uploads need no other
+service: the gateway writes them and ffmpeg reads their header)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.gateway.conftest import Stack, create_job, wait_terminal
+from tests.gateway.inprocess import app_client, gateway_settings
 from tests.gateway.realtime_stack import MAX_UPLOAD_BYTES, make_clip
 from tests.gateway.realtime_stack import realtime_stack as realtime_stack
 from tests.support.media import media_duration, media_header
@@ -22,9 +24,22 @@ def http(realtime_stack: Stack) -> Iterator[httpx.Client]:
         yield client
 
 
-def uploads_on_disk(stack: Stack) -> set[str]:
+@pytest.fixture
+def media_root(tmp_path: Path) -> Path:
+    return tmp_path / "media"
+
+
+@pytest.fixture
+async def gateway(media_root: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway alone, in-process, with the realtime stack's upload limit."""
+    settings = gateway_settings(media_root=media_root, max_upload_bytes=MAX_UPLOAD_BYTES)
+    async with app_client(settings) as client:
+        yield client
+
+
+def uploads_on_disk(media_root: Path) -> set[str]:
     """Every file in the uploads folder, hidden temporary files included."""
-    folder = stack.media_root / "uploads"
+    folder = media_root / "uploads"
     return {path.name for path in folder.iterdir()} if folder.exists() else set()
 
 
@@ -48,7 +63,7 @@ def test_a_real_clip_is_stored_listed_and_transcoded(
     assert upload["durationSeconds"] == pytest.approx(1.0, abs=0.2)
     stored = realtime_stack.media_root / upload["path"]
     assert stored.read_bytes() == clip.read_bytes()
-    assert not [name for name in uploads_on_disk(realtime_stack) if name.startswith(".")]
+    assert not [name for name in uploads_on_disk(realtime_stack.media_root) if name.startswith(".")]
 
     listing = http.get("/api/media")
     assert listing.status_code == 200
@@ -69,54 +84,53 @@ def test_a_real_clip_is_stored_listed_and_transcoded(
     assert "Video: vp9" in header and "96x72" in header, header
 
 
-def test_a_file_that_is_not_media_is_refused_and_removed(
-    realtime_stack: Stack, http: httpx.Client
+async def test_a_file_that_is_not_media_is_refused_and_removed(
+    media_root: Path, gateway: httpx.AsyncClient
 ) -> None:
-    before = uploads_on_disk(realtime_stack)
-    response = http.post(
+    before = uploads_on_disk(media_root)
+    response = await gateway.post(
         "/api/media", params={"filename": "notes.mp4"}, content=b"just some text\n" * 200
     )
     assert response.status_code == 422, response.text
     assert response.json()["field"] == "body"
-    assert uploads_on_disk(realtime_stack) == before
+    assert uploads_on_disk(media_root) == before
 
 
-def test_an_empty_upload_is_refused(realtime_stack: Stack, http: httpx.Client) -> None:
-    before = uploads_on_disk(realtime_stack)
-    response = http.post("/api/media", content=b"")
+async def test_an_empty_upload_is_refused(media_root: Path, gateway: httpx.AsyncClient) -> None:
+    before = uploads_on_disk(media_root)
+    response = await gateway.post("/api/media", content=b"")
     assert response.status_code == 422, response.text
-    assert uploads_on_disk(realtime_stack) == before
+    assert uploads_on_disk(media_root) == before
 
 
-def test_an_upload_over_the_limit_is_413_and_leaves_nothing(
-    realtime_stack: Stack, http: httpx.Client
+async def test_an_upload_over_the_limit_is_413_and_leaves_nothing(
+    media_root: Path, gateway: httpx.AsyncClient
 ) -> None:
-    before = uploads_on_disk(realtime_stack)
+    before = uploads_on_disk(media_root)
     too_big = b"\0" * (MAX_UPLOAD_BYTES + 1)
-    declared = http.post("/api/media", content=too_big)
+    declared = await gateway.post("/api/media", content=too_big)
     assert declared.status_code == 413, declared.text
     assert str(MAX_UPLOAD_BYTES) in declared.json()["message"]
 
-    def chunks() -> Iterator[bytes]:
+    async def chunks() -> AsyncIterator[bytes]:
         # No Content-Length: the limit is found while the body streams in.
         for start in range(0, len(too_big), 16 * 1024):
             yield too_big[start : start + 16 * 1024]
 
-    with httpx.Client(base_url=realtime_stack.url, timeout=60) as fresh:
-        streamed = fresh.post("/api/media", content=chunks())
+    streamed = await gateway.post("/api/media", content=chunks())
     assert streamed.status_code == 413, streamed.text
-    assert uploads_on_disk(realtime_stack) == before
+    assert uploads_on_disk(media_root) == before
 
 
-def test_the_json_body_limit_does_not_apply_to_uploads_and_still_applies_to_jobs(
-    realtime_stack: Stack, http: httpx.Client, tmp_path: Path
+async def test_the_json_body_limit_does_not_apply_to_uploads_and_still_applies_to_jobs(
+    gateway: httpx.AsyncClient, tmp_path: Path
 ) -> None:
     """The gateway's JSON limit (64 KiB) is below the upload limit (256 KiB)."""
     clip = make_clip(tmp_path / "longer.mp4", seconds=6.0)
     assert 64 * 1024 < clip.stat().st_size < MAX_UPLOAD_BYTES
-    accepted = http.post("/api/media", content=clip.read_bytes())
+    accepted = await gateway.post("/api/media", content=clip.read_bytes())
     assert accepted.status_code == 201, accepted.text
-    refused = http.post(
+    refused = await gateway.post(
         "/api/jobs", content=b" " * (64 * 1024 + 1), headers={"Content-Type": "application/json"}
     )
     assert refused.status_code == 413

@@ -1,5 +1,7 @@
 """Hostile paths end to end: through the HTTP API (gateway → export → render) and straight at
 the render service. Inputs are confined to the media root, downloads to a job's own output.
+Paths refused by their text alone never reach a render service: those requests go to the
+gateway and an export service in-process (tests.gateway.inprocess).
 
 (Render-level cases already covered elsewhere: tests/render/test_validation.py — `..`,
 absolute, a symlinked file out, missing files; tests/render/test_sources.py — subtitles
@@ -20,6 +22,8 @@ import httpx
 import pytest
 
 from tests.gateway.conftest import wait_terminal
+from tests.gateway.inprocess import export_address as export_address
+from tests.gateway.inprocess import gateway_over_export as gateway_over_export
 from tests.security.conftest import SecurityStack, make_clip
 from videojob.ffmpeg_binary import ffmpeg_binary
 from videojob.render.v1 import render_pb2, render_pb2_grpc, spec_pb2
@@ -87,11 +91,11 @@ SPEC_FIELDS = [
 
 
 @pytest.mark.parametrize(("path", "problem"), [c[1:] for c in HOSTILE], ids=[c[0] for c in HOSTILE])
-def test_hostile_input_paths_are_422_naming_the_field(
-    client: httpx.Client, path: str, problem: str
+async def test_hostile_input_paths_are_422_naming_the_field(
+    gateway_over_export: httpx.AsyncClient, path: str, problem: str
 ) -> None:
     for build, field in SPEC_FIELDS:
-        response = client.post("/api/jobs", json=build(path))
+        response = await gateway_over_export.post("/api/jobs", json=build(path))
         assert response.status_code == 422, (field, response.text)
         body = response.json()
         assert body["field"] == field, body
