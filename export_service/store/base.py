@@ -1,7 +1,7 @@
-"""The JobStore interface and the Job record.
+"""The JobStore: every operation on the record of jobs, written once for both databases.
 
-Every state change of a job is one named method here, implemented as one conditional update in
-one transaction. The invariants live in those conditions, not in callers:
+Every state change of a job is a transition declared in store.transitions, applied as one
+conditional write in one transaction. The invariants live in those conditions, not in callers:
 
 - a terminal status (COMPLETED, FAILED, CANCELLED) never changes;
 - progress never decreases, and 100 appears only with COMPLETED;
@@ -16,25 +16,33 @@ A refused change raises ``TransitionRejected`` carrying the job as it is now.
 
 Every committed change is also appended, in the same transaction, to the job's history (one
 ``HistoryEntry`` per version: the named change, the state it left, when, and who wrote it). The
-history lives and dies with its job. Writes go through one conditional update per backend; a
-write that names a ``Lease`` (every write of a job's tracker) adds the owner and lease epoch to
-that ``WHERE`` and is refused with StaleLease when another replica holds the job. The job row and
-each history entry carry ``owner`` and ``lease_epoch``.
+history lives and dies with its job. A write that names a ``Lease`` (every write of a job's
+tracker) adds the owner and lease epoch to its ``WHERE`` and is refused with StaleLease when
+another replica holds the job. The job row and each history entry carry ``owner`` and
+``lease_epoch``.
 
 A database that cannot be reached raises ``StoreUnavailable`` (gRPC UNAVAILABLE); the store tells
 its availability listeners when it goes and comes back.
 
+How it is built: each operation is a plan of neutral statements (store.sql, store.transitions)
+that a backend runs in one transaction of the operation's lane (``_execute``: SQLite on its
+worker thread, PostgreSQL on a pooled connection); every operation goes through one hook,
+``_operation``, which store.outage.PatientStore overrides to wait out an outage. What is a
+backend's own (connections, migrations, claims and heartbeats, LISTEN/NOTIFY) stays in it.
 The job's record and the store's words (Job, Lease, the errors...) are store.records', named
 here too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
+from typing import Any, TypeVar
 
+from export_service.store import sql
 from export_service.store.records import (
     ACTIVE_STATUSES,
     FORGET_REPLICA_SECONDS,
@@ -79,6 +87,24 @@ from export_service.store.records import (
     with_placement,
     with_release_given_up,
 )
+from export_service.store.sql import Plan
+from export_service.store.transitions import (
+    BEGIN_ATTEMPT,
+    CANCEL,
+    COMPLETE,
+    CONFIRM_LEASE,
+    CONFIRM_RELEASE,
+    DELETE,
+    FAIL,
+    GIVE_UP_RELEASE,
+    PLACE_ATTEMPT,
+    PROGRESS,
+    RENDER_RELEASED,
+    Lane,
+    Transition,
+    apply,
+    apply_batch,
+)
 from videojob import stamps
 
 __all__ = [
@@ -102,6 +128,7 @@ __all__ = [
     "JobNotFound",
     "JobStatus",
     "JobStore",
+    "Lane",
     "Lease",
     "ListCursor",
     "ProgressResult",
@@ -129,9 +156,14 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
+# One operation, given the store to run it on (see JobStore._operation).
+Operation = Callable[["JobStore"], Awaitable[T]]
+
 
 class JobStore(ABC):
-    """The single record of every job. Implementations: sqlite.SqliteJobStore and
+    """The single record of every job. Backends: sqlite.SqliteJobStore and
     postgres.PostgresJobStore; tests/export/test_store.py is the contract both pass.
 
     Ownership (export_service.ownership): ``lease`` on a change fences it (refused with
@@ -177,40 +209,95 @@ class JobStore(ABC):
             listener(job)
         return job
 
+    # What a backend provides.
+
     @abstractmethod
     async def close(self) -> None: ...
 
+    @abstractmethod
+    async def _execute(self, plan: Callable[[], Plan[T]], lane: Lane, *, atomic: bool) -> T:
+        """Runs a fresh ``plan()`` in one transaction of ``lane`` (``atomic`` False: a plan
+        whose statements need no transaction together, each its own) and returns its result;
+        StoreUnavailable when the database cannot be used."""
+
+    # The one way every operation runs.
+
+    async def _operation(self, what: str, operation: Operation[T]) -> T:
+        """``operation(self)``. ``what`` names it (for a log): a view of the store overrides
+        this hook to run the same operation its own way (store.outage.PatientStore)."""
+        return await operation(self)
+
+    async def _plan(
+        self, what: str, lane: Lane, plan: Callable[[], Plan[T]], *, atomic: bool = True
+    ) -> T:
+        return await self._operation(what, lambda store: store._execute(plan, lane, atomic=atomic))
+
+    async def _change(
+        self,
+        what: str,
+        transition: Transition,
+        job_id: str,
+        lease: Lease | None = None,
+        **args: Any,
+    ) -> Job:
+        """Applies ``transition`` to the job; the listeners hear of a new version."""
+
+        async def change(store: JobStore) -> Job:
+            job = await store._execute(
+                lambda: apply(transition, job_id, args, lease, store.writer),
+                transition.lane,
+                atomic=transition.atomic,
+            )
+            return store._committed(job) if transition.versioned else job
+
+        return await self._operation(what, change)
+
     # Reads.
 
-    @abstractmethod
     async def get(self, job_id: str) -> Job:
         """The job, or JobNotFound."""
+        return await self._plan(
+            f"reading job {job_id}", Lane.READ, lambda: sql.read_job(job_id), atomic=False
+        )
 
-    @abstractmethod
     async def list_jobs(
         self, *, limit: int, status: JobStatus | None = None, after: ListCursor | None = None
     ) -> list[Job]:
         """Newest first, at most ``limit`` jobs, starting after ``after``."""
+        return await self._plan(
+            "listing jobs", Lane.READ, lambda: sql.list_jobs(limit, status, after), atomic=False
+        )
 
-    @abstractmethod
     async def list_active(self) -> list[Job]:
         """Every QUEUED or RUNNING job, oldest first."""
+        return await self._plan(
+            "listing active jobs", Lane.READ, lambda: sql.read_jobs(sql.ACTIVE_JOBS), atomic=False
+        )
 
-    @abstractmethod
     async def list_pending_cancellations(self) -> list[Job]:
         """CANCELLED (or FAILED with release_render) jobs whose render is not yet known to be
-        stopped and cleaned up."""
+        stopped and cleaned up, oldest first."""
+        return await self._plan(
+            "listing pending cancellations",
+            Lane.READ,
+            lambda: sql.read_jobs(sql.PENDING_CANCELLATIONS),
+            atomic=False,
+        )
 
-    @abstractmethod
     async def history(
         self, job_id: str, *, after_version: int = 0, limit: int | None = None
     ) -> list[HistoryEntry]:
         """The job's committed changes with a version above ``after_version``, oldest first,
         at most ``limit``; JobNotFound for an unknown job."""
+        return await self._plan(
+            f"reading the history of job {job_id}",
+            Lane.READ,
+            lambda: sql.history(job_id, after_version, limit),
+            atomic=False,
+        )
 
-    # Changes: one conditional update each.
+    # Changes: one conditional write each (store.transitions).
 
-    @abstractmethod
     async def create(
         self,
         *,
@@ -230,7 +317,27 @@ class JobStore(ABC):
         in the same insert, so that no tracker ever sees the job without it. ``placement``:
         where attempt 1 will render, recorded by the same insert (as place_attempt would)."""
 
-    @abstractmethod
+        async def insert(store: JobStore) -> tuple[Job, bool]:
+            job, created = await store._execute(
+                lambda: sql.create(
+                    job_id=job_id,
+                    request_id=request_id,
+                    spec=spec,
+                    max_active=max_active,
+                    owner=owner,
+                    trace_context=trace_context,
+                    placement=placement,
+                    writer=store.writer,
+                ),
+                Lane.CHANGE,
+                atomic=True,
+            )
+            if created:
+                store._committed(job)
+            return job, created
+
+        return await self._operation(f"creating job {job_id}", insert)
+
     async def record_progress(
         self,
         job_id: str,
@@ -248,17 +355,45 @@ class JobStore(ABC):
         terminal, when ``progress`` is below the attempt's stored one, or is 100 or more.
         Less durable than the terminal changes: a crash of the machine may lose the last
         progress writes (never a terminal state), which the next render event re-derives."""
+        update = ProgressUpdate(job_id, progress, stage, eta_seconds, render_seq, lease)
+        (result,) = await self.record_progress_batch([update])
+        if isinstance(result, Job):
+            return result
+        raise result
 
-    @abstractmethod
     async def record_progress_batch(
         self, updates: Sequence[ProgressUpdate], *, urgent: bool = False
     ) -> list[ProgressResult]:
         """Several jobs' progress in one transaction: each update is applied exactly as
-        record_progress would (its own conditional update, version + 1, the same refusals),
+        record_progress would (its own conditional write, version + 1, the same refusals),
         and its result is returned in the same position instead of raised. ``urgent``: ahead
         of queued progress writes (a terminal event follows)."""
+        items = [
+            (
+                update.job_id,
+                {
+                    "progress": update.progress,
+                    "stage": update.stage,
+                    "eta": update.eta_seconds,
+                    "seq": update.render_seq,
+                },
+                update.lease,
+            )
+            for update in updates
+        ]
+        lane = Lane.URGENT_PROGRESS if urgent else Lane.PROGRESS
 
-    @abstractmethod
+        async def write(store: JobStore) -> list[ProgressResult]:
+            results = await store._execute(
+                lambda: apply_batch(PROGRESS, items, store.writer), lane, atomic=True
+            )
+            for result in results:
+                if isinstance(result, Job):
+                    store._committed(result)
+            return results
+
+        return await self._operation(f"progress of {len(updates)} jobs", write)
+
     async def complete(
         self,
         job_id: str,
@@ -271,8 +406,17 @@ class JobStore(ABC):
     ) -> Job:
         """COMPLETED with progress 100. Rejected when the job is already terminal or when
         ``output_path`` is empty. The file itself is the caller's to check."""
+        return await self._change(
+            f"completion of job {job_id}",
+            COMPLETE,
+            job_id,
+            lease,
+            output_path=output_path,
+            size=size_bytes,
+            duration=duration_seconds,
+            seq=render_seq,
+        )
 
-    @abstractmethod
     async def fail(
         self,
         job_id: str,
@@ -289,13 +433,23 @@ class JobStore(ABC):
         terminal.
         ``release_render`` sets cancel_requested: the render is to be stopped and its output
         removed, as for a cancelled job."""
+        return await self._change(
+            f"failure of job {job_id}",
+            FAIL,
+            job_id,
+            lease,
+            code=code,
+            message=message,
+            field=field,
+            release=release_render,
+            log_tail=log_tail,
+        )
 
-    @abstractmethod
     async def cancel(self, job_id: str, *, lease: Lease | None = None) -> Job:
         """CANCELLED (with cancel_requested set); rejected when already terminal. A user's
         cancel names no lease (any replica may cancel); the owner's tracker names its own."""
+        return await self._change(f"cancel of job {job_id}", CANCEL, job_id, lease)
 
-    @abstractmethod
     async def place_attempt(
         self,
         job_id: str,
@@ -304,12 +458,19 @@ class JobStore(ABC):
         superseded_outcome: str = "",
         lease: Lease | None = None,
     ) -> Job:
-        """Records where the job's current attempt renders (a new version, change
-        place_attempt), fenced like every tracker write: made before Render is called.
+        """Records where the job's current attempt renders (bookkeeping: no new version),
+        fenced like every tracker write: made before Render is called.
         Rejected when the job is terminal or its attempt is no longer ``placed.attempt``.
         Earlier open attempts are closed with ``superseded_outcome`` (with_placement)."""
+        return await self._change(
+            f"placement of job {job_id}",
+            PLACE_ATTEMPT,
+            job_id,
+            lease,
+            placed=placed,
+            superseded_outcome=superseded_outcome,
+        )
 
-    @abstractmethod
     async def give_up_release(
         self, job_id: str, *, render_id: str, lease: Lease | None = None
     ) -> Job:
@@ -319,64 +480,89 @@ class JobStore(ABC):
         place_attempt: no new version, no history entry, made whatever the job's status (a
         finished job stays as it is), fenced by ``lease``. Rejected when that attempt is the
         job's current one or the job has no attempt with that render id; JobNotFound."""
+        return await self._change(
+            f"noting the given-up release of render {render_id}",
+            GIVE_UP_RELEASE,
+            job_id,
+            lease,
+            render_id=render_id,
+        )
 
-    @abstractmethod
     async def begin_attempt(
         self, job_id: str, *, expected_attempt: int, lease: Lease | None = None
     ) -> Job:
         """attempt + 1 for a resubmitted render (render seq and attempt progress back to 0, the
         job's progress kept); rejected when terminal
         or when the attempt is no longer ``expected_attempt`` (someone else already retried)."""
+        return await self._change(
+            f"new attempt of job {job_id}", BEGIN_ATTEMPT, job_id, lease, expected=expected_attempt
+        )
 
     # The job lifecycle: finding a request id, deleting, retention.
 
-    @abstractmethod
     async def find_by_request_id(self, request_id: str) -> Job | None:
         """The job ``request_id`` created, None when it is unknown; RequestIdDeleted when that
         job was deleted."""
+        return await self._plan(
+            f"finding request {request_id}",
+            Lane.READ,
+            lambda: sql.find_by_request_id(request_id),
+            atomic=False,
+        )
 
-    @abstractmethod
     async def delete(self, job_id: str) -> Job:
         """Removes a terminal job whose render clean-up is done (not cancel_requested), with
         its history, and remembers its request id (a tombstone: create() with it then raises
         RequestIdDeleted). Returns the job as it was; TransitionRejected (with the job) when it
         is active or its clean-up is pending, JobNotFound when there is no such job. The
         output file is the caller's to remove."""
+        return await self._change(f"deleting job {job_id}", DELETE, job_id)
 
-    @abstractmethod
     async def list_expired(self, *, finished_before: datetime, limit: int) -> list[Job]:
         """At most ``limit`` deletable jobs that finished before ``finished_before``, oldest
         first (what a retention sweep deletes)."""
+        return await self._plan(
+            "listing expired jobs",
+            Lane.READ,
+            lambda: sql.read_jobs(sql.EXPIRED_JOBS, {"before": finished_before, "limit": limit}),
+            atomic=False,
+        )
 
-    @abstractmethod
     async def render_released(self, job_id: str) -> None:
         """Clears cancel_requested: the job's render is stopped and its output gone.
-        Bookkeeping only, not a change of the job (version unchanged)."""
+        Bookkeeping only, not a change of the job (version unchanged); nothing for an
+        unknown job."""
+        with contextlib.suppress(JobNotFound):
+            await self._change(f"render release of job {job_id}", RENDER_RELEASED, job_id)
 
     # Tracing: the context of the request that created a job (videojob.tracing), so that
-    # whichever tracker drives the job continues that trace. Stores that keep none (test
-    # doubles) inherit this.
+    # whichever tracker drives the job continues that trace.
 
     async def trace_context(self, job_id: str) -> str:
         """The ``trace_context`` the job was created with ("" when none or the job is
         unknown)."""
-        return ""
+        return await self._plan(
+            f"reading the trace context of job {job_id}",
+            Lane.READ,
+            lambda: sql.trace_context(job_id),
+            atomic=False,
+        )
 
-    # Ownership.
+    # Ownership: the fenced checks are transitions; claims and heartbeats are each backend's.
 
-    @abstractmethod
     async def confirm_lease(self, job_id: str, *, lease: Lease) -> Job:
         """A fenced write that changes nothing (no new version, no history entry): made just
         before a call that changes the job's render (Render), so that a replica that lost its
         lease makes no such call. StaleLease when ``lease`` no longer holds the job,
         TransitionRejected when the job is terminal, JobNotFound."""
+        return await self._change(f"lease of job {job_id}", CONFIRM_LEASE, job_id, lease)
 
-    @abstractmethod
     async def confirm_release(self, job_id: str, *, lease: Lease) -> Job:
         """A fenced write that changes nothing, made just before the calls that release a
         finished job's render (CancelRender): only the job's owner releases it. StaleLease when
         ``lease`` no longer holds the job, TransitionRejected when its render is released
         already, JobNotFound."""
+        return await self._change(f"release of job {job_id}", CONFIRM_RELEASE, job_id, lease)
 
     @abstractmethod
     async def heartbeat(

@@ -23,6 +23,7 @@ from export_service.store.base import (
     Job,
     JobStatus,
     JobStore,
+    Lane,
     Lease,
     ListCursor,
     ProgressResult,
@@ -31,6 +32,7 @@ from export_service.store.base import (
     ReplicaBeat,
     StoreUnavailable,
 )
+from export_service.store.sql import Plan
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +63,9 @@ class PatientStore(JobStore):
 
     async def close(self) -> None:
         """The inner store is closed by whoever opened it."""
+
+    async def _execute(self, plan: Callable[[], Plan[T]], lane: Lane, *, atomic: bool) -> T:
+        return await self.inner._execute(plan, lane, atomic=atomic)
 
     async def _patiently(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
         delay = self._first_delay
