@@ -10,7 +10,9 @@ import pytest
 
 from export_service.store import JobStatus, TransitionRejected, open_store
 from export_service.store.base import Change
+from export_service.store.sql import SQLITE_JOBS_KEY, render_sqlite
 from export_service.store.sqlite import MIGRATIONS, SqliteJobStore
+from export_service.store.transitions import PROGRESS
 
 # The schema as the code made it before migrations were recorded, copied verbatim: a file of
 # that time has exactly this and nothing else.
@@ -194,5 +196,27 @@ async def test_only_progress_commits_without_fsync(tmp_path: Path) -> None:
         )
         assert await synchronous_mode(store) == full
         assert (await store.get("a")).version == 6
+    finally:
+        await store.close()
+
+
+async def test_a_batch_reaches_its_jobs_by_primary_key(tmp_path: Path) -> None:
+    """One UPDATE for a batch of progress writes joins its JSON rows to the jobs: each job is
+    found by its key, never all jobs scanned for each row (SQLite's planner, without
+    statistics, prefers the status index unless told)."""
+    store = await SqliteJobStore.open(tmp_path / "jobs.db")
+    try:
+        for index in range(50):
+            await store.create(job_id=f"j{index}", request_id=f"r{index}", spec=b"")
+        rendered = render_sqlite(PROGRESS.batch_sql)
+        values = ["[]" if name == "rows" else None for name in rendered.names]
+
+        def plan() -> list[str]:
+            explained = store._db.execute(f"EXPLAIN QUERY PLAN {rendered.sql}", values)
+            return [row["detail"] for row in explained]
+
+        steps = await store._run(plan)
+        assert steps[0].startswith("SCAN json_each"), steps
+        assert steps[1] == f"SEARCH jobs USING INDEX {SQLITE_JOBS_KEY} (id=?)", steps
     finally:
         await store.close()
