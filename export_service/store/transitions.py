@@ -82,6 +82,9 @@ class Fence(enum.Enum):
 # The fence every fenced write adds: it lands only while the job is held by that owner and epoch.
 FENCE_SQL = "(:lease_owner IS NULL OR (owner = :lease_owner AND lease_epoch = :lease_epoch))"
 
+# A batch's own params; every other one is each row's.
+_BATCH_PARAMS = frozenset({"change", "writer", "rows"})
+
 ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 TERMINAL = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
 ANY = tuple(JobStatus)
@@ -119,11 +122,15 @@ class Transition:
         return self._statement("id = :id", "")
 
     @functools.cached_property
+    def row_params(self) -> tuple[str, ...]:
+        """The params of each row of a batch (the others are the batch's)."""
+        return tuple(name for name in parameters(self.sql) if name not in _BATCH_PARAMS)
+
+    @functools.cached_property
     def batch_sql(self) -> str:
         """The statement for many (``:rows``: a JSON array of each row's ``p_<param>``)."""
-        shared = {"change", "writer", "rows"}
-        per_row = [name for name in parameters(self.sql) if name not in shared]
-        columns = ", ".join(f"p_{name} {PARAMETER_TYPES[name]}" for name in per_row)
+        shared = _BATCH_PARAMS
+        columns = ", ".join(f"p_{name} {PARAMETER_TYPES[name]}" for name in self.row_params)
         single = self._statement("jobs.id = :id", f" FROM json_to_recordset(:rows) AS u({columns})")
         return substitute(single, lambda name: f":{name}" if name in shared else f"u.p_{name}")
 
@@ -396,21 +403,16 @@ def apply_batch(
     is in two rounds, in order): each row its own conditional write, and each result in its
     item's place instead of raised. Rows are locked in one order (by job id) by every batch."""
     assert transition.derive is None and not transition.also and not transition.deletes
+    columns = [(f"p_{name}", name) for name in transition.row_params]
     results: dict[int, BatchResult] = {}
     for positions in _rounds([job_id for job_id, _, _ in items]):
-        params = {
-            position: {**items[position][1], **_lease_params(transition, items[position][2])}
-            for position in positions
-        }
-        rows = [
-            {f"p_{name}": _json_value(value) for name, value in params[position].items()}
-            | {"p_id": items[position][0]}
-            for position in sorted(positions, key=lambda position: items[position][0])
-        ]
-        shared = {"rows": json.dumps(rows), "change": transition.name, "writer": writer}
+        params = {position: _row_params(transition, *items[position]) for position in positions}
+        ordered = sorted(positions, key=lambda position: items[position][0])
+        rows = [{key: params[at][name] for key, name in columns} for at in ordered]
+        shared = {"rows": _json(rows), "change": transition.name, "writer": writer}
         with metrics.STORE_WRITE.labels(transition.name).time():
             returned = yield Statement(transition.batch_sql, shared)
-        written = {row["id"]: job_of(row) for row in returned}
+        written = {job.id: job for job in map(job_of, returned)}
         for position in positions:
             job_id, _, lease = items[position]
             if job_id in written:
@@ -423,6 +425,12 @@ def apply_batch(
                 else JobNotFound(job_id)
             )
     return [results[position] for position in range(len(items))]
+
+
+def _row_params(
+    transition: Transition, job_id: str, args: Params, lease: Lease | None
+) -> dict[str, Any]:
+    return {**args, **_lease_params(transition, lease), "id": job_id}
 
 
 def _rounds(job_ids: Sequence[str]) -> list[list[int]]:
@@ -438,6 +446,17 @@ def _rounds(job_ids: Sequence[str]) -> list[list[int]]:
     return rounds
 
 
-def _json_value(value: Any) -> Any:
-    """JSON has no NaN or infinity: such a number travels as null (and is refused as one)."""
-    return None if isinstance(value, float) and not math.isfinite(value) else value
+def _json(rows: list[dict[str, Any]]) -> str:
+    """The rows as JSON, which has no NaN or infinity: such a number travels as null (and is
+    refused as one)."""
+    try:
+        return json.dumps(rows, allow_nan=False)
+    except ValueError:
+        finite = [
+            {
+                key: None if isinstance(value, float) and not math.isfinite(value) else value
+                for key, value in row.items()
+            }
+            for row in rows
+        ]
+        return json.dumps(finite)
