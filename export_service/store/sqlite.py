@@ -3,20 +3,20 @@
 Every operation is one plan (store.sql) run on that thread, inside one ``BEGIN IMMEDIATE``
 transaction (``BEGIN DEFERRED`` for reads), so the event loop never blocks and a change is never
 interleaved with another on this store. The thread takes terminal changes first, then reads and
-other changes, then progress writes. Durability is split: progress transactions commit with
-``synchronous=NORMAL`` (no fsync), every other change with ``FULL``. In WAL mode a FULL commit
-syncs the log up to it, earlier progress frames included, so a power loss can only lose the last
-progress writes, never a terminal state. Several stores (or processes) may share the file:
-SQLite's write lock and busy timeout serialize them, and the conditional updates keep the
-invariants whoever writes. Triggers repeat the invariants at the database level, so even a raw
-UPDATE cannot break them, and append every committed change to ``job_history`` in the same
-transaction.
+other changes, then progress writes; writes queued together share one transaction, each in a
+savepoint of its own, and one commit (group commit, store.worker). Durability is split: progress
+commits with ``synchronous=NORMAL`` (no fsync), every other change with ``FULL``. In WAL mode a FULL
+commit syncs the log up to it, earlier progress frames included, so a power loss can only lose the
+last progress writes, never a terminal state. Several stores (or processes) may share the file:
+SQLite's write lock and busy timeout serialize them, and the conditional updates keep the invariants
+whoever writes. Triggers repeat the invariants at the database level, so even a raw UPDATE cannot
+break them, and append every committed change to ``job_history`` in the same transaction.
 
-The schema is migrated on open, inside one ``BEGIN IMMEDIATE`` transaction (SQLite's write lock
-is the migration lock: a second process opening the file waits, then finds the work done);
-``schema_migrations`` says which migrations ran. A file made before migrations were recorded
-has the jobs table and no ``schema_migrations``: migration 1 is written so that it completes such
-a file (and an empty one) alike.
+The schema is migrated on open, inside one ``BEGIN IMMEDIATE`` transaction (SQLite's write lock is
+the migration lock: a second process opening the file waits, then finds the work done);
+``schema_migrations`` says which migrations ran. A file made before migrations were recorded has the
+jobs table and no ``schema_migrations``: migration 1 is written so that it completes such a file
+(and an empty one) alike.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from export_service.store.sql import (
     render_sqlite,
 )
 from export_service.store.transitions import Lane
-from export_service.store.worker import Priority, PriorityWorker
+from export_service.store.worker import Outcome, Priority, PriorityWorker
 
 T = TypeVar("T")
 
@@ -281,7 +281,7 @@ class SqliteJobStore(JobStore):
     def __init__(self, path: Path, writer: str = "") -> None:
         super().__init__(writer)
         self.path = path
-        self._worker = PriorityWorker("sqlite-store")
+        self._worker = PriorityWorker("sqlite-store", self._run_group)
         self._conn: sqlite3.Connection | None = None
         self._synchronous = ""
 
@@ -315,12 +315,15 @@ class SqliteJobStore(JobStore):
             await self._run(conn.close)
         await self._worker.close()
 
-    async def _run(self, fn: Callable[[], T], priority: Priority = Priority.NORMAL) -> T:
-        """``fn`` on the store's thread. A database file that cannot be read or written (I/O
-        error, gone, full, locked past the busy timeout) raises StoreUnavailable and makes the
-        store unavailable until an operation succeeds again, as PostgreSQL does."""
+    async def _run(
+        self, fn: Callable[[], T], priority: Priority = Priority.NORMAL, *, joins: Any = None
+    ) -> T:
+        """``fn`` on the store's thread (``joins``: see PriorityWorker.run). A database file that
+        cannot be read or written (I/O error, gone, full, locked past the busy timeout) raises
+        StoreUnavailable and makes the store unavailable until an operation succeeds again, as
+        PostgreSQL does."""
         try:
-            result = await self._worker.run(fn, priority)
+            result = await self._worker.run(fn, priority, joins=joins)
         except sqlite3.OperationalError as error:
             if _unavailable_error(error):
                 self._set_available(False, str(error))
@@ -349,16 +352,37 @@ class SqliteJobStore(JobStore):
         return self._conn
 
     async def _execute(self, plan: Callable[[], Plan[T]], lane: Lane, *, atomic: bool) -> T:
-        """Always one transaction: IMMEDIATE (the write lock at once) to write, DEFERRED (one
-        snapshot) to read."""
+        """Always one transaction: a read alone in a DEFERRED one (one snapshot); a write in an
+        IMMEDIATE one (the write lock at once) that it may share with the writes queued behind
+        it (_run_group)."""
 
         def run() -> T:
-            with _transaction(self._db, write=lane is not Lane.READ):
-                return drive(plan(), self._statement)
+            return drive(plan(), self._statement)
 
-        if lane is not Lane.READ:
-            run = self._durable(run, full=lane in FULL_SYNC)
-        return await self._run(run, PRIORITIES[lane])
+        if lane is Lane.READ:
+            return await self._run(lambda: _in_transaction(self._db, run, write=False))
+        return await self._run(run, PRIORITIES[lane], joins=lane in FULL_SYNC)
+
+    def _run_group(self, writes: Sequence[tuple[Callable[[], Any], Any]]) -> list[Outcome]:
+        """Writes in one IMMEDIATE transaction, each in a savepoint of its own (one that raises
+        is undone alone and answered with its error), committed once: with synchronous FULL
+        when any of them asks for it, so one fsync makes them all durable. None is answered
+        before the commit; a failed commit answers every one with its error."""
+
+        def run_all() -> list[Outcome]:
+            outcomes: list[Outcome] = []
+            with _transaction(self._db):
+                for write, _ in writes:
+                    self._db.execute("SAVEPOINT write")
+                    try:
+                        outcomes.append((True, write()))
+                    except BaseException as error:  # noqa: BLE001 - its caller re-raises it
+                        self._db.execute("ROLLBACK TO write")
+                        outcomes.append((False, error))
+                    self._db.execute("RELEASE write")
+            return outcomes
+
+        return self._durable(run_all, full=any(full for _, full in writes))()
 
     def _statement(self, statement: Statement) -> list[Row]:
         if statement.only and statement.only != SQLITE:
@@ -512,6 +536,11 @@ def _add_missing_columns(conn: sqlite3.Connection) -> None:
     for name, definition in ADDED_COLUMNS:
         if name not in present:
             conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
+
+
+def _in_transaction(conn: sqlite3.Connection, fn: Callable[[], T], *, write: bool) -> T:
+    with _transaction(conn, write=write):
+        return fn()
 
 
 @contextlib.contextmanager
