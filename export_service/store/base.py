@@ -310,7 +310,8 @@ class JobStore(ABC):
         placement: RenderAttempt | None = None,
     ) -> tuple[Job, bool]:
         """Inserts a QUEUED job (attempt 1, version 1) and returns (job, True); when
-        ``request_id`` is already known returns (that job, False) instead. Raises
+        ``request_id`` is already known returns (that job, False) instead, or (that job, True)
+        when it is this ``job_id``'s (the repeat of a create that did commit). Raises
         ResourceExhausted when ``max_active`` jobs are already QUEUED or RUNNING. ``owner``:
         the replica that owns the new job from the insert on (lease epoch 1).
         ``trace_context``: the trace of the request that creates it (videojob.tracing), kept
@@ -334,7 +335,8 @@ class JobStore(ABC):
             )
             if created:
                 store._committed(job)
-            return job, created
+            # A repeat of a create whose commit was not acknowledged finds its own job.
+            return job, created or job.id == job_id
 
         return await self._operation(f"creating job {job_id}", insert)
 

@@ -23,7 +23,6 @@ from export_service.store.base import JobStore, Operation
 from export_service.store.records import (
     ChangeListener,
     Job,
-    RenderAttempt,
     ReplicaBeat,
     StoreUnavailable,
 )
@@ -70,7 +69,7 @@ class PatientStore(JobStore):
         attempt = 0
         while True:
             try:
-                result = await operation(self.inner)
+                result = await self.inner._operation(what, operation)
             except StoreUnavailable as unavailable:
                 attempt += 1
                 if attempt == 1:
@@ -84,29 +83,6 @@ class PatientStore(JobStore):
 
     async def _execute(self, plan: Callable[[], Plan[T]], lane: Lane, *, atomic: bool) -> T:
         return await self.inner._execute(plan, lane, atomic=atomic)
-
-    async def create(
-        self,
-        *,
-        job_id: str,
-        request_id: str,
-        spec: bytes,
-        max_active: int | None = None,
-        owner: str | None = None,
-        trace_context: str = "",
-        placement: RenderAttempt | None = None,
-    ) -> tuple[Job, bool]:
-        job, created = await super().create(
-            job_id=job_id,
-            request_id=request_id,
-            spec=spec,
-            max_active=max_active,
-            owner=owner,
-            trace_context=trace_context,
-            placement=placement,
-        )
-        # A repeat after an unacknowledged commit finds the job it created itself.
-        return job, created or job.id == job_id
 
     # Ownership bookkeeping is export_service.ownership's, which retries on its own schedule:
     # passed through as it is.

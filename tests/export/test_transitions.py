@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,6 @@ from export_service.store import Job, JobNotFound, JobStatus, JobStore, Transiti
 from export_service.store.base import (
     Lease,
     ProgressUpdate,
-    RenderAttempt,
     StaleLease,
     StoreUnavailable,
     render_id_for,
@@ -28,6 +26,7 @@ from export_service.store.outage import PatientStore
 from export_service.store.sql import Statement, render_postgres, render_sqlite
 from export_service.store.sqlite import SqliteJobStore
 from export_service.store.transitions import TRANSITIONS, Fence, Transition
+from tests.export.test_pool_store import placement
 from tests.export.test_store import (  # noqa: F401 (fixtures)
     OUTPUT,
     Backend,
@@ -40,24 +39,14 @@ OWNER = "replica-a"
 LEASE = Lease(OWNER, 1)
 
 
-def placement(job_id: str, attempt: int, instance: str = "render-a") -> RenderAttempt:
-    return RenderAttempt(
-        attempt=attempt,
-        render_id=render_id_for(job_id, attempt),
-        instance_id=instance,
-        address=f"{instance}.example:50051",
-        started_at=datetime.now(UTC),
-    )
-
-
 async def job_in(store: JobStore, job_id: str, status: JobStatus) -> Job:
     """An owned job on its second attempt (the first superseded) in ``status``; a FAILED one
     with its render still to release."""
     await store.create(job_id=job_id, request_id=f"req-{job_id}", spec=b"spec", owner=OWNER)
-    await store.place_attempt(job_id, placed=placement(job_id, 1), lease=LEASE)
+    await store.place_attempt(job_id, placed=placement(job_id, 1, "render-a"), lease=LEASE)
     await store.begin_attempt(job_id, expected_attempt=1, lease=LEASE)
     await store.place_attempt(
-        job_id, placed=placement(job_id, 2), superseded_outcome="lost", lease=LEASE
+        job_id, placed=placement(job_id, 2, "render-a"), superseded_outcome="lost", lease=LEASE
     )
     if status is JobStatus.RUNNING:
         await store.record_progress(
