@@ -26,8 +26,9 @@ its availability listeners when it goes and comes back.
 
 How it is built: each operation is a plan of neutral statements (store.sql, store.transitions)
 that a backend runs in one transaction of the operation's lane (``_execute``: SQLite on its
-worker thread, PostgreSQL on a pooled connection); every operation goes through one hook,
-``_operation``, which store.outage.PatientStore overrides to wait out an outage. What is a
+worker thread, PostgreSQL on a pooled connection). Every call of an operation goes through one
+hook, ``_operation`` (see ``operation``), which store.outage.PatientStore overrides to make the
+same call on the store it wraps until the database answers. What is a
 backend's own (connections, migrations, claims and heartbeats, LISTEN/NOTIFY) stays in it.
 The job's record and the store's words (Job, Lease, the errors...) are store.records', named
 here too.
@@ -36,11 +37,13 @@ here too.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from export_service.store import sql
 from export_service.store.records import (
@@ -121,6 +124,7 @@ __all__ = [
     "STAGE_WAITING_FOR_RENDER",
     "TERMINAL_STATUSES",
     "AvailabilityListener",
+    "Call",
     "Change",
     "ChangeListener",
     "HistoryEntry",
@@ -158,8 +162,37 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# One operation, given the store to run it on (see JobStore._operation).
-Operation = Callable[["JobStore"], Awaitable[T]]
+P = ParamSpec("P")
+S = TypeVar("S", bound="JobStore")
+
+
+@dataclass(frozen=True)
+class Call:
+    """A call of one of JobStore's operations: made again on another store by ``on``."""
+
+    name: str
+    args: tuple[Any, ...]
+    kwargs: Mapping[str, Any]
+
+    def on(self, store: JobStore) -> Awaitable[Any]:
+        return cast(Awaitable[Any], getattr(store, self.name)(*self.args, **self.kwargs))
+
+    def __str__(self) -> str:
+        subject = self.args[0] if self.args and isinstance(self.args[0], str) else ""
+        return f"{self.name} {subject}".strip()
+
+
+def operation(
+    method: Callable[Concatenate[S, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[S, P], Coroutine[Any, Any, T]]:
+    """Routes every call of a public operation through the store's one hook, _operation."""
+
+    @functools.wraps(method)
+    async def routed(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        call = Call(method.__name__, args, kwargs)
+        return await self._operation(call, lambda: method(self, *args, **kwargs))
+
+    return routed
 
 
 class JobStore(ABC):
@@ -220,84 +253,69 @@ class JobStore(ABC):
         whose statements need no transaction together, each its own) and returns its result;
         StoreUnavailable when the database cannot be used."""
 
-    # The one way every operation runs.
+    # The one way every operation runs: JobStore's public operations are @operation, whose
+    # calls all go through this hook.
 
-    async def _operation(self, what: str, operation: Operation[T]) -> T:
-        """``operation(self)``. ``what`` names it (for a log): a view of the store overrides
-        this hook to run the same operation its own way (store.outage.PatientStore)."""
-        return await operation(self)
+    async def _operation(self, call: Call, run: Callable[[], Awaitable[T]]) -> T:
+        """Runs ``run()``, this store's own work for ``call``. A view of the store overrides
+        this hook to make the same call its own way (store.outage.PatientStore: on the store it
+        wraps, again while the database is unavailable)."""
+        return await run()
 
-    async def _plan(
-        self, what: str, lane: Lane, plan: Callable[[], Plan[T]], *, atomic: bool = True
-    ) -> T:
-        return await self._operation(what, lambda store: store._execute(plan, lane, atomic=atomic))
+    async def _read(self, plan: Callable[[], Plan[T]]) -> T:
+        return await self._execute(plan, Lane.READ, atomic=False)
 
     async def _change(
-        self,
-        what: str,
-        transition: Transition,
-        job_id: str,
-        lease: Lease | None = None,
-        **args: Any,
+        self, transition: Transition, job_id: str, lease: Lease | None = None, **args: Any
     ) -> Job:
         """Applies ``transition`` to the job; the listeners hear of a new version."""
-
-        async def change(store: JobStore) -> Job:
-            job = await store._execute(
-                lambda: apply(transition, job_id, args, lease, store.writer),
-                transition.lane,
-                atomic=transition.atomic,
-            )
-            return store._committed(job) if transition.versioned else job
-
-        return await self._operation(what, change)
+        job = await self._execute(
+            lambda: apply(transition, job_id, args, lease, self.writer),
+            transition.lane,
+            atomic=transition.atomic,
+        )
+        return self._committed(job) if transition.versioned else job
 
     # Reads.
 
+    @operation
     async def get(self, job_id: str) -> Job:
         """The job, or JobNotFound."""
-        return await self._plan(
-            f"reading job {job_id}", Lane.READ, lambda: sql.read_job(job_id), atomic=False
-        )
+        return await self._read(lambda: sql.read_job(job_id))
 
+    @operation
     async def list_jobs(
         self, *, limit: int, status: JobStatus | None = None, after: ListCursor | None = None
     ) -> list[Job]:
         """Newest first, at most ``limit`` jobs, starting after ``after``."""
-        return await self._plan(
-            "listing jobs", Lane.READ, lambda: sql.list_jobs(limit, status, after), atomic=False
-        )
+        return await self._read(lambda: sql.list_jobs(limit, status, after))
 
+    @operation
     async def list_active(self) -> list[Job]:
         """Every QUEUED or RUNNING job, oldest first."""
-        return await self._plan(
-            "listing active jobs", Lane.READ, lambda: sql.read_jobs(sql.ACTIVE_JOBS), atomic=False
-        )
+        return await self._read(lambda: sql.read_jobs(sql.ACTIVE_JOBS))
 
+    @operation
     async def list_pending_cancellations(self) -> list[Job]:
         """CANCELLED (or FAILED with release_render) jobs whose render is not yet known to be
         stopped and cleaned up, oldest first."""
-        return await self._plan(
-            "listing pending cancellations",
-            Lane.READ,
+        return await self._read(
             lambda: sql.read_jobs(sql.PENDING_CANCELLATIONS),
-            atomic=False,
         )
 
+    @operation
     async def history(
         self, job_id: str, *, after_version: int = 0, limit: int | None = None
     ) -> list[HistoryEntry]:
         """The job's committed changes with a version above ``after_version``, oldest first,
         at most ``limit``; JobNotFound for an unknown job."""
-        return await self._plan(
-            f"reading the history of job {job_id}",
-            Lane.READ,
+        return await self._read(
             lambda: sql.history(job_id, after_version, limit),
-            atomic=False,
         )
 
     # Changes: one conditional write each (store.transitions).
 
+    @operation
     async def create(
         self,
         *,
@@ -318,28 +336,26 @@ class JobStore(ABC):
         in the same insert, so that no tracker ever sees the job without it. ``placement``:
         where attempt 1 will render, recorded by the same insert (as place_attempt would)."""
 
-        async def insert(store: JobStore) -> tuple[Job, bool]:
-            job, created = await store._execute(
-                lambda: sql.create(
-                    job_id=job_id,
-                    request_id=request_id,
-                    spec=spec,
-                    max_active=max_active,
-                    owner=owner,
-                    trace_context=trace_context,
-                    placement=placement,
-                    writer=store.writer,
-                ),
-                Lane.CHANGE,
-                atomic=True,
-            )
-            if created:
-                store._committed(job)
-            # A repeat of a create whose commit was not acknowledged finds its own job.
-            return job, created or job.id == job_id
+        job, created = await self._execute(
+            lambda: sql.create(
+                job_id=job_id,
+                request_id=request_id,
+                spec=spec,
+                max_active=max_active,
+                owner=owner,
+                trace_context=trace_context,
+                placement=placement,
+                writer=self.writer,
+            ),
+            Lane.CHANGE,
+            atomic=True,
+        )
+        if created:
+            self._committed(job)
+        # A repeat of a create whose commit was not acknowledged finds its own job.
+        return job, created or job.id == job_id
 
-        return await self._operation(f"creating job {job_id}", insert)
-
+    @operation
     async def record_progress(
         self,
         job_id: str,
@@ -363,6 +379,7 @@ class JobStore(ABC):
             return result
         raise result
 
+    @operation
     async def record_progress_batch(
         self, updates: Sequence[ProgressUpdate], *, urgent: bool = False
     ) -> list[ProgressResult]:
@@ -385,17 +402,15 @@ class JobStore(ABC):
         ]
         lane = Lane.URGENT_PROGRESS if urgent else Lane.PROGRESS
 
-        async def write(store: JobStore) -> list[ProgressResult]:
-            results = await store._execute(
-                lambda: apply_batch(PROGRESS, items, store.writer), lane, atomic=True
-            )
-            for result in results:
-                if isinstance(result, Job):
-                    store._committed(result)
-            return results
+        results = await self._execute(
+            lambda: apply_batch(PROGRESS, items, self.writer), lane, atomic=True
+        )
+        for result in results:
+            if isinstance(result, Job):
+                self._committed(result)
+        return results
 
-        return await self._operation(f"progress of {len(updates)} jobs", write)
-
+    @operation
     async def complete(
         self,
         job_id: str,
@@ -409,7 +424,6 @@ class JobStore(ABC):
         """COMPLETED with progress 100. Rejected when the job is already terminal or when
         ``output_path`` is empty. The file itself is the caller's to check."""
         return await self._change(
-            f"completion of job {job_id}",
             COMPLETE,
             job_id,
             lease,
@@ -419,6 +433,7 @@ class JobStore(ABC):
             seq=render_seq,
         )
 
+    @operation
     async def fail(
         self,
         job_id: str,
@@ -436,7 +451,6 @@ class JobStore(ABC):
         ``release_render`` sets cancel_requested: the render is to be stopped and its output
         removed, as for a cancelled job."""
         return await self._change(
-            f"failure of job {job_id}",
             FAIL,
             job_id,
             lease,
@@ -447,11 +461,13 @@ class JobStore(ABC):
             log_tail=log_tail,
         )
 
+    @operation
     async def cancel(self, job_id: str, *, lease: Lease | None = None) -> Job:
         """CANCELLED (with cancel_requested set); rejected when already terminal. A user's
         cancel names no lease (any replica may cancel); the owner's tracker names its own."""
-        return await self._change(f"cancel of job {job_id}", CANCEL, job_id, lease)
+        return await self._change(CANCEL, job_id, lease)
 
+    @operation
     async def place_attempt(
         self,
         job_id: str,
@@ -465,7 +481,6 @@ class JobStore(ABC):
         Rejected when the job is terminal or its attempt is no longer ``placed.attempt``.
         Earlier open attempts are closed with ``superseded_outcome`` (with_placement)."""
         return await self._change(
-            f"placement of job {job_id}",
             PLACE_ATTEMPT,
             job_id,
             lease,
@@ -473,6 +488,7 @@ class JobStore(ABC):
             superseded_outcome=superseded_outcome,
         )
 
+    @operation
     async def give_up_release(
         self, job_id: str, *, render_id: str, lease: Lease | None = None
     ) -> Job:
@@ -483,88 +499,84 @@ class JobStore(ABC):
         finished job stays as it is), fenced by ``lease``. Rejected when that attempt is the
         job's current one or the job has no attempt with that render id; JobNotFound."""
         return await self._change(
-            f"noting the given-up release of render {render_id}",
             GIVE_UP_RELEASE,
             job_id,
             lease,
             render_id=render_id,
         )
 
+    @operation
     async def begin_attempt(
         self, job_id: str, *, expected_attempt: int, lease: Lease | None = None
     ) -> Job:
         """attempt + 1 for a resubmitted render (render seq and attempt progress back to 0, the
         job's progress kept); rejected when terminal
         or when the attempt is no longer ``expected_attempt`` (someone else already retried)."""
-        return await self._change(
-            f"new attempt of job {job_id}", BEGIN_ATTEMPT, job_id, lease, expected=expected_attempt
-        )
+        return await self._change(BEGIN_ATTEMPT, job_id, lease, expected=expected_attempt)
 
     # The job lifecycle: finding a request id, deleting, retention.
 
+    @operation
     async def find_by_request_id(self, request_id: str) -> Job | None:
         """The job ``request_id`` created, None when it is unknown; RequestIdDeleted when that
         job was deleted."""
-        return await self._plan(
-            f"finding request {request_id}",
-            Lane.READ,
+        return await self._read(
             lambda: sql.find_by_request_id(request_id),
-            atomic=False,
         )
 
+    @operation
     async def delete(self, job_id: str) -> Job:
         """Removes a terminal job whose render clean-up is done (not cancel_requested), with
         its history, and remembers its request id (a tombstone: create() with it then raises
         RequestIdDeleted). Returns the job as it was; TransitionRejected (with the job) when it
         is active or its clean-up is pending, JobNotFound when there is no such job. The
         output file is the caller's to remove."""
-        return await self._change(f"deleting job {job_id}", DELETE, job_id)
+        return await self._change(DELETE, job_id)
 
+    @operation
     async def list_expired(self, *, finished_before: datetime, limit: int) -> list[Job]:
         """At most ``limit`` deletable jobs that finished before ``finished_before``, oldest
         first (what a retention sweep deletes)."""
-        return await self._plan(
-            "listing expired jobs",
-            Lane.READ,
+        return await self._read(
             lambda: sql.read_jobs(sql.EXPIRED_JOBS, {"before": finished_before, "limit": limit}),
-            atomic=False,
         )
 
+    @operation
     async def render_released(self, job_id: str) -> None:
         """Clears cancel_requested: the job's render is stopped and its output gone.
         Bookkeeping only, not a change of the job (version unchanged); nothing for an
         unknown job."""
         with contextlib.suppress(JobNotFound):
-            await self._change(f"render release of job {job_id}", RENDER_RELEASED, job_id)
+            await self._change(RENDER_RELEASED, job_id)
 
     # Tracing: the context of the request that created a job (videojob.tracing), so that
     # whichever tracker drives the job continues that trace.
 
+    @operation
     async def trace_context(self, job_id: str) -> str:
         """The ``trace_context`` the job was created with ("" when none or the job is
         unknown)."""
-        return await self._plan(
-            f"reading the trace context of job {job_id}",
-            Lane.READ,
+        return await self._read(
             lambda: sql.trace_context(job_id),
-            atomic=False,
         )
 
     # Ownership: the fenced checks are transitions; claims and heartbeats are each backend's.
 
+    @operation
     async def confirm_lease(self, job_id: str, *, lease: Lease) -> Job:
         """A fenced write that changes nothing (no new version, no history entry): made just
         before a call that changes the job's render (Render), so that a replica that lost its
         lease makes no such call. StaleLease when ``lease`` no longer holds the job,
         TransitionRejected when the job is terminal, JobNotFound."""
-        return await self._change(f"lease of job {job_id}", CONFIRM_LEASE, job_id, lease)
+        return await self._change(CONFIRM_LEASE, job_id, lease)
 
+    @operation
     async def confirm_release(self, job_id: str, *, lease: Lease) -> Job:
         """A fenced write that changes nothing, made just before the calls that release a
         finished job's render (CancelRender): only the job's owner releases it. StaleLease when
         ``lease`` no longer holds the job, TransitionRejected when its render is released
         already, JobNotFound."""
-        return await self._change(f"release of job {job_id}", CONFIRM_RELEASE, job_id, lease)
+        return await self._change(CONFIRM_RELEASE, job_id, lease)
 
     @abstractmethod
     async def heartbeat(

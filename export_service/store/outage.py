@@ -7,8 +7,9 @@ it uses this view: every operation that raises StoreUnavailable is retried with 
 until the database answers or the caller is cancelled (the service stopping). Repeating a change
 is safe: every change is conditional (see base.StoreUnavailable).
 
-It is a retry policy around one hook: every operation of a JobStore runs through
-``JobStore._operation``, which this view overrides to run it on the inner store, again and again.
+It is a retry policy around one hook: every call of a JobStore operation goes through
+``JobStore._operation``, which this view overrides to make the same call on the inner store,
+again and again.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar, cast
 
-from export_service.store.base import JobStore, Operation
+from export_service.store.base import Call, JobStore
 from export_service.store.records import (
     ChangeListener,
     Job,
@@ -65,21 +66,22 @@ class PatientStore(JobStore):
         delay = min(self._first_delay * 2 ** min(attempt - 1, 30), self._max_delay)
         return random.uniform(delay / 2, delay)
 
-    async def _operation(self, what: str, operation: Operation[T]) -> T:
+    async def _operation(self, call: Call, run: Callable[[], Awaitable[T]]) -> T:
+        """``call`` made on the inner store until the database answers."""
         attempt = 0
         while True:
             try:
-                result = await self.inner._operation(what, operation)
+                result = await call.on(self.inner)
             except StoreUnavailable as unavailable:
                 attempt += 1
                 if attempt == 1:
-                    logger.warning("%s waits for the database: %s", what, unavailable.detail)
+                    logger.warning("%s waits for the database: %s", call, unavailable.detail)
                 self.retries += 1
                 await asyncio.sleep(self._delay(attempt))
                 continue
             if attempt:
-                logger.info("%s done after the database came back", what)
-            return result
+                logger.info("%s done after the database came back", call)
+            return cast(T, result)
 
     async def _execute(self, plan: Callable[[], Plan[T]], lane: Lane, *, atomic: bool) -> T:
         return await self.inner._execute(plan, lane, atomic=atomic)
