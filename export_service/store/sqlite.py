@@ -3,20 +3,21 @@
 Every operation is one plan (store.sql) run on that thread, inside one ``BEGIN IMMEDIATE``
 transaction (``BEGIN DEFERRED`` for reads), so the event loop never blocks and a change is never
 interleaved with another on this store. The thread takes terminal changes first, then reads and
-other changes, then progress writes; writes queued together share one transaction, each in a
-savepoint of its own, and one commit (group commit, store.worker). Durability is split: progress
-commits with ``synchronous=NORMAL`` (no fsync), every other change with ``FULL``. In WAL mode a FULL
-commit syncs the log up to it, earlier progress frames included, so a power loss can only lose the
-last progress writes, never a terminal state. Several stores (or processes) may share the file:
-SQLite's write lock and busy timeout serialize them, and the conditional updates keep the invariants
-whoever writes. Triggers repeat the invariants at the database level, so even a raw UPDATE cannot
-break them, and append every committed change to ``job_history`` in the same transaction.
+other changes, then progress writes; durable writes queued together share one transaction, each
+in a savepoint of its own, and one commit (group commit, store.worker). Durability is split:
+progress commits with ``synchronous=NORMAL`` (no fsync), every other change with ``FULL``. In
+WAL mode a FULL commit syncs the log up to it, earlier progress frames included, so a power loss
+can only lose the last progress writes, never a terminal state. Several stores (or processes)
+may share the file: SQLite's write lock and busy timeout serialize them, and the conditional
+updates keep the invariants whoever writes. Triggers repeat the invariants at the database
+level, so even a raw UPDATE cannot break them, and append every committed change to
+``job_history`` in the same transaction.
 
-The schema is migrated on open, inside one ``BEGIN IMMEDIATE`` transaction (SQLite's write lock is
-the migration lock: a second process opening the file waits, then finds the work done);
-``schema_migrations`` says which migrations ran. A file made before migrations were recorded has the
-jobs table and no ``schema_migrations``: migration 1 is written so that it completes such a file
-(and an empty one) alike.
+The schema is migrated on open, inside one ``BEGIN IMMEDIATE`` transaction (SQLite's write lock
+is the migration lock: a second process opening the file waits, then finds the work done);
+``schema_migrations`` says which migrations ran. A file made before migrations were recorded has
+the jobs table and no ``schema_migrations``: migration 1 is written so that it completes such a
+file (and an empty one) alike.
 """
 
 from __future__ import annotations
@@ -352,22 +353,25 @@ class SqliteJobStore(JobStore):
         return self._conn
 
     async def _execute(self, plan: Callable[[], Plan[T]], lane: Lane, *, atomic: bool) -> T:
-        """Always one transaction: a read alone in a DEFERRED one (one snapshot); a write in an
-        IMMEDIATE one (the write lock at once) that it may share with the writes queued behind
-        it (_run_group)."""
+        """Always one transaction: a read in a DEFERRED one (one snapshot); a write in an
+        IMMEDIATE one (the write lock at once), which a durable write may share with the
+        durable writes queued behind it (_run_group: one fsync for all)."""
 
         def run() -> T:
             return drive(plan(), self._statement)
 
         if lane is Lane.READ:
             return await self._run(lambda: _in_transaction(self._db, run, write=False))
-        return await self._run(run, PRIORITIES[lane], joins=lane in FULL_SYNC)
+        if lane not in FULL_SYNC:  # no fsync to share; and progress, latest-wins, runs alone
+            unsynced = self._durable(lambda: _in_transaction(self._db, run, write=True), full=False)
+            return await self._run(unsynced, PRIORITIES[lane])
+        return await self._run(run, PRIORITIES[lane], joins=True)
 
     def _run_group(self, writes: Sequence[tuple[Callable[[], Any], Any]]) -> list[Outcome]:
-        """Writes in one IMMEDIATE transaction, each in a savepoint of its own (one that raises
-        is undone alone and answered with its error), committed once: with synchronous FULL
-        when any of them asks for it, so one fsync makes them all durable. None is answered
-        before the commit; a failed commit answers every one with its error."""
+        """Durable writes in one IMMEDIATE transaction, each in a savepoint of its own (one that
+        raises is undone alone and answered with its error), committed once with synchronous
+        FULL: one fsync makes them all durable. None is answered before the commit; a failed
+        commit answers every one with its error."""
 
         def run_all() -> list[Outcome]:
             outcomes: list[Outcome] = []
@@ -382,7 +386,7 @@ class SqliteJobStore(JobStore):
                     self._db.execute("RELEASE write")
             return outcomes
 
-        return self._durable(run_all, full=any(full for _, full in writes))()
+        return self._durable(run_all, full=True)()
 
     def _statement(self, statement: Statement) -> list[Row]:
         if statement.only and statement.only != SQLITE:
