@@ -99,6 +99,8 @@ class ProgressWriter:
 
     def offer(self, update: ProgressUpdate) -> None:
         entry = self._jobs.get(update.job_id)
+        # An early refusal that only saves a write: the progress rule's one guarantee is the
+        # store's (store/transitions.py, PROGRESS).
         if entry is None or entry.terminal or update.progress < entry.stored:
             return
         if entry.pending is not None:

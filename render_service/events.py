@@ -119,6 +119,9 @@ class RenderRecord:
         out_time_seconds: float = 0.0,
         eta_seconds: float = 0.0,
     ) -> None:
+        # The render's own events never go down nor reach 100 before completed; for the job's
+        # record this is an early refusal that only saves work, the progress rule's one
+        # guarantee being the export service's store (export_service/store/transitions.py).
         self._percent = max(self._percent, min(round(percent, 2), MAX_PROGRESS_PERCENT))
         progress = render_pb2.Progress(
             percent=self._percent,

@@ -1,7 +1,7 @@
-"""The JobStore interface and the Job record.
+"""The JobStore: every operation on the record of jobs, written once for both databases.
 
-Every state change of a job is one named method here, implemented as one conditional update in
-one transaction. The invariants live in those conditions, not in callers:
+Every state change of a job is a transition declared in store.transitions, applied as one
+conditional write in one transaction. The invariants live in those conditions, not in callers:
 
 - a terminal status (COMPLETED, FAILED, CANCELLED) never changes;
 - progress never decreases, and 100 appears only with COMPLETED;
@@ -16,427 +16,187 @@ A refused change raises ``TransitionRejected`` carrying the job as it is now.
 
 Every committed change is also appended, in the same transaction, to the job's history (one
 ``HistoryEntry`` per version: the named change, the state it left, when, and who wrote it). The
-history lives and dies with its job. Writes go through one conditional update per backend; a
-write that names a ``Lease`` (every write of a job's tracker) adds the owner and lease epoch to
-that ``WHERE`` and is refused with StaleLease when another replica holds the job. The job row and
-each history entry carry ``owner`` and ``lease_epoch``.
+history lives and dies with its job. A write that names a ``Lease`` (every write of a job's
+tracker) adds the owner and lease epoch to its ``WHERE`` and is refused with StaleLease when
+another replica holds the job. The job row and each history entry carry ``owner`` and
+``lease_epoch``.
 
 A database that cannot be reached raises ``StoreUnavailable`` (gRPC UNAVAILABLE); the store tells
 its availability listeners when it goes and comes back.
+
+How it is built: each operation is a plan of neutral statements (store.sql, store.transitions)
+that a backend runs in one transaction of the operation's lane (``_execute``: SQLite on its
+worker thread, PostgreSQL on a pooled connection). Every call of an operation goes through one
+hook, ``_operation`` (see ``operation``), which store.outage.PatientStore overrides to make the
+same call on the store it wraps until the database answers. What is a
+backend's own (connections, migrations, claims and heartbeats, LISTEN/NOTIFY) stays in it.
+The job's record and the store's words (Job, Lease, the errors...) are store.records', named
+here too.
 """
 
 from __future__ import annotations
 
-import base64
-import enum
-import json
+import contextlib
+import functools
 import logging
-import os
-import socket
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
-from videojob import limits, stamps
-from videojob.errors import FailedPrecondition, NotFound, Reason, Unavailable
+from export_service.store import sql
+from export_service.store.records import (
+    ACTIVE_STATUSES,
+    FORGET_REPLICA_SECONDS,
+    MAX_RUNNING_PROGRESS,
+    RELEASE_GIVEN_UP_NOTE,
+    STAGE_CANCELLED,
+    STAGE_COMPLETE,
+    STAGE_FAILED,
+    STAGE_QUEUED,
+    STAGE_WAITING_FOR_OWNER,
+    STAGE_WAITING_FOR_RENDER,
+    STAGES_BEFORE_RUNNING,
+    TERMINAL_STATUSES,
+    AvailabilityListener,
+    Change,
+    ChangeListener,
+    HistoryEntry,
+    Job,
+    JobNotFound,
+    JobStatus,
+    Lease,
+    ListCursor,
+    ProgressResult,
+    ProgressUpdate,
+    RenderAttempt,
+    ReplicaBeat,
+    RequestIdDeleted,
+    StaleLease,
+    StoreUnavailable,
+    TransitionRejected,
+    attempts_from_json,
+    attempts_to_json,
+    created_at_us,
+    cursor_after,
+    decode_cursor,
+    default_writer,
+    deletable,
+    encode_cursor,
+    first_attempts_json,
+    lease_holds,
+    render_id_for,
+    with_placement,
+    with_release_given_up,
+)
+from export_service.store.sql import Plan
+from export_service.store.transitions import (
+    BEGIN_ATTEMPT,
+    CANCEL,
+    COMPLETE,
+    CONFIRM_LEASE,
+    CONFIRM_RELEASE,
+    DELETE,
+    FAIL,
+    GIVE_UP_RELEASE,
+    PLACE_ATTEMPT,
+    PROGRESS,
+    RENDER_RELEASED,
+    Lane,
+    Transition,
+    apply,
+    apply_batch,
+)
+from videojob import stamps
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "FORGET_REPLICA_SECONDS",
+    "MAX_RUNNING_PROGRESS",
+    "RELEASE_GIVEN_UP_NOTE",
+    "STAGES_BEFORE_RUNNING",
+    "STAGE_CANCELLED",
+    "STAGE_COMPLETE",
+    "STAGE_FAILED",
+    "STAGE_QUEUED",
+    "STAGE_WAITING_FOR_OWNER",
+    "STAGE_WAITING_FOR_RENDER",
+    "TERMINAL_STATUSES",
+    "AvailabilityListener",
+    "Call",
+    "Change",
+    "ChangeListener",
+    "HistoryEntry",
+    "Job",
+    "JobNotFound",
+    "JobStatus",
+    "JobStore",
+    "Lane",
+    "Lease",
+    "ListCursor",
+    "ProgressResult",
+    "ProgressUpdate",
+    "RenderAttempt",
+    "ReplicaBeat",
+    "RequestIdDeleted",
+    "StaleLease",
+    "StoreUnavailable",
+    "TransitionRejected",
+    "attempts_from_json",
+    "attempts_to_json",
+    "created_at_us",
+    "cursor_after",
+    "decode_cursor",
+    "default_writer",
+    "deletable",
+    "encode_cursor",
+    "first_attempts_json",
+    "lease_holds",
+    "render_id_for",
+    "with_placement",
+    "with_release_given_up",
+]
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
 
-class JobStatus(enum.StrEnum):
-    QUEUED = "QUEUED"
-    RUNNING = "RUNNING"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-
-
-ACTIVE_STATUSES = tuple(JobStatus(name) for name in limits.ACTIVE_JOB_STATUSES)
-TERMINAL_STATUSES = tuple(JobStatus(name) for name in limits.TERMINAL_JOB_STATUSES)
-
-STAGE_QUEUED = "Queued"
-STAGE_COMPLETE = "Complete"
-STAGE_FAILED = "Failed"
-STAGE_CANCELLED = "Cancelled"
-STAGE_WAITING_FOR_RENDER = limits.STAGE_WAITING_FOR_RENDER
-STAGE_WAITING_FOR_OWNER = limits.STAGE_WAITING_FOR_OWNER
-# A progress write with one of these stages leaves a QUEUED job QUEUED (nothing renders yet).
-STAGES_BEFORE_RUNNING = frozenset({STAGE_QUEUED, STAGE_WAITING_FOR_RENDER})
-
-# Progress below 100 is all a running job may show; 100 belongs to COMPLETED alone.
-MAX_RUNNING_PROGRESS = limits.MAX_RUNNING_PROGRESS
-# A replica whose heartbeat expired this long ago is gone: the next heartbeat of any replica
-# deletes its row.
-FORGET_REPLICA_SECONDS = 3600.0
-
-
-class Change(enum.StrEnum):
-    """The named transitions, as the history records them."""
-
-    CREATE = "create"
-    PROGRESS = "progress"
-    BEGIN_ATTEMPT = "begin_attempt"
-    COMPLETE = "complete"
-    FAIL = "fail"
-    CANCEL = "cancel"
-    # The render service the current attempt runs on, recorded before Render is called.
-    PLACE_ATTEMPT = "place_attempt"
-    # The release of a superseded attempt's render given up (RenderAttempt.release_given_up_at).
-    # Like place_attempt, bookkeeping on the job's attempts: no new version, no history entry.
-    RELEASE_GIVEN_UP = "release_given_up"
-    # The first entry of a job that existed before the history did: its state at the migration.
-    MIGRATED = "migrated"
-
-
-# How the API's outcome of an attempt says that its render's release was given up.
-RELEASE_GIVEN_UP_NOTE = "release given up (its render service did not answer)"
+P = ParamSpec("P")
+S = TypeVar("S", bound="JobStore")
 
 
 @dataclass(frozen=True)
-class RenderAttempt:
-    """One submission of a job's render: which render (its own id, so attempts never share a
-    partial file or an event log) on which render service. Superseded attempts stay on the job,
-    so a render service that comes back with one of them has it cancelled (unless that release
-    was given up: ``release_given_up_at``)."""
+class Call:
+    """A call of one of JobStore's operations: made again on another store by ``on``."""
 
-    attempt: int
-    render_id: str
-    instance_id: str
-    address: str
-    started_at: datetime
-    finished_at: datetime | None = None
-    # "" while current; why it ended otherwise (superseded: lost, unreachable, ...).
-    outcome: str = ""
-    # Set once the export service stopped asking the render service of this superseded attempt
-    # to cancel its render (it did not answer for --release-budget seconds): never asked again,
-    # at no later start either. None: released, being released, or still current.
-    release_given_up_at: datetime | None = None
+    name: str
+    args: tuple[Any, ...]
+    kwargs: Mapping[str, Any]
 
-    @property
-    def shown_outcome(self) -> str:
-        """``outcome`` as the API shows it: noting a release that was given up."""
-        if self.release_given_up_at is None:
-            return self.outcome
-        return f"{self.outcome}; {RELEASE_GIVEN_UP_NOTE}" if self.outcome else RELEASE_GIVEN_UP_NOTE
+    def on(self, store: JobStore) -> Awaitable[Any]:
+        return cast(Awaitable[Any], getattr(store, self.name)(*self.args, **self.kwargs))
 
-    def to_dict(self) -> dict[str, object]:
-        raw: dict[str, object] = {
-            "attempt": self.attempt,
-            "render_id": self.render_id,
-            "instance_id": self.instance_id,
-            "address": self.address,
-            "started_at": _us_of(self.started_at),
-            "finished_at": None if self.finished_at is None else _us_of(self.finished_at),
-            "outcome": self.outcome,
-        }
-        if self.release_given_up_at is not None:  # absent otherwise, as before it existed
-            raw["release_given_up_at"] = _us_of(self.release_given_up_at)
-        return raw
+    def __str__(self) -> str:
+        subject = self.args[0] if self.args and isinstance(self.args[0], str) else ""
+        return f"{self.name} {subject}".strip()
 
-    @classmethod
-    def from_dict(cls, raw: dict[str, object]) -> RenderAttempt:
-        finished = raw.get("finished_at")
-        given_up = raw.get("release_given_up_at")
-        return cls(
-            attempt=int(str(raw["attempt"])),
-            render_id=str(raw["render_id"]),
-            instance_id=str(raw.get("instance_id", "")),
-            address=str(raw.get("address", "")),
-            started_at=_datetime_of(int(str(raw["started_at"]))),
-            finished_at=None if finished is None else _datetime_of(int(str(finished))),
-            outcome=str(raw.get("outcome", "")),
-            release_given_up_at=None if given_up is None else _datetime_of(int(str(given_up))),
-        )
 
+def operation(
+    method: Callable[Concatenate[S, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[S, P], Coroutine[Any, Any, T]]:
+    """Routes every call of a public operation through the store's one hook, _operation."""
 
-def _us_of(moment: datetime) -> int:
-    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    @functools.wraps(method)
+    async def routed(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        call = Call(method.__name__, args, kwargs)
+        return await self._operation(call, lambda: method(self, *args, **kwargs))
 
-
-def _datetime_of(us: int) -> datetime:
-    return datetime.fromtimestamp(us / 1_000_000, tz=UTC)
-
-
-def render_id_for(job_id: str, attempt: int) -> str:
-    """The render id of a job's attempt: the job id for the first (as before attempts had ids
-    of their own), ``<job id>-a<attempt>`` after."""
-    return job_id if attempt <= 1 else f"{job_id}-a{attempt}"
-
-
-def attempts_from_json(raw: str) -> tuple[RenderAttempt, ...]:
-    return tuple(RenderAttempt.from_dict(item) for item in json.loads(raw or "[]"))
-
-
-def attempts_to_json(attempts: Sequence[RenderAttempt]) -> str:
-    return json.dumps([attempt.to_dict() for attempt in attempts], separators=(",", ":"))
-
-
-def first_attempts_json(placement: RenderAttempt | None) -> str:
-    """The render attempts of a new job: its first placement, when the create records one."""
-    if placement is not None and placement.attempt != 1:
-        raise ValueError(f"a new job's placement is attempt 1, not {placement.attempt}")
-    return attempts_to_json(() if placement is None else (placement,))
-
-
-def with_placement(
-    attempts: Sequence[RenderAttempt], placed: RenderAttempt, superseded_outcome: str
-) -> tuple[RenderAttempt, ...]:
-    """``attempts`` with ``placed`` as the current one: an earlier record of the same attempt
-    (placed elsewhere, refused there) is replaced; earlier attempts still open are closed with
-    ``superseded_outcome``."""
-    kept: list[RenderAttempt] = []
-    for attempt in attempts:
-        if attempt.attempt == placed.attempt:
-            continue
-        if attempt.finished_at is None:
-            attempt = replace(
-                attempt, finished_at=placed.started_at, outcome=superseded_outcome or "superseded"
-            )
-        kept.append(attempt)
-    return (*kept, placed)
-
-
-def with_release_given_up(
-    attempts: Sequence[RenderAttempt], render_id: str, at: datetime
-) -> tuple[RenderAttempt, ...] | None:
-    """``attempts`` with the release of ``render_id``'s render given up ``at`` (an earlier
-    give-up kept as it was); None when no attempt has that render id."""
-    if not any(attempt.render_id == render_id for attempt in attempts):
-        return None
-    return tuple(
-        replace(attempt, release_given_up_at=at)
-        if attempt.render_id == render_id and attempt.release_given_up_at is None
-        else attempt
-        for attempt in attempts
-    )
-
-
-@dataclass(frozen=True)
-class Job:
-    id: str
-    request_id: str
-    status: JobStatus
-    progress: float
-    stage: str
-    output_path: str
-    error_code: str
-    error_message: str
-    # The request field the error is about (its proto path, e.g. spec.source.transcode.input_path),
-    # or "" when it is about no one field.
-    error_field: str
-    attempt: int
-    version: int
-    spec: bytes
-    created_at: datetime
-    updated_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    last_render_seq: int
-    eta_seconds: float
-    output_size_bytes: int
-    output_duration_seconds: float
-    # Set by cancel() and by fail(release_render=True); cleared by render_released() once the
-    # render is known to be stopped and its output removed, so a restart can finish the clean-up.
-    cancel_requested: bool
-    # The export replica that owns the job and the epoch of its lease (see Lease); None for a
-    # job no replica has owned yet.
-    owner: str | None = None
-    lease_epoch: int | None = None
-    # The last lines of ffmpeg's log when it had a say in the failure ("" otherwise), bounded
-    # by videojob.limits.bounded_log_tail.
-    error_log_tail: str = ""
-    # Set by claim_jobs only: the replica that owned the job just before that claim (None: no
-    # replica did, it was handed back or never owned). Not part of the job's state.
-    claimed_from: str | None = field(default=None, compare=False)
-    # The current attempt's own progress (``progress`` is the job's: it never decreases, so a
-    # resubmitted render starting from zero shows here).
-    attempt_progress: float = 0.0
-    # Every placement of the job's render, oldest first (RenderAttempt).
-    attempts: tuple[RenderAttempt, ...] = ()
-
-    @property
-    def terminal(self) -> bool:
-        return self.status in TERMINAL_STATUSES
-
-    @property
-    def current_attempt(self) -> RenderAttempt | None:
-        """Where the current attempt was placed (None: not placed yet)."""
-        for attempt in reversed(self.attempts):
-            if attempt.attempt == self.attempt:
-                return attempt
-        return None
-
-    @property
-    def retrying(self) -> bool:
-        """An active job whose render was submitted again (attempt 2 or later), or whose owner
-        keeps asking a render service that does not answer (STAGE_WAITING_FOR_RENDER)."""
-        return not self.terminal and (self.attempt > 1 or self.stage == STAGE_WAITING_FOR_RENDER)
-
-
-@dataclass(frozen=True)
-class HistoryEntry:
-    """One committed change of a job: the state it left and who wrote it."""
-
-    job_id: str
-    version: int
-    change: Change
-    status: JobStatus
-    progress: float
-    stage: str
-    attempt: int
-    render_seq: int
-    error_code: str
-    recorded_at: datetime
-    # Which process wrote it (see default_writer); ``owner`` and ``lease_epoch`` name the owning
-    # replica and its lease at that change (None for a job no replica owned).
-    writer: str
-    owner: str | None
-    lease_epoch: int | None
-
-
-@dataclass(frozen=True)
-class Lease:
-    """A replica's hold on one job: the owner and the epoch it claimed (or created) it at. Every
-    write the owner makes names it, checked in the same statement as the write; a job claimed
-    by another replica has a higher epoch, so the old owner's writes are refused (StaleLease)."""
-
-    owner: str
-    epoch: int
-
-
-@dataclass(frozen=True)
-class ReplicaBeat:
-    """Another export replica's heartbeat row, as a heartbeat read it, on the database's clock:
-    seconds since the replica last renewed it and until it expires (negative once expired)."""
-
-    replica_id: str
-    renewed_ago: float
-    expires_in: float
-
-
-def default_writer(name: str = "") -> str:
-    """``name@host:pid``: which process wrote a change."""
-    prefix = f"{name}@" if name else ""
-    return f"{prefix}{socket.gethostname()}:{os.getpid()}"
-
-
-class JobNotFound(NotFound):
-    def __init__(self, job_id: str) -> None:
-        super().__init__(f"job {job_id!r} not found")
-        self.job_id = job_id
-
-
-class TransitionRejected(FailedPrecondition):
-    """The store refused a change; ``current`` is the job as it is now."""
-
-    def __init__(self, current: Job, reason: str) -> None:
-        super().__init__(f"job {current.id} is {current.status.value}: {reason}")
-        self.current = current
-        self.reason = reason
-
-
-class StaleLease(TransitionRejected):
-    """A write named a lease the job no longer has: another replica owns it now (or it was
-    handed back). The writer is no longer the owner and must leave the job alone."""
-
-    def __init__(self, current: Job, lease: Lease) -> None:
-        super().__init__(
-            current,
-            f"lease {lease.owner} epoch {lease.epoch} is stale "
-            f"(the job is held by {current.owner} epoch {current.lease_epoch})",
-        )
-        self.lease = lease
-
-
-def lease_holds(job: Job, lease: Lease | None) -> bool:
-    """True when ``lease`` is None (an unfenced write) or still the job's."""
-    return lease is None or (job.owner, job.lease_epoch) == (lease.owner, lease.epoch)
-
-
-class RequestIdDeleted(FailedPrecondition):
-    """The job this request id created was deleted; the request id is never used again."""
-
-    def __init__(self, request_id: str, job_id: str) -> None:
-        super().__init__(
-            f"request_id: {request_id!r} created job {job_id}, which was deleted",
-            reason=Reason.REQUEST_ID_DELETED,
-            metadata={"request_id": request_id, "job_id": job_id},
-        )
-        self.request_id = request_id
-        self.job_id = job_id
-
-
-def deletable(job: Job) -> bool:
-    """Terminal, and its render's clean-up done: what ``delete`` requires."""
-    return job.terminal and not job.cancel_requested
-
-
-class StoreUnavailable(Unavailable):
-    """The database cannot be reached (or dropped the connection mid-operation). A change that
-    raised this may or may not have committed; every change is conditional, so repeating it is
-    safe (a repeat of a committed terminal change is rejected, a create returns its job)."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(f"the job database is unavailable: {detail}")
-        self.detail = detail
-
-
-@dataclass(frozen=True)
-class ListCursor:
-    """Position after the last job of a page (newest first: created_at desc, id desc)."""
-
-    created_at_us: int
-    job_id: str
-
-
-def created_at_us(job: Job) -> int:
-    delta = job.created_at - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def cursor_after(job: Job) -> ListCursor:
-    return ListCursor(created_at_us(job), job.id)
-
-
-def encode_cursor(cursor: ListCursor) -> str:
-    raw = f"{cursor.created_at_us}:{cursor.job_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(token: str) -> ListCursor:
-    """Raises ValueError for anything encode_cursor did not produce."""
-    padded = token + "=" * (-len(token) % 4)
-    raw = base64.urlsafe_b64decode(padded.encode("ascii")).decode()
-    created, _, job_id = raw.partition(":")
-    if not job_id or not created.isdigit():
-        raise ValueError("malformed cursor")
-    return ListCursor(created_at_us=int(created), job_id=job_id)
-
-
-@dataclass(frozen=True)
-class ProgressUpdate:
-    """One job's progress, as record_progress takes it."""
-
-    job_id: str
-    progress: float
-    stage: str
-    eta_seconds: float
-    render_seq: int
-    # The writer's lease on the job (None: unfenced).
-    lease: Lease | None = None
-
-
-# Per update of a batch: the job as written, or why it was not.
-ProgressResult = Job | TransitionRejected | JobNotFound
-
-ChangeListener = Callable[[Job], None]
-AvailabilityListener = Callable[[bool], None]
+    return routed
 
 
 class JobStore(ABC):
-    """The single record of every job. Implementations: sqlite.SqliteJobStore and
+    """The single record of every job. Backends: sqlite.SqliteJobStore and
     postgres.PostgresJobStore; tests/export/test_store.py is the contract both pass.
 
     Ownership (export_service.ownership): ``lease`` on a change fences it (refused with
@@ -482,40 +242,80 @@ class JobStore(ABC):
             listener(job)
         return job
 
+    # What a backend provides.
+
     @abstractmethod
     async def close(self) -> None: ...
 
+    @abstractmethod
+    async def _execute(self, plan: Callable[[], Plan[T]], lane: Lane, *, atomic: bool) -> T:
+        """Runs a fresh ``plan()`` in one transaction of ``lane`` (``atomic`` False: a plan
+        whose statements need no transaction together, each its own) and returns its result;
+        StoreUnavailable when the database cannot be used."""
+
+    # The one way every operation runs: JobStore's public operations are @operation, whose
+    # calls all go through this hook.
+
+    async def _operation(self, call: Call, run: Callable[[], Awaitable[T]]) -> T:
+        """Runs ``run()``, this store's own work for ``call``. A view of the store overrides
+        this hook to make the same call its own way (store.outage.PatientStore: on the store it
+        wraps, again while the database is unavailable)."""
+        return await run()
+
+    async def _read(self, plan: Callable[[], Plan[T]]) -> T:
+        return await self._execute(plan, Lane.READ, atomic=False)
+
+    async def _change(
+        self, transition: Transition, job_id: str, lease: Lease | None = None, **args: Any
+    ) -> Job:
+        """Applies ``transition`` to the job; the listeners hear of a new version."""
+        job = await self._execute(
+            lambda: apply(transition, job_id, args, lease, self.writer),
+            transition.lane,
+            atomic=transition.atomic,
+        )
+        return self._committed(job) if transition.versioned else job
+
     # Reads.
 
-    @abstractmethod
+    @operation
     async def get(self, job_id: str) -> Job:
         """The job, or JobNotFound."""
+        return await self._read(lambda: sql.read_job(job_id))
 
-    @abstractmethod
+    @operation
     async def list_jobs(
         self, *, limit: int, status: JobStatus | None = None, after: ListCursor | None = None
     ) -> list[Job]:
         """Newest first, at most ``limit`` jobs, starting after ``after``."""
+        return await self._read(lambda: sql.list_jobs(limit, status, after))
 
-    @abstractmethod
+    @operation
     async def list_active(self) -> list[Job]:
         """Every QUEUED or RUNNING job, oldest first."""
+        return await self._read(lambda: sql.read_jobs(sql.ACTIVE_JOBS))
 
-    @abstractmethod
+    @operation
     async def list_pending_cancellations(self) -> list[Job]:
         """CANCELLED (or FAILED with release_render) jobs whose render is not yet known to be
-        stopped and cleaned up."""
+        stopped and cleaned up, oldest first."""
+        return await self._read(
+            lambda: sql.read_jobs(sql.PENDING_CANCELLATIONS),
+        )
 
-    @abstractmethod
+    @operation
     async def history(
         self, job_id: str, *, after_version: int = 0, limit: int | None = None
     ) -> list[HistoryEntry]:
         """The job's committed changes with a version above ``after_version``, oldest first,
         at most ``limit``; JobNotFound for an unknown job."""
+        return await self._read(
+            lambda: sql.history(job_id, after_version, limit),
+        )
 
-    # Changes: one conditional update each.
+    # Changes: one conditional write each (store.transitions).
 
-    @abstractmethod
+    @operation
     async def create(
         self,
         *,
@@ -528,14 +328,34 @@ class JobStore(ABC):
         placement: RenderAttempt | None = None,
     ) -> tuple[Job, bool]:
         """Inserts a QUEUED job (attempt 1, version 1) and returns (job, True); when
-        ``request_id`` is already known returns (that job, False) instead. Raises
+        ``request_id`` is already known returns (that job, False) instead, or (that job, True)
+        when it is this ``job_id``'s (the repeat of a create that did commit). Raises
         ResourceExhausted when ``max_active`` jobs are already QUEUED or RUNNING. ``owner``:
         the replica that owns the new job from the insert on (lease epoch 1).
         ``trace_context``: the trace of the request that creates it (videojob.tracing), kept
         in the same insert, so that no tracker ever sees the job without it. ``placement``:
         where attempt 1 will render, recorded by the same insert (as place_attempt would)."""
 
-    @abstractmethod
+        job, created = await self._execute(
+            lambda: sql.create(
+                job_id=job_id,
+                request_id=request_id,
+                spec=spec,
+                max_active=max_active,
+                owner=owner,
+                trace_context=trace_context,
+                placement=placement,
+                writer=self.writer,
+            ),
+            Lane.CHANGE,
+            atomic=True,
+        )
+        if created:
+            self._committed(job)
+        # A repeat of a create whose commit was not acknowledged finds its own job.
+        return job, created or job.id == job_id
+
+    @operation
     async def record_progress(
         self,
         job_id: str,
@@ -553,17 +373,44 @@ class JobStore(ABC):
         terminal, when ``progress`` is below the attempt's stored one, or is 100 or more.
         Less durable than the terminal changes: a crash of the machine may lose the last
         progress writes (never a terminal state), which the next render event re-derives."""
+        update = ProgressUpdate(job_id, progress, stage, eta_seconds, render_seq, lease)
+        (result,) = await self.record_progress_batch([update])
+        if isinstance(result, Job):
+            return result
+        raise result
 
-    @abstractmethod
+    @operation
     async def record_progress_batch(
         self, updates: Sequence[ProgressUpdate], *, urgent: bool = False
     ) -> list[ProgressResult]:
         """Several jobs' progress in one transaction: each update is applied exactly as
-        record_progress would (its own conditional update, version + 1, the same refusals),
+        record_progress would (its own conditional write, version + 1, the same refusals),
         and its result is returned in the same position instead of raised. ``urgent``: ahead
         of queued progress writes (a terminal event follows)."""
+        items = [
+            (
+                update.job_id,
+                {
+                    "progress": update.progress,
+                    "stage": update.stage,
+                    "eta": update.eta_seconds,
+                    "seq": update.render_seq,
+                },
+                update.lease,
+            )
+            for update in updates
+        ]
+        lane = Lane.URGENT_PROGRESS if urgent else Lane.PROGRESS
 
-    @abstractmethod
+        results = await self._execute(
+            lambda: apply_batch(PROGRESS, items, self.writer), lane, atomic=True
+        )
+        for result in results:
+            if isinstance(result, Job):
+                self._committed(result)
+        return results
+
+    @operation
     async def complete(
         self,
         job_id: str,
@@ -576,8 +423,17 @@ class JobStore(ABC):
     ) -> Job:
         """COMPLETED with progress 100. Rejected when the job is already terminal or when
         ``output_path`` is empty. The file itself is the caller's to check."""
+        return await self._change(
+            COMPLETE,
+            job_id,
+            lease,
+            output_path=output_path,
+            size=size_bytes,
+            duration=duration_seconds,
+            seq=render_seq,
+        )
 
-    @abstractmethod
+    @operation
     async def fail(
         self,
         job_id: str,
@@ -594,13 +450,24 @@ class JobStore(ABC):
         terminal.
         ``release_render`` sets cancel_requested: the render is to be stopped and its output
         removed, as for a cancelled job."""
+        return await self._change(
+            FAIL,
+            job_id,
+            lease,
+            code=code,
+            message=message,
+            field=field,
+            release=release_render,
+            log_tail=log_tail,
+        )
 
-    @abstractmethod
+    @operation
     async def cancel(self, job_id: str, *, lease: Lease | None = None) -> Job:
         """CANCELLED (with cancel_requested set); rejected when already terminal. A user's
         cancel names no lease (any replica may cancel); the owner's tracker names its own."""
+        return await self._change(CANCEL, job_id, lease)
 
-    @abstractmethod
+    @operation
     async def place_attempt(
         self,
         job_id: str,
@@ -609,12 +476,19 @@ class JobStore(ABC):
         superseded_outcome: str = "",
         lease: Lease | None = None,
     ) -> Job:
-        """Records where the job's current attempt renders (a new version, change
-        place_attempt), fenced like every tracker write: made before Render is called.
+        """Records where the job's current attempt renders (bookkeeping: no new version),
+        fenced like every tracker write: made before Render is called.
         Rejected when the job is terminal or its attempt is no longer ``placed.attempt``.
         Earlier open attempts are closed with ``superseded_outcome`` (with_placement)."""
+        return await self._change(
+            PLACE_ATTEMPT,
+            job_id,
+            lease,
+            placed=placed,
+            superseded_outcome=superseded_outcome,
+        )
 
-    @abstractmethod
+    @operation
     async def give_up_release(
         self, job_id: str, *, render_id: str, lease: Lease | None = None
     ) -> Job:
@@ -624,64 +498,85 @@ class JobStore(ABC):
         place_attempt: no new version, no history entry, made whatever the job's status (a
         finished job stays as it is), fenced by ``lease``. Rejected when that attempt is the
         job's current one or the job has no attempt with that render id; JobNotFound."""
+        return await self._change(
+            GIVE_UP_RELEASE,
+            job_id,
+            lease,
+            render_id=render_id,
+        )
 
-    @abstractmethod
+    @operation
     async def begin_attempt(
         self, job_id: str, *, expected_attempt: int, lease: Lease | None = None
     ) -> Job:
         """attempt + 1 for a resubmitted render (render seq and attempt progress back to 0, the
         job's progress kept); rejected when terminal
         or when the attempt is no longer ``expected_attempt`` (someone else already retried)."""
+        return await self._change(BEGIN_ATTEMPT, job_id, lease, expected=expected_attempt)
 
     # The job lifecycle: finding a request id, deleting, retention.
 
-    @abstractmethod
+    @operation
     async def find_by_request_id(self, request_id: str) -> Job | None:
         """The job ``request_id`` created, None when it is unknown; RequestIdDeleted when that
         job was deleted."""
+        return await self._read(
+            lambda: sql.find_by_request_id(request_id),
+        )
 
-    @abstractmethod
+    @operation
     async def delete(self, job_id: str) -> Job:
         """Removes a terminal job whose render clean-up is done (not cancel_requested), with
         its history, and remembers its request id (a tombstone: create() with it then raises
         RequestIdDeleted). Returns the job as it was; TransitionRejected (with the job) when it
         is active or its clean-up is pending, JobNotFound when there is no such job. The
         output file is the caller's to remove."""
+        return await self._change(DELETE, job_id)
 
-    @abstractmethod
+    @operation
     async def list_expired(self, *, finished_before: datetime, limit: int) -> list[Job]:
         """At most ``limit`` deletable jobs that finished before ``finished_before``, oldest
         first (what a retention sweep deletes)."""
+        return await self._read(
+            lambda: sql.read_jobs(sql.EXPIRED_JOBS, {"before": finished_before, "limit": limit}),
+        )
 
-    @abstractmethod
+    @operation
     async def render_released(self, job_id: str) -> None:
         """Clears cancel_requested: the job's render is stopped and its output gone.
-        Bookkeeping only, not a change of the job (version unchanged)."""
+        Bookkeeping only, not a change of the job (version unchanged); nothing for an
+        unknown job."""
+        with contextlib.suppress(JobNotFound):
+            await self._change(RENDER_RELEASED, job_id)
 
     # Tracing: the context of the request that created a job (videojob.tracing), so that
-    # whichever tracker drives the job continues that trace. Stores that keep none (test
-    # doubles) inherit this.
+    # whichever tracker drives the job continues that trace.
 
+    @operation
     async def trace_context(self, job_id: str) -> str:
         """The ``trace_context`` the job was created with ("" when none or the job is
         unknown)."""
-        return ""
+        return await self._read(
+            lambda: sql.trace_context(job_id),
+        )
 
-    # Ownership.
+    # Ownership: the fenced checks are transitions; claims and heartbeats are each backend's.
 
-    @abstractmethod
+    @operation
     async def confirm_lease(self, job_id: str, *, lease: Lease) -> Job:
         """A fenced write that changes nothing (no new version, no history entry): made just
         before a call that changes the job's render (Render), so that a replica that lost its
         lease makes no such call. StaleLease when ``lease`` no longer holds the job,
         TransitionRejected when the job is terminal, JobNotFound."""
+        return await self._change(CONFIRM_LEASE, job_id, lease)
 
-    @abstractmethod
+    @operation
     async def confirm_release(self, job_id: str, *, lease: Lease) -> Job:
         """A fenced write that changes nothing, made just before the calls that release a
         finished job's render (CancelRender): only the job's owner releases it. StaleLease when
         ``lease`` no longer holds the job, TransitionRejected when its render is released
         already, JobNotFound."""
+        return await self._change(CONFIRM_RELEASE, job_id, lease)
 
     @abstractmethod
     async def heartbeat(

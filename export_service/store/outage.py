@@ -6,6 +6,10 @@ briefly unreachable (a lost completion would leave the job running, or fail a go
 it uses this view: every operation that raises StoreUnavailable is retried with capped backoff
 until the database answers or the caller is cancelled (the service stopping). Repeating a change
 is safe: every change is conditional (see base.StoreUnavailable).
+
+It is a retry policy around one hook: every call of a JobStore operation goes through
+``JobStore._operation``, which this view overrides to make the same call on the inner store,
+again and again.
 """
 
 from __future__ import annotations
@@ -14,23 +18,17 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
-from typing import TypeVar
+from typing import TypeVar, cast
 
-from export_service.store.base import (
+from export_service.store.base import Call, JobStore
+from export_service.store.records import (
     ChangeListener,
-    HistoryEntry,
     Job,
-    JobStatus,
-    JobStore,
-    Lease,
-    ListCursor,
-    ProgressResult,
-    ProgressUpdate,
-    RenderAttempt,
     ReplicaBeat,
     StoreUnavailable,
 )
+from export_service.store.sql import Plan
+from export_service.store.transitions import Lane
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +39,8 @@ MAX_DELAY_SECONDS = 2.0
 
 
 class PatientStore(JobStore):
-    """Delegates to ``inner``, retrying StoreUnavailable. Listeners are the inner store's;
-    closing is its owner's business."""
+    """Runs every operation on ``inner``, retrying StoreUnavailable. Listeners are the inner
+    store's; closing is its owner's business."""
 
     def __init__(
         self,
@@ -62,213 +60,31 @@ class PatientStore(JobStore):
     async def close(self) -> None:
         """The inner store is closed by whoever opened it."""
 
-    async def _patiently(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
-        delay = self._first_delay
-        waited = False
+    def _delay(self, attempt: int) -> float:
+        """The wait before repeating an operation for the ``attempt``-th time (from 1): capped
+        exponential backoff, jittered down to half."""
+        delay = min(self._first_delay * 2 ** min(attempt - 1, 30), self._max_delay)
+        return random.uniform(delay / 2, delay)
+
+    async def _operation(self, call: Call, run: Callable[[], Awaitable[T]]) -> T:
+        """``call`` made on the inner store until the database answers."""
+        attempt = 0
         while True:
             try:
-                result = await operation()
+                result = await call.on(self.inner)
             except StoreUnavailable as unavailable:
-                if not waited:
-                    logger.warning("%s waits for the database: %s", what, unavailable.detail)
-                    waited = True
+                attempt += 1
+                if attempt == 1:
+                    logger.warning("%s waits for the database: %s", call, unavailable.detail)
                 self.retries += 1
-                await asyncio.sleep(random.uniform(delay / 2, delay))
-                delay = min(delay * 2, self._max_delay)
+                await asyncio.sleep(self._delay(attempt))
                 continue
-            if waited:
-                logger.info("%s done after the database came back", what)
-            return result
+            if attempt:
+                logger.info("%s done after the database came back", call)
+            return cast(T, result)
 
-    async def get(self, job_id: str) -> Job:
-        return await self._patiently(f"reading job {job_id}", lambda: self.inner.get(job_id))
-
-    async def list_jobs(
-        self, *, limit: int, status: JobStatus | None = None, after: ListCursor | None = None
-    ) -> list[Job]:
-        return await self._patiently(
-            "listing jobs", lambda: self.inner.list_jobs(limit=limit, status=status, after=after)
-        )
-
-    async def list_active(self) -> list[Job]:
-        return await self._patiently("listing active jobs", self.inner.list_active)
-
-    async def list_pending_cancellations(self) -> list[Job]:
-        return await self._patiently(
-            "listing pending cancellations", self.inner.list_pending_cancellations
-        )
-
-    async def history(
-        self, job_id: str, *, after_version: int = 0, limit: int | None = None
-    ) -> list[HistoryEntry]:
-        return await self._patiently(
-            f"reading the history of job {job_id}",
-            lambda: self.inner.history(job_id, after_version=after_version, limit=limit),
-        )
-
-    async def create(
-        self,
-        *,
-        job_id: str,
-        request_id: str,
-        spec: bytes,
-        max_active: int | None = None,
-        owner: str | None = None,
-        trace_context: str = "",
-        placement: RenderAttempt | None = None,
-    ) -> tuple[Job, bool]:
-        job, created = await self._patiently(
-            f"creating job {job_id}",
-            lambda: self.inner.create(
-                job_id=job_id,
-                request_id=request_id,
-                spec=spec,
-                max_active=max_active,
-                owner=owner,
-                placement=placement,
-                trace_context=trace_context,
-            ),
-        )
-        # A repeat after an unacknowledged commit finds the job it created itself.
-        return job, created or job.id == job_id
-
-    async def record_progress(
-        self,
-        job_id: str,
-        *,
-        progress: float,
-        stage: str,
-        eta_seconds: float,
-        render_seq: int,
-        lease: Lease | None = None,
-    ) -> Job:
-        return await self._patiently(
-            f"progress of job {job_id}",
-            lambda: self.inner.record_progress(
-                job_id,
-                progress=progress,
-                stage=stage,
-                eta_seconds=eta_seconds,
-                render_seq=render_seq,
-                lease=lease,
-            ),
-        )
-
-    async def record_progress_batch(
-        self, updates: Sequence[ProgressUpdate], *, urgent: bool = False
-    ) -> list[ProgressResult]:
-        return await self._patiently(
-            f"progress of {len(updates)} jobs",
-            lambda: self.inner.record_progress_batch(updates, urgent=urgent),
-        )
-
-    async def complete(
-        self,
-        job_id: str,
-        *,
-        output_path: str,
-        size_bytes: int,
-        duration_seconds: float,
-        render_seq: int,
-        lease: Lease | None = None,
-    ) -> Job:
-        return await self._patiently(
-            f"completion of job {job_id}",
-            lambda: self.inner.complete(
-                job_id,
-                output_path=output_path,
-                size_bytes=size_bytes,
-                duration_seconds=duration_seconds,
-                render_seq=render_seq,
-                lease=lease,
-            ),
-        )
-
-    async def fail(
-        self,
-        job_id: str,
-        *,
-        code: str,
-        message: str,
-        field: str = "",
-        release_render: bool = False,
-        lease: Lease | None = None,
-        log_tail: str = "",
-    ) -> Job:
-        return await self._patiently(
-            f"failure of job {job_id}",
-            lambda: self.inner.fail(
-                job_id,
-                code=code,
-                message=message,
-                field=field,
-                release_render=release_render,
-                lease=lease,
-                log_tail=log_tail,
-            ),
-        )
-
-    async def find_by_request_id(self, request_id: str) -> Job | None:
-        return await self._patiently(
-            f"finding request {request_id}", lambda: self.inner.find_by_request_id(request_id)
-        )
-
-    async def delete(self, job_id: str) -> Job:
-        return await self._patiently(f"deleting job {job_id}", lambda: self.inner.delete(job_id))
-
-    async def list_expired(self, *, finished_before: datetime, limit: int) -> list[Job]:
-        return await self._patiently(
-            "listing expired jobs",
-            lambda: self.inner.list_expired(finished_before=finished_before, limit=limit),
-        )
-
-    async def cancel(self, job_id: str, *, lease: Lease | None = None) -> Job:
-        return await self._patiently(
-            f"cancel of job {job_id}", lambda: self.inner.cancel(job_id, lease=lease)
-        )
-
-    async def begin_attempt(
-        self, job_id: str, *, expected_attempt: int, lease: Lease | None = None
-    ) -> Job:
-        return await self._patiently(
-            f"new attempt of job {job_id}",
-            lambda: self.inner.begin_attempt(
-                job_id, expected_attempt=expected_attempt, lease=lease
-            ),
-        )
-
-    async def place_attempt(
-        self,
-        job_id: str,
-        *,
-        placed: RenderAttempt,
-        superseded_outcome: str = "",
-        lease: Lease | None = None,
-    ) -> Job:
-        return await self._patiently(
-            f"placement of job {job_id}",
-            lambda: self.inner.place_attempt(
-                job_id, placed=placed, superseded_outcome=superseded_outcome, lease=lease
-            ),
-        )
-
-    async def give_up_release(
-        self, job_id: str, *, render_id: str, lease: Lease | None = None
-    ) -> Job:
-        return await self._patiently(
-            f"noting the given-up release of render {render_id}",
-            lambda: self.inner.give_up_release(job_id, render_id=render_id, lease=lease),
-        )
-
-    async def confirm_lease(self, job_id: str, *, lease: Lease) -> Job:
-        return await self._patiently(
-            f"lease of job {job_id}", lambda: self.inner.confirm_lease(job_id, lease=lease)
-        )
-
-    async def confirm_release(self, job_id: str, *, lease: Lease) -> Job:
-        return await self._patiently(
-            f"release of job {job_id}", lambda: self.inner.confirm_release(job_id, lease=lease)
-        )
+    async def _execute(self, plan: Callable[[], Plan[T]], lane: Lane, *, atomic: bool) -> T:
+        return await self.inner._execute(plan, lane, atomic=atomic)
 
     # Ownership bookkeeping is export_service.ownership's, which retries on its own schedule:
     # passed through as it is.
@@ -290,14 +106,3 @@ class PatientStore(JobStore):
 
     async def active_among(self, job_ids: Sequence[str]) -> set[str]:
         return await self.inner.active_among(job_ids)
-
-    async def render_released(self, job_id: str) -> None:
-        await self._patiently(
-            f"render release of job {job_id}", lambda: self.inner.render_released(job_id)
-        )
-
-    async def trace_context(self, job_id: str) -> str:
-        return await self._patiently(
-            f"reading the trace context of job {job_id}",
-            lambda: self.inner.trace_context(job_id),
-        )

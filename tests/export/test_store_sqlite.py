@@ -3,14 +3,21 @@ matters. The contract both backends keep is tested in test_store.py."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from export_service.store import JobStatus, TransitionRejected, open_store
+from export_service.store import JobNotFound, JobStatus, TransitionRejected, open_store
 from export_service.store.base import Change
+from export_service.store.sql import SQLITE_JOBS_KEY, render_sqlite
 from export_service.store.sqlite import MIGRATIONS, SqliteJobStore
+from export_service.store.transitions import PROGRESS
+from export_service.store.worker import Outcome
 
 # The schema as the code made it before migrations were recorded, copied verbatim: a file of
 # that time has exactly this and nothing else.
@@ -194,5 +201,75 @@ async def test_only_progress_commits_without_fsync(tmp_path: Path) -> None:
         )
         assert await synchronous_mode(store) == full
         assert (await store.get("a")).version == 6
+    finally:
+        await store.close()
+
+
+async def test_a_batch_reaches_its_jobs_by_primary_key(tmp_path: Path) -> None:
+    """One UPDATE for a batch of progress writes joins its JSON rows to the jobs: each job is
+    found by its key, never all jobs scanned for each row (SQLite's planner, without
+    statistics, prefers the status index unless told)."""
+    store = await SqliteJobStore.open(tmp_path / "jobs.db")
+    try:
+        for index in range(50):
+            await store.create(job_id=f"j{index}", request_id=f"r{index}", spec=b"")
+        rendered = render_sqlite(PROGRESS.batch_sql)
+        values = ["[]" if name == "rows" else None for name in rendered.names]
+
+        def plan() -> list[str]:
+            explained = store._db.execute(f"EXPLAIN QUERY PLAN {rendered.sql}", values)
+            return [row["detail"] for row in explained]
+
+        steps = await store._run(plan)
+        assert steps[0].startswith("SCAN json_each"), steps
+        assert steps[1] == f"SEARCH jobs USING INDEX {SQLITE_JOBS_KEY} (id=?)", steps
+    finally:
+        await store.close()
+
+
+async def test_writes_queued_together_share_one_commit_and_fail_alone(tmp_path: Path) -> None:
+    """Group commit: the writes of one priority waiting for the store's thread share one
+    transaction (one fsync); each is in a savepoint of its own, so a refused one changes
+    nothing and the others commit, and none is answered before the commit."""
+    store = await SqliteJobStore.open(tmp_path / "jobs.db")
+    groups: list[int] = []
+    run_group = store._run_group
+
+    def recording(writes: Sequence[tuple[Callable[[], Any], Any]]) -> list[Outcome]:
+        groups.append(len(writes))
+        return run_group(writes)
+
+    store._worker._run_group = recording
+    try:
+        await store.create(job_id="done", request_id="done", spec=b"")
+        await store.cancel("done")
+        holding, gate = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            holding.set()
+            gate.wait()
+
+        blocked = asyncio.create_task(store._run(hold))  # the thread is busy meanwhile
+        await asyncio.to_thread(holding.wait)
+        writes = [
+            *(
+                store.create(job_id=f"j{index}", request_id=f"r{index}", spec=b"")
+                for index in range(20)
+            ),
+            store.cancel("done"),  # refused: finished
+            store.cancel("ghost"),  # not found
+            store.create(job_id="j0-again", request_id="r0", spec=b""),  # finds j0
+        ]
+        pending = asyncio.gather(*writes, return_exceptions=True)
+        await asyncio.sleep(0.1)
+        gate.set()
+        await blocked
+        *created, finished, ghost, again = await pending
+        assert groups[-2:] == [2, 21], groups  # the cancels (terminal) first, then the creates
+        assert all(isinstance(result, tuple) and result[1] for result in created)
+        assert isinstance(finished, TransitionRejected) and isinstance(ghost, JobNotFound)
+        assert isinstance(again, tuple) and (again[0].id, again[1]) == ("j0", False)
+        assert len(await store.list_active()) == 20
+        assert [entry.version for entry in await store.history("j7")] == [1]
     finally:
         await store.close()
