@@ -14,9 +14,7 @@ again and again.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar, cast
 
@@ -29,6 +27,7 @@ from export_service.store.records import (
 )
 from export_service.store.sql import Plan
 from export_service.store.transitions import Lane
+from videojob.backoff import Backoff, Retries
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +49,7 @@ class PatientStore(JobStore):
     ) -> None:
         super().__init__(inner.writer)
         self.inner = inner
-        self._first_delay = first_delay
-        self._max_delay = max_delay
+        self._backoff = Backoff(first=first_delay, cap=max_delay)
         self.retries = 0  # operations repeated because the database was unavailable
 
     def add_listener(self, listener: ChangeListener) -> None:
@@ -60,26 +58,19 @@ class PatientStore(JobStore):
     async def close(self) -> None:
         """The inner store is closed by whoever opened it."""
 
-    def _delay(self, attempt: int) -> float:
-        """The wait before repeating an operation for the ``attempt``-th time (from 1): capped
-        exponential backoff, jittered down to half."""
-        delay = min(self._first_delay * 2 ** min(attempt - 1, 30), self._max_delay)
-        return random.uniform(delay / 2, delay)
-
     async def _operation(self, call: Call, run: Callable[[], Awaitable[T]]) -> T:
-        """``call`` made on the inner store until the database answers."""
-        attempt = 0
+        """``call`` made on the inner store until the database answers (videojob.backoff)."""
+        retries = Retries(self._backoff)
         while True:
             try:
                 result = await call.on(self.inner)
             except StoreUnavailable as unavailable:
-                attempt += 1
-                if attempt == 1:
+                if retries.attempt == 0:
                     logger.warning("%s waits for the database: %s", call, unavailable.detail)
                 self.retries += 1
-                await asyncio.sleep(self._delay(attempt))
+                await retries.wait()
                 continue
-            if attempt:
+            if retries.attempt:
                 logger.info("%s done after the database came back", call)
             return cast(T, result)
 
