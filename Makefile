@@ -30,12 +30,12 @@ run-cluster: setup ## Start 3 export replicas on the local PostgreSQL, a render 
 	$(BIN)/python scripts/run_stack.py --database '$(DATABASE)' --create-database --exports $(EXPORTS) --renders $(RENDERS)
 
 # Most tests wait on real processes, so more workers than cores pay off; the tests marked serial
-# (timing under load: short chaos runs, clusters with short leases) run after them, one at a time.
+# (timing under load: short chaos runs, clusters with short leases) form one group that one
+# worker runs one after the other.
 TEST_WORKERS ?= 4
 
 test: setup check-proto ## Run the test suite (the FFmpeg-facing part twice when two FFmpeg builds are here)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not serial"
-	$(BIN)/python -m pytest -m serial
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 	@$(MAKE) --no-print-directory test-wheel-ffmpeg
 
 # Users run Debian's ffmpeg as often as the imageio-ffmpeg wheel's: with another ffmpeg on PATH

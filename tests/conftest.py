@@ -24,11 +24,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Everything under tests/render faces FFmpeg itself (the ``ffmpeg`` marker)."""
+    """Everything under tests/render faces FFmpeg itself (the ``ffmpeg`` marker); the tests
+    marked ``serial`` form one xdist group, run one after the other on one worker."""
     render_tests = Path(__file__).parent / "render"
     for item in items:
         if render_tests in item.path.parents:
             item.add_marker(pytest.mark.ffmpeg)
+        if item.get_closest_marker("serial") is not None:
+            item.add_marker(pytest.mark.xdist_group("serial"))
 
 
 @pytest.fixture(scope="session")
