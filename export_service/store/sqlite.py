@@ -393,7 +393,8 @@ class SqliteJobStore(JobStore):
             return []
         rendered = render_sqlite(statement.sql)
         params = statement.params
-        values = [now_us() if name == "now" else _bound(params[name]) for name in rendered.names]
+        now = now_us()  # one moment per statement, as PostgreSQL's now() is one per transaction
+        values = [now if name == "now" else _bound(params[name]) for name in rendered.names]
         return self._db.execute(rendered.sql, values).fetchall()
 
     # Ownership: one process alone uses the file (exclusive), yet the same fenced writes, claims

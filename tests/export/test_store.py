@@ -805,3 +805,14 @@ async def test_a_failure_keeps_ffmpegs_log_tail(store: JobStore) -> None:
     assert (await store.get("f")).error_log_tail == tail
     await new_job(store, "quiet")
     assert (await store.fail("quiet", code="INTERNAL", message="x")).error_log_tail == ""
+
+
+async def test_a_change_has_one_moment(store: JobStore) -> None:
+    """Every time a change writes is the same moment (PostgreSQL's now() is one per transaction;
+    SQLite's clock is read once per statement): a terminal change's finished_at is its
+    updated_at, which the finished-jobs metric relies on."""
+    await new_job(store)
+    await store.record_progress("job1", progress=5, stage="Rendering", eta_seconds=1, render_seq=1)
+    failed = await store.fail("job1", code="FFMPEG_ERROR", message="x", release_render=True)
+    assert failed.finished_at == failed.updated_at
+    assert failed.started_at is not None
