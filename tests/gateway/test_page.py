@@ -275,6 +275,9 @@ def test_rough_edges_banner_clears_no_false_empty_and_a_favicon(
             body='{"code":"unavailable","message":"the export service is unavailable"}',
         )
 
+    # A job of its own, so that the list has one to show once it loads, whichever tests ran on
+    # this stack before (under xdist, maybe none).
+    wait_terminal(http, create_job(http)["id"])
     try:
         page.route("**/api/jobs?*", refuse)
         page.goto(realtime_stack.url + "/")
