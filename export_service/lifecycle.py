@@ -28,8 +28,9 @@ logger = logging.getLogger(__name__)
 MIN_SWEEP_SECONDS = 0.5
 
 
-def remove_output_file(path: str) -> bool:
-    """Blocking. True once no file is left at ``path``."""
+def remove_output(path: str) -> bool:
+    """Blocking. True once no file is left at ``path`` (a job's output: of a job deleted, or of
+    one that did not complete)."""
     if not path:
         return True
     try:
@@ -37,8 +38,9 @@ def remove_output_file(path: str) -> bool:
     except FileNotFoundError:
         return True
     except OSError as error:
-        logger.warning("could not remove the output %s of a deleted job: %s", path, error)
+        logger.warning("could not remove the output %s: %s", path, error)
         return False
+    logger.info("removed the output %s", path)
     return True
 
 
@@ -46,7 +48,7 @@ async def delete_job(store: JobStore, job_id: str) -> Job:
     """Deletes a finished job and its output file; the job as it was. TransitionRejected for a
     job that is active or whose render clean-up is pending, JobNotFound for an unknown one."""
     job = await store.delete(job_id)
-    removed = await asyncio.to_thread(remove_output_file, job.output_path)
+    removed = await asyncio.to_thread(remove_output, job.output_path)
     with_file = f" with {job.output_path}" if job.output_path and removed else ""
     logger.info("job %s deleted%s", job.id, with_file)
     return job

@@ -46,7 +46,6 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Coroutine
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, assert_never
 
 import grpc
@@ -54,6 +53,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from export_service.config import TrackerSettings
+from export_service.lifecycle import remove_output
 from export_service.progress_writer import ProgressWriter
 from export_service.render_pool import RenderMember, RenderPool
 from export_service.store import (
@@ -137,21 +137,6 @@ RenderStream = grpc.aio.UnaryStreamCall[Any, render_pb2.RenderEvent]
 
 # Questions news from outside may cut short: render calls and timers, never a store write.
 _INTERRUPTIBLE = (CallRender, WatchRender, ReadStream, GetRender, CheckOutput, Wait)
-
-
-def remove_output(path: str) -> bool:
-    """Blocking. True once no file is left at ``path``."""
-    if not path:
-        return True
-    try:
-        Path(path).unlink()
-    except FileNotFoundError:
-        return True
-    except OSError as error:
-        logger.warning("could not remove output %s: %s", path, error)
-        return False
-    logger.info("removed output %s of a job that did not complete", path)
-    return True
 
 
 def placed_on(member: RenderMember, job_id: str, attempt: int) -> RenderAttempt:

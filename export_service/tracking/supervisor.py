@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING
 import grpc
 
 from export_service.config import TrackerSettings
+from export_service.lifecycle import remove_output
 from export_service.progress_writer import ProgressWriter
 from export_service.render_pool import RenderMember, RenderPool
 from export_service.store import Job, JobNotFound, JobStore, TransitionRejected
 from export_service.store.base import Lease, RenderAttempt, StaleLease, render_id_for
 from export_service.tracking.observations import JobEnded, LeaseLost, Stopping
-from export_service.tracking.runner import JobTracker, placed_on, remove_output
+from export_service.tracking.runner import JobTracker, placed_on
 from videojob import metrics
 from videojob.backoff import Backoff
 from videojob.limits import FAILURE_INTERNAL
