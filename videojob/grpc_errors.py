@@ -108,7 +108,7 @@ class DomainErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-a
         return handler
 
 
-def status_of(error: grpc.aio.AioRpcError) -> status_pb2.Status | None:
+def status_of(error: grpc.RpcError) -> status_pb2.Status | None:
     """The google.rpc.Status a server attached to a failed call (None when it sent none)."""
     try:
         status: status_pb2.Status | None = rpc_status.from_call(error)  # type: ignore[arg-type]
@@ -118,7 +118,7 @@ def status_of(error: grpc.aio.AioRpcError) -> status_pb2.Status | None:
 
 
 def field_violation(
-    error: grpc.aio.AioRpcError,
+    error: grpc.RpcError,
 ) -> error_details_pb2.BadRequest.FieldViolation | None:
     """The first field violation of a failed call's google.rpc.BadRequest, if it has one."""
     status = status_of(error)
@@ -131,7 +131,7 @@ def field_violation(
     return None
 
 
-def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo | None:
+def error_info(error: grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
     """A failed call's google.rpc.ErrorInfo from a videojob service, if it has one."""
     status = status_of(error)
     for detail in status.details if status is not None else ():

@@ -4,10 +4,8 @@
 from __future__ import annotations
 
 import grpc
-from google.rpc import error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
-from videojob.errors import ERROR_DOMAIN
+from videojob.grpc_errors import field_violation
 from videojob.job_json import http_message
 from videojob_cli.exit_status import ExitStatus
 
@@ -29,38 +27,6 @@ class CliError(Exception):
         self.message = message
 
 
-def rich_status(error: grpc.RpcError) -> status_pb2.Status | None:
-    """The google.rpc.Status the server attached to a failed call (None when it sent none)."""
-    try:
-        status: status_pb2.Status | None = rpc_status.from_call(error)  # type: ignore[arg-type]
-    except ValueError:  # details that contradict the call's own code or message
-        return None
-    return status
-
-
-def error_info(error: grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
-    """A failed call's google.rpc.ErrorInfo from a videojob service, if it has one."""
-    status = rich_status(error)
-    for detail in status.details if status is not None else ():
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            if info.domain == ERROR_DOMAIN:
-                return info
-    return None
-
-
-def _violated_field(error: grpc.RpcError) -> str:
-    status = rich_status(error)
-    for detail in status.details if status is not None else ():
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad_request = error_details_pb2.BadRequest()
-            detail.Unpack(bad_request)
-            if bad_request.field_violations:
-                return str(bad_request.field_violations[0].field)
-    return ""
-
-
 def rpc_failure(error: grpc.RpcError, export_addr: str, job_id: str = "") -> CliError:
     code = error.code()
     exit_status = _STATUS_OF_CODE.get(code, ExitStatus.ERROR)
@@ -73,5 +39,7 @@ def rpc_failure(error: grpc.RpcError, export_addr: str, job_id: str = "") -> Cli
         )
     if code is grpc.StatusCode.NOT_FOUND:
         return CliError(exit_status, f"no job has the id {job_id!r}" if job_id else details)
-    field = _violated_field(error)
-    return CliError(exit_status, http_message(field, details) if field else details)
+    violation = field_violation(error)
+    if violation is None or not violation.field:
+        return CliError(exit_status, details)
+    return CliError(exit_status, http_message(violation.field, details))
