@@ -217,8 +217,13 @@ async def test_history_of_a_reattached_resubmitted_completed_job(
                 assert proxy.cut() > 0
 
                 async def reattached() -> bool:
+                    # A render event applied after the cut (not the tracker's own "Waiting for a
+                    # render service", which may come first and carries no new event).
                     entries = await read_history(stub, job.id)
-                    return proxy.open_connections > 0 and entries[-1].version > before_cut.version
+                    return (
+                        proxy.open_connections > 0
+                        and entries[-1].render_seq > before_cut.render_seq
+                    )
 
                 await wait_until(reattached, "progress over a new render stream")
                 after_cut = (await read_history(stub, job.id))[-1]

@@ -159,6 +159,7 @@ def test_downloads_and_static_files_cannot_name_another_file(
     client: httpx.Client, stack: SecurityStack
 ) -> None:
     created = client.post("/api/jobs", json=slideshow())
+    assert created.status_code == 201, created.text
     own = wait_terminal(client, created.json()["id"])
     assert own["status"] == "completed", own
     job_id = own["id"]
