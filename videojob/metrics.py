@@ -3,8 +3,9 @@
 Each process has its own registry (``EXPORT``, ``RENDER``, ``GATEWAY``), so that it exposes only
 what it measures. Names follow the Prometheus conventions: the ``videojob_`` prefix, ``_total``
 on counters, ``_seconds`` on durations, base units. Label values are bounded: statuses, failure
-codes (``failure_code_label``), transition names, event kinds and tracker activity kinds (type
-names of the tracker's questions and observations); never a job or render id.
+codes (``failure_code_label``), transition names, event kinds, tracker activity kinds (type
+names of the tracker's questions and observations), HTTP methods, route templates and status
+codes; never a job or render id, never a raw request path.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ GATEWAY = CollectorRegistry()
 
 # Jobs take from a fraction of a second to hours.
 JOB_SECONDS_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400)
+# An HTTP answer takes milliseconds; an upload or a download of a large file, minutes.
+HTTP_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 STORE_WRITE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 NO_FAILURE = ""
 OTHER_FAILURE = "OTHER"
@@ -224,6 +227,23 @@ SSE_COALESCED = Counter(
     "videojob_sse_events_coalesced_total",
     "Job states replaced by a newer one before a slow event stream client took them.",
     ["stream"],
+    registry=GATEWAY,
+)
+
+HTTP_REQUESTS = Counter(
+    "videojob_http_requests_total",
+    "HTTP requests the gateway answered, by method, route template (unmatched: no route) and "
+    "status code; an event stream is counted when its response starts.",
+    ["method", "route", "code"],
+    registry=GATEWAY,
+)
+HTTP_REQUEST_DURATION = Histogram(
+    "videojob_http_request_duration_seconds",
+    "Time the gateway took to answer, by method and route template: until the response's last "
+    "byte, except for event streams (text/event-stream), measured until their response starts "
+    "(a stream stays open for as long as its client reads it).",
+    ["method", "route"],
+    buckets=HTTP_SECONDS_BUCKETS,
     registry=GATEWAY,
 )
 

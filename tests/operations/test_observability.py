@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
-import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,11 +25,11 @@ from typing import Any
 import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.polling import poll_until
 from tests.support.ports import free_port
 from tests.support.processes import ServiceProcess, start_service
+from tests.support.prometheus_text import promtool_problems, samples
 from tests.support.render_dirs import RenderDirs
 from videojob.ffmpeg_binary import ffmpeg_binary
 
@@ -192,24 +190,6 @@ def run_job(client: httpx.Client, spec: dict[str, Any]) -> dict[str, Any]:
         return job if job["status"] in ("completed", "failed", "cancelled") else None
 
     return poll_until(finished, f"job {job_id} to finish", within=60)
-
-
-def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def promtool_problems(text: str) -> str:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed (Debian package prometheus)")
-    checked = subprocess.run(
-        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False
-    )
-    return "" if checked.returncode == 0 else checked.stdout + checked.stderr
 
 
 def json_records(process: ServiceProcess) -> list[dict[str, Any]]:
