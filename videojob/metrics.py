@@ -3,9 +3,9 @@
 Each process has its own registry (``EXPORT``, ``RENDER``, ``GATEWAY``), so that it exposes only
 what it measures. Names follow the Prometheus conventions: the ``videojob_`` prefix, ``_total``
 on counters, ``_seconds`` on durations, base units. Label values are bounded: statuses, failure
-codes (``failure_code_label``), transition names, event kinds, tracker activity kinds (type
-names of the tracker's questions and observations), HTTP methods, route templates and status
-codes; never a job or render id, never a raw request path.
+codes (``failure_code_label``), transition names, event kinds, the tracker's questions and
+observations under their operator names (export_service.tracking.activity_labels), HTTP methods,
+route templates and status codes; never a job or render id, never a raw request path.
 """
 
 from __future__ import annotations
@@ -90,31 +90,36 @@ RENDER_EVENTS_RECEIVED = Counter(
 )
 TRACKER_QUESTIONS = Counter(
     "videojob_tracker_questions_total",
-    "What the trackers asked or did (Render, WatchRender, GetRender, Wait, writes), by kind.",
+    "What the trackers asked or did, by question (render, watch_render, get_render, "
+    "backoff_wait, write_completed...: docs/operations.md lists them).",
     ["question"],
     registry=EXPORT,
 )
 TRACKER_OBSERVATIONS = Counter(
     "videojob_tracker_observations_total",
-    "What the trackers observed (events, stream ends, RPC failures by code), by kind.",
+    "What the trackers observed, by observation (render_event, stream_ended, retry_timer, "
+    "render_call_failed_<grpc code>...: docs/operations.md lists them).",
     ["observation"],
     registry=EXPORT,
 )
 RENDER_REATTACHES = Counter(
     "videojob_render_reattaches_total",
-    "WatchRender calls re-attaching to a known render, by the observation that led to it.",
+    "WatchRender calls re-attaching to a known render, by the observation that led to it "
+    "(an observation label of videojob_tracker_observations_total).",
     ["reason"],
     registry=EXPORT,
 )
 RENDER_RESUBMITS = Counter(
     "videojob_render_resubmits_total",
-    "New attempts of a job's render (Render again), by the observation that led to it.",
+    "New attempts of a job's render (Render again), by the observation that led to it "
+    "(an observation label of videojob_tracker_observations_total).",
     ["reason"],
     registry=EXPORT,
 )
 TRACKER_RETRIES = Counter(
     "videojob_tracker_retries_total",
-    "Backoff waits before asking a render service again, by the observation that led to it.",
+    "Backoff waits before asking a render service again, by the observation that led to it "
+    "(an observation label of videojob_tracker_observations_total).",
     ["reason"],
     registry=EXPORT,
 )
