@@ -14,7 +14,7 @@ from tests.gateway.conftest import start_gateway, stop
 from tests.gateway.inprocess import NOWHERE
 from tests.support.polling import poll_until
 
-# README / docs/operations.md, "Logs": CLIENT - "METHOD PATH?QUERY HTTP/VERSION" STATUS.
+# docs/operations.md, "Logs": CLIENT - "METHOD PATH?QUERY HTTP/VERSION" STATUS.
 ACCESS_LINE = re.compile(r'^127\.0\.0\.1:\d+ - "GET /livez\?probe=1 HTTP/1\.1" 200$')
 
 
