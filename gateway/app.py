@@ -34,7 +34,11 @@ from gateway import sse
 from gateway.errors import EXCEPTION_HANDLERS, error_response
 from gateway.list_watch import ListWatchHub, View
 from gateway.media import media_collection
-from gateway.middleware import BearerTokenMiddleware, BodySizeLimitMiddleware
+from gateway.middleware import (
+    BearerTokenMiddleware,
+    BodySizeLimitMiddleware,
+    RequestMetricsMiddleware,
+)
 from gateway.openapi import (
     CURSOR_PATTERN,
     DEFAULT_LIST_LIMIT,
@@ -507,7 +511,28 @@ def create_app(settings: Settings) -> Starlette:
             await end_event_streams()
             await channel.close(grace=None)
 
-    middleware: list[Middleware] = []
+    routes = [
+        Route("/", index, methods=["GET"]),
+        Route("/docs", docs, methods=["GET"]),
+        Route("/favicon.svg", favicon, methods=["GET"]),
+        Route("/favicon.ico", favicon, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/livez", livez, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", prometheus_metrics, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/api/events", page_events, methods=["GET"]),
+        Route("/api/jobs", jobs_collection, methods=["GET", "POST"]),
+        Route(MEDIA_PATH, media_collection, methods=["GET", "POST"]),
+        Route("/api/jobs/{id}", job_resource, methods=["GET", "DELETE"]),
+        Route("/api/jobs/{id}/cancel", cancel_job, methods=["POST"]),
+        Route("/api/jobs/{id}/events", job_events, methods=["GET"]),
+        Route("/api/jobs/{id}/history", job_history, methods=["GET"]),
+        Route("/api/jobs/{id}/download", download, methods=["GET"]),
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+    ]
+    # Outermost: every answer is measured, the middleware's own refusals (401, 413) included.
+    middleware: list[Middleware] = [Middleware(RequestMetricsMiddleware, routes=routes)]
     if settings.cors_origins:
         middleware.append(
             Middleware(
@@ -536,26 +561,6 @@ def create_app(settings: Settings) -> Starlette:
         )
     )
 
-    routes = [
-        Route("/", index, methods=["GET"]),
-        Route("/docs", docs, methods=["GET"]),
-        Route("/favicon.svg", favicon, methods=["GET"]),
-        Route("/favicon.ico", favicon, methods=["GET"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/livez", livez, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", prometheus_metrics, methods=["GET"]),
-        Route("/openapi.json", openapi, methods=["GET"]),
-        Route("/api/events", page_events, methods=["GET"]),
-        Route("/api/jobs", jobs_collection, methods=["GET", "POST"]),
-        Route(MEDIA_PATH, media_collection, methods=["GET", "POST"]),
-        Route("/api/jobs/{id}", job_resource, methods=["GET", "DELETE"]),
-        Route("/api/jobs/{id}/cancel", cancel_job, methods=["POST"]),
-        Route("/api/jobs/{id}/events", job_events, methods=["GET"]),
-        Route("/api/jobs/{id}/history", job_history, methods=["GET"]),
-        Route("/api/jobs/{id}/download", download, methods=["GET"]),
-        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
-    ]
     app = Starlette(
         routes=routes,
         middleware=middleware,

@@ -113,7 +113,7 @@ class Unauthenticated(VideoJobError):
     grpc_code = grpc.StatusCode.UNAUTHENTICATED
 
 
-# Which error is which HTTP status (README, "Errors"): malformed syntax 400, a value outside
+# Which error is which HTTP status (docs/api.md, "Errors"): malformed syntax 400, a value outside
 # its documented range 422, unknown 404, state conflict 409, busy 429, upstream unavailable 503.
 HTTP_STATUS_FOR_GRPC_CODE: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.OK: 200,

@@ -339,18 +339,40 @@ class FlagTable:
         print(f"{self.prog}: {message}", file=sys.stderr, flush=True)
         raise SystemExit(EXIT_USAGE)
 
-    def _help(self, flag: Flag) -> str:
-        default = flag.default_text
-        if default is None:
-            if flag.default is None or flag.default == ():
-                default = "unset"
-            elif flag.kind is BOOLEAN:
-                default = "on" if flag.default else "off"
-            else:
-                default = str(flag.default)
+    def reference_table(self) -> str:
+        """Every flag as a row of a Markdown table (docs/flags.md): the flag, its variable, its
+        default, and its help with its range, as ``--help`` shows them."""
+        rows = ["| flag | variable | default | meaning |", "| --- | --- | --- | --- |"]
+        for flag in self.flags:
+            usage = flag.name if flag.kind is BOOLEAN else f"{flag.name} {flag.kind.metavar}"
+            cells = (
+                f"`{usage}`",
+                f"`{self.env_name(flag)}`",
+                self._default_text(flag) or "empty",
+                self._meaning(flag),
+            )
+            rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+        return "\n".join(rows) + "\n"
+
+    @staticmethod
+    def _default_text(flag: Flag) -> str:
+        if flag.default_text is not None:
+            return flag.default_text
+        if flag.default is None or flag.default == ():
+            return "unset"
+        if flag.kind is BOOLEAN:
+            return "on" if flag.default else "off"
+        return str(flag.default)
+
+    @staticmethod
+    def _meaning(flag: Flag) -> str:
         shape = f"; {flag.kind.describe}" if flag.kind.ranged else ""
         repeat = "; repeatable, comma-separated in the environment" if flag.repeatable else ""
-        return f"{flag.help}{shape}{repeat} [env {self.env_name(flag)}; default {default}]"
+        return f"{flag.help}{shape}{repeat}"
+
+    def _help(self, flag: Flag) -> str:
+        default = self._default_text(flag)
+        return f"{self._meaning(flag)} [env {self.env_name(flag)}; default {default}]"
 
     def _command_line_value(self, flag: Flag, given: Any) -> Any:
         if flag.kind is BOOLEAN:

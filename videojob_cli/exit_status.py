@@ -1,4 +1,4 @@
-"""The CLI's exit statuses, written once: ``--help`` and the README show this table."""
+"""The CLI's exit statuses, written once: ``--help`` and docs/cli.md show this table."""
 
 from __future__ import annotations
 

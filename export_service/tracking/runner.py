@@ -89,6 +89,11 @@ from export_service.tracking.actions import (
     WriteComplete,
     WriteFail,
 )
+from export_service.tracking.activity_labels import (
+    TRACKER_START,
+    observation_label,
+    question_label,
+)
 from export_service.tracking.decide import decide, render_call_failure, start
 from export_service.tracking.observations import (
     Cancelled,
@@ -186,19 +191,20 @@ def _never_connected(error: grpc.aio.AioRpcError) -> bool:
     )
 
 
-def count_question(question: Question, last_observed: str) -> None:
-    """The question's metrics; ``last_observed`` (an activity key) is why it is asked."""
-    metrics.TRACKER_QUESTIONS.labels(type(question).__name__).inc()
+def count_question(question: Question, reason: str) -> None:
+    """The question's metrics; ``reason`` (an observation label) is why it is asked."""
+    metrics.TRACKER_QUESTIONS.labels(question_label(question)).inc()
     if isinstance(question, WatchRender):
-        metrics.RENDER_REATTACHES.labels(last_observed).inc()
+        metrics.RENDER_REATTACHES.labels(reason).inc()
     elif isinstance(question, BeginAttempt):
-        metrics.RENDER_RESUBMITS.labels(last_observed).inc()
+        metrics.RENDER_RESUBMITS.labels(reason).inc()
     elif isinstance(question, Wait):
-        metrics.TRACKER_RETRIES.labels(last_observed).inc()
+        metrics.TRACKER_RETRIES.labels(reason).inc()
 
 
 def activity_key(observation: Observation) -> str:
-    """A bounded name for what a tracker observed (an RPC failure with its status code)."""
+    """A bounded name for what a tracker observed (an RPC failure with its status code), as
+    the supervisor's in-process ``activity`` counts it."""
     if isinstance(observation, RpcFailed):
         return f"RpcFailed.{observation.code.name}"
     return type(observation).__name__
@@ -270,19 +276,19 @@ class JobTracker:
         stamps.stamp("export.tracker_start", self.job_id)
         bind_log_context(job_id=self.job_id, render_id=self.job_id)
         decision = start(self._settings, seed=random.getrandbits(64))
-        last_observed = "Start"
+        reason = TRACKER_START
         try:
             while True:
                 for effect in decision.effects:
                     await self._perform(effect)
                 if isinstance(decision.next, Stop):
                     return
-                count_question(decision.next, last_observed)
+                count_question(decision.next, reason)
                 self._activity[type(decision.next).__name__] += 1
                 observation = await self._ask(decision.next)
-                last_observed = activity_key(observation)
-                self._activity[last_observed] += 1
-                metrics.TRACKER_OBSERVATIONS.labels(last_observed).inc()
+                self._activity[activity_key(observation)] += 1
+                reason = observation_label(observation)
+                metrics.TRACKER_OBSERVATIONS.labels(reason).inc()
                 decision = decide(decision.state, observation, time.monotonic())
         finally:
             self._close_stream()
