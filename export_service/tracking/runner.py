@@ -89,7 +89,8 @@ from export_service.tracking.actions import (
     WriteComplete,
     WriteFail,
 )
-from export_service.tracking.decide import decide, render_call_failure, start
+from export_service.tracking.attempt import render_call_failure
+from export_service.tracking.decide import decide, start
 from export_service.tracking.observations import (
     Cancelled,
     Completed,

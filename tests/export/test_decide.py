@@ -40,15 +40,12 @@ from export_service.tracking.actions import (
     WriteComplete,
     WriteFail,
 )
-from export_service.tracking.decide import (
-    Decision,
-    Phase,
-    TrackerState,
+from export_service.tracking.attempt import (
+    AttemptState,
     UnexpectedObservation,
-    decide,
     render_call_failure,
-    start,
 )
+from export_service.tracking.decide import Decision, Phase, TrackerState, decide, start
 from export_service.tracking.observations import (
     Cancelled,
     Completed,
@@ -118,6 +115,19 @@ def tracker_settings(draw: st.DrawFn) -> TrackerSettings:
     )
 
 
+def followed(state: TrackerState) -> AttemptState:
+    """The render attempt the tracker follows."""
+    assert state.current is not None, state
+    return state.current
+
+
+def attempt_phase(state: TrackerState) -> str:
+    """What the followed attempt asked last, while the tracker renders ("" otherwise)."""
+    if state.phase is Phase.RENDERING and state.current is not None:
+        return state.current.phase.value
+    return ""
+
+
 def outcome(rng: random.Random, terminal_weight: int) -> RenderOutcome:
     if rng.randrange(30 + terminal_weight) < 30:
         return Progress(
@@ -180,10 +190,11 @@ def answer(rng: random.Random, world: World, state: TrackerState, ask: NextStep)
                     expected_duration_seconds=rng.choice([None, rng.uniform(0.5, 10.0)]),
                 )
             terminal = rng.random() < 0.05
-            return JobRead(terminal, state.attempt, state.last_seq, state.expected_duration)
+            last_seq = followed(state).last_seq
+            return JobRead(terminal, state.attempt, last_seq, state.expected_duration)
         case CallRender() | WatchRender() | ReadStream():
             if not isinstance(ask, ReadStream):
-                world.render_seq = state.last_seq if isinstance(ask, WatchRender) else 0
+                world.render_seq = followed(state).last_seq if isinstance(ask, WatchRender) else 0
             kind = rng.randrange(20)
             if kind < 16:
                 world.now += rng.uniform(0.0, min(s.stall_timeout, 2.0))
@@ -297,7 +308,7 @@ def check(world: World, before: TrackerState, seen: Observation, decision: Decis
     # nowhere to place it is waited out like a busy or unreachable render service.
     handed_back = (
         isinstance(seen, EventReceived)
-        and seen.seq > before.last_seq
+        and seen.seq > followed(before).last_seq
         and isinstance(seen.event, Failed)
         and seen.event.never_started
     )
@@ -306,7 +317,7 @@ def check(world: World, before: TrackerState, seen: Observation, decision: Decis
         and seen.code == grpc.StatusCode.RESOURCE_EXHAUSTED
         and seen.others_available
     )
-    if before.phase.value == "streaming" and (
+    if attempt_phase(before) == "streaming" and (
         isinstance(seen, Draining | Unreached) or handed_back or full_here
     ):
         assert isinstance(ask, CallRender) and ask.elsewhere, decision
@@ -314,10 +325,10 @@ def check(world: World, before: TrackerState, seen: Observation, decision: Decis
         # ... never again on a render service that refused it (until none is left).
         refusing = seen.instance_id if isinstance(seen, Draining | Unreached) else ""
         refusing = seen.member if isinstance(seen, RpcFailed) else refusing
-        assert before.avoid <= ask.avoid and (not refusing or refusing in ask.avoid)
-    if before.phase.value == "streaming" and isinstance(seen, NotPlaced):
+        assert followed(before).avoid <= ask.avoid and (not refusing or refusing in ask.avoid)
+    if attempt_phase(before) == "streaming" and isinstance(seen, NotPlaced):
         assert isinstance(ask, ReadJob) and state.attempt == before.attempt, decision
-        assert state.avoid == frozenset()
+        assert followed(state).avoid == frozenset()
     # Only a new attempt releases the one it supersedes, and never the new one.
     for effect in decision.effects:
         if isinstance(effect, ReleaseAttempt):
@@ -328,18 +339,18 @@ def check(world: World, before: TrackerState, seen: Observation, decision: Decis
     for effect in decision.effects:
         if isinstance(effect, OfferStage):
             assert effect == OfferStage(STAGE_WAITING_FOR_RENDER), decision
-            assert not before.showing_wait and state.showing_wait, decision
+            assert not followed(before).showing_wait and followed(state).showing_wait, decision
             assert isinstance(ask, Wait) and ask.then == "asking again", decision
-            assert getattr(before.retry, "busy", True) is False, decision
+            assert getattr(followed(before).retry, "busy", True) is False, decision
     if (
         isinstance(seen, EventReceived)
         and isinstance(seen.event, Progress)
         and seen.event.heartbeat
-        and seen.seq > before.last_seq
+        and seen.seq > followed(before).last_seq
     ):
         offered = any(isinstance(e, OfferProgress) for e in decision.effects)
-        assert offered == before.showing_wait, decision
-        assert not state.showing_wait
+        assert offered == followed(before).showing_wait, decision
+        assert not followed(state).showing_wait
     # Give-ups no later than their budgets.
     if world.unreachable_since is not None and isinstance(ask, Wait) and ask.then == "asking again":
         assert world.now + ask.seconds <= world.unreachable_since + s.retry_budget + 1e-6
@@ -348,8 +359,8 @@ def check(world: World, before: TrackerState, seen: Observation, decision: Decis
         and not seen.terminal
         and world.unreachable_since is not None
         and world.now - world.unreachable_since >= s.retry_budget
-        and before.phase.value == "confirming"
-        and getattr(before.retry, "busy", True) is False
+        and attempt_phase(before) == "confirming"
+        and getattr(followed(before).retry, "busy", True) is False
     ):
         assert isinstance(ask, WriteFail) and ask.code == "RENDER_UNAVAILABLE", decision
     if (
@@ -516,7 +527,8 @@ def test_progress_is_offered_below_100_and_replayed_events_are_skipped() -> None
     replayed = decide(offered.state, EventReceived(1, Progress(50.0, "Rendering", 3.0)), 1.1)
     assert (replayed.next, replayed.effects) == (ReadStream(), ())
     heartbeat = decide(offered.state, EventReceived(2, Progress(0.0, "", 0.0, heartbeat=True)), 2)
-    assert (heartbeat.next, heartbeat.effects, heartbeat.state.last_seq) == (ReadStream(), (), 2)
+    last_seq = followed(heartbeat.state).last_seq
+    assert (heartbeat.next, heartbeat.effects, last_seq) == (ReadStream(), (), 2)
 
 
 def test_a_completion_is_checked_then_written() -> None:
@@ -605,7 +617,7 @@ def test_a_render_service_that_does_not_answer_shows_as_waited_for_until_events_
     wait = unanswered(broke.state, 1.0, grpc.StatusCode.UNAVAILABLE)
     assert isinstance(wait.next, Wait) and wait.next.then == "asking again"
     assert wait.effects == (OfferStage(STAGE_WAITING_FOR_RENDER),)
-    assert wait.state.showing_wait
+    assert followed(wait.state).showing_wait
     now = 1.0
     for code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE, None):
         assert isinstance(wait.next, Wait)
@@ -622,7 +634,7 @@ def test_a_render_service_that_does_not_answer_shows_as_waited_for_until_events_
     beat = Progress(41.0, "Rendering", 11.0, heartbeat=True)
     back = decide(report.state, EventReceived(6, beat), now + 0.1)
     assert back.effects == (OfferProgress(41.0, "Rendering", 11.0, 6),)
-    assert not back.state.showing_wait
+    assert not followed(back.state).showing_wait
     again = decide(back.state, EventReceived(7, beat), now + 1.1)
     assert again.effects == ()  # a heartbeat is offered only over the tracker's own stage
 
@@ -639,10 +651,10 @@ def test_the_stage_of_a_new_attempt_replaces_the_wait() -> None:
     assert isinstance(resubmit.next, Wait) and resubmit.effects == ()
     begin = decide(resubmit.state, TimerFired(), 3.0)
     render = decide(begin.state, Written(2), 3.0)
-    assert render.next == CallRender(2) and render.state.showing_wait
+    assert render.next == CallRender(2) and followed(render.state).showing_wait
     first = decide(render.state, EventReceived(1, Progress(0.0, "Preparing", 0.0)), 3.1)
     assert first.effects == (OfferProgress(0.0, "Preparing", 0.0, 1),)
-    assert not first.state.showing_wait
+    assert not followed(first.state).showing_wait
 
 
 def test_a_busy_render_service_or_a_budget_spent_shows_no_wait() -> None:
@@ -755,10 +767,10 @@ def test_render_services_that_failed_the_job_are_avoided_until_none_is_left() ->
     assert second.next == CallRender(1, elsewhere=True, avoid=frozenset({"render-a", "render-b"}))
     # ... until nowhere is left: the wait starts afresh with every render service.
     nowhere = decide(second.state, NotPlaced("all refused", busy=True), 3.0)
-    assert nowhere.state.avoid == frozenset()
+    assert followed(nowhere.state).avoid == frozenset()
     # An answer that is not a fail-over (an invalid spec) avoids nobody.
     invalid = RpcFailed(grpc.StatusCode.INVALID_ARGUMENT, "bad", others_available=True, member="c")
-    assert decide(streaming(), invalid, 1.0).state.avoid == frozenset()
+    assert followed(decide(streaming(), invalid, 1.0).state).avoid == frozenset()
 
 
 def test_a_placement_refused_by_the_store_is_judged_by_decide() -> None:
@@ -810,7 +822,10 @@ def test_a_render_service_that_refuses_connections_fails_over_at_once() -> None:
     moved = failover(refused, 1.0)
     assert moved.next == CallRender(2, elsewhere=True)
     assert moved.effects == (ReleaseAttempt(1, service_lost=True),)
-    assert (moved.state.unreachable_since, moved.state.retry_rounds) == (None, 0)
+    assert (followed(moved.state).unreachable_since, followed(moved.state).retry_rounds) == (
+        None,
+        0,
+    )
 
 
 def test_a_render_service_that_no_longer_knows_the_render_fails_over_at_once() -> None:
