@@ -18,8 +18,8 @@ An attempt asks questions (the same ones as a job's tracker) until it ends with 
 
 What it decides:
 
-- streaming: progress is offered to the coalescing writer (clamped below 100), heartbeats
-  and replayed events only prove life; a terminal
+- streaming: progress is offered to the coalescing writer (clamped below 100), heartbeats,
+  replayed events and events of a kind this service does not know only prove life; a terminal
   event flushes progress and ends the attempt. A stream that ends, breaks or stays silent for
   the stall timeout is investigated (GetRender). Re-attaching costs no attempt;
   ``max_quiet_rounds`` render calls in a row that bring no event while the render service
@@ -289,6 +289,8 @@ def _streaming(
             if seq <= state.last_seq:  # replayed: already applied
                 return AttemptDecision(state, ReadStream())
             state = replace(state, last_seq=seq, round_had_event=True)
+            if event is None:  # a kind of event this service does not know: proof of life
+                return AttemptDecision(state, ReadStream())
             if isinstance(event, Progress):
                 if event.heartbeat and not state.showing_wait:
                     return AttemptDecision(state, ReadStream())

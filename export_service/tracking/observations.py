@@ -91,7 +91,8 @@ class Refused:
 @dataclass(frozen=True)
 class EventReceived:
     seq: int
-    event: RenderOutcome
+    # None: an event of a kind this service does not know.
+    event: RenderOutcome | None
 
 
 @dataclass(frozen=True)

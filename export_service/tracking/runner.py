@@ -458,10 +458,7 @@ class JobTracker:
                 event.failed.code,
                 extra={"log_tail": event.failed.log_tail},
             )
-        outcome = render_outcome(event)
-        if outcome is None:  # a kind of event this service does not know: proof of life only
-            outcome = Progress(0.0, "", 0.0, heartbeat=True)
-        return EventReceived(event.seq, outcome)
+        return EventReceived(event.seq, render_outcome(event))
 
     async def _continue_trace(self, job: Job) -> None:
         """Every render call of this tracker joins the trace of the request that created the

@@ -199,7 +199,9 @@ def answer(rng: random.Random, world: World, state: TrackerState, ask: NextStep)
             if kind < 16:
                 world.now += rng.uniform(0.0, min(s.stall_timeout, 2.0))
                 world.render_seq += rng.choice([0, 1, 1, 1, 2])  # 0: a replayed event
-                return EventReceived(max(world.render_seq, 1), outcome(rng, 1))
+                # None: an event of a kind this service does not know.
+                event = None if rng.random() < 0.02 else outcome(rng, 1)
+                return EventReceived(max(world.render_seq, 1), event)
             if kind < 17:
                 world.now += rng.uniform(0.0, 1.0)
                 return StreamEnded()
@@ -351,6 +353,8 @@ def check(world: World, before: TrackerState, seen: Observation, decision: Decis
         offered = any(isinstance(e, OfferProgress) for e in decision.effects)
         assert offered == followed(before).showing_wait, decision
         assert not followed(state).showing_wait
+    if isinstance(seen, EventReceived) and seen.event is None:
+        assert (ask, decision.effects) == (ReadStream(), ()), decision  # proof of life only
     # Give-ups no later than their budgets.
     if world.unreachable_since is not None and isinstance(ask, Wait) and ask.then == "asking again":
         assert world.now + ask.seconds <= world.unreachable_since + s.retry_budget + 1e-6
@@ -529,6 +533,25 @@ def test_progress_is_offered_below_100_and_replayed_events_are_skipped() -> None
     heartbeat = decide(offered.state, EventReceived(2, Progress(0.0, "", 0.0, heartbeat=True)), 2)
     last_seq = followed(heartbeat.state).last_seq
     assert (heartbeat.next, heartbeat.effects, last_seq) == (ReadStream(), (), 2)
+
+
+def test_an_event_of_an_unknown_kind_only_proves_life() -> None:
+    """A newer render service's event this service cannot read: the render lives, nothing is
+    offered, not even over the tracker's own waiting stage (a heartbeat would put the render's
+    stage back; this event has none)."""
+    running = decide(streaming(), EventReceived(3, Progress(40.0, "Rendering", 12.0)), 0.5)
+    broke = decide(running.state, StreamEnded(), 1.0)
+    wait = unanswered(broke.state, 1.0, grpc.StatusCode.UNAVAILABLE)
+    assert isinstance(wait.next, Wait) and wait.effects == (OfferStage(STAGE_WAITING_FOR_RENDER),)
+    ask = decide(wait.state, TimerFired(), 1.0 + wait.next.seconds)
+    report = decide(ask.state, RenderReport(4, Progress(40.0, "Rendering", 9.0)), 2.0)
+    assert report.next == WatchRender(3)
+    unknown = decide(report.state, EventReceived(4, None), 2.1)
+    assert (unknown.next, unknown.effects) == (ReadStream(), ())
+    assert followed(unknown.state).last_seq == 4 and followed(unknown.state).showing_wait
+    # It counts as an event of the round: the stream is not quiet.
+    ended = decide(unknown.state, StreamEnded(), 2.2)
+    assert followed(ended.state).quiet_rounds == 0
 
 
 def test_a_completion_is_checked_then_written() -> None:
