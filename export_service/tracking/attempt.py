@@ -262,18 +262,23 @@ def render_call_failure(
     submitted: bool,
     draining: bool,
     never_connected: bool,
-    others_available: bool,
+    others_usable: bool,
+    others_with_room: bool,
     field: str = "",
 ) -> Observation:
     """What a failed render call means, from its facts: a Render a draining render service
     refused (``draining``: its error names the reason DRAINING) → Draining; a Render whose
     request never reached its render service while another could take it → Unreached; anything
-    else → RpcFailed. Both of the first cost nothing: nothing started there."""
+    else → RpcFailed. Both of the first cost nothing: nothing started there. A busy render
+    service (RESOURCE_EXHAUSTED) has somewhere to fail over to only where another has room;
+    any other failure, wherever another usable render service is."""
     if submitted and draining:
         return Draining(member, details)
-    if submitted and never_connected and others_available:
+    if submitted and never_connected and others_usable:
         return Unreached(member, details)
-    return RpcFailed(code, details, field, others_available=others_available, member=member)
+    busy = code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    others = others_with_room if busy else others_usable
+    return RpcFailed(code, details, field, others_available=others, member=member)
 
 
 # Phase by phase.

@@ -488,18 +488,17 @@ class JobTracker:
         self, error: grpc.aio.AioRpcError, member: RenderMember, *, submitted: bool = False
     ) -> Observation:
         """The facts of a failed render call, for decide to judge."""
-        code = error.code()
         violation = field_violation(error)
         info = error_info(error)
-        busy = code == grpc.StatusCode.RESOURCE_EXHAUSTED
         return render_call_failure(
-            code,
+            error.code(),
             error.details() or "",
             member=member.key,
             submitted=submitted,
             draining=info is not None and info.reason == Reason.DRAINING,
             never_connected=_never_connected(error),
-            others_available=self._pool.others_available(member.key, with_room=busy),
+            others_usable=self._pool.others_available(member.key),
+            others_with_room=self._pool.others_available(member.key, with_room=True),
             field=violation.field if violation else "",
         )
 

@@ -766,7 +766,8 @@ def test_what_a_failed_render_call_means_is_decided_from_its_facts() -> None:
             submitted=submitted,
             draining=draining,
             never_connected=never_connected,
-            others_available=others,
+            others_usable=others,
+            others_with_room=others,
         )
 
     assert failure(True, True, False, True) == Draining("render-a", "why")
@@ -777,6 +778,36 @@ def test_what_a_failed_render_call_means_is_decided_from_its_facts() -> None:
     assert failure(True, False, True, True) == Unreached("render-a", "why")
     # Unreached with nowhere else to go: waited for instead, like any unavailable service.
     assert isinstance(failure(True, False, True, False), RpcFailed)
+
+
+def test_a_busy_render_service_fails_over_only_to_one_with_room() -> None:
+    """Somewhere to fail over to: for a full render service, another with room; for one that
+    failed otherwise, any other usable one (full or not)."""
+
+    def failure(code: grpc.StatusCode, *, usable: bool, room: bool) -> Observation:
+        return render_call_failure(
+            code,
+            "why",
+            member="render-a",
+            submitted=True,
+            draining=False,
+            never_connected=False,
+            others_usable=usable,
+            others_with_room=room,
+        )
+
+    full = grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert failure(full, usable=True, room=False) == RpcFailed(full, "why", member="render-a")
+    assert failure(full, usable=True, room=True) == RpcFailed(
+        full, "why", others_available=True, member="render-a"
+    )
+    down = grpc.StatusCode.UNAVAILABLE
+    assert failure(down, usable=True, room=False) == RpcFailed(
+        down, "why", others_available=True, member="render-a"
+    )
+    # The whole way: a full service with nowhere that has room is asked again later.
+    busy = decide(streaming(), failure(full, usable=True, room=False), 1.0)
+    assert busy.next == ReadJob()
 
 
 def test_render_services_that_failed_the_job_are_avoided_until_none_is_left() -> None:
