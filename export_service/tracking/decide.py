@@ -14,6 +14,8 @@ What it decides for the job:
 
 - start: read the job; a terminal one needs nothing (Stop); one with render events seen is
   re-attached (WatchRender after the last seq), otherwise the render is submitted (Render).
+  The render of a superseded attempt recorded on the job is released again (ReleaseAttempt):
+  its render service may not have answered when it was given up.
 - a render verdict: Completed: the reported duration must match the spec's (shared
   tolerance); then the shared output check, repeated with backoff while the file may yet
   appear, for ``output_wait_seconds`` (then VERIFICATION_FAILED); then COMPLETED. A completion
@@ -193,7 +195,16 @@ def _loading(state: TrackerState, observation: Observation, now: float) -> Decis
                 attempt=observation.attempt,
                 expected_duration=observation.expected_duration_seconds,
             )
-            return _follow(state, begin(first, submit=observation.last_render_seq == 0), now)
+            # Superseded attempts a render service may still hold (it was unreachable when
+            # they were given up): released again, which costs a CancelRender each; not those
+            # whose release was given up before (the supervisor skips them).
+            releases = tuple(
+                ReleaseAttempt(number)
+                for number in observation.placed_attempts
+                if number != observation.attempt
+            )
+            decision = _follow(state, begin(first, submit=observation.last_render_seq == 0), now)
+            return replace(decision, effects=(*releases, *decision.effects))
     _unexpected(state, observation)
 
 

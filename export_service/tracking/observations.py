@@ -59,6 +59,8 @@ class JobRead:
     last_render_seq: int
     # What the job's spec implies (None: only the render can tell).
     expected_duration_seconds: float | None
+    # The attempts recorded on the job with the render service each was placed on.
+    placed_attempts: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

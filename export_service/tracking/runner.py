@@ -423,16 +423,16 @@ class JobTracker:
             self._spec = spec_pb2.RenderSpec.FromString(job.spec)
             self._progress.register(self.job_id, job.attempt_progress)
             await self._continue_trace(job)
-            # Superseded attempts a render service may still hold (it was unreachable when
-            # they were given up): released again, which costs a CancelRender each; not those
-            # whose release was given up before (release_attempt skips them).
-            for attempt in job.attempts:
-                if attempt.attempt != job.attempt and self._on_release is not None:
-                    self._on_release(self.job_id, attempt, False)
         self._placements = {attempt.attempt: attempt for attempt in job.attempts}
         expected = expected_duration_seconds(self._spec) if self._spec is not None else None
         self._attempt = job.attempt
-        return JobRead(job.terminal, job.attempt, job.last_render_seq, expected)
+        return JobRead(
+            job.terminal,
+            job.attempt,
+            job.last_render_seq,
+            expected,
+            placed_attempts=tuple(attempt.attempt for attempt in job.attempts),
+        )
 
     async def _read_stream(self, member: RenderMember, *, submitted: bool = False) -> Observation:
         call = self._call

@@ -183,11 +183,13 @@ def answer(rng: random.Random, world: World, state: TrackerState, ask: NextStep)
             if state.phase.value == "loading":
                 if rng.random() < 0.05:
                     return JobMissing()
+                attempt = rng.randint(1, s.max_attempts)
                 return JobRead(
                     terminal=rng.random() < 0.05,
-                    attempt=rng.randint(1, s.max_attempts),
+                    attempt=attempt,
                     last_render_seq=rng.choice([0, 0, rng.randint(1, 5)]),
                     expected_duration_seconds=rng.choice([None, rng.uniform(0.5, 10.0)]),
+                    placed_attempts=tuple(range(1, attempt + rng.randrange(2))),
                 )
             terminal = rng.random() < 0.05
             last_seq = followed(state).last_seq
@@ -331,9 +333,13 @@ def check(world: World, before: TrackerState, seen: Observation, decision: Decis
     if attempt_phase(before) == "streaming" and isinstance(seen, NotPlaced):
         assert isinstance(ask, ReadJob) and state.attempt == before.attempt, decision
         assert followed(state).avoid == frozenset()
-    # Only a new attempt releases the one it supersedes, and never the new one.
+    # Only a new attempt releases the one it supersedes, and never the new one; at the start,
+    # the superseded attempts recorded on the job are released again.
     for effect in decision.effects:
-        if isinstance(effect, ReleaseAttempt):
+        if isinstance(effect, ReleaseAttempt) and before.phase.value == "loading":
+            assert isinstance(seen, JobRead) and effect.attempt in seen.placed_attempts
+            assert effect.attempt != seen.attempt == state.attempt
+        elif isinstance(effect, ReleaseAttempt):
             assert isinstance(seen, Written) and before.phase.value == "beginning attempt"
             assert effect.attempt == before.attempt < state.attempt
     # The tracker's own stage: shown once a wait for an unanswering render service begins, and
@@ -521,6 +527,27 @@ def test_start_submits_a_new_render_and_reattaches_to_a_known_one() -> None:
     assert decide(first.state, JobRead(False, 2, 7, None), 0.0).next == WatchRender(7)
     assert decide(first.state, JobRead(True, 2, 7, None), 0.0).next == Stop()
     assert decide(first.state, JobMissing(), 0.0).next == Stop()
+
+
+def test_the_start_releases_superseded_attempts_again() -> None:
+    """Attempts given up for a newer one may still run where their render service did not
+    answer the release: each is released again when the job is tracked, before its render is
+    followed; the current attempt never is, nor anything for a job that ended."""
+    first = start(SETTINGS, seed=1).state
+    resumed = decide(first, JobRead(False, 3, 5, None, placed_attempts=(1, 2, 3)), 0.0)
+    assert resumed.next == WatchRender(5)
+    assert resumed.effects == (ReleaseAttempt(1), ReleaseAttempt(2))
+    # The current attempt not placed yet: only the older ones.
+    placing = decide(first, JobRead(False, 2, 0, None, placed_attempts=(1,)), 0.0)
+    assert (placing.next, placing.effects) == (CallRender(2), (ReleaseAttempt(1),))
+    ended = decide(first, JobRead(True, 3, 5, None, placed_attempts=(1, 2, 3)), 0.0)
+    assert (ended.next, ended.effects) == (Stop(), ())
+    # Read again before a retry, the job's attempts are not released again.
+    broke = decide(resumed.state, StreamEnded(), 1.0)
+    confirm = decide(broke.state, RpcFailed(grpc.StatusCode.UNAVAILABLE, "refused"), 1.0)
+    wait = decide(confirm.state, JobRead(False, 3, 5, None, placed_attempts=(1, 2, 3)), 1.0)
+    assert isinstance(wait.next, Wait)
+    assert not [e for e in wait.effects if isinstance(e, ReleaseAttempt)]
 
 
 def test_progress_is_offered_below_100_and_replayed_events_are_skipped() -> None:
