@@ -27,11 +27,13 @@ class CallRender:
     placed already has its lease confirmed by a fenced write instead. Either write refused:
     LeaseLost (another owner), Refused or JobMissing, and Render is not called. Render refused
     because the service drains → Draining. ``avoid``: render services (pool keys) that refused
-    or failed the job, not chosen for it."""
+    or failed the job, not chosen for it. ``lease_proven``: the job's create recorded this
+    placement with a fenced insert, proof of the lease: no confirming write."""
 
     attempt: int
     elsewhere: bool = False
     avoid: frozenset[str] = frozenset()
+    lease_proven: bool = False
 
 
 @dataclass(frozen=True)

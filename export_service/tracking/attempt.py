@@ -225,6 +225,9 @@ class AttemptState:
     # The job shows STAGE_WAITING_FOR_RENDER, offered for this attempt: the render's next
     # progress, a heartbeat included, is offered to put the render's own stage back.
     showing_wait: bool = False
+    # The job's create recorded this attempt's placement with a fenced insert, which proves
+    # the lease: its first Render needs no confirming write.
+    lease_proven: bool = False
 
 
 @dataclass(frozen=True)
@@ -525,7 +528,12 @@ def _place_elsewhere(state: AttemptState, effects: tuple[Effect, ...] = ()) -> A
 
 def _open_stream(state: AttemptState, *, submit: bool) -> AttemptDecision:
     if submit:
-        render = CallRender(state.number, elsewhere=state.elsewhere, avoid=state.avoid)
+        render = CallRender(
+            state.number,
+            elsewhere=state.elsewhere,
+            avoid=state.avoid,
+            lease_proven=state.lease_proven,
+        )
         state = replace(
             state,
             phase=AttemptPhase.STREAMING,
@@ -533,9 +541,16 @@ def _open_stream(state: AttemptState, *, submit: bool) -> AttemptDecision:
             round_had_event=False,
             last_seq=0,
             elsewhere=False,
+            lease_proven=False,
         )
         return AttemptDecision(state, render)
-    state = replace(state, phase=AttemptPhase.STREAMING, submitted=False, round_had_event=False)
+    state = replace(
+        state,
+        phase=AttemptPhase.STREAMING,
+        submitted=False,
+        round_had_event=False,
+        lease_proven=False,
+    )
     return AttemptDecision(state, WatchRender(state.last_seq))
 
 

@@ -15,7 +15,8 @@ What it decides for the job:
 - start: read the job; a terminal one needs nothing (Stop); one with render events seen is
   re-attached (WatchRender after the last seq), otherwise the render is submitted (Render).
   The render of a superseded attempt recorded on the job is released again (ReleaseAttempt):
-  its render service may not have answered when it was given up.
+  its render service may not have answered when it was given up. An attempt whose placement
+  the job's create recorded needs no confirming write before its first Render.
 - a render verdict: Completed: the reported duration must match the spec's (shared
   tolerance); then the shared output check, repeated with backoff while the file may yet
   appear, for ``output_wait_seconds`` (then VERIFICATION_FAILED); then COMPLETED. A completion
@@ -189,6 +190,7 @@ def _loading(state: TrackerState, observation: Observation, now: float) -> Decis
                 number=observation.attempt,
                 jitter=_attempt_jitter(state, observation.attempt),
                 last_seq=observation.last_render_seq,
+                lease_proven=observation.placed_by_create,
             )
             state = replace(
                 state,

@@ -61,6 +61,8 @@ class JobRead:
     expected_duration_seconds: float | None
     # The attempts recorded on the job with the render service each was placed on.
     placed_attempts: tuple[int, ...] = ()
+    # The row the job's create committed, with the current attempt's placement recorded.
+    placed_by_create: bool = False
 
 
 @dataclass(frozen=True)

@@ -225,9 +225,6 @@ class JobTracker:
         self.job_id = job_id
         # The row the job's create committed: the first ReadJob is answered from it.
         self._created = created
-        # An attempt whose placement that create recorded: its fenced insert is this
-        # replica's proof of the lease, as a placement write would be.
-        self._placed_by_create: int | None = None
         # This replica's hold on the job: every write names it (None: unfenced, no owners).
         self.lease = lease
         self._ownership = ownership
@@ -318,7 +315,7 @@ class JobTracker:
                 return await self._read_job()
             case CallRender(attempt=attempt, elsewhere=elsewhere, avoid=avoid):
                 assert self._spec is not None
-                placed = await self._place(attempt, elsewhere, avoid)
+                placed = await self._place(attempt, elsewhere, avoid, question.lease_proven)
                 if not isinstance(placed, RenderAttempt):
                     return placed
                 member = self._pool.member_for(placed.instance_id, placed.address)
@@ -412,9 +409,8 @@ class JobTracker:
 
     async def _read_job(self) -> Observation:
         job, self._created = self._created, None
-        if job is not None:
-            self._placed_by_create = job.attempt if job.attempts else None
-        else:
+        placed_by_create = job is not None and bool(job.attempts)
+        if job is None:
             try:
                 job = await self._store.get(self.job_id)
             except JobNotFound:
@@ -432,6 +428,7 @@ class JobTracker:
             job.last_render_seq,
             expected,
             placed_attempts=tuple(attempt.attempt for attempt in job.attempts),
+            placed_by_create=placed_by_create,
         )
 
     async def _read_stream(self, member: RenderMember, *, submitted: bool = False) -> Observation:
@@ -516,16 +513,16 @@ class JobTracker:
         return self._attempt or 1
 
     async def _place(
-        self, attempt: int, elsewhere: bool, avoid: frozenset[str]
+        self, attempt: int, elsewhere: bool, avoid: frozenset[str], lease_proven: bool
     ) -> RenderAttempt | Observation:
-        """The attempt's placement: the recorded one (its lease confirmed), or a new one
-        chosen by the pool (not among ``avoid``, nor where it was placed when ``elsewhere``)
-        and recorded with a fenced write; else what the write observed instead."""
+        """The attempt's placement: the recorded one (its lease confirmed unless
+        ``lease_proven``), or a new one chosen by the pool (not among ``avoid``, nor where it
+        was placed when ``elsewhere``) and recorded with a fenced write; else what the write
+        observed instead."""
         self._attempt = attempt
         placed = self._placements.get(attempt)
-        placed_by_create, self._placed_by_create = self._placed_by_create == attempt, None
         if placed is not None and not elsewhere:
-            if placed_by_create:
+            if lease_proven:
                 return placed
             confirmed = await self._confirm_lease()
             return placed if confirmed is None else confirmed

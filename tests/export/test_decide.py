@@ -190,6 +190,7 @@ def answer(rng: random.Random, world: World, state: TrackerState, ask: NextStep)
                     last_render_seq=rng.choice([0, 0, rng.randint(1, 5)]),
                     expected_duration_seconds=rng.choice([None, rng.uniform(0.5, 10.0)]),
                     placed_attempts=tuple(range(1, attempt + rng.randrange(2))),
+                    placed_by_create=rng.random() < 0.3,
                 )
             terminal = rng.random() < 0.05
             last_seq = followed(state).last_seq
@@ -333,6 +334,9 @@ def check(world: World, before: TrackerState, seen: Observation, decision: Decis
     if attempt_phase(before) == "streaming" and isinstance(seen, NotPlaced):
         assert isinstance(ask, ReadJob) and state.attempt == before.attempt, decision
         assert followed(state).avoid == frozenset()
+    # Only the first Render after the job's create may skip the lease's confirmation.
+    if isinstance(ask, CallRender) and ask.lease_proven:
+        assert isinstance(seen, JobRead) and seen.placed_by_create, decision
     # Only a new attempt releases the one it supersedes, and never the new one; at the start,
     # the superseded attempts recorded on the job are released again.
     for effect in decision.effects:
@@ -548,6 +552,24 @@ def test_the_start_releases_superseded_attempts_again() -> None:
     wait = decide(confirm.state, JobRead(False, 3, 5, None, placed_attempts=(1, 2, 3)), 1.0)
     assert isinstance(wait.next, Wait)
     assert not [e for e in wait.effects if isinstance(e, ReleaseAttempt)]
+
+
+def test_only_the_first_render_of_a_job_its_create_placed_skips_confirming_the_lease() -> None:
+    """The create's fenced insert of the placement proves the lease for the first Render; any
+    later Render of the job confirms it (or places the render anew) with a write."""
+    first = start(SETTINGS, seed=1).state
+    created = decide(first, JobRead(False, 1, 0, 2.0, placed_by_create=True), 0.0)
+    assert created.next == CallRender(1, lease_proven=True)
+    read = decide(first, JobRead(False, 1, 0, 2.0), 0.0)
+    assert read.next == CallRender(1)
+    # Refused there: placed again, proven by that placement's own write.
+    elsewhere = decide(created.state, Draining("render-a", "draining"), 1.0)
+    assert elsewhere.next == CallRender(1, elsewhere=True, avoid=frozenset({"render-a"}))
+    # Asked again after a busy answer: the lease confirmed.
+    busy = decide(created.state, RpcFailed(grpc.StatusCode.RESOURCE_EXHAUSTED, "full"), 1.0)
+    wait = decide(busy.state, JobRead(False, 1, 0, 2.0, placed_by_create=True), 1.0)
+    assert isinstance(wait.next, Wait)
+    assert decide(wait.state, TimerFired(), 1.0 + wait.next.seconds).next == CallRender(1)
 
 
 def test_progress_is_offered_below_100_and_replayed_events_are_skipped() -> None:
