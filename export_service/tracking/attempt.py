@@ -593,6 +593,8 @@ def _end(
 
 
 def _answered(state: AttemptState) -> AttemptState:
+    if state.unreachable_since is None and state.retry_rounds == 0:
+        return state  # the usual case, on every event: no copy
     return replace(state, unreachable_since=None, retry_rounds=0)
 
 
