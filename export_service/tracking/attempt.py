@@ -307,7 +307,7 @@ def _streaming(
                 percent = min(max(event.percent, 0.0), MAX_RUNNING_PROGRESS)
                 offer = OfferProgress(percent, event.stage, event.eta_seconds, seq)
                 return AttemptDecision(replace(state, showing_wait=False), ReadStream(), (offer,))
-            return _terminal_event(state, seq, event, closed)
+            return _terminal_event(state, seq, event, observation.member, closed)
         case StreamEnded():
             why = "the render stream ended without a terminal event"
             return _investigate(_end_round(state), why, closed)
@@ -368,7 +368,7 @@ def _investigating(
     match observation:
         case RenderReport(seq=seq, last_event=Completed() | Failed() | Cancelled() as event):
             state = replace(_answered(state), last_seq=max(state.last_seq, seq))
-            return _terminal_event(state, seq, event)
+            return _terminal_event(state, seq, event, observation.member)
         case RenderReport():
             state = _answered(state)
             quiet = state.quiet_rounds
@@ -499,10 +499,11 @@ def _terminal_event(
     state: AttemptState,
     seq: int,
     event: RenderOutcome,
+    member: str,
     effects: tuple[Effect, ...] = (),
 ) -> AttemptDecision:
-    """A terminal render event: the newest progress is written first (a completion, which
-    supersedes it, does not wait for it)."""
+    """A terminal render event from render service ``member``: the newest progress is written
+    first (a completion, which supersedes it, does not wait for it)."""
     if not isinstance(event, Completed):
         effects = (*effects, FlushProgress())
     match event:
@@ -510,7 +511,7 @@ def _terminal_event(
             return _end(state, Verdict(seq, event), effects)
         case Failed(never_started=True):
             # Handed back by a draining render service before it started: nothing was spent.
-            return _place_elsewhere(state, (*effects, DropProgress()))
+            return _place_elsewhere(_avoiding(state, member), (*effects, DropProgress()))
         case Failed(code=code) if code in RETRYABLE_RENDER_FAILURES:
             lost = Lost(FAILURE_RENDER_LOST, f"the render was lost ({code}: {event.message})")
             return _end(state, RenderLost(lost), effects)

@@ -97,6 +97,8 @@ class EventReceived:
     seq: int
     # None: an event of a kind this service does not know.
     event: RenderOutcome | None
+    # The render service (its pool key) the stream is open on.
+    member: str = ""
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,8 @@ class RenderReport:
 
     seq: int
     last_event: RenderOutcome | None
+    # The render service (its pool key) that answered.
+    member: str = ""
 
 
 # Answers of placement (in CallRender) and of a render service refusing new work.

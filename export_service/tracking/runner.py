@@ -455,7 +455,7 @@ class JobTracker:
                 event.failed.code,
                 extra={"log_tail": event.failed.log_tail},
             )
-        return EventReceived(event.seq, render_outcome(event))
+        return EventReceived(event.seq, render_outcome(event), member.key)
 
     async def _continue_trace(self, job: Job) -> None:
         """Every render call of this tracker joins the trace of the request that created the
@@ -479,7 +479,7 @@ class JobTracker:
             )
         except grpc.aio.AioRpcError as error:
             return self._rpc_failed(error, member)
-        return RenderReport(info.last_event.seq, render_outcome(info.last_event))
+        return RenderReport(info.last_event.seq, render_outcome(info.last_event), member.key)
 
     def _rpc_failed(
         self, error: grpc.aio.AioRpcError, member: RenderMember, *, submitted: bool = False
@@ -516,9 +516,9 @@ class JobTracker:
         self, attempt: int, elsewhere: bool, avoid: frozenset[str], lease_proven: bool
     ) -> RenderAttempt | Observation:
         """The attempt's placement: the recorded one (its lease confirmed unless
-        ``lease_proven``), or a new one chosen by the pool (not among ``avoid``, nor where it
-        was placed when ``elsewhere``) and recorded with a fenced write; else what the write
-        observed instead."""
+        ``lease_proven``), or (none yet, or ``elsewhere``) a new one chosen by the pool (not
+        among ``avoid``) and recorded with a fenced write; else what the write observed
+        instead."""
         self._attempt = attempt
         placed = self._placements.get(attempt)
         if placed is not None and not elsewhere:
@@ -526,8 +526,6 @@ class JobTracker:
                 return placed
             confirmed = await self._confirm_lease()
             return placed if confirmed is None else confirmed
-        if placed is not None:
-            avoid |= {placed.instance_id or placed.address}
         member = self._pool.choose(avoid)
         if member is None:
             avoided = ", ".join(sorted(avoid))

@@ -204,7 +204,8 @@ def answer(rng: random.Random, world: World, state: TrackerState, ask: NextStep)
                 world.render_seq += rng.choice([0, 1, 1, 1, 2])  # 0: a replayed event
                 # None: an event of a kind this service does not know.
                 event = None if rng.random() < 0.02 else outcome(rng, 1)
-                return EventReceived(max(world.render_seq, 1), event)
+                member = rng.choice(["", "render-a", "render-b"])
+                return EventReceived(max(world.render_seq, 1), event, member)
             if kind < 17:
                 world.now += rng.uniform(0.0, 1.0)
                 return StreamEnded()
@@ -329,7 +330,7 @@ def check(world: World, before: TrackerState, seen: Observation, decision: Decis
         assert ask.attempt == state.attempt == before.attempt
         # ... never again on a render service that refused it (until none is left).
         refusing = seen.instance_id if isinstance(seen, Draining | Unreached) else ""
-        refusing = seen.member if isinstance(seen, RpcFailed) else refusing
+        refusing = seen.member if isinstance(seen, RpcFailed | EventReceived) else refusing
         assert followed(before).avoid <= ask.avoid and (not refusing or refusing in ask.avoid)
     if attempt_phase(before) == "streaming" and isinstance(seen, NotPlaced):
         assert isinstance(ask, ReadJob) and state.attempt == before.attempt, decision
@@ -894,6 +895,20 @@ def test_a_render_handed_back_before_it_started_costs_no_attempt() -> None:
     # Without never_started, SHUTDOWN is a lost render (the next attempt, after a backoff).
     lost = decide(streaming(), EventReceived(2, Failed("SHUTDOWN", "stopping")), 1.0)
     assert lost.next == ReadJob()
+
+
+def test_a_render_handed_back_is_not_placed_again_where_it_was_handed_back() -> None:
+    """The render service that handed the render back joins the services avoided for it, as
+    one that refused it would: from its stream's event, or from GetRender's answer."""
+    handed_back = Failed("SHUTDOWN", "draining", never_started=True)
+    streamed = decide(streaming(), EventReceived(2, handed_back, "render-a"), 1.0)
+    assert streamed.next == CallRender(1, elsewhere=True, avoid=frozenset({"render-a"}))
+    investigating = decide(streaming(last_seq=1), StreamEnded(), 1.0).state
+    reported = decide(investigating, RenderReport(2, handed_back, "render-b"), 1.0)
+    assert reported.next == CallRender(1, elsewhere=True, avoid=frozenset({"render-b"}))
+    # Both kept until none is left to choose.
+    again = decide(streamed.state, EventReceived(1, handed_back, "render-b"), 2.0)
+    assert again.next == CallRender(1, elsewhere=True, avoid=frozenset({"render-a", "render-b"}))
 
 
 def test_a_full_render_service_sends_the_render_elsewhere_only_when_another_has_room() -> None:
