@@ -28,9 +28,11 @@ When the tracker gives up on a job, the job is failed with ``release_render``: t
 cancels the render and removes its output, so a failed job leaves no file (retried at the next
 start if the render service cannot be reached meanwhile).
 
-Every one of those decisions is made in ``export_service.tracking.decide`` (pure, tested without
-I/O); ``JobTracker`` here only performs what it decides (gRPC calls, store writes, timers) and
-feeds back what it observed. It ends in one way: ``decide`` returns Stop, whether the job reached
+Every one of those decisions is made in ``export_service.tracking.decide`` and, for the render
+attempt it follows, ``tracking.attempt`` (pure, tested without I/O); ``JobTracker`` here only
+performs what they decide (gRPC calls, store writes, timers) and feeds back what it observed,
+as facts (where an event came from, which other render services could take a render, what the
+job's record holds). It ends in one way: ``decide`` returns Stop, whether the job reached
 a terminal state through this tracker, became terminal elsewhere (``tell(JobEnded())``: a cancel,
 or a progress write refused as terminal) or the service is stopping (``tell(Stopping())``).
 
