@@ -33,7 +33,7 @@ from starlette.staticfiles import StaticFiles
 from gateway import sse
 from gateway.errors import EXCEPTION_HANDLERS, error_response
 from gateway.list_watch import ListWatchHub, View
-from gateway.media import media_collection
+from gateway.media import jobs_json, media_collection
 from gateway.middleware import BearerTokenMiddleware, BodySizeLimitMiddleware
 from gateway.openapi import (
     CURSOR_PATTERN,
@@ -104,8 +104,13 @@ def _job_id(request: Request) -> str:
     return job_id
 
 
-def _job_response(job: export_pb2.VideoJob, status_code: int = 200) -> JSONResponse:
-    return JSONResponse(job_to_json(job), status_code=status_code)
+async def _job_json(request: Request, job: export_pb2.VideoJob) -> dict[str, Any]:
+    (document,) = await jobs_json(request.app.state.settings.media_root, [job])
+    return document
+
+
+async def _job_response(request: Request, job: export_pb2.VideoJob) -> JSONResponse:
+    return JSONResponse(await _job_json(request, job))
 
 
 def _idempotency_key(request: Request) -> str:
@@ -141,7 +146,7 @@ async def create_job(request: Request) -> Response:
     headers = {"Location": f"/api/jobs/{job.id}"}
     if _replayed(await call.trailing_metadata()):
         headers[IDEMPOTENT_REPLAYED_HEADER] = "true"
-    return JSONResponse(job_to_json(job), status_code=201, headers=headers)
+    return JSONResponse(await _job_json(request, job), status_code=201, headers=headers)
 
 
 def _replayed(metadata: Any) -> bool:
@@ -199,7 +204,7 @@ async def list_jobs(request: Request) -> Response:
     page = await export.stub.ListExports(list_request, timeout=export.timeout)
     return JSONResponse(
         {
-            "jobs": [job_to_json(job) for job in page.jobs],
+            "jobs": await jobs_json(request.app.state.settings.media_root, list(page.jobs)),
             "nextCursor": page.next_page_token or None,
         }
     )
@@ -220,7 +225,7 @@ async def _get(request: Request, job_id: str) -> export_pb2.VideoJob:
 
 
 async def get_job(request: Request) -> Response:
-    return _job_response(await _get(request, _job_id(request)))
+    return await _job_response(request, await _get(request, _job_id(request)))
 
 
 async def job_resource(request: Request) -> Response:
@@ -243,7 +248,7 @@ async def cancel_job(request: Request) -> Response:
     job = await export.stub.CancelExport(
         export_pb2.CancelExportRequest(id=_job_id(request)), timeout=export.timeout
     )
-    return _job_response(job)
+    return await _job_response(request, job)
 
 
 def _integer_param(request: Request, name: str, default: int, minimum: int, maximum: int) -> int:
