@@ -30,13 +30,28 @@ def auth_headers(api_token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_token}"} if api_token else {}
 
 
-def error_message(error: urllib.error.HTTPError) -> str:
+def error_message(status: int, reason: str, body: bytes) -> str:
     """The ``message`` of the gateway's JSON error, else the HTTP status line."""
-    with contextlib.suppress(ValueError, OSError):
-        body = json.loads(error.read())
-        if isinstance(body, dict) and isinstance(body.get("message"), str):
-            return str(body["message"])
-    return f"{error.code} {error.reason}"
+    with contextlib.suppress(ValueError):
+        document = json.loads(body)
+        if isinstance(document, dict) and isinstance(document.get("message"), str):
+            return str(document["message"])
+    return f"{status} {reason}"
+
+
+def refusal(
+    status: int, reason: str, body: bytes, status_of_http: Mapping[int, ExitStatus]
+) -> CliError:
+    """The CliError for the gateway's error answer: the exit status ``status_of_http`` gives
+    its HTTP status (GATEWAY for the others) and the gateway's own words."""
+    return CliError(
+        status_of_http.get(status, ExitStatus.GATEWAY),
+        f"the gateway answered {status}: {error_message(status, reason, body)}",
+    )
+
+
+def unreachable(base_url: str, reason: object) -> CliError:
+    return CliError(ExitStatus.GATEWAY, f"the gateway at {base_url} cannot be reached ({reason})")
 
 
 def open_gateway(
@@ -52,13 +67,10 @@ def open_gateway(
     try:
         response: HTTPResponse = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as error:
-        status = status_of_http.get(error.code, ExitStatus.GATEWAY)
-        raise CliError(
-            status, f"the gateway answered {error.code}: {error_message(error)}"
-        ) from None
+        body = b""
+        with contextlib.suppress(OSError):
+            body = error.read()
+        raise refusal(error.code, str(error.reason), body, status_of_http) from None
     except (urllib.error.URLError, OSError) as error:
-        reason = getattr(error, "reason", error)
-        raise CliError(
-            ExitStatus.GATEWAY, f"the gateway at {base_url} cannot be reached ({reason})"
-        ) from None
+        raise unreachable(base_url, getattr(error, "reason", error)) from None
     return response
