@@ -35,6 +35,7 @@ from gateway.upload_record import (
     looks_transcodable,
     original_names,
     read_record,
+    record_path,
     remove_record,
     stored_extension,
     write_record,
@@ -137,13 +138,14 @@ def upload_json(upload: StoredUpload) -> dict[str, Any]:
 def list_media(media_root: Path, limit: int = MAX_LISTED_FILES) -> list[dict[str, Any]]:
     """Regular files under the media root (hidden ones and symbolic links left out), newest
     first, at most ``limit``, an upload with its original name. Blocking: run it in a thread."""
-    found: list[tuple[float, str, int]] = []
+    found: list[tuple[float, str, int, bool]] = []
     if not media_root.is_dir():
         return []
     for folder, folders, files in os.walk(media_root):
         folders[:] = [name for name in folders if not name.startswith(".")]
+        hidden = {name for name in files if name.startswith(".")}
         for name in files:
-            if name.startswith("."):
+            if name in hidden:
                 continue
             path = Path(folder) / name
             try:
@@ -151,15 +153,17 @@ def list_media(media_root: Path, limit: int = MAX_LISTED_FILES) -> list[dict[str
             except OSError:
                 continue
             if stat.S_ISREG(info.st_mode):
-                found.append((info.st_mtime, path.relative_to(media_root).as_posix(), info.st_size))
+                relative = path.relative_to(media_root).as_posix()
+                has_record = record_path(path).name in hidden
+                found.append((info.st_mtime, relative, info.st_size, has_record))
     found.sort(reverse=True)
-    return [
-        _listed_file(media_root, relative, size, mtime) for mtime, relative, size in found[:limit]
-    ]
+    return [_listed_file(media_root, *entry) for entry in found[:limit]]
 
 
-def _listed_file(media_root: Path, relative: str, size: int, mtime: float) -> dict[str, Any]:
-    record = read_record(media_root / relative) if relative.startswith("uploads/") else None
+def _listed_file(
+    media_root: Path, mtime: float, relative: str, size: int, has_record: bool
+) -> dict[str, Any]:
+    record = read_record(media_root / relative) if has_record else None
     return {
         "path": relative,
         "originalName": record.original_name if record else None,
