@@ -32,8 +32,9 @@ from starlette.staticfiles import StaticFiles
 
 from gateway import sse
 from gateway.errors import EXCEPTION_HANDLERS, error_response
+from gateway.input_names import InputNames
 from gateway.list_watch import ListWatchHub, View
-from gateway.media import jobs_json, media_collection
+from gateway.media import media_collection
 from gateway.middleware import BearerTokenMiddleware, BodySizeLimitMiddleware
 from gateway.openapi import (
     CURSOR_PATTERN,
@@ -105,8 +106,8 @@ def _job_id(request: Request) -> str:
 
 
 async def _job_json(request: Request, job: export_pb2.VideoJob) -> dict[str, Any]:
-    (document,) = await jobs_json(request.app.state.settings.media_root, [job])
-    return document
+    input_names: InputNames = request.app.state.input_names
+    return await input_names.job_json(job)
 
 
 async def _job_response(request: Request, job: export_pb2.VideoJob) -> JSONResponse:
@@ -204,7 +205,7 @@ async def list_jobs(request: Request) -> Response:
     page = await export.stub.ListExports(list_request, timeout=export.timeout)
     return JSONResponse(
         {
-            "jobs": await jobs_json(request.app.state.settings.media_root, list(page.jobs)),
+            "jobs": await request.app.state.input_names.jobs_json(list(page.jobs)),
             "nextCursor": page.next_page_token or None,
         }
     )
@@ -488,13 +489,15 @@ def create_app(settings: Settings) -> Starlette:
             channel = create_channel(settings.export_addr, settings.export_tls)
         export = Export(channel, settings)
         app.state.export = export
+        app.state.input_names = input_names = InputNames(settings.media_root)
         app.state.watch_hub = JobWatchHub(
-            export.stub, retry_seconds=settings.upstream_retry_seconds
+            export.stub, retry_seconds=settings.upstream_retry_seconds, input_names=input_names
         )
         app.state.list_watch_hub = ListWatchHub(
             export.stub,
             retry_seconds=settings.upstream_retry_seconds,
             max_views=settings.max_event_views,
+            input_names=input_names,
         )
         hubs = (app.state.list_watch_hub, app.state.watch_hub)
 

@@ -33,7 +33,6 @@ from gateway.upload_record import (
     display_name,
     is_transcodable,
     looks_transcodable,
-    original_names,
     read_record,
     record_path,
     remove_record,
@@ -41,10 +40,7 @@ from gateway.upload_record import (
     write_record,
 )
 from videojob.errors import InvalidArgument
-from videojob.export.v1 import export_pb2
-from videojob.job_json import job_to_json
 from videojob.media_header import MediaHeader
-from videojob.render.v1 import spec_pb2
 
 MAX_LISTED_FILES = 1000
 
@@ -174,33 +170,6 @@ def _listed_file(
         .isoformat(timespec="milliseconds")
         .replace("+00:00", "Z"),
     }
-
-
-def input_paths(spec: spec_pb2.RenderSpec) -> set[str]:
-    """Every input file ``spec`` names (relative to the media root)."""
-    source = spec.source
-    kind = source.WhichOneof("kind")
-    if kind == "transcode":
-        return {source.transcode.input_path}
-    if kind == "slideshow":
-        show = source.slideshow
-        paths = {slide.image_path for slide in show.slides}
-        return {path for path in (*paths, show.audio_path, show.subtitles_path) if path}
-    return set()
-
-
-async def jobs_json(media_root: Path, jobs: list[export_pb2.VideoJob]) -> list[dict[str, Any]]:
-    """The jobs' JSON, each with ``inputNames``: the original names of its inputs that are
-    uploads (input path -> name), read from their records as the job is read."""
-    wanted = [input_paths(job.spec) for job in jobs]
-    candidates: set[str] = set().union(*wanted)
-    names = await asyncio.to_thread(original_names, media_root, candidates) if candidates else {}
-    documents = []
-    for job, paths in zip(jobs, wanted, strict=True):
-        document = job_to_json(job)
-        document["inputNames"] = {path: names[path] for path in sorted(paths) if path in names}
-        documents.append(document)
-    return documents
 
 
 async def media_collection(request: Request) -> Response:

@@ -139,9 +139,9 @@ COMPONENT_SCHEMAS: dict[str, dict[str, Any]] = {
                 "additionalProperties": {"type": "string"},
                 "description": (
                     "The original file names of the job's inputs that are uploads, by input "
-                    "path (`uploads/…` -> `holiday.mov`), for display: read from the uploads' "
-                    "records when the job is read (create, get, list, cancel); event streams "
-                    "leave it out."
+                    "path (`uploads/…` -> `holiday.mov`), for display: read by the gateway "
+                    "from the uploads' records, in every view of the job (create, get, list, "
+                    "cancel, both event streams); `{}` when none of its inputs is one."
                 ),
             },
         },

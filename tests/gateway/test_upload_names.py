@@ -1,10 +1,11 @@
 """An upload keeps the name it was sent with (a record beside the stored file, for display), is
 stored with the extension of what ffmpeg found in it (not the client's), and says whether a
-transcode takes it: over HTTP against the gateway in-process, and on the jobs whose input it is
-(over an in-process export service, which keeps them queued)."""
+transcode takes it: over HTTP against the gateway in-process, and on the jobs whose input it is,
+in every view of them (over an in-process export service, which keeps them queued)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,9 +14,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.gateway.inprocess import app_client, gateway_settings, inprocess_export
+from tests.gateway.inprocess import app_client, gateway_settings, inprocess_export, served_gateway
 from tests.gateway.realtime_stack import MAX_UPLOAD_BYTES, make_clip
 from videojob.ffmpeg_binary import ffmpeg_binary
+from videojob.sse_client import aframes
 
 pytestmark = pytest.mark.ffmpeg
 
@@ -166,3 +168,40 @@ async def test_a_job_whose_input_is_an_upload_carries_its_original_name(
     other = await gateway.post("/api/jobs", json=pattern)
     assert other.status_code == 201, other.text
     assert other.json()["inputNames"] == {}
+
+
+async def first_event_job(http: httpx.AsyncClient, path: str) -> dict[str, Any]:
+    """The job of the first event on the stream at ``path`` (the stream is left then)."""
+    async with http.stream("GET", path) as response:
+        assert response.status_code == 200
+        async for frame in aframes(response.aiter_lines()):
+            if frame.is_event:
+                document: dict[str, Any] = json.loads(frame.text)
+                return document
+    raise AssertionError(f"{path} ended without an event")
+
+
+async def test_both_event_streams_carry_the_names_as_a_read_does(
+    media_root: Path, tmp_path: Path
+) -> None:
+    clip = make_clip(tmp_path / "clip.mp4")
+    async with inprocess_export(tmp_path) as export_address:
+        settings = gateway_settings(
+            export_address, media_root=media_root, max_upload_bytes=MAX_UPLOAD_BYTES
+        )
+        async with (
+            served_gateway(settings) as url,
+            httpx.AsyncClient(base_url=url, timeout=30) as http,
+        ):
+            stored = await upload(http, clip, "Strand.mp4")
+            spec = {"source": {"transcode": {"inputPath": stored["path"]}}}
+            created = await http.post("/api/jobs", json=spec)
+            assert created.status_code == 201, created.text
+            job_id = created.json()["id"]
+            names = {stored["path"]: "Strand.mp4"}
+
+            job_stream = await first_event_job(http, f"/api/jobs/{job_id}/events")
+            page_stream = await first_event_job(http, f"/api/events?ids={job_id}")
+            read = (await http.get(f"/api/jobs/{job_id}")).json()
+    assert job_stream["id"] == page_stream["id"] == job_id
+    assert job_stream["inputNames"] == page_stream["inputNames"] == read["inputNames"] == names
