@@ -128,6 +128,23 @@ function inputName(path) {
   return state.mediaNames.get(path) || baseName(path);
 }
 
+// The input files a spec names, in its order: a transcode's, or a slideshow's slides, soundtrack
+// and subtitles.
+function inputPathsOf(spec) {
+  const source = (spec && spec.source) || {};
+  if (source.transcode) return [source.transcode.inputPath];
+  if (!source.slideshow) return [];
+  const show = source.slideshow;
+  const paths = (show.slides || []).map((slide) => slide.imagePath);
+  return paths.concat([show.audioPath, show.subtitlesPath].filter(Boolean));
+}
+
+// "holiday.mp4 (uploads/3f…e1.mp4)" for an upload, the path alone for any other file.
+function describeInput(path) {
+  const name = inputName(path);
+  return name === baseName(path) ? path : name + " (" + path + ")";
+}
+
 function rememberInputNames(job) {
   for (const [path, name] of Object.entries((job && job.inputNames) || {})) state.mediaNames.set(path, name);
 }
@@ -638,13 +655,9 @@ function renderDetail(job) {
   clearProblem("detail");
   rememberInputNames(job);
   $("#detail-title").textContent = describeSpec(job.spec);
-  const transcode = job.spec && job.spec.source && job.spec.source.transcode;
-  $("#detail-input-row").hidden = !transcode;
-  if (transcode) {
-    const path = transcode.inputPath;
-    const name = inputName(path);
-    $("#detail-input").textContent = name === baseName(path) ? path : name + " (" + path + ")";
-  }
+  const inputs = inputPathsOf(job.spec);
+  $("#detail-input-row").hidden = inputs.length === 0;
+  $("#detail-input").textContent = inputs.map(describeInput).join(", ");
   $("#detail-id").textContent = job.id;
   const status = $("#detail-status");
   status.textContent = job.status;

@@ -1,8 +1,8 @@
 """The page's uploads in a real chromium: the transcode picker lists only what a transcode takes
 (videos, not images or audio alone), each upload by the name it was sent with, and a job whose
-input is an upload is named by it on its card and in its details. The gateway is served
-in-process over an in-process export service, which keeps the jobs queued (no render service):
-nothing here needs a render."""
+input is an upload is named by it on its card and in its details (a slideshow's, each of its
+inputs). The gateway is served in-process over an in-process export service, which keeps the
+jobs queued (no render service): nothing here needs a render."""
 
 from __future__ import annotations
 
@@ -29,16 +29,17 @@ pytestmark = [
 ]
 
 
-def make_tone(path: Path) -> Path:
+def make_media(path: Path, *args: str) -> Path:
     subprocess.run(
-        [
-            *(ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y"),
-            *("-f", "lavfi", "-i", "sine=duration=0.3", str(path)),
-        ],
+        [ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args, str(path)],
         check=True,
         timeout=60,
     )
     return path
+
+
+def make_tone(path: Path) -> Path:
+    return make_media(path, "-f", "lavfi", "-i", "sine=duration=0.3")
 
 
 @pytest.fixture
@@ -72,6 +73,10 @@ async def test_the_picker_lists_videos_by_their_names_and_jobs_are_named_by_them
 
     clip = make_clip(tmp_path / "clip.mp4")
     tone = make_tone(tmp_path / "tone.wav")
+    still = make_media(
+        tmp_path / "still.png",
+        *("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=1:duration=1", "-frames:v", "1"),
+    )
     async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as http:
         video = await http.post(
             "/api/media", params={"filename": "Sommer am See.mp4"}, content=clip.read_bytes()
@@ -81,11 +86,21 @@ async def test_the_picker_lists_videos_by_their_names_and_jobs_are_named_by_them
             "/api/media", params={"filename": "song.wav"}, content=tone.read_bytes()
         )
         assert audio.status_code == 201, audio.text
-        video_path = video.json()["path"]
+        cover = await http.post(
+            "/api/media", params={"filename": "cover.png"}, content=still.read_bytes()
+        )
+        assert cover.status_code == 201, cover.text
+        video_path, audio_path = video.json()["path"], audio.json()["path"]
+        cover_path = cover.json()["path"]
         spec = {"source": {"transcode": {"inputPath": video_path}}, "output": {"width": 96}}
         created = await http.post("/api/jobs", json=spec)
         assert created.status_code == 201, created.text
         job_id = created.json()["id"]
+        slides = [{"imagePath": cover_path, "durationSeconds": 1}]
+        show = {"source": {"slideshow": {"slides": slides, "audioPath": audio_path}}}
+        created_show = await http.post("/api/jobs", json=show)
+        assert created_show.status_code == 201, created_show.text
+        show_id = created_show.json()["id"]
 
     await page.goto(gateway_url + "/")
     options = page.locator("#transcode-input option")
@@ -108,3 +123,10 @@ async def test_the_picker_lists_videos_by_their_names_and_jobs_are_named_by_them
     await expect(page.locator("#detail-title")).to_have_text("Transcode Sommer am See.mp4")
     await expect(page.locator("#detail-input")).to_have_text(f"Sommer am See.mp4 ({video_path})")
     await expect(page.locator("#detail-input")).to_be_visible()
+    await page.click("#detail-close")
+
+    # A slideshow's inputs, each by its name: the slide (an upload) and the soundtrack.
+    await page.locator(f"#job-{show_id} .job-title").click()
+    await expect(page.locator("#detail-input")).to_have_text(
+        f"cover.png ({cover_path}), song.wav ({audio_path})"
+    )
