@@ -32,6 +32,7 @@ from starlette.staticfiles import StaticFiles
 
 from gateway import sse
 from gateway.errors import EXCEPTION_HANDLERS, error_response
+from gateway.input_names import InputNames
 from gateway.list_watch import ListWatchHub, View
 from gateway.media import media_collection
 from gateway.middleware import (
@@ -108,8 +109,13 @@ def _job_id(request: Request) -> str:
     return job_id
 
 
-def _job_response(job: export_pb2.VideoJob, status_code: int = 200) -> JSONResponse:
-    return JSONResponse(job_to_json(job), status_code=status_code)
+async def _job_json(request: Request, job: export_pb2.VideoJob) -> dict[str, Any]:
+    input_names: InputNames = request.app.state.input_names
+    return await input_names.job_json(job)
+
+
+async def _job_response(request: Request, job: export_pb2.VideoJob) -> JSONResponse:
+    return JSONResponse(await _job_json(request, job))
 
 
 def _idempotency_key(request: Request) -> str:
@@ -145,7 +151,7 @@ async def create_job(request: Request) -> Response:
     headers = {"Location": f"/api/jobs/{job.id}"}
     if _replayed(await call.trailing_metadata()):
         headers[IDEMPOTENT_REPLAYED_HEADER] = "true"
-    return JSONResponse(job_to_json(job), status_code=201, headers=headers)
+    return JSONResponse(await _job_json(request, job), status_code=201, headers=headers)
 
 
 def _replayed(metadata: Any) -> bool:
@@ -203,7 +209,7 @@ async def list_jobs(request: Request) -> Response:
     page = await export.stub.ListExports(list_request, timeout=export.timeout)
     return JSONResponse(
         {
-            "jobs": [job_to_json(job) for job in page.jobs],
+            "jobs": await request.app.state.input_names.jobs_json(list(page.jobs)),
             "nextCursor": page.next_page_token or None,
         }
     )
@@ -224,7 +230,7 @@ async def _get(request: Request, job_id: str) -> export_pb2.VideoJob:
 
 
 async def get_job(request: Request) -> Response:
-    return _job_response(await _get(request, _job_id(request)))
+    return await _job_response(request, await _get(request, _job_id(request)))
 
 
 async def job_resource(request: Request) -> Response:
@@ -247,7 +253,7 @@ async def cancel_job(request: Request) -> Response:
     job = await export.stub.CancelExport(
         export_pb2.CancelExportRequest(id=_job_id(request)), timeout=export.timeout
     )
-    return _job_response(job)
+    return await _job_response(request, job)
 
 
 def _integer_param(request: Request, name: str, default: int, minimum: int, maximum: int) -> int:
@@ -487,13 +493,15 @@ def create_app(settings: Settings) -> Starlette:
             channel = create_channel(settings.export_addr, settings.export_tls)
         export = Export(channel, settings)
         app.state.export = export
+        app.state.input_names = input_names = InputNames(settings.media_root)
         app.state.watch_hub = JobWatchHub(
-            export.stub, retry_seconds=settings.upstream_retry_seconds
+            export.stub, retry_seconds=settings.upstream_retry_seconds, input_names=input_names
         )
         app.state.list_watch_hub = ListWatchHub(
             export.stub,
             retry_seconds=settings.upstream_retry_seconds,
             max_views=settings.max_event_views,
+            input_names=input_names,
         )
         hubs = (app.state.list_watch_hub, app.state.watch_hub)
 
