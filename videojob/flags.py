@@ -19,6 +19,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
+
+from videojob.storage.location import LOCATION_RULE, BadLocation, parse_location
 
 EXIT_USAGE = 2
 MAX_PORT = 65535
@@ -45,6 +48,22 @@ def text(metavar: str = "TEXT") -> Kind:
 
 def path(metavar: str = "PATH") -> Kind:
     return Kind("a path", Path, lambda value: bool(str(value)), metavar, ranged=False)
+
+
+def location(metavar: str = "DIR|s3://BUCKET/PREFIX") -> Kind:
+    """A local directory or an ``s3://bucket/prefix`` location (``videojob.storage.location``);
+    a refusal says why after the usual message."""
+    return Kind(LOCATION_RULE, parse_location, metavar=metavar, ranged=False)
+
+
+def http_url(metavar: str = "URL") -> Kind:
+    """Empty, or an ``http://`` or ``https://`` URL with a host."""
+    return Kind(
+        "empty, or an http:// or https:// URL with a host",
+        str,
+        lambda value: value == "" or _is_http_url(value),
+        metavar,
+    )
 
 
 def integer(minimum: int | None = None, maximum: int | None = None) -> Kind:
@@ -169,6 +188,18 @@ def metrics_listen_flag(default: str = "") -> Flag:
         ),
         default,
         "serve Prometheus metrics at http://HOST:PORT/metrics (empty: no metrics endpoint)",
+    )
+
+
+def store_public_endpoint_flag() -> Flag:
+    """The S3 endpoint that presigned links name, for clients that reach the object store by
+    another address than this process does (``AWS_ENDPOINT_URL``)."""
+    return Flag(
+        "--store-public-endpoint",
+        http_url(),
+        "",
+        "object store endpoint that presigned download links name, when clients reach the "
+        "store by another address than AWS_ENDPOINT_URL (empty: that one)",
     )
 
 
@@ -392,6 +423,8 @@ class FlagTable:
         problem = f"{origin} must be {flag.kind.describe}, not {raw!r}"
         try:
             value = flag.kind.convert(raw)
+        except BadLocation as why:
+            raise FlagError(f"{problem}: {why}") from None
         except (ValueError, KeyError):
             raise FlagError(problem) from None
         if not flag.kind.accepts(value):
@@ -417,6 +450,15 @@ def _port_in(address: str, lowest: int) -> bool:
         and port.isdigit()
         and lowest <= int(port) <= MAX_PORT
     )
+
+
+def _is_http_url(value: str) -> bool:
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number or too big)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def _parse_boolean(raw: str) -> bool:
