@@ -1,13 +1,17 @@
 "use strict";
 // The videojob page: start renders and transcodes, upload clips, follow every job live over ONE
 // event stream (GET /api/events; polling when it cannot be had), filter and page through jobs,
-// open a job's details, cancel and download. No build step, no dependencies.
+// open a job's details, cancel and download. A waiting job's place in line is derived when it
+// is read and moves without a new version, which the stream sends: the page re-reads waiting
+// jobs every QUEUE_REFRESH_MS. No build step, no dependencies.
 
 const TOKEN_KEY = "videojob.apiToken";
 const TERMINAL = new Set(["completed", "failed", "cancelled"]);
 // The page sizes, as the gateway wrote them into the page (gateway.app.PAGE_SIZES).
 const LIST_LIMIT = Number(document.documentElement.dataset.listLimit);
+const QUEUE_LIMIT = Number(document.documentElement.dataset.queueLimit);
 const POLL_MS = 1000;
+const QUEUE_REFRESH_MS = 5000;
 const STREAM_RETRY_MS = 5000;
 const HEALTH_MS = 10000;
 // The export service's render health check runs every 2 s: asked again after this, the badge
@@ -231,6 +235,26 @@ function waitsForRenders(job) {
   return Boolean(job) && !TERMINAL.has(job.status) && job.stage === RENDER_WAIT_STAGE;
 }
 
+// Waiting for a render slot: queued, or a resubmitted render queued again (it has a place).
+function waitsForSlot(job) {
+  return Boolean(job) && !TERMINAL.has(job.status) && (job.status === "queued" || job.queuePosition != null);
+}
+
+function ordinal(n) {
+  const tens = n % 100;
+  const suffix = tens >= 11 && tens <= 13 ? "th" : { 1: "st", 2: "nd", 3: "rd" }[n % 10] || "th";
+  return n + suffix;
+}
+
+// "next in line · starts in about 1 min 05 s", "3rd in line" (no estimate: none is known).
+function queueText(job) {
+  if (TERMINAL.has(job.status) || !job.queuePosition) return "";
+  const place = job.queuePosition === 1 ? "next in line" : ordinal(job.queuePosition) + " in line";
+  if (!job.estimatedStartAt) return place;
+  const seconds = (new Date(job.estimatedStartAt) - Date.now()) / 1000;
+  return place + " · " + (seconds < 1 ? "starting any moment" : "starts in about " + formatSeconds(seconds));
+}
+
 // --- Cards ------------------------------------------------------------------------------------
 
 function cardFor(job) {
@@ -270,6 +294,7 @@ function render(job) {
   // A retried render: say so (a resubmitted one with its own progress; the bar keeps the job's).
   card.querySelector(".stage").textContent = stageText(job, "it");
   card.querySelector(".eta").textContent = job.status === "running" ? formatEta(job.etaSeconds) : "";
+  card.querySelector(".queue").textContent = queueText(job);
   const error = card.querySelector(".job-error");
   error.hidden = !job.error;
   error.textContent = job.error ? firstLine(job.error.message) : "";
@@ -486,6 +511,23 @@ async function pollOnce() {
     if (!(error instanceof AuthError)) reportProblem("stream", problemText("Live updates paused", error));
   }
   if (state.pollTimer) state.pollTimer = setTimeout(pollOnce, POLL_MS);
+}
+
+// Waiting jobs on show (and in the detail view) read again: their place in line and estimated
+// start move without a new version, so the stream does not send them.
+async function refreshWaiting() {
+  const ids = [...jobs.values()].filter(waitsForSlot).map((job) => job.id);
+  if (waitsForSlot(state.detailJob) && !ids.includes(state.detailJob.id)) ids.push(state.detailJob.id);
+  if (ids.length === 0) return;
+  try {
+    const page = await api("/api/jobs?" + new URLSearchParams({ status: "queued", limit: String(QUEUE_LIMIT) }));
+    const queued = new Map(page.jobs.map((job) => [job.id, job]));
+    // One not among them started (or is a resubmitted render queued again): read it alone.
+    for (const id of ids) update(queued.get(id) || (await api("/api/jobs/" + encodeURIComponent(id))));
+    clearProblem("queue");
+  } catch (error) {
+    if (!(error instanceof AuthError)) reportProblem("queue", problemText("Could not read the queue", error));
+  }
 }
 
 // --- Actions ----------------------------------------------------------------------------------
@@ -706,6 +748,9 @@ function renderDetail(job) {
   if (job.outputSizeBytes) output.push(formatBytes(job.outputSizeBytes));
   if (job.outputDurationSeconds) output.push(job.outputDurationSeconds.toFixed(1) + " s");
   $("#detail-output").textContent = output.join(" · ");
+  const place = queueText(job);
+  $("#detail-queue").textContent = place;
+  $("#detail-queue").hidden = $("#detail-queue-term").hidden = !place;
   $("#detail-attempt").textContent = String(job.attempt);
   $("#detail-created").textContent = formatTime(job.createdAt);
   $("#detail-started").textContent = job.startedAt ? formatTime(job.startedAt) + timing(job.createdAt, job.startedAt, "queued ") : "not yet";
@@ -944,4 +989,5 @@ document.addEventListener("DOMContentLoaded", () => {
   loadMedia();
   checkHealth();
   setInterval(checkHealth, HEALTH_MS);
+  setInterval(refreshWaiting, QUEUE_REFRESH_MS);
 });

@@ -1,6 +1,8 @@
 """What a user sees on the page when looking closer, in a real chromium against a stack of its
 own whose renders run at playback speed (realtime_stack: two render slots):
 
+- waiting jobs say their place in line (and when the next should start), and the place moves
+  as the line does, although the job's version does not (the page re-reads waiting jobs);
 - a width-only transcode is started from the page and its card says the size asked for;
 - a one-slide slideshow is a "Slideshow (1 slide)";
 - the dialog's cancel asks first (and does not look like its Close);
@@ -18,10 +20,11 @@ import httpx
 import pytest
 
 from tests.gateway.conftest import GATEWAY_TEST_ARGS, Stack, create_job, wait_for, wait_terminal
-from tests.gateway.realtime_stack import cancel_all, make_clip, start_long_jobs
+from tests.gateway.realtime_stack import RENDER_SLOTS, cancel_all, make_clip, start_long_jobs
 from tests.gateway.realtime_stack import realtime_stack as realtime_stack
 from tests.gateway.test_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.support.media import media_header
+from tests.support.polling import poll_until
 from tests.support.ports import free_port
 from videojob.ffmpeg_binary import ffmpeg_binary
 from videojob_launcher import ServiceProcess, gateway_args, launch
@@ -35,7 +38,9 @@ pytestmark = [
 ]
 
 DESKTOP = {"width": 1280, "height": 900}
-# Bounds on waiting for what the page shows: test timeouts, not measurements of speed.
+# Bounds on waiting for what the page shows: test timeouts, not measurements of speed. The page
+# re-reads waiting jobs every 5 s.
+REREAD_MS = 15_000
 RENDER_MS = 60_000
 UNREACHABLE = "Can't reach the videojob gateway; retrying\u2026"
 
@@ -64,6 +69,46 @@ def page(browser: Any, realtime_stack: Stack) -> Iterator[Any]:
     opened.goto(realtime_stack.url + "/")
     yield opened
     opened.close()
+
+
+def rendering_with_eta(http: httpx.Client, job_id: str) -> Any:
+    def seen() -> Any:
+        job = http.get(f"/api/jobs/{job_id}").json()
+        return job if job["status"] == "running" and job["etaSeconds"] else None
+
+    return poll_until(seen, f"job {job_id} to render with an ETA", 60)
+
+
+def test_waiting_jobs_show_their_place_in_line_as_it_moves(
+    page: Any, http: httpx.Client, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    busy = start_long_jobs(http, RENDER_SLOTS)
+    waiting: list[str] = []
+    try:
+        for job_id in busy:
+            rendering_with_eta(http, job_id)
+        waiting = start_long_jobs(http, 2)
+        first, second = (page.locator(f"#job-{job_id} .queue") for job_id in waiting)
+        # Nothing completed on this stack's render service: only the next one has an estimate.
+        expect(first).to_contain_text("next in line · starts in about", timeout=REREAD_MS)
+        expect(second).to_have_text("2nd in line", timeout=REREAD_MS)
+        version = http.get(f"/api/jobs/{waiting[1]}").json()["version"]
+
+        page.locator(f"#job-{waiting[1]} .job-title").click()
+        expect(page.locator("#detail-queue")).to_have_text("2nd in line")
+        page.screenshot(path=str(tmp_path / "desktop-waiting-detail.png"))
+
+        # The one ahead cancelled elsewhere: the line moves, the waiting job's record does not.
+        http.post(f"/api/jobs/{waiting[0]}/cancel")
+        expect(second).to_contain_text("next in line · starts in about", timeout=REREAD_MS)
+        expect(page.locator("#detail-queue")).to_contain_text("next in line", timeout=REREAD_MS)
+        assert http.get(f"/api/jobs/{waiting[1]}").json()["version"] == version
+        for job_id in busy:
+            expect(page.locator(f"#job-{job_id} .queue")).to_have_text("")
+    finally:
+        cancel_all(http, busy + waiting)
 
 
 def test_a_width_only_transcode_from_the_page(
