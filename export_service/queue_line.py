@@ -33,6 +33,7 @@ from export_service.store.base import (
     JobStatus,
     JobStore,
     RenderAttempt,
+    StoreUnavailable,
 )
 
 logger = logging.getLogger(__name__)
@@ -62,12 +63,6 @@ def waits_for_slot(job: Job) -> bool:
     return not job.terminal and (job.status is JobStatus.QUEUED or job.stage == STAGE_QUEUED)
 
 
-def _line_of(attempt: RenderAttempt | None) -> str | None:
-    if attempt is None:
-        return None
-    return attempt.instance_id or attempt.address or None
-
-
 def _placed_order(job: Job) -> tuple[datetime, datetime, str]:
     attempt = job.current_attempt
     placed = attempt.started_at if attempt is not None else job.created_at
@@ -86,71 +81,96 @@ class QueueView:
     ) -> None:
         self.now = now
         self._slots_of = slots_of
+        # A render service is its instance id; an attempt placed while it had not said its id
+        # yet names only its address.
+        self._instance_at = {
+            attempt.address: attempt.instance_id
+            for job in (*active, *completed)
+            if (attempt := job.current_attempt) is not None and attempt.instance_id
+        }
         self._lines: defaultdict[str, list[Job]] = defaultdict(list)
         self._running: defaultdict[str, list[Job]] = defaultdict(list)
         self._attempts: dict[str, RenderAttempt] = {}
         for job in active:
             attempt = job.current_attempt
-            line = _line_of(attempt)
+            line = self._line_of(attempt)
             if line is None or attempt is None:
                 continue
             self._attempts[line] = attempt
             (self._lines if waits_for_slot(job) else self._running)[line].append(job)
-        for waiting in self._lines.values():
+        # Each waiting job's line and its place in it (0: the next to start).
+        self._where: dict[str, tuple[str, int]] = {}
+        for line, waiting in self._lines.items():
             waiting.sort(key=_placed_order)
+            self._where.update((job.id, (line, index)) for index, job in enumerate(waiting))
         self._run_times: defaultdict[str, list[float]] = defaultdict(list)
         for job in completed:
-            line = _line_of(job.current_attempt)
+            line = self._line_of(job.current_attempt)
             if line is not None and job.started_at is not None and job.finished_at is not None:
                 seconds = (job.finished_at - job.started_at).total_seconds()
                 self._run_times[line].append(max(seconds, 0.0))
+        self._starts: dict[str, list[float | None]] = {}
+
+    def _line_of(self, attempt: RenderAttempt | None) -> str | None:
+        if attempt is None:
+            return None
+        return attempt.instance_id or self._instance_at.get(attempt.address) or attempt.address
 
     def holds(self, job: Job) -> bool:
         """Whether this view has ``job`` waiting in the line it waits in."""
-        line = _line_of(job.current_attempt)
-        return line is not None and any(other.id == job.id for other in self._lines.get(line, ()))
+        where = self._where.get(job.id)
+        return where is not None and where[0] == self._line_of(job.current_attempt)
 
     def place_of(self, job: Job) -> QueuePlace | None:
         """None when ``job`` waits for no slot, or in no line this view holds it in."""
-        line = _line_of(job.current_attempt)
-        if not waits_for_slot(job) or line is None:
+        if not waits_for_slot(job) or not self.holds(job):
             return None
-        waiting = self._lines.get(line, [])
-        ids = [other.id for other in waiting]
-        if job.id not in ids:
-            return None
-        position = ids.index(job.id) + 1
+        line, index = self._where[job.id]
         estimate: datetime | None = None
         if job.stage != STAGE_WAITING_FOR_RENDER:
-            seconds = self._seconds_until_start(line, position)
+            seconds = self._seconds_until_starts(line)[index]
             if seconds is not None:
                 estimate = self.now + timedelta(seconds=round(seconds))
-        return QueuePlace(position, estimate)
+        return QueuePlace(index + 1, estimate)
 
     def _mean_run_time(self, line: str) -> float | None:
         times = self._run_times.get(line)
         return sum(times) / len(times) if times else None
 
-    def _seconds_until_start(self, line: str, position: int) -> float | None:
+    def _seconds_until_starts(self, line: str) -> list[float | None]:
+        """For each job of the line, in order: seconds until it should start (None: unknown)."""
+        known = self._starts.get(line)
+        if known is None:
+            known = self._starts[line] = self._estimate_line(line)
+        return known
+
+    def _estimate_line(self, line: str) -> list[float | None]:
+        unknown: list[float | None] = [None] * len(self._lines[line])
         attempt = self._attempts[line]
-        slots = self._slots_of(attempt.instance_id, attempt.address)
+        instance_id = attempt.instance_id or self._instance_at.get(attempt.address, "")
+        slots = self._slots_of(instance_id, attempt.address)
         if not slots:
-            return None
+            return unknown
         mean = self._mean_run_time(line)
         free_in: list[float] = []
         for job in self._running[line]:
             remaining = self._remaining(job, mean)
             if remaining is None:
-                return None
+                return unknown
             free_in.append(remaining)
         # A render that just finished may still count as running here: the soonest free win.
         free_in = heapq.nsmallest(slots, [*free_in, *[0.0] * max(slots - len(free_in), 0)])
         heapq.heapify(free_in)
-        for _ahead in range(position - 1):
-            if mean is None:
-                return None
-            heapq.heappush(free_in, heapq.heappop(free_in) + mean)
-        return free_in[0]
+        starts: list[float | None] = []
+        for _job in self._lines[line]:
+            if not free_in:
+                break
+            starts.append(free_in[0])
+            if mean is None:  # how long it holds that slot is unknown: the slot is gone
+                heapq.heappop(free_in)
+            else:
+                heapq.heapreplace(free_in, free_in[0] + mean)
+        return [*starts, *unknown[len(starts) :]]
 
     def _remaining(self, job: Job, mean: float | None) -> float | None:
         """Seconds until a running render ends: its ETA as of its last write, else what the
@@ -184,11 +204,17 @@ class QueueLines:
         self._lock = asyncio.Lock()
 
     async def places(self, jobs: Iterable[Job]) -> dict[str, QueuePlace]:
-        """The place of each of ``jobs`` that waits for a slot in a line, by job id."""
+        """The place of each of ``jobs`` that waits for a slot in a line, by job id (none while
+        the job database does not answer)."""
         waiting = [job for job in jobs if waits_for_slot(job) and job.current_attempt is not None]
         if not waiting:
             return {}
-        view = await self._view_holding(waiting)
+        try:
+            view = await self._view_holding(waiting)
+        except StoreUnavailable as error:
+            # The job itself was read: it is shown, with no place rather than none at all.
+            logger.warning("no queue positions: %s", error)
+            return {}
         places = {job.id: view.place_of(job) for job in waiting}
         return {job_id: place for job_id, place in places.items() if place is not None}
 

@@ -179,3 +179,24 @@ def test_getexport_shows_the_place_and_no_estimate_while_nobody_drives_the_job()
     orphan = job_to_proto(job("a1"), awaiting_owner=True, queue_place=place)
     assert orphan.queue_position == 2 and not orphan.HasField("estimated_start_at")
     assert job_to_proto(job("a1")).queue_position == 0
+
+
+def test_a_placement_that_named_only_the_address_is_in_that_render_services_line() -> None:
+    # Placed while render-a had not said its instance id yet (the tracker's fallback).
+    early = job("a0", placed=-90)
+    early = replace(early, attempts=(replace(early.attempts[0], instance_id=""),))
+    later = job("a1", placed=-30)
+    view = QueueView([later, early], [], slots_of, NOW)
+    assert view.place_of(early) == QueuePlace(1, NOW)
+    assert view.place_of(later) == QueuePlace(2, NOW)
+
+
+def test_free_slots_need_no_run_time_but_the_job_after_them_does() -> None:
+    waiting = [job("a1", placed=-30), job("a2", placed=-20), job("a3", placed=-10)]
+    view = QueueView(waiting, [], slots_of, NOW)
+    # render-a's two slots are free; who takes the first one after them is unknown.
+    assert [view.place_of(item) for item in waiting] == [
+        QueuePlace(1, NOW),
+        QueuePlace(2, NOW),
+        QueuePlace(3, None),
+    ]
