@@ -113,7 +113,8 @@ async def test_the_line_behind_a_running_render_with_nothing_completed_yet(stub:
         # When the running render's ETA says it ends: after the job was created.
         assert shown.estimated_start_at.ToDatetime() >= shown.created_at.ToDatetime()
 
-        waiting = await get(stub, second.id)
+        # Its render service's first word (its render queued) is the job's version 2.
+        waiting = await read_until(stub, second.id, lambda job: job.version >= 2, "heard of")
         assert waiting.queue_position == 2
         assert not waiting.HasField("estimated_start_at"), "nothing completed there to go by"
 
