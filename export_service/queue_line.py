@@ -121,6 +121,24 @@ class QueueView:
         where = self._where.get(job.id)
         return where is not None and where[0] == self._line_of(job.current_attempt)
 
+    def join(self, job: Job) -> bool:
+        """Holds ``job`` at the end of its line when it was placed there after every job this
+        view holds in it (a job created since the view was taken): True when it does now."""
+        if self.holds(job):
+            return True
+        attempt = job.current_attempt
+        line = self._line_of(attempt)
+        if attempt is None or line is None or not waits_for_slot(job) or job.id in self._where:
+            return False
+        waiting = self._lines[line]
+        if waiting and _placed_order(job) < _placed_order(waiting[-1]):
+            return False
+        self._attempts.setdefault(line, attempt)
+        self._where[job.id] = (line, len(waiting))
+        waiting.append(job)
+        self._starts.pop(line, None)
+        return True
+
     def place_of(self, job: Job) -> QueuePlace | None:
         """None when ``job`` waits for no slot, or in no line this view holds it in."""
         if not waits_for_slot(job) or not self.holds(job):
@@ -185,7 +203,9 @@ class QueueView:
 class QueueLines:
     """Views of the lines for the servicer's reads: one look at the store (every active job, and
     the newest completed ones) serves every read for MAX_VIEW_AGE_SECONDS, and only reads that
-    show a waiting job look at all."""
+    show a waiting job look at all. A job placed since the look joins the end of its line in the
+    view (so a burst of creates costs no look each); any other job the view does not hold makes
+    a new look."""
 
     def __init__(
         self,
@@ -222,7 +242,7 @@ class QueueLines:
         async with self._lock:
             view = self._view
             fresh = view is not None and self._clock() - self._taken_at < self._max_age
-            if view is None or not fresh or not all(view.holds(job) for job in jobs):
+            if view is None or not fresh or not all(view.join(job) for job in jobs):
                 taken_at = self._clock()
                 view = await self._look()
                 self._view, self._taken_at = view, taken_at

@@ -200,3 +200,12 @@ def test_free_slots_need_no_run_time_but_the_job_after_them_does() -> None:
         QueuePlace(2, NOW),
         QueuePlace(3, None),
     ]
+
+
+def test_a_job_placed_after_the_view_joins_the_end_of_its_line() -> None:
+    view = QueueView([job("a1", placed=-30), job("a2", placed=-20)], [], slots_of, NOW)
+    newer, older = job("a3", placed=-1), job("a0", placed=-99)
+    assert view.join(newer) and view.place_of(newer) == QueuePlace(3, None)
+    # Placed before jobs the view holds: where it stands needs a new look.
+    assert not view.join(older) and view.place_of(older) is None
+    assert not view.join(running("r1"))
