@@ -108,7 +108,8 @@ def _timestamp(
 def job_to_json(job: export_pb2.VideoJob) -> dict[str, Any]:
     """The pinned job object, plus the extensions etaSeconds, requestId, outputSizeBytes,
     outputDurationSeconds, spec, the render pool's retrying, attemptProgress, renderService and
-    attempts, and awaitingOwner (derived by the export service as it read the job)."""
+    attempts, and awaitingOwner, queuePosition and estimatedStartAt (derived by the export
+    service as it read the job)."""
     running = job.status == export_pb2.RUNNING
     completed = job.status == export_pb2.COMPLETED
     error: dict[str, Any] | None = None
@@ -146,6 +147,8 @@ def job_to_json(job: export_pb2.VideoJob) -> dict[str, Any]:
         else None,
         "attempts": [_attempt_to_json(attempt) for attempt in job.attempts],
         "awaitingOwner": job.awaiting_owner,
+        "queuePosition": job.queue_position or None,
+        "estimatedStartAt": _timestamp(job, "estimated_start_at"),
     }
 
 
