@@ -283,7 +283,9 @@ def _streaming(state: TrackerState, observation: Observation, now: float) -> Dec
                 # stage this tracker showed while the render service did not answer.
                 percent = min(max(event.percent, 0.0), MAX_RUNNING_PROGRESS)
                 offer = OfferProgress(percent, event.stage, event.eta_seconds, seq)
-                return Decision(replace(state, showing_wait=False), ReadStream(), (offer,))
+                if state.showing_wait:
+                    state = replace(state, showing_wait=False)
+                return Decision(state, ReadStream(), (offer,))
             return _verdict(state, seq, event, now, closed)
         case StreamEnded():
             why = "the render stream ended without a terminal event"
@@ -731,6 +733,8 @@ def _stop(state: TrackerState, *effects: Effect) -> Decision:
 
 
 def _answered(state: TrackerState) -> TrackerState:
+    if state.unreachable_since is None and state.retry_rounds == 0:
+        return state  # the usual case, on every render event: no copy
     return replace(state, unreachable_since=None, retry_rounds=0)
 
 
