@@ -31,24 +31,17 @@ run-cluster: setup ## Start 3 export replicas on the local PostgreSQL, a render 
 
 # Most tests wait on real processes, so more workers than cores pay off; the tests marked serial
 # (timing under load: short chaos runs, clusters with short leases) form one group that one
-# worker runs one after the other.
+# worker runs one after the other. Users run Debian's ffmpeg as often as the imageio-ffmpeg
+# wheel's: with another ffmpeg in use, the tests marked ffmpeg run once more with the wheel's,
+# at the same time (scripts/run_tests.sh).
 TEST_WORKERS ?= 4
 
 test: setup check-proto ## Run the test suite (the FFmpeg-facing part twice when two FFmpeg builds are here)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
-	@$(MAKE) --no-print-directory test-wheel-ffmpeg
+	TEST_WORKERS=$(TEST_WORKERS) scripts/run_tests.sh
 
-# Users run Debian's ffmpeg as often as the imageio-ffmpeg wheel's: with another ffmpeg on PATH
-# (the main run's), the tests marked ffmpeg run once more with the wheel's.
-test-wheel-ffmpeg: setup ## Run the FFmpeg-facing tests with the imageio-ffmpeg wheel's FFmpeg
-	@wheel="$$($(BIN)/python -c 'import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())')"; \
-	used="$$($(BIN)/python -c 'from videojob.ffmpeg_binary import ffmpeg_binary; print(ffmpeg_binary())')"; \
-	if [ "$$used" = "$$wheel" ] && [ -z "$(FORCE)" ]; then \
-		echo "the main run used the wheel's FFmpeg already"; \
-	else \
-		echo "the FFmpeg-facing tests again, with the wheel's FFmpeg ($$wheel)"; \
-		FFMPEG_BINARY="$$wheel" $(BIN)/python -m pytest -n $(TEST_WORKERS) -m ffmpeg; \
-	fi
+test-wheel-ffmpeg: setup ## Run only the FFmpeg-facing tests, with the imageio-ffmpeg wheel's FFmpeg
+	FFMPEG_BINARY="$$($(BIN)/python -c 'import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())')" \
+		$(BIN)/python -m pytest -n $(TEST_WORKERS) -m ffmpeg
 
 proto: setup ## Regenerate the protobuf / gRPC code and type stubs from protos/
 	scripts/generate_protos.sh

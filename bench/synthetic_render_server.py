@@ -7,6 +7,10 @@ machine on FFmpeg. ``python -m bench.synthetic_render_server --listen HOST:PORT
 --output-dir DIR [--duration S] [--rate HZ] [--render-log FILE]`` prints
 ``synthetic_render_server listening on HOST:PORT``.
 
+``--hold-file FILE`` keeps every render that reached its end at its last progress (sent again at
+the rate, as heartbeats) until FILE exists: a test decides when the renders complete instead of
+guessing how long its own steps take.
+
 ``--render-log FILE`` appends the render id of every render it starts (a Render call for an id it
 already knows re-attaches and starts nothing), one a line, written before the first event is
 sent: how many renders a job cost, counted where they happen.
@@ -51,6 +55,7 @@ class SyntheticConfig:
     duration: float | None = None
     rate_hz: float = 10.0
     render_log: Path | None = None
+    hold_file: Path | None = None
 
 
 @dataclass
@@ -170,6 +175,13 @@ class SyntheticRenderService(render_pb2_grpc.RenderServiceServicer):
             )
             if elapsed >= render.duration:
                 break
+        hold = self._config.hold_file
+        while hold is not None and not hold.exists():
+            await asyncio.sleep(interval)
+            held = render_pb2.RenderEvent()
+            held.CopyFrom(render.events[-1])
+            held.progress.heartbeat = True
+            render.append(held)
         output = self._output_path(render.render_id)
         with contextlib.suppress(FileExistsError):
             os.link(self._template, output)
@@ -301,6 +313,12 @@ def main() -> None:
     parser.add_argument(
         "--render-log", type=Path, default=None, help="appends each started render's id here"
     )
+    parser.add_argument(
+        "--hold-file",
+        type=Path,
+        default=None,
+        help="renders that reached their end wait for this file to exist before completing",
+    )
     args = parser.parse_args()
     if args.output_dir is None:
         parser.error("--output-dir is required")
@@ -311,6 +329,7 @@ def main() -> None:
         duration=args.duration,
         rate_hz=args.rate,
         render_log=args.render_log,
+        hold_file=args.hold_file,
     )
     asyncio.run(serve(config))
 

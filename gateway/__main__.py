@@ -123,7 +123,13 @@ FLAGS = FlagTable(
             DEFAULT_MAX_UPLOAD_BYTES,
             "largest upload POST /api/media accepts",
         ),
-        Flag("--access-log", BOOLEAN, False, "log every request"),
+        Flag(
+            "--access-log",
+            BOOLEAN,
+            False,
+            "log one record per request (logger uvicorn.access: the client, method, path and "
+            "status code)",
+        ),
         log_level_flag(),
         log_format_flag(),
     ),

@@ -32,9 +32,14 @@ from starlette.staticfiles import StaticFiles
 
 from gateway import sse
 from gateway.errors import EXCEPTION_HANDLERS, error_response
+from gateway.input_names import InputNames
 from gateway.list_watch import ListWatchHub, View
 from gateway.media import media_collection
-from gateway.middleware import BearerTokenMiddleware, BodySizeLimitMiddleware
+from gateway.middleware import (
+    BearerTokenMiddleware,
+    BodySizeLimitMiddleware,
+    RequestMetricsMiddleware,
+)
 from gateway.openapi import (
     CURSOR_PATTERN,
     DEFAULT_LIST_LIMIT,
@@ -104,8 +109,13 @@ def _job_id(request: Request) -> str:
     return job_id
 
 
-def _job_response(job: export_pb2.VideoJob, status_code: int = 200) -> JSONResponse:
-    return JSONResponse(job_to_json(job), status_code=status_code)
+async def _job_json(request: Request, job: export_pb2.VideoJob) -> dict[str, Any]:
+    input_names: InputNames = request.app.state.input_names
+    return await input_names.job_json(job)
+
+
+async def _job_response(request: Request, job: export_pb2.VideoJob) -> JSONResponse:
+    return JSONResponse(await _job_json(request, job))
 
 
 def _idempotency_key(request: Request) -> str:
@@ -141,7 +151,7 @@ async def create_job(request: Request) -> Response:
     headers = {"Location": f"/api/jobs/{job.id}"}
     if _replayed(await call.trailing_metadata()):
         headers[IDEMPOTENT_REPLAYED_HEADER] = "true"
-    return JSONResponse(job_to_json(job), status_code=201, headers=headers)
+    return JSONResponse(await _job_json(request, job), status_code=201, headers=headers)
 
 
 def _replayed(metadata: Any) -> bool:
@@ -199,7 +209,7 @@ async def list_jobs(request: Request) -> Response:
     page = await export.stub.ListExports(list_request, timeout=export.timeout)
     return JSONResponse(
         {
-            "jobs": [job_to_json(job) for job in page.jobs],
+            "jobs": await request.app.state.input_names.jobs_json(list(page.jobs)),
             "nextCursor": page.next_page_token or None,
         }
     )
@@ -220,7 +230,7 @@ async def _get(request: Request, job_id: str) -> export_pb2.VideoJob:
 
 
 async def get_job(request: Request) -> Response:
-    return _job_response(await _get(request, _job_id(request)))
+    return await _job_response(request, await _get(request, _job_id(request)))
 
 
 async def job_resource(request: Request) -> Response:
@@ -243,7 +253,7 @@ async def cancel_job(request: Request) -> Response:
     job = await export.stub.CancelExport(
         export_pb2.CancelExportRequest(id=_job_id(request)), timeout=export.timeout
     )
-    return _job_response(job)
+    return await _job_response(request, job)
 
 
 def _integer_param(request: Request, name: str, default: int, minimum: int, maximum: int) -> int:
@@ -483,13 +493,15 @@ def create_app(settings: Settings) -> Starlette:
             channel = create_channel(settings.export_addr, settings.export_tls)
         export = Export(channel, settings)
         app.state.export = export
+        app.state.input_names = input_names = InputNames(settings.media_root)
         app.state.watch_hub = JobWatchHub(
-            export.stub, retry_seconds=settings.upstream_retry_seconds
+            export.stub, retry_seconds=settings.upstream_retry_seconds, input_names=input_names
         )
         app.state.list_watch_hub = ListWatchHub(
             export.stub,
             retry_seconds=settings.upstream_retry_seconds,
             max_views=settings.max_event_views,
+            input_names=input_names,
         )
         hubs = (app.state.list_watch_hub, app.state.watch_hub)
 
@@ -507,7 +519,28 @@ def create_app(settings: Settings) -> Starlette:
             await end_event_streams()
             await channel.close(grace=None)
 
-    middleware: list[Middleware] = []
+    routes = [
+        Route("/", index, methods=["GET"]),
+        Route("/docs", docs, methods=["GET"]),
+        Route("/favicon.svg", favicon, methods=["GET"]),
+        Route("/favicon.ico", favicon, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/livez", livez, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", prometheus_metrics, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/api/events", page_events, methods=["GET"]),
+        Route("/api/jobs", jobs_collection, methods=["GET", "POST"]),
+        Route(MEDIA_PATH, media_collection, methods=["GET", "POST"]),
+        Route("/api/jobs/{id}", job_resource, methods=["GET", "DELETE"]),
+        Route("/api/jobs/{id}/cancel", cancel_job, methods=["POST"]),
+        Route("/api/jobs/{id}/events", job_events, methods=["GET"]),
+        Route("/api/jobs/{id}/history", job_history, methods=["GET"]),
+        Route("/api/jobs/{id}/download", download, methods=["GET"]),
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+    ]
+    # Outermost: every answer is measured, the middleware's own refusals (401, 413) included.
+    middleware: list[Middleware] = [Middleware(RequestMetricsMiddleware, routes=routes)]
     if settings.cors_origins:
         middleware.append(
             Middleware(
@@ -536,26 +569,6 @@ def create_app(settings: Settings) -> Starlette:
         )
     )
 
-    routes = [
-        Route("/", index, methods=["GET"]),
-        Route("/docs", docs, methods=["GET"]),
-        Route("/favicon.svg", favicon, methods=["GET"]),
-        Route("/favicon.ico", favicon, methods=["GET"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/livez", livez, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", prometheus_metrics, methods=["GET"]),
-        Route("/openapi.json", openapi, methods=["GET"]),
-        Route("/api/events", page_events, methods=["GET"]),
-        Route("/api/jobs", jobs_collection, methods=["GET", "POST"]),
-        Route(MEDIA_PATH, media_collection, methods=["GET", "POST"]),
-        Route("/api/jobs/{id}", job_resource, methods=["GET", "DELETE"]),
-        Route("/api/jobs/{id}/cancel", cancel_job, methods=["POST"]),
-        Route("/api/jobs/{id}/events", job_events, methods=["GET"]),
-        Route("/api/jobs/{id}/history", job_history, methods=["GET"]),
-        Route("/api/jobs/{id}/download", download, methods=["GET"]),
-        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
-    ]
     app = Starlette(
         routes=routes,
         middleware=middleware,

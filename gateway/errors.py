@@ -1,7 +1,7 @@
 """Every error the gateway answers is JSON ``{"code", "message"[, "field"]}``, made here and only
 here: ``EXCEPTION_HANDLERS`` (registered once by gateway.app) answer the domain errors the
 routes raise, the export service's failed calls and Starlette's HTTP exceptions. Statuses come
-from the one table in videojob.errors (README, "Errors"); ``code`` is the gRPC status name in
+from the one table in videojob.errors (docs/api.md, "Errors"); ``code`` is the gRPC status name in
 lower case, or for the few answers no gRPC status describes, the HTTP reason in snake case.
 Fields are named as the HTTP API names them, read from the google.rpc.BadRequest details of an
 export-service error, never from its message text.

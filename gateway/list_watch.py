@@ -28,12 +28,13 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from gateway.input_names import InputNames, named_job_json
 from gateway.watch_hub import ENDED, SHUT_DOWN, Ended
 from videojob import metrics
 from videojob.backoff import Backoff, Retries, list_watch_resumable
 from videojob.errors import ResourceExhausted
 from videojob.export.v1 import export_pb2, export_pb2_grpc
-from videojob.job_json import is_terminal, job_to_json
+from videojob.job_json import is_terminal
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +84,8 @@ class JobFrame:
         )
 
 
-def job_frame(job: export_pb2.VideoJob) -> JobFrame:
-    data = json.dumps(job_to_json(job), separators=(",", ":"))
+def job_frame(job: export_pb2.VideoJob, input_names: dict[str, str] | None = None) -> JobFrame:
+    data = json.dumps(named_job_json(job, input_names or {}), separators=(",", ":"))
     created_us = job.created_at.seconds * 1_000_000 + job.created_at.nanos // 1000
     return JobFrame(
         job.id,
@@ -178,9 +179,15 @@ class ListWatchHub:
     ``max_views`` at once (a new view beyond that is ResourceExhausted)."""
 
     def __init__(
-        self, stub: export_pb2_grpc.ExportServiceAsyncStub, *, retry_seconds: float, max_views: int
+        self,
+        stub: export_pb2_grpc.ExportServiceAsyncStub,
+        *,
+        retry_seconds: float,
+        max_views: int,
+        input_names: InputNames | None = None,
     ) -> None:
         self._stub = stub
+        self._input_names = input_names or InputNames(None)
         self._retry_seconds = retry_seconds
         self._max_views = max_views
         self._watches: dict[View, ListWatch] = {}
@@ -247,7 +254,8 @@ class ListWatchHub:
                 try:
                     async for job in call:
                         retries.reset()
-                        watch.publish(job_frame(job))
+                        (names,) = await self._input_names.of_jobs([job])
+                        watch.publish(job_frame(job, names))
                     reason = "the export service ended the stream"
                 except grpc.aio.AioRpcError as error:
                     if not list_watch_resumable(error.code()):

@@ -4,8 +4,10 @@
 ``<media root>/uploads`` (never held whole in memory) and counted against the upload limit as
 it arrives (413); ffmpeg then reads its header in a subprocess (gateway.media_probe): a file
 with neither a video nor an audio stream is refused with 422. Either way nothing is left
-behind. An accepted file is renamed to a name the gateway chose (``?filename=`` only lends it
-an extension) and its path relative to the media root is returned: a transcode's input path.
+behind. An accepted file is renamed to a name the gateway chose, with the extension of the
+format FFmpeg found (gateway.upload_record), and its path relative to the media root is
+returned: a transcode's input path. ``?filename=`` is kept beside it as the upload's original
+name (a record the listing reads), for display only.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import stat
 import uuid
 from dataclasses import dataclass
@@ -26,12 +27,22 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.media_probe import probe_media
+from gateway.upload_record import (
+    UPLOADS_FOLDER,
+    UploadRecord,
+    display_name,
+    is_transcodable,
+    looks_transcodable,
+    read_record,
+    record_path,
+    remove_record,
+    stored_extension,
+    write_record,
+)
 from videojob.errors import InvalidArgument
 from videojob.media_header import MediaHeader
 
-UPLOADS_FOLDER = "uploads"
 MAX_LISTED_FILES = 1000
-_EXTENSION = re.compile(r"\.([A-Za-z0-9]{1,10})$")
 
 
 @dataclass(frozen=True)
@@ -39,16 +50,12 @@ class StoredUpload:
     path: str  # relative to the media root
     size_bytes: int
     info: MediaHeader
+    original_name: str | None
 
 
-def stored_name(filename_hint: str | None) -> str:
-    """A fresh name; the hint's extension (letters and digits only) is kept, lower-cased."""
-    extension = ""
-    if filename_hint:
-        match = _EXTENSION.search(filename_hint)
-        if match:
-            extension = "." + match.group(1).lower()
-    return uuid.uuid4().hex + extension
+def stored_name(info: MediaHeader, filename_hint: str | None) -> str:
+    """A fresh name, with the extension of the format FFmpeg found in the file."""
+    return uuid.uuid4().hex + stored_extension(info, filename_hint)
 
 
 def _remove(path: Path) -> None:
@@ -64,9 +71,9 @@ async def receive_upload(
         raise _too_large(max_bytes)
     folder = media_root / UPLOADS_FOLDER
     await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
-    name = stored_name(filename_hint)
     # Hidden and without the client's extension: ffmpeg judges the content alone.
     partial = folder / f".{uuid.uuid4().hex}.part"
+    stored: Path | None = None
     try:
         size = await _write_body(request, partial, max_bytes)
         if size == 0:
@@ -74,12 +81,17 @@ async def receive_upload(
         info = await probe_media(partial)
         if info is None:
             raise InvalidArgument("body", "is not a video, audio or image file ffmpeg can read")
-        await asyncio.to_thread(partial.rename, folder / name)
+        stored = folder / stored_name(info, filename_hint)
+        original_name = display_name(filename_hint)
+        await asyncio.to_thread(write_record, stored, UploadRecord(original_name, info))
+        await asyncio.to_thread(partial.rename, stored)
     except BaseException:
         # Also when the client went away mid-upload (cancellation): leave nothing behind.
         _remove(partial)
+        if stored is not None:
+            remove_record(stored)
         raise
-    return StoredUpload(f"{UPLOADS_FOLDER}/{name}", size, info)
+    return StoredUpload(f"{UPLOADS_FOLDER}/{stored.name}", size, info, original_name)
 
 
 async def _write_body(request: Request, partial: Path, max_bytes: int) -> int:
@@ -107,6 +119,8 @@ def upload_json(upload: StoredUpload) -> dict[str, Any]:
     info = upload.info
     return {
         "path": upload.path,
+        "originalName": upload.original_name,
+        "transcodable": is_transcodable(info),
         "sizeBytes": upload.size_bytes,
         "format": info.format_name,
         "durationSeconds": info.duration_seconds,
@@ -119,14 +133,15 @@ def upload_json(upload: StoredUpload) -> dict[str, Any]:
 
 def list_media(media_root: Path, limit: int = MAX_LISTED_FILES) -> list[dict[str, Any]]:
     """Regular files under the media root (hidden ones and symbolic links left out), newest
-    first, at most ``limit``. Blocking: run it in a thread."""
-    found: list[tuple[float, str, int]] = []
+    first, at most ``limit``, an upload with its original name. Blocking: run it in a thread."""
+    found: list[tuple[float, str, int, bool]] = []
     if not media_root.is_dir():
         return []
     for folder, folders, files in os.walk(media_root):
         folders[:] = [name for name in folders if not name.startswith(".")]
+        hidden = {name for name in files if name.startswith(".")}
         for name in files:
-            if name.startswith("."):
+            if name in hidden:
                 continue
             path = Path(folder) / name
             try:
@@ -134,18 +149,27 @@ def list_media(media_root: Path, limit: int = MAX_LISTED_FILES) -> list[dict[str
             except OSError:
                 continue
             if stat.S_ISREG(info.st_mode):
-                found.append((info.st_mtime, path.relative_to(media_root).as_posix(), info.st_size))
+                relative = path.relative_to(media_root).as_posix()
+                has_record = record_path(path).name in hidden
+                found.append((info.st_mtime, relative, info.st_size, has_record))
     found.sort(reverse=True)
-    return [
-        {
-            "path": relative,
-            "sizeBytes": size,
-            "modifiedAt": datetime.fromtimestamp(mtime, UTC)
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z"),
-        }
-        for mtime, relative, size in found[:limit]
-    ]
+    return [_listed_file(media_root, *entry) for entry in found[:limit]]
+
+
+def _listed_file(
+    media_root: Path, mtime: float, relative: str, size: int, has_record: bool
+) -> dict[str, Any]:
+    record = read_record(media_root / relative) if has_record else None
+    return {
+        "path": relative,
+        "originalName": record.original_name if record else None,
+        # From what ffmpeg found at upload; for other files, from the extension.
+        "transcodable": is_transcodable(record.info) if record else looks_transcodable(relative),
+        "sizeBytes": size,
+        "modifiedAt": datetime.fromtimestamp(mtime, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z"),
+    }
 
 
 async def media_collection(request: Request) -> Response:

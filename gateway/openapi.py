@@ -134,6 +134,16 @@ COMPONENT_SCHEMAS: dict[str, dict[str, Any]] = {
                     "null. `GET /api/events` sends the job again when this changes."
                 ),
             },
+            "inputNames": {
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+                "description": (
+                    "The original file names of the job's inputs that are uploads, by input "
+                    "path (`uploads/…` -> `holiday.mov`), for display: read by the gateway "
+                    "from the uploads' records, in every view of the job (create, get, list, "
+                    "cancel, both event streams); `{}` when none of its inputs is one."
+                ),
+            },
         },
     },
     "RenderService": {
@@ -264,8 +274,13 @@ COMPONENT_SCHEMAS: dict[str, dict[str, Any]] = {
         "properties": {
             "path": {
                 "type": "string",
-                "description": "Relative to the media root: uploads/<name chosen by the gateway>.",
+                "description": (
+                    "Relative to the media root: uploads/<name chosen by the gateway>, with the "
+                    "extension of the format ffmpeg found (not the client's)."
+                ),
             },
+            "originalName": {"$ref": "#/components/schemas/OriginalName"},
+            "transcodable": {"$ref": "#/components/schemas/Transcodable"},
             "sizeBytes": {"type": "integer"},
             "format": {"type": "string", "description": "ffmpeg's demuxer names (mov,mp4,…)."},
             "durationSeconds": {"type": ["number", "null"]},
@@ -274,6 +289,22 @@ COMPONENT_SCHEMAS: dict[str, dict[str, Any]] = {
             "videoCodec": {"type": ["string", "null"]},
             "audioCodec": {"type": ["string", "null"]},
         },
+    },
+    "OriginalName": {
+        "type": ["string", "null"],
+        "description": (
+            "The file name the upload was sent with (`filename`), for display only: its last "
+            "path segment without control characters, at most 255 characters. Null for files "
+            "that were not uploaded, or uploaded without a name."
+        ),
+    },
+    "Transcodable": {
+        "type": "boolean",
+        "description": (
+            "Whether a transcode takes it as `inputPath`: a video stream with a duration (not "
+            "a still image, not audio alone). From what ffmpeg found at upload; for files put "
+            "into the media root otherwise, from the extension."
+        ),
     },
     "MediaList": {
         "type": "object",
@@ -286,6 +317,8 @@ COMPONENT_SCHEMAS: dict[str, dict[str, Any]] = {
                     "required": ["path", "sizeBytes", "modifiedAt"],
                     "properties": {
                         "path": {"type": "string", "description": "Relative to the media root."},
+                        "originalName": {"$ref": "#/components/schemas/OriginalName"},
+                        "transcodable": {"$ref": "#/components/schemas/Transcodable"},
                         "sizeBytes": {"type": "integer"},
                         "modifiedAt": {"type": "string", "format": "date-time"},
                     },
@@ -749,7 +782,11 @@ def _build() -> dict[str, Any]:
                             "name": "filename",
                             "in": "query",
                             "required": False,
-                            "description": "The client's file name: only its extension is kept.",
+                            "description": (
+                                "The client's file name, kept as the upload's `originalName` "
+                                "(for display; the stored name is the gateway's, its "
+                                "extension the format's when the name's is not one of it)."
+                            ),
                             "schema": {"type": "string"},
                         }
                     ],

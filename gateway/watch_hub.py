@@ -23,10 +23,11 @@ from dataclasses import dataclass
 
 import grpc
 
+from gateway.input_names import InputNames, named_job_json
 from videojob import metrics, stamps
 from videojob.backoff import Backoff, Retries, job_watch_resumable
 from videojob.export.v1 import export_pb2, export_pb2_grpc
-from videojob.job_json import is_terminal, job_to_json, sse_event_name
+from videojob.job_json import is_terminal, sse_event_name
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +43,8 @@ class Frame:
     terminal: bool
 
 
-def job_frame(job: export_pb2.VideoJob) -> Frame:
-    data = json.dumps(job_to_json(job), separators=(",", ":"))
+def job_frame(job: export_pb2.VideoJob, input_names: dict[str, str] | None = None) -> Frame:
+    data = json.dumps(named_job_json(job, input_names or {}), separators=(",", ":"))
     text = f"event: {sse_event_name(job)}\nid: {job.version}\ndata: {data}\n\n"
     return Frame(job.version, text.encode(), is_terminal(job))
 
@@ -182,9 +183,11 @@ class JobWatchHub:
         stub: export_pb2_grpc.ExportServiceAsyncStub,
         *,
         retry_seconds: float,
+        input_names: InputNames | None = None,
     ) -> None:
         self._stub = stub
         self._retry_seconds = retry_seconds
+        self._input_names = input_names or InputNames(None)
         self._watches: dict[str, JobWatch] = {}
         self._closed = False
 
@@ -261,7 +264,8 @@ class JobWatchHub:
                             continue
                         after_version = job.version
                         stamps.stamp("gateway.received", watch.job_id, job.version)
-                        frame = job_frame(job)
+                        (names,) = await self._input_names.of_jobs([job])
+                        frame = job_frame(job, names)
                         watch.publish(frame)
                         if frame.terminal:
                             terminal = True

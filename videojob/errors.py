@@ -31,6 +31,10 @@ class Reason(StrEnum):
     # FAILED_PRECONDITION: the job this request id created was deleted (request_id, job_id);
     # it is never rendered again. HTTP 410 Gone.
     REQUEST_ID_DELETED = "REQUEST_ID_DELETED"
+    # UNAVAILABLE: the object store did not answer in time or at all (endpoint).
+    OBJECT_STORE_UNAVAILABLE = "OBJECT_STORE_UNAVAILABLE"
+    # NOT_FOUND: a stored object a job needs is not in the store (location).
+    OBJECT_MISSING = "OBJECT_MISSING"
 
 
 class ViolationKind(StrEnum):
@@ -113,7 +117,43 @@ class Unauthenticated(VideoJobError):
     grpc_code = grpc.StatusCode.UNAUTHENTICATED
 
 
-# Which error is which HTTP status (README, "Errors"): malformed syntax 400, a value outside
+class ObjectStoreUnavailable(Unavailable):
+    """The object store could not be reached, or did not answer within its timeouts."""
+
+    def __init__(self, message: str, *, endpoint: str) -> None:
+        super().__init__(
+            message, reason=Reason.OBJECT_STORE_UNAVAILABLE, metadata={"endpoint": endpoint}
+        )
+
+
+class StoredObjectMissing(NotFound):
+    """An object (or a bucket) is not in the store; ``location`` is its ``s3://`` address."""
+
+    def __init__(self, location: str) -> None:
+        super().__init__(
+            f"{location} is not in the object store",
+            reason=Reason.OBJECT_MISSING,
+            metadata={"location": location},
+        )
+        self.location = location
+
+
+class ObjectStoreFailed(VideoJobError):
+    """The store answered an operation with an error that is neither a missing object nor
+    refused settings (its S3 error code is in the message)."""
+
+
+class ObjectStoreMisconfigured(VideoJobError):
+    """The store refuses this process's settings (credentials, bucket): an operator's mistake,
+    not a client's. ``setting`` names the flag or variable to fix; the message is one line."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"{setting}: {problem}")
+        self.setting = setting
+        self.problem = problem
+
+
+# Which error is which HTTP status (docs/api.md, "Errors"): malformed syntax 400, a value outside
 # its documented range 422, unknown 404, state conflict 409, busy 429, upstream unavailable 503.
 HTTP_STATUS_FOR_GRPC_CODE: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.OK: 200,

@@ -19,6 +19,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
+
+from videojob.storage.location import LOCATION_RULE, BadLocation, parse_location
 
 EXIT_USAGE = 2
 MAX_PORT = 65535
@@ -45,6 +48,22 @@ def text(metavar: str = "TEXT") -> Kind:
 
 def path(metavar: str = "PATH") -> Kind:
     return Kind("a path", Path, lambda value: bool(str(value)), metavar, ranged=False)
+
+
+def location(metavar: str = "DIR|s3://BUCKET/PREFIX") -> Kind:
+    """A local directory or an ``s3://bucket/prefix`` location (``videojob.storage.location``);
+    a refusal says why after the usual message."""
+    return Kind(LOCATION_RULE, parse_location, metavar=metavar, ranged=False)
+
+
+def http_url(metavar: str = "URL") -> Kind:
+    """Empty, or an ``http://`` or ``https://`` URL with a host."""
+    return Kind(
+        "empty, or an http:// or https:// URL with a host",
+        str,
+        lambda value: value == "" or _is_http_url(value),
+        metavar,
+    )
 
 
 def integer(minimum: int | None = None, maximum: int | None = None) -> Kind:
@@ -169,6 +188,18 @@ def metrics_listen_flag(default: str = "") -> Flag:
         ),
         default,
         "serve Prometheus metrics at http://HOST:PORT/metrics (empty: no metrics endpoint)",
+    )
+
+
+def store_public_endpoint_flag() -> Flag:
+    """The S3 endpoint that presigned links name, for clients that reach the object store by
+    another address than this process does (``AWS_ENDPOINT_URL``)."""
+    return Flag(
+        "--store-public-endpoint",
+        http_url(),
+        "",
+        "object store endpoint that presigned download links name, when clients reach the "
+        "store by another address than AWS_ENDPOINT_URL (empty: that one)",
     )
 
 
@@ -339,18 +370,40 @@ class FlagTable:
         print(f"{self.prog}: {message}", file=sys.stderr, flush=True)
         raise SystemExit(EXIT_USAGE)
 
-    def _help(self, flag: Flag) -> str:
-        default = flag.default_text
-        if default is None:
-            if flag.default is None or flag.default == ():
-                default = "unset"
-            elif flag.kind is BOOLEAN:
-                default = "on" if flag.default else "off"
-            else:
-                default = str(flag.default)
+    def reference_table(self) -> str:
+        """Every flag as a row of a Markdown table (docs/flags.md): the flag, its variable, its
+        default, and its help with its range, as ``--help`` shows them."""
+        rows = ["| flag | variable | default | meaning |", "| --- | --- | --- | --- |"]
+        for flag in self.flags:
+            usage = flag.name if flag.kind is BOOLEAN else f"{flag.name} {flag.kind.metavar}"
+            cells = (
+                f"`{usage}`",
+                f"`{self.env_name(flag)}`",
+                self._default_text(flag) or "empty",
+                self._meaning(flag),
+            )
+            rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+        return "\n".join(rows) + "\n"
+
+    @staticmethod
+    def _default_text(flag: Flag) -> str:
+        if flag.default_text is not None:
+            return flag.default_text
+        if flag.default is None or flag.default == ():
+            return "unset"
+        if flag.kind is BOOLEAN:
+            return "on" if flag.default else "off"
+        return str(flag.default)
+
+    @staticmethod
+    def _meaning(flag: Flag) -> str:
         shape = f"; {flag.kind.describe}" if flag.kind.ranged else ""
         repeat = "; repeatable, comma-separated in the environment" if flag.repeatable else ""
-        return f"{flag.help}{shape}{repeat} [env {self.env_name(flag)}; default {default}]"
+        return f"{flag.help}{shape}{repeat}"
+
+    def _help(self, flag: Flag) -> str:
+        default = self._default_text(flag)
+        return f"{self._meaning(flag)} [env {self.env_name(flag)}; default {default}]"
 
     def _command_line_value(self, flag: Flag, given: Any) -> Any:
         if flag.kind is BOOLEAN:
@@ -370,6 +423,8 @@ class FlagTable:
         problem = f"{origin} must be {flag.kind.describe}, not {raw!r}"
         try:
             value = flag.kind.convert(raw)
+        except BadLocation as why:
+            raise FlagError(f"{problem}: {why}") from None
         except (ValueError, KeyError):
             raise FlagError(problem) from None
         if not flag.kind.accepts(value):
@@ -395,6 +450,15 @@ def _port_in(address: str, lowest: int) -> bool:
         and port.isdigit()
         and lowest <= int(port) <= MAX_PORT
     )
+
+
+def _is_http_url(value: str) -> bool:
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number or too big)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def _parse_boolean(raw: str) -> bool:

@@ -5,7 +5,8 @@ per line (structlog's ProcessorFormatter over the standard ``logging`` records, 
 keeps ``logging.getLogger(__name__)``) with ``time``, ``level``, ``logger``, ``message``, the
 fields bound to the current task (``bind_log_context``: ``job_id``, ``render_id``, ``attempt``),
 the process's ``replica``, the current ``trace_id``/``span_id`` when a trace is recorded, and any
-``extra=`` given to the call (such as ``log_tail``).
+``extra=`` given to the call (such as ``log_tail``), except uvicorn's ``color_message`` (its
+message again, with ANSI colour escapes for a terminal).
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LOG_FORMATS: Final = ("text", "json")
 # ``extra=`` fields that the text format prints too, each on the lines after the message.
 TEXT_EXTRA_BLOCKS: Final = ("log_tail",)
+
+# ``extra=`` fields that only repeat the message for a terminal.
+TERMINAL_ONLY_EXTRAS: Final = ("color_message",)
 
 _process_fields: dict[str, str] = {}
 
@@ -43,6 +47,14 @@ def _add_process_fields(
 ) -> MutableMapping[str, Any]:
     for key, value in _process_fields.items():
         event.setdefault(key, value)
+    return event
+
+
+def _drop_terminal_only_extras(
+    logger: Any, method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    for name in TERMINAL_ONLY_EXTRAS:
+        event.pop(name, None)
     return event
 
 
@@ -73,6 +85,7 @@ def json_formatter() -> logging.Formatter:
         foreign_pre_chain=[
             structlog.contextvars.merge_contextvars,
             structlog.stdlib.ExtraAdder(),
+            _drop_terminal_only_extras,
             structlog.stdlib.add_log_level,
             structlog.stdlib.add_logger_name,
             structlog.processors.TimeStamper(fmt="iso", utc=True, key="time"),

@@ -3,8 +3,9 @@
 Each process has its own registry (``EXPORT``, ``RENDER``, ``GATEWAY``), so that it exposes only
 what it measures. Names follow the Prometheus conventions: the ``videojob_`` prefix, ``_total``
 on counters, ``_seconds`` on durations, base units. Label values are bounded: statuses, failure
-codes (``failure_code_label``), transition names, event kinds and tracker activity kinds (type
-names of the tracker's questions and observations); never a job or render id.
+codes (``failure_code_label``), transition names, event kinds, the tracker's questions and
+observations under their operator names (export_service.tracking.activity_labels), HTTP methods,
+route templates and status codes; never a job or render id, never a raw request path.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ GATEWAY = CollectorRegistry()
 
 # Jobs take from a fraction of a second to hours.
 JOB_SECONDS_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400)
+# An HTTP answer takes milliseconds; an upload or a download of a large file, minutes.
+HTTP_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 STORE_WRITE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 NO_FAILURE = ""
 OTHER_FAILURE = "OTHER"
@@ -87,31 +90,36 @@ RENDER_EVENTS_RECEIVED = Counter(
 )
 TRACKER_QUESTIONS = Counter(
     "videojob_tracker_questions_total",
-    "What the trackers asked or did (Render, WatchRender, GetRender, Wait, writes), by kind.",
+    "What the trackers asked or did, by question (render, watch_render, get_render, "
+    "backoff_wait, write_completed...: docs/operations.md lists them).",
     ["question"],
     registry=EXPORT,
 )
 TRACKER_OBSERVATIONS = Counter(
     "videojob_tracker_observations_total",
-    "What the trackers observed (events, stream ends, RPC failures by code), by kind.",
+    "What the trackers observed, by observation (render_event, stream_ended, retry_timer, "
+    "render_call_failed_<grpc code>...: docs/operations.md lists them).",
     ["observation"],
     registry=EXPORT,
 )
 RENDER_REATTACHES = Counter(
     "videojob_render_reattaches_total",
-    "WatchRender calls re-attaching to a known render, by the observation that led to it.",
+    "WatchRender calls re-attaching to a known render, by the observation that led to it "
+    "(an observation label of videojob_tracker_observations_total).",
     ["reason"],
     registry=EXPORT,
 )
 RENDER_RESUBMITS = Counter(
     "videojob_render_resubmits_total",
-    "New attempts of a job's render (Render again), by the observation that led to it.",
+    "New attempts of a job's render (Render again), by the observation that led to it "
+    "(an observation label of videojob_tracker_observations_total).",
     ["reason"],
     registry=EXPORT,
 )
 TRACKER_RETRIES = Counter(
     "videojob_tracker_retries_total",
-    "Backoff waits before asking a render service again, by the observation that led to it.",
+    "Backoff waits before asking a render service again, by the observation that led to it "
+    "(an observation label of videojob_tracker_observations_total).",
     ["reason"],
     registry=EXPORT,
 )
@@ -224,6 +232,23 @@ SSE_COALESCED = Counter(
     "videojob_sse_events_coalesced_total",
     "Job states replaced by a newer one before a slow event stream client took them.",
     ["stream"],
+    registry=GATEWAY,
+)
+
+HTTP_REQUESTS = Counter(
+    "videojob_http_requests_total",
+    "HTTP requests the gateway answered, by method, route template (unmatched: no route) and "
+    "status code; an event stream is counted when its response starts.",
+    ["method", "route", "code"],
+    registry=GATEWAY,
+)
+HTTP_REQUEST_DURATION = Histogram(
+    "videojob_http_request_duration_seconds",
+    "Time the gateway took to answer, by method and route template: until the response's last "
+    "byte, except for event streams (text/event-stream), measured until their response starts "
+    "(a stream stays open for as long as its client reads it).",
+    ["method", "route"],
+    buckets=HTTP_SECONDS_BUCKETS,
     registry=GATEWAY,
 )
 

@@ -107,6 +107,26 @@ class ExportClient:
         except grpc.RpcError as error:
             raise self._failure(error, job_id) from None
 
+    def delete(self, job_id: str) -> None:
+        try:
+            self._stub.DeleteExport(
+                export_pb2.DeleteExportRequest(id=job_id), timeout=self._timeout
+            )
+        except grpc.RpcError as error:
+            raise self._failure(error, job_id) from None
+
+    def history(
+        self, job_id: str, after_version: int, page_size: int
+    ) -> export_pb2.ListJobHistoryResponse:
+        """One page of the job's history, oldest first, after ``after_version``."""
+        request = export_pb2.ListJobHistoryRequest(
+            id=job_id, after_version=after_version, page_size=page_size
+        )
+        try:
+            return self._stub.ListJobHistory(request, timeout=self._timeout)
+        except grpc.RpcError as error:
+            raise self._failure(error, job_id) from None
+
     def follow(
         self,
         job_id: str,

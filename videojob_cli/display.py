@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from types import TracebackType
-from typing import Protocol, TextIO
+from typing import Any, Protocol, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
@@ -38,22 +38,44 @@ def job_line(job: export_pb2.VideoJob) -> str:
     return " ".join(parts)
 
 
+def compact_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
 def job_json_line(job: export_pb2.VideoJob) -> str:
-    return json.dumps(job_to_json(job), separators=(",", ":"))
+    return compact_json(job_to_json(job))
 
 
 def job_details(job: export_pb2.VideoJob) -> list[str]:
-    """``get`` on a terminal or a pipe: one ``name: value`` line per field that is set."""
+    """``get`` on a terminal or a pipe: one ``name: value`` line per field of the API's job
+    object that is set (the spec last), a text as it is, any other value as JSON (``true``,
+    ``null``, objects in double quotes), as ``--json`` writes it."""
     document = job_to_json(job)
     lines = []
     for name, value in document.items():
-        if value is None or value == "" or name == "spec":
+        if value in (None, "", [], {}) or name == "spec":
             continue
-        if name == "error":
-            value = " ".join(f"{key}={text}" for key, text in value.items())
-        lines.append(f"{name}: {value}")
-    lines.append(f"spec: {json.dumps(document['spec'], separators=(',', ':'))}")
+        text = value if isinstance(value, str) else compact_json(value)
+        lines.append(f"{name}: {text}")
+    lines.append(f"spec: {compact_json(document['spec'])}")
     return lines
+
+
+def history_line(entry: dict[str, Any]) -> str:
+    """One version of a job's history (the API's entry): ``vVERSION TIME CHANGE STATUS
+    PERCENT STAGE attempt N [error CODE]``."""
+    parts = [
+        f"v{entry['version']}",
+        entry["time"] or "-",
+        entry["change"] or "-",
+        entry["status"],
+        f"{entry['progress']:.1f}%",
+        entry["stage"] or "-",
+        f"attempt {entry['attempt']}",
+    ]
+    if entry["errorCode"]:
+        parts.append(f"error {entry['errorCode']}")
+    return " ".join(parts)
 
 
 class JobView(Protocol):

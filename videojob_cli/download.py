@@ -1,13 +1,11 @@
-"""``download``: the job's file over the gateway's HTTP route (``GET /api/jobs/{id}/download``),
-with the standard library's HTTP client. The file appears whole or not at all."""
+"""``download``: the job's file over the gateway's HTTP route (``GET /api/jobs/{id}/download``,
+videojob_cli.gateway_http). The file appears whole or not at all, and never replaces a file
+that exists unless asked to."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import sys
-import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -15,9 +13,9 @@ from typing import BinaryIO
 
 from videojob_cli.errors import CliError
 from videojob_cli.exit_status import ExitStatus
+from videojob_cli.gateway_http import auth_headers, open_gateway
 
 CHUNK_BYTES = 1024 * 1024
-HTTP_SCHEMES = ("http", "https")
 
 _STATUS_OF_HTTP: dict[int, ExitStatus] = {
     404: ExitStatus.NOT_FOUND,
@@ -28,20 +26,12 @@ _STATUS_OF_HTTP: dict[int, ExitStatus] = {
 }
 
 
-def gateway_url(value: str) -> str:
-    """``http(s)://HOST[:PORT][/prefix]`` without a trailing slash; ValueError otherwise."""
-    parts = urllib.parse.urlsplit(value)
-    if parts.scheme not in HTTP_SCHEMES or not parts.netloc:
-        raise ValueError(value)
-    return value.rstrip("/")
-
-
-def _error_message(error: urllib.error.HTTPError) -> str:
-    with contextlib.suppress(ValueError, OSError):
-        body = json.loads(error.read())
-        if isinstance(body, dict) and isinstance(body.get("message"), str):
-            return str(body["message"])
-    return f"{error.code} {error.reason}"
+def refuse_existing(destination: str) -> None:
+    """A CliError when ``destination`` is a file (or anything) that exists: ``--force``."""
+    if destination != "-" and os.path.lexists(destination):
+        raise CliError(
+            ExitStatus.REFUSED, f"{destination} exists: not replaced (--force replaces it)"
+        )
 
 
 def _read(response: BinaryIO) -> bytes:
@@ -64,39 +54,52 @@ def _copy(response: BinaryIO, target: BinaryIO, expected: int | None) -> int:
 
 
 def download(
-    base_url: str, job_id: str, destination: str, *, api_token: str | None, timeout: float
+    base_url: str,
+    job_id: str,
+    destination: str,
+    *,
+    api_token: str | None,
+    timeout: float,
+    overwrite: bool = False,
 ) -> int:
-    """Writes the job's file to ``destination`` (``-``: stdout) and returns its size."""
+    """Writes the job's file to ``destination`` (``-``: stdout) and returns its size. A file
+    already there is kept (CliError, REFUSED) unless ``overwrite``."""
+    if not overwrite:
+        refuse_existing(destination)
     url = f"{base_url}/api/jobs/{urllib.parse.quote(job_id, safe='')}/download"
-    headers = {"Authorization": f"Bearer {api_token}"} if api_token else {}
-    request = urllib.request.Request(url, headers=headers)
-    try:
-        response = urllib.request.urlopen(request, timeout=timeout)
-    except urllib.error.HTTPError as error:
-        status = _STATUS_OF_HTTP.get(error.code, ExitStatus.GATEWAY)
-        message = f"the gateway answered {error.code}: {_error_message(error)}"
-        raise CliError(status, message) from None
-    except (urllib.error.URLError, OSError) as error:
-        reason = getattr(error, "reason", error)
-        raise CliError(
-            ExitStatus.GATEWAY, f"the gateway at {base_url} cannot be reached ({reason})"
-        ) from None
+    request = urllib.request.Request(url, headers=auth_headers(api_token))
+    response = open_gateway(request, base_url, timeout=timeout, status_of_http=_STATUS_OF_HTTP)
     with response:
         length = response.headers.get("Content-Length")
         expected = int(length) if length and length.isdigit() else None
         if destination == "-":
             return _copy(response, sys.stdout.buffer, expected)
-        return _write_whole(response, Path(destination), expected)
+        return _write_whole(response, Path(destination), expected, overwrite=overwrite)
 
 
-def _write_whole(response: BinaryIO, path: Path, expected: int | None) -> int:
+def _write_whole(response: BinaryIO, path: Path, expected: int | None, *, overwrite: bool) -> int:
     partial = path.with_name(f".{path.name}.part")
     try:
         with partial.open("wb") as target:
             written = _copy(response, target, expected)
-        os.replace(partial, path)
+        if overwrite:
+            os.replace(partial, path)
+        else:
+            _move_unless_exists(partial, path)
     except OSError as error:
         raise CliError(ExitStatus.ERROR, f"cannot write {path}: {error}") from None
     finally:
         partial.unlink(missing_ok=True)
     return written
+
+
+def _move_unless_exists(partial: Path, path: Path) -> None:
+    """``partial`` renamed to ``path`` unless a file appeared there meanwhile (a hard link
+    fails rather than replace it; where links cannot be made, a look just before)."""
+    try:
+        os.link(partial, path)
+    except FileExistsError:
+        refuse_existing(str(path))
+    except OSError:
+        refuse_existing(str(path))
+        os.replace(partial, path)

@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 import grpc
@@ -35,18 +36,28 @@ from videojob.flags import (
     text,
 )
 from videojob.grpc_setup import TlsFiles
-from videojob.job_json import STATUS_BY_NAME
+from videojob.job_json import STATUS_BY_NAME, history_entry_to_json
 from videojob_cli.client import ExportClient, open_channel
-from videojob_cli.display import job_details, job_json_line, job_line, job_view, status_name
-from videojob_cli.download import download, gateway_url
+from videojob_cli.display import (
+    history_line,
+    job_details,
+    job_json_line,
+    job_line,
+    job_view,
+    status_name,
+)
+from videojob_cli.download import download, refuse_existing
 from videojob_cli.errors import CliError
 from videojob_cli.exit_status import ExitStatus, exit_status_table
+from videojob_cli.gateway_http import gateway_url
 from videojob_cli.spec_input import PatternFlags, spec_for
+from videojob_cli.upload import upload, upload_line
 
 PROG = "videojob"
 ENV_PREFIX = "VIDEOJOB_"
 DEFAULT_TIMEOUT_SECONDS = 10.0
 DEFAULT_RECONNECT_SECONDS = 30.0
+MAX_VERSION = 10**limits.MAX_VERSION_DIGITS - 1
 
 _URL = Kind("an http:// or https:// URL", gateway_url, metavar="URL", ranged=False)
 
@@ -68,14 +79,20 @@ _FLAGS = {
             DEFAULT_RECONNECT_SECONDS,
             "how long a broken watch keeps resuming after the last message it received",
         ),
-        Flag("--gateway-url", _URL, DEFAULT_GATEWAY_URL, "the HTTP gateway the file comes from"),
+        Flag(
+            "--gateway-url",
+            _URL,
+            DEFAULT_GATEWAY_URL,
+            "the HTTP gateway files are downloaded from and uploaded to",
+        ),
         Flag("--api-token", text("TOKEN"), None, "the gateway's API token, when it has one"),
     )
 }
 # The flags every command reads: given before the command or after it (after wins).
 _CONNECTION = ("--export-addr", "--tls-ca", "--tls-cert", "--tls-key", "--timeout")
 _WATCHING = (*_CONNECTION, "--reconnect-timeout")
-_DOWNLOADING = (*_CONNECTION, "--gateway-url", "--api-token")
+# download and upload: files go over the gateway's HTTP API.
+_OVER_GATEWAY = (*_CONNECTION, "--gateway-url", "--api-token")
 
 _OUTCOME = {
     export_pb2.COMPLETED: ExitStatus.OK,
@@ -122,7 +139,10 @@ class _Commands:
     def __init__(self) -> None:
         self.parser = argparse.ArgumentParser(
             prog=PROG,
-            description="Submit, follow, list, cancel and download videojob renders.",
+            description=(
+                "Submit, follow, list, cancel, delete and download videojob renders;\n"
+                "read a job's history; upload input files."
+            ),
             epilog=_EPILOG,
             formatter_class=argparse.RawDescriptionHelpFormatter,
             allow_abbrev=False,
@@ -135,7 +155,12 @@ class _Commands:
         self.actions: dict[str, Command] = {}
 
     def add(
-        self, name: str, summary: str, flags: Sequence[str], action: Command
+        self,
+        name: str,
+        summary: str,
+        flags: Sequence[str],
+        action: Command,
+        json_help: str = "one JSON object per line (the API's job object)",
     ) -> argparse.ArgumentParser:
         table = _table(name, flags)
         parser = self._subparsers.add_parser(
@@ -146,9 +171,7 @@ class _Commands:
             formatter_class=argparse.RawDescriptionHelpFormatter,
             allow_abbrev=False,
         )
-        parser.add_argument(
-            "--json", action="store_true", help="one JSON object per line (the API's job object)"
-        )
+        parser.add_argument("--json", action="store_true", help=json_help)
         # Not given here: left out, so that a value given before the command stays.
         table.add_to(parser, default=argparse.SUPPRESS)
         self.tables[name] = table
@@ -230,11 +253,59 @@ def _build() -> _Commands:
     cancel = commands.add("cancel", "cancel a queued or running job", _CONNECTION, _cancel)
     cancel.add_argument("id", metavar="ID")
     fetch = commands.add(
-        "download", "save a completed job's file (over the gateway)", _DOWNLOADING, _download
+        "download", "save a completed job's file (over the gateway)", _OVER_GATEWAY, _download
     )
     fetch.add_argument("id", metavar="ID")
     fetch.add_argument(
         "-o", "--output", metavar="FILE", help="where to write it (default ID.CONTAINER; - stdout)"
+    )
+    fetch.add_argument(
+        "-f",
+        "--force",
+        "--overwrite",
+        dest="force",
+        action="store_true",
+        help="replace the file if it exists (without it, an existing file is kept: exit 6)",
+    )
+    delete = commands.add(
+        "delete",
+        "delete a finished job: its record, history and file",
+        _CONNECTION,
+        _delete,
+        json_help='{"id": ID, "deleted": true} once deleted',
+    )
+    delete.add_argument("id", metavar="ID")
+    history = commands.add(
+        "history",
+        "a job's changes, oldest first, one per version",
+        _CONNECTION,
+        _history,
+        json_help="one JSON object per line (the API's history entry)",
+    )
+    history.add_argument("id", metavar="ID")
+    history.add_argument(
+        "--after-version",
+        type=_argument_type(integer(0, MAX_VERSION)),
+        default=0,
+        metavar="N",
+        help="only the changes after version N (default: from the first)",
+    )
+    history.add_argument(
+        "--limit",
+        type=_argument_type(integer(1, MAX_VERSION)),
+        metavar="N",
+        help="at most N changes (default: all)",
+    )
+    send = commands.add(
+        "upload",
+        "upload a file into the media root (over the gateway): its path is a transcode's input",
+        _OVER_GATEWAY,
+        _upload,
+        json_help="the gateway's answer as one JSON object",
+    )
+    send.add_argument("file", metavar="FILE", type=Path)
+    send.add_argument(
+        "--name", metavar="NAME", help="the name it is shown by (default: the file's name)"
     )
     return commands
 
@@ -312,6 +383,8 @@ def _cancel(args: argparse.Namespace, client: ExportClient, out: TextIO) -> Exit
 
 
 def _download(args: argparse.Namespace, client: ExportClient, out: TextIO) -> ExitStatus:
+    if args.output and not args.force:
+        refuse_existing(args.output)  # before any call: nothing to fetch for it
     job = client.get(args.id)
     if job.status != export_pb2.COMPLETED:
         raise CliError(
@@ -321,13 +394,60 @@ def _download(args: argparse.Namespace, client: ExportClient, out: TextIO) -> Ex
     container = job.spec.output.container or limits.DEFAULT_CONTAINER
     destination = args.output or f"{job.id}.{container}"
     size = download(
-        args.gateway_url, job.id, destination, api_token=args.api_token, timeout=args.timeout
+        args.gateway_url,
+        job.id,
+        destination,
+        api_token=args.api_token,
+        timeout=args.timeout,
+        overwrite=args.force,
     )
     if destination != "-":
         if args.json:
             print(json.dumps({"id": job.id, "path": destination, "bytes": size}), file=out)
         else:
             print(f"{destination}: {size} bytes", file=out)
+    return ExitStatus.OK
+
+
+def _delete(args: argparse.Namespace, client: ExportClient, out: TextIO) -> ExitStatus:
+    client.delete(args.id)
+    if args.json:
+        print(json.dumps({"id": args.id, "deleted": True}), file=out, flush=True)
+    else:
+        print(f"{args.id} deleted", file=out, flush=True)
+    return ExitStatus.OK
+
+
+def _history(args: argparse.Namespace, client: ExportClient, out: TextIO) -> ExitStatus:
+    after_version = args.after_version
+    left = args.limit
+    while left is None or left > 0:
+        page_size = min(left or limits.MAX_HISTORY_LIMIT, limits.MAX_HISTORY_LIMIT)
+        page = client.history(args.id, after_version, page_size)
+        for entry in page.entries:
+            document = history_entry_to_json(entry)
+            if args.json:
+                print(json.dumps(document, separators=(",", ":")), file=out, flush=True)
+            else:
+                print(history_line(document), file=out, flush=True)
+        if left is not None:
+            left -= len(page.entries)
+        if not page.next_after_version or not page.entries:
+            break
+        after_version = page.next_after_version
+    return ExitStatus.OK
+
+
+def _upload(args: argparse.Namespace, client: ExportClient, out: TextIO) -> ExitStatus:
+    document = upload(
+        args.gateway_url,
+        args.file,
+        name=args.name or args.file.name,
+        api_token=args.api_token,
+        timeout=args.timeout,
+    )
+    line = json.dumps(document, separators=(",", ":")) if args.json else upload_line(document)
+    print(line, file=out, flush=True)
     return ExitStatus.OK
 
 

@@ -223,7 +223,7 @@ PROGRESS = Transition(
     # The progress rule's one guarantee, with each database's own check beneath it (the jobs
     # table's CHECKs and its invariants trigger): a job's progress never decreases (greatest), an
     # attempt's is never lowered, and it stays below 100 until COMPLETED. Earlier refusals only
-    # save work: render_service/events.py, export_service/tracking/decide.py and
+    # save work: render_service/events.py, export_service/tracking/attempt.py and
     # export_service/progress_writer.py.
     condition=f":progress >= 0 AND :progress <= {MAX_RUNNING_PROGRESS} "
     "AND attempt_progress <= :progress",

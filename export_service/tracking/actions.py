@@ -21,17 +21,20 @@ class CallRender:
     attaches to it and replays it from seq 1; then reads the stream's first event → a stream
     observation. The attempt's own render id (store.base.render_id_for) names it.
 
-    An attempt not placed yet (or ``elsewhere``: on another render service than the one that
-    last refused or failed the job) is placed first: the pool chooses a render service by load
-    and a fenced write records it on the job → NotPlaced when none can take it. An attempt
+    An attempt not placed yet (or ``elsewhere``: placed anew, the render service that refused
+    or handed it back being among ``avoid``) is placed first: the pool chooses a render
+    service by load and a fenced write records it on the job → NotPlaced when none can take
+    it. An attempt
     placed already has its lease confirmed by a fenced write instead. Either write refused:
     LeaseLost (another owner), Refused or JobMissing, and Render is not called. Render refused
     because the service drains → Draining. ``avoid``: render services (pool keys) that refused
-    or failed the job, not chosen for it."""
+    or failed the job, not chosen for it. ``lease_proven``: the job's create recorded this
+    placement with a fenced insert, proof of the lease: no confirming write."""
 
     attempt: int
     elsewhere: bool = False
     avoid: frozenset[str] = frozenset()
+    lease_proven: bool = False
 
 
 @dataclass(frozen=True)

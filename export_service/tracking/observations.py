@@ -59,6 +59,10 @@ class JobRead:
     last_render_seq: int
     # What the job's spec implies (None: only the render can tell).
     expected_duration_seconds: float | None
+    # The attempts recorded on the job with the render service each was placed on.
+    placed_attempts: tuple[int, ...] = ()
+    # The row the job's create committed, with the current attempt's placement recorded.
+    placed_by_create: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,10 @@ class Refused:
 @dataclass(frozen=True)
 class EventReceived:
     seq: int
-    event: RenderOutcome
+    # None: an event of a kind this service does not know.
+    event: RenderOutcome | None
+    # The render service (its pool key) the stream is open on.
+    member: str = ""
 
 
 @dataclass(frozen=True)
@@ -125,6 +132,8 @@ class RenderReport:
 
     seq: int
     last_event: RenderOutcome | None
+    # The render service (its pool key) that answered.
+    member: str = ""
 
 
 # Answers of placement (in CallRender) and of a render service refusing new work.

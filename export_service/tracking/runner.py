@@ -28,9 +28,11 @@ When the tracker gives up on a job, the job is failed with ``release_render``: t
 cancels the render and removes its output, so a failed job leaves no file (retried at the next
 start if the render service cannot be reached meanwhile).
 
-Every one of those decisions is made in ``export_service.tracking.decide`` (pure, tested without
-I/O); ``JobTracker`` here only performs what it decides (gRPC calls, store writes, timers) and
-feeds back what it observed. It ends in one way: ``decide`` returns Stop, whether the job reached
+Every one of those decisions is made in ``export_service.tracking.decide`` and, for the render
+attempt it follows, ``tracking.attempt`` (pure, tested without I/O); ``JobTracker`` here only
+performs what they decide (gRPC calls, store writes, timers) and feeds back what it observed,
+as facts (where an event came from, which other render services could take a render, what the
+job's record holds). It ends in one way: ``decide`` returns Stop, whether the job reached
 a terminal state through this tracker, became terminal elsewhere (``tell(JobEnded())``: a cancel,
 or a progress write refused as terminal) or the service is stopping (``tell(Stopping())``).
 
@@ -89,7 +91,13 @@ from export_service.tracking.actions import (
     WriteComplete,
     WriteFail,
 )
-from export_service.tracking.decide import decide, render_call_failure, start
+from export_service.tracking.activity_labels import (
+    TRACKER_START,
+    observation_label,
+    question_label,
+)
+from export_service.tracking.attempt import render_call_failure
+from export_service.tracking.decide import decide, start
 from export_service.tracking.observations import (
     Cancelled,
     Completed,
@@ -186,19 +194,20 @@ def _never_connected(error: grpc.aio.AioRpcError) -> bool:
     )
 
 
-def count_question(question: Question, last_observed: str) -> None:
-    """The question's metrics; ``last_observed`` (an activity key) is why it is asked."""
-    metrics.TRACKER_QUESTIONS.labels(type(question).__name__).inc()
+def count_question(question: Question, reason: str) -> None:
+    """The question's metrics; ``reason`` (an observation label) is why it is asked."""
+    metrics.TRACKER_QUESTIONS.labels(question_label(question)).inc()
     if isinstance(question, WatchRender):
-        metrics.RENDER_REATTACHES.labels(last_observed).inc()
+        metrics.RENDER_REATTACHES.labels(reason).inc()
     elif isinstance(question, BeginAttempt):
-        metrics.RENDER_RESUBMITS.labels(last_observed).inc()
+        metrics.RENDER_RESUBMITS.labels(reason).inc()
     elif isinstance(question, Wait):
-        metrics.TRACKER_RETRIES.labels(last_observed).inc()
+        metrics.TRACKER_RETRIES.labels(reason).inc()
 
 
 def activity_key(observation: Observation) -> str:
-    """A bounded name for what a tracker observed (an RPC failure with its status code)."""
+    """A bounded name for what a tracker observed (an RPC failure with its status code), as
+    the supervisor's in-process ``activity`` counts it."""
     if isinstance(observation, RpcFailed):
         return f"RpcFailed.{observation.code.name}"
     return type(observation).__name__
@@ -224,9 +233,6 @@ class JobTracker:
         self.job_id = job_id
         # The row the job's create committed: the first ReadJob is answered from it.
         self._created = created
-        # An attempt whose placement that create recorded: its fenced insert is this
-        # replica's proof of the lease, as a placement write would be.
-        self._placed_by_create: int | None = None
         # This replica's hold on the job: every write names it (None: unfenced, no owners).
         self.lease = lease
         self._ownership = ownership
@@ -272,19 +278,19 @@ class JobTracker:
         stamps.stamp("export.tracker_start", self.job_id)
         bind_log_context(job_id=self.job_id, render_id=self.job_id)
         decision = start(self._settings, seed=random.getrandbits(64))
-        last_observed = "Start"
+        reason = TRACKER_START
         try:
             while True:
                 for effect in decision.effects:
                     await self._perform(effect)
                 if isinstance(decision.next, Stop):
                     return
-                count_question(decision.next, last_observed)
+                count_question(decision.next, reason)
                 self._activity[type(decision.next).__name__] += 1
                 observation = await self._ask(decision.next)
-                last_observed = activity_key(observation)
-                self._activity[last_observed] += 1
-                metrics.TRACKER_OBSERVATIONS.labels(last_observed).inc()
+                self._activity[activity_key(observation)] += 1
+                reason = observation_label(observation)
+                metrics.TRACKER_OBSERVATIONS.labels(reason).inc()
                 decision = decide(decision.state, observation, time.monotonic())
         finally:
             self._close_stream()
@@ -319,7 +325,7 @@ class JobTracker:
                 return await self._read_job()
             case CallRender(attempt=attempt, elsewhere=elsewhere, avoid=avoid):
                 assert self._spec is not None
-                placed = await self._place(attempt, elsewhere, avoid)
+                placed = await self._place(attempt, elsewhere, avoid, question.lease_proven)
                 if not isinstance(placed, RenderAttempt):
                     return placed
                 member = self._pool.member_for(placed.instance_id, placed.address)
@@ -413,9 +419,8 @@ class JobTracker:
 
     async def _read_job(self) -> Observation:
         job, self._created = self._created, None
-        if job is not None:
-            self._placed_by_create = job.attempt if job.attempts else None
-        else:
+        placed_by_create = job is not None and bool(job.attempts)
+        if job is None:
             try:
                 job = await self._store.get(self.job_id)
             except JobNotFound:
@@ -424,16 +429,17 @@ class JobTracker:
             self._spec = spec_pb2.RenderSpec.FromString(job.spec)
             self._progress.register(self.job_id, job.attempt_progress)
             await self._continue_trace(job)
-            # Superseded attempts a render service may still hold (it was unreachable when
-            # they were given up): released again, which costs a CancelRender each; not those
-            # whose release was given up before (release_attempt skips them).
-            for attempt in job.attempts:
-                if attempt.attempt != job.attempt and self._on_release is not None:
-                    self._on_release(self.job_id, attempt, False)
         self._placements = {attempt.attempt: attempt for attempt in job.attempts}
         expected = expected_duration_seconds(self._spec) if self._spec is not None else None
         self._attempt = job.attempt
-        return JobRead(job.terminal, job.attempt, job.last_render_seq, expected)
+        return JobRead(
+            job.terminal,
+            job.attempt,
+            job.last_render_seq,
+            expected,
+            placed_attempts=tuple(attempt.attempt for attempt in job.attempts),
+            placed_by_create=placed_by_create,
+        )
 
     async def _read_stream(self, member: RenderMember, *, submitted: bool = False) -> Observation:
         call = self._call
@@ -459,10 +465,7 @@ class JobTracker:
                 event.failed.code,
                 extra={"log_tail": event.failed.log_tail},
             )
-        outcome = render_outcome(event)
-        if outcome is None:  # a kind of event this service does not know: proof of life only
-            outcome = Progress(0.0, "", 0.0, heartbeat=True)
-        return EventReceived(event.seq, outcome)
+        return EventReceived(event.seq, render_outcome(event), member.key)
 
     async def _continue_trace(self, job: Job) -> None:
         """Every render call of this tracker joins the trace of the request that created the
@@ -486,24 +489,23 @@ class JobTracker:
             )
         except grpc.aio.AioRpcError as error:
             return self._rpc_failed(error, member)
-        return RenderReport(info.last_event.seq, render_outcome(info.last_event))
+        return RenderReport(info.last_event.seq, render_outcome(info.last_event), member.key)
 
     def _rpc_failed(
         self, error: grpc.aio.AioRpcError, member: RenderMember, *, submitted: bool = False
     ) -> Observation:
         """The facts of a failed render call, for decide to judge."""
-        code = error.code()
         violation = field_violation(error)
         info = error_info(error)
-        busy = code == grpc.StatusCode.RESOURCE_EXHAUSTED
         return render_call_failure(
-            code,
+            error.code(),
             error.details() or "",
             member=member.key,
             submitted=submitted,
             draining=info is not None and info.reason == Reason.DRAINING,
             never_connected=_never_connected(error),
-            others_available=self._pool.others_available(member.key, with_room=busy),
+            others_usable=self._pool.others_available(member.key),
+            others_with_room=self._pool.others_available(member.key, with_room=True),
             field=violation.field if violation else "",
         )
 
@@ -521,21 +523,19 @@ class JobTracker:
         return self._attempt or 1
 
     async def _place(
-        self, attempt: int, elsewhere: bool, avoid: frozenset[str]
+        self, attempt: int, elsewhere: bool, avoid: frozenset[str], lease_proven: bool
     ) -> RenderAttempt | Observation:
-        """The attempt's placement: the recorded one (its lease confirmed), or a new one
-        chosen by the pool (not among ``avoid``, nor where it was placed when ``elsewhere``)
-        and recorded with a fenced write; else what the write observed instead."""
+        """The attempt's placement: the recorded one (its lease confirmed unless
+        ``lease_proven``), or (none yet, or ``elsewhere``) a new one chosen by the pool (not
+        among ``avoid``) and recorded with a fenced write; else what the write observed
+        instead."""
         self._attempt = attempt
         placed = self._placements.get(attempt)
-        placed_by_create, self._placed_by_create = self._placed_by_create == attempt, None
         if placed is not None and not elsewhere:
-            if placed_by_create:
+            if lease_proven:
                 return placed
             confirmed = await self._confirm_lease()
             return placed if confirmed is None else confirmed
-        if placed is not None:
-            avoid |= {placed.instance_id or placed.address}
         member = self._pool.choose(avoid)
         if member is None:
             avoided = ", ".join(sorted(avoid))

@@ -31,6 +31,7 @@ const state = {
   codecs: {},         // container -> video codecs, from the OpenAPI document
   listGeneration: 0,  // bumps on every reset, so that a late answer of an older list is dropped
   healthRecheck: null, // the badge's second look after a job started or stopped waiting
+  mediaNames: new Map(), // input path -> the upload's original name (media list, jobs' inputNames)
 };
 
 const $ = (selector) => document.querySelector(selector);
@@ -122,12 +123,38 @@ function baseName(path) {
   return String(path).split("/").pop();
 }
 
+// An input as users know it: an upload by the name it was sent with, another file by its name.
+function inputName(path) {
+  return state.mediaNames.get(path) || baseName(path);
+}
+
+// The input files a spec names, in its order: a transcode's, or a slideshow's slides, soundtrack
+// and subtitles.
+function inputPathsOf(spec) {
+  const source = (spec && spec.source) || {};
+  if (source.transcode) return [source.transcode.inputPath];
+  if (!source.slideshow) return [];
+  const show = source.slideshow;
+  const paths = (show.slides || []).map((slide) => slide.imagePath);
+  return paths.concat([show.audioPath, show.subtitlesPath].filter(Boolean));
+}
+
+// "holiday.mp4 (uploads/3f…e1.mp4)" for an upload, the path alone for any other file.
+function describeInput(path) {
+  const name = inputName(path);
+  return name === baseName(path) ? path : name + " (" + path + ")";
+}
+
+function rememberInputNames(job) {
+  for (const [path, name] of Object.entries((job && job.inputNames) || {})) state.mediaNames.set(path, name);
+}
+
 function describeSpec(spec) {
   const source = (spec && spec.source) || {};
   if (source.testPattern) {
     return ["Test pattern", source.testPattern.durationSeconds + " s"].join(" · ");
   }
-  if (source.transcode) return "Transcode " + baseName(source.transcode.inputPath);
+  if (source.transcode) return "Transcode " + inputName(source.transcode.inputPath);
   if (source.slideshow) return "Slideshow (" + (source.slideshow.slides || []).length + " slides)";
   return "Render";
 }
@@ -188,6 +215,7 @@ function cardFor(job) {
 }
 
 function render(job) {
+  rememberInputNames(job);
   const card = cardFor(job);
   const percent = Math.max(0, Math.min(100, Number(job.progress) || 0));
   const shown = job.status === "completed" ? 100 : Math.floor(percent);
@@ -523,8 +551,10 @@ async function upload(event) {
       stored.videoCodec || stored.audioCodec || "",
       formatBytes(stored.sizeBytes),
     ].filter(Boolean);
-    setMessage("#upload-message", "Uploaded " + file.name + " (" + facts.join(", ") + ").");
-    await loadMedia(stored.path);
+    const name = stored.originalName || file.name;
+    const use = stored.transcodable ? "" : " It is not a video: use it in a slideshow, it cannot be transcoded.";
+    setMessage("#upload-message", "Uploaded " + name + " (" + facts.join(", ") + ")." + use);
+    await loadMedia(stored.transcodable ? stored.path : undefined);
     event.target.reset();
   } catch (error) {
     if (error instanceof AuthError) setMessage("#upload-message", "Enter the API token, then upload again.", true);
@@ -537,19 +567,30 @@ async function upload(event) {
 async function loadMedia(select) {
   try {
     const listing = await api("/api/media");
+    let named = false;
+    for (const file of listing.files) {
+      if (file.originalName && state.mediaNames.get(file.path) !== file.originalName) {
+        state.mediaNames.set(file.path, file.originalName);
+        named = true;
+      }
+    }
+    // Only what a transcode takes: videos, not images or audio alone.
+    const videos = listing.files.filter((file) => file.transcodable);
     const choice = $("#transcode-input");
     const previous = select || choice.value;
-    const options = listing.files.map((file) => {
+    const options = videos.map((file) => {
       const option = document.createElement("option");
       option.value = file.path;
-      option.textContent = file.path + " (" + formatBytes(file.sizeBytes) + ")";
+      option.textContent = (file.originalName || file.path) + " (" + formatBytes(file.sizeBytes) + ")";
+      option.title = file.path;
       return option;
     });
-    if (options.length === 0) options.push(new Option("no files yet: upload a clip", ""));
+    if (options.length === 0) options.push(new Option("no videos yet: upload a clip", ""));
     choice.replaceChildren(...options);
-    if (previous && listing.files.some((file) => file.path === previous)) choice.value = previous;
-    $("#transcode-button").disabled = listing.files.length === 0;
+    if (previous && videos.some((file) => file.path === previous)) choice.value = previous;
+    $("#transcode-button").disabled = videos.length === 0;
     clearProblem("media");
+    if (named) for (const job of jobs.values()) render(job);
   } catch (error) {
     if (!(error instanceof AuthError)) reportProblem("media", "Could not list the media files: " + error.message);
   }
@@ -612,7 +653,11 @@ function timing(from, to, label = "") {
 function renderDetail(job) {
   if (job.id !== state.detailId) return;
   clearProblem("detail");
+  rememberInputNames(job);
   $("#detail-title").textContent = describeSpec(job.spec);
+  const inputs = inputPathsOf(job.spec);
+  $("#detail-input-row").hidden = inputs.length === 0;
+  $("#detail-input").textContent = inputs.map(describeInput).join(", ");
   $("#detail-id").textContent = job.id;
   const status = $("#detail-status");
   status.textContent = job.status;

@@ -91,6 +91,7 @@ def test_get_list_cancel_and_watch_of_a_cancelled_job(stack: Stack) -> None:
     got = videojob(stack, "get", job_id)
     assert got.returncode == ExitStatus.OK, got.stderr
     assert f"id: {job_id}" in got.stdout.splitlines()
+    assert "retrying: false" in got.stdout.splitlines()
 
     listed = videojob(stack, "list", "--limit", "5", "--json")
     assert listed.returncode == ExitStatus.OK, listed.stderr
@@ -128,6 +129,57 @@ def test_download_writes_the_video(stack: Stack, completed_job: Any, tmp_path: P
     )
     assert default_name.returncode == ExitStatus.OK, default_name.stderr
     assert (tmp_path / f"{completed_job['id']}.mp4").read_bytes() == target.read_bytes()
+
+    # The file is there now: kept unless --force, which replaces it whole.
+    target.write_bytes(b"mine")
+    for command in (
+        ("download", completed_job["id"], "-o", str(target)),
+        ("download", completed_job["id"]),
+    ):
+        kept = videojob(stack, *command, "--gateway-url", stack.url, cwd=tmp_path)
+        assert kept.returncode == ExitStatus.REFUSED, kept.stderr
+        assert "exists" in kept.stderr
+    assert target.read_bytes() == b"mine"
+    forced = videojob(
+        stack, "download", completed_job["id"], "-o", str(target), "--force", "--gateway-url",
+        stack.url,
+    )  # fmt: skip
+    assert forced.returncode == ExitStatus.OK, forced.stderr
+    assert target.stat().st_size == completed_job["outputSizeBytes"]
+    assert not list(tmp_path.glob(".*.part"))
+
+
+def test_history_then_delete_of_a_finished_job(stack: Stack) -> None:
+    created = videojob(stack, "submit", *TINY_PATTERN, "--preset", "ultrafast", "--wait", "--json")
+    assert created.returncode == ExitStatus.OK, created.stderr
+    finished = json_lines(created)[-1]
+    job_id = finished["id"]
+
+    history = videojob(stack, "history", job_id, "--json")
+    assert history.returncode == ExitStatus.OK, history.stderr
+    entries = json_lines(history)
+    assert [entry["version"] for entry in entries] == list(range(1, finished["version"] + 1))
+    assert entries[0]["change"] == "create" and entries[-1]["change"] == "complete"
+    lines = videojob(stack, "history", job_id).stdout.splitlines()
+    assert len(lines) == len(entries)
+    assert lines[-1].split()[0] == f"v{finished['version']}" and " complete " in lines[-1]
+
+    deleted = videojob(stack, "delete", job_id)
+    assert deleted.returncode == ExitStatus.OK, deleted.stderr
+    assert deleted.stdout.strip() == f"{job_id} deleted"
+    assert not Path(finished["outputPath"]).exists()
+    for command in ("get", "history", "delete"):
+        gone = videojob(stack, command, job_id)
+        assert gone.returncode == ExitStatus.NOT_FOUND, (command, gone.stderr)
+
+
+def test_a_running_job_cannot_be_deleted(stack: Stack) -> None:
+    job_id = submit_long(stack)
+    refused = videojob(stack, "delete", job_id)
+    assert refused.returncode == ExitStatus.REFUSED, refused.stderr
+    assert "cannot be deleted" in refused.stderr
+    cancelled = videojob(stack, "cancel", job_id)
+    assert cancelled.returncode == ExitStatus.OK, cancelled.stderr
 
 
 def test_unknown_ids_and_unreachable_services_have_their_own_status(

@@ -1,4 +1,4 @@
-"""The exit statuses are documented where people look: ``videojob --help`` and the README."""
+"""The exit statuses are documented where people look: ``videojob --help`` and docs/cli.md."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from tests.support.processes import REPO_ROOT
 from videojob_cli import run
 from videojob_cli.exit_status import ExitStatus
 
-_README_ROW = re.compile(r"^\| (\d+) \| ", re.MULTILINE)
+_TABLE_ROW = re.compile(r"^\| (\d+) \| ", re.MULTILINE)
 
 
 def test_help_lists_every_exit_status(capsys: pytest.CaptureFixture[str]) -> None:
@@ -22,11 +22,9 @@ def test_help_lists_every_exit_status(capsys: pytest.CaptureFixture[str]) -> Non
     assert listed == {int(status) for status in ExitStatus}
 
 
-def test_readme_lists_every_exit_status() -> None:
-    readme = (REPO_ROOT / "README.md").read_text()
-    section = readme[readme.index("## Operating") :]
-    section = section[: section.index("\n## ")]
-    listed = {int(number) for number in _README_ROW.findall(section)}
+def test_the_cli_docs_list_every_exit_status() -> None:
+    cli_docs = (REPO_ROOT / "docs" / "cli.md").read_text()
+    listed = {int(number) for number in _TABLE_ROW.findall(cli_docs)}
     assert listed == {int(status) for status in ExitStatus}
 
 

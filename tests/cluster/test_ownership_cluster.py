@@ -104,11 +104,19 @@ def replica_of(owner: str | None, process: ServiceProcess) -> bool:
 
 
 def synthetic_stack(
-    workdir: Path, database: str, render_log: Path, render_seconds: float, exports: int
+    workdir: Path,
+    database: str,
+    render_log: Path,
+    render_seconds: float,
+    exports: int,
+    hold_file: Path | None = None,
 ) -> Stack:
-    """A stack on the synthetic render server (each render ``render_seconds`` long, logged)."""
+    """A stack on the synthetic render server (each render ``render_seconds`` long, logged;
+    held at its end until ``hold_file`` exists, when given)."""
     render_args: tuple[str, ...] = ("--duration", str(render_seconds), "--rate", "5")
     render_args += ("--render-log", str(render_log))
+    if hold_file is not None:
+        render_args += ("--hold-file", str(hold_file))
     return Stack(
         StackConfig(
             workdir,
@@ -201,7 +209,10 @@ async def test_a_graceful_restart_of_every_replica_in_turn_loses_and_re_renders_
     tmp_path: Path, schema: str, database: Database, replicas: OpenReplica
 ) -> None:
     render_log = tmp_path / "renders.log"
-    stack = synthetic_stack(tmp_path / "stack", schema, render_log, 45.0, exports=3)
+    # Every render stays unfinished until each replica has been restarted: it completes when
+    # the test lets it (the hold file), not when a guessed duration runs out.
+    hold = tmp_path / "restarts-done"
+    stack = synthetic_stack(tmp_path / "stack", schema, render_log, 2.0, exports=3, hold_file=hold)
     try:
         await stack.astart()
         created: set[str] = set()
@@ -210,7 +221,7 @@ async def test_a_graceful_restart_of_every_replica_in_turn_loses_and_re_renders_
             for number in range(8):
                 job = await replica.stub.CreateExport(
                     export_pb2.CreateExportRequest(
-                        request_id=f"restart-{index}-{number}", spec=pattern_spec(45.0)
+                        request_id=f"restart-{index}-{number}", spec=pattern_spec(2.0)
                     ),
                     timeout=10,
                 )
@@ -231,6 +242,7 @@ async def test_a_graceful_restart_of_every_replica_in_turn_loses_and_re_renders_
                 f"{process.name}'s jobs taken by the others",
             )
             await process.astart()
+        hold.touch()
         await wait_until(
             lambda: database.all_terminal(len(created)), "every job terminal", FINISH_WITHIN
         )

@@ -1,6 +1,7 @@
 """The default addresses, the gRPC service names and the export service's trailing metadata
 key are written once (videojob.endpoints): every process listens there unless told otherwise,
-every client looks there, the README says so, and no other module spells them out."""
+every client looks there, the README and docs/grpc.md say so, and no other module spells them
+out."""
 
 from __future__ import annotations
 
@@ -48,11 +49,12 @@ def test_every_client_looks_for_its_service_there() -> None:
     assert CLI_FLAGS["--gateway-url"].default == endpoints.DEFAULT_GATEWAY_URL
 
 
-def test_the_readme_states_the_defaults() -> None:
+def test_the_docs_state_the_defaults() -> None:
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
-    assert f"`python -m render_service`, default `{endpoints.DEFAULT_RENDER_ADDRESS}`" in readme
-    assert f"`python -m export_service`, default `{endpoints.DEFAULT_EXPORT_ADDRESS}`" in readme
-    assert f"`make run` prints the page's URL (`{endpoints.DEFAULT_GATEWAY_URL}/`)" in readme
+    recipes = (REPO_ROOT / "docs" / "grpc.md").read_text(encoding="utf-8")
+    assert f"`python -m render_service`, default `{endpoints.DEFAULT_RENDER_ADDRESS}`" in recipes
+    assert f"`python -m export_service`, default `{endpoints.DEFAULT_EXPORT_ADDRESS}`" in recipes
+    assert f"`make run` prints the page's URL\n(`{endpoints.DEFAULT_GATEWAY_URL}/`)" in readme
 
 
 WRITTEN_ONCE = {
@@ -64,7 +66,7 @@ WRITTEN_ONCE = {
     endpoints.EXPORT_SERVICE,
     endpoints.IDEMPOTENT_REPLAYED_METADATA,
 }
-# Everything but the tests (which quote the README's recipes) and the generated code.
+# Everything but the tests (which quote the documented recipes) and the generated code.
 CODE = (
     "videojob", "videojob_cli", "videojob_launcher", "render_service", "export_service",
     "gateway", "bench", "scripts",

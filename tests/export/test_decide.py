@@ -40,15 +40,12 @@ from export_service.tracking.actions import (
     WriteComplete,
     WriteFail,
 )
-from export_service.tracking.decide import (
-    Decision,
-    Phase,
-    TrackerState,
+from export_service.tracking.attempt import (
+    AttemptState,
     UnexpectedObservation,
-    decide,
     render_call_failure,
-    start,
 )
+from export_service.tracking.decide import Decision, Phase, TrackerState, decide, start
 from export_service.tracking.observations import (
     Cancelled,
     Completed,
@@ -118,6 +115,19 @@ def tracker_settings(draw: st.DrawFn) -> TrackerSettings:
     )
 
 
+def followed(state: TrackerState) -> AttemptState:
+    """The render attempt the tracker follows."""
+    assert state.current is not None, state
+    return state.current
+
+
+def attempt_phase(state: TrackerState) -> str:
+    """What the followed attempt asked last, while the tracker renders ("" otherwise)."""
+    if state.phase is Phase.RENDERING and state.current is not None:
+        return state.current.phase.value
+    return ""
+
+
 def outcome(rng: random.Random, terminal_weight: int) -> RenderOutcome:
     if rng.randrange(30 + terminal_weight) < 30:
         return Progress(
@@ -173,22 +183,29 @@ def answer(rng: random.Random, world: World, state: TrackerState, ask: NextStep)
             if state.phase.value == "loading":
                 if rng.random() < 0.05:
                     return JobMissing()
+                attempt = rng.randint(1, s.max_attempts)
                 return JobRead(
                     terminal=rng.random() < 0.05,
-                    attempt=rng.randint(1, s.max_attempts),
+                    attempt=attempt,
                     last_render_seq=rng.choice([0, 0, rng.randint(1, 5)]),
                     expected_duration_seconds=rng.choice([None, rng.uniform(0.5, 10.0)]),
+                    placed_attempts=tuple(range(1, attempt + rng.randrange(2))),
+                    placed_by_create=rng.random() < 0.3,
                 )
             terminal = rng.random() < 0.05
-            return JobRead(terminal, state.attempt, state.last_seq, state.expected_duration)
+            last_seq = followed(state).last_seq
+            return JobRead(terminal, state.attempt, last_seq, state.expected_duration)
         case CallRender() | WatchRender() | ReadStream():
             if not isinstance(ask, ReadStream):
-                world.render_seq = state.last_seq if isinstance(ask, WatchRender) else 0
+                world.render_seq = followed(state).last_seq if isinstance(ask, WatchRender) else 0
             kind = rng.randrange(20)
             if kind < 16:
                 world.now += rng.uniform(0.0, min(s.stall_timeout, 2.0))
                 world.render_seq += rng.choice([0, 1, 1, 1, 2])  # 0: a replayed event
-                return EventReceived(max(world.render_seq, 1), outcome(rng, 1))
+                # None: an event of a kind this service does not know.
+                event = None if rng.random() < 0.02 else outcome(rng, 1)
+                member = rng.choice(["", "render-a", "render-b"])
+                return EventReceived(max(world.render_seq, 1), event, member)
             if kind < 17:
                 world.now += rng.uniform(0.0, 1.0)
                 return StreamEnded()
@@ -297,7 +314,7 @@ def check(world: World, before: TrackerState, seen: Observation, decision: Decis
     # nowhere to place it is waited out like a busy or unreachable render service.
     handed_back = (
         isinstance(seen, EventReceived)
-        and seen.seq > before.last_seq
+        and seen.seq > followed(before).last_seq
         and isinstance(seen.event, Failed)
         and seen.event.never_started
     )
@@ -306,21 +323,28 @@ def check(world: World, before: TrackerState, seen: Observation, decision: Decis
         and seen.code == grpc.StatusCode.RESOURCE_EXHAUSTED
         and seen.others_available
     )
-    if before.phase.value == "streaming" and (
+    if attempt_phase(before) == "streaming" and (
         isinstance(seen, Draining | Unreached) or handed_back or full_here
     ):
         assert isinstance(ask, CallRender) and ask.elsewhere, decision
         assert ask.attempt == state.attempt == before.attempt
         # ... never again on a render service that refused it (until none is left).
         refusing = seen.instance_id if isinstance(seen, Draining | Unreached) else ""
-        refusing = seen.member if isinstance(seen, RpcFailed) else refusing
-        assert before.avoid <= ask.avoid and (not refusing or refusing in ask.avoid)
-    if before.phase.value == "streaming" and isinstance(seen, NotPlaced):
+        refusing = seen.member if isinstance(seen, RpcFailed | EventReceived) else refusing
+        assert followed(before).avoid <= ask.avoid and (not refusing or refusing in ask.avoid)
+    if attempt_phase(before) == "streaming" and isinstance(seen, NotPlaced):
         assert isinstance(ask, ReadJob) and state.attempt == before.attempt, decision
-        assert state.avoid == frozenset()
-    # Only a new attempt releases the one it supersedes, and never the new one.
+        assert followed(state).avoid == frozenset()
+    # Only the first Render after the job's create may skip the lease's confirmation.
+    if isinstance(ask, CallRender) and ask.lease_proven:
+        assert isinstance(seen, JobRead) and seen.placed_by_create, decision
+    # Only a new attempt releases the one it supersedes, and never the new one; at the start,
+    # the superseded attempts recorded on the job are released again.
     for effect in decision.effects:
-        if isinstance(effect, ReleaseAttempt):
+        if isinstance(effect, ReleaseAttempt) and before.phase.value == "loading":
+            assert isinstance(seen, JobRead) and effect.attempt in seen.placed_attempts
+            assert effect.attempt != seen.attempt == state.attempt
+        elif isinstance(effect, ReleaseAttempt):
             assert isinstance(seen, Written) and before.phase.value == "beginning attempt"
             assert effect.attempt == before.attempt < state.attempt
     # The tracker's own stage: shown once a wait for an unanswering render service begins, and
@@ -328,18 +352,20 @@ def check(world: World, before: TrackerState, seen: Observation, decision: Decis
     for effect in decision.effects:
         if isinstance(effect, OfferStage):
             assert effect == OfferStage(STAGE_WAITING_FOR_RENDER), decision
-            assert not before.showing_wait and state.showing_wait, decision
+            assert not followed(before).showing_wait and followed(state).showing_wait, decision
             assert isinstance(ask, Wait) and ask.then == "asking again", decision
-            assert getattr(before.retry, "busy", True) is False, decision
+            assert getattr(followed(before).retry, "busy", True) is False, decision
     if (
         isinstance(seen, EventReceived)
         and isinstance(seen.event, Progress)
         and seen.event.heartbeat
-        and seen.seq > before.last_seq
+        and seen.seq > followed(before).last_seq
     ):
         offered = any(isinstance(e, OfferProgress) for e in decision.effects)
-        assert offered == before.showing_wait, decision
-        assert not state.showing_wait
+        assert offered == followed(before).showing_wait, decision
+        assert not followed(state).showing_wait
+    if isinstance(seen, EventReceived) and seen.event is None:
+        assert (ask, decision.effects) == (ReadStream(), ()), decision  # proof of life only
     # Give-ups no later than their budgets.
     if world.unreachable_since is not None and isinstance(ask, Wait) and ask.then == "asking again":
         assert world.now + ask.seconds <= world.unreachable_since + s.retry_budget + 1e-6
@@ -348,8 +374,8 @@ def check(world: World, before: TrackerState, seen: Observation, decision: Decis
         and not seen.terminal
         and world.unreachable_since is not None
         and world.now - world.unreachable_since >= s.retry_budget
-        and before.phase.value == "confirming"
-        and getattr(before.retry, "busy", True) is False
+        and attempt_phase(before) == "confirming"
+        and getattr(followed(before).retry, "busy", True) is False
     ):
         assert isinstance(ask, WriteFail) and ask.code == "RENDER_UNAVAILABLE", decision
     if (
@@ -508,6 +534,45 @@ def test_start_submits_a_new_render_and_reattaches_to_a_known_one() -> None:
     assert decide(first.state, JobMissing(), 0.0).next == Stop()
 
 
+def test_the_start_releases_superseded_attempts_again() -> None:
+    """Attempts given up for a newer one may still run where their render service did not
+    answer the release: each is released again when the job is tracked, before its render is
+    followed; the current attempt never is, nor anything for a job that ended."""
+    first = start(SETTINGS, seed=1).state
+    resumed = decide(first, JobRead(False, 3, 5, None, placed_attempts=(1, 2, 3)), 0.0)
+    assert resumed.next == WatchRender(5)
+    assert resumed.effects == (ReleaseAttempt(1), ReleaseAttempt(2))
+    # The current attempt not placed yet: only the older ones.
+    placing = decide(first, JobRead(False, 2, 0, None, placed_attempts=(1,)), 0.0)
+    assert (placing.next, placing.effects) == (CallRender(2), (ReleaseAttempt(1),))
+    ended = decide(first, JobRead(True, 3, 5, None, placed_attempts=(1, 2, 3)), 0.0)
+    assert (ended.next, ended.effects) == (Stop(), ())
+    # Read again before a retry, the job's attempts are not released again.
+    broke = decide(resumed.state, StreamEnded(), 1.0)
+    confirm = decide(broke.state, RpcFailed(grpc.StatusCode.UNAVAILABLE, "refused"), 1.0)
+    wait = decide(confirm.state, JobRead(False, 3, 5, None, placed_attempts=(1, 2, 3)), 1.0)
+    assert isinstance(wait.next, Wait)
+    assert not [e for e in wait.effects if isinstance(e, ReleaseAttempt)]
+
+
+def test_only_the_first_render_of_a_job_its_create_placed_skips_confirming_the_lease() -> None:
+    """The create's fenced insert of the placement proves the lease for the first Render; any
+    later Render of the job confirms it (or places the render anew) with a write."""
+    first = start(SETTINGS, seed=1).state
+    created = decide(first, JobRead(False, 1, 0, 2.0, placed_by_create=True), 0.0)
+    assert created.next == CallRender(1, lease_proven=True)
+    read = decide(first, JobRead(False, 1, 0, 2.0), 0.0)
+    assert read.next == CallRender(1)
+    # Refused there: placed again, proven by that placement's own write.
+    elsewhere = decide(created.state, Draining("render-a", "draining"), 1.0)
+    assert elsewhere.next == CallRender(1, elsewhere=True, avoid=frozenset({"render-a"}))
+    # Asked again after a busy answer: the lease confirmed.
+    busy = decide(created.state, RpcFailed(grpc.StatusCode.RESOURCE_EXHAUSTED, "full"), 1.0)
+    wait = decide(busy.state, JobRead(False, 1, 0, 2.0, placed_by_create=True), 1.0)
+    assert isinstance(wait.next, Wait)
+    assert decide(wait.state, TimerFired(), 1.0 + wait.next.seconds).next == CallRender(1)
+
+
 def test_progress_is_offered_below_100_and_replayed_events_are_skipped() -> None:
     state = streaming()
     offered = decide(state, EventReceived(1, Progress(120.0, "Rendering", 3.0)), 1.0)
@@ -516,7 +581,27 @@ def test_progress_is_offered_below_100_and_replayed_events_are_skipped() -> None
     replayed = decide(offered.state, EventReceived(1, Progress(50.0, "Rendering", 3.0)), 1.1)
     assert (replayed.next, replayed.effects) == (ReadStream(), ())
     heartbeat = decide(offered.state, EventReceived(2, Progress(0.0, "", 0.0, heartbeat=True)), 2)
-    assert (heartbeat.next, heartbeat.effects, heartbeat.state.last_seq) == (ReadStream(), (), 2)
+    last_seq = followed(heartbeat.state).last_seq
+    assert (heartbeat.next, heartbeat.effects, last_seq) == (ReadStream(), (), 2)
+
+
+def test_an_event_of_an_unknown_kind_only_proves_life() -> None:
+    """A newer render service's event this service cannot read: the render lives, nothing is
+    offered, not even over the tracker's own waiting stage (a heartbeat would put the render's
+    stage back; this event has none)."""
+    running = decide(streaming(), EventReceived(3, Progress(40.0, "Rendering", 12.0)), 0.5)
+    broke = decide(running.state, StreamEnded(), 1.0)
+    wait = unanswered(broke.state, 1.0, grpc.StatusCode.UNAVAILABLE)
+    assert isinstance(wait.next, Wait) and wait.effects == (OfferStage(STAGE_WAITING_FOR_RENDER),)
+    ask = decide(wait.state, TimerFired(), 1.0 + wait.next.seconds)
+    report = decide(ask.state, RenderReport(4, Progress(40.0, "Rendering", 9.0)), 2.0)
+    assert report.next == WatchRender(3)
+    unknown = decide(report.state, EventReceived(4, None), 2.1)
+    assert (unknown.next, unknown.effects) == (ReadStream(), ())
+    assert followed(unknown.state).last_seq == 4 and followed(unknown.state).showing_wait
+    # It counts as an event of the round: the stream is not quiet.
+    ended = decide(unknown.state, StreamEnded(), 2.2)
+    assert followed(ended.state).quiet_rounds == 0
 
 
 def test_a_completion_is_checked_then_written() -> None:
@@ -605,7 +690,7 @@ def test_a_render_service_that_does_not_answer_shows_as_waited_for_until_events_
     wait = unanswered(broke.state, 1.0, grpc.StatusCode.UNAVAILABLE)
     assert isinstance(wait.next, Wait) and wait.next.then == "asking again"
     assert wait.effects == (OfferStage(STAGE_WAITING_FOR_RENDER),)
-    assert wait.state.showing_wait
+    assert followed(wait.state).showing_wait
     now = 1.0
     for code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE, None):
         assert isinstance(wait.next, Wait)
@@ -622,7 +707,7 @@ def test_a_render_service_that_does_not_answer_shows_as_waited_for_until_events_
     beat = Progress(41.0, "Rendering", 11.0, heartbeat=True)
     back = decide(report.state, EventReceived(6, beat), now + 0.1)
     assert back.effects == (OfferProgress(41.0, "Rendering", 11.0, 6),)
-    assert not back.state.showing_wait
+    assert not followed(back.state).showing_wait
     again = decide(back.state, EventReceived(7, beat), now + 1.1)
     assert again.effects == ()  # a heartbeat is offered only over the tracker's own stage
 
@@ -639,10 +724,10 @@ def test_the_stage_of_a_new_attempt_replaces_the_wait() -> None:
     assert isinstance(resubmit.next, Wait) and resubmit.effects == ()
     begin = decide(resubmit.state, TimerFired(), 3.0)
     render = decide(begin.state, Written(2), 3.0)
-    assert render.next == CallRender(2) and render.state.showing_wait
+    assert render.next == CallRender(2) and followed(render.state).showing_wait
     first = decide(render.state, EventReceived(1, Progress(0.0, "Preparing", 0.0)), 3.1)
     assert first.effects == (OfferProgress(0.0, "Preparing", 0.0, 1),)
-    assert not first.state.showing_wait
+    assert not followed(first.state).showing_wait
 
 
 def test_a_busy_render_service_or_a_budget_spent_shows_no_wait() -> None:
@@ -731,7 +816,8 @@ def test_what_a_failed_render_call_means_is_decided_from_its_facts() -> None:
             submitted=submitted,
             draining=draining,
             never_connected=never_connected,
-            others_available=others,
+            others_usable=others,
+            others_with_room=others,
         )
 
     assert failure(True, True, False, True) == Draining("render-a", "why")
@@ -742,6 +828,36 @@ def test_what_a_failed_render_call_means_is_decided_from_its_facts() -> None:
     assert failure(True, False, True, True) == Unreached("render-a", "why")
     # Unreached with nowhere else to go: waited for instead, like any unavailable service.
     assert isinstance(failure(True, False, True, False), RpcFailed)
+
+
+def test_a_busy_render_service_fails_over_only_to_one_with_room() -> None:
+    """Somewhere to fail over to: for a full render service, another with room; for one that
+    failed otherwise, any other usable one (full or not)."""
+
+    def failure(code: grpc.StatusCode, *, usable: bool, room: bool) -> Observation:
+        return render_call_failure(
+            code,
+            "why",
+            member="render-a",
+            submitted=True,
+            draining=False,
+            never_connected=False,
+            others_usable=usable,
+            others_with_room=room,
+        )
+
+    full = grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert failure(full, usable=True, room=False) == RpcFailed(full, "why", member="render-a")
+    assert failure(full, usable=True, room=True) == RpcFailed(
+        full, "why", others_available=True, member="render-a"
+    )
+    down = grpc.StatusCode.UNAVAILABLE
+    assert failure(down, usable=True, room=False) == RpcFailed(
+        down, "why", others_available=True, member="render-a"
+    )
+    # The whole way: a full service with nowhere that has room is asked again later.
+    busy = decide(streaming(), failure(full, usable=True, room=False), 1.0)
+    assert busy.next == ReadJob()
 
 
 def test_render_services_that_failed_the_job_are_avoided_until_none_is_left() -> None:
@@ -755,10 +871,10 @@ def test_render_services_that_failed_the_job_are_avoided_until_none_is_left() ->
     assert second.next == CallRender(1, elsewhere=True, avoid=frozenset({"render-a", "render-b"}))
     # ... until nowhere is left: the wait starts afresh with every render service.
     nowhere = decide(second.state, NotPlaced("all refused", busy=True), 3.0)
-    assert nowhere.state.avoid == frozenset()
+    assert followed(nowhere.state).avoid == frozenset()
     # An answer that is not a fail-over (an invalid spec) avoids nobody.
     invalid = RpcFailed(grpc.StatusCode.INVALID_ARGUMENT, "bad", others_available=True, member="c")
-    assert decide(streaming(), invalid, 1.0).state.avoid == frozenset()
+    assert followed(decide(streaming(), invalid, 1.0).state).avoid == frozenset()
 
 
 def test_a_placement_refused_by_the_store_is_judged_by_decide() -> None:
@@ -779,6 +895,20 @@ def test_a_render_handed_back_before_it_started_costs_no_attempt() -> None:
     # Without never_started, SHUTDOWN is a lost render (the next attempt, after a backoff).
     lost = decide(streaming(), EventReceived(2, Failed("SHUTDOWN", "stopping")), 1.0)
     assert lost.next == ReadJob()
+
+
+def test_a_render_handed_back_is_not_placed_again_where_it_was_handed_back() -> None:
+    """The render service that handed the render back joins the services avoided for it, as
+    one that refused it would: from its stream's event, or from GetRender's answer."""
+    handed_back = Failed("SHUTDOWN", "draining", never_started=True)
+    streamed = decide(streaming(), EventReceived(2, handed_back, "render-a"), 1.0)
+    assert streamed.next == CallRender(1, elsewhere=True, avoid=frozenset({"render-a"}))
+    investigating = decide(streaming(last_seq=1), StreamEnded(), 1.0).state
+    reported = decide(investigating, RenderReport(2, handed_back, "render-b"), 1.0)
+    assert reported.next == CallRender(1, elsewhere=True, avoid=frozenset({"render-b"}))
+    # Both kept until none is left to choose.
+    again = decide(streamed.state, EventReceived(1, handed_back, "render-b"), 2.0)
+    assert again.next == CallRender(1, elsewhere=True, avoid=frozenset({"render-a", "render-b"}))
 
 
 def test_a_full_render_service_sends_the_render_elsewhere_only_when_another_has_room() -> None:
@@ -810,7 +940,10 @@ def test_a_render_service_that_refuses_connections_fails_over_at_once() -> None:
     moved = failover(refused, 1.0)
     assert moved.next == CallRender(2, elsewhere=True)
     assert moved.effects == (ReleaseAttempt(1, service_lost=True),)
-    assert (moved.state.unreachable_since, moved.state.retry_rounds) == (None, 0)
+    assert (followed(moved.state).unreachable_since, followed(moved.state).retry_rounds) == (
+        None,
+        0,
+    )
 
 
 def test_a_render_service_that_no_longer_knows_the_render_fails_over_at_once() -> None:

@@ -1,4 +1,4 @@
-"""The export service's grpcurl recipes in README.md, run with the real grpcurl against real
+"""The export service's grpcurl recipes in docs/grpc.md, run with the real grpcurl against real
 render and export service processes."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def export_process(render_processes: RenderProcesses, tmp_path: Path) -> Iterato
 
 
 def test_readme_has_every_export_recipe() -> None:
-    joined = [" ".join(command) for command in grpcurl_recipes("### Export service")]
+    joined = [" ".join(command) for command in grpcurl_recipes("## Export service")]
     assert any(command.endswith(" list") for command in joined)
     assert any("Health/Check" in command for command in joined)
     for method in (
@@ -46,7 +46,7 @@ def test_readme_has_every_export_recipe() -> None:
 
 def first_streamed_message(argv: list[str]) -> str:
     """What a stream that never ends by itself (WatchExports) prints up to its first message;
-    then the stream is stopped, as a reader of the README stops it with Ctrl-C."""
+    then the stream is stopped, as a reader of the recipes stops it with Ctrl-C."""
     decoder = json.JSONDecoder()
     with subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -70,7 +70,7 @@ def first_streamed_message(argv: list[str]) -> str:
 def test_readme_recipes_run_against_real_services(export_process: ServiceProcess) -> None:
     ids: dict[str, str] = {}
     results: list[tuple[list[str], str]] = []
-    for command in grpcurl_recipes("### Export service"):
+    for command in grpcurl_recipes("## Export service"):
         argv = [str(GRPCURL)]
         for arg in command[1:]:
             if arg == DEFAULT_ADDRESS:

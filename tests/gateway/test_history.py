@@ -1,6 +1,6 @@
 """GET /api/jobs/{id}/history over HTTP against the real stack: a completed job's committed
 changes, create to complete, paged by afterVersion; unknown ids (over an in-process export
-service) and bad parameters (before any call: the gateway alone) refused as the README's error
+service) and bad parameters (before any call: the gateway alone) refused as docs/api.md's error
 table says, the app in-process (tests.gateway.inprocess)."""
 
 from __future__ import annotations

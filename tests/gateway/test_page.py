@@ -162,7 +162,8 @@ def test_upload_transcode_and_download_through_the_page(
         card = page.locator("li.job").first
         job_id = card.get_attribute("data-job-id")
         card = page.locator(f"#job-{job_id}")
-        expect(card.locator(".job-title")).to_have_text(f"Transcode {Path(chosen).name}")
+        # Named by the upload's original name, not the name the gateway stored it under.
+        expect(card.locator(".job-title")).to_have_text("Transcode holiday.mp4")
         expect(card.locator(".format")).to_have_text(f"WEBM · VP9 · 96{TIMES}72")
         expect(card.locator(".status")).to_have_text("completed", timeout=RENDER_MS)
         with page.expect_download() as download_info:

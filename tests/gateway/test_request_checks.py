@@ -1,7 +1,7 @@
 """The gateway's own checks of a request, made before it calls the export service: the app runs
 in-process (httpx's ASGI transport, no export service behind it), so each answer here is the
 gateway's alone. 400 when a value cannot be read as what it should be, 422 when it can but is
-outside what the API documents (README, "Errors"); the field is named either way."""
+outside what the API documents (docs/api.md, "Errors"); the field is named either way."""
 
 from __future__ import annotations
 

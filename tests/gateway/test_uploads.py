@@ -63,7 +63,10 @@ def test_a_real_clip_is_stored_listed_and_transcoded(
     assert upload["durationSeconds"] == pytest.approx(1.0, abs=0.2)
     stored = realtime_stack.media_root / upload["path"]
     assert stored.read_bytes() == clip.read_bytes()
-    assert not [name for name in uploads_on_disk(realtime_stack.media_root) if name.startswith(".")]
+    # No partial file is left; the one hidden file beside it is its record (its original name).
+    hidden = [name for name in uploads_on_disk(realtime_stack.media_root) if name.startswith(".")]
+    assert not [name for name in hidden if name.endswith(".part")], hidden
+    assert upload["originalName"] == "my clip.mp4"
 
     listing = http.get("/api/media")
     assert listing.status_code == 200

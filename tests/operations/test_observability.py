@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
-import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,11 +25,12 @@ from typing import Any
 import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
-from prometheus_client.parser import text_string_to_metric_families
 
+from export_service.tracking.activity_labels import QUESTION_LABELS
 from tests.support.polling import poll_until
 from tests.support.ports import free_port
 from tests.support.processes import ServiceProcess, start_service
+from tests.support.prometheus_text import Sample, promtool_problems, samples
 from tests.support.render_dirs import RenderDirs
 from videojob.ffmpeg_binary import ffmpeg_binary
 
@@ -194,22 +193,8 @@ def run_job(client: httpx.Client, spec: dict[str, Any]) -> dict[str, Any]:
     return poll_until(finished, f"job {job_id} to finish", within=60)
 
 
-def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def promtool_problems(text: str) -> str:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed (Debian package prometheus)")
-    checked = subprocess.run(
-        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False
-    )
-    return "" if checked.returncode == 0 else checked.stdout + checked.stderr
+def label_values(exposed: dict[Sample, float], name: str, label: str) -> set[str]:
+    return {dict(labels)[label] for sample, labels in exposed if sample == name}
 
 
 def json_records(process: ServiceProcess) -> list[dict[str, Any]]:
@@ -264,6 +249,18 @@ def test_metrics_logs_and_one_trace_across_the_three_processes(
         export_samples[("videojob_store_write_seconds_count", frozenset({("change", "complete")}))]
         >= 1
     )
+    # The tracker's metrics speak in operator names (export_service.tracking.activity_labels).
+    questions = label_values(export_samples, "videojob_tracker_questions_total", "question")
+    assert "render" in questions and questions <= set(QUESTION_LABELS.values()), questions
+    observations = label_values(
+        export_samples, "videojob_tracker_observations_total", "observation"
+    )
+    assert {"job_read", "render_event"} <= observations, observations
+    gateway_samples = samples(gateway_metrics.text)
+    created_key = frozenset({("method", "POST"), ("route", "/api/jobs"), ("code", "201")})
+    assert gateway_samples[("videojob_http_requests_total", created_key)] == 2
+    read_key = frozenset({("method", "GET"), ("route", "/api/jobs/{id}")})
+    assert gateway_samples[("videojob_http_request_duration_seconds_count", read_key)] >= 2
     render_samples = samples(render_text)
     assert (
         render_samples[

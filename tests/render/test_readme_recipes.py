@@ -1,4 +1,4 @@
-"""The render service's grpcurl recipes in README.md, run with the real grpcurl against a real
+"""The render service's grpcurl recipes in docs/grpc.md, run with the real grpcurl against a real
 render service process."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ DEFAULT_ADDRESS = DEFAULT_RENDER_ADDRESS
 
 
 def test_readme_has_every_render_recipe() -> None:
-    joined = [" ".join(command) for command in grpcurl_recipes("### Render service")]
+    joined = [" ".join(command) for command in grpcurl_recipes("## Render service")]
     for needle in (" list", "describe videojob.render.v1.RenderService", "Health/Check"):
         assert any(needle in command for command in joined), needle
     for method in ("Render", "GetRender", "WatchRender", "CancelRender", "GetCapacity"):
@@ -29,7 +29,7 @@ def test_readme_recipes_run_against_a_real_service(
 ) -> None:
     service = process_factory()
     outputs = []
-    for command in grpcurl_recipes("### Render service"):
+    for command in grpcurl_recipes("## Render service"):
         argv = [
             str(GRPCURL),
             *(service.address if a == DEFAULT_ADDRESS else a for a in command[1:]),
@@ -38,7 +38,7 @@ def test_readme_recipes_run_against_a_real_service(
         assert result.returncode == 0, (command, result.stderr)
         outputs.append(result.stdout)
     by_method = dict(
-        zip((c[-1] for c in grpcurl_recipes("### Render service")), outputs, strict=True)
+        zip((c[-1] for c in grpcurl_recipes("## Render service")), outputs, strict=True)
     )
 
     assert "videojob.render.v1.RenderService" in by_method["list"]

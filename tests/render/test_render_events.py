@@ -144,9 +144,12 @@ async def test_progress_counts_video_frames_and_finalizing_waits_for_the_last(
     blocks it is N/A. Rendering progress follows the frames written instead, and Finalizing
     starts only with the last frame."""
     service = process_factory()
-    spec = pattern_spec(10.0, width=320, height=240, fps=25.0)
+    # 20 s, not 10: the AV1 encoders hold back well over a hundred frames and write them in
+    # bursts, so a 10 s video could bring a single report with frames between the first and
+    # the last (Debian's ffmpeg 5.1 with SVT-AV1 did, on a loaded machine).
+    spec = pattern_spec(20.0, width=320, height=240, fps=25.0)
     spec.output.video_codec = "av1"
-    frames = 10 * 25
+    frames = 20 * 25
     async with create_channel(service.address) as channel:
         stub = render_pb2_grpc.RenderServiceStub(channel)
         # Several progress reports (one per 0.5 s of wall time), however fast the machine:

@@ -128,7 +128,8 @@ def render(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]
         next(iter(stream))
         stream.cancel()  # type: ignore[no-untyped-call]
     yield process
-    stop_all([process])
+    # At once: a graceful stop would drain the endless blocker until the launcher's grace ends.
+    process.stop(at_once=True)
 
 
 @pytest.fixture(scope="module")

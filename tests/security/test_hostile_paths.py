@@ -156,7 +156,7 @@ def raw_get(stack: SecurityStack, target: str) -> tuple[int, bytes]:
 
 
 def test_downloads_and_static_files_cannot_name_another_file(
-    client: httpx.Client, stack: SecurityStack
+    client: httpx.Client, stack: SecurityStack, media: Path
 ) -> None:
     created = client.post("/api/jobs", json=slideshow())
     assert created.status_code == 201, created.text

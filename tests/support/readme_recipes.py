@@ -1,4 +1,4 @@
-"""The grpcurl recipes in README.md, as commands a test can run with the real grpcurl binary."""
+"""The grpcurl recipes of docs/grpc.md, as commands a test can run with the real grpcurl binary."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from pathlib import Path
 
 from tests.support.processes import REPO_ROOT
 
-README = REPO_ROOT / "README.md"
+RECIPES = REPO_ROOT / "docs" / "grpc.md"
 GRPCURL = Path(sys.executable).parent / "grpcurl"
 
 
 def grpcurl_recipes(section: str) -> list[list[str]]:
-    """The ``$ grpcurl ...`` lines under the README heading ``section``, up to the next heading."""
-    lines = README.read_text().splitlines()
+    """The ``$ grpcurl ...`` lines under the heading ``section``, up to the next heading."""
+    lines = RECIPES.read_text().splitlines()
     start = lines.index(section)
     commands = []
     for line in lines[start + 1 :]:

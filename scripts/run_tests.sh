@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# make test: the suite with the FFmpeg in use (FFMPEG_BINARY, else the one on PATH, else the
+# imageio-ffmpeg wheel's) on TEST_WORKERS pytest-xdist workers, the tests marked serial on one of
+# them; and when the FFmpeg in use is not the wheel's, at the same time, the tests marked ffmpeg
+# once more with the wheel's on one more worker (most of the suite waits on real processes, so
+# the second run fits beside the first). Its output follows the main run's. Extra arguments go
+# to the main run.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+python=.venv/bin/python
+workers="${TEST_WORKERS:-4}"
+
+wheel="$($python -c 'import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())')" || exit 2
+used="$($python -c 'from videojob.ffmpeg_binary import ffmpeg_binary; print(ffmpeg_binary())')" || exit 2
+
+wheel_pid=""
+wheel_log=""
+if [ "$used" != "$wheel" ]; then
+    wheel_log="$(mktemp)"
+    trap 'rm -f "$wheel_log"' EXIT
+    # No cache provider: the main run owns .pytest_cache.
+    FFMPEG_BINARY="$wheel" $python -m pytest -n 1 -m ffmpeg -p no:cacheprovider \
+        >"$wheel_log" 2>&1 &
+    wheel_pid=$!
+fi
+
+$python -m pytest -n "$workers" --dist loadgroup "$@"
+status=$?
+
+if [ -n "$wheel_pid" ]; then
+    wait "$wheel_pid"
+    wheel_status=$?
+    echo
+    echo "== the tests marked ffmpeg again, with the wheel's FFmpeg ($wheel) =="
+    if [ "$wheel_status" -eq 0 ]; then
+        tail -n 3 "$wheel_log"
+    else
+        cat "$wheel_log"
+        echo "the run with the wheel's FFmpeg failed (status $wheel_status)" >&2
+        [ "$status" -eq 0 ] && status=$wheel_status
+    fi
+else
+    echo "the main run used the wheel's FFmpeg already: no second run"
+fi
+exit "$status"

@@ -1,0 +1,59 @@
+"""The tests' SeaweedFS itself: it needs its credentials, and a port taken between choosing it
+and binding it costs another try, not a failed run."""
+
+from __future__ import annotations
+
+import itertools
+import socket
+from typing import Any
+
+import botocore.exceptions
+import botocore.session
+import pytest
+
+from tests.support import seaweedfs as seaweedfs_support
+from tests.support.ports import free_port
+from tests.support.seaweedfs import SeaweedFS
+
+pytestmark = pytest.mark.object_store
+
+
+def test_a_port_taken_at_start_costs_another_try(monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        choices = itertools.count()
+        s3_port_choice = seaweedfs_support._PORT_FLAGS.index("-s3.port")
+        monkeypatch.setattr(
+            seaweedfs_support,
+            "free_port",
+            lambda: taken if next(choices) == s3_port_choice else free_port(),
+        )
+
+        store = SeaweedFS.start()
+        try:
+            assert store.root.name == "try2"
+            assert store.s3_port != taken
+            assert store.process.poll() is None
+        finally:
+            store.stop()
+    assert not store.home.exists()
+    assert not any(path.exists() for path in store.grpc_sockets)
+
+
+def test_the_store_refuses_anonymous_and_foreign_requests(seaweedfs: SeaweedFS) -> None:
+    """Started with credentials: without them weed would accept any, and the wrong-credential
+    tests would pass for nothing."""
+    client: Any = botocore.session.get_session().create_client(
+        "s3",
+        endpoint_url=seaweedfs.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="someone",
+        aws_secret_access_key="anything",
+    )
+    try:
+        with pytest.raises(botocore.exceptions.ClientError, match="InvalidAccessKeyId"):
+            client.list_objects_v2(Bucket=seaweedfs.bucket)
+    finally:
+        client.close()
