@@ -306,7 +306,9 @@ def _streaming(
                 # stage this tracker showed while the render service did not answer.
                 percent = min(max(event.percent, 0.0), MAX_RUNNING_PROGRESS)
                 offer = OfferProgress(percent, event.stage, event.eta_seconds, seq)
-                return AttemptDecision(replace(state, showing_wait=False), ReadStream(), (offer,))
+                if state.showing_wait:
+                    state = replace(state, showing_wait=False)
+                return AttemptDecision(state, ReadStream(), (offer,))
             return _terminal_event(state, seq, event, observation.member, closed)
         case StreamEnded():
             why = "the render stream ended without a terminal event"
