@@ -98,6 +98,7 @@ class QueueView:
                 continue
             self._attempts[line] = attempt
             (self._lines if waits_for_slot(job) else self._running)[line].append(job)
+        self._running_ids = {job.id for running in self._running.values() for job in running}
         # Each waiting job's line and its place in it (0: the next to start).
         self._where: dict[str, tuple[str, int]] = {}
         for line, waiting in self._lines.items():
@@ -120,6 +121,15 @@ class QueueView:
         """Whether this view has ``job`` waiting in the line it waits in."""
         where = self._where.get(job.id)
         return where is not None and where[0] == self._line_of(job.current_attempt)
+
+    def disagrees(self, job: Job) -> bool:
+        """Whether ``job``, as read now, is no longer what this view holds of it: it waits in
+        the view but not any more (it started, or ended) or in another line, or it runs in the
+        view but waits again."""
+        where = self._where.get(job.id)
+        if where is not None:
+            return not waits_for_slot(job) or where[0] != self._line_of(job.current_attempt)
+        return job.id in self._running_ids and waits_for_slot(job)
 
     def join(self, job: Job) -> bool:
         """Holds ``job`` at the end of its line when it was placed there after every job this
@@ -226,6 +236,12 @@ class QueueLines:
     async def places(self, jobs: Iterable[Job]) -> dict[str, QueuePlace]:
         """The place of each of ``jobs`` that waits for a slot in a line, by job id (none while
         the job database does not answer)."""
+        jobs = list(jobs)
+        view = self._view
+        # A job read now that the view holds otherwise (the one ahead just started): the view
+        # is stale for its line, whatever its age.
+        if view is not None and any(view.disagrees(job) for job in jobs):
+            self._view = None
         waiting = [job for job in jobs if waits_for_slot(job) and job.current_attempt is not None]
         if not waiting:
             return {}

@@ -209,3 +209,16 @@ def test_a_job_placed_after_the_view_joins_the_end_of_its_line() -> None:
     # Placed before jobs the view holds: where it stands needs a new look.
     assert not view.join(older) and view.place_of(older) is None
     assert not view.join(running("r1"))
+
+
+def test_a_view_disagrees_with_a_job_read_since_that_started_moved_or_waits_again() -> None:
+    """What makes a view stale before its age does: the job ahead read as started (the one
+    behind it would otherwise still count it), placed in another line, or running again in
+    the view but waiting now; a job read as the view holds it, or one it never held, does not."""
+    ahead, behind, busy = job("a1", placed=-60), job("a2", placed=-30), running("r1", "render-b")
+    view = QueueView([ahead, behind, busy], [], slots_of, NOW)
+    assert not view.disagrees(ahead) and not view.disagrees(behind) and not view.disagrees(busy)
+    assert not view.disagrees(job("new", placed=0))
+    assert view.disagrees(running("a1"))
+    assert view.disagrees(job("a1", "render-b", placed=-60))
+    assert view.disagrees(replace(busy, stage=STAGE_QUEUED))
