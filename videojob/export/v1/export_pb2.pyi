@@ -104,6 +104,8 @@ class VideoJob(_message.Message):
     RETRYING_FIELD_NUMBER: _builtins.int
     ATTEMPT_PROGRESS_FIELD_NUMBER: _builtins.int
     AWAITING_OWNER_FIELD_NUMBER: _builtins.int
+    OUTPUT_SHA256_FIELD_NUMBER: _builtins.int
+    STAGE_PROGRESS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     status: Global___JobStatus.ValueType
     progress: _builtins.float
@@ -131,6 +133,14 @@ class VideoJob(_message.Message):
     so the version does not change: stage then reads "Waiting for its export replica" (the
     stored stage is the owner's last) and eta_seconds is 0. WatchExport sends each version
     once, with this as it was when read; WatchExports sends a job again when this changed.
+    """
+    output_sha256: _builtins.str
+    """The whole output file's SHA-256 (hex) when the output is an object in a store
+    (output_path s3://bucket/key); empty otherwise.
+    """
+    stage_progress: _builtins.float
+    """0 to 100 of the current stage where it has a measure of its own (Uploading: bytes stored
+    of the file's size), while progress stays within 95-99; 0 otherwise.
     """
     @_builtins.property
     def error(self) -> Global___JobError: ...
@@ -179,10 +189,12 @@ class VideoJob(_message.Message):
         retrying: _builtins.bool = ...,
         attempt_progress: _builtins.float = ...,
         awaiting_owner: _builtins.bool = ...,
+        output_sha256: _builtins.str = ...,
+        stage_progress: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "render_service", b"render_service", "spec", b"spec", "started_at", b"started_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "attempt_progress", b"attempt_progress", "attempts", b"attempts", "awaiting_owner", b"awaiting_owner", "created_at", b"created_at", "error", b"error", "eta_seconds", b"eta_seconds", "finished_at", b"finished_at", "id", b"id", "output_duration_seconds", b"output_duration_seconds", "output_path", b"output_path", "output_size_bytes", b"output_size_bytes", "progress", b"progress", "render_service", b"render_service", "request_id", b"request_id", "retrying", b"retrying", "spec", b"spec", "stage", b"stage", "started_at", b"started_at", "status", b"status", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "attempt_progress", b"attempt_progress", "attempts", b"attempts", "awaiting_owner", b"awaiting_owner", "created_at", b"created_at", "error", b"error", "eta_seconds", b"eta_seconds", "finished_at", b"finished_at", "id", b"id", "output_duration_seconds", b"output_duration_seconds", "output_path", b"output_path", "output_sha256", b"output_sha256", "output_size_bytes", b"output_size_bytes", "progress", b"progress", "render_service", b"render_service", "request_id", b"request_id", "retrying", b"retrying", "spec", b"spec", "stage", b"stage", "stage_progress", b"stage_progress", "started_at", b"started_at", "status", b"status", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
