@@ -23,7 +23,7 @@ import contextlib
 import logging
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -366,6 +366,25 @@ class ObjectStore:
             await asyncio.to_thread(partial.unlink, missing_ok=True)
             raise
         return written
+
+    async def read_range(
+        self, bucket: str, key: str, byte_range: tuple[int, int] | None = None
+    ) -> AsyncIterator[bytes]:
+        """The object's bytes, or those from ``byte_range[0]`` up to (not including)
+        ``byte_range[1]``, in chunks of at most DOWNLOAD_CHUNK_BYTES. The store is asked when
+        the iteration starts; a failure there is a domain error, as everywhere here."""
+        url = f"s3://{bucket}/{key}"
+        with self._translated("download", url):
+            if byte_range is None:
+                answer = await self.client.get_object(Bucket=bucket, Key=key)
+            else:
+                first, end = byte_range
+                answer = await self.client.get_object(
+                    Bucket=bucket, Key=key, Range=f"bytes={first}-{end - 1}"
+                )
+            async with answer["Body"] as body:
+                while chunk := await body.read(DOWNLOAD_CHUNK_BYTES):
+                    yield chunk
 
     async def head(self, bucket: str, key: str) -> ObjectInfo:
         """What the store reports for the object; ``StoredObjectMissing`` when it is not
