@@ -429,6 +429,21 @@ class ObjectStore:
                 )
         return uploads
 
+    async def abort_uploads_of(self, bucket: str, key: str) -> int:
+        """Aborts every unfinished upload of exactly ``key`` (one whose creation was asked for
+        but whose answer never came, after a cancel or a timeout, is unknown to the uploader);
+        how many there were."""
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        upload_ids: list[str] = []
+        with self._translated("list uploads", f"s3://{bucket}/{key}"):
+            async for page in paginator.paginate(Bucket=bucket, Prefix=key):
+                upload_ids.extend(
+                    item["UploadId"] for item in page.get("Uploads", ()) if item["Key"] == key
+                )
+        for upload_id in upload_ids:
+            await self.abort_upload(bucket, key, upload_id)
+        return len(upload_ids)
+
     async def abort_upload(self, bucket: str, key: str, upload_id: str) -> None:
         """Aborts an unfinished upload (its parts are dropped); answers too when it is gone
         already."""
