@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 
@@ -20,6 +21,7 @@ from tests.gateway.conftest import create_job, start_gateway, tiny_spec, wait_te
 from tests.support.polling import wait_until
 from tests.support.seaweedfs import SeaweedFS
 from tests.support.tcp_proxy import TcpProxy
+from videojob.render.v1 import render_pb2, render_pb2_grpc
 from videojob.storage.location import S3Location
 from videojob.storage.object_store import ObjectStore
 from videojob_launcher import Role, Stack, StackConfig
@@ -122,6 +124,31 @@ def test_a_job_completes_as_an_object_whose_sha256_it_records(
     stages = [entry["stage"] for entry in history["entries"]]
     assert "Uploading" in stages, stages
     assert stages.index("Uploading") < stages.index("Complete"), stages
+
+
+async def test_the_render_stream_shows_the_upload_rising_before_completed(
+    s3_stack: Stack, s3_completed: dict[str, Any]
+) -> None:
+    """Uploading keeps percent at 99 while stage_progress rises to 100 (bytes acknowledged by
+    the store), and completed comes after, with the object's checksums."""
+    render_id = s3_completed["attempts"][-1]["renderId"]
+    async with grpc.aio.insecure_channel(s3_stack.render_addr) as channel:
+        stub = render_pb2_grpc.RenderServiceStub(channel)
+        watch = render_pb2.WatchRenderRequest(render_id=render_id, after_seq=0)
+        events = [event async for event in stub.WatchRender(watch, timeout=30)]
+    uploading = [
+        event.progress
+        for event in events
+        if event.WhichOneof("event") == "progress" and event.progress.stage == "Uploading"
+    ]
+    assert uploading, [event.WhichOneof("event") for event in events]
+    shares = [progress.stage_progress for progress in uploading]
+    assert shares == sorted(shares) and shares[-1] == 100.0, shares
+    assert all(progress.percent == 99.0 for progress in uploading), uploading
+    completed = events[-1]
+    assert completed.WhichOneof("event") == "completed", completed
+    assert completed.completed.sha256 == s3_completed["outputSha256"]
+    assert completed.completed.store_checksum.endswith("-1"), completed.completed
 
 
 def test_a_stored_output_is_downloaded_with_range(
