@@ -294,3 +294,40 @@ async def test_a_cancel_during_the_upload_leaves_no_object_and_no_unfinished_upl
                 raise AssertionError(f"left: {left[-1]}") from None
     finally:
         await asyncio.to_thread(stack.stop)
+
+
+async def test_a_store_that_stops_answering_fails_the_render_storage_unavailable(
+    seaweedfs: SeaweedFS, stalling_store: TcpProxy, tmp_path: Path
+) -> None:
+    location = seaweedfs.location(f"tests/{secrets.token_hex(6)}/renders")
+    environ = seaweedfs.environ()
+    render_environ = {**environ, "AWS_ENDPOINT_URL": f"http://{stalling_store.address}"}
+    stack = Stack(s3_stack_config(tmp_path, location, environ, render_environ))
+    await asyncio.to_thread(stack.start)
+    try:
+        async with httpx.AsyncClient(base_url=stack.url, timeout=30) as http:
+            # Checked at the start through the proxy; from now on it turns connections away
+            # (the start's kept-alive connection included).
+            stalling_store.refuse = True
+            stalling_store.cut()
+            created = await http.post("/api/jobs", json=tiny_spec(1.0))
+            assert created.status_code == 201, created.text
+            job_id = created.json()["id"]
+            finished: list[dict[str, Any]] = []
+
+            async def failed() -> bool:
+                job: dict[str, Any] = (await http.get(f"/api/jobs/{job_id}")).json()
+                finished.append(job)
+                return job["status"] in ("completed", "failed", "cancelled")
+
+            await wait_until(failed, "the job to end", 90)
+            job = finished[-1]
+            assert job["status"] == "failed", job
+            assert job["error"]["code"] == "STORAGE_UNAVAILABLE", job
+            assert "could not be stored" in job["error"]["message"], job
+            assert "AWS_ENDPOINT_URL" in job["error"]["message"], job
+            assert job["outputPath"] is None and job["outputSha256"] is None, job
+        assert await stored_keys(seaweedfs, location) == []
+        assert not list((tmp_path / "scratch").glob("*.mp4"))
+    finally:
+        await asyncio.to_thread(stack.stop)
