@@ -8,6 +8,8 @@ import logging
 import sys
 from collections.abc import Mapping, Sequence
 
+import uvloop
+
 from export_service.config import DEFAULT_DATABASE, ExportConfig, TrackerSettings
 from export_service.server import create_server
 from export_service.store import open_store
@@ -297,7 +299,12 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     configure_logging(flags.log_level, flags.log_format)
     set_replica(default_writer("export_service"))
     configure_tracing("export_service", environ)
-    return run_service(serve(config_from_flags(flags, environ), flags.metrics_listen))
+    # uvloop, as the gateway's: the tracking of many renders is CPU-bound on the event loop
+    # (docs/performance.md, tracking).
+    return run_service(
+        serve(config_from_flags(flags, environ), flags.metrics_listen),
+        loop_factory=uvloop.new_event_loop,
+    )
 
 
 if __name__ == "__main__":

@@ -285,6 +285,15 @@ class RenderPool:
         """The first listed member (legacy renders placed before placements were recorded)."""
         return next(iter(self._members.values()), None) or self.member_for("", self._entries[0])
 
+    def slots_of(self, instance_id: str, address: str) -> int | None:
+        """How many renders a listed render service runs at once (by instance id, else by
+        address), when it answered its last capacity poll, is not draining and says; else None."""
+        listed = [m for m in self._members.values() if instance_id and m.instance_id == instance_id]
+        member = listed[0] if listed else self._members.get(address)
+        if member is None or not member.usable or member.max_concurrent <= 0:
+            return None
+        return member.max_concurrent
+
     def usable_count(self) -> int:
         return sum(1 for member in self._members.values() if member.usable)
 

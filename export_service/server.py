@@ -3,7 +3,9 @@ codes in videojob.grpc_errors).
 
 Every answer is read from the store, the one record of each job; what no owner can write (an
 active job nobody drives now) is derived as it is read (awaiting_owner, from this replica's
-roster of heartbeats: export_service.ownership.owner_gone), never stored."""
+roster of heartbeats: export_service.ownership.owner_gone), never stored; so is a waiting job's
+place in its render service's line (queue_position, estimated_start_at:
+export_service.queue_line)."""
 
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from export_service.input_check import check_inputs, has_input_files
 from export_service.job_metrics import JobMetrics
 from export_service.lifecycle import RetentionSweeper, delete_job
 from export_service.ownership import Ownership
+from export_service.queue_line import QueueLines, QueuePlace
 from export_service.render_health import RenderHealthReporter, render_health_name
 from export_service.render_pool import RenderPool
 from export_service.store import (
@@ -101,9 +104,12 @@ def _timestamp(value: datetime | None) -> Timestamp | None:
     return stamp
 
 
-def job_to_proto(job: Job, *, awaiting_owner: bool = False) -> export_pb2.VideoJob:
+def job_to_proto(
+    job: Job, *, awaiting_owner: bool = False, queue_place: QueuePlace | None = None
+) -> export_pb2.VideoJob:
     """``awaiting_owner``: no export replica drives the job now (derived on reading it): it is
-    shown waiting for one, with no ETA; the record itself is untouched."""
+    shown waiting for one, with no ETA (nor estimated start); the record itself is untouched.
+    ``queue_place``: where the job waits for a render slot (derived on reading it)."""
     message = export_pb2.VideoJob(
         id=job.id,
         status=_STATUS_TO_PROTO[job.status],
@@ -146,6 +152,10 @@ def job_to_proto(job: Job, *, awaiting_owner: bool = False) -> export_pb2.VideoJ
     if current is not None:
         message.render_service.instance_id = current.instance_id
         message.render_service.address = current.address
+    if queue_place is not None and not job.terminal:
+        message.queue_position = queue_place.position
+        if queue_place.estimated_start is not None and not awaiting_owner:
+            message.estimated_start_at.FromDatetime(queue_place.estimated_start)
     if awaiting_owner and not job.terminal:
         message.awaiting_owner = True
         message.stage = STAGE_WAITING_FOR_OWNER
@@ -201,10 +211,23 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
         # A pool of render services: any usable one answers CheckInputs for CreateExport.
         # None: inputs are checked by the render alone.
         self._render_pool = render_pool
+        self._queue_lines = QueueLines(
+            store, render_pool.slots_of if render_pool is not None else lambda _id, _addr: None
+        )
 
-    def _shown(self, job: Job) -> export_pb2.VideoJob:
-        """The job as this replica answers for it: the record, and whether nobody drives it."""
-        return job_to_proto(job, awaiting_owner=self._awaiting_owner(job))
+    async def _shown(self, job: Job) -> export_pb2.VideoJob:
+        """The job as this replica answers for it: the record, whether nobody drives it, and
+        where it waits for a render slot."""
+        return (await self._shown_all([job]))[0]
+
+    async def _shown_all(self, jobs: list[Job]) -> list[export_pb2.VideoJob]:
+        places = await self._queue_lines.places(jobs)
+        return [
+            job_to_proto(
+                job, awaiting_owner=self._awaiting_owner(job), queue_place=places.get(job.id)
+            )
+            for job in jobs
+        ]
 
     def _awaiting_owner(self, job: Job) -> bool:
         ownership = self._supervisor.ownership
@@ -277,7 +300,7 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
             # the connection) finds its job here: make sure it is driven (a no-op if it is, or
             # if another replica created and owns it).
             self._supervisor.track_created(job, found_again=True)
-        return self._shown(job), not created
+        return await self._shown(job), not created
 
     async def GetExport(
         self,
@@ -288,7 +311,7 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
 
     async def _get(self, job_id: str) -> export_pb2.VideoJob:
         _check_job_id(job_id)
-        return self._shown(await self._store.get(job_id))
+        return await self._shown(await self._store.get(job_id))
 
     async def ListExports(
         self,
@@ -317,7 +340,7 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
                     "page_token", "is not a token this service issued"
                 ) from None
         jobs = await self._store.list_jobs(limit=page_size + 1, status=status, after=after)
-        response = export_pb2.ListExportsResponse(jobs=[self._shown(j) for j in jobs[:page_size]])
+        response = export_pb2.ListExportsResponse(jobs=await self._shown_all(jobs[:page_size]))
         if len(jobs) > page_size:
             last = jobs[page_size - 1]
             response.next_page_token = encode_cursor(ListCursor(created_at_us(last), last.id))
@@ -433,7 +456,7 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
             stamps.stamp("export.watch_read", job_id, job.version)
             self._hub.saw(job_id, job.version)
             if job.version > sent:
-                yield self._shown(job)
+                yield await self._shown(job)
                 sent = job.version
             if job.terminal or self._hub.closed:
                 return
@@ -483,10 +506,14 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
                 jobs = [*page, *await self._read_jobs(view.covered() - {job.id for job in page})]
             else:
                 jobs = await self._changed_jobs(changed, view)
+            news: list[tuple[Job, bool]] = []
             for job in jobs:
                 awaiting = self._awaiting_owner(job)
                 if view.send(job, awaiting):
-                    yield job_to_proto(job, awaiting_owner=awaiting)
+                    news.append((job, awaiting))
+            places = await self._queue_lines.places(job for job, _ in news)
+            for job, awaiting in news:
+                yield job_to_proto(job, awaiting_owner=awaiting, queue_place=places.get(job.id))
             if self._hub.closed:
                 return
             try:

@@ -476,9 +476,14 @@ async def openapi(request: Request) -> Response:
 
 
 # What the page asks for at a time, written into index.html in place of {{NAME}}: the jobs of
-# one page of the list (and of the event stream that follows them), and the history entries
-# of one request (as many as a request may ask for).
-PAGE_SIZES = {"LIST_LIMIT": DEFAULT_LIST_LIMIT, "HISTORY_LIMIT": limits.MAX_HISTORY_LIMIT}
+# one page of the list (and of the event stream that follows them), the history entries of one
+# request and the queued jobs it re-reads to follow their place in line (as many as a request
+# may ask for).
+PAGE_SIZES = {
+    "LIST_LIMIT": DEFAULT_LIST_LIMIT,
+    "HISTORY_LIMIT": limits.MAX_HISTORY_LIMIT,
+    "QUEUE_LIMIT": MAX_LIST_LIMIT,
+}
 
 
 def _page_with_sizes() -> str:

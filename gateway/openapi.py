@@ -164,6 +164,35 @@ COMPONENT_SCHEMAS: dict[str, dict[str, Any]] = {
                     "cancel, both event streams); `{}` when none of its inputs is one."
                 ),
             },
+            "queuePosition": {
+                "type": ["integer", "null"],
+                "minimum": 1,
+                "description": (
+                    "While the job waits for a render slot (queued, or a resubmitted render "
+                    "queued again): its place in the line of the render service it is placed "
+                    "on, 1 being the next to start there. A render service starts its queued "
+                    "renders in the order they came; the line holds the waiting jobs placed on "
+                    "it, in the order they were placed, whichever export replica placed them "
+                    "(jobs on other render services are in other lines). Null when the job "
+                    "waits for no slot or is not placed yet. Derived when the job is read (from "
+                    "a view of the jobs at most a second old), never stored: the version does "
+                    "not change as the line moves, so a page re-reads a waiting job to follow it."
+                ),
+            },
+            "estimatedStartAt": {
+                "type": ["string", "null"],
+                "format": "date-time",
+                "description": (
+                    "When the waiting job is expected to start: when a slot of its render "
+                    "service frees for it, from the ETAs of the renders running there and, for "
+                    "each job ahead in the line, the mean run time of the jobs that last "
+                    "completed on that render service. Null when that cannot be known: nothing "
+                    "completed there yet while jobs wait ahead (or a running render has no "
+                    "ETA), the render service does not answer or does not say its slots, or "
+                    "the job waits for a render service or for its export replica. Derived "
+                    "when read, like `queuePosition`."
+                ),
+            },
         },
     },
     "RenderService": {

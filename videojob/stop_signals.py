@@ -25,13 +25,17 @@ async def stop_signalled() -> None:
     await stop.wait()
 
 
-def run_service(main: Coroutine[Any, Any, int]) -> int:
+def run_service(
+    main: Coroutine[Any, Any, int],
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+) -> int:
     """``asyncio.run(main)`` for a service process's main: its exit status. Once ``main`` has
     returned (the service stopped), stop signals are ignored until the process exits, before the
     loop closes: a second stop signal a launcher sends a moment after the first (SIGTERM, then
     SIGINT to cut a drain short) may arrive only then, and must not turn a clean exit into death
-    by KeyboardInterrupt, which is what SIGINT does once asyncio gives it back."""
-    with asyncio.Runner() as runner:
+    by KeyboardInterrupt, which is what SIGINT does once asyncio gives it back. ``loop_factory``:
+    the event loop to run on (asyncio's own when None)."""
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
         try:
             return runner.run(main)
         finally:

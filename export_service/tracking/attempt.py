@@ -308,7 +308,9 @@ def _streaming(
                 offer = OfferProgress(
                     percent, event.stage, event.eta_seconds, seq, event.stage_progress
                 )
-                return AttemptDecision(replace(state, showing_wait=False), ReadStream(), (offer,))
+                if state.showing_wait:
+                    state = replace(state, showing_wait=False)
+                return AttemptDecision(state, ReadStream(), (offer,))
             return _terminal_event(state, seq, event, observation.member, closed)
         case StreamEnded():
             why = "the render stream ended without a terminal event"

@@ -264,6 +264,8 @@ class JobTracker:
         self._interrupting = False
         self._span: trace.Span | None = None
         self._attempt = 0
+        # The terminal row this tracker committed, if it wrote one.
+        self.terminal_row: Job | None = None
 
     def tell(self, news: JobEnded | Stopping | LeaseLost) -> None:
         """Delivers news at once: a render call or timer in progress is cut short."""
@@ -603,6 +605,7 @@ class JobTracker:
         except JobNotFound:
             return JobMissing()
         if job.terminal:
+            self.terminal_row = job
             # The commit woke the job's watchers: they send the news before this tracker's
             # bookkeeping (logs, metrics, clean-up) runs.
             await asyncio.sleep(0)

@@ -293,7 +293,8 @@ class RenderSupervisor:
                 tracker = successor
         if self._stopped:
             return
-        job = await self._store.get(job_id)
+        # The row the tracker's terminal write returned, when it wrote one: no read again.
+        job = tracker.terminal_row or await self._store.get(job_id)
         if job.terminal and job.cancel_requested:
             self._schedule_cleanup(job.id)
 

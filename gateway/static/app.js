@@ -1,13 +1,17 @@
 "use strict";
 // The videojob page: start renders and transcodes, upload clips, follow every job live over ONE
 // event stream (GET /api/events; polling when it cannot be had), filter and page through jobs,
-// open a job's details, cancel and download. No build step, no dependencies.
+// open a job's details, cancel and download. A waiting job's place in line is derived when it
+// is read and moves without a new version, which the stream sends: the page re-reads waiting
+// jobs every QUEUE_REFRESH_MS. No build step, no dependencies.
 
 const TOKEN_KEY = "videojob.apiToken";
 const TERMINAL = new Set(["completed", "failed", "cancelled"]);
 // The page sizes, as the gateway wrote them into the page (gateway.app.PAGE_SIZES).
 const LIST_LIMIT = Number(document.documentElement.dataset.listLimit);
+const QUEUE_LIMIT = Number(document.documentElement.dataset.queueLimit);
 const POLL_MS = 1000;
+const QUEUE_REFRESH_MS = 5000;
 const STREAM_RETRY_MS = 5000;
 const HEALTH_MS = 10000;
 // The export service's render health check runs every 2 s: asked again after this, the badge
@@ -15,6 +19,9 @@ const HEALTH_MS = 10000;
 const HEALTH_RECHECK_MS = 3000;
 // The stage a job shows while its render service does not answer (the export service's own).
 const RENDER_WAIT_STAGE = "Waiting for a render service";
+// What the banner says while the gateway cannot be reached at all (the browser's own words,
+// "Failed to fetch", say nothing to a user); it goes once any request gets an answer again.
+const UNREACHABLE = "Can't reach the videojob gateway; retrying…";
 
 const jobs = new Map();  // id -> newest job JSON of every job shown
 const cards = new Map(); // id -> its <li>
@@ -27,6 +34,8 @@ const state = {
   pollTimer: null,
   retryTimer: null,
   detailId: null,
+  detailJob: null,     // the newest state of the job in the detail view
+  confirmingCancel: false, // the detail view asks before it cancels
   history: null,       // the open job's history: {id, entries, loading, wanted}
   codecs: {},         // container -> video codecs, from the OpenAPI document
   listGeneration: 0,  // bumps on every reset, so that a late answer of an older list is dropped
@@ -37,6 +46,7 @@ const state = {
 const $ = (selector) => document.querySelector(selector);
 
 class AuthError extends Error {}
+class UnreachableError extends Error {}
 
 function token() {
   return sessionStorage.getItem(TOKEN_KEY) || "";
@@ -51,7 +61,13 @@ function withToken(url) {
 async function api(path, options = {}) {
   const headers = new Headers(options.headers || {});
   if (token()) headers.set("Authorization", "Bearer " + token());
-  const response = await fetch(path, { ...options, headers });
+  let response;
+  try {
+    response = await fetch(path, { ...options, headers });
+  } catch {
+    throw new UnreachableError(UNREACHABLE);
+  }
+  gatewayAnswered();
   if (response.status === 401) {
     askForToken();
     throw new AuthError("an API token is required");
@@ -85,9 +101,24 @@ function clearProblem(what) {
   if (problems.delete(what)) showBanner();
 }
 
+// What to say of a failed request: ``doing`` and the gateway's reason, or that the gateway cannot
+// be reached at all.
+function problemText(doing, error) {
+  return error instanceof UnreachableError ? error.message : doing + ": " + error.message;
+}
+
+// The gateway answered: every problem that was only that it could not be reached is over.
+function gatewayAnswered() {
+  let changed = false;
+  for (const [what, message] of problems) {
+    if (message === UNREACHABLE) changed = problems.delete(what) || changed;
+  }
+  if (changed) showBanner();
+}
+
 function showBanner() {
   const banner = $("#banner");
-  const messages = [...problems.values()];
+  const messages = [...new Set(problems.values())];
   banner.hidden = messages.length === 0;
   banner.textContent = messages.join(" · ");
 }
@@ -155,7 +186,10 @@ function describeSpec(spec) {
     return ["Test pattern", source.testPattern.durationSeconds + " s"].join(" · ");
   }
   if (source.transcode) return "Transcode " + inputName(source.transcode.inputPath);
-  if (source.slideshow) return "Slideshow (" + (source.slideshow.slides || []).length + " slides)";
+  if (source.slideshow) {
+    const slides = (source.slideshow.slides || []).length;
+    return "Slideshow (" + slides + (slides === 1 ? " slide)" : " slides)");
+  }
   return "Render";
 }
 
@@ -165,6 +199,8 @@ function outputOf(spec) {
   const pattern = spec && spec.source && spec.source.testPattern;
   let size = "";
   if (output.width && output.height) size = output.width + "×" + output.height;
+  else if (output.width) size = output.width + " wide, height from source";
+  else if (output.height) size = output.height + " high, width from source";
   else if (pattern && pattern.width && pattern.height) size = pattern.width + "×" + pattern.height;
   else size = "source size";
   const codec = output.videoCodec || defaultCodec(container);
@@ -197,6 +233,26 @@ function stageText(job, attemptWord) {
 
 function waitsForRenders(job) {
   return Boolean(job) && !TERMINAL.has(job.status) && job.stage === RENDER_WAIT_STAGE;
+}
+
+// Waiting for a render slot: queued, or a resubmitted render queued again (it has a place).
+function waitsForSlot(job) {
+  return Boolean(job) && !TERMINAL.has(job.status) && (job.status === "queued" || job.queuePosition != null);
+}
+
+function ordinal(n) {
+  const tens = n % 100;
+  const suffix = tens >= 11 && tens <= 13 ? "th" : { 1: "st", 2: "nd", 3: "rd" }[n % 10] || "th";
+  return n + suffix;
+}
+
+// "next in line · starts in about 1 min 05 s", "3rd in line" (no estimate: none is known).
+function queueText(job) {
+  if (TERMINAL.has(job.status) || !job.queuePosition) return "";
+  const place = job.queuePosition === 1 ? "next in line" : ordinal(job.queuePosition) + " in line";
+  if (!job.estimatedStartAt) return place;
+  const seconds = (new Date(job.estimatedStartAt) - Date.now()) / 1000;
+  return place + " · " + (seconds < 1 ? "starting any moment" : "starts in about " + formatSeconds(seconds));
 }
 
 // --- Cards ------------------------------------------------------------------------------------
@@ -238,6 +294,7 @@ function render(job) {
   // A retried render: say so (a resubmitted one with its own progress; the bar keeps the job's).
   card.querySelector(".stage").textContent = stageText(job, "it");
   card.querySelector(".eta").textContent = job.status === "running" ? formatEta(job.etaSeconds) : "";
+  card.querySelector(".queue").textContent = queueText(job);
   const error = card.querySelector(".job-error");
   error.hidden = !job.error;
   error.textContent = job.error ? firstLine(job.error.message) : "";
@@ -350,7 +407,7 @@ async function reloadJobs() {
       note.dataset.state = "error";
       note.textContent = "The jobs could not be loaded.";
     }
-    if (!(error instanceof AuthError)) reportProblem("list", "Could not load jobs: " + error.message);
+    if (!(error instanceof AuthError)) reportProblem("list", problemText("Could not load jobs", error));
   } finally {
     if (generation === state.listGeneration) button.disabled = false;
   }
@@ -369,7 +426,7 @@ async function loadMore() {
     button.hidden = !state.nextCursor;
     clearProblem("list");
   } catch (error) {
-    if (!(error instanceof AuthError)) reportProblem("list", "Could not load more jobs: " + error.message);
+    if (!(error instanceof AuthError)) reportProblem("list", problemText("Could not load more jobs", error));
   } finally {
     button.disabled = false;
   }
@@ -451,9 +508,26 @@ async function pollOnce() {
     for (const id of extraIds()) update(await api("/api/jobs/" + encodeURIComponent(id)));
     clearProblem("stream");
   } catch (error) {
-    if (!(error instanceof AuthError)) reportProblem("stream", "Live updates paused: " + error.message);
+    if (!(error instanceof AuthError)) reportProblem("stream", problemText("Live updates paused", error));
   }
   if (state.pollTimer) state.pollTimer = setTimeout(pollOnce, POLL_MS);
+}
+
+// Waiting jobs on show (and in the detail view) read again: their place in line and estimated
+// start move without a new version, so the stream does not send them.
+async function refreshWaiting() {
+  const ids = [...jobs.values()].filter(waitsForSlot).map((job) => job.id);
+  if (waitsForSlot(state.detailJob) && !ids.includes(state.detailJob.id)) ids.push(state.detailJob.id);
+  if (ids.length === 0) return;
+  try {
+    const page = await api("/api/jobs?" + new URLSearchParams({ status: "queued", limit: String(QUEUE_LIMIT) }));
+    const queued = new Map(page.jobs.map((job) => [job.id, job]));
+    // One not among them started (or is a resubmitted render queued again): read it alone.
+    for (const id of ids) update(queued.get(id) || (await api("/api/jobs/" + encodeURIComponent(id))));
+    clearProblem("queue");
+  } catch (error) {
+    if (!(error instanceof AuthError)) reportProblem("queue", problemText("Could not read the queue", error));
+  }
 }
 
 // --- Actions ----------------------------------------------------------------------------------
@@ -464,7 +538,7 @@ async function cancelJob(id, button) {
     update(await api("/api/jobs/" + encodeURIComponent(id) + "/cancel", { method: "POST" }));
     clearProblem("cancel");
   } catch (error) {
-    if (!(error instanceof AuthError)) reportProblem("cancel", "Could not cancel: " + error.message);
+    if (!(error instanceof AuthError)) reportProblem("cancel", problemText("Could not cancel", error));
   } finally {
     button.disabled = false;
   }
@@ -516,16 +590,11 @@ function startTranscode(event) {
   event.preventDefault();
   const data = new FormData(event.target);
   const output = { container: data.get("container"), videoCodec: data.get("videoCodec"), preset: "veryfast" };
+  // Either alone keeps the aspect ratio; both fit the video into that box.
   const width = Number(data.get("width"));
   const height = Number(data.get("height"));
-  if (width || height) {
-    if (!width || !height) {
-      setMessage("#transcode-message", "Give both width and height, or neither.", true);
-      return;
-    }
-    output.width = width;
-    output.height = height;
-  }
+  if (width) output.width = width;
+  if (height) output.height = height;
   const spec = { source: { transcode: { inputPath: data.get("inputPath") } }, output };
   createJob(spec, $("#transcode-button"), "#transcode-message");
 }
@@ -592,7 +661,7 @@ async function loadMedia(select) {
     clearProblem("media");
     if (named) for (const job of jobs.values()) render(job);
   } catch (error) {
-    if (!(error instanceof AuthError)) reportProblem("media", "Could not list the media files: " + error.message);
+    if (!(error instanceof AuthError)) reportProblem("media", problemText("Could not list the media files", error));
   }
 }
 
@@ -622,6 +691,8 @@ function showCodecs() {
 
 async function openDetail(id) {
   state.detailId = id;
+  state.detailJob = null;
+  state.confirmingCancel = false;
   state.history = { id, entries: [], loading: false, wanted: 0 };
   renderHistory([]);
   const known = jobs.get(id);
@@ -631,13 +702,15 @@ async function openDetail(id) {
   try {
     renderDetail(await api("/api/jobs/" + encodeURIComponent(id)));
   } catch (error) {
-    if (!(error instanceof AuthError)) reportProblem("detail", "Could not load the job: " + error.message);
+    if (!(error instanceof AuthError)) reportProblem("detail", problemText("Could not load the job", error));
   }
   followChanges();
 }
 
 function closeDetail() {
   state.detailId = null;
+  state.detailJob = null;
+  state.confirmingCancel = false;
   state.history = null;
   clearProblem("detail");
   clearProblem("history");
@@ -652,6 +725,8 @@ function timing(from, to, label = "") {
 
 function renderDetail(job) {
   if (job.id !== state.detailId) return;
+  if (state.detailJob && state.detailJob.id === job.id && state.detailJob.version > job.version) return;
+  state.detailJob = job;
   clearProblem("detail");
   rememberInputNames(job);
   $("#detail-title").textContent = describeSpec(job.spec);
@@ -673,6 +748,9 @@ function renderDetail(job) {
   if (job.outputSizeBytes) output.push(formatBytes(job.outputSizeBytes));
   if (job.outputDurationSeconds) output.push(job.outputDurationSeconds.toFixed(1) + " s");
   $("#detail-output").textContent = output.join(" · ");
+  const place = queueText(job);
+  $("#detail-queue").textContent = place;
+  $("#detail-queue").hidden = $("#detail-queue-term").hidden = !place;
   $("#detail-attempt").textContent = String(job.attempt);
   $("#detail-created").textContent = formatTime(job.createdAt);
   $("#detail-started").textContent = job.startedAt ? formatTime(job.startedAt) + timing(job.createdAt, job.startedAt, "queued ") : "not yet";
@@ -690,8 +768,28 @@ function renderDetail(job) {
   }
   followHistory(job);
   $("#detail-spec").textContent = JSON.stringify(job.spec, null, 2);
-  $("#detail-cancel").hidden = TERMINAL.has(job.status);
+  showCancelConfirmation(job);
   setDownload($("#detail-download"), job);
+}
+
+// The dialog's "Cancel job…" asks before it cancels; "Close" beside it only closes the dialog.
+function showCancelConfirmation(job) {
+  const active = Boolean(job) && !TERMINAL.has(job.status);
+  $("#detail-cancel").hidden = !active || state.confirmingCancel;
+  $("#detail-cancel-confirm").hidden = !active || !state.confirmingCancel;
+}
+
+function askToCancel(asking) {
+  state.confirmingCancel = asking;
+  showCancelConfirmation(state.detailJob);
+  (asking ? $("#detail-cancel-keep") : $("#detail-cancel")).focus();
+}
+
+async function confirmCancel(event) {
+  const id = state.detailId;
+  state.confirmingCancel = false;
+  showCancelConfirmation(state.detailJob);
+  if (id) await cancelJob(id, event.target);
 }
 
 // --- The detail view's history: a timeline -----------------------------------------------------
@@ -726,7 +824,7 @@ async function loadHistory(history) {
     renderHistory(history.entries);
     clearProblem("history");
   } catch (error) {
-    if (!(error instanceof AuthError)) reportProblem("history", "Could not load the job's history: " + error.message);
+    if (!(error instanceof AuthError)) reportProblem("history", problemText("Could not load the job's history", error));
     return;
   } finally {
     history.loading = false;
@@ -882,11 +980,14 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#job-detail").addEventListener("close", () => {
     if (state.detailId) closeDetail();
   });
-  $("#detail-cancel").addEventListener("click", (event) => cancelJob(state.detailId, event.target));
+  $("#detail-cancel").addEventListener("click", () => askToCancel(true));
+  $("#detail-cancel-keep").addEventListener("click", () => askToCancel(false));
+  $("#detail-cancel-yes").addEventListener("click", confirmCancel);
   $("#transcode-button").disabled = true;
   loadOutputChoices().catch(() => reportProblem("docs", "Could not read the output choices."));
   reloadJobs();
   loadMedia();
   checkHealth();
   setInterval(checkHealth, HEALTH_MS);
+  setInterval(refreshWaiting, QUEUE_REFRESH_MS);
 });

@@ -24,6 +24,7 @@ async def test_the_served_page_carries_the_page_sizes() -> None:
     assert html is not None
     assert f'data-list-limit="{limits.DEFAULT_LIST_LIMIT}"' in html.group()
     assert f'data-history-limit="{limits.MAX_HISTORY_LIMIT}"' in html.group()
+    assert f'data-queue-limit="{limits.MAX_LIST_LIMIT}"' in html.group()
     assert "{{" not in page.text
 
 
@@ -32,7 +33,9 @@ def test_every_size_has_its_place_in_the_page_and_the_script_keeps_none() -> Non
     for name in PAGE_SIZES:
         assert "{{" + name + "}}" in page, name
     script = (STATIC_DIR / "app.js").read_text(encoding="utf-8")
-    sizes = re.findall(r"^const (LIST_LIMIT|HISTORY_PAGE) = (.*);$", script, re.MULTILINE)
-    assert sorted(name for name, _ in sizes) == ["HISTORY_PAGE", "LIST_LIMIT"]
+    sizes = re.findall(
+        r"^const (LIST_LIMIT|HISTORY_PAGE|QUEUE_LIMIT) = (.*);$", script, re.MULTILINE
+    )
+    assert sorted(name for name, _ in sizes) == ["HISTORY_PAGE", "LIST_LIMIT", "QUEUE_LIMIT"]
     for _name, value in sizes:
         assert "dataset" in value and not re.search(r"\d", value), value

@@ -11,6 +11,7 @@ import sys
 
 SCRIPT = """
 import asyncio, os, signal, sys
+import uvloop
 from videojob.stop_signals import on_stop_signal, run_service
 
 async def serve():
@@ -34,6 +35,11 @@ def exit_status(run: str) -> int:
 
 def test_a_stop_signal_after_the_service_stopped_leaves_its_exit_clean() -> None:
     assert exit_status("run_service") == 0
+
+
+def test_on_uvloop_too() -> None:
+    """The export service runs on uvloop."""
+    assert exit_status("(lambda main: run_service(main, loop_factory=uvloop.new_event_loop))") == 0
 
 
 def test_with_asyncio_run_alone_the_late_signal_kills() -> None:

@@ -104,6 +104,8 @@ class VideoJob(_message.Message):
     RETRYING_FIELD_NUMBER: _builtins.int
     ATTEMPT_PROGRESS_FIELD_NUMBER: _builtins.int
     AWAITING_OWNER_FIELD_NUMBER: _builtins.int
+    QUEUE_POSITION_FIELD_NUMBER: _builtins.int
+    ESTIMATED_START_AT_FIELD_NUMBER: _builtins.int
     OUTPUT_SHA256_FIELD_NUMBER: _builtins.int
     STAGE_PROGRESS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
@@ -133,6 +135,15 @@ class VideoJob(_message.Message):
     so the version does not change: stage then reads "Waiting for its export replica" (the
     stored stage is the owner's last) and eta_seconds is 0. WatchExport sends each version
     once, with this as it was when read; WatchExports sends a job again when this changed.
+    """
+    queue_position: _builtins.int
+    """While the job waits for a render slot (QUEUED, or a resubmitted render queued again): its
+    place in the line of the render service its current attempt is placed on, 1 = the next to
+    start there. A render service starts its queued renders in the order they came; the line
+    holds the waiting jobs placed on it, in the order they were placed, whichever export replica
+    placed them. 0 when the job waits for no slot, or is not placed on a render service yet.
+    Derived when the job is read (from a view of the store at most a second old), never
+    stored: the version does not change when the line moves.
     """
     output_sha256: _builtins.str
     """The whole output file's SHA-256 (hex) when the output is an object in a store
@@ -164,6 +175,16 @@ class VideoJob(_message.Message):
     def render_service(self) -> Global___RenderService:
         """The render service the current attempt runs on (empty until it is placed)."""
 
+    @_builtins.property
+    def estimated_start_at(self) -> _timestamp_pb2.Timestamp:
+        """When the job is expected to start, while it has a queue_position: when a slot of its render
+        service frees for it, from the ETAs of the renders running there and, for each job ahead in
+        the line, the mean run time of the jobs that last completed on that render service. Unset
+        when that cannot be known honestly: nothing completed there yet while jobs wait ahead (or
+        a running render has no ETA), the render service does not answer or does not say its slots,
+        or the job waits for a render service or for its export replica.
+        """
+
     def __init__(
         self,
         *,
@@ -189,12 +210,14 @@ class VideoJob(_message.Message):
         retrying: _builtins.bool = ...,
         attempt_progress: _builtins.float = ...,
         awaiting_owner: _builtins.bool = ...,
+        queue_position: _builtins.int = ...,
+        estimated_start_at: _timestamp_pb2.Timestamp | None = ...,
         output_sha256: _builtins.str = ...,
         stage_progress: _builtins.float = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error", b"error", "finished_at", b"finished_at", "render_service", b"render_service", "spec", b"spec", "started_at", b"started_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error", b"error", "estimated_start_at", b"estimated_start_at", "finished_at", b"finished_at", "render_service", b"render_service", "spec", b"spec", "started_at", b"started_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "attempt_progress", b"attempt_progress", "attempts", b"attempts", "awaiting_owner", b"awaiting_owner", "created_at", b"created_at", "error", b"error", "eta_seconds", b"eta_seconds", "finished_at", b"finished_at", "id", b"id", "output_duration_seconds", b"output_duration_seconds", "output_path", b"output_path", "output_sha256", b"output_sha256", "output_size_bytes", b"output_size_bytes", "progress", b"progress", "render_service", b"render_service", "request_id", b"request_id", "retrying", b"retrying", "spec", b"spec", "stage", b"stage", "stage_progress", b"stage_progress", "started_at", b"started_at", "status", b"status", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "attempt_progress", b"attempt_progress", "attempts", b"attempts", "awaiting_owner", b"awaiting_owner", "created_at", b"created_at", "error", b"error", "estimated_start_at", b"estimated_start_at", "eta_seconds", b"eta_seconds", "finished_at", b"finished_at", "id", b"id", "output_duration_seconds", b"output_duration_seconds", "output_path", b"output_path", "output_sha256", b"output_sha256", "output_size_bytes", b"output_size_bytes", "progress", b"progress", "queue_position", b"queue_position", "render_service", b"render_service", "request_id", b"request_id", "retrying", b"retrying", "spec", b"spec", "stage", b"stage", "stage_progress", b"stage_progress", "started_at", b"started_at", "status", b"status", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
