@@ -14,6 +14,7 @@ from export_service.config import DEFAULT_DATABASE, ExportConfig, TrackerSetting
 from export_service.server import create_server
 from export_service.store import open_store
 from export_service.store.base import default_writer
+from videojob.errors import ObjectStoreMisconfigured, ObjectStoreUnavailable
 from videojob.flags import (
     BOOLEAN,
     EXIT_USAGE,
@@ -22,11 +23,11 @@ from videojob.flags import (
     client_tls_flags,
     integer,
     listen_address,
+    location,
     log_format_flag,
     log_level_flag,
     metrics_listen_flag,
     number,
-    path,
     server_tls_flags,
     target_addresses,
     text,
@@ -35,6 +36,8 @@ from videojob.grpc_setup import TlsFiles
 from videojob.logging_setup import configure_logging, set_replica
 from videojob.metrics import EXPORT, MetricsServer, serve_metrics
 from videojob.stop_signals import run_service, stop_signalled
+from videojob.storage.location import LocalDirectory, S3Location
+from videojob.storage.settings import StoreSettings
 from videojob.tracing import configure_tracing
 
 logger = logging.getLogger("export_service")
@@ -72,11 +75,13 @@ FLAGS = FlagTable(
         ),
         Flag(
             "--render-output-dir",
-            path("DIR"),
-            _DEFAULTS.render_output_dir,
+            location(),
+            None,
             "the render services' output directory as this process sees it, if it does: the "
             "partial file of a render service that died is removed here when its render is "
-            "resubmitted elsewhere",
+            "resubmitted elsewhere; an s3:// location (the render services' --output-dir) is "
+            "where completed renders' objects are checked before COMPLETED and removed with "
+            "their jobs (the AWS_* variables say how to reach it)",
             default_text="not seen: a dead render service's partial file is left to its restart",
         ),
         Flag(
@@ -199,11 +204,25 @@ FLAGS = FlagTable(
 )
 
 
-def config_from_flags(flags: argparse.Namespace) -> ExportConfig:
+def config_from_flags(
+    flags: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> ExportConfig:
     return ExportConfig(
         listen=flags.listen,
         render_addr=flags.render_addr,
-        render_output_dir=flags.render_output_dir,
+        render_output_dir=(
+            flags.render_output_dir.path
+            if isinstance(flags.render_output_dir, LocalDirectory)
+            else None
+        ),
+        output_store=(
+            flags.render_output_dir if isinstance(flags.render_output_dir, S3Location) else None
+        ),
+        store_settings=(
+            StoreSettings.from_environ(environ)
+            if isinstance(flags.render_output_dir, S3Location)
+            else None
+        ),
         database=flags.database,
         max_active_jobs=flags.max_active_jobs,
         max_pixel_rate=flags.max_pixel_rate,
@@ -259,6 +278,10 @@ async def _serve(config: ExportConfig) -> int:
         await store.close()
         print(f"export_service: cannot start: {error}", file=sys.stderr, flush=True)
         return EXIT_USAGE
+    except (ObjectStoreMisconfigured, ObjectStoreUnavailable) as error:
+        await store.close()
+        print(f"export_service: cannot start: {error.message}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
     try:
         host = config.listen.rsplit(":", 1)[0]
         print(f"export_service listening on {host}:{export.port}", flush=True)
@@ -279,7 +302,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     # uvloop, as the gateway's: the tracking of many renders is CPU-bound on the event loop
     # (docs/performance.md, tracking).
     return run_service(
-        serve(config_from_flags(flags), flags.metrics_listen), loop_factory=uvloop.new_event_loop
+        serve(config_from_flags(flags, environ), flags.metrics_listen),
+        loop_factory=uvloop.new_event_loop,
     )
 
 

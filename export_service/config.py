@@ -8,6 +8,8 @@ from pathlib import Path
 from videojob.endpoints import DEFAULT_EXPORT_ADDRESS, DEFAULT_RENDER_ADDRESS
 from videojob.grpc_setup import TlsFiles
 from videojob.limits import DEFAULT_MAX_PIXEL_RATE
+from videojob.storage.location import S3Location
+from videojob.storage.settings import StoreSettings
 
 # The embedded default: a SQLite file under ./var.
 DEFAULT_DATABASE = "sqlite:///var/export.db"
@@ -65,6 +67,11 @@ class ExportConfig:
     # The render services' shared output directory as this process sees it (None: it does not
     # see it): where the partial file of a render service that died is removed.
     render_output_dir: Path | None = None
+    # The render services' output directory when it is an object store (--render-output-dir
+    # s3://...): completed renders' objects are checked there before COMPLETED, and removed
+    # with their jobs; ``store_settings`` says how it is reached.
+    output_store: S3Location | None = None
+    store_settings: StoreSettings | None = None
     database: str = DEFAULT_DATABASE
     max_active_jobs: int = 1000
     # The output pixels per second (width x height x fps) a job may ask for; more is refused

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from export_service.store import (
     Job,
@@ -20,6 +19,7 @@ from export_service.store import (
     StoreUnavailable,
     TransitionRejected,
 )
+from export_service.stored_outputs import Outputs
 from videojob.limits import JOB_RETENTION_BATCH, MAX_JOB_RETENTION_SWEEP_SECONDS
 
 logger = logging.getLogger(__name__)
@@ -28,27 +28,12 @@ logger = logging.getLogger(__name__)
 MIN_SWEEP_SECONDS = 0.5
 
 
-def remove_output(path: str) -> bool:
-    """Blocking. True once no file is left at ``path`` (a job's output: of a job deleted, or of
-    one that did not complete)."""
-    if not path:
-        return True
-    try:
-        Path(path).unlink()
-    except FileNotFoundError:
-        return True
-    except OSError as error:
-        logger.warning("could not remove the output %s: %s", path, error)
-        return False
-    logger.info("removed the output %s", path)
-    return True
-
-
-async def delete_job(store: JobStore, job_id: str) -> Job:
-    """Deletes a finished job and its output file; the job as it was. TransitionRejected for a
-    job that is active or whose render clean-up is pending, JobNotFound for an unknown one."""
+async def delete_job(store: JobStore, job_id: str, outputs: Outputs | None = None) -> Job:
+    """Deletes a finished job and its output (a file, or an object in the store); the job as it
+    was. TransitionRejected for a job that is active or whose render clean-up is pending,
+    JobNotFound for an unknown one."""
     job = await store.delete(job_id)
-    removed = await asyncio.to_thread(remove_output, job.output_path)
+    removed = await (outputs or Outputs()).remove(job.output_path)
     with_file = f" with {job.output_path}" if job.output_path and removed else ""
     logger.info("job %s deleted%s", job.id, with_file)
     return job
@@ -63,8 +48,11 @@ class RetentionSweeper:
     """Deletes jobs that finished more than ``retention_seconds`` ago (with their files), at
     most JOB_RETENTION_BATCH per pass; a full batch is followed by the next pass at once."""
 
-    def __init__(self, store: JobStore, retention_seconds: float) -> None:
+    def __init__(
+        self, store: JobStore, retention_seconds: float, outputs: Outputs | None = None
+    ) -> None:
         self._store = store
+        self._outputs = outputs
         self._retention = timedelta(seconds=retention_seconds)
         self._interval = sweep_interval(retention_seconds)
         self._task: asyncio.Task[None] | None = None
@@ -86,7 +74,7 @@ class RetentionSweeper:
         deleted = 0
         for job in expired:
             try:
-                await delete_job(self._store, job.id)
+                await delete_job(self._store, job.id, self._outputs)
             except (TransitionRejected, JobNotFound):  # another replica deleted it meanwhile
                 continue
             deleted += 1

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import grpc
@@ -49,6 +49,7 @@ from export_service.store.base import (
 from export_service.store.notifications import ChangeFeed
 from export_service.store.outage import PatientStore
 from export_service.store.postgres import PostgresJobStore
+from export_service.stored_outputs import Outputs
 from export_service.tracking.supervisor import RenderSupervisor
 from videojob import metrics, stamps, tracing
 from videojob.endpoints import IDEMPOTENT_REPLAYED_METADATA
@@ -75,6 +76,8 @@ from videojob.limits import (
 )
 from videojob.render.v1 import spec_pb2
 from videojob.spec_validation import check_pixel_rate, normalize_spec
+from videojob.storage.object_store import ObjectStore
+from videojob.storage.settings import StoreSettings
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +129,8 @@ def job_to_proto(
         output_duration_seconds=job.output_duration_seconds,
         retrying=job.retrying,
         attempt_progress=job.attempt_progress if job.attempt > 1 else job.progress,
+        output_sha256=job.output_sha256,
+        stage_progress=0.0 if job.terminal else job.stage_progress,
     )
     for attempt in job.attempts:
         recorded = message.attempts.add(
@@ -374,7 +379,7 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
     ) -> export_pb2.DeleteExportResponse:
         _check_job_id(request.id)
         try:
-            await delete_job(self._store, request.id)
+            await delete_job(self._store, request.id, self._supervisor.outputs)
         except TransitionRejected as rejected:
             current = rejected.current
             why = "its render's clean-up is pending" if current.terminal else "it is not finished"
@@ -635,6 +640,8 @@ class ExportServer:
     changes: ChangeFeed | None = None
     # Deletes finished jobs after --job-retention; None when jobs are kept.
     retention: RetentionSweeper | None = None
+    # What the server holds open besides itself (the object store's connections).
+    resources: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
     stopped: bool = False
 
     async def stop(self, grace: float | None) -> None:
@@ -656,6 +663,7 @@ class ExportServer:
         await self.server.stop(grace)
         await self.render_pool.close()
         await self.store.close()
+        await self.resources.aclose()
         if self.job_metrics is not None:
             self.job_metrics.close()
 
@@ -701,12 +709,33 @@ async def _start_change_feed(
     return feed
 
 
+async def open_outputs(config: ExportConfig, resources: contextlib.AsyncExitStack) -> Outputs:
+    """How renders' outputs are checked and removed: with an object store as the render
+    services' output directory, that store, checked first (ObjectStoreMisconfigured or
+    ObjectStoreUnavailable, one line naming the flag or variable, when it cannot be used)."""
+    if config.output_store is None:
+        return Outputs()
+    settings = config.store_settings or StoreSettings.from_environ()
+    store = await resources.enter_async_context(ObjectStore(settings))
+    await store.check(config.output_store, flag="--render-output-dir")
+    return Outputs(store)
+
+
 async def create_server(
     config: ExportConfig,
     store: JobStore,
 ) -> ExportServer:
     """Binds ``config.listen`` (port 0 picks one), starts serving and reconciles every
-    non-terminal job in ``store``."""
+    non-terminal job in ``store``. An object store as the render services' output directory is
+    checked first (``open_outputs``)."""
+    async with contextlib.AsyncExitStack() as resources:
+        outputs = await open_outputs(config, resources)
+        export_server = await _create_server(config, store, outputs)
+        export_server.resources = resources.pop_all()
+        return export_server
+
+
+async def _create_server(config: ExportConfig, store: JobStore, outputs: Outputs) -> ExportServer:
     hub = ChangeHub()
     store.add_listener(hub.publish)
     changes = await _start_change_feed(config, store, hub)
@@ -725,6 +754,7 @@ async def create_server(
         config.tracker,
         ownership,
         render_output_dir=config.render_output_dir,
+        outputs=outputs,
     )
     server = create_grpc_server()
     export_pb2_grpc.add_ExportServiceServicer_to_server(
@@ -746,7 +776,7 @@ async def create_server(
     await supervisor.start()
     retention: RetentionSweeper | None = None
     if config.job_retention is not None:
-        retention = RetentionSweeper(store, config.job_retention)
+        retention = RetentionSweeper(store, config.job_retention, outputs)
         retention.start()
     return ExportServer(
         server,

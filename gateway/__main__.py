@@ -8,6 +8,7 @@ responses a short grace, runs the lifespan shutdown and exits 0.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import re
 import signal
@@ -22,6 +23,8 @@ from starlette.types import ASGIApp
 
 from gateway.app import create_app
 from gateway.settings import (
+    DEFAULT_DOWNLOAD_LINK_SECONDS,
+    DEFAULT_DOWNLOADS,
     DEFAULT_HEARTBEAT_SECONDS,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_EVENT_VIEWS,
@@ -31,23 +34,32 @@ from gateway.settings import (
     DEFAULT_UPSTREAM_RETRY_SECONDS,
     Settings,
 )
+from gateway.stored_download import DOWNLOAD_MODES
 from videojob.endpoints import DEFAULT_GATEWAY_ADDRESS
+from videojob.errors import ObjectStoreMisconfigured, ObjectStoreUnavailable
 from videojob.flags import (
     BOOLEAN,
+    EXIT_USAGE,
     Flag,
     FlagTable,
+    choice,
     client_tls_flags,
     integer,
     listen_address,
+    location,
     log_format_flag,
     log_level_flag,
     number,
     path,
+    store_public_endpoint_flag,
     target_addresses,
     text,
 )
 from videojob.grpc_setup import TlsFiles
 from videojob.logging_setup import configure_logging
+from videojob.storage.location import S3Location
+from videojob.storage.object_store import ObjectStore
+from videojob.storage.settings import StoreSettings
 from videojob.tracing import configure_tracing
 
 logger = logging.getLogger("gateway")
@@ -118,6 +130,31 @@ FLAGS = FlagTable(
             "the render services' media root: uploads are written here",
         ),
         Flag(
+            "--render-output-dir",
+            location(),
+            None,
+            "the render services' output directory when it is an object store (s3://, their "
+            "--output-dir): downloads of the jobs' objects are served from it (the AWS_* "
+            "variables say how to reach it)",
+            default_text="none: outputs are files this gateway reads by their path",
+        ),
+        Flag(
+            "--downloads",
+            choice(*DOWNLOAD_MODES),
+            DEFAULT_DOWNLOADS,
+            "how an output in an object store is downloaded: proxy streams it through the "
+            "gateway (Range works), redirect answers 302 with a presigned link to the store "
+            "(computed per request; the client must reach the store, see "
+            "--store-public-endpoint)",
+        ),
+        Flag(
+            "--download-link-seconds",
+            integer(minimum=1, maximum=7 * 24 * 3600),
+            DEFAULT_DOWNLOAD_LINK_SECONDS,
+            "how long a presigned download link is valid (--downloads redirect)",
+        ),
+        store_public_endpoint_flag(),
+        Flag(
             "--max-upload-bytes",
             integer(minimum=1),
             DEFAULT_MAX_UPLOAD_BYTES,
@@ -136,7 +173,9 @@ FLAGS = FlagTable(
 )
 
 
-def settings_from_flags(flags: argparse.Namespace) -> Settings:
+def settings_from_flags(
+    flags: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> Settings:
     return Settings(
         export_addr=flags.export_addr,
         export_tls=TlsFiles(
@@ -151,7 +190,30 @@ def settings_from_flags(flags: argparse.Namespace) -> Settings:
         max_event_views=flags.max_event_views,
         media_root=flags.media_root,
         max_upload_bytes=flags.max_upload_bytes,
+        output_store=(
+            flags.render_output_dir if isinstance(flags.render_output_dir, S3Location) else None
+        ),
+        store_settings=(
+            StoreSettings.from_environ(environ, public_endpoint=flags.store_public_endpoint)
+            if isinstance(flags.render_output_dir, S3Location)
+            else None
+        ),
+        downloads=flags.downloads,
+        download_link_seconds=flags.download_link_seconds,
     )
+
+
+async def check_output_store(settings: Settings) -> str | None:
+    """Why the object store of downloads cannot be used (one line naming the flag or
+    variable), or None when it can (or there is none)."""
+    if settings.output_store is None or settings.store_settings is None:
+        return None
+    try:
+        async with ObjectStore(settings.store_settings) as store:
+            await store.check(settings.output_store, flag="--render-output-dir")
+    except (ObjectStoreMisconfigured, ObjectStoreUnavailable) as error:
+        return error.message
+    return None
 
 
 def split_host_port(listen: str) -> tuple[str, int]:
@@ -215,7 +277,12 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     flags = FLAGS.parse_or_exit(argv, environ)
     configure_logging(flags.log_level, flags.log_format)
     logging.getLogger("uvicorn.access").addFilter(RedactAccessToken())
-    app = create_app(settings_from_flags(flags))
+    settings = settings_from_flags(flags, environ)
+    refused = asyncio.run(check_output_store(settings))
+    if refused is not None:
+        print(f"gateway: cannot start: {refused}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
+    app = create_app(settings)
     served: ASGIApp = app
     if configure_tracing("gateway", environ):
         from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware

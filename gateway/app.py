@@ -51,6 +51,7 @@ from gateway.openapi import (
     OPENAPI_DOCUMENT,
 )
 from gateway.settings import Settings
+from gateway.stored_download import stored_object, stored_object_response
 from gateway.watch_hub import JobWatchHub
 from videojob import limits, metrics, tracing
 from videojob.endpoints import EXPORT_SERVICE, IDEMPOTENT_REPLAYED_METADATA
@@ -70,6 +71,9 @@ from videojob.job_json import (
     spec_from_json,
 )
 from videojob.limits import CONTAINER_MEDIA_TYPES, DEFAULT_CONTAINER
+from videojob.storage.location import is_stored_object
+from videojob.storage.object_store import ObjectStore
+from videojob.storage.settings import StoreSettings
 
 logger = logging.getLogger(__name__)
 
@@ -374,6 +378,8 @@ async def download(request: Request) -> Response:
     if job.status != export_pb2.COMPLETED or not job.output_path:
         raise FailedPrecondition(_no_file(job))
     container = job.spec.output.container or DEFAULT_CONTAINER
+    if is_stored_object(job.output_path):
+        return await _stored_download(request, job, container)
     path = Path(job.output_path)
     if container not in CONTENT_TYPES or path.suffix != f".{container}":
         logger.error("job %s has an unexpected output path %r", job_id, job.output_path)
@@ -386,6 +392,29 @@ async def download(request: Request) -> Response:
         media_type=CONTENT_TYPES[container],
         filename=f"{job.id}.{container}",
         content_disposition_type="attachment",
+    )
+
+
+async def _stored_download(request: Request, job: export_pb2.VideoJob, container: str) -> Response:
+    settings: Settings = request.app.state.settings
+    store: ObjectStore | None = getattr(request.app.state, "output_store", None)
+    where = stored_object(job.output_path, settings.output_store)
+    if store is None or where is None or container not in CONTENT_TYPES:
+        logger.error(
+            "job %s has an output this gateway does not serve: %r", job.id, job.output_path
+        )
+        return error_response(
+            500, "the job's output is in an object store this gateway does not serve"
+        )
+    return await stored_object_response(
+        request,
+        store,
+        where,
+        media_type=CONTENT_TYPES[container],
+        filename=f"{job.id}.{container}",
+        mode=settings.downloads,
+        link_seconds=settings.download_link_seconds,
+        parse_range=VideoFileResponse._parse_range_header,
     )
 
 
@@ -509,6 +538,12 @@ def create_app(settings: Settings) -> Starlette:
             input_names=input_names,
         )
         hubs = (app.state.list_watch_hub, app.state.watch_hub)
+        resources = contextlib.AsyncExitStack()
+        if settings.output_store is not None:
+            store_settings = settings.store_settings or StoreSettings.from_environ()
+            app.state.output_store = await resources.enter_async_context(
+                ObjectStore(store_settings)
+            )
 
         async def end_event_streams() -> None:
             """Ends every event stream and its upstream watch (again: nothing more)."""
@@ -523,6 +558,7 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             await end_event_streams()
             await channel.close(grace=None)
+            await resources.aclose()
 
     routes = [
         Route("/", index, methods=["GET"]),

@@ -72,7 +72,9 @@ COMPONENT_SCHEMAS: dict[str, dict[str, Any]] = {
                 "type": "string",
                 "description": (
                     "Where the job stands. As the render reports it: `Queued`, `Preparing`, "
-                    "`Rendering`, `Finalizing`, `Verifying`; `Complete`, `Failed`, `Cancelled` "
+                    "`Rendering`, `Finalizing`, `Verifying`, `Uploading` (an output stored in "
+                    "an object store; `stageProgress` shows its bytes); `Complete`, `Failed`, "
+                    "`Cancelled` "
                     "once terminal. The export service's own: "
                     f"`{limits.STAGE_WAITING_FOR_RENDER}` while the render service of the "
                     "job's attempt does not answer and its owner keeps asking (progress kept, "
@@ -81,7 +83,12 @@ COMPONENT_SCHEMAS: dict[str, dict[str, Any]] = {
                     "job (`awaitingOwner`; derived as it is read, never stored)."
                 ),
             },
-            "outputPath": {"type": ["string", "null"]},
+            "outputPath": {
+                "type": ["string", "null"],
+                "description": "The finished file: a path, or `s3://BUCKET/KEY` when the "
+                "render services store their outputs in an object store (download it with "
+                "`GET /api/jobs/{id}/download`).",
+            },
             "error": {"oneOf": [{"$ref": "#/components/schemas/JobError"}, {"type": "null"}]},
             "attempt": {"type": "integer"},
             "version": {"type": "integer"},
@@ -97,6 +104,19 @@ COMPONENT_SCHEMAS: dict[str, dict[str, Any]] = {
             "requestId": {"type": "string"},
             "outputSizeBytes": {"type": ["integer", "null"]},
             "outputDurationSeconds": {"type": ["number", "null"]},
+            "outputSha256": {
+                "type": ["string", "null"],
+                "description": "An output stored in an object store: the whole file's SHA-256 "
+                "(hex), as the render computed it while uploading; null otherwise.",
+            },
+            "stageProgress": {
+                "type": ["number", "null"],
+                "minimum": 0,
+                "maximum": 100,
+                "description": "While running, in a stage with a measure of its own "
+                "(`Uploading`: bytes the store acknowledged of the file's size): 0 to 100 of "
+                "that stage, while `progress` stays within 95-99; null otherwise.",
+            },
             "spec": {"type": "object", "description": "The RenderSpec as the service stored it."},
             "retrying": {
                 "type": "boolean",
@@ -902,7 +922,16 @@ def _build() -> dict[str, Any]:
                             "once it has completed), or it failed or was cancelled (it never "
                             "will have one); the message says which."
                         ),
-                        "410": _error("The job completed but its file is gone."),
+                        "302": {
+                            "description": "With `--downloads redirect` and an output in an "
+                            "object store: a presigned link to the object (computed for this "
+                            "request, valid for `--download-link-seconds`; `Range` works on it).",
+                            "headers": {"Location": {"schema": {"type": "string"}}},
+                        },
+                        "410": _error(
+                            "The job completed but its file is gone (for an output in an "
+                            "object store: the object is no longer in the store)."
+                        ),
                         "416": {
                             **_error("The range starts past the end of the file."),
                             "headers": {

@@ -8,6 +8,8 @@ from pathlib import Path
 from videojob import limits
 from videojob.endpoints import DEFAULT_EXPORT_ADDRESS
 from videojob.grpc_setup import TlsFiles
+from videojob.storage.location import S3Location
+from videojob.storage.settings import StoreSettings
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 DEFAULT_HEARTBEAT_SECONDS = 15.0
@@ -16,6 +18,8 @@ DEFAULT_UPSTREAM_RETRY_SECONDS = 20.0
 DEFAULT_MAX_EVENT_VIEWS = 256
 DEFAULT_MAX_UPLOAD_BYTES = limits.DEFAULT_MAX_UPLOAD_BYTES
 DEFAULT_MEDIA_ROOT = Path("./var/media")
+DEFAULT_DOWNLOADS = "proxy"
+DEFAULT_DOWNLOAD_LINK_SECONDS = 300
 
 
 @dataclass(frozen=True)
@@ -39,3 +43,10 @@ class Settings:
     media_root: Path = DEFAULT_MEDIA_ROOT
     # The largest upload POST /api/media accepts (the JSON body limit does not apply to it).
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    # The render services' output directory when it is an object store: downloads of the
+    # objects under it are served ("proxy": streamed through the gateway; "redirect": a
+    # presigned link valid for download_link_seconds, computed per request).
+    output_store: S3Location | None = None
+    store_settings: StoreSettings | None = None
+    downloads: str = DEFAULT_DOWNLOADS
+    download_link_seconds: int = DEFAULT_DOWNLOAD_LINK_SECONDS

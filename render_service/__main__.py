@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from render_service.ffmpeg_process import run_ffmpeg_captured, watch_children_wi
 from render_service.instance import INSTANCE_ID_RULE, is_instance_id
 from render_service.server import create_server
 from videojob.endpoints import DEFAULT_RENDER_ADDRESS
+from videojob.errors import ObjectStoreMisconfigured, ObjectStoreUnavailable
 from videojob.ffmpeg_binary import ffmpeg_binary
 from videojob.flags import (
     EXIT_USAGE,
@@ -24,11 +26,13 @@ from videojob.flags import (
     Kind,
     integer,
     listen_address,
+    location,
     log_format_flag,
     log_level_flag,
     metrics_listen_flag,
     number,
     path,
+    scratch_dir_flag,
     server_tls_flags,
 )
 from videojob.grpc_setup import TlsFiles
@@ -36,6 +40,8 @@ from videojob.limits import DEFAULT_DRAIN_TIMEOUT_SECONDS
 from videojob.logging_setup import configure_logging, set_replica
 from videojob.metrics import RENDER, MetricsServer, serve_metrics
 from videojob.stop_signals import on_stop_signal, run_service
+from videojob.storage.location import LocalDirectory, S3Location
+from videojob.storage.settings import StoreSettings
 from videojob.tracing import configure_tracing
 
 logger = logging.getLogger("render_service")
@@ -50,7 +56,15 @@ FLAGS = FlagTable(
     description="Runs FFmpeg renders and streams their progress over gRPC.",
     flags=(
         Flag("--listen", listen_address(), DEFAULT_RENDER_ADDRESS, "address to serve on"),
-        Flag("--output-dir", path("DIR"), Path("./var/renders"), "where finished files go"),
+        Flag(
+            "--output-dir",
+            location(),
+            LocalDirectory(Path("./var/renders")),
+            "where finished files go: a directory, or an object store location (with the "
+            "AWS_* variables saying how to reach it)",
+            default_text="./var/renders",
+        ),
+        scratch_dir_flag(),
         Flag("--media-root", path("DIR"), Path("./var/media"), "input paths are relative to it"),
         Flag(
             "--max-concurrent",
@@ -100,10 +114,25 @@ FLAGS = FlagTable(
 )
 
 
-def config_from_flags(flags: argparse.Namespace) -> RenderConfig:
+def default_scratch_dir() -> Path:
+    return Path(tempfile.gettempdir()) / "videojob-render"
+
+
+def config_from_flags(
+    flags: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> RenderConfig:
+    output: LocalDirectory | S3Location = flags.output_dir
+    if isinstance(output, S3Location):
+        output_dir = flags.scratch_dir or default_scratch_dir()
+        output_store: S3Location | None = output
+        store_settings: StoreSettings | None = StoreSettings.from_environ(environ)
+    else:
+        output_dir, output_store, store_settings = output.path, None, None
     return RenderConfig(
         listen=flags.listen,
-        output_dir=flags.output_dir,
+        output_dir=output_dir,
+        output_store=output_store,
+        store_settings=store_settings,
         media_root=flags.media_root,
         max_concurrent=flags.max_concurrent,
         max_queue=flags.max_queue,
@@ -162,6 +191,9 @@ async def serve_render(config: RenderConfig) -> int:
     except (ValueError, OSError) as error:
         print(f"render_service: cannot start: {error}", file=sys.stderr, flush=True)
         return EXIT_USAGE
+    except (ObjectStoreMisconfigured, ObjectStoreUnavailable) as error:
+        print(f"render_service: cannot start: {error.message}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
     try:
         set_replica(render_server.instance_id)
         await log_ffmpeg_version()
@@ -183,7 +215,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     flags = FLAGS.parse_or_exit(argv, environ)
     configure_logging(flags.log_level, flags.log_format)
     configure_tracing("render_service", environ)
-    return run_service(serve(config_from_flags(flags), flags.metrics_listen))
+    return run_service(serve(config_from_flags(flags, environ), flags.metrics_listen))
 
 
 if __name__ == "__main__":

@@ -9,12 +9,20 @@ from pathlib import Path
 from videojob.endpoints import DEFAULT_RENDER_ADDRESS
 from videojob.grpc_setup import TlsFiles
 from videojob.limits import DEFAULT_DRAIN_TIMEOUT_SECONDS
+from videojob.storage.location import S3Location
+from videojob.storage.settings import StoreSettings
 
 
 @dataclass(frozen=True)
 class RenderConfig:
+    # Where renders are written and verified: the output directory itself, or with an object
+    # store as the output directory (``output_store``), the private scratch directory.
     output_dir: Path
     media_root: Path
+    # ``--output-dir s3://...``: finished files are uploaded there, then removed from
+    # ``output_dir``; ``store_settings`` says how the store is reached.
+    output_store: S3Location | None = None
+    store_settings: StoreSettings | None = None
     listen: str = DEFAULT_RENDER_ADDRESS
     max_concurrent: int = field(default_factory=lambda: os.cpu_count() or 1)
     max_queue: int = 256

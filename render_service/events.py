@@ -118,6 +118,7 @@ class RenderRecord:
         speed: float = 0.0,
         out_time_seconds: float = 0.0,
         eta_seconds: float = 0.0,
+        stage_progress: float = 0.0,
     ) -> None:
         # The render's own events never go down nor reach 100 before completed; for the job's
         # record this is an early refusal that only saves work, the progress rule's one
@@ -131,6 +132,7 @@ class RenderRecord:
             speed=speed,
             out_time_seconds=out_time_seconds,
             eta_seconds=round(eta_seconds, ETA_DECIMALS),
+            stage_progress=min(max(round(stage_progress, 2), 0.0), 100.0),
         )
         self._last_progress = progress
         self._append(render_pb2.RenderEvent(progress=progress))
@@ -141,9 +143,21 @@ class RenderRecord:
         progress.heartbeat = True
         self._append(render_pb2.RenderEvent(progress=progress))
 
-    def complete(self, output_path: str, size_bytes: int, duration_seconds: float) -> None:
+    def complete(
+        self,
+        output_path: str,
+        size_bytes: int,
+        duration_seconds: float,
+        *,
+        sha256: str = "",
+        store_checksum: str = "",
+    ) -> None:
         completed = render_pb2.Completed(
-            output_path=output_path, size_bytes=size_bytes, duration_seconds=duration_seconds
+            output_path=output_path,
+            size_bytes=size_bytes,
+            duration_seconds=duration_seconds,
+            sha256=sha256,
+            store_checksum=store_checksum,
         )
         self._append(render_pb2.RenderEvent(completed=completed))
 

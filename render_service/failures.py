@@ -6,6 +6,7 @@ import re
 from enum import StrEnum
 
 from videojob import limits
+from videojob.errors import VideoJobError
 
 
 class FailureCode(StrEnum):
@@ -18,6 +19,7 @@ class FailureCode(StrEnum):
     OUTPUT_UNWRITABLE = limits.FAILURE_OUTPUT_UNWRITABLE
     SHUTDOWN = limits.FAILURE_SHUTDOWN
     INTERNAL = limits.FAILURE_INTERNAL
+    STORAGE_UNAVAILABLE = limits.FAILURE_STORAGE_UNAVAILABLE
 
 
 class RenderFailure(Exception):
@@ -32,6 +34,14 @@ class RenderFailure(Exception):
         self.message = message
         self.log_tail = log_tail
         self.field = field
+
+
+def storage_failure(error: VideoJobError) -> RenderFailure:
+    """A store that did not answer, refused the upload or this service's settings: the render
+    was made and verified, but could not be stored."""
+    return RenderFailure(
+        FailureCode.STORAGE_UNAVAILABLE, f"the output could not be stored: {error.message}"
+    )
 
 
 def invalid_input(field: str, problem: str, log_tail: str = "") -> RenderFailure:

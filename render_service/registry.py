@@ -14,6 +14,7 @@ from render_service.config import RenderConfig
 from render_service.events import RenderRecord
 from render_service.failures import FailureCode, RenderFailure
 from render_service.output_dir import partial_names, remove_partials
+from render_service.output_store import OutputStore
 from render_service.public_paths import RelativePaths
 from render_service.render_job import (
     RenderJob,
@@ -58,8 +59,9 @@ def check_render_id(render_id: str) -> None:
 
 
 class RenderRegistry:
-    def __init__(self, config: RenderConfig) -> None:
+    def __init__(self, config: RenderConfig, output_store: OutputStore | None = None) -> None:
         self._config = config
+        self._output_store = output_store
         self._records: dict[str, RenderRecord] = {}
         self._slots = asyncio.Semaphore(max(config.max_concurrent, 1))
         self._forget_handles: dict[str, asyncio.TimerHandle] = {}
@@ -161,7 +163,15 @@ class RenderRegistry:
         self._records[render_id] = record
         record.progress("Queued", 0.0)
         stream = record.watch(0)
-        job = RenderJob(record, paths, self._config, self._slots, ffmpeg_binary(), self._public)
+        job = RenderJob(
+            record,
+            paths,
+            self._config,
+            self._slots,
+            ffmpeg_binary(),
+            self._public,
+            self._output_store,
+        )
         record.task = asyncio.create_task(job.run(), name=f"render-{render_id}")
         return stream
 

@@ -1,6 +1,8 @@
 """One render's lifecycle: wait for a slot (Queued), probe inputs and build the command
 (Preparing), run FFmpeg (Rendering), wait for it to finish writing (Finalizing), check the file
-(Verifying), move it into place and report ``completed``; otherwise ``failed`` with a reason.
+(Verifying), move it into place (with an object store as the output directory: store it,
+Uploading, then remove it from the scratch directory) and report ``completed``; otherwise
+``failed`` with a reason.
 
 Cancellation (CancelRender, shutdown) arrives as task cancellation: FFmpeg's process group is
 killed and the partial file removed on the way out; the canceller writes the terminal event."""
@@ -19,7 +21,13 @@ from pathlib import Path
 
 from render_service.config import RenderConfig
 from render_service.events import RenderRecord
-from render_service.failures import FailureCode, RenderFailure, ffmpeg_reason, invalid_input
+from render_service.failures import (
+    FailureCode,
+    RenderFailure,
+    ffmpeg_reason,
+    invalid_input,
+    storage_failure,
+)
 from render_service.ffmpeg_command import (
     RenderInputs,
     available_encoders,
@@ -30,9 +38,16 @@ from render_service.ffmpeg_process import kill_process_group, start_ffmpeg
 from render_service.ffmpeg_progress import ProgressBlock, ProgressParser
 from render_service.media_probe import probe_media, probe_subtitles
 from render_service.output_dir import OutputDirectory, final_name, partial_name
+from render_service.output_store import OutputStore
 from render_service.public_paths import RelativePaths
 from render_service.verification import verify_output
 from videojob import stamps, tracing
+from videojob.errors import (
+    ObjectStoreFailed,
+    ObjectStoreMisconfigured,
+    ObjectStoreUnavailable,
+    StoredObjectMissing,
+)
 from videojob.limits import MAX_DURATION_SECONDS, MAX_RUNNING_PROGRESS, bounded_log_tail
 from videojob.logging_setup import bind_log_context
 from videojob.render.v1 import spec_pb2
@@ -44,6 +59,8 @@ PREPARING_END = 2.0
 RENDERING_END = 95.0
 FINALIZING = 95.0
 VERIFYING = MAX_RUNNING_PROGRESS
+# Verified before it is stored: the upload's own movement is its stage_progress.
+UPLOADING = MAX_RUNNING_PROGRESS
 # Lines of ffmpeg's log kept while it runs (more than a failure carries: ffmpeg_reason looks
 # past its repetitions); a failure carries limits.bounded_log_tail of them.
 LOG_TAIL_LINES = 60
@@ -202,8 +219,10 @@ class RenderJob:
         slots: asyncio.Semaphore,
         binary: str,
         public: RelativePaths | None = None,
+        output_store: OutputStore | None = None,
     ) -> None:
         self._record = record
+        self._output_store = output_store
         self._spec = record.spec
         self._paths = paths
         self._config = config
@@ -295,12 +314,54 @@ class RenderJob:
             final = output.publish(self._partial_name, self._final_name)
             self._timing("published")
             completed = True
-            record.complete(str(final), size, duration)
+            if self._output_store is None:
+                record.complete(str(final), size, duration)
+            else:
+                try:
+                    await self._store(final, size, duration)
+                finally:
+                    output.remove(self._final_name)
             self._timing("completed_appended")
         finally:
             if not completed:
                 output.remove(self._partial_name)
             output.close()
+
+    async def _store(self, final: Path, size: int, duration: float) -> None:
+        """Uploads the verified file and reports ``completed`` once the store has all of it; a
+        failure or a cancellation aborts the upload (no object, no unfinished upload)."""
+        assert self._output_store is not None
+        record = self._record
+        record.progress("Uploading", UPLOADING)
+
+        def uploaded(acknowledged: int) -> None:
+            share = 100.0 * acknowledged / size if size else 100.0
+            record.progress("Uploading", UPLOADING, stage_progress=share)
+
+        try:
+            stored = await self._output_store.upload(final, self._final_name, uploaded)
+        except (
+            ObjectStoreUnavailable,
+            ObjectStoreMisconfigured,
+            ObjectStoreFailed,
+            StoredObjectMissing,
+        ) as error:
+            raise storage_failure(error) from None
+        self._timing("uploaded")
+        logger.info(
+            "render %s stored as %s (%d bytes, sha256 %s)",
+            record.render_id,
+            stored.url,
+            stored.size,
+            stored.sha256_hex,
+        )
+        record.complete(
+            stored.url,
+            stored.size,
+            duration,
+            sha256=stored.sha256_hex,
+            store_checksum=stored.composite_sha256,
+        )
 
     def _blame_unreachable_output(
         self, output: OutputDirectory, failure: RenderFailure

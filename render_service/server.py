@@ -4,20 +4,24 @@ raised by the registry become gRPC statuses in videojob.grpc_errors, not here.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import grpc
 
 from render_service.config import RenderConfig
 from render_service.instance import InstanceLock, claim_instance
 from render_service.output_dir import remove_stale_partials
+from render_service.output_store import OutputStore
 from render_service.registry import RenderRegistry
 from videojob import stamps
 from videojob.grpc_setup import GracefulHealth, add_health_and_reflection, bind
 from videojob.grpc_setup import create_server as create_grpc_server
 from videojob.render.v1 import render_pb2, render_pb2_grpc
+from videojob.storage.object_store import ObjectStore
+from videojob.storage.settings import StoreSettings
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +97,8 @@ class RenderServer:
     registry: RenderRegistry
     health: GracefulHealth
     instance: InstanceLock
+    # What the server holds open besides itself (the object store's connections).
+    resources: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
 
     @property
     def instance_id(self) -> str:
@@ -132,11 +138,34 @@ class RenderServer:
         await self.registry.shutdown()
         await self.server.stop(grace)
         self.instance.release()
+        await self.resources.aclose()
+
+
+async def open_output_store(
+    config: RenderConfig, resources: contextlib.AsyncExitStack
+) -> OutputStore | None:
+    """The object store of an ``s3://`` output directory, checked: ObjectStoreMisconfigured or
+    ObjectStoreUnavailable (one line naming the flag or variable) when it cannot be used."""
+    if config.output_store is None:
+        return None
+    settings = config.store_settings or StoreSettings.from_environ()
+    store = await resources.enter_async_context(ObjectStore(settings))
+    await store.check(config.output_store, flag="--output-dir")
+    return OutputStore(store, config.output_store)
 
 
 async def create_server(config: RenderConfig) -> RenderServer:
     """Builds, binds and starts the server (``config.listen`` port 0 picks a free port). Bound
-    first: a generated instance id is keyed by the bound address."""
+    first: a generated instance id is keyed by the bound address. An object store as the output
+    directory is checked first (see ``open_output_store``)."""
+    async with contextlib.AsyncExitStack() as resources:
+        output_store = await open_output_store(config, resources)
+        render_server = await _create_server(config, output_store)
+        render_server.resources = resources.pop_all()
+        return render_server
+
+
+async def _create_server(config: RenderConfig, output_store: OutputStore | None) -> RenderServer:
     config.output_dir.mkdir(parents=True, exist_ok=True)
     config.media_root.mkdir(parents=True, exist_ok=True)
     server = create_grpc_server()
@@ -153,12 +182,20 @@ async def create_server(config: RenderConfig) -> RenderServer:
     removed = await asyncio.to_thread(remove_stale_partials, config.output_dir, config.instance_id)
     if removed:
         logger.info("removed %d stale partial file(s) from %s", removed, config.output_dir)
-    registry = RenderRegistry(config)
+    registry = RenderRegistry(config, output_store)
     render_pb2_grpc.add_RenderServiceServicer_to_server(RenderServicer(registry), server)
     health_servicer = await add_health_and_reflection(server, [SERVICE_NAME])
     registry.start()
     await server.start()
-    logger.info("instance %s, output directory %s", config.instance_id, config.output_dir)
+    if output_store is None:
+        logger.info("instance %s, output directory %s", config.instance_id, config.output_dir)
+    else:
+        logger.info(
+            "instance %s, output directory %s, scratch directory %s",
+            config.instance_id,
+            output_store.location,
+            config.output_dir,
+        )
     return RenderServer(
         server=server, port=port, registry=registry, health=health_servicer, instance=instance
     )

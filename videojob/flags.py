@@ -203,6 +203,20 @@ def store_public_endpoint_flag() -> Flag:
     )
 
 
+def scratch_dir_flag() -> Flag:
+    """A render service's private work directory, where it renders (and fetches inputs to)
+    when its output directory or media root is an object store."""
+    return Flag(
+        "--scratch-dir",
+        path("DIR"),
+        None,
+        "private work directory of this render service when --output-dir (or --media-root) is "
+        "an s3:// location: files are rendered and verified there, then stored and removed; "
+        "give each render service its own",
+        default_text="videojob-render under the system's temporary directory ($TMPDIR or /tmp)",
+    )
+
+
 def server_tls_flags() -> tuple[Flag, ...]:
     """A gRPC server's TLS: its certificate and key, and the CA that client certificates must
     chain to (mutual TLS)."""

@@ -108,8 +108,10 @@ def _timestamp(
 def job_to_json(job: export_pb2.VideoJob) -> dict[str, Any]:
     """The pinned job object, plus the extensions etaSeconds, requestId, outputSizeBytes,
     outputDurationSeconds, spec, the render pool's retrying, attemptProgress, renderService and
-    attempts, and awaitingOwner, queuePosition and estimatedStartAt (derived by the export
-    service as it read the job)."""
+    attempts, awaitingOwner, queuePosition and estimatedStartAt (derived by the export service
+    as it read the job), outputSha256 (an output stored in an object store: the whole file's
+    SHA-256) and stageProgress (0-100 of the current stage, e.g. bytes uploaded while Uploading;
+    null when the stage has no measure)."""
     running = job.status == export_pb2.RUNNING
     completed = job.status == export_pb2.COMPLETED
     error: dict[str, Any] | None = None
@@ -149,6 +151,8 @@ def job_to_json(job: export_pb2.VideoJob) -> dict[str, Any]:
         "awaitingOwner": job.awaiting_owner,
         "queuePosition": job.queue_position or None,
         "estimatedStartAt": _timestamp(job, "estimated_start_at"),
+        "outputSha256": job.output_sha256 or None,
+        "stageProgress": job.stage_progress if running and job.stage_progress > 0 else None,
     }
 
 

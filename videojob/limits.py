@@ -165,6 +165,7 @@ FAILURE_VERIFICATION_FAILED: Final = _failure_name(failure_pb2.VERIFICATION_FAIL
 FAILURE_OUTPUT_UNWRITABLE: Final = _failure_name(failure_pb2.OUTPUT_UNWRITABLE)
 FAILURE_SHUTDOWN: Final = _failure_name(failure_pb2.SHUTDOWN)
 FAILURE_INTERNAL: Final = _failure_name(failure_pb2.INTERNAL)
+FAILURE_STORAGE_UNAVAILABLE: Final = _failure_name(failure_pb2.STORAGE_UNAVAILABLE)
 FAILURE_RENDER_LOST: Final = _failure_name(failure_pb2.RENDER_LOST)
 FAILURE_RENDER_UNAVAILABLE: Final = _failure_name(failure_pb2.RENDER_UNAVAILABLE)
 FAILURE_RENDER_STALLED: Final = _failure_name(failure_pb2.RENDER_STALLED)

@@ -31,6 +31,8 @@ class OutputFault(enum.Enum):
     INVALID_MEDIA = "invalid media"
     NO_VIDEO = "no video"
     WRONG_DURATION = "wrong duration"
+    # A stored object whose checksum is not the one the render reported.
+    CHECKSUM_MISMATCH = "checksum mismatch"
 
 
 # The file may yet be seen: the storage may be briefly unreachable, or slow to show it.

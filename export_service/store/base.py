@@ -365,6 +365,7 @@ class JobStore(ABC):
         eta_seconds: float,
         render_seq: int,
         lease: Lease | None = None,
+        stage_progress: float = 0.0,
     ) -> Job:
         """An active job's progress. Moves QUEUED to RUNNING unless ``stage`` is one of
         STAGES_BEFORE_RUNNING (Queued, Waiting for a render service).
@@ -373,7 +374,9 @@ class JobStore(ABC):
         terminal, when ``progress`` is below the attempt's stored one, or is 100 or more.
         Less durable than the terminal changes: a crash of the machine may lose the last
         progress writes (never a terminal state), which the next render event re-derives."""
-        update = ProgressUpdate(job_id, progress, stage, eta_seconds, render_seq, lease)
+        update = ProgressUpdate(
+            job_id, progress, stage, eta_seconds, render_seq, lease, stage_progress
+        )
         (result,) = await self.record_progress_batch([update])
         if isinstance(result, Job):
             return result
@@ -395,6 +398,7 @@ class JobStore(ABC):
                     "stage": update.stage,
                     "eta": update.eta_seconds,
                     "seq": update.render_seq,
+                    "stage_progress": update.stage_progress,
                 },
                 update.lease,
             )
@@ -420,14 +424,17 @@ class JobStore(ABC):
         duration_seconds: float,
         render_seq: int,
         lease: Lease | None = None,
+        output_sha256: str = "",
     ) -> Job:
         """COMPLETED with progress 100. Rejected when the job is already terminal or when
-        ``output_path`` is empty. The file itself is the caller's to check."""
+        ``output_path`` is empty. The file (or stored object) itself is the caller's to check;
+        ``output_sha256``: the whole file's SHA-256 of an object in a store ("" otherwise)."""
         return await self._change(
             COMPLETE,
             job_id,
             lease,
             output_path=output_path,
+            sha256=output_sha256,
             size=size_bytes,
             duration=duration_seconds,
             seq=render_seq,

@@ -229,6 +229,13 @@ ALTER TABLE jobs ADD COLUMN attempt_progress double precision NOT NULL DEFAULT 0
 UPDATE jobs SET attempt_progress = progress WHERE attempt = 1;
 """
 
+# An output in an object store: the job keeps the whole file's SHA-256 (hex) and the current
+# stage's own progress (Uploading: bytes stored of the file's size).
+SCHEMA_V50_STORED_OUTPUT = """
+ALTER TABLE jobs ADD COLUMN output_sha256 text NOT NULL DEFAULT '';
+ALTER TABLE jobs ADD COLUMN stage_progress double precision NOT NULL DEFAULT 0;
+"""
+
 MIGRATIONS = (
     Migration(1, "jobs and their history", SCHEMA_V1),
     Migration(10, "export replicas and job leases", SCHEMA_V10_OWNERSHIP),
@@ -240,6 +247,11 @@ MIGRATIONS = (
         "ALTER TABLE jobs ADD COLUMN trace_context text NOT NULL DEFAULT ''",
     ),
     Migration(40, "render attempts and the current attempt's progress", SCHEMA_V40_RENDER_ATTEMPTS),
+    Migration(
+        50,
+        "the stored output's SHA-256 and the current stage's own progress",
+        SCHEMA_V50_STORED_OUTPUT,
+    ),
 )
 
 MIGRATIONS_TABLE = """

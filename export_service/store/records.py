@@ -235,6 +235,10 @@ class Job:
     attempt_progress: float = 0.0
     # Every placement of the job's render, oldest first (RenderAttempt).
     attempts: tuple[RenderAttempt, ...] = ()
+    # The whole output file's SHA-256 (hex) when it is an object in a store; "" otherwise.
+    output_sha256: str = ""
+    # 0-100 of the current stage where it has a measure of its own (Uploading), else 0.
+    stage_progress: float = 0.0
 
     @property
     def terminal(self) -> bool:
@@ -406,6 +410,8 @@ class ProgressUpdate:
     render_seq: int
     # The writer's lease on the job (None: unfenced).
     lease: Lease | None = None
+    # 0-100 of the current stage where it has a measure of its own (Uploading), else 0.
+    stage_progress: float = 0.0
 
 
 # Per update of a batch: the job as written, or why it was not.

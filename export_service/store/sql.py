@@ -96,6 +96,8 @@ PARAMETER_TYPES: Mapping[str, str] = {
     "output_path": "text",
     "size": "int8",
     "duration": "float8",
+    "sha256": "text",
+    "stage_progress": "float8",
     "code": "text",
     "message": "text",
     "field": "text",
@@ -216,7 +218,8 @@ JOB_COLUMNS = (
     "id, request_id, status, progress, stage, output_path, error_code, error_message, "
     "error_field, attempt, version, spec, created_at, updated_at, started_at, finished_at, "
     "last_render_seq, eta_seconds, output_size_bytes, output_duration_seconds, cancel_requested, "
-    "owner, lease_epoch, error_log_tail, render_attempts, attempt_progress"
+    "owner, lease_epoch, error_log_tail, render_attempts, attempt_progress, output_sha256, "
+    "stage_progress"
 )
 HISTORY_COLUMNS = (
     "job_id, version, change, status, progress, stage, attempt, render_seq, error_code, "
@@ -263,6 +266,8 @@ def job_of(row: Row) -> Job:
         error_log_tail,
         render_attempts,
         attempt_progress,
+        output_sha256,
+        stage_progress,
         *_,
     ) = row
     return Job(
@@ -292,6 +297,8 @@ def job_of(row: Row) -> Job:
         error_log_tail=error_log_tail,
         attempt_progress=attempt_progress,
         attempts=attempts_from_json(render_attempts),
+        output_sha256=output_sha256,
+        stage_progress=stage_progress,
     )
 
 

@@ -227,6 +227,11 @@ MIGRATIONS = (
         "render attempts and the current attempt's progress",
         lambda conn: _run_script(conn, POOL_SCHEMA),
     ),
+    Migration(
+        50,
+        "the stored output's SHA-256 and the current stage's own progress",
+        lambda conn: _run_script(conn, STORED_OUTPUT_SCHEMA),
+    ),
 )
 
 # Migration 40: a pool of render services. Each job keeps the placements of its render (JSON: a
@@ -235,6 +240,13 @@ POOL_SCHEMA = """
 ALTER TABLE jobs ADD COLUMN render_attempts TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE jobs ADD COLUMN attempt_progress REAL NOT NULL DEFAULT 0;
 UPDATE jobs SET attempt_progress = progress WHERE attempt = 1;
+"""
+
+# Migration 50: an output in an object store. The job keeps the whole file's SHA-256 (hex) and
+# the current stage's own progress (Uploading: bytes stored of the file's size).
+STORED_OUTPUT_SCHEMA = """
+ALTER TABLE jobs ADD COLUMN output_sha256 TEXT NOT NULL DEFAULT '';
+ALTER TABLE jobs ADD COLUMN stage_progress REAL NOT NULL DEFAULT 0;
 """
 
 MIGRATIONS_TABLE = """

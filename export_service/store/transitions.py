@@ -214,6 +214,7 @@ PROGRESS = Transition(
         "attempt_progress": ":progress",
         "stage": ":stage",
         "eta_seconds": ":eta",
+        "stage_progress": ":stage_progress",
         "last_render_seq": "greatest(last_render_seq, :seq)",
         "status": f"CASE WHEN {_RENDERING} THEN 'RUNNING' ELSE status END",
         "started_at": (
@@ -238,7 +239,9 @@ COMPLETE = Transition(
         "progress": "100",
         "stage": sql_text(STAGE_COMPLETE),
         "output_path": ":output_path",
+        "output_sha256": ":sha256",
         "output_size_bytes": ":size",
+        "stage_progress": "0",
         "output_duration_seconds": ":duration",
         "eta_seconds": "0",
         "last_render_seq": "greatest(last_render_seq, :seq)",

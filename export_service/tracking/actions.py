@@ -59,10 +59,12 @@ class GetRender:
 
 @dataclass(frozen=True)
 class CheckOutput:
-    """The shared output check of a completed render's file → OutputChecked."""
+    """The shared output check of a completed render's file (or stored object: its size and
+    the store's checksum as the render reported them) → OutputChecked."""
 
     path: str
     size_bytes: int
+    store_checksum: str = ""
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ class WriteComplete:
     size_bytes: int
     duration_seconds: float
     render_seq: int
+    output_sha256: str = ""
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,7 @@ class OfferProgress:
     stage: str
     eta_seconds: float
     render_seq: int
+    stage_progress: float = 0.0
 
 
 @dataclass(frozen=True)

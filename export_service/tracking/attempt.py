@@ -305,7 +305,9 @@ def _streaming(
                 # A heartbeat repeats the render's last progress: offered only to replace the
                 # stage this tracker showed while the render service did not answer.
                 percent = min(max(event.percent, 0.0), MAX_RUNNING_PROGRESS)
-                offer = OfferProgress(percent, event.stage, event.eta_seconds, seq)
+                offer = OfferProgress(
+                    percent, event.stage, event.eta_seconds, seq, event.stage_progress
+                )
                 if state.showing_wait:
                     state = replace(state, showing_wait=False)
                 return AttemptDecision(state, ReadStream(), (offer,))

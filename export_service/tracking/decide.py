@@ -131,6 +131,9 @@ class PendingCompletion:
     # Until when a missing file is looked for again, and after how long the next look.
     deadline: float
     recheck_delay: float
+    # An object in a store: the whole file's SHA-256 and the store's checksum, as reported.
+    sha256: str = ""
+    store_checksum: str = ""
 
 
 @dataclass(frozen=True)
@@ -262,7 +265,8 @@ def _waiting(state: TrackerState, observation: Observation, now: float) -> Decis
         case AfterWait.RECHECK_OUTPUT if state.completion is not None:
             done = state.completion
             checking = replace(state, phase=Phase.CHECKING_OUTPUT)
-            return Decision(checking, CheckOutput(done.output_path, done.size_bytes))
+            check = CheckOutput(done.output_path, done.size_bytes, done.store_checksum)
+            return Decision(checking, check)
     _unexpected(state, observation)
 
 
@@ -310,7 +314,11 @@ def _checking_output(state: TrackerState, observation: Observation, now: float) 
     problem = observation.problem
     if problem is None:
         write = WriteComplete(
-            done.output_path, done.size_bytes, done.duration_seconds, done.render_seq
+            done.output_path,
+            done.size_bytes,
+            done.duration_seconds,
+            done.render_seq,
+            output_sha256=done.sha256,
         )
         return Decision(replace(state, phase=Phase.COMPLETING), write)
     remaining = done.deadline - now
@@ -420,9 +428,12 @@ def _verdict(
                 render_seq=seq,
                 deadline=now + state.settings.output_wait_seconds,
                 recheck_delay=FIRST_RECHECK_SECONDS,
+                sha256=event.sha256,
+                store_checksum=event.store_checksum,
             )
             checking = replace(state, phase=Phase.CHECKING_OUTPUT, completion=done)
-            return Decision(checking, CheckOutput(event.output_path, event.size_bytes), effects)
+            check = CheckOutput(event.output_path, event.size_bytes, event.store_checksum)
+            return Decision(checking, check, effects)
         case Failed():
             code = event.code or FAILURE_INTERNAL
             message = event.message or "the render failed"

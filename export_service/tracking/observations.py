@@ -19,6 +19,8 @@ class Progress:
     eta_seconds: float
     # A heartbeat only proves the render is alive; it carries no progress to write.
     heartbeat: bool = False
+    # 0-100 of the current stage where it has a measure of its own (Uploading).
+    stage_progress: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,9 @@ class Completed:
     output_path: str
     size_bytes: int
     duration_seconds: float
+    # An object in a store: the whole file's SHA-256 (hex) and the store's checksum of it.
+    sha256: str = ""
+    store_checksum: str = ""
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,6 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from export_service.config import TrackerSettings
-from export_service.lifecycle import remove_output
 from export_service.progress_writer import ProgressWriter
 from export_service.render_pool import RenderMember, RenderPool
 from export_service.store import (
@@ -66,6 +65,7 @@ from export_service.store import (
     TransitionRejected,
 )
 from export_service.store.base import Lease, RenderAttempt, StaleLease, render_id_for
+from export_service.stored_outputs import Outputs
 from export_service.tracking.actions import (
     BeginAttempt,
     CallRender,
@@ -126,7 +126,6 @@ from videojob.errors import Reason
 from videojob.grpc_errors import error_info, field_violation
 from videojob.limits import bounded_log_tail
 from videojob.logging_setup import bind_log_context
-from videojob.output_check import OutputProblem, check_output
 from videojob.render.v1 import render_pb2, spec_pb2
 from videojob.spec_validation import expected_duration_seconds
 
@@ -168,10 +167,17 @@ def render_outcome(event: render_pb2.RenderEvent) -> RenderOutcome | None:
                 stage=progress.stage,
                 eta_seconds=progress.eta_seconds,
                 heartbeat=progress.heartbeat,
+                stage_progress=progress.stage_progress,
             )
         case "completed":
             done = event.completed
-            return Completed(done.output_path, done.size_bytes, done.duration_seconds)
+            return Completed(
+                done.output_path,
+                done.size_bytes,
+                done.duration_seconds,
+                sha256=done.sha256,
+                store_checksum=done.store_checksum,
+            )
         case "failed":
             failed = event.failed
             return Failed(
@@ -229,8 +235,10 @@ class JobTracker:
         on_release: ReleaseCallback | None = None,
         created: Job | None = None,
         news: list[Observation] | None = None,
+        outputs: Outputs | None = None,
     ) -> None:
         self.job_id = job_id
+        self._outputs = outputs or Outputs()
         # The row the job's create committed: the first ReadJob is answered from it.
         self._created = created
         # This replica's hold on the job: every write names it (None: unfenced, no owners).
@@ -356,11 +364,13 @@ class JobTracker:
                 return await self._read_stream(self._target()[0])
             case GetRender(why=why):
                 return await self._get_render(why)
-            case CheckOutput(path=path, size_bytes=size_bytes):
+            case CheckOutput(path=path, size_bytes=size_bytes, store_checksum=checksum):
                 stamps.stamp("export.check_start", self.job_id)
-                result = await asyncio.to_thread(check_output, path, size_bytes=size_bytes)
+                problem = await self._outputs.check(
+                    path, size_bytes=size_bytes, store_checksum=checksum
+                )
                 stamps.stamp("export.check_end", self.job_id)
-                return OutputChecked(result if isinstance(result, OutputProblem) else None)
+                return OutputChecked(problem)
             case BeginAttempt(expected_attempt=expected):
                 return await self._write(
                     "new attempt",
@@ -379,6 +389,7 @@ class JobTracker:
                         duration_seconds=question.duration_seconds,
                         render_seq=question.render_seq,
                         lease=self.lease,
+                        output_sha256=question.output_sha256,
                     ),
                 )
                 if isinstance(observation, Written):
@@ -615,6 +626,7 @@ class JobTracker:
                         eta_seconds=effect.eta_seconds,
                         render_seq=effect.render_seq,
                         lease=self.lease,
+                        stage_progress=effect.stage_progress,
                     )
                 )
             case OfferStage(stage=stage):
@@ -628,7 +640,7 @@ class JobTracker:
             case MarkRenderReleased():
                 await self._store.render_released(self.job_id)
             case RemoveOutput(path=path):
-                await asyncio.to_thread(remove_output, path)
+                await self._outputs.remove(path)
             case ReleaseAttempt(attempt=attempt, service_lost=service_lost):
                 placed = self._placements.get(attempt)
                 if placed is not None and self._on_release is not None:

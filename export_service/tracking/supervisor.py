@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING
 import grpc
 
 from export_service.config import TrackerSettings
-from export_service.lifecycle import remove_output
 from export_service.progress_writer import ProgressWriter
 from export_service.render_pool import RenderMember, RenderPool
 from export_service.store import Job, JobNotFound, JobStore, TransitionRejected
 from export_service.store.base import Lease, RenderAttempt, StaleLease, render_id_for
+from export_service.stored_outputs import Outputs, remove_output
 from export_service.tracking.observations import JobEnded, LeaseLost, Stopping
 from export_service.tracking.runner import JobTracker, placed_on
 from videojob import metrics
@@ -55,8 +55,11 @@ class RenderSupervisor:
         settings: TrackerSettings,
         ownership: Ownership | None = None,
         render_output_dir: Path | None = None,
+        outputs: Outputs | None = None,
     ) -> None:
         self._store = store
+        # Checks and removes renders' outputs, files or objects in a store.
+        self.outputs = outputs or Outputs()
         self._pool = pool
         # The render services' shared output directory as this process sees it (None: not
         # shared with it): where a dead render service's partial files are removed.
@@ -157,6 +160,7 @@ class RenderSupervisor:
             ownership=self.ownership,
             on_release=self.release_attempt,
             created=created,
+            outputs=self.outputs,
         )
         task = asyncio.create_task(self._run_tracker(tracker), name=f"track-{job_id}")
         self._trackers[job_id] = (tracker, task)
@@ -315,6 +319,7 @@ class RenderSupervisor:
             ownership=self.ownership,
             on_release=self.release_attempt,
             news=crashed.take_news(),
+            outputs=self.outputs,
         )
         if entry is not None and entry[0] is crashed:
             self._trackers[crashed.job_id] = (successor, entry[1])
@@ -415,7 +420,7 @@ class RenderSupervisor:
                 failure = error.code().name
             else:
                 path = info.last_event.completed.output_path
-                if await asyncio.to_thread(remove_output, path):
+                if await self.outputs.remove(path):
                     return True
                 failure = "its output was not removed"
             if attempt == 1:

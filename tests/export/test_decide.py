@@ -615,6 +615,19 @@ def test_a_completion_is_checked_then_written() -> None:
     assert (cancelled.next, cancelled.effects) == (Stop(), (RemoveOutput("/out/j.mp4"),))
 
 
+def test_a_stored_object_is_checked_with_the_store_s_checksum_and_its_sha256_written() -> None:
+    url, sha256, checksum = "s3://b/renders/j.mp4", "ab" * 32, "c2hh-1"
+    event = Completed(url, 5, 2.2, sha256=sha256, store_checksum=checksum)
+    done = decide(streaming(), EventReceived(4, event), 10.0)
+    assert done.next == CheckOutput(url, 5, checksum)
+    recheck = decide(done.state, OutputChecked(MISSING), 10.0)
+    assert isinstance(recheck.next, Wait)
+    again = decide(recheck.state, TimerFired(), 10.2)
+    assert again.next == CheckOutput(url, 5, checksum)
+    write = decide(again.state, OutputChecked(None), 10.3)
+    assert write.next == WriteComplete(url, 5, 2.2, 4, output_sha256=sha256)
+
+
 def test_a_wrong_duration_fails_verification_and_removes_the_file() -> None:
     done = decide(streaming(expected=2.0), EventReceived(4, Completed("/out/j.mp4", 5, 3.0)), 1)
     assert done.next == WriteFail(

@@ -304,6 +304,28 @@ async def test_completion_needs_an_output_path_but_does_not_look_at_files(
     assert (done.status, done.output_path, done.version) == (JobStatus.COMPLETED, elsewhere, 2)
 
 
+async def test_an_upload_s_stage_progress_and_the_stored_object_s_sha256_are_kept(
+    store: JobStore,
+) -> None:
+    await new_job(store)
+    uploading = await store.record_progress(
+        "job1", progress=99, stage="Uploading", eta_seconds=0, render_seq=3, stage_progress=40
+    )
+    assert (uploading.stage, uploading.stage_progress) == ("Uploading", 40)
+    assert (await store.get("job1")).stage_progress == 40
+    url, sha256 = "s3://videojob/renders/r1.mp4", "ab" * 32
+    done = await store.complete(
+        "job1",
+        output_path=url,
+        size_bytes=5,
+        duration_seconds=1,
+        render_seq=4,
+        output_sha256=sha256,
+    )
+    assert (done.output_path, done.output_sha256, done.stage_progress) == (url, sha256, 0)
+    assert await store.get("job1") == done
+
+
 async def test_a_failure_names_its_field(store: JobStore) -> None:
     await new_job(store, "a")
     await new_job(store, "b")

@@ -58,6 +58,11 @@ class S3Location:
 Location = LocalDirectory | S3Location
 
 
+def is_stored_object(path: str) -> bool:
+    """Whether an output path names an object in a store (``s3://...``), not a file."""
+    return path[: len(S3_SCHEME)].lower() == S3_SCHEME
+
+
 def parse_location(raw: str) -> Location:
     """A location from a flag's text; ``BadLocation`` saying why when it is none."""
     value = raw.strip()

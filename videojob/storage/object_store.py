@@ -23,7 +23,7 @@ import contextlib
 import logging
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -367,6 +367,25 @@ class ObjectStore:
             raise
         return written
 
+    async def read_range(
+        self, bucket: str, key: str, byte_range: tuple[int, int] | None = None
+    ) -> AsyncIterator[bytes]:
+        """The object's bytes, or those from ``byte_range[0]`` up to (not including)
+        ``byte_range[1]``, in chunks of at most DOWNLOAD_CHUNK_BYTES. The store is asked when
+        the iteration starts; a failure there is a domain error, as everywhere here."""
+        url = f"s3://{bucket}/{key}"
+        with self._translated("download", url):
+            if byte_range is None:
+                answer = await self.client.get_object(Bucket=bucket, Key=key)
+            else:
+                first, end = byte_range
+                answer = await self.client.get_object(
+                    Bucket=bucket, Key=key, Range=f"bytes={first}-{end - 1}"
+                )
+            async with answer["Body"] as body:
+                while chunk := await body.read(DOWNLOAD_CHUNK_BYTES):
+                    yield chunk
+
     async def head(self, bucket: str, key: str) -> ObjectInfo:
         """What the store reports for the object; ``StoredObjectMissing`` when it is not
         there."""
@@ -409,6 +428,21 @@ class ObjectStore:
                     for item in page.get("Uploads", ())
                 )
         return uploads
+
+    async def abort_uploads_of(self, bucket: str, key: str) -> int:
+        """Aborts every unfinished upload of exactly ``key`` (one whose creation was asked for
+        but whose answer never came, after a cancel or a timeout, is unknown to the uploader);
+        how many there were."""
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        upload_ids: list[str] = []
+        with self._translated("list uploads", f"s3://{bucket}/{key}"):
+            async for page in paginator.paginate(Bucket=bucket, Prefix=key):
+                upload_ids.extend(
+                    item["UploadId"] for item in page.get("Uploads", ()) if item["Key"] == key
+                )
+        for upload_id in upload_ids:
+            await self.abort_upload(bucket, key, upload_id)
+        return len(upload_ids)
 
     async def abort_upload(self, bucket: str, key: str, upload_id: str) -> None:
         """Aborts an unfinished upload (its parts are dropped); answers too when it is gone

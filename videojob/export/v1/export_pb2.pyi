@@ -106,6 +106,8 @@ class VideoJob(_message.Message):
     AWAITING_OWNER_FIELD_NUMBER: _builtins.int
     QUEUE_POSITION_FIELD_NUMBER: _builtins.int
     ESTIMATED_START_AT_FIELD_NUMBER: _builtins.int
+    OUTPUT_SHA256_FIELD_NUMBER: _builtins.int
+    STAGE_PROGRESS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     status: Global___JobStatus.ValueType
     progress: _builtins.float
@@ -142,6 +144,14 @@ class VideoJob(_message.Message):
     placed them. 0 when the job waits for no slot, or is not placed on a render service yet.
     Derived when the job is read (from a view of the store at most a second old), never
     stored: the version does not change when the line moves.
+    """
+    output_sha256: _builtins.str
+    """The whole output file's SHA-256 (hex) when the output is an object in a store
+    (output_path s3://bucket/key); empty otherwise.
+    """
+    stage_progress: _builtins.float
+    """0 to 100 of the current stage where it has a measure of its own (Uploading: bytes stored
+    of the file's size), while progress stays within 95-99; 0 otherwise.
     """
     @_builtins.property
     def error(self) -> Global___JobError: ...
@@ -202,10 +212,12 @@ class VideoJob(_message.Message):
         awaiting_owner: _builtins.bool = ...,
         queue_position: _builtins.int = ...,
         estimated_start_at: _timestamp_pb2.Timestamp | None = ...,
+        output_sha256: _builtins.str = ...,
+        stage_progress: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error", b"error", "estimated_start_at", b"estimated_start_at", "finished_at", b"finished_at", "render_service", b"render_service", "spec", b"spec", "started_at", b"started_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "attempt_progress", b"attempt_progress", "attempts", b"attempts", "awaiting_owner", b"awaiting_owner", "created_at", b"created_at", "error", b"error", "estimated_start_at", b"estimated_start_at", "eta_seconds", b"eta_seconds", "finished_at", b"finished_at", "id", b"id", "output_duration_seconds", b"output_duration_seconds", "output_path", b"output_path", "output_size_bytes", b"output_size_bytes", "progress", b"progress", "queue_position", b"queue_position", "render_service", b"render_service", "request_id", b"request_id", "retrying", b"retrying", "spec", b"spec", "stage", b"stage", "started_at", b"started_at", "status", b"status", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "attempt_progress", b"attempt_progress", "attempts", b"attempts", "awaiting_owner", b"awaiting_owner", "created_at", b"created_at", "error", b"error", "estimated_start_at", b"estimated_start_at", "eta_seconds", b"eta_seconds", "finished_at", b"finished_at", "id", b"id", "output_duration_seconds", b"output_duration_seconds", "output_path", b"output_path", "output_sha256", b"output_sha256", "output_size_bytes", b"output_size_bytes", "progress", b"progress", "queue_position", b"queue_position", "render_service", b"render_service", "request_id", b"request_id", "retrying", b"retrying", "spec", b"spec", "stage", b"stage", "stage_progress", b"stage_progress", "started_at", b"started_at", "status", b"status", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

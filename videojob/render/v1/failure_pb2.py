@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n videojob/render/v1/failure.proto\x12\x12videojob.render.v1*\xe6\x01\n\x0b\x46\x61ilureCode\x12\x1c\n\x18\x46\x41ILURE_CODE_UNSPECIFIED\x10\x00\x12\x11\n\rINVALID_INPUT\x10\x01\x12\x10\n\x0c\x46\x46MPEG_ERROR\x10\x02\x12\x0b\n\x07STALLED\x10\x03\x12\x17\n\x13VERIFICATION_FAILED\x10\x04\x12\x15\n\x11OUTPUT_UNWRITABLE\x10\x05\x12\x0c\n\x08SHUTDOWN\x10\x06\x12\x0c\n\x08INTERNAL\x10\x07\x12\x0f\n\x0bRENDER_LOST\x10\x08\x12\x16\n\x12RENDER_UNAVAILABLE\x10\t\x12\x12\n\x0eRENDER_STALLED\x10\nb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n videojob/render/v1/failure.proto\x12\x12videojob.render.v1*\xff\x01\n\x0b\x46\x61ilureCode\x12\x1c\n\x18\x46\x41ILURE_CODE_UNSPECIFIED\x10\x00\x12\x11\n\rINVALID_INPUT\x10\x01\x12\x10\n\x0c\x46\x46MPEG_ERROR\x10\x02\x12\x0b\n\x07STALLED\x10\x03\x12\x17\n\x13VERIFICATION_FAILED\x10\x04\x12\x15\n\x11OUTPUT_UNWRITABLE\x10\x05\x12\x0c\n\x08SHUTDOWN\x10\x06\x12\x0c\n\x08INTERNAL\x10\x07\x12\x17\n\x13STORAGE_UNAVAILABLE\x10\x0b\x12\x0f\n\x0bRENDER_LOST\x10\x08\x12\x16\n\x12RENDER_UNAVAILABLE\x10\t\x12\x12\n\x0eRENDER_STALLED\x10\nb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,5 +32,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'videojob.render.v1.failure_
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_FAILURECODE']._serialized_start=57
-  _globals['_FAILURECODE']._serialized_end=287
+  _globals['_FAILURECODE']._serialized_end=312
 # @@protoc_insertion_point(module_scope)

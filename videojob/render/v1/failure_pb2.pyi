@@ -43,6 +43,8 @@ class _FailureCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FailureCo
     """
     INTERNAL: _FailureCode.ValueType  # 7
     """An unexpected error."""
+    STORAGE_UNAVAILABLE: _FailureCode.ValueType  # 11
+    """The object store (an s3:// output directory) did not answer or refused the upload."""
     RENDER_LOST: _FailureCode.ValueType  # 8
     """Written by the export service on the job (JobError.code).
     The render service lost the render (forgot it, or shut down) on every attempt allowed.
@@ -79,6 +81,8 @@ and is handed back untouched: resubmitted elsewhere at once, costing no attempt.
 """
 INTERNAL: FailureCode.ValueType  # 7
 """An unexpected error."""
+STORAGE_UNAVAILABLE: FailureCode.ValueType  # 11
+"""The object store (an s3:// output directory) did not answer or refused the upload."""
 RENDER_LOST: FailureCode.ValueType  # 8
 """Written by the export service on the job (JobError.code).
 The render service lost the render (forgot it, or shut down) on every attempt allowed.

@@ -306,10 +306,13 @@ class Progress(_message.Message):
     OUT_TIME_SECONDS_FIELD_NUMBER: _builtins.int
     ETA_SECONDS_FIELD_NUMBER: _builtins.int
     HEARTBEAT_FIELD_NUMBER: _builtins.int
+    STAGE_PROGRESS_FIELD_NUMBER: _builtins.int
     percent: _builtins.float
     """Never decreases within a render; 100 appears only in Completed."""
     stage: _builtins.str
-    """"Queued", "Preparing", "Rendering", "Finalizing" or "Verifying"."""
+    """"Queued", "Preparing", "Rendering", "Finalizing", "Verifying" or, with an object store
+    as the output directory, "Uploading".
+    """
     frame: _builtins.int
     fps: _builtins.float
     speed: _builtins.float
@@ -317,6 +320,10 @@ class Progress(_message.Message):
     eta_seconds: _builtins.float
     heartbeat: _builtins.bool
     """True when the event only proves liveness (nothing moved since the previous one)."""
+    stage_progress: _builtins.float
+    """0 to 100 of the current stage where it has a measure of its own (Uploading: bytes the
+    store acknowledged of the file's size); 0 otherwise. Percent stays within 95-99 meanwhile.
+    """
     def __init__(
         self,
         *,
@@ -328,10 +335,11 @@ class Progress(_message.Message):
         out_time_seconds: _builtins.float = ...,
         eta_seconds: _builtins.float = ...,
         heartbeat: _builtins.bool = ...,
+        stage_progress: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["eta_seconds", b"eta_seconds", "fps", b"fps", "frame", b"frame", "heartbeat", b"heartbeat", "out_time_seconds", b"out_time_seconds", "percent", b"percent", "speed", b"speed", "stage", b"stage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["eta_seconds", b"eta_seconds", "fps", b"fps", "frame", b"frame", "heartbeat", b"heartbeat", "out_time_seconds", b"out_time_seconds", "percent", b"percent", "speed", b"speed", "stage", b"stage", "stage_progress", b"stage_progress"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -344,19 +352,32 @@ class Completed(_message.Message):
     OUTPUT_PATH_FIELD_NUMBER: _builtins.int
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
     DURATION_SECONDS_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    STORE_CHECKSUM_FIELD_NUMBER: _builtins.int
     output_path: _builtins.str
+    """A path under the output directory, or the object's s3://bucket/key when the output
+    directory is an object store (sent only once the store acknowledged the whole object).
+    """
     size_bytes: _builtins.int
     duration_seconds: _builtins.float
+    sha256: _builtins.str
+    """The whole file's SHA-256, hex; empty for a local output directory."""
+    store_checksum: _builtins.str
+    """The store's checksum of the object as the store reports it on HEAD (for a multipart upload
+    the composite "<base64 SHA-256 of the parts' SHA-256s>-N"); empty for a local directory.
+    """
     def __init__(
         self,
         *,
         output_path: _builtins.str = ...,
         size_bytes: _builtins.int = ...,
         duration_seconds: _builtins.float = ...,
+        sha256: _builtins.str = ...,
+        store_checksum: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_seconds", b"duration_seconds", "output_path", b"output_path", "size_bytes", b"size_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_seconds", b"duration_seconds", "output_path", b"output_path", "sha256", b"sha256", "size_bytes", b"size_bytes", "store_checksum", b"store_checksum"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
