@@ -29,6 +29,7 @@ from videojob.flags import (
     metrics_listen_flag,
     number,
     path,
+    scratch_dir_flag,
     server_tls_flags,
 )
 from videojob.grpc_setup import TlsFiles
@@ -52,6 +53,7 @@ FLAGS = FlagTable(
         Flag("--listen", listen_address(), DEFAULT_RENDER_ADDRESS, "address to serve on"),
         Flag("--output-dir", path("DIR"), Path("./var/renders"), "where finished files go"),
         Flag("--media-root", path("DIR"), Path("./var/media"), "input paths are relative to it"),
+        scratch_dir_flag(),
         Flag(
             "--max-concurrent",
             integer(minimum=1),
@@ -105,6 +107,7 @@ def config_from_flags(flags: argparse.Namespace) -> RenderConfig:
         listen=flags.listen,
         output_dir=flags.output_dir,
         media_root=flags.media_root,
+        scratch_dir=flags.scratch_dir,
         max_concurrent=flags.max_concurrent,
         max_queue=flags.max_queue,
         stall_timeout=flags.stall_timeout,

@@ -15,6 +15,9 @@ from videojob.limits import DEFAULT_DRAIN_TIMEOUT_SECONDS
 class RenderConfig:
     output_dir: Path
     media_root: Path
+    # This service's private work directory (never shared); None: a fresh one under the
+    # system's temporary directory, made at start and removed at stop.
+    scratch_dir: Path | None = None
     listen: str = DEFAULT_RENDER_ADDRESS
     max_concurrent: int = field(default_factory=lambda: os.cpu_count() or 1)
     max_queue: int = 256

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import grpc
 
@@ -93,6 +96,8 @@ class RenderServer:
     registry: RenderRegistry
     health: GracefulHealth
     instance: InstanceLock
+    # A scratch directory this server made for itself (no --scratch-dir): removed at stop.
+    own_scratch_dir: Path | None = None
 
     @property
     def instance_id(self) -> str:
@@ -132,6 +137,8 @@ class RenderServer:
         await self.registry.shutdown()
         await self.server.stop(grace)
         self.instance.release()
+        if self.own_scratch_dir is not None:
+            await asyncio.to_thread(shutil.rmtree, self.own_scratch_dir, ignore_errors=True)
 
 
 async def create_server(config: RenderConfig) -> RenderServer:
@@ -139,6 +146,12 @@ async def create_server(config: RenderConfig) -> RenderServer:
     first: a generated instance id is keyed by the bound address."""
     config.output_dir.mkdir(parents=True, exist_ok=True)
     config.media_root.mkdir(parents=True, exist_ok=True)
+    own_scratch_dir = None
+    if config.scratch_dir is None:
+        own_scratch_dir = Path(tempfile.mkdtemp(prefix="videojob-render-"))
+        config = replace(config, scratch_dir=own_scratch_dir)
+    else:
+        config.scratch_dir.mkdir(parents=True, exist_ok=True)
     server = create_grpc_server()
     port = bind(server, config.listen, config.tls)
     host = config.listen.rsplit(":", 1)[0]
@@ -148,6 +161,8 @@ async def create_server(config: RenderConfig) -> RenderServer:
         )
     except (ValueError, OSError):
         await server.stop(None)
+        if own_scratch_dir is not None:
+            await asyncio.to_thread(shutil.rmtree, own_scratch_dir, ignore_errors=True)
         raise
     config = replace(config, instance_id=instance.instance_id)
     removed = await asyncio.to_thread(remove_stale_partials, config.output_dir, config.instance_id)
@@ -160,5 +175,10 @@ async def create_server(config: RenderConfig) -> RenderServer:
     await server.start()
     logger.info("instance %s, output directory %s", config.instance_id, config.output_dir)
     return RenderServer(
-        server=server, port=port, registry=registry, health=health_servicer, instance=instance
+        server=server,
+        port=port,
+        registry=registry,
+        health=health_servicer,
+        instance=instance,
+        own_scratch_dir=own_scratch_dir,
     )

@@ -203,6 +203,19 @@ def store_public_endpoint_flag() -> Flag:
     )
 
 
+def scratch_dir_flag() -> Flag:
+    """The render service's private work directory (inputs fetched from an object store, files
+    on their way to it); None: a fresh directory under the system's temporary directory."""
+    return Flag(
+        "--scratch-dir",
+        path("DIR"),
+        None,
+        "private work directory of this render service (inputs fetched from the object store, "
+        "outputs on their way to it); never shared with another process",
+        default_text="a fresh directory under the system temp dir",
+    )
+
+
 def server_tls_flags() -> tuple[Flag, ...]:
     """A gRPC server's TLS: its certificate and key, and the CA that client certificates must
     chain to (mutual TLS)."""
