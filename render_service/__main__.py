@@ -16,6 +16,7 @@ from render_service.ffmpeg_process import run_ffmpeg_captured, watch_children_wi
 from render_service.instance import INSTANCE_ID_RULE, is_instance_id
 from render_service.server import create_server
 from videojob.endpoints import DEFAULT_RENDER_ADDRESS
+from videojob.errors import ObjectStoreMisconfigured, ObjectStoreUnavailable
 from videojob.ffmpeg_binary import ffmpeg_binary
 from videojob.flags import (
     EXIT_USAGE,
@@ -24,6 +25,7 @@ from videojob.flags import (
     Kind,
     integer,
     listen_address,
+    location,
     log_format_flag,
     log_level_flag,
     metrics_listen_flag,
@@ -37,6 +39,8 @@ from videojob.limits import DEFAULT_DRAIN_TIMEOUT_SECONDS
 from videojob.logging_setup import configure_logging, set_replica
 from videojob.metrics import RENDER, MetricsServer, serve_metrics
 from videojob.stop_signals import on_stop_signal, run_service
+from videojob.storage.location import LocalDirectory, Location, S3Location
+from videojob.storage.settings import StoreSettings
 from videojob.tracing import configure_tracing
 
 logger = logging.getLogger("render_service")
@@ -52,7 +56,13 @@ FLAGS = FlagTable(
     flags=(
         Flag("--listen", listen_address(), DEFAULT_RENDER_ADDRESS, "address to serve on"),
         Flag("--output-dir", path("DIR"), Path("./var/renders"), "where finished files go"),
-        Flag("--media-root", path("DIR"), Path("./var/media"), "input paths are relative to it"),
+        Flag(
+            "--media-root",
+            location(),
+            LocalDirectory(Path("./var/media")),
+            "input paths are relative to it (s3://BUCKET/PREFIX: objects there, reached with "
+            "the AWS_* variables and fetched into --scratch-dir for each render)",
+        ),
         scratch_dir_flag(),
         Flag(
             "--max-concurrent",
@@ -102,11 +112,17 @@ FLAGS = FlagTable(
 )
 
 
-def config_from_flags(flags: argparse.Namespace) -> RenderConfig:
+def config_from_flags(
+    flags: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> RenderConfig:
+    media: Location = flags.media_root
     return RenderConfig(
         listen=flags.listen,
         output_dir=flags.output_dir,
-        media_root=flags.media_root,
+        # With an object store: replaced by a folder of the scratch directory at start.
+        media_root=media.path if isinstance(media, LocalDirectory) else Path("inputs"),
+        media_store=media if isinstance(media, S3Location) else None,
+        store_settings=StoreSettings.from_environ(environ),
         scratch_dir=flags.scratch_dir,
         max_concurrent=flags.max_concurrent,
         max_queue=flags.max_queue,
@@ -165,6 +181,9 @@ async def serve_render(config: RenderConfig) -> int:
     except (ValueError, OSError) as error:
         print(f"render_service: cannot start: {error}", file=sys.stderr, flush=True)
         return EXIT_USAGE
+    except (ObjectStoreMisconfigured, ObjectStoreUnavailable) as refusal:
+        print(f"render_service: cannot start: {refusal.message}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
     try:
         set_replica(render_server.instance_id)
         await log_ffmpeg_version()
@@ -186,7 +205,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     flags = FLAGS.parse_or_exit(argv, environ)
     configure_logging(flags.log_level, flags.log_format)
     configure_tracing("render_service", environ)
-    return run_service(serve(config_from_flags(flags), flags.metrics_listen))
+    return run_service(serve(config_from_flags(flags, environ), flags.metrics_listen))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ from pathlib import Path
 from videojob.endpoints import DEFAULT_RENDER_ADDRESS
 from videojob.grpc_setup import TlsFiles
 from videojob.limits import DEFAULT_DRAIN_TIMEOUT_SECONDS
+from videojob.storage.location import S3Location
+from videojob.storage.settings import StoreSettings
 
 
 @dataclass(frozen=True)
@@ -18,6 +20,10 @@ class RenderConfig:
     # This service's private work directory (never shared); None: a fresh one under the
     # system's temporary directory, made at start and removed at stop.
     scratch_dir: Path | None = None
+    # --media-root s3://...: inputs are objects there, and media_root is where renders fetch
+    # them (under the scratch directory; create_server sets it).
+    media_store: S3Location | None = None
+    store_settings: StoreSettings = field(default_factory=StoreSettings)
     listen: str = DEFAULT_RENDER_ADDRESS
     max_concurrent: int = field(default_factory=lambda: os.cpu_count() or 1)
     max_queue: int = 256

@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -17,10 +18,16 @@ from render_service.config import RenderConfig
 from render_service.instance import InstanceLock, claim_instance
 from render_service.output_dir import remove_stale_partials
 from render_service.registry import RenderRegistry
+from render_service.stored_inputs import INPUTS_FOLDER, StoredInputs
 from videojob import stamps
 from videojob.grpc_setup import GracefulHealth, add_health_and_reflection, bind
 from videojob.grpc_setup import create_server as create_grpc_server
 from videojob.render.v1 import render_pb2, render_pb2_grpc
+from videojob.storage.location import S3Location
+
+if TYPE_CHECKING:
+    from videojob.storage.object_store import ObjectStore
+from videojob.storage.settings import StoreSettings
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +105,8 @@ class RenderServer:
     instance: InstanceLock
     # A scratch directory this server made for itself (no --scratch-dir): removed at stop.
     own_scratch_dir: Path | None = None
+    # The object store of the inputs (--media-root s3://...), closed at stop.
+    store: ObjectStore | None = None
 
     @property
     def instance_id(self) -> str:
@@ -137,6 +146,8 @@ class RenderServer:
         await self.registry.shutdown()
         await self.server.stop(grace)
         self.instance.release()
+        if self.store is not None:
+            await self.store.__aexit__(None, None, None)
         if self.own_scratch_dir is not None:
             await asyncio.to_thread(shutil.rmtree, self.own_scratch_dir, ignore_errors=True)
 
@@ -145,13 +156,29 @@ async def create_server(config: RenderConfig) -> RenderServer:
     """Builds, binds and starts the server (``config.listen`` port 0 picks a free port). Bound
     first: a generated instance id is keyed by the bound address."""
     config.output_dir.mkdir(parents=True, exist_ok=True)
-    config.media_root.mkdir(parents=True, exist_ok=True)
     own_scratch_dir = None
-    if config.scratch_dir is None:
-        own_scratch_dir = Path(tempfile.mkdtemp(prefix="videojob-render-"))
-        config = replace(config, scratch_dir=own_scratch_dir)
+    scratch_dir = config.scratch_dir
+    if scratch_dir is None:
+        scratch_dir = own_scratch_dir = Path(tempfile.mkdtemp(prefix="videojob-render-"))
+        config = replace(config, scratch_dir=scratch_dir)
     else:
-        config.scratch_dir.mkdir(parents=True, exist_ok=True)
+        scratch_dir.mkdir(parents=True, exist_ok=True)
+    store: ObjectStore | None = None
+    stored_inputs: StoredInputs | None = None
+    media_store = config.media_store
+    if media_store is not None:
+        config = replace(config, media_root=scratch_dir / INPUTS_FOLDER)
+        # Inputs a previous run of this service left behind (the directory is its own).
+        await asyncio.to_thread(shutil.rmtree, config.media_root, ignore_errors=True)
+        try:
+            store = await _checked_store(config.store_settings, media_store)
+        except BaseException:
+            if own_scratch_dir is not None:
+                await asyncio.to_thread(shutil.rmtree, own_scratch_dir, ignore_errors=True)
+            raise
+        stored_inputs = StoredInputs(store, media_store, scratch_dir)
+        logger.info("inputs from %s", media_store)
+    config.media_root.mkdir(parents=True, exist_ok=True)
     server = create_grpc_server()
     port = bind(server, config.listen, config.tls)
     host = config.listen.rsplit(":", 1)[0]
@@ -161,6 +188,8 @@ async def create_server(config: RenderConfig) -> RenderServer:
         )
     except (ValueError, OSError):
         await server.stop(None)
+        if store is not None:
+            await store.__aexit__(None, None, None)
         if own_scratch_dir is not None:
             await asyncio.to_thread(shutil.rmtree, own_scratch_dir, ignore_errors=True)
         raise
@@ -168,7 +197,7 @@ async def create_server(config: RenderConfig) -> RenderServer:
     removed = await asyncio.to_thread(remove_stale_partials, config.output_dir, config.instance_id)
     if removed:
         logger.info("removed %d stale partial file(s) from %s", removed, config.output_dir)
-    registry = RenderRegistry(config)
+    registry = RenderRegistry(config, stored_inputs)
     render_pb2_grpc.add_RenderServiceServicer_to_server(RenderServicer(registry), server)
     health_servicer = await add_health_and_reflection(server, [SERVICE_NAME])
     registry.start()
@@ -181,4 +210,20 @@ async def create_server(config: RenderConfig) -> RenderServer:
         health=health_servicer,
         instance=instance,
         own_scratch_dir=own_scratch_dir,
+        store=store,
     )
+
+
+async def _checked_store(settings: StoreSettings, location: S3Location) -> ObjectStore:
+    """The object store of the inputs, open, once it answered that ``location`` is there and
+    readable with these credentials; else the one-line refusal naming what to fix."""
+    from videojob.storage.object_store import ObjectStore  # aiobotocore: only when used
+
+    store = ObjectStore(settings)
+    await store.__aenter__()
+    try:
+        await store.check(location, flag="--media-root")
+    except BaseException:
+        await store.__aexit__(None, None, None)
+        raise
+    return store
