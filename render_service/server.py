@@ -18,6 +18,7 @@ from render_service.config import RenderConfig
 from render_service.instance import InstanceLock, claim_instance
 from render_service.output_dir import remove_stale_partials
 from render_service.registry import RenderRegistry
+from render_service.store_health import follow_store
 from render_service.stored_inputs import INPUTS_FOLDER, StoredInputs
 from videojob import stamps
 from videojob.grpc_setup import GracefulHealth, add_health_and_reflection, bind
@@ -105,8 +106,10 @@ class RenderServer:
     instance: InstanceLock
     # A scratch directory this server made for itself (no --scratch-dir): removed at stop.
     own_scratch_dir: Path | None = None
-    # The object store of the inputs (--media-root s3://...), closed at stop.
+    # The object store of the inputs (--media-root s3://...), closed at stop, and the task that
+    # keeps the health following it.
     store: ObjectStore | None = None
+    store_follower: asyncio.Task[None] | None = None
 
     @property
     def instance_id(self) -> str:
@@ -146,6 +149,9 @@ class RenderServer:
         await self.registry.shutdown()
         await self.server.stop(grace)
         self.instance.release()
+        if self.store_follower is not None:
+            self.store_follower.cancel()
+            await asyncio.wait({self.store_follower})
         if self.store is not None:
             await self.store.__aexit__(None, None, None)
         if self.own_scratch_dir is not None:
@@ -201,6 +207,11 @@ async def create_server(config: RenderConfig) -> RenderServer:
     render_pb2_grpc.add_RenderServiceServicer_to_server(RenderServicer(registry), server)
     health_servicer = await add_health_and_reflection(server, [SERVICE_NAME])
     registry.start()
+    store_follower = None
+    if store is not None and media_store is not None:
+        store_follower = asyncio.create_task(
+            follow_store(store, media_store, health_servicer, [SERVICE_NAME])
+        )
     await server.start()
     logger.info("instance %s, output directory %s", config.instance_id, config.output_dir)
     return RenderServer(
@@ -211,6 +222,7 @@ async def create_server(config: RenderConfig) -> RenderServer:
         instance=instance,
         own_scratch_dir=own_scratch_dir,
         store=store,
+        store_follower=store_follower,
     )
 
 
