@@ -8,6 +8,7 @@ responses a short grace, runs the lifespan shutdown and exits 0.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import re
 import signal
@@ -32,6 +33,7 @@ from gateway.settings import (
     Settings,
 )
 from videojob.endpoints import DEFAULT_GATEWAY_ADDRESS
+from videojob.errors import ObjectStoreMisconfigured, ObjectStoreUnavailable
 from videojob.flags import (
     BOOLEAN,
     Flag,
@@ -39,15 +41,17 @@ from videojob.flags import (
     client_tls_flags,
     integer,
     listen_address,
+    location,
     log_format_flag,
     log_level_flag,
     number,
-    path,
     target_addresses,
     text,
 )
 from videojob.grpc_setup import TlsFiles
 from videojob.logging_setup import configure_logging
+from videojob.storage.location import LocalDirectory, Location, S3Location
+from videojob.storage.settings import StoreSettings
 from videojob.tracing import configure_tracing
 
 logger = logging.getLogger("gateway")
@@ -113,9 +117,10 @@ FLAGS = FlagTable(
         ),
         Flag(
             "--media-root",
-            path("DIR"),
-            DEFAULT_MEDIA_ROOT,
-            "the render services' media root: uploads are written here",
+            location(),
+            LocalDirectory(DEFAULT_MEDIA_ROOT),
+            "the render services' media root: uploads are written here (s3://BUCKET/PREFIX: "
+            "stored there, reached with the AWS_* variables)",
         ),
         Flag(
             "--max-upload-bytes",
@@ -136,7 +141,10 @@ FLAGS = FlagTable(
 )
 
 
-def settings_from_flags(flags: argparse.Namespace) -> Settings:
+def settings_from_flags(
+    flags: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> Settings:
+    media: Location = flags.media_root
     return Settings(
         export_addr=flags.export_addr,
         export_tls=TlsFiles(
@@ -149,9 +157,22 @@ def settings_from_flags(flags: argparse.Namespace) -> Settings:
         rpc_timeout_seconds=flags.rpc_timeout_seconds,
         upstream_retry_seconds=flags.upstream_retry_seconds,
         max_event_views=flags.max_event_views,
-        media_root=flags.media_root,
+        media_root=media.path if isinstance(media, LocalDirectory) else DEFAULT_MEDIA_ROOT,
+        media_store=media if isinstance(media, S3Location) else None,
+        store_settings=StoreSettings.from_environ(environ),
         max_upload_bytes=flags.max_upload_bytes,
     )
+
+
+async def check_media_store(settings: Settings) -> None:
+    """With an object store for a media root: answers once the store has its bucket and
+    takes the credentials; else the one-line refusal naming the flag or variable."""
+    if settings.media_store is None:
+        return
+    from videojob.storage.object_store import ObjectStore  # aiobotocore: only when used
+
+    async with ObjectStore(settings.store_settings) as store:
+        await store.check(settings.media_store, flag="--media-root")
 
 
 def split_host_port(listen: str) -> tuple[str, int]:
@@ -215,7 +236,12 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     flags = FLAGS.parse_or_exit(argv, environ)
     configure_logging(flags.log_level, flags.log_format)
     logging.getLogger("uvicorn.access").addFilter(RedactAccessToken())
-    app = create_app(settings_from_flags(flags))
+    settings = settings_from_flags(flags, environ)
+    try:
+        asyncio.run(check_media_store(settings))
+    except (ObjectStoreMisconfigured, ObjectStoreUnavailable) as refusal:
+        FLAGS.exit_with(f"cannot start: {refusal.message}")
+    app = create_app(settings)
     served: ASGIApp = app
     if configure_tracing("gateway", environ):
         from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware

@@ -8,6 +8,8 @@ from pathlib import Path
 from videojob import limits
 from videojob.endpoints import DEFAULT_EXPORT_ADDRESS
 from videojob.grpc_setup import TlsFiles
+from videojob.storage.location import S3Location
+from videojob.storage.settings import StoreSettings
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 DEFAULT_HEARTBEAT_SECONDS = 15.0
@@ -37,5 +39,8 @@ class Settings:
     max_event_views: int = DEFAULT_MAX_EVENT_VIEWS
     # Where uploads go: the render services' media root (shared storage).
     media_root: Path = DEFAULT_MEDIA_ROOT
+    # --media-root s3://...: the media root is there instead (media_root is then unused).
+    media_store: S3Location | None = None
+    store_settings: StoreSettings = field(default_factory=StoreSettings)
     # The largest upload POST /api/media accepts (the JSON body limit does not apply to it).
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
