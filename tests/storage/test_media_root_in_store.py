@@ -23,10 +23,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.gateway.conftest import GATEWAY_TEST_ARGS, wait_terminal
-from tests.gateway.test_input_answers import refusal_of_input
+from tests.gateway.test_input_answers import refusal_of_input, write_image
 from tests.support.media import make_clip
 from tests.support.polling import poll_until
 from tests.support.seaweedfs import SeaweedFS
+from videojob.ffmpeg_binary import ffmpeg_binary
 from videojob.storage.location import S3Location
 from videojob.storage.object_store import ObjectStore
 from videojob_launcher import Role, Stack, StackConfig
@@ -168,6 +169,75 @@ def test_a_missing_object_is_refused_naming_the_field(
 
     assert "file not found: 'uploads/not-there.mp4'" in message
     assert store_stack.fetched_inputs() == []
+
+
+def test_a_path_that_is_no_plain_key_is_refused_naming_the_field(
+    client: httpx.Client, store_stack: StoreStack
+) -> None:
+    for path in ("./uploads/clip.mp4", "uploads//clip.mp4", "../clip.mp4"):
+        response = client.post("/api/jobs", json=transcode(path))
+
+        assert response.status_code == 422, response.text
+        assert response.json()["field"] == TRANSCODE_FIELD, response.text
+
+
+def test_a_slideshow_fetches_its_slides_soundtrack_and_subtitles(
+    client: httpx.Client, store_stack: StoreStack, tmp_path: Path
+) -> None:
+    folder = f"show-{secrets.token_hex(3)}"
+    write_image(tmp_path / "slide.png")
+    write_tone(tmp_path / "tone.m4a")
+    subtitles = b"1\n00:00:00,000 --> 00:00:01,000\nHello\n"
+    asyncio.run(
+        _put(
+            store_stack,
+            {
+                f"{folder}/slide.png": (tmp_path / "slide.png").read_bytes(),
+                f"{folder}/deeper/slide.png": (tmp_path / "slide.png").read_bytes(),
+                f"{folder}/tone.m4a": (tmp_path / "tone.m4a").read_bytes(),
+                f"{folder}/hello.srt": subtitles,
+            },
+        )
+    )
+    spec = {
+        "source": {
+            "slideshow": {
+                "slides": [
+                    {"imagePath": f"{folder}/slide.png", "durationSeconds": 0.5},
+                    {"imagePath": f"{folder}/deeper/slide.png", "durationSeconds": 0.5},
+                ],
+                "audioPath": f"{folder}/tone.m4a",
+                "subtitlesPath": f"{folder}/hello.srt",
+            }
+        },
+        "output": {"preset": "ultrafast"},
+    }
+
+    created = client.post("/api/jobs", json=spec)
+
+    assert created.status_code == 201, created.text
+    job = wait_terminal(client, created.json()["id"])
+    assert job["status"] == "completed", store_stack.stack.renders[0].log()
+    assert store_stack.fetched_inputs() == []
+
+
+def write_tone(path: Path) -> None:
+    subprocess.run(
+        [
+            *(ffmpeg_binary(), "-hide_banner", "-nostdin", "-y", "-loglevel", "error"),
+            *("-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac", str(path)),
+        ],
+        check=True,
+        timeout=60,
+    )
+
+
+async def _put(running: StoreStack, objects: dict[str, bytes]) -> None:
+    async with ObjectStore(running.store.settings()) as opened:
+        for relative, data in objects.items():
+            await opened.put_small(
+                running.location.bucket, running.location.key_for(relative), data
+            )
 
 
 def test_the_store_going_away_makes_a_create_answer_503_and_readiness_say_so(
