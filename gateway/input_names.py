@@ -66,8 +66,8 @@ class InputNames:
         known = {path: self._known[path] for path in every if path in self._known}
         unknown = every - known.keys()
         if unknown and self._stored_media is not None:
-            found = await self._stored_media.original_names(unknown)
-            known.update({path: found.get(path) for path in unknown})
+            # Only what the store answered for: the rest is asked for again next time.
+            known.update(await self._stored_media.original_names(unknown))
         elif unknown and self._media_root is not None:
             found = await asyncio.to_thread(original_names, self._media_root, unknown)
             known.update({path: found.get(path) for path in unknown})

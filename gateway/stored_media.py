@@ -120,25 +120,40 @@ class StoredMedia:
                 found.append((listed, relative))
         found.sort(key=lambda entry: (entry[0].last_modified, entry[1]), reverse=True)
         shown = found[:limit]
-        records = await asyncio.gather(*(self._record_of(relative, keys) for _, relative in shown))
+        records = await asyncio.gather(
+            *(self._record_if_readable(relative, keys) for _, relative in shown)
+        )
         return [
             listed_file(relative, listed.size, listed.last_modified, record)
-            for (listed, relative), record in zip(shown, records, strict=True)
+            for (listed, relative), (_, record) in zip(shown, records, strict=True)
         ]
 
-    async def original_names(self, paths: set[str]) -> dict[str, str]:
-        """The original names of those ``paths`` that are uploads with a recorded name."""
-        records = {path: await self._record_of(path) for path in sorted(paths)}
+    async def original_names(self, paths: set[str]) -> dict[str, str | None]:
+        """For each of ``paths`` the store answered for: the upload's original name, None when
+        it is no upload or has no name. A path whose record could not be read is left out (so
+        that it is asked for again)."""
+        ordered = sorted(paths)
+        answers = await asyncio.gather(*(self._record_if_readable(path) for path in ordered))
         return {
-            path: record.original_name
-            for path, record in records.items()
-            if record is not None and record.original_name
+            path: record.original_name if record is not None else None
+            for path, (readable, record) in zip(ordered, answers, strict=True)
+            if readable
         }
 
+    async def _record_if_readable(
+        self, relative: str, keys: set[str] | None = None
+    ) -> tuple[bool, UploadRecord | None]:
+        """(True, ``_record_of``), or (False, None) when the store did not answer."""
+        try:
+            return True, await self._record_of(relative, keys)
+        except VideoJobError as error:
+            logger.warning("the record of the upload %s cannot be read: %s", relative, error)
+            return False, None
+
     async def _record_of(self, relative: str, keys: set[str] | None = None) -> UploadRecord | None:
-        """The record of the upload ``relative`` (None: not an upload, or stored without one).
-        ``keys``: every key under the media root, when known (a record not among them is
-        not read)."""
+        """The record of the upload ``relative`` (None: not an upload, or stored without one);
+        the store's errors as they are (nothing is remembered then). ``keys``: every key under
+        the media root, when known (a record not among them is not read)."""
         name = upload_name(relative)
         if name is None:
             return None
@@ -155,9 +170,6 @@ class StoredMedia:
                 )
             except StoredObjectMissing:
                 record = None
-            except VideoJobError as error:
-                logger.warning("the record of the upload %s cannot be read: %s", name, error)
-                return None  # not remembered: the next listing tries again
             else:
                 record = parse_record(data.decode(errors="replace"), name)
         self._remember(record_key, record)

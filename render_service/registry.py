@@ -139,12 +139,10 @@ class RenderRegistry:
             if not self._accepting:
                 raise self._refusal()
             paths = ResolvedPaths()
-            if not reads_media_files(normalized):
-                pass
-            elif self._stored_inputs is not None:
+            if reads_media_files(normalized) and self._stored_inputs is not None:
                 # Fetched by the render itself, once it has a slot.
                 await self._stored_inputs.check_exist(normalized)
-            else:
+            elif reads_media_files(normalized):
                 paths = await asyncio.to_thread(
                     resolve_spec_paths, self._config.media_root, normalized
                 )
@@ -200,7 +198,8 @@ class RenderRegistry:
         await self._stored_inputs.check_exist(normalized)
         async with (
             self._input_checks,
-            self._stored_inputs.fetched(normalized, f"check-{uuid.uuid4().hex}") as folder,
+            # Named as no render id can be (those start with a letter or digit).
+            self._stored_inputs.fetched(normalized, f".check-{uuid.uuid4().hex}") as folder,
         ):
             paths = await asyncio.to_thread(resolve_spec_paths, folder, normalized)
             await self._probe_inputs(
