@@ -256,11 +256,14 @@ def test_the_store_going_away_makes_a_create_answer_503_and_readiness_say_so(
             ready = http.get("/readyz")
             assert ready.status_code == 503, ready.text
             assert "object store" in ready.json()["store"], ready.text
+            poll_until(
+                lambda: render_health(running.stack.render_addr) == "NOT_SERVING",
+                "the render service's health to follow the store",
+            )
+            # Still refused, not queued, once the render service is known to be unusable.
+            again = http.post("/api/jobs", json=transcode("uploads/clip.mp4"))
+            assert again.status_code == 503, again.text
             assert http.get("/api/jobs").json()["jobs"] == []
-        poll_until(
-            lambda: render_health(running.stack.render_addr) == "NOT_SERVING",
-            "the render service's health to follow the store",
-        )
     finally:
         running.stack.stop()
 
