@@ -1,7 +1,8 @@
 """The input check CreateExport makes before accepting a job: a render service (it owns the
 media root) answers CheckInputs. A refusal naming a field becomes the create's refusal; when no
 render service answers in time (or one too old to know the call), the job is accepted and the
-render's own check decides."""
+render's own check decides. An object store holding the inputs that did not answer the render
+service is the create's refusal too (UNAVAILABLE): nothing could render the job."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from videojob.errors import InvalidArgument
-from videojob.grpc_errors import field_violation
+from videojob.errors import InvalidArgument, ObjectStoreUnavailable, Reason
+from videojob.grpc_errors import error_info, field_violation
 from videojob.limits import CHECK_INPUTS_TIMEOUT_SECONDS
 from videojob.render.v1 import render_pb2, spec_pb2
 
@@ -40,6 +41,13 @@ async def check_inputs(
         violation = field_violation(error)
         if error.code() == grpc.StatusCode.INVALID_ARGUMENT and violation is not None:
             raise InvalidArgument(violation.field, violation.description) from None
+        info = error_info(error)
+        if info is not None and info.reason == Reason.OBJECT_STORE_UNAVAILABLE:
+            # The inputs' store is down: no render could read them either.
+            raise ObjectStoreUnavailable(
+                error.details() or "the object store did not answer",
+                endpoint=info.metadata.get("endpoint", ""),
+            ) from None
         logger.info(
             "input check not answered (%s): the render will check the inputs",
             error.code().name,

@@ -50,14 +50,13 @@ from videojob.flags import (
     log_format_flag,
     log_level_flag,
     number,
-    path,
     store_public_endpoint_flag,
     target_addresses,
     text,
 )
 from videojob.grpc_setup import TlsFiles
 from videojob.logging_setup import configure_logging
-from videojob.storage.location import S3Location
+from videojob.storage.location import LocalDirectory, Location, S3Location
 from videojob.storage.object_store import ObjectStore
 from videojob.storage.settings import StoreSettings
 from videojob.tracing import configure_tracing
@@ -125,9 +124,10 @@ FLAGS = FlagTable(
         ),
         Flag(
             "--media-root",
-            path("DIR"),
-            DEFAULT_MEDIA_ROOT,
-            "the render services' media root: uploads are written here",
+            location(),
+            LocalDirectory(DEFAULT_MEDIA_ROOT),
+            "the render services' media root: uploads are written here (s3://BUCKET/PREFIX: "
+            "stored there, reached with the AWS_* variables)",
         ),
         Flag(
             "--render-output-dir",
@@ -176,6 +176,9 @@ FLAGS = FlagTable(
 def settings_from_flags(
     flags: argparse.Namespace, environ: Mapping[str, str] | None = None
 ) -> Settings:
+    media: Location = flags.media_root
+    output: Location | None = flags.render_output_dir
+    stored = isinstance(media, S3Location) or isinstance(output, S3Location)
     return Settings(
         export_addr=flags.export_addr,
         export_tls=TlsFiles(
@@ -188,14 +191,13 @@ def settings_from_flags(
         rpc_timeout_seconds=flags.rpc_timeout_seconds,
         upstream_retry_seconds=flags.upstream_retry_seconds,
         max_event_views=flags.max_event_views,
-        media_root=flags.media_root,
+        media_root=media.path if isinstance(media, LocalDirectory) else DEFAULT_MEDIA_ROOT,
+        media_store=media if isinstance(media, S3Location) else None,
         max_upload_bytes=flags.max_upload_bytes,
-        output_store=(
-            flags.render_output_dir if isinstance(flags.render_output_dir, S3Location) else None
-        ),
+        output_store=output if isinstance(output, S3Location) else None,
         store_settings=(
             StoreSettings.from_environ(environ, public_endpoint=flags.store_public_endpoint)
-            if isinstance(flags.render_output_dir, S3Location)
+            if stored
             else None
         ),
         downloads=flags.downloads,
@@ -203,14 +205,20 @@ def settings_from_flags(
     )
 
 
-async def check_output_store(settings: Settings) -> str | None:
-    """Why the object store of downloads cannot be used (one line naming the flag or
-    variable), or None when it can (or there is none)."""
-    if settings.output_store is None or settings.store_settings is None:
+async def check_stores(settings: Settings) -> str | None:
+    """Why an object store (of the media root or of downloads) cannot be used (one line naming
+    the flag or variable), or None when they can (or there is none)."""
+    checks = [
+        (settings.media_store, "--media-root"),
+        (settings.output_store, "--render-output-dir"),
+    ]
+    wanted = [(location, flag) for location, flag in checks if location is not None]
+    if not wanted:
         return None
     try:
-        async with ObjectStore(settings.store_settings) as store:
-            await store.check(settings.output_store, flag="--render-output-dir")
+        async with ObjectStore(settings.store_settings or StoreSettings.from_environ()) as store:
+            for location, flag in wanted:
+                await store.check(location, flag=flag)
     except (ObjectStoreMisconfigured, ObjectStoreUnavailable) as error:
         return error.message
     return None
@@ -278,7 +286,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     configure_logging(flags.log_level, flags.log_format)
     logging.getLogger("uvicorn.access").addFilter(RedactAccessToken())
     settings = settings_from_flags(flags, environ)
-    refused = asyncio.run(check_output_store(settings))
+    refused = asyncio.run(check_stores(settings))
     if refused is not None:
         print(f"gateway: cannot start: {refused}", file=sys.stderr, flush=True)
         return EXIT_USAGE

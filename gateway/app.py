@@ -7,6 +7,8 @@ import contextlib
 import json
 import logging
 import re
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -52,6 +54,7 @@ from gateway.openapi import (
 )
 from gateway.settings import Settings
 from gateway.stored_download import stored_object, stored_object_response
+from gateway.stored_media import StoredMedia
 from gateway.watch_hub import JobWatchHub
 from videojob import limits, metrics, tracing
 from videojob.endpoints import EXPORT_SERVICE, IDEMPOTENT_REPLAYED_METADATA
@@ -454,12 +457,25 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     """Ready to serve: an export service answers and its job database is up (its overall
-    health, service "", follows the database)."""
-    state = await _health_state(_export(request), "")
+    health, service "", follows the database), and the object store of the media root, when
+    there is one, answers ("store": "ok", or the problem)."""
+    stored_media: StoredMedia | None = request.app.state.stored_media
+    state, store_problem = await asyncio.gather(
+        _health_state(_export(request), ""),
+        stored_media.problem() if stored_media is not None else _no_problem(),
+    )
+    store = {} if stored_media is None else {"store": store_problem or "ok"}
     if state != "SERVING":
         body = {"status": "unavailable", "export": state, "message": _export_problem(state)}
-        return JSONResponse(body, status_code=503)
-    return JSONResponse({"status": "ok", "export": state})
+        return JSONResponse({**body, **store}, status_code=503)
+    if store_problem is not None:
+        body = {"status": "unavailable", "export": state, "message": store_problem}
+        return JSONResponse({**body, **store}, status_code=503)
+    return JSONResponse({"status": "ok", "export": state, **store})
+
+
+async def _no_problem() -> str | None:
+    return None
 
 
 async def prometheus_metrics(request: Request) -> Response:
@@ -511,6 +527,23 @@ async def favicon(request: Request) -> Response:
     )
 
 
+@contextlib.asynccontextmanager
+async def _stored_media(settings: Settings) -> AsyncIterator[StoredMedia | None]:
+    """With an object store for a media root: its uploads and listing, over one store client,
+    spooling in a private directory removed at the end. None otherwise."""
+    if settings.media_store is None:
+        yield None
+        return
+    from videojob.storage.object_store import ObjectStore  # aiobotocore: only when used
+
+    spool_dir = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="videojob-uploads-"))
+    try:
+        async with ObjectStore(settings.store_settings or StoreSettings.from_environ()) as store:
+            yield StoredMedia(store, settings.media_store, spool_dir)
+    finally:
+        await asyncio.to_thread(shutil.rmtree, spool_dir, ignore_errors=True)
+
+
 def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -527,7 +560,11 @@ def create_app(settings: Settings) -> Starlette:
             channel = create_channel(settings.export_addr, settings.export_tls)
         export = Export(channel, settings)
         app.state.export = export
-        app.state.input_names = input_names = InputNames(settings.media_root)
+        stored_media_context = _stored_media(settings)
+        app.state.stored_media = stored_media = await stored_media_context.__aenter__()
+        app.state.input_names = input_names = InputNames(
+            settings.media_root, stored_media=stored_media
+        )
         app.state.watch_hub = JobWatchHub(
             export.stub, retry_seconds=settings.upstream_retry_seconds, input_names=input_names
         )
@@ -559,6 +596,7 @@ def create_app(settings: Settings) -> Starlette:
             await end_event_streams()
             await channel.close(grace=None)
             await resources.aclose()
+            await stored_media_context.__aexit__(None, None, None)
 
     routes = [
         Route("/", index, methods=["GET"]),

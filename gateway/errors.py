@@ -109,6 +109,9 @@ def _reworded(reason: str, metadata: Mapping[str, str]) -> tuple[str, str | None
         if status in API_TERMINAL_JOB_STATUSES:
             return f"the job is {status} but its render is still being cleaned up; retry", None
         return f"the job is {status}; only finished jobs can be deleted (cancel it first)", None
+    if reason == Reason.OBJECT_STORE_UNAVAILABLE:
+        endpoint = metadata.get("endpoint") or "its endpoint"
+        return f"the object store holding the inputs ({endpoint}) does not answer; retry", None
     if reason == Reason.REQUEST_ID_REUSED:
         job_id = metadata.get("job_id", "")
         message = f"this Idempotency-Key was already used for job {job_id} with a different spec"

@@ -8,12 +8,15 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.upload_record import original_names
 from videojob.export.v1 import export_pb2
 from videojob.job_json import job_to_json
 from videojob.render.v1 import spec_pb2
+
+if TYPE_CHECKING:
+    from gateway.stored_media import StoredMedia
 
 # Input paths remembered (with their name, or with none): the least recently used go first.
 MAX_REMEMBERED_PATHS = 4096
@@ -43,8 +46,16 @@ class InputNames:
     """Input path -> the upload's original name, for one media root (None: no names, as for
     a gateway without a media root of its own)."""
 
-    def __init__(self, media_root: Path | None, capacity: int = MAX_REMEMBERED_PATHS) -> None:
+    def __init__(
+        self,
+        media_root: Path | None,
+        capacity: int = MAX_REMEMBERED_PATHS,
+        *,
+        stored_media: StoredMedia | None = None,
+    ) -> None:
         self._media_root = media_root
+        # The media root in an object store: the records are read from there.
+        self._stored_media = stored_media
         self._capacity = capacity
         self._known: OrderedDict[str, str | None] = OrderedDict()
 
@@ -54,7 +65,10 @@ class InputNames:
         every: set[str] = set().union(*wanted)
         known = {path: self._known[path] for path in every if path in self._known}
         unknown = every - known.keys()
-        if unknown and self._media_root is not None:
+        if unknown and self._stored_media is not None:
+            # Only what the store answered for: the rest is asked for again next time.
+            known.update(await self._stored_media.original_names(unknown))
+        elif unknown and self._media_root is not None:
             found = await asyncio.to_thread(original_names, self._media_root, unknown)
             known.update({path: found.get(path) for path in unknown})
         for path in sorted(known):

@@ -20,7 +20,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -41,6 +41,9 @@ from gateway.upload_record import (
 )
 from videojob.errors import InvalidArgument
 from videojob.media_header import MediaHeader
+
+if TYPE_CHECKING:
+    from gateway.stored_media import StoredMedia
 
 MAX_LISTED_FILES = 1000
 
@@ -63,27 +66,58 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-async def receive_upload(
-    request: Request, media_root: Path, max_bytes: int, filename_hint: str | None
-) -> StoredUpload:
+@dataclass(frozen=True)
+class CheckedUpload:
+    """An upload's body, spooled and found to be media: what it is to be stored as."""
+
+    size_bytes: int
+    info: MediaHeader
+    name: str  # its stored name, in the uploads folder
+    original_name: str | None
+
+    @property
+    def record(self) -> UploadRecord:
+        return UploadRecord(self.original_name, self.info)
+
+    def stored(self) -> StoredUpload:
+        return StoredUpload(
+            f"{UPLOADS_FOLDER}/{self.name}", self.size_bytes, self.info, self.original_name
+        )
+
+
+def refuse_declared_too_large(request: Request, max_bytes: int) -> None:
     declared = request.headers.get("content-length")
     if declared is not None and declared.strip().isdigit() and int(declared) > max_bytes:
         raise _too_large(max_bytes)
+
+
+async def spool_and_check(
+    request: Request, partial: Path, max_bytes: int, filename_hint: str | None
+) -> CheckedUpload:
+    """Writes the body to ``partial`` (413 past ``max_bytes``) and has FFmpeg read it (422 for
+    an empty body or one that is no media). The caller removes ``partial``."""
+    size = await _write_body(request, partial, max_bytes)
+    if size == 0:
+        raise InvalidArgument("body", "is empty: send the file as the request body")
+    info = await probe_media(partial)
+    if info is None:
+        raise InvalidArgument("body", "is not a video, audio or image file ffmpeg can read")
+    return CheckedUpload(size, info, stored_name(info, filename_hint), display_name(filename_hint))
+
+
+async def receive_upload(
+    request: Request, media_root: Path, max_bytes: int, filename_hint: str | None
+) -> StoredUpload:
+    refuse_declared_too_large(request, max_bytes)
     folder = media_root / UPLOADS_FOLDER
     await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
     # Hidden and without the client's extension: ffmpeg judges the content alone.
     partial = folder / f".{uuid.uuid4().hex}.part"
     stored: Path | None = None
     try:
-        size = await _write_body(request, partial, max_bytes)
-        if size == 0:
-            raise InvalidArgument("body", "is empty: send the file as the request body")
-        info = await probe_media(partial)
-        if info is None:
-            raise InvalidArgument("body", "is not a video, audio or image file ffmpeg can read")
-        stored = folder / stored_name(info, filename_hint)
-        original_name = display_name(filename_hint)
-        await asyncio.to_thread(write_record, stored, UploadRecord(original_name, info))
+        upload = await spool_and_check(request, partial, max_bytes, filename_hint)
+        stored = folder / upload.name
+        await asyncio.to_thread(write_record, stored, upload.record)
         await asyncio.to_thread(partial.rename, stored)
     except BaseException:
         # Also when the client went away mid-upload (cancellation): leave nothing behind.
@@ -91,7 +125,7 @@ async def receive_upload(
         if stored is not None:
             remove_record(stored)
         raise
-    return StoredUpload(f"{UPLOADS_FOLDER}/{stored.name}", size, info, original_name)
+    return upload.stored()
 
 
 async def _write_body(request: Request, partial: Path, max_bytes: int) -> int:
@@ -160,13 +194,20 @@ def _listed_file(
     media_root: Path, mtime: float, relative: str, size: int, has_record: bool
 ) -> dict[str, Any]:
     record = read_record(media_root / relative) if has_record else None
+    return listed_file(relative, size, datetime.fromtimestamp(mtime, UTC), record)
+
+
+def listed_file(
+    relative: str, size: int, modified: datetime, record: UploadRecord | None
+) -> dict[str, Any]:
+    """A file of the listing, wherever the media root is."""
     return {
         "path": relative,
         "originalName": record.original_name if record else None,
         # From what ffmpeg found at upload; for other files, from the extension.
         "transcodable": is_transcodable(record.info) if record else looks_transcodable(relative),
         "sizeBytes": size,
-        "modifiedAt": datetime.fromtimestamp(mtime, UTC)
+        "modifiedAt": modified.astimezone(UTC)
         .isoformat(timespec="milliseconds")
         .replace("+00:00", "Z"),
     }
@@ -174,10 +215,16 @@ def _listed_file(
 
 async def media_collection(request: Request) -> Response:
     settings = request.app.state.settings
+    stored_media: StoredMedia | None = request.app.state.stored_media
+    hint = request.query_params.get("filename")
+    if stored_media is not None:
+        if request.method == "GET":
+            return JSONResponse({"files": await stored_media.list_media(MAX_LISTED_FILES)})
+        upload = await stored_media.receive_upload(request, settings.max_upload_bytes, hint)
+        return JSONResponse(upload_json(upload), status_code=201)
     media_root: Path = settings.media_root
     if request.method == "GET":
         files = await asyncio.to_thread(list_media, media_root)
         return JSONResponse({"files": files})
-    hint = request.query_params.get("filename")
     upload = await receive_upload(request, media_root, settings.max_upload_bytes, hint)
     return JSONResponse(upload_json(upload), status_code=201)

@@ -397,6 +397,11 @@ COMPONENT_SCHEMAS: dict[str, dict[str, Any]] = {
                 "(SERVING, NOT_SERVING; UNREACHABLE when the export service does not answer). "
                 "Jobs are accepted either way and wait for a render service.",
             },
+            "store": {
+                "type": "string",
+                "description": "With the media root in an object store (readiness only): ok, "
+                "or why the store does not answer.",
+            },
         },
     },
 }
@@ -972,7 +977,8 @@ def _build() -> dict[str, Any]:
                 "get": {
                     "operationId": "readiness",
                     "description": "The gateway can serve: an export service answers and its "
-                    "job database is up.",
+                    "job database is up, and the object store of the media root answers when "
+                    "there is one.",
                     "responses": {
                         "200": {
                             "description": "Ready.",
@@ -983,7 +989,8 @@ def _build() -> dict[str, Any]:
                             },
                         },
                         "503": {
-                            "description": "No export service answers, or its database is down.",
+                            "description": "No export service answers, its database is down, "
+                            "or the object store of the media root does not answer.",
                             "content": {
                                 "application/json": {
                                     "schema": {"$ref": "#/components/schemas/Health"}

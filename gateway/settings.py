@@ -41,12 +41,16 @@ class Settings:
     max_event_views: int = DEFAULT_MAX_EVENT_VIEWS
     # Where uploads go: the render services' media root (shared storage).
     media_root: Path = DEFAULT_MEDIA_ROOT
+    # --media-root s3://...: the media root is there instead (media_root is then unused).
+    media_store: S3Location | None = None
     # The largest upload POST /api/media accepts (the JSON body limit does not apply to it).
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     # The render services' output directory when it is an object store: downloads of the
     # objects under it are served ("proxy": streamed through the gateway; "redirect": a
     # presigned link valid for download_link_seconds, computed per request).
     output_store: S3Location | None = None
+    # How the object store (of media_store or output_store) is reached; None: from the AWS_*
+    # variables.
     store_settings: StoreSettings | None = None
     downloads: str = DEFAULT_DOWNLOADS
     download_link_seconds: int = DEFAULT_DOWNLOAD_LINK_SECONDS

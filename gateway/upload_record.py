@@ -126,25 +126,54 @@ def looks_transcodable(path: str) -> bool:
 
 
 def record_path(stored: Path) -> Path:
-    return stored.with_name(f".{stored.name}.json")
+    return stored.with_name(record_name(stored.name))
+
+
+def record_name(stored_name: str) -> str:
+    """The name of the record of the upload stored as ``stored_name``, beside it."""
+    return f".{stored_name}.json"
+
+
+def record_json(record: UploadRecord) -> str:
+    info = record.info
+    return json.dumps(
+        {
+            "originalName": record.original_name,
+            "format": info.format_name,
+            "durationSeconds": info.duration_seconds,
+            "width": info.width,
+            "height": info.height,
+            "videoCodec": info.video_codec,
+            "audioCodec": info.audio_codec,
+        }
+    )
+
+
+def parse_record(text: str, stored_name: str) -> UploadRecord | None:
+    """The record in ``text`` (of the upload ``stored_name``), None when it cannot be read."""
+    try:
+        document: Any = json.loads(text)
+        info = MediaHeader(
+            format_name=str(document["format"]),
+            duration_seconds=_optional(document.get("durationSeconds"), float),
+            width=_optional(document.get("width"), int),
+            height=_optional(document.get("height"), int),
+            video_codec=_optional(document.get("videoCodec"), str),
+            audio_codec=_optional(document.get("audioCodec"), str),
+        )
+    except (ValueError, TypeError, KeyError) as error:
+        logger.warning("the record of the upload %s cannot be read: %s", stored_name, error)
+        return None
+    original = document.get("originalName")
+    return UploadRecord(original if isinstance(original, str) else None, info)
 
 
 def write_record(stored: Path, record: UploadRecord) -> None:
     """The record of the file to be stored at ``stored``, written atomically."""
-    info = record.info
-    document = {
-        "originalName": record.original_name,
-        "format": info.format_name,
-        "durationSeconds": info.duration_seconds,
-        "width": info.width,
-        "height": info.height,
-        "videoCodec": info.video_codec,
-        "audioCodec": info.audio_codec,
-    }
     target = record_path(stored)
     partial = stored.with_name(f".{uuid.uuid4().hex}.json.part")
     try:
-        partial.write_text(json.dumps(document), encoding="utf-8")
+        partial.write_text(record_json(record), encoding="utf-8")
         os.replace(partial, target)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -159,34 +188,29 @@ def remove_record(stored: Path) -> None:
 def read_record(stored: Path) -> UploadRecord | None:
     """The record beside ``stored``, or None when there is none (or it cannot be read)."""
     try:
-        document: Any = json.loads(record_path(stored).read_text(encoding="utf-8"))
-        info = MediaHeader(
-            format_name=str(document["format"]),
-            duration_seconds=_optional(document.get("durationSeconds"), float),
-            width=_optional(document.get("width"), int),
-            height=_optional(document.get("height"), int),
-            video_codec=_optional(document.get("videoCodec"), str),
-            audio_codec=_optional(document.get("audioCodec"), str),
-        )
-        original = document.get("originalName")
-        return UploadRecord(original if isinstance(original, str) else None, info)
+        text = record_path(stored).read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, TypeError, KeyError) as error:
+    except (OSError, ValueError) as error:
         logger.warning("the record of the upload %s cannot be read: %s", stored.name, error)
         return None
+    return parse_record(text, stored.name)
 
 
 def _optional(value: Any, kind: type[Any]) -> Any:
     return None if value is None else kind(value)
 
 
+def upload_name(path: str) -> str | None:
+    """The stored name of ``path`` when it names an upload (``uploads/<stored name>``)."""
+    match = _UPLOAD_PATH.fullmatch(path)
+    return None if match is None else match.group(1)
+
+
 def upload_file(media_root: Path, path: str) -> Path | None:
     """The stored file of ``path`` when it names an upload (``uploads/<stored name>``)."""
-    match = _UPLOAD_PATH.fullmatch(path)
-    if match is None:
-        return None
-    return media_root / UPLOADS_FOLDER / match.group(1)
+    name = upload_name(path)
+    return None if name is None else media_root / UPLOADS_FOLDER / name
 
 
 def original_names(media_root: Path, paths: set[str]) -> dict[str, str]:

@@ -7,7 +7,6 @@ import asyncio
 import logging
 import os
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -31,7 +30,6 @@ from videojob.flags import (
     log_level_flag,
     metrics_listen_flag,
     number,
-    path,
     scratch_dir_flag,
     server_tls_flags,
 )
@@ -40,7 +38,7 @@ from videojob.limits import DEFAULT_DRAIN_TIMEOUT_SECONDS
 from videojob.logging_setup import configure_logging, set_replica
 from videojob.metrics import RENDER, MetricsServer, serve_metrics
 from videojob.stop_signals import on_stop_signal, run_service
-from videojob.storage.location import LocalDirectory, S3Location
+from videojob.storage.location import LocalDirectory, Location, S3Location
 from videojob.storage.settings import StoreSettings
 from videojob.tracing import configure_tracing
 
@@ -64,8 +62,15 @@ FLAGS = FlagTable(
             "AWS_* variables saying how to reach it)",
             default_text="./var/renders",
         ),
+        Flag(
+            "--media-root",
+            location(),
+            LocalDirectory(Path("./var/media")),
+            "input paths are relative to it (s3://BUCKET/PREFIX: objects there, reached with "
+            "the AWS_* variables and fetched into --scratch-dir for each render)",
+            default_text="./var/media",
+        ),
         scratch_dir_flag(),
-        Flag("--media-root", path("DIR"), Path("./var/media"), "input paths are relative to it"),
         Flag(
             "--max-concurrent",
             integer(minimum=1),
@@ -114,26 +119,22 @@ FLAGS = FlagTable(
 )
 
 
-def default_scratch_dir() -> Path:
-    return Path(tempfile.gettempdir()) / "videojob-render"
-
-
 def config_from_flags(
     flags: argparse.Namespace, environ: Mapping[str, str] | None = None
 ) -> RenderConfig:
-    output: LocalDirectory | S3Location = flags.output_dir
-    if isinstance(output, S3Location):
-        output_dir = flags.scratch_dir or default_scratch_dir()
-        output_store: S3Location | None = output
-        store_settings: StoreSettings | None = StoreSettings.from_environ(environ)
-    else:
-        output_dir, output_store, store_settings = output.path, None, None
+    output: Location = flags.output_dir
+    media: Location = flags.media_root
+    stored = isinstance(output, S3Location) or isinstance(media, S3Location)
     return RenderConfig(
         listen=flags.listen,
-        output_dir=output_dir,
-        output_store=output_store,
-        store_settings=store_settings,
-        media_root=flags.media_root,
+        # With an object store: replaced by the scratch directory at start.
+        output_dir=output.path if isinstance(output, LocalDirectory) else Path("renders"),
+        output_store=output if isinstance(output, S3Location) else None,
+        # With an object store: replaced by a folder of the scratch directory at start.
+        media_root=media.path if isinstance(media, LocalDirectory) else Path("inputs"),
+        media_store=media if isinstance(media, S3Location) else None,
+        store_settings=StoreSettings.from_environ(environ) if stored else None,
+        scratch_dir=flags.scratch_dir,
         max_concurrent=flags.max_concurrent,
         max_queue=flags.max_queue,
         stall_timeout=flags.stall_timeout,
@@ -191,8 +192,8 @@ async def serve_render(config: RenderConfig) -> int:
     except (ValueError, OSError) as error:
         print(f"render_service: cannot start: {error}", file=sys.stderr, flush=True)
         return EXIT_USAGE
-    except (ObjectStoreMisconfigured, ObjectStoreUnavailable) as error:
-        print(f"render_service: cannot start: {error.message}", file=sys.stderr, flush=True)
+    except (ObjectStoreMisconfigured, ObjectStoreUnavailable) as refusal:
+        print(f"render_service: cannot start: {refusal.message}", file=sys.stderr, flush=True)
         return EXIT_USAGE
     try:
         set_replica(render_server.instance_id)

@@ -20,9 +20,16 @@ class RenderConfig:
     output_dir: Path
     media_root: Path
     # ``--output-dir s3://...``: finished files are uploaded there, then removed from
-    # ``output_dir``; ``store_settings`` says how the store is reached.
+    # ``output_dir`` (the scratch directory; create_server sets it).
     output_store: S3Location | None = None
+    # ``--media-root s3://...``: inputs are objects there, and media_root is where renders fetch
+    # them (under the scratch directory; create_server sets it).
+    media_store: S3Location | None = None
+    # How the object store is reached (None: from the AWS_* variables).
     store_settings: StoreSettings | None = None
+    # This service's private work directory (never shared); None: a fresh one under the
+    # system's temporary directory, made at start and removed at stop.
+    scratch_dir: Path | None = None
     listen: str = DEFAULT_RENDER_ADDRESS
     max_concurrent: int = field(default_factory=lambda: os.cpu_count() or 1)
     max_queue: int = 256

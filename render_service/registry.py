@@ -8,6 +8,7 @@ import asyncio
 import logging
 import re
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 
 from render_service.config import RenderConfig
@@ -23,6 +24,7 @@ from render_service.render_job import (
     reads_media_files,
     resolve_spec_paths,
 )
+from render_service.stored_inputs import StoredInputs
 from videojob import metrics
 from videojob.errors import (
     AlreadyExists,
@@ -59,9 +61,16 @@ def check_render_id(render_id: str) -> None:
 
 
 class RenderRegistry:
-    def __init__(self, config: RenderConfig, output_store: OutputStore | None = None) -> None:
+    def __init__(
+        self,
+        config: RenderConfig,
+        output_store: OutputStore | None = None,
+        stored_inputs: StoredInputs | None = None,
+    ) -> None:
         self._config = config
         self._output_store = output_store
+        # With an object store for a media root: where inputs are checked and fetched from.
+        self._stored_inputs = stored_inputs
         self._records: dict[str, RenderRecord] = {}
         self._slots = asyncio.Semaphore(max(config.max_concurrent, 1))
         self._forget_handles: dict[str, asyncio.TimerHandle] = {}
@@ -136,11 +145,14 @@ class RenderRegistry:
         if known is None:
             if not self._accepting:
                 raise self._refusal()
-            paths = (
-                await asyncio.to_thread(resolve_spec_paths, self._config.media_root, normalized)
-                if reads_media_files(normalized)
-                else ResolvedPaths()
-            )
+            paths = ResolvedPaths()
+            if reads_media_files(normalized) and self._stored_inputs is not None:
+                # Fetched by the render itself, once it has a slot.
+                await self._stored_inputs.check_exist(normalized)
+            elif reads_media_files(normalized):
+                paths = await asyncio.to_thread(
+                    resolve_spec_paths, self._config.media_root, normalized
+                )
             known = self._records.get(render_id)  # another call may have started it meanwhile
             if known is None and not self._accepting:
                 raise self._refusal()
@@ -171,28 +183,51 @@ class RenderRegistry:
             ffmpeg_binary(),
             self._public,
             self._output_store,
+            self._stored_inputs,
         )
         record.task = asyncio.create_task(job.run(), name=f"render-{render_id}")
         return stream
 
     async def check_inputs(self, spec: spec_pb2.RenderSpec) -> None:
         """What Render checks before starting, without rendering: the spec, each input file
-        under the media root (symlinks resolved), and that ffmpeg can use it. InvalidArgument
-        naming the field otherwise; a probe that cannot run (ffmpeg missing, too slow) decides
-        nothing, the render's own check will."""
+        under the media root (symlinks resolved; in an object store: its object, fetched into
+        the scratch directory for the probe), and that ffmpeg can use it. InvalidArgument
+        naming the field otherwise, ObjectStoreUnavailable when the store does not answer; a
+        probe that cannot run (ffmpeg missing, too slow) decides nothing, the render's own
+        check will."""
         normalized = normalize_spec(spec)
-        paths = await asyncio.to_thread(resolve_spec_paths, self._config.media_root, normalized)
-        async with self._input_checks:
-            try:
-                await probe_inputs(ffmpeg_binary(), normalized, paths)
-            except RenderFailure as failure:
-                if failure.code != FailureCode.INVALID_INPUT or not failure.field:
-                    logger.warning("input check undecided: %s", failure)
-                    return
-                logger.info("input check refused: %s", failure)
-                prefix = f"{failure.field}: "
-                problem = self._public(failure.message.removeprefix(prefix))
-                raise InvalidArgument(failure.field, problem) from None
+        if self._stored_inputs is None:
+            paths = await asyncio.to_thread(resolve_spec_paths, self._config.media_root, normalized)
+            async with self._input_checks:
+                await self._probe_inputs(normalized, paths, self._public)
+            return
+        if not reads_media_files(normalized):
+            return
+        await self._stored_inputs.check_exist(normalized)
+        async with (
+            self._input_checks,
+            # Named as no render id can be (those start with a letter or digit).
+            self._stored_inputs.fetched(normalized, f".check-{uuid.uuid4().hex}") as folder,
+        ):
+            paths = await asyncio.to_thread(resolve_spec_paths, folder, normalized)
+            await self._probe_inputs(
+                normalized, paths, RelativePaths(folder, self._config.output_dir)
+            )
+
+    async def _probe_inputs(
+        self, spec: spec_pb2.RenderSpec, paths: ResolvedPaths, public: RelativePaths
+    ) -> None:
+        """Under one of the input check slots."""
+        try:
+            await probe_inputs(ffmpeg_binary(), spec, paths)
+        except RenderFailure as failure:
+            if failure.code != FailureCode.INVALID_INPUT or not failure.field:
+                logger.warning("input check undecided: %s", failure)
+                return
+            logger.info("input check refused: %s", failure)
+            prefix = f"{failure.field}: "
+            problem = public(failure.message.removeprefix(prefix))
+            raise InvalidArgument(failure.field, problem) from None
 
     def watch(self, render_id: str, after_seq: int) -> AsyncIterator[render_pb2.RenderEvent]:
         return self.get(render_id).watch(after_seq)

@@ -40,13 +40,16 @@ from render_service.media_probe import probe_media, probe_subtitles
 from render_service.output_dir import OutputDirectory, final_name, partial_name
 from render_service.output_store import OutputStore
 from render_service.public_paths import RelativePaths
+from render_service.stored_inputs import StoredInputs
 from render_service.verification import verify_output
 from videojob import stamps, tracing
 from videojob.errors import (
+    InvalidArgument,
     ObjectStoreFailed,
     ObjectStoreMisconfigured,
     ObjectStoreUnavailable,
     StoredObjectMissing,
+    VideoJobError,
 )
 from videojob.limits import MAX_DURATION_SECONDS, MAX_RUNNING_PROGRESS, bounded_log_tail
 from videojob.logging_setup import bind_log_context
@@ -179,6 +182,17 @@ async def probe_inputs(
     return inputs, sum(slide.duration_seconds for slide in show.slides)
 
 
+def _fetch_failure(error: VideoJobError) -> RenderFailure:
+    """What a render that could not fetch its inputs from the object store reports: a missing
+    object as a missing file, the store's failures as such (no failure code of its own yet)."""
+    if isinstance(error, InvalidArgument):
+        return invalid_input(error.field, error.problem)
+    return RenderFailure(
+        FailureCode.INTERNAL,
+        f"the inputs could not be fetched from the object store: {error.message}",
+    )
+
+
 def _even(value: int) -> int:
     return max(value - value % 2, 2)
 
@@ -220,9 +234,12 @@ class RenderJob:
         binary: str,
         public: RelativePaths | None = None,
         output_store: OutputStore | None = None,
+        stored_inputs: StoredInputs | None = None,
     ) -> None:
         self._record = record
         self._output_store = output_store
+        # With an object store for a media root: the inputs are fetched before FFmpeg runs.
+        self._stored_inputs = stored_inputs
         self._spec = record.spec
         self._paths = paths
         self._config = config
@@ -282,8 +299,24 @@ class RenderJob:
         stamps.stamp(f"render.{step}", self._record.render_id)
 
     async def _render(self) -> None:
+        self._record.progress("Preparing", 0.0)
+        if self._stored_inputs is None:
+            await self._render_inputs()
+            return
+        async with contextlib.AsyncExitStack() as fetched:
+            try:
+                folder = await fetched.enter_async_context(
+                    self._stored_inputs.fetched(self._spec, self._record.render_id)
+                )
+                self._paths = await asyncio.to_thread(resolve_spec_paths, folder, self._spec)
+            except VideoJobError as error:
+                raise _fetch_failure(error) from None
+            # The client is shown the inputs' paths relative to this render's own media root.
+            self._public = RelativePaths(folder, self._config.output_dir)
+            await self._render_inputs()
+
+    async def _render_inputs(self) -> None:
         record = self._record
-        record.progress("Preparing", 0.0)
         inputs, expected = await self._prepare()
         if self._spec.output.video_codec == "av1":  # fills the encoder cache off the event loop
             try:

@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import grpc
 
@@ -16,10 +19,13 @@ from render_service.instance import InstanceLock, claim_instance
 from render_service.output_dir import remove_stale_partials
 from render_service.output_store import OutputStore
 from render_service.registry import RenderRegistry
+from render_service.store_health import follow_store
+from render_service.stored_inputs import INPUTS_FOLDER, StoredInputs
 from videojob import stamps
 from videojob.grpc_setup import GracefulHealth, add_health_and_reflection, bind
 from videojob.grpc_setup import create_server as create_grpc_server
 from videojob.render.v1 import render_pb2, render_pb2_grpc
+from videojob.storage.location import S3Location
 from videojob.storage.object_store import ObjectStore
 from videojob.storage.settings import StoreSettings
 
@@ -97,8 +103,12 @@ class RenderServer:
     registry: RenderRegistry
     health: GracefulHealth
     instance: InstanceLock
-    # What the server holds open besides itself (the object store's connections).
+    # What the server holds open besides itself (the object stores' connections).
     resources: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+    # A scratch directory this server made for itself (no --scratch-dir): removed at stop.
+    own_scratch_dir: Path | None = None
+    # The task that keeps the health following the inputs' object store (--media-root s3://).
+    store_follower: asyncio.Task[None] | None = None
 
     @property
     def instance_id(self) -> str:
@@ -138,34 +148,57 @@ class RenderServer:
         await self.registry.shutdown()
         await self.server.stop(grace)
         self.instance.release()
+        if self.store_follower is not None:
+            self.store_follower.cancel()
+            await asyncio.wait({self.store_follower})
         await self.resources.aclose()
-
-
-async def open_output_store(
-    config: RenderConfig, resources: contextlib.AsyncExitStack
-) -> OutputStore | None:
-    """The object store of an ``s3://`` output directory, checked: ObjectStoreMisconfigured or
-    ObjectStoreUnavailable (one line naming the flag or variable) when it cannot be used."""
-    if config.output_store is None:
-        return None
-    settings = config.store_settings or StoreSettings.from_environ()
-    store = await resources.enter_async_context(ObjectStore(settings))
-    await store.check(config.output_store, flag="--output-dir")
-    return OutputStore(store, config.output_store)
+        if self.own_scratch_dir is not None:
+            await asyncio.to_thread(shutil.rmtree, self.own_scratch_dir, ignore_errors=True)
 
 
 async def create_server(config: RenderConfig) -> RenderServer:
     """Builds, binds and starts the server (``config.listen`` port 0 picks a free port). Bound
     first: a generated instance id is keyed by the bound address. An object store as the output
-    directory is checked first (see ``open_output_store``)."""
-    async with contextlib.AsyncExitStack() as resources:
-        output_store = await open_output_store(config, resources)
-        render_server = await _create_server(config, output_store)
-        render_server.resources = resources.pop_all()
-        return render_server
+    directory or the media root is checked first (see ``_checked_store``); with either, files
+    are worked on in the scratch directory (``--scratch-dir``, else a fresh one removed at
+    stop)."""
+    own_scratch_dir: Path | None = None
+    scratch_dir = config.scratch_dir
+    if scratch_dir is None:
+        scratch_dir = own_scratch_dir = Path(tempfile.mkdtemp(prefix="videojob-render-"))
+        config = replace(config, scratch_dir=scratch_dir)
+    try:
+        async with contextlib.AsyncExitStack() as resources:
+            render_server = await _create_server(config, scratch_dir, resources)
+            render_server.own_scratch_dir = own_scratch_dir
+            render_server.resources = resources.pop_all()
+            return render_server
+    except BaseException:
+        if own_scratch_dir is not None:
+            await asyncio.to_thread(shutil.rmtree, own_scratch_dir, ignore_errors=True)
+        raise
 
 
-async def _create_server(config: RenderConfig, output_store: OutputStore | None) -> RenderServer:
+async def _create_server(
+    config: RenderConfig, scratch_dir: Path, resources: contextlib.AsyncExitStack
+) -> RenderServer:
+    await asyncio.to_thread(scratch_dir.mkdir, parents=True, exist_ok=True)
+    output_store: OutputStore | None = None
+    output_location = config.output_store
+    if output_location is not None:
+        config = replace(config, output_dir=scratch_dir)
+        store = await _checked_store(config, output_location, "--output-dir", resources)
+        output_store = OutputStore(store, output_location)
+    stored_inputs: StoredInputs | None = None
+    inputs_store: ObjectStore | None = None
+    media_store = config.media_store
+    if media_store is not None:
+        config = replace(config, media_root=scratch_dir / INPUTS_FOLDER)
+        # Inputs a previous run of this service left behind (the directory is its own).
+        await asyncio.to_thread(shutil.rmtree, config.media_root, ignore_errors=True)
+        inputs_store = await _checked_store(config, media_store, "--media-root", resources)
+        stored_inputs = StoredInputs(inputs_store, media_store, scratch_dir)
+        logger.info("inputs from %s", media_store)
     config.output_dir.mkdir(parents=True, exist_ok=True)
     config.media_root.mkdir(parents=True, exist_ok=True)
     server = create_grpc_server()
@@ -182,10 +215,15 @@ async def _create_server(config: RenderConfig, output_store: OutputStore | None)
     removed = await asyncio.to_thread(remove_stale_partials, config.output_dir, config.instance_id)
     if removed:
         logger.info("removed %d stale partial file(s) from %s", removed, config.output_dir)
-    registry = RenderRegistry(config, output_store)
+    registry = RenderRegistry(config, output_store, stored_inputs)
     render_pb2_grpc.add_RenderServiceServicer_to_server(RenderServicer(registry), server)
     health_servicer = await add_health_and_reflection(server, [SERVICE_NAME])
     registry.start()
+    store_follower = None
+    if inputs_store is not None and media_store is not None:
+        store_follower = asyncio.create_task(
+            follow_store(inputs_store, media_store, health_servicer, [SERVICE_NAME])
+        )
     await server.start()
     if output_store is None:
         logger.info("instance %s, output directory %s", config.instance_id, config.output_dir)
@@ -197,5 +235,23 @@ async def _create_server(config: RenderConfig, output_store: OutputStore | None)
             config.output_dir,
         )
     return RenderServer(
-        server=server, port=port, registry=registry, health=health_servicer, instance=instance
+        server=server,
+        port=port,
+        registry=registry,
+        health=health_servicer,
+        instance=instance,
+        store_follower=store_follower,
     )
+
+
+async def _checked_store(
+    config: RenderConfig, location: S3Location, flag: str, resources: contextlib.AsyncExitStack
+) -> ObjectStore:
+    """The object store of ``location`` (the value of ``flag``), open until the server stops,
+    once it answered that the location is there and usable with these credentials; else
+    ObjectStoreMisconfigured or ObjectStoreUnavailable, the one-line refusal naming what to
+    fix."""
+    settings = config.store_settings or StoreSettings.from_environ()
+    store = await resources.enter_async_context(ObjectStore(settings))
+    await store.check(location, flag=flag)
+    return store

@@ -204,16 +204,17 @@ def store_public_endpoint_flag() -> Flag:
 
 
 def scratch_dir_flag() -> Flag:
-    """A render service's private work directory, where it renders (and fetches inputs to)
-    when its output directory or media root is an object store."""
+    """The render service's private work directory: inputs fetched from an object store, and
+    files rendered and verified there on their way to one."""
     return Flag(
         "--scratch-dir",
         path("DIR"),
         None,
-        "private work directory of this render service when --output-dir (or --media-root) is "
-        "an s3:// location: files are rendered and verified there, then stored and removed; "
-        "give each render service its own",
-        default_text="videojob-render under the system's temporary directory ($TMPDIR or /tmp)",
+        "private work directory of this render service when --output-dir or --media-root is "
+        "an s3:// location: inputs are fetched and files rendered and verified there, then "
+        "stored and removed; never shared with another process (give it one to keep the "
+        "instance id of an s3:// output directory across restarts)",
+        default_text="a fresh directory under the system's temporary directory, removed at stop",
     )
 
 

@@ -119,6 +119,13 @@ class ObjectInfo:
 
 
 @dataclass(frozen=True)
+class ListedObject:
+    key: str
+    size: int
+    last_modified: datetime
+
+
+@dataclass(frozen=True)
 class UnfinishedUpload:
     key: str
     upload_id: str
@@ -414,6 +421,41 @@ class ObjectStore:
             ):
                 keys.extend(item["Key"] for item in page.get("Contents", ()))
         return keys
+
+    async def list_objects(self, location: S3Location) -> list[ListedObject]:
+        """Every object under ``location`` with its size and time of storing, in the store's
+        (lexical) order of keys."""
+        objects: list[ListedObject] = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        with self._translated("list", str(location)):
+            async for page in paginator.paginate(
+                Bucket=location.bucket, Prefix=location.key_prefix
+            ):
+                objects.extend(
+                    ListedObject(item["Key"], item["Size"], item["LastModified"])
+                    for item in page.get("Contents", ())
+                )
+        return objects
+
+    async def put_small(self, bucket: str, key: str, data: bytes) -> None:
+        """Stores ``data`` as ``key`` in one request (a small object: a record, a marker)."""
+        with self._translated("put", f"s3://{bucket}/{key}"):
+            await self.client.put_object(Bucket=bucket, Key=key, Body=data)
+
+    async def get_small(self, bucket: str, key: str, max_bytes: int) -> bytes:
+        """A small object's bytes; ObjectStoreFailed when it holds more than ``max_bytes``."""
+        url = f"s3://{bucket}/{key}"
+        with self._translated("get", url):
+            answer = await self.client.get_object(Bucket=bucket, Key=key)
+            data = bytearray()
+            async with answer["Body"] as body:
+                while chunk := await body.read(DOWNLOAD_CHUNK_BYTES):
+                    data += chunk
+                    if len(data) > max_bytes:
+                        raise ObjectStoreFailed(
+                            f"{url} holds more than the {max_bytes} bytes expected"
+                        )
+        return bytes(data)
 
     async def list_unfinished_uploads(self, location: S3Location) -> list[UnfinishedUpload]:
         """The multipart uploads under ``location`` that were neither completed nor aborted."""
