@@ -64,6 +64,9 @@ def fault_types(cluster: bool, database_restarts: bool) -> tuple[str, ...]:
     return kinds
 
 
+# How long a fault waits, at most, for the job supplied to give it a target to start (a safety
+# net: it waits on that job's state, which normally settles in seconds).
+SUPPLY_WAIT_SECONDS = 60.0
 LONG_KINDS = ("pattern_long", "faststart", "webm", "transcode")
 
 
@@ -96,6 +99,7 @@ class FaultScheduler:
     _stopped: set[int] = field(default_factory=set)
     frng: random.Random = field(default_factory=random.Random)
     supplied: int = 0
+    _supplied_at: float = 0.0
     _supplies: set[asyncio.Future[None]] = field(default_factory=set)
 
     @property
@@ -155,9 +159,15 @@ class FaultScheduler:
             self._continue_all()
 
     async def _running_job(self, within: float, long_only: bool = False) -> JobTrack | None:
+        """A running job with an ffmpeg of its own, looked for during ``within`` seconds; when
+        none is there soon, one more job is supplied, and then waited for until it runs, or
+        ends without ever being seen running (a slow start, when the render slots are taken or
+        a fault holds the stack, is no reason to skip the fault)."""
         deadline = time.monotonic() + within
         supply_at = time.monotonic() + (0.1 if long_only else 1.5)
-        while time.monotonic() < deadline:
+        supply: asyncio.Future[None] | None = None
+        known: set[str] = set()
+        while time.monotonic() < deadline or self._supply_may_start(supply, known):
             running = [
                 track
                 for track in self.tracks.values()
@@ -173,16 +183,27 @@ class FaultScheduler:
                 ]
             if running:
                 return self.pick_rng.choice(sorted(running, key=lambda track: track.planned.index))
-            if time.monotonic() > supply_at:
+            if supply is None and time.monotonic() > supply_at:
                 # Nothing to strike: submit one more job rather than skip the fault. An aimed
                 # fault gets a fresh long job, so that it can be slowed into its last tenth.
-                supply_at = deadline
                 self.supplied += 1
+                known = set(self.tracks)
                 supply = asyncio.ensure_future(self.supply_long() if long_only else self.burst(1))
                 self._supplies.add(supply)
                 supply.add_done_callback(self._supplies.discard)
+                self._supplied_at = time.monotonic()
             await asyncio.sleep(0.02)
         return None
+
+    def _supply_may_start(self, supply: asyncio.Future[None] | None, known: set[str]) -> bool:
+        """Whether the job supplied for this fault may still start: it is being submitted, or
+        submitted and not ended yet (within SUPPLY_WAIT_SECONDS of its supply)."""
+        if supply is None or time.monotonic() > self._supplied_at + SUPPLY_WAIT_SECONDS:
+            return False
+        if not supply.done():
+            return True
+        supplied = [track for job_id, track in self.tracks.items() if job_id not in known]
+        return any(not track.terminal_seen for track in supplied)
 
     async def _slow_until_near_end(self, track: JobTrack, within: float = 15.0) -> bool:
         deadline = time.monotonic() + within
