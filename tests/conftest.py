@@ -30,15 +30,34 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+# Before pytest-xdist's own pytest_collection_modifyitems on each worker, which reads the
+# xdist_group markers (it may be registered after a conftest and so be called first).
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Everything under tests/render faces FFmpeg itself (the ``ffmpeg`` marker); the tests
-    marked ``serial`` form one xdist group, run one after the other on one worker."""
+    marked ``serial`` form one xdist group, run one after the other on one worker. The tests of
+    a module that share a module-scoped fixture (a stack of processes, a browser) form a group
+    of their own, so that one worker starts it once instead of every worker that gets one of
+    them starting its own."""
     render_tests = Path(__file__).parent / "render"
     for item in items:
         if render_tests in item.path.parents:
             item.add_marker(pytest.mark.ffmpeg)
         if item.get_closest_marker("serial") is not None:
             item.add_marker(pytest.mark.xdist_group("serial"))
+        elif _uses_module_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(f"module:{item.path.stem}"))
+
+
+def _uses_module_fixture(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return False
+    return any(
+        definition.scope == "module"
+        for name in info.names_closure
+        for definition in info.name2fixturedefs.get(name, ())
+    )
 
 
 @pytest.fixture(scope="session")
