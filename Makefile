@@ -34,7 +34,7 @@ run-cluster: setup ## Start 3 export replicas on the local PostgreSQL, a render 
 # worker runs one after the other. Users run Debian's ffmpeg as often as the imageio-ffmpeg
 # wheel's: with another ffmpeg in use, the tests marked ffmpeg run once more with the wheel's,
 # at the same time (scripts/run_tests.sh).
-TEST_WORKERS ?= 5
+TEST_WORKERS ?= 4
 
 test: setup check-proto ## Run the test suite (the FFmpeg-facing part twice when two FFmpeg builds are here)
 	TEST_WORKERS=$(TEST_WORKERS) scripts/run_tests.sh

@@ -9,7 +9,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 python=.venv/bin/python
-workers="${TEST_WORKERS:-5}"
+workers="${TEST_WORKERS:-4}"
 
 wheel="$($python -c 'import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())')" || exit 2
 used="$($python -c 'from videojob.ffmpeg_binary import ffmpeg_binary; print(ffmpeg_binary())')" || exit 2
