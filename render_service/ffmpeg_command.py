@@ -6,6 +6,7 @@ filter-graph parsing (see ``escape_filter_value``)."""
 
 from __future__ import annotations
 
+import collections
 import functools
 import subprocess
 from collections.abc import Sequence
@@ -238,17 +239,29 @@ def build_render_argv(
         show = source.slideshow
         fps = output.fps or DEFAULT_SLIDESHOW_FPS
         width, height = _slide_box(inputs.slide_size, output.width, output.height)
-        clips = []
-        for slide, path in zip(show.slides, inputs.slide_paths, strict=True):
+        # Slides that show the same image for the same time are one input (ffmpeg-python
+        # merges identical inputs), split into as many streams as there are such slides.
+        slides = [
+            (path, slide.duration_seconds)
+            for slide, path in zip(show.slides, inputs.slide_paths, strict=True)
+        ]
+        slide_streams: dict[tuple[Path, float], list[Any]] = {}
+        for (path, seconds), count in collections.Counter(slides).items():
             image = _file_input(
                 path,
                 f="image2",
                 pattern_type="none",
                 loop=1,
                 framerate=_fmt(fps),
-                t=_fmt(slide.duration_seconds),
+                t=_fmt(seconds),
             )
-            clips.append(_fit(image.video, width, height).filter("fps", _fmt(fps)))
+            clip = _fit(image.video, width, height).filter("fps", _fmt(fps))
+            if count == 1:
+                slide_streams[(path, seconds)] = [clip]
+            else:
+                split = clip.filter_multi_output("split", count)
+                slide_streams[(path, seconds)] = [split.stream(i) for i in range(count)]
+        clips = [slide_streams[key].pop(0) for key in slides]
         video = ffmpeg.concat(*clips, n=len(clips), v=1, a=0)
         if inputs.subtitles_path is not None:
             video = video.filter("subtitles", filename=_SUBTITLES_PLACEHOLDER)

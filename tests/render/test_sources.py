@@ -142,6 +142,25 @@ async def test_slideshow_with_audio_and_subtitles(service: Running, subtitles_na
     assert "64x48" in header and "Audio: aac" in header
 
 
+async def test_a_slideshow_may_show_the_same_image_twice(service: Running) -> None:
+    """The same image for the same time in two slides is one input read twice (FFmpeg's graph
+    needs a split for that), not an INTERNAL failure."""
+    media = service.config.media_root
+    run_ffmpeg("-f", "lavfi", "-i", "color=c=red:s=64x48", "-frames:v", "1", str(media / "one.png"))
+    run_ffmpeg(
+        "-f", "lavfi", "-i", "color=c=blue:s=64x48", "-frames:v", "1", str(media / "two.png")
+    )
+    spec = spec_pb2.RenderSpec()
+    for name in ("one.png", "two.png", "one.png", "one.png"):
+        spec.source.slideshow.slides.add(image_path=name, duration_seconds=0.5)
+    spec.output.preset = "ultrafast"
+    spec.output.fps = 10
+
+    output = await render_ok(service, "slides-again", spec)
+
+    assert abs(media_duration(output) - 2.0) <= 0.5
+
+
 async def test_subtitles_path_cannot_inject_filter_options(service: Running) -> None:
     """Unescaped, this name would open ``x.srt`` (absent) with extra options and fail; escaped,
     it names the file that exists."""
