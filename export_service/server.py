@@ -76,7 +76,6 @@ from videojob.limits import (
 )
 from videojob.render.v1 import spec_pb2
 from videojob.spec_validation import check_pixel_rate, normalize_spec
-from videojob.storage.object_store import ObjectStore
 from videojob.storage.settings import StoreSettings
 
 logger = logging.getLogger(__name__)
@@ -716,6 +715,8 @@ async def open_outputs(config: ExportConfig, resources: contextlib.AsyncExitStac
     if config.output_store is None:
         return Outputs()
     settings = config.store_settings or StoreSettings.from_environ()
+    from videojob.storage.object_store import ObjectStore  # aiobotocore: only when used
+
     store = await resources.enter_async_context(ObjectStore(settings))
     await store.check(config.output_store, flag="--render-output-dir")
     return Outputs(store)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from videojob.errors import (
     ObjectStoreFailed,
@@ -21,7 +22,9 @@ from videojob.storage.location import (
     is_stored_object,
     parse_location,
 )
-from videojob.storage.object_store import ObjectStore
+
+if TYPE_CHECKING:
+    from videojob.storage.object_store import ObjectStore
 
 logger = logging.getLogger(__name__)
 

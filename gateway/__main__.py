@@ -57,7 +57,6 @@ from videojob.flags import (
 from videojob.grpc_setup import TlsFiles
 from videojob.logging_setup import configure_logging
 from videojob.storage.location import LocalDirectory, Location, S3Location
-from videojob.storage.object_store import ObjectStore
 from videojob.storage.settings import StoreSettings
 from videojob.tracing import configure_tracing
 
@@ -215,6 +214,8 @@ async def check_stores(settings: Settings) -> str | None:
     wanted = [(location, flag) for location, flag in checks if location is not None]
     if not wanted:
         return None
+    from videojob.storage.object_store import ObjectStore  # aiobotocore: only when used
+
     try:
         async with ObjectStore(settings.store_settings or StoreSettings.from_environ()) as store:
             for location, flag in wanted:

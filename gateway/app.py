@@ -12,7 +12,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -75,8 +75,10 @@ from videojob.job_json import (
 )
 from videojob.limits import CONTAINER_MEDIA_TYPES, DEFAULT_CONTAINER
 from videojob.storage.location import is_stored_object
-from videojob.storage.object_store import ObjectStore
 from videojob.storage.settings import StoreSettings
+
+if TYPE_CHECKING:
+    from videojob.storage.object_store import ObjectStore
 
 logger = logging.getLogger(__name__)
 
@@ -577,6 +579,8 @@ def create_app(settings: Settings) -> Starlette:
         hubs = (app.state.list_watch_hub, app.state.watch_hub)
         resources = contextlib.AsyncExitStack()
         if settings.output_store is not None:
+            from videojob.storage.object_store import ObjectStore  # aiobotocore: only when used
+
             store_settings = settings.store_settings or StoreSettings.from_environ()
             app.state.output_store = await resources.enter_async_context(
                 ObjectStore(store_settings)

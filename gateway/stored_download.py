@@ -5,6 +5,7 @@ presigned link, computed for this request and never stored (``--downloads``)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -12,7 +13,9 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from videojob.errors import StoredObjectMissing
 from videojob.storage.location import BadLocation, S3Location, parse_location
-from videojob.storage.object_store import ObjectStore
+
+if TYPE_CHECKING:
+    from videojob.storage.object_store import ObjectStore
 
 PROXY = "proxy"
 REDIRECT = "redirect"

@@ -19,7 +19,7 @@ import logging
 import uuid
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from starlette.requests import Request
 
@@ -39,8 +39,10 @@ from gateway.upload_record import (
 )
 from videojob.errors import StoredObjectMissing, VideoJobError
 from videojob.storage.location import S3Location
-from videojob.storage.object_store import ListedObject, ObjectStore
 from videojob.storage.readiness import store_problem
+
+if TYPE_CHECKING:
+    from videojob.storage.object_store import ListedObject, ObjectStore
 
 logger = logging.getLogger(__name__)
 

@@ -8,10 +8,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from videojob.errors import VideoJobError
 from videojob.storage.location import S3Location
-from videojob.storage.object_store import ObjectStore, ProgressCallback, UploadedObject
+
+if TYPE_CHECKING:
+    from videojob.storage.object_store import ObjectStore, ProgressCallback, UploadedObject
 
 logger = logging.getLogger(__name__)
 

@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -26,8 +27,10 @@ from videojob.grpc_setup import GracefulHealth, add_health_and_reflection, bind
 from videojob.grpc_setup import create_server as create_grpc_server
 from videojob.render.v1 import render_pb2, render_pb2_grpc
 from videojob.storage.location import S3Location
-from videojob.storage.object_store import ObjectStore
 from videojob.storage.settings import StoreSettings
+
+if TYPE_CHECKING:
+    from videojob.storage.object_store import ObjectStore
 
 logger = logging.getLogger(__name__)
 
@@ -252,6 +255,8 @@ async def _checked_store(
     ObjectStoreMisconfigured or ObjectStoreUnavailable, the one-line refusal naming what to
     fix."""
     settings = config.store_settings or StoreSettings.from_environ()
+    from videojob.storage.object_store import ObjectStore  # aiobotocore: only when used
+
     store = await resources.enter_async_context(ObjectStore(settings))
     await store.check(location, flag=flag)
     return store
