@@ -60,6 +60,10 @@ class PriorityWorker:
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
+    def waiting(self) -> int:
+        """How many operations wait for the thread (not counting the one it runs)."""
+        return self._queue.qsize()
+
     async def run(
         self, fn: Callable[[], T], priority: Priority = Priority.NORMAL, *, joins: Any = None
     ) -> T:
