@@ -15,7 +15,8 @@ import pytest
 from tests.gateway.conftest import Stack, create_job, wait_for, wait_terminal
 from tests.gateway.realtime_stack import RENDER_SLOTS, cancel_all, make_clip, start_long_jobs
 from tests.gateway.realtime_stack import realtime_stack as realtime_stack
-from tests.gateway.test_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.gateway.test_browser import CHROMIUM
+from tests.gateway.test_browser import browser as browser
 from tests.support.media import media_duration, media_header
 
 pytestmark = [
@@ -32,18 +33,6 @@ RENDER_MS = 60_000
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 375, "height": 800}
 TIMES = "\u00d7"  # the multiplication sign the page writes sizes with
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 @pytest.fixture

@@ -22,7 +22,8 @@ import pytest
 from tests.gateway.conftest import GATEWAY_TEST_ARGS, Stack, create_job, wait_for, wait_terminal
 from tests.gateway.realtime_stack import RENDER_SLOTS, cancel_all, make_clip, start_long_jobs
 from tests.gateway.realtime_stack import realtime_stack as realtime_stack
-from tests.gateway.test_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.gateway.test_browser import CHROMIUM
+from tests.gateway.test_browser import browser as browser
 from tests.support.media import media_header
 from tests.support.polling import poll_until
 from tests.support.ports import free_port
@@ -43,18 +44,6 @@ DESKTOP = {"width": 1280, "height": 900}
 REREAD_MS = 15_000
 RENDER_MS = 60_000
 UNREACHABLE = "Can't reach the videojob gateway; retrying\u2026"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 @pytest.fixture
