@@ -73,25 +73,29 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def ffmpeg_pids(render_id: str) -> list[int]:
-    """FFmpeg processes writing this render's partial file (a /proc scan, no psutil)."""
-    marker = f".{render_id}.partial."
+def ffmpeg_pids(output_dir: Path, render_id: str) -> list[int]:
+    """FFmpeg processes writing this render's partial file in this output directory (a /proc
+    scan, no psutil). The directory keeps tests running side by side with the same render id
+    from seeing each other's FFmpeg."""
+    marker = f"{output_dir}/."
+    render_marker = f".{render_id}.partial."
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             cmdline = _cmdline(int(entry.name))
-            if marker in cmdline and "ffmpeg" in cmdline and pid_alive(int(entry.name)):
+            mine = marker in cmdline and render_marker in cmdline
+            if mine and "ffmpeg" in cmdline and pid_alive(int(entry.name)):
                 pids.append(int(entry.name))
     return pids
 
 
-async def one_ffmpeg(render_id: str) -> int:
+async def one_ffmpeg(output_dir: Path, render_id: str) -> int:
     """The pid of the render's one FFmpeg, from the same /proc scan that found exactly one (a
     second scan can miss it: while setpriv execs FFmpeg its command line is empty a moment)."""
     found: list[int] = []
 
     def exactly_one() -> bool:
-        found[:] = ffmpeg_pids(render_id)
+        found[:] = ffmpeg_pids(output_dir, render_id)
         return len(found) == 1
 
     await wait_for(exactly_one)

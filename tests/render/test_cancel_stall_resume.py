@@ -56,7 +56,7 @@ async def _frozen_render(
     """Starts a long render, waits until FFmpeg runs, SIGSTOPs it; returns (call, pid)."""
     call = service.stub.Render(render_request(render_id, long_spec()))
     await events_until(call, is_rendering)
-    pid = await one_ffmpeg(render_id)
+    pid = await one_ffmpeg(service.config.output_dir, render_id)
     os.kill(pid, signal.SIGSTOP)
     return call, pid
 
@@ -110,7 +110,7 @@ async def test_stalled_ffmpeg_is_killed_and_the_render_fails(
     assert failed.failed.code == "STALLED"
     assert "no progress" in failed.failed.message
     assert not pid_alive(pid)
-    assert ffmpeg_pids("stall-1") == []
+    assert ffmpeg_pids(service.config.output_dir, "stall-1") == []
     assert output_entries(service.config.output_dir) == []
     heartbeats = [e for e in rest[:-1] if e.progress.heartbeat]
     assert heartbeats, "no heartbeat while ffmpeg was frozen"

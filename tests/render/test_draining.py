@@ -55,9 +55,9 @@ def is_queued(event: render_pb2.RenderEvent) -> bool:
     return kind(event) == "progress" and event.progress.stage == "Queued"
 
 
-async def stopped_ffmpeg(render_id: str) -> int:
+async def stopped_ffmpeg(output_dir: Path, render_id: str) -> int:
     """The render's FFmpeg, SIGSTOPped: the render stays mid-way until SIGCONT."""
-    pid = await one_ffmpeg(render_id)
+    pid = await one_ffmpeg(output_dir, render_id)
     os.kill(pid, signal.SIGSTOP)
     return pid
 
@@ -73,7 +73,7 @@ async def test_sigterm_drains_finishing_the_running_render_and_handing_back_the_
         assert (await statuses.read()).status == health_pb2.HealthCheckResponse.SERVING
         running = stub.Render(render_request("drain-run", medium_spec()))
         await events_until(running, is_rendering)
-        pid = await stopped_ffmpeg("drain-run")
+        pid = await stopped_ffmpeg(dirs.output, "drain-run")
         try:
             queued = stub.Render(render_request("drain-queued", pattern_spec(1.0)))
             await events_until(queued, is_queued)
@@ -125,7 +125,7 @@ async def test_a_drain_cut_short_fails_the_running_render_with_shutdown_and_leav
         assert (await statuses.read()).status == health_pb2.HealthCheckResponse.SERVING
         call = stub.Render(render_request("cut-1", long_spec()))
         await events_until(call, is_rendering)
-        pid = await one_ffmpeg("cut-1")
+        pid = await one_ffmpeg(dirs.output, "cut-1")
 
         os.kill(service.pid, signal.SIGTERM)
         status = await statuses.read()
@@ -140,7 +140,7 @@ async def test_a_drain_cut_short_fails_the_running_render_with_shutdown_and_leav
     assert not failed.failed.never_started, "it ran: this attempt is lost"
     assert await asyncio.to_thread(service.popen.wait, 30) == 0
     assert not pid_alive(pid)
-    assert ffmpeg_pids("cut-1") == []
+    assert ffmpeg_pids(dirs.output, "cut-1") == []
     assert partial_files(dirs.output) == []
 
 
@@ -161,7 +161,7 @@ async def test_the_launcher_waits_out_a_render_services_drain(tmp_path: Path) ->
             stub = render_pb2_grpc.RenderServiceStub(channel)
             call = stub.Render(render_request("rolling-1", medium_spec()))
             await events_until(call, is_rendering)
-            pid = await stopped_ffmpeg("rolling-1")
+            pid = await stopped_ffmpeg(stack.output_dir, "rolling-1")
             try:
                 stopping = asyncio.create_task(render.astop())
 

@@ -67,7 +67,7 @@ async def test_output_dir_gone_when_ffmpeg_finishes_fails_unwritable(
     spec = pattern_spec(20.0, width=640, height=480, fps=25.0)  # runs for a second or more
     call = service.stub.Render(render_request("away-1", spec))
     await events_until(call, is_rendering)
-    pid = await one_ffmpeg("away-1")
+    pid = await one_ffmpeg(output, "away-1")
     await wait_for(lambda: has_open(pid, service.partial("away-1").name))
     os.kill(pid, signal.SIGSTOP)
     with directory_away(output, parking):

@@ -105,7 +105,7 @@ async def test_services_sharing_an_output_directory_remove_only_their_own_partia
         spec = pattern_spec(30.0, width=320, height=240, fps=25.0)
         kept = second_stub.Render(render_request("kept-1", spec))
         await events_until(kept, is_rendering)
-        pid = await one_ffmpeg("kept-1")
+        pid = await one_ffmpeg(dirs.output, "kept-1")
         kept_partial = dirs.output / partial_name(second_id, "kept-1", "mp4")
         os.kill(pid, signal.SIGSTOP)
         try:

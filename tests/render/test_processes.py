@@ -34,6 +34,7 @@ from tests.render.conftest import (
 )
 from tests.support.polling import wait_until
 from tests.support.processes import ServiceProcess
+from tests.support.render_dirs import RenderDirs
 from videojob.endpoints import RENDER_SERVICE
 from videojob.ffmpeg_binary import ffmpeg_binary
 from videojob.grpc_setup import create_channel
@@ -93,7 +94,7 @@ async def test_heartbeats_while_queued_and_finalizing(
 
 
 async def test_sigkilled_service_takes_its_ffmpeg_with_it(
-    process_factory: Callable[..., ServiceProcess],
+    process_factory: Callable[..., ServiceProcess], dirs: RenderDirs
 ) -> None:
     """A crash gives no chance to clean up; FFmpeg (in its own session, ignoring the broken
     progress pipe) must still not render on for nobody, nor write into a later attempt's file."""
@@ -102,7 +103,7 @@ async def test_sigkilled_service_takes_its_ffmpeg_with_it(
         stub = render_pb2_grpc.RenderServiceStub(channel)
         call = stub.Render(render_request("crash-1", long_spec()))
         await events_until(call, is_rendering)
-        pid = await one_ffmpeg("crash-1")
+        pid = await one_ffmpeg(dirs.output, "crash-1")
 
         os.kill(service.pid, signal.SIGKILL)
         await asyncio.to_thread(service.popen.wait, 10)
@@ -111,7 +112,7 @@ async def test_sigkilled_service_takes_its_ffmpeg_with_it(
         # ... which ends as soon as the kernel lets it, however long a loaded disk takes.
         await wait_until(lambda: not pid_alive(pid), "FFmpeg to end", within=math.inf)
         call.cancel()
-    assert ffmpeg_pids("crash-1") == []
+    assert ffmpeg_pids(dirs.output, "crash-1") == []
 
 
 async def test_health_and_reflection(service: Running) -> None:
