@@ -754,7 +754,9 @@ async def _create_server(
     config: ExportConfig, store: JobStore, objects: ObjectStore | None
 ) -> ExportServer:
     # Outputs in a store are checked and removed there; without one, only files.
-    outputs = Outputs(objects if config.output_store is not None else None)
+    outputs = (
+        Outputs(objects, config.output_store) if config.output_store is not None else Outputs()
+    )
     hub = ChangeHub()
     store.add_listener(hub.publish)
     changes = await _start_change_feed(config, store, hub)
