@@ -211,3 +211,52 @@ async def test_a_render_service_killed_mid_upload_leaves_nothing_once_the_retry_
                 raise AssertionError(f"left: {left[-1]}, expected only {final}") from None
     finally:
         await asyncio.to_thread(stack.stop)
+
+
+async def test_a_job_cancelled_between_its_upload_and_its_commit_leaves_no_object(
+    seaweedfs: SeaweedFS, shared_proxy: TcpProxy, tmp_path: Path
+) -> None:
+    """Without the sweep: the render stored its object and reported it, the export service's
+    check of it is held (its way to the store stalls), the job is cancelled meanwhile; its
+    release removes the object once the store answers."""
+    location = seaweedfs.location(f"tests/{secrets.token_hex(6)}/renders")
+    config = stack_config(tmp_path, seaweedfs, location, shared_proxy, "0")
+    # This time the render service reaches the store directly, the export service by the proxy.
+    export_environ = {**config.export.env, "AWS_ENDPOINT_URL": f"http://{shared_proxy.address}"}
+    config = replace(
+        config,
+        render=replace(config.render, env=seaweedfs.environ()),
+        export=replace(config.export, env=export_environ),
+    )
+    stack = Stack(config)
+    await asyncio.to_thread(stack.start)
+    try:
+        async with httpx.AsyncClient(base_url=stack.url, timeout=30) as http:
+            shared_proxy.stall()
+            created = await http.post("/api/jobs", json=tiny_spec(1.0))
+            assert created.status_code == 201, created.text
+            job_id = created.json()["id"]
+
+            async def stored_not_committed() -> bool:
+                job = await job_of(http, job_id)
+                assert job["status"] in ("queued", "running"), job
+                return len((await in_store(seaweedfs, location))[0]) == 1
+
+            await wait_until(stored_not_committed, "the render's object, the job running", 60)
+            cancelled = await http.post(f"/api/jobs/{job_id}/cancel")
+            assert cancelled.status_code == 200, cancelled.text
+            assert (await job_of(http, job_id))["status"] == "cancelled"
+            shared_proxy.resume()
+            left: list[tuple[set[str], set[str]]] = []
+
+            async def nothing_left() -> bool:
+                left.append(await in_store(seaweedfs, location))
+                return left[-1] == (set(), set())
+
+            try:
+                await wait_until(nothing_left, "no object and no unfinished upload", 60)
+            except AssertionError:
+                raise AssertionError(f"left: {left[-1]}") from None
+            assert (await job_of(http, job_id))["status"] == "cancelled"
+    finally:
+        await asyncio.to_thread(stack.stop)
