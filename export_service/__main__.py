@@ -100,7 +100,8 @@ FLAGS = FlagTable(
             _DEFAULTS.orphan_sweep_interval,
             "seconds between passes of the orphan sweep over the s3:// --render-output-dir "
             "and --media-root: objects and unfinished uploads that no job's record claims are "
-            "removed, decided from the records, never by age; 0 turns it off",
+            "removed, decided from the records, never by age (so those locations must be this "
+            "job database's alone); 0 turns it off",
         ),
         Flag(
             "--database",
