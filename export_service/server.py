@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -27,6 +28,7 @@ from export_service.config import ExportConfig
 from export_service.input_check import check_inputs, has_input_files
 from export_service.job_metrics import JobMetrics
 from export_service.lifecycle import RetentionSweeper, delete_job
+from export_service.orphan_sweep import OrphanSweeper
 from export_service.ownership import Ownership
 from export_service.queue_line import QueueLines, QueuePlace
 from export_service.render_health import RenderHealthReporter, render_health_name
@@ -77,6 +79,9 @@ from videojob.limits import (
 from videojob.render.v1 import spec_pb2
 from videojob.spec_validation import check_pixel_rate, normalize_spec
 from videojob.storage.settings import StoreSettings
+
+if TYPE_CHECKING:
+    from videojob.storage.object_store import ObjectStore
 
 logger = logging.getLogger(__name__)
 
@@ -639,6 +644,8 @@ class ExportServer:
     changes: ChangeFeed | None = None
     # Deletes finished jobs after --job-retention; None when jobs are kept.
     retention: RetentionSweeper | None = None
+    # Removes objects and unfinished uploads no record claims; None without a store (or off).
+    orphan_sweep: OrphanSweeper | None = None
     # What the server holds open besides itself (the object store's connections).
     resources: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
     stopped: bool = False
@@ -656,6 +663,8 @@ class ExportServer:
         await self.supervisor.stop()
         if self.retention is not None:
             await self.retention.stop()
+        if self.orphan_sweep is not None:
+            await self.orphan_sweep.stop()
         self.hub.close()
         if self.changes is not None:
             await self.changes.close()
@@ -708,18 +717,23 @@ async def _start_change_feed(
     return feed
 
 
-async def open_outputs(config: ExportConfig, resources: contextlib.AsyncExitStack) -> Outputs:
-    """How renders' outputs are checked and removed: with an object store as the render
-    services' output directory, that store, checked first (ObjectStoreMisconfigured or
-    ObjectStoreUnavailable, one line naming the flag or variable, when it cannot be used)."""
-    if config.output_store is None:
-        return Outputs()
+async def open_object_store(
+    config: ExportConfig, resources: contextlib.AsyncExitStack
+) -> ObjectStore | None:
+    """The object store of the render services' outputs and of the media root, when either is
+    an s3:// location, checked first (ObjectStoreMisconfigured or ObjectStoreUnavailable, one
+    line naming the flag or variable, when it cannot be used); None when neither is."""
+    if config.output_store is None and config.media_store is None:
+        return None
     settings = config.store_settings or StoreSettings.from_environ()
     from videojob.storage.object_store import ObjectStore  # aiobotocore: only when used
 
     store = await resources.enter_async_context(ObjectStore(settings))
-    await store.check(config.output_store, flag="--render-output-dir")
-    return Outputs(store)
+    if config.output_store is not None:
+        await store.check(config.output_store, flag="--render-output-dir")
+    if config.media_store is not None:
+        await store.check(config.media_store, flag="--media-root")
+    return store
 
 
 async def create_server(
@@ -727,16 +741,22 @@ async def create_server(
     store: JobStore,
 ) -> ExportServer:
     """Binds ``config.listen`` (port 0 picks one), starts serving and reconciles every
-    non-terminal job in ``store``. An object store as the render services' output directory is
-    checked first (``open_outputs``)."""
+    non-terminal job in ``store``. An object store as the render services' output directory or
+    the media root is checked first (``open_object_store``)."""
     async with contextlib.AsyncExitStack() as resources:
-        outputs = await open_outputs(config, resources)
-        export_server = await _create_server(config, store, outputs)
+        objects = await open_object_store(config, resources)
+        export_server = await _create_server(config, store, objects)
         export_server.resources = resources.pop_all()
         return export_server
 
 
-async def _create_server(config: ExportConfig, store: JobStore, outputs: Outputs) -> ExportServer:
+async def _create_server(
+    config: ExportConfig, store: JobStore, objects: ObjectStore | None
+) -> ExportServer:
+    # Outputs in a store are checked and removed there; without one, only files.
+    outputs = (
+        Outputs(objects, config.output_store) if config.output_store is not None else Outputs()
+    )
     hub = ChangeHub()
     store.add_listener(hub.publish)
     changes = await _start_change_feed(config, store, hub)
@@ -779,6 +799,16 @@ async def _create_server(config: ExportConfig, store: JobStore, outputs: Outputs
     if config.job_retention is not None:
         retention = RetentionSweeper(store, config.job_retention, outputs)
         retention.start()
+    orphan_sweep: OrphanSweeper | None = None
+    if objects is not None and config.orphan_sweep_interval > 0:
+        orphan_sweep = OrphanSweeper(
+            store,
+            objects,
+            outputs=config.output_store,
+            media=config.media_store,
+            interval=config.orphan_sweep_interval,
+        )
+        orphan_sweep.start()
     return ExportServer(
         server,
         port,
@@ -791,4 +821,5 @@ async def _create_server(config: ExportConfig, store: JobStore, outputs: Outputs
         job_metrics=job_metrics,
         changes=changes,
         retention=retention,
+        orphan_sweep=orphan_sweep,
     )

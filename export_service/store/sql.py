@@ -25,6 +25,7 @@ the same ones: the reads and the create here, the transitions in store.transitio
 from __future__ import annotations
 
 import functools
+import json
 import re
 import zlib
 from collections.abc import Awaitable, Callable, Collection, Generator, Mapping
@@ -338,6 +339,17 @@ def read_job(job_id: str, *, for_update: bool = False) -> Plan[Job]:
 def read_jobs(tail: str, params: Mapping[str, Any] | None = None) -> Plan[list[Job]]:
     """The jobs ``SELECT ... FROM jobs {tail}`` selects (tail: WHERE, ORDER BY, LIMIT)."""
     rows = yield Statement(f"{_JOBS} {tail}", params or {})
+    return [job_of(row) for row in rows]
+
+
+def jobs_among(job_ids: Collection[str]) -> Plan[list[Job]]:
+    """The jobs of ``job_ids`` that exist, in one statement (the ids travel as one JSON
+    parameter)."""
+    ids = json.dumps([{"id": job_id} for job_id in sorted(job_ids)])
+    rows = yield Statement(
+        f"{_JOBS} WHERE id IN (SELECT u.id FROM json_to_recordset(:rows) AS u(id text))",
+        {"rows": ids},
+    )
     return [job_of(row) for row in rows]
 
 

@@ -30,6 +30,7 @@ from export_service.store import (
     open_store,
 )
 from export_service.store.base import (
+    JOBS_AMONG_MAX,
     STAGE_WAITING_FOR_RENDER,
     Change,
     RenderAttempt,
@@ -375,6 +376,19 @@ async def test_a_failure_can_ask_for_the_render_to_be_released(store: JobStore) 
     await store.render_released("given-up")
     assert await store.list_pending_cancellations() == []
     assert (await store.get("given-up")).status is JobStatus.FAILED
+
+
+async def test_jobs_among_reads_the_jobs_that_exist_in_one_read(store: JobStore) -> None:
+    for job_id in ("a", "b", "c"):
+        await new_job(store, job_id)
+    await complete(store, "b")
+    await store.delete("b")
+    found = await store.jobs_among(["c", "a", "b", "never", "a'); DROP TABLE jobs; --"])
+    assert sorted(job.id for job in found) == ["a", "c"]
+    assert {job.id: job for job in found}["a"] == await store.get("a")
+    assert await store.jobs_among([]) == []
+    with pytest.raises(ValueError, match="at most"):
+        await store.jobs_among([f"j{n}" for n in range(JOBS_AMONG_MAX + 1)])
 
 
 async def test_unknown_job_changes_are_not_found(store: JobStore) -> None:

@@ -8,8 +8,9 @@ own; when one was taken in the meantime (``weed`` then exits or never answers), 
 on other ports. A store that cannot start is an error, never a skip.
 
 ``SeaweedFS.start(root)`` starts one; ``stop`` SIGTERMs it, ``kill`` SIGKILLs it (a store that
-dies mid-upload). The session fixture ``seaweedfs`` (tests/conftest.py) shares one per test
-session (per xdist worker); a test that kills the store starts its own.
+dies mid-upload) and ``restart`` starts a killed one again with its data. The session fixture
+``seaweedfs`` (tests/conftest.py) shares one per test session (per xdist worker); a test that
+kills the store starts its own.
 """
 
 from __future__ import annotations
@@ -77,6 +78,9 @@ class SeaweedFS:
     grpc_sockets: tuple[Path, ...]
     # From the launch until the bucket answered.
     startup_seconds: float = 0.0
+    # How it was launched: ``restart`` launches it again the same way.
+    command: tuple[str, ...] = ()
+    environment: dict[str, str] | None = None
 
     @property
     def endpoint(self) -> str:
@@ -207,6 +211,8 @@ class SeaweedFS:
             bucket=bucket,
             started_at=started,
             grpc_sockets=sockets,
+            command=tuple(args),
+            environment=env,
         )
 
     def _wait_ready(self) -> str | None:
@@ -261,6 +267,27 @@ class SeaweedFS:
         self.process.wait(timeout=10)
         for socket_path in self.grpc_sockets:
             socket_path.unlink(missing_ok=True)
+
+    def restart(self) -> None:
+        """Starts the store again after ``kill``, on the same ports and with the same data (what
+        it had stored survives, as after a crash); waits until its bucket answers."""
+        if self.process.returncode is None:
+            raise SeaweedFSFailed("restart() needs the store killed first")
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.command,
+                cwd=self.root,
+                env=self.environment,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.started_at = time.monotonic()
+        problem = self._wait_ready()
+        if problem is not None:
+            self.kill()
+            raise SeaweedFSFailed(f"weed mini did not start again: {problem}")
 
     def stop(self) -> None:
         """Kills the store and removes its files (it is a throwaway: nothing to flush)."""
