@@ -329,6 +329,9 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
         _check_job_id(request.id)
         return await self.get_job(request.id)
 
+    # The calls below serve ExportService and google.longrunning.Operations alike
+    # (export_service.operations); the caller has checked the job id.
+
     async def get_job(self, job_id: str) -> export_pb2.VideoJob:
         return await self._shown(await self._store.get(job_id))
 

@@ -29,7 +29,6 @@ def unpacked_job(packed: Any) -> export_pb2.VideoJob:
     return job
 
 
-@pytest.mark.ffmpeg
 async def test_an_operation_started_on_one_replica_is_waited_for_on_another(
     cluster: StackFactory,
 ) -> None:

@@ -111,7 +111,6 @@ def failure_info(status: Any) -> error_details_pb2.ErrorInfo:
     return info
 
 
-@pytest.mark.ffmpeg
 async def test_api_core_follows_a_started_export_to_its_finished_job(clients: Clients) -> None:
     call = clients.exports.StartExport(
         export_pb2.CreateExportRequest(request_id="lro-1", spec=pattern_spec(2.0)), timeout=30
@@ -138,7 +137,6 @@ async def test_api_core_follows_a_started_export_to_its_finished_job(clients: Cl
     assert (IDEMPOTENT_REPLAYED_METADATA, "true") in tuple(await again.trailing_metadata())
 
 
-@pytest.mark.ffmpeg
 async def test_api_core_sees_progress_in_the_metadata_and_cancels(
     clients: Clients, render_dirs: RenderDirs
 ) -> None:
@@ -193,7 +191,6 @@ async def test_a_failed_job_ends_its_operation_with_ffmpegs_reason(
     assert info.metadata["log_tail"] == job.error.log_tail != ""
 
 
-@pytest.mark.ffmpeg
 async def test_wait_operation_returns_when_the_job_ends(clients: Clients) -> None:
     started = await clients.start(pattern_spec(2.0))
     request = operations_pb2.WaitOperationRequest(
@@ -286,7 +283,6 @@ async def test_list_operations_refuses_what_it_cannot_read_naming_the_field(
     assert violation is not None and violation.field == field
 
 
-@pytest.mark.ffmpeg
 async def test_delete_operation_refuses_an_active_job_then_deletes_it_once_cancelled(
     clients: Clients,
 ) -> None:
