@@ -10,7 +10,6 @@ googleapis-common-protos' (scripts/generate_protos.sh says why)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -140,10 +139,13 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):  # type: ignor
                 until_deadline if wait_seconds is None else min(wait_seconds, until_deadline)
             )
         latest: export_pb2.VideoJob | None = None
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(wait_seconds):
+        try:
+            async with asyncio.timeout(wait_seconds) as window:
                 async for job in self._exports.watch_job(job_id, 0, "operation"):
                     latest = job
+        except TimeoutError:
+            if not window.expired():
+                raise
         if latest is None:
             latest = await self._exports.get_job(job_id)
         return job_to_operation(latest)

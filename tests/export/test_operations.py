@@ -226,6 +226,18 @@ async def test_wait_operation_returns_the_job_as_it_stands_at_its_timeout(
     assert not waited.done and unpacked_job(waited.metadata).status == export_pb2.QUEUED
 
 
+async def test_wait_operation_refuses_a_negative_timeout(idle_clients: Clients) -> None:
+    started = await idle_clients.start(pattern_spec(2.0))
+    request = operations_pb2.WaitOperationRequest(
+        name=started.name, timeout=duration_pb2.Duration(seconds=-1)
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await idle_clients.operations.WaitOperation(request, timeout=30)
+    assert grpc_code(refused) == grpc.StatusCode.INVALID_ARGUMENT
+    violation = field_violation(refused.value)
+    assert violation is not None and violation.field == "timeout"
+
+
 async def test_list_operations_pages_and_filters(idle_clients: Clients) -> None:
     names = [(await idle_clients.start(pattern_spec(2.0))).name for _ in range(3)]
     newest_first = names[::-1]
