@@ -159,7 +159,8 @@ PROGRESS_COALESCED = Counter(
 )
 EXPORT_WATCHERS = Gauge(
     "videojob_export_watchers",
-    "Open WatchExport (job) and WatchExports (list) streams.",
+    "Open WatchExport (job) and WatchExports (list) streams, and waiting WaitOperation calls "
+    "(operation).",
     ["watch"],
     registry=EXPORT,
 )

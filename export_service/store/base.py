@@ -288,10 +288,16 @@ class JobStore(ABC):
 
     @operation
     async def list_jobs(
-        self, *, limit: int, status: JobStatus | None = None, after: ListCursor | None = None
+        self,
+        *,
+        limit: int,
+        status: JobStatus | None = None,
+        after: ListCursor | None = None,
+        done: bool | None = None,
     ) -> list[Job]:
-        """Newest first, at most ``limit`` jobs, starting after ``after``."""
-        return await self._read(lambda: sql.list_jobs(limit, status, after))
+        """Newest first, at most ``limit`` jobs, starting after ``after``; only terminal jobs
+        (``done`` True) or only active ones (False) when ``done`` is given."""
+        return await self._read(lambda: sql.list_jobs(limit, status, after, done))
 
     @operation
     async def list_active(self) -> list[Job]:

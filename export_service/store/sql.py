@@ -353,12 +353,16 @@ def jobs_among(job_ids: Collection[str]) -> Plan[list[Job]]:
     return [job_of(row) for row in rows]
 
 
-def list_jobs(limit: int, status: JobStatus | None, after: ListCursor | None) -> Plan[list[Job]]:
+def list_jobs(
+    limit: int, status: JobStatus | None, after: ListCursor | None, done: bool | None = None
+) -> Plan[list[Job]]:
     where: list[str] = []
     params: dict[str, Any] = {"limit": limit}
     if status is not None:
         where.append("status = :status")
         params["status"] = status.value
+    if done is not None:
+        where.append(f"status IN {TERMINAL_SQL if done else ACTIVE_SQL}")
     if after is not None:
         where.append("(created_at, id) < (:after_created, :after_id)")
         params.update(after_created=datetime_of(after.created_at_us), after_id=after.job_id)

@@ -461,6 +461,19 @@ async def test_list_newest_first_with_cursor_and_filter(store: JobStore) -> None
             decode_cursor(bad)
 
 
+async def test_list_only_done_or_only_active_jobs(store: JobStore) -> None:
+    for index in range(5):
+        await new_job(store, f"j{index}")
+    await store.cancel("j1")
+    await store.cancel("j3")
+    done = await store.list_jobs(limit=10, done=True)
+    assert [j.id for j in done] == ["j3", "j1"]
+    active = await store.list_jobs(limit=2, done=False)
+    assert [j.id for j in active] == ["j4", "j2"]
+    after = ListCursor(created_at_us(active[-1]), active[-1].id)
+    assert [j.id for j in await store.list_jobs(limit=10, done=False, after=after)] == ["j0"]
+
+
 async def test_jobs_and_history_persist_across_reopening(backend: Backend) -> None:
     first = await backend.open("first")
     await new_job(first)
