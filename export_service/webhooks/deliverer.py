@@ -141,7 +141,7 @@ class Deliverer:
 
     async def _deliver(self, delivery: Delivery) -> None:
         answer = await self._attempt(delivery)
-        record = self._outcome(delivery, answer, datetime.now(UTC))
+        record = outcome(self._settings, delivery, answer, datetime.now(UTC))
         try:
             kept = await self._store.record_delivery_attempt(
                 delivery.id, owner=self._owner, outcome=record
@@ -183,35 +183,6 @@ class Deliverer:
             answer.error or f"HTTP {answer.status}",
             extra={"job_id": delivery.job_id},
         )
-
-    def _outcome(self, delivery: Delivery, answer: Answer, at: datetime) -> AttemptRecord:
-        """What an attempt's answer means for the delivery: delivered, gone, or due again."""
-
-        def ended(state: DeliveryState) -> AttemptRecord:
-            return AttemptRecord(state, answer.status, answer.error, answer.excerpt, at, None)
-
-        if 200 <= answer.status < 300:
-            return ended(DeliveryState.DELIVERED)
-        if answer.status == 410:
-            return ended(DeliveryState.GAVE_UP)
-        delay = self._backoff(delivery.attempts)
-        if answer.retry_after is not None:
-            delay = max(delay, answer.retry_after)
-        next_at = at + timedelta(seconds=delay)
-        if next_at > delivery.created_at + timedelta(seconds=self._settings.retry_for):
-            return ended(DeliveryState.GAVE_UP)
-        return AttemptRecord(
-            DeliveryState.PENDING, answer.status, answer.error, answer.excerpt, at, next_at
-        )
-
-    def _backoff(self, attempts_before: int) -> float:
-        """Exponential, capped, with jitter: a half of the step fixed and a half random, so
-        that many receivers' retries do not come back in step."""
-        step = min(
-            self._settings.backoff_max,
-            self._settings.backoff_first * 2.0 ** min(attempts_before, 60),
-        )
-        return step / 2 + random.uniform(0, step / 2)
 
     async def _attempt(self, delivery: Delivery) -> Answer:
         secret = delivery.secret or self._settings.secret
@@ -265,6 +236,38 @@ class Deliverer:
             excerpt=bytes(excerpt[:MAX_RESPONSE_BYTES]).decode("utf-8", "replace"),
             retry_after=retry_after(response.headers.get("retry-after")),
         )
+
+
+def outcome(
+    settings: WebhookSettings, delivery: Delivery, answer: Answer, at: datetime
+) -> AttemptRecord:
+    """What an attempt's answer means for the delivery: delivered (2xx), given up (410 Gone, or
+    a next try past ``retry_for`` after the change), or due again after a backoff (at least
+    what Retry-After asked)."""
+
+    def ended(state: DeliveryState) -> AttemptRecord:
+        return AttemptRecord(state, answer.status, answer.error, answer.excerpt, at, None)
+
+    if 200 <= answer.status < 300:
+        return ended(DeliveryState.DELIVERED)
+    if answer.status == 410:
+        return ended(DeliveryState.GAVE_UP)
+    delay = backoff(settings, delivery.attempts)
+    if answer.retry_after is not None:
+        delay = max(delay, answer.retry_after)
+    next_at = at + timedelta(seconds=delay)
+    if next_at > delivery.created_at + timedelta(seconds=settings.retry_for):
+        return ended(DeliveryState.GAVE_UP)
+    return AttemptRecord(
+        DeliveryState.PENDING, answer.status, answer.error, answer.excerpt, at, next_at
+    )
+
+
+def backoff(settings: WebhookSettings, attempts_before: int) -> float:
+    """Exponential, capped, with jitter: half of the step fixed and half random, so that many
+    receivers' retries do not come back in step."""
+    step = min(settings.backoff_max, settings.backoff_first * 2.0 ** min(attempts_before, 60))
+    return step / 2 + random.uniform(0, step / 2)
 
 
 def retry_after(value: str | None) -> float | None:
