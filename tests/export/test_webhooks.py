@@ -6,6 +6,7 @@ for names."""
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -104,8 +105,9 @@ async def deliveries(stub: Stub, job_id: str) -> list[export_pb2.WebhookDelivery
 
 
 async def test_a_finished_job_sends_a_signed_cloud_event(
-    start: Start, receiver: WebhookReceiver
+    start: Start, receiver: WebhookReceiver, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     stub = await start()
     job = await create(stub, "hook-1", receiver.url)
     secret = job.notify_secret
@@ -136,6 +138,9 @@ async def test_a_finished_job_sends_a_signed_cloud_event(
     replayed = await create(stub, "hook-1", receiver.url)
     assert replayed.id == job.id and not replayed.notify_secret
     assert secret not in received.body.decode()
+    history = await stub.ListJobHistory(export_pb2.ListJobHistoryRequest(id=job.id))
+    assert secret not in str(history) and secret not in str(await deliveries(stub, job.id))
+    assert caplog.records and secret not in caplog.text
 
 
 async def test_every_status_change_when_asked(start: Start, receiver: WebhookReceiver) -> None:
