@@ -602,7 +602,10 @@ class JobStore(ABC):
         self, owner: str, *, at: datetime, until: datetime, limit: int
     ) -> list[Delivery]:
         """At most ``limit`` deliveries due at ``at`` that no deliverer holds, held by ``owner``
-        until ``until`` (rows other transactions hold are skipped), each with its secret."""
+        until ``until`` (rows other transactions hold are skipped), each with its secret. A
+        read comes first: when nothing is due, no write transaction is made."""
+        if not await self._read(lambda: outbox.any_due(at)):
+            return []
         return await self._execute(
             lambda: outbox.claim(owner, at, until, limit), Lane.CHANGE, atomic=True
         )

@@ -239,6 +239,14 @@ _DUE = (
 )
 
 
+def any_due(at: datetime) -> Plan[bool]:
+    """Whether a delivery is due at ``at`` that nobody holds (a read: no lock is taken)."""
+    rows = yield Statement(
+        f"{_DUE.replace('SELECT id', 'SELECT 1 AS due', 1)}", {"at": at, "limit": 1}
+    )
+    return bool(rows)
+
+
 def claim(owner: str, at: datetime, until: datetime, limit: int) -> Plan[list[Delivery]]:
     """At most ``limit`` due deliveries nobody holds, held by ``owner`` until ``until``, each
     with its endpoint's secret; rows another transaction holds are skipped, never waited for."""

@@ -100,6 +100,15 @@ class Deliverer:
 
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._run(), name="webhook-deliverer")
+        self._loop_task.add_done_callback(self._loop_ended)
+
+    def _loop_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            logger.critical(
+                "the webhook deliverer stopped; other replicas (or this one's next start) "
+                "send what it owes",
+                exc_info=task.exception(),
+            )
 
     async def stop(self) -> None:
         """Stops claiming and sending; deliveries in flight are abandoned (their claims lapse
