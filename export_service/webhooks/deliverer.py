@@ -194,9 +194,22 @@ class Deliverer:
         )
 
     async def _attempt(self, delivery: Delivery) -> Answer:
+        """One attempt, the name's lookup included, within ``timeout`` (so within the claim)."""
         secret = delivery.secret or self._settings.secret
         if not secret:
             return Answer(error="no secret: the operator's endpoint needs --webhook-secret")
+        try:
+            async with asyncio.timeout(self._settings.timeout):
+                return await self._resolve_and_send(delivery, secret)
+        except TimeoutError:
+            return Answer(error=f"no answer within {self._settings.timeout:g} s")
+        except httpx.TimeoutException:
+            return Answer(error=f"no answer within {self._settings.timeout:g} s")
+        except httpx.HTTPError as error:
+            detail = str(error) or type(error).__name__
+            return Answer(error=f"{type(error).__name__}: {detail}"[:MAX_ERROR_LENGTH])
+
+    async def _resolve_and_send(self, delivery: Delivery, secret: str) -> Answer:
         try:
             destination = parse_url(delivery.url)
             address = await resolve_checked(
@@ -219,16 +232,7 @@ class Deliverer:
             content=body,
             extensions=extensions,
         )
-        try:
-            async with asyncio.timeout(self._settings.timeout):
-                return await self._send(request)
-        except TimeoutError:
-            return Answer(error=f"no answer within {self._settings.timeout:g} s")
-        except httpx.TimeoutException:
-            return Answer(error=f"no answer within {self._settings.timeout:g} s")
-        except httpx.HTTPError as error:
-            detail = str(error) or type(error).__name__
-            return Answer(error=f"{type(error).__name__}: {detail}"[:MAX_ERROR_LENGTH])
+        return await self._send(request)
 
     async def _send(self, request: httpx.Request) -> Answer:
         response = await self._client.send(request, stream=True)

@@ -6,6 +6,7 @@ another deliverer holds; a job's deliveries go with it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -169,3 +170,27 @@ async def test_a_deleted_job_takes_its_endpoints_and_deliveries(
     await store.delete("j1")
     assert await backend.column("SELECT count(*) FROM webhook_deliveries") == [0]
     assert await backend.column("SELECT count(*) FROM job_webhooks") == [0]
+
+
+async def test_deliverers_claiming_at_once_never_share_a_delivery(
+    store: JobStore, backend: Backend
+) -> None:
+    for number in range(12):
+        await store.create(
+            job_id=f"j{number}", request_id=f"r{number}", spec=SPEC, webhooks=(CALLER, OPERATOR)
+        )
+        await complete(store, f"j{number}")
+    others = [await backend.open(f"deliverer-{n}") for n in range(3)]
+    now = datetime.now(UTC)
+    hold = now + timedelta(seconds=30)
+    claims = await asyncio.gather(
+        *(
+            other.claim_deliveries(f"deliverer-{n}", at=now, until=hold, limit=10)
+            for n, other in enumerate(others)
+        )
+    )
+    claimed = [delivery.id for claim in claims for delivery in claim]
+    assert len(claimed) == len(set(claimed))
+    rest = await store.claim_deliveries("last", at=now, until=hold, limit=30)
+    assert not {delivery.id for delivery in rest} & set(claimed)
+    assert len(claimed) + len(rest) == 24
