@@ -619,11 +619,6 @@ class JobStore(ABC):
             lambda: outbox.record_attempt(delivery_id, owner, outcome), Lane.CHANGE, atomic=True
         )
 
-    @operation
-    async def pending_deliveries(self) -> int:
-        """How many deliveries are neither delivered nor given up."""
-        return await self._read(outbox.pending_count)
-
     @abstractmethod
     async def heartbeat(
         self, replica_id: str, *, ttl_seconds: float, refused_writes: int = 0

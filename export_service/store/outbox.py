@@ -295,10 +295,3 @@ def record_attempt(delivery_id: str, owner: str, outcome: AttemptRecord) -> Plan
         },
     )
     return bool(rows)
-
-
-def pending_count() -> Plan[int]:
-    rows = yield Statement(
-        "SELECT count(*) AS pending FROM webhook_deliveries WHERE state = 'pending'"
-    )
-    return int(rows[0]["pending"])
