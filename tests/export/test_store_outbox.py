@@ -8,11 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import pytest
 
-from export_service.store import JobNotFound, JobStore, ProgressUpdate, TransitionRejected
+from export_service.store import (
+    JobNotFound,
+    JobStatus,
+    JobStore,
+    ProgressUpdate,
+    TransitionRejected,
+)
 from export_service.store.outbox import (
     AttemptRecord,
     DeliveryState,
@@ -193,3 +201,29 @@ async def test_deliverers_claiming_at_once_never_share_a_delivery(
     rest = await store.claim_deliveries("last", at=now, until=hold, limit=30)
     assert not {delivery.id for delivery in rest} & set(claimed)
     assert len(claimed) + len(rest) == 24
+
+
+async def test_a_change_whose_delivery_cannot_be_written_does_not_commit(
+    store: JobStore, backend: Backend
+) -> None:
+    """The outbox row and the transition share one transaction: when the database refuses the
+    row, the job is not completed either."""
+    await store.create(job_id="j1", request_id="r1", spec=SPEC, webhooks=(CALLER,))
+    await running(store, "j1")
+    if backend.name == "sqlite":
+        await backend.raw(
+            "CREATE TRIGGER refuse_deliveries BEFORE INSERT ON webhook_deliveries "
+            "BEGIN SELECT RAISE(ABORT, 'deliveries refused'); END"
+        )
+    else:
+        await backend.raw(
+            "CREATE FUNCTION refuse_deliveries() RETURNS trigger LANGUAGE plpgsql AS $$ "
+            "BEGIN RAISE EXCEPTION 'deliveries refused'; END $$; "
+            "CREATE TRIGGER refuse_deliveries BEFORE INSERT ON webhook_deliveries "
+            "FOR EACH ROW EXECUTE FUNCTION refuse_deliveries()"
+        )
+    with pytest.raises((sqlite3.DatabaseError, asyncpg.PostgresError), match="deliveries refused"):
+        await complete(store, "j1")
+    job = await store.get("j1")
+    assert job.status is JobStatus.RUNNING and job.output_path == ""
+    assert await store.list_deliveries("j1") == []
