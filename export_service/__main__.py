@@ -32,6 +32,7 @@ from videojob.flags import (
     log_level_flag,
     metrics_listen_flag,
     number,
+    path,
     server_tls_flags,
     target_addresses,
     text,
@@ -232,6 +233,13 @@ FLAGS = FlagTable(
             "addresses (refused otherwise, at create and before every attempt)",
         ),
         Flag(
+            "--webhook-ca",
+            path("PEM"),
+            None,
+            "a CA that verifies https:// webhook receivers besides the system's (a private "
+            "network's own)",
+        ),
+        Flag(
             "--webhook-timeout",
             number(above=0),
             _WEBHOOKS.timeout,
@@ -312,6 +320,7 @@ def config_from_flags(
             events=NotifyEvents(flags.webhook_events),
             secret=flags.webhook_secret or "",
             allow_private=flags.webhook_allow_private,
+            ca=flags.webhook_ca,
             timeout=flags.webhook_timeout,
             retry_for=flags.webhook_retry_for,
             backoff_max=flags.webhook_backoff_max,

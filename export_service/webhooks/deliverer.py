@@ -19,10 +19,12 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 
 import httpx
 
@@ -83,6 +85,7 @@ class Deliverer:
         self._client = httpx.AsyncClient(
             follow_redirects=False,
             trust_env=False,
+            verify=_tls_context(settings.ca),
             timeout=httpx.Timeout(settings.timeout),
             # One connection per attempt: a pooled one to an address may not be reused under
             # another name's SNI.
@@ -249,6 +252,15 @@ class Deliverer:
             excerpt=bytes(excerpt[:MAX_RESPONSE_BYTES]).decode("utf-8", "replace"),
             retry_after=retry_after(response.headers.get("retry-after")),
         )
+
+
+def _tls_context(ca: Path | None) -> ssl.SSLContext:
+    """The system's CAs, and ``ca`` too when given; names checked against the destination's
+    name (sent as SNI), not the address connected to."""
+    context = ssl.create_default_context()
+    if ca is not None:
+        context.load_verify_locations(cafile=ca)
+    return context
 
 
 def outcome(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from export_service.store.outbox import NotifyEvents
 
@@ -20,6 +21,8 @@ class WebhookSettings:
     # Loopback, private and link-local destinations allowed (a private network's receivers,
     # and tests): off, they are refused (export_service.webhooks.destination).
     allow_private: bool = False
+    # A CA that verifies https:// receivers besides the system's (a private network's own).
+    ca: Path | None = None
     # One attempt: connect, send, and the answer's head and first bytes, at most this long.
     timeout: float = 10.0
     # A delivery is tried again, with exponential backoff and jitter, for this long after the

@@ -7,8 +7,10 @@ for names."""
 from __future__ import annotations
 
 import logging
+import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +23,7 @@ from export_service.store import open_store
 from export_service.webhooks.destination import Resolver
 from export_service.webhooks.settings import WebhookSettings
 from tests.export.conftest import FAST_TRACKER, pattern_spec, wait_for, watch
+from tests.support.certs import CertPair, make_named_server_cert
 from tests.support.ports import free_port
 from tests.support.processes import ServiceProcess
 from tests.support.webhook_receiver import HANG, Answer, WebhookReceiver
@@ -340,3 +343,54 @@ async def test_an_unknown_job_has_no_deliveries(start: Start) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as unknown:
         await deliveries(stub, "nope")
     assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def server_tls(pair: CertPair) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(pair.cert, pair.key)
+    return context
+
+
+async def test_https_keeps_the_name_for_sni_and_the_certificate_check(
+    start: Start, tmp_path: Path
+) -> None:
+    """The attempt connects to the address it checked, and TLS still names the host: the
+    certificate (valid for the name alone) is checked against it, and SNI carries it."""
+    name = "hooks.videojob.test"
+    ca, pair = make_named_server_cert(tmp_path / "tls", name)
+    receiver = await WebhookReceiver(tls=server_tls(pair)).start()
+    try:
+        resolver = StubResolver({name: [["127.0.0.1"]]})
+        stub = await start(replace(LOOPBACK_ALLOWED, ca=ca), resolver)
+        job = await create(stub, "hook-tls", f"https://{name}:{receiver.port}/hook")
+        await watch(stub, job.id)
+        await wait_for(lambda: _count(receiver, 1))
+        receiver.received[0].verified(job.notify_secret)
+        assert receiver.received[0].headers["host"] == f"{name}:{receiver.port}"
+        assert receiver.server_names == [name]
+    finally:
+        await receiver.stop()
+
+
+async def test_https_to_a_receiver_whose_certificate_names_another_host_fails(
+    start: Start, tmp_path: Path
+) -> None:
+    ca, pair = make_named_server_cert(tmp_path / "tls", "elsewhere.videojob.test")
+    receiver = await WebhookReceiver(tls=server_tls(pair)).start()
+    try:
+        resolver = StubResolver({"hooks.videojob.test": [["127.0.0.1"]]})
+        stub = await start(replace(LOOPBACK_ALLOWED, ca=ca), resolver)
+        job = await create(stub, "hook-tls-bad", f"https://hooks.videojob.test:{receiver.port}/")
+        await watch(stub, job.id)
+
+        async def refused() -> bool:
+            shown = await deliveries(stub, job.id)
+            return bool(shown) and shown[0].attempts >= 1
+
+        await wait_for(refused)
+        (shown,) = await deliveries(stub, job.id)
+        assert shown.state == export_pb2.DELIVERY_PENDING and shown.last_status_code == 0
+        assert "CERTIFICATE_VERIFY_FAILED" in shown.last_error
+        assert receiver.received == []
+    finally:
+        await receiver.stop()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +57,9 @@ class WebhookReceiver:
     script: deque[Answer | str] = field(default_factory=deque)
     received: list[Received] = field(default_factory=list)
     hanging: int = 0
+    # TLS: the server's context (None: plain HTTP), and the names clients asked for (SNI).
+    tls: ssl.SSLContext | None = None
+    server_names: list[str | None] = field(default_factory=list)
     _server: asyncio.Server | None = None
     _release: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -65,8 +69,10 @@ class WebhookReceiver:
 
     async def start(self) -> WebhookReceiver:
         self._release = asyncio.Event()
+        if self.tls is not None:
+            self.tls.sni_callback = self._named
         self._server = await asyncio.start_server(
-            self._serve, "127.0.0.1", self.port, reuse_address=True
+            self._serve, "127.0.0.1", self.port, reuse_address=True, ssl=self.tls
         )
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -78,6 +84,9 @@ class WebhookReceiver:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 5)
             self._server = None
+
+    def _named(self, _: ssl.SSLObject, name: str | None, __: ssl.SSLContext) -> None:
+        self.server_names.append(name)
 
     def of_type(self, event_type: str) -> list[Received]:
         return [r for r in self.received if json.loads(r.body).get("type") == event_type]
