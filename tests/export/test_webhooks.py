@@ -239,17 +239,22 @@ async def test_410_gone_gives_up_visibly(start: Start, receiver: WebhookReceiver
 async def test_a_hanging_receiver_holds_no_other_delivery(
     start: Start, receiver: WebhookReceiver
 ) -> None:
+    """Two jobs end together; one's receiver never answers its first request. The other's event
+    is delivered while that attempt still hangs, and the hanging one times out and is sent
+    again (same webhook-id), then delivered."""
     hanging = await WebhookReceiver(script=deque([HANG])).start()
     try:
-        stub = await start()
+        stub = await start(replace(LOOPBACK_ALLOWED, timeout=10.0))
         stuck = await create(stub, "hook-hang", hanging.url)
-        await watch(stub, stuck.id)
-        await wait_for(lambda: _hangs(hanging))
         other = await create(stub, "hook-other", receiver.url)
+        await watch(stub, stuck.id)
         await watch(stub, other.id)
         await wait_for(lambda: _count(receiver, 1))
+        await wait_for(lambda: _hangs(hanging))
+        # The other event came while the first attempt still hangs: no answer, none recorded.
         (held,) = await deliveries(stub, stuck.id)
-        assert held.state == export_pb2.DELIVERY_PENDING  # still hanging, or waiting to retry
+        assert (held.state, held.attempts) == (export_pb2.DELIVERY_PENDING, 0)
+        assert len(hanging.received) == 1
 
         async def stuck_delivered() -> bool:
             shown = await deliveries(stub, stuck.id)
@@ -257,7 +262,7 @@ async def test_a_hanging_receiver_holds_no_other_delivery(
 
         await wait_for(stuck_delivered)
         (shown,) = await deliveries(stub, stuck.id)
-        assert shown.attempts == 2  # the first timed out
+        assert (shown.attempts, shown.last_status_code) == (2, 200)  # the first timed out
         assert hanging.received[0].webhook_id == hanging.received[1].webhook_id
     finally:
         await hanging.stop()
