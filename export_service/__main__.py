@@ -14,13 +14,17 @@ from export_service.config import DEFAULT_DATABASE, ExportConfig, TrackerSetting
 from export_service.server import create_server
 from export_service.store import open_store
 from export_service.store.base import default_writer
+from export_service.store.outbox import NotifyEvents
+from export_service.webhooks.settings import WebhookSettings
 from videojob.errors import ObjectStoreMisconfigured, ObjectStoreUnavailable
 from videojob.flags import (
     BOOLEAN,
     EXIT_USAGE,
     Flag,
     FlagTable,
+    choice,
     client_tls_flags,
+    http_url,
     integer,
     listen_address,
     location,
@@ -28,9 +32,11 @@ from videojob.flags import (
     log_level_flag,
     metrics_listen_flag,
     number,
+    path,
     server_tls_flags,
     target_addresses,
     text,
+    webhook_secret,
 )
 from videojob.grpc_setup import TlsFiles
 from videojob.logging_setup import configure_logging, set_replica
@@ -44,6 +50,7 @@ logger = logging.getLogger("export_service")
 
 _DEFAULTS = ExportConfig()
 _TRACKER = TrackerSettings()
+_WEBHOOKS = WebhookSettings()
 
 FLAGS = FlagTable(
     prog="python -m export_service",
@@ -214,6 +221,68 @@ FLAGS = FlagTable(
             _DEFAULTS.shutdown_grace,
             "seconds open calls get on SIGTERM",
         ),
+        Flag(
+            "--webhook-url",
+            http_url(),
+            (),
+            "an operator's webhook endpoint: every job created while it is set tells it of "
+            "its changes (--webhook-events), signed with --webhook-secret",
+            repeatable=True,
+            requires=("--webhook-secret",),
+        ),
+        Flag(
+            "--webhook-events",
+            choice("terminal", "all"),
+            _WEBHOOKS.events.value,
+            "which changes the --webhook-url endpoints are told of: the terminal state, or "
+            "every status change",
+        ),
+        Flag(
+            "--webhook-secret",
+            webhook_secret(),
+            None,
+            "the Standard Webhooks secret that signs the --webhook-url deliveries (better given "
+            "by its variable than on the command line)",
+        ),
+        Flag(
+            "--webhook-allow-private",
+            BOOLEAN,
+            _WEBHOOKS.allow_private,
+            "allow webhook destinations that resolve to loopback, private or link-local "
+            "addresses (refused otherwise, at create and before every attempt)",
+        ),
+        Flag(
+            "--webhook-ca",
+            path("PEM"),
+            None,
+            "a CA that verifies https:// webhook receivers besides the system's (a private "
+            "network's own)",
+        ),
+        Flag(
+            "--webhook-timeout",
+            number(above=0),
+            _WEBHOOKS.timeout,
+            "seconds one webhook attempt may take (connect, send, answer)",
+        ),
+        Flag(
+            "--webhook-retry-for",
+            number(above=0),
+            _WEBHOOKS.retry_for,
+            "seconds a webhook delivery is tried again (exponential backoff with jitter, "
+            "Retry-After respected) after the change it tells of; then it is given up",
+        ),
+        Flag(
+            "--webhook-backoff-max",
+            number(above=0),
+            _WEBHOOKS.backoff_max,
+            "the longest wait between two attempts of a webhook delivery, in seconds",
+        ),
+        Flag(
+            "--webhook-concurrency",
+            integer(1, 1000),
+            _WEBHOOKS.concurrency,
+            "webhook attempts this replica makes at once",
+        ),
         *server_tls_flags(),
         *client_tls_flags("render", "the render service"),
         log_level_flag(),
@@ -268,6 +337,17 @@ def config_from_flags(
         lease_ttl=flags.lease_ttl,
         change_notifications=flags.change_notifications,
         change_poll_interval=flags.change_poll_interval,
+        webhooks=WebhookSettings(
+            urls=flags.webhook_url,
+            events=NotifyEvents(flags.webhook_events),
+            secret=flags.webhook_secret or "",
+            allow_private=flags.webhook_allow_private,
+            ca=flags.webhook_ca,
+            timeout=flags.webhook_timeout,
+            retry_for=flags.webhook_retry_for,
+            backoff_max=flags.webhook_backoff_max,
+            concurrency=flags.webhook_concurrency,
+        ),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from export_service.webhooks.settings import WebhookSettings
 from videojob.endpoints import DEFAULT_EXPORT_ADDRESS, DEFAULT_RENDER_ADDRESS
 from videojob.grpc_setup import TlsFiles
 from videojob.limits import DEFAULT_MAX_PIXEL_RATE
@@ -101,3 +102,4 @@ class ExportConfig:
     # transaction pooling), and how often one query checks every watched job's version.
     change_notifications: bool = True
     change_poll_interval: float = 0.5
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)

@@ -15,11 +15,9 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 
@@ -27,6 +25,12 @@ from export_service.changes import ChangeHub, ListChanges
 from export_service.config import ExportConfig
 from export_service.input_check import check_inputs, has_input_files
 from export_service.job_metrics import JobMetrics
+from export_service.job_proto import (
+    STATUS_FROM_PROTO,
+    delivery_to_proto,
+    history_entry_to_proto,
+    job_to_proto,
+)
 from export_service.lifecycle import RetentionSweeper, delete_job
 from export_service.operations import (
     OPERATIONS_SERVICE_NAME,
@@ -36,7 +40,7 @@ from export_service.operations import (
 )
 from export_service.orphan_sweep import OrphanSweeper
 from export_service.ownership import Ownership
-from export_service.queue_line import QueueLines, QueuePlace
+from export_service.queue_line import QueueLines
 from export_service.render_health import RenderHealthReporter, render_health_name
 from export_service.render_pool import RenderPool
 from export_service.store import (
@@ -48,8 +52,6 @@ from export_service.store import (
     TransitionRejected,
 )
 from export_service.store.base import (
-    STAGE_WAITING_FOR_OWNER,
-    HistoryEntry,
     created_at_us,
     decode_cursor,
     encode_cursor,
@@ -59,6 +61,9 @@ from export_service.store.outage import PatientStore
 from export_service.store.postgres import PostgresJobStore
 from export_service.stored_outputs import Outputs
 from export_service.tracking.supervisor import RenderSupervisor
+from export_service.webhooks.deliverer import Deliverer
+from export_service.webhooks.destination import Resolver, SystemResolver
+from export_service.webhooks.endpoints import caller_target, operator_targets
 from videojob import metrics, stamps, tracing
 from videojob.endpoints import IDEMPOTENT_REPLAYED_METADATA
 from videojob.errors import (
@@ -82,7 +87,6 @@ from videojob.limits import (
     MAX_REQUEST_ID_LENGTH,
     MAX_WATCH_IDS,
 )
-from videojob.render.v1 import spec_pb2
 from videojob.spec_validation import check_pixel_rate, normalize_spec
 from videojob.storage.settings import StoreSettings
 
@@ -97,107 +101,6 @@ SERVED_NAMES = (SERVICE_NAME, OPERATIONS_SERVICE_NAME)
 # WatchExports waits this long after a change notification before re-reading the store, so a
 # burst of changes costs one read.
 LIST_WATCH_COALESCE_SECONDS = 0.05
-
-_STATUS_TO_PROTO = {
-    JobStatus.QUEUED: export_pb2.QUEUED,
-    JobStatus.RUNNING: export_pb2.RUNNING,
-    JobStatus.COMPLETED: export_pb2.COMPLETED,
-    JobStatus.FAILED: export_pb2.FAILED,
-    JobStatus.CANCELLED: export_pb2.CANCELLED,
-}
-_STATUS_FROM_PROTO = {value: key for key, value in _STATUS_TO_PROTO.items()}
-
-
-def _timestamp(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
-def job_to_proto(
-    job: Job, *, awaiting_owner: bool = False, queue_place: QueuePlace | None = None
-) -> export_pb2.VideoJob:
-    """``awaiting_owner``: no export replica drives the job now (derived on reading it): it is
-    shown waiting for one, with no ETA (nor estimated start); the record itself is untouched.
-    ``queue_place``: where the job waits for a render slot (derived on reading it)."""
-    message = export_pb2.VideoJob(
-        id=job.id,
-        status=_STATUS_TO_PROTO[job.status],
-        progress=job.progress,
-        stage=job.stage,
-        output_path=job.output_path,
-        attempt=job.attempt,
-        version=job.version,
-        spec=spec_pb2.RenderSpec.FromString(job.spec),
-        created_at=_timestamp(job.created_at),
-        updated_at=_timestamp(job.updated_at),
-        started_at=_timestamp(job.started_at),
-        finished_at=_timestamp(job.finished_at),
-        request_id=job.request_id,
-        eta_seconds=job.eta_seconds,
-        output_size_bytes=job.output_size_bytes,
-        output_duration_seconds=job.output_duration_seconds,
-        retrying=job.retrying,
-        attempt_progress=job.attempt_progress if job.attempt > 1 else job.progress,
-        output_sha256=job.output_sha256,
-        stage_progress=0.0 if job.terminal else job.stage_progress,
-    )
-    for attempt in job.attempts:
-        recorded = message.attempts.add(
-            attempt=attempt.attempt,
-            render_id=attempt.render_id,
-            render_service=export_pb2.RenderService(
-                instance_id=attempt.instance_id, address=attempt.address
-            ),
-            started_at=_timestamp(attempt.started_at),
-            outcome=attempt.shown_outcome,
-        )
-        finished = attempt.finished_at
-        if finished is None and attempt.attempt == job.attempt and job.terminal:
-            recorded.outcome = job.status.value
-            finished = job.finished_at
-        if finished is not None:
-            recorded.finished_at.FromDatetime(finished)
-    current = job.current_attempt
-    if current is not None:
-        message.render_service.instance_id = current.instance_id
-        message.render_service.address = current.address
-    if queue_place is not None and not job.terminal:
-        message.queue_position = queue_place.position
-        if queue_place.estimated_start is not None and not awaiting_owner:
-            message.estimated_start_at.FromDatetime(queue_place.estimated_start)
-    if awaiting_owner and not job.terminal:
-        message.awaiting_owner = True
-        message.stage = STAGE_WAITING_FOR_OWNER
-        message.eta_seconds = 0
-    if job.error_code or job.error_message:
-        message.error.code = job.error_code
-        message.error.message = job.error_message
-        message.error.field = job.error_field
-        message.error.log_tail = job.error_log_tail
-    return message
-
-
-def history_entry_to_proto(entry: HistoryEntry) -> export_pb2.JobHistoryEntry:
-    message = export_pb2.JobHistoryEntry(
-        version=entry.version,
-        change=entry.change.value,
-        status=_STATUS_TO_PROTO[entry.status],
-        progress=entry.progress,
-        stage=entry.stage,
-        attempt=entry.attempt,
-        render_seq=entry.render_seq,
-        error_code=entry.error_code,
-        time=_timestamp(entry.recorded_at),
-        writer=entry.writer,
-    )
-    if entry.owner is not None:
-        message.owner = entry.owner
-    if entry.lease_epoch is not None:
-        message.lease_epoch = entry.lease_epoch
-    return message
 
 
 def _check_job_id(job_id: str) -> None:
@@ -215,8 +118,14 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
         supervisor: RenderSupervisor,
         config: ExportConfig,
         render_pool: RenderPool | None = None,
+        resolver: Resolver | None = None,
+        deliveries_due: Callable[[], None] = lambda: None,
     ) -> None:
         self._store = store
+        # Checks a webhook endpoint's name at create (export_service.webhooks.destination).
+        self._resolver = resolver or SystemResolver()
+        # Wakes this replica's deliverer (a create may owe an event at once).
+        self._deliveries_due = deliveries_due
         self._hub = hub
         self._supervisor = supervisor
         self._config = config
@@ -292,6 +201,11 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
             if request.request_id and has_input_files(normalized)
             else None
         )
+        caller = await caller_target(request, self._config.webhooks, self._resolver)
+        webhooks = (
+            *(() if caller is None else (caller,)),
+            *operator_targets(self._config.webhooks),
+        )
         if known is None:
             if self._render_pool is not None:
                 await check_inputs(self._render_pool.any_usable().stub, normalized)
@@ -303,6 +217,7 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
                 owner=self._supervisor.owner,
                 trace_context=tracing.inject_context() if tracing.tracing_enabled() else "",
                 placement=self._supervisor.first_placement(job_id),
+                webhooks=webhooks,
             )
         else:
             job, created = known, False
@@ -323,7 +238,14 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
             # the connection) finds its job here: make sure it is driven (a no-op if it is, or
             # if another replica created and owns it).
             self._supervisor.track_created(job, found_again=True)
-        return await self._shown(job), not created
+        shown = await self._shown(job)
+        if created and caller is not None:
+            # The one answer that carries the endpoint's secret (the job's record keeps it for
+            # signing; no read shows it).
+            shown.notify_secret = caller.secret
+        if created and webhooks:
+            self._deliveries_due()
+        return shown, not created
 
     async def GetExport(
         self,
@@ -348,9 +270,9 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
     ) -> export_pb2.ListExportsResponse:
         status: JobStatus | None = None
         if request.status != export_pb2.JOB_STATUS_UNSPECIFIED:
-            if request.status not in _STATUS_FROM_PROTO:
+            if request.status not in STATUS_FROM_PROTO:
                 raise InvalidArgument("status", f"unknown status {request.status}")
-            status = _STATUS_FROM_PROTO[request.status]
+            status = STATUS_FROM_PROTO[request.status]
         return await self.list_jobs(request.page_size, request.page_token, status=status)
 
     async def list_jobs(
@@ -430,6 +352,19 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
                 reason=Reason.JOB_ACTIVE,
                 metadata={"job_id": job_id, "status": current.status.value},
             ) from None
+
+    async def ListJobDeliveries(
+        self,
+        request: export_pb2.ListJobDeliveriesRequest,
+        context: grpc.aio.ServicerContext[
+            export_pb2.ListJobDeliveriesRequest, export_pb2.ListJobDeliveriesResponse
+        ],
+    ) -> export_pb2.ListJobDeliveriesResponse:
+        _check_job_id(request.id)
+        deliveries = await self._store.list_deliveries(request.id)
+        return export_pb2.ListJobDeliveriesResponse(
+            deliveries=[delivery_to_proto(delivery) for delivery in deliveries]
+        )
 
     async def ListJobHistory(
         self,
@@ -668,9 +603,9 @@ def _watch_list_request(
         raise InvalidArgument("page_size", "must be positive when no ids are given")
     status: JobStatus | None = None
     if request.status != export_pb2.JOB_STATUS_UNSPECIFIED:
-        if request.status not in _STATUS_FROM_PROTO:
+        if request.status not in STATUS_FROM_PROTO:
             raise InvalidArgument("status", f"unknown status {request.status}")
-        status = _STATUS_FROM_PROTO[request.status]
+        status = STATUS_FROM_PROTO[request.status]
     return frozenset(request.ids), min(request.page_size, MAX_PAGE_SIZE), status
 
 
@@ -691,6 +626,8 @@ class ExportServer:
     retention: RetentionSweeper | None = None
     # Removes objects and unfinished uploads no record claims; None without a store (or off).
     orphan_sweep: OrphanSweeper | None = None
+    # Sends the webhook deliveries the outbox owes (any replica's).
+    deliverer: Deliverer | None = None
     # What the server holds open besides itself (the object store's connections).
     resources: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
     stopped: bool = False
@@ -714,6 +651,8 @@ class ExportServer:
         if self.changes is not None:
             await self.changes.close()
         await self.server.stop(grace)
+        if self.deliverer is not None:
+            await self.deliverer.stop()
         await self.render_pool.close()
         await self.store.close()
         await self.resources.aclose()
@@ -784,19 +723,25 @@ async def open_object_store(
 async def create_server(
     config: ExportConfig,
     store: JobStore,
+    *,
+    resolver: Resolver | None = None,
 ) -> ExportServer:
     """Binds ``config.listen`` (port 0 picks one), starts serving and reconciles every
     non-terminal job in ``store``. An object store as the render services' output directory or
-    the media root is checked first (``open_object_store``)."""
+    the media root is checked first (``open_object_store``). ``resolver``: how webhook
+    destinations' names are resolved (None: the system's)."""
     async with contextlib.AsyncExitStack() as resources:
         objects = await open_object_store(config, resources)
-        export_server = await _create_server(config, store, objects)
+        export_server = await _create_server(config, store, objects, resolver)
         export_server.resources = resources.pop_all()
         return export_server
 
 
 async def _create_server(
-    config: ExportConfig, store: JobStore, objects: ObjectStore | None
+    config: ExportConfig,
+    store: JobStore,
+    objects: ObjectStore | None,
+    resolver: Resolver | None,
 ) -> ExportServer:
     # Outputs in a store are checked and removed there; without one, only files.
     outputs = (
@@ -822,8 +767,18 @@ async def _create_server(
         render_output_dir=config.render_output_dir,
         outputs=outputs,
     )
+    deliverer = Deliverer(store, config.webhooks, store.writer, resolver=resolver)
+    store.add_listener(deliverer.observe)
     server = create_grpc_server()
-    export_servicer = ExportServicer(store, hub, supervisor, config, render_pool=render_pool)
+    export_servicer = ExportServicer(
+        store,
+        hub,
+        supervisor,
+        config,
+        render_pool=render_pool,
+        resolver=resolver,
+        deliveries_due=deliverer.wake,
+    )
     export_pb2_grpc.add_ExportServiceServicer_to_server(export_servicer, server)
     add_operations_servicer(OperationsServicer(export_servicer), server)
     health = await add_health_and_reflection(server, SERVED_NAMES)
@@ -840,6 +795,7 @@ async def _create_server(
     port = bind(server, config.listen, config.tls)
     await server.start()
     await supervisor.start()
+    deliverer.start()
     retention: RetentionSweeper | None = None
     if config.job_retention is not None:
         retention = RetentionSweeper(store, config.job_retention, outputs)
@@ -867,4 +823,5 @@ async def _create_server(
         changes=changes,
         retention=retention,
         orphan_sweep=orphan_sweep,
+        deliverer=deliverer,
     )

@@ -68,9 +68,11 @@ from videojob.grpc_setup import (
 )
 from videojob.job_json import (
     STATUS_BY_NAME,
+    delivery_to_json,
     history_entry_to_json,
     is_terminal,
     job_to_json,
+    notify_from_json,
     spec_from_json,
 )
 from videojob.limits import CONTAINER_MEDIA_TYPES, DEFAULT_CONTAINER
@@ -148,10 +150,11 @@ async def create_job(request: Request) -> Response:
         body: Any = json.loads(await request.body())
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise MalformedArgument("body", f"is not valid JSON: {error}") from None
+    notify = notify_from_json(body)
     spec = spec_from_json(body)
     export = _export(request)
     call = export.stub.CreateExport(
-        export_pb2.CreateExportRequest(request_id=request_id, spec=spec),
+        export_pb2.CreateExportRequest(request_id=request_id, spec=spec, notify=notify),
         timeout=export.timeout,
     )
     job = await call
@@ -282,6 +285,16 @@ def _integer_param(request: Request, name: str, default: int, minimum: int, maxi
     if not minimum <= value <= maximum:
         raise InvalidArgument(name, bounds)
     return value
+
+
+async def job_deliveries(request: Request) -> Response:
+    """The job's webhook deliveries, oldest first (ListJobDeliveries)."""
+    job_id = _job_id(request)
+    export = _export(request)
+    answer = await export.stub.ListJobDeliveries(
+        export_pb2.ListJobDeliveriesRequest(id=job_id), timeout=export.timeout
+    )
+    return JSONResponse({"deliveries": [delivery_to_json(d) for d in answer.deliveries]})
 
 
 async def job_history(request: Request) -> Response:
@@ -619,6 +632,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/api/jobs/{id}/cancel", cancel_job, methods=["POST"]),
         Route("/api/jobs/{id}/events", job_events, methods=["GET"]),
         Route("/api/jobs/{id}/history", job_history, methods=["GET"]),
+        Route("/api/jobs/{id}/deliveries", job_deliveries, methods=["GET"]),
         Route("/api/jobs/{id}/download", download, methods=["GET"]),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]

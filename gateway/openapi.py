@@ -28,6 +28,71 @@ WATCH_IDS_PATTERN = f"^({_WATCH_ID}(,{_WATCH_ID}){{0,{MAX_WATCH_IDS - 1}}})?$"
 
 COMPONENT_SCHEMAS: dict[str, dict[str, Any]] = {
     **SPEC_SCHEMAS,
+    "CreateJob": {
+        **SPEC_SCHEMAS["RenderSpec"],
+        "description": (
+            "The RenderSpec, and beside it the job's options that are not part of what to "
+            "render: `notify`, a webhook endpoint."
+        ),
+        "properties": {
+            **SPEC_SCHEMAS["RenderSpec"]["properties"],
+            "notify": {"$ref": "#/components/schemas/Notify"},
+        },
+    },
+    "Notify": {
+        "type": "object",
+        "description": (
+            "A webhook endpoint told of the job's changes by signed CloudEvents (Standard "
+            "Webhooks signatures; the secret is `notifySecret` in this create's answer, and "
+            "nowhere else). A URL whose host does not resolve, or resolves to a loopback, "
+            "private or link-local address, is refused (422, `field` `notify.url`) unless the "
+            "operator allows private destinations."
+        ),
+        "additionalProperties": False,
+        "required": ["url"],
+        "properties": {
+            "url": {"type": "string", "pattern": "^https?://", "maxLength": 2048},
+            "events": {
+                "type": "string",
+                "enum": ["terminal", "all"],
+                "default": "terminal",
+                "description": "The terminal state only, or every status change.",
+            },
+        },
+    },
+    "Delivery": {
+        "type": "object",
+        "description": "One event owed to one webhook endpoint, and how its attempts went.",
+        "required": ["id", "type", "url", "state", "attempts"],
+        "properties": {
+            "id": {
+                "type": "string",
+                "description": "The `webhook-id` header: the same on every attempt.",
+            },
+            "type": {"type": "string", "description": "dev.videojob.export.<status>"},
+            "url": {"type": "string"},
+            "state": {"type": "string", "enum": ["pending", "delivered", "gave_up"]},
+            "attempts": {"type": "integer", "minimum": 0},
+            "lastStatusCode": {"type": ["integer", "null"]},
+            "lastError": {"type": ["string", "null"]},
+            "lastResponse": {
+                "type": ["string", "null"],
+                "description": "At most a few hundred bytes of the last answer's body.",
+            },
+            "jobVersion": {"type": "integer"},
+            "createdAt": {"type": ["string", "null"], "format": "date-time"},
+            "lastAttemptAt": {"type": ["string", "null"], "format": "date-time"},
+            "nextAttemptAt": {"type": ["string", "null"], "format": "date-time"},
+            "finishedAt": {"type": ["string", "null"], "format": "date-time"},
+        },
+    },
+    "Deliveries": {
+        "type": "object",
+        "required": ["deliveries"],
+        "properties": {
+            "deliveries": {"type": "array", "items": {"$ref": "#/components/schemas/Delivery"}}
+        },
+    },
     "JobError": {
         "type": "object",
         "required": ["code", "message"],
@@ -118,6 +183,11 @@ COMPONENT_SCHEMAS: dict[str, dict[str, Any]] = {
                 "that stage, while `progress` stays within 95-99; null otherwise.",
             },
             "spec": {"type": "object", "description": "The RenderSpec as the service stored it."},
+            "notifySecret": {
+                "type": "string",
+                "description": "In the answer of the create that named `notify` alone: the "
+                "secret (whsec_...) that signs its webhook deliveries (Standard Webhooks).",
+            },
             "retrying": {
                 "type": "boolean",
                 "description": (
@@ -496,7 +566,7 @@ def _build() -> dict[str, Any]:
                         REFUSED_WITH: 422,
                         "content": {
                             "application/json": {
-                                "schema": {"$ref": "#/components/schemas/RenderSpec"}
+                                "schema": {"$ref": "#/components/schemas/CreateJob"}
                             }
                         },
                     },
@@ -745,6 +815,30 @@ def _build() -> dict[str, Any]:
                         "422": _error(
                             "`afterVersion` or `limit` is outside its range; `field` names it."
                         ),
+                        **_API_ERRORS,
+                    },
+                }
+            },
+            "/api/jobs/{id}/deliveries": {
+                "get": {
+                    "operationId": "jobDeliveries",
+                    "summary": "The job's webhook deliveries, oldest first.",
+                    "description": (
+                        "One per event and endpoint: its state (pending, delivered, gave_up), "
+                        "attempts, the last answer and the next try."
+                    ),
+                    "security": [{"bearer": []}, {}],
+                    "parameters": [JOB_ID_PARAMETER],
+                    "responses": {
+                        "200": {
+                            "description": "The deliveries.",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Deliveries"}
+                                }
+                            },
+                        },
+                        "404": _error("No job has this id."),
                         **_API_ERRORS,
                     },
                 }

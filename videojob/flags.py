@@ -12,6 +12,7 @@ value came from it).
 from __future__ import annotations
 
 import argparse
+import base64
 import math
 import os
 import sys
@@ -63,6 +64,17 @@ def http_url(metavar: str = "URL") -> Kind:
         str,
         lambda value: value == "" or _is_http_url(value),
         metavar,
+    )
+
+
+def webhook_secret() -> Kind:
+    """A Standard Webhooks secret: ``whsec_`` and the base64 of at least 16 bytes."""
+    return Kind(
+        "whsec_ and the base64 of at least 16 random bytes",
+        str,
+        _is_webhook_secret,
+        "whsec_...",
+        ranged=False,
     )
 
 
@@ -474,6 +486,16 @@ def _is_http_url(value: str) -> bool:
     except ValueError:
         return False
     return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _is_webhook_secret(value: str) -> bool:
+    if not value.startswith("whsec_"):
+        return False
+    try:
+        key = base64.b64decode(value.removeprefix("whsec_"), validate=True)
+    except ValueError:
+        return False
+    return len(key) >= 16
 
 
 def _parse_boolean(raw: str) -> bool:

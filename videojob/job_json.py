@@ -94,8 +94,62 @@ def spec_from_json(body: Any) -> spec_pb2.RenderSpec:
     return spec
 
 
+NOTIFY_EVENTS: dict[str, export_pb2.WebhookEvents.ValueType] = {
+    "terminal": export_pb2.WEBHOOK_EVENTS_TERMINAL,
+    "all": export_pb2.WEBHOOK_EVENTS_STATUS_CHANGES,
+}
+DELIVERY_STATES = {
+    export_pb2.DELIVERY_PENDING: "pending",
+    export_pb2.DELIVERY_DELIVERED: "delivered",
+    export_pb2.DELIVERY_GAVE_UP: "gave_up",
+}
+
+
+def notify_from_json(body: Any) -> export_pb2.WebhookEndpoint | None:
+    """The webhook endpoint a create's body names beside ``source`` and ``output``
+    (``notify: {url, events}``; events ``terminal``, the default, or ``all``), removed from
+    ``body``; None when it names none. InvalidArgument naming the field otherwise."""
+    if not isinstance(body, dict) or "notify" not in body:
+        return None
+    notify = body.pop("notify")
+    if not isinstance(notify, dict):
+        raise InvalidArgument("notify", "must be an object: {url, events}")
+    unknown = sorted(set(notify) - {"url", "events"})
+    if unknown:
+        raise InvalidArgument(f"notify.{unknown[0]}", "is not a field of notify")
+    url = notify.get("url")
+    if not isinstance(url, str) or not url:
+        raise InvalidArgument("notify.url", "is required: an http:// or https:// URL")
+    events = notify.get("events", "terminal")
+    if events not in NOTIFY_EVENTS:
+        raise InvalidArgument("notify.events", f"must be one of {', '.join(NOTIFY_EVENTS)}")
+    return export_pb2.WebhookEndpoint(url=url, events=NOTIFY_EVENTS[events])
+
+
+def delivery_to_json(delivery: export_pb2.WebhookDelivery) -> dict[str, Any]:
+    """One webhook delivery of a job (ListJobDeliveries' WebhookDelivery) in camelCase."""
+    return {
+        "id": delivery.id,
+        "type": delivery.type,
+        "url": delivery.url,
+        "state": DELIVERY_STATES.get(delivery.state, "pending"),
+        "attempts": delivery.attempts,
+        "lastStatusCode": delivery.last_status_code or None,
+        "lastError": delivery.last_error or None,
+        "lastResponse": delivery.last_response or None,
+        "jobVersion": delivery.job_version,
+        "createdAt": _timestamp(delivery, "created_at"),
+        "lastAttemptAt": _timestamp(delivery, "last_attempt_at"),
+        "nextAttemptAt": _timestamp(delivery, "next_attempt_at"),
+        "finishedAt": _timestamp(delivery, "finished_at"),
+    }
+
+
 def _timestamp(
-    message: export_pb2.VideoJob | export_pb2.JobHistoryEntry | export_pb2.RenderAttempt,
+    message: export_pb2.VideoJob
+    | export_pb2.JobHistoryEntry
+    | export_pb2.RenderAttempt
+    | export_pb2.WebhookDelivery,
     name: str,
 ) -> str | None:
     if not message.HasField(name):  # type: ignore[arg-type]
@@ -111,7 +165,8 @@ def job_to_json(job: export_pb2.VideoJob) -> dict[str, Any]:
     attempts, awaitingOwner, queuePosition and estimatedStartAt (derived by the export service
     as it read the job), outputSha256 (an output stored in an object store: the whole file's
     SHA-256) and stageProgress (0-100 of the current stage, e.g. bytes uploaded while Uploading;
-    null when the stage has no measure)."""
+    null when the stage has no measure); and notifySecret in the answer of the create that
+    named a webhook endpoint (nowhere else)."""
     running = job.status == export_pb2.RUNNING
     completed = job.status == export_pb2.COMPLETED
     error: dict[str, Any] | None = None
@@ -124,7 +179,7 @@ def job_to_json(job: export_pb2.VideoJob) -> dict[str, Any]:
             error["field"] = http_field(job.error.field)
         if job.error.log_tail:
             error["logLines"] = job.error.log_tail.splitlines()
-    return {
+    shown = {
         "id": job.id,
         "status": STATUS_NAMES.get(job.status, "queued"),
         "progress": job.progress,
@@ -154,6 +209,9 @@ def job_to_json(job: export_pb2.VideoJob) -> dict[str, Any]:
         "outputSha256": job.output_sha256 or None,
         "stageProgress": job.stage_progress if running and job.stage_progress > 0 else None,
     }
+    if job.notify_secret:  # the create's answer alone has it
+        shown["notifySecret"] = job.notify_secret
+    return shown
 
 
 def _render_service(service: export_pb2.RenderService) -> dict[str, Any] | None:

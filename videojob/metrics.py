@@ -175,6 +175,29 @@ LEASE_TAKEOVERS = Counter(
 TAKEOVER_REASONS = ("expired", "handed_back", "restart")
 for _reason in TAKEOVER_REASONS:
     LEASE_TAKEOVERS.labels(_reason)
+WEBHOOK_ATTEMPTS = Counter(
+    "videojob_webhook_attempts_total",
+    "Webhook delivery attempts this export process made, by outcome: delivered (a 2xx answer), "
+    "retry (another answer, no answer, a refused destination: tried again later), gone (410: "
+    "given up at once), gave_up (the retry period ran out).",
+    ["outcome"],
+    registry=EXPORT,
+)
+WEBHOOK_OUTCOMES = ("delivered", "retry", "gone", "gave_up")
+for _outcome in WEBHOOK_OUTCOMES:
+    WEBHOOK_ATTEMPTS.labels(_outcome)
+WEBHOOKS_GAVE_UP = Counter(
+    "videojob_webhooks_gave_up_total",
+    "Webhook deliveries given up (410 Gone, or no 2xx answer within --webhook-retry-for): "
+    "their state is gave_up in the job's deliveries.",
+    registry=EXPORT,
+)
+WEBHOOK_DELIVERY_SECONDS = Histogram(
+    "videojob_webhook_delivery_seconds",
+    "From the change a webhook tells of being recorded to its delivery (a 2xx answer).",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400),
+    registry=EXPORT,
+)
 RENDER_SERVICE_UP = Gauge(
     "videojob_render_service_up",
     "1 while the render service answers its health check, 0 while it does not.",

@@ -45,7 +45,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
-from export_service.store import sql
+from export_service.store import outbox, sql
+from export_service.store.outbox import AttemptRecord, Delivery, WebhookTarget
 from export_service.store.records import (
     ACTIVE_STATUSES,
     FORGET_REPLICA_SECONDS,
@@ -345,6 +346,7 @@ class JobStore(ABC):
         owner: str | None = None,
         trace_context: str = "",
         placement: RenderAttempt | None = None,
+        webhooks: Sequence[WebhookTarget] = (),
     ) -> tuple[Job, bool]:
         """Inserts a QUEUED job (attempt 1, version 1) and returns (job, True); when
         ``request_id`` is already known returns (that job, False) instead, or (that job, True)
@@ -353,7 +355,8 @@ class JobStore(ABC):
         the replica that owns the new job from the insert on (lease epoch 1).
         ``trace_context``: the trace of the request that creates it (videojob.tracing), kept
         in the same insert, so that no tracker ever sees the job without it. ``placement``:
-        where attempt 1 will render, recorded by the same insert (as place_attempt would)."""
+        where attempt 1 will render, recorded by the same insert (as place_attempt would).
+        ``webhooks``: the job's endpoints, written with it (store.outbox)."""
 
         job, created = await self._execute(
             lambda: sql.create(
@@ -365,6 +368,7 @@ class JobStore(ABC):
                 trace_context=trace_context,
                 placement=placement,
                 writer=self.writer,
+                webhooks=webhooks,
             ),
             Lane.CHANGE,
             atomic=True,
@@ -603,6 +607,36 @@ class JobStore(ABC):
         ``lease`` no longer holds the job, TransitionRejected when its render is released
         already, JobNotFound."""
         return await self._change(CONFIRM_RELEASE, job_id, lease)
+
+    # The webhook outbox (store.outbox): its rows are written by the transitions; deliverers
+    # claim them and record each attempt.
+
+    @operation
+    async def list_deliveries(self, job_id: str) -> list[Delivery]:
+        """The job's webhook deliveries, oldest first; JobNotFound for an unknown job."""
+        return await self._read(lambda: outbox.list_deliveries(job_id))
+
+    @operation
+    async def claim_deliveries(
+        self, owner: str, *, at: datetime, until: datetime, limit: int
+    ) -> list[Delivery]:
+        """At most ``limit`` deliveries due at ``at`` that no deliverer holds, held by ``owner``
+        until ``until`` (rows other transactions hold are skipped), each with its secret. A
+        read comes first: when nothing is due, no write transaction is made."""
+        if not await self._read(lambda: outbox.any_due(at)):
+            return []
+        return await self._execute(
+            lambda: outbox.claim(owner, at, until, limit), Lane.CHANGE, atomic=True
+        )
+
+    @operation
+    async def record_delivery_attempt(
+        self, delivery_id: str, *, owner: str, outcome: AttemptRecord
+    ) -> bool:
+        """One attempt's outcome, if ``owner`` still holds the delivery (False otherwise)."""
+        return await self._execute(
+            lambda: outbox.record_attempt(delivery_id, owner, outcome), Lane.CHANGE, atomic=True
+        )
 
     @abstractmethod
     async def heartbeat(

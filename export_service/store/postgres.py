@@ -236,6 +236,44 @@ ALTER TABLE jobs ADD COLUMN output_sha256 text NOT NULL DEFAULT '';
 ALTER TABLE jobs ADD COLUMN stage_progress double precision NOT NULL DEFAULT 0;
 """
 
+# The webhook outbox (store.outbox): each job's endpoints, and one row per event owed to one of
+# them, written in the transaction of the change it tells of.
+SCHEMA_V60_WEBHOOKS = """
+ALTER TABLE jobs ADD COLUMN notify text NOT NULL DEFAULT '';
+CREATE TABLE job_webhooks (
+    job_id text NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    position integer NOT NULL,
+    url text NOT NULL,
+    events text NOT NULL CHECK (events IN ('terminal', 'all')),
+    secret text NOT NULL,
+    PRIMARY KEY (job_id, position)
+);
+CREATE TABLE webhook_deliveries (
+    id text PRIMARY KEY,
+    job_id text NOT NULL,
+    position integer NOT NULL,
+    type text NOT NULL,
+    job_version bigint NOT NULL,
+    payload text NOT NULL,
+    url text NOT NULL,
+    state text NOT NULL CHECK (state IN ('pending', 'delivered', 'gave_up')),
+    attempts integer NOT NULL DEFAULT 0,
+    created_at timestamptz NOT NULL,
+    next_attempt_at timestamptz,
+    last_attempt_at timestamptz,
+    finished_at timestamptz,
+    last_status integer NOT NULL DEFAULT 0,
+    last_error text NOT NULL DEFAULT '',
+    last_response text NOT NULL DEFAULT '',
+    claimed_by text,
+    claimed_until timestamptz,
+    FOREIGN KEY (job_id, position) REFERENCES job_webhooks (job_id, position) ON DELETE CASCADE
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
+    WHERE state = 'pending';
+CREATE INDEX webhook_deliveries_of_job ON webhook_deliveries (job_id, created_at);
+"""
+
 MIGRATIONS = (
     Migration(1, "jobs and their history", SCHEMA_V1),
     Migration(10, "export replicas and job leases", SCHEMA_V10_OWNERSHIP),
@@ -252,6 +290,7 @@ MIGRATIONS = (
         "the stored output's SHA-256 and the current stage's own progress",
         SCHEMA_V50_STORED_OUTPUT,
     ),
+    Migration(60, "webhook endpoints and the deliveries owed to them", SCHEMA_V60_WEBHOOKS),
 )
 
 MIGRATIONS_TABLE = """

@@ -239,6 +239,9 @@ class Job:
     output_sha256: str = ""
     # 0-100 of the current stage where it has a measure of its own (Uploading), else 0.
     stage_progress: float = 0.0
+    # Which of its changes its webhook endpoints are told of: "" (it has none), "terminal" or
+    # "all" (the widest of its endpoints'; store.outbox.NotifyEvents).
+    notify: str = ""
 
     @property
     def terminal(self) -> bool:

@@ -28,10 +28,10 @@ import functools
 import json
 import re
 import zlib
-from collections.abc import Awaitable, Callable, Collection, Generator, Mapping
+from collections.abc import Awaitable, Callable, Collection, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from export_service.store.records import (
     ACTIVE_STATUSES,
@@ -50,6 +50,9 @@ from export_service.store.records import (
     first_attempts_json,
 )
 from videojob.errors import ResourceExhausted
+
+if TYPE_CHECKING:
+    from export_service.store import outbox
 
 T = TypeVar("T")
 
@@ -113,6 +116,25 @@ PARAMETER_TYPES: Mapping[str, str] = {
     "after_id": "text",
     "before": "timestamptz",
     "lock": "int8",
+    # The webhook outbox (store.outbox).
+    "notify": "text",
+    "event": "text",
+    "type": "text",
+    "version": "int8",
+    "payload": "text",
+    "terminal": "bool",
+    "position": "int8",
+    "url": "text",
+    "events": "text",
+    "secret": "text",
+    "at": "timestamptz",
+    "until": "timestamptz",
+    "next": "timestamptz",
+    "finished": "timestamptz",
+    "state": "text",
+    "status_code": "int8",
+    "error": "text",
+    "response": "text",
 }
 
 # Quoted strings pass untouched; ``:name`` outside them is a parameter.
@@ -220,7 +242,7 @@ JOB_COLUMNS = (
     "error_field, attempt, version, spec, created_at, updated_at, started_at, finished_at, "
     "last_render_seq, eta_seconds, output_size_bytes, output_duration_seconds, cancel_requested, "
     "owner, lease_epoch, error_log_tail, render_attempts, attempt_progress, output_sha256, "
-    "stage_progress"
+    "stage_progress, notify"
 )
 HISTORY_COLUMNS = (
     "job_id, version, change, status, progress, stage, attempt, render_seq, error_code, "
@@ -269,6 +291,7 @@ def job_of(row: Row) -> Job:
         attempt_progress,
         output_sha256,
         stage_progress,
+        notify,
         *_,
     ) = row
     return Job(
@@ -300,6 +323,7 @@ def job_of(row: Row) -> Job:
         attempts=attempts_from_json(render_attempts),
         output_sha256=output_sha256,
         stage_progress=stage_progress,
+        notify=notify,
     )
 
 
@@ -425,8 +449,12 @@ def create(
     trace_context: str,
     placement: RenderAttempt | None,
     writer: str,
+    webhooks: Sequence[outbox.WebhookTarget] = (),
 ) -> Plan[tuple[Job, bool]]:
-    """Inserts the job unless its request id is known (see JobStore.create)."""
+    """Inserts the job unless its request id is known (see JobStore.create), with its webhook
+    endpoints and the event they are owed for QUEUED."""
+    from export_service.store import outbox  # it writes its rows with this module's words
+
     attempts = first_attempts_json(placement)
     found = yield from find_by_request_id(request_id)
     if found is not None:
@@ -443,9 +471,10 @@ def create(
     rows = yield Statement(
         "INSERT INTO jobs (id, request_id, status, progress, stage, spec, created_at, "
         "updated_at, last_change, written_by, owner, lease_epoch, trace_context, "
-        "render_attempts) VALUES (:id, :request_id, 'QUEUED', 0, :stage, :spec, now(), now(), "
-        ":change, :writer, :owner, CASE WHEN :owner IS NULL THEN NULL ELSE 1 END, "
-        f":trace_context, :attempts) ON CONFLICT (request_id) DO NOTHING RETURNING {JOB_COLUMNS}",
+        "render_attempts, notify) VALUES (:id, :request_id, 'QUEUED', 0, :stage, :spec, now(), "
+        "now(), :change, :writer, :owner, CASE WHEN :owner IS NULL THEN NULL ELSE 1 END, "
+        f":trace_context, :attempts, :notify) ON CONFLICT (request_id) DO NOTHING "
+        f"RETURNING {JOB_COLUMNS}",
         {
             "id": job_id,
             "request_id": request_id,
@@ -456,10 +485,16 @@ def create(
             "owner": owner,
             "trace_context": trace_context,
             "attempts": attempts,
+            "notify": outbox.widest(webhooks).value,
         },
     )
     if rows:
-        return job_of(rows[0]), True
+        job = job_of(rows[0])
+        for position, target in enumerate(webhooks):
+            yield outbox.record_target(job.id, position, target)
+        if outbox.owed(job):
+            yield outbox.record_event(job)
+        return job, True
     # A create with the same request id committed first (ON CONFLICT waited for it).
     rows = yield Statement(f"{_JOBS} WHERE request_id = :request_id", {"request_id": request_id})
     return job_of(rows[0]), False

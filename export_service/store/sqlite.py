@@ -232,6 +232,11 @@ MIGRATIONS = (
         "the stored output's SHA-256 and the current stage's own progress",
         lambda conn: _run_script(conn, STORED_OUTPUT_SCHEMA),
     ),
+    Migration(
+        60,
+        "webhook endpoints and the deliveries owed to them",
+        lambda conn: _run_script(conn, WEBHOOK_SCHEMA),
+    ),
 )
 
 # Migration 40: a pool of render services. Each job keeps the placements of its render (JSON: a
@@ -247,6 +252,45 @@ UPDATE jobs SET attempt_progress = progress WHERE attempt = 1;
 STORED_OUTPUT_SCHEMA = """
 ALTER TABLE jobs ADD COLUMN output_sha256 TEXT NOT NULL DEFAULT '';
 ALTER TABLE jobs ADD COLUMN stage_progress REAL NOT NULL DEFAULT 0;
+"""
+
+# Migration 60: the webhook outbox (store.outbox). Each job's endpoints, and one row per event
+# owed to one of them, written in the transaction of the change it tells of. Times in
+# microseconds since the epoch.
+WEBHOOK_SCHEMA = """
+ALTER TABLE jobs ADD COLUMN notify TEXT NOT NULL DEFAULT '';
+CREATE TABLE job_webhooks (
+    job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    url TEXT NOT NULL,
+    events TEXT NOT NULL CHECK (events IN ('terminal', 'all')),
+    secret TEXT NOT NULL,
+    PRIMARY KEY (job_id, position)
+) WITHOUT ROWID;
+CREATE TABLE webhook_deliveries (
+    id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    job_version INTEGER NOT NULL,
+    payload TEXT NOT NULL,
+    url TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'gave_up')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    next_attempt_at INTEGER,
+    last_attempt_at INTEGER,
+    finished_at INTEGER,
+    last_status INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT NOT NULL DEFAULT '',
+    last_response TEXT NOT NULL DEFAULT '',
+    claimed_by TEXT,
+    claimed_until INTEGER,
+    FOREIGN KEY (job_id, position) REFERENCES job_webhooks (job_id, position) ON DELETE CASCADE
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
+    WHERE state = 'pending';
+CREATE INDEX webhook_deliveries_of_job ON webhook_deliveries (job_id, created_at);
 """
 
 MIGRATIONS_TABLE = """

@@ -4,9 +4,11 @@ A ``Transition`` says which statuses it may start from, what it sets (column: ne
 see store.sql), any further condition and the refusal when that fails, whether it makes a new
 version (version + 1, and so a history entry: each backend's job_history trigger), how a lease
 fences it, the rows it writes in other tables in the same transaction, and its lane (how a
-backend schedules and commits it). ``apply`` makes one conditional statement of it for one job,
-``apply_batch`` one statement for many (each row with its own arguments and lease); both are
-plans (store.sql) that each backend runs in one transaction. Nothing else writes a job: the
+backend schedules and commits it). A versioned write that moves the job into a status records
+the webhook deliveries that status owes in its own transaction (store.outbox). ``apply``
+makes one conditional statement of it for one job, ``apply_batch`` one statement for many
+(each row with its own arguments and lease); both are plans (store.sql) that each backend runs
+in one transaction. Nothing else writes a job: the
 create (store.sql.create) inserts it, claims (each backend's) move its lease.
 
 Adding a transition: declare it here, give JobStore a method that applies it, and give
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from export_service.store import outbox
 from export_service.store.records import (
     MAX_RUNNING_PROGRESS,
     STAGE_CANCELLED,
@@ -114,7 +117,8 @@ class Transition:
     @property
     def atomic(self) -> bool:
         """Whether it needs a transaction of its own (a lone UPDATE is one already)."""
-        return self.derive is not None or bool(self.also)
+        # A terminal change may owe webhook deliveries, written with it (store.outbox).
+        return self.derive is not None or bool(self.also) or self.lane is Lane.TERMINAL
 
     @functools.cached_property
     def sql(self) -> str:
@@ -391,6 +395,8 @@ def apply(
         job = job_of(rows[0])
         for write in transition.also:
             yield write(job, params)
+        if transition.versioned and outbox.owed(job):
+            yield outbox.record_event(job)
         return job
     current = yield from read_job(job_id)
     raise transition.refused(current, params, lease)
@@ -416,6 +422,10 @@ def apply_batch(
         with metrics.STORE_WRITE.labels(transition.name).time():
             returned = yield Statement(transition.batch_sql, shared)
         written = {job.id: job for job in map(job_of, returned)}
+        if transition.versioned:
+            for job in written.values():
+                if outbox.owed(job):
+                    yield outbox.record_event(job)
         for position in positions:
             job_id, _, lease = items[position]
             if job_id in written:

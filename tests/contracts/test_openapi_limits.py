@@ -56,6 +56,10 @@ LIMIT_KEYWORDS = (
 )
 # Where a request parameter goes when the gateway calls the export service.
 GRPC_FIELD_OF_PARAMETER = {("header", "Idempotency-Key"): "request_id", ("path", "id"): "id"}
+# A create's webhook endpoint is no part of the RenderSpec, and a URL the stack accepts needs a
+# destination it may reach: its limits are probed by tests/export/test_webhooks.py (gRPC) and
+# tests/gateway/test_webhooks_http.py (HTTP).
+WEBHOOK_ENDPOINT = ("notify",)
 PATH_COMPONENT_CHARACTERS = 199  # inside limits.MAX_PATH_COMPONENT_BYTES
 CALL_TIMEOUT_SECONDS = 30
 
@@ -151,6 +155,8 @@ def document_limits() -> Iterator[Limit]:
             if body is None:
                 continue
             for json_path, keyword, bound, schema, context in _walk_schema(body["schema"], (), ()):
+                if json_path[:1] == WEBHOOK_ENDPOINT:
+                    continue
                 yield Limit(
                     **common,
                     location="body",

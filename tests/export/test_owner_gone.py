@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from export_service.job_proto import job_to_proto
 from export_service.ownership import (
     RENEWALS_PER_TTL,
     Roster,
@@ -21,7 +22,6 @@ from export_service.ownership import (
     owner_gone,
     roster_of,
 )
-from export_service.server import job_to_proto
 from export_service.store import Job, JobStatus
 from export_service.store.base import ReplicaBeat
 from tests.support.specs import pattern_spec

@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+from export_service.job_proto import job_to_proto
 from export_service.queue_line import QueuePlace, QueueView, waits_for_slot
-from export_service.server import job_to_proto
 from export_service.store import Job, JobStatus
 from export_service.store.base import (
     STAGE_QUEUED,

@@ -104,3 +104,30 @@ def make_test_pki(directory: Path) -> Pki:
         client=_issue(ca_cert, ca_key, "client", ExtendedKeyUsageOID.CLIENT_AUTH, directory),
         other_ca=other_path,
     )
+
+
+def make_named_server_cert(directory: Path, dns_name: str) -> tuple[Path, CertPair]:
+    """A CA of its own and a server certificate valid for ``dns_name`` alone (no address): a
+    client that checks it against the address it connected to fails."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_cert, ca_key = _make_ca(f"{dns_name}-ca")
+    ca_path = directory / f"{dns_name}-ca.crt"
+    ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(dns_name))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(dns_name)]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pair = CertPair(cert=directory / f"{dns_name}.crt", key=directory / f"{dns_name}.key")
+    pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(key, pair.key)
+    return ca_path, pair

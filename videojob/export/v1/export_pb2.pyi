@@ -44,6 +44,53 @@ FAILED: JobStatus.ValueType  # 4
 CANCELLED: JobStatus.ValueType  # 5
 Global___JobStatus: _TypeAlias = JobStatus  # noqa: Y015
 
+class _WebhookEvents:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _WebhookEventsEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WebhookEvents.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    WEBHOOK_EVENTS_UNSPECIFIED: _WebhookEvents.ValueType  # 0
+    """The job's terminal state (completed, failed or cancelled)."""
+    WEBHOOK_EVENTS_TERMINAL: _WebhookEvents.ValueType  # 1
+    WEBHOOK_EVENTS_STATUS_CHANGES: _WebhookEvents.ValueType  # 2
+    """Every status change: queued (at create), running, and the terminal state."""
+
+class WebhookEvents(_WebhookEvents, metaclass=_WebhookEventsEnumTypeWrapper):
+    """Which of a job's changes an endpoint is told of."""
+
+WEBHOOK_EVENTS_UNSPECIFIED: WebhookEvents.ValueType  # 0
+"""The job's terminal state (completed, failed or cancelled)."""
+WEBHOOK_EVENTS_TERMINAL: WebhookEvents.ValueType  # 1
+WEBHOOK_EVENTS_STATUS_CHANGES: WebhookEvents.ValueType  # 2
+"""Every status change: queued (at create), running, and the terminal state."""
+Global___WebhookEvents: _TypeAlias = WebhookEvents  # noqa: Y015
+
+class _DeliveryState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DeliveryStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DeliveryState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DELIVERY_STATE_UNSPECIFIED: _DeliveryState.ValueType  # 0
+    DELIVERY_PENDING: _DeliveryState.ValueType  # 1
+    """Not delivered yet: due at next_attempt_at."""
+    DELIVERY_DELIVERED: _DeliveryState.ValueType  # 2
+    """A 2xx answer was received."""
+    DELIVERY_GAVE_UP: _DeliveryState.ValueType  # 3
+    """No more attempts: the endpoint answered 410 Gone, or the retry period ran out."""
+
+class DeliveryState(_DeliveryState, metaclass=_DeliveryStateEnumTypeWrapper): ...
+
+DELIVERY_STATE_UNSPECIFIED: DeliveryState.ValueType  # 0
+DELIVERY_PENDING: DeliveryState.ValueType  # 1
+"""Not delivered yet: due at next_attempt_at."""
+DELIVERY_DELIVERED: DeliveryState.ValueType  # 2
+"""A 2xx answer was received."""
+DELIVERY_GAVE_UP: DeliveryState.ValueType  # 3
+"""No more attempts: the endpoint answered 410 Gone, or the retry period ran out."""
+Global___DeliveryState: _TypeAlias = DeliveryState  # noqa: Y015
+
 @_typing.final
 class JobError(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -108,6 +155,7 @@ class VideoJob(_message.Message):
     ESTIMATED_START_AT_FIELD_NUMBER: _builtins.int
     OUTPUT_SHA256_FIELD_NUMBER: _builtins.int
     STAGE_PROGRESS_FIELD_NUMBER: _builtins.int
+    NOTIFY_SECRET_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     status: Global___JobStatus.ValueType
     progress: _builtins.float
@@ -152,6 +200,11 @@ class VideoJob(_message.Message):
     stage_progress: _builtins.float
     """0 to 100 of the current stage where it has a measure of its own (Uploading: bytes stored
     of the file's size), while progress stays within 95-99; 0 otherwise.
+    """
+    notify_secret: _builtins.str
+    """The secret (whsec_...) that signs the webhook deliveries of the endpoint named by
+    CreateExportRequest.notify: set in the answer of the CreateExport that created the job,
+    and nowhere else (not in a later read, a replayed create, the history or an event).
     """
     @_builtins.property
     def error(self) -> Global___JobError: ...
@@ -214,10 +267,11 @@ class VideoJob(_message.Message):
         estimated_start_at: _timestamp_pb2.Timestamp | None = ...,
         output_sha256: _builtins.str = ...,
         stage_progress: _builtins.float = ...,
+        notify_secret: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error", b"error", "estimated_start_at", b"estimated_start_at", "finished_at", b"finished_at", "render_service", b"render_service", "spec", b"spec", "started_at", b"started_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "attempt_progress", b"attempt_progress", "attempts", b"attempts", "awaiting_owner", b"awaiting_owner", "created_at", b"created_at", "error", b"error", "estimated_start_at", b"estimated_start_at", "eta_seconds", b"eta_seconds", "finished_at", b"finished_at", "id", b"id", "output_duration_seconds", b"output_duration_seconds", "output_path", b"output_path", "output_sha256", b"output_sha256", "output_size_bytes", b"output_size_bytes", "progress", b"progress", "queue_position", b"queue_position", "render_service", b"render_service", "request_id", b"request_id", "retrying", b"retrying", "spec", b"spec", "stage", b"stage", "stage_progress", b"stage_progress", "started_at", b"started_at", "status", b"status", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "attempt_progress", b"attempt_progress", "attempts", b"attempts", "awaiting_owner", b"awaiting_owner", "created_at", b"created_at", "error", b"error", "estimated_start_at", b"estimated_start_at", "eta_seconds", b"eta_seconds", "finished_at", b"finished_at", "id", b"id", "notify_secret", b"notify_secret", "output_duration_seconds", b"output_duration_seconds", "output_path", b"output_path", "output_sha256", b"output_sha256", "output_size_bytes", b"output_size_bytes", "progress", b"progress", "queue_position", b"queue_position", "render_service", b"render_service", "request_id", b"request_id", "retrying", b"retrying", "spec", b"spec", "stage", b"stage", "stage_progress", b"stage_progress", "started_at", b"started_at", "status", b"status", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -300,22 +354,164 @@ class CreateExportRequest(_message.Message):
 
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     SPEC_FIELD_NUMBER: _builtins.int
+    NOTIFY_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     @_builtins.property
     def spec(self) -> _spec_pb2.RenderSpec: ...
+    @_builtins.property
+    def notify(self) -> Global___WebhookEndpoint:
+        """An endpoint to tell of the job's changes by webhook (unset: none besides the operator's).
+        Its secret is generated and returned once, in VideoJob.notify_secret of the answer.
+        """
+
     def __init__(
         self,
         *,
         request_id: _builtins.str = ...,
         spec: _spec_pb2.RenderSpec | None = ...,
+        notify: Global___WebhookEndpoint | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["notify", b"notify", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "spec", b"spec"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["notify", b"notify", "request_id", b"request_id", "spec", b"spec"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreateExportRequest: _TypeAlias = CreateExportRequest  # noqa: Y015
+
+@_typing.final
+class WebhookEndpoint(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URL_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """http:// or https://; a name that does not resolve, or that resolves to a loopback,
+    private, link-local or otherwise non-public address, is refused (INVALID_ARGUMENT naming
+    notify.url) unless the operator allows private destinations.
+    """
+    events: Global___WebhookEvents.ValueType
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        events: Global___WebhookEvents.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WebhookEndpoint: _TypeAlias = WebhookEndpoint  # noqa: Y015
+
+@_typing.final
+class WebhookDelivery(_message.Message):
+    """One event owed to one endpoint, recorded in the same transaction as the change it tells of."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    LAST_STATUS_CODE_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    LAST_RESPONSE_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    LAST_ATTEMPT_AT_FIELD_NUMBER: _builtins.int
+    NEXT_ATTEMPT_AT_FIELD_NUMBER: _builtins.int
+    FINISHED_AT_FIELD_NUMBER: _builtins.int
+    JOB_VERSION_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The webhook-id header and the CloudEvent's id: the same on every attempt."""
+    type: _builtins.str
+    """The CloudEvent's type (dev.videojob.export.completed, ...)."""
+    url: _builtins.str
+    state: Global___DeliveryState.ValueType
+    attempts: _builtins.int
+    last_status_code: _builtins.int
+    """The last attempt's HTTP status (0: none, the attempt failed before an answer), the error
+    when there was no answer, and at most a few hundred bytes of the answer's body.
+    """
+    last_error: _builtins.str
+    last_response: _builtins.str
+    job_version: _builtins.int
+    """The job's version the event tells of."""
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_attempt_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def next_attempt_at(self) -> _timestamp_pb2.Timestamp:
+        """Unset once delivered or given up."""
+
+    @_builtins.property
+    def finished_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        type: _builtins.str = ...,
+        url: _builtins.str = ...,
+        state: Global___DeliveryState.ValueType = ...,
+        attempts: _builtins.int = ...,
+        last_status_code: _builtins.int = ...,
+        last_error: _builtins.str = ...,
+        last_response: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        last_attempt_at: _timestamp_pb2.Timestamp | None = ...,
+        next_attempt_at: _timestamp_pb2.Timestamp | None = ...,
+        finished_at: _timestamp_pb2.Timestamp | None = ...,
+        job_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "last_attempt_at", b"last_attempt_at", "next_attempt_at", b"next_attempt_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "created_at", b"created_at", "finished_at", b"finished_at", "id", b"id", "job_version", b"job_version", "last_attempt_at", b"last_attempt_at", "last_error", b"last_error", "last_response", b"last_response", "last_status_code", b"last_status_code", "next_attempt_at", b"next_attempt_at", "state", b"state", "type", b"type", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WebhookDelivery: _TypeAlias = WebhookDelivery  # noqa: Y015
+
+@_typing.final
+class ListJobDeliveriesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListJobDeliveriesRequest: _TypeAlias = ListJobDeliveriesRequest  # noqa: Y015
+
+@_typing.final
+class ListJobDeliveriesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def deliveries(self) -> _containers.RepeatedCompositeFieldContainer[Global___WebhookDelivery]: ...
+    def __init__(
+        self,
+        *,
+        deliveries: _abc.Iterable[Global___WebhookDelivery] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deliveries", b"deliveries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListJobDeliveriesResponse: _TypeAlias = ListJobDeliveriesResponse  # noqa: Y015
 
 @_typing.final
 class GetExportRequest(_message.Message):

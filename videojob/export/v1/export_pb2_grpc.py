@@ -81,6 +81,11 @@ class ExportServiceStub:
                 request_serializer=videojob_dot_export_dot_v1_dot_export__pb2.DeleteExportRequest.SerializeToString,
                 response_deserializer=videojob_dot_export_dot_v1_dot_export__pb2.DeleteExportResponse.FromString,
                 _registered_method=True)
+        self.ListJobDeliveries = channel.unary_unary(
+                '/videojob.export.v1.ExportService/ListJobDeliveries',
+                request_serializer=videojob_dot_export_dot_v1_dot_export__pb2.ListJobDeliveriesRequest.SerializeToString,
+                response_deserializer=videojob_dot_export_dot_v1_dot_export__pb2.ListJobDeliveriesResponse.FromString,
+                _registered_method=True)
 
 
 class ExportServiceServicer:
@@ -162,6 +167,14 @@ class ExportServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListJobDeliveries(self, request, context):
+        """The job's webhook deliveries (one per event and endpoint), oldest first: each one's
+        state, attempts, the last answer and the next try. NOT_FOUND for an unknown id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExportServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -209,6 +222,11 @@ def add_ExportServiceServicer_to_server(servicer, server):
                     servicer.DeleteExport,
                     request_deserializer=videojob_dot_export_dot_v1_dot_export__pb2.DeleteExportRequest.FromString,
                     response_serializer=videojob_dot_export_dot_v1_dot_export__pb2.DeleteExportResponse.SerializeToString,
+            ),
+            'ListJobDeliveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobDeliveries,
+                    request_deserializer=videojob_dot_export_dot_v1_dot_export__pb2.ListJobDeliveriesRequest.FromString,
+                    response_serializer=videojob_dot_export_dot_v1_dot_export__pb2.ListJobDeliveriesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -455,6 +473,33 @@ class ExportService:
             '/videojob.export.v1.ExportService/DeleteExport',
             videojob_dot_export_dot_v1_dot_export__pb2.DeleteExportRequest.SerializeToString,
             videojob_dot_export_dot_v1_dot_export__pb2.DeleteExportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobDeliveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/videojob.export.v1.ExportService/ListJobDeliveries',
+            videojob_dot_export_dot_v1_dot_export__pb2.ListJobDeliveriesRequest.SerializeToString,
+            videojob_dot_export_dot_v1_dot_export__pb2.ListJobDeliveriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -69,6 +69,10 @@ class ExportServiceStub:
     a CreateExport with it answers FAILED_PRECONDITION with ErrorInfo reason
     REQUEST_ID_DELETED (HTTP 410) and never renders again.
     """
+    ListJobDeliveries: _grpc.UnaryUnaryMultiCallable[_export_pb2.ListJobDeliveriesRequest, _export_pb2.ListJobDeliveriesResponse]
+    """The job's webhook deliveries (one per event and endpoint), oldest first: each one's
+    state, attempts, the last answer and the next try. NOT_FOUND for an unknown id.
+    """
 
 @_typing.type_check_only
 class ExportServiceAsyncStub(ExportServiceStub):
@@ -109,6 +113,10 @@ class ExportServiceAsyncStub(ExportServiceStub):
     terminal, or whose render clean-up is still pending. The job's request id is remembered:
     a CreateExport with it answers FAILED_PRECONDITION with ErrorInfo reason
     REQUEST_ID_DELETED (HTTP 410) and never renders again.
+    """
+    ListJobDeliveries: _aio.UnaryUnaryMultiCallable[_export_pb2.ListJobDeliveriesRequest, _export_pb2.ListJobDeliveriesResponse]  # type: ignore[assignment]
+    """The job's webhook deliveries (one per event and endpoint), oldest first: each one's
+    state, attempts, the last answer and the next try. NOT_FOUND for an unknown id.
     """
 
 class ExportServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -201,6 +209,16 @@ class ExportServiceServicer(metaclass=_abc_1.ABCMeta):
         terminal, or whose render clean-up is still pending. The job's request id is remembered:
         a CreateExport with it answers FAILED_PRECONDITION with ErrorInfo reason
         REQUEST_ID_DELETED (HTTP 410) and never renders again.
+        """
+
+    @_abc_1.abstractmethod
+    def ListJobDeliveries(
+        self,
+        request: _export_pb2.ListJobDeliveriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_export_pb2.ListJobDeliveriesResponse, _abc.Awaitable[_export_pb2.ListJobDeliveriesResponse]]:
+        """The job's webhook deliveries (one per event and endpoint), oldest first: each one's
+        state, attempts, the last answer and the next try. NOT_FOUND for an unknown id.
         """
 
 def add_ExportServiceServicer_to_server(servicer: ExportServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
