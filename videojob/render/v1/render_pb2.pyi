@@ -162,14 +162,34 @@ Global___CheckInputsRequest: _TypeAlias = CheckInputsRequest  # noqa: Y015
 
 @_typing.final
 class CheckInputsResponse(_message.Message):
+    """What a split's planner needs to know of the source (for a transcode: its video stream as
+    probed; for a test pattern or slideshow: as the spec makes it).
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
+    DURATION_SECONDS_FIELD_NUMBER: _builtins.int
+    FPS_FIELD_NUMBER: _builtins.int
+    VARIABLE_FRAME_RATE_FIELD_NUMBER: _builtins.int
+    HAS_AUDIO_FIELD_NUMBER: _builtins.int
+    duration_seconds: _builtins.float
+    """0 when unknown."""
+    fps: _builtins.float
+    """The source's frame rate; 0 when unknown."""
+    variable_frame_rate: _builtins.bool
+    """The source's frames are not evenly spaced (a phone's recording): a split could drift."""
+    has_audio: _builtins.bool
     def __init__(
         self,
+        *,
+        duration_seconds: _builtins.float = ...,
+        fps: _builtins.float = ...,
+        variable_frame_rate: _builtins.bool = ...,
+        has_audio: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_seconds", b"duration_seconds", "fps", b"fps", "has_audio", b"has_audio", "variable_frame_rate", b"variable_frame_rate"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -29,23 +29,106 @@ class RenderSpec(_message.Message):
 
     SOURCE_FIELD_NUMBER: _builtins.int
     OUTPUT_FIELD_NUMBER: _builtins.int
+    PART_FIELD_NUMBER: _builtins.int
+    JOIN_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def source(self) -> Global___Source: ...
     @_builtins.property
     def output(self) -> Global___OutputSpec: ...
+    @_builtins.property
+    def part(self) -> Global___SplitPart: ...
+    @_builtins.property
+    def join(self) -> Global___SplitJoin: ...
     def __init__(
         self,
         *,
         source: Global___Source | None = ...,
         output: Global___OutputSpec | None = ...,
+        part: Global___SplitPart | None = ...,
+        join: Global___SplitJoin | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["output", b"output", "source", b"source"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["internal", b"internal", "join", b"join", "output", b"output", "part", b"part", "source", b"source"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["output", b"output", "source", b"source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["internal", b"internal", "join", b"join", "output", b"output", "part", b"part", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_internal: _TypeAlias = _typing.Literal["part", "join"]  # noqa: Y015
+    _WhichOneofArgType_internal: _TypeAlias = _typing.Literal["internal", b"internal"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_internal) -> _WhichOneofReturnType_internal | None: ...
+
+Global___RenderSpec: _TypeAlias = RenderSpec  # noqa: Y015
+
+@_typing.final
+class SplitPart(_message.Message):
+    """One part of a split render: the output's video frames [first_frame, first_frame +
+    frame_count) on the output's frame timeline (frame n is shown at n / fps), encoded video-only
+    with closed GOPs, starting on a keyframe, with the same encoder settings as every other part.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    FIRST_FRAME_FIELD_NUMBER: _builtins.int
+    FRAME_COUNT_FIELD_NUMBER: _builtins.int
+    TOTAL_FRAMES_FIELD_NUMBER: _builtins.int
+    FPS_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    """0-based, of `count` parts in the plan."""
+    count: _builtins.int
+    first_frame: _builtins.int
+    frame_count: _builtins.int
+    total_frames: _builtins.int
+    """The whole output's frames (the sum of every part's frame_count)."""
+    fps: _builtins.float
+    """The output's frame rate the plan is made on."""
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        count: _builtins.int = ...,
+        first_frame: _builtins.int = ...,
+        frame_count: _builtins.int = ...,
+        total_frames: _builtins.int = ...,
+        fps: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "first_frame", b"first_frame", "fps", b"fps", "frame_count", b"frame_count", "index", b"index", "total_frames", b"total_frames"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___RenderSpec: _TypeAlias = RenderSpec  # noqa: Y015
+Global___SplitPart: _TypeAlias = SplitPart  # noqa: Y015
+
+@_typing.final
+class SplitJoin(_message.Message):
+    """The join of a split render: its parts' files in plan order (as their renders' Completed
+    events reported them: paths under the output directory or s3:// locations), put together
+    without re-encoding the video; the audio is encoded once, from the source, and muxed.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PART_PATHS_FIELD_NUMBER: _builtins.int
+    TOTAL_FRAMES_FIELD_NUMBER: _builtins.int
+    FPS_FIELD_NUMBER: _builtins.int
+    total_frames: _builtins.int
+    fps: _builtins.float
+    @_builtins.property
+    def part_paths(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        part_paths: _abc.Iterable[_builtins.str] | None = ...,
+        total_frames: _builtins.int = ...,
+        fps: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fps", b"fps", "part_paths", b"part_paths", "total_frames", b"total_frames"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SplitJoin: _TypeAlias = SplitJoin  # noqa: Y015
 
 @_typing.final
 class Source(_message.Message):
@@ -187,6 +270,7 @@ class OutputSpec(_message.Message):
     CRF_FIELD_NUMBER: _builtins.int
     PRESET_FIELD_NUMBER: _builtins.int
     FASTSTART_FIELD_NUMBER: _builtins.int
+    SPLIT_FIELD_NUMBER: _builtins.int
     container: _builtins.str
     """"mp4" or "webm"."""
     video_codec: _builtins.str
@@ -203,6 +287,10 @@ class OutputSpec(_message.Message):
     """Encoder speed preset, e.g. "ultrafast" .. "veryslow" for h264/hevc."""
     faststart: _builtins.bool
     """mp4 only: move the moov atom to the front (a second pass after encoding)."""
+    @_builtins.property
+    def split(self) -> Global___Split:
+        """How to cut the work; absent: the operator's policy."""
+
     def __init__(
         self,
         *,
@@ -215,13 +303,34 @@ class OutputSpec(_message.Message):
         crf: _builtins.int | None = ...,
         preset: _builtins.str = ...,
         faststart: _builtins.bool = ...,
+        split: Global___Split | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_crf", b"_crf", "crf", b"crf"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_crf", b"_crf", "crf", b"crf", "split", b"split"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_crf", b"_crf", "audio_codec", b"audio_codec", "container", b"container", "crf", b"crf", "faststart", b"faststart", "fps", b"fps", "height", b"height", "preset", b"preset", "video_codec", b"video_codec", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_crf", b"_crf", "audio_codec", b"audio_codec", "container", b"container", "crf", b"crf", "faststart", b"faststart", "fps", b"fps", "height", b"height", "preset", b"preset", "split", b"split", "video_codec", b"video_codec", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__crf: _TypeAlias = _typing.Literal["crf"]  # noqa: Y015
     _WhichOneofArgType__crf: _TypeAlias = _typing.Literal["_crf", b"_crf"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__crf) -> _WhichOneofReturnType__crf | None: ...
 
 Global___OutputSpec: _TypeAlias = OutputSpec  # noqa: Y015
+
+@_typing.final
+class Split(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTS_FIELD_NUMBER: _builtins.int
+    parts: _builtins.int
+    """0: the operator's policy decides; 1: never split; N >= 2: render in N parts."""
+    def __init__(
+        self,
+        *,
+        parts: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["parts", b"parts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Split: _TypeAlias = Split  # noqa: Y015
