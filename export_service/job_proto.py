@@ -10,6 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from export_service.store.outbox import Delivery, DeliveryState
 from export_service.store.records import STAGE_WAITING_FOR_OWNER, HistoryEntry, Job, JobStatus
+from export_service.store.split_record import PartState
 from videojob.export.v1 import export_pb2
 from videojob.job_json import job_to_json
 from videojob.render.v1 import spec_pb2
@@ -79,6 +80,7 @@ def job_to_proto(
             finished = job.finished_at
         if finished is not None:
             recorded.finished_at.FromDatetime(finished)
+    _add_parts(message, job)
     current = job.current_attempt
     if current is not None:
         message.render_service.instance_id = current.instance_id
@@ -97,6 +99,31 @@ def job_to_proto(
         message.error.field = job.error_field
         message.error.log_tail = job.error_log_tail
     return message
+
+
+def _add_parts(message: export_pb2.VideoJob, job: Job) -> None:
+    """A split job's parts, then its join; each running part's frames as its progress wrote."""
+    message.split_reason = job.split_reason
+    if job.split is None:
+        return
+    for part in job.split.renders:
+        frames = part.frames_done
+        if part.state is PartState.RENDERING and 0 <= part.index < len(job.split_frames):
+            frames = min(job.split_frames[part.index], part.frame_count)
+        message.parts.add(
+            index=len(job.split.parts) if part.is_join else part.index,
+            join=part.is_join,
+            first_frame=part.first_frame,
+            frame_count=part.frame_count,
+            state=part.state.value,
+            render_id=part.render_id,
+            render_service=export_pb2.RenderService(
+                instance_id=part.instance_id, address=part.address
+            ),
+            frames_done=frames,
+            attempts=part.attempts,
+            note=part.note,
+        )
 
 
 def history_entry_to_proto(entry: HistoryEntry) -> export_pb2.JobHistoryEntry:

@@ -113,6 +113,21 @@ COMPONENT_SCHEMAS: dict[str, dict[str, Any]] = {
             },
         },
     },
+    "JobPart": {
+        "type": "object",
+        "properties": {
+            "index": {"type": "integer", "description": "0-based in plan order."},
+            "join": {"type": "boolean", "description": "The join of the parts."},
+            "firstFrame": {"type": "integer"},
+            "frameCount": {"type": "integer"},
+            "state": {"type": "string", "enum": ["pending", "rendering", "retrying", "done"]},
+            "renderId": {"type": ["string", "null"]},
+            "renderService": {"type": ["object", "null"]},
+            "framesDone": {"type": "integer"},
+            "attempts": {"type": "integer", "description": "Attempts started for this part."},
+            "note": {"type": ["string", "null"], "description": "Why it renders again."},
+        },
+    },
     "Job": {
         "type": "object",
         "required": [
@@ -183,6 +198,18 @@ COMPONENT_SCHEMAS: dict[str, dict[str, Any]] = {
                 "that stage, while `progress` stays within 95-99; null otherwise.",
             },
             "spec": {"type": "object", "description": "The RenderSpec as the service stored it."},
+            "parts": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/JobPart"},
+                "description": "A split job's parts in plan order, each rendered by a render of "
+                "its own, then the join of the parts (`join` true); empty for a job that renders "
+                "whole.",
+            },
+            "splitReason": {
+                "type": ["string", "null"],
+                "description": "Why the job renders whole under the operator's policy (its "
+                "source cannot be split safely); null otherwise.",
+            },
             "notifySecret": {
                 "type": "string",
                 "description": "In the answer of the create that named `notify` alone: the "

@@ -165,7 +165,8 @@ def job_to_json(job: export_pb2.VideoJob) -> dict[str, Any]:
     attempts, awaitingOwner, queuePosition and estimatedStartAt (derived by the export service
     as it read the job), outputSha256 (an output stored in an object store: the whole file's
     SHA-256) and stageProgress (0-100 of the current stage, e.g. bytes uploaded while Uploading;
-    null when the stage has no measure); and notifySecret in the answer of the create that
+    null when the stage has no measure), a split job's parts (and its join, last) and why a
+    job renders whole (splitReason); and notifySecret in the answer of the create that
     named a webhook endpoint (nowhere else)."""
     running = job.status == export_pb2.RUNNING
     completed = job.status == export_pb2.COMPLETED
@@ -208,6 +209,8 @@ def job_to_json(job: export_pb2.VideoJob) -> dict[str, Any]:
         "estimatedStartAt": _timestamp(job, "estimated_start_at"),
         "outputSha256": job.output_sha256 or None,
         "stageProgress": job.stage_progress if running and job.stage_progress > 0 else None,
+        "parts": [_part_to_json(part) for part in job.parts],
+        "splitReason": job.split_reason or None,
     }
     if job.notify_secret:  # the create's answer alone has it
         shown["notifySecret"] = job.notify_secret
@@ -228,6 +231,21 @@ def _attempt_to_json(attempt: export_pb2.RenderAttempt) -> dict[str, Any]:
         "startedAt": _timestamp(attempt, "started_at"),
         "finishedAt": _timestamp(attempt, "finished_at"),
         "outcome": attempt.outcome or None,
+    }
+
+
+def _part_to_json(part: export_pb2.JobPart) -> dict[str, Any]:
+    return {
+        "index": part.index,
+        "join": part.join,
+        "firstFrame": part.first_frame,
+        "frameCount": part.frame_count,
+        "state": part.state,
+        "renderId": part.render_id or None,
+        "renderService": _render_service(part.render_service),
+        "framesDone": part.frames_done,
+        "attempts": part.attempts,
+        "note": part.note or None,
     }
 
 

@@ -91,6 +91,7 @@ from export_service.store.records import (
     with_placement,
     with_release_given_up,
 )
+from export_service.store.split_record import SplitRecord, frames_to_json
 from export_service.store.sql import Plan
 from export_service.store.transitions import (
     BEGIN_ATTEMPT,
@@ -101,7 +102,11 @@ from export_service.store.transitions import (
     DELETE,
     FAIL,
     GIVE_UP_RELEASE,
+    PART_DONE,
+    PART_RETRY,
     PLACE_ATTEMPT,
+    PLACE_PART,
+    PLAN_SPLIT,
     PROGRESS,
     RENDER_RELEASED,
     Lane,
@@ -422,6 +427,7 @@ class JobStore(ABC):
                     "eta": update.eta_seconds,
                     "seq": update.render_seq,
                     "stage_progress": update.stage_progress,
+                    "split_frames": frames_to_json(update.split_frames),
                 },
                 update.lease,
             )
@@ -543,6 +549,86 @@ class JobStore(ABC):
         job's progress kept); rejected when terminal
         or when the attempt is no longer ``expected_attempt`` (someone else already retried)."""
         return await self._change(BEGIN_ATTEMPT, job_id, lease, expected=expected_attempt)
+
+    # A split job (store.split_record): its plan and each part's render.
+
+    @operation
+    async def plan_split(
+        self,
+        job_id: str,
+        *,
+        split: SplitRecord | None,
+        reason: str = "",
+        stage: str | None = None,
+        lease: Lease | None = None,
+    ) -> Job:
+        """Records the job's parts (``split``), or why it renders whole (``reason``, with no
+        parts), once: refused when its parts are planned already or it is terminal."""
+        return await self._change(
+            PLAN_SPLIT, job_id, lease, planned=split, split_reason=reason, stage=stage
+        )
+
+    @operation
+    async def place_part(
+        self,
+        job_id: str,
+        *,
+        index: int,
+        part_attempt: int,
+        render_id: str,
+        instance_id: str,
+        address: str,
+        stage: str | None = None,
+        lease: Lease | None = None,
+    ) -> Job:
+        """Records the render of part ``index`` (JOIN_INDEX: the join) as its attempt
+        ``part_attempt`` on a render service, before Render is called. Refused when the part is
+        done, on a later attempt already, or the job terminal."""
+        return await self._change(
+            PLACE_PART,
+            job_id,
+            lease,
+            index=index,
+            part_attempt=part_attempt,
+            render_id=render_id,
+            instance_id=instance_id,
+            address=address,
+            stage=stage,
+        )
+
+    @operation
+    async def part_done(
+        self,
+        job_id: str,
+        *,
+        index: int,
+        render_id: str,
+        output_path: str,
+        lease: Lease | None = None,
+    ) -> Job:
+        """Part ``index``'s render ``render_id`` completed with ``output_path`` (kept for the
+        join). Refused when the part is rendered by another render now."""
+        return await self._change(
+            PART_DONE, job_id, lease, index=index, render_id=render_id, output_path=output_path
+        )
+
+    @operation
+    async def part_retry(
+        self,
+        job_id: str,
+        *,
+        index: int,
+        render_id: str,
+        note: str,
+        stage: str,
+        lease: Lease | None = None,
+    ) -> Job:
+        """Part ``index``'s render ``render_id`` is given up, to be rendered again (``note``
+        says why, ``stage`` what the job shows meanwhile). Its frames go back to zero; the
+        job's progress holds."""
+        return await self._change(
+            PART_RETRY, job_id, lease, index=index, render_id=render_id, note=note, stage=stage
+        )
 
     # The job lifecycle: finding a request id, deleting, retention.
 

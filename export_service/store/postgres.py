@@ -274,6 +274,15 @@ CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
 CREATE INDEX webhook_deliveries_of_job ON webhook_deliveries (job_id, created_at);
 """
 
+# A split job (store.split_record): its plan and each part's render (JSON), the frames each
+# running part reported last (JSON, written with the job's progress), and why the policy renders
+# a job whole.
+SCHEMA_V61_SPLIT = """
+ALTER TABLE jobs ADD COLUMN split_parts text NOT NULL DEFAULT '';
+ALTER TABLE jobs ADD COLUMN split_frames text NOT NULL DEFAULT '';
+ALTER TABLE jobs ADD COLUMN split_reason text NOT NULL DEFAULT '';
+"""
+
 MIGRATIONS = (
     Migration(1, "jobs and their history", SCHEMA_V1),
     Migration(10, "export replicas and job leases", SCHEMA_V10_OWNERSHIP),
@@ -291,6 +300,9 @@ MIGRATIONS = (
         SCHEMA_V50_STORED_OUTPUT,
     ),
     Migration(60, "webhook endpoints and the deliveries owed to them", SCHEMA_V60_WEBHOOKS),
+    Migration(
+        61, "a split job's parts, their frames and why a job renders whole", SCHEMA_V61_SPLIT
+    ),
 )
 
 MIGRATIONS_TABLE = """

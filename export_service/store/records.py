@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+from export_service.store.split_record import SplitRecord
 from videojob import limits
 from videojob.errors import FailedPrecondition, NotFound, Reason, Unavailable
 
@@ -63,6 +64,12 @@ class Change(enum.StrEnum):
     RELEASE_GIVEN_UP = "release_given_up"
     # The first entry of a job that existed before the history did: its state at the migration.
     MIGRATED = "migrated"
+    # A split job (store.split_record): its plan, or why it renders whole; each part's (and
+    # the join's) placement before its render starts, its completion, and its retry.
+    SPLIT_PLANNED = "split_planned"
+    PART_PLACED = "part_placed"
+    PART_DONE = "part_done"
+    PART_RETRY = "part_retry"
 
 
 # How the API's outcome of an attempt says that its render's release was given up.
@@ -242,6 +249,12 @@ class Job:
     # Which of its changes its webhook endpoints are told of: "" (it has none), "terminal" or
     # "all" (the widest of its endpoints'; store.outbox.NotifyEvents).
     notify: str = ""
+    # A split job's parts and join (None: the job renders whole, or is not planned yet).
+    split: SplitRecord | None = None
+    # The frames each part reported last, in plan order (written with the job's progress).
+    split_frames: tuple[int, ...] = ()
+    # Why the job renders whole under the policy ("" when split, asked whole, or not planned).
+    split_reason: str = ""
 
     @property
     def terminal(self) -> bool:
@@ -415,6 +428,8 @@ class ProgressUpdate:
     lease: Lease | None = None
     # 0-100 of the current stage where it has a measure of its own (Uploading), else 0.
     stage_progress: float = 0.0
+    # A split job's frames finished per part, in plan order (() for any other job).
+    split_frames: tuple[int, ...] = ()
 
 
 # Per update of a batch: the job as written, or why it was not.

@@ -49,6 +49,7 @@ from export_service.store.records import (
     datetime_of,
     first_attempts_json,
 )
+from export_service.store.split_record import frames_from_json, split_from_json
 from videojob.errors import ResourceExhausted
 
 if TYPE_CHECKING:
@@ -102,6 +103,10 @@ PARAMETER_TYPES: Mapping[str, str] = {
     "duration": "float8",
     "sha256": "text",
     "stage_progress": "float8",
+    # A split job (store.split_record).
+    "split": "text",
+    "split_frames": "text",
+    "split_reason": "text",
     "code": "text",
     "message": "text",
     "field": "text",
@@ -242,7 +247,7 @@ JOB_COLUMNS = (
     "error_field, attempt, version, spec, created_at, updated_at, started_at, finished_at, "
     "last_render_seq, eta_seconds, output_size_bytes, output_duration_seconds, cancel_requested, "
     "owner, lease_epoch, error_log_tail, render_attempts, attempt_progress, output_sha256, "
-    "stage_progress, notify"
+    "stage_progress, notify, split_parts, split_frames, split_reason"
 )
 HISTORY_COLUMNS = (
     "job_id, version, change, status, progress, stage, attempt, render_seq, error_code, "
@@ -292,6 +297,9 @@ def job_of(row: Row) -> Job:
         output_sha256,
         stage_progress,
         notify,
+        split_parts,
+        split_frames,
+        split_reason,
         *_,
     ) = row
     return Job(
@@ -324,6 +332,9 @@ def job_of(row: Row) -> Job:
         output_sha256=output_sha256,
         stage_progress=stage_progress,
         notify=notify,
+        split=split_from_json(split_parts),
+        split_frames=frames_from_json(split_frames),
+        split_reason=split_reason,
     )
 
 

@@ -237,6 +237,11 @@ MIGRATIONS = (
         "webhook endpoints and the deliveries owed to them",
         lambda conn: _run_script(conn, WEBHOOK_SCHEMA),
     ),
+    Migration(
+        61,
+        "a split job's parts, their frames and why a job renders whole",
+        lambda conn: _run_script(conn, SPLIT_SCHEMA),
+    ),
 )
 
 # Migration 40: a pool of render services. Each job keeps the placements of its render (JSON: a
@@ -291,6 +296,15 @@ CREATE TABLE webhook_deliveries (
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
     WHERE state = 'pending';
 CREATE INDEX webhook_deliveries_of_job ON webhook_deliveries (job_id, created_at);
+"""
+
+# Migration 61: a split job (store.split_record). Its plan and each part's render (JSON), the
+# frames each running part reported last (JSON, written with the job's progress), and why the
+# policy renders a job whole.
+SPLIT_SCHEMA = """
+ALTER TABLE jobs ADD COLUMN split_parts TEXT NOT NULL DEFAULT '';
+ALTER TABLE jobs ADD COLUMN split_frames TEXT NOT NULL DEFAULT '';
+ALTER TABLE jobs ADD COLUMN split_reason TEXT NOT NULL DEFAULT '';
 """
 
 MIGRATIONS_TABLE = """

@@ -23,7 +23,7 @@ import functools
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,6 +45,12 @@ from export_service.store.records import (
     lease_holds,
     with_placement,
     with_release_given_up,
+)
+from export_service.store.split_record import (
+    PartRecord,
+    PartState,
+    SplitRecord,
+    frames_to_json,
 )
 from export_service.store.sql import (
     JOB_COLUMNS,
@@ -205,6 +211,102 @@ def _tombstone(job: Job, params: Params) -> Statement:
     )
 
 
+def _split_of(current: Job) -> SplitRecord:
+    if current.split is None:
+        raise TransitionRejected(current, "the job is not split")
+    return current.split
+
+
+def _render_of(current: Job, split: SplitRecord, index: int) -> PartRecord:
+    try:
+        return split.render(index)
+    except KeyError:
+        raise TransitionRejected(current, f"the job has no part {index}") from None
+
+
+def _frames_with(current: Job, split: SplitRecord, index: int, frames: int) -> str:
+    """The job's frames per part with part ``index``'s (not the join's) set to ``frames``."""
+    known = list(current.split_frames) or [part.frames_done for part in split.parts]
+    if 0 <= index < len(known):
+        known[index] = frames
+    return frames_to_json(tuple(known))
+
+
+def _planned_split(current: Job, params: dict[str, Any]) -> dict[str, Any]:
+    if current.split is not None:
+        raise TransitionRejected(current, "the job's parts are planned already")
+    split: SplitRecord | None = params["planned"]
+    frames = () if split is None else tuple(0 for _ in split.parts)
+    return {
+        **params,
+        "stage": current.stage if params["stage"] is None else params["stage"],
+        "split": "" if split is None else split.to_json(),
+        "split_frames": frames_to_json(frames),
+    }
+
+
+def _part_placed(current: Job, params: dict[str, Any]) -> dict[str, Any]:
+    split = _split_of(current)
+    index = params["index"]
+    part = _render_of(current, split, index)
+    if part.state is PartState.DONE:
+        raise TransitionRejected(current, f"{part.label} is done")
+    if params["part_attempt"] < part.attempts:
+        raise TransitionRejected(current, f"{part.label} is on attempt {part.attempts} already")
+    placed = split.with_render(
+        index,
+        lambda part: replace(
+            part,
+            state=PartState.RENDERING,
+            render_id=params["render_id"],
+            instance_id=params["instance_id"],
+            address=params["address"],
+            attempts=params["part_attempt"],
+            frames_done=0,
+            note="",
+        ),
+    )
+    frames = _frames_with(current, split, index, 0)
+    stage = current.stage if params["stage"] is None else params["stage"]
+    return {**params, "split": placed.to_json(), "split_frames": frames, "stage": stage}
+
+
+def _current_render(current: Job, split: SplitRecord, params: Params) -> PartRecord:
+    part = _render_of(current, split, params["index"])
+    if part.render_id != params["render_id"] or part.state is PartState.DONE:
+        raise TransitionRejected(
+            current, f"{part.label} is rendered by {part.render_id or 'nothing'} now"
+        )
+    return part
+
+
+def _part_done(current: Job, params: dict[str, Any]) -> dict[str, Any]:
+    split = _split_of(current)
+    part = _current_render(current, split, params)
+    done = split.with_render(
+        part.index,
+        lambda part: replace(
+            part,
+            state=PartState.DONE,
+            frames_done=part.frame_count,
+            output_path=params["output_path"],
+        ),
+    )
+    frames = _frames_with(current, split, part.index, part.frame_count)
+    return {**params, "split": done.to_json(), "split_frames": frames}
+
+
+def _part_retry(current: Job, params: dict[str, Any]) -> dict[str, Any]:
+    split = _split_of(current)
+    part = _current_render(current, split, params)
+    retrying = split.with_render(
+        part.index,
+        lambda part: replace(part, state=PartState.RETRYING, frames_done=0, note=params["note"]),
+    )
+    frames = _frames_with(current, split, part.index, 0)
+    return {**params, "split": retrying.to_json(), "split_frames": frames}
+
+
 # A progress write with a stage of the render's own moves a QUEUED job to RUNNING.
 _RENDERING = f":stage NOT IN {sql_list(STAGES_BEFORE_RUNNING)}"
 
@@ -220,6 +322,8 @@ PROGRESS = Transition(
         "eta_seconds": ":eta",
         "stage_progress": ":stage_progress",
         "last_render_seq": "greatest(last_render_seq, :seq)",
+        # A split job's frames per part ride on its progress write ("": not a split job's).
+        "split_frames": "CASE WHEN :split_frames = '' THEN split_frames ELSE :split_frames END",
         "status": f"CASE WHEN {_RENDERING} THEN 'RUNNING' ELSE status END",
         "started_at": (
             f"CASE WHEN {_RENDERING} THEN coalesce(started_at, now()) ELSE started_at END"
@@ -342,6 +446,42 @@ CONFIRM_RELEASE = Transition(
     fence=Fence.REQUIRED,
     lane=Lane.CHECK,
 )
+# A split job (store.split_record). Each part's (and the join's) render is recorded before it
+# starts, fenced like every owner's write, and each of its changes is a version of its own (a
+# history entry naming it); the frames the running parts report ride on PROGRESS instead.
+PLAN_SPLIT = Transition(
+    "split_planned",
+    start=ACTIVE,
+    sets={
+        "split_parts": ":split",
+        "split_frames": ":split_frames",
+        "split_reason": ":split_reason",
+        "stage": ":stage",
+    },
+    refusal="the job's parts are planned already",
+    derive=_planned_split,
+)
+PLACE_PART = Transition(
+    "part_placed",
+    start=ACTIVE,
+    sets={"split_parts": ":split", "split_frames": ":split_frames", "stage": ":stage"},
+    refusal="the part's render is placed already",
+    derive=_part_placed,
+)
+PART_DONE = Transition(
+    "part_done",
+    start=ACTIVE,
+    sets={"split_parts": ":split", "split_frames": ":split_frames"},
+    refusal="the part is not rendering",
+    derive=_part_done,
+)
+PART_RETRY = Transition(
+    "part_retry",
+    start=ACTIVE,
+    sets={"split_parts": ":split", "split_frames": ":split_frames", "stage": ":stage"},
+    refusal="the part is not rendering",
+    derive=_part_retry,
+)
 DELETE = Transition(
     "delete",
     start=TERMINAL,
@@ -365,6 +505,10 @@ TRANSITIONS = (
     RENDER_RELEASED,
     CONFIRM_LEASE,
     CONFIRM_RELEASE,
+    PLAN_SPLIT,
+    PLACE_PART,
+    PART_DONE,
+    PART_RETRY,
     DELETE,
 )
 

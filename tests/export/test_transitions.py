@@ -23,6 +23,7 @@ from export_service.store.base import (
     render_id_for,
 )
 from export_service.store.outage import PatientStore
+from export_service.store.split_record import part_render_id, planned
 from export_service.store.sql import Statement, render_postgres, render_sqlite
 from export_service.store.sqlite import SqliteJobStore
 from export_service.store.transitions import TRANSITIONS, Fence, Transition
@@ -43,6 +44,17 @@ async def job_in(store: JobStore, job_id: str, status: JobStatus) -> Job:
     """An owned job on its second attempt (the first superseded) in ``status``; a FAILED one
     with its render still to release."""
     await store.create(job_id=job_id, request_id=f"req-{job_id}", spec=b"spec", owner=OWNER)
+    if job_id.startswith("part_"):  # a split job's part transitions: planned, part 1 placed
+        await store.plan_split(job_id, split=planned(30, ((0, 10), (10, 20))), lease=LEASE)
+        await store.place_part(
+            job_id,
+            index=0,
+            part_attempt=1,
+            render_id=part_render_id(job_id, 0, 1),
+            instance_id="render-a",
+            address="render-a.example:50051",
+            lease=LEASE,
+        )
     await store.place_attempt(job_id, placed=placement(job_id, 1, "render-a"), lease=LEASE)
     await store.begin_attempt(job_id, expected_attempt=1, lease=LEASE)
     await store.place_attempt(
@@ -95,6 +107,29 @@ APPLY: dict[str, Callable[[JobStore, str, Lease], Awaitable[object]]] = {
     "render_released": lambda store, job_id, lease: store.render_released(job_id),
     "confirm_lease": lambda store, job_id, lease: store.confirm_lease(job_id, lease=lease),
     "confirm_release": lambda store, job_id, lease: store.confirm_release(job_id, lease=lease),
+    "split_planned": lambda store, job_id, lease: store.plan_split(
+        job_id, split=planned(30, ((0, 10), (10, 20))), lease=lease
+    ),
+    "part_placed": lambda store, job_id, lease: store.place_part(
+        job_id,
+        index=1,
+        part_attempt=1,
+        render_id=part_render_id(job_id, 1, 1),
+        instance_id="render-b",
+        address="render-b.example:50051",
+        lease=lease,
+    ),
+    "part_done": lambda store, job_id, lease: store.part_done(
+        job_id, index=0, render_id=part_render_id(job_id, 0, 1), output_path="/p1.mp4", lease=lease
+    ),
+    "part_retry": lambda store, job_id, lease: store.part_retry(
+        job_id,
+        index=0,
+        render_id=part_render_id(job_id, 0, 1),
+        note="render-a was lost",
+        stage="Part 1 retrying",
+        lease=lease,
+    ),
     "delete": _delete,
 }
 

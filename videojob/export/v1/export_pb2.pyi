@@ -156,6 +156,8 @@ class VideoJob(_message.Message):
     OUTPUT_SHA256_FIELD_NUMBER: _builtins.int
     STAGE_PROGRESS_FIELD_NUMBER: _builtins.int
     NOTIFY_SECRET_FIELD_NUMBER: _builtins.int
+    PARTS_FIELD_NUMBER: _builtins.int
+    SPLIT_REASON_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     status: Global___JobStatus.ValueType
     progress: _builtins.float
@@ -206,6 +208,10 @@ class VideoJob(_message.Message):
     CreateExportRequest.notify: set in the answer of the CreateExport that created the job,
     and nowhere else (not in a later read, a replayed create, the history or an event).
     """
+    split_reason: _builtins.str
+    """Why the job renders whole under the operator's policy (the source cannot be split safely);
+    empty when it is split, was asked to render whole, or is not planned yet.
+    """
     @_builtins.property
     def error(self) -> Global___JobError: ...
     @_builtins.property
@@ -238,6 +244,13 @@ class VideoJob(_message.Message):
         or the job waits for a render service or for its export replica.
         """
 
+    @_builtins.property
+    def parts(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobPart]:
+        """A split job (output.split.parts, or the operator's policy): its parts in plan order, each
+        rendered by a render of its own; the join of the parts follows them (JobPart.join). Empty
+        for a job that renders whole.
+        """
+
     def __init__(
         self,
         *,
@@ -268,14 +281,74 @@ class VideoJob(_message.Message):
         output_sha256: _builtins.str = ...,
         stage_progress: _builtins.float = ...,
         notify_secret: _builtins.str = ...,
+        parts: _abc.Iterable[Global___JobPart] | None = ...,
+        split_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error", b"error", "estimated_start_at", b"estimated_start_at", "finished_at", b"finished_at", "render_service", b"render_service", "spec", b"spec", "started_at", b"started_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "attempt_progress", b"attempt_progress", "attempts", b"attempts", "awaiting_owner", b"awaiting_owner", "created_at", b"created_at", "error", b"error", "estimated_start_at", b"estimated_start_at", "eta_seconds", b"eta_seconds", "finished_at", b"finished_at", "id", b"id", "notify_secret", b"notify_secret", "output_duration_seconds", b"output_duration_seconds", "output_path", b"output_path", "output_sha256", b"output_sha256", "output_size_bytes", b"output_size_bytes", "progress", b"progress", "queue_position", b"queue_position", "render_service", b"render_service", "request_id", b"request_id", "retrying", b"retrying", "spec", b"spec", "stage", b"stage", "stage_progress", b"stage_progress", "started_at", b"started_at", "status", b"status", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "attempt_progress", b"attempt_progress", "attempts", b"attempts", "awaiting_owner", b"awaiting_owner", "created_at", b"created_at", "error", b"error", "estimated_start_at", b"estimated_start_at", "eta_seconds", b"eta_seconds", "finished_at", b"finished_at", "id", b"id", "notify_secret", b"notify_secret", "output_duration_seconds", b"output_duration_seconds", "output_path", b"output_path", "output_sha256", b"output_sha256", "output_size_bytes", b"output_size_bytes", "parts", b"parts", "progress", b"progress", "queue_position", b"queue_position", "render_service", b"render_service", "request_id", b"request_id", "retrying", b"retrying", "spec", b"spec", "split_reason", b"split_reason", "stage", b"stage", "stage_progress", b"stage_progress", "started_at", b"started_at", "status", b"status", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___VideoJob: _TypeAlias = VideoJob  # noqa: Y015
+
+@_typing.final
+class JobPart(_message.Message):
+    """One part of a split job (or the join of its parts) and the render that makes it now."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    JOIN_FIELD_NUMBER: _builtins.int
+    FIRST_FRAME_FIELD_NUMBER: _builtins.int
+    FRAME_COUNT_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    RENDER_ID_FIELD_NUMBER: _builtins.int
+    RENDER_SERVICE_FIELD_NUMBER: _builtins.int
+    FRAMES_DONE_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    """0-based, in plan order (the join: the number of parts)."""
+    join: _builtins.bool
+    """True for the join of the parts (all the frames, after every part is done)."""
+    first_frame: _builtins.int
+    frame_count: _builtins.int
+    state: _builtins.str
+    """"pending", "rendering", "retrying" (its render was lost or failed: rendered again) or
+    "done" (its output is kept for the join until the job is terminal).
+    """
+    render_id: _builtins.str
+    """The render that makes it now (empty until placed), and where."""
+    frames_done: _builtins.int
+    """Frames finished: its render's last progress (frame_count once done)."""
+    attempts: _builtins.int
+    """Attempts started for it, counted against the per-part budget."""
+    note: _builtins.str
+    """Why it is being rendered again, while retrying."""
+    @_builtins.property
+    def render_service(self) -> Global___RenderService: ...
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        join: _builtins.bool = ...,
+        first_frame: _builtins.int = ...,
+        frame_count: _builtins.int = ...,
+        state: _builtins.str = ...,
+        render_id: _builtins.str = ...,
+        render_service: Global___RenderService | None = ...,
+        frames_done: _builtins.int = ...,
+        attempts: _builtins.int = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["render_service", b"render_service"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "first_frame", b"first_frame", "frame_count", b"frame_count", "frames_done", b"frames_done", "index", b"index", "join", b"join", "note", b"note", "render_id", b"render_id", "render_service", b"render_service", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobPart: _TypeAlias = JobPart  # noqa: Y015
 
 @_typing.final
 class RenderService(_message.Message):

@@ -1,0 +1,171 @@
+"""A split job's parts as its record keeps them: the plan (each part's frames on the output's
+frame timeline), and per part (and for the join of the parts) the render that makes it now,
+where it runs, how far it got and how many attempts it used.
+
+Kept as JSON on the job (``split_parts``); the frames each running part reported last travel
+with the job's coalesced progress write (``split_frames``), so part progress costs no version
+of its own. Plain values only; the transitions that change them are store.transitions'.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+
+class PartState(enum.StrEnum):
+    PENDING = "pending"  # planned (or to be rendered again), not placed yet
+    RENDERING = "rendering"  # placed: its render was (or is about to be) started
+    RETRYING = "retrying"  # its render was lost or failed: rendered again as its next attempt
+    DONE = "done"  # its render completed: its output is kept until the job is terminal
+
+
+# Where the join of the parts is addressed, wherever a part's index is taken.
+JOIN_INDEX = -1
+
+
+@dataclass(frozen=True)
+class PartRecord:
+    """One part of a split job (or its join: ``index`` JOIN_INDEX, all the frames)."""
+
+    index: int
+    first_frame: int
+    frame_count: int
+    state: PartState = PartState.PENDING
+    # The render that makes it now ("" until placed) and the render service it was placed on.
+    render_id: str = ""
+    instance_id: str = ""
+    address: str = ""
+    # Attempts started (placed) for it, against the per-part budget.
+    attempts: int = 0
+    # Frames finished, as of the last part change (the running ones: see Job.split_frames).
+    frames_done: int = 0
+    # Once DONE: the output as its Completed event reported it, for the join and the clean-up.
+    output_path: str = ""
+    # Why it is being rendered again (RETRYING), or why its last attempt ended.
+    note: str = ""
+
+    @property
+    def is_join(self) -> bool:
+        return self.index == JOIN_INDEX
+
+    @property
+    def label(self) -> str:
+        """How a job's stage and failure name it: "part 3" (1-based) or "the join"."""
+        return "the join" if self.is_join else f"part {self.index + 1}"
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "index": self.index,
+            "first_frame": self.first_frame,
+            "frame_count": self.frame_count,
+            "state": self.state.value,
+            "render_id": self.render_id,
+            "instance_id": self.instance_id,
+            "address": self.address,
+            "attempts": self.attempts,
+            "frames_done": self.frames_done,
+            "output_path": self.output_path,
+            "note": self.note,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, object]) -> PartRecord:
+        return cls(
+            index=int(str(raw["index"])),
+            first_frame=int(str(raw["first_frame"])),
+            frame_count=int(str(raw["frame_count"])),
+            state=PartState(str(raw.get("state", PartState.PENDING.value))),
+            render_id=str(raw.get("render_id", "")),
+            instance_id=str(raw.get("instance_id", "")),
+            address=str(raw.get("address", "")),
+            attempts=int(str(raw.get("attempts", 0))),
+            frames_done=int(str(raw.get("frames_done", 0))),
+            output_path=str(raw.get("output_path", "")),
+            note=str(raw.get("note", "")),
+        )
+
+
+@dataclass(frozen=True)
+class SplitRecord:
+    """A split job's plan and the state of each of its renders."""
+
+    total_frames: int
+    parts: tuple[PartRecord, ...]
+    # Planned with the parts (all the frames); placed once every part is DONE.
+    join: PartRecord
+
+    def render(self, index: int) -> PartRecord:
+        """The part at ``index``, or the join (JOIN_INDEX); KeyError for no such part."""
+        if index == JOIN_INDEX:
+            return self.join
+        if 0 <= index < len(self.parts):
+            return self.parts[index]
+        raise KeyError(f"no part {index}")
+
+    @property
+    def renders(self) -> tuple[PartRecord, ...]:
+        """Every render of the job: the parts in plan order, then the join."""
+        return (*self.parts, self.join)
+
+    def with_render(self, index: int, change: Callable[[PartRecord], PartRecord]) -> SplitRecord:
+        changed = change(self.render(index))
+        if index == JOIN_INDEX:
+            return replace(self, join=changed)
+        parts = tuple(changed if part.index == index else part for part in self.parts)
+        return replace(self, parts=parts)
+
+    def to_json(self) -> str:
+        raw = {
+            "total_frames": self.total_frames,
+            "parts": [part.to_dict() for part in self.parts],
+            "join": self.join.to_dict(),
+        }
+        return json.dumps(raw, separators=(",", ":"))
+
+
+def planned(total_frames: int, parts: tuple[tuple[int, int], ...]) -> SplitRecord:
+    """A new plan: ``parts`` as (first_frame, frame_count) in order, covering the frames once."""
+    covered = 0
+    records = []
+    for index, (first_frame, frame_count) in enumerate(parts):
+        if first_frame != covered or frame_count <= 0:
+            raise ValueError(f"part {index} does not follow on the frame timeline")
+        covered += frame_count
+        records.append(PartRecord(index, first_frame, frame_count))
+    if covered != total_frames or len(records) < 2:
+        raise ValueError(f"{len(records)} parts cover {covered} of {total_frames} frames")
+    return SplitRecord(total_frames, tuple(records), PartRecord(JOIN_INDEX, 0, total_frames))
+
+
+@functools.lru_cache(maxsize=1024)
+def split_from_json(raw: str) -> SplitRecord | None:
+    """The record stored as ``raw`` ("": the job is not split)."""
+    if not raw:
+        return None
+    loaded = json.loads(raw)
+    return SplitRecord(
+        total_frames=int(loaded["total_frames"]),
+        parts=tuple(PartRecord.from_dict(part) for part in loaded["parts"]),
+        join=PartRecord.from_dict(loaded["join"]),
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def frames_from_json(raw: str) -> tuple[int, ...]:
+    """The frames each part reported last, in plan order (``split_frames``)."""
+    return tuple(int(frames) for frames in json.loads(raw)) if raw else ()
+
+
+def frames_to_json(frames: tuple[int, ...]) -> str:
+    return json.dumps(list(frames), separators=(",", ":")) if frames else ""
+
+
+def part_render_id(job_id: str, index: int, attempt: int) -> str:
+    """The render id of a part's attempt (``<job>-p<n>``, then ``-a<attempt>``), or of the
+    join's (``<job>-join``): never a whole job's (store.records.render_id_for)."""
+    base = f"{job_id}-join" if index == JOIN_INDEX else f"{job_id}-p{index + 1}"
+    return base if attempt <= 1 else f"{base}-a{attempt}"
