@@ -1,0 +1,143 @@
+"""The pure decisions of a split job's tracking (export_service.tracking.split), without I/O:
+its Rendering band from the frames finished across all parts (held while a part renders
+again, and saying so), the ETA from the aggregate rate, when the join starts, what an ended
+part render means, and what a terminal job leaves to stop and remove."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from export_service.store.split_record import (
+    JOIN_INDEX,
+    PartState,
+    SplitRecord,
+    planned,
+)
+from export_service.tracking.split import (
+    AggregateRate,
+    FailJob,
+    PartEnded,
+    RetryPart,
+    after_part_ended,
+    frames_finished,
+    join_due,
+    part_outputs,
+    rendering_progress,
+    rendering_stage,
+    renders_to_cancel,
+)
+from videojob.limits import FAILURE_FFMPEG_ERROR, FAILURE_INVALID_INPUT, FAILURE_RENDER_LOST
+
+PLAN = planned(300, ((0, 100), (100, 100), (200, 100)))
+
+
+def with_parts(split: SplitRecord, **states: tuple[PartState, int]) -> SplitRecord:
+    """``p1=(state, attempts)``: each named part (1-based) in that state after that many
+    attempts, with a render id once placed."""
+    for name, (state, attempts) in states.items():
+        index = int(name[1:]) - 1
+        split = split.with_render(
+            index,
+            lambda part, state=state, attempts=attempts: replace(
+                part,
+                state=state,
+                attempts=attempts,
+                render_id=f"job-p{part.index + 1}-a{attempts}" if attempts else "",
+                frames_done=part.frame_count if state is PartState.DONE else 0,
+                output_path=f"/out/job-p{part.index + 1}.mp4" if state is PartState.DONE else "",
+            ),
+        )
+    return split
+
+
+RENDERING = (PartState.RENDERING, 1)
+DONE = (PartState.DONE, 1)
+
+
+def test_the_band_is_the_frames_finished_across_parts_over_the_total() -> None:
+    split = with_parts(PLAN, p1=DONE, p2=RENDERING, p3=RENDERING)
+    assert frames_finished(split, (100, 50, 0)) == 150
+    assert rendering_progress(split, (100, 50, 0), held=0) == pytest.approx(2 + 93 * 0.5)
+    assert rendering_progress(PLAN, (), held=0) == 2.0
+    # A frame count past a part's own is the part's, never more.
+    every = with_parts(PLAN, p1=RENDERING, p2=RENDERING, p3=RENDERING)
+    assert rendering_progress(every, (500, 100, 100), held=0) == 95.0
+
+
+def test_the_band_holds_its_maximum_while_a_part_renders_again() -> None:
+    split = with_parts(PLAN, p1=DONE, p2=RENDERING, p3=RENDERING)
+    before = rendering_progress(split, (100, 90, 90), held=0)
+    again = with_parts(split, p2=(PartState.RENDERING, 2))
+    after = rendering_progress(again, (100, 5, 91), held=before)
+    assert after == before
+    assert rendering_stage(again) == "Part 2 retrying"
+    assert rendering_stage(with_parts(again, p3=(PartState.RETRYING, 1))) == "Parts 2, 3 retrying"
+    assert rendering_stage(split) == "Rendering"
+
+
+def test_the_eta_comes_from_the_aggregate_rate() -> None:
+    rate = AggregateRate(since=10.0, frames_then=0)
+    assert rate.eta_seconds(0, 300, now=10.0) == 0.0  # nothing seen yet: unknown
+    # 60 frames in 2 s across parts: 30 frames/s, 240 frames left.
+    assert rate.eta_seconds(60, 300, now=12.0) == pytest.approx(8.0)
+    rate = rate.observed(60, now=12.0)
+    assert rate.observed(70, now=13.0).since == 10.0
+    fresh = rate.observed(40, now=13.0)  # a part lost frames: measured afresh
+    assert (fresh.since, fresh.frames_then) == (13.0, 40)
+    assert fresh.eta_seconds(40, 300, now=13.0) == 0.0
+
+
+def test_the_join_starts_once_every_part_is_done() -> None:
+    assert not join_due(with_parts(PLAN, p1=DONE, p2=DONE, p3=RENDERING))
+    every = with_parts(PLAN, p1=DONE, p2=DONE, p3=DONE)
+    assert join_due(every)
+    assert not join_due(
+        every.with_render(JOIN_INDEX, lambda j: replace(j, state=PartState.RENDERING))
+    )
+
+
+def test_a_lost_part_renders_again_elsewhere_within_its_budget() -> None:
+    split = with_parts(PLAN, p1=DONE, p2=RENDERING, p3=RENDERING)
+    lost = PartEnded(FAILURE_RENDER_LOST, "render-b stopped answering", service_lost=True)
+    decided = after_part_ended(split, split.parts[1], lost, max_attempts=3)
+    assert decided == RetryPart(
+        attempt=2, elsewhere=True, note="render-b stopped answering", stage="Part 2 retrying"
+    )
+    # Lost without its render service (it restarted and forgot the render): placed by load.
+    forgot = PartEnded(FAILURE_RENDER_LOST, "the render service does not know the render")
+    assert not after_part_ended(split, split.parts[1], forgot, max_attempts=3).elsewhere  # type: ignore[union-attr]
+
+
+def test_a_part_that_fails_for_good_fails_the_job_naming_it_and_ffmpegs_reason() -> None:
+    split = with_parts(PLAN, p1=DONE, p2=RENDERING, p3=(PartState.RENDERING, 3))
+    failed = PartEnded(FAILURE_FFMPEG_ERROR, "ffmpeg exited with status 1", log_tail="x\ny")
+    decided = after_part_ended(split, split.parts[2], failed, max_attempts=3)
+    assert decided == FailJob(
+        FAILURE_FFMPEG_ERROR,
+        "part 3 of 3 failed (after 3 attempts): ffmpeg exited with status 1",
+        "x\ny",
+    )
+    # Within the budget: once more, on another render service.
+    retried = after_part_ended(split, split.parts[1], failed, max_attempts=3)
+    assert isinstance(retried, RetryPart) and retried.elsewhere and retried.attempt == 2
+    # A spec the render refused fails at once.
+    refused = PartEnded(FAILURE_INVALID_INPUT, "spec.output.split: bad")
+    decided = after_part_ended(split, split.parts[1], refused, max_attempts=3)
+    assert decided == FailJob(FAILURE_INVALID_INPUT, "part 2 of 3 failed: spec.output.split: bad")
+    join = split.join
+    assert after_part_ended(split, replace(join, attempts=3), failed, 3) == FailJob(
+        FAILURE_FFMPEG_ERROR,
+        "the join of the parts failed (after 3 attempts): ffmpeg exited with status 1",
+        "x\ny",
+    )
+
+
+def test_a_terminal_job_leaves_every_running_render_to_cancel_and_every_part_output_to_remove() -> (
+    None
+):
+    split = with_parts(PLAN, p1=DONE, p2=RENDERING, p3=(PartState.RETRYING, 1))
+    assert [part.render_id for part in renders_to_cancel(split)] == ["job-p2-a1", "job-p3-a1"]
+    assert part_outputs(split) == ("/out/job-p1.mp4",)
+    assert renders_to_cancel(PLAN) == ()  # nothing placed: nothing to cancel
