@@ -5,12 +5,14 @@ part render means, and what a terminal job leaves to stop and remove."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
 
 from export_service.store.split_record import (
     JOIN_INDEX,
+    PartRecord,
     PartState,
     SplitRecord,
     planned,
@@ -37,19 +39,23 @@ def with_parts(split: SplitRecord, **states: tuple[PartState, int]) -> SplitReco
     """``p1=(state, attempts)``: each named part (1-based) in that state after that many
     attempts, with a render id once placed."""
     for name, (state, attempts) in states.items():
-        index = int(name[1:]) - 1
-        split = split.with_render(
-            index,
-            lambda part, state=state, attempts=attempts: replace(
-                part,
-                state=state,
-                attempts=attempts,
-                render_id=f"job-p{part.index + 1}-a{attempts}" if attempts else "",
-                frames_done=part.frame_count if state is PartState.DONE else 0,
-                output_path=f"/out/job-p{part.index + 1}.mp4" if state is PartState.DONE else "",
-            ),
-        )
+        split = split.with_render(int(name[1:]) - 1, _as(state, attempts))
     return split
+
+
+def _as(state: PartState, attempts: int) -> Callable[[PartRecord], PartRecord]:
+    def change(part: PartRecord) -> PartRecord:
+        done = state is PartState.DONE
+        return replace(
+            part,
+            state=state,
+            attempts=attempts,
+            render_id=f"job-p{part.index + 1}-a{attempts}" if attempts else "",
+            frames_done=part.frame_count if done else 0,
+            output_path=f"/out/job-p{part.index + 1}.mp4" if done else "",
+        )
+
+    return change
 
 
 RENDERING = (PartState.RENDERING, 1)
