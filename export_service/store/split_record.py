@@ -97,6 +97,8 @@ class SplitRecord:
     parts: tuple[PartRecord, ...]
     # Planned with the parts (all the frames); placed once every part is DONE.
     join: PartRecord
+    # The output's frame rate the plan was made on.
+    fps: float = 0.0
 
     def render(self, index: int) -> PartRecord:
         """The part at ``index``, or the join (JOIN_INDEX); KeyError for no such part."""
@@ -123,11 +125,14 @@ class SplitRecord:
             "total_frames": self.total_frames,
             "parts": [part.to_dict() for part in self.parts],
             "join": self.join.to_dict(),
+            "fps": self.fps,
         }
         return json.dumps(raw, separators=(",", ":"))
 
 
-def planned(total_frames: int, parts: tuple[tuple[int, int], ...]) -> SplitRecord:
+def planned(
+    total_frames: int, parts: tuple[tuple[int, int], ...], fps: float = 0.0
+) -> SplitRecord:
     """A new plan: ``parts`` as (first_frame, frame_count) in order, covering the frames once."""
     covered = 0
     records = []
@@ -138,7 +143,8 @@ def planned(total_frames: int, parts: tuple[tuple[int, int], ...]) -> SplitRecor
         records.append(PartRecord(index, first_frame, frame_count))
     if covered != total_frames or len(records) < 2:
         raise ValueError(f"{len(records)} parts cover {covered} of {total_frames} frames")
-    return SplitRecord(total_frames, tuple(records), PartRecord(JOIN_INDEX, 0, total_frames))
+    join = PartRecord(JOIN_INDEX, 0, total_frames)
+    return SplitRecord(total_frames, tuple(records), join, fps)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -151,6 +157,7 @@ def split_from_json(raw: str) -> SplitRecord | None:
         total_frames=int(loaded["total_frames"]),
         parts=tuple(PartRecord.from_dict(part) for part in loaded["parts"]),
         join=PartRecord.from_dict(loaded["join"]),
+        fps=float(loaded.get("fps", 0.0)),
     )
 
 

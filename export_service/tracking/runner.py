@@ -60,11 +60,13 @@ from export_service.render_pool import RenderMember, RenderPool
 from export_service.store import (
     Job,
     JobNotFound,
+    JobStatus,
     JobStore,
     ProgressUpdate,
     TransitionRejected,
 )
 from export_service.store.base import Lease, RenderAttempt, StaleLease, render_id_for
+from export_service.store.split_record import planned
 from export_service.stored_outputs import Outputs
 from export_service.tracking.actions import (
     BeginAttempt,
@@ -133,6 +135,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from export_service.ownership import Ownership
+    from export_service.tracking.split_runner import SplitTracker
 
     # (job id, the superseded attempt, whether its render service is gone)
     ReleaseCallback = Callable[[str, RenderAttempt, bool], None]
@@ -266,9 +269,13 @@ class JobTracker:
         self._attempt = 0
         # The terminal row this tracker committed, if it wrote one.
         self.terminal_row: Job | None = None
+        # A split job's tracking, while it runs (tracking.split_runner).
+        self._split: SplitTracker | None = None
 
     def tell(self, news: JobEnded | Stopping | LeaseLost) -> None:
         """Delivers news at once: a render call or timer in progress is cut short."""
+        if self._split is not None:
+            self._split.tell(news)
         self._inbox.append(news)
         self.news_arrived.set()
         if self._in_interruptible and not self._interrupting and self._task is not None:
@@ -288,6 +295,8 @@ class JobTracker:
         decision = start(self._settings, seed=random.getrandbits(64))
         reason = TRACKER_START
         try:
+            if await self._track_split():
+                return
             while True:
                 for effect in decision.effects:
                     await self._perform(effect)
@@ -305,6 +314,60 @@ class JobTracker:
             self._progress.forget(self.job_id)
             if self._span is not None:
                 self._span.end()
+
+    async def _track_split(self) -> bool:
+        """A split job (its parts planned, or due to be: nothing rendered yet and the plan splits
+        it) is tracked part by part (tracking.split_runner) instead; True once that ended."""
+        from export_service.tracking.split_plan import plan_split
+        from export_service.tracking.split_runner import SplitTracker  # imports this module
+
+        if self._inbox:
+            return False
+        job = self._created
+        if job is None:
+            try:
+                job = await self._store.get(self.job_id)
+            except JobNotFound:
+                return False
+        if job.terminal:
+            return False
+        spec = spec_pb2.RenderSpec.FromString(job.spec)
+        if job.split is None:
+            fresh = job.attempt == 1 and job.last_render_seq == 0 and not job.split_reason
+            plan = plan_split(spec) if fresh and job.status is JobStatus.QUEUED else None
+            if plan is None:
+                return False
+            split = planned(
+                plan.total_frames,
+                tuple((part.first_frame, part.frame_count) for part in plan.parts),
+                plan.fps,
+            )
+            written = await self._write(
+                "the split plan", self._store.plan_split(self.job_id, split=split, lease=self.lease)
+            )
+            if not isinstance(written, Written):
+                return False  # the next ReadJob finds out why
+            job = await self._store.get(self.job_id)
+            logger.info("job %s: split into %d parts", self.job_id, len(split.parts))
+        self._split = SplitTracker(
+            job,
+            spec,
+            store=self._store,
+            pool=self._pool,
+            settings=self._settings,
+            progress=self._progress,
+            outputs=self._outputs,
+            write_gate=None if self._ownership is None else self._ownership.ready,
+            on_lease_refused=None if self._ownership is None else self._ownership.note_refused,
+            on_release=self._on_release,
+            lease=self.lease,
+        )
+        try:
+            await self._split.run()
+        finally:
+            self.terminal_row = self._split.terminal_row
+            self._inbox.clear()
+        return True
 
     async def _ask(self, question: Question) -> Observation:
         if self._inbox:

@@ -28,6 +28,7 @@ from export_service.store.base import Lease, RenderAttempt, StaleLease, render_i
 from export_service.stored_outputs import Outputs, remove_output
 from export_service.tracking.observations import JobEnded, LeaseLost, Stopping
 from export_service.tracking.runner import JobTracker, placed_on
+from export_service.tracking.split import renders_to_cancel
 from videojob import metrics
 from videojob.backoff import Backoff
 from videojob.limits import FAILURE_INTERNAL
@@ -187,24 +188,30 @@ class RenderSupervisor:
     async def _stop_owned_elsewhere(self, job: Job) -> None:
         """One CancelRender for the current attempt of a cancelled job this replica does not
         own. Nothing is written: the release stays the owner's, under its lease."""
+        if job.split is not None:
+            for render in renders_to_cancel(job.split):
+                member = self._pool.member_for(render.instance_id, render.address)
+                await self._stop_render_for_owner(job, member, render.render_id)
+            return
         attempt = job.current_attempt
         if attempt is None:
             return  # not placed yet: nothing renders
         member = self._pool.member_for(attempt.instance_id, attempt.address)
-        request = render_pb2.CancelRenderRequest(render_id=attempt.render_id)
+        await self._stop_render_for_owner(job, member, attempt.render_id)
+
+    async def _stop_render_for_owner(self, job: Job, member: RenderMember, render_id: str) -> None:
+        request = render_pb2.CancelRenderRequest(render_id=render_id)
         try:
             await member.stub.CancelRender(request, timeout=self._settings.rpc_timeout)
         except grpc.aio.AioRpcError as error:
             logger.info(
                 "job %s: render %s not stopped from this replica (%s); its owner releases it",
                 job.id,
-                attempt.render_id,
+                render_id,
                 error.code().name,
             )
         else:
-            logger.info(
-                "job %s: render %s stopped for its owner %s", job.id, attempt.render_id, job.owner
-            )
+            logger.info("job %s: render %s stopped for its owner %s", job.id, render_id, job.owner)
 
     async def stop(self) -> None:
         """Stops every task; renders keep running and jobs stay as stored, to be reconciled
@@ -366,6 +373,13 @@ class RenderSupervisor:
             for a in job.attempts
             if a.attempt == job.attempt  # superseded ones are released on their own
         ] or [(self._pool.first(), render_id_for(job_id, job.attempt))]
+        if job.split is not None:
+            # Every part's render and the join's: running ones stopped, every output removed.
+            targets = [
+                (self._pool.member_for(render.instance_id, render.address), render.render_id)
+                for render in job.split.renders
+                if render.render_id
+            ]
         deadline = time.monotonic() + self._settings.retry_budget
         for member, render_id in targets:
             if not await self._cancel_render(member, render_id, deadline):
