@@ -106,16 +106,20 @@ def _add_parts(message: export_pb2.VideoJob, job: Job) -> None:
     message.split_reason = job.split_reason
     if job.split is None:
         return
+    completed = job.status is JobStatus.COMPLETED
     for part in job.split.renders:
         frames = part.frames_done
-        if part.state is PartState.RENDERING and 0 <= part.index < len(job.split_frames):
+        state = part.state
+        if part.is_join and completed:  # the join's output is the job's, recorded by COMPLETE
+            state, frames = PartState.DONE, part.frame_count
+        elif part.state is PartState.RENDERING and 0 <= part.index < len(job.split_frames):
             frames = min(job.split_frames[part.index], part.frame_count)
         message.parts.add(
             index=len(job.split.parts) if part.is_join else part.index,
             join=part.is_join,
             first_frame=part.first_frame,
             frame_count=part.frame_count,
-            state=part.state.value,
+            state=state.value,
             render_id=part.render_id,
             render_service=export_pb2.RenderService(
                 instance_id=part.instance_id, address=part.address

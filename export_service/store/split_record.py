@@ -130,9 +130,7 @@ class SplitRecord:
         return json.dumps(raw, separators=(",", ":"))
 
 
-def planned(
-    total_frames: int, parts: tuple[tuple[int, int], ...], fps: float = 0.0
-) -> SplitRecord:
+def planned(total_frames: int, parts: tuple[tuple[int, int], ...], fps: float = 0.0) -> SplitRecord:
     """A new plan: ``parts`` as (first_frame, frame_count) in order, covering the frames once."""
     covered = 0
     records = []

@@ -36,7 +36,14 @@ import grpc
 from export_service.config import TrackerSettings
 from export_service.progress_writer import ProgressWriter
 from export_service.render_pool import RenderMember, RenderPool
-from export_service.store import Job, JobNotFound, JobStore, ProgressUpdate, TransitionRejected
+from export_service.store import (
+    Job,
+    JobNotFound,
+    JobStatus,
+    JobStore,
+    ProgressUpdate,
+    TransitionRejected,
+)
 from export_service.store.base import Lease, RenderAttempt, StaleLease
 from export_service.store.split_record import (
     JOIN_INDEX,
@@ -116,6 +123,12 @@ STREAM_END: object = grpc.aio.EOF  # type: ignore[attr-defined]
 RenderStream = grpc.aio.UnaryStreamCall[Any, render_pb2.RenderEvent]
 # A superseded part render handed to the supervisor to cancel (and its output removed).
 ReleaseCallback = Callable[[str, RenderAttempt, bool], None]
+
+
+class SplitRecordMoved(Exception):
+    """A part's change was refused while the job is active: the record is not as this tracker
+    believed it (a bug, or another writer). The tracker ends, and is started again from the
+    record."""
 
 
 class _Stopped(Exception):
@@ -207,6 +220,9 @@ class SplitTracker:
             if not work.done():
                 work.cancel()
             await asyncio.wait({work, news})
+        if self.terminal_row is not None and self.terminal_row.status is JobStatus.COMPLETED:
+            # Whatever news arrived meanwhile (the completion itself ends the job's tracking).
+            await self._remove_part_outputs(self.terminal_row)
         if work.cancelled():
             return
         error = work.exception()
@@ -251,7 +267,7 @@ class SplitTracker:
                         self._store.part_done(
                             self.job_id,
                             index=index,
-                            render_id=part.render_id or self._split.render(index).render_id,
+                            render_id=self._split.render(index).render_id,
                             output_path=ended.output_path,
                             lease=self._lease,
                         ),
@@ -269,6 +285,12 @@ class SplitTracker:
     async def _retry(self, run: _RenderRun, part: PartRecord, ended: PartEnded) -> PartRecord:
         decided = after_part_ended(self._split, part, ended, self._settings.max_attempts)
         if isinstance(decided, FailJob):
+            if ended.service_lost:
+                # Every render on the lost render service: its partial file removed at once,
+                # CancelRender asked while that service may come back.
+                for render in self._split.renders:
+                    if render.instance_id == part.instance_id and render.render_id:
+                        self._release(render, service_lost=True)
             raise _FailedForGood(decided)
         logger.warning(
             "job %s: %s's render %s ended (%s: %s); rendered again as its attempt %d",
@@ -342,7 +364,6 @@ class SplitTracker:
         )
         self.terminal_row = job
         logger.info("job %s: completed: %s", self.job_id, done.output_path)
-        await self._remove_part_outputs(job)
 
     async def _fail(self, failure: FailJob) -> None:
         await self._progress.flush(self.job_id)
@@ -622,7 +643,11 @@ class SplitTracker:
             raise _Stopped() from None
         except TransitionRejected as rejected:
             logger.info("job %s: %s refused: %s", self.job_id, what, rejected.reason)
-            raise _Stopped() from None
+            if rejected.current.terminal:
+                raise _Stopped() from None
+            # The record moved on without this tracker: tracked afresh from it (the
+            # supervisor restarts a tracker that raised).
+            raise SplitRecordMoved(f"{what} refused: {rejected.reason}") from None
         except JobNotFound:
             raise _Stopped() from None
 

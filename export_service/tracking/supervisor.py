@@ -381,12 +381,14 @@ class RenderSupervisor:
                 if render.render_id
             ]
         deadline = time.monotonic() + self._settings.retry_budget
-        for member, render_id in targets:
-            if not await self._cancel_render(member, render_id, deadline):
-                logger.warning(
-                    "job %s: render not confirmed released; retried at next start", job_id
-                )
-                return
+        # Each render at once (a split job's parts may be on several render services, one of
+        # them gone: the others' are released meanwhile).
+        released = await asyncio.gather(
+            *(self._cancel_render(member, render_id, deadline) for member, render_id in targets)
+        )
+        if not all(released):
+            logger.warning("job %s: render not confirmed released; retried at next start", job_id)
+            return
         await self._store.render_released(job_id)
 
     async def _may_release(self, job: Job) -> bool:

@@ -1,0 +1,239 @@
+"""A split job tracked part by part over a pool of real render service processes (real ffmpeg,
+one shared output directory), the export service in process with ``--render-addr a,b``:
+
+- it completes: every part and the join rendered by a render of its own, each recorded on the
+  job before it started, progress never decreasing, and no part's output left behind;
+- a part's render service SIGKILLed mid-part: only the parts it held render again (elsewhere),
+  the others keep their one attempt, and the job completes;
+- cancel mid-split: every part's render stops, and no part output is left;
+- a part that fails for good (its attempts spent): the job FAILED, naming the part.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tests.export.conftest import (
+    FAST_TRACKER,
+    TERMINAL,
+    RenderProcesses,
+    StartExport,
+    assert_completed_with_valid_file,
+    assert_monotonic,
+    kill_group,
+    wait_for,
+    watch,
+)
+from tests.support.processes import ServiceProcess
+from tests.support.specs import pattern_spec
+from videojob.export.v1 import export_pb2, export_pb2_grpc
+from videojob.grpc_setup import create_channel
+from videojob.render.v1 import render_pb2, render_pb2_grpc, spec_pb2
+
+if TYPE_CHECKING:
+    from videojob.export.v1.export_pb2_grpc import ExportServiceAsyncStub as Stub
+
+SPLIT_TRACKER = dataclasses.replace(FAST_TRACKER, failover_after=3.0, retry_budget=60.0)
+
+
+def split_spec(
+    duration: float, parts: int, *, width: int = 160, height: int = 120, fps: float = 10.0
+) -> spec_pb2.RenderSpec:
+    spec = pattern_spec(duration, width=width, height=height, fps=fps)
+    spec.output.split.parts = parts
+    return spec
+
+
+def long_split_spec() -> spec_pb2.RenderSpec:
+    """Parts that take a few seconds each: long enough to break things in their middle."""
+    return split_spec(30.0, 3, width=640, height=480, fps=25.0)
+
+
+def part_outputs(output_dir: Path, job_id: str) -> list[Path]:
+    return sorted(output_dir.glob(f"{job_id}-p*")) + sorted(output_dir.glob(f".*.{job_id}-p*"))
+
+
+async def wait_no_part_output(output_dir: Path, job_id: str) -> None:
+    """Parts' outputs are removed once the job is terminal (just after its terminal commit)."""
+
+    async def no_part_output() -> bool:
+        return part_outputs(output_dir, job_id) == []
+
+    try:
+        await wait_for(no_part_output, within=30)
+    except AssertionError:
+        raise AssertionError(f"left: {part_outputs(output_dir, job_id)}") from None
+
+
+async def get(stub: Stub, job_id: str) -> export_pb2.VideoJob:
+    return await stub.GetExport(export_pb2.GetExportRequest(id=job_id))
+
+
+async def wait_terminal(stub: Stub, job_id: str, within: float = 180) -> export_pb2.VideoJob:
+    seen: list[export_pb2.VideoJob] = []
+
+    async def terminal() -> bool:
+        seen.append(await get(stub, job_id))
+        return seen[-1].status in TERMINAL
+
+    await wait_for(terminal, within=within)
+    return seen[-1]
+
+
+async def wait_parts_rendering(stub: Stub, job_id: str) -> export_pb2.VideoJob:
+    """Until every part is placed and at least one reported frames."""
+    seen: list[export_pb2.VideoJob] = []
+
+    async def rendering() -> bool:
+        seen.append(await get(stub, job_id))
+        parts = [part for part in seen[-1].parts if not part.join]
+        return (
+            bool(parts)
+            and all(part.state == "rendering" for part in parts)
+            and any(part.frames_done > 0 for part in parts)
+        )
+
+    await wait_for(rendering, within=60)
+    return seen[-1]
+
+
+def pool_of(processes: RenderProcesses, *names: str) -> dict[str, ServiceProcess]:
+    return {name: processes.start_with("--instance-id", name) for name in names}
+
+
+async def open_export(
+    start_export: StartExport, members: dict[str, ServiceProcess], output: Path, **tracker: object
+) -> export_pb2_grpc.ExportServiceAsyncStub:
+    settings = dataclasses.replace(SPLIT_TRACKER, **tracker)  # type: ignore[arg-type]
+    addresses = ",".join(member.address for member in members.values())
+    server = await start_export(addresses, tracker=settings, render_output_dir=output)
+    channel = create_channel(f"127.0.0.1:{server.port}")
+    return export_pb2_grpc.ExportServiceStub(channel)
+
+
+async def test_a_split_job_completes_with_a_render_per_part_and_no_part_left(
+    render_processes: RenderProcesses, start_export: StartExport
+) -> None:
+    members = pool_of(render_processes, "split-a", "split-b")
+    output = render_processes.dirs.output
+    stub = await open_export(start_export, members, output)
+    created = await stub.CreateExport(
+        export_pb2.CreateExportRequest(spec=split_spec(3.0, 3, width=320, height=240, fps=25.0))
+    )
+    updates = await watch(stub, created.id)
+    assert_monotonic(updates)
+    final = updates[-1]
+    assert_completed_with_valid_file(final, 3.0)
+    *parts, join = final.parts
+    assert join.join and [part.index for part in parts] == [0, 1, 2]
+    assert [part.render_id for part in parts] == [f"{created.id}-p{n}" for n in (1, 2, 3)]
+    assert join.render_id == f"{created.id}-join"
+    assert Path(final.output_path).name.startswith(f"{created.id}-join.")
+    assert all(part.state == "done" and part.attempts == 1 for part in final.parts)
+    assert sum(part.frame_count for part in parts) == join.frame_count == 75
+    assert [part.first_frame for part in parts] == [0, 25, 50]
+    assert {part.render_service.instance_id for part in final.parts} <= set(members)
+    # The parts' frames rode on progress writes: the band moved while they rendered.
+    assert any(update.stage == "Rendering" and 2 <= update.progress < 95 for update in updates), [
+        (u.stage, u.progress) for u in updates
+    ]
+    await wait_no_part_output(output, created.id)
+    history = await stub.ListJobHistory(export_pb2.ListJobHistoryRequest(id=created.id))
+    changes = [entry.change for entry in history.entries]
+    assert changes.count("split_planned") == 1
+    assert changes.count("part_placed") == 4 and changes.count("part_done") == 3
+
+
+async def test_a_killed_render_service_costs_only_the_parts_it_held(
+    render_processes: RenderProcesses, start_export: StartExport
+) -> None:
+    members = pool_of(render_processes, "split-a", "split-b")
+    output = render_processes.dirs.output
+    stub = await open_export(start_export, members, output)
+    created = await stub.CreateExport(export_pb2.CreateExportRequest(spec=long_split_spec()))
+    rendering = await wait_parts_rendering(stub, created.id)
+    parts = [part for part in rendering.parts if not part.join]
+    victim = parts[0].render_service.instance_id
+    held = {part.index for part in parts if part.render_service.instance_id == victim}
+    survivor = next(name for name in members if name != victim)
+    before = rendering.progress
+    kill_group(members[victim])
+
+    async def retrying_elsewhere() -> bool:
+        job = await get(stub, created.id)
+        return any(
+            part.index in held and part.attempts == 2 and part.state == "rendering"
+            for part in job.parts
+        )
+
+    await wait_for(retrying_elsewhere, within=60)
+    shown = await get(stub, created.id)
+    assert shown.progress >= before and "retrying" in shown.stage, shown.stage
+    final = await wait_terminal(stub, created.id)
+    assert_completed_with_valid_file(final, 30.0)
+    for part in final.parts:
+        if part.join:
+            assert part.render_service.instance_id == survivor
+        elif part.index in held:
+            assert (part.attempts, part.render_service.instance_id) == (2, survivor), part
+            assert part.render_id == f"{created.id}-p{part.index + 1}-a2"
+        else:
+            assert part.attempts == 1, part
+    await wait_no_part_output(output, created.id)
+
+
+async def test_cancel_mid_split_stops_every_part_and_leaves_no_part_output(
+    render_processes: RenderProcesses, start_export: StartExport
+) -> None:
+    members = pool_of(render_processes, "split-a", "split-b")
+    output = render_processes.dirs.output
+    stub = await open_export(start_export, members, output)
+    created = await stub.CreateExport(export_pb2.CreateExportRequest(spec=long_split_spec()))
+    rendering = await wait_parts_rendering(stub, created.id)
+    cancelled = await stub.CancelExport(export_pb2.CancelExportRequest(id=created.id))
+    assert cancelled.status == export_pb2.CANCELLED
+    parts = [part for part in rendering.parts if not part.join]
+    channels = {name: create_channel(member.address) for name, member in members.items()}
+    try:
+
+        async def every_part_stopped() -> bool:
+            for part in parts:
+                stub_of = render_pb2_grpc.RenderServiceStub(
+                    channels[part.render_service.instance_id]
+                )
+                info = await stub_of.GetRender(
+                    render_pb2.GetRenderRequest(render_id=part.render_id)
+                )
+                if info.state != render_pb2.RENDER_STATE_CANCELLED:
+                    return False
+            return True
+
+        await wait_for(every_part_stopped, within=30)
+
+        await wait_no_part_output(output, created.id)
+    finally:
+        for channel in channels.values():
+            await channel.close(None)
+    final = await get(stub, created.id)
+    assert final.status == export_pb2.CANCELLED
+
+
+async def test_a_part_that_fails_for_good_fails_the_job_naming_it(
+    render_processes: RenderProcesses, start_export: StartExport
+) -> None:
+    members = pool_of(render_processes, "split-a", "split-b")
+    output = render_processes.dirs.output
+    stub = await open_export(start_export, members, output, max_attempts=1)
+    created = await stub.CreateExport(export_pb2.CreateExportRequest(spec=long_split_spec()))
+    rendering = await wait_parts_rendering(stub, created.id)
+    parts = [part for part in rendering.parts if not part.join]
+    victim = parts[0].render_service.instance_id
+    held = sorted(part.index + 1 for part in parts if part.render_service.instance_id == victim)
+    kill_group(members[victim])
+    final = await wait_terminal(stub, created.id)
+    assert final.status == export_pb2.FAILED, final
+    named = [n for n in held if f"part {n} of 3 failed (after 1 attempts)" in final.error.message]
+    assert named, final.error.message
+    await wait_no_part_output(output, created.id)
