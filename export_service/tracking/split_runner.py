@@ -115,7 +115,9 @@ from export_service.tracking.split_plan import Plan, PlannedPart, join_spec, par
 from videojob.errors import Reason
 from videojob.grpc_errors import error_info, field_violation
 from videojob.limits import FAILURE_INTERNAL, FAILURE_VERIFICATION_FAILED, MAX_RUNNING_PROGRESS
+from videojob.output_check import duration_problem
 from videojob.render.v1 import render_pb2, spec_pb2
+from videojob.spec_validation import expected_duration_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -338,9 +340,12 @@ class SplitTracker:
             run.close()
 
     async def _complete(self, done: Completed) -> None:
-        problem = await self._outputs.check(
-            done.output_path, size_bytes=done.size_bytes, store_checksum=done.store_checksum
-        )
+        expected = expected_duration_seconds(self._spec)
+        problem = duration_problem(done.duration_seconds, expected, "the joined output")
+        if problem is None:
+            problem = await self._outputs.check(
+                done.output_path, size_bytes=done.size_bytes, store_checksum=done.store_checksum
+            )
         if problem is not None:
             await self._outputs.remove(done.output_path)
             raise _FailedForGood(

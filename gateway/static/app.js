@@ -318,6 +318,7 @@ function render(job) {
   stageBar.setAttribute("aria-valuenow", String(Math.floor(measure || 0)));
   stageBar.setAttribute("aria-label", measure === null ? "" : job.stage);
   stageBar.querySelector(".stage-bar-fill").style.width = (measure || 0) + "%";
+  renderParts(card.querySelector(".parts"), job);
   // A retried render: say so (a resubmitted one with its own progress; the bar keeps the job's).
   card.querySelector(".stage").textContent = stageWithMeasure(job, "it");
   card.querySelector(".eta").textContent = job.status === "running" ? formatEta(job.etaSeconds) : "";
@@ -330,6 +331,41 @@ function render(job) {
   setDownload(download, job);
   card.querySelector(".job-actions").hidden = TERMINAL.has(job.status) && download.hidden;
   return card;
+}
+
+// A split job's parts as segments of one bar (the join is the job's own bar's Joining stage):
+// each as wide as its share of the frames, filled with the frames it finished.
+function renderParts(container, job) {
+  const parts = (job.parts || []).filter((part) => !part.join);
+  container.hidden = parts.length === 0 || TERMINAL.has(job.status);
+  if (container.hidden) return;
+  while (container.children.length > parts.length) container.lastElementChild.remove();
+  while (container.children.length < parts.length) {
+    const segment = document.createElement("div");
+    segment.className = "part";
+    segment.setAttribute("role", "progressbar");
+    segment.setAttribute("aria-valuemin", "0");
+    segment.setAttribute("aria-valuemax", "100");
+    const fill = document.createElement("div");
+    fill.className = "part-fill";
+    segment.append(fill);
+    container.append(segment);
+  }
+  parts.forEach((part, position) => {
+    const segment = container.children[position];
+    const total = Number(part.frameCount) || 0;
+    const done = Math.min(Number(part.framesDone) || 0, total);
+    const percent = total > 0 ? (100 * done) / total : 0;
+    segment.style.flexGrow = String(Math.max(total, 1));
+    segment.dataset.state = part.state;
+    segment.dataset.attemptsOver = part.attempts > 1 && part.state !== "done" ? "1" : "0";
+    segment.setAttribute("aria-valuenow", String(Math.floor(percent)));
+    const again = part.state === "retrying" || segment.dataset.attemptsOver === "1";
+    segment.setAttribute("aria-label", "Part " + (part.index + 1) + (again ? " (retrying)" : ""));
+    segment.title = "Part " + (part.index + 1) + ": " + done + " of " + total + " frames" +
+      (again ? " · retrying" : "");
+    segment.querySelector(".part-fill").style.width = percent + "%";
+  });
 }
 
 function firstLine(text) {
