@@ -4,7 +4,10 @@ removes what this module names).
 
 Under the render services' output location every object is ``<prefix>/<render id>.<container>``
 and the render id names a job's attempt (``<job id>`` or ``<job id>-a<N>``,
-store.records.render_id_for). For each object or unfinished upload there:
+store.records.render_id_for), or a split job's part or join (``<job id>-p<N>``, ``<job id>-join``,
+each with ``-a<N>`` after its first attempt: store.split_record.part_render_id). A split job's
+parts are live while it runs, and orphans once it is terminal (the join's output, the job's,
+claimed as any output is). For each object or unfinished upload there:
 
 - its job has no record (never created, or deleted): an orphan. A render id exists only after
   the record that placed its attempt was committed (the placement is written before Render is
@@ -42,9 +45,13 @@ from dataclasses import dataclass
 from export_service.store.records import Job, JobStatus
 from videojob.storage.location import S3Location, is_stored_object, parse_location
 
-# A job id is a UUID's 32 hex digits (server.CreateExport); the render id of attempt N > 1 adds
+# A job id is a UUID's 32 hex digits (server.CreateExport); a split job's part or join adds
+# "-p<N>" or "-join" (store.split_record.part_render_id); the render id of attempt N > 1 adds
 # "-a<N>"; the container is the output's extension.
-_RENDER_OUTPUT = re.compile(r"(?P<job>[0-9a-f]{32})(?:-a(?P<attempt>[1-9][0-9]{0,8}))?\.[a-z0-9]+")
+_RENDER_OUTPUT = re.compile(
+    r"(?P<job>[0-9a-f]{32})(?P<part>-p[1-9][0-9]{0,4}|-join)?"
+    r"(?:-a(?P<attempt>[1-9][0-9]{0,8}))?\.[a-z0-9]+"
+)
 # The gateway's stored names (gateway.upload_record) and their records.
 _UPLOAD = re.compile(r"uploads/(?P<name>[A-Za-z0-9][A-Za-z0-9._-]{0,99})")
 
@@ -88,10 +95,13 @@ class RenderOutput:
 
     job_id: str
     attempt: int
+    # A split job's part or join ("-p2", "-join"); "" for a whole job's render.
+    part: str = ""
 
     @property
     def render_id(self) -> str:
-        return self.job_id if self.attempt <= 1 else f"{self.job_id}-a{self.attempt}"
+        base = f"{self.job_id}{self.part}"
+        return base if self.attempt <= 1 else f"{base}-a{self.attempt}"
 
 
 def render_output_of(key: str, location: S3Location) -> RenderOutput | None:
@@ -104,7 +114,9 @@ def render_output_of(key: str, location: S3Location) -> RenderOutput | None:
     if match is None:
         return None
     attempt = match.group("attempt")
-    return RenderOutput(match.group("job"), int(attempt) if attempt else 1)
+    return RenderOutput(
+        match.group("job"), int(attempt) if attempt else 1, match.group("part") or ""
+    )
 
 
 def jobs_named(listed: Iterable[Stored], location: S3Location) -> set[str]:
@@ -148,6 +160,8 @@ def _output_orphan(
         return None
     if stored.kind is StoredKind.UPLOAD:
         return f"an unfinished upload of render {output.render_id} of {job.status.lower()} job"
+    if output.part:
+        return f"render {output.render_id} is a part of {job.status.lower()} split job"
     if output.attempt != job.attempt:
         return f"render {output.render_id} is not the final attempt of {job.status.lower()} job"
     return f"render {output.render_id} is not the output of {job.status.lower()} job"

@@ -145,6 +145,24 @@ def test_a_completed_job_s_output_elsewhere_claims_nothing_here() -> None:
     assert orphan_keys([obj(f"{JOB}.mp4")], moved) == [("object", f"renders/{JOB}.mp4")]
 
 
+def test_a_split_job_s_parts_are_live_while_it_runs_and_orphans_once_it_ended() -> None:
+    where = location()
+    assert render_output_of(f"renders/{JOB}-p2-a3.mp4", where) == RenderOutput(JOB, 3, "-p2")
+    assert RenderOutput(JOB, 3, "-p2").render_id == f"{JOB}-p2-a3"
+    assert render_output_of(f"renders/{JOB}-join.mp4", where) == RenderOutput(JOB, 1, "-join")
+    assert render_output_of(f"renders/{JOB}-p0.mp4", where) is None
+    listed = [obj(f"{JOB}-p1.mp4"), obj(f"{JOB}-p2-a2.mp4"), upload(f"{JOB}-join.mp4")]
+    assert orphan_keys(listed, job(JobStatus.RUNNING)) == []
+    done = job(JobStatus.COMPLETED, output_key=f"renders/{JOB}-join.mp4")
+    assert orphan_keys([*listed, obj(f"{JOB}-join.mp4")], done) == [
+        ("object", f"renders/{JOB}-p1.mp4"),
+        ("object", f"renders/{JOB}-p2-a2.mp4"),
+        ("upload", f"renders/{JOB}-join.mp4"),
+    ]
+    whys = [orphan.why for orphan in output_orphans(listed, where, {JOB: done})]
+    assert whys[0] == f"render {JOB}-p1 is a part of completed split job"
+
+
 def test_keys_that_name_no_render_are_left_alone() -> None:
     listed = [obj("notes.txt"), upload("uploads/clip.mp4"), obj(f"sub/{JOB}.mp4")]
     assert orphan_keys(listed) == []
