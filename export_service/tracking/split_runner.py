@@ -605,10 +605,10 @@ class SplitTracker:
     def _offer_joining(self, run: _RenderRun) -> None:
         """Joining, Verifying, Uploading: the job's progress held at 95 or above, each stage's
         own movement in stage_progress (the join's percent while it joins)."""
-        self._held = min(max(self._held, AFTER_RENDERING), MAX_RUNNING_PROGRESS)
+        reported = min(max(run.percent, AFTER_RENDERING), MAX_RUNNING_PROGRESS)
+        self._held = min(max(self._held, reported), MAX_RUNNING_PROGRESS)
         stage = run.stage or STAGE_JOINING
-        moved = run.stage_progress or run.percent
-        self._offer(self._held, stage, 0.0, min(max(moved, 0.0), 100.0))
+        self._offer(self._held, stage, 0.0, min(max(run.stage_progress, 0.0), 100.0))
 
     def _offer(self, percent: float, stage: str, eta: float, stage_progress: float) -> None:
         self._progress.offer(
