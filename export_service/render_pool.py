@@ -294,6 +294,18 @@ class RenderPool:
             return None
         return member.max_concurrent
 
+    def free_slots(self) -> int:
+        """Render slots free across the usable render services now (running, queued and just
+        placed renders taking theirs): what a split job's parts could start on at once. A
+        service that does not say its slots counts for one."""
+        free = 0
+        for member in self._members.values():
+            if not member.usable:
+                continue
+            slots = member.max_concurrent or 1
+            free += max(slots - member.running - member.queued - len(member.pending), 0)
+        return free
+
     def usable_count(self) -> int:
         return sum(1 for member in self._members.values() if member.usable)
 

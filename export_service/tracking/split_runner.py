@@ -585,7 +585,10 @@ class SplitTracker:
                     frames = run.frame or round(percent / 100 * part.frame_count)
                     self._frames[run.index] = min(max(frames, 0), part.frame_count)
                     self._offer_rendering()
-            case OfferStage() | FlushProgress() | DiscardProgress() | DropProgress():
+            case OfferStage(stage=stage):
+                # No render service answers for this part: the job says so until a part moves.
+                self._progress.offer_stage(self.job_id, stage, self._lease)
+            case FlushProgress() | DiscardProgress() | DropProgress():
                 pass  # the job's progress is this tracker's own, offered as parts move
             case _:
                 raise AssertionError(f"a render attempt does not ask {effect!r}")
