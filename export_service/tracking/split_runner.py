@@ -326,7 +326,7 @@ class SplitTracker:
     async def _render_join(self) -> None:
         join = self._split.join
         if join.state is PartState.PENDING and not join_due(self._split):
-            raise _Stopped()  # cannot happen: every part is done by now
+            raise SplitRecordMoved("the join is due but a part is not done")
         paths = [part.output_path for part in self._split.parts]
         run = _RenderRun(JOIN_INDEX, join_spec(self._spec, plan_of(self._split), paths))
         try:
