@@ -95,8 +95,8 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
             render_pb2.CheckInputsRequest, render_pb2.CheckInputsResponse
         ],
     ) -> render_pb2.CheckInputsResponse:
-        await self._registry.check_inputs(request.spec)
-        return render_pb2.CheckInputsResponse()
+        facts = await self._registry.check_inputs(request.spec)
+        return facts.message()
 
 
 @dataclass

@@ -1,0 +1,345 @@
+"""Split rendering on the render service: parts rendered through the real gRPC server on the
+output's frame timeline, joined without re-encoding the video, the audio encoded once, and the
+checks that catch a lost, repeated or misplaced frame. Every file is read back here with FFmpeg
+independently of the service's own scan."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+from fractions import Fraction
+from pathlib import Path
+
+import grpc
+import pytest
+
+from render_service.failures import FailureCode, RenderFailure
+from render_service.split_verification import verify_join
+from tests.render.conftest import Running, collect, kind, pattern_spec, render_request, run_ffmpeg
+from videojob.ffmpeg_binary import ffmpeg_binary
+from videojob.render.v1 import render_pb2, spec_pb2
+
+FPS = 25.0
+# Uneven on purpose: no boundary falls on a second, nor on the 7-frame keyframes of the source
+# made below.
+PART_FRAMES = [24, 26, 25]
+TOTAL = sum(PART_FRAMES)
+SECONDS = TOTAL / FPS
+
+
+def part_spec(base: spec_pb2.RenderSpec, index: int, counts: list[int]) -> spec_pb2.RenderSpec:
+    spec = spec_pb2.RenderSpec()
+    spec.CopyFrom(base)
+    spec.part.index = index
+    spec.part.count = len(counts)
+    spec.part.first_frame = sum(counts[:index])
+    spec.part.frame_count = counts[index]
+    spec.part.total_frames = sum(counts)
+    spec.part.fps = FPS
+    return spec
+
+
+def join_spec(base: spec_pb2.RenderSpec, paths: list[str], total: int) -> spec_pb2.RenderSpec:
+    spec = spec_pb2.RenderSpec()
+    spec.CopyFrom(base)
+    spec.join.part_paths.extend(paths)
+    spec.join.total_frames = total
+    spec.join.fps = FPS
+    return spec
+
+
+async def render(
+    service: Running, render_id: str, spec: spec_pb2.RenderSpec
+) -> list[render_pb2.RenderEvent]:
+    return await collect(service.stub.Render(render_request(render_id, spec)))
+
+
+async def render_parts(
+    service: Running, base: spec_pb2.RenderSpec, name: str, counts: list[int] = PART_FRAMES
+) -> list[str]:
+    """Renders every part at once; checks each one's events; returns their output paths."""
+    specs = [part_spec(base, index, counts) for index in range(len(counts))]
+    streams = await asyncio.gather(
+        *(render(service, f"{name}-part{index}", spec) for index, spec in enumerate(specs))
+    )
+    paths = []
+    for count, events in zip(counts, streams, strict=True):
+        assert kind(events[-1]) == "completed", events[-1]
+        progress = [event.progress for event in events[:-1]]
+        frames = [p.frame for p in progress if p.stage in ("Rendering", "Finalizing")]
+        assert max(frames) == count, "a part's frame counts its own frames"
+        percents = [p.percent for p in progress]
+        assert percents == sorted(percents) and max(percents) <= 99
+        assert {"Rendering", "Verifying"} <= {p.stage for p in progress}
+        paths.append(events[-1].completed.output_path)
+    return paths
+
+
+def ffmpeg_out(*args: str) -> str:
+    return subprocess.run(
+        [ffmpeg_binary(), "-hide_banner", "-nostdin", "-v", "error", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+
+
+def decoded_frames(path: Path) -> list[str]:
+    """The CRC of every decoded video frame, in order."""
+    out = ffmpeg_out(
+        "-i", str(path), "-map", "0:v:0", "-fps_mode", "passthrough", "-f", "framecrc", "-"
+    )
+    return [line.split(",")[5].strip() for line in out.splitlines() if line.startswith("0,")]
+
+
+def stored_packets(path: Path) -> dict[str, tuple[Fraction, list[int], str]]:
+    """Per media type: the time base, every packet's pts and the codec, as stored."""
+    out = ffmpeg_out("-i", str(path), "-map", "0", "-c", "copy", "-f", "framecrc", "-")
+    streams: dict[int, dict[str, str]] = {}
+    pts: dict[int, list[int]] = {}
+    for line in out.splitlines():
+        if line.startswith("#") and ":" in line:
+            key, value = line[1:].split(":", 1)
+            name, _, index = key.partition(" ")
+            if index.isdigit():
+                streams.setdefault(int(index), {})[name] = value.strip()
+        elif line[:1].isdigit():
+            fields = line.split(",")
+            pts.setdefault(int(fields[0]), []).append(int(fields[2]))
+    return {
+        info["media_type"]: (Fraction(info["tb"]), pts.get(index, []), info["codec_id"])
+        for index, info in streams.items()
+    }
+
+
+def audio_seconds(path: Path) -> float:
+    out = ffmpeg_out("-i", str(path), "-map", "0:a:0", "-c:a", "pcm_s16le", "-f", "framecrc", "-")
+    time_base = Fraction(1)
+    ticks = 0
+    for line in out.splitlines():
+        if line.startswith("#tb 0:"):
+            time_base = Fraction(line.split(":", 1)[1].strip())
+        elif line.startswith("0,"):
+            ticks += int(line.split(",")[3])
+    return float(ticks * time_base)
+
+
+def assert_evenly_timed(path: Path, codec: str, audio_codec: str) -> None:
+    """Exactly TOTAL video frames one frame apart from the first (no gap, no overlap at a
+    join), and the audio as long as the video within one frame."""
+    streams = stored_packets(path)
+    time_base, pts, video_codec = streams["video"]
+    assert video_codec == codec
+    assert len(pts) == TOTAL
+    step = Fraction(1) / Fraction(FPS) / time_base
+    assert step.denominator == 1
+    ordered = sorted(pts)
+    assert [p - ordered[0] for p in ordered] == [int(step) * i for i in range(TOTAL)]
+    assert streams["audio"][2] == audio_codec
+    assert abs(audio_seconds(path) - SECONDS) <= 1 / FPS
+
+
+def assert_join_events(events: list[render_pb2.RenderEvent]) -> None:
+    assert kind(events[-1]) == "completed", events[-1]
+    progress = [event.progress for event in events[:-1]]
+    joining = [p for p in progress if p.stage == "Joining"]
+    assert joining and all(p.percent == 95 for p in joining)
+    shares = [p.stage_progress for p in joining]
+    assert shares == sorted(shares) and shares[-1] > shares[0]
+    assert "Rendering" not in {p.stage for p in progress}
+    assert progress[-1].stage == "Verifying" and progress[-1].percent == 99
+
+
+def whole_spec(container: str, video_codec: str, audio_codec: str, crf: int) -> spec_pb2.RenderSpec:
+    spec = pattern_spec(SECONDS, fps=FPS, container=container, video_codec=video_codec)
+    spec.output.audio_codec = audio_codec
+    spec.output.crf = crf
+    return spec
+
+
+async def test_h264_mp4_parts_join_into_the_whole_renders_frames_with_aac(
+    service: Running,
+) -> None:
+    # Lossless (crf 0): the joined file's frames must be the whole render's, bit for bit.
+    base = whole_spec("mp4", "h264", "aac", crf=0)
+    base.output.faststart = True
+    paths = await render_parts(service, base, "h264")
+    joined = await render(service, "h264-join", join_spec(base, paths, TOTAL))
+    whole = await render(service, "h264-whole", base)
+
+    assert_join_events(joined)
+    output = Path(joined[-1].completed.output_path)
+    assert output == (service.config.output_dir / "h264-join.mp4").resolve()
+    assert_evenly_timed(output, "h264", "aac")
+    reference = decoded_frames(Path(whole[-1].completed.output_path))
+    assert len(reference) == TOTAL
+    assert decoded_frames(output) == reference
+
+
+def psnr_per_frame(path: Path, reference: Path, skip_reference: int = 0) -> list[float]:
+    graph = (
+        f"[1:v]trim=start_frame={skip_reference},setpts=PTS-STARTPTS[r];[0:v][r]psnr=stats_file=-"
+    )
+    out = subprocess.run(
+        [
+            ffmpeg_binary(),
+            "-hide_banner",
+            "-nostdin",
+            "-v",
+            "error",
+            "-i",
+            str(path),
+            "-i",
+            str(reference),
+            "-lavfi",
+            graph,
+            "-f",
+            "null",
+            "-",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    values = []
+    for line in out.splitlines():
+        fields = dict(item.split(":", 1) for item in line.split() if ":" in item)
+        if "psnr_avg" in fields:
+            values.append(float(fields["psnr_avg"]) if fields["psnr_avg"] != "inf" else 100.0)
+    return values
+
+
+async def test_vp9_webm_parts_join_frame_for_frame_with_opus(service: Running) -> None:
+    base = whole_spec("webm", "vp9", "opus", crf=4)
+    paths = await render_parts(service, base, "vp9")
+    joined = await render(service, "vp9-join", join_spec(base, paths, TOTAL))
+    whole = await render(service, "vp9-whole", base)
+
+    assert_join_events(joined)
+    output = Path(joined[-1].completed.output_path)
+    assert_evenly_timed(output, "vp9", "opus")
+    reference = Path(whole[-1].completed.output_path)
+    aligned = psnr_per_frame(output, reference)
+    assert len(aligned) == TOTAL
+    # One frame off is far below what the same frame encoded twice scores.
+    shifted = psnr_per_frame(output, reference, skip_reference=1)
+    assert min(aligned) > 35 > max(shifted[: TOTAL - 1]), (min(aligned), max(shifted))
+
+
+def make_source(path: Path, *, keyframe_every: int = 7, audio: bool = True) -> Path:
+    args = ["-f", "lavfi", "-i", f"testsrc2=size=160x120:rate={FPS:g}:duration={SECONDS:g}"]
+    if audio:
+        args += ["-f", "lavfi", "-i", f"sine=frequency=300:sample_rate=48000:duration={SECONDS:g}"]
+    args += ["-c:v", "libx264", "-preset", "ultrafast", "-g", str(keyframe_every)]
+    args += ["-keyint_min", str(keyframe_every), "-sc_threshold", "0", "-pix_fmt", "yuv420p"]
+    if audio:
+        args += ["-c:a", "aac"]
+    run_ffmpeg(*args, str(path))
+    return path
+
+
+def transcode_spec(input_path: str, crf: int = 0) -> spec_pb2.RenderSpec:
+    spec = spec_pb2.RenderSpec()
+    spec.source.transcode.input_path = input_path
+    spec.output.container = "mp4"
+    spec.output.video_codec = "h264"
+    spec.output.preset = "ultrafast"
+    spec.output.crf = crf
+    return spec
+
+
+async def test_a_source_whose_keyframes_fall_off_the_plan_joins_to_its_own_frames(
+    service: Running,
+) -> None:
+    source = make_source(service.config.media_root / "gop7.mp4")
+    base = transcode_spec("gop7.mp4")
+    paths = await render_parts(service, base, "gop7")
+    joined = await render(service, "gop7-join", join_spec(base, paths, TOTAL))
+
+    assert_join_events(joined)
+    output = Path(joined[-1].completed.output_path)
+    assert_evenly_timed(output, "h264", "aac")
+    assert decoded_frames(output) == decoded_frames(source)
+
+
+async def test_a_part_past_the_plan_is_refused_naming_the_field(service: Running) -> None:
+    spec = part_spec(pattern_spec(SECONDS, fps=FPS), 2, PART_FRAMES)
+    spec.part.frame_count += 1
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await render(service, "past-plan", spec)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "spec.part.frame_count" in (refused.value.details() or "")
+
+
+async def test_a_part_the_source_cannot_fill_fails_clearly(service: Running) -> None:
+    make_source(service.config.media_root / "short.mp4")
+    base = transcode_spec("short.mp4")
+    # A plan made for a source five times as long: the last part starts past the end, the one
+    # before it runs past the end.
+    counts = [TOTAL, TOTAL, TOTAL * 3]
+    past = await render(service, "past-end", part_spec(base, 2, counts))
+    short = await render(service, "short-part", part_spec(base, 1, [TOTAL // 2, TOTAL, TOTAL * 4]))
+
+    assert kind(past[-1]) == "failed"
+    assert past[-1].failed.code == "INVALID_INPUT"
+    assert "spec.part.first_frame" in past[-1].failed.message
+    assert kind(short[-1]) == "failed"
+    assert short[-1].failed.code == "VERIFICATION_FAILED"
+    assert f"decodes to {TOTAL - TOTAL // 2} frames, not its {TOTAL}" in short[-1].failed.message
+    assert "the source ends before them" in short[-1].failed.message
+
+
+async def test_a_join_missing_a_part_fails_naming_the_frames(service: Running) -> None:
+    base = whole_spec("mp4", "h264", "aac", crf=30)
+    paths = await render_parts(service, base, "missing")
+    events = await render(service, "missing-join", join_spec(base, [paths[0], paths[2]], TOTAL))
+
+    assert kind(events[-1]) == "failed"
+    assert events[-1].failed.code == "VERIFICATION_FAILED"
+    message = events[-1].failed.message
+    assert f"hold {PART_FRAMES[0] + PART_FRAMES[2]} frames" in message and str(TOTAL) in message
+    assert not (service.config.output_dir / "missing-join.mp4").exists()
+
+
+async def test_a_join_outside_the_output_directory_is_refused(
+    service: Running, tmp_path: Path
+) -> None:
+    base = whole_spec("mp4", "h264", "aac", crf=30)
+    paths = await render_parts(service, base, "outside")
+    elsewhere = tmp_path / "elsewhere.mp4"
+    await asyncio.to_thread(shutil.copyfile, paths[1], elsewhere)
+    events = await render(
+        service, "outside-join", join_spec(base, [paths[0], str(elsewhere), paths[2]], TOTAL)
+    )
+
+    assert kind(events[-1]) == "failed"
+    assert events[-1].failed.code == "INVALID_INPUT"
+    assert "spec.join.part_paths[1]" in events[-1].failed.message
+
+
+async def test_the_join_check_finds_a_gap_at_a_join(service: Running, tmp_path: Path) -> None:
+    base = whole_spec("mp4", "h264", "aac", crf=30)
+    paths = await render_parts(service, base, "gap")
+    # Joined as a careless join would: the first part said to last 5 frames longer than it
+    # does, so the second starts 0.2 s late.
+    listing = tmp_path / "parts.ffconcat"
+    durations = [(PART_FRAMES[0] + 5) / FPS, PART_FRAMES[1] / FPS, PART_FRAMES[2] / FPS]
+    listing.write_text(
+        "ffconcat version 1.0\n"
+        + "".join(
+            f"file '{path}'\nduration {seconds}\n"
+            for path, seconds in zip(paths, durations, strict=True)
+        )
+    )
+    gapped = tmp_path / "gapped.mp4"
+    run_ffmpeg("-f", "concat", "-safe", "0", "-i", str(listing), "-c", "copy", str(gapped))
+
+    with pytest.raises(RenderFailure) as failed:
+        await verify_join(ffmpeg_binary(), gapped, TOTAL, FPS, PART_FRAMES)
+    assert failed.value.code == FailureCode.VERIFICATION_FAILED
+    assert (
+        "timestamp gap of 200.0 ms at the join of parts 0 and 1 (frame 24)" in failed.value.message
+    )
