@@ -10,6 +10,7 @@ import contextlib
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -30,6 +31,9 @@ from videojob.grpc_setup import create_channel
 from videojob.render.v1 import render_pb2, render_pb2_grpc, spec_pb2
 from videojob.storage.object_store import ObjectStore
 
+if TYPE_CHECKING:
+    from videojob.render.v1.render_pb2_grpc import RenderServiceAsyncStub
+
 pytestmark = [pytest.mark.object_store, pytest.mark.ffmpeg]
 
 
@@ -43,7 +47,7 @@ async def running(config: RenderConfig) -> AsyncIterator[RenderServer]:
 
 
 async def events_of(
-    stub: render_pb2_grpc.RenderServiceStub, render_id: str, spec: spec_pb2.RenderSpec
+    stub: RenderServiceAsyncStub, render_id: str, spec: spec_pb2.RenderSpec
 ) -> list[render_pb2.RenderEvent]:
     call = stub.Render(render_pb2.RenderRequest(render_id=render_id, spec=spec))
     return [event async for event in call]
@@ -66,7 +70,7 @@ async def test_parts_stored_in_the_object_store_are_fetched_joined_and_stored(
     base = pattern_spec(SECONDS, fps=FPS, container="webm")
     async with running(config) as server:
         channel = create_channel(f"127.0.0.1:{server.port}")
-        stub = render_pb2_grpc.RenderServiceStub(channel)
+        stub: RenderServiceAsyncStub = render_pb2_grpc.RenderServiceStub(channel)
         try:
             parts = await asyncio.gather(
                 *(
