@@ -23,7 +23,7 @@ def _failed(message: str) -> RenderFailure:
 
 
 async def verify_part(binary: str, path: Path, frame_count: int, first_frame: int) -> None:
-    streams = await scan(binary, path, "-map", "0:v:0")
+    streams = await scan(binary, path, "-map", "0:v:0", "-fps_mode", "passthrough")
     video = of_type(streams, "video")
     decoded = len(video.packets) if video is not None else 0
     if decoded != frame_count:

@@ -276,3 +276,44 @@ async def test_the_join_check_finds_a_gap_at_a_join(service: Running, tmp_path: 
     assert (
         "timestamp gap of 200.0 ms at the join of parts 0 and 1 (frame 24)" in failed.value.message
     )
+
+
+async def test_hevc_parts_of_a_source_without_audio_join_without_audio(service: Running) -> None:
+    source = make_source(service.config.media_root / "silent.mp4", audio=False)
+    base = transcode_spec("silent.mp4", crf=0)
+    base.output.video_codec = "hevc"
+    paths = await render_parts(service, base, "hevc")
+    joined = await render(service, "hevc-join", join_spec(base, paths, TOTAL))
+
+    assert_join_events(joined)
+    output = Path(joined[-1].completed.output_path)
+    streams = stored_packets(output)
+    assert set(streams) == {"video"}
+    time_base, pts, codec = streams["video"]
+    assert codec == "hevc" and len(pts) == TOTAL
+    ordered = sorted(pts)
+    step = Fraction(1) / Fraction(FPS) / time_base
+    assert [p - ordered[0] for p in ordered] == [int(step) * i for i in range(TOTAL)]
+    # x265 at crf 0 is not lossless: each frame is compared with the source's by PSNR.
+    aligned = psnr_per_frame(output, source)
+    assert len(aligned) == TOTAL and min(aligned) > 35, min(aligned)
+
+
+async def test_parts_of_a_30_fps_source_on_a_25_fps_output_are_the_whole_renders_frames(
+    service: Running,
+) -> None:
+    run_ffmpeg(
+        "-f", "lavfi", "-i", f"testsrc2=size=160x120:rate=30:duration={SECONDS:g}",
+        "-c:v", "libx264", "-preset", "ultrafast", "-g", "11", "-pix_fmt", "yuv420p",
+        str(service.config.media_root / "thirty.mp4"),
+    )  # fmt: skip
+    base = transcode_spec("thirty.mp4")
+    base.output.fps = FPS
+    paths = await render_parts(service, base, "thirty")
+    joined = await render(service, "thirty-join", join_spec(base, paths, TOTAL))
+    whole = await render(service, "thirty-whole", base)
+
+    assert_join_events(joined)
+    reference = decoded_frames(Path(whole[-1].completed.output_path))
+    assert len(reference) == TOTAL
+    assert decoded_frames(Path(joined[-1].completed.output_path)) == reference
