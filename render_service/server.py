@@ -20,6 +20,7 @@ from render_service.instance import InstanceLock, claim_instance
 from render_service.output_dir import remove_stale_partials
 from render_service.output_store import OutputStore
 from render_service.registry import RenderRegistry
+from render_service.render_job import JOINS_FOLDER
 from render_service.store_health import follow_store
 from render_service.stored_inputs import INPUTS_FOLDER, StoredInputs
 from videojob import stamps
@@ -186,6 +187,8 @@ async def _create_server(
     config: RenderConfig, scratch_dir: Path, resources: contextlib.AsyncExitStack
 ) -> RenderServer:
     await asyncio.to_thread(scratch_dir.mkdir, parents=True, exist_ok=True)
+    # What joins of a previous run of this service left behind (the directory is its own).
+    await asyncio.to_thread(shutil.rmtree, scratch_dir / JOINS_FOLDER, ignore_errors=True)
     output_store: OutputStore | None = None
     output_location = config.output_store
     if output_location is not None:

@@ -14,9 +14,18 @@ from pathlib import Path
 import grpc
 import pytest
 
+from render_service.config import RenderConfig
 from render_service.failures import FailureCode, RenderFailure
 from render_service.split_verification import verify_join
-from tests.render.conftest import Running, collect, kind, pattern_spec, render_request, run_ffmpeg
+from tests.render.conftest import (
+    Running,
+    StartServer,
+    collect,
+    kind,
+    pattern_spec,
+    render_request,
+    run_ffmpeg,
+)
 from tests.support.split import (
     FPS,
     PART_FRAMES,
@@ -317,3 +326,16 @@ async def test_parts_of_a_30_fps_source_on_a_25_fps_output_are_the_whole_renders
     reference = decoded_frames(Path(whole[-1].completed.output_path))
     assert len(reference) == TOTAL
     assert decoded_frames(Path(joined[-1].completed.output_path)) == reference
+
+
+async def test_a_restarted_service_removes_what_joins_left_in_its_scratch_directory(
+    start: StartServer, config: RenderConfig, tmp_path: Path
+) -> None:
+    scratch = tmp_path / "scratch"
+    left = scratch / "joins" / "crashed-join"
+    left.mkdir(parents=True)
+    (left / "parts.ffconcat").write_text("ffconcat version 1.0\n")
+
+    await start(config, scratch_dir=scratch)
+
+    assert not (scratch / "joins").exists()
