@@ -33,6 +33,7 @@ from tests.support.split import (
     TOTAL,
     audio_seconds,
     decoded_frames,
+    ffmpeg_out,
     join_spec,
     part_spec,
     stored_packets,
@@ -154,15 +155,28 @@ def psnr_per_frame(path: Path, reference: Path, skip_reference: int = 0) -> list
     return values
 
 
-async def test_vp9_webm_parts_join_frame_for_frame_with_opus(service: Running) -> None:
-    base = whole_spec("webm", "vp9", "opus", crf=4)
-    paths = await render_parts(service, base, "vp9")
-    joined = await render(service, "vp9-join", join_spec(base, paths, TOTAL))
-    whole = await render(service, "vp9-whole", base)
+@pytest.mark.parametrize(
+    ("container", "video_codec", "audio_codec", "preset"),
+    [
+        ("webm", "vp9", "opus", "ultrafast"),
+        # B-frames (with pyramid): decode order differs from presentation order in every part.
+        ("mp4", "h264", "aac", "medium"),
+    ],
+)
+async def test_lossy_parts_join_frame_for_frame(
+    service: Running, container: str, video_codec: str, audio_codec: str, preset: str
+) -> None:
+    base = whole_spec(container, video_codec, audio_codec, crf=4)
+    base.output.preset = preset
+    paths = await render_parts(service, base, video_codec)
+    joined = await render(service, f"{video_codec}-join", join_spec(base, paths, TOTAL))
+    whole = await render(service, f"{video_codec}-whole", base)
 
     assert_join_events(joined)
     output = Path(joined[-1].completed.output_path)
-    assert_evenly_timed(output, "vp9", "opus")
+    assert_evenly_timed(output, video_codec, audio_codec)
+    if video_codec == "h264":
+        assert any(stored_reordered(Path(path)) for path in paths), "no B-frames in the parts"
     reference = Path(whole[-1].completed.output_path)
     aligned = psnr_per_frame(output, reference)
     assert len(aligned) == TOTAL
@@ -171,11 +185,18 @@ async def test_vp9_webm_parts_join_frame_for_frame_with_opus(service: Running) -
     assert min(aligned) > 35 > max(shifted[: TOTAL - 1]), (min(aligned), max(shifted))
 
 
+def stored_reordered(path: Path) -> bool:
+    """Whether some video packet is stored before it is shown (dts < pts: a B-frame stream)."""
+    out = ffmpeg_out("-i", str(path), "-map", "0:v:0", "-c", "copy", "-f", "framecrc", "-")
+    packets = [line.split(",") for line in out.splitlines() if line.startswith("0,")]
+    return any(int(fields[1]) < int(fields[2]) for fields in packets)
+
+
 def make_source(path: Path, *, keyframe_every: int = 7, audio: bool = True) -> Path:
     args = ["-f", "lavfi", "-i", f"testsrc2=size=160x120:rate={FPS:g}:duration={SECONDS:g}"]
     if audio:
         args += ["-f", "lavfi", "-i", f"sine=frequency=300:sample_rate=48000:duration={SECONDS:g}"]
-    args += ["-c:v", "libx264", "-preset", "ultrafast", "-g", str(keyframe_every)]
+    args += ["-c:v", "libx264", "-preset", "fast", "-bf", "3", "-g", str(keyframe_every)]
     args += ["-keyint_min", str(keyframe_every), "-sc_threshold", "0", "-pix_fmt", "yuv420p"]
     if audio:
         args += ["-c:a", "aac"]
@@ -313,7 +334,7 @@ async def test_parts_of_a_30_fps_source_on_a_25_fps_output_are_the_whole_renders
 ) -> None:
     run_ffmpeg(
         "-f", "lavfi", "-i", f"testsrc2=size=160x120:rate=30:duration={SECONDS:g}",
-        "-c:v", "libx264", "-preset", "ultrafast", "-g", "11", "-pix_fmt", "yuv420p",
+        "-c:v", "libx264", "-preset", "fast", "-bf", "3", "-g", "11", "-pix_fmt", "yuv420p",
         str(service.config.media_root / "thirty.mp4"),
     )  # fmt: skip
     base = transcode_spec("thirty.mp4")
