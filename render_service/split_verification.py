@@ -16,6 +16,9 @@ from render_service.failures import FailureCode, RenderFailure
 from render_service.frame_scan import StreamScan, of_type, scan, timeline_fault
 
 COPY_VIDEO = ("-map", "0:v:0", "-c:v", "copy")
+# Every frame decoded and listed, none copied out of the decoder (a wrapped frame is a
+# reference: listing it costs nothing next to decoding it).
+DECODE_VIDEO = ("-map", "0:v:0", "-fps_mode", "passthrough", "-c:v", "wrapped_avframe")
 
 
 def _failed(message: str) -> RenderFailure:
@@ -23,7 +26,7 @@ def _failed(message: str) -> RenderFailure:
 
 
 async def verify_part(binary: str, path: Path, frame_count: int, first_frame: int) -> None:
-    streams = await scan(binary, path, "-map", "0:v:0", "-fps_mode", "passthrough")
+    streams = await scan(binary, path, *DECODE_VIDEO)
     video = of_type(streams, "video")
     decoded = len(video.packets) if video is not None else 0
     if decoded != frame_count:

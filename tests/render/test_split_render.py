@@ -16,7 +16,7 @@ import pytest
 
 from render_service.config import RenderConfig
 from render_service.failures import FailureCode, RenderFailure
-from render_service.split_verification import verify_join
+from render_service.split_verification import verify_join, verify_part
 from tests.render.conftest import (
     Running,
     StartServer,
@@ -360,3 +360,21 @@ async def test_a_restarted_service_removes_what_joins_left_in_its_scratch_direct
     await start(config, scratch_dir=scratch)
 
     assert not (scratch / "joins").exists()
+
+
+async def test_a_part_that_does_not_decode_cleanly_fails_its_check(
+    service: Running, tmp_path: Path
+) -> None:
+    base = whole_spec("mp4", "h264", "aac", crf=30)
+    paths = await render_parts(service, base, "damaged")
+    damaged = tmp_path / "damaged.mp4"
+    data = bytearray(await asyncio.to_thread(Path(paths[1]).read_bytes))
+    middle = len(data) // 2
+    data[middle : middle + 256] = bytes(256)  # zeros inside the coded frames
+    await asyncio.to_thread(damaged.write_bytes, bytes(data))
+
+    await verify_part(ffmpeg_binary(), Path(paths[1]), PART_FRAMES[1], PART_FRAMES[0])
+    with pytest.raises(RenderFailure) as failed:
+        await verify_part(ffmpeg_binary(), damaged, PART_FRAMES[1], PART_FRAMES[0])
+    assert failed.value.code == FailureCode.VERIFICATION_FAILED
+    assert "does not read cleanly" in failed.value.message
