@@ -42,9 +42,9 @@ from render_service.output_dir import OutputDirectory, final_name, partial_name
 from render_service.output_store import OutputStore
 from render_service.public_paths import RelativePaths
 from render_service.split_command import build_join_argv, build_part_argv, concat_list
-from render_service.split_parts import fetch_parts, local_part
+from render_service.split_parts import read_parts
 from render_service.split_spec import split_kind
-from render_service.split_verification import check_parts, scan_part, verify_join, verify_part
+from render_service.split_verification import check_parts, verify_join, verify_part
 from render_service.stored_inputs import StoredInputs
 from render_service.verification import verify_output
 from videojob import stamps, tracing
@@ -274,8 +274,8 @@ class RenderJob:
         if split_kind(self._spec) == "part":
             self._frame_rate = self._spec.part.fps
         self._media_written = 0.0
-        # A join's output seconds while its FFmpeg runs (Joining), else None.
-        self._joining_seconds: float | None = None
+        # A join reports its FFmpeg's progress as Joining, not Rendering.
+        self._joining = split_kind(self._spec) == "join"
 
     async def run(self) -> None:
         record = self._record
@@ -395,26 +395,20 @@ class RenderJob:
 
         try:
             read(0)
-            if self._output_store is None:
-                paths = [
-                    local_part(self._output_dir, raw, index)
-                    for index, raw in enumerate(join.part_paths)
-                ]
-            else:
-                paths = await fetch_parts(
-                    self._output_store, list(join.part_paths), folder, lambda i: None
-                )
-            parts = []
-            for index, path in enumerate(paths):
-                parts.append(await scan_part(self._binary, path, index))
-                read(index + 1)
+            parts = await read_parts(
+                self._binary,
+                join.part_paths,
+                self._output_dir,
+                self._output_store,
+                folder,
+                read,
+            )
             check_parts(parts, join.total_frames)
             list_path = folder / "parts.ffconcat"
             listing = concat_list([(part.path, part.frames) for part in parts], join.fps)
             await asyncio.to_thread(_write_file, list_path, listing)
             argv = build_join_argv(self._binary, self._spec, inputs, list_path, self._partial)
             self._timing("argv_built")
-            self._joining_seconds = seconds
 
             async def render() -> tuple[int, float]:
                 await self._run_ffmpeg(argv, seconds)
@@ -448,7 +442,7 @@ class RenderJob:
         completed = False
         try:
             output.create_empty(self._partial_name)
-            if self._joining_seconds is None:
+            if not self._joining:
                 record.progress("Preparing", PREPARING_END)
             try:
                 size, duration = await render()
@@ -537,7 +531,7 @@ class RenderJob:
         except OSError as exc:
             raise RenderFailure(FailureCode.FFMPEG_ERROR, f"cannot start ffmpeg: {exc}") from None
         self._timing("spawned")
-        if self._joining_seconds is None:
+        if not self._joining:
             self._record.progress("Rendering", PREPARING_END)
         assert process.stdout is not None and process.stderr is not None
         readers = [
@@ -594,7 +588,7 @@ class RenderJob:
             self._last_alive = time.monotonic()
         if self._finalizing:
             return
-        if self._joining_seconds is not None:
+        if self._joining:
             if moved and block.out_time_seconds is not None and expected > 0:
                 muxed = min(block.out_time_seconds / expected, 1.0)
                 share = PARTS_READ_SHARE + (100.0 - PARTS_READ_SHARE) * muxed

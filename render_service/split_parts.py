@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from render_service.failures import FailureCode, RenderFailure, invalid_input
 from render_service.output_store import OutputStore
+from render_service.split_verification import PartVideo, scan_part
 from videojob.errors import (
     ObjectStoreFailed,
     ObjectStoreMisconfigured,
@@ -55,27 +56,38 @@ def _stored_key(output: OutputStore, raw: str, index: int) -> str:
     return key
 
 
-async def fetch_parts(
-    output: OutputStore,
-    raws: list[str],
+async def fetch_part(output: OutputStore, raw: str, index: int, folder: Path) -> Path:
+    """Downloads part ``index`` into ``folder``."""
+    key = _stored_key(output, raw, index)
+    local = folder / f"part-{index}{os.path.splitext(key)[1]}"
+    try:
+        await output.store.download_file(output.location.bucket, key, local)
+    except StoredObjectMissing:
+        raise invalid_input(_field(index), "no such part in the object store") from None
+    except (ObjectStoreUnavailable, ObjectStoreMisconfigured, ObjectStoreFailed) as error:
+        message = f"part {index} could not be fetched: {error.message}"
+        raise RenderFailure(FailureCode.STORAGE_UNAVAILABLE, message) from None
+    return local
+
+
+async def read_parts(
+    binary: str,
+    raws: Sequence[str],
+    output_dir: Path,
+    output_store: OutputStore | None,
     folder: Path,
-    fetched: Callable[[int], None],
-) -> list[Path]:
-    """Downloads each part into ``folder`` (in plan order); ``fetched(index)`` after each."""
-    keys = [_stored_key(output, raw, index) for index, raw in enumerate(raws)]
+    on_read: Callable[[int], None],
+) -> list[PartVideo]:
+    """Each part in plan order, found (or fetched into ``folder``) and its video read as stored;
+    ``on_read(parts read so far)`` after each. Raises unless they can be joined into the
+    plan's frames (split_verification.check_parts does that, once all are read)."""
     await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
-    paths = []
-    for index, key in enumerate(keys):
-        local = folder / f"part-{index}{os.path.splitext(key)[1]}"
-        try:
-            await output.store.download_file(output.location.bucket, key, local)
-        except StoredObjectMissing:
-            raise invalid_input(_field(index), "no such part in the object store") from None
-        except (ObjectStoreUnavailable, ObjectStoreMisconfigured, ObjectStoreFailed) as error:
-            raise RenderFailure(
-                FailureCode.STORAGE_UNAVAILABLE,
-                f"part {index} could not be fetched: {error.message}",
-            ) from None
-        paths.append(local)
-        fetched(index)
-    return paths
+    parts = []
+    for index, raw in enumerate(raws):
+        if output_store is None:
+            path = await asyncio.to_thread(local_part, output_dir, raw, index)
+        else:
+            path = await fetch_part(output_store, raw, index, folder)
+        parts.append(await scan_part(binary, path, index))
+        on_read(index + 1)
+    return parts
