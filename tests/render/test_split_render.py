@@ -378,3 +378,30 @@ async def test_a_part_that_does_not_decode_cleanly_fails_its_check(
         await verify_part(ffmpeg_binary(), damaged, PART_FRAMES[1], PART_FRAMES[0])
     assert failed.value.code == FailureCode.VERIFICATION_FAILED
     assert "does not read cleanly" in failed.value.message
+
+
+async def test_slideshow_parts_with_a_soundtrack_join_into_the_whole_renders_frames(
+    service: Running,
+) -> None:
+    media = service.config.media_root
+    for name, color in (("one.png", "red"), ("two.png", "blue")):
+        run_ffmpeg(
+            "-f", "lavfi", "-i", f"color=c={color}:s=160x120", "-frames:v", "1", str(media / name)
+        )
+    run_ffmpeg("-f", "lavfi", "-i", "sine=duration=1", str(media / "tone.wav"))
+    base = spec_pb2.RenderSpec()
+    base.source.slideshow.slides.add(image_path="one.png", duration_seconds=1.3)
+    base.source.slideshow.slides.add(image_path="two.png", duration_seconds=SECONDS - 1.3)
+    # Shorter than the slides: padded with silence to the video's length.
+    base.source.slideshow.audio_path = "tone.wav"
+    base.output.fps = FPS
+    base.output.preset = "ultrafast"
+    base.output.crf = 0
+    paths = await render_parts(service, base, "slides")
+    joined = await render(service, "slides-join", join_spec(base, paths, TOTAL))
+    whole = await render(service, "slides-whole", base)
+
+    assert_join_events(joined)
+    output = Path(joined[-1].completed.output_path)
+    assert_evenly_timed(output, "h264", "aac")
+    assert decoded_frames(output) == decoded_frames(Path(whole[-1].completed.output_path))
