@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -230,13 +231,56 @@ async def test_a_source_whose_keyframes_fall_off_the_plan_joins_to_its_own_frame
     assert decoded_frames(output) == decoded_frames(source)
 
 
-async def test_a_part_past_the_plan_is_refused_naming_the_field(service: Running) -> None:
-    spec = part_spec(pattern_spec(SECONDS, fps=FPS), 2, PART_FRAMES)
+def past_the_plan(spec: spec_pb2.RenderSpec) -> None:
     spec.part.frame_count += 1
+
+
+def one_part(spec: spec_pb2.RenderSpec) -> None:
+    spec.part.count = 1
+    spec.part.index = 0
+
+
+def index_past_count(spec: spec_pb2.RenderSpec) -> None:
+    spec.part.index = spec.part.count
+
+
+def no_rate(spec: spec_pb2.RenderSpec) -> None:
+    spec.part.fps = 0
+
+
+def one_path(spec: spec_pb2.RenderSpec) -> None:
+    spec.ClearField("part")
+    spec.join.part_paths.append("only.mp4")
+    spec.join.total_frames = TOTAL
+    spec.join.fps = FPS
+
+
+def no_frames(spec: spec_pb2.RenderSpec) -> None:
+    one_path(spec)
+    spec.join.part_paths.append("other.mp4")
+    spec.join.total_frames = 0
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (past_the_plan, "spec.part.frame_count"),
+        (one_part, "spec.part.count"),
+        (index_past_count, "spec.part.index"),
+        (no_rate, "spec.part.fps"),
+        (one_path, "spec.join.part_paths"),
+        (no_frames, "spec.join.total_frames"),
+    ],
+)
+async def test_a_part_or_join_that_cannot_be_rendered_is_refused_naming_the_field(
+    service: Running, change: Callable[[spec_pb2.RenderSpec], None], field: str
+) -> None:
+    spec = part_spec(pattern_spec(SECONDS, fps=FPS), 2, PART_FRAMES)
+    change(spec)
     with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await render(service, "past-plan", spec)
+        await render(service, "refused", spec)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "spec.part.frame_count" in (refused.value.details() or "")
+    assert field in (refused.value.details() or "")
 
 
 async def test_a_part_the_source_cannot_fill_fails_clearly(service: Running) -> None:
