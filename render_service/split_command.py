@@ -1,13 +1,13 @@
 """FFmpeg's argv for the render kinds of a split job.
 
 A part is the output's video frames [first_frame, first_frame + frame_count) on the output's
-frame timeline: the source goes through the same graph as a whole render, then an ``fps`` filter
-anchored at 0 numbers every frame slot (its pts is the slot's index) and ``trim`` keeps the
-part's slots by pts, so the cut is exact whatever the source's keyframes. A transcode is read
-from a little before the part (input ``-ss``; ``-copyts -start_at_zero`` keep the source's own
-timeline, so the slots are the whole render's); the seek only saves decoding. Every part is
-encoded with the same settings: closed GOPs, a keyframe on its first frame, a fixed keyframe
-interval, no audio.
+frame timeline: the source goes through the same graph as a whole render, then an ``fps``
+filter numbers every frame slot of the output from its start (its pts is the slot's index) and
+``trim`` keeps the part's slots by pts, so the cut is exact whatever the source's keyframes.
+A transcode is read from a little before the part (input ``-ss``; ``-copyts -start_at_zero``
+keep the source's own timeline, so the slots are the whole render's); the seek only saves
+decoding. Every part is encoded with the same settings: closed GOPs, a keyframe on its first
+frame, a fixed keyframe interval, no audio.
 
 A part is stored in the output's own container: MP4 gives each frame an exact timestamp (its
 time scale is a multiple of the frame rate) and an exact duration, WebM is what VP9/AV1 in WebM
@@ -82,7 +82,10 @@ def build_part_argv(
     transcode = spec.source.WhichOneof("kind") == "transcode"
     seek = part_seek_seconds(part) if transcode and part.first_frame else None
     streams = source_streams(spec, inputs, duration_seconds, transcode_seek=seek)
-    video = streams.video.filter("fps", fps=fmt(part.fps), start_time=0)
+    # Numbered from the output's start; a seeking part's first frame is already on that
+    # timeline (-copyts), and anchoring it at 0 would clone it into every slot before it.
+    anchor = {} if seek is not None else {"start_time": 0}
+    video = streams.video.filter("fps", fps=fmt(part.fps), **anchor)
     if part_is_last(part):
         video = video.filter("tpad", stop_mode="clone", stop=math.ceil(part.fps * END_PAD_SECONDS))
     end = part.first_frame + part.frame_count
