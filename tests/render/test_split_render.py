@@ -329,13 +329,10 @@ async def test_a_join_outside_the_output_directory_is_refused(
     assert "spec.join.part_paths[1]" in events[-1].failed.message
 
 
-async def test_the_join_check_finds_a_gap_at_a_join(service: Running, tmp_path: Path) -> None:
-    base = whole_spec("mp4", "h264", "aac", crf=30)
-    paths = await render_parts(service, base, "gap")
-    # Joined as a careless join would: the first part said to last 5 frames longer than it
-    # does, so the second starts 0.2 s late.
-    listing = tmp_path / "parts.ffconcat"
-    durations = [(PART_FRAMES[0] + 5) / FPS, PART_FRAMES[1] / FPS, PART_FRAMES[2] / FPS]
+def concat(
+    paths: list[str], durations: list[float], listing: Path, output: Path, *audio: str
+) -> None:
+    """Joins ``paths`` as a join that trusts ``durations`` would, muxing ``audio`` args."""
     listing.write_text(
         "ffconcat version 1.0\n"
         + "".join(
@@ -343,15 +340,37 @@ async def test_the_join_check_finds_a_gap_at_a_join(service: Running, tmp_path: 
             for path, seconds in zip(paths, durations, strict=True)
         )
     )
-    gapped = tmp_path / "gapped.mp4"
-    run_ffmpeg("-f", "concat", "-safe", "0", "-i", str(listing), "-c", "copy", str(gapped))
-
-    with pytest.raises(RenderFailure) as failed:
-        await verify_join(ffmpeg_binary(), gapped, TOTAL, FPS, PART_FRAMES)
-    assert failed.value.code == FailureCode.VERIFICATION_FAILED
-    assert (
-        "timestamp gap of 200.0 ms at the join of parts 0 and 1 (frame 24)" in failed.value.message
+    run_ffmpeg(
+        "-f", "concat", "-safe", "0", "-i", str(listing), *audio, "-c:v", "copy", str(output)
     )
+
+
+async def test_the_join_check_finds_a_gap_at_a_join(service: Running, tmp_path: Path) -> None:
+    base = whole_spec("mp4", "h264", "aac", crf=30)
+    paths = await render_parts(service, base, "gap")
+    exact = [count / FPS for count in PART_FRAMES]
+    # The first part said to last 5 frames longer than it does: the second starts 0.2 s late.
+    gapped = tmp_path / "gapped.mp4"
+    concat(paths, [exact[0] + 0.2, *exact[1:]], tmp_path / "gapped.ffconcat", gapped)
+    # Exact joins with the audio as long as the video, and with an audio track 0.2 s short.
+    joined: dict[float, Path] = {}
+    for seconds in (SECONDS, SECONDS - 0.2):
+        joined[seconds] = tmp_path / f"audio-{seconds:g}.mp4"
+        tone = f"sine=sample_rate=48000:duration={seconds:g}"
+        concat(
+            paths, exact, tmp_path / "exact.ffconcat", joined[seconds],
+            "-f", "lavfi", "-i", tone, "-map", "0:v", "-map", "1:a", "-c:a", "aac",
+        )  # fmt: skip
+    short_audio = joined[SECONDS - 0.2]
+
+    await verify_join(ffmpeg_binary(), joined[SECONDS], TOTAL, FPS, PART_FRAMES)
+    with pytest.raises(RenderFailure) as gap:
+        await verify_join(ffmpeg_binary(), gapped, TOTAL, FPS, PART_FRAMES)
+    with pytest.raises(RenderFailure) as short:
+        await verify_join(ffmpeg_binary(), short_audio, TOTAL, FPS, PART_FRAMES)
+    assert gap.value.code == short.value.code == FailureCode.VERIFICATION_FAILED
+    assert "timestamp gap of 200.0 ms at the join of parts 0 and 1 (frame 24)" in gap.value.message
+    assert "the audio lasts 2.800 s and the video 3.000 s" in short.value.message
 
 
 async def test_hevc_parts_of_a_source_without_audio_join_without_audio(service: Running) -> None:
