@@ -5,6 +5,7 @@ alike in FFmpeg 5.1 and 9.0 (9.0 adds side data after the flags)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -117,7 +118,8 @@ async def scan(binary: str, path: Path, *selection: str) -> dict[int, StreamScan
             f"{path.name} does not read cleanly: {reason}",
             bounded_log_tail(run.stderr),
         )
-    return parse_framecrc(run.stdout)
+    # A long file lists hundreds of thousands of packets: parsed off the event loop.
+    return await asyncio.to_thread(parse_framecrc, run.stdout)
 
 
 def of_type(streams: dict[int, StreamScan], media_type: str) -> StreamScan | None:

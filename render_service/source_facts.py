@@ -5,6 +5,7 @@ video packets as stored (a stream-copy scan, quick whatever the codec)."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import re
 import statistics
@@ -78,6 +79,13 @@ def rate_of(pts: list[int], time_base: Fraction) -> tuple[float, bool]:
     return _snapped((len(times) - 1) / seconds), variable
 
 
+def _packet_rate(framecrc: str) -> tuple[float, bool]:
+    video = of_type(parse_framecrc(framecrc), "video")
+    if video is None:
+        return 0.0, False
+    return rate_of([packet.pts for packet in video.packets], video.time_base)
+
+
 async def transcode_facts(
     binary: str, path: Path, duration_seconds: float, has_audio: bool
 ) -> SourceFacts:
@@ -100,10 +108,9 @@ async def transcode_facts(
         "-",
     ]
     run = await run_ffmpeg_captured(argv, SCAN_TIMEOUT_SECONDS)
-    video = of_type(parse_framecrc(run.stdout), "video") if run.returncode == 0 else None
     fps, variable = 0.0, False
-    if video is not None:
-        fps, variable = rate_of([packet.pts for packet in video.packets], video.time_base)
+    if run.returncode == 0:
+        fps, variable = await asyncio.to_thread(_packet_rate, run.stdout)
     if not fps:
         fps = _header_rate(run.stderr)
     return SourceFacts(duration_seconds, fps, variable, has_audio)

@@ -9,6 +9,7 @@ frame."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,7 +90,7 @@ async def verify_join(
     frames = len(video.packets) if video is not None else 0
     if video is None or frames != total_frames:
         raise _failed(f"the joined file holds {frames} video frames, the plan {total_frames}")
-    fault = timeline_fault(video, fps)
+    fault = await asyncio.to_thread(timeline_fault, video, fps)
     if fault is not None:
         boundaries: dict[int, int] = {}
         first = 0
