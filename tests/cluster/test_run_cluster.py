@@ -216,3 +216,17 @@ def test_run_cluster_with_s3_storage_starts_seaweedfs_and_serves_a_job_from_it(
 def _flag_value(pid: int, flag: str) -> str:
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
     return argv[argv.index(flag) + 1]
+
+
+@pytest.mark.object_store
+def test_the_object_store_exiting_stops_the_run_with_status_1(tmp_path: Path) -> None:
+    """The services cannot work without their store: when it dies, everything is stopped (no
+    restart of it behind the user's back) and the run says why."""
+    with run_script(tmp_path / "var", "--storage", "s3") as script:
+        listed = script.wait_up()
+        services = [pid for name, (_, pid) in listed.items() if name != "seaweedfs"]
+        os.kill(listed["seaweedfs"][1], signal.SIGKILL)
+        assert script.process.wait(timeout=60) == 1, script.output
+        script.reader.join(timeout=10)
+        assert "the object store exited" in script.output
+        assert all(gone(pid) for pid in services), services
