@@ -1,6 +1,7 @@
-"""``python -m bench [--only NAME ...] [--quick]``: runs the benchmarks, prints the table and
-writes bench/results.json. A benchmark that cannot run is reported as skipped or as an error;
-the exit status is 0 either way, because benchmarks report and never fail a build."""
+"""``python -m bench [--only NAME ...] [--quick] [--merge]``: runs the benchmarks, prints the
+table and writes bench/results.json (with ``--merge``, replacing only the results of those that
+ran). A benchmark that cannot run is reported as skipped or as an error; the exit status is 0
+either way, because benchmarks report and never fail a build."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from bench import machine
 from bench.registry import BENCHMARKS
-from bench.report import RESULTS_PATH, BenchResult, result_document, table, write_json
+from bench.report import RESULTS_PATH, BenchResult, merged, result_document, table, write_json
 
 logger = logging.getLogger("bench")
 
@@ -27,6 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="tiny configurations (a smoke run)")
     parser.add_argument("--output", type=Path, default=RESULTS_PATH, help="the results JSON")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other benchmarks' results in the results JSON and replace only those "
+        "that ran (each then says when and where it ran)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -54,15 +61,12 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("%s done in %.1f s", name, result.seconds)
     print(f"\nmachine: {description}")
     print(table(results))
-    write_json(
-        {
-            "started_at": started_at,
-            "quick": args.quick,
-            "machine": description,
-            "results": [result_document(result) for result in results],
-        },
-        args.output,
-    )
+    run = {"started_at": started_at, "quick": args.quick, "machine": description}
+    documents = [result_document(result) for result in results]
+    if args.merge:
+        write_json(merged(args.output, documents, run), args.output)
+    else:
+        write_json({**run, "results": documents}, args.output)
     print(f"\nwrote {args.output}")
     return 0
 

@@ -10,6 +10,7 @@ from typing import Protocol
 from bench import (
     bench_fanout,
     bench_latency,
+    bench_object_store,
     bench_observability,
     bench_overhead,
     bench_ownership,
@@ -44,6 +45,7 @@ BENCHMARK_MODULES: tuple[ModuleType, ...] = (
     bench_tracking_replicas,
     bench_observability,
     bench_render_pool,
+    bench_object_store,
 )
 BENCHMARKS: dict[str, ModuleType] = {module.NAME: module for module in BENCHMARK_MODULES}
 # The smaller form the test suite runs, where a benchmark's quick form is too long for it.

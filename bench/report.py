@@ -107,5 +107,21 @@ def write_json(document: dict[str, Any], path: Path = RESULTS_PATH) -> None:
     os.replace(temporary, path)
 
 
+def merged(path: Path, documents: list[dict[str, Any]], run: dict[str, Any]) -> dict[str, Any]:
+    """The results file at ``path`` with ``documents`` in place of the results of the same
+    names (or added after them); each merged result keeps ``run`` (when, how and where it ran)
+    beside it, since the file's own say so only for the run that wrote it whole."""
+    document: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {**run}
+    results: list[dict[str, Any]] = list(document.get("results", []))
+    for new in documents:
+        new = {**new, "run": run}
+        names = [result["name"] for result in results]
+        if new["name"] in names:
+            results[names.index(new["name"])] = new
+        else:
+            results.append(new)
+    return {**document, "results": results}
+
+
 def result_document(result: BenchResult) -> dict[str, Any]:
     return asdict(result)

@@ -85,6 +85,25 @@ FLAGS = FlagTable(
             default_text="not seen: a dead render service's partial file is left to its restart",
         ),
         Flag(
+            "--media-root",
+            location(),
+            None,
+            "the media root of the render services and the gateway (their --media-root), when "
+            "it is an s3:// location: the orphan sweep aborts the gateway's unfinished uploads "
+            "there whose record is gone or whose name is stored already (a directory: nothing "
+            "is swept there)",
+            default_text="not swept",
+        ),
+        Flag(
+            "--orphan-sweep-interval",
+            number(minimum=0),
+            _DEFAULTS.orphan_sweep_interval,
+            "seconds between passes of the orphan sweep over the s3:// --render-output-dir "
+            "and --media-root: objects and unfinished uploads that no job's record claims are "
+            "removed, decided from the records, never by age (so those locations must be this "
+            "job database's alone); 0 turns it off",
+        ),
+        Flag(
             "--database",
             text("URL"),
             DEFAULT_DATABASE,
@@ -218,11 +237,14 @@ def config_from_flags(
         output_store=(
             flags.render_output_dir if isinstance(flags.render_output_dir, S3Location) else None
         ),
+        media_store=flags.media_root if isinstance(flags.media_root, S3Location) else None,
         store_settings=(
             StoreSettings.from_environ(environ)
             if isinstance(flags.render_output_dir, S3Location)
+            or isinstance(flags.media_root, S3Location)
             else None
         ),
+        orphan_sweep_interval=flags.orphan_sweep_interval,
         database=flags.database,
         max_active_jobs=flags.max_active_jobs,
         max_pixel_rate=flags.max_pixel_rate,

@@ -15,6 +15,7 @@ from videojob.storage.settings import StoreSettings
 DEFAULT_DATABASE = "sqlite:///var/export.db"
 # How long a replica's hold on its jobs lasts without a renewal (see export_service.ownership).
 DEFAULT_LEASE_TTL_SECONDS = 10.0
+DEFAULT_ORPHAN_SWEEP_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,13 @@ class ExportConfig:
     # s3://...): completed renders' objects are checked there before COMPLETED, and removed
     # with their jobs; ``store_settings`` says how it is reached.
     output_store: S3Location | None = None
+    # The media root when it is an object store (--media-root s3://...): the orphan sweep
+    # aborts the gateway's unfinished uploads there that its records disown.
+    media_store: S3Location | None = None
     store_settings: StoreSettings | None = None
+    # Seconds between the orphan sweep's passes over the stores above (export_service.
+    # orphan_sweep); 0: no sweep.
+    orphan_sweep_interval: float = DEFAULT_ORPHAN_SWEEP_SECONDS
     database: str = DEFAULT_DATABASE
     max_active_jobs: int = 1000
     # The output pixels per second (width x height x fps) a job may ask for; more is refused

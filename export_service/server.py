@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -27,6 +28,13 @@ from export_service.config import ExportConfig
 from export_service.input_check import check_inputs, has_input_files
 from export_service.job_metrics import JobMetrics
 from export_service.lifecycle import RetentionSweeper, delete_job
+from export_service.operations import (
+    OPERATIONS_SERVICE_NAME,
+    OperationsServicer,
+    add_operations_servicer,
+    job_to_operation,
+)
+from export_service.orphan_sweep import OrphanSweeper
 from export_service.ownership import Ownership
 from export_service.queue_line import QueueLines, QueuePlace
 from export_service.render_health import RenderHealthReporter, render_health_name
@@ -78,9 +86,14 @@ from videojob.render.v1 import spec_pb2
 from videojob.spec_validation import check_pixel_rate, normalize_spec
 from videojob.storage.settings import StoreSettings
 
+if TYPE_CHECKING:
+    from videojob.storage.object_store import ObjectStore
+
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = export_pb2.DESCRIPTOR.services_by_name["ExportService"].full_name
+# What each replica serves (health and reflection name each).
+SERVED_NAMES = (SERVICE_NAME, OPERATIONS_SERVICE_NAME)
 # WatchExports waits this long after a change notification before re-reading the store, so a
 # burst of changes costs one read.
 LIST_WATCH_COALESCE_SECONDS = 0.05
@@ -242,6 +255,17 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
             context.set_trailing_metadata(((IDEMPOTENT_REPLAYED_METADATA, "true"),))
         return job
 
+    async def StartExport(
+        self,
+        request: export_pb2.CreateExportRequest,
+        context: grpc.aio.ServicerContext[export_pb2.CreateExportRequest, Any],
+    ) -> Any:
+        """CreateExport, answered as the job's google.longrunning.Operation."""
+        job, replayed = await self._create(request)
+        if replayed:
+            context.set_trailing_metadata(((IDEMPOTENT_REPLAYED_METADATA, "true"),))
+        return job_to_operation(job)
+
     async def _create(
         self, request: export_pb2.CreateExportRequest
     ) -> tuple[export_pb2.VideoJob, bool]:
@@ -306,10 +330,13 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
         request: export_pb2.GetExportRequest,
         context: grpc.aio.ServicerContext[export_pb2.GetExportRequest, export_pb2.VideoJob],
     ) -> export_pb2.VideoJob:
-        return await self._get(request.id)
+        _check_job_id(request.id)
+        return await self.get_job(request.id)
 
-    async def _get(self, job_id: str) -> export_pb2.VideoJob:
-        _check_job_id(job_id)
+    # The calls below serve ExportService and google.longrunning.Operations alike
+    # (export_service.operations); the caller has checked the job id.
+
+    async def get_job(self, job_id: str) -> export_pb2.VideoJob:
         return await self._shown(await self._store.get(job_id))
 
     async def ListExports(
@@ -319,26 +346,37 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
             export_pb2.ListExportsRequest, export_pb2.ListExportsResponse
         ],
     ) -> export_pb2.ListExportsResponse:
-        return await self._list(request)
-
-    async def _list(self, request: export_pb2.ListExportsRequest) -> export_pb2.ListExportsResponse:
-        if request.page_size < 0:
-            raise InvalidArgument("page_size", "must not be negative")
-        page_size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         status: JobStatus | None = None
         if request.status != export_pb2.JOB_STATUS_UNSPECIFIED:
             if request.status not in _STATUS_FROM_PROTO:
                 raise InvalidArgument("status", f"unknown status {request.status}")
             status = _STATUS_FROM_PROTO[request.status]
+        return await self.list_jobs(request.page_size, request.page_token, status=status)
+
+    async def list_jobs(
+        self,
+        page_size: int,
+        page_token: str,
+        *,
+        status: JobStatus | None = None,
+        done: bool | None = None,
+    ) -> export_pb2.ListExportsResponse:
+        """A page of jobs, newest first (of ``status``, or only terminal or only active ones
+        by ``done``, when given)."""
+        if page_size < 0:
+            raise InvalidArgument("page_size", "must not be negative")
+        page_size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         after: ListCursor | None = None
-        if request.page_token:
+        if page_token:
             try:
-                after = decode_cursor(request.page_token)
+                after = decode_cursor(page_token)
             except ValueError:
                 raise MalformedArgument(
                     "page_token", "is not a token this service issued"
                 ) from None
-        jobs = await self._store.list_jobs(limit=page_size + 1, status=status, after=after)
+        jobs = await self._store.list_jobs(
+            limit=page_size + 1, status=status, after=after, done=done
+        )
         response = export_pb2.ListExportsResponse(jobs=await self._shown_all(jobs[:page_size]))
         if len(jobs) > page_size:
             last = jobs[page_size - 1]
@@ -350,10 +388,10 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
         request: export_pb2.CancelExportRequest,
         context: grpc.aio.ServicerContext[export_pb2.CancelExportRequest, export_pb2.VideoJob],
     ) -> export_pb2.VideoJob:
-        return await self._cancel(request.id)
+        _check_job_id(request.id)
+        return await self.cancel_job(request.id)
 
-    async def _cancel(self, job_id: str) -> export_pb2.VideoJob:
-        _check_job_id(job_id)
+    async def cancel_job(self, job_id: str) -> export_pb2.VideoJob:
         try:
             job = await self._store.cancel(job_id)
         except TransitionRejected as rejected:
@@ -377,18 +415,21 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
         ],
     ) -> export_pb2.DeleteExportResponse:
         _check_job_id(request.id)
+        await self.delete_job(request.id)
+        return export_pb2.DeleteExportResponse()
+
+    async def delete_job(self, job_id: str) -> None:
         try:
-            await delete_job(self._store, request.id, self._supervisor.outputs)
+            await delete_job(self._store, job_id, self._supervisor.outputs)
         except TransitionRejected as rejected:
             current = rejected.current
             why = "its render's clean-up is pending" if current.terminal else "it is not finished"
             raise FailedPrecondition(
-                f"job {request.id} is {current.status.value} and cannot be deleted: {why}; "
+                f"job {job_id} is {current.status.value} and cannot be deleted: {why}; "
                 "only finished jobs can be deleted",
                 reason=Reason.JOB_ACTIVE,
-                metadata={"job_id": request.id, "status": current.status.value},
+                metadata={"job_id": job_id, "status": current.status.value},
             ) from None
-        return export_pb2.DeleteExportResponse()
 
     async def ListJobHistory(
         self,
@@ -429,11 +470,20 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
         _check_job_id(request.id)
         if request.after_version < 0:
             raise InvalidArgument("after_version", "must not be negative")
-        watchers = metrics.EXPORT_WATCHERS.labels("job")
+        async for job in self.watch_job(request.id, request.after_version, "job"):
+            yield job
+
+    async def watch_job(
+        self, job_id: str, after_version: int, watcher_kind: str
+    ) -> AsyncIterator[export_pb2.VideoJob]:
+        """The job as it is if newer than ``after_version``, then as it changes, until it is
+        terminal (or the server stops), woken by the change hub; counted in the watchers
+        gauge as ``watcher_kind``."""
+        watchers = metrics.EXPORT_WATCHERS.labels(watcher_kind)
         watchers.inc()
         try:
-            with self._hub.subscribe(request.id) as changed:
-                async for job in self._watch(request.id, request.after_version, changed):
+            with self._hub.subscribe(job_id) as changed:
+                async for job in self._watch(job_id, after_version, changed):
                     yield job
         finally:
             watchers.dec()
@@ -639,6 +689,8 @@ class ExportServer:
     changes: ChangeFeed | None = None
     # Deletes finished jobs after --job-retention; None when jobs are kept.
     retention: RetentionSweeper | None = None
+    # Removes objects and unfinished uploads no record claims; None without a store (or off).
+    orphan_sweep: OrphanSweeper | None = None
     # What the server holds open besides itself (the object store's connections).
     resources: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
     stopped: bool = False
@@ -656,6 +708,8 @@ class ExportServer:
         await self.supervisor.stop()
         if self.retention is not None:
             await self.retention.stop()
+        if self.orphan_sweep is not None:
+            await self.orphan_sweep.stop()
         self.hub.close()
         if self.changes is not None:
             await self.changes.close()
@@ -681,7 +735,7 @@ def _report_database_health(health: GracefulHealth) -> Callable[[bool], None]:
             if available
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
-        for name in ("", SERVICE_NAME):
+        for name in ("", *SERVED_NAMES):
             task = asyncio.create_task(health.set(name, status))
             pending.add(task)
             task.add_done_callback(pending.discard)
@@ -708,18 +762,23 @@ async def _start_change_feed(
     return feed
 
 
-async def open_outputs(config: ExportConfig, resources: contextlib.AsyncExitStack) -> Outputs:
-    """How renders' outputs are checked and removed: with an object store as the render
-    services' output directory, that store, checked first (ObjectStoreMisconfigured or
-    ObjectStoreUnavailable, one line naming the flag or variable, when it cannot be used)."""
-    if config.output_store is None:
-        return Outputs()
+async def open_object_store(
+    config: ExportConfig, resources: contextlib.AsyncExitStack
+) -> ObjectStore | None:
+    """The object store of the render services' outputs and of the media root, when either is
+    an s3:// location, checked first (ObjectStoreMisconfigured or ObjectStoreUnavailable, one
+    line naming the flag or variable, when it cannot be used); None when neither is."""
+    if config.output_store is None and config.media_store is None:
+        return None
     settings = config.store_settings or StoreSettings.from_environ()
     from videojob.storage.object_store import ObjectStore  # aiobotocore: only when used
 
     store = await resources.enter_async_context(ObjectStore(settings))
-    await store.check(config.output_store, flag="--render-output-dir")
-    return Outputs(store)
+    if config.output_store is not None:
+        await store.check(config.output_store, flag="--render-output-dir")
+    if config.media_store is not None:
+        await store.check(config.media_store, flag="--media-root")
+    return store
 
 
 async def create_server(
@@ -727,16 +786,22 @@ async def create_server(
     store: JobStore,
 ) -> ExportServer:
     """Binds ``config.listen`` (port 0 picks one), starts serving and reconciles every
-    non-terminal job in ``store``. An object store as the render services' output directory is
-    checked first (``open_outputs``)."""
+    non-terminal job in ``store``. An object store as the render services' output directory or
+    the media root is checked first (``open_object_store``)."""
     async with contextlib.AsyncExitStack() as resources:
-        outputs = await open_outputs(config, resources)
-        export_server = await _create_server(config, store, outputs)
+        objects = await open_object_store(config, resources)
+        export_server = await _create_server(config, store, objects)
         export_server.resources = resources.pop_all()
         return export_server
 
 
-async def _create_server(config: ExportConfig, store: JobStore, outputs: Outputs) -> ExportServer:
+async def _create_server(
+    config: ExportConfig, store: JobStore, objects: ObjectStore | None
+) -> ExportServer:
+    # Outputs in a store are checked and removed there; without one, only files.
+    outputs = (
+        Outputs(objects, config.output_store) if config.output_store is not None else Outputs()
+    )
     hub = ChangeHub()
     store.add_listener(hub.publish)
     changes = await _start_change_feed(config, store, hub)
@@ -758,10 +823,10 @@ async def _create_server(config: ExportConfig, store: JobStore, outputs: Outputs
         outputs=outputs,
     )
     server = create_grpc_server()
-    export_pb2_grpc.add_ExportServiceServicer_to_server(
-        ExportServicer(store, hub, supervisor, config, render_pool=render_pool), server
-    )
-    health = await add_health_and_reflection(server, [SERVICE_NAME])
+    export_servicer = ExportServicer(store, hub, supervisor, config, render_pool=render_pool)
+    export_pb2_grpc.add_ExportServiceServicer_to_server(export_servicer, server)
+    add_operations_servicer(OperationsServicer(export_servicer), server)
+    health = await add_health_and_reflection(server, SERVED_NAMES)
     store.add_availability_listener(_report_database_health(health))
     render_health: RenderHealthReporter | None = None
     if isinstance(health, health_aio.HealthServicer):
@@ -779,6 +844,16 @@ async def _create_server(config: ExportConfig, store: JobStore, outputs: Outputs
     if config.job_retention is not None:
         retention = RetentionSweeper(store, config.job_retention, outputs)
         retention.start()
+    orphan_sweep: OrphanSweeper | None = None
+    if objects is not None and config.orphan_sweep_interval > 0:
+        orphan_sweep = OrphanSweeper(
+            store,
+            objects,
+            outputs=config.output_store,
+            media=config.media_store,
+            interval=config.orphan_sweep_interval,
+        )
+        orphan_sweep.start()
     return ExportServer(
         server,
         port,
@@ -791,4 +866,5 @@ async def _create_server(config: ExportConfig, store: JobStore, outputs: Outputs
         job_metrics=job_metrics,
         changes=changes,
         retention=retention,
+        orphan_sweep=orphan_sweep,
     )

@@ -15,6 +15,7 @@ from videojob.errors import (
     ObjectStoreUnavailable,
     StoredObjectMissing,
 )
+from videojob.limits import CONTAINERS
 from videojob.output_check import OutputFault, OutputProblem, check_output
 from videojob.storage.location import (
     BadLocation,
@@ -59,10 +60,15 @@ def remove_output(path: str) -> bool:
 class Outputs:
     """Checks and removes a job's output, a file or an object. ``store`` None: this process
     reaches no object store (no ``s3://`` --render-output-dir), so an object cannot be checked
-    (a completion naming one fails verification) nor removed (logged)."""
+    (a completion naming one fails verification) nor removed (logged). ``location``: the render
+    services' output location in that store, where a render's object is named by its render id
+    (``remove_render_outputs``)."""
 
-    def __init__(self, store: ObjectStore | None = None) -> None:
+    def __init__(
+        self, store: ObjectStore | None = None, location: S3Location | None = None
+    ) -> None:
         self.store = store
+        self.location = location
 
     async def check(
         self, path: str, *, size_bytes: int, store_checksum: str = ""
@@ -130,4 +136,30 @@ class Outputs:
             logger.warning("could not remove the output %s: %s", path, error.message)
             return False
         logger.info("removed the output %s", path)
+        return True
+
+    async def remove_render_outputs(self, render_id: str) -> bool:
+        """After a render service forgot a render (it restarted; the render's outcome is
+        unknown): whatever that render may have stored under the output location, its object
+        and any unfinished upload of it, for each container. True once none is left (or no
+        store is known here); False when the store did not answer (logged; the orphan sweep
+        takes it later). Only for a render whose job does not claim it: a superseded attempt,
+        or the attempt of a failed or cancelled job."""
+        if self.store is None or self.location is None:
+            return True
+        bucket = self.location.bucket
+        for container in CONTAINERS:
+            key = self.location.key_for(f"{render_id}.{container}")
+            try:
+                aborted = await self.store.abort_uploads_of(bucket, key)
+                await self.store.delete(bucket, key)
+            except (ObjectStoreUnavailable, ObjectStoreMisconfigured, ObjectStoreFailed) as error:
+                logger.warning(
+                    "could not remove what render %s stored: %s", render_id, error.message
+                )
+                return False
+            if aborted:
+                logger.info(
+                    "aborted %d unfinished upload(s) of %s", aborted, self.location.url_of(key)
+                )
         return True

@@ -13,4 +13,7 @@ while IFS= read -r generated; do
         stale=1
     fi
 done < <(find "$tmp" -type f \( -name '*_pb2*.py' -o -name '*_pb2*.pyi' \))
+if ! "${PYTHON:-.venv/bin/python}" scripts/check_vendored_protos.py; then
+    stale=1
+fi
 exit "$stale"

@@ -4,12 +4,15 @@
 gRPC status: a google.rpc.Status (grpcio-status) whose details carry a google.rpc.BadRequest
 field violation for an ``InvalidArgument`` and a google.rpc.ErrorInfo when the error has a
 reason. The readers below give a client those details back.
+
+``job_end_status`` is the google.rpc.Status a job that did not complete ends with (the error of
+its long-running operation), in the same style: an ErrorInfo whose reason is its failure code.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, NoReturn
 
 import grpc
@@ -20,6 +23,7 @@ from grpc_status import rpc_status
 # Importing error_details_pb2 also puts google.rpc.BadRequest and ErrorInfo in the default
 # descriptor pool, where server reflection finds them for grpcurl.
 from videojob.errors import ERROR_DOMAIN, InvalidArgument, VideoJobError
+from videojob.render.v1 import failure_pb2
 
 _Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -41,6 +45,45 @@ def rich_status(error: VideoJobError) -> status_pb2.Status:
     status = status_pb2.Status(code=error.grpc_code.value[0], message=error.message)
     for detail in details:
         status.details.add().Pack(detail)
+    return status
+
+
+_FAILURE = failure_pb2.FailureCode
+
+# The code of a failed job's google.rpc.Status, by its failure code (a FailureCode name; any
+# other is UNKNOWN). The table in docs/grpc.md says the same.
+JOB_FAILURE_STATUS_CODES: Mapping[str, grpc.StatusCode] = {
+    _FAILURE.Name(_FAILURE.INVALID_INPUT): grpc.StatusCode.INVALID_ARGUMENT,
+    _FAILURE.Name(_FAILURE.FFMPEG_ERROR): grpc.StatusCode.INTERNAL,
+    _FAILURE.Name(_FAILURE.STALLED): grpc.StatusCode.DEADLINE_EXCEEDED,
+    _FAILURE.Name(_FAILURE.VERIFICATION_FAILED): grpc.StatusCode.DATA_LOSS,
+    _FAILURE.Name(_FAILURE.OUTPUT_UNWRITABLE): grpc.StatusCode.INTERNAL,
+    _FAILURE.Name(_FAILURE.SHUTDOWN): grpc.StatusCode.UNAVAILABLE,
+    _FAILURE.Name(_FAILURE.INTERNAL): grpc.StatusCode.INTERNAL,
+    _FAILURE.Name(_FAILURE.STORAGE_UNAVAILABLE): grpc.StatusCode.UNAVAILABLE,
+    _FAILURE.Name(_FAILURE.RENDER_LOST): grpc.StatusCode.UNAVAILABLE,
+    _FAILURE.Name(_FAILURE.RENDER_UNAVAILABLE): grpc.StatusCode.UNAVAILABLE,
+    _FAILURE.Name(_FAILURE.RENDER_STALLED): grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+
+def job_end_status(
+    *, cancelled: bool, failure_code: str, message: str, metadata: Mapping[str, str]
+) -> status_pb2.Status:
+    """The google.rpc.Status of a job that ended without completing: CANCELLED (code 1) when
+    it was cancelled, else the code its ``failure_code`` maps to (JOB_FAILURE_STATUS_CODES);
+    ``message`` is why (the job's error message); an ErrorInfo whose reason is the failure
+    code, with ``metadata``, when the job has one."""
+    if cancelled:
+        code = grpc.StatusCode.CANCELLED
+    else:
+        code = JOB_FAILURE_STATUS_CODES.get(failure_code, grpc.StatusCode.UNKNOWN)
+    status = status_pb2.Status(code=code.value[0], message=message)
+    if failure_code:
+        info = error_details_pb2.ErrorInfo(
+            reason=failure_code, domain=ERROR_DOMAIN, metadata=dict(metadata)
+        )
+        status.details.add().Pack(info)
     return status
 
 

@@ -140,6 +140,18 @@ RENDER_RELEASES_GIVEN_UP = Counter(
     "for --release-budget seconds (noted on the job's attempt, never asked again).",
     registry=EXPORT,
 )
+ORPHANS_REMOVED = Counter(
+    "videojob_orphans_removed_total",
+    "Objects and unfinished uploads the orphan sweep removed, by kind: output_object and "
+    "output_upload (under --render-output-dir: no job's record claims them), media_upload (the "
+    "gateway's unfinished uploads under --media-root whose record is gone or whose name is "
+    "stored already).",
+    ["kind"],
+    registry=EXPORT,
+)
+ORPHAN_KINDS = ("output_object", "output_upload", "media_upload")
+for _kind in ORPHAN_KINDS:
+    ORPHANS_REMOVED.labels(_kind)
 PROGRESS_COALESCED = Counter(
     "videojob_progress_coalesced_total",
     "Progress events replaced by a newer one of the same job before being written.",
@@ -147,7 +159,8 @@ PROGRESS_COALESCED = Counter(
 )
 EXPORT_WATCHERS = Gauge(
     "videojob_export_watchers",
-    "Open WatchExport (job) and WatchExports (list) streams.",
+    "Open WatchExport (job) and WatchExports (list) streams, and waiting WaitOperation calls "
+    "(operation).",
     ["watch"],
     registry=EXPORT,
 )

@@ -9,7 +9,8 @@ on other ports.
 
 ``SeaweedFS.start()`` starts one in a new temporary directory that ``stop`` removes (a
 throwaway); ``SeaweedFS.start(home)`` keeps its data in ``home/data`` across starts and ``stop``
-leaves it there. ``kill`` SIGKILLs it (a store that dies mid-upload).
+leaves it there. ``kill`` SIGKILLs it (a store that dies mid-upload) and ``restart`` starts a
+killed one again with its data.
 """
 
 from __future__ import annotations
@@ -98,6 +99,9 @@ class SeaweedFS:
     temporary: bool = True
     # From the launch until the bucket answered.
     startup_seconds: float = 0.0
+    # How it was launched: ``restart`` launches it again the same way.
+    command: tuple[str, ...] = ()
+    environment: dict[str, str] | None = None
 
     @property
     def endpoint(self) -> str:
@@ -270,6 +274,8 @@ class SeaweedFS:
             started_at=started,
             grpc_sockets=sockets,
             temporary=temporary,
+            command=tuple(args),
+            environment=env,
         )
 
     def _wait_ready(self, abort: threading.Event | None = None) -> str | None:
@@ -333,6 +339,27 @@ class SeaweedFS:
             self._signal_group(signal.SIGKILL)
             self.process.wait(timeout=10)
         self._remove_sockets()
+
+    def restart(self) -> None:
+        """Starts the store again after ``kill``, on the same ports and with the same data (what
+        it had stored survives, as after a crash); waits until its bucket answers."""
+        if self.process.returncode is None:
+            raise SeaweedFSFailed("restart() needs the store killed first")
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.command,
+                cwd=self.root,
+                env=self.environment,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.started_at = time.monotonic()
+        problem = self._wait_ready()
+        if problem is not None:
+            self.kill()
+            raise SeaweedFSFailed(f"weed mini did not start again: {problem}")
 
     def stop(self) -> None:
         """A throwaway store is killed and its files removed (nothing to flush); one with a

@@ -323,18 +323,17 @@ class Stack:
         probe = grpc_serving(EXPORT_SERVICE, config.grpc_tls, config.grpc_server_name)
         # The render services' output directory is shared with the export services: the
         # partial file of a render service that died is removed there (in an object store:
-        # outputs are checked there before COMPLETED, and removed with their jobs).
+        # outputs are checked there before COMPLETED, and removed with their jobs; the orphan
+        # sweep goes over it and over the media root).
         storage = config.storage
-        outputs = str(self.output_dir) if storage is None else storage.output_dir
+        if storage is None:
+            files = ["--render-output-dir", str(self.output_dir)]
+        else:
+            files = [
+                "--render-output-dir", storage.output_dir, "--media-root", storage.media_root,
+            ]  # fmt: skip
         for index in range(role.count):
-            args = export_args(
-                _listen_of(role, index),
-                target,
-                self.database,
-                "--render-output-dir",
-                outputs,
-                *role.args,
-            )
+            args = export_args(_listen_of(role, index), target, self.database, *files, *role.args)
             module = role.module or "export_service"
             self._start(self.exports, _name("export", role, index), module, args, role, probe)
         return self.exports

@@ -40,7 +40,7 @@ import contextlib
 import functools
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
@@ -165,6 +165,9 @@ T = TypeVar("T")
 P = ParamSpec("P")
 S = TypeVar("S", bound="JobStore")
 
+# Job ids one jobs_among read takes (a caller with more reads in batches).
+JOBS_AMONG_MAX = 500
+
 
 @dataclass(frozen=True)
 class Call:
@@ -285,15 +288,31 @@ class JobStore(ABC):
 
     @operation
     async def list_jobs(
-        self, *, limit: int, status: JobStatus | None = None, after: ListCursor | None = None
+        self,
+        *,
+        limit: int,
+        status: JobStatus | None = None,
+        after: ListCursor | None = None,
+        done: bool | None = None,
     ) -> list[Job]:
-        """Newest first, at most ``limit`` jobs, starting after ``after``."""
-        return await self._read(lambda: sql.list_jobs(limit, status, after))
+        """Newest first, at most ``limit`` jobs, starting after ``after``; only terminal jobs
+        (``done`` True) or only active ones (False) when ``done`` is given."""
+        return await self._read(lambda: sql.list_jobs(limit, status, after, done))
 
     @operation
     async def list_active(self) -> list[Job]:
         """Every QUEUED or RUNNING job, oldest first."""
         return await self._read(lambda: sql.read_jobs(sql.ACTIVE_JOBS))
+
+    @operation
+    async def jobs_among(self, job_ids: Collection[str]) -> list[Job]:
+        """The jobs of ``job_ids`` that exist (an id without a job, never created or deleted,
+        is left out), in one read of at most JOBS_AMONG_MAX ids."""
+        if len(job_ids) > JOBS_AMONG_MAX:
+            raise ValueError(f"at most {JOBS_AMONG_MAX} job ids at once, not {len(job_ids)}")
+        if not job_ids:
+            return []
+        return await self._read(lambda: sql.jobs_among(job_ids))
 
     @operation
     async def list_pending_cancellations(self) -> list[Job]:

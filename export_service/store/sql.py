@@ -25,6 +25,7 @@ the same ones: the reads and the create here, the transitions in store.transitio
 from __future__ import annotations
 
 import functools
+import json
 import re
 import zlib
 from collections.abc import Awaitable, Callable, Collection, Generator, Mapping
@@ -341,12 +342,27 @@ def read_jobs(tail: str, params: Mapping[str, Any] | None = None) -> Plan[list[J
     return [job_of(row) for row in rows]
 
 
-def list_jobs(limit: int, status: JobStatus | None, after: ListCursor | None) -> Plan[list[Job]]:
+def jobs_among(job_ids: Collection[str]) -> Plan[list[Job]]:
+    """The jobs of ``job_ids`` that exist, in one statement (the ids travel as one JSON
+    parameter)."""
+    ids = json.dumps([{"id": job_id} for job_id in sorted(job_ids)])
+    rows = yield Statement(
+        f"{_JOBS} WHERE id IN (SELECT u.id FROM json_to_recordset(:rows) AS u(id text))",
+        {"rows": ids},
+    )
+    return [job_of(row) for row in rows]
+
+
+def list_jobs(
+    limit: int, status: JobStatus | None, after: ListCursor | None, done: bool | None = None
+) -> Plan[list[Job]]:
     where: list[str] = []
     params: dict[str, Any] = {"limit": limit}
     if status is not None:
         where.append("status = :status")
         params["status"] = status.value
+    if done is not None:
+        where.append(f"status IN {TERMINAL_SQL if done else ACTIVE_SQL}")
     if after is not None:
         where.append("(created_at, id) < (:after_created, :after_id)")
         params.update(after_created=datetime_of(after.created_at_us), after_id=after.job_id)

@@ -412,12 +412,17 @@ class RenderSupervisor:
                     not_found += 1
                     if not_found >= 2:
                         # Unknown to a render service that restarted: the file it may have
-                        # finished before is nobody's now.
+                        # finished before, or the object it stored or was storing, is
+                        # nobody's now.
                         await asyncio.to_thread(self._remove_finished_outputs, render_id)
-                        return True
-                    await asyncio.sleep(0.5)
-                    continue
-                failure = error.code().name
+                        if await self.outputs.remove_render_outputs(render_id):
+                            return True
+                        failure = "what it stored was not removed"
+                    else:
+                        await asyncio.sleep(0.5)
+                        continue
+                else:
+                    failure = error.code().name
             else:
                 path = info.last_event.completed.output_path
                 if await self.outputs.remove(path):

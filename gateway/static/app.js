@@ -19,6 +19,7 @@ const HEALTH_MS = 10000;
 const HEALTH_RECHECK_MS = 3000;
 // The stage a job shows while its render service does not answer (the export service's own).
 const RENDER_WAIT_STAGE = "Waiting for a render service";
+const UPLOADING_STAGE = "Uploading";
 // What the banner says while the gateway cannot be reached at all (the browser's own words,
 // "Failed to fetch", say nothing to a user); it goes once any request gets an answer again.
 const UNREACHABLE = "Can't reach the videojob gateway; retrying…";
@@ -231,6 +232,26 @@ function stageText(job, attemptWord) {
   return "Retrying · " + stage;
 }
 
+// The current stage's own measure (0-100), or null where it has none. The stages after the
+// render keep the job's percent at 95-99 and move here instead: Uploading is the share of the
+// file the object store has acknowledged, none of it (no stageProgress) before the first part.
+function stageMeasure(job) {
+  if (TERMINAL.has(job.status)) return null;
+  if (job.stageProgress !== null && job.stageProgress !== undefined) {
+    return Math.max(0, Math.min(100, Number(job.stageProgress) || 0));
+  }
+  return job.stage === UPLOADING_STAGE ? 0 : null;
+}
+
+// "Uploading · 37 % of the file stored": the stage line with the stage's own measure.
+function stageWithMeasure(job, attemptWord) {
+  const text = stageText(job, attemptWord);
+  const measure = stageMeasure(job);
+  if (measure === null) return text;
+  const share = Math.floor(measure) + " %";
+  return text + " · " + share + (job.stage === UPLOADING_STAGE ? " of the file stored" : " of this stage");
+}
+
 function waitsForRenders(job) {
   return Boolean(job) && !TERMINAL.has(job.status) && job.stage === RENDER_WAIT_STAGE;
 }
@@ -291,8 +312,14 @@ function render(job) {
   bar.setAttribute("aria-valuenow", String(shown));
   bar.querySelector(".bar-fill").style.width = percent + "%";
   card.querySelector(".percent").textContent = shown + "%";
+  const measure = stageMeasure(job);
+  const stageBar = card.querySelector(".stage-bar");
+  stageBar.hidden = measure === null;
+  stageBar.setAttribute("aria-valuenow", String(Math.floor(measure || 0)));
+  stageBar.setAttribute("aria-label", measure === null ? "" : job.stage);
+  stageBar.querySelector(".stage-bar-fill").style.width = (measure || 0) + "%";
   // A retried render: say so (a resubmitted one with its own progress; the bar keeps the job's).
-  card.querySelector(".stage").textContent = stageText(job, "it");
+  card.querySelector(".stage").textContent = stageWithMeasure(job, "it");
   card.querySelector(".eta").textContent = job.status === "running" ? formatEta(job.etaSeconds) : "";
   card.querySelector(".queue").textContent = queueText(job);
   const error = card.querySelector(".job-error");
@@ -738,8 +765,8 @@ function renderDetail(job) {
   status.textContent = job.status;
   status.dataset.status = job.status;
   $("#detail-stage").textContent = job.retrying && job.attempt > 1
-    ? stageText(job, "this attempt")
-    : stageText(job, "") + (TERMINAL.has(job.status) ? "" : " · " + Math.floor(job.progress) + "%");
+    ? stageWithMeasure(job, "this attempt")
+    : stageWithMeasure(job, "") + (TERMINAL.has(job.status) ? "" : " · " + Math.floor(job.progress) + "%");
   // The render service of each attempt, for the timeline.
   state.attemptServices = new Map(
     (job.attempts || []).map((attempt) => [attempt.attempt, attempt.renderService ? attempt.renderService.instanceId || attempt.renderService.address : ""])

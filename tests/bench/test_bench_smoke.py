@@ -48,6 +48,16 @@ def test_benchmark_runs_and_reports_numbers(name: str, tmp_path: Path) -> None:
             assert _numbers(reported), f"no numbers for {mode}"
         assert details["plain"]["scrapes"] == 0
         assert details["observed"]["scrapes"] > 0
+    elif name == "object_store":
+        assert details["upload"]["videojob_sha256_matches_file"]
+        outcomes = details["completion"]["outcomes"]
+        assert set(outcomes["local"]) == set(outcomes["s3"]) == {"completed"}, outcomes
+        assert details["downloads"]["bodies_match_output_sha256"]
+        assert details["downloads"]["requests_per_read"] == {
+            "proxied": 1,
+            "redirect": 2,
+            "direct": 1,
+        }
     elif name == "versus_celery":
         for side in ("videojob", "bare", "celery"):
             ran = details[side]

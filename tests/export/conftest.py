@@ -143,7 +143,7 @@ async def start_export(tmp_path: Path) -> AsyncIterator[StartExport]:
             render_addr=render_addr,
             database=f"sqlite:///{tmp_path / 'export.db'}",
             tracker=overrides.pop("tracker", FAST_TRACKER),  # type: ignore[arg-type]
-            watch_poll_interval=1.0,
+            watch_poll_interval=overrides.pop("watch_poll_interval", 1.0),  # type: ignore[arg-type]
             **overrides,  # type: ignore[arg-type]
         )
         store = await open_store(config.database)

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.export.conftest import RenderProcesses, stop_processes
 from tests.support.processes import ServiceProcess, start_service
-from tests.support.readme_recipes import GRPCURL, grpcurl_recipes, json_stream
+from tests.support.readme_recipes import GRPCURL, RECIPES, grpcurl_recipes, json_stream
 from videojob.endpoints import DEFAULT_EXPORT_ADDRESS
 
 DEFAULT_ADDRESS = DEFAULT_EXPORT_ADDRESS
@@ -89,7 +91,9 @@ def test_readme_recipes_run_against_real_services(export_process: ServiceProcess
 
     outputs = [stdout for _, stdout in results]
     methods = [command[-1].rsplit("/", 1)[-1] for command, _ in results]
-    assert "videojob.export.v1.ExportService" in outputs[methods.index("list")]
+    listed_services = outputs[methods.index("list")].split()
+    assert "videojob.export.v1.ExportService" in listed_services
+    assert "google.longrunning.Operations" in listed_services
     assert '"SERVING"' in outputs[methods.index("Check")]
     first = methods.index("WatchExport")
     watched = json_stream(outputs[first])
@@ -120,3 +124,73 @@ def test_readme_recipes_run_against_real_services(export_process: ServiceProcess
     assert int(str(histories[1].get("next_after_version", 0))) == (3 if more else 0)
     cancelled = json.loads(outputs[methods.index("CancelExport")])
     assert cancelled["id"] == ids["ID_2"] and cancelled["status"] == "CANCELLED"
+
+
+def test_readme_has_every_operations_recipe() -> None:
+    joined = [" ".join(command) for command in grpcurl_recipes("## Long-running operations")]
+    assert any(command.endswith("ExportService/StartExport") for command in joined)
+    for method in (
+        "GetOperation",
+        "ListOperations",
+        "WaitOperation",
+        "CancelOperation",
+        "DeleteOperation",
+    ):
+        assert any(
+            command.endswith(f"google.longrunning.Operations/{method}") for command in joined
+        )
+
+
+def test_operations_recipes_run_against_real_services(export_process: ServiceProcess) -> None:
+    ids: dict[str, str] = {}
+    outputs: dict[str, list[dict[str, Any]]] = {}
+    for command in grpcurl_recipes("## Long-running operations"):
+        argv = [str(GRPCURL)]
+        for arg in command[1:]:
+            if arg == DEFAULT_ADDRESS:
+                arg = export_process.address
+            for name, job_id in ids.items():
+                arg = arg.replace(name, job_id)
+            argv.append(arg)
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=90, check=False)
+        assert result.returncode == 0, (command, result.stderr)
+        method = command[-1].rsplit("/", 1)[-1]
+        answer = json.loads(result.stdout)
+        outputs.setdefault(method, []).append(answer)
+        if method == "StartExport":
+            ids[f"ID_{len(ids) + 1}"] = answer["name"].removeprefix("operations/")
+        if method == "WaitOperation":
+            assert Path(answer["response"]["output_path"]).is_file(), answer
+
+    [waited] = outputs["WaitOperation"]
+    assert waited["name"] == f"operations/{ids['ID_1']}" and waited["done"] is True
+    finished = waited["response"]
+    assert finished["@type"] == "type.googleapis.com/videojob.export.v1.VideoJob"
+    assert finished["status"] == "COMPLETED" and finished["progress"] == 100
+    assert outputs["GetOperation"] == [waited]
+    [listed] = outputs["ListOperations"]
+    assert [op["name"] for op in listed["operations"]] == [waited["name"]]
+    assert outputs["DeleteOperation"] == [{}]
+    assert not Path(finished["output_path"]).exists()
+    assert outputs["CancelOperation"] == [{}]
+
+
+def python_example() -> str:
+    text = RECIPES.read_text()
+    section = text[text.index("## Long-running operations") :]
+    start = section.index("```python\n") + len("```python\n")
+    return section[start : section.index("```", start)]
+
+
+def test_the_python_operations_example_runs(export_process: ServiceProcess) -> None:
+    script = python_example().replace(
+        f'ADDRESS = "{DEFAULT_ADDRESS}"', f'ADDRESS = "{export_process.address}"'
+    )
+    assert export_process.address in script
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    name_and_stage, output_path = result.stdout.splitlines()
+    assert name_and_stage.startswith("operations/")
+    assert Path(output_path).is_file()

@@ -30,6 +30,7 @@ from export_service.store import (
     open_store,
 )
 from export_service.store.base import (
+    JOBS_AMONG_MAX,
     STAGE_WAITING_FOR_RENDER,
     Change,
     RenderAttempt,
@@ -377,6 +378,19 @@ async def test_a_failure_can_ask_for_the_render_to_be_released(store: JobStore) 
     assert (await store.get("given-up")).status is JobStatus.FAILED
 
 
+async def test_jobs_among_reads_the_jobs_that_exist_in_one_read(store: JobStore) -> None:
+    for job_id in ("a", "b", "c"):
+        await new_job(store, job_id)
+    await complete(store, "b")
+    await store.delete("b")
+    found = await store.jobs_among(["c", "a", "b", "never", "a'); DROP TABLE jobs; --"])
+    assert sorted(job.id for job in found) == ["a", "c"]
+    assert {job.id: job for job in found}["a"] == await store.get("a")
+    assert await store.jobs_among([]) == []
+    with pytest.raises(ValueError, match="at most"):
+        await store.jobs_among([f"j{n}" for n in range(JOBS_AMONG_MAX + 1)])
+
+
 async def test_unknown_job_changes_are_not_found(store: JobStore) -> None:
     with pytest.raises(JobNotFound):
         await store.cancel("ghost")
@@ -445,6 +459,19 @@ async def test_list_newest_first_with_cursor_and_filter(store: JobStore) -> None
     for bad in ("", "!!!", "bm9jb2xvbg"):
         with pytest.raises(ValueError):
             decode_cursor(bad)
+
+
+async def test_list_only_done_or_only_active_jobs(store: JobStore) -> None:
+    for index in range(5):
+        await new_job(store, f"j{index}")
+    await store.cancel("j1")
+    await store.cancel("j3")
+    done = await store.list_jobs(limit=10, done=True)
+    assert [j.id for j in done] == ["j3", "j1"]
+    active = await store.list_jobs(limit=2, done=False)
+    assert [j.id for j in active] == ["j4", "j2"]
+    after = ListCursor(created_at_us(active[-1]), active[-1].id)
+    assert [j.id for j in await store.list_jobs(limit=10, done=False, after=after)] == ["j0"]
 
 
 async def test_jobs_and_history_persist_across_reopening(backend: Backend) -> None:

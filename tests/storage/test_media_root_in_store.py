@@ -268,7 +268,7 @@ def test_the_store_going_away_makes_a_create_answer_503_and_readiness_say_so(
         running.stack.stop()
 
 
-@pytest.mark.parametrize("module", ["render_service", "gateway"])
+@pytest.mark.parametrize("module", ["render_service", "gateway", "export_service"])
 def test_a_service_with_a_wrong_secret_refuses_to_start_naming_the_variable(
     seaweedfs: SeaweedFS, tmp_path: Path, module: str
 ) -> None:
@@ -281,7 +281,7 @@ def test_a_service_with_a_wrong_secret_refuses_to_start_naming_the_variable(
     assert "AWS_SECRET_ACCESS_KEY" in line, line
 
 
-@pytest.mark.parametrize("module", ["render_service", "gateway"])
+@pytest.mark.parametrize("module", ["render_service", "gateway", "export_service"])
 def test_a_service_with_a_missing_bucket_refuses_to_start_naming_the_flag(
     seaweedfs: SeaweedFS, tmp_path: Path, module: str
 ) -> None:

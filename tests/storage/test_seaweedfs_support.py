@@ -99,3 +99,30 @@ def _client(endpoint: str, access_key: str, secret_key: str) -> Any:
         aws_access_key_id=access_key,
         aws_secret_access_key=secret_key,
     )
+
+
+def test_a_killed_store_restarts_with_its_objects_and_unfinished_uploads(
+    private_seaweedfs: SeaweedFS,
+) -> None:
+    client: Any = botocore.session.get_session().create_client(
+        "s3",
+        endpoint_url=private_seaweedfs.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=private_seaweedfs.access_key,
+        aws_secret_access_key=private_seaweedfs.secret_key,
+    )
+    bucket = private_seaweedfs.bucket
+    try:
+        client.put_object(Bucket=bucket, Key="kept.mp4", Body=b"kept")
+        upload = client.create_multipart_upload(Bucket=bucket, Key="half.mp4")["UploadId"]
+        private_seaweedfs.kill()
+        with pytest.raises(botocore.exceptions.EndpointConnectionError):
+            client.list_objects_v2(Bucket=bucket)
+
+        private_seaweedfs.restart()
+
+        assert client.get_object(Bucket=bucket, Key="kept.mp4")["Body"].read() == b"kept"
+        uploads = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+        assert [(item["Key"], item["UploadId"]) for item in uploads] == [("half.mp4", upload)]
+    finally:
+        client.close()

@@ -22,51 +22,54 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.longrunning import operations_pb2 as google_dot_longrunning_dot_operations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from videojob.render.v1 import spec_pb2 as videojob_dot_render_dot_v1_dot_spec__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fvideojob/export/v1/export.proto\x12\x12videojob.export.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dvideojob/render/v1/spec.proto\"J\n\x08JobError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x10\n\x08log_tail\x18\x04 \x01(\t\"\xd1\x06\n\x08VideoJob\x12\n\n\x02id\x18\x01 \x01(\t\x12-\n\x06status\x18\x02 \x01(\x0e\x32\x1d.videojob.export.v1.JobStatus\x12\x10\n\x08progress\x18\x03 \x01(\x01\x12\r\n\x05stage\x18\x04 \x01(\t\x12\x13\n\x0boutput_path\x18\x05 \x01(\t\x12+\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x1c.videojob.export.v1.JobError\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\x05\x12\x0f\n\x07version\x18\x08 \x01(\x03\x12,\n\x04spec\x18\t \x01(\x0b\x32\x1e.videojob.render.v1.RenderSpec\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x0e \x01(\t\x12\x13\n\x0b\x65ta_seconds\x18\x0f \x01(\x01\x12\x19\n\x11output_size_bytes\x18\x10 \x01(\x03\x12\x1f\n\x17output_duration_seconds\x18\x11 \x01(\x01\x12\x33\n\x08\x61ttempts\x18\x12 \x03(\x0b\x32!.videojob.export.v1.RenderAttempt\x12\x39\n\x0erender_service\x18\x13 \x01(\x0b\x32!.videojob.export.v1.RenderService\x12\x10\n\x08retrying\x18\x14 \x01(\x08\x12\x18\n\x10\x61ttempt_progress\x18\x15 \x01(\x01\x12\x16\n\x0e\x61waiting_owner\x18\x16 \x01(\x08\x12\x16\n\x0equeue_position\x18\x17 \x01(\x05\x12\x36\n\x12\x65stimated_start_at\x18\x18 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\routput_sha256\x18\x19 \x01(\t\x12\x16\n\x0estage_progress\x18\x1a \x01(\x01\"5\n\rRenderService\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"\xe0\x01\n\rRenderAttempt\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x05\x12\x11\n\trender_id\x18\x02 \x01(\t\x12\x39\n\x0erender_service\x18\x03 \x01(\x0b\x32!.videojob.export.v1.RenderService\x12.\n\nstarted_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07outcome\x18\x06 \x01(\t\"W\n\x13\x43reateExportRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12,\n\x04spec\x18\x02 \x01(\x0b\x32\x1e.videojob.render.v1.RenderSpec\"\x1e\n\x10GetExportRequest\x12\n\n\x02id\x18\x01 \x01(\t\"j\n\x12ListExportsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12-\n\x06status\x18\x03 \x01(\x0e\x32\x1d.videojob.export.v1.JobStatus\"Z\n\x13ListExportsResponse\x12*\n\x04jobs\x18\x01 \x03(\x0b\x32\x1c.videojob.export.v1.VideoJob\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x13\x43\x61ncelExportRequest\x12\n\n\x02id\x18\x01 \x01(\t\"!\n\x13\x44\x65leteExportRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x16\n\x14\x44\x65leteExportResponse\"7\n\x12WatchExportRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rafter_version\x18\x02 \x01(\x03\"d\n\x13WatchExportsRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12-\n\x06status\x18\x03 \x01(\x0e\x32\x1d.videojob.export.v1.JobStatus\"M\n\x15ListJobHistoryRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rafter_version\x18\x02 \x01(\x03\x12\x11\n\tpage_size\x18\x03 \x01(\x05\"\xbd\x02\n\x0fJobHistoryEntry\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0e\n\x06\x63hange\x18\x02 \x01(\t\x12-\n\x06status\x18\x03 \x01(\x0e\x32\x1d.videojob.export.v1.JobStatus\x12\x10\n\x08progress\x18\x04 \x01(\x01\x12\r\n\x05stage\x18\x05 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x06 \x01(\x05\x12\x12\n\nrender_seq\x18\x07 \x01(\x03\x12\x12\n\nerror_code\x18\x08 \x01(\t\x12(\n\x04time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06writer\x18\n \x01(\t\x12\x12\n\x05owner\x18\x0b \x01(\tH\x00\x88\x01\x01\x12\x18\n\x0blease_epoch\x18\x0c \x01(\x03H\x01\x88\x01\x01\x42\x08\n\x06_ownerB\x0e\n\x0c_lease_epoch\"j\n\x16ListJobHistoryResponse\x12\x34\n\x07\x65ntries\x18\x01 \x03(\x0b\x32#.videojob.export.v1.JobHistoryEntry\x12\x1a\n\x12next_after_version\x18\x02 \x01(\x03*j\n\tJobStatus\x12\x1a\n\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\n\n\x06QUEUED\x10\x01\x12\x0b\n\x07RUNNING\x10\x02\x12\r\n\tCOMPLETED\x10\x03\x12\n\n\x06\x46\x41ILED\x10\x04\x12\r\n\tCANCELLED\x10\x05\x32\xea\x05\n\rExportService\x12U\n\x0c\x43reateExport\x12\'.videojob.export.v1.CreateExportRequest\x1a\x1c.videojob.export.v1.VideoJob\x12O\n\tGetExport\x12$.videojob.export.v1.GetExportRequest\x1a\x1c.videojob.export.v1.VideoJob\x12^\n\x0bListExports\x12&.videojob.export.v1.ListExportsRequest\x1a\'.videojob.export.v1.ListExportsResponse\x12U\n\x0c\x43\x61ncelExport\x12\'.videojob.export.v1.CancelExportRequest\x1a\x1c.videojob.export.v1.VideoJob\x12U\n\x0bWatchExport\x12&.videojob.export.v1.WatchExportRequest\x1a\x1c.videojob.export.v1.VideoJob0\x01\x12W\n\x0cWatchExports\x12\'.videojob.export.v1.WatchExportsRequest\x1a\x1c.videojob.export.v1.VideoJob0\x01\x12g\n\x0eListJobHistory\x12).videojob.export.v1.ListJobHistoryRequest\x1a*.videojob.export.v1.ListJobHistoryResponse\x12\x61\n\x0c\x44\x65leteExport\x12\'.videojob.export.v1.DeleteExportRequest\x1a(.videojob.export.v1.DeleteExportResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fvideojob/export/v1/export.proto\x12\x12videojob.export.v1\x1a#google/longrunning/operations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dvideojob/render/v1/spec.proto\"J\n\x08JobError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x10\n\x08log_tail\x18\x04 \x01(\t\"\xd1\x06\n\x08VideoJob\x12\n\n\x02id\x18\x01 \x01(\t\x12-\n\x06status\x18\x02 \x01(\x0e\x32\x1d.videojob.export.v1.JobStatus\x12\x10\n\x08progress\x18\x03 \x01(\x01\x12\r\n\x05stage\x18\x04 \x01(\t\x12\x13\n\x0boutput_path\x18\x05 \x01(\t\x12+\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x1c.videojob.export.v1.JobError\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\x05\x12\x0f\n\x07version\x18\x08 \x01(\x03\x12,\n\x04spec\x18\t \x01(\x0b\x32\x1e.videojob.render.v1.RenderSpec\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x0e \x01(\t\x12\x13\n\x0b\x65ta_seconds\x18\x0f \x01(\x01\x12\x19\n\x11output_size_bytes\x18\x10 \x01(\x03\x12\x1f\n\x17output_duration_seconds\x18\x11 \x01(\x01\x12\x33\n\x08\x61ttempts\x18\x12 \x03(\x0b\x32!.videojob.export.v1.RenderAttempt\x12\x39\n\x0erender_service\x18\x13 \x01(\x0b\x32!.videojob.export.v1.RenderService\x12\x10\n\x08retrying\x18\x14 \x01(\x08\x12\x18\n\x10\x61ttempt_progress\x18\x15 \x01(\x01\x12\x16\n\x0e\x61waiting_owner\x18\x16 \x01(\x08\x12\x16\n\x0equeue_position\x18\x17 \x01(\x05\x12\x36\n\x12\x65stimated_start_at\x18\x18 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\routput_sha256\x18\x19 \x01(\t\x12\x16\n\x0estage_progress\x18\x1a \x01(\x01\"5\n\rRenderService\x12\x13\n\x0binstance_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"\xe0\x01\n\rRenderAttempt\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x05\x12\x11\n\trender_id\x18\x02 \x01(\t\x12\x39\n\x0erender_service\x18\x03 \x01(\x0b\x32!.videojob.export.v1.RenderService\x12.\n\nstarted_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07outcome\x18\x06 \x01(\t\"W\n\x13\x43reateExportRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12,\n\x04spec\x18\x02 \x01(\x0b\x32\x1e.videojob.render.v1.RenderSpec\"\x1e\n\x10GetExportRequest\x12\n\n\x02id\x18\x01 \x01(\t\"j\n\x12ListExportsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12-\n\x06status\x18\x03 \x01(\x0e\x32\x1d.videojob.export.v1.JobStatus\"Z\n\x13ListExportsResponse\x12*\n\x04jobs\x18\x01 \x03(\x0b\x32\x1c.videojob.export.v1.VideoJob\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x13\x43\x61ncelExportRequest\x12\n\n\x02id\x18\x01 \x01(\t\"!\n\x13\x44\x65leteExportRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x16\n\x14\x44\x65leteExportResponse\"7\n\x12WatchExportRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rafter_version\x18\x02 \x01(\x03\"d\n\x13WatchExportsRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12-\n\x06status\x18\x03 \x01(\x0e\x32\x1d.videojob.export.v1.JobStatus\"M\n\x15ListJobHistoryRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rafter_version\x18\x02 \x01(\x03\x12\x11\n\tpage_size\x18\x03 \x01(\x05\"\xbd\x02\n\x0fJobHistoryEntry\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0e\n\x06\x63hange\x18\x02 \x01(\t\x12-\n\x06status\x18\x03 \x01(\x0e\x32\x1d.videojob.export.v1.JobStatus\x12\x10\n\x08progress\x18\x04 \x01(\x01\x12\r\n\x05stage\x18\x05 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x06 \x01(\x05\x12\x12\n\nrender_seq\x18\x07 \x01(\x03\x12\x12\n\nerror_code\x18\x08 \x01(\t\x12(\n\x04time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06writer\x18\n \x01(\t\x12\x12\n\x05owner\x18\x0b \x01(\tH\x00\x88\x01\x01\x12\x18\n\x0blease_epoch\x18\x0c \x01(\x03H\x01\x88\x01\x01\x42\x08\n\x06_ownerB\x0e\n\x0c_lease_epoch\"j\n\x16ListJobHistoryResponse\x12\x34\n\x07\x65ntries\x18\x01 \x03(\x0b\x32#.videojob.export.v1.JobHistoryEntry\x12\x1a\n\x12next_after_version\x18\x02 \x01(\x03*j\n\tJobStatus\x12\x1a\n\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\n\n\x06QUEUED\x10\x01\x12\x0b\n\x07RUNNING\x10\x02\x12\r\n\tCOMPLETED\x10\x03\x12\n\n\x06\x46\x41ILED\x10\x04\x12\r\n\tCANCELLED\x10\x05\x32\xda\x06\n\rExportService\x12U\n\x0c\x43reateExport\x12\'.videojob.export.v1.CreateExportRequest\x1a\x1c.videojob.export.v1.VideoJob\x12n\n\x0bStartExport\x12\'.videojob.export.v1.CreateExportRequest\x1a\x1d.google.longrunning.Operation\"\x17\xca\x41\x14\n\x08VideoJob\x12\x08VideoJob\x12O\n\tGetExport\x12$.videojob.export.v1.GetExportRequest\x1a\x1c.videojob.export.v1.VideoJob\x12^\n\x0bListExports\x12&.videojob.export.v1.ListExportsRequest\x1a\'.videojob.export.v1.ListExportsResponse\x12U\n\x0c\x43\x61ncelExport\x12\'.videojob.export.v1.CancelExportRequest\x1a\x1c.videojob.export.v1.VideoJob\x12U\n\x0bWatchExport\x12&.videojob.export.v1.WatchExportRequest\x1a\x1c.videojob.export.v1.VideoJob0\x01\x12W\n\x0cWatchExports\x12\'.videojob.export.v1.WatchExportsRequest\x1a\x1c.videojob.export.v1.VideoJob0\x01\x12g\n\x0eListJobHistory\x12).videojob.export.v1.ListJobHistoryRequest\x1a*.videojob.export.v1.ListJobHistoryResponse\x12\x61\n\x0c\x44\x65leteExport\x12\'.videojob.export.v1.DeleteExportRequest\x1a(.videojob.export.v1.DeleteExportResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'videojob.export.v1.export_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBSTATUS']._serialized_start=2410
-  _globals['_JOBSTATUS']._serialized_end=2516
-  _globals['_JOBERROR']._serialized_start=119
-  _globals['_JOBERROR']._serialized_end=193
-  _globals['_VIDEOJOB']._serialized_start=196
-  _globals['_VIDEOJOB']._serialized_end=1045
-  _globals['_RENDERSERVICE']._serialized_start=1047
-  _globals['_RENDERSERVICE']._serialized_end=1100
-  _globals['_RENDERATTEMPT']._serialized_start=1103
-  _globals['_RENDERATTEMPT']._serialized_end=1327
-  _globals['_CREATEEXPORTREQUEST']._serialized_start=1329
-  _globals['_CREATEEXPORTREQUEST']._serialized_end=1416
-  _globals['_GETEXPORTREQUEST']._serialized_start=1418
-  _globals['_GETEXPORTREQUEST']._serialized_end=1448
-  _globals['_LISTEXPORTSREQUEST']._serialized_start=1450
-  _globals['_LISTEXPORTSREQUEST']._serialized_end=1556
-  _globals['_LISTEXPORTSRESPONSE']._serialized_start=1558
-  _globals['_LISTEXPORTSRESPONSE']._serialized_end=1648
-  _globals['_CANCELEXPORTREQUEST']._serialized_start=1650
-  _globals['_CANCELEXPORTREQUEST']._serialized_end=1683
-  _globals['_DELETEEXPORTREQUEST']._serialized_start=1685
-  _globals['_DELETEEXPORTREQUEST']._serialized_end=1718
-  _globals['_DELETEEXPORTRESPONSE']._serialized_start=1720
-  _globals['_DELETEEXPORTRESPONSE']._serialized_end=1742
-  _globals['_WATCHEXPORTREQUEST']._serialized_start=1744
-  _globals['_WATCHEXPORTREQUEST']._serialized_end=1799
-  _globals['_WATCHEXPORTSREQUEST']._serialized_start=1801
-  _globals['_WATCHEXPORTSREQUEST']._serialized_end=1901
-  _globals['_LISTJOBHISTORYREQUEST']._serialized_start=1903
-  _globals['_LISTJOBHISTORYREQUEST']._serialized_end=1980
-  _globals['_JOBHISTORYENTRY']._serialized_start=1983
-  _globals['_JOBHISTORYENTRY']._serialized_end=2300
-  _globals['_LISTJOBHISTORYRESPONSE']._serialized_start=2302
-  _globals['_LISTJOBHISTORYRESPONSE']._serialized_end=2408
-  _globals['_EXPORTSERVICE']._serialized_start=2519
-  _globals['_EXPORTSERVICE']._serialized_end=3265
+  _globals['_EXPORTSERVICE'].methods_by_name['StartExport']._loaded_options = None
+  _globals['_EXPORTSERVICE'].methods_by_name['StartExport']._serialized_options = b'\312A\024\n\010VideoJob\022\010VideoJob'
+  _globals['_JOBSTATUS']._serialized_start=2447
+  _globals['_JOBSTATUS']._serialized_end=2553
+  _globals['_JOBERROR']._serialized_start=156
+  _globals['_JOBERROR']._serialized_end=230
+  _globals['_VIDEOJOB']._serialized_start=233
+  _globals['_VIDEOJOB']._serialized_end=1082
+  _globals['_RENDERSERVICE']._serialized_start=1084
+  _globals['_RENDERSERVICE']._serialized_end=1137
+  _globals['_RENDERATTEMPT']._serialized_start=1140
+  _globals['_RENDERATTEMPT']._serialized_end=1364
+  _globals['_CREATEEXPORTREQUEST']._serialized_start=1366
+  _globals['_CREATEEXPORTREQUEST']._serialized_end=1453
+  _globals['_GETEXPORTREQUEST']._serialized_start=1455
+  _globals['_GETEXPORTREQUEST']._serialized_end=1485
+  _globals['_LISTEXPORTSREQUEST']._serialized_start=1487
+  _globals['_LISTEXPORTSREQUEST']._serialized_end=1593
+  _globals['_LISTEXPORTSRESPONSE']._serialized_start=1595
+  _globals['_LISTEXPORTSRESPONSE']._serialized_end=1685
+  _globals['_CANCELEXPORTREQUEST']._serialized_start=1687
+  _globals['_CANCELEXPORTREQUEST']._serialized_end=1720
+  _globals['_DELETEEXPORTREQUEST']._serialized_start=1722
+  _globals['_DELETEEXPORTREQUEST']._serialized_end=1755
+  _globals['_DELETEEXPORTRESPONSE']._serialized_start=1757
+  _globals['_DELETEEXPORTRESPONSE']._serialized_end=1779
+  _globals['_WATCHEXPORTREQUEST']._serialized_start=1781
+  _globals['_WATCHEXPORTREQUEST']._serialized_end=1836
+  _globals['_WATCHEXPORTSREQUEST']._serialized_start=1838
+  _globals['_WATCHEXPORTSREQUEST']._serialized_end=1938
+  _globals['_LISTJOBHISTORYREQUEST']._serialized_start=1940
+  _globals['_LISTJOBHISTORYREQUEST']._serialized_end=2017
+  _globals['_JOBHISTORYENTRY']._serialized_start=2020
+  _globals['_JOBHISTORYENTRY']._serialized_end=2337
+  _globals['_LISTJOBHISTORYRESPONSE']._serialized_start=2339
+  _globals['_LISTJOBHISTORYRESPONSE']._serialized_end=2445
+  _globals['_EXPORTSERVICE']._serialized_start=2556
+  _globals['_EXPORTSERVICE']._serialized_end=3414
 # @@protoc_insertion_point(module_scope)

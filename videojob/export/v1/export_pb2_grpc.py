@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from google.longrunning import operations_pb2 as google_dot_longrunning_dot_operations__pb2
 from videojob.export.v1 import export_pb2 as videojob_dot_export_dot_v1_dot_export__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -39,6 +40,11 @@ class ExportServiceStub:
                 '/videojob.export.v1.ExportService/CreateExport',
                 request_serializer=videojob_dot_export_dot_v1_dot_export__pb2.CreateExportRequest.SerializeToString,
                 response_deserializer=videojob_dot_export_dot_v1_dot_export__pb2.VideoJob.FromString,
+                _registered_method=True)
+        self.StartExport = channel.unary_unary(
+                '/videojob.export.v1.ExportService/StartExport',
+                request_serializer=videojob_dot_export_dot_v1_dot_export__pb2.CreateExportRequest.SerializeToString,
+                response_deserializer=google_dot_longrunning_dot_operations__pb2.Operation.FromString,
                 _registered_method=True)
         self.GetExport = channel.unary_unary(
                 '/videojob.export.v1.ExportService/GetExport',
@@ -83,6 +89,16 @@ class ExportServiceServicer:
 
     def CreateExport(self, request, context):
         """Idempotent on request_id: a request id already seen returns the same job.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartExport(self, request, context):
+        """CreateExport (the same request, the same idempotency) answered as the job's long-running
+        operation (AIP-151), "operations/{job id}": follow it with google.longrunning.Operations,
+        served beside this service. metadata is the VideoJob as it stands; once done, response is
+        the finished VideoJob, or error a google.rpc.Status (docs/grpc.md has the codes).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -154,6 +170,11 @@ def add_ExportServiceServicer_to_server(servicer, server):
                     request_deserializer=videojob_dot_export_dot_v1_dot_export__pb2.CreateExportRequest.FromString,
                     response_serializer=videojob_dot_export_dot_v1_dot_export__pb2.VideoJob.SerializeToString,
             ),
+            'StartExport': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartExport,
+                    request_deserializer=videojob_dot_export_dot_v1_dot_export__pb2.CreateExportRequest.FromString,
+                    response_serializer=google_dot_longrunning_dot_operations__pb2.Operation.SerializeToString,
+            ),
             'GetExport': grpc.unary_unary_rpc_method_handler(
                     servicer.GetExport,
                     request_deserializer=videojob_dot_export_dot_v1_dot_export__pb2.GetExportRequest.FromString,
@@ -218,6 +239,33 @@ class ExportService:
             '/videojob.export.v1.ExportService/CreateExport',
             videojob_dot_export_dot_v1_dot_export__pb2.CreateExportRequest.SerializeToString,
             videojob_dot_export_dot_v1_dot_export__pb2.VideoJob.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartExport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/videojob.export.v1.ExportService/StartExport',
+            videojob_dot_export_dot_v1_dot_export__pb2.CreateExportRequest.SerializeToString,
+            google_dot_longrunning_dot_operations__pb2.Operation.FromString,
             options,
             channel_credentials,
             insecure,

@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from google.longrunning import operations_pb2 as _operations_pb2
 from grpc import aio as _aio
 from videojob.export.v1 import export_pb2 as _export_pb2
 import abc as _abc_1
@@ -35,6 +36,12 @@ class ExportServiceStub:
     def __new__(cls, channel: _aio.Channel) -> ExportServiceAsyncStub: ...
     CreateExport: _grpc.UnaryUnaryMultiCallable[_export_pb2.CreateExportRequest, _export_pb2.VideoJob]
     """Idempotent on request_id: a request id already seen returns the same job."""
+    StartExport: _grpc.UnaryUnaryMultiCallable[_export_pb2.CreateExportRequest, _operations_pb2.Operation]
+    """CreateExport (the same request, the same idempotency) answered as the job's long-running
+    operation (AIP-151), "operations/{job id}": follow it with google.longrunning.Operations,
+    served beside this service. metadata is the VideoJob as it stands; once done, response is
+    the finished VideoJob, or error a google.rpc.Status (docs/grpc.md has the codes).
+    """
     GetExport: _grpc.UnaryUnaryMultiCallable[_export_pb2.GetExportRequest, _export_pb2.VideoJob]
     ListExports: _grpc.UnaryUnaryMultiCallable[_export_pb2.ListExportsRequest, _export_pb2.ListExportsResponse]
     """Newest first."""
@@ -70,6 +77,12 @@ class ExportServiceAsyncStub(ExportServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateExport: _aio.UnaryUnaryMultiCallable[_export_pb2.CreateExportRequest, _export_pb2.VideoJob]  # type: ignore[assignment]
     """Idempotent on request_id: a request id already seen returns the same job."""
+    StartExport: _aio.UnaryUnaryMultiCallable[_export_pb2.CreateExportRequest, _operations_pb2.Operation]  # type: ignore[assignment]
+    """CreateExport (the same request, the same idempotency) answered as the job's long-running
+    operation (AIP-151), "operations/{job id}": follow it with google.longrunning.Operations,
+    served beside this service. metadata is the VideoJob as it stands; once done, response is
+    the finished VideoJob, or error a google.rpc.Status (docs/grpc.md has the codes).
+    """
     GetExport: _aio.UnaryUnaryMultiCallable[_export_pb2.GetExportRequest, _export_pb2.VideoJob]  # type: ignore[assignment]
     ListExports: _aio.UnaryUnaryMultiCallable[_export_pb2.ListExportsRequest, _export_pb2.ListExportsResponse]  # type: ignore[assignment]
     """Newest first."""
@@ -108,6 +121,18 @@ class ExportServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_export_pb2.VideoJob, _abc.Awaitable[_export_pb2.VideoJob]]:
         """Idempotent on request_id: a request id already seen returns the same job."""
+
+    @_abc_1.abstractmethod
+    def StartExport(
+        self,
+        request: _export_pb2.CreateExportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operations_pb2.Operation, _abc.Awaitable[_operations_pb2.Operation]]:
+        """CreateExport (the same request, the same idempotency) answered as the job's long-running
+        operation (AIP-151), "operations/{job id}": follow it with google.longrunning.Operations,
+        served beside this service. metadata is the VideoJob as it stands; once done, response is
+        the finished VideoJob, or error a google.rpc.Status (docs/grpc.md has the codes).
+        """
 
     @_abc_1.abstractmethod
     def GetExport(

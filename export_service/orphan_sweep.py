@@ -1,0 +1,153 @@
+"""The orphan sweep (``--orphan-sweep-interval``): every interval, the objects and unfinished
+multipart uploads under the render services' output location (and the gateway's unfinished
+uploads under the media root) that no job's record claims are removed. What is an orphan is
+decided in export_service.orphans, from the records alone and never by age; this module only
+lists, reads and removes.
+
+The order matters: the store is listed first, the records are read after. An output's render id
+is placed on its job's record before its render starts, so a record read after the listing knows
+every attempt whose object or upload the listing saw (a job not found then has no record: never
+created, or deleted).
+
+Every export replica on one PostgreSQL database may sweep at the same time; nothing needs to be
+coordinated: each decides from the records as committed (a terminal record never changes, and no
+key is claimed again once its job is deleted), and a delete or an abort of what another replica
+removed first answers all the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from export_service.orphans import (
+    Orphan,
+    Root,
+    Stored,
+    StoredKind,
+    jobs_named,
+    media_orphans,
+    output_orphans,
+)
+from export_service.store import JobStore
+from export_service.store.base import JOBS_AMONG_MAX
+from export_service.store.records import Job
+from videojob import metrics
+from videojob.errors import ObjectStoreUnavailable, VideoJobError
+
+if TYPE_CHECKING:
+    from videojob.storage.location import S3Location
+    from videojob.storage.object_store import ObjectStore
+
+logger = logging.getLogger(__name__)
+
+
+async def listed_under(objects: ObjectStore, location: S3Location) -> list[Stored]:
+    """The unfinished uploads under ``location``, then its objects (listed in that order: see
+    orphans.media_orphans)."""
+    uploads = await objects.list_unfinished_uploads(location)
+    stored = await objects.list_objects(location)
+    return [Stored(StoredKind.UPLOAD, upload.key, upload.upload_id) for upload in uploads] + [
+        Stored(StoredKind.OBJECT, listed.key) for listed in stored
+    ]
+
+
+class OrphanSweeper:
+    """Sweeps ``outputs`` (the render services' output location) and ``media`` (the media
+    root) in ``objects``, every ``interval`` seconds once started."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        objects: ObjectStore,
+        *,
+        outputs: S3Location | None,
+        media: S3Location | None,
+        interval: float,
+    ) -> None:
+        self._store = store
+        self._objects = objects
+        self._outputs = outputs
+        self._media = media
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="orphan-sweep")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def sweep_once(self) -> Counter[str]:
+        """One pass over both locations: what it removed, by kind (Orphan.label).
+        A failed listing or read of the records (StoreUnavailable, ObjectStoreUnavailable...)
+        ends it before anything is judged; an unreachable store ends the removals too."""
+        orphans: list[Orphan] = []
+        if self._outputs is not None:
+            listed = await listed_under(self._objects, self._outputs)
+            records = await self._records(jobs_named(listed, self._outputs))
+            orphans += output_orphans(listed, self._outputs, records)
+        if self._media is not None:
+            orphans += media_orphans(await listed_under(self._objects, self._media), self._media)
+        removed: Counter[str] = Counter()
+        for orphan in orphans:
+            if await self._remove(orphan):
+                removed[orphan.label] += 1
+                metrics.ORPHANS_REMOVED.labels(orphan.label).inc()
+        return removed
+
+    async def _records(self, job_ids: set[str]) -> dict[str, Job]:
+        ordered = sorted(job_ids)
+        records: dict[str, Job] = {}
+        for start in range(0, len(ordered), JOBS_AMONG_MAX):
+            for job in await self._store.jobs_among(ordered[start : start + JOBS_AMONG_MAX]):
+                records[job.id] = job
+        return records
+
+    async def _remove(self, orphan: Orphan) -> bool:
+        """True once it is gone (an unreachable store ends the pass: ObjectStoreUnavailable)."""
+        location = self._outputs if orphan.root is Root.OUTPUT else self._media
+        assert location is not None
+        stored = orphan.stored
+        try:
+            if stored.kind is StoredKind.UPLOAD:
+                await self._objects.abort_upload(location.bucket, stored.key, stored.upload_id)
+            else:
+                await self._objects.delete(location.bucket, stored.key)
+        except ObjectStoreUnavailable:
+            raise
+        except VideoJobError as error:
+            logger.warning(
+                "orphan sweep: could not remove %s %s: %s",
+                stored.kind.value,
+                location.url_of(stored.key),
+                error.message,
+            )
+            return False
+        logger.info(
+            "orphan sweep: removed the %s %s: %s",
+            stored.kind.value,
+            location.url_of(stored.key),
+            orphan.why,
+        )
+        return True
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                removed = await self.sweep_once()
+            except VideoJobError as error:
+                # The database or the store did not answer (or refused the listing): nothing
+                # was judged; the next pass tries again.
+                logger.warning("orphan sweep: skipped this time: %s", error.message)
+                continue
+            if removed:
+                logger.info("orphan sweep: removed %s", dict(sorted(removed.items())))
