@@ -88,6 +88,8 @@ class SeaweedFS:
     access_key: str
     secret_key: str
     s3_port: int
+    # "host:port.grpcport", as weed's own clients (``weed upload -master=``) take it.
+    master: str
     process: subprocess.Popen[bytes]
     log_path: Path
     bucket: str
@@ -268,6 +270,7 @@ class SeaweedFS:
             access_key=access_key,
             secret_key=secret_key,
             s3_port=ports["-s3.port"],
+            master=f"127.0.0.1:{ports['-master.port']}.{ports['-master.port.grpc']}",
             process=process,
             log_path=log_path,
             bucket=bucket,
