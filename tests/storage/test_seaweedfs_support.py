@@ -80,8 +80,18 @@ def test_a_store_with_a_home_keeps_its_objects_across_starts_under_new_credentia
         assert second.access_key != first.access_key
         client = _client(second.endpoint, second.access_key, second.secret_key)
         body = client.get_object(Bucket="videojob", Key="renders/kept.mp4")["Body"].read()
-        client.close()
         assert body == b"kept" * 100
+        # New objects go in beside the old ones (its master, on another port, starts afresh).
+        for number in range(20):
+            client.put_object(Bucket="videojob", Key=f"renders/new-{number}", Body=b"new" * 100)
+        listed = client.list_objects_v2(Bucket="videojob", Prefix="renders/")["Contents"]
+        assert len(listed) == 21
+        for number in range(20):
+            new = client.get_object(Bucket="videojob", Key=f"renders/new-{number}")
+            assert new["Body"].read() == b"new" * 100
+        body = client.get_object(Bucket="videojob", Key="renders/kept.mp4")["Body"].read()
+        assert body == b"kept" * 100
+        client.close()
         stale = _client(second.endpoint, first.access_key, first.secret_key)
         with pytest.raises(botocore.exceptions.ClientError, match="InvalidAccessKeyId"):
             stale.list_objects_v2(Bucket="videojob")
