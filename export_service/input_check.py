@@ -2,7 +2,8 @@
 media root) answers CheckInputs. A refusal naming a field becomes the create's refusal; when no
 render service answers in time (or one too old to know the call), the job is accepted and the
 render's own check decides. An object store holding the inputs that did not answer the render
-service is the create's refusal too (UNAVAILABLE): nothing could render the job."""
+service is the create's refusal too (UNAVAILABLE): nothing could render the job. The answer
+carries the source's facts (duration, frame rate...), which a split's planner works from."""
 
 from __future__ import annotations
 
@@ -30,13 +31,16 @@ async def check_inputs(
     stub: RenderServiceAsyncStub,
     spec: spec_pb2.RenderSpec,
     deadline_seconds: float = CHECK_INPUTS_TIMEOUT_SECONDS,
-) -> None:
+) -> render_pb2.CheckInputsResponse | None:
     """InvalidArgument naming the field of an input that is missing, outside the media root or
-    unreadable; returns when the inputs are fine or nobody could tell."""
+    unreadable; the render service's answer (the source's facts) when the inputs are fine,
+    None when the spec has no input files or nobody could tell."""
     if not has_input_files(spec):
-        return
+        return None
     try:
-        await stub.CheckInputs(render_pb2.CheckInputsRequest(spec=spec), timeout=deadline_seconds)
+        return await stub.CheckInputs(
+            render_pb2.CheckInputsRequest(spec=spec), timeout=deadline_seconds
+        )
     except grpc.aio.AioRpcError as error:
         violation = field_violation(error)
         if error.code() == grpc.StatusCode.INVALID_ARGUMENT and violation is not None:
@@ -52,3 +56,4 @@ async def check_inputs(
             "input check not answered (%s): the render will check the inputs",
             error.code().name,
         )
+        return None
