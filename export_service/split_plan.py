@@ -9,7 +9,7 @@ The API (what the tracker calls, and the create path):
   normalized RenderSpec (its ``output.split.parts`` is the request: 0 the policy decides, 1
   never, N >= 2 N parts); ``facts`` its ``SourceFacts`` (``source_facts(spec, answer)``);
   ``free_slots`` the free render slots of each usable render service of the pool (one entry per
-  service: a pool of one never splits). A ``Plan`` cuts the output's frame timeline into parts
+  service: a pool of one never splits; ``RenderPool.free_slots()`` gives them). A ``Plan`` cuts the output's frame timeline into parts
   whose frame counts add up exactly to ``total_frames``; a ``Whole`` says why the job renders
   whole (``Whole.shown``: "rendered whole: <reason>", for the job to show).
 - ``part_spec(spec, plan, part)`` and ``join_spec(spec, plan, part_paths)``: the RenderSpecs of
