@@ -14,6 +14,9 @@ from videojob import limits
 # On a property whose maximum is the widest of several: the real bound depends on the named
 # field (stated by an allOf rule per value of it).
 BOUND_DEPENDS_ON = "x-bound-depends-on"
+# On a property whose maximum is the widest an operator may allow: the service enforces its
+# flag (named here), which may be lower.
+BOUND_SET_BY_FLAG = "x-bound-set-by-flag"
 # On OutputSpec: each container's codecs and each video codec's crf range in one plain object,
 # for clients (the page) that offer the choices without evaluating the allOf rules.
 CODECS_BY_CONTAINER = "x-codecs-by-container"
@@ -252,6 +255,8 @@ SPEC_SCHEMAS: dict[str, dict[str, Any]] = {
             "parts": {
                 "type": "integer",
                 "minimum": 0,
+                "maximum": limits.MAX_SPLIT_PARTS,
+                BOUND_SET_BY_FLAG: "--split-max-parts",
                 "description": "0: the operator's policy (splits a long enough output when more "
                 "than one render slot is free across the pool); 1: never split; N >= 2: N "
                 "parts, each of at least one frame. N is bounded by the export service's "

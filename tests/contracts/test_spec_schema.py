@@ -92,8 +92,8 @@ BOUNDS: dict[str, dict[str, Any]] = {
     "OutputSpec.preset": {"enum": list(limits.PRESETS)},
     "OutputSpec.faststart": {},  # false outside the faststart containers: allOf
     "OutputSpec.split": {},
-    # Its maximum is the export service's --split-max-parts (tests/export/test_split_create.py).
-    "Split.parts": {"minimum": 0},
+    # The widest --split-max-parts allows (the export service's flag may set less).
+    "Split.parts": {"minimum": 0, "maximum": limits.MAX_SPLIT_PARTS},
 }
 # The render kinds internal to the system (a part of a split render, a join): clients can't
 # write them, so the schema has no place for them (a body naming one is refused as unknown).

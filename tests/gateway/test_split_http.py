@@ -13,6 +13,7 @@ import pytest
 
 from export_service.split_plan import SplitPolicy
 from tests.gateway.inprocess import app_client, gateway_settings, inprocess_export
+from videojob.limits import MAX_SPLIT_PARTS
 
 
 @pytest.fixture
@@ -91,6 +92,9 @@ async def test_parts_of_what_cant_be_split_safely_are_422(
     ("split", "field"),
     [
         ({"parts": -1}, "output.split.parts"),
+        ({"parts": MAX_SPLIT_PARTS + 1}, "output.split.parts"),
+        # Past what the proto's field holds: the schema's bound, not an unreadable body.
+        ({"parts": 2**32}, "output.split.parts"),
         ({"parts": 1.5}, "output.split.parts"),
         ({"count": 2}, "output.split.count"),
         (3, "output.split"),
