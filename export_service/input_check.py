@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
+from export_service.split_plan import SourceFacts, facts_from_spec, source_facts
 from videojob.errors import InvalidArgument, ObjectStoreUnavailable, Reason
 from videojob.grpc_errors import error_info, field_violation
 from videojob.limits import CHECK_INPUTS_TIMEOUT_SECONDS
@@ -57,3 +58,23 @@ async def check_inputs(
             error.code().name,
         )
         return None
+
+
+async def planning_facts(
+    stub: RenderServiceAsyncStub,
+    spec: spec_pb2.RenderSpec,
+    deadline_seconds: float = CHECK_INPUTS_TIMEOUT_SECONDS,
+) -> SourceFacts | None:
+    """The facts a split's planner works from when a job starts: the spec's own (a test
+    pattern, no call), else as a render service answers CheckInputs; None when it does not
+    answer or refuses the inputs (the job then renders whole, and its render's own check says
+    what is wrong)."""
+    own = facts_from_spec(spec)
+    if own is not None or not has_input_files(spec):
+        return own
+    try:
+        answer = await check_inputs(stub, spec, deadline_seconds)
+    except (InvalidArgument, ObjectStoreUnavailable) as error:
+        logger.info("no source facts to plan a split from: %s", error.message)
+        return None
+    return source_facts(spec, answer) if answer is not None else None

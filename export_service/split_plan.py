@@ -7,7 +7,8 @@ The API (what the tracker calls, and the create path):
 
 - ``plan_split(spec, facts, policy, free_slots) -> Plan | Whole``: ``spec`` is the job's
   normalized RenderSpec (its ``output.split.parts`` is the request: 0 the policy decides, 1
-  never, N >= 2 N parts); ``facts`` its ``SourceFacts`` (``source_facts(spec, answer)``);
+  never, N >= 2 N parts); ``facts`` its ``SourceFacts`` (``source_facts(spec, answer)``, or
+  fetched by ``export_service.input_check.planning_facts(stub, spec)``, the one I/O seam);
   ``free_slots`` the free render slots of each usable render service of the pool (one entry per
   service: a pool of one never splits; ``RenderPool.free_slots()`` gives them). A ``Plan`` cuts the output's frame timeline into parts
   whose frame counts add up exactly to ``total_frames``; a ``Whole`` says why the job renders

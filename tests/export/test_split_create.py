@@ -15,8 +15,10 @@ import pytest
 
 from export_service.__main__ import FLAGS as EXPORT_FLAGS
 from export_service.__main__ import config_from_flags
-from export_service.split_plan import SplitPolicy
+from export_service.input_check import planning_facts
+from export_service.split_plan import SourceFacts, SplitPolicy
 from tests.export.conftest import StartExport, pattern_spec
+from tests.support.media import make_clip
 from tests.support.processes import ServiceProcess
 from tests.support.render_dirs import RenderDirs
 from videojob.export.v1 import export_pb2, export_pb2_grpc
@@ -25,7 +27,8 @@ from videojob.flags import FlagError
 from videojob.grpc_errors import field_violation
 from videojob.grpc_setup import create_channel
 from videojob.limits import MAX_SPLIT_PARTS
-from videojob.render.v1 import spec_pb2
+from videojob.render.v1 import render_pb2_grpc, spec_pb2
+from videojob.spec_validation import normalize_spec
 
 # Nothing listens here: every job accepted stays queued, and no input check is answered.
 NOWHERE = "127.0.0.1:1"
@@ -211,3 +214,24 @@ def test_the_operator_flags_set_the_policy() -> None:
         with pytest.raises(FlagError) as caught:
             EXPORT_FLAGS.parse([flag, bad], {})
         assert caught.value.message.startswith(f"{flag} "), caught.value.message
+
+
+async def test_the_facts_a_split_is_planned_from_when_a_job_starts(
+    render_service: ServiceProcess, render_dirs: RenderDirs
+) -> None:
+    """A test pattern's come from its spec (no call); a transcode's from a render service
+    that reads the file; none when nobody answers or the input is gone."""
+    make_clip(render_dirs.media / "steady.mp4", seconds=2.0)
+    pattern = normalize_spec(pattern_spec(2.0))
+    async with (
+        create_channel(render_service.address) as channel,
+        create_channel(NOWHERE) as nowhere_channel,
+    ):
+        stub = render_pb2_grpc.RenderServiceStub(channel)
+        nowhere = render_pb2_grpc.RenderServiceStub(nowhere_channel)
+        assert await planning_facts(nowhere, pattern) == SourceFacts(2.0, 10.0, has_audio=True)
+        steady = normalize_spec(transcode("steady.mp4"))
+        facts = await planning_facts(stub, steady)
+        assert facts is not None and not facts.variable_frame_rate
+        assert await planning_facts(nowhere, steady) is None
+        assert await planning_facts(stub, normalize_spec(transcode("gone.mp4"))) is None
