@@ -5,20 +5,21 @@ render service's CheckInputs answered it, the free render slots of the pool) and
 
 The API (what the tracker calls, and the create path):
 
-- ``plan_split(spec, facts, policy, free_slots) -> Plan | Whole``: ``spec`` is the job's
-  normalized RenderSpec (its ``output.split.parts`` is the request: 0 the policy decides, 1
-  never, N >= 2 N parts); ``facts`` its ``SourceFacts`` (``source_facts(spec, answer)``, or
-  fetched by ``export_service.input_check.planning_facts(stub, spec)``, the one I/O seam);
-  ``free_slots`` the free render slots of each usable render service of the pool (one entry per
-  service: a pool of one never splits; ``RenderPool.free_slots()`` gives them). A ``Plan`` cuts the output's frame timeline into parts
-  whose frame counts add up exactly to ``total_frames``; a ``Whole`` says why the job renders
-  whole (``Whole.shown``: "rendered whole: <reason>", for the job to show).
-- ``part_spec(spec, plan, part)`` and ``join_spec(spec, plan, part_paths)``: the RenderSpecs of
+- ``plan_split(spec, facts, policy, free_slots) -> Plan | Whole``, when a job starts (nothing
+  rendered yet). ``spec``: the job's normalized RenderSpec (its ``output.split.parts`` is the
+  request: 0 the policy decides, 1 never, N >= 2 N parts). ``facts``: its ``SourceFacts``, from
+  ``export_service.input_check.planning_facts(stub, spec)`` (the one I/O seam; None: unknown).
+  ``policy``: ``ExportConfig.split``. ``free_slots``: the free render slots of each usable
+  render service, one entry per service (``RenderPool.free_slots()``; a pool of one never
+  splits). A ``Plan`` cuts the output's frame timeline into ``parts`` whose frame counts add up
+  exactly to ``total_frames``; a ``Whole`` says why the job renders whole (``Whole.reason``, or
+  ``Whole.shown``: "rendered whole: <reason>", for the job to show; ``Whole.cause`` for code).
+- ``part_spec(spec, plan, index)`` and ``join_spec(spec, plan, part_paths)``: the RenderSpecs of
   one part's render and of the join (``RenderSpec.part`` / ``RenderSpec.join`` set).
 - ``refuse_internal_kinds(spec)`` and ``check_split_request(spec, policy, facts=None)``: the
-  create's refusal (InvalidArgument naming
-  ``spec.output.split.parts``, or ``spec.part`` / ``spec.join``) of what a client may not ask.
-  Without facts it checks what the spec alone decides; with them, the source too.
+  create's refusals (InvalidArgument naming ``spec.output.split.parts``, or ``spec.part`` /
+  ``spec.join``) of what a client may not ask. Without facts, what the spec alone decides is
+  checked; with them, the source too.
 
 Rules:
 
@@ -34,7 +35,7 @@ Rules:
   slideshow (its frames come from one filter graph of looped stills from the first slide on, so
   a part could not start mid-way without rendering all that precedes it, and its burned-in
   subtitles are timed on the whole output's clock); a video codec outside ``SPLIT_CODECS``.
-- ``SPLIT_CODECS`` are h264 (mp4) and vp9 (webm, mp4 refuses it anyway): the encoders whose
+- ``SPLIT_CODECS`` are h264 (mp4) and vp9 (webm): the encoders whose
   closed-GOP part settings the render service sets and whose joins its tests verify frame by
   frame. hevc renders whole: x265 opens its GOPs by default and its part encoding is not among
   the verified joins. av1 renders whole: its encoder is whichever one a render service's ffmpeg
@@ -100,9 +101,9 @@ class PlannedPart:
 class Plan:
     """The output's frames [0, total_frames) at ``fps``, cut into ``parts`` in order."""
 
+    parts: tuple[PlannedPart, ...]
     total_frames: int
     fps: float
-    parts: tuple[PlannedPart, ...]
 
 
 class WholeCause(enum.Enum):
@@ -252,7 +253,7 @@ def plan_split(
         return count
     if total < count:
         return Whole(WholeCause.TOO_SHORT, f"too short to gain ({total} frames)")
-    return Plan(total, output_fps(spec, facts), even_parts(total, count))
+    return Plan(even_parts(total, count), total, output_fps(spec, facts))
 
 
 def refuse_internal_kinds(spec: spec_pb2.RenderSpec) -> None:
@@ -291,8 +292,9 @@ def check_split_request(
         )
 
 
-def part_spec(spec: spec_pb2.RenderSpec, plan: Plan, part: PlannedPart) -> spec_pb2.RenderSpec:
-    """The RenderSpec of one part's render: the job's spec with ``part`` set."""
+def part_spec(spec: spec_pb2.RenderSpec, plan: Plan, index: int) -> spec_pb2.RenderSpec:
+    """The RenderSpec of part ``index``'s render: the job's spec with ``part`` set."""
+    part = plan.parts[index]
     rendered = spec_pb2.RenderSpec()
     rendered.CopyFrom(spec)
     rendered.part.CopyFrom(
@@ -318,6 +320,8 @@ def join_spec(
     rendered = spec_pb2.RenderSpec()
     rendered.CopyFrom(spec)
     rendered.join.CopyFrom(
-        spec_pb2.SplitJoin(part_paths=part_paths, total_frames=plan.total_frames, fps=plan.fps)
+        spec_pb2.SplitJoin(
+            part_paths=list(part_paths), total_frames=plan.total_frames, fps=plan.fps
+        )
     )
     return rendered

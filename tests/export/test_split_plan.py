@@ -128,14 +128,14 @@ def test_even_parts_differ_by_at_most_one_frame(total: int, count: int) -> None:
         return
     parts = even_parts(total, count)
     assert len(parts) == count
-    assert_covers_exactly(Plan(total, 30.0, parts))
+    assert_covers_exactly(Plan(parts, total, 30.0))
 
 
 def test_the_timeline_is_the_outputs_frame_rate_when_set() -> None:
     facts = SourceFacts(duration_seconds=120.0, fps=29.97)
     plan = plan_split(transcode(fps=24.0, parts=3), facts, POLICY, TWO_FREE)
     assert plan == Plan(
-        2880, 24.0, (PlannedPart(0, 0, 960), PlannedPart(1, 960, 960), PlannedPart(2, 1920, 960))
+        (PlannedPart(0, 0, 960), PlannedPart(1, 960, 960), PlannedPart(2, 1920, 960)), 2880, 24.0
     )
     whole_source = plan_split(transcode(parts=2), facts, POLICY, TWO_FREE)
     assert isinstance(whole_source, Plan)
@@ -150,7 +150,7 @@ def test_a_test_pattern_is_planned_from_its_spec() -> None:
     assert facts == SourceFacts(2.0, 30.0, has_audio=True)
     plan = plan_split(spec, facts, POLICY, ())
     assert plan == Plan(
-        60, 30.0, (PlannedPart(0, 0, 20), PlannedPart(1, 20, 20), PlannedPart(2, 40, 20))
+        (PlannedPart(0, 0, 20), PlannedPart(1, 20, 20), PlannedPart(2, 40, 20)), 60, 30.0
     )
 
 
@@ -317,7 +317,7 @@ def test_a_client_set_internal_kind_is_refused_naming_it(kind: str) -> None:
 def test_part_and_join_specs_carry_the_plan() -> None:
     spec = pattern_spec(seconds=2.0, parts=2)
     plan = _plan(spec, SourceFacts(2.0, 30.0), ())
-    second = part_spec(spec, plan, plan.parts[1])
+    second = part_spec(spec, plan, 1)
     assert second.part == spec_pb2.SplitPart(
         index=1, count=2, first_frame=30, frame_count=30, total_frames=60, fps=30.0
     )
