@@ -43,6 +43,12 @@ from export_service.ownership import Ownership
 from export_service.queue_line import QueueLines
 from export_service.render_health import RenderHealthReporter, render_health_name
 from export_service.render_pool import RenderPool
+from export_service.split_plan import (
+    check_split_request,
+    facts_from_spec,
+    refuse_internal_kinds,
+    source_facts,
+)
 from export_service.store import (
     Job,
     JobNotFound,
@@ -189,8 +195,10 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
             )
         if not request.HasField("spec"):
             raise InvalidArgument("spec", "is required")
+        refuse_internal_kinds(request.spec)
         normalized = normalize_spec(request.spec)
         check_pixel_rate(normalized, self._config.max_pixel_rate)
+        check_split_request(normalized, self._config.split, facts_from_spec(normalized))
         spec = normalized.SerializeToString(deterministic=True)
         job_id = uuid.uuid4().hex
         request_id = request.request_id or f"generated-{job_id}"
@@ -208,7 +216,10 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
         )
         if known is None:
             if self._render_pool is not None:
-                await check_inputs(self._render_pool.any_usable().stub, normalized)
+                answer = await check_inputs(self._render_pool.any_usable().stub, normalized)
+                if answer is not None:
+                    facts = source_facts(normalized, answer)
+                    check_split_request(normalized, self._config.split, facts)
             job, created = await self._store.create(
                 job_id=job_id,
                 request_id=request_id,

@@ -81,6 +81,10 @@ DEFAULT_SLIDESHOW_FPS: Final = 25.0
 # does not): every size and every frame rate the spec allows stays reachable on its own.
 DEFAULT_MAX_PIXEL_RATE: Final = MAX_WIDTH * MAX_HEIGHT * 30
 
+# output.split.parts: the most parts any job may ask for (the export service's --split-max-parts
+# is at most this).
+MAX_SPLIT_PARTS: Final = 64
+
 # --- Containers and codecs ---------------------------------------------------------------------
 
 DEFAULT_CONTAINER: Final = "mp4"
