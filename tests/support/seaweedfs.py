@@ -8,8 +8,10 @@ own; when one was taken in the meantime (``weed`` then exits or never answers), 
 on other ports. A store that cannot start is an error, never a skip.
 
 ``SeaweedFS.start(root)`` starts one; ``stop`` SIGTERMs it, ``kill`` SIGKILLs it (a store that
-dies mid-upload). The session fixture ``seaweedfs`` (tests/conftest.py) shares one per test
-session (per xdist worker); a test that kills the store starts its own.
+dies mid-upload), ``restart`` brings it back on its ports over its data, ``pause`` and ``resume``
+SIGSTOP and SIGCONT it (a store that hangs). The session fixture ``seaweedfs``
+(tests/conftest.py) shares one per test session (per xdist worker); a test that kills the store
+starts its own.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +77,10 @@ class SeaweedFS:
     # weed puts a unix socket beside each gRPC port in /tmp whatever TMPDIR says, and leaves
     # them when killed.
     grpc_sockets: tuple[Path, ...]
+    # What it was started with: ``restart`` runs it again the same way, on the same ports
+    # and over the same data.
+    argv: tuple[str, ...] = ()
+    launch_env: dict[str, str] = field(default_factory=dict)
     # From the launch until the bucket answered.
     startup_seconds: float = 0.0
 
@@ -186,16 +192,7 @@ class SeaweedFS:
         )
         log_path = root / "weed.log"
         started = time.monotonic()
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                args,
-                cwd=root,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        process = _popen(args, env, root, log_path)
         return cls(
             home=home,
             root=root,
@@ -207,6 +204,8 @@ class SeaweedFS:
             bucket=bucket,
             started_at=started,
             grpc_sockets=sockets,
+            argv=tuple(args),
+            launch_env=env,
         )
 
     def _wait_ready(self) -> str | None:
@@ -262,10 +261,48 @@ class SeaweedFS:
         for socket_path in self.grpc_sockets:
             socket_path.unlink(missing_ok=True)
 
+    def restart(self) -> None:
+        """Kills the store if it runs and starts it again on the same ports over the same data
+        (a store that crashed and came back); returns once its bucket answers."""
+        self.kill()
+        self.started_at = time.monotonic()
+        self.process = _popen(list(self.argv), self.launch_env, self.root, self.log_path)
+        problem = self._wait_ready()
+        if problem is not None:
+            self.kill()
+            raise SeaweedFSFailed(f"weed mini did not start again: {problem}")
+
+    def pause(self) -> None:
+        """SIGSTOP to the whole store (a store that hangs: connections open, nothing answered)."""
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, signum: signal.Signals) -> None:
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signum)
+
     def stop(self) -> None:
         """Kills the store and removes its files (it is a throwaway: nothing to flush)."""
         self.kill()
         shutil.rmtree(self.home, ignore_errors=True)
+
+
+def _popen(
+    args: list[str], env: dict[str, str], root: Path, log_path: Path
+) -> subprocess.Popen[bytes]:
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            args,
+            cwd=root,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def _port_pair(offset: int) -> tuple[int, int]:
