@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -76,11 +77,19 @@ from videojob.limits import (
 )
 from videojob.render.v1 import spec_pb2
 from videojob.spec_validation import check_pixel_rate, normalize_spec
+from videojob.storage.health import FollowedStore, follow_stores
+from videojob.storage.location import S3Location
 from videojob.storage.settings import StoreSettings
+
+if TYPE_CHECKING:
+    from videojob.storage.object_store import ObjectStore
 
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = export_pb2.DESCRIPTOR.services_by_name["ExportService"].full_name
+# SERVING while the object store of the render services' outputs answers (an s3://
+# --render-output-dir); like ``<service>/render``, it never changes the health of "".
+STORE_HEALTH_NAME = f"{SERVICE_NAME}/store"
 # WatchExports waits this long after a change notification before re-reading the store, so a
 # burst of changes costs one read.
 LIST_WATCH_COALESCE_SECONDS = 0.05
@@ -641,6 +650,8 @@ class ExportServer:
     retention: RetentionSweeper | None = None
     # What the server holds open besides itself (the object store's connections).
     resources: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+    # Keeps STORE_HEALTH_NAME following the outputs' object store; None without one.
+    store_follower: asyncio.Task[None] | None = None
     stopped: bool = False
 
     async def stop(self, grace: float | None) -> None:
@@ -653,6 +664,9 @@ class ExportServer:
         await self.health.enter_graceful_shutdown()
         if self.render_health is not None:
             await self.render_health.stop()
+        if self.store_follower is not None:
+            self.store_follower.cancel()
+            await asyncio.wait({self.store_follower})
         await self.supervisor.stop()
         if self.retention is not None:
             await self.retention.stop()
@@ -733,7 +747,22 @@ async def create_server(
         outputs = await open_outputs(config, resources)
         export_server = await _create_server(config, store, outputs)
         export_server.resources = resources.pop_all()
+        if outputs.store is not None and config.output_store is not None:
+            export_server.store_follower = await _follow_output_store(
+                export_server.health, outputs.store, config.output_store
+            )
         return export_server
+
+
+async def _follow_output_store(
+    health: GracefulHealth, store: ObjectStore, location: S3Location
+) -> asyncio.Task[None] | None:
+    """STORE_HEALTH_NAME SERVING (the store answered at the start), then following it."""
+    if not isinstance(health, health_aio.HealthServicer):
+        return None
+    await health.set(STORE_HEALTH_NAME, health_pb2.HealthCheckResponse.SERVING)
+    followed = [FollowedStore(store, location, "--render-output-dir")]
+    return asyncio.create_task(follow_stores(followed, health, [STORE_HEALTH_NAME]))
 
 
 async def _create_server(config: ExportConfig, store: JobStore, outputs: Outputs) -> ExportServer:

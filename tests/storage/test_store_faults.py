@@ -22,6 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from export_service.config import ExportConfig
 from export_service.render_health import render_health_name
 from export_service.server import SERVICE_NAME as EXPORT_SERVICE_NAME
+from export_service.server import STORE_HEALTH_NAME
 from export_service.server import create_server as create_export_server
 from export_service.store import open_store
 from render_service.config import RenderConfig
@@ -179,14 +180,22 @@ async def test_an_object_the_export_service_cannot_reach_fails_the_job_storage_u
 ) -> None:
     async with (
         proxy_to(seaweedfs) as proxy,
-        export_behind(seaweedfs, proxy, tmp_path, output_wait=3.0) as (_, http),
+        export_behind(seaweedfs, proxy, tmp_path, output_wait=3.0) as (stack, http),
     ):
+        assert await health_of(stack.export_addr, STORE_HEALTH_NAME) == "SERVING"
         proxy.refuse = True
         proxy.cut()  # the start's kept-alive connection too
         created = await http.post("/api/jobs", json=tiny_spec(1.0))
         assert created.status_code == 201, created.text
 
         job = await ended(http, created.json()["id"])
+
+        async def store_unhealthy() -> bool:
+            return await health_of(stack.export_addr, STORE_HEALTH_NAME) == "NOT_SERVING"
+
+        await wait_until(store_unhealthy, "the export service's health to say the store is away")
+        # Only its own name: the export service still answers for its jobs.
+        assert await health_of(stack.export_addr) == "SERVING"
 
         assert job["status"] == "failed", job
         assert job["error"]["code"] == "STORAGE_UNAVAILABLE", job
@@ -202,7 +211,7 @@ async def test_an_object_the_store_shows_again_within_the_wait_completes_the_job
 ) -> None:
     async with (
         proxy_to(seaweedfs) as proxy,
-        export_behind(seaweedfs, proxy, tmp_path, output_wait=60.0) as (_, http),
+        export_behind(seaweedfs, proxy, tmp_path, output_wait=60.0) as (stack, http),
     ):
         proxy.refuse = True
         proxy.cut()
@@ -218,6 +227,11 @@ async def test_an_object_the_store_shows_again_within_the_wait_completes_the_job
 
         assert job["status"] == "completed", job
         assert job["outputSha256"] == await sha256_of_object(seaweedfs, job["outputPath"], tmp_path)
+
+        async def store_healthy() -> bool:
+            return await health_of(stack.export_addr, STORE_HEALTH_NAME) == "SERVING"
+
+        await wait_until(store_healthy, "the export service's health to see the store")
 
 
 # The store killed mid-upload, and started again.

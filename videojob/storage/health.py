@@ -1,14 +1,16 @@
-"""The render service's health follows its object stores (``--media-root s3://...`` for its
-inputs, ``--output-dir s3://...`` for its outputs), as the export service's follows its job
-database: NOT_SERVING while a store does not answer (a render could not fetch its inputs or
-store its output), SERVING again once every one does. A draining or stopping service stays
-NOT_SERVING (the health servicer ignores changes from then on)."""
+"""A service's gRPC health following the object stores it depends on: NOT_SERVING while one of
+them does not answer for its location, SERVING again once every one does. The render service
+follows the stores of its outputs and its inputs on its whole health (a render could not store
+its output or fetch its inputs); the export service follows the store of the render services'
+outputs on a name of its own (it checks and removes objects, and answers for jobs meanwhile). A
+draining or stopping service stays NOT_SERVING (the health servicer ignores changes from then
+on)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -45,17 +47,16 @@ async def first_problem(stores: Sequence[FollowedStore]) -> str | None:
     return next((problem for problem in problems if problem is not None), None)
 
 
-async def follow_store(
+async def follow_stores(
     stores: Sequence[FollowedStore],
     health: GracefulHealth,
-    service_names: Iterable[str],
+    names: Sequence[str],
     interval: float = STORE_CHECK_INTERVAL_SECONDS,
 ) -> None:
     """Runs until cancelled: asks the stores every ``interval`` seconds and sets the health of
-    ``service_names`` (and of the server, "") when their answer changes."""
+    ``names`` ("" for the server's) when their answer changes (they answered at the start)."""
     if not isinstance(health, health_aio.HealthServicer):
         return
-    names = ["", *service_names]
     answered = True
     while True:
         await asyncio.sleep(interval)
