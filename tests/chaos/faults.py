@@ -350,14 +350,18 @@ class FaultScheduler:
         return True
 
     async def _stop_ffmpeg(self, track: JobTrack | None, record: FaultRecord) -> bool:
+        aimed = track is not None
         if track is None:
             track = await self._running_job(within=6.0)
-            if track is None:
-                return False
-            record.target_job = track.job_id
-        pids = [process.pid for process in ffmpeg_processes(self.output_dir, track.job_id)]
-        if not pids:
+        pids = self._ffmpeg_pids(track)
+        if not aimed and not pids:
+            # The job found had ended by the time its ffmpeg was looked for (a short render,
+            # late in a run when no long one is left): a long one, supplied if none runs.
+            track = await self._running_job(within=6.0, long_only=True)
+            pids = self._ffmpeg_pids(track)
+        if track is None or not pids:
             return False
+        record.target_job = track.job_id
         stall = self.stack.settings.stall_timeout
         hold = self.frng.choice(
             [self.frng.uniform(0.3, 1.5), self.frng.uniform(stall + 0.5, 2 * stall + 1)]
@@ -367,6 +371,11 @@ class FaultScheduler:
         self._continue_all()
         record.detail = f"pids {pids} stopped {hold:.1f}s"
         return True
+
+    def _ffmpeg_pids(self, track: JobTrack | None) -> list[int]:
+        if track is None:
+            return []
+        return [process.pid for process in ffmpeg_processes(self.output_dir, track.job_id)]
 
     async def _proxy_cut(self, track: JobTrack | None, record: FaultRecord) -> bool:
         if track is None and await self._running_job(within=6.0) is None:
