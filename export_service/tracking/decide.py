@@ -20,10 +20,9 @@ What it decides for the job:
 - a render verdict: Completed: the reported duration must match the spec's (shared
   tolerance); then the shared output check, repeated with backoff while the file may yet
   appear, for ``output_wait_seconds`` (then VERIFICATION_FAILED, or STORAGE_UNAVAILABLE when
-  the storage never answered); then COMPLETED. A completion
-  refused because the job was cancelled meanwhile removes the file. Failed (with its field and
-  ffmpeg's log tail), or an invalid spec at Render (INVALID_INPUT) → FAILED; Cancelled →
-  CANCELLED.
+  the storage never answered); then COMPLETED. A completion refused because the job was
+  cancelled meanwhile removes the file. Failed (with its field and ffmpeg's log tail), or an
+  invalid spec at Render (INVALID_INPUT) → FAILED; Cancelled → CANCELLED.
 - a lost render (the attempt ended RenderLost: NOT_FOUND, Failed SHUTDOWN or
   STORAGE_UNAVAILABLE, a render service gone while another can take the render): the job is
   read again (one that became terminal elsewhere needs nothing more); then, after a backoff (at
