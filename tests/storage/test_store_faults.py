@@ -31,6 +31,7 @@ from tests.export.conftest import FAST_TRACKER
 from tests.gateway.conftest import tiny_spec
 from tests.storage.test_media_root_in_store import start_store_stack, transcode
 from tests.storage.test_s3_output import s3_stack_config, stored_keys
+from tests.support.media import make_clip
 from tests.support.polling import wait_until
 from tests.support.seaweedfs import SeaweedFS
 from tests.support.specs import pattern_spec
@@ -142,6 +143,43 @@ async def test_a_hung_store_makes_a_create_answer_unavailable_and_health_say_so(
                 return render == export == "SERVING" and ready.status_code == 200
 
             await wait_until(healthy, "every health view to see the store again")
+    finally:
+        await asyncio.to_thread(stack.stop)
+
+
+async def test_a_hung_store_holds_no_view_of_a_job_and_the_media_listing_says_so(
+    private_seaweedfs: SeaweedFS, tmp_path: Path
+) -> None:
+    """A gateway that has not read an upload's record yet (here: restarted) serves the jobs
+    that use it while the store hangs, without the original name (asked for again later), and
+    answers the media listing 503 at once instead of after every retry of a store call."""
+    running = await asyncio.to_thread(start_store_stack, private_seaweedfs, tmp_path / "stack")
+    stack = running.stack
+    clip = make_clip(tmp_path / "clip.mp4")
+    try:
+        async with httpx.AsyncClient(base_url=stack.url, timeout=15) as http:
+            uploaded = await http.post(
+                "/api/media", params={"filename": "Holiday.mp4"}, content=clip.read_bytes()
+            )
+            assert uploaded.status_code == 201, uploaded.text
+            path = uploaded.json()["path"]
+            created = await http.post("/api/jobs", json=transcode(path))
+            assert created.status_code == 201, created.text
+            job_id = created.json()["id"]
+            assert (await ended(http, job_id))["status"] == "completed"
+        await stack.gateway.arestart()
+        async with httpx.AsyncClient(base_url=stack.url, timeout=15) as http:
+            private_seaweedfs.pause()
+            try:
+                job = await job_of(http, job_id)
+                assert (job["status"], job["inputNames"]) == ("completed", {}), job
+                listing = await http.get("/api/media")
+                assert listing.status_code == 503, listing.text
+                assert "did not answer" in listing.json()["message"], listing.text
+            finally:
+                private_seaweedfs.resume()
+            job = await job_of(http, job_id)
+            assert job["inputNames"] == {path: "Holiday.mp4"}, job
     finally:
         await asyncio.to_thread(stack.stop)
 
