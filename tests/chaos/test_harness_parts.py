@@ -22,6 +22,7 @@ from tests.chaos.checks import (
     owner_changes,
 )
 from tests.chaos.client import Client, JobTrack, Observation, PlannedJob, plan_job
+from tests.chaos.faults import STORE_FAULT_TYPES, TARGETABLE, fault_types
 from tests.support.media import make_clip
 from tests.support.ports import free_port
 from tests.support.seaweedfs import SeaweedFS
@@ -185,3 +186,11 @@ async def test_the_object_invariant_sees_a_wrong_checksum_a_missing_object_and_l
         assert [v.invariant for v in missing] == ["completed_object_has_its_checksum"], missing
         await store.delete(location.bucket, location.key_for("job2-a2.mp4"))
         await checker.client.close()
+
+
+def test_the_s3_mode_trades_the_unwritable_directory_for_the_store_s_faults() -> None:
+    local = fault_types(cluster=True, database_restarts=True)
+    stored = fault_types(cluster=True, database_restarts=True, s3=True)
+    assert set(stored) - set(local) == set(STORE_FAULT_TYPES)
+    assert set(local) - set(stored) == {"output_unwritable"}
+    assert "delete_object" not in TARGETABLE  # it strikes a completed job, never a running one
