@@ -60,7 +60,7 @@ lint: setup ## ruff and mypy (strict)
 bench: setup ## Run the benchmarks, print a table, write bench/results.json
 	$(BIN)/python -m bench
 
-chaos: setup ## The long fault-injection run on a cluster (3 export replicas on PostgreSQL, 2 render services)
+chaos: setup ## The long fault-injection run on a cluster (3 export replicas on PostgreSQL, 2 render services, outputs in SeaweedFS)
 	$(BIN)/python -m tests.chaos.harness --cluster --jobs $(or $(CHAOS_JOBS),300) $(CHAOS_ARGS)
 
 chaos-single: setup ## The long fault-injection run on one machine's stack (SQLite)

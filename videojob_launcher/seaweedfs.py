@@ -344,10 +344,10 @@ class SeaweedFS:
         self._remove_sockets()
 
     def restart(self) -> None:
-        """Starts the store again after ``kill``, on the same ports and with the same data (what
-        it had stored survives, as after a crash); waits until its bucket answers."""
+        """Kills the store if it runs and starts it again on the same ports with the same data
+        (what it had stored survives, as after a crash); waits until its bucket answers."""
         if self.process.returncode is None:
-            raise SeaweedFSFailed("restart() needs the store killed first")
+            self.kill()
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 self.command,
@@ -363,6 +363,13 @@ class SeaweedFS:
         if problem is not None:
             self.kill()
             raise SeaweedFSFailed(f"weed mini did not start again: {problem}")
+
+    def pause(self) -> None:
+        """SIGSTOP to the whole store (a store that hangs: connections open, nothing answered)."""
+        self._signal_group(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal_group(signal.SIGCONT)
 
     def stop(self) -> None:
         """A throwaway store is killed and its files removed (nothing to flush); one with a
