@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from videojob.export.v1.export_pb2_grpc import ExportServiceAsyncStub as Stub
 
 CANCEL_STOPS_FFMPEG_WITHIN = 2.0
+# s3 mode: a few passes of the export replicas' orphan sweep (--orphan-sweep-interval 2).
+SWEEP_PASSES_SECONDS = 20.0
 # Faults that must never fail a job: a gateway holds no state, and another replica takes over a
 # paused or gracefully stopped replica's jobs and re-attaches to their renders.
 CANNOT_FAIL_A_JOB = frozenset({"kill_gateway", "pause_export", "restart_export"})
@@ -257,6 +259,8 @@ class Checker:
     # Where the run's ffmpegs write (default: the output directory).
     ffmpeg_dir: Path | None = None
     stored: StoredOutputs | None = None
+    # s3 mode: how long the store may take to be rid of what no record claims (sweep passes).
+    sweep_wait: float = SWEEP_PASSES_SECONDS
     owner_changes: int = field(default=0, init=False)
     # s3 mode, while run() checks: the store, and every key under the outputs' location.
     objects: ObjectStore | None = field(default=None, init=False)
@@ -477,7 +481,9 @@ class Checker:
             copy.unlink(missing_ok=True)
 
     async def stored_leftovers(self) -> list[Violation]:
-        """No object that no completed job claims, and no unfinished upload, in the store."""
+        """No object that no completed job claims, and no unfinished upload, in the store, once
+        the orphan sweep had its passes (every job is terminal now: what a killed render
+        service left is the sweep's to remove, within ``sweep_wait``)."""
         stored, objects = self.stored, self.objects
         assert stored is not None and objects is not None
         claimed = {
@@ -485,14 +491,19 @@ class Checker:
             for final in self.finals.values()
             if final.status == "completed" and final.output_path
         }
-        found = [
-            Violation("no_stray_outputs", key, "an object no completed job claims")
-            for key in self.stored_keys
-            if f"s3://{stored.location.bucket}/{key}" not in claimed
-        ]
-        for upload in await objects.list_unfinished_uploads(stored.location):
-            found.append(Violation("no_unfinished_uploads", upload.key, "an unfinished upload"))
-        return found
+        deadline = asyncio.get_running_loop().time() + self.sweep_wait
+        while True:
+            keys = await objects.list_keys(stored.location)
+            found = [
+                Violation("no_stray_outputs", key, "an object no completed job claims")
+                for key in keys
+                if f"s3://{stored.location.bucket}/{key}" not in claimed
+            ]
+            for upload in await objects.list_unfinished_uploads(stored.location):
+                found.append(Violation("no_unfinished_uploads", upload.key, "an unfinished upload"))
+            if not found or asyncio.get_running_loop().time() >= deadline:
+                return found
+            await asyncio.sleep(0.5)  # the sweep runs on its own clock; the store tells no one
 
     def _leftovers(self) -> list[Violation]:
         found = []

@@ -127,7 +127,9 @@ class Stack:
             store_env = self.store.environ()
             render_env = {**store_env, "TMPDIR": str(self.scratch_root)}
             render_args += ("--output-dir", url)
-            export_args += ("--render-output-dir", url)
+            # What no clean-up could remove (a render service killed mid-upload) is the orphan
+            # sweep's: often here, so the end-of-run check sees the store after a pass.
+            export_args += ("--render-output-dir", url, "--orphan-sweep-interval", "2")
             gateway_args = ("--render-output-dir", url)
         gateway = Role(args=gateway_args, env=store_env)
         if not settings.cluster:

@@ -166,6 +166,7 @@ async def test_the_object_invariant_sees_a_wrong_checksum_a_missing_object_and_l
             finals={},
             faults=[],
             stored=StoredOutputs(seaweedfs.settings(), location, {}, tmp_path),
+            sweep_wait=0.0,  # no sweep runs here: the stray is reported at once
         )
         checker.objects = store
         checker.stored_keys = await store.list_keys(location)
