@@ -5,6 +5,9 @@ checks the invariants of design.md over every job.
 
 ``--cluster`` runs 3 export replicas on PostgreSQL and 2 render services (see stack.py) and adds
 the replica, render-drain and database faults; without it, one machine's stack on SQLite.
+``--storage s3`` (the default with ``--cluster``) keeps the outputs in a SeaweedFS of the run's
+own and adds the store's faults (killed and started again, paused, an object deleted behind the
+services) and its invariant: every COMPLETED job's object exists with its recorded SHA-256.
 
 The seed is printed first (``chaos seed: S``); the same seed replays the same job mix and
 the same fault schedule (the services' own timing still varies from run to run).
@@ -28,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from tests.chaos.checks import Checker, FinalState, Violation
+from tests.chaos.checks import Checker, FinalState, StoredOutputs, Violation
 from tests.chaos.client import (
     TERMINAL,
     Client,
@@ -65,11 +68,12 @@ class ChaosSettings:
     faults: int | None = None  # default: about one fault per three jobs, every type once
     cluster: bool = False
     shared_postgres: bool = False  # cluster: the shared server instead of a throwaway cluster
+    s3: bool = False  # the outputs in an object store of the run's own
 
     @property
     def fault_kinds(self) -> tuple[str, ...]:
         restarts = self.cluster and not self.shared_postgres
-        return fault_types(self.cluster, database_restarts=restarts)
+        return fault_types(self.cluster, database_restarts=restarts, s3=self.s3)
 
     @property
     def settle_budget(self) -> float:
@@ -95,6 +99,7 @@ class ChaosReport:
     watcher_reconnects: int
     corrupt_rejected_at_submit: int = 0
     owner_changes: int = 0
+    s3: bool = False
     violations: list[Violation] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     workdir: str = ""
@@ -105,9 +110,11 @@ class ChaosReport:
 
     def summary(self) -> str:
         form = "cluster (3 export replicas on PostgreSQL, 2 render services)"
+        form = form if self.cluster else "one machine"
+        form += ", outputs in SeaweedFS" if self.s3 else ", outputs in a directory"
         lines = [
             f"chaos seed {self.seed}: {self.jobs} jobs in {self.duration_seconds:.0f}s, "
-            f"{sum(self.faults.values())} faults, {form if self.cluster else 'one machine'}",
+            f"{sum(self.faults.values())} faults, {form}",
             "  final states: " + _counts(self.final_status),
             "  error codes: " + _counts(self.error_codes),
             "  faults: " + _counts(self.faults),
@@ -161,6 +168,7 @@ class ChaosRun:
                 max_concurrent=settings.max_concurrent,
                 cluster=settings.cluster,
                 shared_postgres=settings.shared_postgres,
+                s3=settings.s3,
             )
         )
         self.tracks: dict[str, JobTrack] = {}
@@ -312,6 +320,8 @@ class ChaosRun:
                 finals,
                 scheduler.records,
                 database=self.stack.database or self.stack.processes.database,
+                ffmpeg_dir=self.stack.ffmpeg_dir,
+                stored=self._stored_outputs(scheduler),
             )
             violations = await checker.run()
         finally:
@@ -320,6 +330,16 @@ class ChaosRun:
                 await channel.close(None)
             await self.stack.stop()
         return self._report(scheduler, finals, violations, checker.owner_changes)
+
+    def _stored_outputs(self, scheduler: FaultScheduler) -> StoredOutputs | None:
+        store = self.stack.store
+        if store is None:
+            return None
+        scratch = self.settings.workdir / "checked-objects"
+        scratch.mkdir(parents=True, exist_ok=True)
+        return StoredOutputs(
+            store.settings(), self.stack.output_location, scheduler.deleted_objects, scratch
+        )
 
     def _report(
         self,
@@ -361,6 +381,7 @@ class ChaosRun:
             corrupt_rejected_at_submit=len(self.rejected_inputs),
             watcher_reconnects=sum(track.reconnects for track in self.tracks.values()),
             owner_changes=owner_changes,
+            s3=self.settings.s3,
             violations=violations,
             errors=self.errors,
             workdir=str(self.settings.workdir),
@@ -396,6 +417,13 @@ def main(argv: list[str] | None = None) -> int:
         help="with --cluster: a fresh database of the run on the shared server (127.0.0.1:5432 or "
         "VIDEOJOB_TEST_POSTGRES) instead of a throwaway cluster; no database restarts",
     )
+    parser.add_argument(
+        "--storage",
+        choices=("local", "s3"),
+        default=None,
+        help="where the outputs live: a directory, or a SeaweedFS of the run's own with the "
+        "store's faults (default: s3 with --cluster, local without)",
+    )
     args = parser.parse_args(argv)
     seed = args.seed
     if seed is None:
@@ -412,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         faults=args.faults,
         cluster=args.cluster,
         shared_postgres=args.shared_postgres,
+        s3=(args.storage or ("s3" if args.cluster else "local")) == "s3",
     )
     report = asyncio.run(run_chaos(settings))
     print(report.summary(), flush=True)

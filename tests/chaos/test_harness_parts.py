@@ -7,14 +7,28 @@ import asyncio
 import contextlib
 import math
 import random
+import secrets
+from pathlib import Path
 
 import pytest
 
-from tests.chaos.checks import HistoryRow, check_history, check_leases, owner_changes
-from tests.chaos.client import JobTrack, Observation, plan_job
+from tests.chaos.checks import (
+    Checker,
+    FinalState,
+    HistoryRow,
+    StoredOutputs,
+    check_history,
+    check_leases,
+    owner_changes,
+)
+from tests.chaos.client import Client, JobTrack, Observation, PlannedJob, plan_job
+from tests.chaos.faults import STORE_FAULT_TYPES, TARGETABLE, fault_types
+from tests.support.media import make_clip
 from tests.support.ports import free_port
+from tests.support.seaweedfs import SeaweedFS
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.throttle import MAX_PAUSE_SECONDS, stretched_pause
+from videojob.storage.object_store import ObjectStore
 
 
 def _track(*states: tuple[int, str, float]) -> JobTrack:
@@ -129,3 +143,54 @@ def test_a_late_throttle_stretches_its_pause_but_never_into_a_stall() -> None:
     assert stretched_pause(0.2, 0.025, 0.075) == pytest.approx(0.6)
     assert stretched_pause(0.2, 0.025, 0.4) == MAX_PAUSE_SECONDS < 3.0
     assert stretched_pause(math.inf, 0.025, 0.4) == math.inf  # frozen on purpose stays frozen
+
+
+async def test_the_object_invariant_sees_a_wrong_checksum_a_missing_object_and_leftovers(
+    seaweedfs: SeaweedFS, tmp_path: Path
+) -> None:
+    """Every COMPLETED job's object exists with its recorded SHA-256 (and is the video asked
+    for); an object or unfinished upload no completed job claims is left over."""
+    location = seaweedfs.location(f"chaos-check-{secrets.token_hex(4)}")
+    clip = make_clip(tmp_path / "clip.mp4", seconds=1.0)
+    planned = PlannedJob(0, "pattern", "k", {"output": {"container": "mp4"}}, 1.0, 1, False)
+    track = JobTrack(planned=planned, job_id="job1")
+    async with ObjectStore(seaweedfs.settings()) as store:
+        uploaded = await store.upload_file(clip, location.bucket, location.key_for("job1.mp4"))
+        await store.put_small(location.bucket, location.key_for("job2-a2.mp4"), b"stray")
+        checker = Checker(
+            client=Client("http://127.0.0.1:1"),
+            stubs=[],
+            output_dir=tmp_path,
+            tracks={},
+            submissions={},
+            finals={},
+            faults=[],
+            stored=StoredOutputs(seaweedfs.settings(), location, {}, tmp_path),
+        )
+        checker.objects = store
+        checker.stored_keys = await store.list_keys(location)
+
+        def final(sha256: str) -> FinalState:
+            return FinalState("completed", 100.0, 5, "Complete", uploaded.url, "", sha256)
+
+        assert await checker.completed_object(track, final(uploaded.sha256_hex)) == []
+        wrong = await checker.completed_object(track, final("0" * 64))
+        assert [v.invariant for v in wrong] == ["completed_object_has_its_checksum"], wrong
+        checker.finals = {"job1": final(uploaded.sha256_hex)}
+        leftovers = await checker.stored_leftovers()
+        assert [(v.invariant, v.job_id) for v in leftovers] == [
+            ("no_stray_outputs", location.key_for("job2-a2.mp4"))
+        ]
+        await store.delete(location.bucket, location.key_for("job1.mp4"))
+        missing = await checker.completed_object(track, final(uploaded.sha256_hex))
+        assert [v.invariant for v in missing] == ["completed_object_has_its_checksum"], missing
+        await store.delete(location.bucket, location.key_for("job2-a2.mp4"))
+        await checker.client.close()
+
+
+def test_the_s3_mode_trades_the_unwritable_directory_for_the_store_s_faults() -> None:
+    local = fault_types(cluster=True, database_restarts=True)
+    stored = fault_types(cluster=True, database_restarts=True, s3=True)
+    assert set(stored) - set(local) == set(STORE_FAULT_TYPES)
+    assert set(local) - set(stored) == {"output_unwritable"}
+    assert "delete_object" not in TARGETABLE  # it strikes a completed job, never a running one
