@@ -108,8 +108,8 @@ class ChaosReport:
     corrupt_rejected_at_submit: int = 0
     owner_changes: int = 0
     s3: bool = False
-    # The webhook receiver's counts (WebhookReceiver.counts), and how long after settling the
-    # last terminal event came.
+    # The webhook receiver's counts (WebhookReceiver.counts), and how long the harness waited
+    # after settling for the terminal events (WEBHOOK_WAIT_SECONDS: some never came).
     webhooks: dict[str, int] = field(default_factory=dict)
     webhook_wait_seconds: float = 0.0
     violations: list[Violation] = field(default_factory=list)
@@ -139,8 +139,8 @@ class ChaosReport:
         if self.cluster:
             lines.append(f"  jobs that changed owner (history): {self.owner_changes}")
         lines.append(
-            "  webhooks: " + _counts(self.webhooks) + f"; the terminal events all in "
-            f"{self.webhook_wait_seconds}s after settling"
+            "  webhooks: " + _counts(self.webhooks) + f"; waited {self.webhook_wait_seconds}s "
+            "after settling for the terminal events"
         )
         for kind, counts in sorted(self.by_kind.items()):
             lines.append(f"  {kind:<13} " + _counts(counts))
