@@ -4,6 +4,10 @@ In s3 mode (the outputs are objects) a COMPLETED job's object must exist with th
 job records (``outputSha256`` is the SHA-256 of the object's bytes, downloaded), and be the valid
 video a file would have to be; an object the harness deleted behind the services must be
 answered as gone; no object or unfinished upload may be left that no completed job claims.
+
+With the run's webhook receiver (tests.chaos.webhooks) every terminal job's terminal event must
+have been received at least once, every delivery signed, and none may tell of a state the job
+never had (a status its history does not show at the version the event names).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import hashlib
 import re
 import sqlite3
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +30,7 @@ from tests.chaos.client import TERMINAL, Client, JobTrack, Observation
 from tests.chaos.faults import FaultRecord
 from tests.chaos.procfs import ffmpeg_processes
 from tests.chaos.stack import decode_errors
+from tests.chaos.webhooks import EVENT_TYPE_PREFIX, WebhookDelivery
 from tests.support.media import header_duration
 from videojob.errors import VideoJobError
 from videojob.export.v1 import export_pb2
@@ -261,6 +267,8 @@ class Checker:
     stored: StoredOutputs | None = None
     # s3 mode: how long the store may take to be rid of what no record claims (sweep passes).
     sweep_wait: float = SWEEP_PASSES_SECONDS
+    # What the run's webhook receiver got (None: the run had none).
+    webhooks: Sequence[WebhookDelivery] | None = None
     owner_changes: int = field(default=0, init=False)
     # s3 mode, while run() checks: the store, and every key under the outputs' location.
     objects: ObjectStore | None = field(default=None, init=False)
@@ -293,6 +301,9 @@ class Checker:
         found += self._leftovers()
         if self.stored is not None:
             found += await self.stored_leftovers()
+        if self.webhooks is not None:
+            statuses = {job_id: await read_statuses(self.stub, job_id) for job_id in self.tracks}
+            found += check_webhooks(self.finals, statuses, self.webhooks)
         return found
 
     def _idempotency(self) -> list[Violation]:
@@ -555,6 +566,78 @@ def _sha256_of(path: Path) -> str:
         while chunk := file.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def check_webhooks(
+    finals: dict[str, FinalState],
+    statuses: dict[str, dict[int, str]],
+    deliveries: Sequence[WebhookDelivery],
+) -> list[Violation]:
+    """Every terminal job's terminal event was received (answered 200) at least once; every
+    delivery was signed with the operator's secret, and told of a status the job had at the
+    version it names (``statuses``: each job's status per version, from its history); one
+    webhook-id always names the same event."""
+    found = []
+    for job_id, final in finals.items():
+        if final.status in TERMINAL and not any(
+            d.answer == 200
+            and (d.job_id, d.status, d.version) == (job_id, final.status, final.version)
+            for d in deliveries
+        ):
+            found.append(
+                Violation(
+                    "terminal_event_delivered",
+                    job_id,
+                    f"no {final.status} event of v{final.version} was received",
+                )
+            )
+    first_of: dict[str, WebhookDelivery] = {}
+    for delivery in deliveries:
+        if not delivery.verified or delivery.problem:
+            found.append(
+                Violation(
+                    "webhook_verified",
+                    delivery.job_id or delivery.webhook_id,
+                    delivery.problem or "signature refused",
+                )
+            )
+            continue
+        had = statuses.get(delivery.job_id, {}).get(delivery.version)
+        if had != delivery.status or delivery.type != EVENT_TYPE_PREFIX + delivery.status:
+            found.append(
+                Violation(
+                    "no_event_for_a_state_never_had",
+                    delivery.job_id,
+                    f"{delivery.webhook_id}: {delivery.type} telling of {delivery.status} "
+                    f"v{delivery.version}; the history's v{delivery.version}: {had}",
+                )
+            )
+        first = first_of.setdefault(delivery.webhook_id, delivery)
+        if first.event != delivery.event:
+            found.append(
+                Violation(
+                    "one_event_per_webhook_id",
+                    delivery.job_id,
+                    f"{delivery.webhook_id} sent as {first.event} and as {delivery.event}",
+                )
+            )
+    return found
+
+
+async def read_statuses(stub: Stub, job_id: str) -> dict[int, str]:
+    """The job's status at each version of its history."""
+    statuses: dict[int, str] = {}
+    after = 0
+    while True:
+        page = await stub.ListJobHistory(
+            export_pb2.ListJobHistoryRequest(id=job_id, after_version=after, page_size=100),
+            timeout=10,
+        )
+        for entry in page.entries:
+            statuses[entry.version] = STATUS_NAMES.get(entry.status, str(entry.status))
+        if not page.next_after_version:
+            return statuses
+        after = page.next_after_version
 
 
 async def _rpc_view(stub: Stub, job_id: str) -> tuple[str, float, int, str]:

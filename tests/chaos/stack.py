@@ -13,6 +13,9 @@ s3://...`` on the render services, ``--render-output-dir s3://...`` on the expor
 the gateway): each render service renders into a private scratch directory of its own under
 ``scratch_root`` (a fresh one per start, its TMPDIR), and the store can be killed and started
 again on its ports, or paused. The inputs stay in the local media root.
+
+With ``webhook_url`` every export replica tells that endpoint (the operator's, ``--webhook-url``)
+of every job's status changes, signed with ``webhook_secret``.
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ CLUSTER_LEASE_TTL = 4.0
 CLUSTER_DRAIN_TIMEOUT = 15.0
 # Where the outputs go in the store, in s3 mode.
 OUTPUT_PREFIX = "chaos/renders"
+# Seconds one webhook attempt may take: a replica killed or paused while it holds deliveries
+# loses them to another within this and the claim's margin (5 s).
+WEBHOOK_TIMEOUT = "5"
 
 
 @dataclass
@@ -64,6 +70,10 @@ class StackSettings:
     lease_ttl: float = CLUSTER_LEASE_TTL
     # The outputs in an object store of the run's own (a SeaweedFS), not in a shared directory.
     s3: bool = False
+    # The operator's webhook endpoint every job tells of each status change (the run's receiver,
+    # tests.chaos.webhooks), and the secret that signs the deliveries; none when empty.
+    webhook_url: str = ""
+    webhook_secret: str = ""
 
 
 def decode_errors(path: Path) -> str:
@@ -132,13 +142,18 @@ class Stack:
             export_args += ("--render-output-dir", url, "--orphan-sweep-interval", "2")
             gateway_args = ("--render-output-dir", url)
         gateway = Role(args=gateway_args, env=store_env)
+        export_env = dict(store_env)
+        if settings.webhook_url:
+            export_args += ("--webhook-url", settings.webhook_url, "--webhook-events", "all")
+            export_args += ("--webhook-allow-private", "--webhook-timeout", WEBHOOK_TIMEOUT)
+            export_env["EXPORT_WEBHOOK_SECRET"] = settings.webhook_secret
         if not settings.cluster:
             return StackConfig(
                 settings.workdir,
                 database=f"sqlite:///{settings.workdir / 'jobs.sqlite3'}",
                 output_dir=settings.workdir / "output",
                 render=Role(args=render_args, env=render_env),
-                export=Role(args=export_args, env=store_env),
+                export=Role(args=export_args, env=export_env),
                 gateway=gateway,
             )
         return StackConfig(
@@ -154,7 +169,7 @@ class Stack:
             export=Role(
                 count=CLUSTER_EXPORTS,
                 args=(*export_args, "--lease-ttl", str(settings.lease_ttl)),
-                env=store_env,
+                env=export_env,
             ),
             gateway=gateway,
         )

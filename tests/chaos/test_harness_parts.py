@@ -1,17 +1,22 @@
 """The harness's own parts: a check that cannot fail proves nothing, and a proxy that does not
-really cut or stall injects nothing."""
+really cut or stall injects nothing, nor does a receiver that verifies nothing."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import random
 import secrets
+import time
+from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import pytest
 
+from export_service.webhooks.signing import signed_headers
 from tests.chaos.checks import (
     Checker,
     FinalState,
@@ -19,10 +24,12 @@ from tests.chaos.checks import (
     StoredOutputs,
     check_history,
     check_leases,
+    check_webhooks,
     owner_changes,
 )
 from tests.chaos.client import Client, JobTrack, Observation, PlannedJob, plan_job
 from tests.chaos.faults import STORE_FAULT_TYPES, TARGETABLE, fault_types
+from tests.chaos.webhooks import EVENT_TYPE_PREFIX, WebhookDelivery, WebhookReceiver, new_secret
 from tests.support.media import make_clip
 from tests.support.ports import free_port
 from tests.support.seaweedfs import SeaweedFS
@@ -195,3 +202,110 @@ def test_the_s3_mode_trades_the_unwritable_directory_for_the_store_s_faults() ->
     assert set(stored) - set(local) == set(STORE_FAULT_TYPES)
     assert set(local) - set(stored) == {"output_unwritable"}
     assert "delete_object" not in TARGETABLE  # it strikes a completed job, never a running one
+
+
+def _delivery(
+    job: str, status: str, version: int, *, answer: int = 200, webhook_id: str = ""
+) -> WebhookDelivery:
+    return WebhookDelivery(
+        webhook_id or f"msg_{job}_{status}_0",
+        EVENT_TYPE_PREFIX + status,
+        job,
+        status,
+        version,
+        True,
+        answer,
+        0.0,
+    )
+
+
+def _final(status: str, version: int) -> FinalState:
+    return FinalState(status, 100.0 if status == "completed" else 0.0, version, "", "", "")
+
+
+def test_webhook_checks_pass_a_clean_run_with_retries_and_redeliveries() -> None:
+    finals = {"a": _final("completed", 6), "b": _final("cancelled", 2)}
+    statuses = {
+        "a": {1: "queued", 2: "running", 5: "running", 6: "completed"},
+        "b": {1: "queued", 2: "cancelled"},
+    }
+    deliveries = [
+        _delivery("a", "queued", 1),
+        _delivery("a", "completed", 6, answer=503),
+        _delivery("a", "running", 2),
+        _delivery("a", "completed", 6),
+        _delivery("a", "completed", 6),  # a redelivery: at least once
+        _delivery("b", "cancelled", 2),
+    ]
+    assert check_webhooks(finals, statuses, deliveries) == []
+
+
+def test_webhook_checks_catch_a_lost_event_a_state_never_had_and_a_bad_signature() -> None:
+    finals = {"a": _final("completed", 6)}
+    statuses = {"a": {1: "queued", 2: "running", 6: "completed"}}
+    only_refused = check_webhooks(finals, statuses, [_delivery("a", "completed", 6, answer=503)])
+    assert [v.invariant for v in only_refused] == ["terminal_event_delivered"]
+    wrong_version = check_webhooks(finals, statuses, [_delivery("a", "completed", 5)])
+    assert sorted(v.invariant for v in wrong_version) == [
+        "no_event_for_a_state_never_had",
+        "terminal_event_delivered",
+    ]
+    never_had = [_delivery("a", "completed", 6), _delivery("a", "failed", 2)]
+    assert [v.invariant for v in check_webhooks(finals, statuses, never_had)] == [
+        "no_event_for_a_state_never_had"
+    ]
+    unknown_job = [_delivery("a", "completed", 6), _delivery("x", "queued", 1)]
+    assert [v.invariant for v in check_webhooks(finals, statuses, unknown_job)] == [
+        "no_event_for_a_state_never_had"
+    ]
+    reused_id = [
+        _delivery("a", "completed", 6),
+        _delivery("a", "running", 2, webhook_id="msg_a_completed_0"),
+    ]
+    assert [v.invariant for v in check_webhooks(finals, statuses, reused_id)] == [
+        "one_event_per_webhook_id"
+    ]
+    unsigned = [
+        _delivery("a", "completed", 6),
+        replace(_delivery("a", "completed", 6), verified=False, answer=400),
+    ]
+    assert [v.invariant for v in check_webhooks(finals, statuses, unsigned)] == ["webhook_verified"]
+
+
+async def test_the_receiver_verifies_each_delivery_and_refuses_some_first_attempts() -> None:
+    receiver = await WebhookReceiver(seed=3).start()
+    try:
+        async with httpx.AsyncClient() as client:
+
+            async def send(webhook_id: str, secret: str) -> int:
+                body = json.dumps(
+                    {
+                        "specversion": "1.0",
+                        "id": f"{webhook_id}.event",
+                        "source": "/videojob/export/jobs",
+                        "type": "dev.videojob.export.completed",
+                        "subject": "job-1",
+                        "datacontenttype": "application/json",
+                        "data": {"id": "job-1", "status": "completed", "version": 4},
+                    }
+                ).encode()
+                headers = signed_headers(secret, webhook_id, int(time.time()), body)
+                headers["content-type"] = "application/cloudevents+json; charset=utf-8"
+                answer = await client.post(receiver.url, content=body, headers=headers)
+                return answer.status_code
+
+            ids = [f"msg_job-1_completed_{n}" for n in range(40)]
+            first = [await send(webhook_id, receiver.secret) for webhook_id in ids]
+            again = [await send(webhook_id, receiver.secret) for webhook_id in ids]
+            forged = await send("msg_forged", new_secret())
+    finally:
+        await receiver.stop()
+    assert 503 in first and set(first) <= {200, 503}
+    assert again == [200] * len(ids)  # only a first attempt is ever refused
+    assert forged == 400
+    accepted = [d for d in receiver.deliveries if d.answer == 200]
+    assert {d.event for d in accepted} == {
+        ("dev.videojob.export.completed", "job-1", "completed", 4)
+    }
+    assert receiver.received("job-1", "completed", 4)
+    assert not receiver.deliveries[-1].verified
