@@ -405,3 +405,33 @@ async def render_and_watch(
         )
         request = export_pb2.WatchExportRequest(id=job.id, after_version=0)
         return [update async for update in stub.WatchExport(request, timeout=120)]
+
+
+async def test_a_gateway_serving_stored_outputs_is_not_ready_while_their_store_hangs(
+    private_seaweedfs: SeaweedFS, tmp_path: Path
+) -> None:
+    """A gateway whose downloads come from the store (no media root there) reports that store
+    in /readyz: 503 naming it while it hangs, ready again once it answers."""
+    location = private_seaweedfs.location(f"renders-{secrets.token_hex(4)}")
+    environ = private_seaweedfs.environ()
+    config = s3_stack_config(tmp_path / "stack", location, environ, environ)
+    stack = await asyncio.to_thread(Stack(config).start)
+    try:
+        async with httpx.AsyncClient(base_url=stack.url, timeout=30) as http:
+            ready = await http.get("/readyz")
+            assert (ready.status_code, ready.json()["store"]) == (200, "ok"), ready.text
+            private_seaweedfs.pause()
+            try:
+                ready = await http.get("/readyz")
+                assert ready.status_code == 503, ready.text
+                assert "did not answer" in ready.json()["store"], ready.text
+                assert ready.json()["message"] == ready.json()["store"], ready.text
+            finally:
+                private_seaweedfs.resume()
+
+            async def ready_again() -> bool:
+                return (await http.get("/readyz")).status_code == 200
+
+            await wait_until(ready_again, "the gateway to see the outputs' store again")
+    finally:
+        await asyncio.to_thread(stack.stop)
