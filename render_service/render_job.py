@@ -26,6 +26,7 @@ from render_service.failures import (
     FailureCode,
     RenderFailure,
     ffmpeg_reason,
+    input_storage_failure,
     invalid_input,
     storage_failure,
 )
@@ -198,13 +199,11 @@ async def probe_inputs(
 
 def _fetch_failure(error: VideoJobError) -> RenderFailure:
     """What a render that could not fetch its inputs from the object store reports: a missing
-    object as a missing file, the store's failures as such (no failure code of its own yet)."""
+    object as a missing file, the store's failures as STORAGE_UNAVAILABLE (worth another
+    attempt: the store may answer again)."""
     if isinstance(error, InvalidArgument):
         return invalid_input(error.field, error.problem)
-    return RenderFailure(
-        FailureCode.INTERNAL,
-        f"the inputs could not be fetched from the object store: {error.message}",
-    )
+    return input_storage_failure(error)
 
 
 def _even(value: int) -> int:
