@@ -22,12 +22,15 @@ run: setup ## Start render service, export service and gateway on the defaults (
 	$(BIN)/python scripts/run_stack.py
 
 # The local PostgreSQL (created when missing); override with make run-cluster DATABASE=postgresql://...
+# STORAGE=s3: media and outputs in a SeaweedFS started with the cluster, no directory shared by two
+# processes (and two render services, each rendering in a scratch directory of its own).
 DATABASE ?= postgresql://postgres@127.0.0.1:5432/videojob
 EXPORTS ?= 3
-RENDERS ?= 1
+STORAGE ?= local
+RENDERS ?= $(if $(filter s3,$(STORAGE)),2,1)
 
-run-cluster: setup ## Start 3 export replicas on the local PostgreSQL, a render service and a gateway (EXPORTS=, RENDERS=, DATABASE=)
-	$(BIN)/python scripts/run_stack.py --database '$(DATABASE)' --create-database --exports $(EXPORTS) --renders $(RENDERS)
+run-cluster: setup ## Start 3 export replicas on the local PostgreSQL, a render service and a gateway (EXPORTS=, RENDERS=, DATABASE=, STORAGE=local|s3)
+	$(BIN)/python scripts/run_stack.py --database '$(DATABASE)' --create-database --exports $(EXPORTS) --renders $(RENDERS) --storage $(STORAGE)
 
 # Most tests wait on real processes, so more workers than cores pay off; the tests marked serial
 # (timing under load: short chaos runs, clusters with short leases) form one group that one
@@ -57,7 +60,7 @@ lint: setup ## ruff and mypy (strict)
 bench: setup ## Run the benchmarks, print a table, write bench/results.json
 	$(BIN)/python -m bench
 
-chaos: setup ## The long fault-injection run on a cluster (3 export replicas on PostgreSQL, 2 render services)
+chaos: setup ## The long fault-injection run on a cluster (3 export replicas on PostgreSQL, 2 render services, outputs in SeaweedFS)
 	$(BIN)/python -m tests.chaos.harness --cluster --jobs $(or $(CHAOS_JOBS),300) $(CHAOS_ARGS)
 
 chaos-single: setup ## The long fault-injection run on one machine's stack (SQLite)

@@ -21,6 +21,7 @@ from bench import (
     bench_tracking,
     bench_tracking_replicas,
     bench_versus_celery,
+    bench_webhooks,
 )
 from bench.report import BenchResult
 
@@ -46,6 +47,7 @@ BENCHMARK_MODULES: tuple[ModuleType, ...] = (
     bench_observability,
     bench_render_pool,
     bench_object_store,
+    bench_webhooks,
 )
 BENCHMARKS: dict[str, ModuleType] = {module.NAME: module for module in BENCHMARK_MODULES}
 # The smaller form the test suite runs, where a benchmark's quick form is too long for it.

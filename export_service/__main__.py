@@ -12,6 +12,7 @@ import uvloop
 
 from export_service.config import DEFAULT_DATABASE, ExportConfig, TrackerSettings
 from export_service.server import create_server
+from export_service.split_plan import SplitPolicy
 from export_service.store import open_store
 from export_service.store.base import default_writer
 from export_service.store.outbox import NotifyEvents
@@ -39,6 +40,7 @@ from videojob.flags import (
     webhook_secret,
 )
 from videojob.grpc_setup import TlsFiles
+from videojob.limits import MAX_SPLIT_PARTS
 from videojob.logging_setup import configure_logging, set_replica
 from videojob.metrics import EXPORT, MetricsServer, serve_metrics
 from videojob.stop_signals import run_service, stop_signalled
@@ -51,6 +53,7 @@ logger = logging.getLogger("export_service")
 _DEFAULTS = ExportConfig()
 _TRACKER = TrackerSettings()
 _WEBHOOKS = WebhookSettings()
+_SPLIT = SplitPolicy()
 
 FLAGS = FlagTable(
     prog="python -m export_service",
@@ -175,6 +178,29 @@ FLAGS = FlagTable(
             "output pixels per second (width x height x frames per second) a job may ask for; "
             "more is refused at create naming its frame rate (output.fps, or the test "
             "pattern's). The default is 8K at 30 fps (4K at 120 fps, 1080p at 240 fps)",
+        ),
+        Flag(
+            "--split-min-seconds",
+            number(minimum=0),
+            _SPLIT.min_seconds,
+            "the shortest output a job that leaves output.split.parts at 0 is split for: its "
+            "parts are rendered in parallel on the pool's free render slots, then joined. "
+            "Shorter outputs render whole (the join and the parts' checks would cost more than "
+            "they save); a pool of one render service, or one slot free, never splits",
+        ),
+        Flag(
+            "--split-max-parts",
+            integer(2, MAX_SPLIT_PARTS),
+            _SPLIT.max_parts,
+            "the most parts a job is split into; a job asking for more (output.split.parts) is "
+            "refused at create naming the field",
+        ),
+        Flag(
+            "--split-part-seconds",
+            number(above=0),
+            _SPLIT.part_seconds,
+            "about how long each part of a split the policy makes is: a longer output gets more "
+            "parts (at least two), up to the free render slots and --split-max-parts",
         ),
         Flag(
             "--job-retention",
@@ -317,6 +343,11 @@ def config_from_flags(
         database=flags.database,
         max_active_jobs=flags.max_active_jobs,
         max_pixel_rate=flags.max_pixel_rate,
+        split=SplitPolicy(
+            min_seconds=flags.split_min_seconds,
+            max_parts=flags.split_max_parts,
+            part_seconds=flags.split_part_seconds,
+        ),
         job_retention=flags.job_retention,
         tracker=TrackerSettings(
             stall_timeout=flags.stall_timeout,

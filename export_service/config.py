@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from export_service.split_plan import SplitPolicy
 from export_service.webhooks.settings import WebhookSettings
 from videojob.endpoints import DEFAULT_EXPORT_ADDRESS, DEFAULT_RENDER_ADDRESS
 from videojob.grpc_setup import TlsFiles
@@ -85,6 +86,8 @@ class ExportConfig:
     # The output pixels per second (width x height x fps) a job may ask for; more is refused
     # at create (INVALID_ARGUMENT naming the frame rate's field).
     max_pixel_rate: int = DEFAULT_MAX_PIXEL_RATE
+    # When a job is cut into parts rendered in parallel (export_service.split_plan).
+    split: SplitPolicy = field(default_factory=SplitPolicy)
     tracker: TrackerSettings = field(default_factory=TrackerSettings)
     tls: TlsFiles = field(default_factory=TlsFiles)
     render_tls: TlsFiles = field(default_factory=TlsFiles)

@@ -8,10 +8,10 @@ removal failed is only logged (the record, the thing clients see, is gone either
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
 
+from export_service.background import BackgroundLoop
 from export_service.store import (
     Job,
     JobNotFound,
@@ -55,17 +55,13 @@ class RetentionSweeper:
         self._outputs = outputs
         self._retention = timedelta(seconds=retention_seconds)
         self._interval = sweep_interval(retention_seconds)
-        self._task: asyncio.Task[None] | None = None
+        self._loop = BackgroundLoop("job-retention", self._run)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="job-retention")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
 
     async def sweep_once(self) -> int:
         """One pass: the number of jobs deleted."""

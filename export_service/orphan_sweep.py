@@ -18,11 +18,11 @@ removed first answers all the same.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import Counter
 from typing import TYPE_CHECKING
 
+from export_service.background import BackgroundLoop
 from export_service.orphans import (
     Orphan,
     Root,
@@ -73,17 +73,13 @@ class OrphanSweeper:
         self._outputs = outputs
         self._media = media
         self._interval = interval
-        self._task: asyncio.Task[None] | None = None
+        self._loop = BackgroundLoop("orphan-sweep", self._run)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="orphan-sweep")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
 
     async def sweep_once(self) -> Counter[str]:
         """One pass over both locations: what it removed, by kind (Orphan.label).

@@ -15,6 +15,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 
+from export_service.background import BackgroundLoop
 from videojob import metrics
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ class RenderHealthReporter:
         self._name = name
         self._interval = interval
         self._up: bool | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._loop = BackgroundLoop("render-health", self._run)
 
     @property
     def up(self) -> bool | None:
@@ -66,12 +67,10 @@ class RenderHealthReporter:
         return up
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="render-health")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.wait([self._task])
+        await self._loop.stop()
 
     async def _run(self) -> None:
         while True:

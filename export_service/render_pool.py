@@ -79,6 +79,15 @@ class RenderMember:
     def usable(self) -> bool:
         return bool(self.healthy) and not self.draining
 
+    @property
+    def free_slots(self) -> int:
+        """Render slots idle here, less the placements not yet reported (a render service that
+        does not tell its capacity: one, if it has room)."""
+        if self.max_concurrent == 0:
+            return 1 if self.has_room else 0
+        busy = self.running + self.queued + len(self.pending)
+        return max(0, self.max_concurrent - busy)
+
 
 def parse_render_addresses(addresses: str) -> list[str]:
     """The comma-separated entries of ``--render-addr``, without blanks."""
@@ -294,17 +303,10 @@ class RenderPool:
             return None
         return member.max_concurrent
 
-    def free_slots(self) -> int:
-        """Render slots free across the usable render services now (running, queued and just
-        placed renders taking theirs): what a split job's parts could start on at once. A
-        service that does not say its slots counts for one."""
-        free = 0
-        for member in self._members.values():
-            if not member.usable:
-                continue
-            slots = member.max_concurrent or 1
-            free += max(slots - member.running - member.queued - len(member.pending), 0)
-        return free
+    def free_slots(self) -> tuple[int, ...]:
+        """The free render slots of each usable member (one entry per render service): what a
+        split's planner (export_service.split_plan) weighs."""
+        return tuple(member.free_slots for member in self._members.values() if member.usable)
 
     def usable_count(self) -> int:
         return sum(1 for member in self._members.values() if member.usable)

@@ -43,6 +43,12 @@ from export_service.ownership import Ownership
 from export_service.queue_line import QueueLines
 from export_service.render_health import RenderHealthReporter, render_health_name
 from export_service.render_pool import RenderPool
+from export_service.split_plan import (
+    check_split_request,
+    facts_from_spec,
+    refuse_internal_kinds,
+    source_facts,
+)
 from export_service.store import (
     Job,
     JobNotFound,
@@ -88,6 +94,8 @@ from videojob.limits import (
     MAX_WATCH_IDS,
 )
 from videojob.spec_validation import check_pixel_rate, normalize_spec
+from videojob.storage.health import FollowedStore, follow_stores
+from videojob.storage.location import S3Location
 from videojob.storage.settings import StoreSettings
 
 if TYPE_CHECKING:
@@ -98,6 +106,9 @@ logger = logging.getLogger(__name__)
 SERVICE_NAME = export_pb2.DESCRIPTOR.services_by_name["ExportService"].full_name
 # What each replica serves (health and reflection name each).
 SERVED_NAMES = (SERVICE_NAME, OPERATIONS_SERVICE_NAME)
+# SERVING while the object store of the render services' outputs answers (an s3://
+# --render-output-dir); like ``<service>/render``, it never changes the health of "".
+STORE_HEALTH_NAME = f"{SERVICE_NAME}/store"
 # WatchExports waits this long after a change notification before re-reading the store, so a
 # burst of changes costs one read.
 LIST_WATCH_COALESCE_SECONDS = 0.05
@@ -189,8 +200,10 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
             )
         if not request.HasField("spec"):
             raise InvalidArgument("spec", "is required")
+        refuse_internal_kinds(request.spec)
         normalized = normalize_spec(request.spec)
         check_pixel_rate(normalized, self._config.max_pixel_rate)
+        check_split_request(normalized, self._config.split, facts_from_spec(normalized))
         spec = normalized.SerializeToString(deterministic=True)
         job_id = uuid.uuid4().hex
         request_id = request.request_id or f"generated-{job_id}"
@@ -208,7 +221,10 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
         )
         if known is None:
             if self._render_pool is not None:
-                await check_inputs(self._render_pool.any_usable().stub, normalized)
+                answer = await check_inputs(self._render_pool.any_usable().stub, normalized)
+                if answer is not None:
+                    facts = source_facts(normalized, answer)
+                    check_split_request(normalized, self._config.split, facts)
             job, created = await self._store.create(
                 job_id=job_id,
                 request_id=request_id,
@@ -630,6 +646,8 @@ class ExportServer:
     deliverer: Deliverer | None = None
     # What the server holds open besides itself (the object store's connections).
     resources: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+    # Keeps STORE_HEALTH_NAME following the outputs' object store; None without one.
+    store_follower: asyncio.Task[None] | None = None
     stopped: bool = False
 
     async def stop(self, grace: float | None) -> None:
@@ -642,6 +660,9 @@ class ExportServer:
         await self.health.enter_graceful_shutdown()
         if self.render_health is not None:
             await self.render_health.stop()
+        if self.store_follower is not None:
+            self.store_follower.cancel()
+            await asyncio.wait({self.store_follower})
         await self.supervisor.stop()
         if self.retention is not None:
             await self.retention.stop()
@@ -734,7 +755,22 @@ async def create_server(
         objects = await open_object_store(config, resources)
         export_server = await _create_server(config, store, objects, resolver)
         export_server.resources = resources.pop_all()
+        if objects is not None and config.output_store is not None:
+            export_server.store_follower = await _follow_output_store(
+                export_server.health, objects, config.output_store
+            )
         return export_server
+
+
+async def _follow_output_store(
+    health: GracefulHealth, store: ObjectStore, location: S3Location
+) -> asyncio.Task[None] | None:
+    """STORE_HEALTH_NAME SERVING (the store answered at the start), then following it."""
+    if not isinstance(health, health_aio.HealthServicer):
+        return None
+    await health.set(STORE_HEALTH_NAME, health_pb2.HealthCheckResponse.SERVING)
+    followed = [FollowedStore(store, location, "--render-output-dir")]
+    return asyncio.create_task(follow_stores(followed, health, [STORE_HEALTH_NAME]))
 
 
 async def _create_server(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from videojob.errors import (
     ObjectStoreFailed,
@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     from videojob.storage.object_store import ObjectStore
 
 logger = logging.getLogger(__name__)
+
+# What one look at a stored output may take: a store that hangs (accepts, never answers) is
+# unreachable for this look, not a tracker held for every retry of a store call.
+OBJECT_CHECK_SECONDS: Final = 5.0
 
 
 def object_of(path: str) -> tuple[str, str] | None:
@@ -94,7 +98,15 @@ class Outputs:
                 "(--render-output-dir)",
             )
         try:
-            info = await self.store.head(*where)
+            async with asyncio.timeout(OBJECT_CHECK_SECONDS):
+                info = await self.store.head(*where)
+        except TimeoutError:
+            endpoint = self.store.settings.described_endpoint
+            return OutputProblem(
+                OutputFault.UNREACHABLE,
+                f"output {url} cannot be reached (the object store at {endpoint} did not "
+                f"answer within {OBJECT_CHECK_SECONDS:g} s)",
+            )
         except StoredObjectMissing:
             return OutputProblem(OutputFault.MISSING, f"output {url} is not in the object store")
         except (ObjectStoreUnavailable, ObjectStoreMisconfigured, ObjectStoreFailed) as error:

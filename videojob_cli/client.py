@@ -77,8 +77,13 @@ class ExportClient:
     def _failure(self, error: grpc.RpcError, job_id: str = "") -> CliError:
         return rpc_failure(error, self.address, job_id)
 
-    def create(self, spec: spec_pb2.RenderSpec, request_id: str) -> export_pb2.VideoJob:
-        request = export_pb2.CreateExportRequest(request_id=request_id, spec=spec)
+    def create(
+        self,
+        spec: spec_pb2.RenderSpec,
+        request_id: str,
+        notify: export_pb2.WebhookEndpoint | None = None,
+    ) -> export_pb2.VideoJob:
+        request = export_pb2.CreateExportRequest(request_id=request_id, spec=spec, notify=notify)
         try:
             return self._stub.CreateExport(request, timeout=self._timeout)
         except grpc.RpcError as error:

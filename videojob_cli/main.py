@@ -30,13 +30,14 @@ from videojob.flags import (
     Kind,
     choice,
     client_tls_flags,
+    http_url,
     integer,
     number,
     target_addresses,
     text,
 )
 from videojob.grpc_setup import TlsFiles
-from videojob.job_json import STATUS_BY_NAME, history_entry_to_json
+from videojob.job_json import NOTIFY_EVENTS, STATUS_BY_NAME, history_entry_to_json
 from videojob_cli.client import ExportClient, open_channel
 from videojob_cli.display import (
     history_line,
@@ -232,6 +233,20 @@ def _build() -> _Commands:
     submit.add_argument(
         "--wait", action="store_true", help="follow the job until it ends (exit status below)"
     )
+    submit.add_argument(
+        "--notify-url",
+        type=_argument_type(http_url()),
+        metavar="URL",
+        help="a webhook endpoint told of the job's changes (docs/webhooks.md); its secret is "
+        "printed once, with the created job, and never shown again",
+    )
+    submit.add_argument(
+        "--notify-events",
+        type=_argument_type(choice(*NOTIFY_EVENTS)),
+        metavar="{" + ",".join(NOTIFY_EVENTS) + "}",
+        help="which changes --notify-url is told of: the terminal state (the default) or every "
+        "status change",
+    )
 
     watch = commands.add("watch", "follow a job until it ends", _WATCHING, _watch)
     watch.add_argument("id", metavar="ID")
@@ -321,10 +336,14 @@ def _follow(
     out: TextIO,
     *,
     reachable: bool,
+    secret: str = "",
 ) -> ExitStatus:
     try:
         with job_view(out, as_json=args.json) as view:
-            final = client.follow(job_id, view.show, reachable=reachable)
+            show: Callable[[export_pb2.VideoJob], None] = view.show
+            if secret and args.json:
+                show = _with_secret_once(view.show, secret)
+            final = client.follow(job_id, show, reachable=reachable)
     except KeyboardInterrupt:
         raise CliError(
             ExitStatus.INTERRUPTED, f"stopped following; job {job_id} goes on ({PROG} watch)"
@@ -346,17 +365,54 @@ def _submit(args: argparse.Namespace, client: ExportClient, out: TextIO) -> Exit
         faststart=args.faststart,
     )
     spec = spec_for(args.spec, pattern)
+    notify = _notify_endpoint(args)
     request_id = args.request_id or f"cli-{uuid.uuid4().hex}"
     try:
-        job = client.create(spec, request_id)
+        job = client.create(spec, request_id, notify)
     except CliError as error:
         if error.status is ExitStatus.UNREACHABLE:
             error.message += f"; retry with --request-id {request_id} to create it at most once"
         raise
     if not args.wait:
         _print_job(job, args, out)
+        _print_secret(job, args, out)
         return ExitStatus.OK
-    return _follow(client, job.id, args, out, reachable=True)
+    _print_secret(job, args, out)
+    return _follow(client, job.id, args, out, reachable=True, secret=job.notify_secret)
+
+
+def _with_secret_once(
+    show: Callable[[export_pb2.VideoJob], None], secret: str
+) -> Callable[[export_pb2.VideoJob], None]:
+    """``show`` with the webhook secret set in the first job shown (the watch's answers never
+    carry it; only the create's did)."""
+    untold = [secret]
+
+    def shown(job: export_pb2.VideoJob) -> None:
+        if untold:
+            told = export_pb2.VideoJob()
+            told.CopyFrom(job)
+            told.notify_secret = untold.pop()
+            job = told
+        show(job)
+
+    return shown
+
+
+def _notify_endpoint(args: argparse.Namespace) -> export_pb2.WebhookEndpoint | None:
+    if not args.notify_url:
+        if args.notify_events is not None:
+            raise CliError(ExitStatus.USAGE, "--notify-events needs --notify-url")
+        return None
+    events = NOTIFY_EVENTS[args.notify_events or "terminal"]
+    return export_pb2.WebhookEndpoint(url=args.notify_url, events=events)
+
+
+def _print_secret(job: export_pb2.VideoJob, args: argparse.Namespace, out: TextIO) -> None:
+    """The webhook endpoint's secret, on a line of its own (``--json``: the job object's
+    ``notifySecret`` instead)."""
+    if job.notify_secret and not args.json:
+        print(f"notify secret: {job.notify_secret}", file=out, flush=True)
 
 
 def _watch(args: argparse.Namespace, client: ExportClient, out: TextIO) -> ExitStatus:

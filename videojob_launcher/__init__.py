@@ -14,6 +14,7 @@ from videojob_launcher.process import (
     launch,
 )
 from videojob_launcher.stack import (
+    ObjectStorage,
     Role,
     Stack,
     StackConfig,
@@ -28,6 +29,7 @@ __all__ = [
     "RENDER_SERVICE",
     "Aborted",
     "LaunchError",
+    "ObjectStorage",
     "Probe",
     "ProcessSpec",
     "RestartPolicy",

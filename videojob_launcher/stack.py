@@ -8,7 +8,10 @@ Used by ``make run``, the tests, the chaos harness and the benchmarks::
         stack.export.kill(); stack.export.start()    # back on the same port
 
 Render services share the output directory and the media root (storage every process sees);
-gateways get the same media root, where uploads go.
+gateways get the same media root, where uploads go. With ``storage`` (ObjectStorage) both are
+``s3://`` locations in an object store instead, and no two processes share a directory: each
+gets one of its own (``Stack.private_dir``), where a render service renders (its
+``--scratch-dir``) and which is every process's TMPDIR (where a gateway spools uploads).
 Export services get every render address (a comma-separated ``--render-addr``) and gateways
 every export address; a list of more than one is the scale-out contract the services are
 growing into. Each render service is given its drain as its stop grace: ``stack.render.stop()``
@@ -36,6 +39,7 @@ from types import TracebackType
 from videojob.endpoints import EXPORT_SERVICE, RENDER_SERVICE
 from videojob.grpc_setup import TlsFiles
 from videojob.limits import DEFAULT_DRAIN_TIMEOUT_SECONDS
+from videojob.storage.location import BadLocation, S3Location, parse_location
 from videojob_launcher.health import grpc_serving, http_ok
 from videojob_launcher.process import (
     READY_TIMEOUT_SECONDS,
@@ -69,11 +73,32 @@ class Role:
 
 
 @dataclass(frozen=True)
+class ObjectStorage:
+    """The media root and the render services' output directory as ``s3://BUCKET/PREFIX``
+    locations, reached with ``environ`` (the AWS_* variables every process is given)."""
+
+    media_root: str
+    output_dir: str
+    environ: Mapping[str, str] = field(default_factory=dict)
+
+    def check(self) -> None:
+        for flag, value in (("media root", self.media_root), ("output dir", self.output_dir)):
+            try:
+                location = parse_location(value)
+            except BadLocation as why:
+                raise ValueError(f"the object storage's {flag} {value!r}: {why}") from None
+            if not isinstance(location, S3Location):
+                raise ValueError(f"the object storage's {flag} must be s3://..., not {value!r}")
+
+
+@dataclass(frozen=True)
 class StackConfig:
     workdir: Path
     database: str = ""  # a URL; default sqlite:///<workdir>/export.db
     output_dir: Path | None = None  # default <workdir>/renders
     media_root: Path | None = None  # default <workdir>/media
+    # Files in an object store (instead of output_dir and media_root), private directories.
+    storage: ObjectStorage | None = None
     render: Role = Role()
     export: Role = Role()
     gateway: Role = Role()
@@ -118,9 +143,15 @@ class StackConfig:
                 raise ValueError(f"cannot start {role.count} {name} services with these counts")
         if self.gateway.count < 0:
             raise ValueError("the gateway count cannot be negative")
+        if self.storage is not None:
+            self.storage.check()
+            if self.output_dir is not None or self.media_root is not None:
+                raise ValueError("give an object storage or local directories, not both")
 
 
-def render_args(listen: str, output_dir: Path, media_root: Path, *extra: str) -> list[str]:
+def render_args(
+    listen: str, output_dir: Path | str, media_root: Path | str, *extra: str
+) -> list[str]:
     return [
         "--listen", listen, "--output-dir", str(output_dir), "--media-root", str(media_root),
         *extra,
@@ -193,6 +224,10 @@ class Stack:
     def database(self) -> str:
         return self.config.database_url
 
+    def private_dir(self, name: str) -> Path:
+        """The directory of the process ``name`` alone (with an object storage)."""
+        return self.workdir / "private" / name
+
     @property
     def processes(self) -> list[ServiceProcess]:
         """Every process, in start order."""
@@ -249,18 +284,31 @@ class Stack:
 
     def start_renders(self) -> list[ServiceProcess]:
         config, role = self.config, self.config.render
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        self.media_root.mkdir(parents=True, exist_ok=True)
+        storage = config.storage
+        if storage is None:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            self.media_root.mkdir(parents=True, exist_ok=True)
         probe = grpc_serving(RENDER_SERVICE, config.grpc_tls, config.grpc_server_name)
         grace = role.stop_grace
         if grace is None:
             grace = render_drain_timeout(role.args, role.env) + STOP_GRACE_SECONDS
         for index in range(role.count):
-            args = render_args(
-                _listen_of(role, index), self.output_dir, self.media_root, *role.args
-            )
-            module = role.module or "render_service"
             name = _name("render", role, index)
+            if storage is None:
+                args = render_args(
+                    _listen_of(role, index), self.output_dir, self.media_root, *role.args
+                )
+            else:
+                scratch = self.private_dir(name) / "scratch"
+                args = render_args(
+                    _listen_of(role, index),
+                    storage.output_dir,
+                    storage.media_root,
+                    "--scratch-dir",
+                    str(scratch),
+                    *role.args,
+                )
+            module = role.module or "render_service"
             self._start(self.renders, name, module, args, role, probe, grace)
         return self.renders
 
@@ -273,17 +321,19 @@ class Stack:
         if config.sqlite_path is not None:
             config.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
         probe = grpc_serving(EXPORT_SERVICE, config.grpc_tls, config.grpc_server_name)
+        # The render services' output directory is shared with the export services: the
+        # partial file of a render service that died is removed there (in an object store:
+        # outputs are checked there before COMPLETED, and removed with their jobs; the orphan
+        # sweep goes over it and over the media root).
+        storage = config.storage
+        if storage is None:
+            files = ["--render-output-dir", str(self.output_dir)]
+        else:
+            files = [
+                "--render-output-dir", storage.output_dir, "--media-root", storage.media_root,
+            ]  # fmt: skip
         for index in range(role.count):
-            # The render services' output directory is shared with the export services: the
-            # partial file of a render service that died is removed there.
-            args = export_args(
-                _listen_of(role, index),
-                target,
-                self.database,
-                "--render-output-dir",
-                str(self.output_dir),
-                *role.args,
-            )
+            args = export_args(_listen_of(role, index), target, self.database, *files, *role.args)
             module = role.module or "export_service"
             self._start(self.exports, _name("export", role, index), module, args, role, probe)
         return self.exports
@@ -293,12 +343,16 @@ class Stack:
         target = export_addr or self.export_addr
         if role.count and not target:
             raise LaunchError("the gateway needs an export address: start exports first")
-        self.media_root.mkdir(parents=True, exist_ok=True)
+        storage = self.config.storage
+        # Uploads land where the render services read their inputs; outputs in an object store
+        # are downloaded from there.
+        if storage is None:
+            self.media_root.mkdir(parents=True, exist_ok=True)
+            files = ["--media-root", str(self.media_root)]
+        else:
+            files = ["--media-root", storage.media_root, "--render-output-dir", storage.output_dir]
         for index in range(role.count):
-            # Uploads land where the render services read their inputs.
-            args = gateway_args(
-                _listen_of(role, index), target, "--media-root", str(self.media_root), *role.args
-            )
+            args = gateway_args(_listen_of(role, index), target, *files, *role.args)
             module = role.module or "gateway"
             self._start(self.gateways, _name("gateway", role, index), module, args, role, http_ok())
         return self.gateways
@@ -314,10 +368,20 @@ class Stack:
         stop_grace: float | None = None,
     ) -> None:
         grace = role.stop_grace if stop_grace is None else stop_grace
-        spec = ProcessSpec(name, module, args, dict(role.env), probe, grace)
+        spec = ProcessSpec(name, module, args, self._environ(name, role), probe, grace)
         process = ServiceProcess(spec, echo=self.config.echo)
         started.append(process)  # before it starts, so that stop() finds it whatever happens
         process.start(self.config.ready_timeout, abort=self._abort)
+
+    def _environ(self, name: str, role: Role) -> dict[str, str]:
+        """The role's variables; with an object storage also the store's and a TMPDIR of the
+        process's own."""
+        storage = self.config.storage
+        if storage is None:
+            return dict(role.env)
+        tmp = self.private_dir(name) / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        return {**storage.environ, "TMPDIR": str(tmp), **role.env}
 
     # -- watching -----------------------------------------------------------------------------
 

@@ -93,6 +93,7 @@ from videojob.limits import (
     FAILURE_RENDER_LOST,
     FAILURE_RENDER_STALLED,
     FAILURE_RENDER_UNAVAILABLE,
+    FAILURE_STORAGE_UNAVAILABLE,
     RETRYABLE_RENDER_FAILURES,
     STAGE_WAITING_FOR_RENDER,
 )
@@ -517,11 +518,23 @@ def _terminal_event(
             # Handed back by a draining render service before it started: nothing was spent.
             return _place_elsewhere(_avoiding(state, member), (*effects, DropProgress()))
         case Failed(code=code) if code in RETRYABLE_RENDER_FAILURES:
-            lost = Lost(FAILURE_RENDER_LOST, f"the render was lost ({code}: {event.message})")
-            return _end(state, RenderLost(lost), effects)
+            return _end(state, RenderLost(_retryable_loss(event)), effects)
         case Failed():
             return _end(state, Verdict(seq, event), effects)
     raise UnexpectedObservation(f"not a verdict: {event!r}")
+
+
+def _retryable_loss(event: Failed) -> Lost:
+    """A render failed for a reason another attempt may not meet. The object store that did
+    not answer stays the job's reason when no attempt is left (the store is shared: no render
+    service is avoided for it)."""
+    if event.code == FAILURE_STORAGE_UNAVAILABLE:
+        return Lost(
+            FAILURE_STORAGE_UNAVAILABLE,
+            f"the object store did not answer ({event.message})",
+            shown=event.message,
+        )
+    return Lost(FAILURE_RENDER_LOST, f"the render was lost ({event.code}: {event.message})")
 
 
 def _place_elsewhere(state: AttemptState, effects: tuple[Effect, ...] = ()) -> AttemptDecision:

@@ -19,15 +19,16 @@ What it decides for the job:
   the job's create recorded needs no confirming write before its first Render.
 - a render verdict: Completed: the reported duration must match the spec's (shared
   tolerance); then the shared output check, repeated with backoff while the file may yet
-  appear, for ``output_wait_seconds`` (then VERIFICATION_FAILED); then COMPLETED. A completion
-  refused because the job was cancelled meanwhile removes the file. Failed (with its field and
-  ffmpeg's log tail), or an invalid spec at Render (INVALID_INPUT) → FAILED; Cancelled →
-  CANCELLED.
-- a lost render (the attempt ended RenderLost: NOT_FOUND, Failed SHUTDOWN, a render service
-  gone while another can take the render): the job is read again (one that became terminal
-  elsewhere needs nothing more); then, after a backoff (at once when another render service can
-  take it), the render is resubmitted as attempt + 1, up to ``max_attempts`` (then
-  RENDER_LOST). The superseded attempt is released (ReleaseAttempt). The new attempt keeps the
+  appear, for ``output_wait_seconds`` (then VERIFICATION_FAILED, or STORAGE_UNAVAILABLE when
+  the storage never answered); then COMPLETED. A completion refused because the job was
+  cancelled meanwhile removes the file. Failed (with its field and ffmpeg's log tail), or an
+  invalid spec at Render (INVALID_INPUT) → FAILED; Cancelled → CANCELLED.
+- a lost render (the attempt ended RenderLost: NOT_FOUND, Failed SHUTDOWN or
+  STORAGE_UNAVAILABLE, a render service gone while another can take the render): the job is
+  read again (one that became terminal elsewhere needs nothing more); then, after a backoff (at
+  once when another render service can take it), the render is resubmitted as attempt + 1, up
+  to ``max_attempts`` (then RENDER_LOST, or STORAGE_UNAVAILABLE for a store that did not
+  answer). The superseded attempt is released (ReleaseAttempt). The new attempt keeps the
   render services to avoid and the stage shown; its patience starts afresh.
 - an attempt that gave up (stalled, unreachable for the retry budget) → FAILED with
   ``release_render`` (the supervisor cancels the render and removes its output; a wrong file is
@@ -94,8 +95,12 @@ from export_service.tracking.observations import (
     TimerFired,
     Written,
 )
-from videojob.limits import FAILURE_INTERNAL, FAILURE_VERIFICATION_FAILED
-from videojob.output_check import duration_problem
+from videojob.limits import (
+    FAILURE_INTERNAL,
+    FAILURE_STORAGE_UNAVAILABLE,
+    FAILURE_VERIFICATION_FAILED,
+)
+from videojob.output_check import OutputFault, duration_problem
 
 # The output check of a completed render is repeated after this long, doubling up to the cap.
 FIRST_RECHECK_SECONDS = 0.1
@@ -323,9 +328,10 @@ def _checking_output(state: TrackerState, observation: Observation, now: float) 
         return Decision(replace(state, phase=Phase.COMPLETING), write)
     remaining = done.deadline - now
     if problem.lasting or remaining <= 0:
+        unreachable = problem.fault is OutputFault.UNREACHABLE
         return _give_up(
             state,
-            FAILURE_VERIFICATION_FAILED,
+            FAILURE_STORAGE_UNAVAILABLE if unreachable else FAILURE_VERIFICATION_FAILED,
             f"the render reported completion but {problem.reason}",
             remove=done.output_path,
         )

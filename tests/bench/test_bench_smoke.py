@@ -64,3 +64,11 @@ def test_benchmark_runs_and_reports_numbers(name: str, tmp_path: Path) -> None:
             assert ran["outcomes"] == {"completed": details["jobs_per_side"]}, ran["outcomes"]
             for figure in ("fixed_cost", "completion", "progress"):
                 assert ran["samples"][figure] > 0, (side, figure, ran["samples"])
+    elif name == "webhooks":
+        jobs = details["jobs_per_side"]
+        for side in ("plain", "hanging"):
+            assert details["outcomes"][side] == ["completed"] * jobs, details["outcomes"]
+            assert details["event_types"][side] == ["dev.videojob.export.completed"]
+            assert details["commit_samples"][side] == jobs, details["commit_samples"]
+        assert details["all_verified"]
+        assert details["hanging_receiver"]["requests"] >= jobs

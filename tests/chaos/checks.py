@@ -1,11 +1,23 @@
-"""The invariants of design.md, checked over every job once the run has settled."""
+"""The invariants of design.md, checked over every job once the run has settled.
+
+In s3 mode (the outputs are objects) a COMPLETED job's object must exist with the checksum the
+job records (``outputSha256`` is the SHA-256 of the object's bytes, downloaded), and be the valid
+video a file would have to be; an object the harness deleted behind the services must be
+answered as gone; no object or unfinished upload may be left that no completed job claims.
+
+With the run's webhook receiver (tests.chaos.webhooks) every terminal job's terminal event must
+have been received at least once, every delivery signed, and none may tell of a state the job
+never had (a status its history does not show at the version the event names).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import sqlite3
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,14 +30,21 @@ from tests.chaos.client import TERMINAL, Client, JobTrack, Observation
 from tests.chaos.faults import FaultRecord
 from tests.chaos.procfs import ffmpeg_processes
 from tests.chaos.stack import decode_errors
+from tests.chaos.webhooks import EVENT_TYPE_PREFIX, WebhookDelivery
 from tests.support.media import header_duration
+from videojob.errors import VideoJobError
 from videojob.export.v1 import export_pb2
 from videojob.output_check import DURATION_TOLERANCE_SECONDS
+from videojob.storage.location import S3Location
+from videojob.storage.object_store import ObjectStore
+from videojob.storage.settings import StoreSettings
 
 if TYPE_CHECKING:
     from videojob.export.v1.export_pb2_grpc import ExportServiceAsyncStub as Stub
 
 CANCEL_STOPS_FFMPEG_WITHIN = 2.0
+# s3 mode: a few passes of the export replicas' orphan sweep (--orphan-sweep-interval 2).
+SWEEP_PASSES_SECONDS = 20.0
 # Faults that must never fail a job: a gateway holds no state, and another replica takes over a
 # paused or gracefully stopped replica's jobs and re-attaches to their renders.
 CANNOT_FAIL_A_JOB = frozenset({"kill_gateway", "pause_export", "restart_export"})
@@ -53,6 +72,7 @@ class FinalState:
     stage: str
     output_path: str
     error_code: str
+    output_sha256: str = ""
 
     @classmethod
     def from_json(cls, job: dict[str, Any]) -> FinalState:
@@ -64,6 +84,7 @@ class FinalState:
             stage=str(job.get("stage") or ""),
             output_path=str(job.get("outputPath") or ""),
             error_code=str(error.get("code") or ""),
+            output_sha256=str(job.get("outputSha256") or ""),
         )
 
     @classmethod
@@ -75,6 +96,7 @@ class FinalState:
             stage=job.stage,
             output_path=job.output_path,
             error_code=job.error.code if job.HasField("error") else "",
+            output_sha256=job.output_sha256,
         )
 
     def view(self) -> tuple[str, float, int, str]:
@@ -214,6 +236,23 @@ async def list_store(stub: Stub) -> list[export_pb2.VideoJob]:
 
 
 @dataclass
+class StoredOutputs:
+    """s3 mode: where the outputs are, and the objects the harness deleted behind the services
+    (job id -> output path)."""
+
+    settings: StoreSettings
+    location: S3Location
+    deleted: dict[str, str]
+    # Where objects are downloaded to be checked (each removed once checked).
+    scratch: Path
+
+    def expected_url(self, job_id: str, container: str) -> re.Pattern[str]:
+        """Attempt 1 stores as the job id, attempt n as <id>-a<n> (docs/scaling.md)."""
+        base = re.escape(str(self.location).rstrip("/"))
+        return re.compile(rf"{base}/{re.escape(job_id)}(-a\d+)?\.{re.escape(container)}")
+
+
+@dataclass
 class Checker:
     client: Client
     stubs: list[Stub]  # one per export replica: each must answer for every job
@@ -223,13 +262,31 @@ class Checker:
     finals: dict[str, FinalState]
     faults: list[FaultRecord]
     database: str = ""  # the store's URL: its history is checked too
+    # Where the run's ffmpegs write (default: the output directory).
+    ffmpeg_dir: Path | None = None
+    stored: StoredOutputs | None = None
+    # s3 mode: how long the store may take to be rid of what no record claims (sweep passes).
+    sweep_wait: float = SWEEP_PASSES_SECONDS
+    # What the run's webhook receiver got (None: the run had none).
+    webhooks: Sequence[WebhookDelivery] | None = None
     owner_changes: int = field(default=0, init=False)
+    # s3 mode, while run() checks: the store, and every key under the outputs' location.
+    objects: ObjectStore | None = field(default=None, init=False)
+    stored_keys: list[str] = field(default_factory=list, init=False)
 
     @property
     def stub(self) -> Stub:
         return self.stubs[0]
 
     async def run(self) -> list[Violation]:
+        if self.stored is None:
+            return await self._run()
+        async with ObjectStore(self.stored.settings) as objects:
+            self.objects = objects
+            self.stored_keys = await objects.list_keys(self.stored.location)
+            return await self._run()
+
+    async def _run(self) -> list[Violation]:
         found: list[Violation] = []
         found += self._idempotency()
         found += await self._store()
@@ -242,6 +299,11 @@ class Checker:
         for violations in per_job:
             found += violations
         found += self._leftovers()
+        if self.stored is not None:
+            found += await self.stored_leftovers()
+        if self.webhooks is not None:
+            statuses = {job_id: await read_statuses(self.stub, job_id) for job_id in self.tracks}
+            found += check_webhooks(self.finals, statuses, self.webhooks)
         return found
 
     def _idempotency(self) -> list[Violation]:
@@ -317,7 +379,10 @@ class Checker:
             )
         if final.status == "completed":
             async with semaphore:
-                found += await asyncio.to_thread(self._completed_file, track, final)
+                if self.stored is None:
+                    found += await asyncio.to_thread(self._completed_file, track, final)
+                else:
+                    found += await self.completed_object(track, final)
         else:
             if final.progress >= 100:
                 found.append(bad("progress_100_only_completed", f"{final.status} at 100"))
@@ -328,7 +393,10 @@ class Checker:
             if final.status == "failed" and final.error_code in ("", "INTERNAL"):
                 # INTERNAL means an exception nobody expected: a bug, not a clear error.
                 found.append(bad("failed_with_clear_error", f"error code {final.error_code!r}"))
-            stray = sorted(path.name for path in self.output_dir.glob(f"*{job_id}*"))
+            if self.stored is None:
+                stray = sorted(path.name for path in self.output_dir.glob(f"*{job_id}*"))
+            else:
+                stray = [key for key in self.stored_keys if job_id in key]
             if stray:
                 found.append(bad("no_files_unless_completed", f"{final.status} but {stray}"))
         return found
@@ -345,7 +413,8 @@ class Checker:
                 continue
             if fault.kind in CANNOT_FAIL_A_JOB:
                 continue
-            if fault.kind in ("cancel", "stop_ffmpeg") and fault.target_job != track.job_id:
+            targeted_only = ("cancel", "stop_ffmpeg", "delete_object")
+            if fault.kind in targeted_only and fault.target_job != track.job_id:
                 continue
             return True
         return False
@@ -373,27 +442,90 @@ class Checker:
             )
         if not expected_path.is_file() or expected_path.stat().st_size == 0:
             return bad(f"{expected_path.name} missing or empty")
-        errors = decode_errors(expected_path)
-        if errors:
-            return bad(f"decoding {expected_path.name}: {errors[:300]}")
-        duration = header_duration(expected_path)
-        expected = planned.expected_duration
-        if (
-            duration is None
-            or expected is None
-            or abs(duration - expected) > DURATION_TOLERANCE_SECONDS
-        ):
-            return bad(f"duration {duration}, expected {expected}")
-        return []
+        return _valid_video(track, expected_path, expected_path.name)
+
+    async def completed_object(self, track: JobTrack, final: FinalState) -> list[Violation]:
+        """The completed job's object, downloaded: there, of the recorded SHA-256, a valid video
+        of the expected duration; or, deleted behind the services, answered as gone."""
+        stored, objects = self.stored, self.objects
+        assert stored is not None and objects is not None
+        job_id, planned = track.job_id, track.planned
+
+        def bad(invariant: str, detail: str) -> list[Violation]:
+            return [Violation(invariant, job_id, detail)]
+
+        if planned.kind == "corrupt":
+            return bad("completed_is_valid_video", "a transcode of a corrupt file completed")
+        if final.progress != 100 or final.stage != "Complete":
+            return bad("completed_is_valid_video", f"progress {final.progress} {final.stage!r}")
+        if job_id in stored.deleted:
+            answer = await self.client.http.get(f"/api/jobs/{job_id}/download")
+            if answer.status_code != 410:
+                return bad(
+                    "deleted_object_is_gone",
+                    f"download of {stored.deleted[job_id]} answered {answer.status_code}",
+                )
+            return []
+        container = planned.body["output"]["container"]
+        if not stored.expected_url(job_id, container).fullmatch(final.output_path):
+            return bad(
+                "completed_is_valid_video",
+                f"outputPath {final.output_path!r}, expected {stored.location}/{job_id}"
+                f"[-a<n>].{container}",
+            )
+        bucket, _, key = final.output_path.removeprefix("s3://").partition("/")
+        copy = stored.scratch / f"{job_id}.{container}"
+        try:
+            try:
+                await objects.download_file(bucket, key, copy)
+            except VideoJobError as error:
+                return bad("completed_object_has_its_checksum", error.message)
+            sha256 = await asyncio.to_thread(_sha256_of, copy)
+            if sha256 != final.output_sha256:
+                return bad(
+                    "completed_object_has_its_checksum",
+                    f"{final.output_path} has SHA-256 {sha256}, the job records "
+                    f"{final.output_sha256!r}",
+                )
+            return await asyncio.to_thread(_valid_video, track, copy, final.output_path)
+        finally:
+            copy.unlink(missing_ok=True)
+
+    async def stored_leftovers(self) -> list[Violation]:
+        """No object that no completed job claims, and no unfinished upload, in the store, once
+        the orphan sweep had its passes (every job is terminal now: what a killed render
+        service left is the sweep's to remove, within ``sweep_wait``)."""
+        stored, objects = self.stored, self.objects
+        assert stored is not None and objects is not None
+        claimed = {
+            final.output_path
+            for final in self.finals.values()
+            if final.status == "completed" and final.output_path
+        }
+        deadline = asyncio.get_running_loop().time() + self.sweep_wait
+        while True:
+            keys = await objects.list_keys(stored.location)
+            found = [
+                Violation("no_stray_outputs", key, "an object no completed job claims")
+                for key in keys
+                if f"s3://{stored.location.bucket}/{key}" not in claimed
+            ]
+            for upload in await objects.list_unfinished_uploads(stored.location):
+                found.append(Violation("no_unfinished_uploads", upload.key, "an unfinished upload"))
+            if not found or asyncio.get_running_loop().time() >= deadline:
+                return found
+            await asyncio.sleep(0.5)  # the sweep runs on its own clock; the store tells no one
 
     def _leftovers(self) -> list[Violation]:
         found = []
-        for process in ffmpeg_processes(self.output_dir):
+        for process in ffmpeg_processes(self.ffmpeg_dir or self.output_dir):
             found.append(
                 Violation(
                     "no_ffmpeg_left", _job_of(process.cmdline), f"pid {process.pid} {process.state}"
                 )
             )
+        if self.stored is not None:
+            return found  # the outputs are objects: stored_leftovers
         completed_files = set()
         for track in self.tracks.values():
             final = self.finals.get(track.job_id)
@@ -409,6 +541,103 @@ class Checker:
                     Violation("no_stray_outputs", path.name, "belongs to no completed job")
                 )
         return found
+
+
+def _valid_video(track: JobTrack, path: Path, name: str) -> list[Violation]:
+    """Blocking. The file decodes cleanly and lasts as long as the job asked."""
+
+    def bad(detail: str) -> list[Violation]:
+        return [Violation("completed_is_valid_video", track.job_id, detail)]
+
+    errors = decode_errors(path)
+    if errors:
+        return bad(f"decoding {name}: {errors[:300]}")
+    duration = header_duration(path)
+    expected = track.planned.expected_duration
+    off = None if duration is None or expected is None else abs(duration - expected)
+    if off is None or off > DURATION_TOLERANCE_SECONDS:
+        return bad(f"duration {duration}, expected {expected}")
+    return []
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_webhooks(
+    finals: dict[str, FinalState],
+    statuses: dict[str, dict[int, str]],
+    deliveries: Sequence[WebhookDelivery],
+) -> list[Violation]:
+    """Every terminal job's terminal event was received (answered 200) at least once; every
+    delivery was signed with the operator's secret, and told of a status the job had at the
+    version it names (``statuses``: each job's status per version, from its history); one
+    webhook-id always names the same event."""
+    found = []
+    for job_id, final in finals.items():
+        if final.status in TERMINAL and not any(
+            d.answer == 200
+            and (d.job_id, d.status, d.version) == (job_id, final.status, final.version)
+            for d in deliveries
+        ):
+            found.append(
+                Violation(
+                    "terminal_event_delivered",
+                    job_id,
+                    f"no {final.status} event of v{final.version} was received",
+                )
+            )
+    first_of: dict[str, WebhookDelivery] = {}
+    for delivery in deliveries:
+        if not delivery.verified or delivery.problem:
+            found.append(
+                Violation(
+                    "webhook_verified",
+                    delivery.job_id or delivery.webhook_id,
+                    delivery.problem or "signature refused",
+                )
+            )
+            continue
+        had = statuses.get(delivery.job_id, {}).get(delivery.version)
+        if had != delivery.status or delivery.type != EVENT_TYPE_PREFIX + delivery.status:
+            found.append(
+                Violation(
+                    "no_event_for_a_state_never_had",
+                    delivery.job_id,
+                    f"{delivery.webhook_id}: {delivery.type} telling of {delivery.status} "
+                    f"v{delivery.version}; the history's v{delivery.version}: {had}",
+                )
+            )
+        first = first_of.setdefault(delivery.webhook_id, delivery)
+        if first.event != delivery.event:
+            found.append(
+                Violation(
+                    "one_event_per_webhook_id",
+                    delivery.job_id,
+                    f"{delivery.webhook_id} sent as {first.event} and as {delivery.event}",
+                )
+            )
+    return found
+
+
+async def read_statuses(stub: Stub, job_id: str) -> dict[int, str]:
+    """The job's status at each version of its history."""
+    statuses: dict[int, str] = {}
+    after = 0
+    while True:
+        page = await stub.ListJobHistory(
+            export_pb2.ListJobHistoryRequest(id=job_id, after_version=after, page_size=100),
+            timeout=10,
+        )
+        for entry in page.entries:
+            statuses[entry.version] = STATUS_NAMES.get(entry.status, str(entry.status))
+        if not page.next_after_version:
+            return statuses
+        after = page.next_after_version
 
 
 async def _rpc_view(stub: Stub, job_id: str) -> tuple[str, float, int, str]:

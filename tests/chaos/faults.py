@@ -6,6 +6,10 @@ seen progress >= 90 or the Finalizing / Verifying stage, then strikes.
 
 On a cluster the faults that strike one service pick one of its replicas: an aimed one the
 replica that owns the target job (its ``owner`` names the replica's pid), else a seeded pick.
+
+With the outputs in an object store (s3 mode) the store's faults replace the unwritable output
+directory: the store killed and started again, paused (SIGSTOP: connections accepted, nothing
+answered) and resumed, and a completed job's object deleted behind the services.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from tests.chaos.client import Client, JobTrack
 from tests.chaos.procfs import ffmpeg_processes
 from tests.chaos.stack import Stack
 from tests.support.throttle import Throttle, signal_all
+from videojob.storage.object_store import ObjectStore
 from videojob_launcher import ServiceProcess
 
 FAULT_TYPES = (
@@ -48,15 +53,25 @@ CLUSTER_FAULT_TYPES = (
 )
 # Only when the database is the run's own throwaway cluster.
 DATABASE_FAULT_TYPES = ("restart_database",)
-ALL_FAULT_TYPES = (*FAULT_TYPES, *CLUSTER_FAULT_TYPES, *DATABASE_FAULT_TYPES)
+# Only with the outputs in the run's object store (s3 mode), instead of output_unwritable.
+STORE_FAULT_TYPES = (
+    "kill_store",  # SIGKILL the store, start it again on its ports over its data
+    "pause_store",  # SIGSTOP the store, then SIGCONT
+    "delete_object",  # delete a completed job's object behind the services
+)
+LOCAL_OUTPUT_FAULT_TYPES = ("output_unwritable",)
+ALL_FAULT_TYPES = (*FAULT_TYPES, *CLUSTER_FAULT_TYPES, *DATABASE_FAULT_TYPES, *STORE_FAULT_TYPES)
 # Injected by the workload itself rather than by the scheduler.
 WORKLOAD_FAULTS = ("duplicate_submit", "corrupt_input")
-TARGETABLE = frozenset(ALL_FAULT_TYPES) - {"render_down", "restart_database"}
+TARGETABLE = frozenset(ALL_FAULT_TYPES) - {"render_down", "restart_database", "delete_object"}
 _REPLICA_PID = re.compile(r":(\d+):[0-9a-f]+$")
 
 
-def fault_types(cluster: bool, database_restarts: bool) -> tuple[str, ...]:
+def fault_types(cluster: bool, database_restarts: bool, s3: bool = False) -> tuple[str, ...]:
     kinds: tuple[str, ...] = FAULT_TYPES
+    if s3:
+        kinds = tuple(kind for kind in kinds if kind not in LOCAL_OUTPUT_FAULT_TYPES)
+        kinds += STORE_FAULT_TYPES
     if cluster:
         kinds += CLUSTER_FAULT_TYPES
     if database_restarts:
@@ -101,10 +116,14 @@ class FaultScheduler:
     supplied: int = 0
     _supplied_at: float = 0.0
     _supplies: set[asyncio.Future[None]] = field(default_factory=set)
+    # s3 mode: the objects deleted behind the services (delete_object), by job id.
+    deleted_objects: dict[str, str] = field(default_factory=dict)
 
     @property
     def output_dir(self) -> Path:
-        return self.stack.output_dir
+        """Where the ffmpegs of the run write (the output directory, or in s3 mode the render
+        services' scratch directories)."""
+        return self.stack.ffmpeg_dir
 
     def plan(self, count: int) -> list[str]:
         """Every fault type at least once (in seeded order), then seeded random picks."""
@@ -331,14 +350,18 @@ class FaultScheduler:
         return True
 
     async def _stop_ffmpeg(self, track: JobTrack | None, record: FaultRecord) -> bool:
+        aimed = track is not None
         if track is None:
             track = await self._running_job(within=6.0)
-            if track is None:
-                return False
-            record.target_job = track.job_id
-        pids = [process.pid for process in ffmpeg_processes(self.output_dir, track.job_id)]
-        if not pids:
+        pids = self._ffmpeg_pids(track)
+        if not aimed and not pids:
+            # The job found had ended by the time its ffmpeg was looked for (a short render,
+            # late in a run when no long one is left): a long one, supplied if none runs.
+            track = await self._running_job(within=6.0, long_only=True)
+            pids = self._ffmpeg_pids(track)
+        if track is None or not pids:
             return False
+        record.target_job = track.job_id
         stall = self.stack.settings.stall_timeout
         hold = self.frng.choice(
             [self.frng.uniform(0.3, 1.5), self.frng.uniform(stall + 0.5, 2 * stall + 1)]
@@ -348,6 +371,11 @@ class FaultScheduler:
         self._continue_all()
         record.detail = f"pids {pids} stopped {hold:.1f}s"
         return True
+
+    def _ffmpeg_pids(self, track: JobTrack | None) -> list[int]:
+        if track is None:
+            return []
+        return [process.pid for process in ffmpeg_processes(self.output_dir, track.job_id)]
 
     async def _proxy_cut(self, track: JobTrack | None, record: FaultRecord) -> bool:
         if track is None and await self._running_job(within=6.0) is None:
@@ -397,6 +425,58 @@ class FaultScheduler:
                 output.unlink()
             away.rename(output)
         record.detail = f"unwritable {hold:.1f}s"
+        return True
+
+    async def _kill_store(self, track: JobTrack | None, record: FaultRecord) -> bool:
+        down = self.frng.uniform(0.2, 3.0)
+        await self.stack.kill_store()
+        try:
+            await asyncio.sleep(down)
+        finally:
+            await self.stack.restart_store()
+        record.detail = f"down {down:.1f}s"
+        return True
+
+    async def _pause_store(self, track: JobTrack | None, record: FaultRecord) -> bool:
+        store = self.stack.store
+        assert store is not None
+        hold = self.frng.uniform(0.5, 2.5 * self.stack.settings.stall_timeout)
+        store.pause()
+        try:
+            await asyncio.sleep(hold)
+        finally:
+            store.resume()
+        record.detail = f"paused {hold:.1f}s"
+        return True
+
+    async def _delete_object(self, track: JobTrack | None, record: FaultRecord) -> bool:
+        """Deletes the object of a job seen completed (not one deleted before): its download
+        must then say that the object is gone."""
+        completed = sorted(
+            (
+                track
+                for track in self.tracks.values()
+                if track.latest is not None
+                and track.latest.status == "completed"
+                and track.job_id not in self.deleted_objects
+            ),
+            key=lambda track: track.planned.index,
+        )
+        if not completed:
+            return False
+        target = self.pick_rng.choice(completed)
+        _, job = await self.client.get(target.job_id)
+        output_path = str((job or {}).get("outputPath") or "")
+        if not output_path.startswith("s3://"):
+            return False
+        bucket, _, key = output_path.removeprefix("s3://").partition("/")
+        store = self.stack.store
+        assert store is not None
+        async with ObjectStore(store.settings()) as opened:
+            await opened.delete(bucket, key)
+        self.deleted_objects[target.job_id] = output_path
+        record.target_job = target.job_id
+        record.detail = output_path
         return True
 
     async def _cancel(self, track: JobTrack | None, record: FaultRecord) -> bool:

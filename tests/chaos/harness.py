@@ -5,6 +5,12 @@ checks the invariants of design.md over every job.
 
 ``--cluster`` runs 3 export replicas on PostgreSQL and 2 render services (see stack.py) and adds
 the replica, render-drain and database faults; without it, one machine's stack on SQLite.
+``--storage s3`` (the default with ``--cluster``) keeps the outputs in a SeaweedFS of the run's
+own and adds the store's faults (killed and started again, paused, an object deleted behind the
+services) and its invariant: every COMPLETED job's object exists with its recorded SHA-256.
+Every run also has a webhook receiver (tests.chaos.webhooks) that every job tells of each status
+change, and checks that each terminal job's terminal event arrives and none tells of a state the
+job never had.
 
 The seed is printed first (``chaos seed: S``); the same seed replays the same job mix and
 the same fault schedule (the services' own timing still varies from run to run).
@@ -28,7 +34,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from tests.chaos.checks import Checker, FinalState, Violation
+from tests.chaos.checks import Checker, FinalState, StoredOutputs, Violation
 from tests.chaos.client import (
     TERMINAL,
     Client,
@@ -45,6 +51,7 @@ from tests.chaos.faults import (
     fault_types,
 )
 from tests.chaos.stack import Stack, StackSettings, make_media
+from tests.chaos.webhooks import WebhookReceiver
 from videojob.export.v1 import export_pb2_grpc
 from videojob.grpc_setup import create_channel
 
@@ -52,6 +59,10 @@ if TYPE_CHECKING:
     from videojob.export.v1.export_pb2_grpc import ExportServiceAsyncStub as Stub
 
 SECONDS_PER_FAULT_ESTIMATE = 3.5
+# How long the terminal events may still be on their way once every job has settled: a replica
+# killed or paused while holding deliveries loses them to another within the attempt's timeout
+# and the claim's margin, and a receiver's 503 costs a second of backoff.
+WEBHOOK_WAIT_SECONDS = 60.0
 
 
 @dataclass
@@ -65,11 +76,12 @@ class ChaosSettings:
     faults: int | None = None  # default: about one fault per three jobs, every type once
     cluster: bool = False
     shared_postgres: bool = False  # cluster: the shared server instead of a throwaway cluster
+    s3: bool = False  # the outputs in an object store of the run's own
 
     @property
     def fault_kinds(self) -> tuple[str, ...]:
         restarts = self.cluster and not self.shared_postgres
-        return fault_types(self.cluster, database_restarts=restarts)
+        return fault_types(self.cluster, database_restarts=restarts, s3=self.s3)
 
     @property
     def settle_budget(self) -> float:
@@ -95,6 +107,11 @@ class ChaosReport:
     watcher_reconnects: int
     corrupt_rejected_at_submit: int = 0
     owner_changes: int = 0
+    s3: bool = False
+    # The webhook receiver's counts (WebhookReceiver.counts), and how long the harness waited
+    # after settling for the terminal events (WEBHOOK_WAIT_SECONDS: some never came).
+    webhooks: dict[str, int] = field(default_factory=dict)
+    webhook_wait_seconds: float = 0.0
     violations: list[Violation] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     workdir: str = ""
@@ -105,9 +122,11 @@ class ChaosReport:
 
     def summary(self) -> str:
         form = "cluster (3 export replicas on PostgreSQL, 2 render services)"
+        form = form if self.cluster else "one machine"
+        form += ", outputs in SeaweedFS" if self.s3 else ", outputs in a directory"
         lines = [
             f"chaos seed {self.seed}: {self.jobs} jobs in {self.duration_seconds:.0f}s, "
-            f"{sum(self.faults.values())} faults, {form if self.cluster else 'one machine'}",
+            f"{sum(self.faults.values())} faults, {form}",
             "  final states: " + _counts(self.final_status),
             "  error codes: " + _counts(self.error_codes),
             "  faults: " + _counts(self.faults),
@@ -119,6 +138,10 @@ class ChaosReport:
         ]
         if self.cluster:
             lines.append(f"  jobs that changed owner (history): {self.owner_changes}")
+        lines.append(
+            "  webhooks: " + _counts(self.webhooks) + f"; waited {self.webhook_wait_seconds}s "
+            "after settling for the terminal events"
+        )
         for kind, counts in sorted(self.by_kind.items()):
             lines.append(f"  {kind:<13} " + _counts(counts))
         if self.skipped_faults:
@@ -161,6 +184,7 @@ class ChaosRun:
                 max_concurrent=settings.max_concurrent,
                 cluster=settings.cluster,
                 shared_postgres=settings.shared_postgres,
+                s3=settings.s3,
             )
         )
         self.tracks: dict[str, JobTrack] = {}
@@ -174,6 +198,8 @@ class ChaosRun:
         self.clip_duration = 0.0
         self.started_at = time.monotonic()
         self.settle_seconds = 0.0
+        self.receiver = WebhookReceiver(settings.seed)
+        self.webhook_wait_seconds = 0.0
 
     def _plan(self) -> PlannedJob:
         job = plan_job(self.job_rng, self.planned_count, self.settings.seed, self.clip_duration)
@@ -261,7 +287,31 @@ class ChaosRun:
                     finals[job_id] = FinalState.from_json(body)
         return finals
 
+    async def _await_terminal_events(self, finals: dict[str, FinalState]) -> None:
+        """Until the receiver has got every terminal job's terminal event, or for
+        WEBHOOK_WAIT_SECONDS (the check then names what is missing)."""
+        owed = [
+            (job_id, final.status, final.version)
+            for job_id, final in finals.items()
+            if final.status in TERMINAL
+        ]
+        started = time.monotonic()
+        while time.monotonic() - started < WEBHOOK_WAIT_SECONDS:
+            if all(self.receiver.received(*event) for event in owed):
+                break
+            await asyncio.sleep(0.5)
+        self.webhook_wait_seconds = round(time.monotonic() - started, 1)
+
     async def run(self) -> ChaosReport:
+        await self.receiver.start()
+        self.stack.settings.webhook_url = self.receiver.url
+        self.stack.settings.webhook_secret = self.receiver.secret
+        try:
+            return await self._run()
+        finally:
+            await self.receiver.stop()
+
+    async def _run(self) -> ChaosReport:
         settings = self.settings
         print(f"chaos seed: {settings.seed}", flush=True)
         self.clip_duration = await asyncio.to_thread(
@@ -303,6 +353,7 @@ class ChaosRun:
             self.settle_seconds = round(time.monotonic() - settle_start, 1)
             for watcher in list(self.watchers):
                 watcher.cancel()
+            await self._await_terminal_events(finals)
             checker = Checker(
                 self.client,
                 stubs,
@@ -312,6 +363,9 @@ class ChaosRun:
                 finals,
                 scheduler.records,
                 database=self.stack.database or self.stack.processes.database,
+                ffmpeg_dir=self.stack.ffmpeg_dir,
+                stored=self._stored_outputs(scheduler),
+                webhooks=self.receiver.deliveries,
             )
             violations = await checker.run()
         finally:
@@ -320,6 +374,16 @@ class ChaosRun:
                 await channel.close(None)
             await self.stack.stop()
         return self._report(scheduler, finals, violations, checker.owner_changes)
+
+    def _stored_outputs(self, scheduler: FaultScheduler) -> StoredOutputs | None:
+        store = self.stack.store
+        if store is None:
+            return None
+        scratch = self.settings.workdir / "checked-objects"
+        scratch.mkdir(parents=True, exist_ok=True)
+        return StoredOutputs(
+            store.settings(), self.stack.output_location, scheduler.deleted_objects, scratch
+        )
 
     def _report(
         self,
@@ -361,6 +425,9 @@ class ChaosRun:
             corrupt_rejected_at_submit=len(self.rejected_inputs),
             watcher_reconnects=sum(track.reconnects for track in self.tracks.values()),
             owner_changes=owner_changes,
+            s3=self.settings.s3,
+            webhooks=self.receiver.counts(),
+            webhook_wait_seconds=self.webhook_wait_seconds,
             violations=violations,
             errors=self.errors,
             workdir=str(self.settings.workdir),
@@ -396,6 +463,13 @@ def main(argv: list[str] | None = None) -> int:
         help="with --cluster: a fresh database of the run on the shared server (127.0.0.1:5432 or "
         "VIDEOJOB_TEST_POSTGRES) instead of a throwaway cluster; no database restarts",
     )
+    parser.add_argument(
+        "--storage",
+        choices=("local", "s3"),
+        default=None,
+        help="where the outputs live: a directory, or a SeaweedFS of the run's own with the "
+        "store's faults (default: s3 with --cluster, local without)",
+    )
     args = parser.parse_args(argv)
     seed = args.seed
     if seed is None:
@@ -412,6 +486,7 @@ def main(argv: list[str] | None = None) -> int:
         faults=args.faults,
         cluster=args.cluster,
         shared_postgres=args.shared_postgres,
+        s3=(args.storage or ("s3" if args.cluster else "local")) == "s3",
     )
     report = asyncio.run(run_chaos(settings))
     print(report.summary(), flush=True)

@@ -7,6 +7,15 @@ every export address. Its database is a throwaway PostgreSQL cluster of the run 
 can stop and start it), or a fresh database of the run on the shared server (then the database
 is never restarted). A killed service comes back on the port it had, so the addresses
 the others hold stay valid.
+
+With ``s3=True`` the outputs are objects in a SeaweedFS of the run's own (``--output-dir
+s3://...`` on the render services, ``--render-output-dir s3://...`` on the export services and
+the gateway): each render service renders into a private scratch directory of its own under
+``scratch_root`` (a fresh one per start, its TMPDIR), and the store can be killed and started
+again on its ports, or paused. The inputs stay in the local media root.
+
+With ``webhook_url`` every export replica tells that endpoint (the operator's, ``--webhook-url``)
+of every job's status changes, signed with ``webhook_secret``.
 """
 
 from __future__ import annotations
@@ -25,8 +34,10 @@ from tests.support.postgres import (
     create_run_database,
     drop_run_database,
 )
+from tests.support.seaweedfs import SeaweedFS
 from tests.support.tcp_proxy import TcpProxy
 from videojob.ffmpeg_binary import ffmpeg_binary
+from videojob.storage.location import S3Location
 from videojob_launcher import Role, ServiceProcess, StackConfig
 
 CLIP_NAME = "clip.mp4"
@@ -38,6 +49,11 @@ CLUSTER_RENDERS = 2
 CLUSTER_LEASE_TTL = 4.0
 # A drained render service finishes its running renders (a few seconds each here) before exiting.
 CLUSTER_DRAIN_TIMEOUT = 15.0
+# Where the outputs go in the store, in s3 mode.
+OUTPUT_PREFIX = "chaos/renders"
+# Seconds one webhook attempt may take: a replica killed or paused while it holds deliveries
+# loses them to another within this and the claim's margin (5 s).
+WEBHOOK_TIMEOUT = "5"
 
 
 @dataclass
@@ -52,6 +68,12 @@ class StackSettings:
     # cluster of the run, which the database fault stops and starts.
     shared_postgres: bool = False
     lease_ttl: float = CLUSTER_LEASE_TTL
+    # The outputs in an object store of the run's own (a SeaweedFS), not in a shared directory.
+    s3: bool = False
+    # The operator's webhook endpoint every job tells of each status change (the run's receiver,
+    # tests.chaos.webhooks), and the secret that signs the deliveries; none when empty.
+    webhook_url: str = ""
+    webhook_secret: str = ""
 
 
 def decode_errors(path: Path) -> str:
@@ -96,6 +118,8 @@ class Stack:
     proxies: list[TcpProxy] = field(default_factory=list)
     postgres: ThrowawayCluster | None = None
     database: str = ""
+    # s3 mode: the run's object store, once started.
+    store: SeaweedFS | None = None
     processes: launcher.Stack = field(init=False)
 
     def _config(self) -> StackConfig:
@@ -105,13 +129,32 @@ class Stack:
         render_args += ("--stall-timeout", stall)
         export_args: tuple[str, ...] = ("--stall-timeout", stall)
         export_args += ("--max-attempts", str(settings.max_attempts))
+        store_env: dict[str, str] = {}
+        render_env: dict[str, str] = {}
+        gateway_args: tuple[str, ...] = ()
+        if self.store is not None:
+            url = str(self.output_location)
+            store_env = self.store.environ()
+            render_env = {**store_env, "TMPDIR": str(self.scratch_root)}
+            render_args += ("--output-dir", url)
+            # What no clean-up could remove (a render service killed mid-upload) is the orphan
+            # sweep's: often here, so the end-of-run check sees the store after a pass.
+            export_args += ("--render-output-dir", url, "--orphan-sweep-interval", "2")
+            gateway_args = ("--render-output-dir", url)
+        gateway = Role(args=gateway_args, env=store_env)
+        export_env = dict(store_env)
+        if settings.webhook_url:
+            export_args += ("--webhook-url", settings.webhook_url, "--webhook-events", "all")
+            export_args += ("--webhook-allow-private", "--webhook-timeout", WEBHOOK_TIMEOUT)
+            export_env["EXPORT_WEBHOOK_SECRET"] = settings.webhook_secret
         if not settings.cluster:
             return StackConfig(
                 settings.workdir,
                 database=f"sqlite:///{settings.workdir / 'jobs.sqlite3'}",
                 output_dir=settings.workdir / "output",
-                render=Role(args=render_args),
-                export=Role(args=export_args),
+                render=Role(args=render_args, env=render_env),
+                export=Role(args=export_args, env=export_env),
+                gateway=gateway,
             )
         return StackConfig(
             settings.workdir,
@@ -121,11 +164,14 @@ class Stack:
             render=Role(
                 count=CLUSTER_RENDERS,
                 args=(*render_args, "--drain-timeout", str(CLUSTER_DRAIN_TIMEOUT)),
+                env=render_env,
             ),
             export=Role(
                 count=CLUSTER_EXPORTS,
                 args=(*export_args, "--lease-ttl", str(settings.lease_ttl)),
+                env=export_env,
             ),
+            gateway=gateway,
         )
 
     def __post_init__(self) -> None:
@@ -142,6 +188,25 @@ class Stack:
     @property
     def output_dir(self) -> Path:
         return self.processes.output_dir
+
+    @property
+    def s3(self) -> bool:
+        return self.settings.s3
+
+    @property
+    def scratch_root(self) -> Path:
+        """s3 mode: where each render service makes its private scratch directory."""
+        return self.settings.workdir / "scratch"
+
+    @property
+    def ffmpeg_dir(self) -> Path:
+        """The directory every ffmpeg of the run writes under (named on its command line)."""
+        return self.scratch_root if self.s3 else self.output_dir
+
+    @property
+    def output_location(self) -> S3Location:
+        assert self.store is not None, "not in s3 mode, or the store is not started"
+        return self.store.location(OUTPUT_PREFIX)
 
     @property
     def gateway_url(self) -> str:
@@ -176,14 +241,21 @@ class Stack:
             await asyncio.to_thread(self.postgres.init)
             await asyncio.to_thread(self.postgres.start)
             self.database = self.postgres.url
-        self.processes = launcher.Stack(self._config())
+
+    async def _start_store(self) -> None:
+        if self.s3:
+            self.scratch_root.mkdir(parents=True, exist_ok=True)
+            self.store = await asyncio.to_thread(SeaweedFS.start)
 
     async def start(self) -> None:
         """The database, the render services, a proxy in front of each, then the export services
         (through the proxies) and the gateway; what started is stopped again when a step
         fails."""
         try:
+            await self._start_store()
             await self._start_database()
+            # The services' flags name the database and the store, known from now on.
+            self.processes = launcher.Stack(self._config())
             await asyncio.to_thread(self.processes.start_renders)
             for render in self.renders:
                 self.proxies.append(await TcpProxy("127.0.0.1", render.port).start())
@@ -218,13 +290,25 @@ class Stack:
         assert self.postgres is not None
         await asyncio.to_thread(self.postgres.start)
 
+    async def kill_store(self) -> None:
+        assert self.store is not None
+        await asyncio.to_thread(self.store.kill)
+
+    async def restart_store(self) -> None:
+        """Starts the store again on its ports over its data; returns once it answers."""
+        assert self.store is not None
+        await asyncio.to_thread(self.store.restart)
+
     async def ensure_up(self) -> list[str]:
-        """Brings back the database and any service that died on its own (or was left
-        stopped); returns their names."""
+        """Brings back the database, the store and any service that died on its own (or was
+        left stopped); returns their names."""
         died = []
         if self.postgres is not None and not self.postgres.running:
             died.append("database")
             await self.start_database()
+        if self.store is not None and self.store.process.poll() is not None:
+            died.append("store")
+            await self.restart_store()
         for process in self.processes.processes:
             if not process.alive():
                 died.append(process.name)
@@ -240,6 +324,9 @@ class Stack:
             await asyncio.to_thread(self.postgres.destroy)
         elif self.database:
             await drop_run_database(self.database)
+        if self.store is not None:
+            self.store.resume()
+            await asyncio.to_thread(self.store.stop)
 
     def write_logs(self) -> Path:
         logs = self.settings.workdir / "logs"

@@ -1,20 +1,41 @@
 """The harness's own parts: a check that cannot fail proves nothing, and a proxy that does not
-really cut or stall injects nothing."""
+really cut or stall injects nothing, nor does a receiver that verifies nothing."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import random
+import secrets
+import time
+from dataclasses import replace
+from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.chaos.checks import HistoryRow, check_history, check_leases, owner_changes
-from tests.chaos.client import JobTrack, Observation, plan_job
+from export_service.webhooks.signing import signed_headers
+from tests.chaos.checks import (
+    Checker,
+    FinalState,
+    HistoryRow,
+    StoredOutputs,
+    check_history,
+    check_leases,
+    check_webhooks,
+    owner_changes,
+)
+from tests.chaos.client import Client, JobTrack, Observation, PlannedJob, plan_job
+from tests.chaos.faults import STORE_FAULT_TYPES, TARGETABLE, fault_types
+from tests.chaos.webhooks import EVENT_TYPE_PREFIX, WebhookDelivery, WebhookReceiver, new_secret
+from tests.support.media import make_clip
 from tests.support.ports import free_port
+from tests.support.seaweedfs import SeaweedFS
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.throttle import MAX_PAUSE_SECONDS, stretched_pause
+from videojob.storage.object_store import ObjectStore
 
 
 def _track(*states: tuple[int, str, float]) -> JobTrack:
@@ -129,3 +150,162 @@ def test_a_late_throttle_stretches_its_pause_but_never_into_a_stall() -> None:
     assert stretched_pause(0.2, 0.025, 0.075) == pytest.approx(0.6)
     assert stretched_pause(0.2, 0.025, 0.4) == MAX_PAUSE_SECONDS < 3.0
     assert stretched_pause(math.inf, 0.025, 0.4) == math.inf  # frozen on purpose stays frozen
+
+
+async def test_the_object_invariant_sees_a_wrong_checksum_a_missing_object_and_leftovers(
+    seaweedfs: SeaweedFS, tmp_path: Path
+) -> None:
+    """Every COMPLETED job's object exists with its recorded SHA-256 (and is the video asked
+    for); an object or unfinished upload no completed job claims is left over."""
+    location = seaweedfs.location(f"chaos-check-{secrets.token_hex(4)}")
+    clip = make_clip(tmp_path / "clip.mp4", seconds=1.0)
+    planned = PlannedJob(0, "pattern", "k", {"output": {"container": "mp4"}}, 1.0, 1, False)
+    track = JobTrack(planned=planned, job_id="job1")
+    async with ObjectStore(seaweedfs.settings()) as store:
+        uploaded = await store.upload_file(clip, location.bucket, location.key_for("job1.mp4"))
+        await store.put_small(location.bucket, location.key_for("job2-a2.mp4"), b"stray")
+        checker = Checker(
+            client=Client("http://127.0.0.1:1"),
+            stubs=[],
+            output_dir=tmp_path,
+            tracks={},
+            submissions={},
+            finals={},
+            faults=[],
+            stored=StoredOutputs(seaweedfs.settings(), location, {}, tmp_path),
+            sweep_wait=0.0,  # no sweep runs here: the stray is reported at once
+        )
+        checker.objects = store
+        checker.stored_keys = await store.list_keys(location)
+
+        def final(sha256: str) -> FinalState:
+            return FinalState("completed", 100.0, 5, "Complete", uploaded.url, "", sha256)
+
+        assert await checker.completed_object(track, final(uploaded.sha256_hex)) == []
+        wrong = await checker.completed_object(track, final("0" * 64))
+        assert [v.invariant for v in wrong] == ["completed_object_has_its_checksum"], wrong
+        checker.finals = {"job1": final(uploaded.sha256_hex)}
+        leftovers = await checker.stored_leftovers()
+        assert [(v.invariant, v.job_id) for v in leftovers] == [
+            ("no_stray_outputs", location.key_for("job2-a2.mp4"))
+        ]
+        await store.delete(location.bucket, location.key_for("job1.mp4"))
+        missing = await checker.completed_object(track, final(uploaded.sha256_hex))
+        assert [v.invariant for v in missing] == ["completed_object_has_its_checksum"], missing
+        await store.delete(location.bucket, location.key_for("job2-a2.mp4"))
+        await checker.client.close()
+
+
+def test_the_s3_mode_trades_the_unwritable_directory_for_the_store_s_faults() -> None:
+    local = fault_types(cluster=True, database_restarts=True)
+    stored = fault_types(cluster=True, database_restarts=True, s3=True)
+    assert set(stored) - set(local) == set(STORE_FAULT_TYPES)
+    assert set(local) - set(stored) == {"output_unwritable"}
+    assert "delete_object" not in TARGETABLE  # it strikes a completed job, never a running one
+
+
+def _delivery(
+    job: str, status: str, version: int, *, answer: int = 200, webhook_id: str = ""
+) -> WebhookDelivery:
+    return WebhookDelivery(
+        webhook_id or f"msg_{job}_{status}_0",
+        EVENT_TYPE_PREFIX + status,
+        job,
+        status,
+        version,
+        True,
+        answer,
+        0.0,
+    )
+
+
+def _final(status: str, version: int) -> FinalState:
+    return FinalState(status, 100.0 if status == "completed" else 0.0, version, "", "", "")
+
+
+def test_webhook_checks_pass_a_clean_run_with_retries_and_redeliveries() -> None:
+    finals = {"a": _final("completed", 6), "b": _final("cancelled", 2)}
+    statuses = {
+        "a": {1: "queued", 2: "running", 5: "running", 6: "completed"},
+        "b": {1: "queued", 2: "cancelled"},
+    }
+    deliveries = [
+        _delivery("a", "queued", 1),
+        _delivery("a", "completed", 6, answer=503),
+        _delivery("a", "running", 2),
+        _delivery("a", "completed", 6),
+        _delivery("a", "completed", 6),  # a redelivery: at least once
+        _delivery("b", "cancelled", 2),
+    ]
+    assert check_webhooks(finals, statuses, deliveries) == []
+
+
+def test_webhook_checks_catch_a_lost_event_a_state_never_had_and_a_bad_signature() -> None:
+    finals = {"a": _final("completed", 6)}
+    statuses = {"a": {1: "queued", 2: "running", 6: "completed"}}
+    only_refused = check_webhooks(finals, statuses, [_delivery("a", "completed", 6, answer=503)])
+    assert [v.invariant for v in only_refused] == ["terminal_event_delivered"]
+    wrong_version = check_webhooks(finals, statuses, [_delivery("a", "completed", 5)])
+    assert sorted(v.invariant for v in wrong_version) == [
+        "no_event_for_a_state_never_had",
+        "terminal_event_delivered",
+    ]
+    never_had = [_delivery("a", "completed", 6), _delivery("a", "failed", 2)]
+    assert [v.invariant for v in check_webhooks(finals, statuses, never_had)] == [
+        "no_event_for_a_state_never_had"
+    ]
+    unknown_job = [_delivery("a", "completed", 6), _delivery("x", "queued", 1)]
+    assert [v.invariant for v in check_webhooks(finals, statuses, unknown_job)] == [
+        "no_event_for_a_state_never_had"
+    ]
+    reused_id = [
+        _delivery("a", "completed", 6),
+        _delivery("a", "running", 2, webhook_id="msg_a_completed_0"),
+    ]
+    assert [v.invariant for v in check_webhooks(finals, statuses, reused_id)] == [
+        "one_event_per_webhook_id"
+    ]
+    unsigned = [
+        _delivery("a", "completed", 6),
+        replace(_delivery("a", "completed", 6), verified=False, answer=400),
+    ]
+    assert [v.invariant for v in check_webhooks(finals, statuses, unsigned)] == ["webhook_verified"]
+
+
+async def test_the_receiver_verifies_each_delivery_and_refuses_some_first_attempts() -> None:
+    receiver = await WebhookReceiver(seed=3).start()
+    try:
+        async with httpx.AsyncClient() as client:
+
+            async def send(webhook_id: str, secret: str) -> int:
+                body = json.dumps(
+                    {
+                        "specversion": "1.0",
+                        "id": f"{webhook_id}.event",
+                        "source": "/videojob/export/jobs",
+                        "type": "dev.videojob.export.completed",
+                        "subject": "job-1",
+                        "datacontenttype": "application/json",
+                        "data": {"id": "job-1", "status": "completed", "version": 4},
+                    }
+                ).encode()
+                headers = signed_headers(secret, webhook_id, int(time.time()), body)
+                headers["content-type"] = "application/cloudevents+json; charset=utf-8"
+                answer = await client.post(receiver.url, content=body, headers=headers)
+                return answer.status_code
+
+            ids = [f"msg_job-1_completed_{n}" for n in range(40)]
+            first = [await send(webhook_id, receiver.secret) for webhook_id in ids]
+            again = [await send(webhook_id, receiver.secret) for webhook_id in ids]
+            forged = await send("msg_forged", new_secret())
+    finally:
+        await receiver.stop()
+    assert 503 in first and set(first) <= {200, 503}
+    assert again == [200] * len(ids)  # only a first attempt is ever refused
+    assert forged == 400
+    accepted = [d for d in receiver.deliveries if d.answer == 200]
+    assert {d.event for d in accepted} == {
+        ("dev.videojob.export.completed", "job-1", "completed", 4)
+    }
+    assert receiver.received("job-1", "completed", 4)
+    assert not receiver.deliveries[-1].verified

@@ -91,13 +91,28 @@ BOUNDS: dict[str, dict[str, Any]] = {
     "OutputSpec.crf": {"minimum": limits.MIN_CRF, "maximum": limits.MAX_CRF},
     "OutputSpec.preset": {"enum": list(limits.PRESETS)},
     "OutputSpec.faststart": {},  # false outside the faststart containers: allOf
+    "OutputSpec.split": {},
+    # The widest --split-max-parts allows (the export service's flag may set less).
+    "Split.parts": {"minimum": 0, "maximum": limits.MAX_SPLIT_PARTS},
 }
+# The render kinds internal to the system (a part of a split render, a join): clients can't
+# write them, so the schema has no place for them (a body naming one is refused as unknown).
+INTERNAL_ONEOF = "internal"
+
+
+def _internal(field: FieldDescriptor) -> bool:
+    oneof = field.containing_oneof
+    return oneof is not None and oneof.name == INTERNAL_ONEOF
+
+
+def _client_fields(descriptor: Descriptor) -> list[FieldDescriptor]:
+    return [field for field in descriptor.fields if not _internal(field)]
 
 
 def _messages(descriptor: Descriptor) -> dict[str, Descriptor]:
-    """Every message a RenderSpec holds (itself included), by name."""
+    """Every message a client's RenderSpec holds (itself included), by name."""
     found = {descriptor.name: descriptor}
-    for field in descriptor.fields:
+    for field in _client_fields(descriptor):
         if field.message_type is not None and field.message_type.name not in found:
             found.update(_messages(field.message_type))
     return found
@@ -107,7 +122,7 @@ MESSAGES = _messages(spec_pb2.RenderSpec.DESCRIPTOR)
 FIELDS = {
     f"{message.name}.{field.name}": (message, field)
     for message in MESSAGES.values()
-    for field in message.fields
+    for field in _client_fields(message)
 }
 
 
@@ -135,7 +150,9 @@ def test_every_message_has_a_closed_component_with_a_property_per_field() -> Non
         schema = SPEC_SCHEMAS[name]
         assert schema["type"] == "object", name
         assert schema["additionalProperties"] is False, name
-        assert set(schema["properties"]) == {field.json_name for field in message.fields}, name
+        assert set(schema["properties"]) == {
+            field.json_name for field in _client_fields(message)
+        }, name
         for required in schema.get("required", ()):
             assert required in schema["properties"], (name, required)
 
@@ -168,7 +185,11 @@ def test_each_property_has_the_fields_type_and_bounds(name: str) -> None:
 
 def test_a_oneof_is_a_component_with_exactly_one_of_its_fields() -> None:
     for name, message in MESSAGES.items():
-        oneofs = [oneof for oneof in message.oneofs if not _optional(oneof.fields[0])]
+        oneofs = [
+            oneof
+            for oneof in message.oneofs
+            if not _optional(oneof.fields[0]) and oneof.name != INTERNAL_ONEOF
+        ]
         schema = SPEC_SCHEMAS[name]
         if not oneofs:
             assert "maxProperties" not in schema, name
@@ -213,3 +234,12 @@ def test_the_rules_across_fields_are_the_limits_tables() -> None:
             crf = {"type": ["integer", "null"], "minimum": low, "maximum": high}
             expected[(("container", container), ("videoCodec", codec))] = {"crf": crf}
     assert _rules() == expected
+
+
+def test_the_internal_render_kinds_have_no_place_in_a_clients_spec() -> None:
+    internal = [
+        field.json_name for field in spec_pb2.RenderSpec.DESCRIPTOR.fields if _internal(field)
+    ]
+    assert internal == ["part", "join"]
+    assert not set(internal) & set(SPEC_SCHEMAS["RenderSpec"]["properties"])
+    assert not {"SplitPart", "SplitJoin"} & set(SPEC_SCHEMAS)

@@ -517,6 +517,56 @@ def test_a_missing_output_fails_the_job_once_the_output_wait_is_over(
     assert history[-1].effects == (RemoveOutput("/out/j.mp4"),)
 
 
+@settings(max_examples=50, deadline=None)
+@given(tracker_settings(), st.integers(0, 2**32))
+def test_a_store_that_never_answers_costs_every_attempt_then_fails_the_job_saying_so(
+    settings_: TrackerSettings, seed: int
+) -> None:
+    """STORAGE_UNAVAILABLE (the render could not fetch its inputs or store its output) is worth
+    another attempt; with none left the job fails with the store's own reason."""
+    store_down = Failed("STORAGE_UNAVAILABLE", "the output could not be stored: no answer")
+
+    def unavailable(ask: NextStep, now: float) -> tuple[Observation, float]:
+        return EventReceived(1, store_down), 0.0
+
+    _, _, history = drive(settings_, seed, unavailable)
+    renders = [d.next for d in history if isinstance(d.next, CallRender)]
+    assert [render.attempt for render in renders] == list(range(1, settings_.max_attempts + 1))
+    failure = final_failure(history)
+    assert failure.code == "STORAGE_UNAVAILABLE"
+    assert failure.message == (
+        f"the output could not be stored: no answer; "
+        f"gave up after {settings_.max_attempts} attempts"
+    )
+
+
+UNREACHABLE = OutputProblem(
+    OutputFault.UNREACHABLE, "output s3://b/j.mp4 cannot be reached (no answer)"
+)
+
+
+def test_an_output_the_store_never_showed_fails_storage_unavailable_never_completed() -> None:
+    done = decide(streaming(), EventReceived(4, Completed("s3://b/j.mp4", 5, 2.0)), 100.0)
+    decision = decide(done.state, OutputChecked(UNREACHABLE), 100.0)
+    now = 100.0
+    while isinstance(decision.next, Wait):
+        now += decision.next.seconds
+        recheck = decide(decision.state, TimerFired(), now)
+        decision = decide(recheck.state, OutputChecked(UNREACHABLE), now)
+    assert decision.next == WriteFail(
+        "STORAGE_UNAVAILABLE",
+        "the render reported completion but output s3://b/j.mp4 cannot be reached (no answer)",
+        release_render=True,
+    )
+    assert now == pytest.approx(100.0 + SETTINGS.output_wait_seconds)
+    # The store answering before the wait is over completes the job.
+    answered = decide(done.state, OutputChecked(UNREACHABLE), 100.0)
+    recheck = decide(answered.state, TimerFired(), 100.1)
+    assert decide(recheck.state, OutputChecked(None), 100.1).next == WriteComplete(
+        "s3://b/j.mp4", 5, 2.0, 4
+    )
+
+
 # Single decisions.
 
 

@@ -163,6 +163,17 @@ def test_an_attempt_ends_lost_when_its_render_is_gone() -> None:
     assert shut_down.next == RenderLost(
         Lost("RENDER_LOST", "the render was lost (SHUTDOWN: stopping)")
     )
+    # A store that did not answer for the render's inputs or output: lost too, the store's
+    # reason kept for the job's failure when no attempt is left; no render service avoided.
+    store_down = Failed("STORAGE_UNAVAILABLE", "the inputs could not be fetched: no answer")
+    unstored = step(submitted(), EventReceived(2, store_down), 1.0)
+    assert unstored.next == RenderLost(
+        Lost(
+            "STORAGE_UNAVAILABLE",
+            "the object store did not answer (the inputs could not be fetched: no answer)",
+            shown="the inputs could not be fetched: no answer",
+        )
+    )
     investigating = step(submitted(), StreamEnded(), 1.0)
     unknown = RpcFailed(grpc.StatusCode.NOT_FOUND, "unknown render", others_available=True)
     not_known = step(investigating, unknown, 1.0)

@@ -78,19 +78,20 @@ async def test_draining_full_silent_and_avoided_members_are_passed_over(pool: Re
     assert pool.choose(frozenset({"render-1", "render-2"})) is None
 
 
-async def test_free_slots_count_what_the_usable_members_could_start_now(
-    pool: RenderPool,
-) -> None:
+async def test_the_free_slots_are_each_usable_members_idle_slots(pool: RenderPool) -> None:
+    """What a split's planner weighs: one entry per usable render service, its slots less its
+    running, queued and not yet reported renders."""
+    assert pool.free_slots() == (2, 2, 2)
     members = by_key(pool)
-    assert pool.free_slots() == 6  # three idle members of two slots
     answered(members["render-0"], "render-0", running=1)
-    answered(members["render-1"], "render-1", running=2, queued=1)  # none free, never below
+    answered(members["render-1"], "render-1", running=2, queued=1)
     members["render-2"].draining = True
-    assert pool.free_slots() == 1
-    members["render-2"].draining = False
-    chosen = pool.choose(frozenset({"render-0", "render-1"}))  # a placement takes its slot
-    assert chosen is not None and chosen.key == "render-2"
-    assert pool.free_slots() == 2
+    assert pool.free_slots() == (1, 0)
+    chosen = pool.choose()
+    assert chosen is not None and chosen.key == "render-0"
+    assert pool.free_slots() == (0, 0)
+    members["render-1"].healthy = False
+    assert pool.free_slots() == (0,)
 
 
 async def test_an_attempt_s_member_is_found_by_instance_id_or_address(pool: RenderPool) -> None:

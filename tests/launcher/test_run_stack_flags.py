@@ -84,6 +84,11 @@ def test_the_command_line_wins_over_the_environment() -> None:
         ([], {"VIDEOJOB_EXPORTS": "many"}, "--exports (from VIDEOJOB_EXPORTS) must be an integer"),
         (["--render-listen", "50051"], {}, "--render-listen must be HOST:PORT"),
         (["--restart", "sometimes"], {}, "--restart must be one of no, on-failure, always"),
+        (
+            [],
+            {"VIDEOJOB_STORAGE": "nfs"},
+            "--storage (from VIDEOJOB_STORAGE) must be one of local, s3",
+        ),
         (["--restart-interval", "0"], {}, "--restart-interval must be a number > 0"),
     ],
 )

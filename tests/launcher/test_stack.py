@@ -12,6 +12,7 @@ from videojob_launcher import (
     EXPORT_SERVICE,
     RENDER_SERVICE,
     LaunchError,
+    ObjectStorage,
     Role,
     Stack,
     StackConfig,
@@ -30,6 +31,17 @@ def test_several_export_services_on_one_sqlite_file_are_refused(tmp_path: Path) 
         Stack(StackConfig(tmp_path, export=Role(count=2)))
     with pytest.raises(ValueError, match="sqlite:///PATH or postgresql://"):
         Stack(StackConfig(tmp_path, database="mysql://db/videojob"))
+    assert not list(tmp_path.iterdir()), "nothing was started or created"
+
+
+def test_an_object_storage_that_is_not_one_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="media root must be s3://"):
+        Stack(StackConfig(tmp_path, storage=ObjectStorage("/srv/media", "s3://bucket/renders")))
+    with pytest.raises(ValueError, match="output dir 's3://B/renders': bucket 'B'"):
+        Stack(StackConfig(tmp_path, storage=ObjectStorage("s3://bucket/media", "s3://B/renders")))
+    storage = ObjectStorage("s3://bucket/media", "s3://bucket/renders")
+    with pytest.raises(ValueError, match="an object storage or local directories, not both"):
+        Stack(StackConfig(tmp_path, output_dir=tmp_path / "renders", storage=storage))
     assert not list(tmp_path.iterdir()), "nothing was started or created"
 
 

@@ -20,7 +20,8 @@ def test_readme_has_every_render_recipe() -> None:
     joined = [" ".join(command) for command in grpcurl_recipes("## Render service")]
     for needle in (" list", "describe videojob.render.v1.RenderService", "Health/Check"):
         assert any(needle in command for command in joined), needle
-    for method in ("Render", "GetRender", "WatchRender", "CancelRender", "GetCapacity"):
+    methods = ("Render", "GetRender", "WatchRender", "CancelRender", "GetCapacity", "CheckInputs")
+    for method in methods:
         assert any(command.endswith(f"RenderService/{method}") for command in joined), method
 
 
@@ -57,3 +58,5 @@ def test_readme_recipes_run_against_a_real_service(
     capacity = json.loads(by_method["videojob.render.v1.RenderService/GetCapacity"])
     assert capacity["max_queue"] == 256 and capacity["max_concurrent"] >= 1
     assert capacity["instance_id"] and "running" not in capacity  # 0 is not printed
+    facts = json.loads(by_method["videojob.render.v1.RenderService/CheckInputs"])
+    assert facts == {"duration_seconds": 2, "fps": 10, "has_audio": True}

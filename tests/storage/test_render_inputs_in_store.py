@@ -118,6 +118,8 @@ async def test_a_store_gone_before_the_fetch_fails_the_render_saying_so(
     last, scratch_dir = await render_with_input_gone(private_seaweedfs, tmp_path, kill_the_store)
 
     assert last.WhichOneof("event") == "failed", last
+    # A transient failure, which the export service retries, not a verdict on the render.
+    assert last.failed.code == "STORAGE_UNAVAILABLE", last
     assert "the inputs could not be fetched from the object store" in last.failed.message, last
     assert "AWS_ENDPOINT_URL" in last.failed.message, last
     assert sorted((scratch_dir / "inputs").rglob("*")) == []

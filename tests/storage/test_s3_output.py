@@ -32,10 +32,16 @@ GATEWAY_ARGS = ("--heartbeat-seconds", "0.2")
 
 
 def s3_stack_config(
-    workdir: Path, location: S3Location, environ: dict[str, str], render_environ: dict[str, str]
+    workdir: Path,
+    location: S3Location,
+    environ: dict[str, str],
+    render_environ: dict[str, str],
+    export_environ: dict[str, str] | None = None,
+    export_args: tuple[str, ...] = (),
 ) -> StackConfig:
     """A stack whose render service stores its outputs at ``location`` (reaching the store
-    with ``render_environ``) and whose export service and gateway read them there."""
+    with ``render_environ``) and whose export service (with ``export_environ``, by default
+    ``environ``, and ``export_args``) and gateway read them there."""
     url = str(location)
     return StackConfig(
         workdir,
@@ -43,7 +49,10 @@ def s3_stack_config(
             args=("--output-dir", url, "--scratch-dir", str(workdir / "scratch")),
             env=render_environ,
         ),
-        export=Role(args=("--render-output-dir", url), env=environ),
+        export=Role(
+            args=("--render-output-dir", url, *export_args),
+            env=environ if export_environ is None else export_environ,
+        ),
         gateway=Role(args=(*GATEWAY_ARGS, "--render-output-dir", url), env=environ),
     )
 
@@ -296,13 +305,16 @@ async def test_a_cancel_during_the_upload_leaves_no_object_and_no_unfinished_upl
         await asyncio.to_thread(stack.stop)
 
 
-async def test_a_store_that_stops_answering_fails_the_render_storage_unavailable(
+async def test_a_store_that_stops_answering_is_retried_then_fails_storage_unavailable(
     seaweedfs: SeaweedFS, stalling_store: TcpProxy, tmp_path: Path
 ) -> None:
     location = seaweedfs.location(f"tests/{secrets.token_hex(6)}/renders")
     environ = seaweedfs.environ()
     render_environ = {**environ, "AWS_ENDPOINT_URL": f"http://{stalling_store.address}"}
-    stack = Stack(s3_stack_config(tmp_path, location, environ, render_environ))
+    attempts = ("--max-attempts", "2")
+    stack = Stack(
+        s3_stack_config(tmp_path, location, environ, render_environ, export_args=attempts)
+    )
     await asyncio.to_thread(stack.start)
     try:
         async with httpx.AsyncClient(base_url=stack.url, timeout=30) as http:
@@ -324,7 +336,11 @@ async def test_a_store_that_stops_answering_fails_the_render_storage_unavailable
             job = finished[-1]
             assert job["status"] == "failed", job
             assert job["error"]["code"] == "STORAGE_UNAVAILABLE", job
+            # Each attempt rendered and could not store its file: the store may have answered
+            # the next time; the job says why once none is left.
+            assert job["attempt"] == 2, job
             assert "could not be stored" in job["error"]["message"], job
+            assert job["error"]["message"].endswith("gave up after 2 attempts"), job
             assert "AWS_ENDPOINT_URL" in job["error"]["message"], job
             assert job["outputPath"] is None and job["outputSha256"] is None, job
         assert await stored_keys(seaweedfs, location) == []

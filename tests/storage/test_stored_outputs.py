@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from export_service.stored_outputs import Outputs
+from export_service.stored_outputs import OBJECT_CHECK_SECONDS, Outputs
+from tests.support.seaweedfs import SeaweedFS
+from tests.support.tcp_proxy import TcpProxy
 from videojob.output_check import OutputFault
 from videojob.storage.location import S3Location
 from videojob.storage.object_store import ObjectStore, UploadedObject
@@ -68,3 +70,21 @@ async def test_a_missing_object_may_yet_appear_and_removal_leaves_none(
 async def test_without_a_store_an_object_cannot_be_confirmed() -> None:
     problem = await Outputs().check("s3://videojob-test/a/r1.mp4", size_bytes=1, store_checksum="x")
     assert problem is not None and "--render-output-dir" in problem.reason
+
+
+async def test_a_store_that_hangs_is_unreachable_for_the_look_not_a_held_check(
+    seaweedfs: SeaweedFS, location: S3Location, store: ObjectStore, tmp_path: Path
+) -> None:
+    uploaded = await stored(store, location, tmp_path)
+    proxy = await TcpProxy("127.0.0.1", seaweedfs.s3_port).start()
+    try:
+        async with ObjectStore(seaweedfs.settings(endpoint=f"http://{proxy.address}")) as hung:
+            proxy.stall()
+            problem = await Outputs(hung).check(
+                uploaded.url, size_bytes=uploaded.size, store_checksum=uploaded.composite_sha256
+            )
+    finally:
+        await proxy.close()
+    assert problem is not None and problem.fault is OutputFault.UNREACHABLE, problem
+    assert not problem.lasting
+    assert f"did not answer within {OBJECT_CHECK_SECONDS:g} s" in problem.reason, problem

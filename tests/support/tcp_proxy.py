@@ -2,10 +2,11 @@
 
 Put it between a client and a server, then ``cut()`` every open connection mid-stream (a TCP
 reset on both ends; new connections keep working), ``stall()`` all forwarding until
-``resume()``, or set ``refuse`` to turn new connections away. With ``hold_server_close`` set, a
-connection the server closes stays open towards the client (everything the server sent last is
-delivered, its end is not) until the proxy is closed or cut: the moment between a server's last
-words and the end of its connection, held open.
+``resume()``, set ``refuse`` to turn new connections away (``refused`` counts them), or set
+``bytes_per_second`` to forward at most that fast in each direction (a slow link). With
+``hold_server_close`` set, a connection the server closes stays open towards the client
+(everything the server sent last is delivered, its end is not) until the proxy is closed or
+cut: the moment between a server's last words and the end of its connection, held open.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import contextlib
 import socket
 import struct
 
+_CHUNK_BYTES = 65536
+
 
 class TcpProxy:
     def __init__(self, target_host: str, target_port: int) -> None:
@@ -22,6 +25,9 @@ class TcpProxy:
         self.port = 0
         self.cuts = 0
         self.refuse = False
+        self.refused = 0
+        # None: as fast as the ends go.
+        self.bytes_per_second: float | None = None
         self.hold_server_close = False
         # Connections whose server side ended while ``hold_server_close`` kept the client's open.
         self.held_closes = 0
@@ -77,6 +83,7 @@ class TcpProxy:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await self._flowing.wait()
         if self.refuse:
+            self.refused += 1
             _abort(writer)
             return
         try:
@@ -106,12 +113,15 @@ class TcpProxy:
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
-            while data := await reader.read(65536):
+            while data := await reader.read(_CHUNK_BYTES):
                 await self._flowing.wait()
                 if writer.is_closing():
                     return
                 writer.write(data)
                 await writer.drain()
+                if self.bytes_per_second:
+                    # The link's pace: this chunk takes its share of a second.
+                    await asyncio.sleep(len(data) / self.bytes_per_second)
 
 
 def _abort(writer: asyncio.StreamWriter) -> None:

@@ -44,7 +44,9 @@ class _FailureCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FailureCo
     INTERNAL: _FailureCode.ValueType  # 7
     """An unexpected error."""
     STORAGE_UNAVAILABLE: _FailureCode.ValueType  # 11
-    """The object store (an s3:// output directory) did not answer or refused the upload."""
+    """The object store (an s3:// output directory or media root) did not answer, or refused the
+    upload or the fetch of an input; the export service retries such a render (attempt + 1).
+    """
     RENDER_LOST: _FailureCode.ValueType  # 8
     """Written by the export service on the job (JobError.code).
     The render service lost the render (forgot it, or shut down) on every attempt allowed.
@@ -82,7 +84,9 @@ and is handed back untouched: resubmitted elsewhere at once, costing no attempt.
 INTERNAL: FailureCode.ValueType  # 7
 """An unexpected error."""
 STORAGE_UNAVAILABLE: FailureCode.ValueType  # 11
-"""The object store (an s3:// output directory) did not answer or refused the upload."""
+"""The object store (an s3:// output directory or media root) did not answer, or refused the
+upload or the fetch of an input; the export service retries such a render (attempt + 1).
+"""
 RENDER_LOST: FailureCode.ValueType  # 8
 """Written by the export service on the job (JobError.code).
 The render service lost the render (forgot it, or shut down) on every attempt allowed.

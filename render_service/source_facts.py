@@ -1,0 +1,116 @@
+"""What a split's planner needs to know of a source (CheckInputs' answer): its duration, frame
+rate, whether its frames are evenly spaced, whether it has audio. A test pattern or slideshow is
+as its spec makes it; a transcode's input is read: its header, and the timestamps of its first
+video packets as stored (a stream-copy scan, quick whatever the codec)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import re
+import statistics
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+from render_service.ffmpeg_command import DEFAULT_SLIDESHOW_FPS
+from render_service.ffmpeg_process import run_ffmpeg_captured
+from render_service.frame_scan import of_type, parse_framecrc
+from videojob.render.v1 import render_pb2, spec_pb2
+
+# Seconds of the source's video whose timestamps are read.
+SCANNED_SECONDS = 60
+SCAN_TIMEOUT_SECONDS = 20.0
+# A frame's spacing further than this share of the usual one from it: not a constant rate.
+SPACING_TOLERANCE = 0.1
+_TBR = re.compile(r"Stream #0:\d+\S*: Video: .*?(?P<rate>\d+(?:\.\d+)?)(?P<k>k?) tbr")
+
+
+@dataclass(frozen=True)
+class SourceFacts:
+    duration_seconds: float = 0.0
+    fps: float = 0.0
+    variable_frame_rate: bool = False
+    has_audio: bool = False
+
+    def message(self) -> render_pb2.CheckInputsResponse:
+        return render_pb2.CheckInputsResponse(
+            duration_seconds=self.duration_seconds,
+            fps=self.fps,
+            variable_frame_rate=self.variable_frame_rate,
+            has_audio=self.has_audio,
+        )
+
+
+def spec_facts(spec: spec_pb2.RenderSpec, duration_seconds: float) -> SourceFacts:
+    """A test pattern's or slideshow's facts (``spec`` normalized): made at a constant rate,
+    with audio (the tone, the soundtrack or silence)."""
+    if spec.source.WhichOneof("kind") == "test_pattern":
+        fps = spec.source.test_pattern.fps
+    else:
+        fps = DEFAULT_SLIDESHOW_FPS
+    return SourceFacts(duration_seconds=duration_seconds, fps=fps, has_audio=True)
+
+
+def _snapped(rate: float) -> float:
+    """``rate`` as the nearest simple fraction (30000/1001) when it is that close to one."""
+    simple = Fraction(rate).limit_denominator(1001)
+    return float(simple) if abs(float(simple) - rate) <= rate * 1e-4 else rate
+
+
+def _header_rate(header: str) -> float:
+    match = _TBR.search(header)
+    if match is None:
+        return 0.0
+    return float(match["rate"]) * (1000 if match["k"] else 1)
+
+
+def rate_of(pts: list[int], time_base: Fraction) -> tuple[float, bool]:
+    """The frame rate of frames at ``pts`` (in ``time_base`` units) and whether it varies;
+    (0, False) for fewer than 3 frames."""
+    times = sorted(pts)
+    if len(times) < 3 or times[-1] == times[0]:
+        return 0.0, False
+    spacings = [later - earlier for earlier, later in itertools.pairwise(times)]
+    usual = statistics.median(spacings)
+    allowed = max(SPACING_TOLERANCE * usual, 1.5)
+    variable = any(abs(spacing - usual) > allowed for spacing in spacings)
+    seconds = float((times[-1] - times[0]) * time_base)
+    return _snapped((len(times) - 1) / seconds), variable
+
+
+def _packet_rate(framecrc: str) -> tuple[float, bool]:
+    video = of_type(parse_framecrc(framecrc), "video")
+    if video is None:
+        return 0.0, False
+    return rate_of([packet.pts for packet in video.packets], video.time_base)
+
+
+async def transcode_facts(
+    binary: str, path: Path, duration_seconds: float, has_audio: bool
+) -> SourceFacts:
+    argv = [
+        binary,
+        "-hide_banner",
+        "-nostdin",
+        "-protocol_whitelist",
+        "file",
+        "-t",
+        str(SCANNED_SECONDS),
+        "-i",
+        f"file:{path}",
+        "-map",
+        "0:v:0",
+        "-c",
+        "copy",
+        "-f",
+        "framecrc",
+        "-",
+    ]
+    run = await run_ffmpeg_captured(argv, SCAN_TIMEOUT_SECONDS)
+    fps, variable = 0.0, False
+    if run.returncode == 0:
+        fps, variable = await asyncio.to_thread(_packet_rate, run.stdout)
+    if not fps:
+        fps = _header_rate(run.stderr)
+    return SourceFacts(duration_seconds, fps, variable, has_audio)

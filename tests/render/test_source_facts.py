@@ -1,0 +1,71 @@
+"""CheckInputs answers what a split's planner needs of the source: its duration, frame rate,
+whether its frames are evenly spaced, whether it has audio (sources made with FFmpeg here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.render.conftest import Running, pattern_spec, run_ffmpeg
+from videojob.render.v1 import render_pb2, spec_pb2
+
+
+def transcode(input_path: str) -> spec_pb2.RenderSpec:
+    spec = spec_pb2.RenderSpec()
+    spec.source.transcode.input_path = input_path
+    return spec
+
+
+async def facts(service: Running, spec: spec_pb2.RenderSpec) -> render_pb2.CheckInputsResponse:
+    return await service.stub.CheckInputs(render_pb2.CheckInputsRequest(spec=spec))
+
+
+def make(path: Path, rate: str, *, audio: bool, video_filter: str = "") -> None:
+    args = ["-f", "lavfi", "-i", f"testsrc2=size=160x120:rate={rate}:duration=3"]
+    if audio:
+        args += ["-f", "lavfi", "-i", "sine=sample_rate=48000:duration=3", "-c:a", "aac"]
+    if video_filter:
+        args += ["-vf", video_filter, "-fps_mode", "vfr", "-enc_time_base", "1/1000"]
+    args += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path)]
+    run_ffmpeg(*args)
+
+
+async def test_a_test_pattern_is_as_its_spec_makes_it(service: Running) -> None:
+    answer = await facts(service, pattern_spec(4.0, fps=12.0))
+
+    assert answer.duration_seconds == 4.0
+    assert answer.fps == 12.0
+    assert answer.has_audio and not answer.variable_frame_rate
+
+
+async def test_a_constant_rate_source_with_audio(service: Running) -> None:
+    make(service.config.media_root / "cfr.mp4", "25", audio=True)
+    answer = await facts(service, transcode("cfr.mp4"))
+
+    assert answer.duration_seconds == pytest.approx(3.0, abs=0.05)
+    assert answer.fps == 25.0
+    assert answer.has_audio and not answer.variable_frame_rate
+
+
+async def test_an_ntsc_rate_is_its_exact_fraction(service: Running) -> None:
+    make(service.config.media_root / "ntsc.mp4", "30000/1001", audio=False)
+    answer = await facts(service, transcode("ntsc.mp4"))
+
+    assert answer.fps == pytest.approx(30000 / 1001, rel=1e-9)
+    assert not answer.has_audio and not answer.variable_frame_rate
+
+
+async def test_unevenly_spaced_frames_are_a_variable_rate(service: Running) -> None:
+    # Every other frame 20 ms late (in milliseconds): spacings of 60 and 20 ms.
+    make(
+        service.config.media_root / "vfr.mp4",
+        "25",
+        audio=True,
+        video_filter="settb=1/1000,setpts=N*40+mod(N\\,2)*20",
+    )
+    answer = await facts(service, transcode("vfr.mp4"))
+
+    assert answer.variable_frame_rate
+    assert answer.fps == pytest.approx(25.0, rel=0.05)
+    assert answer.has_audio
