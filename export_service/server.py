@@ -802,6 +802,7 @@ async def _create_server(
         ownership,
         render_output_dir=config.render_output_dir,
         outputs=outputs,
+        split_policy=config.split,
     )
     deliverer = Deliverer(store, config.webhooks, store.writer, resolver=resolver)
     store.add_listener(deliverer.observe)

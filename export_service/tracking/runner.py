@@ -55,8 +55,10 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from export_service.config import TrackerSettings
+from export_service.input_check import planning_facts
 from export_service.progress_writer import ProgressWriter
 from export_service.render_pool import RenderMember, RenderPool
+from export_service.split_plan import SplitPolicy, Whole, WholeCause, plan_split
 from export_service.store import (
     Job,
     JobNotFound,
@@ -239,8 +241,10 @@ class JobTracker:
         created: Job | None = None,
         news: list[Observation] | None = None,
         outputs: Outputs | None = None,
+        split_policy: SplitPolicy | None = None,
     ) -> None:
         self.job_id = job_id
+        self._split_policy = split_policy or SplitPolicy()
         self._outputs = outputs or Outputs()
         # The row the job's create committed: the first ReadJob is answered from it.
         self._created = created
@@ -316,9 +320,9 @@ class JobTracker:
                 self._span.end()
 
     async def _track_split(self) -> bool:
-        """A split job (its parts planned, or due to be: nothing rendered yet and the plan splits
-        it) is tracked part by part (tracking.split_runner) instead; True once that ended."""
-        from export_service.tracking.split_plan import plan_split
+        """A split job (its parts planned, or due to be: nothing rendered yet and the planner
+        splits it) is tracked part by part (tracking.split_runner) instead; True once that
+        ended."""
         from export_service.tracking.split_runner import SplitTracker  # imports this module
 
         if self._inbox:
@@ -334,21 +338,11 @@ class JobTracker:
         spec = spec_pb2.RenderSpec.FromString(job.spec)
         if job.split is None:
             fresh = job.attempt == 1 and job.last_render_seq == 0 and not job.split_reason
-            plan = plan_split(spec) if fresh and job.status is JobStatus.QUEUED else None
-            if plan is None:
+            if not (fresh and job.status is JobStatus.QUEUED) or not await self._plan(job, spec):
                 return False
-            split = planned(
-                plan.total_frames,
-                tuple((part.first_frame, part.frame_count) for part in plan.parts),
-                plan.fps,
-            )
-            written = await self._write(
-                "the split plan", self._store.plan_split(self.job_id, split=split, lease=self.lease)
-            )
-            if not isinstance(written, Written):
-                return False  # the next ReadJob finds out why
             job = await self._store.get(self.job_id)
-            logger.info("job %s: split into %d parts", self.job_id, len(split.parts))
+            if job.split is None:
+                return False
         self._split = SplitTracker(
             job,
             spec,
@@ -368,6 +362,38 @@ class JobTracker:
             self.terminal_row = self._split.terminal_row
             self._inbox.clear()
         return True
+
+    async def _plan(self, job: Job, spec: spec_pb2.RenderSpec) -> bool:
+        """Plans a job nothing rendered yet: True once its parts are recorded. A job that can't
+        be split safely has the planner's reason recorded (it renders whole and says why); one
+        asked whole, or not worth splitting, is left as it is."""
+        requested = spec.output.split.parts
+        free_slots = self._pool.free_slots()
+        if requested == 1 or (requested == 0 and len(free_slots) < 2):
+            return False  # never split, or a pool of one: no facts to ask for
+        facts = await planning_facts(self._pool.any_usable().stub, spec)
+        verdict = plan_split(spec, facts, self._split_policy, free_slots)
+        if isinstance(verdict, Whole):
+            if verdict.cause is WholeCause.UNSPLITTABLE:
+                await self._write(
+                    "why the job renders whole",
+                    self._store.plan_split(
+                        job.id, split=None, reason=verdict.shown, lease=self.lease
+                    ),
+                )
+            return False
+        split = planned(
+            verdict.total_frames,
+            tuple((part.first_frame, part.frame_count) for part in verdict.parts),
+            verdict.fps,
+        )
+        written = await self._write(
+            "the split plan", self._store.plan_split(job.id, split=split, lease=self.lease)
+        )
+        if isinstance(written, Written):
+            logger.info("job %s: split into %d parts", job.id, len(split.parts))
+            return True
+        return False  # the next ReadJob finds out why
 
     async def _ask(self, question: Question) -> Observation:
         if self._inbox:

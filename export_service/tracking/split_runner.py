@@ -36,6 +36,7 @@ import grpc
 from export_service.config import TrackerSettings
 from export_service.progress_writer import ProgressWriter
 from export_service.render_pool import RenderMember, RenderPool
+from export_service.split_plan import Plan, PlannedPart, join_spec, part_spec
 from export_service.store import (
     Job,
     JobNotFound,
@@ -111,7 +112,6 @@ from export_service.tracking.split import (
     rendering_progress,
     rendering_stage,
 )
-from export_service.tracking.split_plan import Plan, PlannedPart, join_spec, part_spec
 from videojob.errors import Reason
 from videojob.grpc_errors import error_info, field_violation
 from videojob.limits import FAILURE_INTERNAL, FAILURE_VERIFICATION_FAILED, MAX_RUNNING_PROGRESS

@@ -23,6 +23,7 @@ import grpc
 from export_service.config import TrackerSettings
 from export_service.progress_writer import ProgressWriter
 from export_service.render_pool import RenderMember, RenderPool
+from export_service.split_plan import SplitPolicy
 from export_service.store import Job, JobNotFound, JobStore, TransitionRejected
 from export_service.store.base import Lease, RenderAttempt, StaleLease, render_id_for
 from export_service.stored_outputs import Outputs, remove_output
@@ -57,8 +58,11 @@ class RenderSupervisor:
         ownership: Ownership | None = None,
         render_output_dir: Path | None = None,
         outputs: Outputs | None = None,
+        split_policy: SplitPolicy | None = None,
     ) -> None:
         self._store = store
+        # When a job is cut into parts (export_service.split_plan).
+        self._split_policy = split_policy or SplitPolicy()
         # Checks and removes renders' outputs, files or objects in a store.
         self.outputs = outputs or Outputs()
         self._pool = pool
@@ -162,6 +166,7 @@ class RenderSupervisor:
             on_release=self.release_attempt,
             created=created,
             outputs=self.outputs,
+            split_policy=self._split_policy,
         )
         task = asyncio.create_task(self._run_tracker(tracker), name=f"track-{job_id}")
         self._trackers[job_id] = (tracker, task)
@@ -327,6 +332,7 @@ class RenderSupervisor:
             on_release=self.release_attempt,
             news=crashed.take_news(),
             outputs=self.outputs,
+            split_policy=self._split_policy,
         )
         if entry is not None and entry[0] is crashed:
             self._trackers[crashed.job_id] = (successor, entry[1])

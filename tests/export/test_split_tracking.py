@@ -1,8 +1,9 @@
 """A split job tracked part by part over a pool of real render service processes (real ffmpeg,
 one shared output directory), the export service in process with ``--render-addr a,b``:
 
-- it completes: every part and the join rendered by a render of its own, each recorded on the
-  job before it started, progress never decreasing, and no part's output left behind;
+- it completes with exactly the plan's frames: every part and the join rendered by a render of
+  its own, each recorded on the job before it started, progress never decreasing, and no
+  part's output left behind;
 - a part's render service SIGKILLed mid-part: only the parts it held render again (elsewhere),
   the others keep their one attempt, and the job completes;
 - cancel mid-split: every part's render stops, and no part output is left;
@@ -28,6 +29,7 @@ from tests.export.conftest import (
 )
 from tests.support.processes import ServiceProcess
 from tests.support.specs import pattern_spec
+from tests.support.split import decoded_frames
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 from videojob.grpc_setup import create_channel
 from videojob.render.v1 import render_pb2, render_pb2_grpc, spec_pb2
@@ -133,6 +135,8 @@ async def test_a_split_job_completes_with_a_render_per_part_and_no_part_left(
     assert Path(final.output_path).name.startswith(f"{created.id}-join.")
     assert all(part.state == "done" and part.attempts == 1 for part in final.parts)
     assert sum(part.frame_count for part in parts) == join.frame_count == 75
+    # The joined file holds exactly the plan's frames (decoded, read by ffmpeg on its own).
+    assert len(decoded_frames(Path(final.output_path))) == 75
     assert [part.first_frame for part in parts] == [0, 25, 50]
     assert {part.render_service.instance_id for part in final.parts} <= set(members)
     # The parts' frames rode on progress writes: the band moved while they rendered.
