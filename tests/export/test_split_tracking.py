@@ -7,7 +7,8 @@ one shared output directory), the export service in process with ``--render-addr
 - a part's render service SIGKILLed mid-part: only the parts it held render again (elsewhere),
   the others keep their one attempt, and the job completes;
 - cancel mid-split: every part's render stops, and no part output is left;
-- a part that fails for good (its attempts spent): the job FAILED, naming the part.
+- a part that fails for good (its attempts spent): the job FAILED, naming the part;
+- a job the policy cannot split safely renders whole, and says why.
 """
 
 from __future__ import annotations
@@ -111,6 +112,11 @@ async def open_export(
     settings = dataclasses.replace(SPLIT_TRACKER, **tracker)  # type: ignore[arg-type]
     addresses = ",".join(member.address for member in members.values())
     server = await start_export(addresses, tracker=settings, render_output_dir=output)
+
+    async def every_member_answered() -> bool:
+        return server.render_pool.usable_count() == len(members)
+
+    await wait_for(every_member_answered, within=30)
     channel = create_channel(f"127.0.0.1:{server.port}")
     return export_pb2_grpc.ExportServiceStub(channel)
 
@@ -148,6 +154,23 @@ async def test_a_split_job_completes_with_a_render_per_part_and_no_part_left(
     changes = [entry.change for entry in history.entries]
     assert changes.count("split_planned") == 1
     assert changes.count("part_placed") == 4 and changes.count("part_done") == 3
+
+
+async def test_a_job_that_cannot_be_split_safely_renders_whole_and_says_why(
+    render_processes: RenderProcesses, start_export: StartExport
+) -> None:
+    members = pool_of(render_processes, "split-a", "split-b")
+    stub = await open_export(start_export, members, render_processes.dirs.output)
+    spec = pattern_spec(1.0, video_codec="hevc")  # the policy decides (parts 0)
+    created = await stub.CreateExport(export_pb2.CreateExportRequest(spec=spec))
+    final = await wait_terminal(stub, created.id)
+    assert_completed_with_valid_file(final, 1.0)
+    assert list(final.parts) == [] and final.attempts[0].render_id == created.id
+    assert final.split_reason == "rendered whole: hevc parts are not joined (only h264 and vp9 are)"
+    # A job the policy finds too short renders whole without a word.
+    short = await stub.CreateExport(export_pb2.CreateExportRequest(spec=pattern_spec(1.0)))
+    done = await wait_terminal(stub, short.id)
+    assert done.status == export_pb2.COMPLETED and not done.parts and not done.split_reason
 
 
 async def test_a_killed_render_service_costs_only_the_parts_it_held(
