@@ -510,7 +510,9 @@ class SplitTracker:
                 self._store.confirm_lease(self.job_id, lease=self._lease),
             )
             return None if isinstance(job, Job) else job
-        member = self._pool.choose(avoid | run.avoid)
+        # ``avoid``: the attempt's own (it starts from the render services that lost or failed
+        # this part, and starts afresh when none is left to choose).
+        member = self._pool.choose(avoid)
         if member is None:
             busy = any(m.healthy for m in self._pool.members)
             return NotPlaced("every render service is draining or refused it", busy)

@@ -7,13 +7,15 @@ one shared output directory), the export service in process with ``--render-addr
 - a part's render service SIGKILLed mid-part: only the parts it held render again (elsewhere),
   the others keep their one attempt, and the job completes;
 - cancel mid-split: every part's render stops, and no part output is left;
-- a part that fails for good (its attempts spent): the job FAILED, naming the part;
+- a part that fails for good (its attempts spent: its render service lost, or the render's
+  verdict each time): the job FAILED, naming the part and the render's reason;
 - a job the policy cannot split safely renders whole, and says why.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,6 +34,7 @@ from tests.support.processes import ServiceProcess
 from tests.support.specs import pattern_spec
 from tests.support.split import decoded_frames
 from videojob.export.v1 import export_pb2, export_pb2_grpc
+from videojob.ffmpeg_binary import ffmpeg_binary
 from videojob.grpc_setup import create_channel
 from videojob.render.v1 import render_pb2, render_pb2_grpc, spec_pb2
 
@@ -154,6 +157,67 @@ async def test_a_split_job_completes_with_a_render_per_part_and_no_part_left(
     changes = [entry.change for entry in history.entries]
     assert changes.count("split_planned") == 1
     assert changes.count("part_placed") == 4 and changes.count("part_done") == 3
+
+
+def clip_with_longer_audio(path: Path) -> Path:
+    """2 s of video and 4 s of audio: the container says 4 s, so a plan on its word has frames
+    the video never reaches (the last part falls short of its frames on every render)."""
+    subprocess.run(
+        [
+            ffmpeg_binary(),
+            "-hide_banner",
+            "-nostdin",
+            "-y",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=160x120:rate=10:duration=2",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:duration=4",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            str(path),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return path
+
+
+async def test_a_part_the_render_fails_each_time_fails_the_job_naming_it_and_the_reason(
+    render_processes: RenderProcesses, start_export: StartExport
+) -> None:
+    clip_with_longer_audio(render_processes.dirs.media / "short-video.mp4")
+    members = pool_of(render_processes, "split-a", "split-b")
+    output = render_processes.dirs.output
+    stub = await open_export(start_export, members, output, max_attempts=2)
+    spec = spec_pb2.RenderSpec()
+    spec.source.transcode.input_path = "short-video.mp4"
+    spec.output.split.parts = 2
+    created = await stub.CreateExport(export_pb2.CreateExportRequest(spec=spec))
+    final = await wait_terminal(stub, created.id)
+    assert final.status == export_pb2.FAILED, final
+    # The render's own verdict, named by part: its decoded frames fall short of the plan's.
+    message = final.error.message
+    assert message.startswith("part 2 of 2 failed (after 2 attempts): the part decodes"), message
+    assert final.error.code == "VERIFICATION_FAILED", final.error
+    second = next(part for part in final.parts if part.index == 1 and not part.join)
+    assert second.attempts == 2 and second.render_id == f"{created.id}-p2-a2", second
+    # It was rendered again first, and the job said so meanwhile.
+    history = await stub.ListJobHistory(export_pb2.ListJobHistoryRequest(id=created.id))
+    assert "Part 2 retrying" in [entry.stage for entry in history.entries]
+    await wait_no_part_output(output, created.id)
 
 
 async def test_a_job_that_cannot_be_split_safely_renders_whole_and_says_why(
