@@ -116,6 +116,7 @@ PARAMETER_TYPES: Mapping[str, str] = {
     "after_id": "text",
     "before": "timestamptz",
     "lock": "int8",
+    "per_endpoint": "int8",
     # The webhook outbox (store.outbox).
     "notify": "text",
     "event": "text",
@@ -125,6 +126,7 @@ PARAMETER_TYPES: Mapping[str, str] = {
     "terminal": "bool",
     "position": "int8",
     "url": "text",
+    "origin": "text",
     "events": "text",
     "secret": "text",
     "at": "timestamptz",
