@@ -26,6 +26,7 @@ from export_service.store.outbox import (
     DeliveryState,
     NotifyEvents,
     WebhookTarget,
+    origin_of,
 )
 from tests.export.test_store import (  # noqa: F401 (fixtures)
     OUTPUT,
@@ -284,3 +285,34 @@ async def test_each_delivery_keeps_its_endpoints_origin(store: JobStore, backend
     await complete(store, "j1")
     origins = await backend.column("SELECT origin FROM webhook_deliveries ORDER BY position")
     assert origins == ["https://hooks.example:443", "http://[::1]:8080"]
+
+
+ORIGINS = {
+    "https://hooks.example/one": "https://hooks.example:443",
+    "HTTPS://Hooks.EXAMPLE:443/two?x=1": "https://hooks.example:443",
+    "http://hooks.example:8080": "http://hooks.example:8080",
+    "http://[::1]/hook": "http://[::1]:80",
+    "http://[::1]:8443/hook": "http://[::1]:8443",
+}
+
+
+async def test_the_origins_of_rows_owed_before_the_upgrade_are_filled_in(
+    store: JobStore, backend: Backend
+) -> None:
+    """Migration 70 on a database whose rows had no origin: each gets the one origin_of gives."""
+    assert {url: origin_of(url) for url in ORIGINS} == ORIGINS
+    targets = tuple(WebhookTarget(url, NotifyEvents.TERMINAL, SECRET) for url in ORIGINS)
+    await store.create(job_id="j1", request_id="r1", spec=SPEC, webhooks=targets)
+    await complete(store, "j1")
+    for statement in (
+        "DROP INDEX webhook_deliveries_held",
+        "ALTER TABLE job_webhooks DROP COLUMN origin",
+        "ALTER TABLE webhook_deliveries DROP COLUMN origin",
+        "DELETE FROM schema_migrations WHERE version = 70",
+    ):
+        await backend.raw(statement)
+    await backend.open("after-upgrade")
+    expected = list(ORIGINS.values())
+    for table in ("job_webhooks", "webhook_deliveries"):
+        origins = await backend.column(f"SELECT origin FROM {table} ORDER BY position")
+        assert origins == expected, table
