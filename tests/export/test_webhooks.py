@@ -302,7 +302,7 @@ async def test_a_receiver_that_hangs_with_many_events_owed_delays_no_other_endpo
         await owe_hanging_events(stub, hanging, 6)
 
         async def slots_held() -> bool:
-            return hanging.open_hanging == 2
+            return hanging.open_hanging >= 2
 
         await wait_for(slots_held)
         other = await create(stub, "hook-other", receiver.url)
@@ -326,7 +326,7 @@ async def test_an_endpoint_never_has_more_attempts_open_than_its_cap(
         jobs = await owe_hanging_events(stub, hanging, 8)
 
         async def cap_reached() -> bool:
-            return hanging.open_hanging == 3
+            return hanging.open_hanging >= 3
 
         await wait_for(cap_reached)
         # A later event to another endpoint is sent: the deliverer claimed since the cap
