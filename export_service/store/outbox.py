@@ -267,6 +267,8 @@ def list_deliveries(job_id: str) -> Plan[list[Delivery]]:
 
 # The due deliveries nobody holds that a claim may take, oldest first: of each endpoint, only
 # as many as it has attempts left under the cap (``per_endpoint`` less those held, by anyone).
+# An endpoint at its cap is left out before the ranking: a large backlog owed to a receiver that
+# hangs is read, not sorted, by every claim.
 _CLAIMABLE = (
     "WITH held AS ("
     "SELECT origin, count(*) AS sending FROM webhook_deliveries "
@@ -275,7 +277,8 @@ _CLAIMABLE = (
     "SELECT id, origin, next_attempt_at, row_number() OVER "
     "(PARTITION BY origin ORDER BY next_attempt_at, id) AS place "
     "FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_at <= :at "
-    "AND (claimed_until IS NULL OR claimed_until < :at)"
+    "AND (claimed_until IS NULL OR claimed_until < :at) "
+    "AND origin NOT IN (SELECT origin FROM held WHERE sending >= :per_endpoint)"
     ") SELECT due.id FROM due LEFT JOIN held ON held.origin = due.origin "
     "WHERE due.place + coalesce(held.sending, 0) <= :per_endpoint "
     "ORDER BY due.next_attempt_at, due.id LIMIT :limit"
