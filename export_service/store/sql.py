@@ -116,7 +116,6 @@ PARAMETER_TYPES: Mapping[str, str] = {
     "after_id": "text",
     "before": "timestamptz",
     "lock": "int8",
-    "per_endpoint": "int8",
     # The webhook outbox (store.outbox).
     "notify": "text",
     "event": "text",
@@ -127,6 +126,7 @@ PARAMETER_TYPES: Mapping[str, str] = {
     "position": "int8",
     "url": "text",
     "origin": "text",
+    "per_endpoint": "int8",
     "events": "text",
     "secret": "text",
     "at": "timestamptz",
