@@ -10,8 +10,9 @@
 Per job: the terminal commit (the export service's ``export.committed`` stamp of the version the
 event carries, videojob.stamps) -> the event read whole at the receiver; and the job's
 completion latency, ffmpeg's exit (bench.ffmpeg_wrapper) -> ``completed`` at an SSE client. The
-hanging endpoint is expected to cost the other jobs' completion nothing: the ratios compare the
-two stacks within the run."""
+hanging endpoint is expected to cost the other jobs' completion nothing (the ratios compare the
+two stacks within the run), and the other endpoints' events nothing either: it holds at most
+``--webhook-per-endpoint`` of the deliverer's slots."""
 
 from __future__ import annotations
 
@@ -199,6 +200,7 @@ def run(workdir: Path, quick: bool) -> BenchResult:
         "deliverer": {
             "timeout_s": WebhookSettings().timeout,
             "concurrency": WebhookSettings().concurrency,
+            "per_endpoint": WebhookSettings().per_endpoint,
         },
     }
     return result

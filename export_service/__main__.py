@@ -309,6 +309,13 @@ FLAGS = FlagTable(
             _WEBHOOKS.concurrency,
             "webhook attempts this replica makes at once",
         ),
+        Flag(
+            "--webhook-per-endpoint",
+            integer(1, 1000),
+            _WEBHOOKS.per_endpoint,
+            "webhook attempts in flight at once to one endpoint (scheme, host and port), over "
+            "all replicas: a receiver that hangs holds no more, other endpoints get the rest",
+        ),
         *server_tls_flags(),
         *client_tls_flags("render", "the render service"),
         log_level_flag(),
@@ -378,6 +385,7 @@ def config_from_flags(
             retry_for=flags.webhook_retry_for,
             backoff_max=flags.webhook_backoff_max,
             concurrency=flags.webhook_concurrency,
+            per_endpoint=flags.webhook_per_endpoint,
         ),
     )
 

@@ -704,15 +704,23 @@ class JobStore(ABC):
 
     @operation
     async def claim_deliveries(
-        self, owner: str, *, at: datetime, until: datetime, limit: int
+        self,
+        owner: str,
+        *,
+        at: datetime,
+        until: datetime,
+        limit: int,
+        per_endpoint: int = outbox.NO_CAP,
     ) -> list[Delivery]:
-        """At most ``limit`` deliveries due at ``at`` that no deliverer holds, held by ``owner``
-        until ``until`` (rows other transactions hold are skipped), each with its secret. A
-        read comes first: when nothing is due, no write transaction is made."""
-        if not await self._read(lambda: outbox.any_due(at)):
+        """At most ``limit`` deliveries due at ``at`` that no deliverer holds, oldest first, held
+        by ``owner`` until ``until``, each with its secret; of one endpoint (its origin) only as
+        many as keep its deliveries held by anyone at ``per_endpoint`` or fewer. Rows other
+        transactions are writing are skipped. A read comes first: when nothing may be claimed,
+        no write transaction is made."""
+        if not await self._read(lambda: outbox.any_due(at, per_endpoint)):
             return []
         return await self._execute(
-            lambda: outbox.claim(owner, at, until, limit), Lane.CHANGE, atomic=True
+            lambda: outbox.claim(owner, at, until, limit, per_endpoint), Lane.CHANGE, atomic=True
         )
 
     @operation

@@ -11,19 +11,26 @@ a state the job did not have, however late it is sent. Each row's id, the ``webh
 every attempt, is made of the job, the event and the endpoint: the same event is never owed
 twice (``ON CONFLICT DO NOTHING``), whichever replica writes it.
 
-Deliverers on any replica claim due rows for a while (``claim``: FOR UPDATE SKIP LOCKED on
-PostgreSQL, the file's write lock on SQLite) and record each attempt (``record_attempt``,
-fenced by the claim). A job's rows are deleted with it.
+Deliverers on any replica claim due rows for a while (``claim``) and record each attempt
+(``record_attempt``, fenced by the claim). A claim takes the oldest due rows, but never more
+than ``per_endpoint`` held at once for one endpoint (its ``origin``: scheme, host and port),
+counting every deliverer's holds: a receiver that hangs holds that many attempts, and the
+others' deliveries take the rest. Claims are made one at a time (the file's write lock on
+SQLite, a transaction-level advisory lock on PostgreSQL), so each sees every earlier claim and
+the cap is exact across replicas; rows another transaction is writing are skipped (FOR UPDATE
+SKIP LOCKED), never waited for. A job's rows are deleted with it.
 """
 
 from __future__ import annotations
 
 import enum
 import json
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from export_service.store.records import (
     TERMINAL_STATUSES,
@@ -33,6 +40,11 @@ from export_service.store.records import (
     datetime_of,
 )
 from export_service.store.sql import POSTGRESQL, SQLITE, Plan, Row, Statement
+
+# PostgreSQL's advisory lock key of claiming deliveries (claims wait for each other, briefly).
+CLAIMS_LOCK = zlib.crc32(b"videojob.webhook_claims")
+# A claim's ``per_endpoint`` when there is no cap.
+NO_CAP = 2**31 - 1
 
 EVENT_TYPE_PREFIX = "dev.videojob.export."
 # The CloudEvents ``source`` of every event: the export service's jobs.
@@ -64,6 +76,25 @@ class WebhookTarget:
     url: str
     events: NotifyEvents
     secret: str = OPERATOR_SECRET
+
+    @property
+    def origin(self) -> str:
+        return origin_of(self.url)
+
+
+def origin_of(url: str) -> str:
+    """The endpoint ``url`` names, as the per-endpoint cap counts it: ``scheme://host:port``
+    (the host in lower case, the scheme's port when the URL names none); the URL itself when
+    it is not one (such a destination is refused at every attempt anyway)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}:{port}"
 
 
 @dataclass(frozen=True)
@@ -153,9 +184,10 @@ def record_event(job: Job) -> Statement:
     terminal = job.status in TERMINAL_STATUSES
     return Statement(
         "INSERT INTO webhook_deliveries (id, job_id, position, type, job_version, payload, url, "
-        "state, attempts, created_at, next_attempt_at) "
+        "origin, state, attempts, created_at, next_attempt_at) "
         "SELECT 'msg_' || w.job_id || '_' || :event || '_' || CAST(w.position AS TEXT), "
-        "w.job_id, w.position, :type, :version, :payload, w.url, 'pending', 0, now(), now() "
+        "w.job_id, w.position, :type, :version, :payload, w.url, w.origin, 'pending', 0, now(), "
+        "now() "
         "FROM job_webhooks w WHERE w.job_id = :job_id AND (w.events = 'all' OR :terminal) "
         "ON CONFLICT (id) DO NOTHING",
         {
@@ -171,12 +203,13 @@ def record_event(job: Job) -> Statement:
 
 def record_target(job_id: str, position: int, target: WebhookTarget) -> Statement:
     return Statement(
-        "INSERT INTO job_webhooks (job_id, position, url, events, secret) "
-        "VALUES (:job_id, :position, :url, :events, :secret)",
+        "INSERT INTO job_webhooks (job_id, position, url, origin, events, secret) "
+        "VALUES (:job_id, :position, :url, :origin, :events, :secret)",
         {
             "job_id": job_id,
             "position": position,
             "url": target.url,
+            "origin": target.origin,
             "events": target.events.value,
             "secret": target.secret,
         },
@@ -232,35 +265,57 @@ def list_deliveries(job_id: str) -> Plan[list[Delivery]]:
     return [delivery_of(row) for row in rows if row["id"] is not None]
 
 
-_DUE = (
-    "SELECT id FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_at <= :at "
-    "AND (claimed_until IS NULL OR claimed_until < :at) ORDER BY next_attempt_at, id "
-    "LIMIT :limit"
+# The due deliveries nobody holds that a claim may take, oldest first: of each endpoint, only
+# as many as it has attempts left under the cap (``per_endpoint`` less those held, by anyone).
+# An endpoint at its cap is left out before the ranking: a large backlog owed to a receiver that
+# hangs is read, not sorted, by every claim.
+_CLAIMABLE = (
+    "WITH held AS ("
+    "SELECT origin, count(*) AS sending FROM webhook_deliveries "
+    "WHERE state = 'pending' AND claimed_until >= :at GROUP BY origin"
+    "), due AS ("
+    "SELECT id, origin, next_attempt_at, row_number() OVER "
+    "(PARTITION BY origin ORDER BY next_attempt_at, id) AS place "
+    "FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_at <= :at "
+    "AND (claimed_until IS NULL OR claimed_until < :at) "
+    "AND origin NOT IN (SELECT origin FROM held WHERE sending >= :per_endpoint)"
+    ") SELECT due.id FROM due LEFT JOIN held ON held.origin = due.origin "
+    "WHERE due.place + coalesce(held.sending, 0) <= :per_endpoint "
+    "ORDER BY due.next_attempt_at, due.id LIMIT :limit"
 )
 
 
-def any_due(at: datetime) -> Plan[bool]:
-    """Whether a delivery is due at ``at`` that nobody holds (a read: no lock is taken)."""
-    rows = yield Statement(
-        f"{_DUE.replace('SELECT id', 'SELECT 1 AS due', 1)}", {"at": at, "limit": 1}
-    )
+def any_due(at: datetime, per_endpoint: int = NO_CAP) -> Plan[bool]:
+    """Whether a claim at ``at`` would take a delivery (a read: no lock is taken)."""
+    rows = yield Statement(_CLAIMABLE, {"at": at, "per_endpoint": per_endpoint, "limit": 1})
     return bool(rows)
 
 
-def claim(owner: str, at: datetime, until: datetime, limit: int) -> Plan[list[Delivery]]:
-    """At most ``limit`` due deliveries nobody holds, held by ``owner`` until ``until``, each
-    with its endpoint's secret; rows another transaction holds are skipped, never waited for."""
-    params: dict[str, Any] = {"owner": owner, "at": at, "until": until, "limit": limit}
+def claim(
+    owner: str, at: datetime, until: datetime, limit: int, per_endpoint: int = NO_CAP
+) -> Plan[list[Delivery]]:
+    """At most ``limit`` due deliveries nobody holds, oldest first but at most ``per_endpoint``
+    held at once for one endpoint, held by ``owner`` until ``until``, each with its endpoint's
+    secret; rows another transaction is writing are skipped, never waited for."""
+    params: dict[str, Any] = {
+        "owner": owner,
+        "at": at,
+        "until": until,
+        "limit": limit,
+        "per_endpoint": per_endpoint,
+        "lock": CLAIMS_LOCK,
+    }
+    yield Statement("SELECT pg_advisory_xact_lock(:lock)", params, only=POSTGRESQL)
+    # The row lock's own conditions are checked again on a row that changed since the
+    # statement's snapshot (PostgreSQL), so a row just recorded is not claimed again.
     claim_sql = (
         "UPDATE webhook_deliveries SET claimed_by = :owner, claimed_until = :until "
-        "WHERE id IN ({due})"
+        "WHERE id IN (SELECT id FROM webhook_deliveries WHERE id IN "
+        f"({_CLAIMABLE}) AND state = 'pending' AND next_attempt_at <= :at "
+        "AND (claimed_until IS NULL OR claimed_until < :at){lock})"
     )
-    yield Statement(
-        claim_sql.format(due=f"{_DUE} FOR UPDATE SKIP LOCKED"),
-        params,
-        only=POSTGRESQL,
-    )
-    yield Statement(claim_sql.format(due=_DUE), params, only=SQLITE)
+    yield Statement(claim_sql.format(lock=" FOR UPDATE SKIP LOCKED"), params, only=POSTGRESQL)
+    yield Statement(claim_sql.format(lock=""), params, only=SQLITE)
     columns = ", ".join(f"d.{column.strip()}" for column in DELIVERY_COLUMNS.split(","))
     rows = yield Statement(
         f"SELECT {columns}, w.secret FROM webhook_deliveries d JOIN job_webhooks w "

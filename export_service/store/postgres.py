@@ -283,6 +283,23 @@ ALTER TABLE jobs ADD COLUMN split_frames text NOT NULL DEFAULT '';
 ALTER TABLE jobs ADD COLUMN split_reason text NOT NULL DEFAULT '';
 """
 
+# Migration 70: each endpoint's origin (scheme, host, port), which caps the attempts held at
+# once for one endpoint (store.outbox.claim), written from the URLs of the rows already there as
+# store.outbox.origin_of does: lower case, the scheme's port when the URL names none.
+_ORIGIN_OF_URL = r"""
+    lower(substring(url from '^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*')) ||
+    CASE WHEN substring(url from '^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*') ~ ':[0-9]+$' THEN ''
+         WHEN lower(url) LIKE 'https:%' THEN ':443' ELSE ':80' END
+"""
+SCHEMA_V70_ORIGINS = f"""
+ALTER TABLE job_webhooks ADD COLUMN origin text NOT NULL DEFAULT '';
+ALTER TABLE webhook_deliveries ADD COLUMN origin text NOT NULL DEFAULT '';
+UPDATE job_webhooks SET origin = {_ORIGIN_OF_URL};
+UPDATE webhook_deliveries SET origin = {_ORIGIN_OF_URL};
+CREATE INDEX webhook_deliveries_held ON webhook_deliveries (claimed_until)
+    WHERE state = 'pending';
+"""
+
 MIGRATIONS = (
     Migration(1, "jobs and their history", SCHEMA_V1),
     Migration(10, "export replicas and job leases", SCHEMA_V10_OWNERSHIP),
@@ -303,6 +320,7 @@ MIGRATIONS = (
     Migration(
         61, "a split job's parts, their frames and why a job renders whole", SCHEMA_V61_SPLIT
     ),
+    Migration(70, "the endpoint (origin) of each webhook delivery", SCHEMA_V70_ORIGINS),
 )
 
 MIGRATIONS_TABLE = """

@@ -130,6 +130,8 @@ PARAMETER_TYPES: Mapping[str, str] = {
     "terminal": "bool",
     "position": "int8",
     "url": "text",
+    "origin": "text",
+    "per_endpoint": "int8",
     "events": "text",
     "secret": "text",
     "at": "timestamptz",

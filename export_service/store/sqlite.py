@@ -31,6 +31,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from export_service.store import outbox
 from export_service.store.base import FORGET_REPLICA_SECONDS, STAGE_QUEUED, Change, JobStore
 from export_service.store.records import Job, ReplicaBeat, StoreUnavailable, us_of
 from export_service.store.sql import (
@@ -204,6 +205,26 @@ def _migration_1(conn: sqlite3.Connection) -> None:
     _add_missing_columns(conn)
 
 
+# Migration 70: each endpoint's origin (scheme, host, port), which caps the attempts held at
+# once for one endpoint (store.outbox.claim), written from the URLs of the rows already there.
+ORIGIN_SCHEMA = """
+ALTER TABLE job_webhooks ADD COLUMN origin TEXT NOT NULL DEFAULT '';
+ALTER TABLE webhook_deliveries ADD COLUMN origin TEXT NOT NULL DEFAULT '';
+CREATE INDEX webhook_deliveries_held ON webhook_deliveries (claimed_until)
+    WHERE state = 'pending';
+"""
+
+
+def _migration_70(conn: sqlite3.Connection) -> None:
+    _run_script(conn, ORIGIN_SCHEMA)
+    for table in ("job_webhooks", "webhook_deliveries"):
+        urls = [row[0] for row in conn.execute(f"SELECT DISTINCT url FROM {table}")]
+        conn.executemany(
+            f"UPDATE {table} SET origin = ? WHERE url = ?",
+            [(outbox.origin_of(url), url) for url in urls],
+        )
+
+
 MIGRATIONS = (
     Migration(1, "jobs", _migration_1),
     Migration(2, "job history", lambda conn: _run_script(conn, HISTORY_SCHEMA)),
@@ -242,6 +263,7 @@ MIGRATIONS = (
         "a split job's parts, their frames and why a job renders whole",
         lambda conn: _run_script(conn, SPLIT_SCHEMA),
     ),
+    Migration(70, "the endpoint (origin) of each webhook delivery", _migration_70),
 )
 
 # Migration 40: a pool of render services. Each job keeps the placements of its render (JSON: a

@@ -10,7 +10,9 @@ same ``webhook-id``: a receiver may see an event more than once, and never misse
 Each attempt resolves the destination's name once, checks every address (destination), and
 connects to the checked one, keeping the name for the Host header and TLS's SNI; it follows no
 redirect, takes at most ``timeout`` seconds, and keeps at most MAX_RESPONSE_BYTES of the
-answer. A hanging receiver holds one of ``concurrency`` slots for that long, no more.
+answer. A hanging receiver holds one of ``concurrency`` slots for that long, no more; and the
+claims give one endpoint at most ``per_endpoint`` attempts at once, over all replicas, so a
+receiver that hangs with many events owed holds that many slots and the others get the rest.
 """
 
 from __future__ import annotations
@@ -132,7 +134,11 @@ class Deliverer:
                 hold = timedelta(seconds=self._settings.timeout + CLAIM_MARGIN_SECONDS)
                 try:
                     claimed = await self._store.claim_deliveries(
-                        self._owner, at=now, until=now + hold, limit=free
+                        self._owner,
+                        at=now,
+                        until=now + hold,
+                        limit=free,
+                        per_endpoint=self._settings.per_endpoint,
                     )
                 except StoreUnavailable as error:
                     logger.debug("webhook deliveries cannot be claimed: %s", error)

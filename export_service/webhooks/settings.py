@@ -32,6 +32,9 @@ class WebhookSettings:
     backoff_max: float = 3600.0
     # Attempts in flight at once on this replica (a hanging receiver holds one for ``timeout``).
     concurrency: int = 16
+    # Attempts in flight at once to one endpoint (scheme, host, port), counted over every
+    # replica: a receiver that hangs holds no more, the others' deliveries take the rest.
+    per_endpoint: int = 2
     # How often the deliverer looks for deliveries due (another replica's, retries); this
     # replica's own changes wake it at once.
     poll_interval: float = 1.0

@@ -99,3 +99,49 @@ async def test_a_replica_killed_while_it_sends_an_event_loses_none(
     # The killed replica never recorded its attempt: one attempt, answered 200.
     assert (shown.id, shown.attempts, shown.last_status_code) == (lost.webhook_id, 1, 200)
     assert await claimed_by(schema, created.id) is None
+
+
+async def test_replicas_together_hold_no_more_attempts_to_one_endpoint_than_its_cap(
+    cluster: StackFactory, replicas: OpenReplica
+) -> None:
+    """Jobs on both replicas owe a receiver that never answers: between them the replicas hold
+    two requests open there (``--webhook-per-endpoint``), not two each, and another endpoint's
+    events, owed after all of them, arrive while both still hang."""
+    hanging = await WebhookReceiver(script=deque([HANG] * 20)).start()
+    receiver = await WebhookReceiver().start()
+    try:
+        args = ("--webhook-allow-private", "--webhook-timeout", "30", "--webhook-per-endpoint", "2")
+        stack = await cluster(exports=2, export_args=args)
+        both = [replicas(process) for process in stack.exports]
+
+        async def finished(replica: Replica, request_id: str, url: str) -> None:
+            created = await replica.stub.CreateExport(
+                export_pb2.CreateExportRequest(
+                    request_id=request_id,
+                    spec=pattern_spec(0.5),
+                    notify=export_pb2.WebhookEndpoint(url=url),
+                )
+            )
+            await replica.watch(created.id, [])
+
+        # One at a time, alternately: each terminal commit wakes its replica's deliverer, which
+        # claims while the other replica's attempts are held.
+        for number in range(6):
+            await finished(both[number % 2], f"hang-{number}", hanging.url)
+
+        async def cap_reached() -> bool:
+            return hanging.open_hanging >= 2
+
+        await wait_until(cap_reached, "two attempts open at the hanging receiver")
+        for number, replica in enumerate(both):
+            await finished(replica, f"other-{number}", receiver.url)
+
+        async def others_delivered() -> bool:
+            return len(receiver.received) == 2
+
+        await wait_until(others_delivered, "the other endpoint's events")
+        assert (hanging.open_hanging, hanging.abandoned) == (2, 0)
+        assert (len(hanging.received), hanging.most_open_hanging) == (2, 2)
+    finally:
+        await receiver.stop()
+        await hanging.stop()

@@ -26,6 +26,7 @@ from export_service.store.outbox import (
     DeliveryState,
     NotifyEvents,
     WebhookTarget,
+    origin_of,
 )
 from tests.export.test_store import (  # noqa: F401 (fixtures)
     OUTPUT,
@@ -227,3 +228,91 @@ async def test_a_change_whose_delivery_cannot_be_written_does_not_commit(
     job = await store.get("j1")
     assert job.status is JobStatus.RUNNING and job.output_path == ""
     assert await store.list_deliveries("j1") == []
+
+
+async def owe(store: JobStore, count: int, target: WebhookTarget, prefix: str) -> None:
+    for number in range(count):
+        job_id = f"{prefix}{number}"
+        await store.create(job_id=job_id, request_id=job_id, spec=SPEC, webhooks=(target,))
+        await complete(store, job_id)
+
+
+async def test_a_claim_holds_at_most_per_endpoint_of_one_endpoint(store: JobStore) -> None:
+    """One endpoint (scheme, host and port, however its URLs spell them) owed many events gets
+    ``per_endpoint`` attempts at once; the rest of the claim goes to the others, oldest first."""
+    await owe(store, 4, CALLER, "a")
+    same_endpoint = WebhookTarget("HTTPS://Hooks.Example:443/two", NotifyEvents.TERMINAL, SECRET)
+    await owe(store, 2, same_endpoint, "b")
+    await owe(store, 2, OPERATOR, "o")
+    now = datetime.now(UTC)
+    hold = now + timedelta(seconds=30)
+    first = await store.claim_deliveries("a", at=now, until=hold, limit=10, per_endpoint=2)
+    assert [d.job_id for d in first] == ["a0", "a1", "o0", "o1"]
+    # Held by anyone counts: another deliverer gets none of a full endpoint's.
+    assert await store.claim_deliveries("b", at=now, until=hold, limit=10, per_endpoint=2) == []
+    done = AttemptRecord(DeliveryState.DELIVERED, 204, "", "", now, None)
+    assert await store.record_delivery_attempt(first[0].id, owner="a", outcome=done)
+    freed = await store.claim_deliveries("b", at=now, until=hold, limit=10, per_endpoint=2)
+    assert [d.job_id for d in freed] == ["a2"]
+    # Lapsed holds no longer count (their deliveries are due again, and taken again).
+    lapsed = hold + timedelta(seconds=1)
+    later = await store.claim_deliveries(
+        "c", at=lapsed, until=lapsed + timedelta(seconds=30), limit=10, per_endpoint=2
+    )
+    assert [d.job_id for d in later] == ["a1", "a2", "o0", "o1"]
+
+
+async def test_deliverers_claiming_at_once_keep_the_cap(store: JobStore, backend: Backend) -> None:
+    await owe(store, 10, CALLER, "a")
+    await owe(store, 3, OPERATOR, "o")
+    others = [await backend.open(f"deliverer-{n}") for n in range(4)]
+    now = datetime.now(UTC)
+    hold = now + timedelta(seconds=30)
+    claims = await asyncio.gather(
+        *(
+            other.claim_deliveries(f"deliverer-{n}", at=now, until=hold, limit=10, per_endpoint=2)
+            for n, other in enumerate(others)
+        )
+    )
+    claimed = [delivery for claim in claims for delivery in claim]
+    assert len({delivery.id for delivery in claimed}) == len(claimed)
+    assert sorted(delivery.job_id for delivery in claimed) == ["a0", "a1", "o0", "o1"]
+
+
+async def test_each_delivery_keeps_its_endpoints_origin(store: JobStore, backend: Backend) -> None:
+    ipv6 = WebhookTarget("http://[::1]:8080/hook?x=1", NotifyEvents.TERMINAL, SECRET)
+    await store.create(job_id="j1", request_id="r1", spec=SPEC, webhooks=(CALLER, ipv6))
+    await complete(store, "j1")
+    origins = await backend.column("SELECT origin FROM webhook_deliveries ORDER BY position")
+    assert origins == ["https://hooks.example:443", "http://[::1]:8080"]
+
+
+ORIGINS = {
+    "https://hooks.example/one": "https://hooks.example:443",
+    "HTTPS://Hooks.EXAMPLE:443/two?x=1": "https://hooks.example:443",
+    "http://hooks.example:8080": "http://hooks.example:8080",
+    "http://[::1]/hook": "http://[::1]:80",
+    "http://[::1]:8443/hook": "http://[::1]:8443",
+}
+
+
+async def test_the_origins_of_rows_owed_before_the_upgrade_are_filled_in(
+    store: JobStore, backend: Backend
+) -> None:
+    """Migration 70 on a database whose rows had no origin: each gets the one origin_of gives."""
+    assert {url: origin_of(url) for url in ORIGINS} == ORIGINS
+    targets = tuple(WebhookTarget(url, NotifyEvents.TERMINAL, SECRET) for url in ORIGINS)
+    await store.create(job_id="j1", request_id="r1", spec=SPEC, webhooks=targets)
+    await complete(store, "j1")
+    for statement in (
+        "DROP INDEX webhook_deliveries_held",
+        "ALTER TABLE job_webhooks DROP COLUMN origin",
+        "ALTER TABLE webhook_deliveries DROP COLUMN origin",
+        "DELETE FROM schema_migrations WHERE version = 70",
+    ):
+        await backend.raw(statement)
+    await backend.open("after-upgrade")
+    expected = list(ORIGINS.values())
+    for table in ("job_webhooks", "webhook_deliveries"):
+        origins = await backend.column(f"SELECT origin FROM {table} ORDER BY position")
+        assert origins == expected, table

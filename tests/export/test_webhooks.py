@@ -277,6 +277,69 @@ async def _hangs(receiver: WebhookReceiver) -> bool:
     return receiver.hanging >= 1
 
 
+# Long enough that an attempt ending by timeout cannot be mistaken for one that did not hang.
+HANG_TIMEOUT = 30.0
+
+
+async def owe_hanging_events(stub: Stub, receiver: WebhookReceiver, count: int) -> list[str]:
+    """``count`` finished jobs, each owing ``receiver`` its event."""
+    jobs = [await create(stub, f"hook-hang-{n}", receiver.url) for n in range(count)]
+    for job in jobs:
+        await watch(stub, job.id)
+    return [job.id for job in jobs]
+
+
+async def test_a_receiver_that_hangs_with_many_events_owed_delays_no_other_endpoint(
+    start: Start, receiver: WebhookReceiver
+) -> None:
+    """Six events owed to a receiver that never answers, four send slots, two per endpoint: the
+    hanging receiver holds two slots, and another endpoint's event, owed after all of them,
+    arrives while both of those attempts still hang (before any of them times out)."""
+    hanging = await WebhookReceiver(script=deque([HANG] * 12)).start()
+    try:
+        settings = replace(LOOPBACK_ALLOWED, timeout=HANG_TIMEOUT, concurrency=4, per_endpoint=2)
+        stub = await start(settings)
+        await owe_hanging_events(stub, hanging, 6)
+
+        async def slots_held() -> bool:
+            return hanging.open_hanging >= 2
+
+        await wait_for(slots_held)
+        other = await create(stub, "hook-other", receiver.url)
+        await wait_for(lambda: _count(receiver, 1))
+        assert receiver.received[0].event_data()["id"] == other.id
+        assert (hanging.open_hanging, hanging.abandoned) == (2, 0)
+        # The claims that took the other endpoint's event skipped the older hanging ones.
+        assert (len(hanging.received), hanging.most_open_hanging) == (2, 2)
+    finally:
+        await hanging.stop()
+
+
+async def test_an_endpoint_never_has_more_attempts_open_than_its_cap(
+    start: Start, receiver: WebhookReceiver
+) -> None:
+    """With every send slot free, a hanging receiver owed many events still gets only
+    ``per_endpoint`` requests at once; its other deliveries wait, due, unclaimed."""
+    hanging = await WebhookReceiver(script=deque([HANG] * 12)).start()
+    try:
+        stub = await start(replace(LOOPBACK_ALLOWED, timeout=HANG_TIMEOUT, per_endpoint=3))
+        jobs = await owe_hanging_events(stub, hanging, 8)
+
+        async def cap_reached() -> bool:
+            return hanging.open_hanging >= 3
+
+        await wait_for(cap_reached)
+        # A later event to another endpoint is sent: the deliverer claimed since the cap
+        # was reached, and left the hanging receiver's due deliveries where they were.
+        await create(stub, "hook-other", receiver.url)
+        await wait_for(lambda: _count(receiver, 1))
+        waiting = [(await deliveries(stub, job_id))[0] for job_id in jobs]
+        assert all(d.state == export_pb2.DELIVERY_PENDING and d.attempts == 0 for d in waiting)
+        assert (len(hanging.received), hanging.most_open_hanging, hanging.abandoned) == (3, 3, 0)
+    finally:
+        await hanging.stop()
+
+
 async def test_a_name_is_resolved_once_per_attempt_and_the_checked_address_is_used(
     start: Start, receiver: WebhookReceiver
 ) -> None:

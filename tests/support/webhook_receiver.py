@@ -56,7 +56,12 @@ class WebhookReceiver:
     # Answered in order to the requests that come; then Answer() (200).
     script: deque[Answer | str] = field(default_factory=deque)
     received: list[Received] = field(default_factory=list)
+    # Requests left unanswered ("hang"): all of them, those still open, the most open at once,
+    # and those the client gave up on (closed its connection).
     hanging: int = 0
+    open_hanging: int = 0
+    most_open_hanging: int = 0
+    abandoned: int = 0
     # TLS: the server's context (None: plain HTTP), and the names clients asked for (SNI).
     tls: ssl.SSLContext | None = None
     server_names: list[str | None] = field(default_factory=list)
@@ -91,6 +96,24 @@ class WebhookReceiver:
     def of_type(self, event_type: str) -> list[Received]:
         return [r for r in self.received if json.loads(r.body).get("type") == event_type]
 
+    async def _hang(self, reader: asyncio.StreamReader) -> None:
+        """Answers nothing until the receiver stops or the client closes the connection."""
+        self.hanging += 1
+        self.open_hanging += 1
+        self.most_open_hanging = max(self.most_open_hanging, self.open_hanging)
+        released = asyncio.ensure_future(self._release.wait())
+        closed = asyncio.ensure_future(reader.read())  # b"" once the client closes
+        try:
+            await asyncio.wait((released, closed), return_when=asyncio.FIRST_COMPLETED)
+            if closed.done():
+                closed.exception()  # a reset is a close too
+                if not released.done():
+                    self.abandoned += 1
+        finally:
+            released.cancel()
+            closed.cancel()
+            self.open_hanging -= 1
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -104,8 +127,7 @@ class WebhookReceiver:
             self.received.append(Received(request_line.split()[1], headers, body))
             answer = self.script.popleft() if self.script else Answer()
             if answer == HANG:
-                self.hanging += 1
-                await self._release.wait()
+                await self._hang(reader)
                 return
             assert isinstance(answer, Answer)
             extra = "".join(f"{name}: {value}\r\n" for name, value in answer.headers)
