@@ -368,6 +368,18 @@ function renderParts(container, job) {
   });
 }
 
+// "part 1 done on render-a · part 2 40/75 frames on render-b, attempt 2 · join pending".
+function partsText(job) {
+  return (job.parts || []).map((part) => {
+    const name = part.join ? "join" : "part " + (part.index + 1);
+    const service = part.renderService ? part.renderService.instanceId || part.renderService.address : "";
+    let text = name + " " + (part.state === "rendering" && !part.join ? part.framesDone + "/" + part.frameCount + " frames" : part.state);
+    if (service) text += " on " + service;
+    if (part.attempts > 1) text += ", attempt " + part.attempts;
+    return text;
+  }).join(" · ");
+}
+
 function firstLine(text) {
   return String(text || "").split("\n")[0];
 }
@@ -815,6 +827,12 @@ function renderDetail(job) {
   $("#detail-queue").textContent = place;
   $("#detail-queue").hidden = $("#detail-queue-term").hidden = !place;
   $("#detail-attempt").textContent = String(job.attempt);
+  const parts = partsText(job);
+  $("#detail-parts").textContent = parts;
+  $("#detail-parts").hidden = $("#detail-parts-term").hidden = !parts;
+  const whole = job.splitReason || "";
+  $("#detail-split-reason").textContent = whole;
+  $("#detail-split-reason").hidden = $("#detail-split-reason-term").hidden = !whole;
   $("#detail-created").textContent = formatTime(job.createdAt);
   $("#detail-started").textContent = job.startedAt ? formatTime(job.startedAt) + timing(job.createdAt, job.startedAt, "queued ") : "not yet";
   $("#detail-finished").textContent = job.finishedAt ? formatTime(job.finishedAt) + timing(job.startedAt || job.createdAt, job.finishedAt) : "not yet";

@@ -94,6 +94,11 @@ def test_a_split_jobs_card_shows_a_segment_per_part_filling_with_its_frames(
         )
         grow = [segments.nth(p).evaluate("(s) => s.style.flexGrow") for p in range(3)]
         assert grow == ["500", "500", "500"], grow  # 1500 frames in three equal parts
+        # The details name each part's render and where it runs.
+        card.locator(".job-title").click()
+        expect(page.locator("#detail-parts")).to_contain_text("part 3 ", timeout=SHOWN_MS)
+        expect(page.locator("#detail-parts")).to_contain_text("join pending")
+        expect(page.locator("#detail-split-reason")).to_be_hidden()
         cancel(split_stack, job.id)
         expect(card.locator(".status")).to_have_text("cancelled", timeout=SHOWN_MS)
         expect(card.locator(".parts")).to_be_hidden(timeout=SHOWN_MS)
