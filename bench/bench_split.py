@@ -6,18 +6,20 @@ are render services (two here), each render service pinned to a core of its own,
 on local storage. Both sides include the render service's verification (each part decoded end to
 end on the service that made it, the joined and the whole file checked before Completed).
 
-The render services are driven directly over gRPC: the parts' and the join's RenderSpecs are the
-export service's own (``split_plan.plan_split`` under the default policy, ``part_spec``,
-``join_spec``), and each part runs on its own render service, as the export service places them
-on an idle pool. When the output's audio is encoded apart (``SplitAudio``), that render runs
-beside the parts on the service with the fewest frames to render, and the join muxes its file.
+The render services are driven directly over gRPC (the export service's tracking of split jobs
+is not used): the parts', the audio's and the join's RenderSpecs are the export service's own
+(``split_plan.plan_split``, ``part_spec``, ``audio_spec``, ``join_spec``), and part i runs on
+render service i, as the export service places them on an idle pool. The split runs in two
+forms: the join encoding the audio after the parts, and the audio rendered apart
+(``SplitAudio``) while the parts render, on a service no part uses if there is one, else beside
+the part with the fewest frames, the join muxing its file.
 
 Reported: split wall / whole wall (aim <= 0.58, 1.15 x the ideal half), the join's own time,
 the PSNR of each output against the source (they should differ by less than 0.3 dB), and what a
 short job pays for the policy's decision (one ``plan_split``; it renders whole).
 
-``python -m bench.bench_split --services 4`` runs it with 4 render services (4 parts, 4 cores);
-see docs/performance.md.
+``python -m bench.bench_split --services 4 [--parts 3] --workdir DIR`` runs it alone with 4
+render services on 4 cores (and 4 parts unless told); see docs/performance.md.
 """
 
 from __future__ import annotations
@@ -166,9 +168,11 @@ async def _split(
     ]
     audio: Rendered | None = None
     if audio_apart:
-        # Beside the part with the fewest frames (the last, when they are uneven).
+        # On a service no part uses if there is one, else beside the part with the fewest
+        # frames (the last, when they are uneven).
         smallest = min(plan.parts, key=lambda part: (part.frame_count, -part.index)).index
-        audio_stub = stubs[smallest % len(stubs)]
+        spare = len(plan.parts) if len(stubs) > len(plan.parts) else smallest
+        audio_stub = stubs[spare % len(stubs)]
         audio_render = _render(audio_stub, f"{name}-audio", split_plan.audio_spec(spec, plan))
         *rendered, audio = await asyncio.gather(*parts, audio_render)
     else:
@@ -220,7 +224,7 @@ def _short_job_decision(result: BenchResult) -> None:
 
 
 async def _measure(
-    stack: Stack, source: Path, preset: str, rounds: int, result: BenchResult
+    stack: Stack, source: Path, preset: str, rounds: int, parts: int, result: BenchResult
 ) -> None:
     channels = [create_channel(process.address) for process in stack.renders]
     try:
@@ -228,11 +232,11 @@ async def _measure(
         spec = transcode_spec(source.name, preset)
         answer = await stubs[0].CheckInputs(render_pb2.CheckInputsRequest(spec=spec), timeout=60)
         facts = split_plan.source_facts(spec, answer)
-        # As many parts as render services: what the policy cuts a 2-minute output into over
-        # an idle pool of two, and what a job asking for N parts gets whatever its length.
+        # By default as many parts as render services: what the policy cuts a 2-minute output
+        # into over an idle pool of two, and what a job asking for N parts gets.
         asked = spec_pb2.RenderSpec()
         asked.CopyFrom(spec)
-        asked.output.split.parts = len(stubs)
+        asked.output.split.parts = parts
         plan = split_plan.plan_split(asked, facts, split_plan.SplitPolicy(), [1] * len(stubs))
         if not isinstance(plan, split_plan.Plan):
             raise RuntimeError(f"the job was not split: {plan.shown}")
@@ -318,7 +322,11 @@ def steps(stamps: Path) -> dict[str, dict[str, float]]:
     return shown
 
 
-def run_with(workdir: Path, quick: bool, services: int = RENDER_SERVICES) -> BenchResult:
+def run_with(
+    workdir: Path, quick: bool, services: int = RENDER_SERVICES, parts: int = 0
+) -> BenchResult:
+    """``parts`` 0: as many as ``services``."""
+    parts = parts or services
     result = BenchResult(NAME, TITLE)
     cores = sorted(os.sched_getaffinity(0))
     if len(cores) < services:
@@ -331,6 +339,7 @@ def run_with(workdir: Path, quick: bool, services: int = RENDER_SERVICES) -> Ben
     source = make_source(media, source_shape)
     result.details["setup"] = {
         "render_services": services,
+        "parts": parts,
         "source": f"{source_shape.width}x{source_shape.height} {source_shape.seconds:g} s "
         f"at {source_shape.fps:g} fps, h264 + aac",
         "output": f"mp4 h264 {preset} + aac",
@@ -354,7 +363,7 @@ def run_with(workdir: Path, quick: bool, services: int = RENDER_SERVICES) -> Ben
         stack.start_renders()
         for process, core in zip(stack.renders, cores, strict=False):
             _pin(process.pid, core)
-        asyncio.run(_measure(stack, source, preset, rounds, result))
+        asyncio.run(_measure(stack, source, preset, rounds, parts, result))
     finally:
         stack.stop()
     result.details["steps_s"] = steps(stamps)
@@ -371,10 +380,11 @@ def main(argv: list[str] | None = None) -> int:
     prints its result and writes nothing."""
     parser = argparse.ArgumentParser(prog="python -m bench.bench_split")
     parser.add_argument("--services", type=int, default=RENDER_SERVICES)
+    parser.add_argument("--parts", type=int, default=0, help="default: one per service")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--workdir", type=Path, required=True, help="kept: the source is reused")
     args = parser.parse_args(argv)
-    result = run_with(args.workdir, args.quick, args.services)
+    result = run_with(args.workdir, args.quick, args.services, args.parts)
     metrics = [(m.name, m.value, m.unit, m.aim, m.met) for m in result.metrics]
     print(
         json.dumps(
