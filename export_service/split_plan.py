@@ -20,8 +20,8 @@ The API (what the tracker calls, and the create path):
   (``RenderSpec.part`` / ``.audio`` / ``.join`` set).
 - ``refuse_internal_kinds(spec)`` and ``check_split_request(spec, policy, facts=None)``: the
   create's refusals (InvalidArgument naming ``spec.output.split.parts``, or ``spec.part`` /
-  ``spec.join``) of what a client may not ask. Without facts, what the spec alone decides is
-  checked; with them, the source too.
+  ``spec.audio`` / ``spec.join``) of what a client may not ask. Without facts, what the spec
+  alone decides is checked; with them, the source too.
 
 Rules:
 
