@@ -32,6 +32,13 @@ def cpu_seconds(pid: int) -> float:
     return (utime + stime) / CLOCK_TICKS
 
 
+def cpu_seconds_with_children(pid: int) -> float:
+    """utime + stime of the process and of its children it has waited for (an FFmpeg it ran)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return sum(int(value) for value in fields[11:15]) / CLOCK_TICKS
+
+
 def children(pid: int) -> list[int]:
     """Direct children of every thread of ``pid``."""
     found: list[int] = []

@@ -17,6 +17,7 @@ from bench import (
     bench_poll,
     bench_render_pool,
     bench_replica_changes,
+    bench_split,
     bench_store,
     bench_tracking,
     bench_tracking_replicas,
@@ -48,6 +49,7 @@ BENCHMARK_MODULES: tuple[ModuleType, ...] = (
     bench_render_pool,
     bench_object_store,
     bench_webhooks,
+    bench_split,
 )
 BENCHMARKS: dict[str, ModuleType] = {module.NAME: module for module in BENCHMARK_MODULES}
 # The smaller form the test suite runs, where a benchmark's quick form is too long for it.

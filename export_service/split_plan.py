@@ -14,12 +14,14 @@ The API (what the tracker calls, and the create path):
   splits). A ``Plan`` cuts the output's frame timeline into ``parts`` whose frame counts add up
   exactly to ``total_frames``; a ``Whole`` says why the job renders whole (``Whole.reason``, or
   ``Whole.shown``: "rendered whole: <reason>", for the job to show; ``Whole.cause`` for code).
-- ``part_spec(spec, plan, index)`` and ``join_spec(spec, plan, part_paths)``: the RenderSpecs of
-  one part's render and of the join (``RenderSpec.part`` / ``RenderSpec.join`` set).
+- ``part_spec(spec, plan, index)``, ``audio_spec(spec, plan)`` and ``join_spec(spec, plan,
+  part_paths, audio_path="")``: the RenderSpecs of one part's render, of the whole output's
+  audio (for a source with audio; rendered beside the parts) and of the join
+  (``RenderSpec.part`` / ``.audio`` / ``.join`` set).
 - ``refuse_internal_kinds(spec)`` and ``check_split_request(spec, policy, facts=None)``: the
   create's refusals (InvalidArgument naming ``spec.output.split.parts``, or ``spec.part`` /
-  ``spec.join``) of what a client may not ask. Without facts, what the spec alone decides is
-  checked; with them, the source too.
+  ``spec.audio`` / ``spec.join``) of what a client may not ask. Without facts, what the spec
+  alone decides is checked; with them, the source too.
 
 Rules:
 
@@ -167,7 +169,7 @@ def total_frames(spec: spec_pb2.RenderSpec, facts: SourceFacts) -> int:
 def _spec_unsplittable(spec: spec_pb2.RenderSpec) -> str | None:
     """Why the spec alone can't be split (None: it can, if its source allows)."""
     if spec.WhichOneof("internal") is not None:
-        return "it is itself a part or a join of a split render"
+        return "it is itself a render of a split job (a part, audio, join)"
     kind = spec.source.WhichOneof("kind")
     if kind == "slideshow":
         if spec.source.slideshow.subtitles_path:
@@ -257,7 +259,8 @@ def plan_split(
 
 
 def refuse_internal_kinds(spec: spec_pb2.RenderSpec) -> None:
-    """InvalidArgument naming ``spec.part`` or ``spec.join`` when a client set one."""
+    """InvalidArgument naming ``spec.part``, ``spec.audio`` or ``spec.join`` when a client set
+    one."""
     kind = spec.WhichOneof("internal")
     if kind is not None:
         raise InvalidArgument(
@@ -310,18 +313,32 @@ def part_spec(spec: spec_pb2.RenderSpec, plan: Plan, index: int) -> spec_pb2.Ren
     return rendered
 
 
+def audio_spec(spec: spec_pb2.RenderSpec, plan: Plan) -> spec_pb2.RenderSpec:
+    """The RenderSpec of the split's audio render (for a source with audio: ``has_audio`` in
+    its facts): the whole output's audio, encoded once beside the parts, so that the join only
+    muxes it (``join_spec``'s ``audio_path``)."""
+    rendered = spec_pb2.RenderSpec()
+    rendered.CopyFrom(spec)
+    rendered.audio.CopyFrom(spec_pb2.SplitAudio(total_frames=plan.total_frames, fps=plan.fps))
+    return rendered
+
+
 def join_spec(
-    spec: spec_pb2.RenderSpec, plan: Plan, part_paths: Sequence[str]
+    spec: spec_pb2.RenderSpec, plan: Plan, part_paths: Sequence[str], audio_path: str = ""
 ) -> spec_pb2.RenderSpec:
     """The RenderSpec of the join: the job's spec with ``join`` set, ``part_paths`` in plan
-    order as the parts' Completed events reported them."""
+    order as the parts' Completed events reported them, and ``audio_path`` the file the audio
+    render's Completed event reported (empty: the join encodes the audio itself)."""
     if len(part_paths) != len(plan.parts):
         raise ValueError(f"{len(part_paths)} part paths for a plan of {len(plan.parts)} parts")
     rendered = spec_pb2.RenderSpec()
     rendered.CopyFrom(spec)
     rendered.join.CopyFrom(
         spec_pb2.SplitJoin(
-            part_paths=list(part_paths), total_frames=plan.total_frames, fps=plan.fps
+            part_paths=list(part_paths),
+            total_frames=plan.total_frames,
+            fps=plan.fps,
+            audio_path=audio_path,
         )
     )
     return rendered

@@ -42,10 +42,15 @@ from render_service.media_probe import probe_media, probe_subtitles
 from render_service.output_dir import OutputDirectory, final_name, partial_name
 from render_service.output_store import OutputStore
 from render_service.public_paths import RelativePaths
-from render_service.split_command import build_join_argv, build_part_argv, concat_list
-from render_service.split_parts import read_parts
+from render_service.split_command import (
+    build_audio_argv,
+    build_join_argv,
+    build_part_argv,
+    concat_list,
+)
+from render_service.split_parts import find_audio, read_parts
 from render_service.split_spec import split_kind
-from render_service.split_verification import check_parts, verify_join, verify_part
+from render_service.split_verification import check_parts, verify_audio, verify_join, verify_part
 from render_service.stored_inputs import StoredInputs
 from render_service.verification import verify_output
 from videojob import stamps, tracing
@@ -346,6 +351,9 @@ class RenderJob:
         if kind == "join":
             await self._join(inputs)
             return
+        if kind == "audio":
+            await self._audio(inputs)
+            return
         if kind == "part":
             expected = self._part_seconds(expected)
             argv = build_part_argv(self._binary, self._spec, inputs, self._partial, expected)
@@ -380,6 +388,28 @@ class RenderJob:
             )
         return part.frame_count / part.fps
 
+    async def _audio(self, inputs: RenderInputs) -> None:
+        """Encodes the whole output's audio of a split job, then verifies its length."""
+        record = self._record
+        audio = self._spec.audio
+        seconds = audio.total_frames / audio.fps
+        argv = build_audio_argv(self._binary, self._spec, inputs, self._partial)
+        if argv is None:
+            raise invalid_input("spec.audio", "the source has no audio to render")
+        self._timing("argv_built")
+
+        async def render() -> tuple[int, float]:
+            await self._run_ffmpeg(argv, seconds)
+            if not self._finalizing:
+                record.progress("Finalizing", FINALIZING)
+            record.progress("Verifying", VERIFYING)
+            self._timing("verify_start")
+            checked = await verify_audio(self._binary, self._partial, audio.total_frames, audio.fps)
+            self._timing("verify_end")
+            return checked
+
+        await self._produce(render)
+
     async def _join(self, inputs: RenderInputs) -> None:
         """Puts the parts together (Joining: the parts read, then the muxing, as its
         stage_progress), then verifies the joined file."""
@@ -403,10 +433,17 @@ class RenderJob:
                 read,
             )
             check_parts(parts, join.total_frames)
+            audio_file = None
+            if join.audio_path:
+                audio_file = await find_audio(
+                    join.audio_path, self._output_dir, self._output_store, folder
+                )
             list_path = folder / "parts.ffconcat"
             listing = concat_list([(part.path, part.frames) for part in parts], join.fps)
             await asyncio.to_thread(_write_file, list_path, listing)
-            argv = build_join_argv(self._binary, self._spec, inputs, list_path, self._partial)
+            argv = build_join_argv(
+                self._binary, self._spec, inputs, list_path, self._partial, audio_file
+            )
             self._timing("argv_built")
 
             async def render() -> tuple[int, float]:

@@ -81,9 +81,12 @@ def rate_of(pts: list[int], time_base: Fraction) -> tuple[float, bool]:
 
 def _packet_rate(framecrc: str) -> tuple[float, bool]:
     video = of_type(parse_framecrc(framecrc), "video")
-    if video is None:
+    if video is None or not video.packets:
         return 0.0, False
-    return rate_of([packet.pts for packet in video.packets], video.time_base)
+    # The scan stops in decoding order: a frame shown before the last packet read but decoded
+    # after it (B-frames) is missing at the end, which is no gap in the source.
+    last_read = max(packet.dts for packet in video.packets)
+    return rate_of([p.pts for p in video.packets if p.pts <= last_read], video.time_base)
 
 
 async def transcode_facts(

@@ -16,8 +16,11 @@ demuxer joins without re-encoding.
 
 The join reads the parts with the concat demuxer, each given its exact duration (its frames over
 the frame rate, so no gap or overlap comes from a container's rounded duration), copies the
-video and encodes the audio once from the source for the whole output (padded with silence or
-cut to the video's length), so no audio frame is cut at a join (AAC priming, Opus pre-skip)."""
+video and muxes the audio, encoded once from the source for the whole output (padded with
+silence or cut to the video's length), so no audio frame is cut at a join (AAC priming, Opus
+pre-skip). That encode is either the join's own, after the parts, or an audio render's made
+beside the parts (``RenderSpec.audio``: the output's container holding only that audio), whose
+file the join copies as it is."""
 
 from __future__ import annotations
 
@@ -110,7 +113,9 @@ def concat_list(parts: Sequence[tuple[Path, int]], fps: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _join_audio(spec: spec_pb2.RenderSpec, inputs: RenderInputs, seconds: float) -> Any | None:
+def whole_audio(spec: spec_pb2.RenderSpec, inputs: RenderInputs, seconds: float) -> Any | None:
+    """The whole output's audio stream from the source, lasting exactly ``seconds`` (None: a
+    transcode without audio)."""
     source = spec.source
     kind = source.WhichOneof("kind")
     audio: Any
@@ -139,9 +144,11 @@ def build_join_argv(
     inputs: RenderInputs,
     list_path: Path,
     output_path: Path,
+    audio_file: Path | None = None,
 ) -> list[str]:
     """The argv of a join (``spec`` normalized, with ``join`` set): ``list_path`` is the
-    parts' concat list."""
+    parts' concat list; ``audio_file`` the audio render's file, muxed as it is (None: the
+    audio is encoded here)."""
     join = spec.join
     output = spec.output
     seconds = join.total_frames / join.fps
@@ -150,11 +157,29 @@ def build_join_argv(
     options: dict[str, Any] = {"c:v": "copy"}
     if output.video_codec == "hevc" and output.container == "mp4":
         options["tag:v"] = "hvc1"
-    audio = _join_audio(spec, inputs, seconds)
-    if audio is not None:
-        streams.append(audio)
-        options.update(audio_codec_args(output))
+    if audio_file is not None:
+        streams.append(file_input(audio_file)["a:0"])
+        options["c:a"] = "copy"
+    else:
+        audio = whole_audio(spec, inputs, seconds)
+        if audio is not None:
+            streams.append(audio)
+            options.update(audio_codec_args(output))
     if output.faststart:
         options["movflags"] = "+faststart"
     node = ffmpeg.output(*streams, f"file:{output_path}", f=output.container, **options)
+    return compile_argv(binary, node, RenderInputs())
+
+
+def build_audio_argv(
+    binary: str, spec: spec_pb2.RenderSpec, inputs: RenderInputs, output_path: Path
+) -> list[str] | None:
+    """The argv of a split job's audio render (``spec`` normalized, with ``audio`` set): the
+    whole output's audio alone in the output's container. None: the source has no audio."""
+    seconds = spec.audio.total_frames / spec.audio.fps
+    audio = whole_audio(spec, inputs, seconds)
+    if audio is None:
+        return None
+    options = audio_codec_args(spec.output)
+    node = ffmpeg.output(audio, f"file:{output_path}", f=spec.output.container, **options)
     return compile_argv(binary, node, RenderInputs())

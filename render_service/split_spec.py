@@ -1,5 +1,6 @@
-"""The render kinds of a split job (``RenderSpec.part``, ``RenderSpec.join``) as the render
-service checks them before rendering: every rejection names its field."""
+"""The render kinds of a split job (``RenderSpec.part``, ``RenderSpec.audio``,
+``RenderSpec.join``) as the render service checks them before rendering: every rejection names
+its field."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from videojob.render.v1 import spec_pb2
 
 
 def split_kind(spec: spec_pb2.RenderSpec) -> str | None:
-    """``"part"``, ``"join"`` or None (an ordinary render)."""
+    """``"part"``, ``"audio"``, ``"join"`` or None (an ordinary render)."""
     return spec.WhichOneof("internal")
 
 
@@ -50,6 +51,13 @@ def check_split_spec(spec: spec_pb2.RenderSpec) -> None:
         if join.total_frames == 0:
             raise InvalidArgument("spec.join.total_frames", "must be positive")
         _check_fps(join.fps, "spec.join.fps")
+        audio_path = join.audio_path
+        if "\x00" in audio_path or "\n" in audio_path or "\r" in audio_path:
+            raise InvalidArgument("spec.join.audio_path", "is not a file's path")
+    elif kind == "audio":
+        if spec.audio.total_frames == 0:
+            raise InvalidArgument("spec.audio.total_frames", "must be positive")
+        _check_fps(spec.audio.fps, "spec.audio.fps")
 
 
 def part_is_last(part: spec_pb2.SplitPart) -> bool:

@@ -2,10 +2,10 @@
 
 A part: decoded end to end without an error, holding exactly its planned frames. The parts
 before a join: each one's video read as stored, all of the same form (codec, size, time base,
-codec headers: the same encoder settings), their frames adding up to the plan's total. The
-joined file: as many video frames as the plan, every frame where the frame rate puts it (no
-timestamp gap or overlap at a join), and the audio lasting as long as the video within one
-frame."""
+codec headers: the same encoder settings), their frames adding up to the plan's total. An audio
+render's file: audio only, as long as the output's video within one frame. The joined file: as
+many video frames as the plan, every frame where the frame rate puts it (no timestamp gap or
+overlap at a join), and the audio lasting as long as the video within one frame."""
 
 from __future__ import annotations
 
@@ -82,6 +82,31 @@ def _audio_seconds(stored: StreamScan, decoded: StreamScan | None) -> float:
     return seconds
 
 
+async def _decoded_audio(binary: str, path: Path) -> StreamScan | None:
+    return of_type(await scan(binary, path, "-map", "0:a:0", "-c:a", "pcm_s16le"), "audio")
+
+
+def _check_audio_length(audio_seconds: float, total_frames: int, fps: float, what: str) -> None:
+    video_seconds = total_frames / fps
+    if abs(audio_seconds - video_seconds) > 1 / fps + 1e-6:
+        raise _failed(
+            f"{what} lasts {audio_seconds:.3f} s and the video {video_seconds:.3f} s: "
+            "more than one frame apart"
+        )
+
+
+async def verify_audio(binary: str, path: Path, total_frames: int, fps: float) -> tuple[int, float]:
+    """A split job's audio render: its size and duration, or VERIFICATION_FAILED."""
+    streams = await scan(binary, path, "-map", "0", "-c", "copy")
+    audio = of_type(streams, "audio")
+    if audio is None or not audio.packets or of_type(streams, "video") is not None:
+        raise _failed("the audio render's file does not hold audio alone")
+    seconds = _audio_seconds(audio, await _decoded_audio(binary, path))
+    _check_audio_length(seconds, total_frames, fps, "the audio")
+    size = (await asyncio.to_thread(path.stat)).st_size
+    return size, seconds
+
+
 async def verify_join(
     binary: str, path: Path, total_frames: int, fps: float, part_frames: list[int]
 ) -> None:
@@ -102,11 +127,5 @@ async def verify_join(
     audio = of_type(streams, "audio")
     if audio is None:
         return
-    decoded = of_type(await scan(binary, path, "-map", "0:a:0", "-c:a", "pcm_s16le"), "audio")
-    audio_seconds = _audio_seconds(audio, decoded)
-    video_seconds = total_frames / fps
-    if abs(audio_seconds - video_seconds) > 1 / fps + 1e-6:
-        raise _failed(
-            f"the audio lasts {audio_seconds:.3f} s and the video {video_seconds:.3f} s: "
-            "more than one frame apart"
-        )
+    audio_seconds = _audio_seconds(audio, await _decoded_audio(binary, path))
+    _check_audio_length(audio_seconds, total_frames, fps, "the audio")

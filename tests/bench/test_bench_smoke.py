@@ -64,6 +64,16 @@ def test_benchmark_runs_and_reports_numbers(name: str, tmp_path: Path) -> None:
             assert ran["outcomes"] == {"completed": details["jobs_per_side"]}, ran["outcomes"]
             for figure in ("fixed_cost", "completion", "progress"):
                 assert ran["samples"][figure] > 0, (side, figure, ran["samples"])
+    elif name == "split":
+        assert details["plan"]["parts"] == [50, 50], details["plan"]
+        rounds = details["rounds"]
+        for form in ("audio in join", "audio apart"):
+            (ran,) = rounds[form]
+            assert len(ran["parts_s"]) == 2 and ran["join_s"] > 0, ran
+            assert (ran["audio_s"] is not None) == (form == "audio apart"), ran
+        assert details["short_job"]["verdict"].startswith("rendered whole: too short")
+        psnr = {m.name: m.value for m in result.metrics if m.name.startswith("PSNR")}
+        assert psnr["PSNR whole vs source"] and psnr["PSNR split vs source"], psnr
     elif name == "webhooks":
         jobs = details["jobs_per_side"]
         for side in ("plain", "hanging"):

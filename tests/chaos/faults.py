@@ -28,7 +28,7 @@ from pathlib import Path
 import asyncpg
 
 from tests.chaos.client import Client, JobTrack
-from tests.chaos.procfs import ffmpeg_processes
+from tests.chaos.procfs import ffmpeg_processes, process_state
 from tests.chaos.stack import Stack
 from tests.support.throttle import Throttle, signal_all
 from videojob.storage.object_store import ObjectStore
@@ -353,12 +353,15 @@ class FaultScheduler:
         aimed = track is not None
         if track is None:
             track = await self._running_job(within=6.0)
-        pids = self._ffmpeg_pids(track)
-        if not aimed and not pids:
-            # The job found had ended by the time its ffmpeg was looked for (a short render,
-            # late in a run when no long one is left): a long one, supplied if none runs.
-            track = await self._running_job(within=6.0, long_only=True)
-            pids = self._ffmpeg_pids(track)
+        pids = await self._stopped_ffmpeg(track)
+        if not aimed:
+            # The job found may end (a short render) or be between two ffmpegs (a faststart
+            # pass) by the time its ffmpeg is stopped: then a long one, supplied if none runs,
+            # until one is caught with its ffmpeg stopped.
+            deadline = time.monotonic() + SUPPLY_WAIT_SECONDS
+            while not pids and time.monotonic() < deadline:
+                track = await self._running_job(within=6.0, long_only=True)
+                pids = await self._stopped_ffmpeg(track)
         if track is None or not pids:
             return False
         record.target_job = track.job_id
@@ -366,11 +369,23 @@ class FaultScheduler:
         hold = self.frng.choice(
             [self.frng.uniform(0.3, 1.5), self.frng.uniform(stall + 0.5, 2 * stall + 1)]
         )
-        self._stop(pids)
         await asyncio.sleep(hold)
         self._continue_all()
         record.detail = f"pids {pids} stopped {hold:.1f}s"
         return True
+
+    async def _stopped_ffmpeg(self, track: JobTrack | None) -> list[int]:
+        """The job's ffmpeg processes, SIGSTOPped, once each has stopped or ended; those that
+        ended left out (an empty list: nothing of the job's was stopped)."""
+        pids = self._ffmpeg_pids(track)
+        self._stop(pids)
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            states = {pid: process_state(pid) for pid in pids}
+            if all(state in ("T", "t", "Z", "X", "?") for state in states.values()):
+                return [pid for pid, state in states.items() if state in ("T", "t")]
+            await asyncio.sleep(0.01)  # the kernel stops it once it is scheduled
+        return [pid for pid in pids if process_state(pid) in ("T", "t")]
 
     def _ffmpeg_pids(self, track: JobTrack | None) -> list[int]:
         if track is None:

@@ -18,7 +18,7 @@ class FfmpegProcess:
     state: str
 
 
-def _state(pid: int) -> str:
+def process_state(pid: int) -> str:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -43,7 +43,7 @@ def ffmpeg_processes(output_dir: Path, job_id: str | None = None) -> list[Ffmpeg
         joined = " ".join(args)
         if needle not in joined or (job_id is not None and job_id not in joined):
             continue
-        state = _state(int(entry))
+        state = process_state(int(entry))
         if state in ("Z", "X", "?"):
             continue
         found.append(FfmpegProcess(int(entry), args, state))

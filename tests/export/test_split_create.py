@@ -96,15 +96,17 @@ async def test_a_test_pattern_asking_for_parts_is_accepted_and_keeps_its_request
         assert job.spec.output.split.parts == parts
 
 
-@pytest.mark.parametrize("kind", ["part", "join"])
+@pytest.mark.parametrize("kind", ["part", "join", "audio"])
 async def test_a_client_set_internal_render_kind_is_refused_naming_it(
     create: Create, kind: str
 ) -> None:
     spec = pattern_spec(2.0)
     if kind == "part":
         spec.part.frame_count = 10
-    else:
+    elif kind == "join":
         spec.join.part_paths.append("renders/x.mp4")
+    else:
+        spec.audio.total_frames = 50
     field, _ = await refused_field(create, spec)
     assert field == f"spec.{kind}"
 

@@ -16,6 +16,7 @@ from export_service.split_plan import (
     SplitPolicy,
     Whole,
     WholeCause,
+    audio_spec,
     check_split_request,
     even_parts,
     join_spec,
@@ -302,13 +303,15 @@ def test_more_parts_than_frames_is_refused() -> None:
     assert "3 frames" in refused.value.message
 
 
-@pytest.mark.parametrize("kind", ["part", "join"])
+@pytest.mark.parametrize("kind", ["part", "join", "audio"])
 def test_a_client_set_internal_kind_is_refused_naming_it(kind: str) -> None:
     spec = pattern_spec(seconds=2.0)
     if kind == "part":
         spec.part.frame_count = 1
-    else:
+    elif kind == "join":
         spec.join.part_paths.append("a.mp4")
+    else:
+        spec.audio.total_frames = 60
     with pytest.raises(InvalidArgument) as refused:
         check_split_request(spec, POLICY)
     assert refused.value.field == f"spec.{kind}"
@@ -330,7 +333,13 @@ def test_part_and_join_specs_carry_the_plan() -> None:
     assert joined.WhichOneof("internal") == "join"
     with pytest.raises(ValueError):
         join_spec(spec, plan, ["out/a.mp4"])
-    # A part's or join's spec is never planned again.
-    assert plan_split(second, SourceFacts(2.0, 30.0), POLICY, ()) == Whole(
-        WholeCause.UNSPLITTABLE, "it is itself a part or a join of a split render"
-    )
+    audio = audio_spec(spec, plan)
+    assert audio.audio == spec_pb2.SplitAudio(total_frames=60, fps=30.0)
+    assert (audio.source, audio.output) == (spec.source, spec.output)
+    muxing = join_spec(spec, plan, ["out/a.mp4", "out/b.mp4"], audio_path="out/sound.mp4")
+    assert muxing.join.audio_path == "out/sound.mp4"
+    # A part's, the audio's or the join's spec is never planned again.
+    for internal in (second, audio, muxing):
+        assert plan_split(internal, SourceFacts(2.0, 30.0), POLICY, ()) == Whole(
+            WholeCause.UNSPLITTABLE, "it is itself a render of a split job (a part, audio, join)"
+        )

@@ -111,9 +111,10 @@ async def test_a_split_the_schema_refuses_is_422_naming_it(
     [
         ("part", {"index": 0, "count": 2, "firstFrame": 0, "frameCount": 10}),
         ("join", {"partPaths": ["renders/a.mp4"]}),
+        ("audio", {"totalFrames": 60, "fps": 30}),
     ],
 )
-async def test_a_client_cant_submit_a_part_or_a_join(
+async def test_a_client_cant_submit_a_part_an_audio_or_a_join(
     http: httpx.AsyncClient, kind: str, value: dict[str, Any]
 ) -> None:
     assert_refused(await http.post("/api/jobs", json={**pattern(), kind: value}), kind)

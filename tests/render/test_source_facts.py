@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from render_service.source_facts import SCANNED_SECONDS
 from tests.render.conftest import Running, pattern_spec, run_ffmpeg
 from videojob.render.v1 import render_pb2, spec_pb2
 
@@ -21,13 +22,21 @@ async def facts(service: Running, spec: spec_pb2.RenderSpec) -> render_pb2.Check
     return await service.stub.CheckInputs(render_pb2.CheckInputsRequest(spec=spec))
 
 
-def make(path: Path, rate: str, *, audio: bool, video_filter: str = "") -> None:
-    args = ["-f", "lavfi", "-i", f"testsrc2=size=160x120:rate={rate}:duration=3"]
+def make(
+    path: Path,
+    rate: str,
+    *,
+    audio: bool,
+    video_filter: str = "",
+    seconds: float = 3,
+    preset: str = "ultrafast",
+) -> None:
+    args = ["-f", "lavfi", "-i", f"testsrc2=size=160x120:rate={rate}:duration={seconds:g}"]
     if audio:
         args += ["-f", "lavfi", "-i", "sine=sample_rate=48000:duration=3", "-c:a", "aac"]
     if video_filter:
         args += ["-vf", video_filter, "-fps_mode", "vfr", "-enc_time_base", "1/1000"]
-    args += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path)]
+    args += ["-c:v", "libx264", "-preset", preset, "-pix_fmt", "yuv420p", str(path)]
     run_ffmpeg(*args)
 
 
@@ -46,6 +55,18 @@ async def test_a_constant_rate_source_with_audio(service: Running) -> None:
     assert answer.duration_seconds == pytest.approx(3.0, abs=0.05)
     assert answer.fps == 25.0
     assert answer.has_audio and not answer.variable_frame_rate
+
+
+async def test_b_frames_cut_by_the_scan_are_no_gap(service: Running) -> None:
+    # Longer than the scanned seconds, with B-frames: the scan stops in decoding order, so the
+    # frames shown just before its end are missing from it.
+    seconds = SCANNED_SECONDS + 2
+    make(service.config.media_root / "long.mp4", "10", audio=False, seconds=seconds, preset="fast")
+    answer = await facts(service, transcode("long.mp4"))
+
+    assert answer.duration_seconds == pytest.approx(seconds, abs=0.05)
+    assert answer.fps == 10.0
+    assert not answer.variable_frame_rate
 
 
 async def test_an_ntsc_rate_is_its_exact_fraction(service: Running) -> None:

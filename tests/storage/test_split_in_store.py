@@ -1,7 +1,8 @@
 """A split job's parts and join with the output directory in a real SeaweedFS (``--output-dir
 s3://...``): each part is stored like any render, the join fetches them into its scratch
-folder, joins them, stores the joined file and leaves nothing of the parts in its scratch
-directory. A part location outside the output location is refused naming the field."""
+folder (and the audio render's file, when it muxes one), joins them, stores the joined file and
+leaves nothing of them in its scratch directory. A part or audio location outside the output
+location is refused naming the field."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from tests.support.split import (
     PART_FRAMES,
     SECONDS,
     TOTAL,
+    audio_seconds,
     decoded_frames,
     join_spec,
     part_spec,
@@ -99,4 +101,58 @@ async def test_parts_stored_in_the_object_store_are_fetched_joined_and_stored(
     async with ObjectStore(seaweedfs.settings()) as store:
         await store.download_file(location.bucket, location.key_for("stored-join.webm"), local)
     assert len(await asyncio.to_thread(decoded_frames, local)) == TOTAL
+    assert not (scratch / "joins").exists() or not any((scratch / "joins").iterdir())
+
+
+async def test_an_audio_render_stored_beside_the_parts_is_fetched_and_muxed_by_the_join(
+    seaweedfs: SeaweedFS, tmp_path: Path
+) -> None:
+    location = seaweedfs.location(f"split-audio-{secrets.token_hex(4)}")
+    scratch = tmp_path / "scratch"
+    config = RenderConfig(
+        listen="127.0.0.1:0",
+        output_dir=tmp_path / "unused",
+        media_root=tmp_path / "media",
+        scratch_dir=scratch,
+        output_store=location,
+        store_settings=seaweedfs.settings(),
+        max_concurrent=4,
+    )
+    base = pattern_spec(SECONDS, fps=FPS)
+    audio = spec_pb2.RenderSpec()
+    audio.CopyFrom(base)
+    audio.audio.total_frames = TOTAL
+    audio.audio.fps = FPS
+    async with running(config) as server:
+        channel = create_channel(f"127.0.0.1:{server.port}")
+        stub: RenderServiceAsyncStub = render_pb2_grpc.RenderServiceStub(channel)
+        try:
+            *parts, sound = await asyncio.gather(
+                *(
+                    events_of(stub, f"sound-part{index}", part_spec(base, index, PART_FRAMES))
+                    for index in range(len(PART_FRAMES))
+                ),
+                events_of(stub, "sound-audio", audio),
+            )
+            paths = [events[-1].completed.output_path for events in parts]
+            join = join_spec(base, paths, TOTAL)
+            join.join.audio_path = sound[-1].completed.output_path
+            outside = spec_pb2.RenderSpec()
+            outside.CopyFrom(join)
+            outside.join.audio_path = join.join.audio_path.replace(location.prefix, "elsewhere")
+            refused = await events_of(stub, "sound-outside", outside)
+            joined = await events_of(stub, "sound-join", join)
+        finally:
+            await channel.close(None)
+
+    assert sound[-1].WhichOneof("event") == "completed", sound[-1]
+    assert sound[-1].completed.output_path == location.url_of(location.key_for("sound-audio.mp4"))
+    assert refused[-1].WhichOneof("event") == "failed"
+    assert "spec.join.audio_path" in refused[-1].failed.message
+    assert joined[-1].WhichOneof("event") == "completed", joined[-1]
+    local = tmp_path / "joined.mp4"
+    async with ObjectStore(seaweedfs.settings()) as store:
+        await store.download_file(location.bucket, location.key_for("sound-join.mp4"), local)
+    assert len(await asyncio.to_thread(decoded_frames, local)) == TOTAL
+    assert abs(await asyncio.to_thread(audio_seconds, local) - SECONDS) <= 1 / FPS
     assert not (scratch / "joins").exists() or not any((scratch / "joins").iterdir())

@@ -31,6 +31,7 @@ class RenderSpec(_message.Message):
     OUTPUT_FIELD_NUMBER: _builtins.int
     PART_FIELD_NUMBER: _builtins.int
     JOIN_FIELD_NUMBER: _builtins.int
+    AUDIO_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def source(self) -> Global___Source: ...
     @_builtins.property
@@ -39,6 +40,8 @@ class RenderSpec(_message.Message):
     def part(self) -> Global___SplitPart: ...
     @_builtins.property
     def join(self) -> Global___SplitJoin: ...
+    @_builtins.property
+    def audio(self) -> Global___SplitAudio: ...
     def __init__(
         self,
         *,
@@ -46,12 +49,13 @@ class RenderSpec(_message.Message):
         output: Global___OutputSpec | None = ...,
         part: Global___SplitPart | None = ...,
         join: Global___SplitJoin | None = ...,
+        audio: Global___SplitAudio | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["internal", b"internal", "join", b"join", "output", b"output", "part", b"part", "source", b"source"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "internal", b"internal", "join", b"join", "output", b"output", "part", b"part", "source", b"source"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["internal", b"internal", "join", b"join", "output", b"output", "part", b"part", "source", b"source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "internal", b"internal", "join", b"join", "output", b"output", "part", b"part", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_internal: _TypeAlias = _typing.Literal["part", "join"]  # noqa: Y015
+    _WhichOneofReturnType_internal: _TypeAlias = _typing.Literal["part", "join", "audio"]  # noqa: Y015
     _WhichOneofArgType_internal: _TypeAlias = _typing.Literal["internal", b"internal"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_internal) -> _WhichOneofReturnType_internal | None: ...
 
@@ -111,8 +115,14 @@ class SplitJoin(_message.Message):
     PART_PATHS_FIELD_NUMBER: _builtins.int
     TOTAL_FRAMES_FIELD_NUMBER: _builtins.int
     FPS_FIELD_NUMBER: _builtins.int
+    AUDIO_PATH_FIELD_NUMBER: _builtins.int
     total_frames: _builtins.int
     fps: _builtins.float
+    audio_path: _builtins.str
+    """The file a SplitAudio render of the same job reported (a path under the output directory
+    or an s3:// location): its audio is muxed as it is. Empty: the join encodes the audio
+    itself, after the parts.
+    """
     @_builtins.property
     def part_paths(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -121,14 +131,42 @@ class SplitJoin(_message.Message):
         part_paths: _abc.Iterable[_builtins.str] | None = ...,
         total_frames: _builtins.int = ...,
         fps: _builtins.float = ...,
+        audio_path: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fps", b"fps", "part_paths", b"part_paths", "total_frames", b"total_frames"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_path", b"audio_path", "fps", b"fps", "part_paths", b"part_paths", "total_frames", b"total_frames"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SplitJoin: _TypeAlias = SplitJoin  # noqa: Y015
+
+@_typing.final
+class SplitAudio(_message.Message):
+    """The whole output's audio of a split render, encoded once from the source (padded with
+    silence or cut to total_frames / fps) into a file of the output's container, audio only: a
+    render beside the parts, so that the join only muxes it (SplitJoin.audio_path).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOTAL_FRAMES_FIELD_NUMBER: _builtins.int
+    FPS_FIELD_NUMBER: _builtins.int
+    total_frames: _builtins.int
+    fps: _builtins.float
+    def __init__(
+        self,
+        *,
+        total_frames: _builtins.int = ...,
+        fps: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fps", b"fps", "total_frames", b"total_frames"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SplitAudio: _TypeAlias = SplitAudio  # noqa: Y015
 
 @_typing.final
 class Source(_message.Message):
