@@ -114,9 +114,15 @@ def _add_parts(message: export_pb2.VideoJob, job: Job) -> None:
             state, frames = PartState.DONE, part.frame_count
         elif part.state is PartState.RENDERING and 0 <= part.index < len(job.split_frames):
             frames = min(job.split_frames[part.index], part.frame_count)
+        index = part.index
+        if part.is_audio:
+            index = len(job.split.parts)
+        elif part.is_join:
+            index = len(job.split.parts) + (0 if job.split.audio is None else 1)
         message.parts.add(
-            index=len(job.split.parts) if part.is_join else part.index,
+            index=index,
             join=part.is_join,
+            audio=part.is_audio,
             first_frame=part.first_frame,
             frame_count=part.frame_count,
             state=state.value,

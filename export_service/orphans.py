@@ -45,11 +45,11 @@ from dataclasses import dataclass
 from export_service.store.records import Job, JobStatus
 from videojob.storage.location import S3Location, is_stored_object, parse_location
 
-# A job id is a UUID's 32 hex digits (server.CreateExport); a split job's part or join adds
-# "-p<N>" or "-join" (store.split_record.part_render_id); the render id of attempt N > 1 adds
-# "-a<N>"; the container is the output's extension.
+# A job id is a UUID's 32 hex digits (server.CreateExport); a split job's part, join or audio
+# adds "-p<N>", "-join" or "-audio" (store.split_record.part_render_id); the render id of
+# attempt N > 1 adds "-a<N>"; the container is the output's extension.
 _RENDER_OUTPUT = re.compile(
-    r"(?P<job>[0-9a-f]{32})(?P<part>-p[1-9][0-9]{0,4}|-join)?"
+    r"(?P<job>[0-9a-f]{32})(?P<part>-p[1-9][0-9]{0,4}|-join|-audio)?"
     r"(?:-a(?P<attempt>[1-9][0-9]{0,8}))?\.[a-z0-9]+"
 )
 # The gateway's stored names (gateway.upload_record) and their records.

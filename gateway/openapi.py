@@ -118,6 +118,10 @@ COMPONENT_SCHEMAS: dict[str, dict[str, Any]] = {
         "properties": {
             "index": {"type": "integer", "description": "0-based in plan order."},
             "join": {"type": "boolean", "description": "The join of the parts."},
+            "audio": {
+                "type": "boolean",
+                "description": "The whole output's audio, rendered beside the parts.",
+            },
             "firstFrame": {"type": "integer"},
             "frameCount": {"type": "integer"},
             "state": {"type": "string", "enum": ["pending", "rendering", "retrying", "done"]},

@@ -238,6 +238,7 @@ def _part_to_json(part: export_pb2.JobPart) -> dict[str, Any]:
     return {
         "index": part.index,
         "join": part.join,
+        "audio": part.audio,
         "firstFrame": part.first_frame,
         "frameCount": part.frame_count,
         "state": part.state,

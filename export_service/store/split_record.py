@@ -23,13 +23,16 @@ class PartState(enum.StrEnum):
     DONE = "done"  # its render completed: its output is kept until the job is terminal
 
 
-# Where the join of the parts is addressed, wherever a part's index is taken.
+# Where the join of the parts, and the whole output's audio rendered beside them, are
+# addressed wherever a part's index is taken.
 JOIN_INDEX = -1
+AUDIO_INDEX = -2
 
 
 @dataclass(frozen=True)
 class PartRecord:
-    """One part of a split job (or its join: ``index`` JOIN_INDEX, all the frames)."""
+    """One part of a split job (or its join: ``index`` JOIN_INDEX, or the whole output's audio
+    rendered beside the parts: AUDIO_INDEX; both span all the frames)."""
 
     index: int
     first_frame: int
@@ -53,8 +56,14 @@ class PartRecord:
         return self.index == JOIN_INDEX
 
     @property
+    def is_audio(self) -> bool:
+        return self.index == AUDIO_INDEX
+
+    @property
     def label(self) -> str:
-        """How a job's stage and failure name it: "part 3" (1-based) or "the join"."""
+        """How a job's stage and failure name it: "part 3" (1-based), "the join", "the audio"."""
+        if self.is_audio:
+            return "the audio"
         return "the join" if self.is_join else f"part {self.index + 1}"
 
     def to_dict(self) -> dict[str, object]:
@@ -99,24 +108,32 @@ class SplitRecord:
     join: PartRecord
     # The output's frame rate the plan was made on.
     fps: float = 0.0
+    # The whole output's audio, rendered beside the parts (None: the join encodes it).
+    audio: PartRecord | None = None
 
     def render(self, index: int) -> PartRecord:
-        """The part at ``index``, or the join (JOIN_INDEX); KeyError for no such part."""
+        """The part at ``index``, the join (JOIN_INDEX) or the audio (AUDIO_INDEX); KeyError
+        for no such part."""
         if index == JOIN_INDEX:
             return self.join
+        if index == AUDIO_INDEX and self.audio is not None:
+            return self.audio
         if 0 <= index < len(self.parts):
             return self.parts[index]
         raise KeyError(f"no part {index}")
 
     @property
     def renders(self) -> tuple[PartRecord, ...]:
-        """Every render of the job: the parts in plan order, then the join."""
-        return (*self.parts, self.join)
+        """Every render of the job: the parts in plan order, the audio, then the join."""
+        audio = () if self.audio is None else (self.audio,)
+        return (*self.parts, *audio, self.join)
 
     def with_render(self, index: int, change: Callable[[PartRecord], PartRecord]) -> SplitRecord:
         changed = change(self.render(index))
         if index == JOIN_INDEX:
             return replace(self, join=changed)
+        if index == AUDIO_INDEX:
+            return replace(self, audio=changed)
         parts = tuple(changed if part.index == index else part for part in self.parts)
         return replace(self, parts=parts)
 
@@ -126,12 +143,16 @@ class SplitRecord:
             "parts": [part.to_dict() for part in self.parts],
             "join": self.join.to_dict(),
             "fps": self.fps,
+            "audio": None if self.audio is None else self.audio.to_dict(),
         }
         return json.dumps(raw, separators=(",", ":"))
 
 
-def planned(total_frames: int, parts: tuple[tuple[int, int], ...], fps: float = 0.0) -> SplitRecord:
-    """A new plan: ``parts`` as (first_frame, frame_count) in order, covering the frames once."""
+def planned(
+    total_frames: int, parts: tuple[tuple[int, int], ...], fps: float = 0.0, audio: bool = False
+) -> SplitRecord:
+    """A new plan: ``parts`` as (first_frame, frame_count) in order, covering the frames once;
+    ``audio``: the output's audio rendered beside them."""
     covered = 0
     records = []
     for index, (first_frame, frame_count) in enumerate(parts):
@@ -142,7 +163,8 @@ def planned(total_frames: int, parts: tuple[tuple[int, int], ...], fps: float = 
     if covered != total_frames or len(records) < 2:
         raise ValueError(f"{len(records)} parts cover {covered} of {total_frames} frames")
     join = PartRecord(JOIN_INDEX, 0, total_frames)
-    return SplitRecord(total_frames, tuple(records), join, fps)
+    sound = PartRecord(AUDIO_INDEX, 0, total_frames) if audio else None
+    return SplitRecord(total_frames, tuple(records), join, fps, sound)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -156,6 +178,7 @@ def split_from_json(raw: str) -> SplitRecord | None:
         parts=tuple(PartRecord.from_dict(part) for part in loaded["parts"]),
         join=PartRecord.from_dict(loaded["join"]),
         fps=float(loaded.get("fps", 0.0)),
+        audio=None if loaded.get("audio") is None else PartRecord.from_dict(loaded["audio"]),
     )
 
 
@@ -171,6 +194,12 @@ def frames_to_json(frames: tuple[int, ...]) -> str:
 
 def part_render_id(job_id: str, index: int, attempt: int) -> str:
     """The render id of a part's attempt (``<job>-p<n>``, then ``-a<attempt>``), or of the
-    join's (``<job>-join``): never a whole job's (store.records.render_id_for)."""
-    base = f"{job_id}-join" if index == JOIN_INDEX else f"{job_id}-p{index + 1}"
+    join's (``<job>-join``) or the audio's (``<job>-audio``): never a whole job's
+    (store.records.render_id_for)."""
+    if index == JOIN_INDEX:
+        base = f"{job_id}-join"
+    elif index == AUDIO_INDEX:
+        base = f"{job_id}-audio"
+    else:
+        base = f"{job_id}-p{index + 1}"
     return base if attempt <= 1 else f"{base}-a{attempt}"

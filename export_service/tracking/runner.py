@@ -386,6 +386,8 @@ class JobTracker:
             verdict.total_frames,
             tuple((part.first_frame, part.frame_count) for part in verdict.parts),
             verdict.fps,
+            # The output's audio rendered beside the parts: the join only muxes it.
+            audio=facts is not None and facts.has_audio,
         )
         written = await self._write(
             "the split plan", self._store.plan_split(job.id, split=split, lease=self.lease)

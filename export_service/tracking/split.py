@@ -103,9 +103,11 @@ class AggregateRate:
 
 
 def join_due(split: SplitRecord) -> bool:
-    """Every part done and the join not placed yet: time to start it."""
+    """Every part (and the audio rendered beside them) done and the join not placed yet: time
+    to start it."""
+    before = (*split.parts, *(() if split.audio is None else (split.audio,)))
     return split.join.state is PartState.PENDING and all(
-        part.state is PartState.DONE for part in split.parts
+        part.state is PartState.DONE for part in before
     )
 
 
@@ -151,14 +153,24 @@ def after_part_ended(
     """A part's render ended without its output: rendered again while its attempts last;
     otherwise the job fails, naming the part and the render's (ffmpeg's) reason."""
     count = len(split.parts)
-    named = "the join of the parts" if part.is_join else f"part {part.index + 1} of {count}"
+    if part.is_audio:
+        named = "the output's audio"
+    elif part.is_join:
+        named = "the join of the parts"
+    else:
+        named = f"part {part.index + 1} of {count}"
     reason = ended.message or "the render failed"
     if ended.code in _FOR_GOOD or part.attempts >= max_attempts:
         spent = "" if ended.code in _FOR_GOOD else f" (after {part.attempts} attempts)"
         return FailJob(
             ended.code or FAILURE_INTERNAL, f"{named} failed{spent}: {reason}", ended.log_tail
         )
-    stage = "Join retrying" if part.is_join else f"Part {part.index + 1} retrying"
+    if part.is_audio:
+        stage = "Audio retrying"
+    elif part.is_join:
+        stage = "Join retrying"
+    else:
+        stage = f"Part {part.index + 1} retrying"
     return RetryPart(
         attempt=part.attempts + 1,
         elsewhere=ended.service_lost or ended.code != FAILURE_RENDER_LOST,
@@ -181,6 +193,7 @@ def renders_to_cancel(split: SplitRecord) -> tuple[PartRecord, ...]:
 
 
 def part_outputs(split: SplitRecord) -> tuple[str, ...]:
-    """Every output a part made (kept for the join): removed once the job is terminal, whatever
-    its outcome."""
-    return tuple(part.output_path for part in split.parts if part.output_path)
+    """Every output a part (or the audio) made, kept for the join: removed once the job is
+    terminal, whatever its outcome."""
+    audio = () if split.audio is None else (split.audio,)
+    return tuple(part.output_path for part in (*split.parts, *audio) if part.output_path)

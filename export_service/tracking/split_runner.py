@@ -36,7 +36,7 @@ import grpc
 from export_service.config import TrackerSettings
 from export_service.progress_writer import ProgressWriter
 from export_service.render_pool import RenderMember, RenderPool
-from export_service.split_plan import Plan, PlannedPart, join_spec, part_spec
+from export_service.split_plan import Plan, PlannedPart, audio_spec, join_spec, part_spec
 from export_service.store import (
     Job,
     JobNotFound,
@@ -47,6 +47,7 @@ from export_service.store import (
 )
 from export_service.store.base import Lease, RenderAttempt, StaleLease
 from export_service.store.split_record import (
+    AUDIO_INDEX,
     JOIN_INDEX,
     PartRecord,
     PartState,
@@ -242,7 +243,8 @@ class SplitTracker:
     # The parts.
 
     async def _render_parts(self) -> None:
-        unfinished = [p.index for p in self._split.parts if p.state is not PartState.DONE]
+        renders = [p for p in self._split.renders if not p.is_join]
+        unfinished = [p.index for p in renders if p.state is not PartState.DONE]
         if unfinished:
             self._offer_rendering()
         try:
@@ -258,14 +260,15 @@ class SplitTracker:
 
     async def _render_part(self, index: int) -> None:
         plan = plan_of(self._split)
-        run = _RenderRun(index, part_spec(self._spec, plan, index))
+        spec = audio_spec(self._spec, plan) if index == AUDIO_INDEX else None
+        run = _RenderRun(index, spec or part_spec(self._spec, plan, index))
         part = self._split.render(index)
         try:
             while True:
                 ended = await self._follow(run, part)
                 if isinstance(ended, Completed):
                     job = await self._write(
-                        f"part {index + 1} done",
+                        f"{part.label} done",
                         self._store.part_done(
                             self.job_id,
                             index=index,
@@ -276,9 +279,7 @@ class SplitTracker:
                     )
                     self._adopt(job)
                     self._offer_rendering()
-                    logger.info(
-                        "job %s: part %d done: %s", self.job_id, index + 1, ended.output_path
-                    )
+                    logger.info("job %s: %s done: %s", self.job_id, part.label, ended.output_path)
                     return
                 part = await self._retry(run, self._split.render(index), ended)
         finally:
@@ -328,7 +329,9 @@ class SplitTracker:
         if join.state is PartState.PENDING and not join_due(self._split):
             raise SplitRecordMoved("the join is due but a part is not done")
         paths = [part.output_path for part in self._split.parts]
-        run = _RenderRun(JOIN_INDEX, join_spec(self._spec, plan_of(self._split), paths))
+        audio = "" if self._split.audio is None else self._split.audio.output_path
+        spec = join_spec(self._spec, plan_of(self._split), paths, audio)
+        run = _RenderRun(JOIN_INDEX, spec)
         try:
             while True:
                 ended = await self._follow(run, join)
@@ -582,6 +585,8 @@ class SplitTracker:
             case OfferProgress(percent=percent):
                 if run.index == JOIN_INDEX:
                     self._offer_joining(run)
+                elif run.index == AUDIO_INDEX:
+                    pass  # no frames of the output: the parts' frames are its progress
                 else:
                     part = self._split.render(run.index)
                     frames = run.frame or round(percent / 100 * part.frame_count)

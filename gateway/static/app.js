@@ -336,7 +336,7 @@ function render(job) {
 // A split job's parts as segments of one bar (the join is the job's own bar's Joining stage):
 // each as wide as its share of the frames, filled with the frames it finished.
 function renderParts(container, job) {
-  const parts = (job.parts || []).filter((part) => !part.join);
+  const parts = (job.parts || []).filter((part) => !part.join && !part.audio);
   container.hidden = parts.length === 0 || TERMINAL.has(job.status);
   if (container.hidden) return;
   while (container.children.length > parts.length) container.lastElementChild.remove();
@@ -371,9 +371,9 @@ function renderParts(container, job) {
 // "part 1 done on render-a · part 2 40/75 frames on render-b, attempt 2 · join pending".
 function partsText(job) {
   return (job.parts || []).map((part) => {
-    const name = part.join ? "join" : "part " + (part.index + 1);
+    const name = part.join ? "join" : part.audio ? "audio" : "part " + (part.index + 1);
     const service = part.renderService ? part.renderService.instanceId || part.renderService.address : "";
-    let text = name + " " + (part.state === "rendering" && !part.join ? part.framesDone + "/" + part.frameCount + " frames" : part.state);
+    let text = name + " " + (part.state === "rendering" && !part.join && !part.audio ? part.framesDone + "/" + part.frameCount + " frames" : part.state);
     if (service) text += " on " + service;
     if (part.attempts > 1) text += ", attempt " + part.attempts;
     return text;

@@ -11,11 +11,14 @@ from dataclasses import replace
 import pytest
 
 from export_service.store.split_record import (
+    AUDIO_INDEX,
     JOIN_INDEX,
     PartRecord,
     PartState,
     SplitRecord,
+    part_render_id,
     planned,
+    split_from_json,
 )
 from export_service.tracking.split import (
     AggregateRate,
@@ -147,3 +150,26 @@ def test_a_terminal_job_leaves_every_running_render_to_cancel_and_every_part_out
     assert [part.render_id for part in renders_to_cancel(split)] == ["job-p2-a1", "job-p3-a1"]
     assert part_outputs(split) == ("/out/job-p1.mp4",)
     assert renders_to_cancel(PLAN) == ()  # nothing placed: nothing to cancel
+
+
+def test_the_audio_beside_the_parts_is_awaited_by_the_join_and_removed_with_them() -> None:
+    split = planned(300, ((0, 150), (150, 150)), fps=25.0, audio=True)
+    assert split.audio is not None and split.renders[-2] is split.audio
+    split = with_parts(split, p1=DONE, p2=DONE)
+    assert not join_due(split)  # the audio is not done yet
+    done = split.with_render(
+        AUDIO_INDEX,
+        lambda audio: replace(audio, state=PartState.DONE, output_path="/out/job-audio.mp4"),
+    )
+    assert join_due(done)
+    assert part_outputs(done) == ("/out/job-p1.mp4", "/out/job-p2.mp4", "/out/job-audio.mp4")
+    assert rendering_progress(done, (), held=0) == 95.0  # the audio adds no frames
+    lost = PartEnded(FAILURE_RENDER_LOST, "render-a stopped answering", service_lost=True)
+    audio = replace(split.render(AUDIO_INDEX), attempts=1, render_id="job-audio")
+    retried = after_part_ended(split, audio, lost, max_attempts=3)
+    assert isinstance(retried, RetryPart) and retried.stage == "Audio retrying"
+    failed = after_part_ended(split, replace(audio, attempts=3), lost, max_attempts=3)
+    assert isinstance(failed, FailJob)
+    assert failed.message.startswith("the output's audio failed (after 3 attempts)")
+    assert part_render_id("job", AUDIO_INDEX, 1) == "job-audio"
+    assert split_from_json(done.to_json()) == done

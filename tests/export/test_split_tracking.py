@@ -73,6 +73,11 @@ async def wait_no_part_output(output_dir: Path, job_id: str) -> None:
         raise AssertionError(f"left: {part_outputs(output_dir, job_id)}") from None
 
 
+def video_parts(job: export_pb2.VideoJob) -> list[export_pb2.JobPart]:
+    """The job's parts of the video, in plan order (not the audio beside them, nor the join)."""
+    return [part for part in job.parts if not part.join and not part.audio]
+
+
 async def get(stub: Stub, job_id: str) -> export_pb2.VideoJob:
     return await stub.GetExport(export_pb2.GetExportRequest(id=job_id))
 
@@ -94,7 +99,7 @@ async def wait_parts_rendering(stub: Stub, job_id: str) -> export_pb2.VideoJob:
 
     async def rendering() -> bool:
         seen.append(await get(stub, job_id))
-        parts = [part for part in seen[-1].parts if not part.join]
+        parts = video_parts(seen[-1])
         return (
             bool(parts)
             and all(part.state == "rendering" for part in parts)
@@ -137,8 +142,9 @@ async def test_a_split_job_completes_with_a_render_per_part_and_no_part_left(
     assert_monotonic(updates)
     final = updates[-1]
     assert_completed_with_valid_file(final, 3.0)
-    *parts, join = final.parts
-    assert join.join and [part.index for part in parts] == [0, 1, 2]
+    *parts, audio, join = final.parts
+    assert join.join and audio.audio and [part.index for part in parts] == [0, 1, 2]
+    assert audio.render_id == f"{created.id}-audio"  # the output's audio, beside the parts
     assert [part.render_id for part in parts] == [f"{created.id}-p{n}" for n in (1, 2, 3)]
     assert join.render_id == f"{created.id}-join"
     assert Path(final.output_path).name.startswith(f"{created.id}-join.")
@@ -156,7 +162,7 @@ async def test_a_split_job_completes_with_a_render_per_part_and_no_part_left(
     history = await stub.ListJobHistory(export_pb2.ListJobHistoryRequest(id=created.id))
     changes = [entry.change for entry in history.entries]
     assert changes.count("split_planned") == 1
-    assert changes.count("part_placed") == 4 and changes.count("part_done") == 3
+    assert changes.count("part_placed") == 5 and changes.count("part_done") == 4
 
 
 def clip_with_longer_audio(path: Path) -> Path:
@@ -212,7 +218,7 @@ async def test_a_part_the_render_fails_each_time_fails_the_job_naming_it_and_the
     message = final.error.message
     assert message.startswith("part 2 of 2 failed (after 2 attempts): the part decodes"), message
     assert final.error.code == "VERIFICATION_FAILED", final.error
-    second = next(part for part in final.parts if part.index == 1 and not part.join)
+    second = video_parts(final)[1]
     assert second.attempts == 2 and second.render_id == f"{created.id}-p2-a2", second
     # It was rendered again first, and the job said so meanwhile.
     history = await stub.ListJobHistory(export_pb2.ListJobHistoryRequest(id=created.id))
@@ -245,7 +251,7 @@ async def test_a_killed_render_service_costs_only_the_parts_it_held(
     stub = await open_export(start_export, members, output)
     created = await stub.CreateExport(export_pb2.CreateExportRequest(spec=long_split_spec()))
     rendering = await wait_parts_rendering(stub, created.id)
-    parts = [part for part in rendering.parts if not part.join]
+    parts = video_parts(rendering)
     victim = parts[0].render_service.instance_id
     held = {part.index for part in parts if part.render_service.instance_id == victim}
     survivor = next(name for name in members if name != victim)
@@ -267,6 +273,10 @@ async def test_a_killed_render_service_costs_only_the_parts_it_held(
     for part in final.parts:
         if part.join:
             assert part.render_service.instance_id == survivor
+        elif part.audio:  # short: it may have ended before the kill
+            if part.attempts == 2:
+                assert part.render_service.instance_id == survivor, part
+                assert part.render_id == f"{created.id}-audio-a2"
         elif part.index in held:
             assert (part.attempts, part.render_service.instance_id) == (2, survivor), part
             assert part.render_id == f"{created.id}-p{part.index + 1}-a2"
@@ -285,7 +295,7 @@ async def test_cancel_mid_split_stops_every_part_and_leaves_no_part_output(
     rendering = await wait_parts_rendering(stub, created.id)
     cancelled = await stub.CancelExport(export_pb2.CancelExportRequest(id=created.id))
     assert cancelled.status == export_pb2.CANCELLED
-    parts = [part for part in rendering.parts if not part.join]
+    parts = video_parts(rendering)
     channels = {name: create_channel(member.address) for name, member in members.items()}
     try:
 
@@ -319,12 +329,18 @@ async def test_a_part_that_fails_for_good_fails_the_job_naming_it(
     stub = await open_export(start_export, members, output, max_attempts=1)
     created = await stub.CreateExport(export_pb2.CreateExportRequest(spec=long_split_spec()))
     rendering = await wait_parts_rendering(stub, created.id)
-    parts = [part for part in rendering.parts if not part.join]
+    parts = video_parts(rendering)
     victim = parts[0].render_service.instance_id
     held = sorted(part.index + 1 for part in parts if part.render_service.instance_id == victim)
     kill_group(members[victim])
     final = await wait_terminal(stub, created.id)
     assert final.status == export_pb2.FAILED, final
-    named = [n for n in held if f"part {n} of 3 failed (after 1 attempts)" in final.error.message]
-    assert named, final.error.message
+    # Whichever render on the lost service was found lost first names the failure: a part, or
+    # the output's audio rendered beside them.
+    names = [f"part {n} of 3" for n in held]
+    audio = [part for part in rendering.parts if part.audio and part.state == "rendering"]
+    if audio and audio[0].render_service.instance_id == victim:
+        names.append("the output's audio")
+    failed = [name for name in names if final.error.message.startswith(f"{name} failed")]
+    assert failed and "(after 1 attempts)" in final.error.message, final.error.message
     await wait_no_part_output(output, created.id)

@@ -308,8 +308,9 @@ class JobPart(_message.Message):
     FRAMES_DONE_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
+    AUDIO_FIELD_NUMBER: _builtins.int
     index: _builtins.int
-    """0-based, in plan order (the join: the number of parts)."""
+    """0-based, in plan order (the audio: the number of parts; the join: the one after)."""
     join: _builtins.bool
     """True for the join of the parts (all the frames, after every part is done)."""
     first_frame: _builtins.int
@@ -326,6 +327,10 @@ class JobPart(_message.Message):
     """Attempts started for it, counted against the per-part budget."""
     note: _builtins.str
     """Why it is being rendered again, while retrying."""
+    audio: _builtins.bool
+    """True for the whole output's audio, rendered beside the parts (all the frames' time) for the
+    join to mux.
+    """
     @_builtins.property
     def render_service(self) -> Global___RenderService: ...
     def __init__(
@@ -341,10 +346,11 @@ class JobPart(_message.Message):
         frames_done: _builtins.int = ...,
         attempts: _builtins.int = ...,
         note: _builtins.str = ...,
+        audio: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["render_service", b"render_service"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "first_frame", b"first_frame", "frame_count", b"frame_count", "frames_done", b"frames_done", "index", b"index", "join", b"join", "note", b"note", "render_id", b"render_id", "render_service", b"render_service", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "audio", b"audio", "first_frame", b"first_frame", "frame_count", b"frame_count", "frames_done", b"frames_done", "index", b"index", "join", b"join", "note", b"note", "render_id", b"render_id", "render_service", b"render_service", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
