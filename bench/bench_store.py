@@ -45,6 +45,24 @@ async def _drive(
     return count / (time.perf_counter() - started)
 
 
+async def _drive_rounds(
+    jobs: int, rounds: int, concurrency: int, write: Callable[[int, int], Awaitable[object]]
+) -> float:
+    """``write(job, round)`` for every job and round, each job's rounds one after the other
+    (two writes of one job at once could commit out of order, and the store refuses progress
+    that goes back), up to ``concurrency`` jobs at once; returns writes/s."""
+    callers = min(concurrency, jobs)
+
+    async def caller(first: int) -> None:
+        for job_round in range(rounds):
+            for job in range(first, jobs, callers):
+                await write(job, job_round)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(caller(first) for first in range(callers)))
+    return jobs * rounds / (time.perf_counter() - started)
+
+
 async def _measure(
     store: JobStore, label: str, jobs: int, updates: int, result: BenchResult
 ) -> None:
@@ -60,9 +78,8 @@ async def _measure(
         rate = await _drive(jobs, concurrency, create)
         result.add(f"{label}: creates, {concurrency} caller(s)", rate, "jobs/s")
 
-        # Each update goes to the next job in turn, with progress rising per round.
-        async def progress(index: int, ids: list[str] = ids) -> object:
-            job_round, job = divmod(index, len(ids))
+        # Rounds over every job, progress rising per round; a job's rounds in order.
+        async def progress(job: int, job_round: int, ids: list[str] = ids) -> object:
             return await store.record_progress(
                 ids[job],
                 progress=min(2 + job_round * 0.01, 95.0),
@@ -71,7 +88,7 @@ async def _measure(
                 render_seq=job_round + 1,
             )
 
-        rate = await _drive(updates, concurrency, progress)
+        rate = await _drive_rounds(jobs, max(updates // jobs, 1), concurrency, progress)
         result.add(f"{label}: single progress writes, {concurrency} caller(s)", rate, "writes/s")
 
         latencies: list[float] = []

@@ -350,18 +350,16 @@ class FaultScheduler:
         return True
 
     async def _stop_ffmpeg(self, track: JobTrack | None, record: FaultRecord) -> bool:
-        aimed = track is not None
         if track is None:
             track = await self._running_job(within=6.0)
         pids = await self._stopped_ffmpeg(track)
-        if not aimed:
-            # The job found may end (a short render) or be between two ffmpegs (a faststart
-            # pass) by the time its ffmpeg is stopped: then a long one, supplied if none runs,
-            # until one is caught with its ffmpeg stopped.
-            deadline = time.monotonic() + SUPPLY_WAIT_SECONDS
-            while not pids and time.monotonic() < deadline:
-                track = await self._running_job(within=6.0, long_only=True)
-                pids = await self._stopped_ffmpeg(track)
+        # The job found may have ended (a short render, or one aimed at and slowed into its last
+        # tenth) or be between two ffmpegs (a faststart pass) by the time its ffmpeg is
+        # stopped: then a long one, supplied if none runs, until one is caught stopped.
+        deadline = time.monotonic() + SUPPLY_WAIT_SECONDS
+        while not pids and time.monotonic() < deadline:
+            track = await self._running_job(within=6.0, long_only=True)
+            pids = await self._stopped_ffmpeg(track)
         if track is None or not pids:
             return False
         record.target_job = track.job_id

@@ -240,6 +240,6 @@ def test_the_internal_render_kinds_have_no_place_in_a_clients_spec() -> None:
     internal = [
         field.json_name for field in spec_pb2.RenderSpec.DESCRIPTOR.fields if _internal(field)
     ]
-    assert internal == ["part", "join"]
+    assert internal == ["part", "join", "audio"]
     assert not set(internal) & set(SPEC_SCHEMAS["RenderSpec"]["properties"])
     assert not {"SplitPart", "SplitJoin"} & set(SPEC_SCHEMAS)
