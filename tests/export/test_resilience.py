@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import grpc
 import pytest
 
+from export_service.config import TrackerSettings
 from export_service.server import ExportServer
 from export_service.store import JobStatus, open_store
 from tests.export.conftest import (
@@ -116,12 +117,14 @@ class HeldRender:
 
 @contextlib.asynccontextmanager
 async def render_held_near_the_end(
-    start_export: StartExport, render_processes: RenderProcesses
+    start_export: StartExport,
+    render_processes: RenderProcesses,
+    tracker: TrackerSettings = FAST_TRACKER,
 ) -> AsyncIterator[HeldRender]:
     render_service = render_processes.start_with("--stall-timeout", "60")  # frozen on purpose
     proxy = await TcpProxy("127.0.0.1", render_service.port).start()
     try:
-        server = await start_export(proxy.address)
+        server = await start_export(proxy.address, tracker=tracker)
         async with (
             create_channel(f"127.0.0.1:{server.port}") as channel,
             create_channel(render_service.address) as render_channel,
@@ -150,8 +153,10 @@ async def test_stream_cut_at_95_percent_is_resumed(
     """The original failure: the render finishes while the tracker hears nothing, so the job
     would stay at its last percent forever. The stream goes silent near the end, the render
     completes behind it, then the connection is reset: the tracker asks the render service,
-    takes the completion it missed and needs no new attempt."""
-    async with render_held_near_the_end(start_export, render_processes) as held:
+    takes the completion it missed and needs no new attempt. The tracker's own look after a
+    silence (its stall timeout) is put out of the way, so the reset is what it answers."""
+    quiet = replace(FAST_TRACKER, stall_timeout=120.0)
+    async with render_held_near_the_end(start_export, render_processes, quiet) as held:
         held.proxy.stall()
         held.throttle.close()
         await wait_for(render_finished(held.render_stub, held.job_id))
