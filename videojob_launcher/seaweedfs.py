@@ -364,8 +364,29 @@ class SeaweedFS:
             raise SeaweedFSFailed(f"weed mini did not start again: {problem}")
 
     def pause(self) -> None:
-        """SIGSTOP to the whole store (a store that hangs: connections open, nothing answered)."""
+        """SIGSTOP to the whole store (a store that hangs: connections open, nothing answered);
+        returns once every thread of weed is stopped."""
         self._signal_group(signal.SIGSTOP)
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while not self._stopped():
+            if time.monotonic() > deadline:
+                raise SeaweedFSFailed(f"weed (pid {self.pid}) did not stop on SIGSTOP")
+            time.sleep(0.01)  # the kernel stops each thread as it is next scheduled
+
+    def _stopped(self) -> bool:
+        """Every thread of weed is stopped (or weed is gone)."""
+        try:
+            threads = list(Path(f"/proc/{self.pid}/task").iterdir())
+        except OSError:
+            return True
+        for thread in threads:
+            try:
+                state = (thread / "stat").read_text().rpartition(")")[2].split()[0]
+            except OSError:
+                continue
+            if state not in ("T", "t", "Z", "X"):
+                return False
+        return True
 
     def resume(self) -> None:
         self._signal_group(signal.SIGCONT)
