@@ -5,6 +5,7 @@ parts spread over them), one export service and a gateway, as real processes."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from tests.gateway.conftest import GATEWAY_TEST_ARGS
 from tests.gateway.test_browser import CHROMIUM
 from tests.gateway.test_browser import browser as browser
 from tests.support.specs import pattern_spec
+from tests.support.throttle import Throttle
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 from videojob_launcher import Role, Stack, StackConfig
 
@@ -68,6 +70,11 @@ def test_a_split_jobs_card_shows_a_segment_per_part_filling_with_its_frames(
 ) -> None:
     from playwright.sync_api import expect
 
+    # Both render services' FFmpegs run a tenth of the time: the job is still rendering its
+    # parts (the join pending) when the page is looked at and when it is cancelled.
+    throttles = contextlib.ExitStack()
+    for render in split_stack.renders:
+        throttles.enter_context(Throttle.children_of(render.pid, pause=0.225))
     job = create_split_job(split_stack, 3)
     try:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -104,4 +111,5 @@ def test_a_split_jobs_card_shows_a_segment_per_part_filling_with_its_frames(
         expect(card.locator(".parts")).to_be_hidden(timeout=SHOWN_MS)
         page.close()
     finally:
+        throttles.close()
         cancel(split_stack, job.id)

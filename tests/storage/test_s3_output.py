@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import secrets
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -259,7 +260,11 @@ async def test_a_cancel_during_the_upload_leaves_no_object_and_no_unfinished_upl
     location = seaweedfs.location(f"tests/{secrets.token_hex(6)}/renders")
     environ = seaweedfs.environ()
     render_environ = {**environ, "AWS_ENDPOINT_URL": f"http://{stalling_store.address}"}
-    stack = Stack(s3_stack_config(tmp_path, location, environ, render_environ))
+    config = s3_stack_config(tmp_path, location, environ, render_environ)
+    # An upload whose creation was held in the stalled link may reach the store after the
+    # render service's abort looked for it: the orphan sweep is what removes it then.
+    export = replace(config.export, args=(*config.export.args, "--orphan-sweep-interval", "1"))
+    stack = Stack(replace(config, export=export))
     await asyncio.to_thread(stack.start)
     try:
         async with httpx.AsyncClient(base_url=stack.url, timeout=30) as http:
