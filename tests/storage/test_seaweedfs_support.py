@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +149,20 @@ def test_a_killed_store_restarts_with_its_objects_and_unfinished_uploads(
 
         private_seaweedfs.restart()
 
-        assert client.get_object(Bucket=bucket, Key="kept.mp4")["Body"].read() == b"kept"
+        # The bucket answers first; an object's volume may take a moment to register again.
+        def kept() -> bytes | None:
+            try:
+                body: bytes = client.get_object(Bucket=bucket, Key="kept.mp4")["Body"].read()
+            except botocore.exceptions.ClientError as error:
+                if error.response.get("Error", {}).get("Code") != "InternalError":
+                    raise
+                return None
+            return body
+
+        deadline = time.monotonic() + 30
+        while (body := kept()) is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert body == b"kept"
         uploads = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
         assert [(item["Key"], item["UploadId"]) for item in uploads] == [("half.mp4", upload)]
     finally:
