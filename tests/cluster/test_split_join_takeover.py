@@ -7,12 +7,15 @@ and seen so on the job and on its render service, for as long as the test needs:
   to the running join by its render id; no second join render is started anywhere (one muxing
   ran), no part renders again, the job completes under the new lease with a file of exactly the
   plan's frames, and no part's file is left;
+- the owner SIGKILLed mid-join and the join ending while nobody follows it (a lease long enough
+  for that): the next owner finds it completed by its render id and completes the job the same;
 - the join's render service SIGKILLed mid-join: the join renders again on the other render
   service (its attempt 2), from the parts already rendered (none renders again), and the job
   completes; no part's file, nor the lost join's partial file, is left."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,8 +76,8 @@ class JoinStack:
         return sorted(name for name in found if name != output)
 
 
-@pytest.fixture
-async def join_stack(tmp_path: Path, schema: str) -> AsyncIterator[JoinStack]:
+@contextlib.asynccontextmanager
+async def join_cluster(tmp_path: Path, schema: str, lease_ttl: str) -> AsyncIterator[JoinStack]:
     ffmpeg = HoldingFFmpeg.write(tmp_path / "ffmpeg")
     config = StackConfig(
         tmp_path / "stack",
@@ -82,7 +85,7 @@ async def join_stack(tmp_path: Path, schema: str) -> AsyncIterator[JoinStack]:
         render=Role(count=2, env=ffmpeg.env()),
         export=Role(
             count=2,
-            args=(*EXPORT_TEST_ARGS, "--lease-ttl", "3", "--failover-after", "3"),
+            args=(*EXPORT_TEST_ARGS, "--lease-ttl", lease_ttl, "--failover-after", "3"),
         ),
     )
     stack = Stack(config)
@@ -106,6 +109,19 @@ async def join_stack(tmp_path: Path, schema: str) -> AsyncIterator[JoinStack]:
         for channel in channels:
             await channel.close(None)
         await stack.astop()
+
+
+@pytest.fixture
+async def join_stack(tmp_path: Path, schema: str) -> AsyncIterator[JoinStack]:
+    async with join_cluster(tmp_path, schema, "3") as cluster:
+        yield cluster
+
+
+@pytest.fixture
+async def ten_second_lease_stack(tmp_path: Path, schema: str) -> AsyncIterator[JoinStack]:
+    """A lease long enough for the join to end before the dead owner's lapses."""
+    async with join_cluster(tmp_path, schema, "10") as cluster:
+        yield cluster
 
 
 def held_joins_of(cluster: JoinStack, process: ServiceProcess) -> list[int]:
@@ -223,6 +239,41 @@ def replica_of(owner: str, process: ServiceProcess) -> bool:
     return owner.split(":")[1] == str(process.pid)
 
 
+async def take_over(schema: str, job_id: str, successor: ServiceProcess) -> None:
+    async def taken_over() -> bool:
+        holder, epoch = await lease_of(schema, job_id)
+        return epoch == 2 and replica_of(holder, successor)
+
+    await wait_until(taken_over, "the other replica to take the job over", 30)
+
+
+async def assert_completed_by_the_one_join(
+    cluster: JoinStack, final: export_pb2.VideoJob, seen: export_pb2.VideoJob, new_owner: Replica
+) -> None:
+    """``final`` completed from the join and the parts ``seen`` before the owner died: the one
+    join render (its one muxing), no part rendered again; under the new owner's lease."""
+    join = join_of(seen)
+    assert_output_verified(final)
+    assert Path(final.output_path).name.startswith(f"{seen.id}-join.")
+    assert parts_as_rendered(final) == parts_as_rendered(seen)
+    done = join_of(final)
+    assert (done.render_id, done.attempts, done.render_service.instance_id) == (
+        join.render_id,
+        1,
+        join.render_service.instance_id,
+    )
+    assert cluster.ffmpeg.joins_run() == [join.render_id]
+    for instance_id in cluster.renders:
+        mine = instance_id == join.render_service.instance_id
+        state = await cluster.render_state(instance_id, join.render_id)
+        assert state == (render_pb2.RENDER_STATE_COMPLETED if mine else None), instance_id
+        assert await cluster.render_state(instance_id, f"{join.render_id}-a2") is None
+    await assert_no_part_rendered_again(cluster, final)
+    history = await new_owner.history(seen.id)
+    assert history[-1].change == "complete" and history[-1].lease_epoch == 2, history[-1]
+    await assert_nothing_left(cluster, final)
+
+
 async def test_a_replica_killed_mid_join_hands_the_running_join_to_the_next_owner(
     join_stack: JoinStack, schema: str
 ) -> None:
@@ -231,43 +282,44 @@ async def test_a_replica_killed_mid_join_hands_the_running_join_to_the_next_owne
     owner, other = Replica(exports[0]), Replica(exports[1])
     try:
         job, held = await joining(cluster, owner)
-        before = parts_as_rendered(job)
         join = join_of(job)
         await exports[0].akill()
         assert (await lease_of(schema, job.id))[1] == 1
-
-        async def taken_over() -> bool:
-            holder, epoch = await lease_of(schema, job.id)
-            return epoch == 2 and replica_of(holder, exports[1])
-
-        await wait_until(taken_over, "the other replica to take the job over", 30)
+        await take_over(schema, job.id, exports[1])
         # Still joining on its render service when the new owner takes it.
         service = cluster.renders[join.render_service.instance_id][0]
         assert held_join(service.pid, join.render_id) == held
         resume(held)
         final = await terminal(other, job.id)
+        await assert_completed_by_the_one_join(cluster, final, job, other)
+    finally:
+        await owner.close()
+        await other.close()
 
-        assert_output_verified(final)
-        assert Path(final.output_path).name.startswith(f"{job.id}-join.")
-        assert parts_as_rendered(final) == before
-        done = join_of(final)
-        assert (done.render_id, done.attempts, done.render_service.instance_id) == (
-            join.render_id,
-            1,
-            join.render_service.instance_id,
-        )
-        # One join render, one muxing: the re-attached one.
-        assert cluster.ffmpeg.joins_run() == [join.render_id]
-        for instance_id in cluster.renders:
-            mine = instance_id == join.render_service.instance_id
-            state = await cluster.render_state(instance_id, join.render_id)
-            assert state == (render_pb2.RENDER_STATE_COMPLETED if mine else None), instance_id
-            assert await cluster.render_state(instance_id, f"{join.render_id}-a2") is None
-        await assert_no_part_rendered_again(cluster, final)
-        # Completed under the new lease.
-        history = await other.history(job.id)
-        assert history[-1].change == "complete" and history[-1].lease_epoch == 2, history[-1]
-        await assert_nothing_left(cluster, final)
+
+async def test_a_join_that_ends_while_its_owner_is_dead_completes_the_job_on_the_next_owner(
+    ten_second_lease_stack: JoinStack, schema: str
+) -> None:
+    cluster = ten_second_lease_stack
+    exports = cluster.stack.exports
+    owner, other = Replica(exports[0]), Replica(exports[1])
+    try:
+        job, held = await joining(cluster, owner)
+        join = join_of(job)
+        await exports[0].akill()
+        resume(held)
+
+        async def join_completed() -> bool:
+            state = await cluster.render_state(join.render_service.instance_id, join.render_id)
+            return state == render_pb2.RENDER_STATE_COMPLETED
+
+        await wait_until(join_completed, "the join to complete on its render service", 20)
+        # Nobody took the job over yet: the join ended with no tracker following it.
+        holder, epoch = await lease_of(schema, job.id)
+        assert epoch == 1 and not replica_of(holder, exports[1]), (holder, epoch)
+        await take_over(schema, job.id, exports[1])
+        final = await terminal(other, job.id)
+        await assert_completed_by_the_one_join(cluster, final, job, other)
     finally:
         await owner.close()
         await other.close()
