@@ -210,7 +210,10 @@ async def assert_nothing_left(cluster: JoinStack, job: export_pb2.VideoJob) -> N
         left.append(cluster.left_of(job))
         return left[-1] == []
 
-    await wait_until(nothing_left, "no part's file left", 20)
+    try:
+        await wait_until(nothing_left, "no part's file left", 20)
+    except AssertionError:
+        raise AssertionError(f"left: {left[-1]}") from None
 
 
 async def assert_no_part_rendered_again(cluster: JoinStack, job: export_pb2.VideoJob) -> None:
@@ -336,6 +339,8 @@ async def test_the_joins_render_service_killed_mid_join_joins_again_elsewhere_fr
         join = join_of(job)
         victim = join.render_service.instance_id
         survivor = next(name for name in cluster.renders if name != victim)
+        # The join's partial file is there: the render service that dies cannot remove it.
+        assert f".{victim}.{join.render_id}.partial.mp4" in cluster.left_of(job)
         await cluster.renders[victim][0].akill()
         # Its muxing dies with it (the parent-death signal), held or not.
         await wait_until(lambda: gone(held), "the held muxing to die with its service", 10)
