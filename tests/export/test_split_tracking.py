@@ -22,6 +22,9 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pytest
+
+from export_service.split_plan import SplitPolicy
 from tests.export.conftest import (
     FAST_TRACKER,
     TERMINAL,
@@ -118,11 +121,16 @@ def pool_of(processes: RenderProcesses, *names: str) -> dict[str, ServiceProcess
 
 
 async def open_export(
-    start_export: StartExport, members: dict[str, ServiceProcess], output: Path, **tracker: object
+    start_export: StartExport,
+    members: dict[str, ServiceProcess],
+    output: Path,
+    split: SplitPolicy | None = None,
+    **tracker: object,
 ) -> export_pb2_grpc.ExportServiceAsyncStub:
     settings = dataclasses.replace(SPLIT_TRACKER, **tracker)  # type: ignore[arg-type]
     addresses = ",".join(member.address for member in members.values())
-    server = await start_export(addresses, tracker=settings, render_output_dir=output)
+    policy = {} if split is None else {"split": split}
+    server = await start_export(addresses, tracker=settings, render_output_dir=output, **policy)
 
     async def every_member_answered() -> bool:
         return server.render_pool.usable_count() == len(members)
@@ -199,8 +207,13 @@ def make_clip(path: Path, video_seconds: float, audio_seconds: float | None) -> 
     return path
 
 
+# Splits outputs from 2 s, about 2 s a part: this 4 s one in two, as asking for 2 parts does.
+SHORT_PARTS = SplitPolicy(min_seconds=2.0, part_seconds=2.0)
+
+
+@pytest.mark.parametrize("parts", [2, 0], ids=["asked", "by-policy"])
 async def test_a_source_whose_audio_outlasts_its_video_completes_split_as_it_would_whole(
-    render_processes: RenderProcesses, start_export: StartExport
+    render_processes: RenderProcesses, start_export: StartExport, parts: int
 ) -> None:
     # 2 s of video, 4 s of audio: the container (and a whole render) lasts 4 s. A plan on the
     # container's word alone asked the last part for frames the video never reaches, and the
@@ -208,10 +221,10 @@ async def test_a_source_whose_audio_outlasts_its_video_completes_split_as_it_wou
     make_clip(render_processes.dirs.media / "short-video.mp4", 2, 4)
     members = pool_of(render_processes, "split-a", "split-b")
     output = render_processes.dirs.output
-    stub = await open_export(start_export, members, output, max_attempts=2)
+    stub = await open_export(start_export, members, output, SHORT_PARTS, max_attempts=2)
     spec = spec_pb2.RenderSpec()
     spec.source.transcode.input_path = "short-video.mp4"
-    spec.output.split.parts = 2
+    spec.output.split.parts = parts
     created = await stub.CreateExport(export_pb2.CreateExportRequest(spec=spec))
     final = await wait_terminal(stub, created.id)
     assert_completed_with_valid_file(final, 4.0)
@@ -231,6 +244,32 @@ async def test_a_source_whose_audio_outlasts_its_video_completes_split_as_it_wou
     assert sorted(video_pts) == [round(n / 10 / video_tb) for n in range(40)]
     # All the audio: 4 s, within one frame.
     assert abs(audio_seconds(joined) - 4.0) <= 0.1
+    assert not final.split_reason
+    await wait_no_part_output(output, created.id)
+
+
+async def test_a_source_whose_video_outlasts_its_audio_completes_split_with_silence_after_it(
+    render_processes: RenderProcesses, start_export: StartExport
+) -> None:
+    # 3 s of video, 1 s of audio: the container lasts as long as the video, which fills every
+    # part; the audio is padded with silence to the video's end.
+    make_clip(render_processes.dirs.media / "short-audio.mp4", 3, 1)
+    members = pool_of(render_processes, "split-a", "split-b")
+    output = render_processes.dirs.output
+    stub = await open_export(start_export, members, output, max_attempts=2)
+    spec = spec_pb2.RenderSpec()
+    spec.source.transcode.input_path = "short-audio.mp4"
+    spec.output.split.parts = 2
+    created = await stub.CreateExport(export_pb2.CreateExportRequest(spec=spec))
+    final = await wait_terminal(stub, created.id)
+    assert_completed_with_valid_file(final, 3.0)
+    parts = video_parts(final)
+    assert [(p.first_frame, p.frame_count, p.attempts) for p in parts] == [(0, 15, 1), (15, 15, 1)]
+    joined = Path(final.output_path)
+    frames = gray_frames(joined)
+    assert len(frames) == 30
+    assert min(mean_difference(frames[n], frames[n + 1]) for n in range(29)) > 1.0
+    assert abs(audio_seconds(joined) - 3.0) <= 0.1
     await wait_no_part_output(output, created.id)
 
 
