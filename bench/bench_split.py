@@ -208,7 +208,9 @@ def _short_job_decision(result: BenchResult) -> None:
     """What the policy's decision costs a short job (its facts are already known: the input
     check at create asked a render service for them)."""
     spec = transcode_spec("short.mp4", "veryfast")
-    facts = split_plan.SourceFacts(SHORT_JOB_SECONDS, 25.0, has_audio=True)
+    facts = split_plan.SourceFacts(
+        SHORT_JOB_SECONDS, 25.0, has_audio=True, video_seconds=SHORT_JOB_SECONDS
+    )
     policy = split_plan.SplitPolicy()
     free = [4, 4]
     verdict = split_plan.plan_split(spec, facts, policy, free)

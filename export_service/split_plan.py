@@ -30,13 +30,22 @@ Rules:
   frame (so the audio, encoded once for the whole duration, and the video differ by at most
   half a frame). Parts are as even as possible: the first ``total % count`` parts have one frame
   more than the others.
+- The source's video may end before its audio (the container lasts as long as its longer
+  stream, and so does a whole render, whose video track then ends early: a player holds its
+  last frame). The output's frames past the video's end (``Plan.pad_frames``: the duration
+  minus ``video_seconds``, in frames) all go to the last part, which repeats the source's last
+  frame for them; the last part starts at least ``LAST_PART_VIDEO_SECONDS`` before the video's
+  end, so it holds source frames to repeat and no other part reaches past the video (the cut
+  moves earlier, the other parts staying even, when the even cut would not). A video that ends
+  after its audio needs nothing: the duration is the video's, the audio is padded with silence.
 - What can't be split safely renders whole under the policy, and an explicit N >= 2 for it is
   refused at create (or, when the create could not learn the source's facts, renders whole):
   a source with a variable frame rate (parts cut on a frame grid the source does not follow
   drift); a source whose duration or frame rate is unknown (no frame timeline to cut); a
   slideshow (its frames come from one filter graph of looped stills from the first slide on, so
   a part could not start mid-way without rendering all that precedes it, and its burned-in
-  subtitles are timed on the whole output's clock); a video codec outside ``SPLIT_CODECS``.
+  subtitles are timed on the whole output's clock); a video codec outside ``SPLIT_CODECS``; a
+  source whose video's own length is unknown (the frames past its end could not be planned).
 - ``SPLIT_CODECS`` are h264 (mp4) and vp9 (webm): the encoders whose
   closed-GOP part settings the render service sets and whose joins its tests verify frame by
   frame. hevc renders whole: x265 opens its GOPs by default and its part encoding is not among
@@ -67,6 +76,10 @@ PARTS_FIELD = "spec.output.split.parts"
 SPLIT_CODECS = frozenset({"h264", "vp9"})
 # A frame count is the duration times the rate, give or take this (float error: 2 s at 29.97).
 _FRAME_EPSILON = 1e-6
+# The least of the source's video the last part holds when the audio outlasts the video: the
+# frames the render's frame-rate filter fills at the video's end can differ from the planned
+# ones by a frame, which must fall in the last part (that repeats the last frame), not before.
+LAST_PART_VIDEO_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -90,6 +103,9 @@ class SourceFacts:
     fps: float
     variable_frame_rate: bool = False
     has_audio: bool = False
+    # When the source's video ends (its own stream, not the container): shorter than
+    # ``duration_seconds`` when the audio outlasts the video. 0: unknown.
+    video_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -101,11 +117,13 @@ class PlannedPart:
 
 @dataclass(frozen=True)
 class Plan:
-    """The output's frames [0, total_frames) at ``fps``, cut into ``parts`` in order."""
+    """The output's frames [0, total_frames) at ``fps``, cut into ``parts`` in order; the last
+    ``pad_frames`` of them lie past the source video's end (all in the last part)."""
 
     parts: tuple[PlannedPart, ...]
     total_frames: int
     fps: float
+    pad_frames: int = 0
 
 
 class WholeCause(enum.Enum):
@@ -134,7 +152,8 @@ def facts_from_spec(spec: spec_pb2.RenderSpec) -> SourceFacts | None:
     if spec.source.WhichOneof("kind") != "test_pattern":
         return None
     pattern = spec.source.test_pattern
-    return SourceFacts(pattern.duration_seconds, pattern.fps, has_audio=True)
+    seconds = pattern.duration_seconds
+    return SourceFacts(seconds, pattern.fps, has_audio=True, video_seconds=seconds)
 
 
 def source_facts(
@@ -150,6 +169,7 @@ def source_facts(
         fps=answer.fps,
         variable_frame_rate=answer.variable_frame_rate,
         has_audio=answer.has_audio,
+        video_seconds=answer.video_duration_seconds,
     )
 
 
@@ -164,6 +184,16 @@ def total_frames(spec: spec_pb2.RenderSpec, facts: SourceFacts) -> int:
     if not (facts.duration_seconds > 0 and fps > 0):
         return 0
     return math.floor(facts.duration_seconds * fps + 0.5 + _FRAME_EPSILON)
+
+
+def video_frames(spec: spec_pb2.RenderSpec, facts: SourceFacts) -> int:
+    """The output's frames the source's video fills (0 when its length or rate is unknown); at
+    most ``total_frames``."""
+    fps = output_fps(spec, facts)
+    if not (facts.video_seconds > 0 and fps > 0):
+        return 0
+    frames = math.floor(facts.video_seconds * fps + 0.5 + _FRAME_EPSILON)
+    return min(frames, total_frames(spec, facts))
 
 
 def _spec_unsplittable(spec: spec_pb2.RenderSpec) -> str | None:
@@ -196,6 +226,8 @@ def unsplittable_reason(spec: spec_pb2.RenderSpec, facts: SourceFacts | None) ->
         return "the source's duration is unknown"
     if output_fps(spec, facts) <= 0:
         return "the source's frame rate is unknown"
+    if facts.video_seconds <= 0:
+        return "the length of the source's video is unknown"
     return None
 
 
@@ -212,6 +244,23 @@ def even_parts(total: int, count: int) -> tuple[PlannedPart, ...]:
         parts.append(PlannedPart(index, first, frames))
         first += frames
     return tuple(parts)
+
+
+def cut_parts(total: int, video: int, count: int, fps: float) -> tuple[PlannedPart, ...] | None:
+    """``total`` frames in ``count`` parts, the source's video filling the first ``video`` of
+    them: as even as possible, the frames past the video's end all in the last part, which
+    starts at least ``LAST_PART_VIDEO_SECONDS`` (and one frame) before the video's end. None
+    when that leaves a part without a frame."""
+    if count < 2 or total < count:
+        return None
+    if video >= total:
+        return even_parts(total, count)
+    margin = max(1, math.ceil(fps * LAST_PART_VIDEO_SECONDS - _FRAME_EPSILON))
+    last_first = min(total - total // count, video - margin)
+    if last_first < count - 1:
+        return None
+    before = even_parts(last_first, count - 1)
+    return (*before, PlannedPart(count - 1, last_first, total - last_first))
 
 
 def _policy_count(duration: float, policy: SplitPolicy, free_slots: Sequence[int]) -> int | Whole:
@@ -255,7 +304,12 @@ def plan_split(
         return count
     if total < count:
         return Whole(WholeCause.TOO_SHORT, f"too short to gain ({total} frames)")
-    return Plan(even_parts(total, count), total, output_fps(spec, facts))
+    fps = output_fps(spec, facts)
+    video = video_frames(spec, facts)
+    parts = cut_parts(total, video, count, fps)
+    if parts is None:
+        return Whole(WholeCause.TOO_SHORT, f"its video is too short to cut ({video} frames)")
+    return Plan(parts, total, fps, total - video)
 
 
 def refuse_internal_kinds(spec: spec_pb2.RenderSpec) -> None:
@@ -288,16 +342,26 @@ def check_split_request(
         reason = unsplittable_reason(spec, facts)
     if reason is not None:
         raise InvalidArgument(PARTS_FIELD, f"this job can't be split safely: {reason} (use 0 or 1)")
-    if facts is not None and total_frames(spec, facts) < requested:
+    if facts is None:
+        return
+    total = total_frames(spec, facts)
+    if total < requested:
+        raise InvalidArgument(
+            PARTS_FIELD, f"the output has {total} frames: fewer than {requested} parts"
+        )
+    video = video_frames(spec, facts)
+    if cut_parts(total, video, requested, output_fps(spec, facts)) is None:
         raise InvalidArgument(
             PARTS_FIELD,
-            f"the output has {total_frames(spec, facts)} frames: fewer than {requested} parts",
+            f"the source's video fills {video} of the output's {total} frames: "
+            f"too few for {requested} parts",
         )
 
 
 def part_spec(spec: spec_pb2.RenderSpec, plan: Plan, index: int) -> spec_pb2.RenderSpec:
     """The RenderSpec of part ``index``'s render: the job's spec with ``part`` set."""
     part = plan.parts[index]
+    last = index == len(plan.parts) - 1
     rendered = spec_pb2.RenderSpec()
     rendered.CopyFrom(spec)
     rendered.part.CopyFrom(
@@ -308,6 +372,7 @@ def part_spec(spec: spec_pb2.RenderSpec, plan: Plan, index: int) -> spec_pb2.Ren
             frame_count=part.frame_count,
             total_frames=plan.total_frames,
             fps=plan.fps,
+            pad_frames=plan.pad_frames if last else 0,
         )
     )
     return rendered

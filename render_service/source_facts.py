@@ -1,28 +1,39 @@
 """What a split's planner needs to know of a source (CheckInputs' answer): its duration, frame
-rate, whether its frames are evenly spaced, whether it has audio. A test pattern or slideshow is
-as its spec makes it; a transcode's input is read: its header, and the timestamps of its first
-video packets as stored (a stream-copy scan, quick whatever the codec)."""
+rate, whether its frames are evenly spaced, whether it has audio, when its video ends. A test
+pattern or slideshow is as its spec makes it; a transcode's input is read: its header, the
+timestamps of its first video packets as stored, and those of its last (stream-copy scans,
+quick whatever the codec; only ``ffmpeg``, which every build has, not ffprobe)."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import re
 import statistics
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+from render_service.failures import RenderFailure
 from render_service.ffmpeg_command import DEFAULT_SLIDESHOW_FPS
 from render_service.ffmpeg_process import run_ffmpeg_captured
 from render_service.frame_scan import of_type, parse_framecrc
 from videojob.render.v1 import render_pb2, spec_pb2
+
+logger = logging.getLogger(__name__)
 
 # Seconds of the source's video whose timestamps are read.
 SCANNED_SECONDS = 60
 SCAN_TIMEOUT_SECONDS = 20.0
 # A frame's spacing further than this share of the usual one from it: not a constant rate.
 SPACING_TOLERANCE = 0.1
+# Seconds before the container's end from which the video's last packets are read: a demuxer
+# that seeks by the video's keyframes (MP4, Matroska, WebM) lands on the video's last keyframe
+# before that point even when the video ends earlier; one that finds no video packet there
+# (MPEG-TS seeks by bytes) gets the whole video stream read instead.
+TAIL_SECONDS = 10
+_START = re.compile(r"Duration: .*?, start: (?P<start>-?\d+(?:\.\d+)?)")
 _TBR = re.compile(r"Stream #0:\d+\S*: Video: .*?(?P<rate>\d+(?:\.\d+)?)(?P<k>k?) tbr")
 
 
@@ -32,6 +43,7 @@ class SourceFacts:
     fps: float = 0.0
     variable_frame_rate: bool = False
     has_audio: bool = False
+    video_duration_seconds: float = 0.0
 
     def message(self) -> render_pb2.CheckInputsResponse:
         return render_pb2.CheckInputsResponse(
@@ -39,6 +51,7 @@ class SourceFacts:
             fps=self.fps,
             variable_frame_rate=self.variable_frame_rate,
             has_audio=self.has_audio,
+            video_duration_seconds=self.video_duration_seconds,
         )
 
 
@@ -49,7 +62,12 @@ def spec_facts(spec: spec_pb2.RenderSpec, duration_seconds: float) -> SourceFact
         fps = spec.source.test_pattern.fps
     else:
         fps = DEFAULT_SLIDESHOW_FPS
-    return SourceFacts(duration_seconds=duration_seconds, fps=fps, has_audio=True)
+    return SourceFacts(
+        duration_seconds=duration_seconds,
+        fps=fps,
+        has_audio=True,
+        video_duration_seconds=duration_seconds,
+    )
 
 
 def _snapped(rate: float) -> float:
@@ -89,6 +107,58 @@ def _packet_rate(framecrc: str) -> tuple[float, bool]:
     return rate_of([p.pts for p in video.packets if p.pts <= last_read], video.time_base)
 
 
+def video_end_seconds(framecrc: str, stderr: str, fps: float) -> float:
+    """When the video of a ``-copyts`` stream-copy scan ends, on the timeline a render gives
+    the source (from the container's start, which the scan's header states): the end of its
+    last-shown packet (a packet stored without a duration lasts a frame at ``fps``). 0: no
+    video packet was read."""
+    video = of_type(parse_framecrc(framecrc), "video")
+    if video is None or not video.packets:
+        return 0.0
+    frame_ticks = int(1 / (fps * video.time_base)) if fps > 0 else 0
+    last = max(video.packets, key=lambda packet: packet.pts)
+    end = video.seconds(last.pts + (last.duration or frame_ticks))
+    match = _START.search(stderr)
+    start = float(match["start"]) if match is not None else 0.0
+    return max(0.0, end - start)
+
+
+async def video_duration(binary: str, path: Path, fps: float) -> float:
+    """When ``path``'s first video stream ends (0: unknown): its last packets read from
+    ``TAIL_SECONDS`` before the container's end, or, when none is found there, the whole
+    stream read."""
+    for seek in (("-sseof", f"-{TAIL_SECONDS}"), ()):
+        argv = [
+            binary,
+            "-hide_banner",
+            "-nostdin",
+            "-protocol_whitelist",
+            "file",
+            *seek,
+            "-copyts",
+            "-i",
+            f"file:{path}",
+            "-map",
+            "0:v:0",
+            "-c",
+            "copy",
+            "-f",
+            "framecrc",
+            "-",
+        ]
+        try:
+            run = await run_ffmpeg_captured(argv, SCAN_TIMEOUT_SECONDS)
+        except RenderFailure as failure:
+            logger.warning("the video's end of %s is unknown: %s", path.name, failure)
+            return 0.0
+        if run.returncode != 0:
+            return 0.0
+        seconds = await asyncio.to_thread(video_end_seconds, run.stdout, run.stderr, fps)
+        if seconds > 0:
+            return seconds
+    return 0.0
+
+
 async def transcode_facts(
     binary: str, path: Path, duration_seconds: float, has_audio: bool
 ) -> SourceFacts:
@@ -116,4 +186,5 @@ async def transcode_facts(
         fps, variable = await asyncio.to_thread(_packet_rate, run.stdout)
     if not fps:
         fps = _header_rate(run.stderr)
-    return SourceFacts(duration_seconds, fps, variable, has_audio)
+    video_seconds = await video_duration(binary, path, fps)
+    return SourceFacts(duration_seconds, fps, variable, has_audio, video_seconds)

@@ -49,9 +49,11 @@ from videojob.render.v1 import spec_pb2
 SEEK_MARGIN_FRAMES = 4
 # Seconds between forced keyframes within a part (the same for every part).
 KEYFRAME_INTERVAL_SECONDS = 10
-# What the last part may pad by repeating the source's last frame when the source's video ends
-# a little before the planned duration (its audio longer, a rounded duration): the tolerance of
-# the duration check.
+# What the last part may pad by repeating the source's last frame beyond its planned
+# ``pad_frames`` (the frames past the video's end when the audio outlasts it), when the
+# source's video ends a little before the plan has it (a rounded duration, the frame-rate
+# filter filling one slot less): the tolerance of the duration check. ``trim`` cuts the part at
+# its planned frames whatever the padding.
 END_PAD_SECONDS = 0.5
 
 
@@ -90,7 +92,8 @@ def build_part_argv(
     anchor = {} if seek is not None else {"start_time": 0}
     video = streams.video.filter("fps", fps=fmt(part.fps), **anchor)
     if part_is_last(part):
-        video = video.filter("tpad", stop_mode="clone", stop=math.ceil(part.fps * END_PAD_SECONDS))
+        stop = part.pad_frames + math.ceil(part.fps * END_PAD_SECONDS)
+        video = video.filter("tpad", stop_mode="clone", stop=stop)
     end = part.first_frame + part.frame_count
     video = (
         video.filter("trim", start_pts=part.first_frame, end_pts=end)

@@ -41,6 +41,14 @@ def check_split_spec(spec: spec_pb2.RenderSpec) -> None:
                 f"the output's {part.total_frames} frames",
             )
         _check_fps(part.fps, "spec.part.fps")
+        if part.pad_frames and not part_is_last(part):
+            raise InvalidArgument("spec.part.pad_frames", "is for the last part only")
+        if part.pad_frames >= part.frame_count:
+            raise InvalidArgument(
+                "spec.part.pad_frames",
+                f"must be below frame_count ({part.frame_count}): the part repeats a frame "
+                "of the source's",
+            )
     elif kind == "join":
         join = spec.join
         if len(join.part_paths) < 2:

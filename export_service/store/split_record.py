@@ -110,6 +110,9 @@ class SplitRecord:
     fps: float = 0.0
     # The whole output's audio, rendered beside the parts (None: the join encodes it).
     audio: PartRecord | None = None
+    # The last frames past the source video's end, which the last part repeats its last frame
+    # for (the audio outlasts the video).
+    pad_frames: int = 0
 
     def render(self, index: int) -> PartRecord:
         """The part at ``index``, the join (JOIN_INDEX) or the audio (AUDIO_INDEX); KeyError
@@ -144,15 +147,21 @@ class SplitRecord:
             "join": self.join.to_dict(),
             "fps": self.fps,
             "audio": None if self.audio is None else self.audio.to_dict(),
+            "pad_frames": self.pad_frames,
         }
         return json.dumps(raw, separators=(",", ":"))
 
 
 def planned(
-    total_frames: int, parts: tuple[tuple[int, int], ...], fps: float = 0.0, audio: bool = False
+    total_frames: int,
+    parts: tuple[tuple[int, int], ...],
+    fps: float = 0.0,
+    audio: bool = False,
+    pad_frames: int = 0,
 ) -> SplitRecord:
     """A new plan: ``parts`` as (first_frame, frame_count) in order, covering the frames once;
-    ``audio``: the output's audio rendered beside them."""
+    ``audio``: the output's audio rendered beside them; ``pad_frames``: the last frames, past
+    the source video's end (within the last part)."""
     covered = 0
     records = []
     for index, (first_frame, frame_count) in enumerate(parts):
@@ -162,9 +171,11 @@ def planned(
         records.append(PartRecord(index, first_frame, frame_count))
     if covered != total_frames or len(records) < 2:
         raise ValueError(f"{len(records)} parts cover {covered} of {total_frames} frames")
+    if not 0 <= pad_frames < records[-1].frame_count:
+        raise ValueError(f"{pad_frames} frames past the video's end in the last part")
     join = PartRecord(JOIN_INDEX, 0, total_frames)
     sound = PartRecord(AUDIO_INDEX, 0, total_frames) if audio else None
-    return SplitRecord(total_frames, tuple(records), join, fps, sound)
+    return SplitRecord(total_frames, tuple(records), join, fps, sound, pad_frames)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -179,6 +190,7 @@ def split_from_json(raw: str) -> SplitRecord | None:
         join=PartRecord.from_dict(loaded["join"]),
         fps=float(loaded.get("fps", 0.0)),
         audio=None if loaded.get("audio") is None else PartRecord.from_dict(loaded["audio"]),
+        pad_frames=int(loaded.get("pad_frames", 0)),
     )
 
 

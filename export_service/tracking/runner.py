@@ -388,6 +388,7 @@ class JobTracker:
             verdict.fps,
             # The output's audio rendered beside the parts: the join only muxes it.
             audio=facts is not None and facts.has_audio,
+            pad_frames=verdict.pad_frames,
         )
         written = await self._write(
             "the split plan", self._store.plan_split(job.id, split=split, lease=self.lease)

@@ -167,7 +167,7 @@ class _RenderRun:
 
 def plan_of(split: SplitRecord) -> Plan:
     parts = tuple(PlannedPart(p.index, p.first_frame, p.frame_count) for p in split.parts)
-    return Plan(parts, split.total_frames, split.fps)
+    return Plan(parts, split.total_frames, split.fps, split.pad_frames)
 
 
 class SplitTracker:

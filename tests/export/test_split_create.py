@@ -231,7 +231,9 @@ async def test_the_facts_a_split_is_planned_from_when_a_job_starts(
     ):
         stub = render_pb2_grpc.RenderServiceStub(channel)
         nowhere = render_pb2_grpc.RenderServiceStub(nowhere_channel)
-        assert await planning_facts(nowhere, pattern) == SourceFacts(2.0, 10.0, has_audio=True)
+        assert await planning_facts(nowhere, pattern) == SourceFacts(
+            2.0, 10.0, has_audio=True, video_seconds=2.0
+        )
         steady = normalize_spec(transcode("steady.mp4"))
         facts = await planning_facts(stub, steady)
         assert facts is not None and not facts.variable_frame_rate

@@ -4,11 +4,14 @@ policy), and each rule that renders a job whole or refuses a request is checked 
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from export_service.split_plan import (
+    LAST_PART_VIDEO_SECONDS,
     PARTS_FIELD,
     Plan,
     PlannedPart,
@@ -24,7 +27,10 @@ from export_service.split_plan import (
     plan_split,
     source_facts,
     total_frames,
+    video_frames,
 )
+from export_service.store.split_record import planned, split_from_json
+from export_service.tracking.split_runner import plan_of
 from videojob.errors import InvalidArgument
 from videojob.render.v1 import render_pb2, spec_pb2
 from videojob.spec_validation import normalize_spec
@@ -68,7 +74,7 @@ def slideshow(subtitles: str = "", parts: int = 0) -> spec_pb2.RenderSpec:
     return normalize_spec(spec)
 
 
-LONG = SourceFacts(duration_seconds=600.0, fps=30.0, has_audio=True)
+LONG = SourceFacts(duration_seconds=600.0, fps=30.0, has_audio=True, video_seconds=600.0)
 
 
 def assert_covers_exactly(plan: Plan) -> None:
@@ -79,6 +85,14 @@ def assert_covers_exactly(plan: Plan) -> None:
         assert part.frame_count >= 1
         first += part.frame_count
     counts = [part.frame_count for part in plan.parts]
+    if plan.pad_frames:
+        # The frames past the video's end are all the last part's, which holds at least
+        # LAST_PART_VIDEO_SECONDS of the video; the parts before it are as even as possible.
+        last = plan.parts[-1]
+        video = plan.total_frames - plan.pad_frames
+        margin = max(1, math.ceil(plan.fps * LAST_PART_VIDEO_SECONDS - 1e-6))
+        assert last.first_frame <= video - margin
+        counts = counts[:-1]
     assert max(counts) - min(counts) <= 1
     assert counts == sorted(counts, reverse=True)
 
@@ -91,6 +105,7 @@ def assert_covers_exactly(plan: Plan) -> None:
     min_seconds=st.floats(min_value=0.0, max_value=600.0),
     part_seconds=st.floats(min_value=1.0, max_value=600.0),
     max_parts=st.integers(min_value=2, max_value=64),
+    video_share=st.one_of(st.just(1.0), st.floats(min_value=0.01, max_value=1.0)),
 )
 def test_a_plan_covers_the_outputs_frames_exactly_once_within_the_policy(
     duration: float,
@@ -100,9 +115,10 @@ def test_a_plan_covers_the_outputs_frames_exactly_once_within_the_policy(
     min_seconds: float,
     part_seconds: float,
     max_parts: int,
+    video_share: float,
 ) -> None:
     policy = SplitPolicy(min_seconds=min_seconds, max_parts=max_parts, part_seconds=part_seconds)
-    facts = SourceFacts(duration_seconds=duration, fps=fps)
+    facts = SourceFacts(duration_seconds=duration, fps=fps, video_seconds=duration * video_share)
     spec = transcode(parts=parts)
     verdict = plan_split(spec, facts, policy, free_slots)
     if isinstance(verdict, Whole):
@@ -110,6 +126,10 @@ def test_a_plan_covers_the_outputs_frames_exactly_once_within_the_policy(
         return
     assert verdict.fps == fps
     assert verdict.total_frames == total_frames(spec, facts)
+    assert verdict.pad_frames == verdict.total_frames - video_frames(spec, facts)
+    for index in range(len(verdict.parts)):
+        pad = part_spec(spec, verdict, index).part.pad_frames
+        assert pad == (verdict.pad_frames if index == len(verdict.parts) - 1 else 0)
     assert abs(verdict.total_frames - duration * fps) <= 0.5 + 1e-6
     assert_covers_exactly(verdict)
     assert 2 <= len(verdict.parts) <= max_parts
@@ -133,7 +153,7 @@ def test_even_parts_differ_by_at_most_one_frame(total: int, count: int) -> None:
 
 
 def test_the_timeline_is_the_outputs_frame_rate_when_set() -> None:
-    facts = SourceFacts(duration_seconds=120.0, fps=29.97)
+    facts = SourceFacts(duration_seconds=120.0, fps=29.97, video_seconds=120.0)
     plan = plan_split(transcode(fps=24.0, parts=3), facts, POLICY, TWO_FREE)
     assert plan == Plan(
         (PlannedPart(0, 0, 960), PlannedPart(1, 960, 960), PlannedPart(2, 1920, 960)), 2880, 24.0
@@ -148,7 +168,7 @@ def test_the_timeline_is_the_outputs_frame_rate_when_set() -> None:
 def test_a_test_pattern_is_planned_from_its_spec() -> None:
     spec = pattern_spec(seconds=2.0, parts=3)
     facts = source_facts(spec, None)
-    assert facts == SourceFacts(2.0, 30.0, has_audio=True)
+    assert facts == SourceFacts(2.0, 30.0, has_audio=True, video_seconds=2.0)
     plan = plan_split(spec, facts, POLICY, ())
     assert plan == Plan(
         (PlannedPart(0, 0, 20), PlannedPart(1, 20, 20), PlannedPart(2, 40, 20)), 60, 30.0
@@ -157,9 +177,13 @@ def test_a_test_pattern_is_planned_from_its_spec() -> None:
 
 def test_a_render_services_answer_gives_a_transcodes_facts() -> None:
     answer = render_pb2.CheckInputsResponse(
-        duration_seconds=12.5, fps=25.0, variable_frame_rate=True, has_audio=True
+        duration_seconds=12.5,
+        fps=25.0,
+        variable_frame_rate=True,
+        has_audio=True,
+        video_duration_seconds=10.5,
     )
-    assert source_facts(transcode(), answer) == SourceFacts(12.5, 25.0, True, True)
+    assert source_facts(transcode(), answer) == SourceFacts(12.5, 25.0, True, True, 10.5)
     assert source_facts(transcode(), None) is None
 
 
@@ -180,7 +204,9 @@ def test_the_policy_splits_only_with_more_than_one_slot_free_across_a_pool(
 
 def test_the_policy_cuts_about_a_part_length_each_up_to_the_free_slots_and_max_parts() -> None:
     def count(duration: float, free_slots: tuple[int, ...]) -> int:
-        verdict = plan_split(transcode(), SourceFacts(duration, 30.0), POLICY, free_slots)
+        verdict = plan_split(
+            transcode(), SourceFacts(duration, 30.0, video_seconds=duration), POLICY, free_slots
+        )
         assert isinstance(verdict, Plan)
         return len(verdict.parts)
 
@@ -192,7 +218,7 @@ def test_the_policy_cuts_about_a_part_length_each_up_to_the_free_slots_and_max_p
 
 
 def test_a_short_output_renders_whole_under_the_policy() -> None:
-    verdict = plan_split(transcode(), SourceFacts(59.0, 30.0), POLICY, (4, 4))
+    verdict = plan_split(transcode(), SourceFacts(59.0, 30.0, video_seconds=59.0), POLICY, (4, 4))
     assert verdict == Whole(
         WholeCause.TOO_SHORT, "too short to gain (59 s; the policy splits from 60 s)"
     )
@@ -200,12 +226,12 @@ def test_a_short_output_renders_whole_under_the_policy() -> None:
 
 
 def test_an_explicit_count_ignores_the_slots_and_the_length_but_not_max_parts() -> None:
-    short = SourceFacts(1.0, 30.0)
+    short = SourceFacts(1.0, 30.0, video_seconds=1.0)
     assert len(_plan(transcode(parts=3), short, (0,)).parts) == 3
     assert len(_plan(transcode(parts=20), LONG, (1, 1)).parts) == POLICY.max_parts
-    assert plan_split(transcode(parts=4), SourceFacts(0.1, 30.0), POLICY, ()) == Whole(
-        WholeCause.TOO_SHORT, "too short to gain (3 frames)"
-    )
+    assert plan_split(
+        transcode(parts=4), SourceFacts(0.1, 30.0, video_seconds=0.1), POLICY, ()
+    ) == Whole(WholeCause.TOO_SHORT, "too short to gain (3 frames)")
 
 
 def _plan(spec: spec_pb2.RenderSpec, facts: SourceFacts, free_slots: tuple[int, ...]) -> Plan:
@@ -226,9 +252,10 @@ UNSPLITTABLE = [
         SourceFacts(600.0, 30.0, variable_frame_rate=True),
         "the source has a variable frame rate",
     ),
-    (transcode(), SourceFacts(0.0, 30.0), "the source's duration is unknown"),
+    (transcode(), SourceFacts(0.0, 30.0, video_seconds=0.0), "the source's duration is unknown"),
     (transcode(), SourceFacts(600.0, 0.0), "the source's frame rate is unknown"),
     (transcode(), None, "the source's duration and frame rate are unknown"),
+    (transcode(), SourceFacts(600.0, 30.0), "the length of the source's video is unknown"),
     (
         slideshow(subtitles="s.srt"),
         LONG,
@@ -278,7 +305,10 @@ def test_the_spec_alone_refuses_what_its_kind_or_codec_cant_split_before_any_fac
     [
         (transcode("h264", "mp4", parts=4), LONG),
         (transcode("vp9", "webm", parts=4), LONG),
-        (pattern_spec(seconds=0.2, parts=6), SourceFacts(0.2, 30.0, has_audio=True)),
+        (
+            pattern_spec(seconds=0.2, parts=6),
+            SourceFacts(0.2, 30.0, has_audio=True, video_seconds=0.2),
+        ),
     ],
 )
 def test_transcodes_and_test_patterns_in_h264_and_vp9_may_ask_for_parts(
@@ -298,7 +328,9 @@ def test_more_parts_than_the_policys_max_is_refused() -> None:
 
 def test_more_parts_than_frames_is_refused() -> None:
     with pytest.raises(InvalidArgument) as refused:
-        check_split_request(pattern_spec(seconds=0.1, parts=4), POLICY, SourceFacts(0.1, 30.0))
+        check_split_request(
+            pattern_spec(seconds=0.1, parts=4), POLICY, SourceFacts(0.1, 30.0, video_seconds=0.1)
+        )
     assert refused.value.field == PARTS_FIELD
     assert "3 frames" in refused.value.message
 
@@ -319,7 +351,7 @@ def test_a_client_set_internal_kind_is_refused_naming_it(kind: str) -> None:
 
 def test_part_and_join_specs_carry_the_plan() -> None:
     spec = pattern_spec(seconds=2.0, parts=2)
-    plan = _plan(spec, SourceFacts(2.0, 30.0), ())
+    plan = _plan(spec, SourceFacts(2.0, 30.0, video_seconds=2.0), ())
     second = part_spec(spec, plan, 1)
     assert second.part == spec_pb2.SplitPart(
         index=1, count=2, first_frame=30, frame_count=30, total_frames=60, fps=30.0
@@ -340,6 +372,65 @@ def test_part_and_join_specs_carry_the_plan() -> None:
     assert muxing.join.audio_path == "out/sound.mp4"
     # A part's, the audio's or the join's spec is never planned again.
     for internal in (second, audio, muxing):
-        assert plan_split(internal, SourceFacts(2.0, 30.0), POLICY, ()) == Whole(
+        assert plan_split(internal, SourceFacts(2.0, 30.0, video_seconds=2.0), POLICY, ()) == Whole(
             WholeCause.UNSPLITTABLE, "it is itself a render of a split job (a part, audio, join)"
         )
+
+
+# A transcode whose audio (6 s) outlasts its video (4 s) at 25 fps: a whole render lasts 6 s,
+# its video track ending at 4 s.
+AUDIO_LONGER = SourceFacts(6.0, 25.0, has_audio=True, video_seconds=4.0)
+
+
+def test_the_frames_past_the_videos_end_are_the_last_parts_to_repeat() -> None:
+    spec = transcode(parts=2)
+    plan = _plan(spec, AUDIO_LONGER, ())
+    # The even cut: the last part starts well within the video (frame 75 of its 100).
+    assert plan == Plan((PlannedPart(0, 0, 75), PlannedPart(1, 75, 75)), 150, 25.0, 50)
+    assert [part_spec(spec, plan, i).part.pad_frames for i in range(2)] == [0, 50]
+    assert_covers_exactly(plan)
+
+
+def test_the_last_part_starts_before_the_videos_end_when_the_even_cut_would_not() -> None:
+    # Three even parts would put the last one at frame 100, the video's end: it would have no
+    # source frame to repeat. It starts half a second (13 frames) before, the others even.
+    plan = _plan(transcode(parts=3), AUDIO_LONGER, ())
+    assert plan == Plan(
+        (PlannedPart(0, 0, 44), PlannedPart(1, 44, 43), PlannedPart(2, 87, 63)), 150, 25.0, 50
+    )
+    assert_covers_exactly(plan)
+
+
+def test_a_video_longer_than_its_audio_is_cut_evenly_without_padding() -> None:
+    # The container lasts as long as the video; the audio render pads the audio with silence.
+    facts = SourceFacts(6.0, 25.0, has_audio=True, video_seconds=6.0)
+    plan = _plan(transcode(parts=3), facts, ())
+    assert plan == Plan(even_parts(150, 3), 150, 25.0, 0)
+    assert_covers_exactly(plan)
+
+
+def test_a_video_too_short_for_the_parts_renders_whole_and_an_explicit_count_is_refused() -> None:
+    facts = SourceFacts(120.0, 30.0, has_audio=True, video_seconds=0.5)
+    assert plan_split(transcode(), facts, POLICY, (4, 4)) == Whole(
+        WholeCause.TOO_SHORT, "its video is too short to cut (15 frames)"
+    )
+    with pytest.raises(InvalidArgument) as refused:
+        check_split_request(transcode(parts=2), POLICY, facts)
+    assert refused.value.field == PARTS_FIELD
+    assert "fills 15 of the output's 3600 frames" in refused.value.message
+    check_split_request(transcode(parts=2), POLICY, AUDIO_LONGER)
+
+
+def test_the_recorded_plan_keeps_the_frames_past_the_videos_end() -> None:
+    plan = _plan(transcode(parts=3), AUDIO_LONGER, ())
+    split = planned(
+        plan.total_frames,
+        tuple((part.first_frame, part.frame_count) for part in plan.parts),
+        plan.fps,
+        audio=True,
+        pad_frames=plan.pad_frames,
+    )
+    loaded = split_from_json(split.to_json())
+    assert loaded is not None and plan_of(loaded) == plan
+    with pytest.raises(ValueError):
+        planned(150, ((0, 100), (100, 50)), 25.0, pad_frames=50)

@@ -7,6 +7,8 @@ one shared output directory), the export service in process with ``--render-addr
 - a part's render service SIGKILLed mid-part: only the parts it held render again (elsewhere),
   the others keep their one attempt, and the job completes;
 - cancel mid-split: every part's render stops, and no part output is left;
+- a source whose audio outlasts its video: split, it completes as a whole render would, the
+  last part holding the video's last frame until the audio ends;
 - a part that fails for good (its attempts spent: its render service lost, or the render's
   verdict each time): the job FAILED, naming the part and the render's reason;
 - a job the policy cannot split safely renders whole, and says why.
@@ -15,10 +17,14 @@ one shared output directory), the export service in process with ``--render-addr
 from __future__ import annotations
 
 import dataclasses
+import struct
 import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pytest
+
+from export_service.split_plan import SplitPolicy
 from tests.export.conftest import (
     FAST_TRACKER,
     TERMINAL,
@@ -30,9 +36,10 @@ from tests.export.conftest import (
     wait_for,
     watch,
 )
+from tests.support.media import media_duration
 from tests.support.processes import ServiceProcess
 from tests.support.specs import pattern_spec
-from tests.support.split import decoded_frames
+from tests.support.split import audio_seconds, decoded_frames, stored_packets
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 from videojob.ffmpeg_binary import ffmpeg_binary
 from videojob.grpc_setup import create_channel
@@ -115,11 +122,16 @@ def pool_of(processes: RenderProcesses, *names: str) -> dict[str, ServiceProcess
 
 
 async def open_export(
-    start_export: StartExport, members: dict[str, ServiceProcess], output: Path, **tracker: object
+    start_export: StartExport,
+    members: dict[str, ServiceProcess],
+    output: Path,
+    split: SplitPolicy | None = None,
+    **tracker: object,
 ) -> export_pb2_grpc.ExportServiceAsyncStub:
     settings = dataclasses.replace(SPLIT_TRACKER, **tracker)  # type: ignore[arg-type]
     addresses = ",".join(member.address for member in members.values())
-    server = await start_export(addresses, tracker=settings, render_output_dir=output)
+    policy = {} if split is None else {"split": split}
+    server = await start_export(addresses, tracker=settings, render_output_dir=output, **policy)
 
     async def every_member_answered() -> bool:
         return server.render_pool.usable_count() == len(members)
@@ -165,9 +177,13 @@ async def test_a_split_job_completes_with_a_render_per_part_and_no_part_left(
     assert changes.count("part_placed") == 5 and changes.count("part_done") == 4
 
 
-def clip_with_longer_audio(path: Path) -> Path:
-    """2 s of video and 4 s of audio: the container says 4 s, so a plan on its word has frames
-    the video never reaches (the last part falls short of its frames on every render)."""
+def make_clip(path: Path, video_seconds: float, audio_seconds: float | None) -> Path:
+    """A 160x120 10 fps H.264 clip in MP4 of ``video_seconds``, with ``audio_seconds`` of AAC
+    (None: no audio)."""
+    inputs = ["-f", "lavfi", "-i", f"testsrc2=size=160x120:rate=10:duration={video_seconds:g}"]
+    if audio_seconds is not None:
+        inputs += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={audio_seconds:g}"]
+        inputs += ["-c:a", "aac"]
     subprocess.run(
         [
             ffmpeg_binary(),
@@ -176,22 +192,13 @@ def clip_with_longer_audio(path: Path) -> Path:
             "-y",
             "-loglevel",
             "error",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=160x120:rate=10:duration=2",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:duration=4",
+            *inputs,
             "-c:v",
             "libx264",
             "-preset",
             "ultrafast",
             "-pix_fmt",
             "yuv420p",
-            "-c:a",
-            "aac",
             str(path),
         ],
         check=True,
@@ -201,10 +208,167 @@ def clip_with_longer_audio(path: Path) -> Path:
     return path
 
 
+# Splits outputs from 2 s, about 2 s a part: this 4 s one in two, as asking for 2 parts does.
+SHORT_PARTS = SplitPolicy(min_seconds=2.0, part_seconds=2.0)
+
+
+@pytest.mark.parametrize(
+    ("parts", "codec", "container"),
+    [(2, "h264", "mp4"), (0, "h264", "mp4"), (2, "vp9", "webm")],
+    ids=["asked", "by-policy", "vp9"],
+)
+async def test_a_source_whose_audio_outlasts_its_video_completes_split_as_it_would_whole(
+    render_processes: RenderProcesses,
+    start_export: StartExport,
+    parts: int,
+    codec: str,
+    container: str,
+) -> None:
+    # 2 s of video, 4 s of audio: the container (and a whole render) lasts 4 s. A plan on the
+    # container's word alone asked the last part for frames the video never reaches, and the
+    # part fell short of them on every attempt.
+    make_clip(render_processes.dirs.media / "short-video.mp4", 2, 4)
+    members = pool_of(render_processes, "split-a", "split-b")
+    output = render_processes.dirs.output
+    stub = await open_export(start_export, members, output, SHORT_PARTS, max_attempts=2)
+    spec = spec_pb2.RenderSpec()
+    spec.source.transcode.input_path = "short-video.mp4"
+    spec.output.video_codec = codec
+    spec.output.container = container
+    spec.output.split.parts = parts
+    created = await stub.CreateExport(export_pb2.CreateExportRequest(spec=spec))
+    spec.output.split.parts = 1
+    whole = await stub.CreateExport(export_pb2.CreateExportRequest(spec=spec))
+    final = await wait_terminal(stub, created.id)
+    assert_completed_with_valid_file(final, 4.0)
+    rendered_whole = await wait_terminal(stub, whole.id)
+    assert_completed_with_valid_file(rendered_whole, 4.0)
+    planned = [(p.first_frame, p.frame_count, p.attempts) for p in video_parts(final)]
+    # The last part starts half a second within the video (the even cut would start it at the
+    # video's end): 15 frames, then 25 holding the video's last 5 and 20 repeating the last.
+    assert planned == [(0, 15, 1), (15, 25, 1)]
+    joined = Path(final.output_path)
+    # The whole output's frames: the video's 20, then its last frame held until the audio ends
+    # (as encoded: within a grey level of it, where the source's frames differ by far more).
+    frames = gray_frames(joined)
+    assert len(frames) == 40
+    moved = [mean_difference(frames[n], frames[n + 1]) for n in range(19)]
+    held = [mean_difference(frames[19], frames[n]) for n in range(20, 40)]
+    assert min(moved) > 5 * max(held) and max(held) < 1.0, (moved, held)
+    video_tb, video_pts, _ = stored_packets(joined)["video"]
+    # Every frame a tenth of a second after the one before (WebM by FFmpeg 5.1 starts the
+    # video a few milliseconds late, for the Opus pre-skip).
+    start = min(video_pts)
+    assert sorted(video_pts) == [start + round(n / 10 / video_tb) for n in range(40)]
+    # All the audio: 4 s, within one frame; the file as long as the whole render's.
+    assert abs(audio_seconds(joined) - 4.0) <= 0.1
+    whole_file = Path(rendered_whole.output_path)
+    assert abs(media_duration(joined) - media_duration(whole_file)) <= 0.1
+    assert abs(audio_seconds(joined) - audio_seconds(whole_file)) <= 0.1
+    assert not final.split_reason
+    await wait_no_part_output(output, created.id)
+
+
+async def test_a_source_whose_video_outlasts_its_audio_completes_split_with_silence_after_it(
+    render_processes: RenderProcesses, start_export: StartExport
+) -> None:
+    # 3 s of video, 1 s of audio: the container lasts as long as the video, which fills every
+    # part; the audio is padded with silence to the video's end.
+    make_clip(render_processes.dirs.media / "short-audio.mp4", 3, 1)
+    members = pool_of(render_processes, "split-a", "split-b")
+    output = render_processes.dirs.output
+    stub = await open_export(start_export, members, output, max_attempts=2)
+    spec = spec_pb2.RenderSpec()
+    spec.source.transcode.input_path = "short-audio.mp4"
+    spec.output.split.parts = 2
+    created = await stub.CreateExport(export_pb2.CreateExportRequest(spec=spec))
+    final = await wait_terminal(stub, created.id)
+    assert_completed_with_valid_file(final, 3.0)
+    parts = video_parts(final)
+    assert [(p.first_frame, p.frame_count, p.attempts) for p in parts] == [(0, 15, 1), (15, 15, 1)]
+    joined = Path(final.output_path)
+    frames = gray_frames(joined)
+    assert len(frames) == 30
+    assert min(mean_difference(frames[n], frames[n + 1]) for n in range(29)) > 1.0
+    assert abs(audio_seconds(joined) - 3.0) <= 0.1
+    await wait_no_part_output(output, created.id)
+
+
+def gray_frames(path: Path) -> list[bytes]:
+    """Every decoded video frame of a 160x120 file, as 8-bit grey levels."""
+    raw = subprocess.run(
+        [
+            ffmpeg_binary(),
+            "-v",
+            "error",
+            "-i",
+            str(path),
+            "-map",
+            "0:v:0",
+            "-fps_mode",
+            "passthrough",
+            "-pix_fmt",
+            "gray",
+            "-f",
+            "rawvideo",
+            "-",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    ).stdout
+    size = 160 * 120
+    return [raw[start : start + size] for start in range(0, len(raw), size)]
+
+
+def mean_difference(first: bytes, second: bytes) -> float:
+    return sum(abs(a - b) for a, b in zip(first, second, strict=True)) / len(first)
+
+
+def clip_whose_video_ends_broken(path: Path) -> Path:
+    """2 s of video only, its last 0.6 s of frames stored but zeroed: the stream's packets reach
+    2 s (what CheckInputs reads) but its frames decode only to about 1.4 s, so the last part
+    falls short of its frames on every render (more than the half second it may pad)."""
+    make_clip(path, 2, None)
+    scanned = subprocess.run(
+        [
+            ffmpeg_binary(),
+            "-v",
+            "error",
+            "-i",
+            str(path),
+            "-map",
+            "0:v:0",
+            "-c",
+            "copy",
+            "-f",
+            "framecrc",
+            "-",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    sizes = [int(line.split(",")[4]) for line in scanned.splitlines() if line.startswith("0,")]
+    data = bytearray(path.read_bytes())
+    position = 0
+    while True:  # the top-level boxes, to the end of the media data (video only, in order)
+        size, kind = struct.unpack(">I4s", data[position : position + 8])
+        if kind == b"mdat":
+            break
+        position += size
+    end = position + size
+    zeroed = sum(sizes[-6:])
+    data[end - zeroed : end] = bytes(zeroed)
+    path.write_bytes(data)
+    return path
+
+
 async def test_a_part_the_render_fails_each_time_fails_the_job_naming_it_and_the_reason(
     render_processes: RenderProcesses, start_export: StartExport
 ) -> None:
-    clip_with_longer_audio(render_processes.dirs.media / "short-video.mp4")
+    clip_whose_video_ends_broken(render_processes.dirs.media / "short-video.mp4")
     members = pool_of(render_processes, "split-a", "split-b")
     output = render_processes.dirs.output
     stub = await open_export(start_export, members, output, max_attempts=2)

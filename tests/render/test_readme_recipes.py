@@ -59,4 +59,9 @@ def test_readme_recipes_run_against_a_real_service(
     assert capacity["max_queue"] == 256 and capacity["max_concurrent"] >= 1
     assert capacity["instance_id"] and "running" not in capacity  # 0 is not printed
     facts = json.loads(by_method["videojob.render.v1.RenderService/CheckInputs"])
-    assert facts == {"duration_seconds": 2, "fps": 10, "has_audio": True}
+    assert facts == {
+        "duration_seconds": 2,
+        "fps": 10,
+        "has_audio": True,
+        "video_duration_seconds": 2,
+    }

@@ -90,3 +90,52 @@ async def test_unevenly_spaced_frames_are_a_variable_rate(service: Running) -> N
     assert answer.variable_frame_rate
     assert answer.fps == pytest.approx(25.0, rel=0.05)
     assert answer.has_audio
+
+
+@pytest.mark.parametrize(
+    ("name", "video_seconds", "audio_seconds", "codecs"),
+    [
+        # The audio outlasts the video: the container lasts as long as the audio.
+        ("longer-audio.mp4", 2, 4, ("libx264", "aac")),
+        ("longer-audio.webm", 2, 4, ("libvpx-vp9", "libopus")),
+        # Further than the read tail's 10 s: found by the video's last keyframe.
+        ("much-longer-audio.mkv", 2, 14, ("libx264", "aac")),
+        # MPEG-TS seeks by bytes and finds no video there: the whole stream is read.
+        ("longer-audio.ts", 2, 14, ("libx264", "aac")),
+        # The video outlasts the audio: the container lasts as long as the video.
+        ("longer-video.mp4", 3, 1, ("libx264", "aac")),
+    ],
+)
+async def test_the_videos_own_length_is_read_from_its_stream(
+    service: Running, name: str, video_seconds: float, audio_seconds: float, codecs: tuple[str, str]
+) -> None:
+    video_codec, audio_codec = codecs
+    run_ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        f"testsrc2=size=160x90:rate=10:duration={video_seconds}",
+        "-f",
+        "lavfi",
+        "-i",
+        f"sine=sample_rate=48000:duration={audio_seconds}",
+        "-c:v",
+        video_codec,
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        audio_codec,
+        str(service.config.media_root / name),
+    )
+    answer = await facts(service, transcode(name))
+
+    # (MPEG-TS's header estimates its duration from its start: a few tenths short.)
+    assert answer.duration_seconds == pytest.approx(max(video_seconds, audio_seconds), abs=0.3)
+    # Within a tenth of a frame of the video's end (a container's millisecond time base).
+    assert answer.video_duration_seconds == pytest.approx(video_seconds, abs=0.03)
+    assert answer.fps == 10.0 and answer.has_audio
+
+
+async def test_a_pattern_is_as_long_as_its_video(service: Running) -> None:
+    answer = await facts(service, pattern_spec(4.0, fps=12.0))
+    assert answer.video_duration_seconds == 4.0

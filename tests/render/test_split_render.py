@@ -249,6 +249,17 @@ def no_rate(spec: spec_pb2.RenderSpec) -> None:
     spec.part.fps = 0
 
 
+def padding_a_middle_part(spec: spec_pb2.RenderSpec) -> None:
+    spec.part.index = 1
+    spec.part.first_frame = PART_FRAMES[0]
+    spec.part.frame_count = PART_FRAMES[1]
+    spec.part.pad_frames = 1
+
+
+def padding_every_frame(spec: spec_pb2.RenderSpec) -> None:
+    spec.part.pad_frames = spec.part.frame_count
+
+
 def one_path(spec: spec_pb2.RenderSpec) -> None:
     spec.ClearField("part")
     spec.join.part_paths.append("only.mp4")
@@ -269,6 +280,8 @@ def no_frames(spec: spec_pb2.RenderSpec) -> None:
         (one_part, "spec.part.count"),
         (index_past_count, "spec.part.index"),
         (no_rate, "spec.part.fps"),
+        (padding_a_middle_part, "spec.part.pad_frames"),
+        (padding_every_frame, "spec.part.pad_frames"),
         (one_path, "spec.join.part_paths"),
         (no_frames, "spec.join.total_frames"),
     ],

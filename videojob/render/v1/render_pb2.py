@@ -26,15 +26,15 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from videojob.render.v1 import spec_pb2 as videojob_dot_render_dot_v1_dot_spec__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fvideojob/render/v1/render.proto\x12\x12videojob.render.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dvideojob/render/v1/spec.proto\"P\n\rRenderRequest\x12\x11\n\trender_id\x18\x01 \x01(\t\x12,\n\x04spec\x18\x02 \x01(\x0b\x32\x1e.videojob.render.v1.RenderSpec\":\n\x12WatchRenderRequest\x12\x11\n\trender_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\"%\n\x10GetRenderRequest\x12\x11\n\trender_id\x18\x01 \x01(\t\"(\n\x13\x43\x61ncelRenderRequest\x12\x11\n\trender_id\x18\x01 \x01(\t\"\x14\n\x12GetCapacityRequest\"B\n\x12\x43heckInputsRequest\x12,\n\x04spec\x18\x01 \x01(\x0b\x32\x1e.videojob.render.v1.RenderSpec\"l\n\x13\x43heckInputsResponse\x12\x18\n\x10\x64uration_seconds\x18\x01 \x01(\x01\x12\x0b\n\x03\x66ps\x18\x02 \x01(\x01\x12\x1b\n\x13variable_frame_rate\x18\x03 \x01(\x08\x12\x11\n\thas_audio\x18\x04 \x01(\x08\"}\n\x08\x43\x61pacity\x12\x0f\n\x07running\x18\x01 \x01(\r\x12\x0e\n\x06queued\x18\x02 \x01(\r\x12\x16\n\x0emax_concurrent\x18\x03 \x01(\r\x12\x11\n\tmax_queue\x18\x04 \x01(\r\x12\x13\n\x0binstance_id\x18\x05 \x01(\t\x12\x10\n\x08\x64raining\x18\x06 \x01(\x08\"\x84\x01\n\nRenderInfo\x12\x11\n\trender_id\x18\x01 \x01(\t\x12.\n\x05state\x18\x02 \x01(\x0e\x32\x1f.videojob.render.v1.RenderState\x12\x33\n\nlast_event\x18\x03 \x01(\x0b\x32\x1f.videojob.render.v1.RenderEvent\"\xa8\x02\n\x0bRenderEvent\x12\x11\n\trender_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x08progress\x18\n \x01(\x0b\x32\x1c.videojob.render.v1.ProgressH\x00\x12\x32\n\tcompleted\x18\x0b \x01(\x0b\x32\x1d.videojob.render.v1.CompletedH\x00\x12,\n\x06\x66\x61iled\x18\x0c \x01(\x0b\x32\x1a.videojob.render.v1.FailedH\x00\x12\x32\n\tcancelled\x18\r \x01(\x0b\x32\x1d.videojob.render.v1.CancelledH\x00\x42\x07\n\x05\x65vent\"\xaf\x01\n\x08Progress\x12\x0f\n\x07percent\x18\x01 \x01(\x01\x12\r\n\x05stage\x18\x02 \x01(\t\x12\r\n\x05\x66rame\x18\x03 \x01(\x03\x12\x0b\n\x03\x66ps\x18\x04 \x01(\x01\x12\r\n\x05speed\x18\x05 \x01(\x01\x12\x18\n\x10out_time_seconds\x18\x06 \x01(\x01\x12\x13\n\x0b\x65ta_seconds\x18\x07 \x01(\x01\x12\x11\n\theartbeat\x18\x08 \x01(\x08\x12\x16\n\x0estage_progress\x18\t \x01(\x01\"v\n\tCompleted\x12\x13\n\x0boutput_path\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\x18\n\x10\x64uration_seconds\x18\x03 \x01(\x01\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x16\n\x0estore_checksum\x18\x05 \x01(\t\"_\n\x06\x46\x61iled\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x10\n\x08log_tail\x18\x03 \x01(\t\x12\r\n\x05\x66ield\x18\x04 \x01(\t\x12\x15\n\rnever_started\x18\x05 \x01(\x08\"\x1b\n\tCancelled\x12\x0e\n\x06reason\x18\x01 \x01(\t*\xaf\x01\n\x0bRenderState\x12\x1c\n\x18RENDER_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13RENDER_STATE_QUEUED\x10\x01\x12\x18\n\x14RENDER_STATE_RUNNING\x10\x02\x12\x1a\n\x16RENDER_STATE_COMPLETED\x10\x03\x12\x17\n\x13RENDER_STATE_FAILED\x10\x04\x12\x1a\n\x16RENDER_STATE_CANCELLED\x10\x05\x32\x9a\x04\n\rRenderService\x12N\n\x06Render\x12!.videojob.render.v1.RenderRequest\x1a\x1f.videojob.render.v1.RenderEvent0\x01\x12X\n\x0bWatchRender\x12&.videojob.render.v1.WatchRenderRequest\x1a\x1f.videojob.render.v1.RenderEvent0\x01\x12Q\n\tGetRender\x12$.videojob.render.v1.GetRenderRequest\x1a\x1e.videojob.render.v1.RenderInfo\x12W\n\x0c\x43\x61ncelRender\x12\'.videojob.render.v1.CancelRenderRequest\x1a\x1e.videojob.render.v1.RenderInfo\x12S\n\x0bGetCapacity\x12&.videojob.render.v1.GetCapacityRequest\x1a\x1c.videojob.render.v1.Capacity\x12^\n\x0b\x43heckInputs\x12&.videojob.render.v1.CheckInputsRequest\x1a\'.videojob.render.v1.CheckInputsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fvideojob/render/v1/render.proto\x12\x12videojob.render.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dvideojob/render/v1/spec.proto\"P\n\rRenderRequest\x12\x11\n\trender_id\x18\x01 \x01(\t\x12,\n\x04spec\x18\x02 \x01(\x0b\x32\x1e.videojob.render.v1.RenderSpec\":\n\x12WatchRenderRequest\x12\x11\n\trender_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\"%\n\x10GetRenderRequest\x12\x11\n\trender_id\x18\x01 \x01(\t\"(\n\x13\x43\x61ncelRenderRequest\x12\x11\n\trender_id\x18\x01 \x01(\t\"\x14\n\x12GetCapacityRequest\"B\n\x12\x43heckInputsRequest\x12,\n\x04spec\x18\x01 \x01(\x0b\x32\x1e.videojob.render.v1.RenderSpec\"\x8c\x01\n\x13\x43heckInputsResponse\x12\x18\n\x10\x64uration_seconds\x18\x01 \x01(\x01\x12\x0b\n\x03\x66ps\x18\x02 \x01(\x01\x12\x1b\n\x13variable_frame_rate\x18\x03 \x01(\x08\x12\x11\n\thas_audio\x18\x04 \x01(\x08\x12\x1e\n\x16video_duration_seconds\x18\x05 \x01(\x01\"}\n\x08\x43\x61pacity\x12\x0f\n\x07running\x18\x01 \x01(\r\x12\x0e\n\x06queued\x18\x02 \x01(\r\x12\x16\n\x0emax_concurrent\x18\x03 \x01(\r\x12\x11\n\tmax_queue\x18\x04 \x01(\r\x12\x13\n\x0binstance_id\x18\x05 \x01(\t\x12\x10\n\x08\x64raining\x18\x06 \x01(\x08\"\x84\x01\n\nRenderInfo\x12\x11\n\trender_id\x18\x01 \x01(\t\x12.\n\x05state\x18\x02 \x01(\x0e\x32\x1f.videojob.render.v1.RenderState\x12\x33\n\nlast_event\x18\x03 \x01(\x0b\x32\x1f.videojob.render.v1.RenderEvent\"\xa8\x02\n\x0bRenderEvent\x12\x11\n\trender_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x08progress\x18\n \x01(\x0b\x32\x1c.videojob.render.v1.ProgressH\x00\x12\x32\n\tcompleted\x18\x0b \x01(\x0b\x32\x1d.videojob.render.v1.CompletedH\x00\x12,\n\x06\x66\x61iled\x18\x0c \x01(\x0b\x32\x1a.videojob.render.v1.FailedH\x00\x12\x32\n\tcancelled\x18\r \x01(\x0b\x32\x1d.videojob.render.v1.CancelledH\x00\x42\x07\n\x05\x65vent\"\xaf\x01\n\x08Progress\x12\x0f\n\x07percent\x18\x01 \x01(\x01\x12\r\n\x05stage\x18\x02 \x01(\t\x12\r\n\x05\x66rame\x18\x03 \x01(\x03\x12\x0b\n\x03\x66ps\x18\x04 \x01(\x01\x12\r\n\x05speed\x18\x05 \x01(\x01\x12\x18\n\x10out_time_seconds\x18\x06 \x01(\x01\x12\x13\n\x0b\x65ta_seconds\x18\x07 \x01(\x01\x12\x11\n\theartbeat\x18\x08 \x01(\x08\x12\x16\n\x0estage_progress\x18\t \x01(\x01\"v\n\tCompleted\x12\x13\n\x0boutput_path\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\x18\n\x10\x64uration_seconds\x18\x03 \x01(\x01\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x16\n\x0estore_checksum\x18\x05 \x01(\t\"_\n\x06\x46\x61iled\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x10\n\x08log_tail\x18\x03 \x01(\t\x12\r\n\x05\x66ield\x18\x04 \x01(\t\x12\x15\n\rnever_started\x18\x05 \x01(\x08\"\x1b\n\tCancelled\x12\x0e\n\x06reason\x18\x01 \x01(\t*\xaf\x01\n\x0bRenderState\x12\x1c\n\x18RENDER_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13RENDER_STATE_QUEUED\x10\x01\x12\x18\n\x14RENDER_STATE_RUNNING\x10\x02\x12\x1a\n\x16RENDER_STATE_COMPLETED\x10\x03\x12\x17\n\x13RENDER_STATE_FAILED\x10\x04\x12\x1a\n\x16RENDER_STATE_CANCELLED\x10\x05\x32\x9a\x04\n\rRenderService\x12N\n\x06Render\x12!.videojob.render.v1.RenderRequest\x1a\x1f.videojob.render.v1.RenderEvent0\x01\x12X\n\x0bWatchRender\x12&.videojob.render.v1.WatchRenderRequest\x1a\x1f.videojob.render.v1.RenderEvent0\x01\x12Q\n\tGetRender\x12$.videojob.render.v1.GetRenderRequest\x1a\x1e.videojob.render.v1.RenderInfo\x12W\n\x0c\x43\x61ncelRender\x12\'.videojob.render.v1.CancelRenderRequest\x1a\x1e.videojob.render.v1.RenderInfo\x12S\n\x0bGetCapacity\x12&.videojob.render.v1.GetCapacityRequest\x1a\x1c.videojob.render.v1.Capacity\x12^\n\x0b\x43heckInputs\x12&.videojob.render.v1.CheckInputsRequest\x1a\'.videojob.render.v1.CheckInputsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'videojob.render.v1.render_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RENDERSTATE']._serialized_start=1528
-  _globals['_RENDERSTATE']._serialized_end=1703
+  _globals['_RENDERSTATE']._serialized_start=1561
+  _globals['_RENDERSTATE']._serialized_end=1736
   _globals['_RENDERREQUEST']._serialized_start=119
   _globals['_RENDERREQUEST']._serialized_end=199
   _globals['_WATCHRENDERREQUEST']._serialized_start=201
@@ -47,22 +47,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETCAPACITYREQUEST']._serialized_end=362
   _globals['_CHECKINPUTSREQUEST']._serialized_start=364
   _globals['_CHECKINPUTSREQUEST']._serialized_end=430
-  _globals['_CHECKINPUTSRESPONSE']._serialized_start=432
-  _globals['_CHECKINPUTSRESPONSE']._serialized_end=540
-  _globals['_CAPACITY']._serialized_start=542
-  _globals['_CAPACITY']._serialized_end=667
-  _globals['_RENDERINFO']._serialized_start=670
-  _globals['_RENDERINFO']._serialized_end=802
-  _globals['_RENDEREVENT']._serialized_start=805
-  _globals['_RENDEREVENT']._serialized_end=1101
-  _globals['_PROGRESS']._serialized_start=1104
-  _globals['_PROGRESS']._serialized_end=1279
-  _globals['_COMPLETED']._serialized_start=1281
-  _globals['_COMPLETED']._serialized_end=1399
-  _globals['_FAILED']._serialized_start=1401
-  _globals['_FAILED']._serialized_end=1496
-  _globals['_CANCELLED']._serialized_start=1498
-  _globals['_CANCELLED']._serialized_end=1525
-  _globals['_RENDERSERVICE']._serialized_start=1706
-  _globals['_RENDERSERVICE']._serialized_end=2244
+  _globals['_CHECKINPUTSRESPONSE']._serialized_start=433
+  _globals['_CHECKINPUTSRESPONSE']._serialized_end=573
+  _globals['_CAPACITY']._serialized_start=575
+  _globals['_CAPACITY']._serialized_end=700
+  _globals['_RENDERINFO']._serialized_start=703
+  _globals['_RENDERINFO']._serialized_end=835
+  _globals['_RENDEREVENT']._serialized_start=838
+  _globals['_RENDEREVENT']._serialized_end=1134
+  _globals['_PROGRESS']._serialized_start=1137
+  _globals['_PROGRESS']._serialized_end=1312
+  _globals['_COMPLETED']._serialized_start=1314
+  _globals['_COMPLETED']._serialized_end=1432
+  _globals['_FAILED']._serialized_start=1434
+  _globals['_FAILED']._serialized_end=1529
+  _globals['_CANCELLED']._serialized_start=1531
+  _globals['_CANCELLED']._serialized_end=1558
+  _globals['_RENDERSERVICE']._serialized_start=1739
+  _globals['_RENDERSERVICE']._serialized_end=2277
 # @@protoc_insertion_point(module_scope)

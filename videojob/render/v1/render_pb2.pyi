@@ -172,6 +172,7 @@ class CheckInputsResponse(_message.Message):
     FPS_FIELD_NUMBER: _builtins.int
     VARIABLE_FRAME_RATE_FIELD_NUMBER: _builtins.int
     HAS_AUDIO_FIELD_NUMBER: _builtins.int
+    VIDEO_DURATION_SECONDS_FIELD_NUMBER: _builtins.int
     duration_seconds: _builtins.float
     """0 when unknown."""
     fps: _builtins.float
@@ -179,6 +180,11 @@ class CheckInputsResponse(_message.Message):
     variable_frame_rate: _builtins.bool
     """The source's frames are not evenly spaced (a phone's recording): a split could drift."""
     has_audio: _builtins.bool
+    video_duration_seconds: _builtins.float
+    """When the source's video ends, in seconds from the source's start (the end of its last
+    frame), read from the video stream itself; 0 when unknown. Shorter than duration_seconds
+    when the audio outlasts the video.
+    """
     def __init__(
         self,
         *,
@@ -186,10 +192,11 @@ class CheckInputsResponse(_message.Message):
         fps: _builtins.float = ...,
         variable_frame_rate: _builtins.bool = ...,
         has_audio: _builtins.bool = ...,
+        video_duration_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_seconds", b"duration_seconds", "fps", b"fps", "has_audio", b"has_audio", "variable_frame_rate", b"variable_frame_rate"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_seconds", b"duration_seconds", "fps", b"fps", "has_audio", b"has_audio", "variable_frame_rate", b"variable_frame_rate", "video_duration_seconds", b"video_duration_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dvideojob/render/v1/spec.proto\x12\x12videojob.render.v1\"\x83\x02\n\nRenderSpec\x12*\n\x06source\x18\x01 \x01(\x0b\x32\x1a.videojob.render.v1.Source\x12.\n\x06output\x18\x02 \x01(\x0b\x32\x1e.videojob.render.v1.OutputSpec\x12-\n\x04part\x18\x03 \x01(\x0b\x32\x1d.videojob.render.v1.SplitPartH\x00\x12-\n\x04join\x18\x04 \x01(\x0b\x32\x1d.videojob.render.v1.SplitJoinH\x00\x12/\n\x05\x61udio\x18\x05 \x01(\x0b\x32\x1e.videojob.render.v1.SplitAudioH\x00\x42\n\n\x08internal\"v\n\tSplitPart\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\x13\n\x0b\x66irst_frame\x18\x03 \x01(\x04\x12\x13\n\x0b\x66rame_count\x18\x04 \x01(\x04\x12\x14\n\x0ctotal_frames\x18\x05 \x01(\x04\x12\x0b\n\x03\x66ps\x18\x06 \x01(\x01\"V\n\tSplitJoin\x12\x12\n\npart_paths\x18\x01 \x03(\t\x12\x14\n\x0ctotal_frames\x18\x02 \x01(\x04\x12\x0b\n\x03\x66ps\x18\x03 \x01(\x01\x12\x12\n\naudio_path\x18\x04 \x01(\t\"/\n\nSplitAudio\x12\x14\n\x0ctotal_frames\x18\x01 \x01(\x04\x12\x0b\n\x03\x66ps\x18\x02 \x01(\x01\"\xb1\x01\n\x06Source\x12\x37\n\x0ctest_pattern\x18\x01 \x01(\x0b\x32\x1f.videojob.render.v1.TestPatternH\x00\x12\x32\n\ttranscode\x18\x02 \x01(\x0b\x32\x1d.videojob.render.v1.TranscodeH\x00\x12\x32\n\tslideshow\x18\x03 \x01(\x0b\x32\x1d.videojob.render.v1.SlideshowH\x00\x42\x06\n\x04kind\"S\n\x0bTestPattern\x12\x18\n\x10\x64uration_seconds\x18\x01 \x01(\x01\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x0e\n\x06height\x18\x03 \x01(\x05\x12\x0b\n\x03\x66ps\x18\x04 \x01(\x01\"\x1f\n\tTranscode\x12\x12\n\ninput_path\x18\x01 \x01(\t\"5\n\x05Slide\x12\x12\n\nimage_path\x18\x01 \x01(\t\x12\x18\n\x10\x64uration_seconds\x18\x02 \x01(\x01\"b\n\tSlideshow\x12)\n\x06slides\x18\x01 \x03(\x0b\x32\x19.videojob.render.v1.Slide\x12\x12\n\naudio_path\x18\x02 \x01(\t\x12\x16\n\x0esubtitles_path\x18\x03 \x01(\t\"\xdc\x01\n\nOutputSpec\x12\x11\n\tcontainer\x18\x01 \x01(\t\x12\x13\n\x0bvideo_codec\x18\x02 \x01(\t\x12\x13\n\x0b\x61udio_codec\x18\x03 \x01(\t\x12\r\n\x05width\x18\x04 \x01(\x05\x12\x0e\n\x06height\x18\x05 \x01(\x05\x12\x0b\n\x03\x66ps\x18\x06 \x01(\x01\x12\x10\n\x03\x63rf\x18\x07 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06preset\x18\x08 \x01(\t\x12\x11\n\tfaststart\x18\t \x01(\x08\x12(\n\x05split\x18\n \x01(\x0b\x32\x19.videojob.render.v1.SplitB\x06\n\x04_crf\"\x16\n\x05Split\x12\r\n\x05parts\x18\x01 \x01(\rb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dvideojob/render/v1/spec.proto\x12\x12videojob.render.v1\"\x83\x02\n\nRenderSpec\x12*\n\x06source\x18\x01 \x01(\x0b\x32\x1a.videojob.render.v1.Source\x12.\n\x06output\x18\x02 \x01(\x0b\x32\x1e.videojob.render.v1.OutputSpec\x12-\n\x04part\x18\x03 \x01(\x0b\x32\x1d.videojob.render.v1.SplitPartH\x00\x12-\n\x04join\x18\x04 \x01(\x0b\x32\x1d.videojob.render.v1.SplitJoinH\x00\x12/\n\x05\x61udio\x18\x05 \x01(\x0b\x32\x1e.videojob.render.v1.SplitAudioH\x00\x42\n\n\x08internal\"\x8a\x01\n\tSplitPart\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\x13\n\x0b\x66irst_frame\x18\x03 \x01(\x04\x12\x13\n\x0b\x66rame_count\x18\x04 \x01(\x04\x12\x14\n\x0ctotal_frames\x18\x05 \x01(\x04\x12\x0b\n\x03\x66ps\x18\x06 \x01(\x01\x12\x12\n\npad_frames\x18\x07 \x01(\x04\"V\n\tSplitJoin\x12\x12\n\npart_paths\x18\x01 \x03(\t\x12\x14\n\x0ctotal_frames\x18\x02 \x01(\x04\x12\x0b\n\x03\x66ps\x18\x03 \x01(\x01\x12\x12\n\naudio_path\x18\x04 \x01(\t\"/\n\nSplitAudio\x12\x14\n\x0ctotal_frames\x18\x01 \x01(\x04\x12\x0b\n\x03\x66ps\x18\x02 \x01(\x01\"\xb1\x01\n\x06Source\x12\x37\n\x0ctest_pattern\x18\x01 \x01(\x0b\x32\x1f.videojob.render.v1.TestPatternH\x00\x12\x32\n\ttranscode\x18\x02 \x01(\x0b\x32\x1d.videojob.render.v1.TranscodeH\x00\x12\x32\n\tslideshow\x18\x03 \x01(\x0b\x32\x1d.videojob.render.v1.SlideshowH\x00\x42\x06\n\x04kind\"S\n\x0bTestPattern\x12\x18\n\x10\x64uration_seconds\x18\x01 \x01(\x01\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x0e\n\x06height\x18\x03 \x01(\x05\x12\x0b\n\x03\x66ps\x18\x04 \x01(\x01\"\x1f\n\tTranscode\x12\x12\n\ninput_path\x18\x01 \x01(\t\"5\n\x05Slide\x12\x12\n\nimage_path\x18\x01 \x01(\t\x12\x18\n\x10\x64uration_seconds\x18\x02 \x01(\x01\"b\n\tSlideshow\x12)\n\x06slides\x18\x01 \x03(\x0b\x32\x19.videojob.render.v1.Slide\x12\x12\n\naudio_path\x18\x02 \x01(\t\x12\x16\n\x0esubtitles_path\x18\x03 \x01(\t\"\xdc\x01\n\nOutputSpec\x12\x11\n\tcontainer\x18\x01 \x01(\t\x12\x13\n\x0bvideo_codec\x18\x02 \x01(\t\x12\x13\n\x0b\x61udio_codec\x18\x03 \x01(\t\x12\r\n\x05width\x18\x04 \x01(\x05\x12\x0e\n\x06height\x18\x05 \x01(\x05\x12\x0b\n\x03\x66ps\x18\x06 \x01(\x01\x12\x10\n\x03\x63rf\x18\x07 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06preset\x18\x08 \x01(\t\x12\x11\n\tfaststart\x18\t \x01(\x08\x12(\n\x05split\x18\n \x01(\x0b\x32\x19.videojob.render.v1.SplitB\x06\n\x04_crf\"\x16\n\x05Split\x12\r\n\x05parts\x18\x01 \x01(\rb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,24 +33,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RENDERSPEC']._serialized_start=54
   _globals['_RENDERSPEC']._serialized_end=313
-  _globals['_SPLITPART']._serialized_start=315
-  _globals['_SPLITPART']._serialized_end=433
-  _globals['_SPLITJOIN']._serialized_start=435
-  _globals['_SPLITJOIN']._serialized_end=521
-  _globals['_SPLITAUDIO']._serialized_start=523
-  _globals['_SPLITAUDIO']._serialized_end=570
-  _globals['_SOURCE']._serialized_start=573
-  _globals['_SOURCE']._serialized_end=750
-  _globals['_TESTPATTERN']._serialized_start=752
-  _globals['_TESTPATTERN']._serialized_end=835
-  _globals['_TRANSCODE']._serialized_start=837
-  _globals['_TRANSCODE']._serialized_end=868
-  _globals['_SLIDE']._serialized_start=870
-  _globals['_SLIDE']._serialized_end=923
-  _globals['_SLIDESHOW']._serialized_start=925
-  _globals['_SLIDESHOW']._serialized_end=1023
-  _globals['_OUTPUTSPEC']._serialized_start=1026
-  _globals['_OUTPUTSPEC']._serialized_end=1246
-  _globals['_SPLIT']._serialized_start=1248
-  _globals['_SPLIT']._serialized_end=1270
+  _globals['_SPLITPART']._serialized_start=316
+  _globals['_SPLITPART']._serialized_end=454
+  _globals['_SPLITJOIN']._serialized_start=456
+  _globals['_SPLITJOIN']._serialized_end=542
+  _globals['_SPLITAUDIO']._serialized_start=544
+  _globals['_SPLITAUDIO']._serialized_end=591
+  _globals['_SOURCE']._serialized_start=594
+  _globals['_SOURCE']._serialized_end=771
+  _globals['_TESTPATTERN']._serialized_start=773
+  _globals['_TESTPATTERN']._serialized_end=856
+  _globals['_TRANSCODE']._serialized_start=858
+  _globals['_TRANSCODE']._serialized_end=889
+  _globals['_SLIDE']._serialized_start=891
+  _globals['_SLIDE']._serialized_end=944
+  _globals['_SLIDESHOW']._serialized_start=946
+  _globals['_SLIDESHOW']._serialized_end=1044
+  _globals['_OUTPUTSPEC']._serialized_start=1047
+  _globals['_OUTPUTSPEC']._serialized_end=1267
+  _globals['_SPLIT']._serialized_start=1269
+  _globals['_SPLIT']._serialized_end=1291
 # @@protoc_insertion_point(module_scope)

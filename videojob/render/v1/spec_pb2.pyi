@@ -76,6 +76,7 @@ class SplitPart(_message.Message):
     FRAME_COUNT_FIELD_NUMBER: _builtins.int
     TOTAL_FRAMES_FIELD_NUMBER: _builtins.int
     FPS_FIELD_NUMBER: _builtins.int
+    PAD_FRAMES_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     """0-based, of `count` parts in the plan."""
     count: _builtins.int
@@ -85,6 +86,11 @@ class SplitPart(_message.Message):
     """The whole output's frames (the sum of every part's frame_count)."""
     fps: _builtins.float
     """The output's frame rate the plan is made on."""
+    pad_frames: _builtins.int
+    """The last part only: how many of its frames lie past the end of the source's video (its
+    audio lasts longer). The part repeats the source's last frame for them, as a player shows
+    a whole render whose video track ends before its audio. Less than frame_count.
+    """
     def __init__(
         self,
         *,
@@ -94,10 +100,11 @@ class SplitPart(_message.Message):
         frame_count: _builtins.int = ...,
         total_frames: _builtins.int = ...,
         fps: _builtins.float = ...,
+        pad_frames: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "first_frame", b"first_frame", "fps", b"fps", "frame_count", b"frame_count", "index", b"index", "total_frames", b"total_frames"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "first_frame", b"first_frame", "fps", b"fps", "frame_count", b"frame_count", "index", b"index", "pad_frames", b"pad_frames", "total_frames", b"total_frames"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
