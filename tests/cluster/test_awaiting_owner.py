@@ -123,7 +123,7 @@ async def test_a_paused_owner_shows_on_the_other_replica_until_it_drives_the_job
 
         stream = asyncio.create_task(read_page_stream(f"http://{gateway.address}", page))
         try:
-            with Throttle.children_of(stack.render.pid) as throttle:
+            with Throttle.children_of(stack.render.pid, pause=0.2) as throttle:
                 await until(get, rendering)
                 # The render neither ends nor runs while its owner is away.
                 throttle.freeze()
