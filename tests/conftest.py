@@ -35,7 +35,9 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Everything under tests/render faces FFmpeg itself (the ``ffmpeg`` marker); the tests
-    marked ``serial`` form one xdist group, run one after the other on one worker. The tests of
+    marked ``serial`` form one xdist group, run one after the other on one worker (``serial``,
+    or the group the marker names: a long run that needs no other serial test's quiet, such as
+    each short chaos form, has a group of its own, so it does not lengthen the others'). The tests of
     a module that share a module-scoped fixture (a stack of processes, a browser) form a group
     of their own, so that one worker starts it once instead of every worker that gets one of
     them starting its own."""
@@ -43,8 +45,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if render_tests in item.path.parents:
             item.add_marker(pytest.mark.ffmpeg)
-        if item.get_closest_marker("serial") is not None:
-            item.add_marker(pytest.mark.xdist_group("serial"))
+        serial = item.get_closest_marker("serial")
+        if serial is not None:
+            item.add_marker(pytest.mark.xdist_group(serial.args[0] if serial.args else "serial"))
         elif _uses_module_fixture(item):
             item.add_marker(pytest.mark.xdist_group(f"module:{item.path.stem}"))
 

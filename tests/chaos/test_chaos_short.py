@@ -53,7 +53,7 @@ def _assert_clean(settings: ChaosSettings, report: ChaosReport, jobs: int) -> No
 
 
 @pytest.mark.chaos
-@pytest.mark.serial
+@pytest.mark.serial("serial:chaos-single")
 @pytest.mark.timeout(240)
 async def test_jobs_under_faults_keep_every_invariant() -> None:
     settings, report = await _run_short(DEFAULT_SEED, jobs=24, cluster=False)
@@ -61,7 +61,7 @@ async def test_jobs_under_faults_keep_every_invariant() -> None:
 
 
 @pytest.mark.chaos
-@pytest.mark.serial
+@pytest.mark.serial("serial:chaos-cluster")
 @pytest.mark.postgresql
 @pytest.mark.timeout(300)
 async def test_a_cluster_under_replica_render_and_database_faults_keeps_every_invariant() -> None:

@@ -1,5 +1,6 @@
 """The suite's xdist groups take effect: a pytest run on two workers with this suite's collection
-hook sends the tests marked ``serial`` to one worker, and the tests sharing a module-scoped
+hook sends the tests marked ``serial`` to one worker (those naming a group of their own to one
+worker too), and the tests sharing a module-scoped
 fixture to one worker. (pytest 9.2 made pytest-xdist's ``--dist loadgroup`` ignore every group
 without a word: pytest-dev/pytest-xdist#1386.)"""
 
@@ -39,6 +40,12 @@ def test_serial(n):
     pass
 
 
+@pytest.mark.serial("serial:apart")
+@pytest.mark.parametrize("n", range(3))
+def test_serial_in_a_named_group(n):
+    pass
+
+
 @pytest.mark.parametrize("n", range(4))
 def test_shares_a_module_fixture(n, shared):
     pass
@@ -67,7 +74,9 @@ def test_serial_tests_and_module_fixture_users_each_run_on_one_worker(tmp_path: 
     workers: defaultdict[str, set[str]] = defaultdict(set)
     for worker, test in re.findall(r"\[(gw\d)\] .*PASSED \S+::(test_\w+)", run.stdout):
         workers[test].add(worker)
-    assert sum(line.count("PASSED") for line in run.stdout.splitlines()) == 16, run.stdout
+    assert sum(line.count("PASSED") for line in run.stdout.splitlines()) == 19, run.stdout
     assert len(workers["test_serial"]) == 1, run.stdout
+    assert len(workers["test_serial_in_a_named_group"]) == 1, run.stdout
     assert len(workers["test_shares_a_module_fixture"]) == 1, run.stdout
     assert "@serial" in run.stdout and "@module:test_grouped" in run.stdout, run.stdout
+    assert "@serial:apart" in run.stdout, run.stdout
