@@ -325,9 +325,13 @@ def steps(stamps: Path) -> dict[str, dict[str, float]]:
 
 
 def run_with(
-    workdir: Path, quick: bool, services: int = RENDER_SERVICES, parts: int = 0
+    workdir: Path,
+    quick: bool,
+    services: int = RENDER_SERVICES,
+    parts: int = 0,
+    preset: str | None = None,
 ) -> BenchResult:
-    """``parts`` 0: as many as ``services``."""
+    """``parts`` 0: as many as ``services``; ``preset`` None: the form's own."""
     parts = parts or services
     result = BenchResult(NAME, TITLE)
     cores = sorted(os.sched_getaffinity(0))
@@ -335,7 +339,7 @@ def run_with(
         result.skipped = f"{services} render services need {services} cores ({len(cores)} here)"
         return result
     source_shape = QUICK_SOURCE if quick else FULL_SOURCE
-    preset = "ultrafast" if quick else "veryfast"
+    preset = preset or ("ultrafast" if quick else "veryfast")
     rounds = 1 if quick else 3
     media = workdir / "media"
     source = make_source(media, source_shape)
@@ -384,9 +388,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--services", type=int, default=RENDER_SERVICES)
     parser.add_argument("--parts", type=int, default=0, help="default: one per service")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--preset", help="the x264 preset (default: the form's own)")
     parser.add_argument("--workdir", type=Path, required=True, help="kept: the source is reused")
     args = parser.parse_args(argv)
-    result = run_with(args.workdir, args.quick, args.services, args.parts)
+    result = run_with(args.workdir, args.quick, args.services, args.parts, args.preset)
     metrics = [(m.name, m.value, m.unit, m.aim, m.met) for m in result.metrics]
     print(
         json.dumps(

@@ -37,10 +37,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Everything under tests/render faces FFmpeg itself (the ``ffmpeg`` marker); the tests
     marked ``serial`` form one xdist group, run one after the other on one worker (``serial``,
     or the group the marker names: a long run that needs no other serial test's quiet, such as
-    each short chaos form, has a group of its own, so it does not lengthen the others'). The tests of
-    a module that share a module-scoped fixture (a stack of processes, a browser) form a group
-    of their own, so that one worker starts it once instead of every worker that gets one of
-    them starting its own."""
+    each short chaos form, has a group of its own, so it does not lengthen the others'). The
+    tests of a module that share a module-scoped fixture (a stack of processes, a browser) form
+    a group of their own, so that one worker starts it once instead of every worker that gets
+    one of them starting its own."""
     render_tests = Path(__file__).parent / "render"
     for item in items:
         if render_tests in item.path.parents:

@@ -32,7 +32,6 @@ from videojob.render.v1 import spec_pb2
 if TYPE_CHECKING:
     from videojob.export.v1.export_pb2_grpc import ExportServiceAsyncStub as Stub
 
-pytestmark = pytest.mark.ffmpeg
 
 # Ten minutes at playback speed: it holds the slot until the test cancels it.
 LONG = pattern_spec(600.0, fps=5.0)

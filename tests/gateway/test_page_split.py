@@ -23,7 +23,6 @@ from videojob_launcher import Role, Stack, StackConfig
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.ffmpeg,
     pytest.mark.skipif(
         not CHROMIUM.exists(),
         reason=f"{CHROMIUM} is missing (apt-get install chromium; .ci/run installs it)",

@@ -28,7 +28,6 @@ from videojob_launcher import Stack
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.object_store,
-    pytest.mark.ffmpeg,
     pytest.mark.skipif(
         not CHROMIUM.exists(),
         reason=f"{CHROMIUM} is missing (apt-get install chromium; .ci/run installs it)",

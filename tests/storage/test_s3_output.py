@@ -27,7 +27,7 @@ from videojob.storage.location import S3Location
 from videojob.storage.object_store import ObjectStore
 from videojob_launcher import Role, Stack, StackConfig
 
-pytestmark = [pytest.mark.object_store, pytest.mark.ffmpeg]
+pytestmark = pytest.mark.object_store
 
 GATEWAY_ARGS = ("--heartbeat-seconds", "0.2")
 

@@ -43,7 +43,7 @@ from videojob.storage.object_store import ObjectStore
 from videojob.storage.settings import MIN_PART_BYTES
 from videojob_launcher import Stack
 
-pytestmark = [pytest.mark.object_store, pytest.mark.ffmpeg]
+pytestmark = pytest.mark.object_store
 
 TERMINAL = ("completed", "failed", "cancelled")
 
