@@ -6,20 +6,27 @@ render service process (real ffmpeg), the export service in process on a real SQ
   counted as ``output_file``; the job's output stays;
 - a stray attempt's file of that completed job, put back later, goes too, while a running
   job's files (its render's partial file, files named after its renders) and files that name
-  no render (the users') stay.
+  no render (the users') stay;
+- one pass of the sweep over a directory against the records as they are: what a deleted,
+  failed or never created job left goes; a queued job's files, a symlink, a subfolder's files
+  stay; a directory that cannot be listed ends nothing.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-from export_service.store.records import Job
+from export_service.orphan_sweep import OrphanSweeper
+from export_service.store import JobStore, open_store
+from export_service.store.records import Job, RenderAttempt, render_id_for
 from export_service.tracking.split_runner import SplitTracker
 from tests.export.conftest import (
     FAST_TRACKER,
@@ -142,3 +149,57 @@ def assert_left_alone(output: Path, final: Path, job_id: str, users: list[Path])
     assert final.is_file() and files_of(output, job_id) == {final.name}
     assert all(path.read_bytes() == b"mine" for path in users)
     assert len(list((output / ".cache").iterdir())) == 1
+
+
+async def placed_job(jobs: JobStore) -> str:
+    job_id = uuid.uuid4().hex
+    await jobs.create(job_id=job_id, request_id=f"req-{job_id}", spec=b"spec")
+    placed = RenderAttempt(
+        1, render_id_for(job_id, 1), "render-1", "127.0.0.1:1", datetime.now(UTC)
+    )
+    await jobs.place_attempt(job_id, placed=placed, superseded_outcome="superseded")
+    return job_id
+
+
+def put_files(directory: Path, *names: str) -> None:
+    for name in names:
+        (directory / name).write_bytes(b"x")
+
+
+async def test_one_pass_over_a_directory_judges_each_file_by_its_job_s_record(
+    tmp_path: Path,
+) -> None:
+    jobs = await open_store(f"sqlite:///{tmp_path / 'jobs.db'}", "sweep-test")
+    try:
+        output = tmp_path / "renders"
+        output.mkdir()
+        queued = uuid.uuid4().hex
+        await jobs.create(job_id=queued, request_id=f"req-{queued}", spec=b"spec")
+        running = await placed_job(jobs)
+        failed = await placed_job(jobs)
+        await jobs.fail(failed, code="VERIFICATION_FAILED", message="bad")
+        deleted = await placed_job(jobs)
+        await jobs.fail(deleted, code="VERIFICATION_FAILED", message="bad")
+        await jobs.delete(deleted)
+        unknown = uuid.uuid4().hex
+        gone = {f"{failed}.mp4", f"{failed}-a2.webm", f"{deleted}.mp4", f"{unknown}-p1.mp4"}
+        live = {f"{queued}.mp4", f"{running}.mp4", f"{running}-a2.mp4"}
+        put_files(output, *gone, *live, "notes.txt", f".render-1.{failed}.partial.mp4")
+        os.symlink(output / "notes.txt", output / f"{uuid.uuid4().hex}.mp4")
+        (output / "sub").mkdir()
+        put_files(output / "sub", f"{failed}.mp4")
+        left_alone = set(os.listdir(output)) - gone
+        sweeper = OrphanSweeper(
+            jobs, None, outputs=None, media=None, interval=60, local_outputs=output
+        )
+        removed_before = removed_files()
+        assert await sweeper.sweep_once() == {"output_file": len(gone)}
+        assert removed_files() - removed_before == len(gone)
+        assert set(os.listdir(output)) == left_alone
+        assert live <= left_alone and os.listdir(output / "sub") == [f"{failed}.mp4"]
+        missing = OrphanSweeper(
+            jobs, None, outputs=None, media=None, interval=60, local_outputs=tmp_path / "none"
+        )
+        assert await missing.sweep_once() == {}
+    finally:
+        await jobs.close()
