@@ -18,6 +18,7 @@ import dataclasses
 import os
 import shutil
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,6 +38,7 @@ from tests.export.conftest import (
     slow_spec,
     wait_for,
 )
+from tests.support.postgres import create_schema
 from tests.support.specs import pattern_spec
 from tests.support.throttle import Throttle
 from videojob import metrics
@@ -166,40 +168,50 @@ def put_files(directory: Path, *names: str) -> None:
         (directory / name).write_bytes(b"x")
 
 
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgresql),
+    ]
+)
+async def jobs(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    else:
+        url = await create_schema(request.getfixturevalue("postgres_database"))
+    store = await open_store(url, "sweep-test")
+    yield store
+    await store.close()
+
+
 async def test_one_pass_over_a_directory_judges_each_file_by_its_job_s_record(
-    tmp_path: Path,
+    jobs: JobStore, tmp_path: Path
 ) -> None:
-    jobs = await open_store(f"sqlite:///{tmp_path / 'jobs.db'}", "sweep-test")
-    try:
-        output = tmp_path / "renders"
-        output.mkdir()
-        queued = uuid.uuid4().hex
-        await jobs.create(job_id=queued, request_id=f"req-{queued}", spec=b"spec")
-        running = await placed_job(jobs)
-        failed = await placed_job(jobs)
-        await jobs.fail(failed, code="VERIFICATION_FAILED", message="bad")
-        deleted = await placed_job(jobs)
-        await jobs.fail(deleted, code="VERIFICATION_FAILED", message="bad")
-        await jobs.delete(deleted)
-        unknown = uuid.uuid4().hex
-        gone = {f"{failed}.mp4", f"{failed}-a2.webm", f"{deleted}.mp4", f"{unknown}-p1.mp4"}
-        live = {f"{queued}.mp4", f"{running}.mp4", f"{running}-a2.mp4"}
-        put_files(output, *gone, *live, "notes.txt", f".render-1.{failed}.partial.mp4")
-        os.symlink(output / "notes.txt", output / f"{uuid.uuid4().hex}.mp4")
-        (output / "sub").mkdir()
-        put_files(output / "sub", f"{failed}.mp4")
-        left_alone = set(os.listdir(output)) - gone
-        sweeper = OrphanSweeper(
-            jobs, None, outputs=None, media=None, interval=60, local_outputs=output
-        )
-        removed_before = removed_files()
-        assert await sweeper.sweep_once() == {"output_file": len(gone)}
-        assert removed_files() - removed_before == len(gone)
-        assert set(os.listdir(output)) == left_alone
-        assert live <= left_alone and os.listdir(output / "sub") == [f"{failed}.mp4"]
-        missing = OrphanSweeper(
-            jobs, None, outputs=None, media=None, interval=60, local_outputs=tmp_path / "none"
-        )
-        assert await missing.sweep_once() == {}
-    finally:
-        await jobs.close()
+    output = tmp_path / "renders"
+    output.mkdir()
+    queued = uuid.uuid4().hex
+    await jobs.create(job_id=queued, request_id=f"req-{queued}", spec=b"spec")
+    running = await placed_job(jobs)
+    failed = await placed_job(jobs)
+    await jobs.fail(failed, code="VERIFICATION_FAILED", message="bad")
+    deleted = await placed_job(jobs)
+    await jobs.fail(deleted, code="VERIFICATION_FAILED", message="bad")
+    await jobs.delete(deleted)
+    unknown = uuid.uuid4().hex
+    gone = {f"{failed}.mp4", f"{failed}-a2.webm", f"{deleted}.mp4", f"{unknown}-p1.mp4"}
+    live = {f"{queued}.mp4", f"{running}.mp4", f"{running}-a2.mp4"}
+    put_files(output, *gone, *live, "notes.txt", f".render-1.{failed}.partial.mp4")
+    os.symlink(output / "notes.txt", output / f"{uuid.uuid4().hex}.mp4")
+    (output / "sub").mkdir()
+    put_files(output / "sub", f"{failed}.mp4")
+    left_alone = set(os.listdir(output)) - gone
+    sweeper = OrphanSweeper(jobs, None, outputs=None, media=None, interval=60, local_outputs=output)
+    removed_before = removed_files()
+    assert await sweeper.sweep_once() == {"output_file": len(gone)}
+    assert removed_files() - removed_before == len(gone)
+    assert set(os.listdir(output)) == left_alone
+    assert live <= left_alone and os.listdir(output / "sub") == [f"{failed}.mp4"]
+    missing = OrphanSweeper(
+        jobs, None, outputs=None, media=None, interval=60, local_outputs=tmp_path / "none"
+    )
+    assert await missing.sweep_once() == {}
