@@ -31,8 +31,9 @@ file ``<render id>.<container>`` is claimed only by its COMPLETED job whose outp
 that name (the render services report the path as they see it, which may be another mount of
 the same directory, so the name is compared). A render writes its output under a hidden name
 (``.<instance id>.<render id>.partial.<container>``) and renames it into place when done, so a
-file named like a render's output is a finished one; hidden files and folders (the render
-services' partial files and scratch folders), and every other name, are left alone.
+file named like a render's output is a finished one; hidden files (the render services'
+partial files), folders (their ``joins`` scratch folder), symlinks and every other name are
+left alone.
 
 Under the media root only the gateway's uploads (``uploads/<stored name>``) are judged, and only
 their unfinished multipart uploads: an upload is no job's, and what the gateway stores records
@@ -184,7 +185,7 @@ def local_orphans(names: Iterable[str], records: Mapping[str, Job]) -> list[Orph
     for name in names:
         output = render_output_named(name)
         if output is None:
-            continue  # hidden (partial files, scratch folders), or no render's: left alone
+            continue  # hidden (a partial file, being written), or no render's: left alone
         stored = Stored(StoredKind.FILE, name)
         job = records.get(output.job_id)
         claimed = (
