@@ -89,7 +89,8 @@ FLAGS = FlagTable(
             None,
             "the render services' output directory as this process sees it, if it does: the "
             "partial file of a render service that died is removed here when its render is "
-            "resubmitted elsewhere; an s3:// location (the render services' --output-dir) is "
+            "resubmitted elsewhere, and the orphan sweep removes the render outputs no job's "
+            "record claims; an s3:// location (the render services' --output-dir) is "
             "where completed renders' objects are checked before COMPLETED and removed with "
             "their jobs (the AWS_* variables say how to reach it)",
             default_text="not seen: a dead render service's partial file is left to its restart",
@@ -108,10 +109,11 @@ FLAGS = FlagTable(
             "--orphan-sweep-interval",
             number(minimum=0),
             _DEFAULTS.orphan_sweep_interval,
-            "seconds between passes of the orphan sweep over the s3:// --render-output-dir "
-            "and --media-root: objects and unfinished uploads that no job's record claims are "
-            "removed, decided from the records, never by age (so those locations must be this "
-            "job database's alone); 0 turns it off",
+            "seconds between passes of the orphan sweep over --render-output-dir (an s3:// "
+            "location or a directory) and the s3:// --media-root: objects, unfinished uploads "
+            "and files named like a render's output that no job's record claims are removed, "
+            "decided from the records, never by age (so those locations must be this job "
+            "database's alone); 0 turns it off",
         ),
         Flag(
             "--database",

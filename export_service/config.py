@@ -68,7 +68,8 @@ class ExportConfig:
     # re-resolved periodically); see export_service.render_pool.
     render_addr: str = DEFAULT_RENDER_ADDRESS
     # The render services' shared output directory as this process sees it (None: it does not
-    # see it): where the partial file of a render service that died is removed.
+    # see it): where the partial file of a render service that died is removed, and what the
+    # orphan sweep judges file by file.
     render_output_dir: Path | None = None
     # The render services' output directory when it is an object store (--render-output-dir
     # s3://...): completed renders' objects are checked there before COMPLETED, and removed
@@ -78,8 +79,8 @@ class ExportConfig:
     # aborts the gateway's unfinished uploads there that its records disown.
     media_store: S3Location | None = None
     store_settings: StoreSettings | None = None
-    # Seconds between the orphan sweep's passes over the stores above (export_service.
-    # orphan_sweep); 0: no sweep.
+    # Seconds between the orphan sweep's passes over the stores and the directory above
+    # (export_service.orphan_sweep); 0: no sweep.
     orphan_sweep_interval: float = DEFAULT_ORPHAN_SWEEP_SECONDS
     database: str = DEFAULT_DATABASE
     max_active_jobs: int = 1000

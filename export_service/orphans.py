@@ -25,6 +25,16 @@ claimed as any output is). For each object or unfinished upload there:
 A key under the output location that names no render (another shape, another folder) is no
 one's to judge: it is left alone, whoever put it there.
 
+A local output directory (``--render-output-dir DIR``, shared by the render services of a pool)
+is judged by the same rule, from the names of the files directly in it (``local_orphans``): a
+file ``<render id>.<container>`` is claimed only by its COMPLETED job whose output is a file of
+that name (the render services report the path as they see it, which may be another mount of
+the same directory, so the name is compared). A render writes its output under a hidden name
+(``.<instance id>.<render id>.partial.<container>``) and renames it into place when done, so a
+file named like a render's output is a finished one; hidden files (the render services'
+partial files), folders (their ``joins`` scratch folder), symlinks and every other name are
+left alone.
+
 Under the media root only the gateway's uploads (``uploads/<stored name>``) are judged, and only
 their unfinished multipart uploads: an upload is no job's, and what the gateway stores records
 itself in the store (gateway.stored_media): its record (``uploads/.<stored name>.json``) before
@@ -41,6 +51,7 @@ import enum
 import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import PurePath
 
 from export_service.store.records import Job, JobStatus
 from videojob.storage.location import S3Location, is_stored_object, parse_location
@@ -59,6 +70,7 @@ _UPLOAD = re.compile(r"uploads/(?P<name>[A-Za-z0-9][A-Za-z0-9._-]{0,99})")
 class StoredKind(enum.StrEnum):
     OBJECT = "object"
     UPLOAD = "upload"  # an unfinished multipart upload
+    FILE = "file"  # a file in a local output directory (its key: the file's name)
 
 
 class Root(enum.StrEnum):
@@ -85,7 +97,8 @@ class Orphan:
 
     @property
     def label(self) -> str:
-        """The metric's kind: ``output_object``, ``output_upload``, ``media_upload``."""
+        """The metric's kind: ``output_object``, ``output_upload``, ``output_file``,
+        ``media_upload``."""
         return f"{self.root.value}_{self.stored.kind.value}"
 
 
@@ -110,7 +123,13 @@ def render_output_of(key: str, location: S3Location) -> RenderOutput | None:
     prefix = location.key_prefix
     if not key.startswith(prefix):
         return None
-    match = _RENDER_OUTPUT.fullmatch(key[len(prefix) :])
+    return render_output_named(key[len(prefix) :])
+
+
+def render_output_named(name: str) -> RenderOutput | None:
+    """The attempt whose output a file or key named ``name`` (``<render id>.<container>``)
+    is, None for any other name."""
+    match = _RENDER_OUTPUT.fullmatch(name)
     if match is None:
         return None
     attempt = match.group("attempt")
@@ -138,25 +157,63 @@ def output_orphans(
         output = render_output_of(stored.key, location)
         if output is None:
             continue  # not a render's output: no one's to judge here
-        why = _output_orphan(stored, output, location, records.get(output.job_id))
+        job = records.get(output.job_id)
+        claimed = (
+            job is not None
+            and stored.kind is StoredKind.OBJECT
+            and job.status is JobStatus.COMPLETED
+            and output_key_of(job, location) == stored.key
+        )
+        why = _output_orphan(stored, output, job, claimed=claimed)
         if why is not None:
             orphans.append(Orphan(stored, Root.OUTPUT, why))
     return orphans
 
 
+def files_named(names: Iterable[str]) -> set[str]:
+    """The job ids the file names of a local output directory name: the records to read
+    before judging."""
+    return {output.job_id for name in names if (output := render_output_named(name)) is not None}
+
+
+def local_orphans(names: Iterable[str], records: Mapping[str, Job]) -> list[Orphan]:
+    """The orphans among the files ``names`` listed directly in a local output directory;
+    ``records``: the jobs that exist among those ``files_named``, read after the listing, by
+    id. The same rule as ``output_orphans``; a COMPLETED job claims the file of its output's
+    name."""
+    orphans: list[Orphan] = []
+    for name in names:
+        output = render_output_named(name)
+        if output is None:
+            continue  # hidden (a partial file, being written), or no render's: left alone
+        stored = Stored(StoredKind.FILE, name)
+        job = records.get(output.job_id)
+        claimed = (
+            job is not None
+            and job.status is JobStatus.COMPLETED
+            and output_file_name_of(job) == name
+        )
+        why = _output_orphan(stored, output, job, claimed=claimed)
+        if why is not None:
+            orphans.append(Orphan(stored, Root.OUTPUT, why))
+    return orphans
+
+
+def output_file_name_of(job: Job) -> str | None:
+    """The name of the job's output when it is a file (not an object in a store)."""
+    if not job.output_path or is_stored_object(job.output_path):
+        return None
+    return PurePath(job.output_path).name
+
+
 def _output_orphan(
-    stored: Stored, output: RenderOutput, location: S3Location, job: Job | None
+    stored: Stored, output: RenderOutput, job: Job | None, *, claimed: bool
 ) -> str | None:
-    """Why ``stored`` is an orphan, or None when a record claims it or it may be live."""
+    """Why ``stored`` is an orphan, or None when its job's record claims it (``claimed``) or
+    it may be live."""
     if job is None:
         return f"job {output.job_id} has no record (never created, or deleted)"
-    if not job.terminal:
-        return None
-    if (
-        stored.kind is StoredKind.OBJECT
-        and job.status is JobStatus.COMPLETED
-        and output_key_of(job, location) == stored.key
-    ):
+    if not job.terminal or claimed:
         return None
     if stored.kind is StoredKind.UPLOAD:
         return f"an unfinished upload of render {output.render_id} of {job.status.lower()} job"

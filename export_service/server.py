@@ -838,13 +838,15 @@ async def _create_server(
         retention = RetentionSweeper(store, config.job_retention, outputs)
         retention.start()
     orphan_sweep: OrphanSweeper | None = None
-    if objects is not None and config.orphan_sweep_interval > 0:
+    swept = objects is not None or config.render_output_dir is not None
+    if swept and config.orphan_sweep_interval > 0:
         orphan_sweep = OrphanSweeper(
             store,
             objects,
             outputs=config.output_store,
             media=config.media_store,
             interval=config.orphan_sweep_interval,
+            local_outputs=config.render_output_dir,
         )
         orphan_sweep.start()
     return ExportServer(

@@ -142,14 +142,15 @@ RENDER_RELEASES_GIVEN_UP = Counter(
 )
 ORPHANS_REMOVED = Counter(
     "videojob_orphans_removed_total",
-    "Objects and unfinished uploads the orphan sweep removed, by kind: output_object and "
-    "output_upload (under --render-output-dir: no job's record claims them), media_upload (the "
+    "Objects, unfinished uploads and files the orphan sweep removed, by kind: output_object, "
+    "output_upload and output_file (under --render-output-dir, an s3:// location or a "
+    "directory: no job's record claims them), media_upload (the "
     "gateway's unfinished uploads under --media-root whose record is gone or whose name is "
     "stored already).",
     ["kind"],
     registry=EXPORT,
 )
-ORPHAN_KINDS = ("output_object", "output_upload", "media_upload")
+ORPHAN_KINDS = ("output_object", "output_upload", "output_file", "media_upload")
 for _kind in ORPHAN_KINDS:
     ORPHANS_REMOVED.labels(_kind)
 PROGRESS_COALESCED = Counter(

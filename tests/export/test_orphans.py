@@ -11,9 +11,12 @@ from export_service.orphans import (
     Root,
     Stored,
     StoredKind,
+    files_named,
     jobs_named,
+    local_orphans,
     media_orphans,
     output_orphans,
+    render_output_named,
     render_output_of,
 )
 from export_service.store.records import Job, JobStatus
@@ -173,6 +176,75 @@ def test_each_job_is_judged_by_its_own_record() -> None:
     running = job(JobStatus.RUNNING)
     failed = job(JobStatus.FAILED, job_id=OTHER)
     assert orphan_keys(listed, running, failed) == [("object", f"renders/{OTHER}.mp4")]
+
+
+# A local output directory: the same rule, from the files' names.
+
+
+def local_names(names: list[str], *records: Job) -> list[str]:
+    found = local_orphans(names, {record.id: record for record in records})
+    assert all(orphan.label == "output_file" for orphan in found)
+    return [orphan.stored.key for orphan in found]
+
+
+def file_job(status: JobStatus, attempt: int = 1, output_name: str = "") -> Job:
+    """A job whose output (when COMPLETED) is a file, at the path its render service reports."""
+    done = job(status, attempt=attempt)
+    return replace(done, output_path=f"/srv/renders/{output_name}" if output_name else "")
+
+
+def test_a_file_names_a_render_as_a_key_does() -> None:
+    assert render_output_named(f"{JOB}-p2-a3.mp4") == RenderOutput(JOB, 3, "-p2")
+    assert render_output_named(f"{JOB}-audio.mka") == RenderOutput(JOB, 1, "-audio")
+    for foreign in (
+        f".render-1.{JOB}-p1.partial.mp4",  # a render service's partial file, being written
+        f".render-1.{JOB}.partial.mp4",
+        ".joins",  # a render service's scratch folder
+        f"{JOB}.mp4.tmp",
+        f"{JOB}",
+        "notes.txt",
+    ):
+        assert render_output_named(foreign) is None, foreign
+    names = [f"{JOB}-p1.mp4", f".render-1.{OTHER}.partial.mp4", "notes.txt"]
+    assert files_named(names) == {JOB}
+
+
+def test_a_completed_split_job_s_part_files_are_orphans_its_output_stays() -> None:
+    done = file_job(JobStatus.COMPLETED, output_name=f"{JOB}-join.mp4")
+    names = [
+        f"{JOB}-join.mp4",
+        f"{JOB}-p1.mp4",
+        f"{JOB}-p2-a2.mp4",
+        f"{JOB}-audio.mka",
+        f".render-1.{JOB}-p3.partial.mp4",  # partial files are the render services' own
+    ]
+    assert local_names(names, done) == [f"{JOB}-p1.mp4", f"{JOB}-p2-a2.mp4", f"{JOB}-audio.mka"]
+    whys = [orphan.why for orphan in local_orphans(names, {JOB: done})]
+    assert whys[0] == f"render {JOB}-p1 is a part of completed split job"
+
+
+def test_the_output_is_claimed_by_its_name_wherever_the_directory_is_mounted() -> None:
+    done = file_job(JobStatus.COMPLETED, attempt=2, output_name=f"{JOB}-a2.mp4")
+    names = [f"{JOB}-a2.mp4", f"{JOB}.mp4", f"{JOB}-a2.webm"]
+    assert local_names(names, done) == [f"{JOB}.mp4", f"{JOB}-a2.webm"]
+    # An output in a store claims no file of the same name here.
+    stored = replace(done, output_path=f"s3://videojob/renders/{JOB}-a2.mp4")
+    assert local_names(names, stored) == names
+
+
+def test_every_file_of_an_active_job_is_live_and_nothing_of_an_ended_one_is() -> None:
+    names = [f"{JOB}.mp4", f"{JOB}-a2.mp4", f"{JOB}-p1.mp4", f"{JOB}-join.mp4"]
+    for status in (JobStatus.QUEUED, JobStatus.RUNNING):
+        assert local_names(names, file_job(status, attempt=2)) == []
+    for status in (JobStatus.FAILED, JobStatus.CANCELLED):
+        assert local_names(names, file_job(status, attempt=2)) == names
+    assert local_names(names) == names  # no record: never created, or deleted
+    assert "no record" in local_orphans(names, {})[0].why
+
+
+def test_files_that_name_no_render_are_left_alone() -> None:
+    names = ["notes.txt", "clip.mp4", f"{JOB.upper()}.mp4", f"x{JOB}.mp4", f"{JOB}-a0.mp4"]
+    assert local_names(names) == []
 
 
 # The media root: only the gateway's unfinished uploads, judged by its own records in the store.
