@@ -82,7 +82,15 @@ def fault_types(cluster: bool, database_restarts: bool, s3: bool = False) -> tup
 # How long a fault waits, at most, for the job supplied to give it a target to start (a safety
 # net: it waits on that job's state, which normally settles in seconds).
 SUPPLY_WAIT_SECONDS = 60.0
-LONG_KINDS = ("pattern_long", "faststart", "webm", "transcode")
+LONG_KINDS = (
+    "pattern_long",
+    "faststart",
+    "webm",
+    "transcode",
+    "split",
+    "split_transcode",
+    "split_long",
+)
 
 
 @dataclass
