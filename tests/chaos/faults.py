@@ -28,7 +28,7 @@ from pathlib import Path
 import asyncpg
 
 from tests.chaos.client import Client, JobTrack
-from tests.chaos.procfs import ffmpeg_processes, process_state
+from tests.chaos.procfs import ffmpeg_processes, parent_pid, process_state
 from tests.chaos.stack import Stack
 from tests.support.throttle import Throttle, signal_all
 from videojob.storage.object_store import ObjectStore
@@ -286,6 +286,20 @@ class FaultScheduler:
         record.detail += f"{pick.name}"
         return pick
 
+    def _render_holding(self, track: JobTrack | None, record: FaultRecord) -> ServiceProcess:
+        """The render service running one of the target job's ffmpegs (a split job's: one of
+        its parts, mid-part) when the fault is aimed and one is, else a seeded pick."""
+        renders = self.stack.renders
+        pick = renders[self.frng.randrange(len(renders))]
+        if track is not None:
+            parents = {parent_pid(pid) for pid in self._ffmpeg_pids(track)}
+            holding = [render for render in renders if render.alive() and render.pid in parents]
+            if holding:
+                pick = holding[self.frng.randrange(len(holding))]
+                record.detail += "holder "
+        record.detail += pick.name
+        return pick
+
     async def _bounce(self, process: ServiceProcess, record: FaultRecord, down: float) -> bool:
         await self.stack.kill(process.name)
         await asyncio.sleep(down)
@@ -294,7 +308,7 @@ class FaultScheduler:
         return True
 
     async def _kill_render(self, track: JobTrack | None, record: FaultRecord) -> bool:
-        render = await self._pick(self.stack.renders, None, record)
+        render = self._render_holding(track, record)
         return await self._bounce(render, record, self.frng.uniform(0.0, 1.5))
 
     async def _kill_export(self, track: JobTrack | None, record: FaultRecord) -> bool:
@@ -339,7 +353,7 @@ class FaultScheduler:
         return True
 
     async def _drain_render(self, track: JobTrack | None, record: FaultRecord) -> bool:
-        render = await self._pick(self.stack.renders, None, record)
+        render = self._render_holding(track, record)
         began = time.monotonic()
         await self.stack.graceful_stop(render.name)
         drained = time.monotonic() - began
