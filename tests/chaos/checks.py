@@ -85,6 +85,9 @@ class FinalState:
     parts: tuple[PartView, ...] = ()
     # How many render attempts a whole job started (its ``attempts``).
     attempts: int = 0
+    # Why a job asked to be split renders whole (``splitReason``), e.g. its source's facts
+    # unknown when it started.
+    split_reason: str = ""
 
     @classmethod
     def from_json(cls, job: dict[str, Any]) -> FinalState:
@@ -99,6 +102,7 @@ class FinalState:
             output_sha256=str(job.get("outputSha256") or ""),
             parts=parts_from_json(job),
             attempts=len(job.get("attempts") or ()),
+            split_reason=str(job.get("splitReason") or ""),
         )
 
     @classmethod
@@ -510,7 +514,7 @@ class Checker:
         requested = int(track.planned.body["output"].get("split", {}).get("parts", 0))
         if final.status == "completed":
             recorded = sum(1 for part in final.parts if not (part.join or part.audio))
-            if recorded != requested:
+            if recorded != requested and not (recorded == 0 and final.split_reason):
                 found.append(bad("split_as_asked", f"{requested} parts asked, {recorded} recorded"))
         if final.parts:
             expected = expected_frames(track)
@@ -567,14 +571,14 @@ class Checker:
         # Attempt 1 renders as the job id, attempt n as <id>-a<n> (docs/scaling.md); a split
         # job's output is its join's render (<id>-join[-a<n>]).
         expected_name = re.compile(
-            rf"{re.escape(job_id)}{_join_suffix(track)}(-a\d+)?\.{re.escape(container)}"
+            rf"{re.escape(job_id)}{_join_suffix(final)}(-a\d+)?\.{re.escape(container)}"
         )
         if expected_path.parent != self.output_dir or not expected_name.fullmatch(
             expected_path.name
         ):
             return bad(
                 f"outputPath {final.output_path!r}, expected {self.output_dir}/{job_id}"
-                f"{_join_suffix(track)}[-a<n>].{container}"
+                f"{_join_suffix(final)}[-a<n>].{container}"
             )
         if not expected_path.is_file() or expected_path.stat().st_size == 0:
             return bad(f"{expected_path.name} missing or empty")
@@ -603,13 +607,13 @@ class Checker:
                 )
             return []
         container = planned.body["output"]["container"]
-        if not stored.expected_url(job_id + _join_suffix(track), container).fullmatch(
+        if not stored.expected_url(job_id + _join_suffix(final), container).fullmatch(
             final.output_path
         ):
             return bad(
                 "completed_is_valid_video",
                 f"outputPath {final.output_path!r}, expected {stored.location}/{job_id}"
-                f"{_join_suffix(track)}[-a<n>].{container}",
+                f"{_join_suffix(final)}[-a<n>].{container}",
             )
         bucket, _, key = final.output_path.removeprefix("s3://").partition("/")
         copy = stored.scratch / f"{job_id}.{container}"
@@ -685,8 +689,9 @@ def _stray(name: str) -> Violation:
     return Violation("no_stray_outputs", name, "belongs to no completed job")
 
 
-def _join_suffix(track: JobTrack) -> str:
-    return "-join" if track.split else ""
+def _join_suffix(final: FinalState) -> str:
+    """A split job's output is its join's render; one rendered whole after all, its own."""
+    return "-join" if final.parts else ""
 
 
 def _record_index(part: PartView) -> int:

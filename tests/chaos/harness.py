@@ -128,6 +128,9 @@ class ChaosReport:
     faults_aimed_at_split_jobs: dict[str, int] = field(default_factory=dict)
     faults_during_split_jobs: dict[str, int] = field(default_factory=dict)
     split_jobs_with_a_part_rendered_again: int = 0
+    # Split jobs that rendered whole and said why (splitReason: e.g. a transcode whose source's
+    # facts no render service could tell when it started).
+    split_rendered_whole: dict[str, int] = field(default_factory=dict)
     violations: list[Violation] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     workdir: str = ""
@@ -162,7 +165,8 @@ class ChaosReport:
             f"  split jobs: {self.split_jobs} ({_counts(self.split_final_status)}); faults aimed "
             f"at one: {_counts(self.faults_aimed_at_split_jobs)}; faults that could break one "
             f"during its life: {_counts(self.faults_during_split_jobs)}; "
-            f"{self.split_jobs_with_a_part_rendered_again} rendered a part again"
+            f"{self.split_jobs_with_a_part_rendered_again} rendered a part again; rendered "
+            f"whole: {_counts(self.split_rendered_whole)}"
         )
         for kind, counts in sorted(self.by_kind.items()):
             lines.append(f"  {kind:<13} " + _counts(counts))
@@ -474,6 +478,13 @@ class ChaosRun:
                 1
                 for track in split
                 if any(part.attempts > 1 for part in finals.get(track.job_id, _NO_FINAL).parts)
+            ),
+            split_rendered_whole=dict(
+                Counter(
+                    finals[t.job_id].split_reason
+                    for t in split
+                    if t.job_id in finals and finals[t.job_id].split_reason
+                )
             ),
             violations=violations,
             errors=self.errors,

@@ -496,6 +496,12 @@ async def test_a_split_job_s_render_still_running_after_the_job_ended_is_caught(
         asked_three = _split_track("j1", parts=3, seconds=2.0)
         found = await checker._split_job(asked_three, done)
         assert [v.invariant for v in found] == ["split_as_asked"]
+        whole = replace(done, parts=(), output_path="/out/j1.mp4")
+        assert [v.invariant for v in await checker._split_job(asked_three, whole)] == [
+            "split_as_asked"
+        ]
+        said_why = replace(whole, split_reason="rendered whole: the source's facts are unknown")
+        assert await checker._split_job(asked_three, said_why) == []
     finally:
         await checker.client.close()
 
