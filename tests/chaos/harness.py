@@ -165,8 +165,9 @@ class ChaosReport:
             f"  split jobs: {self.split_jobs} ({_counts(self.split_final_status)}); faults aimed "
             f"at one: {_counts(self.faults_aimed_at_split_jobs)}; faults that could break one "
             f"during its life: {_counts(self.faults_during_split_jobs)}; "
-            f"{self.split_jobs_with_a_part_rendered_again} rendered a part again; rendered "
-            f"whole: {_counts(self.split_rendered_whole)}"
+            f"{self.split_jobs_with_a_part_rendered_again} rendered a part again; "
+            f"{sum(self.split_rendered_whole.values())} rendered whole and said why: "
+            + _counts(self.split_rendered_whole)
         )
         for kind, counts in sorted(self.by_kind.items()):
             lines.append(f"  {kind:<13} " + _counts(counts))
