@@ -209,6 +209,12 @@ class FaultScheduler:
                     if track.planned.kind in LONG_KINDS and not track.near_end()
                 ]
             if running:
+                # Half the time a running split job when there is one: faults must reach the
+                # jobs whose parts render apart (a part's render service, the join, the cancel
+                # of every part), not only the mix's more numerous whole jobs.
+                split = [track for track in running if track.split]
+                if split and self.pick_rng.random() < 0.5:
+                    running = split
                 return self.pick_rng.choice(sorted(running, key=lambda track: track.planned.index))
             if supply is None and time.monotonic() > supply_at:
                 # Nothing to strike: submit one more job rather than skip the fault. An aimed
