@@ -526,6 +526,11 @@ class FaultScheduler:
                 return False
             tracks = sorted(self.tracks.values(), key=lambda track: track.planned.index)
             live = [track for track in tracks if not track.terminal_seen]
+            # Half the time a live split job when there is one: a cancel mid-split must stop
+            # every part's render, the audio's and the join's.
+            live_split = [track for track in live if track.split]
+            if live_split and self.pick_rng.random() < 0.5:
+                live = live_split
             track = self.pick_rng.choice(live if live and self.frng.random() < 0.8 else tracks)
             record.target_job = track.job_id
         await self.client.cancel(track)
