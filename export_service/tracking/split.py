@@ -62,6 +62,18 @@ def rendering_progress(split: SplitRecord, frames: Sequence[int], held: float) -
     return min(max(percent, held), MAX_RUNNING_PROGRESS)
 
 
+def part_frames(frame: int, percent: float, frame_count: int, before: int) -> int:
+    """The frames a part's render has finished, from its progress event: the ``frame`` it
+    reported, or, while it reports none (a trimmed part's ffmpeg still reaching its first
+    frame), its percent's place in the render's Rendering band (2-95: the 2 of Preparing is no
+    frame). Never fewer than ``before`` (this render's frames so far: 0 once it is placed), so
+    a part's frames never fall within one render; never more than ``frame_count``."""
+    if frame <= 0:
+        share = (percent - RENDERING_FROM) / (RENDERING_TO - RENDERING_FROM)
+        frame = round(min(max(share, 0.0), 1.0) * frame_count)
+    return min(max(frame, before, 0), frame_count)
+
+
 def rendering_stage(split: SplitRecord) -> str:
     """ "Rendering", or which parts render their frames again ("Part 3 retrying")."""
     again = [part for part in split.parts if part.state is PartState.RETRYING]

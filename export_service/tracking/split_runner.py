@@ -109,6 +109,7 @@ from export_service.tracking.split import (
     after_part_ended,
     frames_finished,
     join_due,
+    part_frames,
     part_outputs,
     rendering_progress,
     rendering_stage,
@@ -536,6 +537,8 @@ class SplitTracker:
         if not isinstance(job, Job):
             return job
         self._adopt(job)
+        if run.index >= 0:
+            self._frames[run.index] = 0  # a new render: the last one's frames are not its own
         run.member = member
         return None
 
@@ -589,8 +592,9 @@ class SplitTracker:
                     pass  # no frames of the output: the parts' frames are its progress
                 else:
                     part = self._split.render(run.index)
-                    frames = run.frame or round(percent / 100 * part.frame_count)
-                    self._frames[run.index] = min(max(frames, 0), part.frame_count)
+                    self._frames[run.index] = part_frames(
+                        run.frame, percent, part.frame_count, self._frames[run.index]
+                    )
                     self._offer_rendering()
             case OfferStage(stage=stage):
                 # No render service answers for this part: the job says so until a part moves.

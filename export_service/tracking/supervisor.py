@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import glob
 import logging
+import os
 import random
 import time
 from collections import Counter
@@ -436,10 +436,12 @@ class RenderSupervisor:
                         # Unknown to a render service that restarted: the file it may have
                         # finished before, or the object it stored or was storing, is
                         # nobody's now.
-                        await asyncio.to_thread(self._remove_finished_outputs, render_id)
-                        if await self.outputs.remove_render_outputs(render_id):
+                        if not await asyncio.to_thread(self._remove_finished_outputs, render_id):
+                            failure = "the file it finished was not removed"
+                        elif await self.outputs.remove_render_outputs(render_id):
                             return True
-                        failure = "what it stored was not removed"
+                        else:
+                            failure = "what it stored was not removed"
                     else:
                         await asyncio.sleep(0.5)
                         continue
@@ -499,14 +501,26 @@ class RenderSupervisor:
         for partial in directory.glob(pattern):
             remove_output(str(partial))
 
-    def _remove_finished_outputs(self, render_id: str) -> None:
+    def _remove_finished_outputs(self, render_id: str) -> bool:
         """Blocking. The finished file a render left (``<output dir>/<render id>.<container>``),
-        when the render service's output directory is known here (--render-output-dir)."""
+        when the render service's output directory is known here (--render-output-dir). True
+        once none is left (or the directory is not known here); False when the directory could
+        not be read (away, or not a directory for a moment: a glob would find nothing there and
+        leave the file for good) or a file was not removed: the release is asked again."""
         directory = self._render_output_dir
         if directory is None:
-            return
-        for output in directory.glob(f"{glob.escape(render_id)}.*"):
-            remove_output(str(output))
+            return True
+        prefix = f"{render_id}."
+        try:
+            with os.scandir(directory) as entries:
+                names = [entry.name for entry in entries if entry.name.startswith(prefix)]
+        except OSError as error:
+            logger.warning(
+                "could not look for render %s's file in %s: %s", render_id, directory, error
+            )
+            return False
+        removed = [remove_output(str(directory / name)) for name in names]
+        return all(removed)
 
     async def _release(self, job_id: str, attempt: RenderAttempt) -> None:
         member = self._pool.member_for(attempt.instance_id, attempt.address)

@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import grpc
 
+from export_service.store.split_record import AUDIO_INDEX, JOIN_INDEX, part_render_id
 from render_service.instance import INSTANCES_DIR
-from tests.chaos.client import TERMINAL, Client, JobTrack, Observation
+from tests.chaos.client import TERMINAL, Client, JobTrack, Observation, PartView, parts_from_json
 from tests.chaos.faults import FaultRecord
 from tests.chaos.procfs import ffmpeg_processes
 from tests.chaos.stack import decode_errors
@@ -35,12 +36,14 @@ from tests.support.media import header_duration
 from videojob.errors import VideoJobError
 from videojob.export.v1 import export_pb2
 from videojob.output_check import DURATION_TOLERANCE_SECONDS
+from videojob.render.v1 import render_pb2
 from videojob.storage.location import S3Location
 from videojob.storage.object_store import ObjectStore
 from videojob.storage.settings import StoreSettings
 
 if TYPE_CHECKING:
     from videojob.export.v1.export_pb2_grpc import ExportServiceAsyncStub as Stub
+    from videojob.render.v1.render_pb2_grpc import RenderServiceAsyncStub as RenderStub
 
 CANCEL_STOPS_FFMPEG_WITHIN = 2.0
 # s3 mode: a few passes of the export replicas' orphan sweep (--orphan-sweep-interval 2).
@@ -48,6 +51,11 @@ SWEEP_PASSES_SECONDS = 20.0
 # Faults that must never fail a job: a gateway holds no state, and another replica takes over a
 # paused or gracefully stopped replica's jobs and re-attaches to their renders.
 CANNOT_FAIL_A_JOB = frozenset({"kill_gateway", "pause_export", "restart_export"})
+# A render a render service still holds as one of these has not ended.
+RENDER_NOT_ENDED = frozenset({render_pb2.RENDER_STATE_QUEUED, render_pb2.RENDER_STATE_RUNNING})
+# The render of a split job's part (or audio, or join) renders as <id>-p<N>, <id>-audio or
+# <id>-join, then -a<attempt>: its files are the part's, not the job's output.
+PART_OUTPUT = re.compile(r"-(p\d+|audio|join)(-a\d+)?\.")
 STATUS_NAMES = {
     export_pb2.QUEUED: "queued",
     export_pb2.RUNNING: "running",
@@ -73,6 +81,13 @@ class FinalState:
     output_path: str
     error_code: str
     output_sha256: str = ""
+    # A split job's parts, its audio and its join as the job records them (empty: whole).
+    parts: tuple[PartView, ...] = ()
+    # How many render attempts a whole job started (its ``attempts``).
+    attempts: int = 0
+    # Why a job asked to be split renders whole (``splitReason``), e.g. its source's facts
+    # unknown when it started.
+    split_reason: str = ""
 
     @classmethod
     def from_json(cls, job: dict[str, Any]) -> FinalState:
@@ -85,6 +100,9 @@ class FinalState:
             output_path=str(job.get("outputPath") or ""),
             error_code=str(error.get("code") or ""),
             output_sha256=str(job.get("outputSha256") or ""),
+            parts=parts_from_json(job),
+            attempts=len(job.get("attempts") or ()),
+            split_reason=str(job.get("splitReason") or ""),
         )
 
     @classmethod
@@ -101,6 +119,70 @@ class FinalState:
 
     def view(self) -> tuple[str, float, int, str]:
         return self.status, self.progress, self.version, self.output_path
+
+
+def check_split_frames(parts: Sequence[PartView], expected_frames: int | None) -> list[str]:
+    """A split job's plan covers its output's frames exactly: the parts (in plan order) are
+    contiguous from frame 0, their frame counts add up to the join's (the output's total), and
+    that total is the output's duration times its frame rate (``expected_frames``; None:
+    unknown). A completed job's parts are all done, each with all its frames."""
+    problems = []
+    videos = [part for part in parts if not (part.join or part.audio)]
+    joins = [part for part in parts if part.join]
+    if not videos or len(joins) != 1:
+        return [f"{len(videos)} part(s) and {len(joins)} join(s) recorded"]
+    total = joins[0].frame_count
+    first = 0
+    for part in videos:
+        if part.first_frame != first:
+            problems.append(f"{part.label} starts at frame {part.first_frame}, not {first}")
+        first = part.first_frame + part.frame_count
+    counts = [part.frame_count for part in videos]
+    if sum(counts) != total:
+        problems.append(f"the parts' frames {counts} add up to {sum(counts)}, not {total}")
+    if expected_frames is not None and total != expected_frames:
+        problems.append(f"{total} frames planned, the output has {expected_frames}")
+    return problems
+
+
+def check_parts_terminal(final: FinalState) -> list[str]:
+    """A completed split job's every part, audio and join is done with all its frames (the
+    record holds no part still pending, rendering or retrying once the job completed)."""
+    if final.status != "completed":
+        return []
+    return [
+        f"{part.label} {part.state} with {part.frames_done}/{part.frame_count} frames"
+        for part in final.parts
+        if part.state != "done" or part.frames_done != part.frame_count
+    ]
+
+
+def check_part_progress(track: JobTrack) -> list[str]:
+    """What a watcher saw of each part: its frames never fall while it renders the same
+    attempt (a part rendered again starts over, with one more attempt), and its attempts never
+    fall."""
+    problems = []
+    seen: dict[tuple[bool, bool, int], PartView] = {}
+    for observation in track.observations:
+        for part in observation.parts:
+            key = (part.join, part.audio, part.index)
+            before = seen.get(key)
+            seen[key] = part
+            if before is None:
+                continue
+            if part.attempts < before.attempts:
+                problems.append(
+                    f"{part.label}'s attempts went {before.attempts} -> {part.attempts} "
+                    f"(v{observation.version})"
+                )
+            elif part.attempts == before.attempts and part.frames_done < before.frames_done:
+                if part.state == "retrying":
+                    continue  # lost: its frames start over once its next attempt is placed
+                problems.append(
+                    f"{part.label}'s frames went {before.frames_done} -> {part.frames_done} "
+                    f"in attempt {part.attempts} (v{observation.version})"
+                )
+    return problems
 
 
 def check_history(track: JobTrack) -> list[str]:
@@ -269,6 +351,9 @@ class Checker:
     sweep_wait: float = SWEEP_PASSES_SECONDS
     # What the run's webhook receiver got (None: the run had none).
     webhooks: Sequence[WebhookDelivery] | None = None
+    # One per render service (direct, not through its proxy): no split job's render may still
+    # run there once the job is terminal.
+    renders: list[RenderStub] = field(default_factory=list)
     owner_changes: int = field(default=0, init=False)
     # s3 mode, while run() checks: the store, and every key under the outputs' location.
     objects: ObjectStore | None = field(default=None, init=False)
@@ -377,6 +462,9 @@ class Checker:
             found.append(
                 bad("cancel_stops_ffmpeg", f"ffmpeg alive {track.cancel_ffmpeg_gone_after:.1f}s")
             )
+        found += [bad("no_second_render_without_a_cause", p) for p in self._renders_again(track)]
+        if track.split or final.parts:
+            found += await self._split_job(track, final)
         if final.status == "completed":
             async with semaphore:
                 if self.stored is None:
@@ -405,19 +493,68 @@ class Checker:
         """A failure is expected for a corrupt input, or when a fault that can break this job
         happened during its life. Those in CANNOT_FAIL_A_JOB cannot; a cancel or a frozen ffmpeg
         only touches its own target."""
-        if track.planned.kind == "corrupt":
-            return True
-        ended = track.latest.at if track.latest is not None else float("inf")
-        for fault in self.faults:
-            if fault.began > ended + 1.0 or fault.ended < track.submitted_at - 1.0:
-                continue
-            if fault.kind in CANNOT_FAIL_A_JOB:
-                continue
-            targeted_only = ("cancel", "stop_ffmpeg", "delete_object")
-            if fault.kind in targeted_only and fault.target_job != track.job_id:
-                continue
-            return True
-        return False
+        return track.planned.kind == "corrupt" or bool(faults_that_can_break(track, self.faults))
+
+    def _renders_again(self, track: JobTrack) -> list[str]:
+        final = self.finals[track.job_id]
+        if track.planned.kind == "corrupt" or faults_that_can_break(track, self.faults):
+            return []
+        return renders_again(final)
+
+    async def _split_job(self, track: JobTrack, final: FinalState) -> list[Violation]:
+        """A split job: its plan covers the output's frames, a completed one's parts are all
+        done, what its watcher saw of each part never went back, and none of its renders still
+        runs on a render service now that the job is terminal."""
+        job_id = track.job_id
+
+        def bad(invariant: str, detail: str) -> Violation:
+            return Violation(invariant, job_id, detail)
+
+        found = [bad("split_part_progress", problem) for problem in check_part_progress(track)]
+        requested = int(track.planned.body["output"].get("split", {}).get("parts", 0))
+        if final.status == "completed":
+            recorded = sum(1 for part in final.parts if not (part.join or part.audio))
+            if recorded != requested and not (recorded == 0 and final.split_reason):
+                found.append(bad("split_as_asked", f"{requested} parts asked, {recorded} recorded"))
+        if final.parts:
+            expected = expected_frames(track)
+            found += [
+                bad("split_frames_add_up", p) for p in check_split_frames(final.parts, expected)
+            ]
+            found += [bad("parts_terminal", p) for p in check_parts_terminal(final)]
+            for render_id, where, state in await self._renders_not_ended(job_id, final):
+                found.append(
+                    bad(
+                        "parts_terminal",
+                        f"{render_id} still {state} on {where} (job {final.status})",
+                    )
+                )
+        return found
+
+    async def _renders_not_ended(
+        self, job_id: str, final: FinalState
+    ) -> list[tuple[str, int, str]]:
+        """Every render of the job's parts (every attempt's render id), as each render service
+        answers for it: those still queued or running."""
+        render_ids = [
+            part_render_id(job_id, _record_index(part), attempt)
+            for part in final.parts
+            for attempt in range(1, part.attempts + 1)
+        ]
+        found = []
+        for number, stub in enumerate(self.renders):
+            for render_id in render_ids:
+                try:
+                    info = await stub.GetRender(
+                        render_pb2.GetRenderRequest(render_id=render_id), timeout=10
+                    )
+                except grpc.aio.AioRpcError as error:
+                    if error.code() is not grpc.StatusCode.NOT_FOUND:
+                        found.append((render_id, number, f"unknown ({error.code().name})"))
+                    continue
+                if info.state in RENDER_NOT_ENDED:
+                    found.append((render_id, number, render_pb2.RenderState.Name(info.state)))
+        return found
 
     def _completed_file(self, track: JobTrack, final: FinalState) -> list[Violation]:
         job_id, planned = track.job_id, track.planned
@@ -431,14 +568,17 @@ class Checker:
             return bad(f"progress {final.progress} stage {final.stage!r}")
         container = planned.body["output"]["container"]
         expected_path = Path(final.output_path)
-        # Attempt 1 renders as the job id, attempt n as <id>-a<n> (docs/scaling.md).
-        expected_name = re.compile(rf"{re.escape(job_id)}(-a\d+)?\.{re.escape(container)}")
+        # Attempt 1 renders as the job id, attempt n as <id>-a<n> (docs/scaling.md); a split
+        # job's output is its join's render (<id>-join[-a<n>]).
+        expected_name = re.compile(
+            rf"{re.escape(job_id)}{_join_suffix(final)}(-a\d+)?\.{re.escape(container)}"
+        )
         if expected_path.parent != self.output_dir or not expected_name.fullmatch(
             expected_path.name
         ):
             return bad(
                 f"outputPath {final.output_path!r}, expected {self.output_dir}/{job_id}"
-                f"[-a<n>].{container}"
+                f"{_join_suffix(final)}[-a<n>].{container}"
             )
         if not expected_path.is_file() or expected_path.stat().st_size == 0:
             return bad(f"{expected_path.name} missing or empty")
@@ -467,11 +607,13 @@ class Checker:
                 )
             return []
         container = planned.body["output"]["container"]
-        if not stored.expected_url(job_id, container).fullmatch(final.output_path):
+        if not stored.expected_url(job_id + _join_suffix(final), container).fullmatch(
+            final.output_path
+        ):
             return bad(
                 "completed_is_valid_video",
                 f"outputPath {final.output_path!r}, expected {stored.location}/{job_id}"
-                f"[-a<n>].{container}",
+                f"{_join_suffix(final)}[-a<n>].{container}",
             )
         bucket, _, key = final.output_path.removeprefix("s3://").partition("/")
         copy = stored.scratch / f"{job_id}.{container}"
@@ -506,9 +648,7 @@ class Checker:
         while True:
             keys = await objects.list_keys(stored.location)
             found = [
-                Violation("no_stray_outputs", key, "an object no completed job claims")
-                for key in keys
-                if f"s3://{stored.location.bucket}/{key}" not in claimed
+                _stray(key) for key in keys if f"s3://{stored.location.bucket}/{key}" not in claimed
             ]
             for upload in await objects.list_unfinished_uploads(stored.location):
                 found.append(Violation("no_unfinished_uploads", upload.key, "an unfinished upload"))
@@ -537,10 +677,68 @@ class Checker:
             if ".partial." in path.name:
                 found.append(Violation("no_temp_files", path.name, "partial file left"))
             elif path.name not in completed_files:
-                found.append(
-                    Violation("no_stray_outputs", path.name, "belongs to no completed job")
-                )
+                found.append(_stray(path.name))
         return found
+
+
+def _stray(name: str) -> Violation:
+    """A file or object that no completed job claims: a split job's part output left after its
+    job ended (``no_part_outputs_left``), or any other (``no_stray_outputs``)."""
+    if PART_OUTPUT.search(name) and "-join" not in name:
+        return Violation("no_part_outputs_left", name, "a part's output outlived its job")
+    return Violation("no_stray_outputs", name, "belongs to no completed job")
+
+
+def _join_suffix(final: FinalState) -> str:
+    """A split job's output is its join's render; one rendered whole after all, its own."""
+    return "-join" if final.parts else ""
+
+
+def _record_index(part: PartView) -> int:
+    """The index the job's record (and the render id) gives ``part``."""
+    return JOIN_INDEX if part.join else AUDIO_INDEX if part.audio else part.index
+
+
+def expected_frames(track: JobTrack) -> int | None:
+    """The output's frames: its duration times its frame rate (a test pattern's own; None for a
+    transcode, whose rate is the source's)."""
+    source = track.planned.body["source"]
+    duration = track.planned.expected_duration
+    if "testPattern" not in source or duration is None:
+        return None
+    return round(duration * float(source["testPattern"]["fps"]))
+
+
+def faults_that_can_break(track: JobTrack, faults: Sequence[FaultRecord]) -> list[FaultRecord]:
+    """The faults during the job's life that can break it (make a render fail, or be lost):
+    not those of CANNOT_FAIL_A_JOB; a cancel, a frozen ffmpeg or a deleted object only for its
+    own target."""
+    ended = track.latest.at if track.latest is not None else float("inf")
+    found = []
+    for fault in faults:
+        if fault.began > ended + 1.0 or fault.ended < track.submitted_at - 1.0:
+            continue
+        if fault.kind in CANNOT_FAIL_A_JOB:
+            continue
+        targeted_only = ("cancel", "stop_ffmpeg", "delete_object")
+        if fault.kind in targeted_only and fault.target_job != track.job_id:
+            continue
+        found.append(fault)
+    return found
+
+
+def renders_again(final: FinalState) -> list[str]:
+    """What a job rendered more than once: a whole job's attempts, a split job's parts' (each
+    part, the audio and the join, against the per-part budget). The caller asks only when no
+    fault that can break the job happened during its life: then nothing explains a second
+    render."""
+    again = []
+    if final.attempts > 1:
+        again.append(f"{final.attempts} render attempts")
+    again += [
+        f"{part.label} rendered {part.attempts} times" for part in final.parts if part.attempts > 1
+    ]
+    return again
 
 
 def _valid_video(track: JobTrack, path: Path, name: str) -> list[Violation]:

@@ -51,17 +51,24 @@ def _pattern(duration: float, width: int, height: int, fps: float) -> dict[str, 
     }
 
 
-# Every run, however short, includes these: a corrupt input and duplicate submits.
-FORCED_KINDS = {3: "corrupt"}
+# Every run, however short, includes these: a corrupt input, duplicate submits, and split jobs
+# of both sources.
+FORCED_KINDS = {3: "corrupt", 4: "split", 6: "split_transcode"}
 FORCED_COPIES = {1: (2, True), 2: (3, False)}
 KIND_THRESHOLDS = {
     "pattern": 0.0,
-    "pattern_long": 0.55,
-    "faststart": 0.67,
-    "webm": 0.75,
-    "transcode": 0.81,
+    "pattern_long": 0.52,
+    "faststart": 0.62,
+    "webm": 0.70,
+    "transcode": 0.76,
+    "split": 0.83,
+    "split_transcode": 0.89,
     "corrupt": 0.93,
 }
+# Split jobs (output.split.parts N >= 2: N parts rendered apart, then joined; the audio a
+# render of its own beside them). The planner's policy never splits outputs this short, so the
+# harness asks explicitly.
+SPLIT_KINDS = frozenset({"split", "split_transcode", "split_long"})
 
 
 def plan_job(rng: random.Random, index: int, seed: int, clip_duration: float) -> PlannedJob:
@@ -82,6 +89,13 @@ def plan_job(rng: random.Random, index: int, seed: int, clip_duration: float) ->
         output = {"container": "webm", "videoCodec": "vp9", "audioCodec": "opus", "crf": 40}
     elif kind == "transcode":
         source, expected = {"transcode": {"inputPath": CLIP_NAME}}, clip_duration
+    elif kind == "split":
+        duration = rng.choice([2.0, 3.0, 4.0])
+        source, expected = _pattern(duration, 160, 120, 10), duration
+        output["split"] = {"parts": rng.choice([2, 3])}
+    elif kind == "split_transcode":
+        source, expected = {"transcode": {"inputPath": CLIP_NAME}}, clip_duration
+        output["split"] = {"parts": rng.choice([2, 3])}
     elif kind == "corrupt":
         source, expected = {"transcode": {"inputPath": CORRUPT_NAME}}, None
     copies = 1
@@ -101,18 +115,56 @@ def plan_job(rng: random.Random, index: int, seed: int, clip_duration: float) ->
 
 
 def plan_long_job(index: int, seed: int) -> PlannedJob:
-    """A job long enough to be slowed into its last tenth: the target of an aimed fault."""
+    """A job long enough to be slowed into its last tenth: the target of an aimed fault. One in
+    two is split (2 or 3 parts, by the index), so that aimed faults strike split jobs mid-part."""
+    output: dict[str, Any] = {"container": "mp4", "preset": "ultrafast"}
+    kind = "pattern_long"
+    if index % 2:
+        kind, output["split"] = "split_long", {"parts": 2 + index % 4 // 2}
     return PlannedJob(
         index=index,
-        kind="pattern_long",
+        kind=kind,
         key=f"chaos-{seed}-{index}",
-        body={
-            "source": _pattern(12.0, 320, 240, 25),
-            "output": {"container": "mp4", "preset": "ultrafast"},
-        },
+        body={"source": _pattern(12.0, 320, 240, 25), "output": output},
         expected_duration=12.0,
         copies=1,
         concurrent_copies=False,
+    )
+
+
+@dataclass(frozen=True)
+class PartView:
+    """One render of a split job (a part, the audio or the join) as the job's JSON shows it."""
+
+    index: int
+    state: str
+    first_frame: int
+    frame_count: int
+    frames_done: int
+    attempts: int
+    render_id: str = ""
+    join: bool = False
+    audio: bool = False
+
+    @property
+    def label(self) -> str:
+        return "the join" if self.join else "the audio" if self.audio else f"part {self.index + 1}"
+
+
+def parts_from_json(job: dict[str, Any]) -> tuple[PartView, ...]:
+    return tuple(
+        PartView(
+            index=int(part["index"]),
+            state=str(part["state"]),
+            first_frame=int(part["firstFrame"]),
+            frame_count=int(part["frameCount"]),
+            frames_done=int(part["framesDone"]),
+            attempts=int(part["attempts"]),
+            render_id=str(part.get("renderId") or ""),
+            join=bool(part.get("join")),
+            audio=bool(part.get("audio")),
+        )
+        for part in job.get("parts") or ()
     )
 
 
@@ -125,6 +177,8 @@ class Observation:
     progress: float
     stage: str
     output_path: str
+    # A split job's parts as this event showed them (empty: a whole job).
+    parts: tuple[PartView, ...] = ()
 
 
 @dataclass
@@ -155,6 +209,10 @@ class JobTrack:
         if latest is None or latest.status != "running":
             return False
         return latest.progress >= 90 or latest.stage in NEAR_END_STAGES
+
+    @property
+    def split(self) -> bool:
+        return self.planned.kind in SPLIT_KINDS
 
     def cancel_accepted_at(self) -> float | None:
         for at, http_status, status in self.cancels:
@@ -260,4 +318,5 @@ def observation(event: str, job: dict[str, Any]) -> Observation:
         progress=float(job["progress"]),
         stage=str(job.get("stage") or ""),
         output_path=str(job.get("outputPath") or ""),
+        parts=parts_from_json(job),
     )

@@ -28,7 +28,7 @@ from pathlib import Path
 import asyncpg
 
 from tests.chaos.client import Client, JobTrack
-from tests.chaos.procfs import ffmpeg_processes, process_state
+from tests.chaos.procfs import ffmpeg_processes, parent_pid, process_state
 from tests.chaos.stack import Stack
 from tests.support.throttle import Throttle, signal_all
 from videojob.storage.object_store import ObjectStore
@@ -82,7 +82,15 @@ def fault_types(cluster: bool, database_restarts: bool, s3: bool = False) -> tup
 # How long a fault waits, at most, for the job supplied to give it a target to start (a safety
 # net: it waits on that job's state, which normally settles in seconds).
 SUPPLY_WAIT_SECONDS = 60.0
-LONG_KINDS = ("pattern_long", "faststart", "webm", "transcode")
+LONG_KINDS = (
+    "pattern_long",
+    "faststart",
+    "webm",
+    "transcode",
+    "split",
+    "split_transcode",
+    "split_long",
+)
 
 
 @dataclass
@@ -201,6 +209,12 @@ class FaultScheduler:
                     if track.planned.kind in LONG_KINDS and not track.near_end()
                 ]
             if running:
+                # Half the time a running split job when there is one: faults must reach the
+                # jobs whose parts render apart (a part's render service, the join, the cancel
+                # of every part), not only the mix's more numerous whole jobs.
+                split = [track for track in running if track.split]
+                if split and self.pick_rng.random() < 0.5:
+                    running = split
                 return self.pick_rng.choice(sorted(running, key=lambda track: track.planned.index))
             if supply is None and time.monotonic() > supply_at:
                 # Nothing to strike: submit one more job rather than skip the fault. An aimed
@@ -278,6 +292,20 @@ class FaultScheduler:
         record.detail += f"{pick.name}"
         return pick
 
+    def _render_holding(self, track: JobTrack | None, record: FaultRecord) -> ServiceProcess:
+        """The render service running one of the target job's ffmpegs (a split job's: one of
+        its parts, mid-part) when the fault is aimed and one is, else a seeded pick."""
+        renders = self.stack.renders
+        pick = renders[self.frng.randrange(len(renders))]
+        if track is not None:
+            parents = {parent_pid(pid) for pid in self._ffmpeg_pids(track)}
+            holding = [render for render in renders if render.alive() and render.pid in parents]
+            if holding:
+                pick = holding[self.frng.randrange(len(holding))]
+                record.detail += "holder "
+        record.detail += pick.name
+        return pick
+
     async def _bounce(self, process: ServiceProcess, record: FaultRecord, down: float) -> bool:
         await self.stack.kill(process.name)
         await asyncio.sleep(down)
@@ -286,7 +314,7 @@ class FaultScheduler:
         return True
 
     async def _kill_render(self, track: JobTrack | None, record: FaultRecord) -> bool:
-        render = await self._pick(self.stack.renders, None, record)
+        render = self._render_holding(track, record)
         return await self._bounce(render, record, self.frng.uniform(0.0, 1.5))
 
     async def _kill_export(self, track: JobTrack | None, record: FaultRecord) -> bool:
@@ -331,7 +359,7 @@ class FaultScheduler:
         return True
 
     async def _drain_render(self, track: JobTrack | None, record: FaultRecord) -> bool:
-        render = await self._pick(self.stack.renders, None, record)
+        render = self._render_holding(track, record)
         began = time.monotonic()
         await self.stack.graceful_stop(render.name)
         drained = time.monotonic() - began
@@ -498,6 +526,11 @@ class FaultScheduler:
                 return False
             tracks = sorted(self.tracks.values(), key=lambda track: track.planned.index)
             live = [track for track in tracks if not track.terminal_seen]
+            # Half the time a live split job when there is one: a cancel mid-split must stop
+            # every part's render, the audio's and the join's.
+            live_split = [track for track in live if track.split]
+            if live_split and self.pick_rng.random() < 0.5:
+                live = live_split
             track = self.pick_rng.choice(live if live and self.frng.random() < 0.8 else tracks)
             record.target_job = track.job_id
         await self.client.cancel(track)

@@ -34,7 +34,13 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from tests.chaos.checks import Checker, FinalState, StoredOutputs, Violation
+from tests.chaos.checks import (
+    Checker,
+    FinalState,
+    StoredOutputs,
+    Violation,
+    faults_that_can_break,
+)
 from tests.chaos.client import (
     TERMINAL,
     Client,
@@ -54,11 +60,13 @@ from tests.chaos.stack import Stack, StackSettings, make_media
 from tests.chaos.webhooks import WebhookReceiver
 from videojob.export.v1 import export_pb2_grpc
 from videojob.grpc_setup import create_channel
+from videojob.render.v1 import render_pb2_grpc
 
 if TYPE_CHECKING:
     from videojob.export.v1.export_pb2_grpc import ExportServiceAsyncStub as Stub
 
 SECONDS_PER_FAULT_ESTIMATE = 3.5
+_NO_FINAL = FinalState("missing", 0.0, 0, "", "", "")
 # How long the terminal events may still be on their way once every job has settled: a replica
 # killed or paused while holding deliveries loses them to another within the attempt's timeout
 # and the claim's margin, and a receiver's 503 costs a second of backoff.
@@ -112,6 +120,17 @@ class ChaosReport:
     # after settling for the terminal events (WEBHOOK_WAIT_SECONDS: some never came).
     webhooks: dict[str, int] = field(default_factory=dict)
     webhook_wait_seconds: float = 0.0
+    # Split jobs (output.split.parts N >= 2): how many, their final states, the faults aimed at
+    # one (by kind), the faults that could break one during its life (by kind, aimed or not),
+    # and how many rendered a part (or their audio or join) more than once.
+    split_jobs: int = 0
+    split_final_status: dict[str, int] = field(default_factory=dict)
+    faults_aimed_at_split_jobs: dict[str, int] = field(default_factory=dict)
+    faults_during_split_jobs: dict[str, int] = field(default_factory=dict)
+    split_jobs_with_a_part_rendered_again: int = 0
+    # Split jobs that rendered whole and said why (splitReason: e.g. a transcode whose source's
+    # facts no render service could tell when it started).
+    split_rendered_whole: dict[str, int] = field(default_factory=dict)
     violations: list[Violation] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     workdir: str = ""
@@ -141,6 +160,14 @@ class ChaosReport:
         lines.append(
             "  webhooks: " + _counts(self.webhooks) + f"; waited {self.webhook_wait_seconds}s "
             "after settling for the terminal events"
+        )
+        lines.append(
+            f"  split jobs: {self.split_jobs} ({_counts(self.split_final_status)}); faults aimed "
+            f"at one: {_counts(self.faults_aimed_at_split_jobs)}; faults that could break one "
+            f"during its life: {_counts(self.faults_during_split_jobs)}; "
+            f"{self.split_jobs_with_a_part_rendered_again} rendered a part again; "
+            f"{sum(self.split_rendered_whole.values())} rendered whole and said why: "
+            + _counts(self.split_rendered_whole)
         )
         for kind, counts in sorted(self.by_kind.items()):
             lines.append(f"  {kind:<13} " + _counts(counts))
@@ -326,6 +353,10 @@ class ChaosRun:
         # One channel per export replica: every replica must answer for every job.
         channels = [create_channel(address) for address in self.stack.export_addresses]
         stubs: list[Stub] = [export_pb2_grpc.ExportServiceStub(channel) for channel in channels]
+        # Each render service directly (not through its proxy): the split checks ask them.
+        render_channels = [create_channel(render.address) for render in self.stack.renders]
+        channels += render_channels
+        render_stubs = [render_pb2_grpc.RenderServiceStub(channel) for channel in render_channels]
         scheduler = FaultScheduler(
             rng=self.fault_rng,
             stack=self.stack,
@@ -366,6 +397,7 @@ class ChaosRun:
                 ffmpeg_dir=self.stack.ffmpeg_dir,
                 stored=self._stored_outputs(scheduler),
                 webhooks=self.receiver.deliveries,
+                renders=render_stubs,
             )
             violations = await checker.run()
         finally:
@@ -406,6 +438,13 @@ class ChaosRun:
             status = final.status if final else "missing"
             by_kind.setdefault(track.planned.kind, Counter())[status] += 1
         targeted = [record for record in scheduler.records if record.targeted]
+        split = [track for track in self.tracks.values() if track.split]
+        split_ids = {track.job_id for track in split}
+        during = {
+            id(fault): fault
+            for track in split
+            for fault in faults_that_can_break(track, scheduler.records)
+        }
         report = ChaosReport(
             seed=self.settings.seed,
             cluster=self.settings.cluster,
@@ -428,6 +467,26 @@ class ChaosRun:
             s3=self.settings.s3,
             webhooks=self.receiver.counts(),
             webhook_wait_seconds=self.webhook_wait_seconds,
+            split_jobs=len(split),
+            split_final_status=dict(
+                Counter(finals[t.job_id].status for t in split if t.job_id in finals)
+            ),
+            faults_aimed_at_split_jobs=dict(
+                Counter(r.kind for r in scheduler.records if r.target_job in split_ids)
+            ),
+            faults_during_split_jobs=dict(Counter(fault.kind for fault in during.values())),
+            split_jobs_with_a_part_rendered_again=sum(
+                1
+                for track in split
+                if any(part.attempts > 1 for part in finals.get(track.job_id, _NO_FINAL).parts)
+            ),
+            split_rendered_whole=dict(
+                Counter(
+                    finals[t.job_id].split_reason
+                    for t in split
+                    if t.job_id in finals and finals[t.job_id].split_reason
+                )
+            ),
             violations=violations,
             errors=self.errors,
             workdir=str(self.settings.workdir),

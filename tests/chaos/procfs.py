@@ -26,6 +26,15 @@ def process_state(pid: int) -> str:
     return stat.rsplit(")", 1)[-1].split()[0]
 
 
+def parent_pid(pid: int) -> int | None:
+    """The parent of ``pid`` (None once it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[-1].split()[1])
+
+
 def ffmpeg_processes(output_dir: Path, job_id: str | None = None) -> list[FfmpegProcess]:
     """Live (non-zombie) ffmpeg processes writing under ``output_dir`` (for ``job_id``)."""
     needle = str(output_dir)

@@ -12,7 +12,9 @@ import secrets
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
+import grpc
 import httpx
 import pytest
 
@@ -22,20 +24,38 @@ from tests.chaos.checks import (
     FinalState,
     HistoryRow,
     StoredOutputs,
+    _stray,
     check_history,
     check_leases,
+    check_part_progress,
+    check_parts_terminal,
+    check_split_frames,
     check_webhooks,
+    faults_that_can_break,
     owner_changes,
+    renders_again,
 )
-from tests.chaos.client import Client, JobTrack, Observation, PlannedJob, plan_job
-from tests.chaos.faults import STORE_FAULT_TYPES, TARGETABLE, fault_types
+from tests.chaos.client import (
+    Client,
+    JobTrack,
+    Observation,
+    PartView,
+    PlannedJob,
+    plan_job,
+    plan_long_job,
+)
+from tests.chaos.faults import STORE_FAULT_TYPES, TARGETABLE, FaultRecord, fault_types
 from tests.chaos.webhooks import EVENT_TYPE_PREFIX, WebhookDelivery, WebhookReceiver, new_secret
 from tests.support.media import make_clip
 from tests.support.ports import free_port
 from tests.support.seaweedfs import SeaweedFS
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.throttle import MAX_PAUSE_SECONDS, stretched_pause
+from videojob.render.v1 import render_pb2
 from videojob.storage.object_store import ObjectStore
+
+if TYPE_CHECKING:
+    from videojob.render.v1.render_pb2_grpc import RenderServiceAsyncStub as RenderStub
 
 
 def _track(*states: tuple[int, str, float]) -> JobTrack:
@@ -309,3 +329,198 @@ async def test_the_receiver_verifies_each_delivery_and_refuses_some_first_attemp
     }
     assert receiver.received("job-1", "completed", 4)
     assert not receiver.deliveries[-1].verified
+
+
+# Split jobs: a part's render, the audio's and the join's as the job's JSON shows them.
+
+
+def _part(
+    index: int, first: int, count: int, *, state: str = "done", done: int | None = None,
+    attempts: int = 1, join: bool = False, audio: bool = False,
+) -> PartView:  # fmt: skip
+    return PartView(
+        index, state, first, count, count if done is None else done, attempts, "", join, audio
+    )
+
+
+def _split_parts(*counts: int, audio: bool = True) -> tuple[PartView, ...]:
+    """Contiguous parts of ``counts`` frames, the audio, and the join of them all, all done."""
+    parts, first = [], 0
+    for index, count in enumerate(counts):
+        parts.append(_part(index, first, count))
+        first += count
+    if audio:
+        parts.append(_part(len(counts), 0, first, audio=True))
+    parts.append(_part(len(parts), 0, first, join=True))
+    return tuple(parts)
+
+
+def _split_track(job_id: str = "job", *, parts: int = 3, seconds: float = 3.0) -> JobTrack:
+    body = {
+        "source": {"testPattern": {"durationSeconds": seconds, "fps": 10}},
+        "output": {"container": "mp4", "split": {"parts": parts}},
+    }
+    planned = PlannedJob(0, "split", "k", body, seconds, 1, False)
+    return JobTrack(planned=planned, job_id=job_id, submitted_at=10.0)
+
+
+def _completed_split(parts: tuple[PartView, ...], *, attempts: int = 0) -> FinalState:
+    return FinalState(
+        "completed", 100.0, 9, "Complete", "/out/job-join.mp4", "", parts=parts, attempts=attempts
+    )
+
+
+def test_a_split_job_s_parts_that_cover_its_frames_and_are_all_done_pass() -> None:
+    final = _completed_split(_split_parts(10, 10, 10))
+    assert check_split_frames(final.parts, expected_frames=30) == []
+    assert check_parts_terminal(final) == []
+    assert check_parts_terminal(_final("cancelled", 3)) == []  # no parts: nothing to say
+
+
+def test_split_frame_checks_catch_a_gap_a_short_sum_and_a_wrong_total() -> None:
+    gap = (_part(0, 0, 10), _part(1, 11, 9), _part(2, 0, 20, join=True))
+    assert any("starts at frame 11, not 10" in p for p in check_split_frames(gap, 20))
+    short = (_part(0, 0, 10), _part(1, 10, 9), _part(2, 0, 20, join=True))
+    assert any("add up to 19, not 20" in p for p in check_split_frames(short, 20))
+    assert any(
+        "20 frames planned, the output has 30" in p
+        for p in check_split_frames(_split_parts(10, 10), 30)
+    )
+    assert check_split_frames((_part(0, 0, 10),), None) == ["1 part(s) and 0 join(s) recorded"]
+
+
+def test_a_completed_split_job_with_a_part_not_done_is_caught() -> None:
+    parts = list(_split_parts(10, 10))
+    parts[1] = _part(1, 10, 10, state="rendering", done=4, attempts=2)
+    problems = check_parts_terminal(_completed_split(tuple(parts)))
+    assert problems == ["part 2 rendering with 4/10 frames"]
+
+
+def _seen(version: int, *parts: PartView) -> Observation:
+    return Observation(float(version), "progress", version, "running", 50.0, "Rendering", "", parts)
+
+
+def test_part_progress_may_start_over_only_with_a_new_attempt() -> None:
+    track = _split_track()
+    track.observations += [
+        _seen(2, _part(0, 0, 10, state="rendering", done=3)),
+        _seen(3, _part(0, 0, 10, state="rendering", done=6)),
+        _seen(4, _part(0, 0, 10, state="retrying", done=0)),  # lost: starts over
+        _seen(5, _part(0, 0, 10, state="rendering", done=0, attempts=2)),
+        _seen(6, _part(0, 0, 10, state="rendering", done=8, attempts=2)),
+    ]
+    assert check_part_progress(track) == []
+    track.observations.append(_seen(7, _part(0, 0, 10, state="rendering", done=5, attempts=2)))
+    assert check_part_progress(track) == ["part 1's frames went 8 -> 5 in attempt 2 (v7)"]
+    track.observations.append(_seen(8, _part(0, 0, 10, state="rendering", done=9, attempts=1)))
+    assert check_part_progress(track)[-1] == "part 1's attempts went 2 -> 1 (v8)"
+
+
+def _fault(kind: str, began: float, ended: float, target: str = "") -> FaultRecord:
+    return FaultRecord(kind, began, target_job=target, began=began, ended=ended)
+
+
+def test_a_part_rendered_twice_needs_a_fault_that_can_break_its_job() -> None:
+    parts = list(_split_parts(10, 10))
+    parts[0] = _part(0, 0, 10, attempts=2)
+    final = _completed_split(tuple(parts))
+    assert renders_again(final) == ["part 1 rendered 2 times"]
+    assert renders_again(_completed_split(_split_parts(10, 10), attempts=3)) == [
+        "3 render attempts"
+    ]
+    assert renders_again(_completed_split(_split_parts(10, 10), attempts=1)) == []
+    track = _split_track()
+    track.observations.append(_seen(20, *final.parts))  # the job's life: 10 s to 20 s
+    harmless = [
+        _fault("kill_gateway", 12.0, 13.0),
+        _fault("pause_export", 14.0, 19.0),
+        _fault("cancel", 15.0, 15.5, target="another"),
+        _fault("kill_render", 30.0, 31.0),  # after its end
+    ]
+    assert faults_that_can_break(track, harmless) == []
+    killed = _fault("kill_render", 16.0, 16.5)
+    assert faults_that_can_break(track, [*harmless, killed]) == [killed]
+
+
+class _RenderServiceHolding:
+    """A render service's GetRender as an in-memory map: render id -> state (others unknown)."""
+
+    def __init__(self, states: dict[str, render_pb2.RenderState.ValueType]) -> None:
+        self.states = states
+
+    async def GetRender(self, request: render_pb2.GetRenderRequest, **_: float) -> Any:
+        if request.render_id not in self.states:
+            raise grpc.aio.AioRpcError(
+                grpc.StatusCode.NOT_FOUND, grpc.aio.Metadata(), grpc.aio.Metadata(), "", ""
+            )
+        return render_pb2.RenderInfo(
+            render_id=request.render_id, state=self.states[request.render_id]
+        )
+
+
+async def test_a_split_job_s_render_still_running_after_the_job_ended_is_caught(
+    tmp_path: Path,
+) -> None:
+    """Every render of every part (each attempt's render id) must have ended on every render
+    service once the job is terminal; a render a restarted service no longer knows has."""
+    track = _split_track("j1", parts=2, seconds=2.0)
+    parts = list(_split_parts(10, 10))
+    parts[1] = _part(1, 10, 10, state="rendering", done=4, attempts=2)
+    final = FinalState("cancelled", 40.0, 7, "", "", "", parts=tuple(parts))
+    ended = _RenderServiceHolding(
+        {
+            "j1-p1": render_pb2.RENDER_STATE_COMPLETED,
+            "j1-p2-a2": render_pb2.RENDER_STATE_CANCELLED,
+            "j1-audio": render_pb2.RENDER_STATE_COMPLETED,
+        }
+    )  # "j1-p2" (attempt 1) unknown: its render service restarted
+    checker = Checker(
+        client=Client("http://127.0.0.1:1"),
+        stubs=[],
+        output_dir=tmp_path,
+        tracks={"j1": track},
+        submissions={},
+        finals={"j1": final},
+        faults=[],
+        renders=[cast("RenderStub", ended)],
+    )
+    try:
+        assert await checker._split_job(track, final) == []
+        still = _RenderServiceHolding({"j1-p2-a2": render_pb2.RENDER_STATE_RUNNING})
+        checker.renders.append(cast("RenderStub", still))
+        found = await checker._split_job(track, final)
+        assert [(v.invariant, v.detail) for v in found] == [
+            ("parts_terminal", "j1-p2-a2 still RENDER_STATE_RUNNING on 1 (job cancelled)")
+        ]
+        done = _completed_split(tuple(parts[:1]) + _split_parts(10, 10)[1:])
+        asked_three = _split_track("j1", parts=3, seconds=2.0)
+        found = await checker._split_job(asked_three, done)
+        assert [v.invariant for v in found] == ["split_as_asked"]
+        whole = replace(done, parts=(), output_path="/out/j1.mp4")
+        assert [v.invariant for v in await checker._split_job(asked_three, whole)] == [
+            "split_as_asked"
+        ]
+        said_why = replace(whole, split_reason="rendered whole: the source's facts are unknown")
+        assert await checker._split_job(asked_three, said_why) == []
+    finally:
+        await checker.client.close()
+
+
+def test_a_part_s_file_left_over_is_named_as_such() -> None:
+    assert _stray("abc-p2-a3.mp4").invariant == "no_part_outputs_left"
+    assert _stray("chaos/renders/abc-audio.webm").invariant == "no_part_outputs_left"
+    assert _stray("abc-join.mp4").invariant == "no_stray_outputs"
+    assert _stray("abc-a2.mp4").invariant == "no_stray_outputs"
+
+
+def test_the_job_mix_has_split_jobs_of_both_sources_and_split_aimed_targets() -> None:
+    jobs = [plan_job(random.Random(1), index, 1, 2.0) for index in range(8)]
+    split = {job.kind: job.body["output"]["split"]["parts"] for job in jobs if "split" in job.kind}
+    assert set(split) == {"split", "split_transcode"}
+    assert set(split.values()) <= {2, 3}
+    long_jobs = [plan_long_job(index, 1) for index in range(4)]
+    assert [job.kind for job in long_jobs] == ["pattern_long", "split_long"] * 2
+    assert [job.body["output"].get("split") for job in long_jobs[1::2]] == [
+        {"parts": 2},
+        {"parts": 3},
+    ]

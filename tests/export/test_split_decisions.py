@@ -28,6 +28,7 @@ from export_service.tracking.split import (
     after_part_ended,
     frames_finished,
     join_due,
+    part_frames,
     part_outputs,
     rendering_progress,
     rendering_stage,
@@ -173,3 +174,16 @@ def test_the_audio_beside_the_parts_is_awaited_by_the_join_and_removed_with_them
     assert failed.message.startswith("the output's audio failed (after 3 attempts)")
     assert part_render_id("job", AUDIO_INDEX, 1) == "job-audio"
     assert split_from_json(done.to_json()) == done
+
+
+def test_a_part_s_frames_never_fall_within_its_render() -> None:
+    """Before a trimmed part's ffmpeg reaches its first frame it reports frame 0 at the
+    Preparing end (2 %): that is no frame of the part, so its frames do not go 3 -> 1 when the
+    first real frame count comes (150 frames: 2 % of them would be 3)."""
+    assert part_frames(0, 2.0, 150, before=0) == 0
+    assert part_frames(1, 3.0, 150, before=0) == 1
+    assert part_frames(0, 48.5, 150, before=0) == 75  # no frame reported: the Rendering band
+    assert part_frames(0, 95.0, 150, before=0) == 150
+    assert part_frames(0, 99.0, 150, before=10) == 150
+    assert part_frames(5, 10.0, 150, before=9) == 9  # one render's frames never fall
+    assert part_frames(400, 90.0, 150, before=0) == 150
