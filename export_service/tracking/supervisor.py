@@ -481,12 +481,16 @@ class RenderSupervisor:
         the job's attempt (``release_given_up_at``, the only write the release makes), so that
         no later start asks again. ``service_lost``: that render service stopped answering, so
         its partial file is removed here at once (it may never come back)."""
-        if self._stopped or attempt.render_id in self._releases:
+        if self._stopped:
+            return
+        if service_lost:
+            # Whether or not a release of this render is under way or was given up: one asked
+            # before the service was known lost would only ask that service to remove it.
+            self._remove_partial_files(attempt)
+        if attempt.render_id in self._releases:
             return
         if attempt.release_given_up_at is not None:
             return  # given up for good: that render service is not asked again
-        if service_lost:
-            self._remove_partial_files(attempt)
         task = asyncio.create_task(
             self._release(job_id, attempt), name=f"release-{attempt.render_id}"
         )

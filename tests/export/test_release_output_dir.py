@@ -14,6 +14,7 @@ forgot the render is a stub answering NOT_FOUND, as a restarted one does.
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -21,6 +22,7 @@ import grpc
 
 from export_service.render_pool import RenderPool
 from export_service.store import open_store
+from export_service.store.records import RenderAttempt
 from export_service.tracking.supervisor import RenderSupervisor
 from tests.export.conftest import FAST_TRACKER
 from videojob.render.v1 import render_pb2
@@ -75,4 +77,40 @@ async def test_a_forgotten_render_s_file_is_released_only_once_it_is_removed(
         assert not finished.exists()
         assert other.exists()
     finally:
+        await store.close()
+
+
+async def test_a_lost_render_service_s_partial_file_goes_though_a_release_is_under_way(
+    tmp_path: Path,
+) -> None:
+    """A release asked before the render service was known lost (it asks that service, which
+    does not answer, to remove the file) does not keep a later ``service_lost`` release from
+    removing the dead service's partial file at once."""
+    output = tmp_path / "output"
+    output.mkdir()
+    partial = output / ".dead-instance.job-a1.partial.mp4"
+    partial.write_bytes(b"half a video")
+    other = output / ".live-instance.job-a2.partial.mp4"  # the next attempt's: kept
+    other.write_bytes(b"the next attempt's")
+    store = await open_store(f"sqlite:///{tmp_path / 'jobs.sqlite3'}")
+    # Nothing listens on port 1: the release's CancelRender calls fail until its budget ends.
+    supervisor = RenderSupervisor(
+        store, RenderPool("127.0.0.1:1"), FAST_TRACKER, render_output_dir=output
+    )
+    attempt = RenderAttempt(
+        attempt=1,
+        render_id="job-a1",
+        instance_id="dead-instance",
+        address="127.0.0.1:1",
+        started_at=datetime.now(UTC),
+    )
+    try:
+        supervisor.release_attempt("job", attempt, service_lost=False)
+        assert supervisor.releasing == {"job-a1"}
+        assert partial.exists()
+        supervisor.release_attempt("job", attempt, service_lost=True)
+        assert not partial.exists()
+        assert other.exists()
+    finally:
+        await supervisor.stop()
         await store.close()
