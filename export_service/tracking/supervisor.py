@@ -207,7 +207,7 @@ class RenderSupervisor:
     async def _stop_render_for_owner(self, job: Job, member: RenderMember, render_id: str) -> None:
         request = render_pb2.CancelRenderRequest(render_id=render_id)
         try:
-            await member.stub.CancelRender(request, timeout=self._settings.rpc_timeout)
+            info = await member.stub.CancelRender(request, timeout=self._settings.rpc_timeout)
         except grpc.aio.AioRpcError as error:
             logger.info(
                 "job %s: render %s not stopped from this replica (%s); its owner releases it",
@@ -215,8 +215,15 @@ class RenderSupervisor:
                 render_id,
                 error.code().name,
             )
-        else:
-            logger.info("job %s: render %s stopped for its owner %s", job.id, render_id, job.owner)
+            return
+        logger.info("job %s: render %s stopped for its owner %s", job.id, render_id, job.owner)
+        # A render (a split job's part) that finished before the cancel reached it, its end not
+        # recorded by its dead owner: the cancelled job never uses its file, so it goes now
+        # rather than when the owner's lease ends (removing it twice is harmless).
+        finished = info.last_event.completed.output_path
+        removed = not finished or await self.outputs.remove(finished)
+        if not removed:
+            logger.warning("job %s: render %s's file %s not removed", job.id, render_id, finished)
 
     async def stop(self) -> None:
         """Stops every task; renders keep running and jobs stay as stored, to be reconciled

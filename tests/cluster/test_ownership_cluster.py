@@ -36,8 +36,11 @@ from tests.cluster.conftest import EXPORT_TEST_ARGS, Replica, StackFactory
 from tests.support.polling import wait_until
 from tests.support.processes import child_pids
 from tests.support.specs import pattern_spec
+from tests.support.throttle import Throttle
 from videojob.endpoints import EXPORT_SERVICE
 from videojob.export.v1 import export_pb2
+from videojob.grpc_setup import create_channel
+from videojob.render.v1 import render_pb2, render_pb2_grpc
 from videojob.spec_validation import normalize_spec
 from videojob_launcher import Role, ServiceProcess, Stack, StackConfig
 from videojob_launcher.health import grpc_serving
@@ -325,3 +328,51 @@ async def test_a_cancel_stops_the_render_before_the_dead_owners_lease_ends(
     (row,) = await database.jobs()
     assert row["status"] == "CANCELLED" and row["cancel_requested"], row
     assert (row["owner"], row["lease_epoch"]) == (before["owner"], 1), row
+
+
+async def test_a_cancel_through_another_replica_removes_a_render_that_finished_unrecorded(
+    cluster: StackFactory, replicas: OpenReplica, database: Database
+) -> None:
+    """The owner dies, then its render finishes on the render service (its end recorded by
+    no one); a cancel through another replica, long before the dead owner's lease ends,
+    leaves no file: the cancelled job never uses it."""
+    stack = await cluster(exports=2, export_args=("--lease-ttl", "600"))
+    owner, other = replicas(stack.exports[0]), replicas(stack.exports[1])
+    job = await owner.stub.CreateExport(
+        export_pb2.CreateExportRequest(
+            request_id="finished-unrecorded", spec=pattern_spec(4.0, width=160, height=120)
+        ),
+        timeout=10,
+    )
+    channel = create_channel(stack.render.address)
+    try:
+        render = render_pb2_grpc.RenderServiceStub(channel)
+
+        async def render_state() -> int:
+            request = render_pb2.GetRenderRequest(render_id=job.id)
+            return int((await render.GetRender(request, timeout=10)).state)
+
+        # FFmpeg at a ninth of its speed, then held, so the owner dies before the render ends.
+        with Throttle.children_of(stack.render.pid, pause=0.2) as throttle:
+
+            async def rendering() -> bool:
+                current = await owner.get(job.id)
+                assert current.status not in (export_pb2.COMPLETED, export_pb2.FAILED), current
+                return current.status == export_pb2.RUNNING and current.progress > 0
+
+            await wait_until(rendering, "the job rendering")
+            throttle.freeze()
+            await stack.exports[0].akill()
+
+        async def finished() -> bool:
+            return await render_state() == render_pb2.RENDER_STATE_COMPLETED
+
+        await wait_until(finished, "the render finished on the render service")
+        assert [path.name for path in stack.output_dir.iterdir() if job.id in path.name]
+        cancelled = await other.stub.CancelExport(export_pb2.CancelExportRequest(id=job.id))
+        assert cancelled.status == export_pb2.CANCELLED
+        assert [path.name for path in stack.output_dir.iterdir() if job.id in path.name] == []
+        (row,) = await database.jobs()
+        assert (row["status"], row["lease_epoch"]) == ("CANCELLED", 1), row
+    finally:
+        await channel.close(None)
