@@ -123,29 +123,23 @@ def video_end_seconds(framecrc: str, stderr: str, fps: float) -> float:
     return max(0.0, end - start)
 
 
+def _video_packets_argv(binary: str, path: Path, *input_options: str) -> list[str]:
+    """FFmpeg listing the first video stream's packets as stored (``framecrc``, no decoding),
+    ``input_options`` applying to the input."""
+    return [
+        binary,
+        *("-hide_banner", "-nostdin", "-protocol_whitelist", "file"),
+        *input_options,
+        *("-i", f"file:{path}", "-map", "0:v:0", "-c", "copy", "-f", "framecrc", "-"),
+    ]
+
+
 async def video_duration(binary: str, path: Path, fps: float) -> float:
     """When ``path``'s first video stream ends (0: unknown): its last packets read from
     ``TAIL_SECONDS`` before the container's end, or, when none is found there, the whole
     stream read."""
     for seek in (("-sseof", f"-{TAIL_SECONDS}"), ()):
-        argv = [
-            binary,
-            "-hide_banner",
-            "-nostdin",
-            "-protocol_whitelist",
-            "file",
-            *seek,
-            "-copyts",
-            "-i",
-            f"file:{path}",
-            "-map",
-            "0:v:0",
-            "-c",
-            "copy",
-            "-f",
-            "framecrc",
-            "-",
-        ]
+        argv = _video_packets_argv(binary, path, *seek, "-copyts")
         try:
             run = await run_ffmpeg_captured(argv, SCAN_TIMEOUT_SECONDS)
         except RenderFailure as failure:
@@ -162,24 +156,7 @@ async def video_duration(binary: str, path: Path, fps: float) -> float:
 async def transcode_facts(
     binary: str, path: Path, duration_seconds: float, has_audio: bool
 ) -> SourceFacts:
-    argv = [
-        binary,
-        "-hide_banner",
-        "-nostdin",
-        "-protocol_whitelist",
-        "file",
-        "-t",
-        str(SCANNED_SECONDS),
-        "-i",
-        f"file:{path}",
-        "-map",
-        "0:v:0",
-        "-c",
-        "copy",
-        "-f",
-        "framecrc",
-        "-",
-    ]
+    argv = _video_packets_argv(binary, path, "-t", str(SCANNED_SECONDS))
     run = await run_ffmpeg_captured(argv, SCAN_TIMEOUT_SECONDS)
     fps, variable = 0.0, False
     if run.returncode == 0:
