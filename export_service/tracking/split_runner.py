@@ -43,6 +43,7 @@ from export_service.store import (
     JobStatus,
     JobStore,
     ProgressUpdate,
+    StoreUnavailable,
     TransitionRejected,
 )
 from export_service.store.base import Lease, RenderAttempt, StaleLease
@@ -206,11 +207,14 @@ class SplitTracker:
         self._lease = lease
         self._news = asyncio.Event()
         self._rate: AggregateRate | None = None
-        # The terminal row this tracker committed, if it wrote one.
+        # The job's terminal row: the one this tracker committed, or the one read after news
+        # that the job ended (its own completion's, when that news beat the write's reply).
         self.terminal_row: Job | None = None
+        self._told: JobEnded | Stopping | LeaseLost | None = None
 
     def tell(self, news: JobEnded | Stopping | LeaseLost) -> None:
         logger.info("job %s: split tracking told %s", self.job_id, type(news).__name__)
+        self._told = news
         self._news.set()
 
     async def run(self) -> None:
@@ -224,6 +228,8 @@ class SplitTracker:
             if not work.done():
                 work.cancel()
             await asyncio.wait({work, news})
+        if self.terminal_row is None and isinstance(self._told, JobEnded):
+            self.terminal_row = await self._ended_row()
         if self.terminal_row is not None and self.terminal_row.status is JobStatus.COMPLETED:
             # Whatever news arrived meanwhile (the completion itself ends the job's tracking).
             await self._remove_part_outputs(self.terminal_row)
@@ -389,6 +395,16 @@ class SplitTracker:
         )
         self.terminal_row = job
         logger.info("job %s: failed: %s: %s", self.job_id, failure.code, failure.message)
+
+    async def _ended_row(self) -> Job | None:
+        """The job's row once news said it ended; None when the store can't tell now (what the
+        job left is then the orphan sweep's)."""
+        try:
+            job = await self._store.get(self.job_id)
+        except (JobNotFound, StoreUnavailable) as error:
+            logger.warning("job %s: ended, its row not read: %s", self.job_id, error)
+            return None
+        return job if job.terminal else None
 
     async def _remove_part_outputs(self, job: Job) -> None:
         if job.split is None:

@@ -77,7 +77,7 @@ class RenderSupervisor:
         self._progress = ProgressWriter(
             store,
             settings.progress_interval,
-            on_job_ended=self._job_ended,
+            on_job_ended=self.job_ended,
             on_lease_lost=self._lease_lost,
             before_write=None if ownership is None else ownership.ready,
         )
@@ -254,7 +254,9 @@ class RenderSupervisor:
             elif job.owner is not None and job.lease_epoch is not None:
                 self.track(job.id, Lease(job.owner, job.lease_epoch))
 
-    def _job_ended(self, job_id: str) -> None:
+    def job_ended(self, job_id: str) -> None:
+        """News that the job became terminal (a write refused for it, a renewal that found
+        it so): its tracker stops."""
         entry = self._trackers.get(job_id)
         if entry is not None:
             entry[0].tell(JobEnded())
@@ -263,7 +265,7 @@ class RenderSupervisor:
         """Tracked jobs found terminal (a cancel through another replica): their trackers stop,
         then the clean-up of a cancelled one runs."""
         for job_id in job_ids:
-            self._job_ended(job_id)
+            self.job_ended(job_id)
 
     def _lease_lost(self, job_id: str) -> None:
         if self.ownership is not None:

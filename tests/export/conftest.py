@@ -16,7 +16,7 @@ import pytest
 
 from export_service.config import ExportConfig, TrackerSettings
 from export_service.server import ExportServer, create_server
-from export_service.store import open_store
+from export_service.store import JobStore, open_store
 from tests.support.media import media_duration
 from tests.support.polling import wait_until
 from tests.support.processes import ServiceProcess, start_service
@@ -134,10 +134,13 @@ StartExport = Callable[..., Awaitable[ExportServer]]
 
 @pytest.fixture
 async def start_export(tmp_path: Path) -> AsyncIterator[StartExport]:
-    """Starts the export service in-process on port 0 against ``render_addr``."""
+    """Starts the export service in-process on port 0 against ``render_addr``, on a SQLite file
+    of the test's (or ``given_store``)."""
     servers: list[ExportServer] = []
 
-    async def start(render_addr: str, **overrides: object) -> ExportServer:
+    async def start(
+        render_addr: str, given_store: JobStore | None = None, **overrides: object
+    ) -> ExportServer:
         config = ExportConfig(
             listen="127.0.0.1:0",
             render_addr=render_addr,
@@ -146,7 +149,7 @@ async def start_export(tmp_path: Path) -> AsyncIterator[StartExport]:
             watch_poll_interval=overrides.pop("watch_poll_interval", 1.0),  # type: ignore[arg-type]
             **overrides,  # type: ignore[arg-type]
         )
-        store = await open_store(config.database)
+        store = given_store or await open_store(config.database)
         server = await create_server(config, store)
         servers.append(server)
         return server

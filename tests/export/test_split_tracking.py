@@ -16,15 +16,18 @@ one shared output directory), the export service in process with ``--render-addr
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import struct
 import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from export_service.split_plan import SplitPolicy
+from export_service.store import Job
+from export_service.store.sqlite import SqliteJobStore
 from tests.export.conftest import (
     FAST_TRACKER,
     TERMINAL,
@@ -175,6 +178,41 @@ async def test_a_split_job_completes_with_a_render_per_part_and_no_part_left(
     changes = [entry.change for entry in history.entries]
     assert changes.count("split_planned") == 1
     assert changes.count("part_placed") == 5 and changes.count("part_done") == 4
+
+
+class CompletionReplyLost(SqliteJobStore):
+    """A store whose ``complete`` commits and then never answers, as if its reply were lost in
+    flight: the tracker waits on that write until news that the job ended stops it."""
+
+    def __init__(self, path: Path, writer: str = "") -> None:
+        super().__init__(path, writer)
+        self.completed = asyncio.Event()
+
+    async def complete(self, job_id: str, **change: Any) -> Job:
+        await super().complete(job_id, **change)
+        self.completed.set()
+        await asyncio.Event().wait()
+        raise AssertionError("a lost reply never arrives")
+
+
+async def test_the_parts_go_when_news_of_the_completion_beats_the_completion_s_reply(
+    render_processes: RenderProcesses, start_export: StartExport, tmp_path: Path
+) -> None:
+    members = pool_of(render_processes, "split-a", "split-b")
+    output = render_processes.dirs.output
+    store = await CompletionReplyLost.open(tmp_path / "reply-lost.db")
+    assert isinstance(store, CompletionReplyLost)
+    addresses = ",".join(member.address for member in members.values())
+    server = await start_export(addresses, store, tracker=SPLIT_TRACKER, render_output_dir=output)
+    async with create_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = export_pb2_grpc.ExportServiceStub(channel)
+        created = await stub.CreateExport(export_pb2.CreateExportRequest(spec=split_spec(2.0, 2)))
+        await asyncio.wait_for(store.completed.wait(), timeout=120)
+        # What a renewal finding the job terminal, or a progress write refused for it, tells.
+        server.supervisor.job_ended(created.id)
+        final = await wait_terminal(stub, created.id)
+        assert_completed_with_valid_file(final, 2.0)
+        await wait_no_part_output(output, created.id)
 
 
 def make_clip(path: Path, video_seconds: float, audio_seconds: float | None) -> Path:
