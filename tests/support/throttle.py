@@ -76,13 +76,15 @@ class Throttle:
             signal_all(self._stopped + self._targets(), signal.SIGCONT)
             self._stopped = []
 
-    def freeze(self) -> None:
-        """Stops the targets now (not at the end of the running slice) and keeps them stopped."""
+    def freeze(self) -> list[int]:
+        """Stops the targets now (not at the end of the running slice) and keeps them stopped;
+        returns the pids it holds."""
         with self._lock:
             self.pause = math.inf
             targets = self._targets()
             signal_all(targets, signal.SIGSTOP)
             self._stopped = sorted(set(self._stopped) | set(targets))
+            return list(self._stopped)
 
     def _cycle(self) -> None:
         running_since = time.monotonic()
