@@ -111,16 +111,25 @@ def pid_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+# The kernel's PF_EXITING task flag (<linux/sched.h>), field 9 of /proc/PID/stat.
+_PF_EXITING = 0x4
+
+
 def kill_sent(pid: int) -> bool:
-    """The process is gone, or SIGKILL is pending for it: the kernel has been told to end it,
-    and ends it once any disk write it is blocked in returns (a heavily loaded disk can hold a
-    process in such a write for seconds)."""
+    """The process is gone, or ending: SIGKILL is pending for it (the kernel ends it once any
+    disk write it is blocked in returns: a heavily loaded disk can hold a process in such a
+    write for seconds), or it took the signal and is exiting (closing its files, which a loaded
+    disk can make last as long), or only its zombie is left."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return True
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
     if fields.get("State", "").strip()[:1] in ("Z", "X"):
+        return True
+    # The fields after the parenthesised command name start at field 3 (the state).
+    if int(stat.rpartition(")")[2].split()[6]) & _PF_EXITING:
         return True
     sigkill = 1 << (signal.SIGKILL - 1)
     return any(int(fields.get(key, "0").strip(), 16) & sigkill for key in ("SigPnd", "ShdPnd"))
