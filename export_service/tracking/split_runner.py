@@ -115,6 +115,7 @@ from export_service.tracking.split import (
     rendering_progress,
     rendering_stage,
 )
+from videojob.backoff import Backoff, Retries
 from videojob.errors import Reason
 from videojob.grpc_errors import error_info, field_violation
 from videojob.limits import FAILURE_INTERNAL, FAILURE_VERIFICATION_FAILED, MAX_RUNNING_PROGRESS
@@ -407,11 +408,27 @@ class SplitTracker:
         return job if job.terminal else None
 
     async def _remove_part_outputs(self, job: Job) -> None:
+        """Every part's output of the completed ``job``. A removal that fails (the output
+        directory or the store out of reach a while) is tried again with backoff for the
+        release budget; what is still there then is left to the orphan sweep."""
         if job.split is None:
             return
-        for path in part_outputs(job.split):
-            if not await self._outputs.remove(path):
-                logger.warning("job %s: part output %s not removed", self.job_id, path)
+        left = list(part_outputs(job.split))
+        retries = Retries(
+            Backoff(first=self._settings.backoff_initial, cap=self._settings.backoff_max),
+            budget=self._settings.release_budget,
+        )
+        while True:
+            left = [path for path in left if not await self._outputs.remove(path)]
+            if not left:
+                return
+            if not await retries.wait():
+                logger.warning(
+                    "job %s: part outputs not removed, left to the orphan sweep: %s",
+                    self.job_id,
+                    ", ".join(left),
+                )
+                return
 
     # One render (a part's or the join's), followed as an attempt.
 

@@ -215,6 +215,66 @@ async def test_the_parts_go_when_news_of_the_completion_beats_the_completion_s_r
         await wait_no_part_output(output, created.id)
 
 
+class OutputDirAwayAtCompletion(SqliteJobStore):
+    """A store whose ``complete`` commits, then puts a file where the output directory was (its
+    files kept aside) for a second: the removal of the parts that follows finds no directory."""
+
+    def __init__(self, path: Path, writer: str = "") -> None:
+        super().__init__(path, writer)
+        self.output_dir = Path()
+        # What was left of the job's parts when the directory came back.
+        self.parts_when_back: list[Path] | None = None
+        self._returns: set[asyncio.Task[None]] = set()
+
+    async def complete(self, job_id: str, **change: Any) -> Job:
+        job = await super().complete(job_id, **change)
+        aside = self.output_dir.with_name("aside")
+        await asyncio.to_thread(self._take_away, self.output_dir, aside)
+        comeback = asyncio.create_task(self._come_back(job_id, aside))
+        self._returns.add(comeback)
+        return job
+
+    async def _come_back(self, job_id: str, aside: Path) -> None:
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(self._put_back, aside, self.output_dir)
+        self.parts_when_back = part_outputs(self.output_dir, job_id)
+
+    @staticmethod
+    def _take_away(directory: Path, aside: Path) -> None:
+        directory.rename(aside)
+        directory.write_text("")
+
+    @staticmethod
+    def _put_back(aside: Path, directory: Path) -> None:
+        directory.unlink()
+        aside.rename(directory)
+
+
+async def test_the_parts_go_once_the_output_directory_is_back_after_the_completion(
+    render_processes: RenderProcesses, start_export: StartExport, tmp_path: Path
+) -> None:
+    members = pool_of(render_processes, "split-a", "split-b")
+    output = render_processes.dirs.output
+    store = await OutputDirAwayAtCompletion.open(tmp_path / "dir-away.db")
+    assert isinstance(store, OutputDirAwayAtCompletion)
+    store.output_dir = output
+    addresses = ",".join(member.address for member in members.values())
+    server = await start_export(addresses, store, tracker=SPLIT_TRACKER, render_output_dir=output)
+    async with create_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = export_pb2_grpc.ExportServiceStub(channel)
+        created = await stub.CreateExport(export_pb2.CreateExportRequest(spec=split_spec(2.0, 2)))
+        final = await wait_terminal(stub, created.id)
+
+        async def back() -> bool:
+            return store.parts_when_back is not None
+
+        await wait_for(back, within=30)
+        # The first removal failed: the parts were all there when the directory came back.
+        assert store.parts_when_back, "the parts went while the directory was away"
+        await wait_no_part_output(output, created.id)
+        assert_completed_with_valid_file(final, 2.0)
+
+
 def make_clip(path: Path, video_seconds: float, audio_seconds: float | None) -> Path:
     """A 160x120 10 fps H.264 clip in MP4 of ``video_seconds``, with ``audio_seconds`` of AAC
     (None: no audio)."""
