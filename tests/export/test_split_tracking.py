@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from export_service.server import ExportServer
 from export_service.split_plan import SplitPolicy
-from export_service.store import Job
+from export_service.store import Job, JobStore
 from export_service.store.sqlite import SqliteJobStore
 from tests.export.conftest import (
     FAST_TRACKER,
@@ -180,6 +181,16 @@ async def test_a_split_job_completes_with_a_render_per_part_and_no_part_left(
     assert changes.count("part_placed") == 5 and changes.count("part_done") == 4
 
 
+async def split_export_on(
+    store: JobStore, render_processes: RenderProcesses, start_export: StartExport
+) -> ExportServer:
+    """The export service on ``store`` over two render services sharing one output directory."""
+    members = pool_of(render_processes, "split-a", "split-b")
+    addresses = ",".join(member.address for member in members.values())
+    output = render_processes.dirs.output
+    return await start_export(addresses, store, tracker=SPLIT_TRACKER, render_output_dir=output)
+
+
 class CompletionReplyLost(SqliteJobStore):
     """A store whose ``complete`` commits and then never answers, as if its reply were lost in
     flight: the tracker waits on that write until news that the job ended stops it."""
@@ -198,12 +209,10 @@ class CompletionReplyLost(SqliteJobStore):
 async def test_the_parts_go_when_news_of_the_completion_beats_the_completion_s_reply(
     render_processes: RenderProcesses, start_export: StartExport, tmp_path: Path
 ) -> None:
-    members = pool_of(render_processes, "split-a", "split-b")
     output = render_processes.dirs.output
     store = await CompletionReplyLost.open(tmp_path / "reply-lost.db")
     assert isinstance(store, CompletionReplyLost)
-    addresses = ",".join(member.address for member in members.values())
-    server = await start_export(addresses, store, tracker=SPLIT_TRACKER, render_output_dir=output)
+    server = await split_export_on(store, render_processes, start_export)
     async with create_channel(f"127.0.0.1:{server.port}") as channel:
         stub = export_pb2_grpc.ExportServiceStub(channel)
         created = await stub.CreateExport(export_pb2.CreateExportRequest(spec=split_spec(2.0, 2)))
@@ -253,13 +262,11 @@ class OutputDirAwayAtCompletion(SqliteJobStore):
 async def test_the_parts_go_once_the_output_directory_is_back_after_the_completion(
     render_processes: RenderProcesses, start_export: StartExport, tmp_path: Path
 ) -> None:
-    members = pool_of(render_processes, "split-a", "split-b")
     output = render_processes.dirs.output
     store = await OutputDirAwayAtCompletion.open(tmp_path / "dir-away.db")
     assert isinstance(store, OutputDirAwayAtCompletion)
     store.output_dir = output
-    addresses = ",".join(member.address for member in members.values())
-    server = await start_export(addresses, store, tracker=SPLIT_TRACKER, render_output_dir=output)
+    server = await split_export_on(store, render_processes, start_export)
     async with create_channel(f"127.0.0.1:{server.port}") as channel:
         stub = export_pb2_grpc.ExportServiceStub(channel)
         created = await stub.CreateExport(export_pb2.CreateExportRequest(spec=split_spec(2.0, 2)))
