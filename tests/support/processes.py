@@ -23,7 +23,27 @@ REPO_ROOT = PROJECT_ROOT
 
 
 def child_pids(pid: int) -> list[int]:
-    """The processes whose parent is ``pid`` (a /proc scan, no psutil)."""
+    """The processes whose parent is ``pid``: what each of its threads lists as its children
+    (``/proc/PID/task/TID/children``, a few small reads), else a scan of every process in /proc
+    (a kernel built without that file), which a loaded machine can take a second over."""
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return []  # no such process (or already reaped)
+    found: list[int] = []
+    for task in tasks:
+        try:
+            found += (int(child) for child in (task / "children").read_text().split())
+        except FileNotFoundError:
+            if not (task / "stat").exists():
+                continue  # the thread ended
+            return _scanned_child_pids(pid)
+        except OSError:
+            continue
+    return sorted(set(found))
+
+
+def _scanned_child_pids(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():

@@ -43,7 +43,12 @@ class Throttle:
     """The processes ``targets()`` names run for ``run`` seconds, then stay stopped for ``pause``
     seconds: at ``pause`` 0 they run freely, at 0.2 (and ``run`` 25 ms) at 1/9 of their speed;
     ``freeze()`` holds them stopped until ``pause`` is set again or the throttle is closed (which
-    always resumes them). ``Throttle.children_of(pid)`` targets a service's children."""
+    always resumes them). ``Throttle.children_of(pid)`` targets a service's children.
+
+    Each target found is held by a pidfd, so a running slice ends with one signal to each known
+    target at once (asking ``targets()`` again only then, for new ones: on a loaded machine that
+    can take longer than the slice, time the targets would run on), and a signal never reaches
+    another process that took a dead target's pid."""
 
     def __init__(
         self, targets: Callable[[], list[int]], pause: float = 0.0, run: float = 0.025
@@ -53,7 +58,9 @@ class Throttle:
         self.run = run
         self._closing = threading.Event()
         self._lock = threading.Lock()
-        self._stopped: list[int] = []
+        self._stopped = False
+        # A pidfd for each target found, until a signal finds it gone.
+        self._held: dict[int, int] = {}
         self._thread = threading.Thread(target=self._cycle, name="throttle", daemon=True)
 
     @classmethod
@@ -73,18 +80,43 @@ class Throttle:
         if self._thread.is_alive():
             self._thread.join()
         with self._lock:
-            signal_all(self._stopped + self._targets(), signal.SIGCONT)
-            self._stopped = []
+            self._signal_held(signal.SIGCONT)
+            signal_all(self._targets(), signal.SIGCONT)
+            self._stopped = False
+            for pidfd in self._held.values():
+                os.close(pidfd)
+            self._held.clear()
 
     def freeze(self) -> list[int]:
         """Stops the targets now (not at the end of the running slice) and keeps them stopped;
         returns the pids it holds."""
         with self._lock:
             self.pause = math.inf
-            targets = self._targets()
-            signal_all(targets, signal.SIGSTOP)
-            self._stopped = sorted(set(self._stopped) | set(targets))
-            return list(self._stopped)
+            self._stop_all()
+            return sorted(self._held)
+
+    def _stop_all(self) -> None:
+        """SIGSTOP to every target held, then to the new ones ``targets()`` names."""
+        self._signal_held(signal.SIGSTOP)
+        for pid in self._targets():
+            if pid in self._held:
+                continue
+            try:
+                self._held[pid] = os.pidfd_open(pid)
+            except ProcessLookupError:
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(self._held[pid], signal.SIGSTOP)
+        # With none found, the next look is at the end of the next running slice, not a pause.
+        self._stopped = bool(self._held)
+
+    def _signal_held(self, signum: signal.Signals) -> None:
+        for pid, pidfd in list(self._held.items()):
+            try:
+                signal.pidfd_send_signal(pidfd, signum)
+            except ProcessLookupError:
+                os.close(pidfd)
+                del self._held[pid]
 
     def _cycle(self) -> None:
         running_since = time.monotonic()
@@ -96,11 +128,10 @@ class Throttle:
             with self._lock:
                 if self._stopped:
                     if now - stopped_since >= stretched_pause(self.pause, self.run, ran):
-                        signal_all(self._stopped, signal.SIGCONT)
-                        self._stopped = []
+                        self._signal_held(signal.SIGCONT)
+                        self._stopped = False
                         running_since = now
                 elif self.pause > 0 and now - running_since >= self.run:
-                    self._stopped = self._targets()
-                    signal_all(self._stopped, signal.SIGSTOP)
+                    self._stop_all()
                     ran = now - running_since
-                    stopped_since = running_since = now
+                    stopped_since = running_since = time.monotonic()
