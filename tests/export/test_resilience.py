@@ -223,7 +223,13 @@ async def test_stream_cut_while_the_render_runs_is_resumed_from_the_last_seq(
         async def reattached() -> bool:
             return held.activity["WatchRender"] >= 1
 
-        await wait_for(reattached)
+        try:
+            await wait_for(reattached)
+        except AssertionError as missed:
+            job = await held.stub.GetExport(export_pb2.GetExportRequest(id=held.job_id))
+            raise AssertionError(
+                f"{missed}; the tracker's activity {held.activity}; {job}"
+            ) from None
         held.throttle.close()
         seen = held.seen + await read_rest(held.stream)
     assert_monotonic(seen)

@@ -136,6 +136,12 @@ async def test_unknown_render_is_not_found(service: Running, method: str) -> Non
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+# The speed FFmpeg reports above which the throttle below did not hold it back (it allows
+# about 1/40 of FFmpeg's own speed: ~0.6x here, under 2x on a machine three times as fast).
+THROTTLED_SPEED_LIMIT = 5.0
+THROTTLE_TRIES = 3
+
+
 async def test_progress_counts_video_frames_and_finalizing_waits_for_the_last(
     process_factory: Callable[..., ServiceProcess],
 ) -> None:
@@ -150,14 +156,24 @@ async def test_progress_counts_video_frames_and_finalizing_waits_for_the_last(
     spec = pattern_spec(20.0, width=320, height=240, fps=25.0)
     spec.output.video_codec = "av1"
     frames = 20 * 25
+    unheld: list[list[float]] = []
     async with create_channel(service.address) as channel:
         stub = render_pb2_grpc.RenderServiceStub(channel)
-        # Several progress reports (one per 0.5 s of wall time), however fast the machine:
-        # ffmpeg runs 10 ms in every 410 ms, about 1/40 of its speed.
-        with Throttle.children_of(service.pid, pause=0.4, run=0.01):
-            events = await collect(stub.Render(render_request("frames-1", spec)))
-    assert_well_formed(events, "frames-1")
-    assert kind(events[-1]) == "completed", events[-1]
+        for attempt in range(THROTTLE_TRIES):
+            # Several progress reports (one per 0.5 s of wall time), however fast the machine:
+            # ffmpeg runs 10 ms in every 410 ms, about 1/40 of its speed.
+            with Throttle.children_of(service.pid, pause=0.4, run=0.01):
+                events = await collect(stub.Render(render_request(f"frames-{attempt}", spec)))
+            assert_well_formed(events, f"frames-{attempt}")
+            assert kind(events[-1]) == "completed", events[-1]
+            speeds = [e.progress.speed for e in events if e.progress.stage == "Rendering"]
+            # On a loaded machine the throttle's thread can be kept from running for most of
+            # a second, all this render takes at full speed: such a try shows nothing.
+            if max(speeds, default=0.0) <= THROTTLED_SPEED_LIMIT:
+                break
+            unheld.append(speeds)
+        else:
+            raise AssertionError(f"the throttle held no render back in {THROTTLE_TRIES}: {unheld}")
     rendering = [e.progress for e in events if e.progress.stage == "Rendering" and e.progress.frame]
     assert len(rendering) >= 3, rendering
     for progress in rendering:
