@@ -1,5 +1,5 @@
-"""Fixtures for the export service tests: a real render service process, the export service
-in-process on port 0 (or as a process where kills are involved), tiny specs, file checks."""
+"""Fixtures for the export service tests: the render service and the export service in-process on
+port 0 (or as processes where kills are involved), tiny specs, file checks."""
 
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ import pytest
 from export_service.config import ExportConfig, TrackerSettings
 from export_service.server import ExportServer, create_server
 from export_service.store import JobStore, open_store
+from render_service.config import RenderConfig
+from render_service.server import RenderServer
+from render_service.server import create_server as create_render_server
 from tests.support.media import media_duration
 from tests.support.polling import wait_until
 from tests.support.processes import ServiceProcess, start_service
@@ -124,9 +127,35 @@ def render_processes(render_dirs: RenderDirs) -> Iterator[RenderProcesses]:
     stop_processes(processes.started)
 
 
+@dataclass
+class InProcessRender:
+    """A render service in the test's event loop, on a real socket (``render_processes`` starts
+    one as a process, for tests that kill, stop or throttle it)."""
+
+    server: RenderServer
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server.port}"
+
+
 @pytest.fixture
-def render_service(render_processes: RenderProcesses) -> ServiceProcess:
-    return render_processes.start()
+async def render_service(render_dirs: RenderDirs) -> AsyncIterator[InProcessRender]:
+    config = RenderConfig(
+        listen="127.0.0.1:0",
+        output_dir=render_dirs.output,
+        media_root=render_dirs.media,
+        stall_timeout=5.0,
+    )
+    server = await create_render_server(config)
+    try:
+        yield InProcessRender(server)
+    finally:
+        await server.stop(0)
 
 
 StartExport = Callable[..., Awaitable[ExportServer]]
@@ -160,7 +189,7 @@ async def start_export(tmp_path: Path) -> AsyncIterator[StartExport]:
 
 
 @pytest.fixture
-async def export_server(start_export: StartExport, render_service: ServiceProcess) -> ExportServer:
+async def export_server(start_export: StartExport, render_service: InProcessRender) -> ExportServer:
     return await start_export(render_service.address)
 
 

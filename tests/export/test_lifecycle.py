@@ -12,6 +12,7 @@ import pytest
 from export_service.server import ExportServer
 from render_service.instance import INSTANCES_DIR
 from tests.export.conftest import (
+    InProcessRender,
     RenderProcesses,
     StartExport,
     assert_completed_with_valid_file,
@@ -21,7 +22,6 @@ from tests.export.conftest import (
     watch,
 )
 from tests.support.ports import free_port
-from tests.support.processes import ServiceProcess
 from videojob import metrics
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 from videojob.grpc_errors import field_violation
@@ -89,7 +89,7 @@ async def test_a_created_job_renders_where_its_create_placed_it(
 
 
 async def test_create_is_idempotent_on_request_id(
-    stub: Stub, export_server: ExportServer, render_service: ServiceProcess, tmp_path: Path
+    stub: Stub, export_server: ExportServer, render_service: InProcessRender, tmp_path: Path
 ) -> None:
     first = await create(stub, "same-request")
     again = await create(stub, "same-request")
@@ -230,7 +230,7 @@ async def test_list_pages_filter_and_tokens(stub: Stub, export_server: ExportSer
 
 
 async def test_cancel_stops_the_render_and_leaves_no_file(
-    stub: Stub, export_server: ExportServer, render_service: ServiceProcess, tmp_path: Path
+    stub: Stub, export_server: ExportServer, render_service: InProcessRender, tmp_path: Path
 ) -> None:
     job = await stub.CreateExport(export_pb2.CreateExportRequest(spec=slow_spec()))
     stream = stub.WatchExport(export_pb2.WatchExportRequest(id=job.id))
@@ -253,7 +253,7 @@ async def test_cancel_stops_the_render_and_leaves_no_file(
     assert (await stub.GetExport(export_pb2.GetExportRequest(id=job.id))) == cancelled
 
 
-async def test_max_active_jobs(start_export: StartExport, render_service: ServiceProcess) -> None:
+async def test_max_active_jobs(start_export: StartExport, render_service: InProcessRender) -> None:
     server = await start_export(render_service.address, max_active_jobs=1)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         stub = export_pb2_grpc.ExportServiceStub(channel)

@@ -20,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from export_service.operations import OPERATIONS_SERVICE_NAME
 from export_service.server import ExportServer
 from tests.export.conftest import (
+    InProcessRender,
     StartExport,
     assert_completed_with_valid_file,
     grpc_code,
@@ -28,7 +29,6 @@ from tests.export.conftest import (
     wait_for,
 )
 from tests.export.test_lifecycle_rpc import cut_clip, transcode
-from tests.support.processes import ServiceProcess
 from tests.support.render_dirs import RenderDirs
 from videojob.endpoints import IDEMPOTENT_REPLAYED_METADATA
 from videojob.errors import ERROR_DOMAIN, Reason
@@ -77,7 +77,7 @@ async def clients_of(server: ExportServer, channel: grpc.Channel) -> AsyncIterat
 
 
 @pytest.fixture
-async def export_server(start_export: StartExport, render_service: ServiceProcess) -> ExportServer:
+async def export_server(start_export: StartExport, render_service: InProcessRender) -> ExportServer:
     return await start_export(render_service.address, watch_poll_interval=NO_OWN_POLL)
 
 

@@ -20,6 +20,7 @@ from export_service.server import ExportServer
 from export_service.store import JobStatus, open_store
 from tests.export.conftest import (
     FAST_TRACKER,
+    InProcessRender,
     RenderProcesses,
     StartExport,
     assert_completed_with_valid_file,
@@ -300,7 +301,7 @@ async def test_render_service_down_at_submit_then_up(
 
 async def test_render_service_unreachable_mid_render_costs_no_attempt(
     start_export: StartExport,
-    render_service: ServiceProcess,
+    render_service: InProcessRender,
 ) -> None:
     """A proxy outage in the middle of a render (connections cut, nothing listening for a few
     seconds) with max_attempts 1: the tracker waits it out and re-attaches."""
@@ -347,8 +348,9 @@ async def test_render_service_that_never_comes_back_fails_the_job(
 
 
 async def test_frozen_render_service_is_investigated_by_silence(
-    start_export: StartExport, render_service: ServiceProcess
+    start_export: StartExport, render_processes: RenderProcesses
 ) -> None:
+    render_service = render_processes.start()
     tracker = replace(FAST_TRACKER, stall_timeout=1.5, rpc_timeout=1.0, max_attempts=10)
     server = await start_export(render_service.address, tracker=tracker)
     async with create_channel(f"127.0.0.1:{server.port}") as channel:
@@ -387,8 +389,10 @@ def start_export_process(render_addr: str, database: str) -> ServiceProcess:
 
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
 async def test_export_service_stopped_mid_render_finishes_the_job_after_restart(
-    how: str, render_service: ServiceProcess, tmp_path: Path
+    how: str, render_processes: RenderProcesses, tmp_path: Path
 ) -> None:
+    # A process: stopping the export process blocks this test's event loop meanwhile.
+    render_service = render_processes.start()
     database = f"sqlite:///{tmp_path / 'export.db'}"
     processes = [start_export_process(render_service.address, database)]
     try:

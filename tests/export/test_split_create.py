@@ -17,9 +17,8 @@ from export_service.__main__ import FLAGS as EXPORT_FLAGS
 from export_service.__main__ import config_from_flags
 from export_service.input_check import planning_facts
 from export_service.split_plan import SourceFacts, SplitPolicy
-from tests.export.conftest import StartExport, pattern_spec
+from tests.export.conftest import InProcessRender, StartExport, pattern_spec
 from tests.support.media import make_clip
-from tests.support.processes import ServiceProcess
 from tests.support.render_dirs import RenderDirs
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 from videojob.ffmpeg_binary import ffmpeg_binary
@@ -184,7 +183,7 @@ def variable_rate_clip(render_dirs: RenderDirs) -> str:
 
 
 async def test_parts_of_a_source_the_render_service_cant_vouch_for_are_refused(
-    start_export: StartExport, render_service: ServiceProcess, variable_rate_clip: str
+    start_export: StartExport, render_service: InProcessRender, variable_rate_clip: str
 ) -> None:
     """A real render service answers the input check; a variable frame rate (or, from one that
     does not tell the source's facts, an unknown duration) can't be split safely."""
@@ -219,7 +218,7 @@ def test_the_operator_flags_set_the_policy() -> None:
 
 
 async def test_the_facts_a_split_is_planned_from_when_a_job_starts(
-    render_service: ServiceProcess, render_dirs: RenderDirs
+    render_service: InProcessRender, render_dirs: RenderDirs
 ) -> None:
     """A test pattern's come from its spec (no call); a transcode's from a render service
     that reads the file; none when nobody answers or the input is gone."""

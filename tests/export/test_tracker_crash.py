@@ -14,13 +14,13 @@ from export_service.server import ExportServer
 from export_service.store import Job, JobStatus, open_store
 from tests.export.conftest import (
     FAST_TRACKER,
+    InProcessRender,
     StartExport,
     assert_completed_with_valid_file,
     pattern_spec,
     wait_for,
     watch,
 )
-from tests.support.processes import ServiceProcess
 from videojob import metrics
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 from videojob.grpc_setup import create_channel
@@ -68,7 +68,7 @@ async def create(
 
 
 async def test_a_tracker_that_crashes_once_is_tracked_again_and_the_job_completes(
-    start_export: StartExport, render_service: ServiceProcess
+    start_export: StartExport, render_service: InProcessRender
 ) -> None:
     server = await start_export(render_service.address)
     calls = crash_completions(server, times=1)
@@ -83,7 +83,7 @@ async def test_a_tracker_that_crashes_once_is_tracked_again_and_the_job_complete
 
 
 async def test_a_tracker_that_keeps_crashing_fails_its_job_internal(
-    start_export: StartExport, render_service: ServiceProcess
+    start_export: StartExport, render_service: InProcessRender
 ) -> None:
     server = await start_export(
         render_service.address, tracker=replace(FAST_TRACKER, max_tracker_restarts=2)
@@ -100,7 +100,7 @@ async def test_a_tracker_that_keeps_crashing_fails_its_job_internal(
 
 
 async def test_a_crash_while_the_service_stops_is_a_handover(
-    start_export: StartExport, render_service: ServiceProcess, tmp_path: Path
+    start_export: StartExport, render_service: InProcessRender, tmp_path: Path
 ) -> None:
     server = await start_export(render_service.address)
 
@@ -131,7 +131,7 @@ async def test_a_crash_while_the_service_stops_is_a_handover(
 
 
 async def test_with_no_restarts_allowed_the_first_crash_fails_the_job(
-    start_export: StartExport, render_service: ServiceProcess
+    start_export: StartExport, render_service: InProcessRender
 ) -> None:
     server = await start_export(
         render_service.address, tracker=replace(FAST_TRACKER, max_tracker_restarts=0)

@@ -22,10 +22,9 @@ from export_service.server import ExportServer, create_server
 from export_service.store import open_store
 from export_service.webhooks.destination import Resolver
 from export_service.webhooks.settings import WebhookSettings
-from tests.export.conftest import FAST_TRACKER, pattern_spec, wait_for, watch
+from tests.export.conftest import FAST_TRACKER, InProcessRender, pattern_spec, wait_for, watch
 from tests.support.certs import CertPair, make_named_server_cert
 from tests.support.ports import free_port
-from tests.support.processes import ServiceProcess
 from tests.support.webhook_receiver import HANG, Answer, WebhookReceiver
 from videojob import metrics
 from videojob.export.v1 import export_pb2, export_pb2_grpc
@@ -56,7 +55,7 @@ class StubResolver:
 
 
 @pytest.fixture
-async def start(tmp_path: Path, render_service: ServiceProcess) -> AsyncIterator[Start]:
+async def start(tmp_path: Path, render_service: InProcessRender) -> AsyncIterator[Start]:
     """Starts the export service in-process with these webhook settings and resolver; its
     client stub."""
     servers: list[ExportServer] = []
