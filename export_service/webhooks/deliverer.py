@@ -27,8 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-
-import httpx
+from typing import TYPE_CHECKING
 
 from export_service.store.base import JobStore, StoreUnavailable
 from export_service.store.outbox import AttemptRecord, Delivery, DeliveryState, owed
@@ -45,6 +44,9 @@ from export_service.webhooks.destination import (
 from export_service.webhooks.settings import WebhookSettings
 from export_service.webhooks.signing import signed_headers
 from videojob import metrics
+
+if TYPE_CHECKING:
+    import httpx
 
 logger = logging.getLogger(__name__)
 
@@ -84,15 +86,25 @@ class Deliverer:
         self._due = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
-        self._client = httpx.AsyncClient(
-            follow_redirects=False,
-            trust_env=False,
-            verify=_tls_context(settings.ca),
-            timeout=httpx.Timeout(settings.timeout),
-            # One connection per attempt: a pooled one to an address may not be reused under
-            # another name's SNI.
-            limits=httpx.Limits(max_keepalive_connections=0),
-        )
+        self._tls = _tls_context(settings.ca)
+        # Made for the first attempt: httpx (and click and rich, which it imports) would add a
+        # tenth of a second of CPU to every start, and most replicas never send a webhook.
+        self._client: httpx.AsyncClient | None = None
+
+    def _http(self) -> httpx.AsyncClient:
+        import httpx
+
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                follow_redirects=False,
+                trust_env=False,
+                verify=self._tls,
+                timeout=httpx.Timeout(self._settings.timeout),
+                # One connection per attempt: a pooled one to an address may not be reused
+                # under another name's SNI.
+                limits=httpx.Limits(max_keepalive_connections=0),
+            )
+        return self._client
 
     def wake(self) -> None:
         """Looks for due deliveries now (not at the next poll)."""
@@ -122,7 +134,8 @@ class Deliverer:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self._client.aclose()
+        if self._client is not None:
+            await self._client.aclose()
 
     async def _run(self) -> None:
         while True:
@@ -204,6 +217,8 @@ class Deliverer:
 
     async def _attempt(self, delivery: Delivery) -> Answer:
         """One attempt, the name's lookup included, within ``timeout`` (so within the claim)."""
+        import httpx
+
         secret = delivery.secret or self._settings.secret
         if not secret:
             return Answer(error="no secret: the operator's endpoint needs --webhook-secret")
@@ -234,7 +249,7 @@ class Deliverer:
             "user-agent": USER_AGENT,
         }
         extensions = {"sni_hostname": destination.host} if destination.scheme == "https" else {}
-        request = self._client.build_request(
+        request = self._http().build_request(
             "POST",
             connect_url(destination, address),
             headers=headers,
@@ -244,7 +259,7 @@ class Deliverer:
         return await self._send(request)
 
     async def _send(self, request: httpx.Request) -> Answer:
-        response = await self._client.send(request, stream=True)
+        response = await self._http().send(request, stream=True)
         try:
             excerpt = bytearray()
             async for chunk in response.aiter_raw():
