@@ -7,8 +7,10 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import random
 import secrets
+import subprocess
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -47,10 +49,12 @@ from tests.chaos.client import (
 from tests.chaos.faults import STORE_FAULT_TYPES, TARGETABLE, FaultRecord, fault_types
 from tests.chaos.webhooks import EVENT_TYPE_PREFIX, WebhookDelivery, WebhookReceiver, new_secret
 from tests.support.media import make_clip
+from tests.support.polling import poll_until
 from tests.support.ports import free_port
+from tests.support.processes import child_pids, scanned_child_pids
 from tests.support.seaweedfs import SeaweedFS
 from tests.support.tcp_proxy import TcpProxy
-from tests.support.throttle import MAX_PAUSE_SECONDS, stretched_pause
+from tests.support.throttle import MAX_PAUSE_SECONDS, Throttle, stretched_pause
 from videojob.render.v1 import render_pb2
 from videojob.storage.object_store import ObjectStore
 
@@ -170,6 +174,32 @@ def test_a_late_throttle_stretches_its_pause_but_never_into_a_stall() -> None:
     assert stretched_pause(0.2, 0.025, 0.075) == pytest.approx(0.6)
     assert stretched_pause(0.2, 0.025, 0.4) == MAX_PAUSE_SECONDS < 3.0
     assert stretched_pause(math.inf, 0.025, 0.4) == math.inf  # frozen on purpose stays frozen
+
+
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+
+
+def test_the_throttle_holds_its_targets_and_lets_them_go() -> None:
+    """Its targets are found from the parent's children file (as a full /proc scan finds
+    them); frozen, they stop; with no pause they run; frozen again, closing lets them run."""
+    sleepers = [subprocess.Popen(["sleep", "30"]) for _ in range(2)]
+    try:
+        pids = sorted(sleeper.pid for sleeper in sleepers)
+        assert [pid for pid in child_pids(os.getpid()) if pid in pids] == pids
+        assert set(pids) <= set(scanned_child_pids(os.getpid()))
+        with Throttle(lambda: pids, pause=0.05, run=0.01) as throttle:
+            assert throttle.freeze() == pids
+            poll_until(lambda: set(map(_state, pids)) == {"T"} or None, "both stopped")
+            throttle.pause = 0.0
+            poll_until(lambda: "T" not in map(_state, pids) or None, "the targets to run again")
+            throttle.freeze()
+            poll_until(lambda: set(map(_state, pids)) == {"T"} or None, "both stopped")
+        poll_until(lambda: "T" not in map(_state, pids) or None, "both running")
+    finally:
+        for sleeper in sleepers:
+            sleeper.kill()
+            sleeper.wait()
 
 
 async def test_the_object_invariant_sees_a_wrong_checksum_a_missing_object_and_leftovers(

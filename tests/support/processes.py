@@ -15,6 +15,7 @@ __all__ = [
     "child_pids",
     "gone",
     "module_of",
+    "scanned_child_pids",
     "session_members",
     "start_service",
 ]
@@ -37,13 +38,14 @@ def child_pids(pid: int) -> list[int]:
         except FileNotFoundError:
             if not (task / "stat").exists():
                 continue  # the thread ended
-            return _scanned_child_pids(pid)
+            return scanned_child_pids(pid)
         except OSError:
             continue
     return sorted(set(found))
 
 
-def _scanned_child_pids(pid: int) -> list[int]:
+def scanned_child_pids(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``, from every process's stat in /proc."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():

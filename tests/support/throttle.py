@@ -105,7 +105,7 @@ class Throttle:
                 self._held[pid] = os.pidfd_open(pid)
             except ProcessLookupError:
                 continue
-            with contextlib.suppress(ProcessLookupError):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 signal.pidfd_send_signal(self._held[pid], signal.SIGSTOP)
         # With none found, the next look is at the end of the next running slice, not a pause.
         self._stopped = bool(self._held)
@@ -117,6 +117,8 @@ class Throttle:
             except ProcessLookupError:
                 os.close(pidfd)
                 del self._held[pid]
+            except PermissionError:
+                continue
 
     def _cycle(self) -> None:
         running_since = time.monotonic()
