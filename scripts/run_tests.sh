@@ -11,6 +11,12 @@ cd "$(dirname "$0")/.."
 python=.venv/bin/python
 workers="${TEST_WORKERS:-4}"
 
+# The project's own bytecode, brought up to date (make setup compiled the installed packages'):
+# with PYTHONDONTWRITEBYTECODE set, each of the hundreds of service processes the tests start
+# would otherwise compile every module of ours it imports.
+$python -m compileall -q -j 0 videojob videojob_cli videojob_launcher render_service \
+    export_service gateway bench scripts tests || exit 2
+
 wheel="$($python -c 'import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())')" || exit 2
 used="$($python -c 'from videojob.ffmpeg_binary import ffmpeg_binary; print(ffmpeg_binary())')" || exit 2
 
