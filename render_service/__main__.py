@@ -17,7 +17,6 @@ from render_service.instance import INSTANCE_ID_RULE, is_instance_id
 from render_service.server import create_server
 from videojob.endpoints import DEFAULT_RENDER_ADDRESS
 from videojob.errors import ObjectStoreMisconfigured, ObjectStoreUnavailable
-from videojob.ffmpeg_binary import ffmpeg_binary
 from videojob.flags import (
     EXIT_USAGE,
     Flag,
@@ -145,9 +144,8 @@ def config_from_flags(
     )
 
 
-async def log_ffmpeg_version() -> None:
+async def log_ffmpeg_version(binary: str) -> None:
     """Which FFmpeg this service runs, for the log (not fatal: each render reports its own)."""
-    binary = ffmpeg_binary()
     try:
         run = await run_ffmpeg_captured(
             [binary, "-hide_banner", "-version"], FFMPEG_VERSION_SECONDS
@@ -197,7 +195,7 @@ async def serve_render(config: RenderConfig) -> int:
         return EXIT_USAGE
     try:
         set_replica(render_server.instance_id)
-        await log_ffmpeg_version()
+        await log_ffmpeg_version(config.ffmpeg)
         host = config.listen.rsplit(":", 1)[0]
         print(f"render_service listening on {host}:{render_server.port}", flush=True)
         await drain.wait()

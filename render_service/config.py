@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from videojob.endpoints import DEFAULT_RENDER_ADDRESS
+from videojob.ffmpeg_binary import ffmpeg_binary
 from videojob.grpc_setup import TlsFiles
 from videojob.limits import DEFAULT_DRAIN_TIMEOUT_SECONDS
 from videojob.storage.location import S3Location
@@ -45,3 +46,6 @@ class RenderConfig:
     max_retained_events: int = 2000
     max_pending_per_watcher: int = 64
     shutdown_grace: float = 5.0
+    # The FFmpeg executable every render and probe runs (FFMPEG_BINARY, else PATH's, else the
+    # imageio-ffmpeg wheel's).
+    ffmpeg: str = field(default_factory=ffmpeg_binary)

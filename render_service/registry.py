@@ -36,7 +36,6 @@ from videojob.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from videojob.ffmpeg_binary import ffmpeg_binary
 from videojob.limits import MAX_RENDER_ID_LENGTH
 from videojob.render.v1 import render_pb2, spec_pb2
 from videojob.spec_validation import normalize_spec
@@ -183,7 +182,7 @@ class RenderRegistry:
             paths,
             self._config,
             self._slots,
-            ffmpeg_binary(),
+            self._config.ffmpeg,
             self._public,
             self._output_store,
             self._stored_inputs,
@@ -221,7 +220,7 @@ class RenderRegistry:
         self, spec: spec_pb2.RenderSpec, paths: ResolvedPaths, public: RelativePaths
     ) -> SourceFacts:
         """Under one of the input check slots."""
-        binary = ffmpeg_binary()
+        binary = self._config.ffmpeg
         try:
             inputs, duration = await probe_inputs(binary, spec, paths)
             if inputs.transcode_path is None:

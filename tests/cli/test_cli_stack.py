@@ -14,20 +14,27 @@ from typing import Any
 import pytest
 
 from tests.support.media import media_duration
+from tests.support.paced_ffmpeg import PACED_SIZE, write_paced_ffmpeg
 from tests.support.ports import unused_address
 from videojob.output_check import DURATION_TOLERANCE_SECONDS
 from videojob_cli.exit_status import ExitStatus
-from videojob_launcher import Stack, StackConfig
+from videojob_launcher import Role, Stack, StackConfig
 
 SCRIPT = Path(sys.executable).with_name("videojob")
 COMMAND_TIMEOUT_SECONDS = 90
 TINY_PATTERN = ("--duration", "1", "--width", "160", "--height", "120", "--fps", "10")
-LONG_PATTERN = ("--duration", "3600", "--width", "160", "--height", "120", "--fps", "10")
+# Rendered at the speed of playback: it runs until the test cancels it.
+LONG_PATTERN = (
+    *("--duration", "3600", "--fps", "10"),
+    *("--width", str(PACED_SIZE[0]), "--height", str(PACED_SIZE[1])),
+)
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with Stack(StackConfig(tmp_path_factory.mktemp("cli-stack"))) as running:
+    workdir = tmp_path_factory.mktemp("cli-stack")
+    render = Role(env={"FFMPEG_BINARY": str(write_paced_ffmpeg(workdir, 1.0))})
+    with Stack(StackConfig(workdir, render=render)) as running:
         yield running
 
 

@@ -21,6 +21,7 @@ from render_service.config import RenderConfig
 from render_service.server import RenderServer
 from render_service.server import create_server as create_render_server
 from tests.support.media import media_duration
+from tests.support.paced_ffmpeg import PACED_SIZE, write_paced_ffmpeg
 from tests.support.polling import wait_until
 from tests.support.processes import ServiceProcess, start_service
 from tests.support.render_dirs import RenderDirs
@@ -42,9 +43,15 @@ FAST_TRACKER = TrackerSettings(
 )
 
 
+# The render services of these tests render slow_spec at this multiple of playback speed.
+SLOW_SPEED = 5.0
+
+
 def slow_spec() -> spec_pb2.RenderSpec:
-    """A render that takes a few seconds, long enough to break things in the middle of it."""
-    return pattern_spec(40.0, width=640, height=480, fps=25.0)
+    """A render that takes a few seconds (20 s at SLOW_SPEED), long enough to break things in the
+    middle of it."""
+    width, height = PACED_SIZE
+    return pattern_spec(20.0, width=width, height=height)
 
 
 def assert_completed_with_valid_file(job: export_pb2.VideoJob, duration: float) -> None:
@@ -70,11 +77,17 @@ def render_dirs(tmp_path: Path) -> RenderDirs:
     return RenderDirs.create(tmp_path, output_name="out")
 
 
+@pytest.fixture
+def paced_ffmpeg(tmp_path: Path) -> Path:
+    return write_paced_ffmpeg(tmp_path, SLOW_SPEED)
+
+
 @dataclass
 class RenderProcesses:
     """Starts real render service processes; all are killed at teardown."""
 
     dirs: RenderDirs
+    ffmpeg: Path
     started: list[ServiceProcess] = field(default_factory=list)
 
     def start(self, port: int = 0) -> ServiceProcess:
@@ -94,6 +107,7 @@ class RenderProcesses:
                 "5",
                 *extra,
             ],
+            env={"FFMPEG_BINARY": str(self.ffmpeg)},
         )
         self.started.append(process)
         return process
@@ -121,8 +135,8 @@ def stop_processes(processes: list[ServiceProcess]) -> None:
 
 
 @pytest.fixture
-def render_processes(render_dirs: RenderDirs) -> Iterator[RenderProcesses]:
-    processes = RenderProcesses(render_dirs)
+def render_processes(render_dirs: RenderDirs, paced_ffmpeg: Path) -> Iterator[RenderProcesses]:
+    processes = RenderProcesses(render_dirs, paced_ffmpeg)
     yield processes
     stop_processes(processes.started)
 
@@ -144,12 +158,15 @@ class InProcessRender:
 
 
 @pytest.fixture
-async def render_service(render_dirs: RenderDirs) -> AsyncIterator[InProcessRender]:
+async def render_service(
+    render_dirs: RenderDirs, paced_ffmpeg: Path
+) -> AsyncIterator[InProcessRender]:
     config = RenderConfig(
         listen="127.0.0.1:0",
         output_dir=render_dirs.output,
         media_root=render_dirs.media,
         stall_timeout=5.0,
+        ffmpeg=str(paced_ffmpeg),
     )
     server = await create_render_server(config)
     try:

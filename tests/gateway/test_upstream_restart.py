@@ -13,16 +13,32 @@ import httpx
 import pytest
 
 from tests.gateway.async_sse import StreamRecord, read_stream
-from tests.gateway.conftest import LONG_SPEC, start_gateway, stop
+from tests.gateway.conftest import start_gateway, stop
+from tests.support.paced_ffmpeg import PACED_SIZE, write_paced_ffmpeg
 from tests.support.polling import wait_until
 from videojob_launcher import Role, Stack, StackConfig
+
+# A render that runs until cancelled, at the speed of playback (the tests cancel it within
+# seconds).
+LONG_SPEC = {
+    "source": {
+        "testPattern": {
+            "durationSeconds": 3600.0,
+            "width": PACED_SIZE[0],
+            "height": PACED_SIZE[1],
+            "fps": 10,
+        }
+    },
+    "output": {"preset": "ultrafast"},
+}
 
 
 @pytest.fixture
 def own_stack(tmp_path: Path) -> Iterator[Stack]:
     """Render and export services of their own (each test adds its gateway): the export
     service is killed, and started again on its port with the same database."""
-    with Stack(StackConfig(tmp_path, gateway=Role(count=0))) as stack:
+    render = Role(env={"FFMPEG_BINARY": str(write_paced_ffmpeg(tmp_path, 1.0))})
+    with Stack(StackConfig(tmp_path, render=render, gateway=Role(count=0))) as stack:
         yield stack
 
 

@@ -31,6 +31,7 @@ from tests.security.conftest import (
     render_args,
     unused_address,
 )
+from tests.support.paced_ffmpeg import PACED_SIZE, write_paced_ffmpeg
 from tests.support.processes import ServiceProcess, start_service
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 from videojob.grpc_setup import MAX_MESSAGE_BYTES
@@ -104,9 +105,11 @@ def hostile_specs(draw: st.DrawFn) -> spec_pb2.RenderSpec:
 
 
 def tiny_endless_spec() -> spec_pb2.RenderSpec:
+    """Rendered at the speed of playback, it holds the only render slot until the end."""
     spec = spec_pb2.RenderSpec()
     pattern = spec.source.test_pattern
-    pattern.duration_seconds, pattern.width, pattern.height, pattern.fps = 3600, 160, 120, 1
+    pattern.duration_seconds, pattern.fps = 3600, 1
+    pattern.width, pattern.height = PACED_SIZE
     spec.output.preset = "ultrafast"
     return spec
 
@@ -118,7 +121,9 @@ def render(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]
     media_root.mkdir(parents=True)
     (root / "outside.mp4").write_bytes(b"not yours")
     process = start_service(
-        "render_service", render_args(output_dir, media_root, "--max-concurrent", "1")
+        "render_service",
+        render_args(output_dir, media_root, "--max-concurrent", "1"),
+        env={"FFMPEG_BINARY": str(write_paced_ffmpeg(root, 1.0))},
     )
     with grpc.insecure_channel(process.address) as channel:
         stub = render_pb2_grpc.RenderServiceStub(channel)
