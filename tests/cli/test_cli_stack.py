@@ -1,9 +1,11 @@
-"""The installed ``videojob`` script against a real stack (render service, export service and
+"""The ``videojob`` CLI against a real stack (render service, export service and
 gateway as processes on port 0): exit statuses, piped and JSON output, get/list/cancel, and a
 download that is a valid video."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -18,6 +20,7 @@ from tests.support.paced_ffmpeg import PACED_SIZE, write_paced_ffmpeg
 from tests.support.ports import unused_address
 from videojob.output_check import DURATION_TOLERANCE_SECONDS
 from videojob_cli.exit_status import ExitStatus
+from videojob_cli.main import run
 from videojob_launcher import Role, Stack, StackConfig
 
 SCRIPT = Path(sys.executable).with_name("videojob")
@@ -39,15 +42,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 def videojob(stack: Stack, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Runs the script with its output piped, as a script or a log would."""
-    return subprocess.run(
-        [str(SCRIPT), *args, "--export-addr", stack.export_addr],
-        capture_output=True,
-        text=True,
-        timeout=COMMAND_TIMEOUT_SECONDS,
-        check=False,
-        cwd=cwd,
-    )
+    """Runs a command as the script does (``videojob_cli.main.run``), in this process, with its
+    output piped, as a script or a log would have it (the script itself runs in
+    test_unknown_ids_and_unreachable_services_have_their_own_status)."""
+    argv = [*args, "--export-addr", stack.export_addr]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.chdir(cwd) if cwd is not None else contextlib.nullcontext():
+        status = run(argv, out=out, err=err)
+    return subprocess.CompletedProcess(argv, status, out.getvalue(), err.getvalue())
 
 
 def json_lines(result: subprocess.CompletedProcess[str]) -> list[Any]:
