@@ -157,22 +157,38 @@ class InProcessRender:
         return f"127.0.0.1:{self.server.port}"
 
 
+StartRender = Callable[..., Awaitable[InProcessRender]]
+
+
 @pytest.fixture
-async def render_service(
-    render_dirs: RenderDirs, paced_ffmpeg: Path
-) -> AsyncIterator[InProcessRender]:
-    config = RenderConfig(
-        listen="127.0.0.1:0",
-        output_dir=render_dirs.output,
-        media_root=render_dirs.media,
-        stall_timeout=5.0,
-        ffmpeg=str(paced_ffmpeg),
-    )
-    server = await create_render_server(config)
+async def start_render(render_dirs: RenderDirs, paced_ffmpeg: Path) -> AsyncIterator[StartRender]:
+    """Starts render services in the test's event loop on port 0, all on ``render_dirs``;
+    stopped at teardown."""
+    servers: list[RenderServer] = []
+
+    async def start(instance_id: str = "") -> InProcessRender:
+        config = RenderConfig(
+            listen="127.0.0.1:0",
+            output_dir=render_dirs.output,
+            media_root=render_dirs.media,
+            stall_timeout=5.0,
+            ffmpeg=str(paced_ffmpeg),
+            instance_id=instance_id,
+        )
+        server = await create_render_server(config)
+        servers.append(server)
+        return InProcessRender(server)
+
     try:
-        yield InProcessRender(server)
+        yield start
     finally:
-        await server.stop(0)
+        for server in servers:
+            await server.stop(0)
+
+
+@pytest.fixture
+async def render_service(start_render: StartRender) -> InProcessRender:
+    return await start_render()
 
 
 StartExport = Callable[..., Awaitable[ExportServer]]

@@ -1,5 +1,6 @@
-"""A split job tracked part by part over a pool of real render service processes (real ffmpeg,
-one shared output directory), the export service in process with ``--render-addr a,b``:
+"""A split job tracked part by part over a pool of two real render services (real ffmpeg, one
+shared output directory; in the test's event loop, or processes where one is killed), the export
+service in process with ``--render-addr a,b``:
 
 - it completes with exactly the plan's frames: every part and the join rendered by a render of
   its own, each recorded on the job before it started, progress never decreasing, and no
@@ -20,6 +21,7 @@ import asyncio
 import dataclasses
 import struct
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,8 +34,10 @@ from export_service.store.sqlite import SqliteJobStore
 from tests.export.conftest import (
     FAST_TRACKER,
     TERMINAL,
+    InProcessRender,
     RenderProcesses,
     StartExport,
+    StartRender,
     assert_completed_with_valid_file,
     assert_monotonic,
     kill_group,
@@ -42,6 +46,7 @@ from tests.export.conftest import (
 )
 from tests.support.media import media_duration
 from tests.support.processes import ServiceProcess
+from tests.support.render_dirs import RenderDirs
 from tests.support.specs import pattern_spec
 from tests.support.split import audio_seconds, decoded_frames, stored_packets
 from videojob.export.v1 import export_pb2, export_pb2_grpc
@@ -122,12 +127,17 @@ async def wait_parts_rendering(stub: Stub, job_id: str) -> export_pb2.VideoJob:
 
 
 def pool_of(processes: RenderProcesses, *names: str) -> dict[str, ServiceProcess]:
+    """Render service processes, for the tests that kill one."""
     return {name: processes.start_with("--instance-id", name) for name in names}
+
+
+async def in_process_pool(start_render: StartRender, *names: str) -> dict[str, InProcessRender]:
+    return {name: await start_render(name) for name in names}
 
 
 async def open_export(
     start_export: StartExport,
-    members: dict[str, ServiceProcess],
+    members: Mapping[str, ServiceProcess | InProcessRender],
     output: Path,
     split: SplitPolicy | None = None,
     **tracker: object,
@@ -146,10 +156,10 @@ async def open_export(
 
 
 async def test_a_split_job_completes_with_a_render_per_part_and_no_part_left(
-    render_processes: RenderProcesses, start_export: StartExport
+    render_dirs: RenderDirs, start_render: StartRender, start_export: StartExport
 ) -> None:
-    members = pool_of(render_processes, "split-a", "split-b")
-    output = render_processes.dirs.output
+    members = await in_process_pool(start_render, "split-a", "split-b")
+    output = render_dirs.output
     stub = await open_export(start_export, members, output)
     created = await stub.CreateExport(
         export_pb2.CreateExportRequest(spec=split_spec(3.0, 3, width=320, height=240, fps=25.0))
@@ -182,12 +192,12 @@ async def test_a_split_job_completes_with_a_render_per_part_and_no_part_left(
 
 
 async def split_export_on(
-    store: JobStore, render_processes: RenderProcesses, start_export: StartExport
+    store: JobStore, render_dirs: RenderDirs, start_render: StartRender, start_export: StartExport
 ) -> ExportServer:
     """The export service on ``store`` over two render services sharing one output directory."""
-    members = pool_of(render_processes, "split-a", "split-b")
+    members = await in_process_pool(start_render, "split-a", "split-b")
     addresses = ",".join(member.address for member in members.values())
-    output = render_processes.dirs.output
+    output = render_dirs.output
     return await start_export(addresses, store, tracker=SPLIT_TRACKER, render_output_dir=output)
 
 
@@ -207,12 +217,12 @@ class CompletionReplyLost(SqliteJobStore):
 
 
 async def test_the_parts_go_when_news_of_the_completion_beats_the_completion_s_reply(
-    render_processes: RenderProcesses, start_export: StartExport, tmp_path: Path
+    render_dirs: RenderDirs, start_render: StartRender, start_export: StartExport, tmp_path: Path
 ) -> None:
-    output = render_processes.dirs.output
+    output = render_dirs.output
     store = await CompletionReplyLost.open(tmp_path / "reply-lost.db")
     assert isinstance(store, CompletionReplyLost)
-    server = await split_export_on(store, render_processes, start_export)
+    server = await split_export_on(store, render_dirs, start_render, start_export)
     async with create_channel(f"127.0.0.1:{server.port}") as channel:
         stub = export_pb2_grpc.ExportServiceStub(channel)
         created = await stub.CreateExport(export_pb2.CreateExportRequest(spec=split_spec(2.0, 2)))
@@ -260,13 +270,13 @@ class OutputDirAwayAtCompletion(SqliteJobStore):
 
 
 async def test_the_parts_go_once_the_output_directory_is_back_after_the_completion(
-    render_processes: RenderProcesses, start_export: StartExport, tmp_path: Path
+    render_dirs: RenderDirs, start_render: StartRender, start_export: StartExport, tmp_path: Path
 ) -> None:
-    output = render_processes.dirs.output
+    output = render_dirs.output
     store = await OutputDirAwayAtCompletion.open(tmp_path / "dir-away.db")
     assert isinstance(store, OutputDirAwayAtCompletion)
     store.output_dir = output
-    server = await split_export_on(store, render_processes, start_export)
+    server = await split_export_on(store, render_dirs, start_render, start_export)
     async with create_channel(f"127.0.0.1:{server.port}") as channel:
         stub = export_pb2_grpc.ExportServiceStub(channel)
         created = await stub.CreateExport(export_pb2.CreateExportRequest(spec=split_spec(2.0, 2)))
@@ -323,7 +333,8 @@ SHORT_PARTS = SplitPolicy(min_seconds=2.0, part_seconds=2.0)
     ids=["asked", "by-policy", "vp9"],
 )
 async def test_a_source_whose_audio_outlasts_its_video_completes_split_as_it_would_whole(
-    render_processes: RenderProcesses,
+    render_dirs: RenderDirs,
+    start_render: StartRender,
     start_export: StartExport,
     parts: int,
     codec: str,
@@ -332,9 +343,9 @@ async def test_a_source_whose_audio_outlasts_its_video_completes_split_as_it_wou
     # 2 s of video, 4 s of audio: the container (and a whole render) lasts 4 s. A plan on the
     # container's word alone asked the last part for frames the video never reaches, and the
     # part fell short of them on every attempt.
-    make_clip(render_processes.dirs.media / "short-video.mp4", 2, 4)
-    members = pool_of(render_processes, "split-a", "split-b")
-    output = render_processes.dirs.output
+    make_clip(render_dirs.media / "short-video.mp4", 2, 4)
+    members = await in_process_pool(start_render, "split-a", "split-b")
+    output = render_dirs.output
     stub = await open_export(start_export, members, output, SHORT_PARTS, max_attempts=2)
     spec = spec_pb2.RenderSpec()
     spec.source.transcode.input_path = "short-video.mp4"
@@ -375,13 +386,13 @@ async def test_a_source_whose_audio_outlasts_its_video_completes_split_as_it_wou
 
 
 async def test_a_source_whose_video_outlasts_its_audio_completes_split_with_silence_after_it(
-    render_processes: RenderProcesses, start_export: StartExport
+    render_dirs: RenderDirs, start_render: StartRender, start_export: StartExport
 ) -> None:
     # 3 s of video, 1 s of audio: the container lasts as long as the video, which fills every
     # part; the audio is padded with silence to the video's end.
-    make_clip(render_processes.dirs.media / "short-audio.mp4", 3, 1)
-    members = pool_of(render_processes, "split-a", "split-b")
-    output = render_processes.dirs.output
+    make_clip(render_dirs.media / "short-audio.mp4", 3, 1)
+    members = await in_process_pool(start_render, "split-a", "split-b")
+    output = render_dirs.output
     stub = await open_export(start_export, members, output, max_attempts=2)
     spec = spec_pb2.RenderSpec()
     spec.source.transcode.input_path = "short-audio.mp4"
@@ -471,11 +482,11 @@ def clip_whose_video_ends_broken(path: Path) -> Path:
 
 
 async def test_a_part_the_render_fails_each_time_fails_the_job_naming_it_and_the_reason(
-    render_processes: RenderProcesses, start_export: StartExport
+    render_dirs: RenderDirs, start_render: StartRender, start_export: StartExport
 ) -> None:
-    clip_whose_video_ends_broken(render_processes.dirs.media / "short-video.mp4")
-    members = pool_of(render_processes, "split-a", "split-b")
-    output = render_processes.dirs.output
+    clip_whose_video_ends_broken(render_dirs.media / "short-video.mp4")
+    members = await in_process_pool(start_render, "split-a", "split-b")
+    output = render_dirs.output
     stub = await open_export(start_export, members, output, max_attempts=2)
     spec = spec_pb2.RenderSpec()
     spec.source.transcode.input_path = "short-video.mp4"
@@ -496,10 +507,10 @@ async def test_a_part_the_render_fails_each_time_fails_the_job_naming_it_and_the
 
 
 async def test_a_job_that_cannot_be_split_safely_renders_whole_and_says_why(
-    render_processes: RenderProcesses, start_export: StartExport
+    render_dirs: RenderDirs, start_render: StartRender, start_export: StartExport
 ) -> None:
-    members = pool_of(render_processes, "split-a", "split-b")
-    stub = await open_export(start_export, members, render_processes.dirs.output)
+    members = await in_process_pool(start_render, "split-a", "split-b")
+    stub = await open_export(start_export, members, render_dirs.output)
     spec = pattern_spec(1.0, video_codec="hevc")  # the policy decides (parts 0)
     created = await stub.CreateExport(export_pb2.CreateExportRequest(spec=spec))
     final = await wait_terminal(stub, created.id)
@@ -555,10 +566,10 @@ async def test_a_killed_render_service_costs_only_the_parts_it_held(
 
 
 async def test_cancel_mid_split_stops_every_part_and_leaves_no_part_output(
-    render_processes: RenderProcesses, start_export: StartExport
+    render_dirs: RenderDirs, start_render: StartRender, start_export: StartExport
 ) -> None:
-    members = pool_of(render_processes, "split-a", "split-b")
-    output = render_processes.dirs.output
+    members = await in_process_pool(start_render, "split-a", "split-b")
+    output = render_dirs.output
     stub = await open_export(start_export, members, output)
     created = await stub.CreateExport(export_pb2.CreateExportRequest(spec=long_split_spec()))
     rendering = await wait_parts_rendering(stub, created.id)
