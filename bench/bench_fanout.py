@@ -76,8 +76,17 @@ def _level(workdir: Path, clients: int, jobs: int, duration: float) -> dict[str,
 
 
 def run(workdir: Path, quick: bool) -> BenchResult:
-    levels = (10,) if quick else (100, 1000, 2000)
-    jobs, duration = (2, 3.0) if quick else (10, 20.0)
+    if quick:
+        return run_levels(workdir, (10,), 2, 3.0)
+    return run_levels(workdir, (100, 1000, 2000), 10, 20.0)
+
+
+def smoke(workdir: Path) -> BenchResult:
+    """For the test suite: a few clients on one job."""
+    return run_levels(workdir, (3,), 1, 2.0)
+
+
+def run_levels(workdir: Path, levels: tuple[int, ...], jobs: int, duration: float) -> BenchResult:
     raise_fd_limit(max(levels) * 3 + 256)
     result = BenchResult(NAME, TITLE)
     runs = []

@@ -152,9 +152,18 @@ def _hops(stamps_file: Path, traced: list[tuple[str, SseFrame, float, str]]) -> 
 
 
 def run(workdir: Path, quick: bool) -> BenchResult:
+    if quick:
+        return run_jobs(workdir, 2, test_pattern_spec(1.0, 640, 360))
+    return run_jobs(workdir, 50, test_pattern_spec(4.0, 1280, 720))
+
+
+def smoke(workdir: Path) -> BenchResult:
+    """For the test suite: one tiny job."""
+    return run_jobs(workdir, 1, test_pattern_spec(1.0, 160, 120, preset="ultrafast"))
+
+
+def run_jobs(workdir: Path, jobs: int, spec: dict[str, object]) -> BenchResult:
     env, log = ffmpeg_wrapper.install(workdir)
-    jobs = 2 if quick else 50
-    spec = test_pattern_spec(1.0, 640, 360) if quick else test_pattern_spec(4.0, 1280, 720)
     stamps_file = workdir / "stamps.log"
     with running_stack(workdir, render_env=env, max_concurrent=1, stamps_file=stamps_file) as stack:
         result, traced = asyncio.run(_measure_traced(stack, log, jobs, spec))

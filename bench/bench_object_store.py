@@ -1,12 +1,12 @@
 """10. The object store (a real SeaweedFS, ``weed mini``), each figure as a ratio to a baseline
 measured in the same run:
 
-1. Upload: a file of UPLOAD_MIB through videojob's ``ObjectStore.upload_file`` (multipart, the
-   whole file's SHA-256 and the store's composite checksum computed as the parts go) against a
-   plain S3 PUT of the same file by a raw botocore client through the same S3 gateway (the fair
-   baseline: same protocol, same gateway and filer, one request and none of videojob's work),
-   and against ``weed upload`` (weed's own client, straight to a volume server: no S3 gateway,
-   no filer entry; the store's floor).
+1. Upload: a file (200 MiB in the full form) through videojob's ``ObjectStore.upload_file``
+   (multipart, the whole file's SHA-256 and the store's composite checksum computed as the parts
+   go) against a plain S3 PUT of the same file by a raw botocore client through the same S3
+   gateway (the fair baseline: same protocol, same gateway and filer, one request and none of
+   videojob's work), and against ``weed upload`` (weed's own client, straight to a volume
+   server: no S3 gateway, no filer entry; the store's floor).
 2. Completion: a small render's ffmpeg exit -> ``completed`` at an SSE client (and create ->
    completed), with the output in the store (``--output-dir s3://...``: the upload and the
    export service's check of the stored object) against a local output directory. The two
@@ -39,16 +39,37 @@ from bench.seaweedfs import WEED, SeaweedStore, running_seaweedfs
 from bench.stack import running_stack
 from bench.stats import median
 from videojob.storage.object_store import ObjectStore
-from videojob.storage.settings import MIB, StoreSettings
+from videojob.storage.settings import DEFAULT_PART_BYTES, MIB, MIN_PART_BYTES, StoreSettings
 from videojob_launcher import Role, ServiceProcess, Stack, StackConfig, gateway_args, launch
 
 NAME = "object_store"
 TITLE = "Object store (SeaweedFS): upload, completion on s3, downloads"
 
-UPLOAD_MIB = 200
-QUICK_UPLOAD_MIB = 20
 WRITE_CHUNK_BYTES = 8 * MIB
 MS = 1000.0
+
+
+@dataclass(frozen=True)
+class Size:
+    upload_mib: int
+    upload_part_bytes: int  # videojob's part size
+    upload_rounds: int
+    completion_jobs: int  # per side
+    completion_spec: dict[str, Any]
+    download_spec: dict[str, Any]
+    download_rounds: int
+
+
+SMALL_SPEC = test_pattern_spec(1.0, 640, 360)
+TINY_SPEC = test_pattern_spec(1.0, 160, 120, preset="ultrafast")
+SIZES = {
+    "full": Size(
+        200, DEFAULT_PART_BYTES, 5, 30, SMALL_SPEC, test_pattern_spec(10.0, 1280, 720), 50
+    ),
+    "quick": Size(20, DEFAULT_PART_BYTES, 1, 2, SMALL_SPEC, SMALL_SPEC, 3),
+    # Still an upload of two parts, as the quick form's, of S3's smallest.
+    "smoke": Size(6, MIN_PART_BYTES, 1, 1, TINY_SPEC, TINY_SPEC, 1),
+}
 
 
 # --- 1. Upload ---------------------------------------------------------------------------------
@@ -95,10 +116,13 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-async def _videojob_upload(store: SeaweedStore, source: Path, key: str) -> Upload:
+async def _videojob_upload(store: SeaweedStore, source: Path, key: str, part_bytes: int) -> Upload:
     """``upload_file`` alone (the client is made before), and the SHA-256 it computed."""
     settings = StoreSettings(
-        endpoint=store.endpoint, access_key=store.access_key, secret_key=store.secret_key
+        endpoint=store.endpoint,
+        access_key=store.access_key,
+        secret_key=store.secret_key,
+        part_bytes=part_bytes,
     )
     async with ObjectStore(settings) as objects:
         with _Timed() as timed:
@@ -123,12 +147,11 @@ def _weed_upload(store: SeaweedStore, source: Path) -> Upload:
     return Upload(timed.seconds, timed.cpu_seconds)
 
 
-def _measure_upload(workdir: Path, store: SeaweedStore, quick: bool, result: BenchResult) -> None:
-    mib = QUICK_UPLOAD_MIB if quick else UPLOAD_MIB
-    rounds = 1 if quick else 5
+def _measure_upload(workdir: Path, store: SeaweedStore, size: Size, result: BenchResult) -> None:
+    mib, rounds = size.upload_mib, size.upload_rounds
     source = workdir / "upload.bin"
-    size = mib * MIB
-    expected_sha256 = _random_file(source, size)
+    length = mib * MIB
+    expected_sha256 = _random_file(source, length)
     uploads: dict[str, list[Upload]] = {"videojob": [], "put": [], "weed": []}
     checksums_match = True
     client = store.botocore_client()
@@ -140,7 +163,9 @@ def _measure_upload(workdir: Path, store: SeaweedStore, quick: bool, result: Ben
             for side in order:
                 key = f"bench/upload/{side}-{number}-{secrets.token_hex(3)}"
                 if side == "videojob":
-                    upload = asyncio.run(_videojob_upload(store, source, key))
+                    upload = asyncio.run(
+                        _videojob_upload(store, source, key, size.upload_part_bytes)
+                    )
                     checksums_match = checksums_match and upload.sha256 == expected_sha256
                 elif side == "put":
                     upload = _plain_put(client, store, source, key)
@@ -159,13 +184,13 @@ def _measure_upload(workdir: Path, store: SeaweedStore, quick: bool, result: Ben
     result.add(f"{label}: videojob ObjectStore.upload_file", videojob, "s")
     result.add(f"{label}: plain S3 PUT (botocore)", put, "s")
     result.add(f"{label}: weed upload", weed, "s")
-    result.add(f"{label}: videojob throughput", size / MIB / videojob, "MiB/s")
-    result.add(f"{label}: plain S3 PUT throughput", size / MIB / put, "MiB/s")
-    result.add(f"{label}: weed upload throughput", size / MIB / weed, "MiB/s")
+    result.add(f"{label}: videojob throughput", length / MIB / videojob, "MiB/s")
+    result.add(f"{label}: plain S3 PUT throughput", length / MIB / put, "MiB/s")
+    result.add(f"{label}: weed upload throughput", length / MIB / weed, "MiB/s")
     result.add(f"{label}: ratio videojob / plain S3 PUT (time)", videojob / put, "x")
     result.add(f"{label}: ratio videojob / weed upload (time)", videojob / weed, "x")
     result.details["upload"] = {
-        "bytes": size,
+        "bytes": length,
         "rounds": rounds,
         "seconds": {side: [u.seconds for u in done] for side, done in uploads.items()},
         "client_cpu_seconds": {
@@ -173,7 +198,7 @@ def _measure_upload(workdir: Path, store: SeaweedStore, quick: bool, result: Ben
         },
         "videojob_sha256_matches_file": checksums_match,
         "videojob_settings": {
-            "part_bytes": StoreSettings().part_bytes,
+            "part_bytes": size.upload_part_bytes,
             "upload_concurrency": StoreSettings().upload_concurrency,
         },
         "plain_put": "one PutObject over http: botocore signs the payload (one SHA-256 pass)",
@@ -238,10 +263,9 @@ async def _one_job(stack: Stack, spec: dict[str, Any], log: Path) -> dict[str, A
 
 
 def _measure_completion(
-    local: Stack, stored: Stack, log: Path, quick: bool, result: BenchResult
+    local: Stack, stored: Stack, log: Path, size: Size, result: BenchResult
 ) -> dict[str, Any]:
-    jobs = 2 if quick else 30
-    spec = test_pattern_spec(1.0, 640, 360)
+    jobs, spec = size.completion_jobs, size.completion_spec
     runs: dict[str, list[dict[str, Any]]] = {"local": [], "s3": []}
     for number in range(jobs):
         pairs = [("local", local), ("s3", stored)]
@@ -308,9 +332,9 @@ def _timed_get(client: httpx.Client, url: str) -> tuple[float, bytes, int]:
 
 
 def _measure_downloads(
-    stored: Stack, location: str, store: SeaweedStore, log: Path, quick: bool, result: BenchResult
+    stored: Stack, location: str, store: SeaweedStore, log: Path, size: Size, result: BenchResult
 ) -> None:
-    spec = test_pattern_spec(1.0, 640, 360) if quick else test_pattern_spec(10.0, 1280, 720)
+    spec = size.download_spec
     finished = asyncio.run(_one_job(stored, spec, log))
     job = finished["job"]
     if finished["outcome"] != "completed":
@@ -330,7 +354,7 @@ def _measure_downloads(
         "redirect": f"http://127.0.0.1:{redirecting.port}{path}",
         "direct": direct_url,
     }
-    rounds = 3 if quick else 50
+    rounds = size.download_rounds
     timings: dict[str, list[float]] = {side: [] for side in urls}
     requests: dict[str, int] = {}
     bodies_match = True
@@ -348,17 +372,18 @@ def _measure_downloads(
                     timings[side].append(seconds)
     finally:
         redirecting.stop()
-    size = int(job["outputSizeBytes"])
+    length = int(job["outputSizeBytes"])
     direct = median(timings["direct"])
     names = {"proxied": "gateway, streamed", "redirect": "gateway, presigned redirect followed",
              "direct": "direct GET from SeaweedFS"}  # fmt: skip
     for side, name in names.items():
-        result.add(f"download {size / MIB:.1f} MiB: {name}, p50", median(timings[side]) * MS, "ms")
+        p50 = median(timings[side]) * MS
+        result.add(f"download {length / MIB:.1f} MiB: {name}, p50", p50, "ms")
     for side in ("proxied", "redirect"):
         result.add(f"download: ratio {names[side]} / direct (p50)",
                    median(timings[side]) / direct, "x")  # fmt: skip
     result.details["downloads"] = {
-        "bytes": size,
+        "bytes": length,
         "spec": spec,
         "rounds": rounds,
         "requests_per_read": requests,
@@ -369,11 +394,20 @@ def _measure_downloads(
 
 
 def run(workdir: Path, quick: bool) -> BenchResult:
+    return run_size(workdir, SIZES["quick" if quick else "full"])
+
+
+def smoke(workdir: Path) -> BenchResult:
+    """For the test suite: one round of each figure, tiny renders."""
+    return run_size(workdir, SIZES["smoke"])
+
+
+def run_size(workdir: Path, size: Size) -> BenchResult:
     result = BenchResult(NAME, TITLE)
     render_env, log = ffmpeg_wrapper.install(workdir)
     with running_seaweedfs() as store:
-        _measure_upload(workdir, store, quick, result)
+        _measure_upload(workdir, store, size, result)
         with _stacks(workdir, store, render_env) as (local, stored, location):
-            _measure_completion(local, stored, log, quick, result)
-            _measure_downloads(stored, location, store, log, quick, result)
+            _measure_completion(local, stored, log, size, result)
+            _measure_downloads(stored, location, store, log, size, result)
     return result

@@ -69,7 +69,9 @@ SIZES = {
     "full": Size(4, 20, test_pattern_spec(4.0, 1280, 720), 200, 4, 10.0),
     # The latency benchmark's small frame, long enough for progress events to match.
     "quick": Size(2, 8, test_pattern_spec(3.0, 640, 360), 200, 2, 3.0),
-    "smoke": Size(1, 2, test_pattern_spec(1.0, 640, 360), 20, 1, 1.0),
+    # One job of each kind: a tiny render; a fan-out job long enough for clients that start
+    # late on a busy machine to still see it change.
+    "smoke": Size(1, 1, test_pattern_spec(1.0, 160, 120, preset="ultrafast"), 3, 1, 2.0),
 }
 
 

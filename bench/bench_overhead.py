@@ -25,6 +25,14 @@ TITLE = "Overhead vs ffmpeg run directly"
 logger = logging.getLogger(__name__)
 
 ARGV_POLL_SECONDS = 0.002
+# Per form, two steps of (render seconds, size, pairs): the short render's fixed cost, the long
+# render's ratio.
+Step = tuple[float, tuple[int, int], int]
+PLANS: dict[str, tuple[Step, Step]] = {
+    "full": ((2.0, (1280, 720), 6), (20.0, (1280, 720), 3)),
+    "quick": ((1.0, (320, 240), 2), (2.0, (320, 240), 2)),
+    "smoke": ((0.5, (160, 120), 1), (1.0, (160, 120), 1)),
+}
 
 
 async def _capture_argv(render_pid: int, stop: asyncio.Event) -> list[str]:
@@ -119,11 +127,16 @@ async def _measure(stack: Stack, duration: float, size: tuple[int, int], pairs: 
 
 
 def run(workdir: Path, quick: bool) -> BenchResult:
+    return run_plan(workdir, PLANS["quick" if quick else "full"])
+
+
+def smoke(workdir: Path) -> BenchResult:
+    """For the test suite: one pair of each step, tiny renders."""
+    return run_plan(workdir, PLANS["smoke"])
+
+
+def run_plan(workdir: Path, plan: tuple[Step, Step]) -> BenchResult:
     result = BenchResult(NAME, TITLE)
-    if quick:
-        plan = [(1.0, (320, 240), 2), (2.0, (320, 240), 2)]
-    else:
-        plan = [(2.0, (1280, 720), 6), (20.0, (1280, 720), 3)]
     with running_stack(workdir, max_concurrent=1) as stack:
         runs = [asyncio.run(_measure(stack, *step)) for step in plan]
     short, long = runs

@@ -1,11 +1,11 @@
 """Export replicas sharing jobs on PostgreSQL: how fast a backlog is claimed, and how long a
 job waits for a new owner when its owner is SIGKILLed or stopped with SIGTERM.
 
-Three export replicas on a database of this run (on ``VIDEOJOB_BENCH_POSTGRES``), renders from
-bench's synthetic render server (long, 10 progress events a second: a job always has a change
-to write).
+Three export replicas (two in the smoke form) on a database of this run (on
+``VIDEOJOB_BENCH_POSTGRES``), renders from bench's synthetic render server (long, 10 progress
+events a second: a job always has a change to write).
 
-- Claims: with the three replicas running, a backlog of jobs with no owner appears at once (one
+- Claims: with the replicas running, a backlog of jobs with no owner appears at once (one
   INSERT of copies of a job created through the store). This process polls the jobs table every
   20 ms; claims per second is the backlog over the time from the insert to the last job owned.
   Each replica claims up to 100 jobs a transaction.
@@ -21,6 +21,7 @@ to write).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 import time
 import uuid
@@ -48,7 +49,6 @@ from videojob_launcher.stack import export_args
 NAME = "ownership"
 TITLE = "Export replicas on PostgreSQL: claims per second, takeover after SIGKILL and SIGTERM"
 
-REPLICAS = 3
 POLL_SECONDS = 0.02
 RENDER_SECONDS = 600.0
 RENDER_EVENTS_PER_SECOND = 10.0
@@ -56,6 +56,23 @@ RENDER_EVENTS_PER_SECOND = 10.0
 BACKLOG_EVENTS_PER_SECOND = 0.2
 EXPORT_ARGS = ("--progress-interval", "0.1")
 TAKEOVER_WITHIN = 60.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Size:
+    replicas: int
+    backlog: int
+    rounds: int  # per signal
+    jobs: int  # per round
+    lease_ttl: float  # in the takeovers
+
+
+SIZES = {
+    # The default lease TTL (what a deployment sees after a SIGKILL).
+    "full": Size(3, 3000, 10, 10, DEFAULT_LEASE_TTL_SECONDS),
+    "quick": Size(3, 1000, 2, 5, DEFAULT_LEASE_TTL_SECONDS),
+    "smoke": Size(2, 6, 1, 1, 2.0),
+}
 
 
 def _spec() -> spec_pb2.RenderSpec:
@@ -125,18 +142,18 @@ async def _wait_owned(conn: asyncpg.Connection[Any], jobs: int, since: float) ->
         await asyncio.sleep(POLL_SECONDS)
 
 
-async def _claims(workdir: Path, backlog: int, result: BenchResult) -> None:
+async def _claims(workdir: Path, replicas: int, backlog: int, result: BenchResult) -> None:
     async with bench_database("claims") as database:
         stack = await asyncio.to_thread(
             _stack, workdir / "claims", database, 10.0, BACKLOG_EVENTS_PER_SECOND
         )
         conn: asyncpg.Connection[Any] = await asyncpg.connect(database)
         try:
-            await _spawn_exports(stack, REPLICAS)
+            await _spawn_exports(stack, replicas)
             template = await _template_job(database)
             await _wait_owned(conn, 1, time.monotonic())
             # The whole backlog appears at once (one statement; copies of the template, which
-            # the replicas already took), while the three replicas run.
+            # the replicas already took), while the replicas run.
             await conn.execute(
                 "INSERT INTO jobs (id, request_id, status, progress, stage, spec, created_at, "
                 "updated_at, last_change, written_by) "
@@ -155,7 +172,8 @@ async def _claims(workdir: Path, backlog: int, result: BenchResult) -> None:
             await conn.close()
             await asyncio.to_thread(stack.stop)
     seconds = max(claimed - inserted, POLL_SECONDS)
-    result.add("claims per second (3 replicas, a backlog)", backlog / seconds, "jobs/s")
+    name = f"claims per second ({replicas} replicas, a backlog)"
+    result.add(name, backlog / seconds, "jobs/s")
     result.details["claims"] = {
         "backlog": backlog,
         "seconds_insert_to_last_claim": round(seconds, 3),
@@ -243,16 +261,15 @@ async def _takeover_round(
     return list(claimed.values()), list(written.values())
 
 
-async def _takeovers(
-    workdir: Path, rounds: int, jobs: int, lease_ttl: float, result: BenchResult
-) -> None:
+async def _takeovers(workdir: Path, size: Size, result: BenchResult) -> None:
+    rounds, jobs = size.rounds, size.jobs
     async with bench_database("takeover") as database:
         stack = await asyncio.to_thread(
-            _stack, workdir / "takeover", database, lease_ttl, RENDER_EVENTS_PER_SECOND
+            _stack, workdir / "takeover", database, size.lease_ttl, RENDER_EVENTS_PER_SECOND
         )
         conn: asyncpg.Connection[Any] = await asyncpg.connect(database)
         try:
-            await _spawn_exports(stack, REPLICAS)
+            await _spawn_exports(stack, size.replicas)
             victim, *others = stack.exports
             samples: dict[str, tuple[list[float], list[float]]] = {}
             for graceful, label in ((False, "SIGKILL"), (True, "SIGTERM")):
@@ -281,37 +298,32 @@ async def _takeovers(
         }
 
 
-async def _run(
-    workdir: Path, backlog: int, rounds: int, jobs: int, lease_ttl: float, result: BenchResult
-) -> None:
-    await _claims(workdir, backlog, result)
-    await _takeovers(workdir, rounds, jobs, lease_ttl, result)
+async def _run(workdir: Path, size: Size, result: BenchResult) -> None:
+    await _claims(workdir, size.replicas, size.backlog, result)
+    await _takeovers(workdir, size, result)
 
 
-def _measure(workdir: Path, backlog: int, rounds: int, jobs: int, lease_ttl: float) -> BenchResult:
+def _measure(workdir: Path, size: Size) -> BenchResult:
     result = BenchResult(NAME, TITLE)
     result.details["setup"] = {
-        "replicas": REPLICAS,
-        "lease_ttl_s": lease_ttl,
-        "rounds_per_signal": rounds,
-        "jobs_per_round": jobs,
+        "replicas": size.replicas,
+        "lease_ttl_s": size.lease_ttl,
+        "rounds_per_signal": size.rounds,
+        "jobs_per_round": size.jobs,
         "poll_s": POLL_SECONDS,
         "synthetic_progress_hz": RENDER_EVENTS_PER_SECOND,
     }
     try:
-        asyncio.run(_run(workdir, backlog, rounds, jobs, lease_ttl, result))
+        asyncio.run(_run(workdir, size, result))
     except (OSError, asyncpg.PostgresError) as error:
         result.skipped = f"PostgreSQL at {POSTGRES_ADMIN_URL} is not usable: {error}"
     return result
 
 
 def run(workdir: Path, quick: bool) -> BenchResult:
-    """The default lease TTL (what a deployment sees after a SIGKILL)."""
-    if quick:
-        return _measure(workdir, 1000, 2, 5, DEFAULT_LEASE_TTL_SECONDS)
-    return _measure(workdir, 3000, 10, 10, DEFAULT_LEASE_TTL_SECONDS)
+    return _measure(workdir, SIZES["quick" if quick else "full"])
 
 
 def smoke(workdir: Path) -> BenchResult:
-    """For the test suite: a small backlog, one round each, a 2 s lease."""
-    return _measure(workdir, 40, 1, 2, 2.0)
+    """For the test suite: two replicas, a small backlog, one job a round, a 2 s lease."""
+    return _measure(workdir, SIZES["smoke"])

@@ -83,17 +83,26 @@ async def _prepare(base_url: str, gateway_port: int) -> tuple[str, str]:
 
 
 def run(workdir: Path, quick: bool) -> BenchResult:
+    return run_wrk(workdir, 1, 1) if quick else run_wrk(workdir, 8, 2)
+
+
+def smoke(workdir: Path) -> BenchResult:
+    """For the test suite: the quick form, already the least wrk runs (whole seconds)."""
+    return run_wrk(workdir, 1, 1)
+
+
+def run_wrk(workdir: Path, seconds: int, repeats: int) -> BenchResult:
+    """``repeats`` alternations of ``seconds`` of wrk on each endpoint."""
     result = BenchResult(NAME, TITLE)
     binary = ensure_wrk()
     if binary is None:
         result.skipped = "wrk is not installed and cannot be (apt-get install wrk)"
         return result
-    seconds = 1 if quick else 8
     with running_stack(workdir, synthetic=True) as stack:
         job_id, trivial = asyncio.run(_prepare(stack.url, stack.gateway.port))
         job_rates: list[float] = []
         trivial_rates: list[float] = []
-        for _ in range(1 if quick else 2):
+        for _ in range(repeats):
             trivial_rates.append(wrk(binary, stack.url + trivial, seconds))
             job_rates.append(wrk(binary, f"{stack.url}/api/jobs/{job_id}", seconds))
     result.add(f"GET {trivial}", median(trivial_rates), "req/s")

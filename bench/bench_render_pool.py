@@ -19,6 +19,7 @@ from pathlib import Path
 
 import grpc
 
+from bench import ffmpeg_wrapper
 from bench.report import BenchResult
 from bench.stats import percentile
 from videojob.export.v1 import export_pb2, export_pb2_grpc
@@ -31,26 +32,32 @@ TITLE = "A pool of render services: spread of placements, failover after a rende
 
 RENDER_SERVICES = 2
 POLL_SECONDS = 0.02
+# The smoke form plays its renders at real time (bench.ffmpeg_wrapper): small frames, running
+# as long to die or to drain in the middle of, for little CPU.
+SMOKE_PACE = ffmpeg_wrapper.Pace((160, 120), 1.0)
+SMOKE_ROLLING_SECONDS = 2.0
 
 
-def _spec() -> spec_pb2.RenderSpec:
-    """A render of several seconds on a busy machine: long enough to die in the middle of."""
+def _spec(seconds: float = 30.0, size: tuple[int, int] = (640, 480)) -> spec_pb2.RenderSpec:
+    """By default a render of several seconds on a busy machine: long enough to die in the
+    middle of."""
     spec = spec_pb2.RenderSpec()
     pattern = spec.source.test_pattern
-    pattern.duration_seconds, pattern.width, pattern.height, pattern.fps = 30.0, 640, 480, 25.0
+    pattern.duration_seconds, pattern.fps = seconds, 25.0
+    pattern.width, pattern.height = size
     spec.output.container = "mp4"
     spec.output.preset = "ultrafast"
     return spec
 
 
-def _stack(workdir: Path, jobs: int) -> Stack:
+def _stack(workdir: Path, jobs: int, render_env: dict[str, str]) -> Stack:
     # Room on each for every job: the survivor takes the dead one's jobs without queueing them.
     per_service = str(jobs)
     config = StackConfig(
         workdir,
         database=f"sqlite:///{workdir / 'jobs.sqlite3'}",
         output_dir=workdir / "output",
-        render=Role(count=RENDER_SERVICES, args=("--max-concurrent", per_service)),
+        render=Role(count=RENDER_SERVICES, args=("--max-concurrent", per_service), env=render_env),
         export=Role(args=("--failover-after", "5", "--backoff-max", "1")),
         gateway=Role(count=0),
         stop_grace=10.0,
@@ -65,13 +72,13 @@ def _stack(workdir: Path, jobs: int) -> Stack:
     return stack
 
 
-async def _measure(stack: Stack, jobs: int, result: BenchResult) -> None:
+async def _measure(stack: Stack, jobs: int, spec: spec_pb2.RenderSpec, result: BenchResult) -> None:
     channel = create_channel(stack.export.address)
     try:
         stub = export_pb2_grpc.ExportServiceStub(channel)
         created = await asyncio.gather(
             *(
-                stub.CreateExport(export_pb2.CreateExportRequest(spec=_spec()), timeout=10)
+                stub.CreateExport(export_pb2.CreateExportRequest(spec=spec), timeout=10)
                 for _ in range(jobs)
             )
         )
@@ -129,22 +136,20 @@ async def _measure(stack: Stack, jobs: int, result: BenchResult) -> None:
 
 
 def _short_spec() -> spec_pb2.RenderSpec:
-    spec = _spec()
-    pattern = spec.source.test_pattern
-    pattern.duration_seconds, pattern.width, pattern.height = 6.0, 320, 240
-    return spec
+    return _spec(6.0, (320, 240))
 
 
 async def _paced_jobs(
-    stub: export_pb2_grpc.ExportServiceAsyncStub, count: int, gap: float
+    stub: export_pb2_grpc.ExportServiceAsyncStub,
+    count: int,
+    gap: float,
+    spec: spec_pb2.RenderSpec,
 ) -> list[export_pb2.VideoJob]:
     """``count`` jobs created ``gap`` seconds apart, each followed to its end."""
 
     async def one(index: int) -> export_pb2.VideoJob:
         await asyncio.sleep(index * gap)
-        job = await stub.CreateExport(
-            export_pb2.CreateExportRequest(spec=_short_spec()), timeout=10
-        )
+        job = await stub.CreateExport(export_pb2.CreateExportRequest(spec=spec), timeout=10)
         request = export_pb2.WatchExportRequest(id=job.id)
         last = job
         async for update in stub.WatchExport(request, timeout=300):
@@ -162,18 +167,20 @@ def _latencies(jobs: list[export_pb2.VideoJob]) -> list[float]:
     )
 
 
-async def _rolling_restart(stack: Stack, count: int, gap: float, result: BenchResult) -> None:
+async def _rolling_restart(
+    stack: Stack, count: int, gap: float, spec: spec_pb2.RenderSpec, result: BenchResult
+) -> None:
     channel = create_channel(stack.export.address)
     try:
         stub = export_pb2_grpc.ExportServiceStub(channel)
-        calm = await _paced_jobs(stub, count, gap)
+        calm = await _paced_jobs(stub, count, gap, spec)
 
         async def restart_each() -> None:
             await asyncio.sleep(gap)
             for process in stack.renders:
                 await process.arestart()  # SIGTERM: it drains, then starts on the same port
 
-        restarting, _ = await asyncio.gather(_paced_jobs(stub, count, gap), restart_each())
+        restarting, _ = await asyncio.gather(_paced_jobs(stub, count, gap, spec), restart_each())
     finally:
         await channel.close(None)
     rerendered = sum(job.attempt > 1 for job in restarting)
@@ -194,18 +201,36 @@ async def _rolling_restart(stack: Stack, count: int, gap: float, result: BenchRe
 
 
 def run(workdir: Path, quick: bool) -> BenchResult:
+    return run_jobs(workdir, 4, 4) if quick else run_jobs(workdir, 12, 16)
+
+
+def smoke(workdir: Path) -> BenchResult:
+    """For the test suite: one job per render service, two paced jobs; small renders played at
+    real time."""
+    return run_jobs(workdir, RENDER_SERVICES, 2, SMOKE_PACE)
+
+
+def run_jobs(
+    workdir: Path, jobs: int, paced: int, render_pace: ffmpeg_wrapper.Pace | None = None
+) -> BenchResult:
+    """``jobs`` for the spread and the failover, ``paced`` jobs with and without restarts;
+    with ``render_pace``, small renders played at that pace."""
     result = BenchResult(NAME, TITLE)
-    jobs = 4 if quick else 12
-    paced = 4 if quick else 16
     result.details["setup"] = {"render_services": RENDER_SERVICES, "jobs": jobs}
-    stack = _stack(workdir / "failover", jobs)
+    render_env: dict[str, str] = {}
+    failover, rolling = _spec(), _short_spec()
+    if render_pace is not None:
+        render_env, _ = ffmpeg_wrapper.install(workdir, render_pace)
+        failover = _spec(size=render_pace.size)
+        rolling = _spec(SMOKE_ROLLING_SECONDS, render_pace.size)
+    stack = _stack(workdir / "failover", jobs, render_env)
     try:
-        asyncio.run(_measure(stack, jobs, result))
+        asyncio.run(_measure(stack, jobs, failover, result))
     finally:
         stack.stop()
-    stack = _stack(workdir / "rolling", paced)
+    stack = _stack(workdir / "rolling", paced, render_env)
     try:
-        asyncio.run(_rolling_restart(stack, paced, 0.5, result))
+        asyncio.run(_rolling_restart(stack, paced, 0.5, rolling, result))
     finally:
         stack.stop()
     return result

@@ -139,8 +139,16 @@ async def _run(workdir: Path, samples: int, result: BenchResult) -> None:
 
 
 def run(workdir: Path, quick: bool) -> BenchResult:
+    return run_samples(workdir, 6 if quick else 60)
+
+
+def smoke(workdir: Path) -> BenchResult:
+    """For the test suite: one sample per mode."""
+    return run_samples(workdir, 1)
+
+
+def run_samples(workdir: Path, samples: int) -> BenchResult:
     result = BenchResult(NAME, TITLE)
-    samples = 6 if quick else 60
     result.details["setup"] = {
         "replicas": 2,
         "gateway_attached_to": "replica B only; the change is written by replica A",

@@ -63,6 +63,8 @@ class Source:
 
 FULL_SOURCE = Source(120.0, 1280, 720, 25.0)
 QUICK_SOURCE = Source(4.0, 320, 240, 25.0)
+# The quick form's frames (the same plan) in the smallest frame.
+SMOKE_SOURCE = Source(4.0, 160, 120, 25.0)
 SHORT_JOB_SECONDS = 10.0
 # The split's forms: the join encoding the audio after the parts, or an audio render beside them.
 AUDIO_IN_JOIN = "audio in join"
@@ -354,15 +356,17 @@ def run_with(
     parts: int = 0,
     preset: str | None = None,
     rounds: int = 0,
+    source_shape: Source | None = None,
 ) -> BenchResult:
-    """``parts`` 0: as many as ``services``; ``preset`` None and ``rounds`` 0: the form's own."""
+    """``parts`` 0: as many as ``services``; ``preset``, ``source_shape`` None and ``rounds`` 0:
+    the form's own."""
     parts = parts or services
     result = BenchResult(NAME, TITLE)
     cores = sorted(os.sched_getaffinity(0))
     if len(cores) < services:
         result.skipped = f"{services} render services need {services} cores ({len(cores)} here)"
         return result
-    source_shape = QUICK_SOURCE if quick else FULL_SOURCE
+    source_shape = source_shape or (QUICK_SOURCE if quick else FULL_SOURCE)
     # The full form: the spec as a user sends it (no preset: x264's medium), then veryfast,
     # whose cheaper encode leaves the split's fixed costs (the parts' decode check, the join)
     # a larger share.
@@ -409,6 +413,11 @@ def run_with(
 
 def run(workdir: Path, quick: bool) -> BenchResult:
     return run_with(workdir, quick)
+
+
+def smoke(workdir: Path) -> BenchResult:
+    """For the test suite: the quick form on a 160x120 source."""
+    return run_with(workdir, True, source_shape=SMOKE_SOURCE)
 
 
 def main(argv: list[str] | None = None) -> int:

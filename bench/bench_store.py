@@ -147,8 +147,16 @@ async def _measure_both(directory: Path, jobs: int, updates: int, result: BenchR
 
 
 def run(workdir: Path, quick: bool) -> BenchResult:
+    return run_size(workdir, 20, 40) if quick else run_size(workdir, 1000, 4000)
+
+
+def smoke(workdir: Path) -> BenchResult:
+    """For the test suite: two rounds of progress over a few jobs, one batch."""
+    return run_size(workdir, 4, 8)
+
+
+def run_size(workdir: Path, jobs: int, updates: int) -> BenchResult:
     result = BenchResult(NAME, TITLE)
-    jobs, updates = (20, 40) if quick else (1000, 4000)
     result.details = {
         "jobs": jobs,
         "updates": updates,

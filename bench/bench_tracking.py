@@ -75,7 +75,15 @@ def _wait_terminal(database: Path, jobs: int, deadline: float) -> list[tuple[flo
 
 
 def run(workdir: Path, quick: bool) -> BenchResult:
-    jobs, duration = (20, 2.0) if quick else (1000, 10.0)
+    return run_jobs(workdir, 20, 2.0) if quick else run_jobs(workdir, 1000, 10.0)
+
+
+def smoke(workdir: Path) -> BenchResult:
+    """For the test suite: a few short jobs."""
+    return run_jobs(workdir, 4, 1.0)
+
+
+def run_jobs(workdir: Path, jobs: int, duration: float) -> BenchResult:
     result = BenchResult(NAME, TITLE)
     with running_stack(workdir, synthetic=True, with_gateway=False) as stack:
         database = stack.config.sqlite_path

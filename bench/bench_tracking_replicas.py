@@ -3,7 +3,8 @@ bench's synthetic render server, progress at 10 Hz, all created at once), and wh
 changes owner while nothing fails.
 
 Three runs on the same load: one export service on SQLite, one on PostgreSQL, three replicas on
-PostgreSQL (jobs created round-robin through them, so each replica owns a third). Reported per
+PostgreSQL (jobs created round-robin through them, so each replica owns a third). The smoke form
+runs SQLite and two replicas on PostgreSQL: every path of the three, in two runs. Reported per
 run: the export services' CPU per job; on PostgreSQL also the CPU of the database server's
 processes serving their connections (SQLite's work is inside the export service), and the owner
 changes: every claim raises a job's lease epoch from the 1 it was created with, so the changes
@@ -40,7 +41,9 @@ NAME = "tracking_replicas"
 TITLE = "Tracking concurrent renders: CPU per job on PostgreSQL against SQLite; owner changes"
 SAMPLE_SECONDS = 0.5
 CREATE_CONCURRENCY = 30
-RUNS = (("sqlite", 1), ("postgresql", 1), ("postgresql", 3))
+Runs = tuple[tuple[str, int], ...]  # (database kind, export replicas) per run
+RUNS: Runs = (("sqlite", 1), ("postgresql", 1), ("postgresql", 3))
+SMOKE_RUNS: Runs = (("sqlite", 1), ("postgresql", 2))
 
 
 def _spec(duration: float) -> spec_pb2.RenderSpec:
@@ -145,8 +148,8 @@ async def _track(
         await asyncio.to_thread(stack.stop)
 
 
-async def _run(workdir: Path, jobs: int, duration: float, result: BenchResult) -> None:
-    for kind, replicas in RUNS:
+async def _run(workdir: Path, runs: Runs, jobs: int, duration: float, result: BenchResult) -> None:
+    for kind, replicas in runs:
         label = f"{kind}, {replicas} replica{'s' if replicas > 1 else ''}"
         where = workdir / f"{kind}-{replicas}"
         if kind == "sqlite":
@@ -164,20 +167,20 @@ async def _run(workdir: Path, jobs: int, duration: float, result: BenchResult) -
         result.add(f"{label}: jobs terminal", run["terminal"], "jobs")
 
 
-def _measure(workdir: Path, jobs: int, duration: float) -> BenchResult:
+def _measure(workdir: Path, runs: Runs, jobs: int, duration: float) -> BenchResult:
     result = BenchResult(NAME, TITLE)
     result.details["setup"] = {"jobs": jobs, "render_seconds": duration, "progress_rate_hz": 10}
     try:
-        asyncio.run(_run(workdir, jobs, duration, result))
+        asyncio.run(_run(workdir, runs, jobs, duration, result))
     except (OSError, asyncpg.PostgresError) as error:
         result.skipped = f"PostgreSQL at {POSTGRES_ADMIN_URL} is not usable: {error}"
     return result
 
 
 def run(workdir: Path, quick: bool) -> BenchResult:
-    return _measure(workdir, *((60, 5.0) if quick else (1000, 10.0)))
+    return _measure(workdir, RUNS, *((60, 5.0) if quick else (1000, 10.0)))
 
 
 def smoke(workdir: Path) -> BenchResult:
-    """For the test suite: a few short jobs per run."""
-    return _measure(workdir, 6, 1.0)
+    """For the test suite: one short job per replica in each run."""
+    return _measure(workdir, SMOKE_RUNS, 2, 1.0)

@@ -17,10 +17,11 @@ load hits all alike; every figure is a ratio of the systems measured in the same
 2. ffmpeg's exit -> completion seen by the client, p50/p99, over both render sizes: videojob's
    ``completed`` SSE event, Celery's return from ``.get()``, minus the wrapper's exit stamp.
 3. a progress block -> the client sees that percent, p50/p99, over longer 1280x720 renders
-   (10 s; 6 s in the quick form, 4 s in the smoke form), whose ffmpeg runs long enough for
-   blocks before its last: videojob's Rendering-stage SSE progress events matched to blocks as
-   in bench.bench_latency; each Celery Rendering PROGRESS message stamped in the ``on_message``
-   callback and matched, by its frame count, to the earliest block with that count.
+   (10 s; 6 s in the quick form; the smoke form's, 2 s of 160x120, are played at real time),
+   whose ffmpeg runs long enough for blocks before its last: videojob's Rendering-stage SSE
+   progress events matched to blocks as in bench.bench_latency; each Celery Rendering PROGRESS
+   message stamped in the ``on_message`` callback and matched, by its frame count, to the
+   earliest block with that count.
 
 And the floor of what Celery does not do, which videojob does before it says ``completed``:
 verifying the output file (the render service reads the container, the export service checks
@@ -90,6 +91,12 @@ MS = 1000.0
 # Percent in the store is rounded to 0.01; a block "matches" an SSE event within this (as in
 # bench.bench_latency).
 MATCH_TOLERANCE_PERCENT = 0.02
+SHORT_SPEC = test_pattern_spec(1.0, 320, 240)
+# ffmpeg writes a progress block every 0.5 s of its run (-stats_period 0.5) and the last one at
+# its end, which the render service shows as Finalizing: only a render that runs for seconds has
+# Rendering blocks to measure. On 2 cores a 3 s 640x360 render runs about 0.3 s (no such block);
+# 10 s of 1280x720 about 2 s.
+LONG_SIZE = (1280, 720)
 
 
 @dataclass(frozen=True)
@@ -99,19 +106,20 @@ class Plan:
     long_seconds: float
     verify_repeats: int
     commit_repeats: int
+    long_size: tuple[int, int] = LONG_SIZE
+    # The longer render's pace in times playback speed (bench.ffmpeg_wrapper), both sides
+    # alike; None: as fast as ffmpeg goes.
+    long_readrate: float | None = None
 
 
 PLANS = {
     "full": Plan(40, 30, 10.0, 2000, 500),
     "quick": Plan(4, 3, 6.0, 500, 100),
-    "smoke": Plan(2, 1, 4.0, 100, 30),
+    # One round of each render; the longer one a small pattern played at real time, which has
+    # blocks before its last on any machine, for a tenth of the CPU (an FFmpeg with
+    # -readrate_initial_burst reads its first 0.5 s at once: it lasts 1.5 s).
+    "smoke": Plan(1, 1, 2.0, 5, 5, long_size=(160, 120), long_readrate=1.0),
 }
-SHORT_SPEC = test_pattern_spec(1.0, 320, 240)
-# ffmpeg writes a progress block every 0.5 s of its run (-stats_period 0.5) and the last one at
-# its end, which the render service shows as Finalizing: only a render that runs for seconds has
-# Rendering blocks to measure. On 2 cores a 3 s 640x360 render runs about 0.3 s (no such block);
-# 10 s of 1280x720 about 2 s.
-LONG_SIZE = (1280, 720)
 
 
 @dataclass
@@ -417,7 +425,7 @@ async def _rounds(
     run = Run({side: SideSamples() for side in sides})
     phases = (
         (SHORT_SPEC, plan.short_rounds, True),
-        (test_pattern_spec(plan.long_seconds, *LONG_SIZE), plan.long_rounds, False),
+        (test_pattern_spec(plan.long_seconds, *plan.long_size), plan.long_rounds, False),
     )
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="celery-client") as thread:
         for spec, rounds, paired in phases:
@@ -583,6 +591,19 @@ def _report_bare(
         result.add(f"bare stack: {name}, videojob minus bare", ours - bare, "ms")
 
 
+def _shown_plan(plan: Plan) -> dict[str, float]:
+    width, height = plan.long_size
+    shown: dict[str, float] = {
+        "1 s 320x240 rounds": plan.short_rounds,
+        f"{plan.long_seconds:g} s {width}x{height} rounds": plan.long_rounds,
+        "verify repeats": plan.verify_repeats,
+        "commit repeats": plan.commit_repeats,
+    }
+    if plan.long_readrate is not None:
+        shown[f"{width}x{height} read rate (times playback speed)"] = plan.long_readrate
+    return shown
+
+
 def _report(run: Run, plan: Plan, floor: dict[str, list[float]]) -> BenchResult:
     result = BenchResult(NAME, TITLE)
     ours, theirs = run.sides["videojob"], run.sides["celery"]
@@ -669,12 +690,7 @@ def _report(run: Run, plan: Plan, floor: dict[str, list[float]]) -> BenchResult:
         _report_bare(result, fixed, completion, fresh)
 
     result.details = {
-        "plan": {
-            "1 s 320x240 rounds": plan.short_rounds,
-            f"{plan.long_seconds:g} s {LONG_SIZE[0]}x{LONG_SIZE[1]} rounds": plan.long_rounds,
-            "verify repeats": plan.verify_repeats,
-            "commit repeats": plan.commit_repeats,
-        },
+        "plan": _shown_plan(plan),
         "order": "videojob, bare stack (embedded form), direct, Celery on even rounds; "
         "backwards on odd ones",
         "argv": run.argv,
@@ -745,7 +761,10 @@ def _measure(workdir: Path, plan: Plan, *, cluster: bool = False) -> BenchResult
             ),
         )
     workdir.mkdir(parents=True, exist_ok=True)
-    env, log = ffmpeg_wrapper.install(workdir)
+    pace = None
+    if plan.long_readrate is not None:
+        pace = ffmpeg_wrapper.Pace(plan.long_size, plan.long_readrate)
+    env, log = ffmpeg_wrapper.install(workdir, pace)
     with contextlib.ExitStack() as running:
         database = running.enter_context(_cluster_database()) if cluster else ""
         stack = running.enter_context(
@@ -795,5 +814,6 @@ def run(workdir: Path, quick: bool) -> BenchResult:
 
 
 def smoke(workdir: Path) -> BenchResult:
-    """For the test suite: two rounds of the 1 s render and one of the 3 s render."""
+    """For the test suite: one round of each render (the longer one paced), a few repeats of
+    the floor."""
     return _measure(workdir, PLANS["smoke"])

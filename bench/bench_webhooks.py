@@ -111,9 +111,13 @@ async def _one_job(
 
 
 async def _measure(
-    workdir: Path, render_env: dict[str, str], log: Path, stamps: Path, jobs: int
+    workdir: Path,
+    render_env: dict[str, str],
+    log: Path,
+    stamps: Path,
+    jobs: int,
+    spec: dict[str, Any],
 ) -> tuple[dict[str, list[JobRun]], dict[str, int]]:
-    spec = test_pattern_spec(1.0, 640, 360)
     receiver = VerifyingReceiver()
     hanging = HangingReceiver()
     await receiver.start()
@@ -154,10 +158,18 @@ def _commit_lags(stamps: Path, runs: list[JobRun]) -> list[float]:
 
 
 def run(workdir: Path, quick: bool) -> BenchResult:
+    return run_jobs(workdir, 2 if quick else 40, test_pattern_spec(1.0, 640, 360))
+
+
+def smoke(workdir: Path) -> BenchResult:
+    """For the test suite: one tiny job per side."""
+    return run_jobs(workdir, 1, test_pattern_spec(1.0, 160, 120, preset="ultrafast"))
+
+
+def run_jobs(workdir: Path, jobs: int, spec: dict[str, Any]) -> BenchResult:
     env, log = ffmpeg_wrapper.install(workdir)
     stamps = workdir / "stamps.log"
-    jobs = 2 if quick else 40
-    runs, hanging = asyncio.run(_measure(workdir, env, log, stamps, jobs))
+    runs, hanging = asyncio.run(_measure(workdir, env, log, stamps, jobs, spec))
     result = BenchResult(NAME, TITLE)
     commit: dict[str, list[float]] = {}
     completion: dict[str, list[float]] = {}
@@ -187,7 +199,7 @@ def run(workdir: Path, quick: bool) -> BenchResult:
         )
     result.details = {
         "jobs_per_side": jobs,
-        "spec": test_pattern_spec(1.0, 640, 360),
+        "spec": spec,
         "outcomes": {side: [run.outcome for run in runs[side]] for side in SIDES},
         "event_types": {side: sorted({run.event_type for run in runs[side]}) for side in SIDES},
         "all_verified": all(run.verified for side in SIDES for run in runs[side]),

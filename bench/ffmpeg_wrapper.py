@@ -3,7 +3,11 @@
 
 bash's $EPOCHREALTIME needs no fork; the block is stamped when the wrapper reads its last line,
 before passing that line on, so the lags measured from these stamps include the wrapper's own
-hop and no reader can see a block before its stamp."""
+hop and no reader can see a block before its stamp.
+
+Installed with a ``Pace``, it renders test patterns of that one size at a set multiple of
+playback speed (``-readrate``): a render that lasts seconds, for blocks before its last, without
+keeping a core busy all that time (a render's CPU is its frames' encoding, whatever its pace)."""
 
 from __future__ import annotations
 
@@ -18,15 +22,18 @@ from videojob.ffmpeg_binary import ffmpeg_binary
 SCRIPT = r"""#!/bin/bash
 real="$BENCH_REAL_FFMPEG"
 log="$BENCH_FFMPEG_LOG"
+paced="${BENCH_PACED_PATTERN:-}"
 render=0
 tag="$$"
+pace=()
 for arg in "$@"; do
     [[ $arg == -progress ]] && render=1
     [[ $arg == file:* ]] && tag="${arg#file:}"
+    [[ -n $paced && $arg == "$paced"* ]] && pace=(-readrate "$BENCH_READRATE")
 done
 (( render )) || exec "$real" "$@"
 printf 'start %s 0 %s\n' "$EPOCHREALTIME" "$tag" >> "$log"
-"$real" "$@" | {
+"$real" "${pace[@]}" "$@" | {
     frame=N/A
     while IFS= read -r line; do
         case $line in
@@ -53,7 +60,15 @@ class RenderTrace:
     status: int = -1
 
 
-def install(directory: Path) -> tuple[dict[str, str], Path]:
+@dataclass(frozen=True)
+class Pace:
+    """Renders of a ``size`` test pattern read at ``readrate`` times playback speed."""
+
+    size: tuple[int, int]
+    readrate: float
+
+
+def install(directory: Path, pace: Pace | None = None) -> tuple[dict[str, str], Path]:
     """Writes the wrapper; returns the environment for the render service and the log path."""
     script = directory / "ffmpeg-timestamps.sh"
     script.write_text(SCRIPT)
@@ -65,6 +80,10 @@ def install(directory: Path) -> tuple[dict[str, str], Path]:
         "BENCH_REAL_FFMPEG": os.path.realpath(ffmpeg_binary()),
         "BENCH_FFMPEG_LOG": str(log),
     }
+    if pace is not None:
+        width, height = pace.size
+        env["BENCH_PACED_PATTERN"] = f"testsrc2=size={width}x{height}:"
+        env["BENCH_READRATE"] = f"{pace.readrate:g}"
     return env, log
 
 

@@ -1,5 +1,5 @@
-"""Each benchmark runs end to end in its tiny configuration (its smoke form where it has one,
-else --quick) and produces numbers; no assertion is about speed."""
+"""Each benchmark runs end to end in its smoke form (its smallest configuration) and produces
+numbers; no assertion is about speed."""
 
 from __future__ import annotations
 
@@ -8,12 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from bench.registry import BENCHMARKS, run_smoke
+from bench.registry import BENCHMARKS, SMOKE_FORMS, run_smoke
 from bench.report import Metric
 
 
 def _numbers(metrics: list[Metric]) -> list[float]:
     return [m.value for m in metrics if m.value is not None and not math.isnan(m.value)]
+
+
+def test_every_benchmark_has_a_smoke_form() -> None:
+    assert set(SMOKE_FORMS) == set(BENCHMARKS)
 
 
 @pytest.mark.parametrize("name", list(BENCHMARKS))
