@@ -51,7 +51,7 @@ async def test_the_render_service_stops_its_server_when_serving_ends_in_an_error
     async def create_server(config: RenderConfig) -> Server:
         return server
 
-    async def quiet() -> None:
+    async def quiet(binary: str) -> None:
         return None
 
     monkeypatch.setattr(render_main, "create_server", create_server)
@@ -105,7 +105,7 @@ async def test_both_stop_their_server_when_cancelled_while_serving(
     async def create_export_server(config: ExportConfig, store: Store) -> Server:
         return export_server
 
-    async def log_ffmpeg_version() -> None:
+    async def log_ffmpeg_version(binary: str) -> None:
         serving.set()
 
     async def never_signalled() -> None:
