@@ -38,17 +38,35 @@ def watch_children_with_pidfd() -> None:
     asyncio.set_child_watcher(watcher)
 
 
+# Run by /bin/sh once the parent-death signal is set: the command runs only if its parent is
+# still the process that started it ($0). A parent that died before setpriv set the signal
+# would never send it, and the command, reparented, would run for nobody.
+_WHILE_PARENT_LIVES = 'test "$PPID" = "$0" && exec "$@"; exit 137'
+
+
 @functools.cache
-def parent_death_prefix() -> tuple[str, ...]:
-    """The prefix that makes FFmpeg die with this process, even by SIGKILL: util-linux's setpriv
-    sets the parent-death signal and execs. (Not a preexec_fn: gRPC's fork handlers crash a
-    child that runs Python after fork.) Without it a killed service's FFmpeg, which ignores its
-    broken progress pipe, would render on for nobody."""
+def parent_death_prefix(parent: int | None = None) -> tuple[str, ...]:
+    """The prefix that makes FFmpeg die with this process (``parent``: this one by default),
+    even by SIGKILL: util-linux's setpriv sets the parent-death signal, then a shell checks
+    that its parent is still that process and execs. (Not a preexec_fn: gRPC's fork handlers
+    crash a child that runs Python after fork.) Without it a killed service's FFmpeg, which
+    ignores its broken progress pipe, would render on for nobody, and write a partial file
+    the export service may already have removed."""
     setpriv = shutil.which("setpriv") if sys.platform == "linux" else None
     if setpriv is None:
         logger.warning("setpriv not found: FFmpeg will outlive a killed render service")
         return ()
-    return (setpriv, "--pdeathsig", "KILL", "--")
+    expected = os.getpid() if parent is None else parent
+    return (
+        setpriv,
+        "--pdeathsig",
+        "KILL",
+        "--",
+        "/bin/sh",
+        "-c",
+        _WHILE_PARENT_LIVES,
+        str(expected),
+    )
 
 
 async def start_ffmpeg(argv: Sequence[str]) -> asyncio.subprocess.Process:

@@ -9,6 +9,7 @@ import math
 import os
 import signal
 import stat
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
+from render_service.ffmpeg_process import parent_death_prefix
 from tests.render.conftest import (
     Running,
     collect,
@@ -113,6 +115,22 @@ async def test_sigkilled_service_takes_its_ffmpeg_with_it(
         await wait_until(lambda: not pid_alive(pid), "FFmpeg to end", within=math.inf)
         call.cancel()
     assert ffmpeg_pids(dirs.output, "crash-1") == []
+
+
+def test_a_command_whose_starter_died_before_its_parent_death_signal_was_set_never_runs(
+    tmp_path: Path,
+) -> None:
+    """setpriv sets the parent-death signal in the child; a parent that died before that would
+    never send it. The prefix runs the command only while its parent is the one that started
+    it: here one that is not its parent stands for one that died (its child then belongs to
+    another process)."""
+    ran = tmp_path / "ran"
+    command = ["/bin/sh", "-c", 'echo "$@" > "$0"', str(ran), "rendered"]
+    not_the_parent = os.getppid()
+    refused = subprocess.run([*parent_death_prefix(not_the_parent), *command], check=False)
+    assert refused.returncode != 0 and not ran.exists()
+    tied = subprocess.run([*parent_death_prefix(), *command], check=True)
+    assert tied.returncode == 0 and ran.read_text() == "rendered\n"
 
 
 async def test_health_and_reflection(service: Running) -> None:
