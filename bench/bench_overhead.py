@@ -19,6 +19,7 @@ from bench.jobs import create_job, follow_job, test_pattern_spec
 from bench.report import BenchResult
 from bench.stack import Stack, running_stack
 from bench.stats import median
+from videojob.ffmpeg_binary import ffmpeg_binary
 
 NAME = "overhead"
 TITLE = "Overhead vs ffmpeg run directly"
@@ -36,12 +37,14 @@ PLANS: dict[str, tuple[Step, Step]] = {
 
 
 async def _capture_argv(render_pid: int, stop: asyncio.Event) -> list[str]:
-    """The argv of the render service's ffmpeg child that writes -progress (read in /proc)."""
+    """The argv of the render service's ffmpeg child that writes -progress (read in /proc), from
+    the binary on (the child may still be the prefix that ties it to the service's life)."""
+    binary = ffmpeg_binary()
     while not stop.is_set():
         for child in procfs.children(render_pid):
             argv = procfs.cmdline(child)
-            if "-progress" in argv:
-                return argv
+            if "-progress" in argv and binary in argv:
+                return argv[argv.index(binary) :]
         await asyncio.sleep(ARGV_POLL_SECONDS)
     return []
 
