@@ -189,7 +189,8 @@ async def _capture_args(
     render_pid: int, binaries: tuple[str, ...], stop: asyncio.Event
 ) -> list[str]:
     """The arguments of the render service's ffmpeg child that writes -progress, after the
-    binary (the child may still be the setpriv prefix, or bash running the wrapper)."""
+    binary (the child may still be the prefix that ties it to the service's life, or bash
+    running the wrapper)."""
     while not stop.is_set():
         for child in procfs.children(render_pid):
             argv = procfs.cmdline(child)
