@@ -155,6 +155,15 @@ class ProgressWriter:
             entry.pending = None
             self._waiting.discard(job_id)
 
+    async def withdraw(self, job_id: str) -> None:
+        """Forgets the job's pending progress once no write of it is in flight: nothing offered
+        before (pending, in flight, or kept after a failed write) lands after what the caller
+        writes next."""
+        entry = await self._settle(job_id)
+        if entry is not None:
+            entry.pending = None
+            self._waiting.discard(job_id)
+
     async def drop(self, job_id: str) -> None:
         """Forgets the job's pending progress (its render is being replaced) once no write of
         it is in flight."""

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from export_service.store import outbox
 from export_service.store.base import FORGET_REPLICA_SECONDS, STAGE_QUEUED, Change, JobStore
@@ -379,7 +379,7 @@ class SqliteJobStore(JobStore):
         self._synchronous = ""
 
     @classmethod
-    async def open(cls, path: Path, writer: str = "") -> SqliteJobStore:
+    async def open(cls, path: Path, writer: str = "") -> Self:
         store = cls(path, writer)
         await store._run(store._connect)
         return store

@@ -312,6 +312,10 @@ class SplitTracker:
             ended.message,
             decided.attempt,
         )
+        if part.index >= 0:
+            # Its next attempt starts over: no progress write may carry this one's frames.
+            self._frames[part.index] = 0
+            await self._progress.withdraw(self.job_id)
         job = await self._write(
             f"{part.label} retry",
             self._store.part_retry(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ import grpc
 import pytest
 
 from export_service.progress_writer import ProgressWriter
-from export_service.store import Job, JobStatus, ProgressUpdate
+from export_service.store import Job, JobStatus, ProgressResult, ProgressUpdate, StoreUnavailable
 from export_service.store.base import STAGE_WAITING_FOR_RENDER
 from export_service.store.sqlite import SqliteJobStore
 from tests.export.conftest import FAST_TRACKER, StartExport, pattern_spec, watch
@@ -252,6 +252,63 @@ async def test_the_trackers_own_stage_keeps_the_newest_progress_and_has_no_eta(
         writer.offer(ProgressUpdate("job", 41.0, "Rendering", 19.0, 3))
         await wait_until(lambda: written[-1].stage == "Rendering", within=10.0)
         assert not written[-1].retrying
+    finally:
+        await writer.stop()
+        await store.close()
+
+
+class StallingStore(SqliteJobStore):
+    """Its progress write after ``stall()`` waits for ``release`` and then fails, as when the
+    database goes away mid-write."""
+
+    stalled: asyncio.Event
+    release: asyncio.Event
+
+    def stall(self) -> None:
+        self.stalled = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def record_progress_batch(
+        self, updates: Sequence[ProgressUpdate], *, urgent: bool = False
+    ) -> list[ProgressResult]:
+        if hasattr(self, "release") and not self.release.is_set():
+            self.stalled.set()
+            await self.release.wait()
+            raise StoreUnavailable("the database went away")
+        return await super().record_progress_batch(updates, urgent=urgent)
+
+
+async def test_withdrawn_progress_never_lands_even_from_a_write_in_flight_that_failed(
+    tmp_path: Path,
+) -> None:
+    """A split part rendered again starts from zero frames: its tracker withdraws the progress
+    it offered before, and neither the pending update nor one in flight (kept for the next
+    round when its write fails) is written after that."""
+    store = await StallingStore.open(tmp_path / "jobs.db")
+    written: list[Job] = []
+    store.add_listener(written.append)
+    writer = ProgressWriter(store, interval=60.0)
+    writer.start()
+    try:
+        await store.create(job_id="job", request_id="r", spec=pattern_spec().SerializeToString())
+        writer.register("job", 0.0)
+        store.stall()
+        writer.offer(ProgressUpdate("job", 40.0, "Rendering", 0.0, 1, split_frames=(100, 7)))
+        await store.stalled.wait()
+        withdrawn = asyncio.create_task(writer.withdraw("job"))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not withdrawn.done()  # the write in flight is waited for
+        store.release.set()
+        await withdrawn
+        # The failed write's update may have been written again before withdraw returned; never
+        # after it.
+        before = len(written)
+        await writer.flush("job")  # writes whatever is pending: nothing
+        assert len(written) == before
+        writer.offer(ProgressUpdate("job", 41.0, "Rendering", 0.0, 2, split_frames=(0, 9)))
+        await writer.flush("job")
+        assert [job.split_frames for job in written[before:]] == [(0, 9)]
     finally:
         await writer.stop()
         await store.close()
