@@ -16,6 +16,11 @@ workers="${TEST_WORKERS:-4}"
 # would otherwise compile every module of ours it imports.
 $python -m compileall -q -j 0 videojob videojob_cli videojob_launcher render_service \
     export_service gateway bench scripts tests || exit 2
+# pytest's rewritten test modules are bytecode of their own, which it does not write where
+# PYTHONDONTWRITEBYTECODE is set: each worker would rewrite every test module as it collects
+# (about 10 s of CPU each). One collection writes them first; the workers then read them.
+unset PYTHONDONTWRITEBYTECODE
+$python -m pytest --collect-only -q -p no:cacheprovider >/dev/null 2>&1
 
 wheel="$($python -c 'import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())')" || exit 2
 used="$($python -c 'from videojob.ffmpeg_binary import ffmpeg_binary; print(ffmpeg_binary())')" || exit 2
