@@ -36,7 +36,7 @@ from tests.support.postgres import (
 )
 from tests.support.seaweedfs import SeaweedFS
 from tests.support.tcp_proxy import TcpProxy
-from videojob.ffmpeg_binary import ffmpeg_binary
+from tests.support.tool_ffmpeg import tool_ffmpeg
 from videojob.storage.location import S3Location
 from videojob_launcher import Role, ServiceProcess, StackConfig
 
@@ -79,7 +79,7 @@ class StackSettings:
 def decode_errors(path: Path) -> str:
     """Decodes every frame of ``path``; returns ffmpeg's error output (empty when clean)."""
     result = subprocess.run(
-        [ffmpeg_binary(), "-v", "error", "-i", str(path), "-f", "null", "-"],
+        [tool_ffmpeg(), "-v", "error", "-i", str(path), "-f", "null", "-"],
         capture_output=True,
         text=True,
         check=False,
@@ -96,7 +96,7 @@ def make_media(media_root: Path, rng: random.Random) -> float:
     clip = media_root / CLIP_NAME
     subprocess.run(
         [
-            ffmpeg_binary(), "-v", "error", "-y",
+            tool_ffmpeg(), "-v", "error", "-y",
             "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=10:duration=2",
             "-f", "lavfi", "-i", "sine=frequency=440:duration=2",
             "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.tool_ffmpeg import tool_ffmpeg
 from videojob.ffmpeg_binary import ffmpeg_binary
 from videojob.media_header import (
     TEXT_SUBTITLE_CODECS,
@@ -20,7 +21,7 @@ from videojob.media_header import (
 
 def _make(*args: str) -> None:
     subprocess.run(
-        [ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args],
+        [tool_ffmpeg(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args],
         check=True,
         capture_output=True,
         timeout=60,

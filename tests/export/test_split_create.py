@@ -20,8 +20,8 @@ from export_service.split_plan import SourceFacts, SplitPolicy
 from tests.export.conftest import InProcessRender, StartExport, pattern_spec
 from tests.support.media import make_clip
 from tests.support.render_dirs import RenderDirs
+from tests.support.tool_ffmpeg import tool_ffmpeg
 from videojob.export.v1 import export_pb2, export_pb2_grpc
-from videojob.ffmpeg_binary import ffmpeg_binary
 from videojob.flags import FlagError
 from videojob.grpc_errors import field_violation
 from videojob.grpc_setup import create_channel
@@ -148,7 +148,7 @@ def make_variable_rate_clip(path: Path) -> None:
     """A clip whose frames are 0.1 s apart for its first half second, then 0.2 s apart."""
     subprocess.run(
         [
-            ffmpeg_binary(),
+            tool_ffmpeg(),
             "-hide_banner",
             "-nostdin",
             "-y",

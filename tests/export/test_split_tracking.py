@@ -49,8 +49,8 @@ from tests.support.processes import ServiceProcess
 from tests.support.render_dirs import RenderDirs
 from tests.support.specs import pattern_spec
 from tests.support.split import audio_seconds, decoded_frames, stored_packets
+from tests.support.tool_ffmpeg import tool_ffmpeg
 from videojob.export.v1 import export_pb2, export_pb2_grpc
-from videojob.ffmpeg_binary import ffmpeg_binary
 from videojob.grpc_setup import create_channel
 from videojob.render.v1 import render_pb2, render_pb2_grpc, spec_pb2
 
@@ -301,7 +301,7 @@ def make_clip(path: Path, video_seconds: float, audio_seconds: float | None) -> 
         inputs += ["-c:a", "aac"]
     subprocess.run(
         [
-            ffmpeg_binary(),
+            tool_ffmpeg(),
             "-hide_banner",
             "-nostdin",
             "-y",
@@ -414,7 +414,7 @@ def gray_frames(path: Path) -> list[bytes]:
     """Every decoded video frame of a 160x120 file, as 8-bit grey levels."""
     raw = subprocess.run(
         [
-            ffmpeg_binary(),
+            tool_ffmpeg(),
             "-v",
             "error",
             "-i",
@@ -448,7 +448,7 @@ def clip_whose_video_ends_broken(path: Path) -> Path:
     make_clip(path, 2, None)
     scanned = subprocess.run(
         [
-            ffmpeg_binary(),
+            tool_ffmpeg(),
             "-v",
             "error",
             "-i",

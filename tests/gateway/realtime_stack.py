@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.gateway.conftest import GATEWAY_TEST_ARGS, create_job
+from tests.support.tool_ffmpeg import tool_ffmpeg
 from videojob.ffmpeg_binary import ffmpeg_binary
 from videojob_launcher import Role, Stack, StackConfig
 
@@ -32,7 +33,7 @@ def make_clip(path: Path, seconds: float = 1.0) -> Path:
     """A tiny real clip (160x120, 10 fps, with a tone)."""
     subprocess.run(
         [
-            ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error",
+            tool_ffmpeg(), "-hide_banner", "-nostdin", "-loglevel", "error",
             "-f", "lavfi", "-i", f"testsrc2=size=160x120:rate=10:duration={seconds}",
             "-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}",
             "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-shortest", "-y", str(path),

@@ -12,7 +12,7 @@ import httpx
 
 from tests.gateway.conftest import Stack, wait_terminal
 from tests.support.media import make_clip
-from videojob.ffmpeg_binary import ffmpeg_binary
+from tests.support.tool_ffmpeg import tool_ffmpeg
 
 
 def server_paths(stack: Stack) -> list[str]:
@@ -55,7 +55,7 @@ def refusal_of_input(
 def write_image(path: Path) -> None:
     subprocess.run(
         [
-            *(ffmpeg_binary(), "-hide_banner", "-nostdin", "-y", "-loglevel", "error"),
+            *(tool_ffmpeg(), "-hide_banner", "-nostdin", "-y", "-loglevel", "error"),
             *("-f", "lavfi", "-i", "color=c=red:s=64x48", "-frames:v", "1", str(path)),
         ],
         check=True,

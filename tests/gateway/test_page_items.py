@@ -27,7 +27,7 @@ from tests.gateway.test_browser import browser as browser
 from tests.support.media import media_header
 from tests.support.polling import poll_until
 from tests.support.ports import free_port
-from videojob.ffmpeg_binary import ffmpeg_binary
+from tests.support.tool_ffmpeg import tool_ffmpeg
 from videojob_launcher import ServiceProcess, gateway_args, launch
 
 pytestmark = [
@@ -140,7 +140,7 @@ def test_a_one_slide_slideshow_is_one_slide(
     image = realtime_stack.media_root / "slide.png"
     subprocess.run(
         [
-            ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error",
+            tool_ffmpeg(), "-hide_banner", "-nostdin", "-loglevel", "error",
             "-f", "lavfi", "-i", "color=c=navy:s=160x120", "-frames:v", "1", "-y", str(image),
         ],
         check=True,

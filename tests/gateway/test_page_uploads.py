@@ -17,7 +17,7 @@ import pytest
 from tests.gateway.inprocess import gateway_settings, inprocess_export, served_gateway
 from tests.gateway.realtime_stack import MAX_UPLOAD_BYTES, make_clip
 from tests.gateway.test_browser import CHROMIUM, CHROMIUM_ARGS
-from videojob.ffmpeg_binary import ffmpeg_binary
+from tests.support.tool_ffmpeg import tool_ffmpeg
 
 pytestmark = [
     pytest.mark.browser,
@@ -31,7 +31,7 @@ pytestmark = [
 
 def make_media(path: Path, *args: str) -> Path:
     subprocess.run(
-        [ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args, str(path)],
+        [tool_ffmpeg(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args, str(path)],
         check=True,
         timeout=60,
     )

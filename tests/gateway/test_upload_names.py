@@ -16,7 +16,7 @@ import pytest
 
 from tests.gateway.inprocess import app_client, gateway_settings, inprocess_export, served_gateway
 from tests.gateway.realtime_stack import MAX_UPLOAD_BYTES, make_clip
-from videojob.ffmpeg_binary import ffmpeg_binary
+from tests.support.tool_ffmpeg import tool_ffmpeg
 from videojob.sse_client import aframes
 
 pytestmark = pytest.mark.ffmpeg
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.ffmpeg
 
 def make_media(path: Path, *args: str) -> Path:
     subprocess.run(
-        [ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args, str(path)],
+        [tool_ffmpeg(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args, str(path)],
         check=True,
         timeout=60,
     )

@@ -22,7 +22,7 @@ from tests.support.polling import wait_until
 from tests.support.processes import ServiceProcess, start_service
 from tests.support.render_dirs import RenderDirs
 from tests.support.specs import pattern_spec as pattern_spec
-from videojob.ffmpeg_binary import ffmpeg_binary
+from tests.support.tool_ffmpeg import tool_ffmpeg
 from videojob.grpc_setup import create_channel
 from videojob.render.v1 import render_pb2, render_pb2_grpc, spec_pb2
 
@@ -47,7 +47,7 @@ async def collect(stream: AsyncIterable[render_pb2.RenderEvent]) -> list[render_
 
 def run_ffmpeg(*args: str) -> None:
     subprocess.run(
-        [ffmpeg_binary(), "-hide_banner", "-nostdin", "-y", "-loglevel", "error", *args],
+        [tool_ffmpeg(), "-hide_banner", "-nostdin", "-y", "-loglevel", "error", *args],
         check=True,
         timeout=60,
     )

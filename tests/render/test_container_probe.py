@@ -12,7 +12,7 @@ from render_service.container_probe import InvalidContainer, probe_container
 from render_service.failures import FailureCode, RenderFailure
 from render_service.verification import verify_output
 from tests.support.media import media_duration
-from videojob.ffmpeg_binary import ffmpeg_binary
+from tests.support.tool_ffmpeg import tool_ffmpeg
 
 SECONDS = 1.5
 SOURCES = [
@@ -44,7 +44,7 @@ ENCODINGS: dict[str, list[str]] = {
 
 def _ffmpeg(*args: str) -> None:
     subprocess.run(
-        [ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args],
+        [tool_ffmpeg(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args],
         check=True,
         capture_output=True,
         timeout=60,

@@ -39,6 +39,7 @@ from tests.support.split import (
     part_spec,
     stored_packets,
 )
+from tests.support.tool_ffmpeg import tool_ffmpeg
 from videojob.ffmpeg_binary import ffmpeg_binary
 from videojob.render.v1 import render_pb2, spec_pb2
 
@@ -128,7 +129,7 @@ def psnr_per_frame(path: Path, reference: Path, skip_reference: int = 0) -> list
     )
     out = subprocess.run(
         [
-            ffmpeg_binary(),
+            tool_ffmpeg(),
             "-hide_banner",
             "-nostdin",
             "-v",

@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 import videojob_launcher as launcher
 from tests.gateway.conftest import GATEWAY_TEST_ARGS
 from tests.support.ports import unused_address
-from videojob.ffmpeg_binary import ffmpeg_binary
+from tests.support.tool_ffmpeg import tool_ffmpeg
 from videojob_launcher import EXPORT_SERVICE, RENDER_SERVICE, Role, Stack, StackConfig
 
 __all__ = ["EXPORT_SERVICE", "RENDER_SERVICE", "unused_address"]
@@ -51,7 +51,7 @@ def make_clip(path: Path, seconds: float = 1.0) -> None:
     """A tiny real video (with audio) for transcode inputs."""
     subprocess.run(
         [
-            ffmpeg_binary(), "-hide_banner", "-nostdin", "-y", "-loglevel", "error",
+            tool_ffmpeg(), "-hide_banner", "-nostdin", "-y", "-loglevel", "error",
             "-f", "lavfi", "-i", f"testsrc2=size=160x120:rate=10:duration={seconds}",
             "-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}",
             "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",

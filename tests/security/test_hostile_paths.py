@@ -25,7 +25,7 @@ from tests.gateway.conftest import wait_terminal
 from tests.gateway.inprocess import export_address as export_address
 from tests.gateway.inprocess import gateway_over_export as gateway_over_export
 from tests.security.conftest import SecurityStack, make_clip
-from videojob.ffmpeg_binary import ffmpeg_binary
+from tests.support.tool_ffmpeg import tool_ffmpeg
 from videojob.render.v1 import render_pb2, render_pb2_grpc, spec_pb2
 
 UNICODE_NAME = "vidéo 日本.mp4"
@@ -48,7 +48,7 @@ def media(stack: SecurityStack) -> Path:
     os.symlink(outside, root / "outdir")
     (root / SUBTITLES_NAME).write_text("1\n00:00:00,000 --> 00:00:01,000\nHello\n")
     subprocess.run(
-        [ffmpeg_binary(), "-hide_banner", "-nostdin", "-y", "-loglevel", "error",
+        [tool_ffmpeg(), "-hide_banner", "-nostdin", "-y", "-loglevel", "error",
          "-f", "lavfi", "-i", "color=c=red:s=64x48", "-frames:v", "1", str(root / "one.png")],
         check=True, capture_output=True, timeout=60,
     )  # fmt: skip

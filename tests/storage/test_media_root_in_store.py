@@ -27,7 +27,7 @@ from tests.gateway.test_input_answers import refusal_of_input, write_image
 from tests.support.media import make_clip
 from tests.support.polling import poll_until
 from tests.support.seaweedfs import SeaweedFS
-from videojob.ffmpeg_binary import ffmpeg_binary
+from tests.support.tool_ffmpeg import tool_ffmpeg
 from videojob.storage.location import S3Location
 from videojob.storage.object_store import ObjectStore
 from videojob_launcher import Role, Stack, StackConfig
@@ -224,7 +224,7 @@ def test_a_slideshow_fetches_its_slides_soundtrack_and_subtitles(
 def write_tone(path: Path) -> None:
     subprocess.run(
         [
-            *(ffmpeg_binary(), "-hide_banner", "-nostdin", "-y", "-loglevel", "error"),
+            *(tool_ffmpeg(), "-hide_banner", "-nostdin", "-y", "-loglevel", "error"),
             *("-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac", str(path)),
         ],
         check=True,

@@ -6,7 +6,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from videojob.ffmpeg_binary import ffmpeg_binary
+from tests.support.tool_ffmpeg import tool_ffmpeg
 
 _DURATION = re.compile(r"Duration:\s*(\d+):(\d{2}):(\d{2}(?:\.\d+)?)")
 
@@ -14,7 +14,7 @@ _DURATION = re.compile(r"Duration:\s*(\d+):(\d{2}):(\d{2}(?:\.\d+)?)")
 def media_header(path: Path) -> str:
     """What ``ffmpeg -i`` prints about the file: its container, streams and duration."""
     return subprocess.run(
-        [ffmpeg_binary(), "-hide_banner", "-nostdin", "-i", str(path)],
+        [tool_ffmpeg(), "-hide_banner", "-nostdin", "-i", str(path)],
         capture_output=True,
         text=True,
         timeout=30,
@@ -54,7 +54,7 @@ def make_clip(path: Path, *, width: int = 160, height: int = 120, seconds: float
     path.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         [
-            ffmpeg_binary(),
+            tool_ffmpeg(),
             "-hide_banner",
             "-nostdin",
             "-y",

@@ -7,7 +7,7 @@ import subprocess
 from fractions import Fraction
 from pathlib import Path
 
-from videojob.ffmpeg_binary import ffmpeg_binary
+from tests.support.tool_ffmpeg import tool_ffmpeg
 from videojob.render.v1 import spec_pb2
 
 FPS = 25.0
@@ -41,7 +41,7 @@ def join_spec(base: spec_pb2.RenderSpec, paths: list[str], total: int) -> spec_p
 
 def ffmpeg_out(*args: str) -> str:
     return subprocess.run(
-        [ffmpeg_binary(), "-hide_banner", "-nostdin", "-v", "error", *args],
+        [tool_ffmpeg(), "-hide_banner", "-nostdin", "-v", "error", *args],
         capture_output=True,
         text=True,
         check=True,
