@@ -62,9 +62,7 @@ from export_service.store.base import (
     decode_cursor,
     encode_cursor,
 )
-from export_service.store.notifications import ChangeFeed
 from export_service.store.outage import PatientStore
-from export_service.store.postgres import PostgresJobStore
 from export_service.stored_outputs import Outputs
 from export_service.tracking.supervisor import RenderSupervisor
 from export_service.webhooks.deliverer import Deliverer
@@ -99,6 +97,7 @@ from videojob.storage.location import S3Location
 from videojob.storage.settings import StoreSettings
 
 if TYPE_CHECKING:
+    from export_service.store.notifications import ChangeFeed
     from videojob.storage.object_store import ObjectStore
 
 logger = logging.getLogger(__name__)
@@ -708,8 +707,13 @@ async def _start_change_feed(
 ) -> ChangeFeed | None:
     """On PostgreSQL other processes write too: their changes reach this one's watchers by
     LISTEN/NOTIFY (unless turned off) and a batched poll. SQLite has one writer per file."""
-    if not isinstance(store, PostgresJobStore):
+    if store.exclusive:
         return None
+    # asyncpg: only on PostgreSQL.
+    from export_service.store.notifications import ChangeFeed
+    from export_service.store.postgres import PostgresJobStore
+
+    assert isinstance(store, PostgresJobStore), store
     feed = ChangeFeed(
         store,
         hub,

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from export_service.store.base import JobStore
-from export_service.store.postgres import PostgresJobStore
 from export_service.store.sqlite import SqliteJobStore
 
 
@@ -30,5 +29,7 @@ async def open_store(url: str, writer: str = "") -> JobStore:
     """The store for ``url``, its schema migrated. ``writer`` names this process in the job
     history (default ``host:pid``). ValueError for a URL it cannot use."""
     if url.startswith(POSTGRES_SCHEMES):
+        from export_service.store.postgres import PostgresJobStore  # asyncpg: only when used
+
         return await PostgresJobStore.open(url, writer)
     return await SqliteJobStore.open(sqlite_path(url), writer)

@@ -1,14 +1,11 @@
 """The JSON log format: each record carries the fields bound to the task that logged it (and to
-the tasks it started), never another task's; and a process logging text never imports
-structlog (nor rich, which structlog imports)."""
+the tasks it started), never another task's."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-import subprocess
-import sys
 
 from videojob.logging_setup import bind_log_context, json_formatter
 
@@ -52,19 +49,3 @@ async def test_a_record_carries_its_own_tasks_fields_and_its_parents() -> None:
     assert by_message["job two"]["log_tail"] == "last line"
     assert "job_id" not in by_message["outside"]
     assert {"time", "level", "logger"} <= by_message["outside"].keys()
-
-
-def test_a_service_logging_text_does_not_import_structlog() -> None:
-    imported = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys, export_service.__main__, render_service.__main__, gateway.__main__;"
-            "print(sorted(m for m in ('structlog', 'rich') if m in sys.modules))",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    assert imported.stdout.strip() == "[]", imported.stdout + imported.stderr
