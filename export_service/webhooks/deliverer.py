@@ -86,9 +86,11 @@ class Deliverer:
         self._due = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
-        self._tls = _tls_context(settings.ca)
-        # Made for the first attempt: httpx (and click and rich, which it imports) would add a
-        # tenth of a second of CPU to every start, and most replicas never send a webhook.
+        # Made for the first attempt: httpx (and click and rich, which it imports) and the
+        # system's CAs would add a sixth of a second of CPU to every start, and most replicas
+        # never send a webhook. A CA file of the operator's is read now: a bad one stops the
+        # start.
+        self._tls = None if settings.ca is None else _tls_context(settings.ca)
         self._client: httpx.AsyncClient | None = None
 
     def _http(self) -> httpx.AsyncClient:
@@ -98,7 +100,7 @@ class Deliverer:
             self._client = httpx.AsyncClient(
                 follow_redirects=False,
                 trust_env=False,
-                verify=self._tls,
+                verify=self._tls or _tls_context(None),
                 timeout=httpx.Timeout(self._settings.timeout),
                 # One connection per attempt: a pooled one to an address may not be reused
                 # under another name's SNI.
