@@ -63,9 +63,11 @@ def test_serial_tests_and_module_fixture_users_each_run_on_one_worker(tmp_path: 
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadgroup", "-v",
-         "-p", "no:cacheprovider", str(tmp_path)],
+         "-p", "no:cacheprovider", "-p", "xdist.plugin", str(tmp_path)],
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(PROJECT)},
+        # xdist alone: the installed plugins (hypothesis, schemathesis...) would triple the
+        # CPU of each of its three processes.
+        env={**os.environ, "PYTHONPATH": str(PROJECT), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
         capture_output=True,
         text=True,
         timeout=120,
