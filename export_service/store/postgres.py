@@ -64,6 +64,11 @@ T = TypeVar("T")
 POOL_SIZE = 10
 CONNECT_TIMEOUT_SECONDS = 5.0
 COMMAND_TIMEOUT_SECONDS = 30.0
+# A session left inside a transaction this long is ended by the server, and its row locks go
+# with it: a replica paused (SIGSTOP, a long GC, a partition) between a transaction's statements
+# would otherwise hold its jobs' rows, which other replicas' claims skip, for as long as it stays
+# paused. A transaction here is a few round trips; its own writes are fenced by the lease.
+IDLE_IN_TRANSACTION_SECONDS = 5.0
 
 # Advisory lock key (one namespace per database) of migrating the schema; the one of counting
 # active jobs is store.sql.ACTIVE_JOBS_LOCK.
@@ -400,9 +405,16 @@ class PostgresJobStore(JobStore):
         self._progress_slots = asyncio.Semaphore(max(1, POOL_SIZE // 2))
 
     @classmethod
-    async def open(cls, url: str, writer: str = "") -> PostgresJobStore:
+    async def open(
+        cls,
+        url: str,
+        writer: str = "",
+        *,
+        idle_in_transaction_seconds: float = IDLE_IN_TRANSACTION_SECONDS,
+    ) -> PostgresJobStore:
         """Connects, migrates the schema and returns the store; ValueError when the database
         cannot be reached or refuses us (the process cannot start without its record)."""
+        idle_ms = str(round(idle_in_transaction_seconds * 1000))
         try:
             pool = await asyncpg.create_pool(
                 url,
@@ -410,6 +422,7 @@ class PostgresJobStore(JobStore):
                 max_size=POOL_SIZE,
                 timeout=CONNECT_TIMEOUT_SECONDS,
                 command_timeout=COMMAND_TIMEOUT_SECONDS,
+                server_settings={"idle_in_transaction_session_timeout": idle_ms},
             )
         except (*_UNAVAILABLE_ERRORS, asyncpg.PostgresError) as error:
             raise ValueError(f"cannot open the database {_redacted(url)}: {error}") from error

@@ -5,12 +5,14 @@ test_ownership.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import asyncpg
 import pytest
 
 from export_service.store import JobStatus, JobStore, ProgressUpdate, TransitionRejected
 from export_service.store.base import FORGET_REPLICA_SECONDS, Change, Lease, StaleLease
+from export_service.store.postgres import PostgresJobStore
 from tests.export import test_store as contract
 from tests.export.test_store import OUTPUT, Backend
 from tests.support.polling import wait_until
@@ -216,3 +218,35 @@ async def test_claims_skip_rows_another_transaction_holds(backend: Backend) -> N
         assert (later.id, later.lease_epoch) == ("held", 2)
     finally:
         await conn.close()
+
+
+@pytest.mark.postgresql
+async def test_a_replica_paused_inside_a_transaction_holds_its_rows_no_longer_than_the_limit(
+    backend: Backend,
+) -> None:
+    """A replica paused (SIGSTOP, a long GC, a partition) between a transaction's statements:
+    the server ends its session once it has sat in the transaction past the limit, its row
+    locks go with it, and another replica's claim takes the job instead of skipping it for as
+    long as the pause lasts."""
+    if backend.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time: there are no row locks to skip")
+    opened = await backend.open()
+    await owned_job(opened, "held", "paused")
+    paused = await PostgresJobStore.open(backend.url, "paused", idle_in_transaction_seconds=0.5)
+    # The connection the paused replica's store was writing on, stopped after its lock.
+    conn = await paused._pool.acquire()
+    try:
+        await conn.execute("BEGIN")
+        await conn.execute("SELECT 1 FROM jobs WHERE id = 'held' FOR UPDATE")
+
+        async def claimed() -> bool:
+            taken = await opened.claim_jobs("other", limit=10, take_over=True)
+            return [job.id for job in taken] == ["held"]
+
+        await wait_until(claimed, "another replica to claim the held job", within=30)
+        with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, OSError)):
+            await conn.execute("COMMIT")
+    finally:
+        with contextlib.suppress(asyncpg.InterfaceError):  # released with its session's end
+            await paused._pool.release(conn)
+        await paused.close()
