@@ -1,18 +1,32 @@
 """Waiting on observed state: ask again until the answer is the one wanted, or fail naming what
-never came. ``poll_until`` for sync tests, ``wait_until`` inside an event loop."""
+never came. ``poll_until`` for sync tests, ``wait_until`` inside an event loop.
+
+The looks back off: soon after each other first (most states come within a few tens of
+milliseconds), then a few times a second. Each look at a running stack is a request through
+its processes, and a suite that waited at one fixed short interval spent a good part of its
+CPU asking."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
 
 DEFAULT_WITHIN = 60.0
-DEFAULT_INTERVAL = 0.05
+FIRST_INTERVAL = 0.02
+MAX_INTERVAL = 0.25
+BACKOFF = 1.5
+
+
+def _intervals(first: float, most: float) -> Iterator[float]:
+    interval = first
+    while True:
+        yield interval
+        interval = min(interval * BACKOFF, most)
 
 
 class _Deadline:
@@ -32,27 +46,30 @@ def poll_until(
     observe: Callable[[], T | None],
     what: str,
     within: float = DEFAULT_WITHIN,
-    interval: float = DEFAULT_INTERVAL,
+    interval: float = MAX_INTERVAL,
 ) -> T:
     """Calls ``observe()`` until it returns something other than None (or False) and returns
-    that."""
+    that; ``interval`` is the longest pause between two looks."""
     deadline = _Deadline(what, within)
+    pauses = _intervals(min(FIRST_INTERVAL, interval), interval)
     while True:
         seen = observe()
         if seen is not None and seen is not False:
             return seen
         deadline.check(seen)
-        time.sleep(interval)
+        time.sleep(next(pauses))
 
 
 async def wait_until(
     condition: Callable[[], bool | Awaitable[bool]],
     what: str = "the condition",
     within: float = DEFAULT_WITHIN,
-    interval: float = DEFAULT_INTERVAL,
+    interval: float = MAX_INTERVAL,
 ) -> None:
-    """Awaits ``condition()`` (a plain or an async function) until it is true."""
+    """Awaits ``condition()`` (a plain or an async function) until it is true; ``interval`` is
+    the longest pause between two looks."""
     deadline = _Deadline(what, within)
+    pauses = _intervals(min(FIRST_INTERVAL, interval), interval)
     while True:
         answer = condition()
         if inspect.isawaitable(answer):
@@ -60,4 +77,4 @@ async def wait_until(
         if answer:
             return
         deadline.check(answer)
-        await asyncio.sleep(interval)
+        await asyncio.sleep(next(pauses))
