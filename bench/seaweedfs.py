@@ -14,6 +14,7 @@ from typing import Any
 import botocore.config
 import botocore.session
 
+from videojob.storage.botocore_data import sharing_data
 from videojob_launcher.seaweedfs import WEED, SeaweedFS
 
 __all__ = ["WEED", "SeaweedStore", "running_seaweedfs"]
@@ -50,7 +51,7 @@ class SeaweedStore:
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
-        return botocore.session.get_session().create_client(
+        return sharing_data(botocore.session.get_session()).create_client(
             "s3",
             endpoint_url=self.endpoint,
             region_name="us-east-1",

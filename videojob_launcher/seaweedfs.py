@@ -34,6 +34,7 @@ import botocore.config
 import botocore.exceptions
 import botocore.session
 
+from videojob.storage.botocore_data import sharing_data
 from videojob.storage.location import S3Location
 from videojob.storage.settings import (
     ACCESS_KEY_VARIABLE,
@@ -306,7 +307,7 @@ class SeaweedFS:
         config = botocore.config.Config(
             connect_timeout=2, read_timeout=5, retries={"total_max_attempts": 1}
         )
-        return botocore.session.get_session().create_client(
+        return sharing_data(botocore.session.get_session()).create_client(
             "s3",
             endpoint_url=self.endpoint,
             region_name=DEFAULT_REGION,

@@ -48,6 +48,7 @@ from videojob.errors import (
     StoredObjectMissing,
     VideoJobError,
 )
+from videojob.storage.botocore_data import sharing_data
 from videojob.storage.checksums import MultipartDigest, PartDigest
 from videojob.storage.location import S3Location
 from videojob.storage.settings import (
@@ -137,8 +138,9 @@ class ObjectStore:
 
     def __init__(self, settings: StoreSettings) -> None:
         self.settings = settings
-        # One botocore session for both clients: it loads the S3 service model once.
-        self._session = get_session()
+        # One botocore session for both clients, reading the data every store of this process
+        # shares (the S3 service model is parsed once per process).
+        self._session = sharing_data(get_session())
         self._exit_stack = contextlib.AsyncExitStack()
         self._client: S3Client | None = None
         self._link_client: S3Client | None = None
