@@ -34,14 +34,17 @@ def pytest_configure(config: pytest.Config) -> None:
 # xdist_group markers (it may be registered after a conftest and so be called first).
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Everything under tests/render faces FFmpeg itself (the ``ffmpeg`` marker); the tests
+    """The tests run folder by folder, the slowest folders first (``FOLDERS_SLOWEST_FIRST``).
+    Everything under tests/render faces FFmpeg itself (the ``ffmpeg`` marker); the tests
     marked ``serial`` form one xdist group, run one after the other on one worker (``serial``,
     or the group the marker names: a long run that needs no other serial test's quiet, such as
     each short chaos form, has a group of its own, so it does not lengthen the others'). The
     tests of a module that share a module-scoped fixture (a stack of processes, a browser) form
     a group of their own, so that one worker starts it once instead of every worker that gets
     one of them starting its own."""
-    render_tests = Path(__file__).parent / "render"
+    tests = Path(__file__).parent
+    items.sort(key=lambda item: _folder_rank(tests, item.path))
+    render_tests = tests / "render"
     for item in items:
         if render_tests in item.path.parents:
             item.add_marker(pytest.mark.ffmpeg)
@@ -50,6 +53,36 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.xdist_group(serial.args[0] if serial.args else "serial"))
         elif _uses_module_fixture(item):
             item.add_marker(pytest.mark.xdist_group(f"module:{item.path.stem}"))
+
+
+# The folders whose tests mostly wait (leases expiring, retries, stores that hang, benchmarks)
+# run first and the many short tests last, so that the workers finish together rather than one
+# of them working through a slow folder alone at the end. The order of the tests within a
+# folder is kept.
+FOLDERS_SLOWEST_FIRST = (
+    "bench",
+    "cluster",
+    "chaos",
+    "storage",
+    "operations",
+    "security",
+    "gateway",
+    "render",
+    "launcher",
+    "export",
+    "cli",
+    "contracts",
+)
+
+
+def _folder_rank(tests: Path, path: Path) -> int:
+    try:
+        folder = path.relative_to(tests).parts[0]
+    except (ValueError, IndexError):
+        return len(FOLDERS_SLOWEST_FIRST)
+    if folder in FOLDERS_SLOWEST_FIRST:
+        return FOLDERS_SLOWEST_FIRST.index(folder)
+    return len(FOLDERS_SLOWEST_FIRST)
 
 
 def _uses_module_fixture(item: pytest.Item) -> bool:

@@ -82,3 +82,14 @@ def test_serial_tests_and_module_fixture_users_each_run_on_one_worker(tmp_path: 
     assert len(workers["test_shares_a_module_fixture"]) == 1, run.stdout
     assert "@serial" in run.stdout and "@module:test_grouped" in run.stdout, run.stdout
     assert "@serial:apart" in run.stdout, run.stdout
+
+
+def test_every_test_folder_has_its_place_in_the_run_order() -> None:
+    """A folder missing from ``FOLDERS_SLOWEST_FIRST`` would run last whatever its tests'
+    length; one listed but gone is a stale entry."""
+    from tests.conftest import FOLDERS_SLOWEST_FIRST
+
+    tests = PROJECT / "tests"
+    folders = {path.parent.relative_to(tests).parts[0] for path in tests.rglob("test_*.py")}
+    assert folders == set(FOLDERS_SLOWEST_FIRST)
+    assert len(FOLDERS_SLOWEST_FIRST) == len(set(FOLDERS_SLOWEST_FIRST))
