@@ -15,6 +15,7 @@ import pytest
 
 from tests.support.ports import free_port
 from tests.support.seaweedfs import SeaweedFS
+from videojob.storage.botocore_data import sharing_data
 from videojob_launcher import seaweedfs as seaweedfs_launcher
 
 pytestmark = pytest.mark.object_store
@@ -47,7 +48,7 @@ def test_a_port_taken_at_start_costs_another_try(monkeypatch: pytest.MonkeyPatch
 def test_the_store_refuses_anonymous_and_foreign_requests(seaweedfs: SeaweedFS) -> None:
     """Started with credentials: without them weed would accept any, and the wrong-credential
     tests would pass for nothing."""
-    client: Any = botocore.session.get_session().create_client(
+    client: Any = sharing_data(botocore.session.get_session()).create_client(
         "s3",
         endpoint_url=seaweedfs.endpoint,
         region_name="us-east-1",
@@ -120,7 +121,7 @@ def test_a_store_starts_in_a_directory_too_deep_for_a_unix_socket_path(tmp_path:
 
 
 def _client(endpoint: str, access_key: str, secret_key: str) -> Any:
-    return botocore.session.get_session().create_client(
+    return sharing_data(botocore.session.get_session()).create_client(
         "s3",
         endpoint_url=endpoint,
         region_name="us-east-1",
@@ -132,7 +133,7 @@ def _client(endpoint: str, access_key: str, secret_key: str) -> Any:
 def test_a_killed_store_restarts_with_its_objects_and_unfinished_uploads(
     private_seaweedfs: SeaweedFS,
 ) -> None:
-    client: Any = botocore.session.get_session().create_client(
+    client: Any = sharing_data(botocore.session.get_session()).create_client(
         "s3",
         endpoint_url=private_seaweedfs.endpoint,
         region_name="us-east-1",
