@@ -2,9 +2,8 @@
 never came. ``poll_until`` for sync tests, ``wait_until`` inside an event loop.
 
 The looks back off: soon after each other first (most states come within a few tens of
-milliseconds), then a few times a second. Each look at a running stack is a request through
-its processes, and a suite that waited at one fixed short interval spent a good part of its
-CPU asking."""
+milliseconds), then four times a second. Each look at a running stack is a request through its
+processes; a long wait (a render, a lease, a retry) need not make twenty of them a second."""
 
 from __future__ import annotations
 
