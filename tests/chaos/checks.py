@@ -46,7 +46,8 @@ if TYPE_CHECKING:
     from videojob.render.v1.render_pb2_grpc import RenderServiceAsyncStub as RenderStub
 
 CANCEL_STOPS_FFMPEG_WITHIN = 2.0
-# s3 mode: a few passes of the export replicas' orphan sweep (--orphan-sweep-interval 2).
+# A few passes of the export replicas' orphan sweep (--orphan-sweep-interval 2 in s3 mode), and a
+# removal's retries once the output directory is back (backoff capped at a few seconds).
 SWEEP_PASSES_SECONDS = 20.0
 # Faults that must never fail a job: a gateway holds no state, and another replica takes over a
 # paused or gracefully stopped replica's jobs and re-attaches to their renders.
@@ -347,7 +348,8 @@ class Checker:
     # Where the run's ffmpegs write (default: the output directory).
     ffmpeg_dir: Path | None = None
     stored: StoredOutputs | None = None
-    # s3 mode: how long the store may take to be rid of what no record claims (sweep passes).
+    # How long the outputs may take to be rid of what no record claims (removals retried with
+    # backoff; in s3 mode, the sweep's passes too).
     sweep_wait: float = SWEEP_PASSES_SECONDS
     # What the run's webhook receiver got (None: the run had none).
     webhooks: Sequence[WebhookDelivery] | None = None
@@ -383,9 +385,11 @@ class Checker:
         )
         for violations in per_job:
             found += violations
-        found += self._leftovers()
+        found += self._ffmpeg_leftovers()
         if self.stored is not None:
             found += await self.stored_leftovers()
+        else:
+            found += await self.file_leftovers()
         if self.webhooks is not None:
             statuses = {job_id: await read_statuses(self.stub, job_id) for job_id in self.tracks}
             found += check_webhooks(self.finals, statuses, self.webhooks)
@@ -656,29 +660,37 @@ class Checker:
                 return found
             await asyncio.sleep(0.5)  # the sweep runs on its own clock; the store tells no one
 
-    def _leftovers(self) -> list[Violation]:
-        found = []
-        for process in ffmpeg_processes(self.ffmpeg_dir or self.output_dir):
-            found.append(
-                Violation(
-                    "no_ffmpeg_left", _job_of(process.cmdline), f"pid {process.pid} {process.state}"
-                )
+    def _ffmpeg_leftovers(self) -> list[Violation]:
+        return [
+            Violation(
+                "no_ffmpeg_left", _job_of(process.cmdline), f"pid {process.pid} {process.state}"
             )
-        if self.stored is not None:
-            return found  # the outputs are objects: stored_leftovers
-        completed_files = set()
-        for track in self.tracks.values():
-            final = self.finals.get(track.job_id)
-            if final is not None and final.status == "completed":
-                completed_files.add(Path(final.output_path).name)
-        for path in sorted(self.output_dir.iterdir()):
-            if path.name == INSTANCES_DIR:  # the render services' instance ids
-                continue
-            if ".partial." in path.name:
-                found.append(Violation("no_temp_files", path.name, "partial file left"))
-            elif path.name not in completed_files:
-                found.append(_stray(path.name))
-        return found
+            for process in ffmpeg_processes(self.ffmpeg_dir or self.output_dir)
+        ]
+
+    async def file_leftovers(self) -> list[Violation]:
+        """No file in the output directory that no completed job claims, and no partial file,
+        once removals still being retried had ``sweep_wait`` (a removal that failed while the
+        directory was out of reach is tried again with backoff: outputs of a split job's parts,
+        of a job that failed)."""
+        completed_files = {
+            Path(final.output_path).name
+            for final in self.finals.values()
+            if final.status == "completed" and final.output_path
+        }
+        deadline = asyncio.get_running_loop().time() + self.sweep_wait
+        while True:
+            found = []
+            for path in sorted(self.output_dir.iterdir()):
+                if path.name == INSTANCES_DIR:  # the render services' instance ids
+                    continue
+                if ".partial." in path.name:
+                    found.append(Violation("no_temp_files", path.name, "partial file left"))
+                elif path.name not in completed_files:
+                    found.append(_stray(path.name))
+            if not found or asyncio.get_running_loop().time() >= deadline:
+                return found
+            await asyncio.sleep(0.5)  # removals retry on their own clock; nothing announces them
 
 
 def _stray(name: str) -> Violation:

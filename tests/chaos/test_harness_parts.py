@@ -554,3 +554,42 @@ def test_the_job_mix_has_split_jobs_of_both_sources_and_split_aimed_targets() ->
         {"parts": 2},
         {"parts": 3},
     ]
+
+
+async def test_a_file_left_over_is_reported_unless_its_removal_lands_while_the_check_waits(
+    tmp_path: Path,
+) -> None:
+    """A removal that failed while the output directory was out of reach is retried with
+    backoff: what goes while the check waits is no leftover, what stays is one."""
+    track = _split_track("j1", parts=2, seconds=2.0)
+    final = _completed_split(_split_parts(10, 10))
+    (tmp_path / Path(final.output_path).name).write_bytes(b"the job's output")
+    part = tmp_path / "j1-p1.mp4"
+    part.write_bytes(b"a part's output")
+    checker = Checker(
+        client=Client("http://127.0.0.1:1"),
+        stubs=[],
+        output_dir=tmp_path,
+        tracks={"j1": track},
+        submissions={},
+        finals={"j1": final},
+        faults=[],
+        sweep_wait=60.0,
+    )
+    try:
+        check = asyncio.ensure_future(checker.file_leftovers())
+        await asyncio.sleep(0)  # its first look, which finds the part's output
+        assert not check.done()
+        part.unlink()
+        assert await check == []
+
+        part.write_bytes(b"a part's output")
+        (tmp_path / "j2.partial.mp4").write_bytes(b"")
+        checker.sweep_wait = 0.0
+        found = await checker.file_leftovers()
+        assert [(v.invariant, v.job_id) for v in found] == [
+            ("no_part_outputs_left", "j1-p1.mp4"),
+            ("no_temp_files", "j2.partial.mp4"),
+        ]
+    finally:
+        await checker.client.close()
