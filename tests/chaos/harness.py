@@ -502,14 +502,46 @@ async def run_chaos(settings: ChaosSettings) -> ChaosReport:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=int(os.environ.get("CHAOS_JOBS", "300")))
+    summary = __doc__.split("\n\n", 1)[0].replace("\n", " ")
+    parser = argparse.ArgumentParser(description=summary)
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=int(os.environ.get("CHAOS_JOBS", "300")),
+        help="jobs to submit (default: CHAOS_JOBS or 300)",
+    )
     parser.add_argument("--seed", type=int, default=None, help="default: CHAOS_SEED or random")
-    parser.add_argument("--workdir", type=Path, default=None)
-    parser.add_argument("--faults", type=int, default=None)
-    parser.add_argument("--stall-timeout", type=float, default=3.0)
-    parser.add_argument("--max-attempts", type=int, default=8)
-    parser.add_argument("--max-concurrent", type=int, default=2)
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="where the run keeps its media, outputs, logs and report.json (default: a new "
+        "temporary directory)",
+    )
+    parser.add_argument(
+        "--faults",
+        type=int,
+        default=None,
+        help="faults to inject (default: about one per three jobs, every type at least once)",
+    )
+    parser.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=3.0,
+        help="seconds without a render event before the services investigate (default: 3)",
+    )
+    parser.add_argument(
+        "--max-attempts",
+        type=int,
+        default=8,
+        help="render submissions per job the export services allow (default: 8)",
+    )
+    parser.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=2,
+        help="renders each render service runs at once (default: 2)",
+    )
     parser.add_argument(
         "--cluster",
         action="store_true",
