@@ -29,7 +29,7 @@ class RenderConfig:
     # How the object store is reached (None: from the AWS_* variables).
     store_settings: StoreSettings | None = None
     # This service's private work directory (never shared); None: a fresh one under the
-    # system's temporary directory, made at start and removed at stop.
+    # system's temporary directory, made at start and removed at stop (render_service.own_scratch).
     scratch_dir: Path | None = None
     listen: str = DEFAULT_RENDER_ADDRESS
     max_concurrent: int = field(default_factory=lambda: os.cpu_count() or 1)

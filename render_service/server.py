@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import logging
 import shutil
-import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,6 +18,7 @@ from render_service.config import RenderConfig
 from render_service.instance import InstanceLock, claim_instance
 from render_service.output_dir import remove_stale_partials
 from render_service.output_store import OutputStore
+from render_service.own_scratch import OwnScratch, make_own_scratch
 from render_service.registry import RenderRegistry
 from render_service.render_job import JOINS_FOLDER
 from render_service.stored_inputs import INPUTS_FOLDER, StoredInputs
@@ -110,7 +110,7 @@ class RenderServer:
     # What the server holds open besides itself (the object stores' connections).
     resources: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
     # A scratch directory this server made for itself (no --scratch-dir): removed at stop.
-    own_scratch_dir: Path | None = None
+    own_scratch: OwnScratch | None = None
     # The task that keeps the health following the object stores of the outputs and inputs.
     store_follower: asyncio.Task[None] | None = None
 
@@ -156,8 +156,8 @@ class RenderServer:
             self.store_follower.cancel()
             await asyncio.wait({self.store_follower})
         await self.resources.aclose()
-        if self.own_scratch_dir is not None:
-            await asyncio.to_thread(shutil.rmtree, self.own_scratch_dir, ignore_errors=True)
+        if self.own_scratch is not None:
+            await asyncio.to_thread(self.own_scratch.remove)
 
 
 async def create_server(config: RenderConfig) -> RenderServer:
@@ -165,21 +165,23 @@ async def create_server(config: RenderConfig) -> RenderServer:
     first: a generated instance id is keyed by the bound address. An object store as the output
     directory or the media root is checked first (see ``_checked_store``); with either, files
     are worked on in the scratch directory (``--scratch-dir``, else a fresh one removed at
-    stop)."""
-    own_scratch_dir: Path | None = None
+    stop, or at the next start of a render service on this machine when this one is killed:
+    render_service.own_scratch)."""
+    own_scratch: OwnScratch | None = None
     scratch_dir = config.scratch_dir
     if scratch_dir is None:
-        scratch_dir = own_scratch_dir = Path(tempfile.mkdtemp(prefix="videojob-render-"))
+        own_scratch = await asyncio.to_thread(make_own_scratch)
+        scratch_dir = own_scratch.path
         config = replace(config, scratch_dir=scratch_dir)
     try:
         async with contextlib.AsyncExitStack() as resources:
             render_server = await _create_server(config, scratch_dir, resources)
-            render_server.own_scratch_dir = own_scratch_dir
+            render_server.own_scratch = own_scratch
             render_server.resources = resources.pop_all()
             return render_server
     except BaseException:
-        if own_scratch_dir is not None:
-            await asyncio.to_thread(shutil.rmtree, own_scratch_dir, ignore_errors=True)
+        if own_scratch is not None:
+            await asyncio.to_thread(own_scratch.remove)
         raise
 
 

@@ -226,7 +226,10 @@ def scratch_dir_flag() -> Flag:
         "an s3:// location: inputs are fetched and files rendered and verified there, then "
         "stored and removed; never shared with another process (give it one to keep the "
         "instance id of an s3:// output directory across restarts)",
-        default_text="a fresh directory under the system's temporary directory, removed at stop",
+        default_text=(
+            "a fresh directory under the system's temporary directory, removed at stop (a "
+            "killed service's: at the next render service's start)"
+        ),
     )
 
 

@@ -1,0 +1,109 @@
+"""The scratch directory a render service makes for itself when it is given no ``--scratch-dir``:
+a fresh ``videojob-render-*`` directory in the system's temporary directory, removed when the
+service stops.
+
+A service that is killed cannot remove it, and in it may lie inputs fetched from the object
+store and renders not yet stored: gigabytes. So the directory is locked (``flock`` on the
+directory itself) for as long as its service runs, and marked as locked by an ``.owner`` file
+written once the lock is held. The kernel releases the lock of a process that dies. Each service,
+as it makes its own, removes every marked directory whose lock it can take: its service is gone.
+A directory not (yet) marked is never touched (a service starting this instant has made it and
+not locked it yet)."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "videojob-render-"
+OWNER_MARK = ".owner"
+
+
+@dataclass
+class OwnScratch:
+    """The directory and the lock held on it until ``remove``."""
+
+    path: Path
+    fd: int
+
+    def remove(self) -> None:
+        """Blocking. The directory and what is in it, then the lock."""
+        shutil.rmtree(self.path, ignore_errors=True)
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def make_own_scratch(parent: Path | None = None) -> OwnScratch:
+    """Blocking. A fresh, locked and marked directory in ``parent`` (default: the system's
+    temporary directory); first every directory there that a service gone left behind is
+    removed."""
+    parent = Path(tempfile.gettempdir()) if parent is None else parent
+    removed = remove_abandoned(parent)
+    if removed:
+        logger.info(
+            "removed %d scratch director%s of render services that are gone: %s",
+            len(removed),
+            "y" if len(removed) == 1 else "ies",
+            ", ".join(path.name for path in removed),
+        )
+    path = Path(tempfile.mkdtemp(prefix=PREFIX, dir=parent))
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        (path / OWNER_MARK).write_text(f"{os.getpid()}\n")
+    except BaseException:
+        os.close(fd)
+        shutil.rmtree(path, ignore_errors=True)
+        raise
+    return OwnScratch(path, fd)
+
+
+def remove_abandoned(parent: Path) -> list[Path]:
+    """Blocking. Removes every marked scratch directory in ``parent`` whose lock is free; the
+    directories removed."""
+    removed: list[Path] = []
+    try:
+        candidates = sorted(parent.glob(f"{PREFIX}*"))
+    except OSError as error:
+        logger.warning("could not list %s for abandoned scratch directories: %s", parent, error)
+        return removed
+    for candidate in candidates:
+        if _remove_if_abandoned(candidate):
+            removed.append(candidate)
+    return removed
+
+
+def _remove_if_abandoned(path: Path) -> bool:
+    try:
+        if path.is_symlink() or path.stat().st_uid != os.getuid():
+            return False  # not a directory of a service of ours
+    except OSError:
+        return False
+    if not (path / OWNER_MARK).is_file():
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False  # gone meanwhile, or not ours to open
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # its service runs
+        # Another service may have removed it between our look and our lock.
+        if not (path / OWNER_MARK).is_file():
+            return False
+        shutil.rmtree(path, ignore_errors=True)
+        return not path.exists()
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)
