@@ -5,10 +5,10 @@ service stops.
 A service that is killed cannot remove it, and in it may lie inputs fetched from the object
 store and renders not yet stored: gigabytes. So the directory is locked (``flock`` on the
 directory itself) for as long as its service runs, and marked as locked by an ``.owner`` file
-written once the lock is held. The kernel releases the lock of a process that dies. Each service,
-as it makes its own, removes every marked directory whose lock it can take: its service is gone.
-A directory not (yet) marked is never touched (a service starting this instant has made it and
-not locked it yet)."""
+written once the lock is held. The kernel releases the lock of a process that dies. Each service
+that has come up removes every marked directory whose lock it can take: its service is gone. A
+directory not (yet) marked is never touched (a service starting this instant has made it and not
+locked it yet)."""
 
 from __future__ import annotations
 
@@ -44,17 +44,7 @@ class OwnScratch:
 
 def make_own_scratch(parent: Path | None = None) -> OwnScratch:
     """Blocking. A fresh, locked and marked directory in ``parent`` (default: the system's
-    temporary directory); first every directory there that a service gone left behind is
-    removed."""
-    parent = Path(tempfile.gettempdir()) if parent is None else parent
-    removed = remove_abandoned(parent)
-    if removed:
-        logger.info(
-            "removed %d scratch director%s of render services that are gone: %s",
-            len(removed),
-            "y" if len(removed) == 1 else "ies",
-            ", ".join(path.name for path in removed),
-        )
+    temporary directory)."""
     path = Path(tempfile.mkdtemp(prefix=PREFIX, dir=parent))
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -65,6 +55,19 @@ def make_own_scratch(parent: Path | None = None) -> OwnScratch:
         shutil.rmtree(path, ignore_errors=True)
         raise
     return OwnScratch(path, fd)
+
+
+def remove_abandoned_beside(scratch: OwnScratch) -> None:
+    """Blocking. What render services that are gone left beside ``scratch``, removed and
+    logged."""
+    removed = remove_abandoned(scratch.path.parent)
+    if removed:
+        logger.info(
+            "removed %d scratch director%s of render services that are gone: %s",
+            len(removed),
+            "y" if len(removed) == 1 else "ies",
+            ", ".join(path.name for path in removed),
+        )
 
 
 def remove_abandoned(parent: Path) -> list[Path]:

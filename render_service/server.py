@@ -18,7 +18,7 @@ from render_service.config import RenderConfig
 from render_service.instance import InstanceLock, claim_instance
 from render_service.output_dir import remove_stale_partials
 from render_service.output_store import OutputStore
-from render_service.own_scratch import OwnScratch, make_own_scratch
+from render_service.own_scratch import OwnScratch, make_own_scratch, remove_abandoned_beside
 from render_service.registry import RenderRegistry
 from render_service.render_job import JOINS_FOLDER
 from render_service.stored_inputs import INPUTS_FOLDER, StoredInputs
@@ -178,11 +178,13 @@ async def create_server(config: RenderConfig) -> RenderServer:
             render_server = await _create_server(config, scratch_dir, resources)
             render_server.own_scratch = own_scratch
             render_server.resources = resources.pop_all()
-            return render_server
     except BaseException:
         if own_scratch is not None:
             await asyncio.to_thread(own_scratch.remove)
         raise
+    if own_scratch is not None:
+        await asyncio.to_thread(remove_abandoned_beside, own_scratch)
+    return render_server
 
 
 async def _create_server(

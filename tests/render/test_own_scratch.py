@@ -1,6 +1,6 @@
 """A render service's own scratch directory (no --scratch-dir): removed at stop, and when its
-service is killed, by the next render service started on the machine; never while its service
-runs, nor a directory that is not one."""
+service is killed, by the next render service that comes up on the machine; never while its
+service runs, nor a directory that is not one."""
 
 from __future__ import annotations
 
@@ -13,7 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from render_service.own_scratch import OWNER_MARK, PREFIX, make_own_scratch, remove_abandoned
+from render_service.own_scratch import (
+    OWNER_MARK,
+    PREFIX,
+    make_own_scratch,
+    remove_abandoned,
+    remove_abandoned_beside,
+)
 from tests.support.processes import ServiceProcess
 
 # A process that makes its scratch directory, says where, and waits to be killed.
@@ -71,6 +77,8 @@ def test_a_killed_owner_s_directory_goes_and_a_live_or_unmarked_one_stays(
 
     mine = make_own_scratch(tmp_path)
     try:
+        assert killed.is_dir()  # made, not yet come up
+        remove_abandoned_beside(mine)
         assert not killed.exists()
         assert live.is_dir() and (live / OWNER_MARK).is_file()
         assert unmarked.is_dir() and a_file.is_file() and elsewhere.is_dir()
