@@ -82,8 +82,17 @@ def _audio_seconds(stored: StreamScan, decoded: StreamScan | None) -> float:
     return seconds
 
 
-async def _decoded_audio(binary: str, path: Path) -> StreamScan | None:
-    return of_type(await scan(binary, path, "-map", "0:a:0", "-c:a", "pcm_s16le"), "audio")
+# Every stream as stored, and the first audio stream once more, decoded (one read of the file):
+# that copy is the last output stream, the second audio one.
+STORED_AND_DECODED_AUDIO = ("-map", "0", "-map", "0:a:0?", "-c", "copy", "-c:a:1", "pcm_s16le")
+
+
+def _audio_of(streams: dict[int, StreamScan]) -> tuple[StreamScan | None, StreamScan | None]:
+    """The stored audio and its decoded copy, of a STORED_AND_DECODED_AUDIO scan."""
+    audio = [stream for _, stream in sorted(streams.items()) if stream.media_type == "audio"]
+    stored = audio[0] if audio else None
+    decoded = audio[-1] if len(audio) > 1 else None
+    return stored, decoded
 
 
 def _check_audio_length(audio_seconds: float, total_frames: int, fps: float, what: str) -> None:
@@ -97,11 +106,11 @@ def _check_audio_length(audio_seconds: float, total_frames: int, fps: float, wha
 
 async def verify_audio(binary: str, path: Path, total_frames: int, fps: float) -> tuple[int, float]:
     """A split job's audio render: its size and duration, or VERIFICATION_FAILED."""
-    streams = await scan(binary, path, "-map", "0", "-c", "copy")
-    audio = of_type(streams, "audio")
+    streams = await scan(binary, path, *STORED_AND_DECODED_AUDIO)
+    audio, decoded = _audio_of(streams)
     if audio is None or not audio.packets or of_type(streams, "video") is not None:
         raise _failed("the audio render's file does not hold audio alone")
-    seconds = _audio_seconds(audio, await _decoded_audio(binary, path))
+    seconds = _audio_seconds(audio, decoded)
     _check_audio_length(seconds, total_frames, fps, "the audio")
     size = (await asyncio.to_thread(path.stat)).st_size
     return size, seconds
@@ -110,7 +119,7 @@ async def verify_audio(binary: str, path: Path, total_frames: int, fps: float) -
 async def verify_join(
     binary: str, path: Path, total_frames: int, fps: float, part_frames: list[int]
 ) -> None:
-    streams = await scan(binary, path, "-map", "0", "-c", "copy")
+    streams = await scan(binary, path, *STORED_AND_DECODED_AUDIO)
     video = of_type(streams, "video")
     frames = len(video.packets) if video is not None else 0
     if video is None or frames != total_frames:
@@ -124,8 +133,8 @@ async def verify_join(
                 boundaries[first] = index
             first += count
         raise _failed(f"the joined video has {fault.describe(boundaries)}")
-    audio = of_type(streams, "audio")
+    audio, decoded = _audio_of(streams)
     if audio is None:
         return
-    audio_seconds = _audio_seconds(audio, await _decoded_audio(binary, path))
+    audio_seconds = _audio_seconds(audio, decoded)
     _check_audio_length(audio_seconds, total_frames, fps, "the audio")
