@@ -405,7 +405,18 @@ class ChaosRun:
             for channel in channels:
                 await channel.close(None)
             await self.stack.stop()
+        violations += self._scratch_left()
         return self._report(scheduler, finals, violations, checker.owner_changes)
+
+    def _scratch_left(self) -> list[Violation]:
+        """s3 mode, once the stack has stopped: every render service removed its own scratch
+        directory at its stop, and one killed had it removed by the next that came up."""
+        if not self.stack.s3:
+            return []
+        return [
+            Violation("no_scratch_left", path.name, "a render service's scratch outlived it")
+            for path in sorted(self.stack.scratch_root.iterdir())
+        ]
 
     def _stored_outputs(self, scheduler: FaultScheduler) -> StoredOutputs | None:
         store = self.stack.store
