@@ -504,16 +504,7 @@ async def test_a_split_job_s_render_still_running_after_the_job_ended_is_caught(
             "j1-audio": render_pb2.RENDER_STATE_COMPLETED,
         }
     )  # "j1-p2" (attempt 1) unknown: its render service restarted
-    checker = Checker(
-        client=Client("http://127.0.0.1:1"),
-        stubs=[],
-        output_dir=tmp_path,
-        tracks={"j1": track},
-        submissions={},
-        finals={"j1": final},
-        faults=[],
-        renders=[cast("RenderStub", ended)],
-    )
+    checker = _checker_of_one_job(tmp_path, track, final, renders=[cast("RenderStub", ended)])
     try:
         assert await checker._split_job(track, final) == []
         still = _RenderServiceHolding({"j1-p2-a2": render_pb2.RENDER_STATE_RUNNING})
@@ -534,6 +525,28 @@ async def test_a_split_job_s_render_still_running_after_the_job_ended_is_caught(
         assert await checker._split_job(asked_three, said_why) == []
     finally:
         await checker.client.close()
+
+
+def _checker_of_one_job(
+    output_dir: Path,
+    track: JobTrack,
+    final: FinalState,
+    *,
+    renders: list[RenderStub] | None = None,
+    sweep_wait: float = 0.0,
+) -> Checker:
+    """A checker of ``track``'s job alone, ended as ``final``, with no export replica to ask."""
+    return Checker(
+        client=Client("http://127.0.0.1:1"),
+        stubs=[],
+        output_dir=output_dir,
+        tracks={track.job_id: track},
+        submissions={},
+        finals={track.job_id: final},
+        faults=[],
+        sweep_wait=sweep_wait,
+        renders=renders or [],
+    )
 
 
 def test_a_part_s_file_left_over_is_named_as_such() -> None:
@@ -566,16 +579,7 @@ async def test_a_file_left_over_is_reported_unless_its_removal_lands_while_the_c
     (tmp_path / Path(final.output_path).name).write_bytes(b"the job's output")
     part = tmp_path / "j1-p1.mp4"
     part.write_bytes(b"a part's output")
-    checker = Checker(
-        client=Client("http://127.0.0.1:1"),
-        stubs=[],
-        output_dir=tmp_path,
-        tracks={"j1": track},
-        submissions={},
-        finals={"j1": final},
-        faults=[],
-        sweep_wait=60.0,
-    )
+    checker = _checker_of_one_job(tmp_path, track, final, sweep_wait=60.0)
     try:
         check = asyncio.ensure_future(checker.file_leftovers())
         await asyncio.sleep(0)  # its first look, which finds the part's output
