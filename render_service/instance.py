@@ -18,8 +18,6 @@ refused at start instead.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import re
 import secrets
@@ -27,6 +25,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from render_service.file_lock import try_lock
 from videojob.limits import MAX_INSTANCE_ID_LENGTH
 
 INSTANCES_DIR = ".render-instances"
@@ -85,19 +84,12 @@ def lock_instance(output_dir: Path, instance_id: str) -> InstanceLock:
     """Raises ValueError when a live render service already holds ``instance_id`` here."""
     folder = output_dir / INSTANCES_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / f"{instance_id}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
+    fd = try_lock(folder / f"{instance_id}.lock", os.O_RDWR | os.O_CREAT)
+    if fd is None:
         raise ValueError(
             f"instance id {instance_id!r} is in use by another render service sharing "
             f"{output_dir}; give each one its own --instance-id"
-        ) from None
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-        raise
+        )
     return InstanceLock(instance_id, fd)
 
 

@@ -13,13 +13,14 @@ locked it yet)."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from render_service.file_lock import try_lock
 
 logger = logging.getLogger(__name__)
 
@@ -46,12 +47,15 @@ def make_own_scratch(parent: Path | None = None) -> OwnScratch:
     """Blocking. A fresh, locked and marked directory in ``parent`` (default: the system's
     temporary directory)."""
     path = Path(tempfile.mkdtemp(prefix=PREFIX, dir=parent))
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    fd: int | None = None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fd = try_lock(path, os.O_RDONLY | os.O_DIRECTORY)
+        if fd is None:  # a fresh directory is no one else's
+            raise OSError(f"{path} is locked by another process")
         (path / OWNER_MARK).write_text(f"{os.getpid()}\n")
     except BaseException:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
         shutil.rmtree(path, ignore_errors=True)
         raise
     return OwnScratch(path, fd)
@@ -94,14 +98,12 @@ def _remove_if_abandoned(path: Path) -> bool:
     if not (path / OWNER_MARK).is_file():
         return False
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = try_lock(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError:
         return False  # gone meanwhile, or not ours to open
+    if fd is None:
+        return False  # its service runs
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False  # its service runs
         # Another service may have removed it between our look and our lock.
         if not (path / OWNER_MARK).is_file():
             return False
