@@ -36,15 +36,26 @@ PLANS: dict[str, tuple[Step, Step]] = {
 }
 
 
+def ffmpeg_argv(argv: list[str], binary: str) -> list[str] | None:
+    """``argv`` from the FFmpeg binary on, when it is an FFmpeg that writes -progress: the child
+    may still be the prefix that ties it to the service's life, and the binary may be the one
+    the service was given or one that a wrapper script on PATH executed."""
+    if "-progress" not in argv:
+        return None
+    for index, arg in enumerate(argv):
+        if arg == binary or Path(arg).name.startswith("ffmpeg"):
+            return argv[index:]
+    return None
+
+
 async def _capture_argv(render_pid: int, stop: asyncio.Event) -> list[str]:
-    """The argv of the render service's ffmpeg child that writes -progress (read in /proc), from
-    the binary on (the child may still be the prefix that ties it to the service's life)."""
+    """The argv of the render service's FFmpeg child (read in /proc): see ffmpeg_argv."""
     binary = ffmpeg_binary()
     while not stop.is_set():
         for child in procfs.children(render_pid):
-            argv = procfs.cmdline(child)
-            if "-progress" in argv and binary in argv:
-                return argv[argv.index(binary) :]
+            argv = ffmpeg_argv(procfs.cmdline(child), binary)
+            if argv is not None:
+                return argv
         await asyncio.sleep(ARGV_POLL_SECONDS)
     return []
 
