@@ -7,12 +7,16 @@ queued ones in the order their Render calls came, and a job's placement is recor
 Render call: so the line a job waits in is every waiting job placed on the same render service,
 whichever export replica placed it, in the order they were placed. Jobs placed on other render
 services wait in other lines and are never ahead of it. A job not placed yet is in no line.
+The parts of split jobs (their audio and join too) are renders of the same lines: a part placed
+before a job and not started yet (``PartRecord.waiting_for_slot``) stands ahead of it, and a
+part that started holds a slot. A split job itself shows no place (its parts wait in several
+lines).
 
 The estimate: each slot of the render service frees when its render ends (the running job's
 ETA); each job ahead then holds the first free slot for the mean run time of the jobs that last
 completed on that render service. Where that needs a number nobody has (nothing completed there
-yet, a running render without an ETA, a render service that does not answer or does not say its
-slots), there is no estimate.
+yet, a running render without an ETA, a part running there, a render service that does not
+answer or does not say its slots), there is no estimate.
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ import asyncio
 import heapq
 import logging
 import time
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -35,6 +39,7 @@ from export_service.store.base import (
     RenderAttempt,
     StoreUnavailable,
 )
+from export_service.store.split_record import PartRecord, PartState
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +74,33 @@ def _placed_order(job: Job) -> tuple[datetime, datetime, str]:
     return (placed, job.created_at, job.id)
 
 
+def _part_order(job: Job, part: PartRecord) -> tuple[datetime, datetime, str]:
+    return (datetime.fromtimestamp(part.placed_at, UTC), job.created_at, f"{job.id}/{part.index}")
+
+
+def _placed_renders(job: Job) -> Iterator[PartRecord]:
+    """The renders of a split job's parts (its audio and join too) placed on a render service
+    now, waiting for a slot there or running."""
+    if job.split is None or job.terminal:
+        return
+    for part in job.split.renders:
+        if part.state is PartState.RENDERING and part.render_id and part.address:
+            yield part
+
+
+def _parts_mark(placed: Sequence[PartRecord]) -> frozenset[tuple[int, str, bool]]:
+    return frozenset((part.index, part.render_id, part.waiting_for_slot) for part in placed)
+
+
+@dataclass(frozen=True)
+class _Waiting:
+    """A render waiting in a line: a job's (``job``), or a split job's part's (None: a part has
+    no place of its own to show, it only stands ahead of what was placed after it)."""
+
+    order: tuple[datetime, datetime, str]
+    job: Job | None = None
+
+
 class QueueView:
     """The lines as the store held them at ``now``."""
 
@@ -81,29 +113,50 @@ class QueueView:
     ) -> None:
         self.now = now
         self._slots_of = slots_of
-        # A render service is its instance id; an attempt placed while it had not said its id
+        # A render service is its instance id; a render placed while it had not said its id
         # yet names only its address.
         self._instance_at = {
             attempt.address: attempt.instance_id
             for job in (*active, *completed)
             if (attempt := job.current_attempt) is not None and attempt.instance_id
         }
-        self._lines: defaultdict[str, list[Job]] = defaultdict(list)
+        self._instance_at.update(
+            (part.address, part.instance_id)
+            for job in active
+            for part in _placed_renders(job)
+            if part.instance_id
+        )
+        self._lines: defaultdict[str, list[_Waiting]] = defaultdict(list)
         self._running: defaultdict[str, list[Job]] = defaultdict(list)
-        self._attempts: dict[str, RenderAttempt] = {}
+        # Split jobs' parts that hold a slot (how long they hold it, nobody can say).
+        self._running_parts: Counter[str] = Counter()
+        # Each line's render service: (instance id, address).
+        self._services: dict[str, tuple[str, str]] = {}
+        # What this view holds of each split job's placed renders (see disagrees).
+        self._parts_seen: dict[str, frozenset[tuple[int, str, bool]]] = {}
         for job in active:
+            if job.split is not None:
+                self._add_parts(job)
+                continue
             attempt = job.current_attempt
             line = self._line_of(attempt)
             if line is None or attempt is None:
                 continue
-            self._attempts[line] = attempt
-            (self._lines if waits_for_slot(job) else self._running)[line].append(job)
+            self._services.setdefault(line, (attempt.instance_id, attempt.address))
+            if waits_for_slot(job):
+                self._lines[line].append(_Waiting(_placed_order(job), job))
+            else:
+                self._running[line].append(job)
         self._running_ids = {job.id for running in self._running.values() for job in running}
         # Each waiting job's line and its place in it (0: the next to start).
         self._where: dict[str, tuple[str, int]] = {}
         for line, waiting in self._lines.items():
-            waiting.sort(key=_placed_order)
-            self._where.update((job.id, (line, index)) for index, job in enumerate(waiting))
+            waiting.sort(key=lambda waiter: waiter.order)
+            self._where.update(
+                (waiter.job.id, (line, index))
+                for index, waiter in enumerate(waiting)
+                if waiter.job is not None
+            )
         self._run_times: defaultdict[str, list[float]] = defaultdict(list)
         for job in completed:
             line = self._line_of(job.current_attempt)
@@ -111,6 +164,17 @@ class QueueView:
                 seconds = (job.finished_at - job.started_at).total_seconds()
                 self._run_times[line].append(max(seconds, 0.0))
         self._starts: dict[str, list[float | None]] = {}
+
+    def _add_parts(self, job: Job) -> None:
+        placed = list(_placed_renders(job))
+        self._parts_seen[job.id] = _parts_mark(placed)
+        for part in placed:
+            line = part.instance_id or self._instance_at.get(part.address) or part.address
+            self._services.setdefault(line, (part.instance_id, part.address))
+            if part.waiting_for_slot:
+                self._lines[line].append(_Waiting(_part_order(job, part)))
+            else:
+                self._running_parts[line] += 1
 
     def _line_of(self, attempt: RenderAttempt | None) -> str | None:
         if attempt is None:
@@ -125,33 +189,40 @@ class QueueView:
     def disagrees(self, job: Job) -> bool:
         """Whether ``job``, as read now, is no longer what this view holds of it: it waits in
         the view but not any more (it started, or ended) or in another line, or it runs in the
-        view but waits again."""
+        view but waits again; or, a split job, its parts were placed, started or ended since."""
+        if job.split is not None:
+            seen = self._parts_seen.get(job.id, frozenset())
+            return _parts_mark(list(_placed_renders(job))) != seen
         where = self._where.get(job.id)
         if where is not None:
             return not waits_for_slot(job) or where[0] != self._line_of(job.current_attempt)
         return job.id in self._running_ids and waits_for_slot(job)
 
     def join(self, job: Job) -> bool:
-        """Holds ``job`` at the end of its line when it was placed there after every job this
-        view holds in it (a job created since the view was taken): True when it does now."""
+        """Holds ``job`` at the end of its line when it was placed there after every render
+        this view holds in it (a job created since the view was taken): True when it does
+        now."""
         if self.holds(job):
             return True
+        if job.split is not None:
+            return False  # its parts' renders are not this view's to place
         attempt = job.current_attempt
         line = self._line_of(attempt)
         if attempt is None or line is None or not waits_for_slot(job) or job.id in self._where:
             return False
         waiting = self._lines[line]
-        if waiting and _placed_order(job) < _placed_order(waiting[-1]):
+        if waiting and _placed_order(job) < waiting[-1].order:
             return False
-        self._attempts.setdefault(line, attempt)
+        self._services.setdefault(line, (attempt.instance_id, attempt.address))
         self._where[job.id] = (line, len(waiting))
-        waiting.append(job)
+        waiting.append(_Waiting(_placed_order(job), job))
         self._starts.pop(line, None)
         return True
 
     def place_of(self, job: Job) -> QueuePlace | None:
-        """None when ``job`` waits for no slot, or in no line this view holds it in."""
-        if not waits_for_slot(job) or not self.holds(job):
+        """None when ``job`` waits for no slot, or in no line this view holds it in (a split
+        job: in none)."""
+        if not waits_for_slot(job) or job.split is not None or not self.holds(job):
             return None
         line, index = self._where[job.id]
         estimate: datetime | None = None
@@ -174,10 +245,10 @@ class QueueView:
 
     def _estimate_line(self, line: str) -> list[float | None]:
         unknown: list[float | None] = [None] * len(self._lines[line])
-        attempt = self._attempts[line]
-        instance_id = attempt.instance_id or self._instance_at.get(attempt.address, "")
-        slots = self._slots_of(instance_id, attempt.address)
-        if not slots:
+        instance_id, address = self._services[line]
+        instance_id = instance_id or self._instance_at.get(address, "")
+        slots = self._slots_of(instance_id, address)
+        if not slots or self._running_parts[line]:
             return unknown
         mean = self._mean_run_time(line)
         free_in: list[float] = []
@@ -190,7 +261,7 @@ class QueueView:
         free_in = heapq.nsmallest(slots, [*free_in, *[0.0] * max(slots - len(free_in), 0)])
         heapq.heapify(free_in)
         starts: list[float | None] = []
-        for _job in self._lines[line]:
+        for _waiting in self._lines[line]:
             if not free_in:
                 break
             starts.append(free_in[0])
@@ -242,7 +313,11 @@ class QueueLines:
         # is stale for its line, whatever its age.
         if view is not None and any(view.disagrees(job) for job in jobs):
             self._view = None
-        waiting = [job for job in jobs if waits_for_slot(job) and job.current_attempt is not None]
+        waiting = [
+            job
+            for job in jobs
+            if waits_for_slot(job) and job.current_attempt is not None and job.split is None
+        ]
         if not waiting:
             return {}
         try:

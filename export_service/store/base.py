@@ -104,6 +104,7 @@ from export_service.store.transitions import (
     GIVE_UP_RELEASE,
     PART_DONE,
     PART_RETRY,
+    PART_STARTED,
     PLACE_ATTEMPT,
     PLACE_PART,
     PLAN_SPLIT,
@@ -595,6 +596,15 @@ class JobStore(ABC):
             address=address,
             stage=stage,
         )
+
+    @operation
+    async def part_started(
+        self, job_id: str, *, index: int, render_id: str, lease: Lease | None = None
+    ) -> Job:
+        """Part ``index``'s render ``render_id`` has left its render service's line (it has a
+        slot). Refused when the part is rendered by another render now, or that render was
+        recorded as started already."""
+        return await self._change(PART_STARTED, job_id, lease, index=index, render_id=render_id)
 
     @operation
     async def part_done(

@@ -65,9 +65,11 @@ class Change(enum.StrEnum):
     # The first entry of a job that existed before the history did: its state at the migration.
     MIGRATED = "migrated"
     # A split job (store.split_record): its plan, or why it renders whole; each part's (and
-    # the join's) placement before its render starts, its completion, and its retry.
+    # the join's) placement before its render starts, its start once its render service gives
+    # it a slot, its completion, and its retry.
     SPLIT_PLANNED = "split_planned"
     PART_PLACED = "part_placed"
+    PART_STARTED = "part_started"
     PART_DONE = "part_done"
     PART_RETRY = "part_retry"
 

@@ -50,6 +50,11 @@ class PartRecord:
     output_path: str = ""
     # Why it is being rendered again (RETRYING), or why its last attempt ended.
     note: str = ""
+    # When its render was placed (epoch seconds; 0: placed by a version that did not say), and
+    # whether that render still waits for a slot in its render service's line (placed, and the
+    # render service has not said it started): the lines of export_service.queue_line.
+    placed_at: float = 0.0
+    waiting_for_slot: bool = False
 
     @property
     def is_join(self) -> bool:
@@ -79,6 +84,8 @@ class PartRecord:
             "frames_done": self.frames_done,
             "output_path": self.output_path,
             "note": self.note,
+            "placed_at": self.placed_at,
+            "waiting_for_slot": self.waiting_for_slot,
         }
 
     @classmethod
@@ -95,6 +102,8 @@ class PartRecord:
             frames_done=int(str(raw.get("frames_done", 0))),
             output_path=str(raw.get("output_path", "")),
             note=str(raw.get("note", "")),
+            placed_at=float(str(raw.get("placed_at", 0.0))),
+            waiting_for_slot=raw.get("waiting_for_slot") is True,
         )
 
 

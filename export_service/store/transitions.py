@@ -264,6 +264,8 @@ def _part_placed(current: Job, params: dict[str, Any]) -> dict[str, Any]:
             attempts=params["part_attempt"],
             frames_done=0,
             note="",
+            placed_at=datetime.now(UTC).timestamp(),
+            waiting_for_slot=True,
         ),
     )
     frames = _frames_with(current, split, index, 0)
@@ -280,6 +282,15 @@ def _current_render(current: Job, split: SplitRecord, params: Params) -> PartRec
     return part
 
 
+def _part_started(current: Job, params: dict[str, Any]) -> dict[str, Any]:
+    split = _split_of(current)
+    part = _current_render(current, split, params)
+    if not part.waiting_for_slot:
+        raise TransitionRejected(current, f"{part.label}'s render has started already")
+    started = split.with_render(part.index, lambda part: replace(part, waiting_for_slot=False))
+    return {**params, "split": started.to_json()}
+
+
 def _part_done(current: Job, params: dict[str, Any]) -> dict[str, Any]:
     split = _split_of(current)
     part = _current_render(current, split, params)
@@ -290,6 +301,7 @@ def _part_done(current: Job, params: dict[str, Any]) -> dict[str, Any]:
             state=PartState.DONE,
             frames_done=part.frame_count,
             output_path=params["output_path"],
+            waiting_for_slot=False,
         ),
     )
     frames = _frames_with(current, split, part.index, part.frame_count)
@@ -301,7 +313,13 @@ def _part_retry(current: Job, params: dict[str, Any]) -> dict[str, Any]:
     part = _current_render(current, split, params)
     retrying = split.with_render(
         part.index,
-        lambda part: replace(part, state=PartState.RETRYING, frames_done=0, note=params["note"]),
+        lambda part: replace(
+            part,
+            state=PartState.RETRYING,
+            frames_done=0,
+            note=params["note"],
+            waiting_for_slot=False,
+        ),
     )
     frames = _frames_with(current, split, part.index, 0)
     return {**params, "split": retrying.to_json(), "split_frames": frames}
@@ -448,7 +466,8 @@ CONFIRM_RELEASE = Transition(
 )
 # A split job (store.split_record). Each part's (and the join's) render is recorded before it
 # starts, fenced like every owner's write, and each of its changes is a version of its own (a
-# history entry naming it); the frames the running parts report ride on PROGRESS instead.
+# history entry naming it: placed, started once its render service gives it a slot, done or
+# retried); the frames the running parts report ride on PROGRESS instead.
 PLAN_SPLIT = Transition(
     "split_planned",
     start=ACTIVE,
@@ -467,6 +486,13 @@ PLACE_PART = Transition(
     sets={"split_parts": ":split", "split_frames": ":split_frames", "stage": ":stage"},
     refusal="the part's render is placed already",
     derive=_part_placed,
+)
+PART_STARTED = Transition(
+    "part_started",
+    start=ACTIVE,
+    sets={"split_parts": ":split"},
+    refusal="the part's render does not wait for a slot",
+    derive=_part_started,
 )
 PART_DONE = Transition(
     "part_done",
@@ -507,6 +533,7 @@ TRANSITIONS = (
     CONFIRM_RELEASE,
     PLAN_SPLIT,
     PLACE_PART,
+    PART_STARTED,
     PART_DONE,
     PART_RETRY,
     DELETE,

@@ -46,7 +46,7 @@ from export_service.store import (
     StoreUnavailable,
     TransitionRejected,
 )
-from export_service.store.base import Lease, RenderAttempt, StaleLease
+from export_service.store.base import STAGE_QUEUED, Lease, RenderAttempt, StaleLease
 from export_service.store.split_record import (
     AUDIO_INDEX,
     JOIN_INDEX,
@@ -597,7 +597,23 @@ class SplitTracker:
             run.percent = event.progress.percent
             run.stage = event.progress.stage
             run.stage_progress = event.progress.stage_progress
+            if run.stage not in ("", STAGE_QUEUED):
+                await self._record_started(run)
         return EventReceived(event.seq, render_outcome(event), run.member.key)
+
+    async def _record_started(self, run: _RenderRun) -> None:
+        """The render of ``run`` has a slot now: recorded once, so that the jobs placed behind
+        it on its render service no longer count it in their line (queue_line)."""
+        part = self._split.render(run.index)
+        if part.state is not PartState.RENDERING or not part.waiting_for_slot:
+            return
+        job = await self._write(
+            "the part's start",
+            self._store.part_started(
+                self.job_id, index=run.index, render_id=part.render_id, lease=self._lease
+            ),
+        )
+        self._adopt(job)
 
     def _rpc_failed(
         self, error: grpc.aio.AioRpcError, member: RenderMember, *, submitted: bool = False

@@ -16,6 +16,13 @@ from export_service.store.base import (
     STAGE_WAITING_FOR_RENDER,
     RenderAttempt,
 )
+from export_service.store.split_record import (
+    JOIN_INDEX,
+    PartRecord,
+    PartState,
+    SplitRecord,
+    planned,
+)
 from tests.support.specs import pattern_spec
 
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
@@ -69,6 +76,32 @@ def job(
         owner=owner,
         lease_epoch=1,
         attempts=attempts,
+    )
+
+
+def split_job(job_id: str, *renders: tuple[int, str, float, bool], created: float = -300.0) -> Job:
+    """A split job of three parts whose renders ``(index, render service, placed, waiting for
+    a slot)`` are placed (JOIN_INDEX: its join). Like every job it has an attempt (on
+    render-a), which places no render of its own."""
+    split: SplitRecord = planned(300, ((0, 100), (100, 100), (200, 100)))
+    for index, on, placed, waiting in renders:
+        placed_render = replace(
+            split.render(index),
+            state=PartState.RENDERING,
+            render_id=f"{job_id}-{index}",
+            instance_id=on,
+            address=f"{on}:50051",
+            placed_at=at(placed).timestamp(),
+            waiting_for_slot=waiting,
+        )
+
+        def placed_as(_part: PartRecord, placed_render: PartRecord = placed_render) -> PartRecord:
+            return placed_render
+
+        split = split.with_render(index, placed_as)
+    return replace(
+        job(job_id, placed=created, status=JobStatus.RUNNING, stage="Rendering"),
+        split=split,
     )
 
 
@@ -222,3 +255,55 @@ def test_a_view_disagrees_with_a_job_read_since_that_started_moved_or_waits_agai
     assert view.disagrees(running("a1"))
     assert view.disagrees(job("a1", "render-b", placed=-60))
     assert view.disagrees(replace(busy, stage=STAGE_QUEUED))
+
+
+def test_a_split_jobs_parts_waiting_on_a_render_service_stand_ahead_of_what_was_placed_after() -> (
+    None
+):
+    # render-b (one slot): part 0 renders, part 1 waits since -50.
+    parts = split_job("s", (0, "render-b", -60, False), (1, "render-b", -50, True))
+    before, after = job("b1", "render-b", placed=-55), job("b2", "render-b", placed=-40)
+    view = QueueView([after, parts, before], [], slots_of, NOW)
+    # No estimate: how long the running part holds the slot, nobody can say.
+    assert view.place_of(before) == QueuePlace(1, None)
+    assert view.place_of(after) == QueuePlace(3, None)
+    assert view.place_of(parts) is None, "a split job has no place of its own"
+    assert view.place_of(replace(parts, status=JobStatus.QUEUED, stage=STAGE_QUEUED)) is None
+    # Parts on another render service are in another line.
+    elsewhere = split_job("t", (0, "render-a", -90, True), (JOIN_INDEX, "render-a", -80, True))
+    view = QueueView([after, elsewhere], [], slots_of, NOW)
+    assert view.place_of(after) == QueuePlace(1, NOW)
+
+
+def test_a_part_that_started_holds_a_slot_and_one_done_or_of_an_ended_job_nothing() -> None:
+    started = split_job("s", (0, "render-b", -60, False))
+    waiting = job("b1", "render-b", placed=-30)
+    view = QueueView([started, waiting], [], slots_of, NOW)
+    assert view.place_of(waiting) == QueuePlace(1, None)
+    # Without it, render-b's one slot is free.
+    done = replace(
+        started,
+        split=started.split
+        and started.split.with_render(0, lambda part: replace(part, state=PartState.DONE)),
+    )
+    assert QueueView([done, waiting], [], slots_of, NOW).place_of(waiting) == QueuePlace(1, NOW)
+    ended = replace(split_job("s", (0, "render-b", -60, True)), status=JobStatus.CANCELLED)
+    assert QueueView([ended, waiting], [], slots_of, NOW).place_of(waiting) == QueuePlace(1, NOW)
+
+
+def test_a_job_joins_a_line_after_its_waiting_parts_only_when_placed_after_them() -> None:
+    view = QueueView([split_job("s", (0, "render-b", -20, True))], [], slots_of, NOW)
+    newer, older = job("b1", "render-b", placed=-1), job("b0", "render-b", placed=-99)
+    assert view.join(newer) and view.place_of(newer) == QueuePlace(2, None)
+    assert not view.join(older)
+
+
+def test_a_view_disagrees_with_a_split_job_whose_parts_were_placed_or_started_since() -> None:
+    seen = split_job("s", (0, "render-b", -60, False), (1, "render-b", -50, True))
+    view = QueueView([seen], [], slots_of, NOW)
+    assert not view.disagrees(seen)
+    assert view.disagrees(split_job("s", (0, "render-b", -60, False), (1, "render-b", -50, False)))
+    assert view.disagrees(split_job("s", (0, "render-b", -60, False)))
+    # A split job the view never held: only its placed renders would be news.
+    assert not view.disagrees(split_job("new"))
+    assert view.disagrees(split_job("new", (0, "render-a", -1, True)))

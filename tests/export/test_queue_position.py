@@ -7,7 +7,9 @@ holds the slot at next to no CPU cost), the export service in-process.
   (nothing completed there to say how long the first will take); the running job has none;
 - the line moves without a new version: the job ahead cancelled, the second becomes position 1;
 - once a job completed there, a job with another ahead of it is estimated the mean run time
-  after the one ahead; ListExports and WatchExport show the same places.
+  after the one ahead; ListExports and WatchExport show the same places;
+- a split job's renders waiting there (a part, the audio) stand ahead of a job placed after
+  them, and the part that renders holds the slot; the split job cancelled, that job starts.
 """
 
 from __future__ import annotations
@@ -163,3 +165,48 @@ async def test_a_job_behind_another_starts_a_mean_run_time_after_it(stub: Stub) 
         assert sent.queue_position == 2 and sent.HasField("estimated_start_at")
     finally:
         await cancel(stub, running, first, second)
+
+
+async def placed_with_one_started(stub: Stub, job_id: str) -> list[export_pb2.JobPart]:
+    """The split job's renders beside the join (its two parts and the audio) once all are
+    placed and the first of them to take the one slot is recorded as started (whichever it
+    is: they are placed at once)."""
+
+    async def reached() -> bool:
+        job = await get(stub, job_id)
+        if not all(part.render_id for part in job.parts if not part.join):
+            return False
+        request = export_pb2.ListJobHistoryRequest(id=job_id, page_size=1000)
+        history = await stub.ListJobHistory(request)
+        return [entry.change for entry in history.entries].count("part_started") == 1
+
+    await wait_until(reached, f"job {job_id}'s renders placed and one started", within=60)
+    return [part for part in (await get(stub, job_id)).parts if not part.join]
+
+
+async def test_a_split_jobs_renders_waiting_there_stand_ahead_of_a_job_placed_after_them(
+    stub: Stub,
+) -> None:
+    spec = spec_pb2.RenderSpec()
+    spec.CopyFrom(LONG)
+    spec.output.split.parts = 2
+    split = await create(stub, spec)
+    renders = await placed_with_one_started(stub, split.id)
+    assert [(part.index, part.audio) for part in renders] == [(0, False), (1, False), (2, True)]
+    behind = await create(stub, LONG)
+    try:
+        # Its render service's first word (its render queued) is the job's version 2.
+        waiting = await read_until(stub, behind.id, lambda job: job.version >= 2, "heard of")
+        assert waiting.status == export_pb2.QUEUED
+        # The two renders of the split job that wait for the one slot are ahead of it.
+        assert waiting.queue_position == 3
+        assert not waiting.HasField("estimated_start_at"), "a part holds the slot"
+        assert (await get(stub, split.id)).queue_position == 0
+
+        await cancel(stub, split)
+        started = await read_until(
+            stub, behind.id, lambda job: job.status == export_pb2.RUNNING, "to take the slot"
+        )
+        assert started.queue_position == 0
+    finally:
+        await cancel(stub, split, behind)

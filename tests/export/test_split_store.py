@@ -7,6 +7,8 @@ history entry per part change."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from export_service.job_proto import job_to_api_json
@@ -81,6 +83,40 @@ async def test_each_part_is_placed_before_it_renders_and_only_a_later_attempt_re
         await place(store, 0, attempt=1)
     job = await store.get("job1")
     assert job.split is not None and job.split.parts[0].render_id == "job1-p1-a2"
+
+
+async def test_a_placed_render_waits_for_a_slot_until_its_start_is_recorded_once(
+    store: JobStore,
+) -> None:
+    await new_job(store)
+    await store.plan_split("job1", split=PLAN)
+    before = datetime.now(UTC).timestamp()
+    await place(store, 0)
+    await place(store, JOIN_INDEX, instance="render-b")
+    job = await store.get("job1")
+    assert job.split is not None
+    first, join = job.split.parts[0], job.split.join
+    assert first.waiting_for_slot and join.waiting_for_slot
+    assert before <= first.placed_at <= join.placed_at <= datetime.now(UTC).timestamp()
+    assert not job.split.parts[1].waiting_for_slot, "a part not placed waits in no line"
+
+    started = await store.part_started("job1", index=0, render_id="job1-p1")
+    assert started.version == job.version + 1 and started.split is not None
+    assert not started.split.parts[0].waiting_for_slot
+    assert started.split.parts[0].placed_at == first.placed_at
+    with pytest.raises(TransitionRejected, match="started already"):
+        await store.part_started("job1", index=0, render_id="job1-p1")
+    # Placed again (a retry): it waits again, and only its own render can start.
+    await store.part_retry("job1", index=0, render_id="job1-p1", note="lost", stage="x")
+    retried = await store.get("job1")
+    assert retried.split is not None and not retried.split.parts[0].waiting_for_slot
+    await place(store, 0, attempt=2)
+    with pytest.raises(TransitionRejected, match="rendered by job1-p1-a2"):
+        await store.part_started("job1", index=0, render_id="job1-p1")
+    again = await store.part_started("job1", index=0, render_id="job1-p1-a2")
+    assert again.split is not None and not again.split.parts[0].waiting_for_slot
+    done = await store.part_done("job1", index=JOIN_INDEX, render_id="job1-join", output_path="/j")
+    assert done.split is not None and not done.split.join.waiting_for_slot
 
 
 async def test_a_part_done_keeps_its_output_and_its_frames(store: JobStore) -> None:
@@ -161,6 +197,7 @@ async def test_part_changes_are_fenced_and_in_the_history(store: JobStore) -> No
         address="a:1",
         lease=held,
     )
+    await store.part_started("job1", index=0, render_id="job1-p1", lease=held)
     await store.part_done("job1", index=0, render_id="job1-p1", output_path="/p1", lease=held)
     await store.claim_jobs("replica-b", limit=10, take_over=True)
     with pytest.raises(StaleLease):
@@ -178,6 +215,7 @@ async def test_part_changes_are_fenced_and_in_the_history(store: JobStore) -> No
         Change.CREATE,
         Change.SPLIT_PLANNED,
         Change.PART_PLACED,
+        Change.PART_STARTED,
         Change.PART_DONE,
     ]
 

@@ -119,6 +119,9 @@ APPLY: dict[str, Callable[[JobStore, str, Lease], Awaitable[object]]] = {
         address="render-b.example:50051",
         lease=lease,
     ),
+    "part_started": lambda store, job_id, lease: store.part_started(
+        job_id, index=0, render_id=part_render_id(job_id, 0, 1), lease=lease
+    ),
     "part_done": lambda store, job_id, lease: store.part_done(
         job_id, index=0, render_id=part_render_id(job_id, 0, 1), output_path="/p1.mp4", lease=lease
     ),
