@@ -36,6 +36,9 @@ STAGE_QUEUED = "Queued"
 STAGE_COMPLETE = "Complete"
 STAGE_FAILED = "Failed"
 STAGE_CANCELLED = "Cancelled"
+# The render's own stage, which the export service also shows while it looks for a completed
+# render's output.
+STAGE_VERIFYING = "Verifying"
 STAGE_WAITING_FOR_RENDER = limits.STAGE_WAITING_FOR_RENDER
 STAGE_WAITING_FOR_OWNER = limits.STAGE_WAITING_FOR_OWNER
 # A progress write with one of these stages leaves a QUEUED job QUEUED (nothing renders yet).

@@ -20,7 +20,9 @@ What it decides for the job:
 - a render verdict: Completed: the reported duration must match the spec's (shared
   tolerance); then the shared output check, repeated with backoff while the file may yet
   appear, for ``output_wait_seconds`` (then VERIFICATION_FAILED, or STORAGE_UNAVAILABLE when
-  the storage never answered); then COMPLETED. A completion refused because the job was
+  the storage never answered), the job showing meanwhile that it is verifying (a render quick
+  enough to complete before any progress of it was written would otherwise still show
+  queued); then COMPLETED. A completion refused because the job was
   cancelled meanwhile removes the file. Failed (with its field and ffmpeg's log tail), or an
   invalid spec at Render (INVALID_INPUT) → FAILED; Cancelled → CANCELLED.
 - a lost render (the attempt ended RenderLost: NOT_FOUND, Failed SHUTDOWN or
@@ -47,6 +49,7 @@ from typing import NoReturn
 
 from export_service.config import TrackerSettings
 from export_service.store import JobStatus
+from export_service.store.records import STAGE_VERIFYING
 from export_service.tracking.actions import (
     BeginAttempt,
     CheckOutput,
@@ -56,6 +59,7 @@ from export_service.tracking.actions import (
     Effect,
     MarkRenderReleased,
     NextStep,
+    OfferStage,
     ReadJob,
     ReleaseAttempt,
     RemoveOutput,
@@ -139,6 +143,8 @@ class PendingCompletion:
     # An object in a store: the whole file's SHA-256 and the store's checksum, as reported.
     sha256: str = ""
     store_checksum: str = ""
+    # Whether the job was given its stage while the output is looked for again.
+    shown_verifying: bool = False
 
 
 @dataclass(frozen=True)
@@ -335,10 +341,15 @@ def _checking_output(state: TrackerState, observation: Observation, now: float) 
             f"the render reported completion but {problem.reason}",
             remove=done.output_path,
         )
-    later = replace(done, recheck_delay=min(done.recheck_delay * 2, MAX_RECHECK_SECONDS))
+    later = replace(
+        done,
+        recheck_delay=min(done.recheck_delay * 2, MAX_RECHECK_SECONDS),
+        shown_verifying=True,
+    )
     state = replace(state, completion=later)
     delay = min(done.recheck_delay, remaining)
-    return _wait(state, delay, problem.reason, "checking again", AfterWait.RECHECK_OUTPUT)
+    shown = () if done.shown_verifying else (OfferStage(STAGE_VERIFYING),)
+    return _wait(state, delay, problem.reason, "checking again", AfterWait.RECHECK_OUTPUT, shown)
 
 
 def _completing(state: TrackerState, observation: Observation, now: float) -> Decision:

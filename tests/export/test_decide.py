@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from export_service.config import TrackerSettings
 from export_service.store import MAX_RUNNING_PROGRESS, JobStatus
+from export_service.store.records import STAGE_VERIFYING
 from export_service.tracking.actions import (
     BeginAttempt,
     CallRender,
@@ -347,10 +348,16 @@ def check(world: World, before: TrackerState, seen: Observation, decision: Decis
         elif isinstance(effect, ReleaseAttempt):
             assert isinstance(seen, Written) and before.phase.value == "beginning attempt"
             assert effect.attempt == before.attempt < state.attempt
-    # The tracker's own stage: shown once a wait for an unanswering render service begins, and
-    # only then; a heartbeat is offered only to put the render's stage back over it.
+    # The tracker's own stages: Verifying, once, when a completed render's output is not seen
+    # at the first look; "Waiting for a render service", shown once a wait for an unanswering
+    # render service begins, and only then; a heartbeat is offered only to put the render's
+    # stage back over it.
     for effect in decision.effects:
-        if isinstance(effect, OfferStage):
+        if effect == OfferStage(STAGE_VERIFYING):
+            assert before.phase.value == "checking output" and before.completion is not None
+            assert not before.completion.shown_verifying, decision
+            assert isinstance(ask, Wait) and ask.then == "checking again", decision
+        elif isinstance(effect, OfferStage):
             assert effect == OfferStage(STAGE_WAITING_FOR_RENDER), decision
             assert not followed(before).showing_wait and followed(state).showing_wait, decision
             assert isinstance(ask, Wait) and ask.then == "asking again", decision
@@ -693,6 +700,7 @@ def test_a_missing_file_is_looked_for_until_the_output_wait_is_over() -> None:
     done = decide(streaming(), EventReceived(4, Completed("/out/j.mp4", 5, 2.0)), 100.0)
     waits = []
     decision = decide(done.state, OutputChecked(MISSING), 100.0)
+    offered = [decision.effects]
     now = 100.0
     while isinstance(decision.next, Wait):
         waits.append(decision.next.seconds)
@@ -700,6 +708,10 @@ def test_a_missing_file_is_looked_for_until_the_output_wait_is_over() -> None:
         recheck = decide(decision.state, TimerFired(), now)
         assert recheck.next == CheckOutput("/out/j.mp4", 5)
         decision = decide(recheck.state, OutputChecked(MISSING), now)
+        offered.append(decision.effects)
+    # The job shows that it is verifying while it waits: once, not at every look.
+    assert offered[0] == (OfferStage(STAGE_VERIFYING),)
+    assert all(effects == () for effects in offered[1:])
     assert waits[:5] == [0.1, 0.2, 0.4, 0.8, 1.6]
     assert sum(waits) == pytest.approx(SETTINGS.output_wait_seconds)
     assert isinstance(decision.next, WriteFail) and decision.next.code == "VERIFICATION_FAILED"

@@ -257,9 +257,16 @@ async def test_an_object_the_store_shows_again_within_the_wait_completes_the_job
         assert created.status_code == 201, created.text
         job_id = created.json()["id"]
 
-        # The export service asked for the object and was turned away: the render is done.
+        # The export service asked for the object and was turned away: the render is done, and
+        # the job says it is being verified (a render this short may have had none of its
+        # progress written: it would still say queued).
         await wait_until(lambda: proxy.refused > 0, "the export service to look for the object")
-        assert (await job_of(http, job_id))["status"] == "running"
+
+        async def verifying() -> bool:
+            job = await job_of(http, job_id)
+            return job["status"] == "running" and job["stage"] == "Verifying"
+
+        await wait_until(verifying, "the job to show that its output is being verified")
         proxy.refuse = False
         job = await ended(http, job_id)
 
