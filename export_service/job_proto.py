@@ -26,6 +26,9 @@ STATUS_TO_PROTO = {
     JobStatus.CANCELLED: export_pb2.CANCELLED,
 }
 STATUS_FROM_PROTO = {value: key for key, value in STATUS_TO_PROTO.items()}
+# How the API shows a part whose render is placed but waits for a slot on its render service
+# (the record's state is "rendering": see PartRecord.waiting_for_slot).
+PART_QUEUED = "queued"
 
 
 def _timestamp(value: datetime | None) -> Timestamp | None:
@@ -109,11 +112,13 @@ def _add_parts(message: export_pb2.VideoJob, job: Job) -> None:
     completed = job.status is JobStatus.COMPLETED
     for part in job.split.renders:
         frames = part.frames_done
-        state = part.state
+        state = part.state.value
         if part.is_join and completed:  # the join's output is the job's, recorded by COMPLETE
-            state, frames = PartState.DONE, part.frame_count
+            state, frames = PartState.DONE.value, part.frame_count
         elif part.state is PartState.RENDERING and 0 <= part.index < len(job.split_frames):
             frames = min(job.split_frames[part.index], part.frame_count)
+        if part.state is PartState.RENDERING and part.waiting_for_slot and not frames:
+            state = PART_QUEUED
         index = part.index
         if part.is_audio:
             index = len(job.split.parts)
@@ -125,7 +130,7 @@ def _add_parts(message: export_pb2.VideoJob, job: Job) -> None:
             audio=part.is_audio,
             first_frame=part.first_frame,
             frame_count=part.frame_count,
-            state=state.value,
+            state=state,
             render_id=part.render_id,
             render_service=export_pb2.RenderService(
                 instance_id=part.instance_id, address=part.address

@@ -124,7 +124,11 @@ COMPONENT_SCHEMAS: dict[str, dict[str, Any]] = {
             },
             "firstFrame": {"type": "integer"},
             "frameCount": {"type": "integer"},
-            "state": {"type": "string", "enum": ["pending", "rendering", "retrying", "done"]},
+            "state": {
+                "type": "string",
+                "enum": ["pending", "queued", "rendering", "retrying", "done"],
+                "description": "queued: placed, waiting for a slot on its render service.",
+            },
             "renderId": {"type": ["string", "null"]},
             "renderService": {"type": ["object", "null"]},
             "framesDone": {"type": "integer"},

@@ -30,7 +30,7 @@ from tests.support.held_join import HoldingFFmpeg, held_join, resume
 from tests.support.polling import wait_until
 from tests.support.processes import gone
 from tests.support.specs import pattern_spec
-from tests.support.split import audio_seconds, decoded_frames
+from tests.support.split import PLACED, audio_seconds, decoded_frames
 from videojob.export.v1 import export_pb2
 from videojob.grpc_setup import create_channel
 from videojob.render.v1 import render_pb2, render_pb2_grpc
@@ -157,7 +157,7 @@ async def joining(cluster: JoinStack, owner: Replica) -> tuple[export_pb2.VideoJ
         if not job.parts or not all(part.state == "done" for part in video_parts(job)):
             return False
         join = join_of(job)
-        if join.state != "rendering" or not join.render_id:
+        if join.state not in PLACED or not join.render_id:
             return False
         process, _ = cluster.renders[join.render_service.instance_id]
         pid = held_join(process.pid, join.render_id)

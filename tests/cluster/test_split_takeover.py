@@ -18,6 +18,7 @@ from tests.cluster.conftest import EXPORT_TEST_ARGS, TERMINAL, Replica
 from tests.support.polling import wait_until
 from tests.support.processes import child_pids
 from tests.support.specs import pattern_spec
+from tests.support.split import PLACED
 from videojob.export.v1 import export_pb2
 from videojob_launcher import Role, Stack, StackConfig
 
@@ -68,9 +69,7 @@ async def split_job_rendering(owner: Replica, request_id: str) -> export_pb2.Vid
 
 
 def rendering_parts(job: export_pb2.VideoJob) -> list[export_pb2.JobPart]:
-    return [
-        part for part in job.parts if not part.join and not part.audio and part.state == "rendering"
-    ]
+    return [part for part in job.parts if not part.join and not part.audio and part.state in PLACED]
 
 
 async def test_a_replica_killed_mid_split_hands_every_running_part_to_the_next_owner(

@@ -193,6 +193,7 @@ async def test_a_split_jobs_renders_waiting_there_stand_ahead_of_a_job_placed_af
     split = await create(stub, spec)
     renders = await placed_with_one_started(stub, split.id)
     assert [(part.index, part.audio) for part in renders] == [(0, False), (1, False), (2, True)]
+    assert sorted(part.state for part in renders) == ["queued", "queued", "rendering"]
     behind = await create(stub, LONG)
     try:
         # Its render service's first word (its render queued) is the job's version 2.

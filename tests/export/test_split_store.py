@@ -246,3 +246,10 @@ async def test_the_api_shows_each_part_and_the_join(store: JobStore) -> None:
         "address": "render-b.example:50051",
     }
     assert shown["splitReason"] is None
+    # Placed and waiting for a slot on its render service: queued, until its start is recorded.
+    await place(store, 2)
+    shown = job_to_api_json(await store.get("job1"))
+    assert shown["parts"][2]["state"] == "queued"
+    await store.part_started("job1", index=2, render_id="job1-p3")
+    shown = job_to_api_json(await store.get("job1"))
+    assert (shown["parts"][2]["state"], shown["parts"][2]["framesDone"]) == ("rendering", 0)

@@ -48,7 +48,7 @@ from tests.support.media import media_duration
 from tests.support.processes import ServiceProcess
 from tests.support.render_dirs import RenderDirs
 from tests.support.specs import pattern_spec
-from tests.support.split import audio_seconds, decoded_frames, stored_packets
+from tests.support.split import PLACED, audio_seconds, decoded_frames, stored_packets
 from tests.support.tool_ffmpeg import tool_ffmpeg
 from videojob.export.v1 import export_pb2, export_pb2_grpc
 from videojob.grpc_setup import create_channel
@@ -118,7 +118,7 @@ async def wait_parts_rendering(stub: Stub, job_id: str) -> export_pb2.VideoJob:
         parts = video_parts(seen[-1])
         return (
             bool(parts)
-            and all(part.state == "rendering" for part in parts)
+            and all(part.state in PLACED for part in parts)
             and any(part.frames_done > 0 for part in parts)
         )
 
@@ -541,8 +541,7 @@ async def test_a_killed_render_service_costs_only_the_parts_it_held(
     async def retrying_elsewhere() -> bool:
         job = await get(stub, created.id)
         return any(
-            part.index in held and part.attempts == 2 and part.state == "rendering"
-            for part in job.parts
+            part.index in held and part.attempts == 2 and part.state in PLACED for part in job.parts
         )
 
     await wait_for(retrying_elsewhere, within=60)
@@ -618,7 +617,7 @@ async def test_a_part_that_fails_for_good_fails_the_job_naming_it(
     # Whichever render on the lost service was found lost first names the failure: a part, or
     # the output's audio rendered beside them.
     names = [f"part {n} of 3" for n in held]
-    audio = [part for part in rendering.parts if part.audio and part.state == "rendering"]
+    audio = [part for part in rendering.parts if part.audio and part.state in PLACED]
     if audio and audio[0].render_service.instance_id == victim:
         names.append("the output's audio")
     failed = [name for name in names if final.error.message.startswith(f"{name} failed")]

@@ -264,7 +264,7 @@ async def test_an_object_the_store_shows_again_within_the_wait_completes_the_job
 
         async def verifying() -> bool:
             job = await job_of(http, job_id)
-            return job["status"] == "running" and job["stage"] == "Verifying"
+            return bool(job["status"] == "running" and job["stage"] == "Verifying")
 
         await wait_until(verifying, "the job to show that its output is being verified")
         proxy.refuse = False

@@ -1,5 +1,6 @@
-"""A split job's render specs for tests (three uneven parts of a tiny output), and what its files
-hold, read with FFmpeg independently of the render service's own scan."""
+"""A split job's render specs for tests (three uneven parts of a tiny output), what its files
+hold, read with FFmpeg independently of the render service's own scan, and how the API shows a
+placed part."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from pathlib import Path
 from tests.support.tool_ffmpeg import tool_ffmpeg
 from videojob.render.v1 import spec_pb2
 
+# The states the API shows a part in once its render is placed: waiting for a slot on its
+# render service, or rendering.
+PLACED = ("queued", "rendering")
 FPS = 25.0
 # Uneven on purpose: no boundary falls on a second, nor on the 7-frame keyframes of the source
 # made below.

@@ -316,8 +316,9 @@ class JobPart(_message.Message):
     first_frame: _builtins.int
     frame_count: _builtins.int
     state: _builtins.str
-    """"pending", "rendering", "retrying" (its render was lost or failed: rendered again) or
-    "done" (its output is kept for the join until the job is terminal).
+    """"pending", "queued" (its render is placed and waits for a slot on its render service),
+    "rendering", "retrying" (its render was lost or failed: rendered again) or "done" (its
+    output is kept for the join until the job is terminal).
     """
     render_id: _builtins.str
     """The render that makes it now (empty until placed), and where."""
