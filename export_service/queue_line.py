@@ -169,7 +169,7 @@ class QueueView:
         placed = list(_placed_renders(job))
         self._parts_seen[job.id] = _parts_mark(placed)
         for part in placed:
-            line = part.instance_id or self._instance_at.get(part.address) or part.address
+            line = self._service_line(part.instance_id, part.address)
             self._services.setdefault(line, (part.instance_id, part.address))
             if part.waiting_for_slot:
                 self._lines[line].append(_Waiting(_part_order(job, part)))
@@ -179,7 +179,10 @@ class QueueView:
     def _line_of(self, attempt: RenderAttempt | None) -> str | None:
         if attempt is None:
             return None
-        return attempt.instance_id or self._instance_at.get(attempt.address) or attempt.address
+        return self._service_line(attempt.instance_id, attempt.address)
+
+    def _service_line(self, instance_id: str, address: str) -> str:
+        return instance_id or self._instance_at.get(address) or address
 
     def holds(self, job: Job) -> bool:
         """Whether this view has ``job`` waiting in the line it waits in."""
